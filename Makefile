@@ -1,0 +1,70 @@
+# telehook — the two commands a newcomer needs:
+#   make run    install missing Debian packages, build, start the server on the embedded default
+#   make check  install, build, run every test suite (unit, end-to-end, sanitizers, valgrind)
+# Other targets: build, unit, e2e, asan, valgrind, format, format-check, clean.
+
+BUILD     ?= build
+ASAN      ?= build-asan
+MESON_DEV  = -Dwerror=true -Dbuildtype=debugoptimized
+CONFIG    ?= etc/telehook.conf
+PYTHON    ?= /usr/bin/python3
+PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
+
+.PHONY: all deps deps-check build run check unit e2e asan valgrind format format-check clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+deps-check:
+	@scripts/install-deps.sh check
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_DEV)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+# Development server: SQLite in ./var, the outbox provider, header auth with a secret generated
+# once into var/dev-secret (see README for the curl example).
+run: build
+	@mkdir -p var
+	@[ -s var/dev-secret ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > var/dev-secret)
+	TELEHOOK_AUTH_HEADER_SECRET_FILE=var/dev-secret $(BUILD)/telehook serve -c $(CONFIG)
+
+check: deps-check build
+	$(MAKE) --no-print-directory format-check unit e2e asan valgrind
+
+unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+e2e: build
+	TELEHOOK_BIN=$(abspath $(BUILD)/telehook) $(PYTEST) tests/e2e
+
+$(ASAN)/build.ninja:
+	meson setup $(ASAN) -Dwerror=true -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# Unit and end-to-end suites once more under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan: deps-check $(ASAN)/build.ninja
+	ninja -C $(ASAN)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  meson test -C $(ASAN) --suite unit --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  TELEHOOK_BIN=$(abspath $(ASAN)/telehook) TELEHOOK_SANITIZED=1 $(PYTEST) tests/e2e
+
+# Unit suite under valgrind memcheck: any error or definite leak fails.
+valgrind: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs \
+	  --wrap='valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cc' 2>/dev/null)
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD) $(ASAN)

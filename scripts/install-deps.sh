@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages telehook needs to build, test and run, if any is missing.
+# Used by `make run`, `make check` and .ci/run; safe to run again (does nothing when all present).
+# Usage: scripts/install-deps.sh [build|check]   (check adds what the test suites need)
+set -euo pipefail
+mode=${1:-build}
+pkgs=(build-essential pkg-config meson ninja-build
+      libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libinih-dev libphonenumber-dev
+      sqlite3 ca-certificates)
+if [ "$mode" = check ]; then
+  pkgs+=(libcmocka-dev python3 python3-pytest valgrind clang clang-format git)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,145 @@
+#include "common/util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <openssl/rand.h>
+
+int64_t th_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t th_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+th_err th_random_id(const char *prefix, char *out, size_t outlen)
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* Crockford, lower */
+    size_t plen = strlen(prefix);
+    if (outlen < plen + 21)
+        return TH_E_INVAL;
+    unsigned char rnd[13]; /* 104 bits, 100 used */
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return TH_E_NOMEM;
+    memcpy(out, prefix, plen);
+    unsigned bits = 0, acc = 0;
+    size_t r = 0;
+    for (size_t i = 0; i < 20; i++) {
+        if (bits < 5) {
+            acc = (acc << 8) | rnd[r++];
+            bits += 8;
+        }
+        out[plen + i] = alphabet[(acc >> (bits - 5)) & 31];
+        bits -= 5;
+    }
+    out[plen + 20] = '\0';
+    return TH_E_OK;
+}
+
+size_t th_strlcpy(char *out, const char *src, size_t outlen)
+{
+    size_t n = strlen(src);
+    if (outlen) {
+        size_t c = n < outlen - 1 ? n : outlen - 1;
+        memcpy(out, src, c);
+        out[c] = '\0';
+    }
+    return n;
+}
+
+void th_format_iso8601(int64_t unix_ms, char out[25])
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    int ms = (int)(unix_ms % 1000);
+    if (ms < 0) {
+        ms += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+}
+
+static bool digits(const char *s, int n, int *val)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *val = v;
+    return true;
+}
+
+th_err th_parse_iso8601(const char *s, int64_t *unix_ms)
+{
+    int Y, M, D, h, m, sec;
+    if (strlen(s) < 19 || !digits(s, 4, &Y) || s[4] != '-' || !digits(s + 5, 2, &M) ||
+        s[7] != '-' || !digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &m) || s[16] != ':' ||
+        !digits(s + 17, 2, &sec))
+        return TH_E_INVAL;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60)
+        return TH_E_INVAL;
+    const char *p = s + 19;
+    int frac_ms = 0;
+    if (*p == '.') {
+        p++;
+        int nd = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (nd < 3)
+                frac_ms = frac_ms * 10 + (*p - '0');
+            nd++;
+            p++;
+        }
+        if (nd == 0 || nd > 9)
+            return TH_E_INVAL;
+        for (int i = nd; i < 3; i++)
+            frac_ms *= 10;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return TH_E_INVAL;
+        offset_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return TH_E_INVAL;
+    }
+    if (*p)
+        return TH_E_INVAL;
+    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h,
+                    .tm_min = m, .tm_sec = sec};
+    time_t t = timegm(&tm);
+    *unix_ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    return TH_E_OK;
+}
+
+bool th_host_is_loopback(const char *host)
+{
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return memcmp(&a6, &in6addr_loopback, sizeof a6) == 0;
+    return false;
+}

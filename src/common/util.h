@@ -1,0 +1,36 @@
+/* Small helpers shared by every module: clocks, ids, bounded string copies. */
+#ifndef TH_COMMON_UTIL_H
+#define TH_COMMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define TH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Monotonic clock in microseconds (for deadlines and latencies). */
+int64_t th_mono_us(void);
+/* Wall clock in milliseconds since the Unix epoch (for records). */
+int64_t th_wall_ms(void);
+
+/*
+ * Writes a new random identifier: prefix then 20 characters of Crockford base32 (100 bits from
+ * OpenSSL's CSPRNG), NUL-terminated. out must hold strlen(prefix) + 21 bytes. TH_E_NOMEM if the
+ * CSPRNG fails (it does not in practice).
+ */
+th_err th_random_id(const char *prefix, char *out, size_t outlen);
+
+/* strlcpy: copies at most outlen-1 bytes, always terminates (outlen > 0); returns strlen(src). */
+size_t th_strlcpy(char *out, const char *src, size_t outlen);
+
+/* Formats unix milliseconds as "2026-11-24T20:36:01.123Z". out must hold 25 bytes. */
+void th_format_iso8601(int64_t unix_ms, char out[25]);
+/* Parses "2022-01-28T21:48:34.321Z" (fraction optional, 'Z' or ±hh:mm offset). */
+th_err th_parse_iso8601(const char *s, int64_t *unix_ms);
+
+/* True for 127.0.0.0/8, ::1, "localhost". host without brackets. */
+bool th_host_is_loopback(const char *host);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * Configuration: one table of keys (section, name, type, bounds, default, secret?, help),
+ * read from an INI file (libinih), then overridden by environment variables
+ * TELEHOOK_<SECTION>_<KEY> (upper case), then validated. A secret key "x" may instead be given
+ * as "x_file" (file or TELEHOOK_<SECTION>_<KEY>_FILE): the file's content, with one trailing
+ * newline stripped, becomes the value. Unknown keys, unknown sections, bad values: errors naming
+ * the key and where it came from (file:line or the environment variable).
+ */
+#ifndef TH_CONFIG_CONFIG_H
+#define TH_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "common/err.h"
+
+typedef enum {
+    TH_AUTH_HEADER, /* "header": Okta's HTTP-header secret */
+    TH_AUTH_NONE    /* "none": development only; refused unless server.listen is loopback */
+} th_auth_mode;
+
+typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_level;
+
+struct th_config {
+    /* [server] */
+    char *listen;           /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443"; port 0 = kernel picks */
+    int threads;            /* event loops; 0 = number of online CPUs */
+    int deadline_ms;        /* time budget per Okta request, 100..2900 */
+    int max_body;           /* bytes, 1024..1048576 */
+    int max_connections;    /* per process */
+    int connection_timeout; /* seconds of inactivity before a connection is closed */
+    int connection_memory;  /* libmicrohttpd per-connection pool, bytes */
+    char *port_file;        /* if set, the bound port is written there once listening */
+    /* [auth] */
+    th_auth_mode auth_mode;
+    char *auth_header_name;   /* default "Authorization" */
+    char *auth_header_secret; /* secret; required when mode = header */
+    /* [phone] */
+    char *phone_default_region; /* ISO alpha-2, e.g. "US"; "" = none */
+    /* [message] */
+    char *message_default_language; /* normalised, e.g. "en" */
+    /* [store] */
+    char *store_url; /* "sqlite:PATH" or a bare path */
+    /* [provider] */
+    char *provider_name; /* "outbox" (the only provider until the provider issue) */
+    /* [log] */
+    th_log_level log_level;
+};
+
+/*
+ * Fills cfg with defaults, then the file (path may be NULL: defaults + environment only), then
+ * the environment (envp as in main's third argument / environ; NULL means the process
+ * environment), then validates. On failure returns TH_E_CONFIG with one clear message in err,
+ * e.g. "telehook.conf:12: [server] deadline_ms: must be between 100 and 2900 (got 5000)" or
+ * "TELEHOOK_SERVER_THREADS: not an integer: 'x'". cfg is released on failure.
+ */
+th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp, char *err,
+                      size_t errlen);
+
+/* Frees every string; cfg may be zeroed or loaded. */
+void th_config_release(struct th_config *cfg);
+
+/*
+ * Prints the effective configuration as INI ("[section]" then "key = value"), every key of the
+ * table, secrets shown as "********" when set and "" when not.
+ */
+void th_config_print(const struct th_config *cfg, FILE *out);
+
+/* Iterates the key table (for docs and the example-config test): section, key, default, help. */
+typedef void (*th_config_key_fn)(void *ud, const char *section, const char *key,
+                                 const char *default_value, bool secret, const char *help);
+void th_config_each_key(th_config_key_fn fn, void *ud);
+
+#endif

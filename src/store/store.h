@@ -1,0 +1,91 @@
+/*
+ * The store: one interface over the persistent state, backends behind an ops table
+ * (SQLite now, PostgreSQL later). Nothing here knows HTTP; no OTP is ever stored except in the
+ * outbox (which plays the handset in development and must hold the text it "received").
+ *
+ * A struct th_store is one connection: use it from one thread at a time. The server opens one
+ * for start-up reads and gives one to the writer thread (store/writer.h).
+ */
+#ifndef TH_STORE_STORE_H
+#define TH_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct th_store;
+
+/*
+ * Opens the store named by url: "sqlite:PATH", "sqlite://PATH" or a bare PATH (SQLite).
+ * The parent directory is created if missing. Applies pending schema migrations (each in a
+ * transaction, recorded in schema_version) and seeds the default templates on first creation.
+ * TH_E_STORE with a message in err on failure.
+ */
+th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen);
+void th_store_close(struct th_store *st); /* NULL is a no-op */
+
+/* A short description for logs, e.g. "sqlite:/var/lib/telehook/telehook.db" (no secrets). */
+const char *th_store_describe(const struct th_store *st);
+
+/* ---- templates ---- */
+struct th_template_row {
+    const char *language; /* normalised tag */
+    const char *channel;  /* "sms" | "voice" */
+    const char *body;
+    const char *voice_id; /* "" when none */
+    int64_t updated_ms;   /* unix ms */
+};
+/* Called once per row; strings valid only during the call. Return non-zero to stop. */
+typedef int (*th_template_row_fn)(void *ud, const struct th_template_row *row);
+th_err th_store_templates_each(struct th_store *st, th_template_row_fn fn, void *ud);
+/* Insert or replace (language, channel). */
+th_err th_store_template_put(struct th_store *st, const struct th_template_row *row);
+/* TH_E_NOTFOUND when absent. */
+th_err th_store_template_delete(struct th_store *st, const char *language, const char *channel);
+
+/* ---- outbox (development provider: the "handset") ---- */
+struct th_outbox_row {
+    const char *id;         /* transaction id returned to Okta */
+    int64_t created_ms;
+    const char *request_id; /* telehook's request id */
+    const char *to;         /* E.164 */
+    const char *channel;    /* "sms" | "voice" */
+    const char *language;
+    const char *body;       /* rendered text or SSML (holds the OTP: outbox only) */
+    const char *voice_id;   /* "" when none */
+};
+th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row);
+typedef int (*th_outbox_row_fn)(void *ud, const struct th_outbox_row *row);
+/* Newest first, at most limit rows (limit <= 0: 20). */
+th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
+
+/* ---- delivery records: one per answered request; never the OTP, never the full number ---- */
+struct th_delivery_row {
+    const char *request_id;
+    const char *event_id;      /* Okta's eventId ("" when absent) */
+    int64_t created_ms;
+    const char *request_type;  /* "com.okta.user.telephony.mfa-verification" or "" */
+    const char *phone_masked;  /* "+1206*****23" or "" when it did not parse */
+    const char *country;       /* region "US" or "" */
+    const char *channel;       /* "sms" | "voice" */
+    const char *language;      /* language of the text sent, "" when none */
+    const char *source;        /* "template" | "okta" | "builtin" | "" */
+    const char *provider;      /* "outbox" ... or "" */
+    const char *outcome;       /* "SUCCESSFUL" | "FAILED" | "REJECTED" | "TIMEOUT" | "ERROR" */
+    const char *transaction_id;/* "" when none */
+    const char *error;         /* short reason ("" when none); never user data */
+    int64_t latency_us;        /* arrival to answer */
+};
+th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
+typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
+/* Newest first, at most limit rows (limit <= 0: 20). */
+th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
+
+/* ---- transactions (the writer batches many inserts in one) ---- */
+th_err th_store_begin(struct th_store *st);
+th_err th_store_commit(struct th_store *st);
+th_err th_store_rollback(struct th_store *st);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * The store writer: one thread that owns a store connection and applies queued writes in
+ * batches (one transaction per batch), so no event loop ever waits on the disk.
+ *
+ * Every queued item is copied (the caller's strings may be freed at once). The queue is bounded:
+ * when full, enqueue returns TH_E_OVERLOAD and nothing is queued.
+ * th_writer_stop() drains the queue (every accepted item is written) before it returns.
+ */
+#ifndef TH_STORE_WRITER_H
+#define TH_STORE_WRITER_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+#include "store/store.h"
+
+struct th_writer;
+
+/*
+ * Called on the writer thread once the item's transaction has committed (result TH_E_OK) or
+ * failed (TH_E_STORE). It must be quick and thread-safe: typically it posts to an event loop.
+ */
+typedef void (*th_writer_done_fn)(void *ud, th_err result);
+
+/* Takes ownership of st (closed by th_writer_stop). max_queue: items, >= 1. */
+th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer **out);
+/* Drains, joins the thread, closes the store, frees. NULL is a no-op. */
+void th_writer_stop(struct th_writer *w);
+
+/* done may be NULL. */
+th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
+                        th_writer_done_fn done, void *ud);
+th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row);
+
+/* Items written and dropped so far (for metrics and tests). */
+struct th_writer_stats {
+    unsigned long long written, failed, rejected_full;
+    size_t queued;
+};
+void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
+
+#endif
