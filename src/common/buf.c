@@ -109,3 +109,82 @@ char *th_buf_steal(struct th_buf *b)
     b->cap = 0;
     return p;
 }
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid. */
+static size_t utf8_len(const unsigned char *p, size_t avail)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (avail < n)
+        return 0;
+    unsigned cp = c & (0x7f >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+th_err th_buf_append_json(struct th_buf *b, const char *s, size_t n)
+{
+    if (n == (size_t)-1)
+        n = strlen(s);
+    size_t start = b->len;
+    th_err e = th_buf_appendc(b, '"');
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (e == TH_E_OK && i < n) {
+        size_t run = i; /* copy runs of plain bytes in one append */
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+            run++;
+        if (run > i) {
+            e = th_buf_append(b, p + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            e = th_buf_append(b, esc, 2);
+            i++;
+        } else if (c < 0x20) {
+            e = th_buf_printf(b, "\\u%04x", c);
+            i++;
+        } else {
+            size_t l = utf8_len(p + i, n - i);
+            if (l) {
+                e = th_buf_append(b, p + i, l);
+                i += l;
+            } else {
+                e = th_buf_appends(b, "\xef\xbf\xbd");
+                i++;
+            }
+        }
+    }
+    if (e == TH_E_OK)
+        e = th_buf_appendc(b, '"');
+    if (e != TH_E_OK) { /* leave the buffer as it was: never half a string */
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+    }
+    return e;
+}

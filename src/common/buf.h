@@ -32,6 +32,12 @@ th_err th_buf_appends(struct th_buf *b, const char *s);
 th_err th_buf_appendc(struct th_buf *b, char c);
 th_err th_buf_printf(struct th_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 th_err th_buf_vprintf(struct th_buf *b, const char *fmt, va_list ap);
+/*
+ * Appends s (n bytes, or up to NUL when n == (size_t)-1) as a JSON string literal, quotes
+ * included. Control characters are escaped; bytes that are not valid UTF-8 become U+FFFD, so the
+ * output is always valid JSON whatever the input.
+ */
+th_err th_buf_append_json(struct th_buf *b, const char *s, size_t n);
 /* Always a valid C string ("" when empty). */
 const char *th_buf_str(const struct th_buf *b);
 /* Hands the storage to the caller (free() it) and resets the buffer; never NULL unless NOMEM. */

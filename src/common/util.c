@@ -68,8 +68,13 @@ void th_format_iso8601(int64_t unix_ms, char out[25])
     }
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, 25, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+    /* Years outside 0..9999 cannot be written in 24 bytes: clamp (records never get there). */
+    int year = tm.tm_year + 1900;
+    year = year < 0 ? 0 : year > 9999 ? 9999 : year;
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    th_strlcpy(out, tmp, 25);
 }
 
 static bool digits(const char *s, int n, int *val)

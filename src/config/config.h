@@ -40,6 +40,7 @@ struct th_config {
     char *phone_default_region; /* ISO alpha-2, e.g. "US"; "" = none */
     /* [message] */
     char *message_default_language; /* normalised, e.g. "en" */
+    bool message_builtin_fallback;  /* end the locale chain with the built-in English text */
     /* [store] */
     char *store_url; /* "sqlite:PATH" or a bare path */
     /* [provider] */

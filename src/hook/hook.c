@@ -1,1 +1,309 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include "hook/hook.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "obs/log.h"
+#include "okta/okta.h"
+#include "phone/phone.h"
+
+/* Summaries Okta may show to end users: generic on purpose, never provider internals. */
+#define SUMMARY_PHONE "The phone number cannot receive a verification code."
+#define SUMMARY_FAILED "The verification code could not be sent."
+#define SUMMARY_MALFORMED "Malformed request."
+
+#define TEXT_MAX 8192 /* rendered SMS text or SSML */
+#define ANSWER_MAX 4096
+
+struct th_hook {
+    const struct th_config *cfg;
+    const struct th_templates *templates;
+    struct th_provider *provider;
+    struct th_writer *writer;
+    atomic_long in_flight;
+};
+
+/* One Okta request. Freed when it has been answered and no provider callback is pending. */
+struct hreq {
+    struct th_hook *hook;
+    struct th_loop *loop;
+    th_hook_answer_fn answer;
+    void *answer_ud;
+    bool answered;
+    bool sending; /* a provider callback is still to come */
+    struct th_timer deadline;
+    int64_t arrived_us;
+    int64_t sent_us;
+
+    char request_id[48];
+    struct th_okta_request okta; /* released at free */
+    struct th_phone phone;
+    char masked[24];
+    struct th_choice choice;
+    char locale[TH_LOCALE_MAX];
+    struct th_buf text;
+
+    /* the outcome */
+    const char *outcome;
+    char error[128];
+    char transaction_id[96];
+};
+
+th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
+{
+    struct th_hook *h = calloc(1, sizeof *h);
+    if (!h)
+        return TH_E_NOMEM;
+    h->cfg = deps->cfg;
+    h->templates = deps->templates;
+    h->provider = deps->provider;
+    h->writer = deps->writer;
+    atomic_init(&h->in_flight, 0);
+    *out = h;
+    return TH_E_OK;
+}
+
+void th_hook_free(struct th_hook *hook)
+{
+    free(hook);
+}
+
+long th_hook_in_flight(const struct th_hook *hook)
+{
+    return atomic_load(&hook->in_flight);
+}
+
+static void hreq_maybe_free(struct hreq *r)
+{
+    if (!r->answered || r->sending)
+        return;
+    th_okta_request_release(&r->okta);
+    th_buf_release(&r->text);
+    free(r);
+}
+
+static void record(struct hreq *r, int status, int64_t latency_us)
+{
+    const struct th_okta_request *o = &r->okta;
+    const char *provider = r->sent_us ? r->hook->provider->name : "";
+    const char *lang = r->choice.language ? r->choice.language : "";
+    const char *source = r->text.len ? th_source_name(r->choice.source) : "";
+    struct th_delivery_row row = {
+        .request_id = r->request_id,
+        .event_id = o->event_id ? o->event_id : "",
+        .created_ms = th_wall_ms(),
+        .request_type = o->request_type ? o->request_type : "",
+        .phone_masked = r->masked,
+        .country = r->phone.region,
+        .channel = o->phone ? th_channel_name(o->channel) : "",
+        .language = lang,
+        .source = source,
+        .provider = provider,
+        .outcome = r->outcome,
+        .transaction_id = r->transaction_id,
+        .error = r->error,
+        .latency_us = latency_us,
+    };
+    th_err e = th_writer_delivery(r->hook->writer, &row);
+    if (e != TH_E_OK)
+        th_log_msg(TH_LOG_WARN, "record_dropped", "delivery record for %s not queued: %s",
+                   r->request_id, th_strerror(e));
+
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_INFO, "request")) {
+        th_log_str(&l, "req", r->request_id);
+        th_log_str(&l, "event_id", o->event_id);
+        th_log_str(&l, "request_type", o->request_type);
+        if (r->masked[0])
+            th_log_str(&l, "phone", r->masked);
+        if (r->phone.region[0])
+            th_log_str(&l, "country", r->phone.region);
+        if (o->phone)
+            th_log_str(&l, "channel", th_channel_name(o->channel));
+        if (r->text.len) {
+            th_log_str(&l, "lang", lang);
+            th_log_str(&l, "source", source);
+        }
+        if (provider[0])
+            th_log_str(&l, "provider", provider);
+        th_log_str(&l, "outcome", r->outcome);
+        if (r->error[0])
+            th_log_str(&l, "error", r->error);
+        th_log_int(&l, "status", status);
+        th_log_ms(&l, "ms", latency_us);
+        th_log_end(&l);
+    }
+}
+
+/* Hands the answer to the transport once, then records it. */
+static void finish(struct hreq *r, int status, struct th_buf *body, const char *outcome)
+{
+    if (r->answered) {
+        th_buf_release(body);
+        return;
+    }
+    r->answered = true;
+    r->outcome = outcome;
+    th_loop_timer_cancel(r->loop, &r->deadline);
+    int64_t latency = th_mono_us() - r->arrived_us;
+    size_t len = body->len;
+    char *data = th_buf_steal(body);
+    if (!data) { /* out of memory: the transport answers 500 on a NULL body */
+        len = 0;
+    }
+    r->answer(r->answer_ud, status, data, len);
+    record(r, status, latency);
+    atomic_fetch_sub(&r->hook->in_flight, 1);
+}
+
+static void fail(struct hreq *r, int status, const char *summary, const char *outcome,
+                 const char *reason)
+{
+    struct th_buf body;
+    th_buf_init(&body, ANSWER_MAX);
+    th_strlcpy(r->error, reason, sizeof r->error);
+    /* The cause is for admins reading Okta's System Log: a class of failure, never details. */
+    th_okta_encode_error(&body, summary, reason);
+    finish(r, status, &body, outcome);
+}
+
+static void on_deadline(void *ud)
+{
+    struct hreq *r = ud;
+    fail(r, 200, SUMMARY_FAILED, "TIMEOUT", "deadline exceeded");
+    hreq_maybe_free(r);
+}
+
+static void on_sent(void *ud, const struct th_send_result *res)
+{
+    struct hreq *r = ud;
+    r->sending = false;
+    if (r->answered) { /* the deadline answered first: Okta has moved on */
+        th_log_msg(TH_LOG_WARN, "late_provider_answer",
+                   "request %s: provider answered after the deadline (%s)", r->request_id,
+                   res->err == TH_E_OK ? "accepted" : "failed");
+        hreq_maybe_free(r);
+        return;
+    }
+    if (res->err != TH_E_OK) {
+        fail(r, 200, SUMMARY_FAILED, "FAILED", res->error[0] ? res->error : "provider failed");
+        hreq_maybe_free(r);
+        return;
+    }
+    th_strlcpy(r->transaction_id, res->transaction_id, sizeof r->transaction_id);
+    char meta[64];
+    snprintf(meta, sizeof meta, "attempts=1;ms=%lld",
+             (long long)((th_mono_us() - r->sent_us) / 1000));
+    struct th_buf body;
+    th_buf_init(&body, ANSWER_MAX);
+    th_okta_encode_result(&body, "SUCCESSFUL", r->hook->provider->name, r->transaction_id, meta);
+    finish(r, 200, &body, "SUCCESSFUL");
+    hreq_maybe_free(r);
+}
+
+static int expires_minutes(int64_t otp_expires_ms)
+{
+    if (otp_expires_ms <= 0)
+        return -1;
+    int64_t left = otp_expires_ms - th_wall_ms();
+    if (left <= 60000)
+        return 1;
+    return (int)((left + 59999) / 60000);
+}
+
+/* Picks the text along the locale chain and renders it. false: answered with an error. */
+static bool compose(struct hreq *r)
+{
+    const struct th_config *cfg = r->hook->cfg;
+    const struct th_okta_request *o = &r->okta;
+    const char *locale = NULL;
+    if (o->locale && th_locale_normalize(o->locale, r->locale) == TH_E_OK)
+        locale = r->locale;
+    th_message_choose(r->hook->templates, NULL, locale, o->channel, cfg->message_default_language,
+                      o->msg_template != NULL, &r->choice);
+    if (r->choice.source == TH_SOURCE_BUILTIN && !cfg->message_builtin_fallback) {
+        fail(r, 200, SUMMARY_FAILED, "REJECTED", "no template for this language and channel");
+        return false;
+    }
+    th_err e;
+    if (r->choice.source == TH_SOURCE_OKTA) {
+        e = th_buf_appends(&r->text, o->msg_template);
+    } else {
+        struct th_render_vars vars = {
+            .otp = o->otp,
+            .first_name = o->first_name,
+            .last_name = o->last_name,
+            .login = o->login,
+            .expires_minutes = expires_minutes(o->otp_expires_ms),
+        };
+        e = th_message_render(r->choice.tpl, &vars, &r->text);
+    }
+    if (e != TH_E_OK) {
+        fail(r, 200, SUMMARY_FAILED, "ERROR", "message too long");
+        return false;
+    }
+    return true;
+}
+
+static void send_message(struct hreq *r)
+{
+    const struct th_okta_request *o = &r->okta;
+    struct th_send msg = {
+        .request_id = r->request_id,
+        .to = r->phone.e164,
+        .region = r->phone.region,
+        .channel = o->channel,
+        .language = r->choice.language ? r->choice.language : "",
+        .body = th_buf_str(&r->text),
+        .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
+        .otp_expires_ms = o->otp_expires_ms,
+        .deadline_us = r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000,
+    };
+    r->sent_us = th_mono_us();
+    th_err e = th_provider_send(r->hook->provider, r->loop, &msg, on_sent, r);
+    if (e != TH_E_OK) {
+        fail(r, 200, SUMMARY_FAILED, e == TH_E_OVERLOAD ? "OVERLOAD" : "ERROR",
+             e == TH_E_OVERLOAD ? "overloaded" : "provider could not start the send");
+        return;
+    }
+    r->sending = true;
+    th_loop_timer_set(r->loop, &r->deadline, msg.deadline_us, on_deadline, r);
+}
+
+void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
+                    th_hook_answer_fn answer, void *ud)
+{
+    struct hreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        answer(ud, 500, NULL, 0);
+        return;
+    }
+    atomic_fetch_add(&hook->in_flight, 1);
+    r->hook = hook;
+    r->loop = loop;
+    r->answer = answer;
+    r->answer_ud = ud;
+    r->arrived_us = call->arrived_us;
+    th_strlcpy(r->request_id, call->request_id, sizeof r->request_id);
+    th_buf_init(&r->text, TEXT_MAX);
+
+    char why[128];
+    th_err e = th_okta_decode(call->body, call->len, &r->okta, why, sizeof why);
+    if (e == TH_E_JSON) {
+        fail(r, 400, SUMMARY_MALFORMED, "REJECTED", why);
+    } else if (e != TH_E_OK) {
+        fail(r, 200, SUMMARY_FAILED, "REJECTED", why);
+    } else if (th_phone_parse(r->okta.phone, strlen(r->okta.phone),
+                              hook->cfg->phone_default_region, &r->phone) != TH_E_OK) {
+        fail(r, 200, SUMMARY_PHONE, "REJECTED", "invalid phone number");
+    } else {
+        th_phone_mask(r->phone.e164, r->masked, sizeof r->masked);
+        if (compose(r))
+            send_message(r);
+    }
+    hreq_maybe_free(r);
+}

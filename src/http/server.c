@@ -1,1 +1,562 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include "http/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "loop/loop.h"
+#include "obs/log.h"
+
+#define HOOK_PATH "/v1/okta/telephony"
+#define MAX_WORKERS 64
+
+struct worker {
+    struct th_server *srv;
+    int index;
+    struct th_loop *loop;
+    pthread_t thread;
+    bool started;
+    int listen_fd; /* ours until libmicrohttpd takes it (then -1) */
+    struct MHD_Daemon *daemon;
+    struct th_timer mhd_timer; /* when libmicrohttpd next needs to run */
+};
+
+struct th_server {
+    const struct th_config *cfg;
+    const struct th_auth *auth;
+    struct th_hook *hook;
+    int port;
+    int nworkers;
+    atomic_bool draining;
+    struct worker workers[MAX_WORKERS];
+};
+
+enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_NOT_FOUND };
+
+/* One HTTP request (libmicrohttpd's con_cls). Freed by on_completed. */
+struct req {
+    struct worker *w;
+    struct MHD_Connection *conn;
+    enum route route;
+    int64_t arrived_us;
+    char id[24];
+    struct th_buf body;
+    bool too_big;
+    bool dispatched;  /* handed to the hook */
+    bool in_handler;  /* th_hook_handle is on the stack */
+    bool suspended;
+    bool answered;    /* status/answer below are set */
+    int status;
+    char *answer;     /* owned (malloc) until handed to libmicrohttpd */
+    size_t answer_len;
+};
+
+/* ---- libmicrohttpd on the loop ---- */
+
+static void mhd_run(void *ud);
+
+/* Re-arms the loop timer for libmicrohttpd's next deadline (idle timeouts, resumed requests). */
+static void mhd_rearm(struct worker *w)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(w->daemon, &ms) == MHD_YES)
+        th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop) + (int64_t)ms * 1000,
+                          mhd_run, w);
+    else
+        th_loop_timer_cancel(w->loop, &w->mhd_timer);
+}
+
+static void mhd_run(void *ud)
+{
+    struct worker *w = ud;
+    MHD_run(w->daemon);
+    mhd_rearm(w);
+}
+
+static void on_mhd_io(void *ud, uint32_t events)
+{
+    (void)events;
+    mhd_run(ud);
+}
+
+/* ---- answers ---- */
+
+static enum MHD_Result respond(struct req *r, int status, char *body, size_t len)
+{
+    struct MHD_Response *resp;
+    if (body)
+        resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    else
+        resp = MHD_create_response_from_buffer(
+            strlen("{\"error\":{\"errorSummary\":\"Internal error.\"}}"),
+            (void *)"{\"error\":{\"errorSummary\":\"Internal error.\"}}", MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+                                r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* A fixed JSON error answer for transport-level refusals (before the hook sees anything). */
+static enum MHD_Result refuse(struct req *r, int status, const char *summary)
+{
+    struct th_buf b;
+    th_buf_init(&b, 512);
+    th_buf_appends(&b, "{\"error\":{\"errorSummary\":");
+    th_buf_append_json(&b, summary, (size_t)-1);
+    th_buf_appends(&b, "}}");
+    size_t len = b.len;
+    return respond(r, status, th_buf_steal(&b), len);
+}
+
+static void log_refusal(struct req *r, int status, const char *why)
+{
+    struct th_logline l;
+    if (!th_log_begin(&l, TH_LOG_WARN, "refused"))
+        return;
+    th_log_str(&l, "req", r->id);
+    th_log_int(&l, "status", status);
+    th_log_str(&l, "reason", why);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, ip,
+                      sizeof ip);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, ip,
+                      sizeof ip);
+        th_log_str(&l, "client", ip);
+    }
+    th_log_end(&l);
+}
+
+/* Called by the hook, on this worker's loop, exactly once per dispatched request. */
+static void on_hook_answer(void *ud, int status, char *body, size_t len)
+{
+    struct req *r = ud;
+    r->status = status;
+    r->answer = body;
+    r->answer_len = len;
+    r->answered = true;
+    if (r->in_handler)
+        return; /* the access handler queues it when th_hook_handle returns */
+    /* Resumed here, processed by libmicrohttpd on this loop's next timer pass. */
+    MHD_resume_connection(r->conn);
+    r->suspended = false;
+    th_loop_timer_set(r->w->loop, &r->w->mhd_timer, th_loop_now_us(r->w->loop), mhd_run, r->w);
+}
+
+static enum MHD_Result queue_answer(struct req *r)
+{
+    char *body = r->answer;
+    r->answer = NULL;
+    return respond(r, r->status, body, r->answer_len);
+}
+
+/* ---- request handling ---- */
+
+static const char *header_lookup(void *ud, const char *name)
+{
+    return MHD_lookup_connection_value(ud, MHD_HEADER_KIND, name);
+}
+
+static enum route route_of(const char *url)
+{
+    if (strcmp(url, HOOK_PATH) == 0)
+        return ROUTE_HOOK;
+    if (strcmp(url, "/healthz") == 0)
+        return ROUTE_HEALTH;
+    if (strcmp(url, "/readyz") == 0)
+        return ROUTE_READY;
+    return ROUTE_NOT_FOUND;
+}
+
+/* "application/json", any case, parameters allowed ("; charset=utf-8"). */
+static bool is_json(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (!ct || strncasecmp(ct, want, sizeof want - 1) != 0)
+        return false;
+    char c = ct[sizeof want - 1];
+    return c == '\0' || c == ';' || c == ' ' || c == '\t';
+}
+
+/* First call for a request: headers are known, the body is not read yet. */
+static enum MHD_Result on_headers(struct req *r, const char *method)
+{
+    struct th_server *srv = r->w->srv;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    switch (r->route) {
+    case ROUTE_NOT_FOUND:
+        return refuse(r, MHD_HTTP_NOT_FOUND, "Not found.");
+    case ROUTE_HEALTH:
+        if (!get)
+            return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
+        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ok\"}"), strlen("{\"status\":\"ok\"}"));
+    case ROUTE_READY:
+        if (!get)
+            return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
+        if (atomic_load(&srv->draining))
+            return respond(r, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"draining\"}"),
+                           strlen("{\"status\":\"draining\"}"));
+        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ready\"}"),
+                       strlen("{\"status\":\"ready\"}"));
+    case ROUTE_HOOK:
+        break;
+    }
+    if (strcmp(method, "POST") != 0) {
+        log_refusal(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+        return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
+    }
+    /* Authenticate before reading a byte of the body: an unauthenticated caller costs nothing. */
+    const char *why = NULL;
+    if (th_auth_check(srv->auth, header_lookup, r->conn, &why) != TH_E_OK) {
+        log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
+        return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
+    }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || *end || n > (unsigned long long)srv->cfg->max_body) {
+            log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+            return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
+        }
+    }
+    if (!is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                             MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type is not application/json");
+        return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
+    }
+    th_buf_init(&r->body, (size_t)srv->cfg->max_body);
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct worker *w = cls;
+    struct req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        r->w = w;
+        r->conn = conn;
+        r->arrived_us = th_mono_us();
+        r->route = route_of(url);
+        th_buf_init(&r->body, 0);
+        th_random_id("r-", r->id, sizeof r->id);
+        return on_headers(r, method);
+    }
+    if (*upload_data_size) {
+        /* Past the cap the rest is drained and dropped; the answer is 413 at the end. */
+        if (!r->too_big && th_buf_append(&r->body, upload_data, *upload_data_size) != TH_E_OK) {
+            r->too_big = true;
+            th_buf_release(&r->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->answered)
+        return queue_answer(r); /* resumed */
+    if (r->dispatched)
+        return MHD_YES; /* spurious call while waiting; cannot happen while suspended */
+    if (r->too_big) {
+        log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+        return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
+    }
+    r->dispatched = true;
+    struct th_hook_call call = {
+        .request_id = r->id,
+        .arrived_us = r->arrived_us,
+        .body = th_buf_str(&r->body),
+        .len = r->body.len,
+    };
+    r->in_handler = true;
+    th_hook_handle(w->srv->hook, w->loop, &call, on_hook_answer, r);
+    r->in_handler = false;
+    th_buf_release(&r->body);
+    if (r->answered)
+        return queue_answer(r);
+    MHD_suspend_connection(conn);
+    r->suspended = true;
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct req *r = *con_cls;
+    if (!r)
+        return;
+    th_buf_release(&r->body);
+    free(r->answer);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[256];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    th_log_msg(TH_LOG_WARN, "http", "%s", msg);
+}
+
+/* ---- listening sockets ---- */
+
+static th_err split_listen(const char *listen, char *host, size_t hostlen, char *port,
+                           size_t portlen)
+{
+    const char *colon;
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        if (!close || close[1] != ':')
+            return TH_E_CONFIG;
+        if ((size_t)(close - listen - 1) >= hostlen)
+            return TH_E_CONFIG;
+        memcpy(host, listen + 1, (size_t)(close - listen - 1));
+        host[close - listen - 1] = '\0';
+        colon = close + 1;
+    } else {
+        colon = strrchr(listen, ':');
+        if (!colon || (size_t)(colon - listen) >= hostlen)
+            return TH_E_CONFIG;
+        memcpy(host, listen, (size_t)(colon - listen));
+        host[colon - listen] = '\0';
+    }
+    th_strlcpy(port, colon + 1, portlen);
+    return TH_E_OK;
+}
+
+static int open_listener(const struct addrinfo *ai, int port, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* One listening socket per loop on the same port: the kernel balances accepted connections. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        goto fail;
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    return fd;
+fail:
+    snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static int bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port);
+    return ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port);
+}
+
+/* ---- workers ---- */
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    mhd_rearm(w);
+    th_loop_run(w->loop);
+    return NULL;
+}
+
+static th_err worker_init(struct th_server *srv, struct worker *w, char *err, size_t errlen)
+{
+    const struct th_config *cfg = srv->cfg;
+    if (th_loop_new(&w->loop) != TH_E_OK) {
+        snprintf(err, errlen, "cannot create event loop");
+        return TH_E_IO;
+    }
+    unsigned limit = (unsigned)(cfg->max_connections / srv->nworkers);
+    w->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL,
+        NULL, on_request, w, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
+        MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)cfg->connection_memory, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
+    if (!w->daemon) {
+        snprintf(err, errlen, "cannot start the HTTP daemon");
+        return TH_E_IO;
+    }
+    w->listen_fd = -1; /* libmicrohttpd closes it on stop, or hands it back when quiesced */
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!di || th_loop_add_fd(w->loop, di->epoll_fd, EPOLLIN, on_mhd_io, w) != TH_E_OK) {
+        snprintf(err, errlen, "cannot watch the HTTP daemon");
+        return TH_E_IO;
+    }
+    return TH_E_OK;
+}
+
+static void worker_release(struct worker *w)
+{
+    if (w->daemon) {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (di)
+            th_loop_del_fd(w->loop, di->epoll_fd);
+        MHD_stop_daemon(w->daemon);
+        w->daemon = NULL;
+    }
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
+    w->listen_fd = -1;
+    if (w->loop)
+        th_loop_timer_cancel(w->loop, &w->mhd_timer);
+    th_loop_free(w->loop);
+    w->loop = NULL;
+}
+
+th_err th_server_start(const struct th_server_deps *deps, struct th_server **out, char *err,
+                       size_t errlen)
+{
+    const struct th_config *cfg = deps->cfg;
+    struct th_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return TH_E_NOMEM;
+    srv->cfg = cfg;
+    srv->auth = deps->auth;
+    srv->hook = deps->hook;
+    atomic_init(&srv->draining, false);
+    long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+    for (int i = 0; i < MAX_WORKERS; i++)
+        srv->workers[i].listen_fd = -1;
+
+    char host[256], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    if (split_listen(cfg->listen, host, sizeof host, port, sizeof port) != TH_E_OK) {
+        snprintf(err, errlen, "server.listen: expected HOST:PORT");
+        goto fail;
+    }
+    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errlen, "server.listen: %s", gai_strerror(gai));
+        goto fail;
+    }
+    srv->port = atoi(port);
+    for (int i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        w->srv = srv;
+        w->index = i;
+        w->listen_fd = open_listener(ai, srv->port, err, errlen);
+        if (w->listen_fd < 0)
+            goto fail;
+        if (srv->port == 0)
+            srv->port = bound_port(w->listen_fd); /* the others join the port the kernel chose */
+        if (worker_init(srv, w, err, errlen) != TH_E_OK)
+            goto fail;
+    }
+    freeaddrinfo(ai);
+    ai = NULL;
+    for (int i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, errlen, "cannot start worker thread");
+            goto fail;
+        }
+        w->started = true;
+    }
+    *out = srv;
+    return TH_E_OK;
+fail:
+    if (ai)
+        freeaddrinfo(ai);
+    th_server_stop(srv);
+    return TH_E_IO;
+}
+
+int th_server_port(const struct th_server *srv)
+{
+    return srv->port;
+}
+
+static void quiesce_worker(void *ud)
+{
+    struct worker *w = ud;
+    int fd = MHD_quiesce_daemon(w->daemon);
+    if (fd >= 0)
+        close(fd); /* ours again: no new connection is accepted on this loop */
+}
+
+void th_server_quiesce(struct th_server *srv)
+{
+    if (atomic_exchange(&srv->draining, true))
+        return;
+    for (int i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].started)
+            th_loop_post(srv->workers[i].loop, quiesce_worker, &srv->workers[i]);
+}
+
+void th_server_stop(struct th_server *srv)
+{
+    if (!srv)
+        return;
+    for (int i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i].started)
+            th_loop_stop(srv->workers[i].loop);
+    for (int i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (w->started)
+            pthread_join(w->thread, NULL);
+        worker_release(w);
+    }
+    free(srv);
+}

@@ -1,1 +1,135 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include "obs/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+static th_log_level min_level = TH_LOG_INFO;
+static int log_fd = 2;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void th_log_init(th_log_level level, int fd)
+{
+    min_level = level;
+    log_fd = fd;
+}
+
+bool th_log_enabled(th_log_level level)
+{
+    return level >= min_level;
+}
+
+const char *th_log_level_name(th_log_level level)
+{
+    return (unsigned)level < TH_ARRAY_LEN(level_names) ? level_names[level] : "info";
+}
+
+/*
+ * The line lives in the struct's own array: th_buf gets it as storage with cap set, so appends
+ * never allocate (max < cap keeps grow() from calling realloc).
+ */
+static void buf_on_stack(struct th_logline *l)
+{
+    l->b.data = l->mem;
+    l->b.cap = sizeof l->mem;
+    l->b.len = 0;
+    l->b.max = sizeof l->mem - 2; /* room for "}\n" */
+    l->mem[0] = '\0';
+    l->dropped = false;
+}
+
+bool th_log_begin(struct th_logline *l, th_log_level level, const char *event)
+{
+    if (!th_log_enabled(level))
+        return false;
+    buf_on_stack(l);
+    char ts[25];
+    th_format_iso8601(th_wall_ms(), ts);
+    th_buf_printf(&l->b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts,
+                  th_log_level_name(level));
+    th_buf_append_json(&l->b, event, (size_t)-1);
+    return true;
+}
+
+/* Appends ,"k": and records where the field started; false when it did not fit. */
+static bool key(struct th_logline *l, const char *k, size_t *mark)
+{
+    *mark = l->b.len;
+    return th_buf_appendc(&l->b, ',') == TH_E_OK &&
+           th_buf_append_json(&l->b, k, (size_t)-1) == TH_E_OK &&
+           th_buf_appendc(&l->b, ':') == TH_E_OK;
+}
+
+/* Drops the whole field on failure rather than emit broken JSON. */
+static void field_done(struct th_logline *l, size_t mark, th_err e)
+{
+    if (e == TH_E_OK)
+        return;
+    l->b.len = mark;
+    l->mem[mark] = '\0';
+    l->dropped = true;
+}
+
+void th_log_str(struct th_logline *l, const char *k, const char *value)
+{
+    if (!value)
+        return;
+    size_t n = strlen(value);
+    if (n > TH_LOG_VALUE_MAX)
+        n = TH_LOG_VALUE_MAX;
+    size_t mark;
+    th_err e = key(l, k, &mark) ? th_buf_append_json(&l->b, value, n) : TH_E_TOOBIG;
+    field_done(l, mark, e);
+}
+
+void th_log_int(struct th_logline *l, const char *k, long long value)
+{
+    size_t mark;
+    th_err e = key(l, k, &mark) ? th_buf_printf(&l->b, "%lld", value) : TH_E_TOOBIG;
+    field_done(l, mark, e);
+}
+
+void th_log_ms(struct th_logline *l, const char *k, int64_t us)
+{
+    size_t mark;
+    th_err e = key(l, k, &mark) ? th_buf_printf(&l->b, "%lld.%03lld", (long long)(us / 1000),
+                                                (long long)(us % 1000))
+                                : TH_E_TOOBIG;
+    field_done(l, mark, e);
+}
+
+void th_log_bool(struct th_logline *l, const char *k, bool value)
+{
+    size_t mark;
+    th_err e = key(l, k, &mark) ? th_buf_appends(&l->b, value ? "true" : "false") : TH_E_TOOBIG;
+    field_done(l, mark, e);
+}
+
+void th_log_end(struct th_logline *l)
+{
+    if (l->dropped)
+        th_buf_appends(&l->b, ",\"truncated\":true");
+    /* max was set 2 below the array, so "}\n" always fits */
+    l->mem[l->b.len++] = '}';
+    l->mem[l->b.len++] = '\n';
+    ssize_t r = write(log_fd, l->mem, l->b.len);
+    (void)r; /* a log that cannot be written must not take the server down */
+}
+
+void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)
+{
+    struct th_logline l;
+    if (!th_log_begin(&l, level, event))
+        return;
+    char msg[TH_LOG_VALUE_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    th_log_str(&l, "msg", msg);
+    th_log_end(&l);
+}

@@ -1,1 +1,104 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+/*
+ * The outbox provider (the embedded default): instead of paying a carrier, it records the
+ * rendered message in the store's outbox table, where `telehook outbox list` shows it. It holds
+ * the message text — OTP included — because it plays the handset; it is a development provider.
+ *
+ * The record is written by the store writer thread; the send completes only once the row is
+ * committed, through the same suspend/resume path a network provider uses.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "obs/log.h"
+#include "provider/provider.h"
+
+struct outbox {
+    struct th_provider base;
+    struct th_writer *writer;
+};
+
+struct pending {
+    struct th_loop *loop;
+    th_send_done_fn done;
+    void *ud;
+    struct th_send_result res;
+};
+
+/* On the loop that started the send. */
+static void complete(void *arg)
+{
+    struct pending *p = arg;
+    p->done(p->ud, &p->res);
+    free(p);
+}
+
+/* On the writer thread, after commit. */
+static void written(void *arg, th_err result)
+{
+    struct pending *p = arg;
+    if (result != TH_E_OK) {
+        p->res.err = TH_E_PROVIDER;
+        p->res.retryable = true;
+        th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
+    }
+    if (th_loop_post(p->loop, complete, p) != TH_E_OK) {
+        /* The loop has finished (shutdown after its last request): nobody waits any more. */
+        free(p);
+    }
+}
+
+static th_err outbox_send(struct th_provider *prov, struct th_loop *loop,
+                          const struct th_send *msg, th_send_done_fn done, void *ud)
+{
+    struct outbox *ob = (struct outbox *)prov;
+    struct pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return TH_E_NOMEM;
+    p->loop = loop;
+    p->done = done;
+    p->ud = ud;
+    th_err e = th_random_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
+    if (e != TH_E_OK)
+        goto fail;
+    struct th_outbox_row row = {
+        .id = p->res.transaction_id,
+        .created_ms = th_wall_ms(),
+        .request_id = msg->request_id,
+        .to = msg->to,
+        .channel = th_channel_name(msg->channel),
+        .language = msg->language,
+        .body = msg->body,
+        .voice_id = msg->voice_id ? msg->voice_id : "",
+    };
+    e = th_writer_outbox(ob->writer, &row, written, p);
+    if (e != TH_E_OK)
+        goto fail;
+    return TH_E_OK;
+fail:
+    free(p);
+    return e;
+}
+
+static void outbox_free(struct th_provider *prov)
+{
+    free(prov);
+}
+
+static const struct th_provider_ops outbox_ops = {
+    .send = outbox_send,
+    .free = outbox_free,
+};
+
+th_err th_provider_outbox_new(struct th_writer *writer, struct th_provider **out)
+{
+    struct outbox *ob = calloc(1, sizeof *ob);
+    if (!ob)
+        return TH_E_NOMEM;
+    ob->base.ops = &outbox_ops;
+    ob->base.name = "outbox";
+    ob->writer = writer;
+    *out = &ob->base;
+    return TH_E_OK;
+}

@@ -1,2 +1,169 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: common/buf (capped buffer, JSON escaping), common/util (ids, time, loopback). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+
+static void test_append_and_cap(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 10);
+    assert_string_equal(th_buf_str(&b), "");
+    assert_int_equal(th_buf_appends(&b, "hello"), TH_E_OK);
+    assert_int_equal(th_buf_printf(&b, "%d", 1234), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "hello1234");
+    /* 2 more bytes would exceed max: refused and the buffer is unchanged */
+    assert_int_equal(th_buf_appends(&b, "ab"), TH_E_TOOBIG);
+    assert_string_equal(th_buf_str(&b), "hello1234");
+    assert_int_equal(th_buf_appendc(&b, '!'), TH_E_OK);
+    assert_int_equal(b.len, 10);
+    assert_int_equal(th_buf_appendc(&b, '?'), TH_E_TOOBIG);
+    th_buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(th_buf_str(&b), "");
+    th_buf_release(&b);
+}
+
+static void test_zero_max_refuses(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 0);
+    assert_int_equal(th_buf_appends(&b, "x"), TH_E_TOOBIG);
+    assert_int_equal(th_buf_append(&b, "", 0), TH_E_OK);
+    char *s = th_buf_steal(&b);
+    assert_non_null(s);
+    assert_string_equal(s, "");
+    free(s);
+}
+
+static void test_growth_large(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 1 << 20);
+    for (int i = 0; i < 10000; i++)
+        assert_int_equal(th_buf_appends(&b, "0123456789"), TH_E_OK);
+    assert_int_equal(b.len, 100000);
+    assert_true(b.cap <= (1u << 20) + 1);
+    char *s = th_buf_steal(&b);
+    assert_int_equal(strlen(s), 100000);
+    assert_null(b.data);
+    free(s);
+}
+
+static void json(const char *in, size_t n, const char *want)
+{
+    struct th_buf b;
+    th_buf_init(&b, 1024);
+    assert_int_equal(th_buf_append_json(&b, in, n), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), want);
+    th_buf_release(&b);
+}
+
+static void test_json_escape(void **state)
+{
+    (void)state;
+    json("plain", (size_t)-1, "\"plain\"");
+    json("q\"b\\s", (size_t)-1, "\"q\\\"b\\\\s\"");
+    json("a\nb\tc\x01", (size_t)-1, "\"a\\u000ab\\u0009c\\u0001\"");
+    json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", (size_t)-1,
+         "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    /* invalid UTF-8: lone continuation, overlong, surrogate, truncated → U+FFFD each */
+    json("\x80", (size_t)-1, "\"\xef\xbf\xbd\"");
+    json("\xc0\xaf", (size_t)-1, "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+    json("\xed\xa0\x80", (size_t)-1, "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    json("\xe2\x82", (size_t)-1, "\"\xef\xbf\xbd\xef\xbf\xbd\"");
+    /* explicit length stops early, embedded NUL escaped */
+    json("abc", 2, "\"ab\"");
+    json("a\0b", 3, "\"a\\u0000b\"");
+}
+
+static void test_json_escape_cap_atomic(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 8);
+    assert_int_equal(th_buf_appends(&b, "ab"), TH_E_OK);
+    assert_int_equal(th_buf_append_json(&b, "0123456789", (size_t)-1), TH_E_TOOBIG);
+    assert_string_equal(th_buf_str(&b), "ab"); /* never half a string */
+    th_buf_release(&b);
+}
+
+static void test_random_id(void **state)
+{
+    (void)state;
+    char a[32], c[32];
+    assert_int_equal(th_random_id("r-", a, sizeof a), TH_E_OK);
+    assert_int_equal(th_random_id("r-", c, sizeof c), TH_E_OK);
+    assert_int_equal(strlen(a), 22);
+    assert_memory_equal(a, "r-", 2);
+    assert_string_not_equal(a, c);
+    for (size_t i = 2; i < strlen(a); i++)
+        assert_non_null(strchr("0123456789abcdefghjkmnpqrstvwxyz", a[i]));
+    char small[10];
+    assert_int_equal(th_random_id("r-", small, sizeof small), TH_E_INVAL);
+}
+
+static void test_iso8601(void **state)
+{
+    (void)state;
+    int64_t ms;
+    assert_int_equal(th_parse_iso8601("2022-01-28T21:48:34.321Z", &ms), TH_E_OK);
+    assert_int_equal(ms, 1643406514321LL);
+    char out[25];
+    th_format_iso8601(ms, out);
+    assert_string_equal(out, "2022-01-28T21:48:34.321Z");
+    assert_int_equal(th_parse_iso8601("2022-01-28T21:48:34Z", &ms), TH_E_OK);
+    assert_int_equal(ms, 1643406514000LL);
+    assert_int_equal(th_parse_iso8601("2022-01-28T22:48:34.5+01:00", &ms), TH_E_OK);
+    assert_int_equal(ms, 1643406514500LL);
+    assert_int_equal(th_parse_iso8601("2022-01-28", &ms), TH_E_INVAL);
+    assert_int_equal(th_parse_iso8601("2022-13-28T21:48:34Z", &ms), TH_E_INVAL);
+    assert_int_equal(th_parse_iso8601("2022-01-28T21:48:34.Z", &ms), TH_E_INVAL);
+    assert_int_equal(th_parse_iso8601("2022-01-28T21:48:34Zjunk", &ms), TH_E_INVAL);
+    assert_int_equal(th_parse_iso8601("garbage-garbage-garbage", &ms), TH_E_INVAL);
+}
+
+static void test_loopback(void **state)
+{
+    (void)state;
+    assert_true(th_host_is_loopback("127.0.0.1"));
+    assert_true(th_host_is_loopback("127.1.2.3"));
+    assert_true(th_host_is_loopback("::1"));
+    assert_true(th_host_is_loopback("localhost"));
+    assert_false(th_host_is_loopback("0.0.0.0"));
+    assert_false(th_host_is_loopback("::"));
+    assert_false(th_host_is_loopback("10.0.0.1"));
+    assert_false(th_host_is_loopback("example.com"));
+    assert_false(th_host_is_loopback(""));
+}
+
+static void test_strerror(void **state)
+{
+    (void)state;
+    assert_string_equal(th_strerror(TH_E_OK), "ok");
+    assert_string_equal(th_errname(TH_E_NOMEM), "NOMEM");
+    assert_string_equal(th_strerror((th_err)9999), "unknown error");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_append_and_cap),   cmocka_unit_test(test_zero_max_refuses),
+        cmocka_unit_test(test_growth_large),     cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_escape_cap_atomic), cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_iso8601),          cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_strerror),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,2 +1,121 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: obs/log (JSON lines, escaping, levels, bounded lines). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "obs/log.h"
+
+static int pipefd[2];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (pipe(pipefd) != 0)
+        return -1;
+    th_log_init(TH_LOG_INFO, pipefd[1]);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    close(pipefd[0]);
+    close(pipefd[1]);
+    th_log_init(TH_LOG_INFO, 2);
+    return 0;
+}
+
+/* Reads one line the logger wrote and parses it. */
+static json_t *read_line(char *raw, size_t rawlen)
+{
+    ssize_t n = read(pipefd[0], raw, rawlen - 1);
+    assert_true(n > 0);
+    raw[n] = '\0';
+    assert_int_equal(raw[n - 1], '\n');
+    assert_ptr_equal(strchr(raw, '\n'), raw + n - 1); /* exactly one line */
+    json_error_t e;
+    json_t *j = json_loads(raw, 0, &e);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    struct th_logline l;
+    assert_true(th_log_begin(&l, TH_LOG_INFO, "request"));
+    th_log_str(&l, "req", "r-1");
+    th_log_str(&l, "quote", "a\"b\n\x01");
+    th_log_str(&l, "skipped", NULL);
+    th_log_int(&l, "status", 200);
+    th_log_ms(&l, "ms", 1234567);
+    th_log_bool(&l, "ok", true);
+    th_log_end(&l);
+    char raw[8192];
+    json_t *j = read_line(raw, sizeof raw);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(j, "event")), "request");
+    assert_string_equal(json_string_value(json_object_get(j, "req")), "r-1");
+    assert_string_equal(json_string_value(json_object_get(j, "quote")), "a\"b\n\x01");
+    assert_null(json_object_get(j, "skipped"));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    assert_true(json_real_value(json_object_get(j, "ms")) > 1234.5 &&
+                json_real_value(json_object_get(j, "ms")) < 1234.6);
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    assert_non_null(json_object_get(j, "ts"));
+    json_decref(j);
+}
+
+static void test_levels(void **state)
+{
+    (void)state;
+    struct th_logline l;
+    assert_false(th_log_begin(&l, TH_LOG_DEBUG, "hidden"));
+    assert_false(th_log_enabled(TH_LOG_DEBUG));
+    assert_true(th_log_enabled(TH_LOG_ERROR));
+    th_log_msg(TH_LOG_WARN, "note", "value %d", 42);
+    char raw[8192];
+    json_t *j = read_line(raw, sizeof raw);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "value 42");
+    json_decref(j);
+}
+
+static void test_long_values_bounded(void **state)
+{
+    (void)state;
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    struct th_logline l;
+    assert_true(th_log_begin(&l, TH_LOG_INFO, "big"));
+    for (int i = 0; i < 20; i++) /* far more than one line holds */
+        th_log_str(&l, "k", big);
+    th_log_end(&l);
+    char raw[TH_LOG_LINE_MAX + 16];
+    json_t *j = read_line(raw, sizeof raw);
+    assert_true(strlen(raw) <= TH_LOG_LINE_MAX);
+    assert_true(json_is_true(json_object_get(j, "truncated")));
+    /* each value cut to TH_LOG_VALUE_MAX */
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "k"))), TH_LOG_VALUE_MAX);
+    json_decref(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_long_values_bounded),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

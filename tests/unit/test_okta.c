@@ -1,2 +1,237 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: okta (request decoding, response encoding). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "okta/okta.h"
+
+/* Okta's documented sample (reference §1.6). */
+static const char SAMPLE[] =
+    "{\"eventId\":\"uS5871kJThSsU8qlA1LTcg\",\"eventTime\":\"2022-01-28T21:43:40.000Z\","
+    "\"eventType\":\"com.okta.telephony.provider\",\"eventTypeVersion\":\"1.0\","
+    "\"contentType\":\"application/json\",\"cloudEventVersion\":\"0.1\","
+    "\"source\":\"https://x.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3\","
+    "\"requestType\":\"com.okta.user.telephony.pre-enrollment\",\"data\":{\"context\":{"
+    "\"request\":{\"id\":\"reqRgSk8IBBRhuo0YdlEDTmUw\",\"method\":\"POST\",\"url\":{\"value\":"
+    "\"/api/internal/v1/inlineHooks/com.okta.telephony.provider/generatePreview\"},"
+    "\"ipAddress\":\"127.0.0.1\"}},\"userProfile\":{\"firstName\":\"test\",\"lastName\":\"user\","
+    "\"login\":\"test.user@okta.com\",\"userId\":\"00uyxxSknGtK8022w0g3\"},\"messageProfile\":{"
+    "\"msgTemplate\":\"(HOOK)Your code is 11111\",\"phoneNumber\":\"9876543210\","
+    "\"otpExpires\":\"2022-01-28T21:48:34.321Z\",\"deliveryChannel\":\"SMS\",\"otpCode\":\"11111\","
+    "\"locale\":\"EN-US\"}}}";
+
+static th_err decode(const char *body, struct th_okta_request *r, char *why)
+{
+    return th_okta_decode(body, strlen(body), r, why, 128);
+}
+
+/* A minimal request with messageProfile fields spliced in. */
+static th_err decode_mp(const char *mp, struct th_okta_request *r, char *why)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"data\":{\"messageProfile\":{%s}}}", mp);
+    return decode(body, r, why);
+}
+
+static void test_sample(void **state)
+{
+    (void)state;
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode(SAMPLE, &r, why), TH_E_OK);
+    assert_string_equal(r.event_id, "uS5871kJThSsU8qlA1LTcg");
+    assert_string_equal(r.request_type, "com.okta.user.telephony.pre-enrollment");
+    assert_string_equal(r.phone, "9876543210");
+    assert_int_equal(r.channel, TH_CHANNEL_SMS);
+    assert_string_equal(r.otp, "11111");
+    assert_int_equal(r.otp_expires_ms, 1643406514321LL);
+    assert_string_equal(r.locale, "EN-US");
+    assert_string_equal(r.msg_template, "(HOOK)Your code is 11111");
+    assert_string_equal(r.first_name, "test");
+    assert_string_equal(r.last_name, "user");
+    assert_string_equal(r.login, "test.user@okta.com");
+    assert_string_equal(r.user_id, "00uyxxSknGtK8022w0g3");
+    assert_string_equal(r.okta_request_id, "reqRgSk8IBBRhuo0YdlEDTmUw");
+    assert_string_equal(r.source_ip, "127.0.0.1");
+    th_okta_request_release(&r);
+}
+
+static void test_channels(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *value;
+        th_channel want;
+    } cases[] = {{"SMS", TH_CHANNEL_SMS},           {"sms", TH_CHANNEL_SMS},
+                 {"Sms", TH_CHANNEL_SMS},           {"Voice", TH_CHANNEL_VOICE},
+                 {"voice call", TH_CHANNEL_VOICE},  {"CALL", TH_CHANNEL_VOICE},
+                 {"anything", TH_CHANNEL_VOICE}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char mp[256];
+        snprintf(mp, sizeof mp,
+                 "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\",\"deliveryChannel\":\"%s\"",
+                 cases[i].value);
+        struct th_okta_request r;
+        char why[128];
+        assert_int_equal(decode_mp(mp, &r, why), TH_E_OK);
+        assert_int_equal(r.channel, cases[i].want);
+        th_okta_request_release(&r);
+    }
+    /* absent → SMS */
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\"", &r, why),
+                     TH_E_OK);
+    assert_int_equal(r.channel, TH_CHANNEL_SMS);
+    assert_null(r.delivery_channel);
+    th_okta_request_release(&r);
+}
+
+static void test_numbers_as_json_numbers(void **state)
+{
+    (void)state;
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode_mp("\"phoneNumber\":12015550123,\"otpCode\":123456", &r, why), TH_E_OK);
+    assert_string_equal(r.phone, "12015550123");
+    assert_string_equal(r.otp, "123456");
+    th_okta_request_release(&r);
+    /* a float or a negative number is not a phone number */
+    assert_int_equal(decode_mp("\"phoneNumber\":1.5,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
+    assert_int_equal(decode_mp("\"phoneNumber\":-1,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode("", &r, why), TH_E_JSON);
+    assert_int_equal(decode("{", &r, why), TH_E_JSON);
+    assert_non_null(strstr(why, "invalid JSON"));
+    assert_int_equal(decode("[1,2]", &r, why), TH_E_JSON);
+    assert_int_equal(decode("\"str\"", &r, why), TH_E_JSON);
+    assert_int_equal(decode("{\"a\":1,\"a\":2}", &r, why), TH_E_JSON); /* duplicate keys */
+    /* NUL inside the body */
+    assert_int_equal(th_okta_decode("{\"a\":\0}", 7, &r, why, sizeof why), TH_E_JSON);
+}
+
+static void test_unservable(void **state)
+{
+    (void)state;
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode("{}", &r, why), TH_E_REQUEST);
+    assert_string_equal(why, "data.messageProfile missing");
+    assert_int_equal(decode_mp("\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
+    assert_non_null(strstr(why, "phoneNumber"));
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\"", &r, why), TH_E_REQUEST);
+    assert_non_null(strstr(why, "otpCode"));
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"\"", &r, why),
+                     TH_E_REQUEST);
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"12 34\"", &r, why),
+                     TH_E_REQUEST);
+    assert_int_equal(
+        decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"123456789012345678901234567890123\"",
+                  &r, why),
+        TH_E_REQUEST);
+    /* "\u0000" inside a string: jansson refuses it (no C string can hold it): malformed */
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\\u00002\"", &r, why),
+                     TH_E_JSON);
+    assert_int_equal(decode("{\"eventType\":\"com.okta.other\",\"data\":{\"messageProfile\":{"
+                            "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\"}}}",
+                            &r, why),
+                     TH_E_REQUEST);
+    assert_non_null(strstr(why, "eventType"));
+    /* the reason never carries the values */
+    assert_null(strstr(why, "12015550123"));
+}
+
+static void test_lenient_optional(void **state)
+{
+    (void)state;
+    struct th_okta_request r;
+    char why[128];
+    /* wrong types for optional fields: treated as absent, not fatal */
+    assert_int_equal(decode("{\"eventId\":5,\"data\":{\"userProfile\":{\"firstName\":[1]},"
+                            "\"messageProfile\":{\"phoneNumber\":\"+12015550123\",\"otpCode\":\"9\","
+                            "\"locale\":7,\"msgTemplate\":\"\",\"otpExpires\":\"soon\"}}}",
+                            &r, why),
+                     TH_E_OK);
+    assert_null(r.event_id);
+    assert_null(r.first_name);
+    assert_null(r.locale);
+    assert_null(r.msg_template);
+    assert_int_equal(r.otp_expires_ms, 0);
+    th_okta_request_release(&r);
+}
+
+static void test_encode_result(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 4096);
+    assert_int_equal(th_okta_encode_result(&b, "SUCCESSFUL", "outbox", "ob-1\"x", "attempts=1;ms=3"),
+                     TH_E_OK);
+    json_error_t e;
+    json_t *j = json_loads(th_buf_str(&b), 0, &e);
+    assert_non_null(j);
+    json_t *v = json_array_get(
+        json_object_get(json_array_get(json_object_get(j, "commands"), 0), "value"), 0);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "commands"), 0), "type")),
+        "com.okta.telephony.action");
+    assert_string_equal(json_string_value(json_object_get(v, "status")), "SUCCESSFUL");
+    assert_string_equal(json_string_value(json_object_get(v, "provider")), "outbox");
+    assert_string_equal(json_string_value(json_object_get(v, "transactionId")), "ob-1\"x");
+    assert_string_equal(json_string_value(json_object_get(v, "transactionMetadata")),
+                        "attempts=1;ms=3");
+    json_decref(j);
+    /* optional fields left out */
+    th_buf_reset(&b);
+    assert_int_equal(th_okta_encode_result(&b, "FAILED", NULL, NULL, NULL), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "{\"commands\":[{\"type\":\"com.okta.telephony.action\","
+                                        "\"value\":[{\"status\":\"FAILED\"}]}]}");
+    th_buf_release(&b);
+}
+
+static void test_encode_error(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 4096);
+    assert_int_equal(th_okta_encode_error(&b, "Could not send.", NULL), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "{\"error\":{\"errorSummary\":\"Could not send.\"}}");
+    th_buf_reset(&b);
+    assert_int_equal(th_okta_encode_error(&b, "Could not send.", "invalid phone number"), TH_E_OK);
+    json_error_t e;
+    json_t *j = json_loads(th_buf_str(&b), 0, &e);
+    assert_non_null(j);
+    json_t *cause = json_array_get(json_object_get(json_object_get(j, "error"), "errorCauses"), 0);
+    assert_string_equal(json_string_value(json_object_get(cause, "reason")), "invalid phone number");
+    json_decref(j);
+    /* a tiny cap fails cleanly */
+    struct th_buf small;
+    th_buf_init(&small, 8);
+    assert_int_equal(th_okta_encode_error(&small, "x", NULL), TH_E_TOOBIG);
+    th_buf_release(&small);
+    th_buf_release(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sample),          cmocka_unit_test(test_channels),
+        cmocka_unit_test(test_numbers_as_json_numbers), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_unservable),      cmocka_unit_test(test_lenient_optional),
+        cmocka_unit_test(test_encode_result),   cmocka_unit_test(test_encode_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

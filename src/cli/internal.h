@@ -1,0 +1,27 @@
+#ifndef TH_CLI_INTERNAL_H
+#define TH_CLI_INTERNAL_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+#include "config/config.h"
+#include "message/message.h"
+#include "store/store.h"
+
+struct th_cli {
+    struct th_config cfg;
+    const char *config_path; /* NULL: defaults and environment only */
+    int argc;                /* what follows the command words */
+    char **argv;
+};
+
+int th_cmd_serve(struct th_cli *cli);
+
+/*
+ * Reads every template from the store and compiles the set. A template that does not compile is
+ * logged and skipped (one bad row must not stop the service); err says why when nothing works.
+ */
+th_err th_cli_load_templates(struct th_store *st, struct th_templates **out, char *err,
+                             size_t errlen);
+
+#endif

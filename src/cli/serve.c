@@ -1,0 +1,171 @@
+/* `telehook serve`: wires the modules together and runs until SIGTERM/SIGINT. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "cli/internal.h"
+#include "common/util.h"
+#include "hook/hook.h"
+#include "http/server.h"
+#include "message/message.h"
+#include "obs/log.h"
+#include "phone/phone.h"
+#include "provider/provider.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+#define WRITER_QUEUE 65536
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return -1;
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path); /* atomic: a reader never sees a half-written file */
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Waits for a termination signal; SIGHUP is reported and ignored for now. */
+static int wait_for_signal(const sigset_t *set)
+{
+    for (;;) {
+        int sig = sigwaitinfo(set, NULL);
+        if (sig == SIGTERM || sig == SIGINT)
+            return sig;
+        if (sig == SIGHUP)
+            th_log_msg(TH_LOG_INFO, "sighup", "SIGHUP received; configuration reload is not "
+                                              "supported yet: restart to apply changes");
+    }
+}
+
+int th_cmd_serve(struct th_cli *cli)
+{
+    int rc = 1;
+    char err[512];
+    struct th_store *store = NULL;
+    struct th_templates *templates = NULL;
+    struct th_writer *writer = NULL;
+    struct th_provider *provider = NULL;
+    struct th_auth *auth = NULL;
+    struct th_hook *hook = NULL;
+    struct th_server *server = NULL;
+    const struct th_config *cfg = &cli->cfg;
+    int64_t t0 = th_mono_us();
+
+    /* Signals are taken synchronously by this thread; workers inherit the blocked mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    th_phone_init();
+    if (th_store_open(cfg->store_url, &store, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "store: %s", err);
+        goto out;
+    }
+    if (th_cli_load_templates(store, &templates, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "templates: %s", err);
+        goto out;
+    }
+    const char *store_desc = th_store_describe(store);
+    char store_copy[512];
+    th_strlcpy(store_copy, store_desc, sizeof store_copy);
+    if (th_writer_start(store, WRITER_QUEUE, &writer) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "cannot start the store writer");
+        goto out;
+    }
+    store = NULL; /* owned by the writer now */
+    if (th_provider_new(cfg, writer, &provider) != TH_E_OK ||
+        th_auth_new(cfg, &auth) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "cannot set up provider or authentication");
+        goto out;
+    }
+    struct th_hook_deps hd = {
+        .cfg = cfg, .templates = templates, .provider = provider, .writer = writer};
+    if (th_hook_new(&hd, &hook) != TH_E_OK)
+        goto out;
+    struct th_server_deps sd = {.cfg = cfg, .auth = auth, .hook = hook};
+    if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "%s (listen %s)", err, cfg->listen);
+        goto out;
+    }
+    int port = th_server_port(server);
+    if (cfg->port_file && cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
+        th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s",
+                   cfg->port_file, strerror(errno));
+
+    char host[256];
+    th_strlcpy(host, cfg->listen, sizeof host);
+    char *colon = strrchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    const char *h = host[0] == '[' ? host + 1 : host;
+    if (host[0] == '[' && strchr(host, ']'))
+        *strchr(host, ']') = '\0';
+    if (strcmp(provider->name, "outbox") == 0 && !th_host_is_loopback(h))
+        th_log_msg(TH_LOG_WARN, "outbox_exposed",
+                   "the outbox provider records messages instead of sending them, and this "
+                   "server listens on %s, not loopback: configure a real provider for production",
+                   cfg->listen);
+    if (cfg->auth_mode == TH_AUTH_NONE)
+        th_log_msg(TH_LOG_WARN, "auth_disabled",
+                   "auth.mode = none: requests are NOT authenticated (development only)");
+
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_INFO, "listening")) {
+        th_log_str(&l, "listen", cfg->listen);
+        th_log_int(&l, "port", port);
+        th_log_int(&l, "threads", cfg->threads);
+        th_log_str(&l, "store", store_copy);
+        th_log_str(&l, "provider", provider->name);
+        th_log_int(&l, "templates", (long long)th_templates_count(templates));
+        th_log_ms(&l, "startup_ms", th_mono_us() - t0);
+        th_log_end(&l);
+    }
+
+    int sig = wait_for_signal(&set);
+    th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    th_server_quiesce(server);
+    /* Every request is answered by its deadline, so this wait is bounded. */
+    int64_t limit = th_mono_us() + ((int64_t)cfg->deadline_ms + 1000) * 1000;
+    while (th_hook_in_flight(hook) > 0 && th_mono_us() < limit)
+        sleep_ms(5);
+    sleep_ms(50); /* let the loops write the last answers */
+    /* Drain the writer while the loops still run: its completions are posted to them. */
+    th_writer_stop(writer);
+    writer = NULL;
+    th_server_stop(server);
+    server = NULL;
+    th_log_msg(TH_LOG_INFO, "stopped", "clean shutdown");
+    rc = 0;
+out:
+    th_server_stop(server);
+    th_writer_stop(writer);
+    th_hook_free(hook);
+    th_provider_free(provider);
+    th_auth_free(auth);
+    th_templates_free(templates);
+    th_store_close(store);
+    return rc;
+}

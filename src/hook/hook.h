@@ -1,0 +1,52 @@
+/*
+ * The hook pipeline: drives one authenticated Okta request through decode → phone → compose →
+ * send → answer, under the request's deadline, and records what happened. It knows nothing of
+ * libmicrohttpd: the transport hands it a body and gets the answer through a callback.
+ */
+#ifndef TH_HOOK_HOOK_H
+#define TH_HOOK_HOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/config.h"
+#include "loop/loop.h"
+#include "message/message.h"
+#include "provider/provider.h"
+#include "store/writer.h"
+
+struct th_hook;
+
+/* Everything is borrowed and must outlive the hook. */
+struct th_hook_deps {
+    const struct th_config *cfg;
+    const struct th_templates *templates;
+    struct th_provider *provider;
+    struct th_writer *writer;
+};
+
+th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out);
+void th_hook_free(struct th_hook *hook); /* NULL is a no-op; no request may be in flight */
+
+/*
+ * The answer for the transport: an HTTP status and a JSON body (owned by the callee: free()).
+ * Called exactly once per th_hook_handle, on the same loop, possibly before th_hook_handle
+ * returns (errors found while decoding) or later (after the provider answered or the deadline).
+ */
+typedef void (*th_hook_answer_fn)(void *ud, int http_status, char *body, size_t len);
+
+struct th_hook_call {
+    const char *request_id; /* telehook's id for this request (copied) */
+    int64_t arrived_us;     /* monotonic arrival time: the deadline counts from here */
+    const char *body;       /* borrowed for the call only */
+    size_t len;
+};
+
+void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
+                    th_hook_answer_fn answer, void *ud);
+
+/* Requests between th_hook_handle and their answer, across all loops (for shutdown). */
+long th_hook_in_flight(const struct th_hook *hook);
+
+#endif

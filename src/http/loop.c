@@ -1,1 +1,0 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;

@@ -1,0 +1,38 @@
+/*
+ * The HTTP front: one event loop per worker thread, each owning a libmicrohttpd daemon in
+ * external-epoll mode on its own SO_REUSEPORT listening socket (the kernel spreads connections
+ * across them). A request to the hook is authenticated from its headers before its body is read,
+ * then handed to the hook pipeline; while the pipeline waits on a provider the connection is
+ * suspended, and the same loop resumes it. No request ever crosses threads.
+ *
+ * Routes: POST /v1/okta/telephony, GET /healthz, GET /readyz. Every answer is JSON.
+ */
+#ifndef TH_HTTP_SERVER_H
+#define TH_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include "auth/auth.h"
+#include "common/err.h"
+#include "config/config.h"
+#include "hook/hook.h"
+
+struct th_server;
+
+struct th_server_deps {
+    const struct th_config *cfg;
+    const struct th_auth *auth;
+    struct th_hook *hook;
+};
+
+/* Binds, starts the worker threads. Everything in deps must outlive the server. */
+th_err th_server_start(const struct th_server_deps *deps, struct th_server **out, char *err,
+                       size_t errlen);
+/* The bound TCP port (useful with port 0). */
+int th_server_port(const struct th_server *srv);
+/* Stops accepting new connections; in-flight requests go on. Thread-safe, idempotent. */
+void th_server_quiesce(struct th_server *srv);
+/* Stops the loops, joins the threads and frees. Call when nothing is in flight. */
+void th_server_stop(struct th_server *srv);
+
+#endif

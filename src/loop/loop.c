@@ -1,0 +1,317 @@
+#include "loop/loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "common/util.h"
+
+struct io_watch {
+    th_loop_io_fn fn;
+    void *ud;
+};
+
+struct post {
+    th_loop_fn fn;
+    void *ud;
+    struct post *next;
+};
+
+struct th_loop {
+    int epfd;
+    int wakefd; /* eventfd: th_loop_post / th_loop_stop wake the loop */
+    int64_t now_us;
+    atomic_bool stopping;
+
+    struct io_watch *watch; /* indexed by fd */
+    size_t nwatch;
+
+    struct th_timer **heap; /* min-heap on when_us; timer->slot = index + 1 */
+    size_t nheap, capheap;
+
+    pthread_mutex_t mu; /* guards the mailbox */
+    struct post *head, *tail;
+    bool closed; /* no more posts accepted */
+};
+
+/* ---- timers: a binary min-heap of pointers to embedded timers ---- */
+
+static void heap_place(struct th_loop *l, size_t i, struct th_timer *t)
+{
+    l->heap[i] = t;
+    t->slot = i + 1;
+}
+
+static void heap_up(struct th_loop *l, size_t i)
+{
+    struct th_timer *t = l->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (l->heap[p]->when_us <= t->when_us)
+            break;
+        heap_place(l, i, l->heap[p]);
+        i = p;
+    }
+    heap_place(l, i, t);
+}
+
+static void heap_down(struct th_loop *l, size_t i)
+{
+    struct th_timer *t = l->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= l->nheap)
+            break;
+        if (c + 1 < l->nheap && l->heap[c + 1]->when_us < l->heap[c]->when_us)
+            c++;
+        if (t->when_us <= l->heap[c]->when_us)
+            break;
+        heap_place(l, i, l->heap[c]);
+        i = c;
+    }
+    heap_place(l, i, t);
+}
+
+static void heap_remove(struct th_loop *l, struct th_timer *t)
+{
+    size_t i = t->slot - 1;
+    t->slot = 0;
+    l->nheap--;
+    if (i == l->nheap)
+        return;
+    heap_place(l, i, l->heap[l->nheap]);
+    heap_down(l, i);
+    heap_up(l, l->heap[i]->slot - 1);
+}
+
+void th_loop_timer_cancel(struct th_loop *loop, struct th_timer *t)
+{
+    if (t->slot)
+        heap_remove(loop, t);
+}
+
+void th_loop_timer_set(struct th_loop *loop, struct th_timer *t, int64_t when_us, th_loop_fn fn,
+                       void *ud)
+{
+    th_loop_timer_cancel(loop, t);
+    t->when_us = when_us;
+    t->fn = fn;
+    t->ud = ud;
+    if (loop->nheap == loop->capheap) {
+        size_t ncap = loop->capheap ? loop->capheap * 2 : 64;
+        struct th_timer **h = realloc(loop->heap, ncap * sizeof *h);
+        if (!h)
+            abort(); /* a timer we cannot arm would be a request never answered */
+        loop->heap = h;
+        loop->capheap = ncap;
+    }
+    heap_place(loop, loop->nheap++, t);
+    heap_up(loop, loop->nheap - 1);
+}
+
+static void run_timers(struct th_loop *l)
+{
+    while (l->nheap && l->heap[0]->when_us <= l->now_us) {
+        struct th_timer *t = l->heap[0];
+        heap_remove(l, t);
+        t->fn(t->ud); /* may set or cancel timers */
+    }
+}
+
+/* ---- fds ---- */
+
+static th_err watch_slot(struct th_loop *l, int fd, struct io_watch **out)
+{
+    if (fd < 0)
+        return TH_E_INVAL;
+    if ((size_t)fd >= l->nwatch) {
+        size_t n = l->nwatch ? l->nwatch : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct io_watch *w = realloc(l->watch, n * sizeof *w);
+        if (!w)
+            return TH_E_NOMEM;
+        memset(w + l->nwatch, 0, (n - l->nwatch) * sizeof *w);
+        l->watch = w;
+        l->nwatch = n;
+    }
+    *out = &l->watch[fd];
+    return TH_E_OK;
+}
+
+static th_err ctl(struct th_loop *l, int op, int fd, uint32_t events, th_loop_io_fn fn, void *ud)
+{
+    struct io_watch *w;
+    th_err e = watch_slot(l, fd, &w);
+    if (e != TH_E_OK)
+        return e;
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    if (epoll_ctl(l->epfd, op, fd, &ev) != 0)
+        return TH_E_IO;
+    w->fn = fn;
+    w->ud = ud;
+    return TH_E_OK;
+}
+
+th_err th_loop_add_fd(struct th_loop *loop, int fd, uint32_t events, th_loop_io_fn fn, void *ud)
+{
+    return ctl(loop, EPOLL_CTL_ADD, fd, events, fn, ud);
+}
+
+th_err th_loop_mod_fd(struct th_loop *loop, int fd, uint32_t events, th_loop_io_fn fn, void *ud)
+{
+    return ctl(loop, EPOLL_CTL_MOD, fd, events, fn, ud);
+}
+
+void th_loop_del_fd(struct th_loop *loop, int fd)
+{
+    if (fd < 0 || (size_t)fd >= loop->nwatch)
+        return;
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+    loop->watch[fd].fn = NULL;
+    loop->watch[fd].ud = NULL;
+}
+
+/* ---- mailbox ---- */
+
+th_err th_loop_post(struct th_loop *loop, th_loop_fn fn, void *ud)
+{
+    struct post *p = malloc(sizeof *p);
+    if (!p)
+        return TH_E_NOMEM;
+    p->fn = fn;
+    p->ud = ud;
+    p->next = NULL;
+    pthread_mutex_lock(&loop->mu);
+    if (loop->closed) {
+        pthread_mutex_unlock(&loop->mu);
+        free(p);
+        return TH_E_BUSY;
+    }
+    bool was_empty = loop->head == NULL;
+    if (loop->tail)
+        loop->tail->next = p;
+    else
+        loop->head = p;
+    loop->tail = p;
+    pthread_mutex_unlock(&loop->mu);
+    if (was_empty) { /* one wake-up per batch, not per post */
+        uint64_t one = 1;
+        ssize_t r = write(loop->wakefd, &one, sizeof one);
+        (void)r; /* EAGAIN means the counter is already non-zero: the loop will wake */
+    }
+    return TH_E_OK;
+}
+
+static void run_posts(struct th_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    struct post *p = l->head;
+    l->head = l->tail = NULL;
+    pthread_mutex_unlock(&l->mu);
+    while (p) {
+        struct post *next = p->next;
+        p->fn(p->ud);
+        free(p);
+        p = next;
+    }
+}
+
+static void on_wake(void *ud, uint32_t events)
+{
+    struct th_loop *l = ud;
+    uint64_t v;
+    ssize_t r = read(l->wakefd, &v, sizeof v);
+    (void)r;
+    (void)events;
+    run_posts(l);
+}
+
+/* ---- lifecycle ---- */
+
+th_err th_loop_new(struct th_loop **out)
+{
+    struct th_loop *l = calloc(1, sizeof *l);
+    if (!l)
+        return TH_E_NOMEM;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&l->mu, NULL);
+    atomic_init(&l->stopping, false);
+    l->now_us = th_mono_us();
+    if (l->epfd < 0 || l->wakefd < 0 || th_loop_add_fd(l, l->wakefd, EPOLLIN, on_wake, l)) {
+        th_loop_free(l);
+        return TH_E_IO;
+    }
+    *out = l;
+    return TH_E_OK;
+}
+
+void th_loop_free(struct th_loop *loop)
+{
+    if (!loop)
+        return;
+    pthread_mutex_lock(&loop->mu);
+    loop->closed = true;
+    struct post *p = loop->head;
+    loop->head = loop->tail = NULL;
+    pthread_mutex_unlock(&loop->mu);
+    while (p) { /* posts that never ran: their owners were told TH_E_OK, so run them */
+        struct post *next = p->next;
+        p->fn(p->ud);
+        free(p);
+        p = next;
+    }
+    if (loop->wakefd >= 0)
+        close(loop->wakefd);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    pthread_mutex_destroy(&loop->mu);
+    free(loop->watch);
+    free(loop->heap);
+    free(loop);
+}
+
+int64_t th_loop_now_us(const struct th_loop *loop)
+{
+    return loop->now_us;
+}
+
+void th_loop_stop(struct th_loop *loop)
+{
+    atomic_store(&loop->stopping, true);
+    uint64_t one = 1;
+    ssize_t r = write(loop->wakefd, &one, sizeof one);
+    (void)r;
+}
+
+void th_loop_run(struct th_loop *loop)
+{
+    struct epoll_event evs[64];
+    while (!atomic_load(&loop->stopping)) {
+        loop->now_us = th_mono_us();
+        int timeout = -1;
+        if (loop->nheap) {
+            int64_t d = loop->heap[0]->when_us - loop->now_us;
+            timeout = d <= 0 ? 0 : (int)((d + 999) / 1000); /* round up: never wake early */
+        }
+        int n = epoll_wait(loop->epfd, evs, (int)TH_ARRAY_LEN(evs), timeout);
+        if (n < 0 && errno != EINTR)
+            break;
+        loop->now_us = th_mono_us();
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            /* A callback earlier in this batch may have removed this fd: skip it then. */
+            if ((size_t)fd < loop->nwatch && loop->watch[fd].fn)
+                loop->watch[fd].fn(loop->watch[fd].ud, evs[i].events);
+        }
+        run_timers(loop);
+    }
+    run_posts(loop);
+}

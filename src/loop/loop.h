@@ -1,0 +1,67 @@
+/*
+ * The event loop: one per worker thread (one per core). It owns an epoll set, a timer heap and a
+ * cross-thread mailbox. Everything a request does on the hot path — libmicrohttpd's connections,
+ * provider transfers, deadlines — is driven by the loop that accepted the request, so a request is
+ * suspended and resumed by the same thread with no locks and no hand-offs.
+ *
+ * Only th_loop_post() and th_loop_stop() may be called from other threads.
+ */
+#ifndef TH_LOOP_LOOP_H
+#define TH_LOOP_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct th_loop;
+
+/* Called with the epoll events (EPOLLIN | EPOLLOUT | ...) that fired for the fd. */
+typedef void (*th_loop_io_fn)(void *ud, uint32_t events);
+typedef void (*th_loop_fn)(void *ud);
+
+/*
+ * A timer is embedded in its owner (no allocation per timer). Zero-initialise it, then
+ * th_loop_timer_set(); it fires once. Setting an armed timer re-arms it; cancelling an unarmed one
+ * is a no-op. The owner must cancel it before freeing the memory it lives in.
+ */
+struct th_timer {
+    int64_t when_us; /* monotonic, th_mono_us() */
+    th_loop_fn fn;
+    void *ud;
+    size_t slot; /* index in the heap + 1; 0 when not armed */
+};
+
+th_err th_loop_new(struct th_loop **out);
+/* Frees the loop; every fd must have been removed. NULL is a no-op. */
+void th_loop_free(struct th_loop *loop);
+
+/* events: EPOLLIN / EPOLLOUT / EPOLLET ... The (fn, ud) pair lives until th_loop_del_fd. */
+th_err th_loop_add_fd(struct th_loop *loop, int fd, uint32_t events, th_loop_io_fn fn, void *ud);
+th_err th_loop_mod_fd(struct th_loop *loop, int fd, uint32_t events, th_loop_io_fn fn, void *ud);
+void th_loop_del_fd(struct th_loop *loop, int fd);
+
+void th_loop_timer_set(struct th_loop *loop, struct th_timer *t, int64_t when_us, th_loop_fn fn,
+                       void *ud);
+void th_loop_timer_cancel(struct th_loop *loop, struct th_timer *t);
+static inline bool th_timer_armed(const struct th_timer *t)
+{
+    return t->slot != 0;
+}
+
+/*
+ * Thread-safe: runs fn(ud) on the loop's thread, soon, in FIFO order. TH_E_NOMEM on allocation
+ * failure; TH_E_BUSY once the loop has finished (fn will never run: the caller keeps ownership).
+ */
+th_err th_loop_post(struct th_loop *loop, th_loop_fn fn, void *ud);
+
+/* Runs until th_loop_stop(); then runs what is still posted and returns. */
+void th_loop_run(struct th_loop *loop);
+/* Thread-safe. */
+void th_loop_stop(struct th_loop *loop);
+
+/* The loop's cached monotonic time for this iteration (cheaper than a clock call). */
+int64_t th_loop_now_us(const struct th_loop *loop);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * Logs: one JSON object per line on stderr (or another fd), written with a single write(2) so
+ * lines from several threads never interleave.
+ *
+ *   struct th_logline l;
+ *   if (th_log_begin(&l, TH_LOG_INFO, "request")) {
+ *       th_log_str(&l, "req", id);
+ *       th_log_int(&l, "status", 200);
+ *       th_log_end(&l);
+ *   }
+ *
+ * Redaction is by construction: callers pass only what may be logged (masked numbers, ids,
+ * reasons), never an OTP, a secret or a full phone number; the e2e suite greps every log line.
+ * Values are JSON-escaped and cut to TH_LOG_VALUE_MAX bytes; a line never exceeds TH_LOG_LINE_MAX.
+ */
+#ifndef TH_OBS_LOG_H
+#define TH_OBS_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "config/config.h"
+
+#define TH_LOG_LINE_MAX 4096
+#define TH_LOG_VALUE_MAX 512
+
+/* Sets the minimum level and the fd (default: TH_LOG_INFO, 2). Call before threads start. */
+void th_log_init(th_log_level level, int fd);
+bool th_log_enabled(th_log_level level);
+const char *th_log_level_name(th_log_level level);
+
+struct th_logline {
+    struct th_buf b;
+    char mem[TH_LOG_LINE_MAX];
+    bool dropped; /* a field did not fit: "truncated": true is added */
+};
+
+/* Starts a line with ts, level and event; false (and nothing to end) when the level is off. */
+bool th_log_begin(struct th_logline *l, th_log_level level, const char *event);
+void th_log_str(struct th_logline *l, const char *key, const char *value); /* NULL: skipped */
+void th_log_int(struct th_logline *l, const char *key, long long value);
+void th_log_ms(struct th_logline *l, const char *key, int64_t us); /* microseconds as ms.3 */
+void th_log_bool(struct th_logline *l, const char *key, bool value);
+void th_log_end(struct th_logline *l);
+
+/* One-shot: {"ts":…,"level":…,"event":…,"msg":"<formatted>"}. */
+void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * Okta Telephony Inline Hook: request decoding and response encoding. Pure functions, no I/O;
+ * jansson stays inside this module.
+ *
+ * Decoding is lenient where Okta is inconsistent (see docs/okta.md and the reference):
+ * deliveryChannel compared case-insensitively ("sms" is SMS, anything else voice),
+ * otpCode and phoneNumber accepted as JSON strings or integers, optional fields of the wrong
+ * type treated as absent. It is strict where safety needs it: bounded lengths, a printable OTP.
+ */
+#ifndef TH_OKTA_OKTA_H
+#define TH_OKTA_OKTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+#include "message/message.h"
+
+#define TH_OKTA_EVENT_TYPE "com.okta.telephony.provider"
+#define TH_OKTA_ACTION "com.okta.telephony.action"
+
+/* Longest OTP accepted; Okta does not document the length (6 digits in practice). */
+#define TH_OKTA_OTP_MAX 32
+
+/*
+ * A decoded request. Every string is either NULL (absent) or NUL-terminated and borrowed from
+ * the decoder's own storage: valid until th_okta_request_release().
+ */
+struct th_okta_request {
+    const char *event_id;
+    const char *event_time;
+    const char *request_type;     /* "com.okta.user.telephony.mfa-verification", ... */
+    const char *phone;            /* raw, as sent (required) */
+    const char *delivery_channel; /* raw, as sent; NULL means SMS */
+    th_channel channel;
+    const char *otp; /* required, 1..TH_OKTA_OTP_MAX printable ASCII, no spaces */
+    const char *otp_expires;  /* raw */
+    int64_t otp_expires_ms;   /* unix ms; 0 when absent or unparsable */
+    const char *locale;       /* raw, e.g. "EN-US" */
+    const char *msg_template; /* Okta's own SMS text, already rendered with the code */
+    const char *first_name, *last_name, *login, *user_id;
+    const char *okta_request_id; /* data.context.request.id */
+    const char *source_ip;       /* data.context.request.ipAddress */
+
+    /* private */
+    void *root_;
+    char phone_num_[24]; /* phoneNumber sent as a JSON integer */
+    char otp_num_[24];   /* otpCode sent as a JSON integer */
+};
+
+/*
+ * Decodes a request body (len bytes, need not be NUL-terminated).
+ *  TH_E_OK       out filled; release it.
+ *  TH_E_JSON     not JSON, or not a JSON object (HTTP 400). why says where (no values).
+ *  TH_E_REQUEST  JSON, but not a telephony request we can serve (answer Okta's error object);
+ *                why is a short reason for the log, naming fields, never their values.
+ * On failure out needs no release. why may be NULL.
+ */
+th_err th_okta_decode(const char *body, size_t len, struct th_okta_request *out, char *why,
+                      size_t whylen);
+void th_okta_request_release(struct th_okta_request *req);
+
+/*
+ * {"commands":[{"type":"com.okta.telephony.action","value":[{"status":…,"provider":…,
+ *  "transactionId":…,"transactionMetadata":…}]}]} — NULL optional fields are left out.
+ */
+th_err th_okta_encode_result(struct th_buf *out, const char *status, const char *provider,
+                             const char *transaction_id, const char *metadata);
+/*
+ * {"error":{"errorSummary":…,"errorCauses":[{"errorSummary":…,"reason":…}]}} — summary is shown
+ * to end users: it must be safe and generic; cause_reason (NULL to omit the causes) is for admins.
+ */
+th_err th_okta_encode_error(struct th_buf *out, const char *summary, const char *cause_reason);
+
+#endif

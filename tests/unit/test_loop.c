@@ -1,0 +1,173 @@
+/* Unit tests: loop (timers in order, cancel/re-arm, fds, cross-thread posts, stop). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <sys/epoll.h>
+
+#include "common/util.h"
+#include "loop/loop.h"
+
+struct fired {
+    struct th_loop *loop;
+    int order[64];
+    int n;
+    int stop_after;
+};
+
+struct tctx {
+    struct fired *f;
+    int id;
+};
+
+static void on_timer(void *ud)
+{
+    struct tctx *t = ud;
+    t->f->order[t->f->n++] = t->id;
+    if (t->f->n == t->f->stop_after)
+        th_loop_stop(t->f->loop);
+}
+
+static void test_timers_fire_in_order(void **state)
+{
+    (void)state;
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct fired f = {.loop = loop, .stop_after = 20};
+    struct th_timer timers[21] = {{0}};
+    struct tctx ctx[21];
+    int64_t now = th_mono_us();
+    /* 21 timers in scrambled order; the one at index 20 is cancelled */
+    for (int i = 0; i < 21; i++) {
+        ctx[i] = (struct tctx){&f, i};
+        int64_t when = now + 1000 + ((i * 7) % 21) * 500;
+        th_loop_timer_set(loop, &timers[i], when, on_timer, &ctx[i]);
+    }
+    th_loop_timer_cancel(loop, &timers[20]);
+    assert_false(th_timer_armed(&timers[20]));
+    /* re-arming moves a timer: timer 0 now fires last */
+    th_loop_timer_set(loop, &timers[0], now + 30000, on_timer, &ctx[0]);
+    th_loop_run(loop);
+    assert_int_equal(f.n, 20);
+    for (int i = 1; i < 20; i++) {
+        int a = f.order[i - 1], b = f.order[i];
+        int64_t wa = a == 0 ? 30000 : ((a * 7) % 21) * 500;
+        int64_t wb = b == 0 ? 30000 : ((b * 7) % 21) * 500;
+        assert_true(wa <= wb);
+    }
+    assert_int_equal(f.order[19], 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_not_equal(f.order[i], 20);
+    th_loop_free(loop);
+}
+
+struct poster {
+    struct th_loop *loop;
+    atomic_int count;
+    int per_thread;
+};
+
+static void on_post(void *ud)
+{
+    struct poster *p = ud;
+    if (atomic_fetch_add(&p->count, 1) + 1 == 4 * p->per_thread)
+        th_loop_stop(p->loop);
+}
+
+static void *post_many(void *arg)
+{
+    struct poster *p = arg;
+    for (int i = 0; i < p->per_thread; i++)
+        assert_int_equal(th_loop_post(p->loop, on_post, p), TH_E_OK);
+    return NULL;
+}
+
+static void test_posts_from_threads(void **state)
+{
+    (void)state;
+    struct poster p = {.per_thread = 5000};
+    atomic_init(&p.count, 0);
+    assert_int_equal(th_loop_new(&p.loop), TH_E_OK);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, post_many, &p);
+    th_loop_run(p.loop);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    /* every post ran exactly once (the last ones when the loop finished) */
+    assert_int_equal(atomic_load(&p.count), 4 * p.per_thread);
+    th_loop_free(p.loop);
+}
+
+static void test_post_after_free_refused(void **state)
+{
+    (void)state;
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct poster p = {.loop = loop, .per_thread = 1000};
+    atomic_init(&p.count, 0);
+    assert_int_equal(th_loop_post(loop, on_post, &p), TH_E_OK);
+    th_loop_free(loop); /* runs what was posted */
+    assert_int_equal(atomic_load(&p.count), 1);
+}
+
+struct io {
+    struct th_loop *loop;
+    int fds[2];
+    int reads;
+};
+
+static void on_readable(void *ud, uint32_t events)
+{
+    struct io *io = ud;
+    assert_true(events & EPOLLIN);
+    char c;
+    assert_int_equal(read(io->fds[0], &c, 1), 1);
+    assert_int_equal(c, 'x');
+    if (++io->reads == 3) {
+        th_loop_del_fd(io->loop, io->fds[0]);
+        th_loop_stop(io->loop);
+    }
+}
+
+static void write_one(void *ud)
+{
+    struct io *io = ud;
+    assert_int_equal(write(io->fds[1], "x", 1), 1);
+}
+
+static void test_fd_events(void **state)
+{
+    (void)state;
+    struct io io = {0};
+    assert_int_equal(th_loop_new(&io.loop), TH_E_OK);
+    assert_int_equal(pipe(io.fds), 0);
+    assert_int_equal(th_loop_add_fd(io.loop, io.fds[0], EPOLLIN, on_readable, &io), TH_E_OK);
+    struct th_timer t[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        th_loop_timer_set(io.loop, &t[i], th_mono_us() + 1000 * (i + 1), write_one, &io);
+    th_loop_run(io.loop);
+    assert_int_equal(io.reads, 3);
+    close(io.fds[0]);
+    close(io.fds[1]);
+    th_loop_free(io.loop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timers_fire_in_order),
+        cmocka_unit_test(test_posts_from_threads),
+        cmocka_unit_test(test_post_after_free_refused),
+        cmocka_unit_test(test_fd_events),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
