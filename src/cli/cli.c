@@ -284,7 +284,7 @@ static int cmd_templates(struct th_cli *cli, const char *sub)
                 e == TH_E_NOTFOUND ? "no such template" : th_strerror(e));
         return 1;
     }
-    fprintf(stderr, "template %s/%s %s (running servers pick it up when restarted)\n", lang,
+    fprintf(stderr, "template %s/%s %s (a running server picks it up on SIGHUP or restart)\n", lang,
             th_channel_name(ch), set ? "saved" : "deleted");
     return 0;
 }
@@ -339,13 +339,19 @@ int th_cli_main(int argc, char **argv)
     }
     struct th_cli cli = {.config_path = config_path(cfgopt), .argc = argc - i, .argv = argv + i};
     char err[1024];
-    /* Only the server needs credentials; admin commands need the store location. */
+    /* Only the server needs credentials (checked below); admin commands need the store. */
     th_err e = th_config_load(&cli.cfg, cli.config_path, NULL, err, sizeof err);
     if (e != TH_E_OK) {
         fprintf(stderr, "telehook: %s\n", err);
         return 2;
     }
     th_log_init(cli.cfg.log_level, 2);
+    if ((serve || strcmp(cmd, "config") == 0) &&
+        th_config_check_serve(&cli.cfg, err, sizeof err) != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        th_config_release(&cli.cfg);
+        return 2;
+    }
     int rc;
     if (serve) {
         rc = cli.argc ? (usage(stderr), 2) : th_cmd_serve(&cli);

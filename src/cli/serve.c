@@ -42,16 +42,51 @@ static void sleep_ms(int ms)
     }
 }
 
-/* Waits for a termination signal; SIGHUP is reported and ignored for now. */
-static int wait_for_signal(const sigset_t *set)
+/* Sets replaced by reloads: kept until shutdown, since a request may still point into one. */
+struct retired {
+    const struct th_templates **sets;
+    size_t n, cap;
+};
+
+/* SIGHUP: re-reads the templates from the store; on any error the running set stays. */
+static void reload_templates(const struct th_config *cfg, struct th_hook *hook,
+                             struct retired *old)
+{
+    char err[512];
+    struct th_store *st = NULL;
+    struct th_templates *set = NULL;
+    if (old->n == old->cap) {
+        size_t ncap = old->cap ? old->cap * 2 : 8;
+        const struct th_templates **p = realloc(old->sets, ncap * sizeof *p);
+        if (!p) {
+            th_log_msg(TH_LOG_ERROR, "reload", "out of memory: templates not reloaded");
+            return;
+        }
+        old->sets = p;
+        old->cap = ncap;
+    }
+    if (th_store_open(cfg->store_url, &st, err, sizeof err) != TH_E_OK ||
+        th_cli_load_templates(st, &set, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload", "templates not reloaded, the running set stays: %s",
+                   err);
+        th_store_close(st);
+        return;
+    }
+    th_store_close(st);
+    old->sets[old->n++] = th_hook_swap_templates(hook, set);
+    th_log_msg(TH_LOG_INFO, "reload", "templates reloaded: %zu", th_templates_count(set));
+}
+
+/* Waits for SIGTERM or SIGINT; SIGHUP reloads the templates meanwhile. */
+static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, struct th_hook *hook,
+                           struct retired *old)
 {
     for (;;) {
         int sig = sigwaitinfo(set, NULL);
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
         if (sig == SIGHUP)
-            th_log_msg(TH_LOG_INFO, "sighup", "SIGHUP received; configuration reload is not "
-                                              "supported yet: restart to apply changes");
+            reload_templates(cfg, hook, old);
     }
 }
 
@@ -66,6 +101,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
+    struct retired retired = {0};
     const struct th_config *cfg = &cli->cfg;
     int64_t t0 = th_mono_us();
 
@@ -135,7 +171,7 @@ int th_cmd_serve(struct th_cli *cli)
     if (th_log_begin(&l, TH_LOG_INFO, "listening")) {
         th_log_str(&l, "listen", cfg->listen);
         th_log_int(&l, "port", port);
-        th_log_int(&l, "threads", cfg->threads);
+        th_log_int(&l, "threads", th_server_threads(server));
         th_log_str(&l, "store", store_copy);
         th_log_str(&l, "provider", provider->name);
         th_log_int(&l, "templates", (long long)th_templates_count(templates));
@@ -143,7 +179,7 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_end(&l);
     }
 
-    int sig = wait_for_signal(&set);
+    int sig = wait_for_signal(&set, cfg, hook, &retired);
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
     th_server_quiesce(server);
@@ -162,8 +198,14 @@ int th_cmd_serve(struct th_cli *cli)
 out:
     th_server_stop(server);
     th_writer_stop(writer);
+    if (hook) /* the current set may be one a reload installed */
+        templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
     th_hook_free(hook);
     th_provider_free(provider);
+    for (size_t i = 0; i < retired.n; i++)
+        if (retired.sets[i] != templates)
+            th_templates_free((struct th_templates *)retired.sets[i]);
+    free(retired.sets);
     th_auth_free(auth);
     th_templates_free(templates);
     th_store_close(store);

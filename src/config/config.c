@@ -1,1 +1,600 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#include "common/util.h"
+
+extern char **environ;
+
+#define SECRET_MAX 4096
+#define LINE_MAX_LEN 199 /* libinih's INI_MAX_LINE (200) less the newline */
+
+enum ktype {
+    K_STRING,
+    K_SECRET,
+    K_INT,
+    K_BOOL,
+    K_ENUM,    /* int field holding the index in names */
+    K_NAME,    /* string field that must be one of names */
+    K_LISTEN,  /* HOST:PORT */
+    K_HEADER,  /* an HTTP header name */
+    K_REGION,  /* ISO alpha-2, upper case, or "" */
+    K_LANGUAGE /* normalised tag: "en", "es-mx" */
+};
+
+struct key {
+    const char *section, *name;
+    enum ktype type;
+    size_t off;
+    long min, max;
+    const char *const *names;
+    const char *def;
+    const char *help;
+};
+
+static const char *const auth_modes[] = {"header", "none", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const providers[] = {"outbox", NULL};
+
+#define F(field) offsetof(struct th_config, field)
+
+/* Every key, once: name, type, bounds, default, and the help printed in docs. */
+static const struct key keys[] = {
+    {"server", "listen", K_LISTEN, F(listen), 0, 0, NULL, "127.0.0.1:8080",
+     "address and port to listen on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080; port 0 lets the "
+     "kernel pick"},
+    {"server", "threads", K_INT, F(threads), 0, 64, NULL, "0",
+     "event loops (one per core is best); 0 = the number of online CPUs"},
+    {"server", "deadline_ms", K_INT, F(deadline_ms), 100, 2900, NULL, "2500",
+     "time budget for one Okta request, from arrival to answer (Okta gives up after 3 s)"},
+    {"server", "max_body", K_INT, F(max_body), 1024, 1048576, NULL, "65536",
+     "largest request body accepted, in bytes (larger: 413)"},
+    {"server", "max_connections", K_INT, F(max_connections), 1, 100000, NULL, "1024",
+     "open client connections, across all threads"},
+    {"server", "connection_timeout", K_INT, F(connection_timeout), 1, 3600, NULL, "10",
+     "seconds a client connection may stay idle"},
+    {"server", "connection_memory", K_INT, F(connection_memory), 4096, 1048576, NULL, "16384",
+     "bytes of buffer per connection (request line and headers must fit)"},
+    {"server", "port_file", K_STRING, F(port_file), 0, 0, NULL, "",
+     "if set, the bound port is written to this file once listening (for tests and scripts)"},
+    {"auth", "mode", K_ENUM, F(auth_mode), 0, 0, auth_modes, "header",
+     "header: Okta's HTTP-header secret; none: no authentication (development only, loopback "
+     "only)"},
+    {"auth", "header_name", K_HEADER, F(auth_header_name), 0, 0, NULL, "Authorization",
+     "the header Okta sends (the hook's \"Authentication field\")"},
+    {"auth", "header_secret", K_SECRET, F(auth_header_secret), 0, 0, NULL, "",
+     "the header's value (the hook's \"Authentication secret\"), compared verbatim; prefer "
+     "header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
+    {"phone", "default_region", K_REGION, F(phone_default_region), 0, 0, NULL, "US",
+     "region (ISO 3166 alpha-2) of numbers Okta sends without a country code, tried after "
+     "reading them as international; empty to refuse them"},
+    {"message", "default_language", K_LANGUAGE, F(message_default_language), 0, 0, NULL, "en",
+     "template language used when none matches the request's locale"},
+    {"message", "builtin_fallback", K_BOOL, F(message_builtin_fallback), 0, 0, NULL, "true",
+     "when no template and no Okta text fits, send the built-in English text (false: answer "
+     "Okta's error object, so Okta uses its own providers)"},
+    {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
+     "where state is kept: sqlite:PATH (relative to the working directory)"},
+    {"provider", "name", K_NAME, F(provider_name), 0, 0, providers, "outbox",
+     "how messages are delivered; outbox records them in the store instead of sending "
+     "(development)"},
+    {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
+     "least severe level logged: debug, info, warn, error"},
+};
+
+#define NKEYS TH_ARRAY_LEN(keys)
+
+static char **str_field(struct th_config *cfg, const struct key *k)
+{
+    return (char **)(void *)((char *)cfg + k->off);
+}
+
+static int *int_field(struct th_config *cfg, const struct key *k)
+{
+    return (int *)(void *)((char *)cfg + k->off);
+}
+
+/* ---- value parsing ---- */
+
+static bool valid_listen(const char *v)
+{
+    const char *colon;
+    if (v[0] == '[') {
+        const char *close = strchr(v, ']');
+        if (!close || close == v + 1 || close[1] != ':')
+            return false;
+        colon = close + 1;
+    } else {
+        colon = strrchr(v, ':');
+        if (!colon || colon == v || memchr(v, ':', (size_t)(colon - v)))
+            return false;
+    }
+    const char *p = colon + 1;
+    if (!*p || strlen(p) > 5)
+        return false;
+    for (const char *q = p; *q; q++)
+        if (!isdigit((unsigned char)*q))
+            return false;
+    return atoi(p) <= 65535;
+}
+
+static bool valid_header(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 64)
+        return false;
+    for (const char *p = v; *p; p++) /* RFC 9110 token characters */
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return false;
+    return true;
+}
+
+static bool valid_language(const char *v)
+{
+    size_t n = strlen(v);
+    if (n < 2 || n > 15)
+        return false;
+    for (const char *p = v; *p; p++)
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-')
+            return false;
+    return isalpha((unsigned char)v[0]) && v[n - 1] != '-' && !strstr(v, "--");
+}
+
+static th_err set_string(char **field, const char *v)
+{
+    char *c = strdup(v);
+    if (!c)
+        return TH_E_NOMEM;
+    free(*field);
+    *field = c;
+    return TH_E_OK;
+}
+
+/* Parses v into k's field; on error writes "[section] key: reason" into err. */
+static th_err set_value(struct th_config *cfg, const struct key *k, const char *v, char *err,
+                        size_t errlen)
+{
+    const char *why = NULL;
+    char buf[160];
+    switch (k->type) {
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (!*v || *end || errno) {
+            snprintf(buf, sizeof buf, "not an integer: '%.40s'", v);
+            why = buf;
+        } else if (n < k->min || n > k->max) {
+            snprintf(buf, sizeof buf, "must be between %ld and %ld (got %ld)", k->min, k->max, n);
+            why = buf;
+        } else {
+            *int_field(cfg, k) = (int)n;
+        }
+        break;
+    }
+    case K_BOOL:
+        if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on") ||
+            !strcmp(v, "1"))
+            *(bool *)(void *)((char *)cfg + k->off) = true;
+        else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off") ||
+                 !strcmp(v, "0"))
+            *(bool *)(void *)((char *)cfg + k->off) = false;
+        else {
+            snprintf(buf, sizeof buf, "expected true or false, got '%.40s'", v);
+            why = buf;
+        }
+        break;
+    case K_ENUM:
+    case K_NAME: {
+        int idx = -1;
+        for (int i = 0; k->names[i]; i++)
+            if (strcmp(v, k->names[i]) == 0)
+                idx = i;
+        if (idx < 0) {
+            int n = snprintf(buf, sizeof buf, "'%.40s' is not one of:", v);
+            for (int i = 0; k->names[i] && n > 0 && (size_t)n < sizeof buf; i++)
+                n += snprintf(buf + n, sizeof buf - (size_t)n, " %s", k->names[i]);
+            why = buf;
+        } else if (k->type == K_ENUM) {
+            *int_field(cfg, k) = idx;
+        } else if (set_string(str_field(cfg, k), v) != TH_E_OK) {
+            why = "out of memory";
+        }
+        break;
+    }
+    case K_LISTEN:
+        if (!valid_listen(v))
+            why = "expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080";
+        break;
+    case K_HEADER:
+        if (!valid_header(v))
+            why = "not a valid HTTP header name (1-64 token characters)";
+        break;
+    case K_REGION:
+        if (*v && (strlen(v) != 2 || !isupper((unsigned char)v[0]) ||
+                   !isupper((unsigned char)v[1])))
+            why = "expected an ISO 3166 alpha-2 region in upper case, like US, or empty";
+        break;
+    case K_LANGUAGE:
+        if (!valid_language(v))
+            why = "expected a lower-case language tag like en or es-mx";
+        break;
+    case K_SECRET:
+        if (strlen(v) > SECRET_MAX)
+            why = "secret longer than 4096 bytes";
+        break;
+    case K_STRING:
+        break;
+    }
+    if (!why && (k->type == K_STRING || k->type == K_SECRET || k->type == K_LISTEN ||
+                 k->type == K_HEADER || k->type == K_REGION || k->type == K_LANGUAGE) &&
+        set_string(str_field(cfg, k), v) != TH_E_OK)
+        why = "out of memory";
+    if (why) {
+        snprintf(err, errlen, "[%s] %s: %s", k->section, k->name, why);
+        return TH_E_CONFIG;
+    }
+    return TH_E_OK;
+}
+
+/* Reads a secret file: at most SECRET_MAX bytes, one trailing newline (LF or CRLF) removed. */
+static th_err read_secret_file(const char *path, char **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+        return TH_E_CONFIG;
+    }
+    char *buf = malloc(SECRET_MAX + 2);
+    size_t n = buf ? fread(buf, 1, SECRET_MAX + 2, f) : 0;
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        snprintf(err, errlen, "cannot read '%s'", path);
+        return TH_E_CONFIG;
+    }
+    if (n && buf[n - 1] == '\n')
+        n--;
+    if (n && buf[n - 1] == '\r')
+        n--;
+    if (n == 0 || n > SECRET_MAX || memchr(buf, '\0', n)) {
+        free(buf);
+        snprintf(err, errlen, "'%s' must hold 1 to %d bytes of text", path, SECRET_MAX);
+        return TH_E_CONFIG;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return TH_E_OK;
+}
+
+/* ---- sources ---- */
+
+struct loader {
+    struct th_config *cfg;
+    const char *path;
+    FILE *f;
+    int line;
+    bool line_too_long;
+    char *err;
+    size_t errlen;
+    th_err result;
+    /* per key, for the level being loaded: set directly, set through *_file */
+    bool direct[NKEYS], viafile[NKEYS];
+};
+
+static void fail(struct loader *ld, const char *where, const char *msg)
+{
+    if (ld->result != TH_E_OK)
+        return; /* keep the first error: later ones are often consequences */
+    ld->result = TH_E_CONFIG;
+    snprintf(ld->err, ld->errlen, "%s: %s", where, msg);
+}
+
+static const struct key *find_key(const char *section, const char *name, bool *is_file)
+{
+    *is_file = false;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) != 0)
+            continue;
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+        size_t n = strlen(keys[i].name);
+        if (keys[i].type == K_SECRET && strncmp(name, keys[i].name, n) == 0 &&
+            strcmp(name + n, "_file") == 0) {
+            *is_file = true;
+            return &keys[i];
+        }
+    }
+    return NULL;
+}
+
+static bool section_known(const char *section)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0)
+            return true;
+    return false;
+}
+
+/* Applies one value from a source; where names the source for messages. */
+static void apply(struct loader *ld, const struct key *k, bool is_file, const char *value,
+                  const char *where)
+{
+    size_t idx = (size_t)(k - keys);
+    char msg[512];
+    if ((is_file && ld->direct[idx]) || (!is_file && ld->viafile[idx])) {
+        snprintf(msg, sizeof msg, "[%s] %s and %s_file are both set: choose one", k->section,
+                 k->name, k->name);
+        fail(ld, where, msg);
+        return;
+    }
+    (is_file ? ld->viafile : ld->direct)[idx] = true;
+    char *secret = NULL;
+    if (is_file) {
+        char why[384];
+        if (read_secret_file(value, &secret, why, sizeof why) != TH_E_OK) {
+            snprintf(msg, sizeof msg, "[%s] %s_file: %s", k->section, k->name, why);
+            fail(ld, where, msg);
+            return;
+        }
+        value = secret;
+    }
+    if (set_value(ld->cfg, k, value, msg, sizeof msg) != TH_E_OK)
+        fail(ld, where, msg);
+    if (secret) {
+        memset(secret, 0, strlen(secret));
+        free(secret);
+    }
+}
+
+static char *strip_quotes(char *v)
+{
+    size_t n = strlen(v);
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v[n - 1] = '\0';
+        return v + 1;
+    }
+    return v;
+}
+
+static int on_ini(void *user, const char *section, const char *name, const char *value)
+{
+    struct loader *ld = user;
+    char where[4200];
+    snprintf(where, sizeof where, "%s:%d", ld->path, ld->line);
+    bool is_file;
+    const struct key *k = find_key(section, name, &is_file);
+    if (!k) {
+        char msg[256];
+        if (!section_known(section))
+            snprintf(msg, sizeof msg, "unknown section [%.60s]", section);
+        else
+            snprintf(msg, sizeof msg, "[%s] %.60s: unknown key", section, name);
+        fail(ld, where, msg);
+        return 1;
+    }
+    char *v = strdup(value);
+    if (!v) {
+        fail(ld, where, "out of memory");
+        return 1;
+    }
+    apply(ld, k, is_file, strip_quotes(v), where);
+    free(v);
+    return 1;
+}
+
+/*
+ * libinih's reader: an fgets that counts lines (for messages) and refuses a line longer than
+ * libinih's buffer, which it would otherwise split and parse as two lines.
+ */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct loader *ld = stream;
+    char *r = fgets(str, num, ld->f);
+    if (!r)
+        return NULL;
+    ld->line++;
+    size_t n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(ld->f)) {
+        char where[4200], msg[64];
+        snprintf(where, sizeof where, "%s:%d", ld->path, ld->line);
+        snprintf(msg, sizeof msg, "line longer than %d characters", LINE_MAX_LEN);
+        fail(ld, where, msg);
+        return NULL;
+    }
+    return r;
+}
+
+static void load_file(struct loader *ld, const char *path)
+{
+    ld->path = path;
+    ld->f = fopen(path, "r");
+    if (!ld->f) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "cannot open: %s", strerror(errno));
+        fail(ld, path, msg);
+        return;
+    }
+    int rc = ini_parse_stream(read_line, ld, on_ini, ld);
+    fclose(ld->f);
+    ld->f = NULL;
+    if (rc > 0) { /* a syntax error libinih found (the handler never saw the line) */
+        char where[4200];
+        snprintf(where, sizeof where, "%s:%d", path, rc);
+        fail(ld, where, "syntax error (expected [section] or key = value)");
+    } else if (rc < 0) {
+        fail(ld, path, "cannot read");
+    }
+}
+
+/* "TELEHOOK_SERVER_LISTEN" for (server, listen), plus "_FILE" when file. */
+static void env_name(const struct key *k, bool file, char *out, size_t outlen)
+{
+    int n = snprintf(out, outlen, "TELEHOOK_%s_%s%s", k->section, k->name, file ? "_FILE" : "");
+    for (int i = 0; i < n && (size_t)i < outlen; i++)
+        out[i] = (char)toupper((unsigned char)out[i]);
+}
+
+static void load_env(struct loader *ld, char *const *envp)
+{
+    memset(ld->direct, 0, sizeof ld->direct);
+    memset(ld->viafile, 0, sizeof ld->viafile);
+    for (char *const *e = envp; *e; e++) {
+        if (strncmp(*e, "TELEHOOK_", 9) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        size_t nlen = (size_t)(eq - *e);
+        bool matched = false, known_section = false;
+        for (size_t i = 0; i < NKEYS && !matched; i++) {
+            char name[128];
+            size_t slen = strlen(keys[i].section);
+            if (nlen > 9 + slen && strncasecmp(*e + 9, keys[i].section, slen) == 0 &&
+                (*e)[9 + slen] == '_')
+                known_section = true;
+            for (int file = 0; file <= (keys[i].type == K_SECRET); file++) {
+                env_name(&keys[i], file, name, sizeof name);
+                if (strlen(name) == nlen && strncmp(*e, name, nlen) == 0) {
+                    apply(ld, &keys[i], file, eq + 1, name);
+                    matched = true;
+                    break;
+                }
+            }
+        }
+        if (!matched && known_section) {
+            char where[128];
+            snprintf(where, sizeof where, "%.*s", (int)(nlen > 100 ? 100 : nlen), *e);
+            fail(ld, where, "unknown configuration variable");
+        }
+    }
+}
+
+th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp, char *err,
+                      size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    struct loader ld = {.cfg = cfg, .err = err, .errlen = errlen, .result = TH_E_OK};
+    err[0] = '\0';
+    for (size_t i = 0; i < NKEYS; i++) {
+        char where[64];
+        snprintf(where, sizeof where, "default of %s.%s", keys[i].section, keys[i].name);
+        if (keys[i].type == K_SECRET)
+            set_string(str_field(cfg, &keys[i]), keys[i].def);
+        else
+            apply(&ld, &keys[i], false, keys[i].def, where);
+    }
+    memset(ld.direct, 0, sizeof ld.direct);
+    if (ld.result == TH_E_OK && path)
+        load_file(&ld, path);
+    if (ld.result == TH_E_OK)
+        load_env(&ld, envp ? envp : environ);
+    if (ld.result != TH_E_OK) {
+        th_config_release(cfg);
+        return ld.result;
+    }
+    return TH_E_OK;
+}
+
+/* host part of server.listen, without brackets */
+static void listen_host(const char *listen, char *out, size_t outlen)
+{
+    if (listen[0] == '[') {
+        const char *close = strchr(listen, ']');
+        size_t n = close ? (size_t)(close - listen - 1) : 0;
+        snprintf(out, outlen, "%.*s", (int)n, listen + 1);
+        return;
+    }
+    const char *colon = strrchr(listen, ':');
+    snprintf(out, outlen, "%.*s", (int)(colon ? colon - listen : 0), listen);
+}
+
+th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->auth_mode == TH_AUTH_HEADER &&
+        (!cfg->auth_header_secret || !cfg->auth_header_secret[0])) {
+        snprintf(err, errlen,
+                 "[auth] header_secret: required with mode = header; set header_secret_file, "
+                 "or TELEHOOK_AUTH_HEADER_SECRET_FILE / TELEHOOK_AUTH_HEADER_SECRET");
+        return TH_E_CONFIG;
+    }
+    char host[256];
+    listen_host(cfg->listen, host, sizeof host);
+    if (cfg->auth_mode == TH_AUTH_NONE && !th_host_is_loopback(host)) {
+        snprintf(err, errlen,
+                 "[auth] mode = none accepts unauthenticated calls and is allowed only on a "
+                 "loopback address, not on %s",
+                 cfg->listen);
+        return TH_E_CONFIG;
+    }
+    return TH_E_OK;
+}
+
+void th_config_release(struct th_config *cfg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        switch (keys[i].type) {
+        case K_INT:
+        case K_BOOL:
+        case K_ENUM:
+            break;
+        default: {
+            char **f = str_field(cfg, &keys[i]);
+            if (*f && keys[i].type == K_SECRET)
+                memset(*f, 0, strlen(*f));
+            free(*f);
+            *f = NULL;
+        }
+        }
+    }
+}
+
+void th_config_print(const struct th_config *cfg, FILE *out)
+{
+    const char *section = NULL;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (!section || strcmp(section, k->section) != 0) {
+            fprintf(out, "%s[%s]\n", section ? "\n" : "", k->section);
+            section = k->section;
+        }
+        struct th_config *c = (struct th_config *)cfg;
+        switch (k->type) {
+        case K_INT:
+            fprintf(out, "%s = %d\n", k->name, *int_field(c, k));
+            break;
+        case K_BOOL:
+            fprintf(out, "%s = %s\n", k->name,
+                    *(bool *)(void *)((char *)c + k->off) ? "true" : "false");
+            break;
+        case K_ENUM:
+            fprintf(out, "%s = %s\n", k->name, k->names[*int_field(c, k)]);
+            break;
+        case K_SECRET: {
+            const char *v = *str_field(c, k);
+            fprintf(out, "%s = %s\n", k->name, v && *v ? "********" : "");
+            break;
+        }
+        default: {
+            const char *v = *str_field(c, k);
+            fprintf(out, "%s = %s\n", k->name, v ? v : "");
+        }
+        }
+    }
+}
+
+void th_config_each_key(th_config_key_fn fn, void *ud)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        fn(ud, keys[i].section, keys[i].name, keys[i].def, keys[i].type == K_SECRET,
+           keys[i].help);
+}

@@ -52,12 +52,21 @@ struct th_config {
 /*
  * Fills cfg with defaults, then the file (path may be NULL: defaults + environment only), then
  * the environment (envp as in main's third argument / environ; NULL means the process
- * environment), then validates. On failure returns TH_E_CONFIG with one clear message in err,
+ * environment), then validates each value. Environment variables TELEHOOK_<SECTION>_* that name
+ * no key of a known section are errors (a typo must not silently fall back to a default);
+ * variables whose <SECTION> is not a known section are ignored. On failure returns TH_E_CONFIG with one clear message in err,
  * e.g. "telehook.conf:12: [server] deadline_ms: must be between 100 and 2900 (got 5000)" or
  * "TELEHOOK_SERVER_THREADS: not an integer: 'x'". cfg is released on failure.
  */
 th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp, char *err,
                       size_t errlen);
+
+/*
+ * What only the server needs, checked by `serve` and `config check` but not by the admin
+ * commands (which need the store, not the credentials): mode=header has a secret; mode=none
+ * listens on loopback only. TH_E_CONFIG with the reason in err.
+ */
+th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen);
 
 /* Frees every string; cfg may be zeroed or loaded. */
 void th_config_release(struct th_config *cfg);

@@ -21,7 +21,7 @@
 
 struct th_hook {
     const struct th_config *cfg;
-    const struct th_templates *templates;
+    _Atomic(const struct th_templates *) templates;
     struct th_provider *provider;
     struct th_writer *writer;
     atomic_long in_flight;
@@ -59,7 +59,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     if (!h)
         return TH_E_NOMEM;
     h->cfg = deps->cfg;
-    h->templates = deps->templates;
+    atomic_init(&h->templates, deps->templates);
     h->provider = deps->provider;
     h->writer = deps->writer;
     atomic_init(&h->in_flight, 0);
@@ -70,6 +70,12 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
 void th_hook_free(struct th_hook *hook)
 {
     free(hook);
+}
+
+const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
+                                                  const struct th_templates *set)
+{
+    return atomic_exchange(&hook->templates, set);
 }
 
 long th_hook_in_flight(const struct th_hook *hook)
@@ -223,7 +229,7 @@ static bool compose(struct hreq *r)
     const char *locale = NULL;
     if (o->locale && th_locale_normalize(o->locale, r->locale) == TH_E_OK)
         locale = r->locale;
-    th_message_choose(r->hook->templates, NULL, locale, o->channel, cfg->message_default_language,
+    th_message_choose(atomic_load(&r->hook->templates), NULL, locale, o->channel, cfg->message_default_language,
                       o->msg_template != NULL, &r->choice);
     if (r->choice.source == TH_SOURCE_BUILTIN && !cfg->message_builtin_fallback) {
         fail(r, 200, SUMMARY_FAILED, "REJECTED", "no template for this language and channel");

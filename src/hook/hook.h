@@ -46,6 +46,14 @@ struct th_hook_call {
 void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
                     th_hook_answer_fn answer, void *ud);
 
+/*
+ * Replaces the template set (thread-safe; requests already running keep the set they started
+ * with). Returns the previous set: the caller must keep it alive until no request can still use
+ * it — serve keeps every replaced set until shutdown (a few KiB per reload).
+ */
+const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
+                                                  const struct th_templates *set);
+
 /* Requests between th_hook_handle and their answer, across all loops (for shutdown). */
 long th_hook_in_flight(const struct th_hook *hook);
 

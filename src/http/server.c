@@ -427,11 +427,13 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
     unsigned limit = (unsigned)(cfg->max_connections / srv->nworkers);
     w->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL,
-        NULL, on_request, w, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
+        NULL, on_request, w,
+        /* the logger first, or libmicrohttpd prints its own messages until it is set */
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)cfg->connection_memory, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (!w->daemon) {
         snprintf(err, errlen, "cannot start the HTTP daemon");
         return TH_E_IO;
@@ -526,6 +528,11 @@ fail:
 int th_server_port(const struct th_server *srv)
 {
     return srv->port;
+}
+
+int th_server_threads(const struct th_server *srv)
+{
+    return srv->nworkers;
 }
 
 static void quiesce_worker(void *ud)

@@ -30,6 +30,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
                        size_t errlen);
 /* The bound TCP port (useful with port 0). */
 int th_server_port(const struct th_server *srv);
+/* The number of event loops (worker threads). */
+int th_server_threads(const struct th_server *srv);
 /* Stops accepting new connections; in-flight requests go on. Thread-safe, idempotent. */
 void th_server_quiesce(struct th_server *srv);
 /* Stops the loops, joins the threads and frees. Call when nothing is in flight. */

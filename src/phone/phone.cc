@@ -1,1 +1,181 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+// Thin C wrapper over libphonenumber. Nothing C++ escapes: every entry point that can throw
+// catches everything, since an exception unwinding into C is undefined behaviour.
+#include "phone/phone.h"
+
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include <phonenumbers/logger.h>
+#include <phonenumbers/phonenumber.pb.h>
+#include <phonenumbers/phonenumberutil.h>
+
+using i18n::phonenumbers::PhoneNumber;
+using i18n::phonenumbers::PhoneNumberUtil;
+
+namespace {
+
+std::once_flag init_once;
+std::set<std::string> *regions; // supported region codes, filled once
+
+PhoneNumberUtil *util()
+{
+    th_phone_init();
+    return PhoneNumberUtil::GetInstance();
+}
+
+th_phone_type map_type(PhoneNumberUtil::PhoneNumberType t)
+{
+    switch (t) {
+    case PhoneNumberUtil::FIXED_LINE:
+        return TH_PHONE_FIXED_LINE;
+    case PhoneNumberUtil::MOBILE:
+        return TH_PHONE_MOBILE;
+    case PhoneNumberUtil::FIXED_LINE_OR_MOBILE:
+        return TH_PHONE_FIXED_LINE_OR_MOBILE;
+    case PhoneNumberUtil::TOLL_FREE:
+        return TH_PHONE_TOLL_FREE;
+    case PhoneNumberUtil::PREMIUM_RATE:
+        return TH_PHONE_PREMIUM_RATE;
+    case PhoneNumberUtil::SHARED_COST:
+        return TH_PHONE_SHARED_COST;
+    case PhoneNumberUtil::VOIP:
+        return TH_PHONE_VOIP;
+    case PhoneNumberUtil::PERSONAL_NUMBER:
+        return TH_PHONE_PERSONAL_NUMBER;
+    case PhoneNumberUtil::PAGER:
+        return TH_PHONE_PAGER;
+    case PhoneNumberUtil::UAN:
+        return TH_PHONE_UAN;
+    case PhoneNumberUtil::VOICEMAIL:
+        return TH_PHONE_VOICEMAIL;
+    default:
+        return TH_PHONE_UNKNOWN;
+    }
+}
+
+// Keeps digits and a leading '+'; drops the formatting characters people and Okta's Preview
+// use. Anything else (letters, "ext", '#', a second '+') makes the input invalid: we would
+// rather refuse than guess which number was meant.
+bool clean(const char *raw, size_t len, std::string &out)
+{
+    if (len == 0 || len > TH_PHONE_MAX_INPUT)
+        return false;
+    size_t digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = raw[i];
+        if (c >= '0' && c <= '9') {
+            out.push_back(c);
+            digits++;
+        } else if (c == '+' && out.empty() && digits == 0) {
+            out.push_back(c);
+        } else if (c != ' ' && c != '-' && c != '.' && c != '(' && c != ')') {
+            return false;
+        }
+    }
+    return digits >= 3 && digits <= 15;
+}
+
+bool parse_valid(const std::string &s, const std::string &region, PhoneNumber &pn)
+{
+    PhoneNumberUtil *u = util();
+    return u->Parse(s, region, &pn) == PhoneNumberUtil::NO_PARSING_ERROR && u->IsValidNumber(pn);
+}
+
+} // namespace
+
+extern "C" void th_phone_init(void)
+{
+    std::call_once(init_once, [] {
+        PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
+        // libphonenumber logs to stdout by default: mute it, so no number can reach a log that way.
+        u->SetLogger(new i18n::phonenumbers::NullLogger());
+        regions = new std::set<std::string>();
+        u->GetSupportedRegions(regions);
+    });
+}
+
+extern "C" th_err th_phone_parse(const char *raw, size_t len, const char *default_region,
+                                 struct th_phone *out)
+{
+    std::memset(out, 0, sizeof *out);
+    try {
+        std::string s;
+        if (!raw || !clean(raw, len, s))
+            return TH_E_PHONE;
+        PhoneNumber pn;
+        bool ok;
+        if (s[0] == '+') {
+            ok = parse_valid(s, "ZZ", pn);
+        } else {
+            // Without '+': Okta's numbers are international more often than not, so try that
+            // first, then the configured national region.
+            ok = parse_valid("+" + s, "ZZ", pn);
+            if (!ok && default_region && *default_region)
+                ok = parse_valid(s, default_region, pn);
+        }
+        if (!ok)
+            return TH_E_PHONE;
+        PhoneNumberUtil *u = util();
+        std::string e164, region;
+        u->Format(pn, PhoneNumberUtil::E164, &e164);
+        u->GetRegionCodeForNumber(pn, &region);
+        if (e164.size() >= sizeof out->e164)
+            return TH_E_PHONE;
+        std::memcpy(out->e164, e164.c_str(), e164.size() + 1);
+        if (region.size() == 2) // "001" (non-geographic) and "ZZ" leave it empty
+            std::memcpy(out->region, region.c_str(), 3);
+        if (region == "ZZ")
+            out->region[0] = '\0';
+        out->country_code = pn.country_code();
+        out->type = map_type(u->GetNumberType(pn));
+        return TH_E_OK;
+    } catch (...) {
+        std::memset(out, 0, sizeof *out);
+        return TH_E_PHONE;
+    }
+}
+
+extern "C" const char *th_phone_type_name(th_phone_type t)
+{
+    static const char *const names[] = {"FIXED_LINE", "MOBILE", "FIXED_LINE_OR_MOBILE",
+                                        "TOLL_FREE", "PREMIUM_RATE", "SHARED_COST", "VOIP",
+                                        "PERSONAL_NUMBER", "PAGER", "UAN", "VOICEMAIL", "UNKNOWN"};
+    unsigned i = static_cast<unsigned>(t);
+    return i < sizeof names / sizeof names[0] ? names[i] : "UNKNOWN";
+}
+
+extern "C" int th_phone_region_known(const char *region)
+{
+    try {
+        th_phone_init();
+        return region && regions->count(region) ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+
+extern "C" void th_phone_mask(const char *e164, char *out, size_t outlen)
+{
+    if (!out || outlen == 0)
+        return;
+    char digits[32];
+    size_t n = 0;
+    for (const char *p = e164 ? e164 : ""; *p && n < sizeof digits - 1; p++)
+        if (*p >= '0' && *p <= '9')
+            digits[n++] = *p;
+    // Keep the country code and area (4 digits) and the last 2; short numbers keep less, so
+    // at least half of the digits are always hidden.
+    size_t head = n > 8 ? 4 : 2, tail = 2;
+    if (n < head + tail + 2) {
+        head = n / 4;
+        tail = n / 4;
+    }
+    std::string m = "+";
+    for (size_t i = 0; i < n; i++)
+        m.push_back(i < head || i >= n - tail ? digits[i] : '*');
+    size_t c = m.size() < outlen - 1 ? m.size() : outlen - 1;
+    std::memcpy(out, m.data(), c);
+    out[c] = '\0';
+}

@@ -1,1 +1,415 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+/* The SQLite backend: the embedded default. WAL mode, versioned migrations, prepared statements. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sys/stat.h>
+
+#include <sqlite3.h>
+
+#include "common/util.h"
+#include "store/internal.h"
+
+/*
+ * Schema migrations, applied in order, each once, each in its own transaction; the version is
+ * recorded in schema_version. Never edit a released migration: add one.
+ */
+static const char *const migrations[] = {
+    /* 1: templates (seeded with English and Spanish), outbox, deliveries */
+    "CREATE TABLE templates ("
+    "  language TEXT NOT NULL, channel TEXT NOT NULL CHECK (channel IN ('sms', 'voice')),"
+    "  body TEXT NOT NULL, voice_id TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (language, channel));"
+    "CREATE TABLE outbox ("
+    "  id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, request_id TEXT NOT NULL,"
+    "  recipient TEXT NOT NULL, channel TEXT NOT NULL, language TEXT NOT NULL,"
+    "  body TEXT NOT NULL, voice_id TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX outbox_created ON outbox (created_ms);"
+    "CREATE TABLE deliveries ("
+    "  request_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    "  request_type TEXT NOT NULL, phone_masked TEXT NOT NULL, country TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, language TEXT NOT NULL, source TEXT NOT NULL,"
+    "  provider TEXT NOT NULL, outcome TEXT NOT NULL, transaction_id TEXT NOT NULL,"
+    "  error TEXT NOT NULL, latency_us INTEGER NOT NULL);"
+    "CREATE INDEX deliveries_created ON deliveries (created_ms);"
+    "CREATE INDEX deliveries_event ON deliveries (event_id);"
+    "INSERT INTO templates (language, channel, body, voice_id, updated_ms) VALUES"
+    " ('en', 'sms', 'Your verification code is {{otp}}. It expires in {{expires_minutes}} "
+    "minutes.', '', 0),"
+    " ('es', 'sms', 'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} "
+    "minutos.', '', 0),"
+    " ('en', 'voice', '<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. "
+    "<break time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>', 'Joanna', 0),"
+    " ('es', 'voice', '<speak>Su código de verificación es <break "
+    "time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
+    "{{otp_spaced}}.</speak>', 'Lupe', 0);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+enum stmt {
+    S_TPL_EACH,
+    S_TPL_PUT,
+    S_TPL_DEL,
+    S_OUTBOX_INS,
+    S_OUTBOX_EACH,
+    S_DELIV_INS,
+    S_DELIV_EACH,
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S__COUNT
+};
+
+static const char *const sql[S__COUNT] = {
+    [S_TPL_EACH] = "SELECT language, channel, body, voice_id, updated_ms FROM templates "
+                   "ORDER BY language, channel",
+    [S_TPL_PUT] = "INSERT INTO templates (language, channel, body, voice_id, updated_ms) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (language, channel) DO UPDATE SET "
+                  "body = excluded.body, voice_id = excluded.voice_id, "
+                  "updated_ms = excluded.updated_ms",
+    [S_TPL_DEL] = "DELETE FROM templates WHERE language = ? AND channel = ?",
+    [S_OUTBOX_INS] = "INSERT INTO outbox (id, created_ms, request_id, recipient, channel, "
+                     "language, body, voice_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    [S_OUTBOX_EACH] = "SELECT id, created_ms, request_id, recipient, channel, language, body, "
+                      "voice_id FROM outbox ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+    [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
+                    "phone_masked, country, channel, language, source, provider, outcome, "
+                    "transaction_id, error, latency_us) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [S_DELIV_EACH] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, "
+                     "country, channel, language, source, provider, outcome, transaction_id, "
+                     "error, latency_us FROM deliveries ORDER BY created_ms DESC, rowid DESC "
+                     "LIMIT ?",
+    [S_BEGIN] = "BEGIN",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+};
+
+struct sqlite_store {
+    struct th_store base;
+    sqlite3 *db;
+    sqlite3_stmt *stmt[S__COUNT];
+};
+
+static struct sqlite_store *S(struct th_store *st)
+{
+    return (struct sqlite_store *)st;
+}
+
+/* mkdir -p of path's parent directory (0700: the outbox holds message text). */
+static int make_parent(const char *path)
+{
+    char dir[4096];
+    if (th_strlcpy(dir, path, sizeof dir) >= sizeof dir)
+        return -1;
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(dir, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static th_err exec(sqlite3 *db, const char *q, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s", msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return TH_E_STORE;
+    }
+    return TH_E_OK;
+}
+
+static void rollback_quiet(sqlite3 *db)
+{
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int user_version(sqlite3 *db, int *v)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(version), 0) FROM schema_version", -1, &s,
+                           NULL) != SQLITE_OK)
+        return -1;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/*
+ * Applies pending migrations. BEGIN IMMEDIATE takes the write lock before reading the version,
+ * so two processes starting on a new file cannot both apply migration 1.
+ */
+static th_err migrate(sqlite3 *db, char *err, size_t errlen)
+{
+    th_err e = exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                        "applied_ms INTEGER NOT NULL)",
+                    err, errlen);
+    for (;;) {
+        if (e != TH_E_OK || (e = exec(db, "BEGIN IMMEDIATE", err, errlen)) != TH_E_OK)
+            return e;
+        int v = 0;
+        if (user_version(db, &v) != 0) {
+            snprintf(err, errlen, "sqlite: cannot read the schema version: %s", sqlite3_errmsg(db));
+            rollback_quiet(db);
+            return TH_E_STORE;
+        }
+        if (v > SCHEMA_VERSION) {
+            rollback_quiet(db);
+            snprintf(err, errlen,
+                     "database schema version %d is newer than this telehook (%d): upgrade "
+                     "telehook",
+                     v, SCHEMA_VERSION);
+            return TH_E_STORE;
+        }
+        if (v == SCHEMA_VERSION)
+            return exec(db, "COMMIT", err, errlen);
+        char record[128];
+        snprintf(record, sizeof record, "INSERT INTO schema_version VALUES (%d, %lld)", v + 1,
+                 (long long)th_wall_ms());
+        e = exec(db, migrations[v], err, errlen);
+        if (e == TH_E_OK)
+            e = exec(db, record, err, errlen);
+        if (e == TH_E_OK)
+            e = exec(db, "COMMIT", err, errlen);
+        if (e != TH_E_OK) {
+            rollback_quiet(db);
+            return e;
+        }
+    }
+}
+
+static void sqlite_close(struct th_store *st)
+{
+    struct sqlite_store *s = S(st);
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(s->stmt[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static th_err sqlite_open(const char *path, struct th_store **out, char *err, size_t errlen)
+{
+    struct sqlite_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return TH_E_NOMEM;
+    s->base.ops = &th_store_sqlite_ops;
+    snprintf(s->base.describe, sizeof s->base.describe, "sqlite:%s", path);
+    bool memory = strcmp(path, ":memory:") == 0;
+    if (!memory) {
+        if (make_parent(path) != 0) {
+            snprintf(err, errlen, "sqlite: cannot create the directory of %s: %s", path,
+                     strerror(errno));
+            free(s);
+            return TH_E_STORE;
+        }
+        /* Create the file 0600 ourselves: SQLite would make it 0644, and the outbox holds text. */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            close(fd);
+    }
+    th_err e = TH_E_STORE;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s: %s", s->db ? sqlite3_errmsg(s->db) : "out of memory",
+                 path);
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    if ((e = exec(s->db,
+                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                  "PRAGMA foreign_keys = ON;",
+                  err, errlen)) != TH_E_OK ||
+        (e = migrate(s->db, err, errlen)) != TH_E_OK)
+        goto fail;
+    for (int i = 0; i < S__COUNT; i++) {
+        if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(s->db));
+            e = TH_E_STORE;
+            goto fail;
+        }
+    }
+    *out = &s->base;
+    return TH_E_OK;
+fail:
+    sqlite_close(&s->base);
+    return e;
+}
+
+/* Runs a prepared write statement to completion and resets it. */
+static th_err step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+static const char *col(sqlite3_stmt *st, int i)
+{
+    const unsigned char *v = sqlite3_column_text(st, i);
+    return v ? (const char *)v : "";
+}
+
+static th_err sqlite_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_TPL_EACH];
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_template_row row = {col(q, 0), col(q, 1), col(q, 2), col(q, 3),
+                                      sqlite3_column_int64(q, 4)};
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_template_put(struct th_store *st, const struct th_template_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_TPL_PUT];
+    bind_text(q, 1, row->language);
+    bind_text(q, 2, row->channel);
+    bind_text(q, 3, row->body);
+    bind_text(q, 4, row->voice_id);
+    sqlite3_bind_int64(q, 5, row->updated_ms);
+    return step_done(q);
+}
+
+static th_err sqlite_template_delete(struct th_store *st, const char *language, const char *channel)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_TPL_DEL];
+    bind_text(q, 1, language);
+    bind_text(q, 2, channel);
+    th_err e = step_done(q);
+    if (e == TH_E_OK && sqlite3_changes(S(st)->db) == 0)
+        return TH_E_NOTFOUND;
+    return e;
+}
+
+static th_err sqlite_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_OUTBOX_INS];
+    bind_text(q, 1, row->id);
+    sqlite3_bind_int64(q, 2, row->created_ms);
+    bind_text(q, 3, row->request_id);
+    bind_text(q, 4, row->to);
+    bind_text(q, 5, row->channel);
+    bind_text(q, 6, row->language);
+    bind_text(q, 7, row->body);
+    bind_text(q, 8, row->voice_id);
+    return step_done(q);
+}
+
+static th_err sqlite_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_OUTBOX_EACH];
+    sqlite3_bind_int(q, 1, limit);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_outbox_row row = {
+            .id = col(q, 0),       .created_ms = sqlite3_column_int64(q, 1),
+            .request_id = col(q, 2), .to = col(q, 3),
+            .channel = col(q, 4),  .language = col(q, 5),
+            .body = col(q, 6),     .voice_id = col(q, 7),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DELIV_INS];
+    bind_text(q, 1, row->request_id);
+    bind_text(q, 2, row->event_id);
+    sqlite3_bind_int64(q, 3, row->created_ms);
+    bind_text(q, 4, row->request_type);
+    bind_text(q, 5, row->phone_masked);
+    bind_text(q, 6, row->country);
+    bind_text(q, 7, row->channel);
+    bind_text(q, 8, row->language);
+    bind_text(q, 9, row->source);
+    bind_text(q, 10, row->provider);
+    bind_text(q, 11, row->outcome);
+    bind_text(q, 12, row->transaction_id);
+    bind_text(q, 13, row->error);
+    sqlite3_bind_int64(q, 14, row->latency_us);
+    return step_done(q);
+}
+
+static th_err sqlite_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn,
+                                     void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DELIV_EACH];
+    sqlite3_bind_int(q, 1, limit);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_delivery_row row = {
+            .request_id = col(q, 0),   .event_id = col(q, 1),
+            .created_ms = sqlite3_column_int64(q, 2),
+            .request_type = col(q, 3), .phone_masked = col(q, 4),
+            .country = col(q, 5),      .channel = col(q, 6),
+            .language = col(q, 7),     .source = col(q, 8),
+            .provider = col(q, 9),     .outcome = col(q, 10),
+            .transaction_id = col(q, 11), .error = col(q, 12),
+            .latency_us = sqlite3_column_int64(q, 13),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_begin(struct th_store *st)
+{
+    return step_done(S(st)->stmt[S_BEGIN]);
+}
+
+static th_err sqlite_commit(struct th_store *st)
+{
+    return step_done(S(st)->stmt[S_COMMIT]);
+}
+
+static th_err sqlite_rollback(struct th_store *st)
+{
+    return step_done(S(st)->stmt[S_ROLLBACK]);
+}
+
+const struct th_store_ops th_store_sqlite_ops = {
+    .scheme = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .templates_each = sqlite_templates_each,
+    .template_put = sqlite_template_put,
+    .template_delete = sqlite_template_delete,
+    .outbox_insert = sqlite_outbox_insert,
+    .outbox_each = sqlite_outbox_each,
+    .delivery_insert = sqlite_delivery_insert,
+    .deliveries_each = sqlite_deliveries_each,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+};

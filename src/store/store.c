@@ -1,1 +1,97 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include <stdio.h>
+#include <string.h>
+
+#include "store/internal.h"
+
+static const struct th_store_ops *const backends[] = {&th_store_sqlite_ops};
+
+th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen)
+{
+    const char *location = url;
+    const struct th_store_ops *ops = &th_store_sqlite_ops; /* a bare path is SQLite */
+    const char *colon = strchr(url, ':');
+    /* "sqlite:PATH" / "sqlite://PATH"; a colon after a '/' belongs to a path */
+    if (colon && colon > url && !memchr(url, '/', (size_t)(colon - url)) &&
+        strcmp(url, ":memory:") != 0) {
+        size_t n = (size_t)(colon - url);
+        ops = NULL;
+        for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+            if (strlen(backends[i]->scheme) == n && strncmp(url, backends[i]->scheme, n) == 0)
+                ops = backends[i];
+        if (!ops) {
+            /* the scheme only: the rest of a URL may hold a password */
+            snprintf(err, errlen, "unsupported store URL scheme '%.*s' (supported: sqlite)",
+                     (int)(n > 32 ? 32 : n), url);
+            return TH_E_STORE;
+        }
+        location = colon + 1;
+        if (strncmp(location, "//", 2) == 0)
+            location += 2;
+    }
+    if (!*location) {
+        snprintf(err, errlen, "store URL has no location");
+        return TH_E_STORE;
+    }
+    return ops->open(location, out, err, errlen);
+}
+
+void th_store_close(struct th_store *st)
+{
+    if (st)
+        st->ops->close(st);
+}
+
+const char *th_store_describe(const struct th_store *st)
+{
+    return st->describe;
+}
+
+th_err th_store_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
+{
+    return st->ops->templates_each(st, fn, ud);
+}
+
+th_err th_store_template_put(struct th_store *st, const struct th_template_row *row)
+{
+    return st->ops->template_put(st, row);
+}
+
+th_err th_store_template_delete(struct th_store *st, const char *language, const char *channel)
+{
+    return st->ops->template_delete(st, language, channel);
+}
+
+th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
+{
+    return st->ops->outbox_insert(st, row);
+}
+
+th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud)
+{
+    return st->ops->outbox_each(st, limit <= 0 ? 20 : limit, fn, ud);
+}
+
+th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
+{
+    return st->ops->delivery_insert(st, row);
+}
+
+th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud)
+{
+    return st->ops->deliveries_each(st, limit <= 0 ? 20 : limit, fn, ud);
+}
+
+th_err th_store_begin(struct th_store *st)
+{
+    return st->ops->begin(st);
+}
+
+th_err th_store_commit(struct th_store *st)
+{
+    return st->ops->commit(st);
+}
+
+th_err th_store_rollback(struct th_store *st)
+{
+    return st->ops->rollback(st);
+}

@@ -1,1 +1,236 @@
-/* placeholder: replaced by the module's implementation */ typedef int th_placeholder_t;
+#include "store/writer.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_MAX 512
+
+enum kind { ITEM_OUTBOX, ITEM_DELIVERY };
+
+/* One queued write: the row and copies of all its strings, in one allocation. */
+struct item {
+    struct item *next;
+    enum kind kind;
+    union {
+        struct th_outbox_row outbox;
+        struct th_delivery_row delivery;
+    } row;
+    th_writer_done_fn done;
+    void *ud;
+    char strings[];
+};
+
+struct th_writer {
+    struct th_store *st;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct item *head, *tail;
+    size_t queued, max_queue;
+    bool stopping;
+    unsigned long long written, failed, rejected_full;
+};
+
+/* Copies s into the item's string area at *pos; returns the copy. */
+static const char *put(char *area, size_t *pos, const char *s)
+{
+    s = s ? s : "";
+    size_t n = strlen(s) + 1;
+    memcpy(area + *pos, s, n);
+    *pos += n;
+    return area + *pos - n;
+}
+
+static size_t len0(const char *s)
+{
+    return (s ? strlen(s) : 0) + 1;
+}
+
+static th_err enqueue(struct th_writer *w, struct item *it)
+{
+    pthread_mutex_lock(&w->mu);
+    th_err e = TH_E_OK;
+    if (w->stopping) {
+        e = TH_E_BUSY;
+    } else if (w->queued >= w->max_queue) {
+        w->rejected_full++;
+        e = TH_E_OVERLOAD;
+    } else {
+        it->next = NULL;
+        if (w->tail)
+            w->tail->next = it;
+        else
+            w->head = it;
+        w->tail = it;
+        w->queued++;
+        pthread_cond_signal(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (e != TH_E_OK)
+        free(it);
+    return e;
+}
+
+th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
+                        th_writer_done_fn done, void *ud)
+{
+    size_t n = len0(row->id) + len0(row->request_id) + len0(row->to) + len0(row->channel) +
+               len0(row->language) + len0(row->body) + len0(row->voice_id);
+    struct item *it = malloc(sizeof *it + n);
+    if (!it)
+        return TH_E_NOMEM;
+    size_t pos = 0;
+    it->kind = ITEM_OUTBOX;
+    it->done = done;
+    it->ud = ud;
+    it->row.outbox = (struct th_outbox_row){
+        .id = put(it->strings, &pos, row->id),
+        .created_ms = row->created_ms,
+        .request_id = put(it->strings, &pos, row->request_id),
+        .to = put(it->strings, &pos, row->to),
+        .channel = put(it->strings, &pos, row->channel),
+        .language = put(it->strings, &pos, row->language),
+        .body = put(it->strings, &pos, row->body),
+        .voice_id = put(it->strings, &pos, row->voice_id),
+    };
+    return enqueue(w, it);
+}
+
+th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row)
+{
+    size_t n = len0(row->request_id) + len0(row->event_id) + len0(row->request_type) +
+               len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
+               len0(row->language) + len0(row->source) + len0(row->provider) +
+               len0(row->outcome) + len0(row->transaction_id) + len0(row->error);
+    struct item *it = malloc(sizeof *it + n);
+    if (!it)
+        return TH_E_NOMEM;
+    size_t pos = 0;
+    it->kind = ITEM_DELIVERY;
+    it->done = NULL;
+    it->ud = NULL;
+    it->row.delivery = (struct th_delivery_row){
+        .request_id = put(it->strings, &pos, row->request_id),
+        .event_id = put(it->strings, &pos, row->event_id),
+        .created_ms = row->created_ms,
+        .request_type = put(it->strings, &pos, row->request_type),
+        .phone_masked = put(it->strings, &pos, row->phone_masked),
+        .country = put(it->strings, &pos, row->country),
+        .channel = put(it->strings, &pos, row->channel),
+        .language = put(it->strings, &pos, row->language),
+        .source = put(it->strings, &pos, row->source),
+        .provider = put(it->strings, &pos, row->provider),
+        .outcome = put(it->strings, &pos, row->outcome),
+        .transaction_id = put(it->strings, &pos, row->transaction_id),
+        .error = put(it->strings, &pos, row->error),
+        .latency_us = row->latency_us,
+    };
+    return enqueue(w, it);
+}
+
+/* Writes one batch in one transaction, then reports each item's result (after commit). */
+static void write_batch(struct th_writer *w, struct item *batch)
+{
+    th_err results[BATCH_MAX];
+    size_t n = 0, ok = 0;
+    bool in_tx = th_store_begin(w->st) == TH_E_OK;
+    for (struct item *it = batch; it; it = it->next, n++) {
+        th_err e = TH_E_STORE;
+        if (in_tx)
+            e = it->kind == ITEM_OUTBOX ? th_store_outbox_insert(w->st, &it->row.outbox)
+                                        : th_store_delivery_insert(w->st, &it->row.delivery);
+        /* a failed insert (a duplicate key) does not abort SQLite's transaction: go on */
+        results[n] = e;
+    }
+    if (in_tx && th_store_commit(w->st) != TH_E_OK) {
+        th_store_rollback(w->st);
+        for (size_t i = 0; i < n; i++)
+            results[i] = TH_E_STORE;
+    }
+    n = 0;
+    for (struct item *it = batch, *next; it; it = next, n++) {
+        next = it->next;
+        ok += results[n] == TH_E_OK;
+        if (it->done)
+            it->done(it->ud, results[n]);
+        free(it);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->written += ok;
+    w->failed += n - ok;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void *writer_main(void *arg)
+{
+    struct th_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->head && !w->stopping)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->head)
+            break; /* stopping and drained */
+        struct item *batch = w->head, *last = batch;
+        size_t n = 1;
+        while (last->next && n < BATCH_MAX) {
+            last = last->next;
+            n++;
+        }
+        w->head = last->next;
+        if (!w->head)
+            w->tail = NULL;
+        last->next = NULL;
+        w->queued -= n;
+        pthread_mutex_unlock(&w->mu);
+        write_batch(w, batch);
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer **out)
+{
+    struct th_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return TH_E_NOMEM;
+    w->st = st;
+    w->max_queue = max_queue ? max_queue : 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        return TH_E_NOMEM;
+    }
+    *out = w;
+    return TH_E_OK;
+}
+
+void th_writer_stop(struct th_writer *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    th_store_close(w->st);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
+{
+    pthread_mutex_lock(&w->mu);
+    out->written = w->written;
+    out->failed = w->failed;
+    out->rejected_full = w->rejected_full;
+    out->queued = w->queued;
+    pthread_mutex_unlock(&w->mu);
+}
