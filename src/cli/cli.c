@@ -166,8 +166,8 @@ static int print_outbox(void *ud, const struct th_outbox_row *row)
     (void)ud;
     print_time(row->created_ms);
     printf("  %s  %s  %s  %s  req=%s%s%s\n    %s\n", row->id, row->to, row->channel,
-           row->language[0] ? row->language : "-", row->request_id, row->voice_id[0] ? "  voice=" : "",
-           row->voice_id, row->body);
+           row->language[0] ? row->language : "-", row->request_id,
+           row->voice_id[0] ? "  voice=" : "", row->voice_id, row->body);
     return 0;
 }
 
@@ -280,8 +280,7 @@ static int cmd_templates(struct th_cli *cli, const char *sub)
     }
     th_store_close(st);
     if (e != TH_E_OK) {
-        fprintf(stderr, "telehook: %s\n",
-                e == TH_E_NOTFOUND ? "no such template" : th_strerror(e));
+        fprintf(stderr, "telehook: %s\n", e == TH_E_NOTFOUND ? "no such template" : th_strerror(e));
         return 1;
     }
     fprintf(stderr, "template %s/%s %s (a running server picks it up on SIGHUP or restart)\n", lang,

@@ -49,8 +49,7 @@ struct retired {
 };
 
 /* SIGHUP: re-reads the templates from the store; on any error the running set stays. */
-static void reload_templates(const struct th_config *cfg, struct th_hook *hook,
-                             struct retired *old)
+static void reload_templates(const struct th_config *cfg, struct th_hook *hook, struct retired *old)
 {
     char err[512];
     struct th_store *st = NULL;
@@ -131,8 +130,7 @@ int th_cmd_serve(struct th_cli *cli)
         goto out;
     }
     store = NULL; /* owned by the writer now */
-    if (th_provider_new(cfg, writer, &provider) != TH_E_OK ||
-        th_auth_new(cfg, &auth) != TH_E_OK) {
+    if (th_provider_new(cfg, writer, &provider) != TH_E_OK || th_auth_new(cfg, &auth) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "cannot set up provider or authentication");
         goto out;
     }
@@ -147,8 +145,8 @@ int th_cmd_serve(struct th_cli *cli)
     }
     int port = th_server_port(server);
     if (cfg->port_file && cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
-        th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s",
-                   cfg->port_file, strerror(errno));
+        th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s", cfg->port_file,
+                   strerror(errno));
 
     char host[256];
     th_strlcpy(host, cfg->listen, sizeof host);

@@ -129,8 +129,12 @@ th_err th_parse_iso8601(const char *s, int64_t *unix_ms)
     }
     if (*p)
         return TH_E_INVAL;
-    struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h,
-                    .tm_min = m, .tm_sec = sec};
+    struct tm tm = {.tm_year = Y - 1900,
+                    .tm_mon = M - 1,
+                    .tm_mday = D,
+                    .tm_hour = h,
+                    .tm_min = m,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     *unix_ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
     return TH_E_OK;

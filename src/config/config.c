@@ -14,7 +14,7 @@
 
 extern char **environ;
 
-#define SECRET_MAX 4096
+#define SECRET_MAX   4096
 #define LINE_MAX_LEN 199 /* libinih's INI_MAX_LINE (200) less the newline */
 
 enum ktype {
@@ -219,8 +219,8 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
             why = "not a valid HTTP header name (1-64 token characters)";
         break;
     case K_REGION:
-        if (*v && (strlen(v) != 2 || !isupper((unsigned char)v[0]) ||
-                   !isupper((unsigned char)v[1])))
+        if (*v &&
+            (strlen(v) != 2 || !isupper((unsigned char)v[0]) || !isupper((unsigned char)v[1])))
             why = "expected an ISO 3166 alpha-2 region in upper case, like US, or empty";
         break;
     case K_LANGUAGE:
@@ -234,8 +234,9 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
     case K_STRING:
         break;
     }
-    if (!why && (k->type == K_STRING || k->type == K_SECRET || k->type == K_LISTEN ||
-                 k->type == K_HEADER || k->type == K_REGION || k->type == K_LANGUAGE) &&
+    if (!why &&
+        (k->type == K_STRING || k->type == K_SECRET || k->type == K_LISTEN || k->type == K_HEADER ||
+         k->type == K_REGION || k->type == K_LANGUAGE) &&
         set_string(str_field(cfg, k), v) != TH_E_OK)
         why = "out of memory";
     if (why) {
@@ -595,6 +596,5 @@ void th_config_print(const struct th_config *cfg, FILE *out)
 void th_config_each_key(th_config_key_fn fn, void *ud)
 {
     for (size_t i = 0; i < NKEYS; i++)
-        fn(ud, keys[i].section, keys[i].name, keys[i].def, keys[i].type == K_SECRET,
-           keys[i].help);
+        fn(ud, keys[i].section, keys[i].name, keys[i].def, keys[i].type == K_SECRET, keys[i].help);
 }

@@ -24,11 +24,11 @@ typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_lev
 
 struct th_config {
     /* [server] */
-    char *listen;           /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443"; port 0 = kernel picks */
-    int threads;            /* event loops; 0 = number of online CPUs */
-    int deadline_ms;        /* time budget per Okta request, 100..2900 */
-    int max_body;           /* bytes, 1024..1048576 */
-    int max_connections;    /* per process */
+    char *listen;        /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443"; port 0 = kernel picks */
+    int threads;         /* event loops; 0 = number of online CPUs */
+    int deadline_ms;     /* time budget per Okta request, 100..2900 */
+    int max_body;        /* bytes, 1024..1048576 */
+    int max_connections; /* per process */
     int connection_timeout; /* seconds of inactivity before a connection is closed */
     int connection_memory;  /* libmicrohttpd per-connection pool, bytes */
     char *port_file;        /* if set, the bound port is written there once listening */
@@ -54,9 +54,9 @@ struct th_config {
  * the environment (envp as in main's third argument / environ; NULL means the process
  * environment), then validates each value. Environment variables TELEHOOK_<SECTION>_* that name
  * no key of a known section are errors (a typo must not silently fall back to a default);
- * variables whose <SECTION> is not a known section are ignored. On failure returns TH_E_CONFIG with one clear message in err,
- * e.g. "telehook.conf:12: [server] deadline_ms: must be between 100 and 2900 (got 5000)" or
- * "TELEHOOK_SERVER_THREADS: not an integer: 'x'". cfg is released on failure.
+ * variables whose <SECTION> is not a known section are ignored. On failure returns TH_E_CONFIG with
+ * one clear message in err, e.g. "telehook.conf:12: [server] deadline_ms: must be between 100 and
+ * 2900 (got 5000)" or "TELEHOOK_SERVER_THREADS: not an integer: 'x'". cfg is released on failure.
  */
 th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp, char *err,
                       size_t errlen);

@@ -12,11 +12,11 @@
 #include "phone/phone.h"
 
 /* Summaries Okta may show to end users: generic on purpose, never provider internals. */
-#define SUMMARY_PHONE "The phone number cannot receive a verification code."
-#define SUMMARY_FAILED "The verification code could not be sent."
+#define SUMMARY_PHONE     "The phone number cannot receive a verification code."
+#define SUMMARY_FAILED    "The verification code could not be sent."
 #define SUMMARY_MALFORMED "Malformed request."
 
-#define TEXT_MAX 8192 /* rendered SMS text or SSML */
+#define TEXT_MAX   8192 /* rendered SMS text or SSML */
 #define ANSWER_MAX 4096
 
 struct th_hook {
@@ -229,8 +229,8 @@ static bool compose(struct hreq *r)
     const char *locale = NULL;
     if (o->locale && th_locale_normalize(o->locale, r->locale) == TH_E_OK)
         locale = r->locale;
-    th_message_choose(atomic_load(&r->hook->templates), NULL, locale, o->channel, cfg->message_default_language,
-                      o->msg_template != NULL, &r->choice);
+    th_message_choose(atomic_load(&r->hook->templates), NULL, locale, o->channel,
+                      cfg->message_default_language, o->msg_template != NULL, &r->choice);
     if (r->choice.source == TH_SOURCE_BUILTIN && !cfg->message_builtin_fallback) {
         fail(r, 200, SUMMARY_FAILED, "REJECTED", "no template for this language and channel");
         return false;
@@ -303,8 +303,8 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
         fail(r, 400, SUMMARY_MALFORMED, "REJECTED", why);
     } else if (e != TH_E_OK) {
         fail(r, 200, SUMMARY_FAILED, "REJECTED", why);
-    } else if (th_phone_parse(r->okta.phone, strlen(r->okta.phone),
-                              hook->cfg->phone_default_region, &r->phone) != TH_E_OK) {
+    } else if (th_phone_parse(r->okta.phone, strlen(r->okta.phone), hook->cfg->phone_default_region,
+                              &r->phone) != TH_E_OK) {
         fail(r, 200, SUMMARY_PHONE, "REJECTED", "invalid phone number");
     } else {
         th_phone_mask(r->phone.e164, r->masked, sizeof r->masked);

@@ -22,7 +22,7 @@
 #include "loop/loop.h"
 #include "obs/log.h"
 
-#define HOOK_PATH "/v1/okta/telephony"
+#define HOOK_PATH   "/v1/okta/telephony"
 #define MAX_WORKERS 64
 
 struct worker {
@@ -57,12 +57,12 @@ struct req {
     char id[24];
     struct th_buf body;
     bool too_big;
-    bool dispatched;  /* handed to the hook */
-    bool in_handler;  /* th_hook_handle is on the stack */
+    bool dispatched; /* handed to the hook */
+    bool in_handler; /* th_hook_handle is on the stack */
     bool suspended;
-    bool answered;    /* status/answer below are set */
+    bool answered; /* status/answer below are set */
     int status;
-    char *answer;     /* owned (malloc) until handed to libmicrohttpd */
+    char *answer; /* owned (malloc) until handed to libmicrohttpd */
     size_t answer_len;
 };
 
@@ -218,7 +218,8 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
     case ROUTE_HEALTH:
         if (!get)
             return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
-        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ok\"}"), strlen("{\"status\":\"ok\"}"));
+        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ok\"}"),
+                       strlen("{\"status\":\"ok\"}"));
     case ROUTE_READY:
         if (!get)
             return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
@@ -240,8 +241,8 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
         log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
         return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
     }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         errno = 0;
@@ -251,8 +252,8 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
             return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
         }
     }
-    if (!is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                             MHD_HTTP_HEADER_CONTENT_TYPE))) {
+    if (!is_json(
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type is not application/json");
         return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
     }
@@ -261,9 +262,8 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct worker *w = cls;
     struct req *r = *con_cls;
@@ -426,8 +426,8 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
     }
     unsigned limit = (unsigned)(cfg->max_connections / srv->nworkers);
     w->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL,
-        NULL, on_request, w,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
+        on_request, w,
         /* the logger first, or libmicrohttpd prints its own messages until it is set */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,

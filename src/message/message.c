@@ -25,8 +25,12 @@ static const struct {
     const char *name;
     enum var var;
 } placeholders[] = {
-    {"otp", VAR_OTP},           {"otp_spaced", VAR_OTP_SPACED}, {"first_name", VAR_FIRST_NAME},
-    {"last_name", VAR_LAST_NAME}, {"login", VAR_LOGIN},         {"expires_minutes", VAR_EXPIRES_MINUTES},
+    {"otp", VAR_OTP},
+    {"otp_spaced", VAR_OTP_SPACED},
+    {"first_name", VAR_FIRST_NAME},
+    {"last_name", VAR_LAST_NAME},
+    {"login", VAR_LOGIN},
+    {"expires_minutes", VAR_EXPIRES_MINUTES},
 };
 
 /* A compiled template is a list of segments: literal text (a slice of body) or a variable. */
@@ -156,8 +160,8 @@ static th_err compile(struct th_template *t, char *err, size_t errlen)
                     memcmp(p, placeholders[k].name, (size_t)(q - p)) == 0)
                     var = placeholders[k].var;
             if (var == VAR_LITERAL) {
-                snprintf(err, errlen, "unknown placeholder '{{%.*s}}'", (int)(q - p > 40 ? 40 : q - p),
-                         p);
+                snprintf(err, errlen, "unknown placeholder '{{%.*s}}'",
+                         (int)(q - p > 40 ? 40 : q - p), p);
                 return TH_E_TEMPLATE;
             }
             e = add_seg(t, &cap, VAR_LITERAL, lit, i - lit);
@@ -334,8 +338,8 @@ const char *th_template_voice_id(const struct th_template *t)
 /* ---- built-in English (the end of the chain) ---- */
 
 static const struct th_template_spec builtin_specs[] = {
-    {"en", TH_CHANNEL_SMS, "Your verification code is {{otp}}. It expires in {{expires_minutes}} minutes.",
-     NULL},
+    {"en", TH_CHANNEL_SMS,
+     "Your verification code is {{otp}}. It expires in {{expires_minutes}} minutes.", NULL},
     {"en", TH_CHANNEL_VOICE,
      "<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. <break "
      "time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>",
@@ -356,7 +360,7 @@ static void builtin_init(void)
     char err[128];
     if (th_templates_build(builtin_specs, TH_ARRAY_LEN(builtin_specs), &builtin_set, err,
                            sizeof err) != TH_E_OK)
-        abort(); /* static text that does not compile is a programming error */
+        abort();          /* static text that does not compile is a programming error */
     atexit(builtin_free); /* keeps leak checkers quiet */
 }
 
@@ -369,8 +373,8 @@ const struct th_template *th_template_builtin(th_channel ch)
 /* ---- the locale chain ---- */
 
 /* Tries tag exactly, then its language (the part before the first '-'). */
-static const struct th_template *find_with_language(const struct th_templates *set,
-                                                    const char *tag, th_channel ch)
+static const struct th_template *find_with_language(const struct th_templates *set, const char *tag,
+                                                    th_channel ch)
 {
     char norm[TH_LOCALE_MAX];
     if (!tag || !*tag || th_locale_normalize(tag, norm) != TH_E_OK)

@@ -98,7 +98,7 @@ void th_message_choose(const struct th_templates *set, const char *preferred, co
                        struct th_choice *out);
 
 struct th_render_vars {
-    const char *otp; /* required */
+    const char *otp;                            /* required */
     const char *first_name, *last_name, *login; /* NULL renders as "" */
     int expires_minutes; /* < 0: unknown, renders as "5" (Okta's usual lifetime) */
 };

@@ -22,7 +22,7 @@
 #include "common/buf.h"
 #include "config/config.h"
 
-#define TH_LOG_LINE_MAX 4096
+#define TH_LOG_LINE_MAX  4096
 #define TH_LOG_VALUE_MAX 512
 
 /* Sets the minimum level and the fd (default: TH_LOG_INFO, 2). Call before threads start. */

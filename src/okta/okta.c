@@ -87,7 +87,8 @@ th_err th_okta_decode(const char *body, size_t len, struct th_okta_request *out,
     const char *reason = NULL;
 
     const char *event_type = opt_str(root, "eventType", MAX_ID);
-    if (json_object_get(root, "eventType") && (!event_type || strcmp(event_type, TH_OKTA_EVENT_TYPE))) {
+    if (json_object_get(root, "eventType") &&
+        (!event_type || strcmp(event_type, TH_OKTA_EVENT_TYPE))) {
         reason = "eventType is not com.okta.telephony.provider";
         goto refuse;
     }

@@ -18,7 +18,7 @@
 #include "message/message.h"
 
 #define TH_OKTA_EVENT_TYPE "com.okta.telephony.provider"
-#define TH_OKTA_ACTION "com.okta.telephony.action"
+#define TH_OKTA_ACTION     "com.okta.telephony.action"
 
 /* Longest OTP accepted; Okta does not document the length (6 digits in practice). */
 #define TH_OKTA_OTP_MAX 32
@@ -34,7 +34,7 @@ struct th_okta_request {
     const char *phone;            /* raw, as sent (required) */
     const char *delivery_channel; /* raw, as sent; NULL means SMS */
     th_channel channel;
-    const char *otp; /* required, 1..TH_OKTA_OTP_MAX printable ASCII, no spaces */
+    const char *otp;          /* required, 1..TH_OKTA_OTP_MAX printable ASCII, no spaces */
     const char *otp_expires;  /* raw */
     int64_t otp_expires_ms;   /* unix ms; 0 when absent or unparsable */
     const char *locale;       /* raw, e.g. "EN-US" */

@@ -14,7 +14,8 @@
 using i18n::phonenumbers::PhoneNumber;
 using i18n::phonenumbers::PhoneNumberUtil;
 
-namespace {
+namespace
+{
 
 std::once_flag init_once;
 std::set<std::string> *regions; // supported region codes, filled once
@@ -139,9 +140,10 @@ extern "C" th_err th_phone_parse(const char *raw, size_t len, const char *defaul
 
 extern "C" const char *th_phone_type_name(th_phone_type t)
 {
-    static const char *const names[] = {"FIXED_LINE", "MOBILE", "FIXED_LINE_OR_MOBILE",
-                                        "TOLL_FREE", "PREMIUM_RATE", "SHARED_COST", "VOIP",
-                                        "PERSONAL_NUMBER", "PAGER", "UAN", "VOICEMAIL", "UNKNOWN"};
+    static const char *const names[] = {"FIXED_LINE", "MOBILE",          "FIXED_LINE_OR_MOBILE",
+                                        "TOLL_FREE",  "PREMIUM_RATE",    "SHARED_COST",
+                                        "VOIP",       "PERSONAL_NUMBER", "PAGER",
+                                        "UAN",        "VOICEMAIL",       "UNKNOWN"};
     unsigned i = static_cast<unsigned>(t);
     return i < sizeof names / sizeof names[0] ? names[i] : "UNKNOWN";
 }

@@ -54,7 +54,8 @@ void th_phone_init(void);
  * or holding anything but digits, '+', and the formatting characters above, are refused.
  * Returns TH_E_OK and fills out, or TH_E_PHONE (out is zeroed).
  */
-th_err th_phone_parse(const char *raw, size_t len, const char *default_region, struct th_phone *out);
+th_err th_phone_parse(const char *raw, size_t len, const char *default_region,
+                      struct th_phone *out);
 
 /* "MOBILE", "FIXED_LINE", ... (stable names used in config and logs). */
 const char *th_phone_type_name(th_phone_type t);

@@ -32,10 +32,10 @@ struct th_send {
 };
 
 struct th_send_result {
-    th_err err;                /* TH_E_OK when the provider accepted the message */
-    char transaction_id[96];   /* the provider's message/call id */
-    char error[128];           /* short reason for logs and records; never message content */
-    bool retryable;            /* worth trying another route */
+    th_err err;              /* TH_E_OK when the provider accepted the message */
+    char transaction_id[96]; /* the provider's message/call id */
+    char error[128];         /* short reason for logs and records; never message content */
+    bool retryable;          /* worth trying another route */
 };
 
 typedef void (*th_send_done_fn)(void *ud, const struct th_send_result *res);

@@ -155,8 +155,9 @@ static int user_version(sqlite3 *db, int *v)
  */
 static th_err migrate(sqlite3 *db, char *err, size_t errlen)
 {
-    th_err e = exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
-                        "applied_ms INTEGER NOT NULL)",
+    th_err e = exec(db,
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                    "applied_ms INTEGER NOT NULL)",
                     err, errlen);
     for (;;) {
         if (e != TH_E_OK || (e = exec(db, "BEGIN IMMEDIATE", err, errlen)) != TH_E_OK)
@@ -327,10 +328,14 @@ static th_err sqlite_outbox_each(struct th_store *st, int limit, th_outbox_row_f
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct th_outbox_row row = {
-            .id = col(q, 0),       .created_ms = sqlite3_column_int64(q, 1),
-            .request_id = col(q, 2), .to = col(q, 3),
-            .channel = col(q, 4),  .language = col(q, 5),
-            .body = col(q, 6),     .voice_id = col(q, 7),
+            .id = col(q, 0),
+            .created_ms = sqlite3_column_int64(q, 1),
+            .request_id = col(q, 2),
+            .to = col(q, 3),
+            .channel = col(q, 4),
+            .language = col(q, 5),
+            .body = col(q, 6),
+            .voice_id = col(q, 7),
         };
         if (fn(ud, &row))
             break;
@@ -367,13 +372,19 @@ static th_err sqlite_deliveries_each(struct th_store *st, int limit, th_delivery
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct th_delivery_row row = {
-            .request_id = col(q, 0),   .event_id = col(q, 1),
+            .request_id = col(q, 0),
+            .event_id = col(q, 1),
             .created_ms = sqlite3_column_int64(q, 2),
-            .request_type = col(q, 3), .phone_masked = col(q, 4),
-            .country = col(q, 5),      .channel = col(q, 6),
-            .language = col(q, 7),     .source = col(q, 8),
-            .provider = col(q, 9),     .outcome = col(q, 10),
-            .transaction_id = col(q, 11), .error = col(q, 12),
+            .request_type = col(q, 3),
+            .phone_masked = col(q, 4),
+            .country = col(q, 5),
+            .channel = col(q, 6),
+            .language = col(q, 7),
+            .source = col(q, 8),
+            .provider = col(q, 9),
+            .outcome = col(q, 10),
+            .transaction_id = col(q, 11),
+            .error = col(q, 12),
             .latency_us = sqlite3_column_int64(q, 13),
         };
         if (fn(ud, &row))

@@ -47,14 +47,14 @@ th_err th_store_template_delete(struct th_store *st, const char *language, const
 
 /* ---- outbox (development provider: the "handset") ---- */
 struct th_outbox_row {
-    const char *id;         /* transaction id returned to Okta */
+    const char *id; /* transaction id returned to Okta */
     int64_t created_ms;
     const char *request_id; /* telehook's request id */
     const char *to;         /* E.164 */
     const char *channel;    /* "sms" | "voice" */
     const char *language;
-    const char *body;       /* rendered text or SSML (holds the OTP: outbox only) */
-    const char *voice_id;   /* "" when none */
+    const char *body;     /* rendered text or SSML (holds the OTP: outbox only) */
+    const char *voice_id; /* "" when none */
 };
 th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row);
 typedef int (*th_outbox_row_fn)(void *ud, const struct th_outbox_row *row);
@@ -64,19 +64,19 @@ th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn,
 /* ---- delivery records: one per answered request; never the OTP, never the full number ---- */
 struct th_delivery_row {
     const char *request_id;
-    const char *event_id;      /* Okta's eventId ("" when absent) */
+    const char *event_id; /* Okta's eventId ("" when absent) */
     int64_t created_ms;
-    const char *request_type;  /* "com.okta.user.telephony.mfa-verification" or "" */
-    const char *phone_masked;  /* "+1206*****23" or "" when it did not parse */
-    const char *country;       /* region "US" or "" */
-    const char *channel;       /* "sms" | "voice" */
-    const char *language;      /* language of the text sent, "" when none */
-    const char *source;        /* "template" | "okta" | "builtin" | "" */
-    const char *provider;      /* "outbox" ... or "" */
-    const char *outcome;       /* "SUCCESSFUL" | "FAILED" | "REJECTED" | "TIMEOUT" | "ERROR" */
-    const char *transaction_id;/* "" when none */
-    const char *error;         /* short reason ("" when none); never user data */
-    int64_t latency_us;        /* arrival to answer */
+    const char *request_type;   /* "com.okta.user.telephony.mfa-verification" or "" */
+    const char *phone_masked;   /* "+1206*****23" or "" when it did not parse */
+    const char *country;        /* region "US" or "" */
+    const char *channel;        /* "sms" | "voice" */
+    const char *language;       /* language of the text sent, "" when none */
+    const char *source;         /* "template" | "okta" | "builtin" | "" */
+    const char *provider;       /* "outbox" ... or "" */
+    const char *outcome;        /* "SUCCESSFUL" | "FAILED" | "REJECTED" | "TIMEOUT" | "ERROR" */
+    const char *transaction_id; /* "" when none */
+    const char *error;          /* short reason ("" when none); never user data */
+    int64_t latency_us;         /* arrival to answer */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);

@@ -102,8 +102,8 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
 {
     size_t n = len0(row->request_id) + len0(row->event_id) + len0(row->request_type) +
                len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
-               len0(row->language) + len0(row->source) + len0(row->provider) +
-               len0(row->outcome) + len0(row->transaction_id) + len0(row->error);
+               len0(row->language) + len0(row->source) + len0(row->provider) + len0(row->outcome) +
+               len0(row->transaction_id) + len0(row->error);
     struct item *it = malloc(sizeof *it + n);
     if (!it)
         return TH_E_NOMEM;

@@ -117,8 +117,10 @@ static void test_header_mode_needs_secret(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_secret),    cmocka_unit_test(test_basic_is_verbatim),
-        cmocka_unit_test(test_oversize_refused), cmocka_unit_test(test_none_mode),
+        cmocka_unit_test(test_header_secret),
+        cmocka_unit_test(test_basic_is_verbatim),
+        cmocka_unit_test(test_oversize_refused),
+        cmocka_unit_test(test_none_mode),
         cmocka_unit_test(test_header_mode_needs_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

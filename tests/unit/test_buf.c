@@ -159,10 +159,14 @@ static void test_strerror(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_and_cap),   cmocka_unit_test(test_zero_max_refuses),
-        cmocka_unit_test(test_growth_large),     cmocka_unit_test(test_json_escape),
-        cmocka_unit_test(test_json_escape_cap_atomic), cmocka_unit_test(test_random_id),
-        cmocka_unit_test(test_iso8601),          cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_append_and_cap),
+        cmocka_unit_test(test_zero_max_refuses),
+        cmocka_unit_test(test_growth_large),
+        cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_escape_cap_atomic),
+        cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_iso8601),
+        cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -69,9 +69,9 @@ static void test_channels(void **state)
     static const struct {
         const char *value;
         th_channel want;
-    } cases[] = {{"SMS", TH_CHANNEL_SMS},           {"sms", TH_CHANNEL_SMS},
-                 {"Sms", TH_CHANNEL_SMS},           {"Voice", TH_CHANNEL_VOICE},
-                 {"voice call", TH_CHANNEL_VOICE},  {"CALL", TH_CHANNEL_VOICE},
+    } cases[] = {{"SMS", TH_CHANNEL_SMS},          {"sms", TH_CHANNEL_SMS},
+                 {"Sms", TH_CHANNEL_SMS},          {"Voice", TH_CHANNEL_VOICE},
+                 {"voice call", TH_CHANNEL_VOICE}, {"CALL", TH_CHANNEL_VOICE},
                  {"anything", TH_CHANNEL_VOICE}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char mp[256];
@@ -139,12 +139,14 @@ static void test_unservable(void **state)
     assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"12 34\"", &r, why),
                      TH_E_REQUEST);
     assert_int_equal(
-        decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"123456789012345678901234567890123\"",
-                  &r, why),
+        decode_mp(
+            "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"123456789012345678901234567890123\"",
+            &r, why),
         TH_E_REQUEST);
     /* "\u0000" inside a string: jansson refuses it (no C string can hold it): malformed */
-    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\\u00002\"", &r, why),
-                     TH_E_JSON);
+    assert_int_equal(
+        decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\\u00002\"", &r, why),
+        TH_E_JSON);
     assert_int_equal(decode("{\"eventType\":\"com.okta.other\",\"data\":{\"messageProfile\":{"
                             "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\"}}}",
                             &r, why),
@@ -160,11 +162,12 @@ static void test_lenient_optional(void **state)
     struct th_okta_request r;
     char why[128];
     /* wrong types for optional fields: treated as absent, not fatal */
-    assert_int_equal(decode("{\"eventId\":5,\"data\":{\"userProfile\":{\"firstName\":[1]},"
-                            "\"messageProfile\":{\"phoneNumber\":\"+12015550123\",\"otpCode\":\"9\","
-                            "\"locale\":7,\"msgTemplate\":\"\",\"otpExpires\":\"soon\"}}}",
-                            &r, why),
-                     TH_E_OK);
+    assert_int_equal(
+        decode("{\"eventId\":5,\"data\":{\"userProfile\":{\"firstName\":[1]},"
+               "\"messageProfile\":{\"phoneNumber\":\"+12015550123\",\"otpCode\":\"9\","
+               "\"locale\":7,\"msgTemplate\":\"\",\"otpExpires\":\"soon\"}}}",
+               &r, why),
+        TH_E_OK);
     assert_null(r.event_id);
     assert_null(r.first_name);
     assert_null(r.locale);
@@ -178,16 +181,16 @@ static void test_encode_result(void **state)
     (void)state;
     struct th_buf b;
     th_buf_init(&b, 4096);
-    assert_int_equal(th_okta_encode_result(&b, "SUCCESSFUL", "outbox", "ob-1\"x", "attempts=1;ms=3"),
-                     TH_E_OK);
+    assert_int_equal(
+        th_okta_encode_result(&b, "SUCCESSFUL", "outbox", "ob-1\"x", "attempts=1;ms=3"), TH_E_OK);
     json_error_t e;
     json_t *j = json_loads(th_buf_str(&b), 0, &e);
     assert_non_null(j);
     json_t *v = json_array_get(
         json_object_get(json_array_get(json_object_get(j, "commands"), 0), "value"), 0);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(j, "commands"), 0), "type")),
-        "com.okta.telephony.action");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(j, "commands"), 0), "type")),
+                        "com.okta.telephony.action");
     assert_string_equal(json_string_value(json_object_get(v, "status")), "SUCCESSFUL");
     assert_string_equal(json_string_value(json_object_get(v, "provider")), "outbox");
     assert_string_equal(json_string_value(json_object_get(v, "transactionId")), "ob-1\"x");
@@ -215,7 +218,8 @@ static void test_encode_error(void **state)
     json_t *j = json_loads(th_buf_str(&b), 0, &e);
     assert_non_null(j);
     json_t *cause = json_array_get(json_object_get(json_object_get(j, "error"), "errorCauses"), 0);
-    assert_string_equal(json_string_value(json_object_get(cause, "reason")), "invalid phone number");
+    assert_string_equal(json_string_value(json_object_get(cause, "reason")),
+                        "invalid phone number");
     json_decref(j);
     /* a tiny cap fails cleanly */
     struct th_buf small;
@@ -228,10 +232,14 @@ static void test_encode_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sample),          cmocka_unit_test(test_channels),
-        cmocka_unit_test(test_numbers_as_json_numbers), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_unservable),      cmocka_unit_test(test_lenient_optional),
-        cmocka_unit_test(test_encode_result),   cmocka_unit_test(test_encode_error),
+        cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_channels),
+        cmocka_unit_test(test_numbers_as_json_numbers),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_unservable),
+        cmocka_unit_test(test_lenient_optional),
+        cmocka_unit_test(test_encode_result),
+        cmocka_unit_test(test_encode_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

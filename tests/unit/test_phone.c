@@ -1,2 +1,177 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: phone (E.164 normalisation, region, line type, masking, threads). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <string.h>
+
+#include "phone/phone.h"
+
+static th_err parse(const char *raw, const char *region, struct th_phone *p)
+{
+    return th_phone_parse(raw, strlen(raw), region, p);
+}
+
+static void ok(const char *raw, const char *region, const char *e164, const char *cc)
+{
+    struct th_phone p;
+    assert_int_equal(parse(raw, region, &p), TH_E_OK);
+    assert_string_equal(p.e164, e164);
+    assert_string_equal(p.region, cc);
+}
+
+static void bad(const char *raw, const char *region)
+{
+    struct th_phone p;
+    assert_int_equal(parse(raw, region, &p), TH_E_PHONE);
+    assert_string_equal(p.e164, "");
+}
+
+static void test_formats(void **state)
+{
+    (void)state;
+    ok("+12015550123", "US", "+12015550123", "US");
+    ok("+1 (201) 555-0123", "US", "+12015550123", "US");
+    ok("+1.201.555.0123", "", "+12015550123", "US");
+    ok("+34 612 345 678", "US", "+34612345678", "ES");
+    ok("+44 7400 123456", NULL, "+447400123456", "GB");
+}
+
+static void test_without_plus(void **state)
+{
+    (void)state;
+    /* international first */
+    ok("447400123456", "US", "+447400123456", "GB");
+    ok("12015550123", "US", "+12015550123", "US");
+    ok("34612345678", "", "+34612345678", "ES");
+    /* then national in the default region: 020 7946 0000 is not valid as +20..., valid in GB */
+    ok("02079460000", "GB", "+442079460000", "GB");
+    bad("02079460000", "");
+    bad("02079460000", NULL);
+}
+
+static void test_placeholder_refused(void **state)
+{
+    (void)state;
+    /* Okta's Preview placeholder must not become anyone's phone number */
+    bad("9876543210", "US");
+    bad("9876543210", "");
+    bad("+15555551212", "US"); /* 555 is not an assigned area code */
+}
+
+static void test_junk_refused(void **state)
+{
+    (void)state;
+    bad("", "US");
+    bad("abc", "US");
+    bad("+1 201 555 0123 ext 5", "US");
+    bad("+1201555012#", "US");
+    bad("++12015550123", "US");
+    bad("1+2015550123", "US");
+    bad("1234567890123456", "US"); /* 16 digits */
+    bad("12", "US");
+    char longer[TH_PHONE_MAX_INPUT + 2];
+    memset(longer, ' ', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    memcpy(longer, "+12015550123", 12);
+    bad(longer, "US");
+    /* len bounds the read: no NUL needed */
+    struct th_phone p;
+    assert_int_equal(th_phone_parse("+12015550123XYZ", 12, "US", &p), TH_E_OK);
+    assert_string_equal(p.e164, "+12015550123");
+}
+
+static void test_types(void **state)
+{
+    (void)state;
+    struct th_phone p;
+    assert_int_equal(parse("+449098790000", NULL, &p), TH_E_OK);
+    assert_int_equal(p.type, TH_PHONE_PREMIUM_RATE);
+    assert_int_equal(p.country_code, 44);
+    assert_int_equal(parse("+18005551212", NULL, &p), TH_E_OK);
+    assert_int_equal(p.type, TH_PHONE_TOLL_FREE);
+    assert_int_equal(parse("+442079460000", NULL, &p), TH_E_OK);
+    assert_int_equal(p.type, TH_PHONE_FIXED_LINE);
+    assert_int_equal(parse("+34612345678", NULL, &p), TH_E_OK);
+    assert_int_equal(p.type, TH_PHONE_MOBILE);
+    assert_string_equal(th_phone_type_name(TH_PHONE_PREMIUM_RATE), "PREMIUM_RATE");
+    assert_string_equal(th_phone_type_name((th_phone_type)99), "UNKNOWN");
+}
+
+static void test_regions(void **state)
+{
+    (void)state;
+    assert_true(th_phone_region_known("US"));
+    assert_true(th_phone_region_known("ES"));
+    assert_false(th_phone_region_known("XX"));
+    assert_false(th_phone_region_known("us"));
+    assert_false(th_phone_region_known(NULL));
+}
+
+static void mask(const char *in, const char *want)
+{
+    char out[32];
+    th_phone_mask(in, out, sizeof out);
+    assert_string_equal(out, want);
+}
+
+static void test_mask(void **state)
+{
+    (void)state;
+    mask("+12065550123", "+1206*****23");
+    mask("+447400123456", "+4474******56");
+    mask("+3225551234", "+3225****34");
+    mask("+12345678", "+12****78");
+    mask("+1234", "+1**4");
+    mask("", "+");
+    mask("garbage", "+");
+    char tiny[6];
+    th_phone_mask("+12065550123", tiny, sizeof tiny);
+    assert_string_equal(tiny, "+1206");
+    th_phone_mask("+12065550123", tiny, 0); /* no write at all */
+}
+
+static void *parse_many(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 300; i++) {
+        struct th_phone p;
+        if (parse(i % 2 ? "+34612345678" : "12015550123", "US", &p) != TH_E_OK ||
+            strcmp(p.e164, i % 2 ? "+34612345678" : "+12015550123") != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    th_phone_init();
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, parse_many, NULL);
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_without_plus),
+        cmocka_unit_test(test_placeholder_refused),
+        cmocka_unit_test(test_junk_refused),
+        cmocka_unit_test(test_types),
+        cmocka_unit_test(test_regions),
+        cmocka_unit_test(test_mask),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

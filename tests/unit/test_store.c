@@ -1,2 +1,230 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: store (SQLite backend: migrations, seeds, templates, outbox, deliveries). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/store.h"
+
+static char dir[] = "/tmp/th-store-XXXXXX";
+static char url[600], path[560];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(path, sizeof path, "%s/sub/dir/t.db", dir); /* parents are created */
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct th_store *open_ok(const char *u)
+{
+    struct th_store *st = NULL;
+    char err[512];
+    th_err e = th_store_open(u, &st, err, sizeof err);
+    if (e != TH_E_OK)
+        fail_msg("open %s: %s", u, err);
+    return st;
+}
+
+struct rows {
+    int n;
+    char first[8][256];
+};
+
+static int count_tpl(void *ud, const struct th_template_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s/%s/%s/%s", row->language, row->channel,
+                 row->voice_id, row->body);
+    r->n++;
+    return 0;
+}
+
+static void test_migrate_and_seed(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(url);
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_int_equal(r.n, 4);
+    /* ordered by language, channel */
+    assert_non_null(strstr(r.first[0], "en/sms//Your verification code is {{otp}}"));
+    assert_non_null(strstr(r.first[1], "en/voice/Joanna/<speak>"));
+    assert_non_null(strstr(r.first[2], "es/sms//Su código"));
+    assert_non_null(strstr(r.first[3], "es/voice/Lupe/<speak>"));
+    assert_non_null(strstr(th_store_describe(st), "t.db"));
+    /* a change survives a reopen: seeds are applied only when the schema is created */
+    struct th_template_row row = {"en", "sms", "Changed {{otp}}", "", 1};
+    assert_int_equal(th_store_template_put(st, &row), TH_E_OK);
+    th_store_close(st);
+    st = open_ok(url);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_int_equal(r.n, 4);
+    assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
+    th_store_close(st);
+
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+    (void)state;
+    char p2[600], u2[620];
+    snprintf(p2, sizeof p2, "%s/newer.db", dir);
+    snprintf(u2, sizeof u2, "sqlite://%s", p2);
+    th_store_close(open_ok(u2));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(p2, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct th_store *st = NULL;
+    char err[512];
+    assert_int_equal(th_store_open(u2, &st, err, sizeof err), TH_E_STORE);
+    assert_non_null(strstr(err, "newer than this telehook"));
+}
+
+static void test_bad_urls(void **state)
+{
+    (void)state;
+    struct th_store *st = NULL;
+    char err[512];
+    assert_int_equal(th_store_open("postgres://user:hunter2@db/telehook", &st, err, sizeof err),
+                     TH_E_STORE);
+    assert_non_null(strstr(err, "unsupported store URL scheme 'postgres'"));
+    assert_null(strstr(err, "hunter2"));
+    assert_int_equal(th_store_open("sqlite:", &st, err, sizeof err), TH_E_STORE);
+    assert_int_equal(th_store_open("sqlite:/proc/nope/x.db", &st, err, sizeof err), TH_E_STORE);
+    /* a bare path and :memory: work */
+    st = open_ok(":memory:");
+    th_store_close(st);
+    th_store_close(NULL);
+}
+
+static void test_template_delete(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    assert_int_equal(th_store_template_delete(st, "es", "voice"), TH_E_OK);
+    assert_int_equal(th_store_template_delete(st, "es", "voice"), TH_E_NOTFOUND);
+    struct th_template_row bad = {"fr", "fax", "x", "", 0};
+    assert_int_equal(th_store_template_put(st, &bad), TH_E_STORE); /* CHECK constraint */
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_int_equal(r.n, 3);
+    th_store_close(st);
+}
+
+static int collect_outbox(void *ud, const struct th_outbox_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s %s %s %s", row->id, row->to, row->channel,
+                 row->body);
+    r->n++;
+    return 0;
+}
+
+static void test_outbox(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    for (int i = 0; i < 5; i++) {
+        char id[16], body[32];
+        snprintf(id, sizeof id, "ob-%d", i);
+        snprintf(body, sizeof body, "code %d", i);
+        struct th_outbox_row row = {id, 1000 + i, "r-1", "+12015550123", "sms", "en", body, ""};
+        assert_int_equal(th_store_outbox_insert(st, &row), TH_E_OK);
+    }
+    struct th_outbox_row dup = {"ob-1", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_store_outbox_insert(st, &dup), TH_E_STORE);
+    struct rows r = {0};
+    assert_int_equal(th_store_outbox_each(st, 3, collect_outbox, &r), TH_E_OK);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.first[0], "ob-4 +12015550123 sms code 4"); /* newest first */
+    assert_string_equal(r.first[2], "ob-2 +12015550123 sms code 2");
+    th_store_close(st);
+}
+
+static int collect_delivery(void *ud, const struct th_delivery_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s %s %s %s %s %lld", row->request_id,
+                 row->outcome, row->phone_masked, row->country, row->error,
+                 (long long)row->latency_us);
+    r->n++;
+    return 0;
+}
+
+static void test_deliveries(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    struct th_delivery_row a = {"r-1",        "ev",   10,   "mfa",      "+1201*****23",
+                                "US",         "sms",  "en", "template", "outbox",
+                                "SUCCESSFUL", "ob-1", "",   1500};
+    struct th_delivery_row b = {
+        "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
+        90};
+    assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
+    assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
+    assert_int_equal(th_store_commit(st), TH_E_OK);
+    struct rows r = {0};
+    assert_int_equal(th_store_deliveries_each(st, 0, collect_delivery, &r), TH_E_OK);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.first[0], "r-2 REJECTED   invalid phone number 90");
+    assert_string_equal(r.first[1], "r-1 SUCCESSFUL +1201*****23 US  1500");
+    /* a rolled-back transaction leaves nothing */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    struct th_delivery_row c = a;
+    c.request_id = "r-3";
+    assert_int_equal(th_store_delivery_insert(st, &c), TH_E_OK);
+    assert_int_equal(th_store_rollback(st), TH_E_OK);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(th_store_deliveries_each(st, 10, collect_delivery, &r), TH_E_OK);
+    assert_int_equal(r.n, 2);
+    th_store_close(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_migrate_and_seed), cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_bad_urls),         cmocka_unit_test(test_template_delete),
+        cmocka_unit_test(test_outbox),           cmocka_unit_test(test_deliveries),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,2 +1,196 @@
-/* placeholder: replaced by the module's tests */
-int main(void) { return 0; }
+/* Unit tests: the store writer thread (batching, completions, bounded queue, drain on stop). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/writer.h"
+
+static char dir[] = "/tmp/th-writer-XXXXXX";
+static char path[600];
+
+static int setup(void **state)
+{
+    (void)state;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct th_store *open_db(const char *name)
+{
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct th_store *st = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(path, &st, err, sizeof err), TH_E_OK);
+    return st;
+}
+
+static int count_rows(const char *table)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char q[128];
+    snprintf(q, sizeof q, "SELECT count(*) FROM %s", table);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+struct counts {
+    atomic_int ok, failed;
+};
+
+static void on_done(void *ud, th_err result)
+{
+    struct counts *c = ud;
+    atomic_fetch_add(result == TH_E_OK ? &c->ok : &c->failed, 1);
+}
+
+struct producer {
+    struct th_writer *w;
+    struct counts *c;
+    int base;
+};
+
+static void *produce(void *arg)
+{
+    struct producer *p = arg;
+    for (int i = 0; i < 500; i++) {
+        char id[32], req[32];
+        snprintf(id, sizeof id, "ob-%d", p->base + i);
+        snprintf(req, sizeof req, "r-%d", p->base + i);
+        struct th_outbox_row o = {id, 1, req, "+12015550123", "sms", "en", "text", ""};
+        struct th_delivery_row d = {req,          "ev",  1,    "",         "+1201*****23",
+                                    "US",         "sms", "en", "template", "outbox",
+                                    "SUCCESSFUL", id,    "",   5};
+        /* strings live on this stack only for the call: the writer must copy them */
+        if (th_writer_outbox(p->w, &o, on_done, p->c) != TH_E_OK ||
+            th_writer_delivery(p->w, &d) != TH_E_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_many_from_two_threads(void **state)
+{
+    (void)state;
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("many.db"), 100000, &w), TH_E_OK);
+    struct counts c;
+    atomic_init(&c.ok, 0);
+    atomic_init(&c.failed, 0);
+    struct producer p[2] = {{w, &c, 0}, {w, &c, 10000}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, produce, &p[i]);
+    for (int i = 0; i < 2; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    th_writer_stop(w); /* drains everything accepted */
+    assert_int_equal(atomic_load(&c.ok), 1000);
+    assert_int_equal(atomic_load(&c.failed), 0);
+    assert_int_equal(count_rows("outbox"), 1000);
+    assert_int_equal(count_rows("deliveries"), 1000);
+}
+
+static void test_duplicate_fails_alone(void **state)
+{
+    (void)state;
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("dup.db"), 100, &w), TH_E_OK);
+    struct counts c;
+    atomic_init(&c.ok, 0);
+    atomic_init(&c.failed, 0);
+    struct th_outbox_row o = {"same", 1, "r", "+1", "sms", "en", "x", ""};
+    struct th_outbox_row o2 = {"other", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_writer_outbox(w, &o, on_done, &c), TH_E_OK);
+    assert_int_equal(th_writer_outbox(w, &o, on_done, &c), TH_E_OK);
+    assert_int_equal(th_writer_outbox(w, &o2, on_done, &c), TH_E_OK);
+    th_writer_stop(w);
+    assert_int_equal(atomic_load(&c.ok), 2);
+    assert_int_equal(atomic_load(&c.failed), 1);
+    assert_int_equal(count_rows("outbox"), 2);
+}
+
+/* Holds the writer thread inside a completion until released: makes "queue full" deterministic. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, open;
+};
+
+static void gate_done(void *ud, th_err result)
+{
+    struct gate *g = ud;
+    (void)result;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void test_queue_full_and_stats(void **state)
+{
+    (void)state;
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("full.db"), 2, &w), TH_E_OK);
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    struct th_outbox_row o = {"g", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_writer_outbox(w, &o, gate_done, &g), TH_E_OK);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    /* the writer is held: two items fill the queue, the third is refused */
+    struct th_delivery_row d = {"r-a", "", 1, "", "", "", "", "", "", "", "ERROR", "", "", 1};
+    assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
+    d.request_id = "r-b";
+    assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
+    d.request_id = "r-c";
+    assert_int_equal(th_writer_delivery(w, &d), TH_E_OVERLOAD);
+    struct th_writer_stats s;
+    th_writer_stats(w, &s);
+    assert_int_equal(s.queued, 2);
+    assert_int_equal(s.rejected_full, 1);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    th_writer_stop(w);
+    assert_int_equal(count_rows("deliveries"), 2);
+    assert_int_equal(count_rows("outbox"), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_many_from_two_threads),
+        cmocka_unit_test(test_duplicate_fails_alone),
+        cmocka_unit_test(test_queue_full_and_stats),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
