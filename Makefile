@@ -1,16 +1,18 @@
 # telehook — the two commands a newcomer needs:
 #   make run    install missing Debian packages, build, start the server on the embedded default
 #   make check  install, build, run every test suite (unit, end-to-end, sanitizers, valgrind)
-# Other targets: build, unit, e2e, asan, valgrind, format, format-check, clean.
+# Other targets: build, unit, e2e, asan, valgrind, fuzz, format, format-check, clean.
 
 BUILD     ?= build
 ASAN      ?= build-asan
+FUZZ      ?= build-fuzz
+FUZZ_SECONDS ?= 20
 MESON_DEV  = -Dwerror=true -Dbuildtype=debugoptimized
 CONFIG    ?= etc/telehook.conf
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build run check unit e2e asan valgrind format format-check clean
+.PHONY: all deps deps-check build run check unit e2e asan valgrind fuzz format format-check clean
 
 all: build
 
@@ -34,7 +36,7 @@ run: build
 	TELEHOOK_AUTH_HEADER_SECRET_FILE=var/dev-secret $(BUILD)/telehook serve -c $(CONFIG)
 
 check: deps-check build
-	$(MAKE) --no-print-directory format-check unit e2e asan valgrind
+	$(MAKE) --no-print-directory format-check unit e2e asan valgrind fuzz
 
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
@@ -58,6 +60,23 @@ valgrind: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs \
 	  --wrap='valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
 
+$(FUZZ)/build.ninja:
+	CC=clang CXX=clang++ meson setup $(FUZZ) -Dfuzz=true -Dbuildtype=debugoptimized \
+	  -Db_sanitize=address,undefined -Db_lundef=false
+
+# Each libFuzzer target for FUZZ_SECONDS from its seed corpus (new inputs go to a scratch dir).
+fuzz: deps-check $(FUZZ)/build.ninja
+	ninja -C $(FUZZ)
+	@for t in okta phone template; do \
+	  mkdir -p $(FUZZ)/corpus-$$t; \
+	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS)s"; \
+	  $(FUZZ)/tests/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -rss_limit_mb=1024 \
+	    $$dict $(FUZZ)/corpus-$$t tests/fuzz/corpus/$$t 2>$(FUZZ)/fuzz_$$t.log \
+	    || { tail -40 $(FUZZ)/fuzz_$$t.log; exit 1; }; \
+	  tail -1 $(FUZZ)/fuzz_$$t.log; \
+	done
+
 FORMAT_FILES = $(shell git ls-files '*.c' '*.h' '*.cc' 2>/dev/null)
 
 format:
@@ -67,4 +86,4 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

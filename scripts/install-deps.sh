@@ -8,7 +8,7 @@ pkgs=(build-essential pkg-config meson ninja-build
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libssl-dev libinih-dev libphonenumber-dev
       sqlite3 ca-certificates)
 if [ "$mode" = check ]; then
-  pkgs+=(libcmocka-dev python3 python3-pytest valgrind clang clang-format git)
+  pkgs+=(libcmocka-dev python3 python3-pytest valgrind clang libclang-rt-14-dev clang-format git)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
