@@ -189,27 +189,23 @@ static int print_delivery(void *ud, const struct th_delivery_row *row)
 static int print_template(void *ud, const struct th_template_row *row)
 {
     (void)ud;
-    printf("%-8s %-5s %s%s%s\n    %s\n", row->language, row->channel,
-           row->voice_id[0] ? "voice=" : "", row->voice_id, "", row->body);
+    printf("%-8s %-5s %s%s\n    %s\n", row->language, row->channel,
+           row->voice_id[0] ? "voice=" : "", row->voice_id, row->body);
     return 0;
 }
 
-static int cmd_outbox(struct th_cli *cli, const char *sub)
+static th_err list_outbox(struct th_store *st, int limit)
 {
-    int limit;
-    struct th_store *st;
-    if (strcmp(sub, "list") != 0) {
-        usage(stderr);
-        return 2;
-    }
-    if (parse_limit(cli, &limit) || open_store(cli, &st))
-        return 1;
-    th_err e = th_store_outbox_each(st, limit, print_outbox, NULL);
-    th_store_close(st);
-    return e == TH_E_OK ? 0 : 1;
+    return th_store_outbox_each(st, limit, print_outbox, NULL);
 }
 
-static int cmd_deliveries(struct th_cli *cli, const char *sub)
+static th_err list_deliveries(struct th_store *st, int limit)
+{
+    return th_store_deliveries_each(st, limit, print_delivery, NULL);
+}
+
+/* `outbox list` and `deliveries list`: the same options over a different table. */
+static int cmd_list(struct th_cli *cli, const char *sub, th_err (*list)(struct th_store *, int))
 {
     int limit;
     struct th_store *st;
@@ -219,7 +215,7 @@ static int cmd_deliveries(struct th_cli *cli, const char *sub)
     }
     if (parse_limit(cli, &limit) || open_store(cli, &st))
         return 1;
-    th_err e = th_store_deliveries_each(st, limit, print_delivery, NULL);
+    th_err e = list(st, limit);
     th_store_close(st);
     return e == TH_E_OK ? 0 : 1;
 }
@@ -361,9 +357,9 @@ int th_cli_main(int argc, char **argv)
     } else if (strcmp(cmd, "templates") == 0) {
         rc = cmd_templates(&cli, sub);
     } else if (strcmp(cmd, "outbox") == 0) {
-        rc = cmd_outbox(&cli, sub);
+        rc = cmd_list(&cli, sub, list_outbox);
     } else if (strcmp(cmd, "deliveries") == 0) {
-        rc = cmd_deliveries(&cli, sub);
+        rc = cmd_list(&cli, sub, list_deliveries);
     } else {
         fprintf(stderr, "telehook: unknown command '%s %s'\n", cmd, sub);
         usage(stderr);

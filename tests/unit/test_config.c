@@ -13,21 +13,9 @@
 
 #include "config/config.h"
 
-static char dir[] = "/tmp/th-config-XXXXXX";
+#include "tmpdir.h"
 
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define dir tmpdir
 
 static const char *write_file(const char *name, const char *content)
 {
@@ -291,5 +279,5 @@ int main(void)
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

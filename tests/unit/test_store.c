@@ -14,25 +14,18 @@
 
 #include "store/store.h"
 
-static char dir[] = "/tmp/th-store-XXXXXX";
+#include "tmpdir.h"
+
+#define dir tmpdir
 static char url[600], path[560];
 
 static int setup(void **state)
 {
-    (void)state;
-    if (!mkdtemp(dir))
+    if (tmpdir_setup(state) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/sub/dir/t.db", dir); /* parents are created */
     snprintf(url, sizeof url, "sqlite:%s", path);
     return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 static struct th_store *open_ok(const char *u)
@@ -226,5 +219,5 @@ int main(void)
         cmocka_unit_test(test_bad_urls),         cmocka_unit_test(test_template_delete),
         cmocka_unit_test(test_outbox),           cmocka_unit_test(test_deliveries),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

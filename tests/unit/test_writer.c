@@ -15,22 +15,10 @@
 
 #include "store/writer.h"
 
-static char dir[] = "/tmp/th-writer-XXXXXX";
+#include "tmpdir.h"
+
+#define dir tmpdir
 static char path[600];
-
-static int setup(void **state)
-{
-    (void)state;
-    return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
 
 static struct th_store *open_db(const char *name)
 {
@@ -192,5 +180,5 @@ int main(void)
         cmocka_unit_test(test_duplicate_fails_alone),
         cmocka_unit_test(test_queue_full_and_stats),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
