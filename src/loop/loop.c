@@ -38,6 +38,9 @@ struct th_loop {
     pthread_mutex_t mu; /* guards the mailbox */
     struct post *head, *tail;
     bool closed; /* no more posts accepted */
+
+    void *user;           /* the loop's per-thread context (the dispatch engine's client) */
+    struct post *at_exit; /* run LIFO on the loop's thread when th_loop_run returns */
 };
 
 /* ---- timers: a binary min-heap of pointers to embedded timers ---- */
@@ -268,6 +271,12 @@ void th_loop_free(struct th_loop *loop)
         free(p);
         p = next;
     }
+    while (loop->at_exit) { /* the loop never ran: tear down what was attached to it */
+        struct post *q = loop->at_exit;
+        loop->at_exit = q->next;
+        q->fn(q->ud);
+        free(q);
+    }
     if (loop->wakefd >= 0)
         close(loop->wakefd);
     if (loop->epfd >= 0)
@@ -314,4 +323,33 @@ void th_loop_run(struct th_loop *loop)
         run_timers(loop);
     }
     run_posts(loop);
+    while (loop->at_exit) { /* LIFO: what was set up last is torn down first */
+        struct post *p = loop->at_exit;
+        loop->at_exit = p->next;
+        p->fn(p->ud);
+        free(p);
+    }
+    run_posts(loop); /* what the exit handlers posted (their last completions) */
+}
+
+void th_loop_set_user(struct th_loop *loop, void *user)
+{
+    loop->user = user;
+}
+
+void *th_loop_user(const struct th_loop *loop)
+{
+    return loop->user;
+}
+
+th_err th_loop_at_exit(struct th_loop *loop, th_loop_fn fn, void *ud)
+{
+    struct post *p = malloc(sizeof *p);
+    if (!p)
+        return TH_E_NOMEM;
+    p->fn = fn;
+    p->ud = ud;
+    p->next = loop->at_exit;
+    loop->at_exit = p;
+    return TH_E_OK;
 }

@@ -61,6 +61,20 @@ void th_loop_run(struct th_loop *loop);
 /* Thread-safe. */
 void th_loop_stop(struct th_loop *loop);
 
+/*
+ * One pointer of per-loop context, set and read on the loop's own thread only: the dispatch
+ * engine keeps its libcurl multi there, created by the first send on that loop.
+ */
+void th_loop_set_user(struct th_loop *loop, void *user);
+void *th_loop_user(const struct th_loop *loop);
+
+/*
+ * On the loop's thread: fn(ud) runs once th_loop_run() stops (after the posted work, in reverse
+ * order of registration), so per-loop resources are torn down by the thread that owns them,
+ * while the loop can still remove its fds.
+ */
+th_err th_loop_at_exit(struct th_loop *loop, th_loop_fn fn, void *ud);
+
 /* The loop's cached monotonic time for this iteration (cheaper than a clock call). */
 int64_t th_loop_now_us(const struct th_loop *loop);
 

@@ -1,0 +1,429 @@
+#include "dispatch/http.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+
+#define DEFAULT_MAX_RESPONSE (64 * 1024)
+
+/* A socket curl asked us to watch (assigned to curl's socket with curl_multi_assign). */
+struct sock {
+    struct th_http *h;
+    curl_socket_t fd;
+    struct sock *prev, *next;
+};
+
+/* One transfer; recycled with its easy handle (and so its settings buffers) after completion. */
+struct xfer {
+    struct th_http *h;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    struct th_buf body;
+    size_t max_response;
+    bool toobig;
+    char error_type[96];
+    char errbuf[CURL_ERROR_SIZE];
+    th_http_done_fn done;
+    void *ud;
+    int64_t started_us;
+    struct xfer *prev, *next; /* the active list, or the free list (next only) */
+};
+
+struct th_http {
+    struct th_loop *loop;
+    CURLM *multi;
+    struct th_timer timer;
+    int max_in_flight;
+    int in_flight;
+    struct xfer *active;
+    struct xfer *spare;
+    struct sock *socks;
+};
+
+static const char *const outcome_names[] = {"done",     "timeout", "connect",
+                                            "io_error", "too_big", "aborted"};
+
+const char *th_http_outcome_name(th_http_outcome o)
+{
+    return (size_t)o < TH_ARRAY_LEN(outcome_names) ? outcome_names[o] : "?";
+}
+
+th_err th_http_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? TH_E_OK : TH_E_NOMEM;
+}
+
+void th_http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+/* ---- completion ---- */
+
+static th_http_outcome classify(const struct xfer *x, CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return TH_HTTP_DONE;
+    case CURLE_OPERATION_TIMEDOUT:
+        return TH_HTTP_TIMEOUT;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_URL_MALFORMAT:
+        return TH_HTTP_CONNECT;
+    case CURLE_WRITE_ERROR:
+        return x->toobig ? TH_HTTP_TOOBIG : TH_HTTP_IO;
+    default:
+        return TH_HTTP_IO;
+    }
+}
+
+static void unlink_active(struct th_http *h, struct xfer *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        h->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+}
+
+static void recycle(struct th_http *h, struct xfer *x)
+{
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+    th_buf_reset(&x->body);
+    x->done = NULL;
+    x->ud = NULL;
+    x->next = h->spare;
+    h->spare = x;
+}
+
+static void complete(struct th_http *h, struct xfer *x, th_http_outcome outcome, const char *error)
+{
+    long status = 0;
+    if (outcome == TH_HTTP_DONE)
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    struct th_http_response res = {
+        .outcome = outcome,
+        .status = status,
+        .body = th_buf_str(&x->body),
+        .len = x->body.len,
+        .error_type = x->error_type,
+        .error = error,
+        .elapsed_us = th_mono_us() - x->started_us,
+    };
+    unlink_active(h, x);
+    h->in_flight--;
+    th_http_done_fn done = x->done;
+    void *ud = x->ud;
+    done(ud, &res); /* may start new transfers: x is not on the free list yet */
+    recycle(h, x);
+}
+
+static void check_done(struct th_http *h)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(h->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        struct xfer *x = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+        curl_multi_remove_handle(h->multi, e);
+        const char *err = rc == CURLE_OK ? "" : (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+        complete(h, x, classify(x, rc), err);
+    }
+}
+
+/* ---- curl's socket API on the loop ---- */
+
+static void on_io(void *ud, uint32_t events)
+{
+    struct sock *sk = ud;
+    struct th_http *h = sk->h;
+    curl_socket_t fd = sk->fd; /* sk may be freed inside socket_action */
+    int flags = 0;
+    if (events & EPOLLIN)
+        flags |= CURL_CSELECT_IN;
+    if (events & EPOLLOUT)
+        flags |= CURL_CSELECT_OUT;
+    if (events & (EPOLLERR | EPOLLHUP))
+        flags |= CURL_CSELECT_ERR;
+    int running;
+    curl_multi_socket_action(h->multi, fd, flags, &running);
+    check_done(h);
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct th_http *h = userp;
+    struct sock *sk = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sk) {
+            th_loop_del_fd(h->loop, fd);
+            curl_multi_assign(h->multi, fd, NULL);
+            if (sk->prev)
+                sk->prev->next = sk->next;
+            else
+                h->socks = sk->next;
+            if (sk->next)
+                sk->next->prev = sk->prev;
+            free(sk);
+        }
+        return 0;
+    }
+    uint32_t ev = 0;
+    if (what & CURL_POLL_IN)
+        ev |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev |= EPOLLOUT;
+    if (!sk) {
+        sk = calloc(1, sizeof *sk);
+        if (!sk)
+            return -1; /* curl fails the transfer */
+        sk->h = h;
+        sk->fd = fd;
+        if (th_loop_add_fd(h->loop, fd, ev, on_io, sk) != TH_E_OK) {
+            free(sk);
+            return -1;
+        }
+        sk->next = h->socks;
+        if (h->socks)
+            h->socks->prev = sk;
+        h->socks = sk;
+        curl_multi_assign(h->multi, fd, sk);
+        return 0;
+    }
+    return th_loop_mod_fd(h->loop, fd, ev, on_io, sk) == TH_E_OK ? 0 : -1;
+}
+
+static void on_timer(void *ud)
+{
+    struct th_http *h = ud;
+    int running;
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(h);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct th_http *h = userp;
+    if (timeout_ms < 0)
+        th_loop_timer_cancel(h->loop, &h->timer);
+    else
+        th_loop_timer_set(h->loop, &h->timer, th_mono_us() + (int64_t)timeout_ms * 1000, on_timer,
+                          h);
+    return 0;
+}
+
+/* ---- the transfer's callbacks ---- */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = size * n;
+    if (x->body.len + len > x->max_response) {
+        x->toobig = true;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    return th_buf_append(&x->body, p, len) == TH_E_OK ? len : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct xfer *x = ud;
+    size_t len = size * n;
+    static const char name[] = "x-amzn-errortype:";
+    if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+        const char *v = p + sizeof name - 1;
+        const char *end = p + len;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        size_t vl = (size_t)(end - v);
+        if (vl >= sizeof x->error_type)
+            vl = sizeof x->error_type - 1;
+        memcpy(x->error_type, v, vl);
+        x->error_type[vl] = '\0';
+    } else if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+        x->error_type[0] = '\0'; /* a new response (after a 100 Continue, say) */
+    }
+    return len;
+}
+
+/* ---- public ---- */
+
+th_err th_http_new(struct th_loop *loop, int max_in_flight, struct th_http **out)
+{
+    struct th_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return TH_E_NOMEM;
+    h->loop = loop;
+    h->max_in_flight = max_in_flight > 0 ? max_in_flight : 1;
+    h->multi = curl_multi_init();
+    if (!h->multi) {
+        free(h);
+        return TH_E_NOMEM;
+    }
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    /* Keep enough idle connections for a burst to find warm ones next time. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+                      (long)(h->max_in_flight < 256 ? h->max_in_flight : 256));
+    *out = h;
+    return TH_E_OK;
+}
+
+void th_http_free(struct th_http *h)
+{
+    if (!h)
+        return;
+    while (h->active) {
+        struct xfer *x = h->active;
+        curl_multi_remove_handle(h->multi, x->easy);
+        complete(h, x, TH_HTTP_ABORTED, "shutting down");
+    }
+    th_loop_timer_cancel(h->loop, &h->timer);
+    while (h->spare) {
+        struct xfer *x = h->spare;
+        h->spare = x->next;
+        curl_easy_cleanup(x->easy);
+        th_buf_release(&x->body);
+        free(x);
+    }
+    curl_multi_cleanup(h->multi);
+    while (h->socks) { /* sockets curl closed without telling us */
+        struct sock *sk = h->socks;
+        h->socks = sk->next;
+        th_loop_del_fd(h->loop, sk->fd);
+        free(sk);
+    }
+    th_loop_timer_cancel(h->loop, &h->timer);
+    free(h);
+}
+
+int th_http_in_flight(const struct th_http *h)
+{
+    return h->in_flight;
+}
+
+static struct xfer *take_xfer(struct th_http *h)
+{
+    struct xfer *x = h->spare;
+    if (x) {
+        h->spare = x->next;
+        x->next = NULL;
+        curl_easy_reset(x->easy);
+        return x;
+    }
+    x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    x->h = h;
+    x->easy = curl_easy_init();
+    if (!x->easy) {
+        free(x);
+        return NULL;
+    }
+    th_buf_init(&x->body, DEFAULT_MAX_RESPONSE);
+    return x;
+}
+
+th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_http_done_fn done,
+                     void *ud)
+{
+    if (!req->url || !req->method || !done)
+        return TH_E_INVAL;
+    if (h->in_flight >= h->max_in_flight)
+        return TH_E_OVERLOAD;
+    struct xfer *x = take_xfer(h);
+    if (!x)
+        return TH_E_NOMEM;
+    x->done = done;
+    x->ud = ud;
+    x->toobig = false;
+    x->error_type[0] = '\0';
+    x->errbuf[0] = '\0';
+    x->max_response = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
+    x->body.max = x->max_response;
+
+    /* "Expect:" off: never wait a round trip for 100 Continue on the hot path. */
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    for (size_t i = 0; hdrs && i < req->nheaders; i++) {
+        struct curl_slist *n = curl_slist_append(hdrs, req->headers[i]);
+        if (!n) {
+            curl_slist_free_all(hdrs);
+            hdrs = NULL;
+        }
+        hdrs = n;
+    }
+    if (!hdrs) {
+        recycle(h, x);
+        return TH_E_NOMEM;
+    }
+    x->hdrs = hdrs;
+
+    CURL *e = x->easy;
+    long timeout = req->timeout_ms > 0 ? (long)req->timeout_ms : 1;
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    if (req->userpwd) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
+    }
+    if (strcmp(req->method, "GET") == 0) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        if (strcmp(req->method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    x->started_us = th_mono_us();
+    if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
+        recycle(h, x);
+        return TH_E_NOMEM;
+    }
+    x->next = h->active;
+    x->prev = NULL;
+    if (h->active)
+        h->active->prev = x;
+    h->active = x;
+    h->in_flight++;
+    return TH_E_OK;
+}

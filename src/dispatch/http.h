@@ -1,0 +1,79 @@
+/*
+ * The outbound HTTP client: one libcurl multi handle per event loop, driven by curl's socket API
+ * inside that loop (curl's sockets are watched by the loop's epoll set, curl's timeout is one of
+ * the loop's timers). A transfer started on a loop completes on the same loop, so a provider
+ * attempt and the Okta request waiting on it never cross threads.
+ *
+ * Connections to providers are kept alive and reused by the multi handle (HTTP/2 is negotiated
+ * over TLS where the provider offers it). Easy handles are recycled, so a transfer costs no
+ * handle set-up. The number of transfers in flight per loop is bounded.
+ *
+ * Not thread-safe: every call happens on the owning loop's thread.
+ */
+#ifndef TH_DISPATCH_HTTP_H
+#define TH_DISPATCH_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "loop/loop.h"
+
+struct th_http;
+
+/* How a transfer ended. */
+typedef enum {
+    TH_HTTP_DONE,    /* a complete response arrived (any status) */
+    TH_HTTP_TIMEOUT, /* the transfer's time ran out */
+    TH_HTTP_CONNECT, /* no connection: DNS, refused, TLS handshake */
+    TH_HTTP_IO,      /* the connection broke mid-way, or the response was malformed */
+    TH_HTTP_TOOBIG,  /* the response body exceeded the cap */
+    TH_HTTP_ABORTED  /* the loop is shutting down */
+} th_http_outcome;
+
+const char *th_http_outcome_name(th_http_outcome o);
+
+struct th_http_request {
+    const char *method; /* "POST", "GET", "PUT" */
+    const char *url;
+    const char *const *headers; /* "Name: value" lines */
+    size_t nheaders;
+    const char *body; /* borrowed: must stay valid until done is called; NULL with len 0 */
+    size_t body_len;
+    const char *userpwd; /* "user:password" for Basic auth, or NULL */
+    int64_t timeout_ms;  /* whole transfer, connection included */
+    size_t max_response; /* response body cap; 0 = 64 KiB */
+};
+
+struct th_http_response {
+    th_http_outcome outcome;
+    long status;      /* HTTP status when outcome is TH_HTTP_DONE */
+    const char *body; /* NUL-terminated, valid during the callback only */
+    size_t len;
+    const char *error_type; /* X-Amzn-Errortype header value, "" when absent */
+    const char *error;      /* curl's description for a failed transfer, "" otherwise */
+    int64_t elapsed_us;
+};
+
+typedef void (*th_http_done_fn)(void *ud, const struct th_http_response *res);
+
+/* max_in_flight: transfers allowed at once on this loop. */
+th_err th_http_new(struct th_loop *loop, int max_in_flight, struct th_http **out);
+/* Ends every transfer still running (their callbacks get TH_HTTP_ABORTED), then frees. */
+void th_http_free(struct th_http *h);
+
+/*
+ * Starts a transfer; done is called exactly once, later, on this loop (never from inside
+ * th_http_start). TH_E_OVERLOAD when max_in_flight transfers are running; TH_E_NOMEM, TH_E_INVAL.
+ */
+th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_http_done_fn done,
+                     void *ud);
+
+int th_http_in_flight(const struct th_http *h);
+
+/* Once per process, before any thread starts (curl_global_init). */
+th_err th_http_global_init(void);
+void th_http_global_cleanup(void);
+
+#endif
