@@ -16,24 +16,33 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: telehook [-c CONFIG] COMMAND [ARGS]\n"
-          "\n"
-          "commands:\n"
-          "  serve                          run the Okta telephony hook server\n"
-          "  config check                   validate the configuration, print effective values\n"
-          "  templates list                 list message templates\n"
-          "  templates set LANG CHANNEL BODY [VOICE_ID]\n"
-          "                                 add or replace a template (CHANNEL: sms | voice)\n"
-          "  templates delete LANG CHANNEL  delete a template\n"
-          "  outbox list [-n N]             latest messages recorded by the outbox provider\n"
-          "  deliveries list [-n N]         latest delivery records\n"
-          "  version                        print the version\n"
-          "\n"
-          "CONFIG defaults to $TELEHOOK_CONFIG, else " DEFAULT_CONFIG " if it exists, else\n"
-          "built-in defaults; every key can be overridden by TELEHOOK_<SECTION>_<KEY>.\n"
-          "Placeholders in BODY: {{otp}} {{otp_spaced}} {{first_name}} {{last_name}} {{login}}\n"
-          "{{expires_minutes}} (and @otp, @otp2 from AWS's Okta guidance).\n",
-          out);
+    fputs(
+        "usage: telehook [-c CONFIG] COMMAND [ARGS]\n"
+        "\n"
+        "commands:\n"
+        "  serve                          run the Okta telephony hook server\n"
+        "  config check                   validate the configuration, print effective values\n"
+        "  templates list                 list message templates\n"
+        "  templates set LANG CHANNEL BODY [VOICE_ID]\n"
+        "                                 add or replace a template (CHANNEL: sms | voice)\n"
+        "  templates delete LANG CHANNEL  delete a template\n"
+        "  routes list                    list delivery routes\n"
+        "  routes set CHANNEL COUNTRY ATTEMPTS\n"
+        "                                 add or replace a route, e.g. routes set sms US\n"
+        "                                 \"aws:+12065550100, twilio\" (CHANNEL: sms | voice | *,\n"
+        "                                 COUNTRY: ISO code or *)\n"
+        "  routes delete CHANNEL COUNTRY  delete a route\n"
+        "  routes import-aws FILE [PROVIDER]\n"
+        "                                 import AWS's originationIdentities.json as routes\n"
+        "  outbox list [-n N]             latest messages recorded by the outbox provider\n"
+        "  deliveries list [-n N]         latest delivery records\n"
+        "  version                        print the version\n"
+        "\n"
+        "CONFIG defaults to $TELEHOOK_CONFIG, else " DEFAULT_CONFIG " if it exists, else\n"
+        "built-in defaults; every key can be overridden by TELEHOOK_<SECTION>_<KEY>.\n"
+        "Placeholders in BODY: {{otp}} {{otp_spaced}} {{first_name}} {{last_name}} {{login}}\n"
+        "{{expires_minutes}} (and @otp, @otp2 from AWS's Okta guidance).\n",
+        out);
 }
 
 static const char *config_path(const char *opt)
@@ -356,6 +365,8 @@ int th_cli_main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "templates") == 0) {
         rc = cmd_templates(&cli, sub);
+    } else if (strcmp(cmd, "routes") == 0) {
+        rc = th_cmd_routes(&cli, sub);
     } else if (strcmp(cmd, "outbox") == 0) {
         rc = cmd_list(&cli, sub, list_outbox);
     } else if (strcmp(cmd, "deliveries") == 0) {

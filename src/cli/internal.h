@@ -5,6 +5,7 @@
 
 #include "common/err.h"
 #include "config/config.h"
+#include "dispatch/route.h"
 #include "message/message.h"
 #include "store/store.h"
 
@@ -23,5 +24,10 @@ int th_cmd_serve(struct th_cli *cli);
  */
 th_err th_cli_load_templates(struct th_store *st, struct th_templates **out, char *err,
                              size_t errlen);
+
+/* Reads the routes from the store (a bad row is logged and skipped). */
+th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err, size_t errlen);
+
+int th_cmd_routes(struct th_cli *cli, const char *sub);
 
 #endif

@@ -15,7 +15,8 @@
 #include "message/message.h"
 #include "obs/log.h"
 #include "phone/phone.h"
-#include "provider/provider.h"
+#include "dispatch/http.h"
+#include "dispatch/router.h"
 #include "store/store.h"
 #include "store/writer.h"
 
@@ -89,14 +90,21 @@ static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, str
     }
 }
 
+static bool router_ready(void *ud)
+{
+    return th_router_ready(ud);
+}
+
 int th_cmd_serve(struct th_cli *cli)
 {
+    th_err e;
     int rc = 1;
     char err[512];
     struct th_store *store = NULL;
     struct th_templates *templates = NULL;
     struct th_writer *writer = NULL;
-    struct th_provider *provider = NULL;
+    struct th_router *router = NULL;
+    struct th_routes *routes = NULL;
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
@@ -114,12 +122,20 @@ int th_cmd_serve(struct th_cli *cli)
     signal(SIGPIPE, SIG_IGN);
 
     th_phone_init();
+    if (th_http_global_init() != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "cannot initialise libcurl");
+        return 1;
+    }
     if (th_store_open(cfg->store_url, &store, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "store: %s", err);
         goto out;
     }
     if (th_cli_load_templates(store, &templates, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "templates: %s", err);
+        goto out;
+    }
+    if (th_cli_load_routes(store, &routes, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "routes: %s", err);
         goto out;
     }
     const char *store_desc = th_store_describe(store);
@@ -130,15 +146,23 @@ int th_cmd_serve(struct th_cli *cli)
         goto out;
     }
     store = NULL; /* owned by the writer now */
-    if (th_provider_new(cfg, writer, &provider) != TH_E_OK || th_auth_new(cfg, &auth) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "cannot set up provider or authentication");
+    size_t nroutes = th_routes_count(routes);
+    e = th_router_new(cfg, writer, routes, &router, err, sizeof err);
+    routes = NULL; /* owned by the router, even on failure */
+    if (e != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
+        goto out;
+    }
+    if (th_auth_new(cfg, &auth) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "cannot set up authentication");
         goto out;
     }
     struct th_hook_deps hd = {
-        .cfg = cfg, .templates = templates, .provider = provider, .writer = writer};
+        .cfg = cfg, .templates = templates, .router = router, .writer = writer};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
-    struct th_server_deps sd = {.cfg = cfg, .auth = auth, .hook = hook};
+    struct th_server_deps sd = {
+        .cfg = cfg, .auth = auth, .hook = hook, .ready = router_ready, .ready_ud = router};
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "%s (listen %s)", err, cfg->listen);
         goto out;
@@ -156,7 +180,7 @@ int th_cmd_serve(struct th_cli *cli)
     const char *h = host[0] == '[' ? host + 1 : host;
     if (host[0] == '[' && strchr(host, ']'))
         *strchr(host, ']') = '\0';
-    if (strcmp(provider->name, "outbox") == 0 && !th_host_is_loopback(h))
+    if (strstr(th_router_describe(router), "outbox") && !th_host_is_loopback(h))
         th_log_msg(TH_LOG_WARN, "outbox_exposed",
                    "the outbox provider records messages instead of sending them, and this "
                    "server listens on %s, not loopback: configure a real provider for production",
@@ -171,7 +195,8 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_int(&l, "port", port);
         th_log_int(&l, "threads", th_server_threads(server));
         th_log_str(&l, "store", store_copy);
-        th_log_str(&l, "provider", provider->name);
+        th_log_str(&l, "providers", th_router_describe(router));
+        th_log_int(&l, "routes", (long long)nroutes);
         th_log_int(&l, "templates", (long long)th_templates_count(templates));
         th_log_ms(&l, "startup_ms", th_mono_us() - t0);
         th_log_end(&l);
@@ -199,7 +224,8 @@ out:
     if (hook) /* the current set may be one a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
     th_hook_free(hook);
-    th_provider_free(provider);
+    th_router_free(router); /* after the loops: they tore down their HTTP clients */
+    th_routes_free(routes);
     for (size_t i = 0; i < retired.n; i++)
         if (retired.sets[i] != templates)
             th_templates_free((struct th_templates *)retired.sets[i]);
@@ -207,5 +233,6 @@ out:
     th_auth_free(auth);
     th_templates_free(templates);
     th_store_close(store);
+    th_http_global_cleanup();
     return rc;
 }

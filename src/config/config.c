@@ -42,7 +42,7 @@ struct key {
 
 static const char *const auth_modes[] = {"header", "none", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const providers[] = {"outbox", NULL};
+static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
 
 #define F(field) offsetof(struct th_config, field)
 
@@ -84,8 +84,57 @@ static const struct key keys[] = {
     {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
      "where state is kept: sqlite:PATH (relative to the working directory)"},
     {"provider", "name", K_NAME, F(provider_name), 0, 0, providers, "outbox",
-     "how messages are delivered; outbox records them in the store instead of sending "
-     "(development)"},
+     "the provider of the default route, used when no stored route matches: outbox (records "
+     "messages in the store instead of sending; development), aws, twilio or webhook"},
+    {"dispatch", "max_in_flight", K_INT, F(dispatch_max_in_flight), 1, 1000000, NULL, "4096",
+     "provider requests in flight at once, across all threads; beyond it Okta gets an error "
+     "at once (and uses its own providers)"},
+    {"dispatch", "breaker_failures", K_INT, F(dispatch_breaker_failures), 0, 1000, NULL, "5",
+     "consecutive failed attempts (timeouts, connection errors, 5xx, throttling) after which a "
+     "provider is skipped; 0 disables the circuit breaker"},
+    {"dispatch", "breaker_seconds", K_INT, F(dispatch_breaker_seconds), 1, 3600, NULL, "30",
+     "how long a provider whose circuit opened is skipped before it is tried again"},
+    {"aws", "region", K_STRING, F(aws_region), 0, 0, NULL, "",
+     "AWS region of End User Messaging; empty: AWS_REGION, AWS_DEFAULT_REGION, then the "
+     "profile's region in the AWS config file"},
+    {"aws", "endpoint", K_STRING, F(aws_endpoint), 0, 0, NULL, "",
+     "endpoint URL override; empty: AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2, AWS_ENDPOINT_URL, "
+     "else https://sms-voice.REGION.amazonaws.com"},
+    {"aws", "profile", K_STRING, F(aws_profile), 0, 0, NULL, "",
+     "profile of the shared credentials and config files; empty: AWS_PROFILE, else default"},
+    {"aws", "origination_identity", K_STRING, F(aws_origination_identity), 0, 0, NULL, "",
+     "sender when a route names none: phone number, phone number id or ARN, pool id or ARN, "
+     "sender id or ARN"},
+    {"aws", "configuration_set", K_STRING, F(aws_configuration_set), 0, 0, NULL, "",
+     "ConfigurationSetName sent with each message (delivery events go to its destinations)"},
+    {"aws", "max_price", K_STRING, F(aws_max_price), 0, 0, NULL, "",
+     "MaxPrice in USD per SMS (e.g. 0.05): dearer messages are refused by AWS; empty: none"},
+    {"aws", "max_price_per_minute", K_STRING, F(aws_max_price_per_minute), 0, 0, NULL, "",
+     "MaxPricePerMinute in USD for voice calls; empty: none"},
+    {"aws", "timeout_ms", K_INT, F(aws_timeout_ms), 50, 10000, NULL, "2000",
+     "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"twilio", "account_sid", K_STRING, F(twilio_account_sid), 0, 0, NULL, "",
+     "Account SID (AC...), part of every API URL"},
+    {"twilio", "auth_token", K_SECRET, F(twilio_auth_token), 0, 0, NULL, "",
+     "Auth Token, used when no API key is set (prefer an API key)"},
+    {"twilio", "api_key_sid", K_STRING, F(twilio_api_key_sid), 0, 0, NULL, "",
+     "API key SID (SK...): Basic auth user"},
+    {"twilio", "api_key_secret", K_SECRET, F(twilio_api_key_secret), 0, 0, NULL, "",
+     "API key secret: Basic auth password"},
+    {"twilio", "from", K_STRING, F(twilio_from), 0, 0, NULL, "",
+     "sender when a route names none: a Twilio number (SMS and voice) or alphanumeric id"},
+    {"twilio", "messaging_service_sid", K_STRING, F(twilio_messaging_service_sid), 0, 0, NULL, "",
+     "Messaging Service (MG...) used for SMS when set and no sender is given"},
+    {"twilio", "base_url", K_STRING, F(twilio_base_url), 0, 0, NULL, "https://api.twilio.com",
+     "API base URL (change only for tests or a regional edge)"},
+    {"twilio", "timeout_ms", K_INT, F(twilio_timeout_ms), 50, 10000, NULL, "2000",
+     "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"webhook", "url", K_STRING, F(webhook_url), 0, 0, NULL, "",
+     "your gateway's URL: each message is POSTed there as JSON"},
+    {"webhook", "secret", K_SECRET, F(webhook_secret), 0, 0, NULL, "",
+     "HMAC-SHA256 key signing each POST (header X-Telehook-Signature: t=UNIX,v1=HEX)"},
+    {"webhook", "timeout_ms", K_INT, F(webhook_timeout_ms), 50, 10000, NULL, "2000",
+     "time allowed for one attempt (never more than what is left of the request's deadline)"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
 };

@@ -44,7 +44,33 @@ struct th_config {
     /* [store] */
     char *store_url; /* "sqlite:PATH" or a bare path */
     /* [provider] */
-    char *provider_name; /* "outbox" (the only provider until the provider issue) */
+    char *provider_name; /* the default route's provider: outbox | aws | twilio | webhook */
+    /* [dispatch] */
+    int dispatch_max_in_flight;    /* provider transfers at once, per process */
+    int dispatch_breaker_failures; /* consecutive failures that open a provider's circuit; 0 off */
+    int dispatch_breaker_seconds;  /* how long an open circuit skips the provider */
+    /* [aws] End User Messaging SMS and Voice v2 */
+    char *aws_region;   /* "" = AWS_REGION, AWS_DEFAULT_REGION, then the config file */
+    char *aws_endpoint; /* "" = AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2 / AWS_ENDPOINT_URL */
+    char *aws_profile;  /* "" = AWS_PROFILE, then "default" */
+    char *aws_origination_identity; /* default sender: number, id, ARN, pool, sender id */
+    char *aws_configuration_set;
+    char *aws_max_price;            /* SMS, USD per message, e.g. "0.05"; "" = none */
+    char *aws_max_price_per_minute; /* voice */
+    int aws_timeout_ms;
+    /* [twilio] */
+    char *twilio_account_sid;
+    char *twilio_auth_token; /* secret */
+    char *twilio_api_key_sid;
+    char *twilio_api_key_secret; /* secret */
+    char *twilio_from;
+    char *twilio_messaging_service_sid;
+    char *twilio_base_url;
+    int twilio_timeout_ms;
+    /* [webhook] */
+    char *webhook_url;
+    char *webhook_secret; /* secret */
+    int webhook_timeout_ms;
     /* [log] */
     th_log_level log_level;
 };

@@ -22,7 +22,7 @@
 struct th_hook {
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
-    struct th_provider *provider;
+    struct th_router *router;
     struct th_writer *writer;
     atomic_long in_flight;
 };
@@ -49,7 +49,9 @@ struct hreq {
 
     /* the outcome */
     const char *outcome;
-    char error[128];
+    const char *provider; /* the provider that took (or last refused) the message */
+    int attempts;
+    char error[384];
     char transaction_id[96];
 };
 
@@ -60,7 +62,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
         return TH_E_NOMEM;
     h->cfg = deps->cfg;
     atomic_init(&h->templates, deps->templates);
-    h->provider = deps->provider;
+    h->router = deps->router;
     h->writer = deps->writer;
     atomic_init(&h->in_flight, 0);
     *out = h;
@@ -95,7 +97,7 @@ static void hreq_maybe_free(struct hreq *r)
 static void record(struct hreq *r, int status, int64_t latency_us)
 {
     const struct th_okta_request *o = &r->okta;
-    const char *provider = r->sent_us ? r->hook->provider->name : "";
+    const char *provider = r->provider ? r->provider : "";
     const char *lang = r->choice.language ? r->choice.language : "";
     const char *source = r->text.len ? th_source_name(r->choice.source) : "";
     struct th_delivery_row row = {
@@ -113,6 +115,7 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         .transaction_id = r->transaction_id,
         .error = r->error,
         .latency_us = latency_us,
+        .attempts = r->attempts,
     };
     th_err e = th_writer_delivery(r->hook->writer, &row);
     if (e != TH_E_OK)
@@ -136,6 +139,8 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         }
         if (provider[0])
             th_log_str(&l, "provider", provider);
+        if (r->attempts)
+            th_log_int(&l, "attempts", r->attempts);
         th_log_str(&l, "outcome", r->outcome);
         if (r->error[0])
             th_log_str(&l, "error", r->error);
@@ -166,15 +171,22 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     atomic_fetch_sub(&r->hook->in_flight, 1);
 }
 
-static void fail(struct hreq *r, int status, const char *summary, const char *outcome,
-                 const char *reason)
+/* Answers Okta's error object; detail (default: reason) goes to the record and log only. */
+static void fail_detail(struct hreq *r, int status, const char *summary, const char *outcome,
+                        const char *reason, const char *detail)
 {
     struct th_buf body;
     th_buf_init(&body, ANSWER_MAX);
-    th_strlcpy(r->error, reason, sizeof r->error);
+    th_strlcpy(r->error, detail ? detail : reason, sizeof r->error);
     /* The cause is for admins reading Okta's System Log: a class of failure, never details. */
     th_okta_encode_error(&body, summary, reason);
     finish(r, status, &body, outcome);
+}
+
+static void fail(struct hreq *r, int status, const char *summary, const char *outcome,
+                 const char *reason)
+{
+    fail_detail(r, status, summary, outcome, reason, NULL);
 }
 
 static void on_deadline(void *ud)
@@ -184,10 +196,13 @@ static void on_deadline(void *ud)
     hreq_maybe_free(r);
 }
 
-static void on_sent(void *ud, const struct th_send_result *res)
+static void on_routed(void *ud, const struct th_route_result *res)
 {
     struct hreq *r = ud;
     r->sending = false;
+    r->attempts = res->attempts;
+    if (res->provider && res->provider[0])
+        r->provider = res->provider;
     if (r->answered) { /* the deadline answered first: Okta has moved on */
         th_log_msg(TH_LOG_WARN, "late_provider_answer",
                    "request %s: provider answered after the deadline (%s)", r->request_id,
@@ -196,17 +211,25 @@ static void on_sent(void *ud, const struct th_send_result *res)
         return;
     }
     if (res->err != TH_E_OK) {
-        fail(r, 200, SUMMARY_FAILED, "FAILED", res->error[0] ? res->error : "provider failed");
+        const char *outcome = res->overload              ? "OVERLOAD"
+                              : res->err == TH_E_TIMEOUT ? "TIMEOUT"
+                                                         : "FAILED";
+        const char *cause = res->overload              ? "overloaded"
+                            : res->err == TH_E_TIMEOUT ? "delivery timed out"
+                                                       : "every delivery attempt failed";
+        fail_detail(r, 200, SUMMARY_FAILED, outcome, cause, res->errors[0] ? res->errors : cause);
         hreq_maybe_free(r);
         return;
     }
     th_strlcpy(r->transaction_id, res->transaction_id, sizeof r->transaction_id);
+    /* Earlier failed attempts stay in the record (not in Okta's answer). */
+    th_strlcpy(r->error, res->errors, sizeof r->error);
     char meta[64];
-    snprintf(meta, sizeof meta, "attempts=1;ms=%lld",
+    snprintf(meta, sizeof meta, "attempts=%d;ms=%lld", res->attempts,
              (long long)((th_mono_us() - r->sent_us) / 1000));
     struct th_buf body;
     th_buf_init(&body, ANSWER_MAX);
-    th_okta_encode_result(&body, "SUCCESSFUL", r->hook->provider->name, r->transaction_id, meta);
+    th_okta_encode_result(&body, "SUCCESSFUL", r->provider, r->transaction_id, meta);
     finish(r, 200, &body, "SUCCESSFUL");
     hreq_maybe_free(r);
 }
@@ -270,14 +293,9 @@ static void send_message(struct hreq *r)
         .deadline_us = r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000,
     };
     r->sent_us = th_mono_us();
-    th_err e = th_provider_send(r->hook->provider, r->loop, &msg, on_sent, r);
-    if (e != TH_E_OK) {
-        fail(r, 200, SUMMARY_FAILED, e == TH_E_OVERLOAD ? "OVERLOAD" : "ERROR",
-             e == TH_E_OVERLOAD ? "overloaded" : "provider could not start the send");
-        return;
-    }
     r->sending = true;
     th_loop_timer_set(r->loop, &r->deadline, msg.deadline_us, on_deadline, r);
+    th_router_send(r->hook->router, r->loop, &msg, on_routed, r);
 }
 
 void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,

@@ -13,7 +13,7 @@
 #include "config/config.h"
 #include "loop/loop.h"
 #include "message/message.h"
-#include "provider/provider.h"
+#include "dispatch/router.h"
 #include "store/writer.h"
 
 struct th_hook;
@@ -22,7 +22,7 @@ struct th_hook;
 struct th_hook_deps {
     const struct th_config *cfg;
     const struct th_templates *templates;
-    struct th_provider *provider;
+    struct th_router *router;
     struct th_writer *writer;
 };
 

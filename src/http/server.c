@@ -40,6 +40,8 @@ struct th_server {
     const struct th_config *cfg;
     const struct th_auth *auth;
     struct th_hook *hook;
+    bool (*ready)(void *ud);
+    void *ready_ud;
     int port;
     int nworkers;
     atomic_bool draining;
@@ -226,6 +228,9 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
         if (atomic_load(&srv->draining))
             return respond(r, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"draining\"}"),
                            strlen("{\"status\":\"draining\"}"));
+        if (srv->ready && !srv->ready(srv->ready_ud))
+            return respond(r, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"starting\"}"),
+                           strlen("{\"status\":\"starting\"}"));
         return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ready\"}"),
                        strlen("{\"status\":\"ready\"}"));
     case ROUTE_HOOK:
@@ -475,6 +480,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     srv->cfg = cfg;
     srv->auth = deps->auth;
     srv->hook = deps->hook;
+    srv->ready = deps->ready;
+    srv->ready_ud = deps->ready_ud;
     atomic_init(&srv->draining, false);
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;

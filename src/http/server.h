@@ -10,6 +10,7 @@
 #ifndef TH_HTTP_SERVER_H
 #define TH_HTTP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "auth/auth.h"
@@ -23,6 +24,8 @@ struct th_server_deps {
     const struct th_config *cfg;
     const struct th_auth *auth;
     struct th_hook *hook;
+    bool (*ready)(void *ud); /* /readyz: false while a dependency is not ready (NULL: always) */
+    void *ready_ud;
 };
 
 /* Binds, starts the worker threads. Everything in deps must outlive the server. */

@@ -49,9 +49,10 @@ static void written(void *arg, th_err result)
     }
 }
 
-static th_err outbox_send(struct th_provider *prov, struct th_loop *loop, const struct th_send *msg,
-                          th_send_done_fn done, void *ud)
+static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
+                          const struct th_send *msg, th_send_done_fn done, void *ud)
 {
+    struct th_loop *loop = at->loop;
     struct outbox *ob = (struct outbox *)prov;
     struct pending *p = calloc(1, sizeof *p);
     if (!p)

@@ -1,9 +1,11 @@
 /*
- * Providers: one ops table per way of delivering a message (outbox now; AWS End User Messaging,
- * Twilio and webhook plug in the same way). A provider knows nothing of HTTP servers or Okta.
+ * Providers: one ops table per way of delivering a message — the outbox (development), AWS End
+ * User Messaging SMS and Voice v2, Twilio, and a customer's webhook. A provider makes ONE
+ * attempt; choosing providers, failing over and circuit breaking are the router's
+ * (dispatch/router.h). A provider knows nothing of Okta or of the HTTP server.
  *
  * A send is asynchronous: send() returns TH_E_OK and later calls done exactly once, on the loop
- * passed to send(); or it returns an error and never calls done. done is never called from
+ * in the context; or it returns an error and never calls done. done is never called from
  * inside send(), so callers need not guard against re-entrance.
  */
 #ifndef TH_PROVIDER_PROVIDER_H
@@ -14,11 +16,12 @@
 
 #include "common/err.h"
 #include "config/config.h"
+#include "dispatch/http.h"
 #include "loop/loop.h"
 #include "message/message.h"
 #include "store/writer.h"
 
-/* What to send. Every pointer is borrowed for the duration of send() only. */
+/* What to send. Every pointer is borrowed until done is called. */
 struct th_send {
     const char *request_id;
     const char *to;     /* E.164 */
@@ -31,11 +34,19 @@ struct th_send {
     int64_t deadline_us;    /* monotonic: answer by then */
 };
 
+/* Where and how one attempt runs. */
+struct th_attempt {
+    struct th_loop *loop;
+    struct th_http *http; /* the loop's outbound client */
+    const char *sender;   /* origination identity / From; "" = the provider's configured default */
+    int64_t timeout_ms;   /* for this attempt: already capped by the request's deadline */
+};
+
 struct th_send_result {
     th_err err;              /* TH_E_OK when the provider accepted the message */
+    bool retryable;          /* worth trying another route (timeout, 5xx, throttling, ...) */
     char transaction_id[96]; /* the provider's message/call id */
-    char error[128];         /* short reason for logs and records; never message content */
-    bool retryable;          /* worth trying another route */
+    char error[160];         /* short reason for logs and records; never message content */
 };
 
 typedef void (*th_send_done_fn)(void *ud, const struct th_send_result *res);
@@ -43,28 +54,40 @@ typedef void (*th_send_done_fn)(void *ud, const struct th_send_result *res);
 struct th_provider;
 
 struct th_provider_ops {
-    th_err (*send)(struct th_provider *p, struct th_loop *loop, const struct th_send *msg,
+    th_err (*send)(struct th_provider *p, const struct th_attempt *at, const struct th_send *msg,
                    th_send_done_fn done, void *ud);
+    /* false while the provider cannot send yet (e.g. AWS credentials not fetched). Optional. */
+    bool (*ready)(struct th_provider *p);
     void (*free)(struct th_provider *p);
 };
 
 struct th_provider {
     const struct th_provider_ops *ops;
-    const char *name; /* reported to Okta as "provider" */
+    const char *name; /* "aws", "twilio", ...: in routes, records and Okta's answer */
 };
 
-/* Builds the provider named by cfg->provider_name. writer: the store writer (outbox). */
-th_err th_provider_new(const struct th_config *cfg, struct th_writer *writer,
-                       struct th_provider **out);
+/*
+ * Builds the provider called name ("outbox", "aws", "twilio", "webhook") from its config
+ * section. TH_E_CONFIG with the reason in err when the section lacks what it needs.
+ * writer: the store writer (outbox).
+ */
+th_err th_provider_new(const char *name, const struct th_config *cfg, struct th_writer *writer,
+                       struct th_provider **out, char *err, size_t errlen);
 void th_provider_free(struct th_provider *p); /* NULL is a no-op */
+bool th_provider_ready(struct th_provider *p);
 
-static inline th_err th_provider_send(struct th_provider *p, struct th_loop *loop,
+static inline th_err th_provider_send(struct th_provider *p, const struct th_attempt *at,
                                       const struct th_send *msg, th_send_done_fn done, void *ud)
 {
-    return p->ops->send(p, loop, msg, done, ud);
+    return p->ops->send(p, at, msg, done, ud);
 }
 
-/* The outbox: records each message in the store (the "handset") and reports success. */
 th_err th_provider_outbox_new(struct th_writer *writer, struct th_provider **out);
+th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out, char *err,
+                           size_t errlen);
+th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **out, char *err,
+                              size_t errlen);
+th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
+                               size_t errlen);
 
 #endif

@@ -15,6 +15,9 @@ struct th_store_ops {
     th_err (*outbox_each)(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
     th_err (*delivery_insert)(struct th_store *st, const struct th_delivery_row *row);
     th_err (*deliveries_each)(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
+    th_err (*routes_each)(struct th_store *st, th_route_row_fn fn, void *ud);
+    th_err (*route_put)(struct th_store *st, const struct th_route_row *row);
+    th_err (*route_delete)(struct th_store *st, const char *channel, const char *country);
     th_err (*begin)(struct th_store *st);
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);

@@ -46,6 +46,12 @@ static const char *const migrations[] = {
     " ('es', 'voice', '<speak>Su código de verificación es <break "
     "time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
     "{{otp_spaced}}.</speak>', 'Lupe', 0);",
+    /* 2: delivery routes; attempts per delivery */
+    "CREATE TABLE routes ("
+    "  channel TEXT NOT NULL CHECK (channel IN ('sms', 'voice', '*')),"
+    "  country TEXT NOT NULL, attempts TEXT NOT NULL, updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (channel, country));"
+    "ALTER TABLE deliveries ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -57,6 +63,9 @@ enum stmt {
     S_OUTBOX_EACH,
     S_DELIV_INS,
     S_DELIV_EACH,
+    S_ROUTE_EACH,
+    S_ROUTE_PUT,
+    S_ROUTE_DEL,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -77,12 +86,18 @@ static const char *const sql[S__COUNT] = {
                       "voice_id FROM outbox ORDER BY created_ms DESC, rowid DESC LIMIT ?",
     [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                     "phone_masked, country, channel, language, source, provider, outcome, "
-                    "transaction_id, error, latency_us) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "transaction_id, error, latency_us, attempts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [S_DELIV_EACH] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, "
                      "country, channel, language, source, provider, outcome, transaction_id, "
-                     "error, latency_us FROM deliveries ORDER BY created_ms DESC, rowid DESC "
-                     "LIMIT ?",
+                     "error, latency_us, attempts FROM deliveries "
+                     "ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+    [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
+                     "ORDER BY channel, country",
+    [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
+                    "(?, ?, ?, ?) ON CONFLICT (channel, country) DO UPDATE SET "
+                    "attempts = excluded.attempts, updated_ms = excluded.updated_ms",
+    [S_ROUTE_DEL] = "DELETE FROM routes WHERE channel = ? AND country = ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -361,6 +376,7 @@ static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delive
     bind_text(q, 12, row->transaction_id);
     bind_text(q, 13, row->error);
     sqlite3_bind_int64(q, 14, row->latency_us);
+    sqlite3_bind_int(q, 15, row->attempts);
     return step_done(q);
 }
 
@@ -386,12 +402,47 @@ static th_err sqlite_deliveries_each(struct th_store *st, int limit, th_delivery
             .transaction_id = col(q, 11),
             .error = col(q, 12),
             .latency_us = sqlite3_column_int64(q, 13),
+            .attempts = sqlite3_column_int(q, 14),
         };
         if (fn(ud, &row))
             break;
     }
     sqlite3_reset(q);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_ROUTE_EACH];
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_route_row row = {col(q, 0), col(q, 1), col(q, 2), sqlite3_column_int64(q, 3)};
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_route_put(struct th_store *st, const struct th_route_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_ROUTE_PUT];
+    bind_text(q, 1, row->channel);
+    bind_text(q, 2, row->country);
+    bind_text(q, 3, row->attempts);
+    sqlite3_bind_int64(q, 4, row->updated_ms);
+    return step_done(q);
+}
+
+static th_err sqlite_route_delete(struct th_store *st, const char *channel, const char *country)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_ROUTE_DEL];
+    bind_text(q, 1, channel);
+    bind_text(q, 2, country);
+    th_err e = step_done(q);
+    if (e == TH_E_OK && sqlite3_changes(S(st)->db) == 0)
+        return TH_E_NOTFOUND;
+    return e;
 }
 
 static th_err sqlite_begin(struct th_store *st)
@@ -420,6 +471,9 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
     .deliveries_each = sqlite_deliveries_each,
+    .routes_each = sqlite_routes_each,
+    .route_put = sqlite_route_put,
+    .route_delete = sqlite_route_delete,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,

@@ -61,6 +61,21 @@ th_err th_store_template_delete(struct th_store *st, const char *language, const
     return st->ops->template_delete(st, language, channel);
 }
 
+th_err th_store_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
+{
+    return st->ops->routes_each(st, fn, ud);
+}
+
+th_err th_store_route_put(struct th_store *st, const struct th_route_row *row)
+{
+    return st->ops->route_put(st, row);
+}
+
+th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country)
+{
+    return st->ops->route_delete(st, channel, country);
+}
+
 th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
 {
     return st->ops->outbox_insert(st, row);

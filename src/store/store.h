@@ -77,11 +77,26 @@ struct th_delivery_row {
     const char *transaction_id; /* "" when none */
     const char *error;          /* short reason ("" when none); never user data */
     int64_t latency_us;         /* arrival to answer */
+    int attempts;               /* provider attempts made (0: none) */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
 /* Newest first, at most limit rows (limit <= 0: 20). */
 th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
+
+/* ---- routes: (channel, country) → ordered attempts, e.g. "aws:+12065550100, twilio" ---- */
+struct th_route_row {
+    const char *channel;  /* "sms" | "voice" | "*" */
+    const char *country;  /* ISO alpha-2 region or "*" */
+    const char *attempts; /* the attempt list as text (dispatch/route.h parses it) */
+    int64_t updated_ms;
+};
+typedef int (*th_route_row_fn)(void *ud, const struct th_route_row *row);
+th_err th_store_routes_each(struct th_store *st, th_route_row_fn fn, void *ud);
+/* Insert or replace (channel, country). */
+th_err th_store_route_put(struct th_store *st, const struct th_route_row *row);
+/* TH_E_NOTFOUND when absent. */
+th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country);
 
 /* ---- transactions (the writer batches many inserts in one) ---- */
 th_err th_store_begin(struct th_store *st);

@@ -126,6 +126,7 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
         .transaction_id = put(it->strings, &pos, row->transaction_id),
         .error = put(it->strings, &pos, row->error),
         .latency_us = row->latency_us,
+        .attempts = row->attempts,
     };
     return enqueue(w, it);
 }

@@ -188,10 +188,10 @@ static void test_deliveries(void **state)
     assert_int_equal(th_store_begin(st), TH_E_OK);
     struct th_delivery_row a = {"r-1",        "ev",   10,   "mfa",      "+1201*****23",
                                 "US",         "sms",  "en", "template", "outbox",
-                                "SUCCESSFUL", "ob-1", "",   1500};
+                                "SUCCESSFUL", "ob-1", "",   1500,       1};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90};
+        90,    0};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);

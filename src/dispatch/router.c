@@ -1,0 +1,383 @@
+#include "dispatch/router.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "obs/log.h"
+
+#define MAX_PROVIDERS  4
+#define MARGIN_US      (30 * 1000) /* kept back from the deadline to build and send the answer */
+#define MIN_ATTEMPT_US (20 * 1000)
+
+struct slot {
+    struct th_provider *p;
+    int timeout_ms;
+    atomic_int failures;        /* consecutive retryable failures */
+    atomic_llong open_until_us; /* circuit open until then (monotonic) */
+};
+
+struct th_router {
+    const struct th_config *cfg;
+    struct slot slots[MAX_PROVIDERS];
+    int nslots;
+    int default_slot;
+    _Atomic(struct th_routes *) routes;
+    pthread_mutex_t retired_mu;
+    struct th_routes **retired;
+    size_t nretired;
+    int per_loop_in_flight;
+    char describe[64];
+};
+
+/* One message on its way. */
+struct job {
+    struct th_router *r;
+    struct th_loop *loop;
+    struct th_http *http;
+    struct th_send msg;    /* borrowed pointers: the caller keeps them until done */
+    struct th_route route; /* copied: a reload may replace the table meanwhile */
+    int next;
+    struct th_route_result res;
+    size_t errlen;
+    struct th_timer defer;
+    th_route_done_fn done;
+    void *ud;
+};
+
+/* ---- providers and breakers ---- */
+
+static int find_slot(const struct th_router *r, const char *name)
+{
+    for (int i = 0; i < r->nslots; i++)
+        if (strcmp(r->slots[i].p->name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int provider_timeout(const struct th_config *cfg, const char *name)
+{
+    if (strcmp(name, "aws") == 0)
+        return cfg->aws_timeout_ms;
+    if (strcmp(name, "twilio") == 0)
+        return cfg->twilio_timeout_ms;
+    if (strcmp(name, "webhook") == 0)
+        return cfg->webhook_timeout_ms;
+    return 2000;
+}
+
+static th_err add_provider(struct th_router *r, const char *name, struct th_writer *writer,
+                           char *err, size_t errlen)
+{
+    if (find_slot(r, name) >= 0)
+        return TH_E_OK;
+    if (r->nslots == MAX_PROVIDERS) {
+        snprintf(err, errlen, "too many providers");
+        return TH_E_CONFIG;
+    }
+    struct slot *s = &r->slots[r->nslots];
+    char why[256] = "";
+    th_err e = th_provider_new(name, r->cfg, writer, &s->p, why, sizeof why);
+    if (e != TH_E_OK) {
+        snprintf(err, errlen, "provider %s: %s", name, why[0] ? why : th_strerror(e));
+        return TH_E_CONFIG;
+    }
+    s->timeout_ms = provider_timeout(r->cfg, name);
+    atomic_init(&s->failures, 0);
+    atomic_init(&s->open_until_us, 0);
+    r->nslots++;
+    return TH_E_OK;
+}
+
+static bool breaker_open(const struct th_router *r, struct slot *s, int64_t now)
+{
+    return r->cfg->dispatch_breaker_failures > 0 && atomic_load(&s->open_until_us) > now;
+}
+
+static void breaker_record(const struct th_router *r, struct slot *s, bool failed)
+{
+    if (!failed) {
+        if (atomic_exchange(&s->failures, 0) >= r->cfg->dispatch_breaker_failures &&
+            r->cfg->dispatch_breaker_failures > 0)
+            th_log_msg(TH_LOG_INFO, "circuit_closed", "provider %s answers again", s->p->name);
+        atomic_store(&s->open_until_us, 0);
+        return;
+    }
+    int n = atomic_fetch_add(&s->failures, 1) + 1;
+    int limit = r->cfg->dispatch_breaker_failures;
+    if (limit > 0 && n >= limit) {
+        /* Re-opened at each failure while over the limit: a half-open probe that fails
+         * closes the door again for a full period. */
+        atomic_store(&s->open_until_us,
+                     th_mono_us() + (int64_t)r->cfg->dispatch_breaker_seconds * 1000000);
+        if (n == limit)
+            th_log_msg(TH_LOG_WARN, "circuit_open",
+                       "provider %s failed %d times in a row: skipped for %d s", s->p->name, n,
+                       r->cfg->dispatch_breaker_seconds);
+    }
+}
+
+/* ---- the loop's outbound client ---- */
+
+static void free_http(void *ud)
+{
+    th_http_free(ud);
+}
+
+static struct th_http *loop_http(struct th_router *r, struct th_loop *loop)
+{
+    struct th_http *h = th_loop_user(loop);
+    if (h)
+        return h;
+    if (th_http_new(loop, r->per_loop_in_flight, &h) != TH_E_OK)
+        return NULL;
+    if (th_loop_at_exit(loop, free_http, h) != TH_E_OK) {
+        th_http_free(h);
+        return NULL;
+    }
+    th_loop_set_user(loop, h);
+    return h;
+}
+
+/* ---- one message ---- */
+
+static void note(struct job *j, const char *provider, const char *what)
+{
+    size_t cap = sizeof j->res.errors;
+    if (j->errlen >= cap - 1)
+        return;
+    int w = snprintf(j->res.errors + j->errlen, cap - j->errlen, "%s%s: %s", j->errlen ? "; " : "",
+                     provider, what);
+    if (w > 0)
+        j->errlen += (size_t)w < cap - j->errlen ? (size_t)w : cap - 1 - j->errlen;
+}
+
+static void finish(struct job *j)
+{
+    j->done(j->ud, &j->res);
+    free(j);
+}
+
+static void finish_deferred(void *ud)
+{
+    finish(ud);
+}
+
+static void on_attempt(void *ud, const struct th_send_result *res);
+
+/* Starts the next attempt that can run; false when none is left (res says why). */
+static bool start_next(struct job *j)
+{
+    struct th_router *r = j->r;
+    while (j->next < j->route.n) {
+        const struct th_route_attempt *a = &j->route.at[j->next++];
+        int si = find_slot(r, a->provider);
+        if (si < 0) { /* cannot happen: routes are checked against the providers */
+            note(j, a->provider, "not configured");
+            continue;
+        }
+        struct slot *s = &r->slots[si];
+        int64_t now = th_mono_us();
+        if (breaker_open(r, s, now)) {
+            note(j, a->provider, "skipped (circuit open)");
+            continue;
+        }
+        int64_t left = j->msg.deadline_us - MARGIN_US - now;
+        if (left < MIN_ATTEMPT_US) {
+            note(j, a->provider, "no time left");
+            j->res.err = TH_E_TIMEOUT;
+            return false;
+        }
+        int64_t timeout = (int64_t)s->timeout_ms * 1000;
+        if (timeout > left)
+            timeout = left;
+        struct th_attempt at = {
+            .loop = j->loop,
+            .http = j->http,
+            .sender = a->sender,
+            .timeout_ms = timeout / 1000,
+        };
+        j->res.provider = s->p->name;
+        th_err e = th_provider_send(s->p, &at, &j->msg, on_attempt, j);
+        if (e == TH_E_OK)
+            return true;
+        if (e == TH_E_OVERLOAD && j->res.attempts == 0)
+            j->res.overload = true;
+        note(j, a->provider, e == TH_E_OVERLOAD ? "overloaded" : th_strerror(e));
+    }
+    if (j->res.err == TH_E_OK)
+        j->res.err = TH_E_PROVIDER;
+    return false;
+}
+
+static void on_attempt(void *ud, const struct th_send_result *res)
+{
+    struct job *j = ud;
+    struct th_router *r = j->r;
+    j->res.attempts++;
+    int si = find_slot(r, j->res.provider);
+    bool failed_retryable = res->err != TH_E_OK && res->retryable;
+    if (si >= 0)
+        breaker_record(r, &r->slots[si], failed_retryable);
+    if (res->err == TH_E_OK) {
+        j->res.err = TH_E_OK;
+        j->res.overload = false;
+        th_strlcpy(j->res.transaction_id, res->transaction_id, sizeof j->res.transaction_id);
+        finish(j);
+        return;
+    }
+    note(j, j->res.provider, res->error[0] ? res->error : "failed");
+    if (!res->retryable) { /* permanent: another route would fail the same way, or worse */
+        j->res.err = TH_E_PROVIDER;
+        finish(j);
+        return;
+    }
+    j->res.err = TH_E_OK;
+    if (!start_next(j))
+        finish(j);
+}
+
+void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_send *msg,
+                    th_route_done_fn done, void *ud)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        struct th_route_result res = {.err = TH_E_NOMEM, .provider = ""};
+        snprintf(res.errors, sizeof res.errors, "out of memory");
+        done(ud, &res); /* documented as later; out of memory is the one exception */
+        return;
+    }
+    j->r = r;
+    j->loop = loop;
+    j->msg = *msg;
+    j->done = done;
+    j->ud = ud;
+    j->res.provider = "";
+    const struct th_route *route =
+        th_routes_find(atomic_load(&r->routes), msg->channel, msg->region);
+    if (route) {
+        j->route = *route;
+    } else {
+        j->route.n = 1;
+        th_strlcpy(j->route.at[0].provider, r->slots[r->default_slot].p->name,
+                   sizeof j->route.at[0].provider);
+    }
+    j->http = loop_http(r, loop);
+    if (!j->http) {
+        j->res.err = TH_E_NOMEM;
+        note(j, "dispatch", "cannot create the HTTP client");
+    } else if (start_next(j)) {
+        return;
+    }
+    th_loop_timer_set(loop, &j->defer, th_mono_us(), finish_deferred, j);
+}
+
+/* ---- set-up ---- */
+
+static bool known_slot(void *ud, const char *name)
+{
+    return find_slot(ud, name) >= 0;
+}
+
+th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
+                     struct th_routes *routes, struct th_router **out, char *err, size_t errlen)
+{
+    struct th_router *r = calloc(1, sizeof *r);
+    if (!r) {
+        th_routes_free(routes);
+        return TH_E_NOMEM;
+    }
+    r->cfg = cfg;
+    pthread_mutex_init(&r->retired_mu, NULL);
+    int threads = cfg->threads > 0 ? cfg->threads : 1;
+    r->per_loop_in_flight = (cfg->dispatch_max_in_flight + threads - 1) / threads;
+    if (!routes && th_routes_new(&routes) != TH_E_OK) {
+        th_router_free(r);
+        return TH_E_NOMEM;
+    }
+    atomic_init(&r->routes, routes);
+    th_err e = add_provider(r, cfg->provider_name, writer, err, errlen);
+    /* Every provider a route names is set up now: a broken one fails the start, not a user. */
+    for (size_t i = 0; e == TH_E_OK && i < th_routes_count(routes); i++) {
+        const struct th_route *rt = th_routes_find_index(routes, i);
+        for (int k = 0; e == TH_E_OK && k < rt->n; k++) {
+            e = add_provider(r, rt->at[k].provider, writer, err, errlen);
+            if (e != TH_E_OK) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "route %s %s: %s", rt->channel, rt->country, err);
+                th_strlcpy(err, msg, errlen);
+            }
+        }
+    }
+    if (e != TH_E_OK) {
+        th_router_free(r);
+        return e;
+    }
+    r->default_slot = 0;
+    size_t pos = 0;
+    for (int i = 0; i < r->nslots; i++)
+        pos += (size_t)snprintf(r->describe + pos, sizeof r->describe - pos, "%s%s", i ? "," : "",
+                                r->slots[i].p->name);
+    *out = r;
+    return TH_E_OK;
+}
+
+void th_router_free(struct th_router *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->nslots; i++)
+        th_provider_free(r->slots[i].p);
+    th_routes_free(atomic_load(&r->routes));
+    for (size_t i = 0; i < r->nretired; i++)
+        th_routes_free(r->retired[i]);
+    free(r->retired);
+    pthread_mutex_destroy(&r->retired_mu);
+    free(r);
+}
+
+bool th_router_ready(const struct th_router *r)
+{
+    for (int i = 0; i < r->nslots; i++)
+        if (!th_provider_ready(r->slots[i].p))
+            return false;
+    return true;
+}
+
+const char *th_router_describe(const struct th_router *r)
+{
+    return r->describe;
+}
+
+th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char *err,
+                             size_t errlen)
+{
+    for (size_t i = 0; i < th_routes_count(routes); i++) {
+        const struct th_route *rt = th_routes_find_index(routes, i);
+        for (int k = 0; k < rt->n; k++) {
+            if (!known_slot(r, rt->at[k].provider)) {
+                snprintf(err, errlen,
+                         "route %s %s names provider %s, which was not set up at start: "
+                         "restart to use it",
+                         rt->channel, rt->country, rt->at[k].provider);
+                th_routes_free(routes);
+                return TH_E_CONFIG;
+            }
+        }
+    }
+    pthread_mutex_lock(&r->retired_mu);
+    struct th_routes **p = realloc(r->retired, (r->nretired + 1) * sizeof *p);
+    if (!p) {
+        pthread_mutex_unlock(&r->retired_mu);
+        th_routes_free(routes);
+        snprintf(err, errlen, "out of memory");
+        return TH_E_NOMEM;
+    }
+    r->retired = p;
+    r->retired[r->nretired++] = atomic_exchange(&r->routes, routes);
+    pthread_mutex_unlock(&r->retired_mu);
+    return TH_E_OK;
+}

@@ -1,0 +1,66 @@
+/*
+ * The router: carries one message to a handset through an ordered list of attempts (a route),
+ * under the request's deadline, on the loop that owns the request.
+ *
+ * - Each attempt gets the smaller of its provider's timeout and what is left of the deadline.
+ * - It fails over to the next attempt on timeouts, connection errors, 5xx and throttling; never
+ *   on permanent errors (validation, opt-out, bad sender), which another route would repeat.
+ * - Circuit breaker: a provider that failed dispatch.breaker_failures times in a row is skipped
+ *   for dispatch.breaker_seconds, then tried again (the counts are shared by every loop).
+ * - Transfers run on the loop's own libcurl multi (created on the loop by its first send and
+ *   torn down by the loop when it stops), bounded by dispatch.max_in_flight.
+ */
+#ifndef TH_DISPATCH_ROUTER_H
+#define TH_DISPATCH_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/config.h"
+#include "dispatch/route.h"
+#include "loop/loop.h"
+#include "provider/provider.h"
+#include "store/writer.h"
+
+struct th_router;
+
+struct th_route_result {
+    th_err err;              /* TH_E_OK: a provider accepted the message */
+    const char *provider;    /* the provider that accepted it, or the last one tried ("") */
+    char transaction_id[96]; /* the accepting provider's message/call id */
+    char errors[384];        /* every failed attempt, "aws: ThrottlingException; twilio: ..." */
+    int attempts;            /* attempts made (skipped ones not counted) */
+    bool overload;           /* nothing was tried: too many transfers in flight */
+};
+
+typedef void (*th_route_done_fn)(void *ud, const struct th_route_result *res);
+
+/*
+ * Builds the providers the default route (provider.name) and routes name; takes ownership of
+ * routes (NULL: none). TH_E_CONFIG with the reason in err when a provider cannot be set up.
+ */
+th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
+                     struct th_routes *routes, struct th_router **out, char *err, size_t errlen);
+/* After every loop has stopped. NULL is a no-op. */
+void th_router_free(struct th_router *r);
+
+/* Sends msg; done is called exactly once, later, on loop (never inside this call). */
+void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_send *msg,
+                    th_route_done_fn done, void *ud);
+
+/* Every provider able to send (AWS credentials fetched, ...). */
+bool th_router_ready(const struct th_router *r);
+
+/* Names of the providers in use, comma-separated, for the start-up log line. */
+const char *th_router_describe(const struct th_router *r);
+
+/*
+ * Replaces the route table (SIGHUP). Refused (TH_E_CONFIG, reason in err) when the new table
+ * names a provider that was not set up at start. The old table is kept until shutdown.
+ */
+th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char *err,
+                             size_t errlen);
+
+#endif

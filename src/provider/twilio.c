@@ -1,0 +1,303 @@
+/*
+ * Twilio (REST API 2010-04-01): the Messages API for SMS (From, or a Messaging Service), the
+ * Calls API with inline TwiML for voice. Basic auth with an API key (recommended) or the account
+ * SID and auth token.
+ *
+ * Voice: the template's SSML is spoken by <Say> with the Amazon Polly voice the template names
+ * (Twilio's <Say> accepts SSML elements with Polly voices, so only the <speak> wrapper goes).
+ *
+ * Errors: 429 / 20429 (too many requests) and 5xx are retryable; everything else — 21211
+ * invalid number, 21408 region not enabled, 21610 unsubscribed, 21614 not SMS-capable, 20003
+ * authentication, ... — is permanent. Only Twilio's numeric code is kept: its message quotes the
+ * phone number.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "obs/log.h"
+#include "provider/http_common.h"
+#include "provider/provider.h"
+
+#define FORM_MAX  (16 * 1024)
+#define TWIML_MAX 4000 /* Twilio's limit for the Twiml parameter */
+
+struct twilio {
+    struct th_provider base;
+    const struct th_config *cfg;
+    char messages_url[512];
+    char calls_url[512];
+    char *userpwd; /* "user:password" */
+};
+
+struct attempt {
+    th_send_done_fn done;
+    void *ud;
+    struct th_buf form;
+};
+
+/* Polly voices Twilio offers as "Polly.<Name>", with the language each speaks. */
+static const struct {
+    const char *name, *lang;
+} polly[] = {
+    {"Joanna", "en-US"},    {"Matthew", "en-US"}, {"Salli", "en-US"},       {"Kimberly", "en-US"},
+    {"Kendra", "en-US"},    {"Ivy", "en-US"},     {"Justin", "en-US"},      {"Joey", "en-US"},
+    {"Amy", "en-GB"},       {"Brian", "en-GB"},   {"Emma", "en-GB"},        {"Nicole", "en-AU"},
+    {"Russell", "en-AU"},   {"Raveena", "en-IN"}, {"Geraint", "en-GB-WLS"}, {"Lupe", "es-US"},
+    {"Penelope", "es-US"},  {"Miguel", "es-US"},  {"Conchita", "es-ES"},    {"Lucia", "es-ES"},
+    {"Enrique", "es-ES"},   {"Mia", "es-MX"},     {"Celine", "fr-FR"},      {"Lea", "fr-FR"},
+    {"Mathieu", "fr-FR"},   {"Chantal", "fr-CA"}, {"Hans", "de-DE"},        {"Marlene", "de-DE"},
+    {"Vicki", "de-DE"},     {"Giorgio", "it-IT"}, {"Carla", "it-IT"},       {"Bianca", "it-IT"},
+    {"Camila", "pt-BR"},    {"Vitoria", "pt-BR"}, {"Ricardo", "pt-BR"},     {"Ines", "pt-PT"},
+    {"Cristiano", "pt-PT"}, {"Mizuki", "ja-JP"},  {"Takumi", "ja-JP"},      {"Seoyeon", "ko-KR"},
+    {"Zhiyu", "cmn-CN"},    {"Tatyana", "ru-RU"}, {"Maxim", "ru-RU"},       {"Lotte", "nl-NL"},
+    {"Ruben", "nl-NL"},     {"Ewa", "pl-PL"},     {"Jacek", "pl-PL"},       {"Jan", "pl-PL"},
+    {"Maja", "pl-PL"},      {"Astrid", "sv-SE"},  {"Liv", "nb-NO"},         {"Mads", "da-DK"},
+    {"Naja", "da-DK"},      {"Filiz", "tr-TR"},   {"Carmen", "ro-RO"},      {"Dora", "is-IS"},
+    {"Karl", "is-IS"},      {"Gwyneth", "cy-GB"}, {"Zeina", "arb"},
+};
+
+/* ---- TwiML ---- */
+
+/* The SSML inside <speak>...</speak> (the whole text when there is no wrapper). */
+static void ssml_inner(const char *ssml, const char **start, size_t *len)
+{
+    const char *s = ssml;
+    while (isspace((unsigned char)*s))
+        s++;
+    const char *end = s + strlen(s);
+    if (strncmp(s, "<speak", 6) == 0 && (s[6] == '>' || isspace((unsigned char)s[6]))) {
+        const char *gt = strchr(s, '>');
+        const char *close = NULL;
+        for (const char *p = end; p - s >= 8; p--) {
+            if (strncmp(p - 8, "</speak>", 8) == 0) {
+                close = p - 8;
+                break;
+            }
+        }
+        if (gt && close && close > gt) {
+            s = gt + 1;
+            end = close;
+        }
+    }
+    *start = s;
+    *len = (size_t)(end - s);
+}
+
+static th_err build_twiml(struct th_buf *t, const struct th_send *m)
+{
+    const char *voice = NULL, *lang = NULL;
+    for (size_t i = 0; m->voice_id && i < TH_ARRAY_LEN(polly); i++) {
+        if (strcasecmp(polly[i].name, m->voice_id) == 0) {
+            voice = polly[i].name;
+            lang = polly[i].lang;
+            break;
+        }
+    }
+    char langbuf[16];
+    if (!lang) { /* no known voice: Twilio's default voice, in the message's language */
+        const char *l = m->language && m->language[0] ? m->language : "en";
+        if (strcmp(l, "en") == 0)
+            l = "en-US";
+        else if (strcmp(l, "es") == 0)
+            l = "es-US";
+        th_strlcpy(langbuf, l, sizeof langbuf);
+        /* "es-mx" → "es-MX" */
+        for (char *c = strchr(langbuf, '-'); c && *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        lang = langbuf;
+    }
+    const char *inner;
+    size_t len;
+    ssml_inner(m->body, &inner, &len);
+    th_err e = th_buf_appends(t, "<Response><Say");
+    if (voice)
+        e = e ? e : th_buf_printf(t, " voice=\"Polly.%s\"", voice);
+    e = e ? e : th_buf_printf(t, " language=\"%s\">", lang);
+    e = e ? e : th_buf_append(t, inner, len);
+    return e ? e : th_buf_appends(t, "</Say></Response>");
+}
+
+/* ---- transfer ---- */
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct attempt *a = ud;
+    struct th_send_result out = {.err = TH_E_OK};
+    if (res->outcome != TH_HTTP_DONE) {
+        th_provider_transport_error(res, &out);
+    } else {
+        json_t *doc = json_loadb(res->body, res->len, 0, NULL);
+        const char *sid = json_string_value(json_object_get(doc, "sid"));
+        if (res->status >= 200 && res->status < 300) {
+            if (sid && *sid && strlen(sid) < sizeof out.transaction_id) {
+                th_strlcpy(out.transaction_id, sid, sizeof out.transaction_id);
+            } else { /* accepted or not? unknown: failing over could deliver twice */
+                out.err = TH_E_PROVIDER;
+                snprintf(out.error, sizeof out.error, "HTTP %ld without a sid", res->status);
+            }
+        } else {
+            json_int_t code = json_integer_value(json_object_get(doc, "code"));
+            out.err = TH_E_PROVIDER;
+            out.retryable = res->status == 429 || res->status >= 500 || code == 20429;
+            if (code)
+                snprintf(out.error, sizeof out.error, "error %lld (HTTP %ld)", (long long)code,
+                         res->status);
+            else
+                snprintf(out.error, sizeof out.error, "HTTP %ld", res->status);
+        }
+        json_decref(doc);
+    }
+    a->done(a->ud, &out);
+    th_buf_release(&a->form);
+    free(a);
+}
+
+static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
+                          const struct th_send *msg, th_send_done_fn done, void *ud)
+{
+    struct twilio *tw = (struct twilio *)p;
+    const struct th_config *cfg = tw->cfg;
+    bool voice = msg->channel == TH_CHANNEL_VOICE;
+    const char *sender = at->sender && at->sender[0] ? at->sender : NULL;
+    struct attempt *a = calloc(1, sizeof *a);
+    if (!a)
+        return TH_E_NOMEM;
+    a->done = done;
+    a->ud = ud;
+    th_buf_init(&a->form, FORM_MAX);
+    struct th_buf *f = &a->form;
+    th_err e = th_form_append(f, "To", msg->to);
+    if (voice) {
+        const char *from = sender ? sender : cfg->twilio_from;
+        if (!from[0]) {
+            e = TH_E_CONFIG; /* a call needs a caller id */
+            goto fail;
+        }
+        struct th_buf twiml;
+        th_buf_init(&twiml, TWIML_MAX);
+        e = e ? e : build_twiml(&twiml, msg);
+        e = e ? e : th_form_append(f, "From", from);
+        e = e ? e : th_form_append(f, "Twiml", th_buf_str(&twiml));
+        th_buf_release(&twiml);
+    } else {
+        /* A sender that is a Messaging Service SID selects the service's pool. */
+        if (sender && strncmp(sender, "MG", 2) == 0)
+            e = e ? e : th_form_append(f, "MessagingServiceSid", sender);
+        else if (sender)
+            e = e ? e : th_form_append(f, "From", sender);
+        else if (cfg->twilio_messaging_service_sid[0])
+            e = e ? e : th_form_append(f, "MessagingServiceSid", cfg->twilio_messaging_service_sid);
+        else if (cfg->twilio_from[0])
+            e = e ? e : th_form_append(f, "From", cfg->twilio_from);
+        else
+            e = e ? e : TH_E_CONFIG;
+        e = e ? e : th_form_append(f, "Body", msg->body);
+        if (msg->otp_expires_ms > 0) { /* Twilio drops it rather than deliver an expired code */
+            long long left = (long long)((msg->otp_expires_ms - th_wall_ms()) / 1000);
+            char vp[24];
+            snprintf(vp, sizeof vp, "%lld", left < 1 ? 1 : left > 36000 ? 36000 : left);
+            e = e ? e : th_form_append(f, "ValidityPeriod", vp);
+        }
+    }
+    if (e != TH_E_OK)
+        goto fail;
+    const char *hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
+                          "Accept: application/json"};
+    struct th_http_request req = {
+        .method = "POST",
+        .url = voice ? tw->calls_url : tw->messages_url,
+        .headers = hdrs,
+        .nheaders = 2,
+        .body = f->data,
+        .body_len = f->len,
+        .userpwd = tw->userpwd,
+        .timeout_ms = at->timeout_ms,
+    };
+    e = th_http_start(at->http, &req, on_response, a);
+    if (e == TH_E_OK)
+        return TH_E_OK;
+fail:
+    th_buf_release(&a->form);
+    free(a);
+    return e;
+}
+
+static void twilio_free(struct th_provider *p)
+{
+    struct twilio *tw = (struct twilio *)p;
+    if (tw->userpwd) {
+        OPENSSL_cleanse(tw->userpwd, strlen(tw->userpwd));
+        free(tw->userpwd);
+    }
+    free(tw);
+}
+
+static const struct th_provider_ops twilio_ops = {
+    .send = twilio_send,
+    .free = twilio_free,
+};
+
+th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **out, char *err,
+                              size_t errlen)
+{
+    const char *sid = cfg->twilio_account_sid;
+    if (strlen(sid) != 34 || strncmp(sid, "AC", 2) != 0) {
+        snprintf(err, errlen, "[twilio] account_sid must be AC followed by 32 characters");
+        return TH_E_CONFIG;
+    }
+    const char *user, *pass;
+    if (cfg->twilio_api_key_sid[0]) {
+        user = cfg->twilio_api_key_sid;
+        pass = cfg->twilio_api_key_secret;
+        if (!pass[0]) {
+            snprintf(err, errlen, "[twilio] api_key_sid is set but api_key_secret is not");
+            return TH_E_CONFIG;
+        }
+    } else {
+        user = sid;
+        pass = cfg->twilio_auth_token;
+        if (!pass[0]) {
+            snprintf(err, errlen, "[twilio] needs api_key_sid + api_key_secret, or auth_token");
+            return TH_E_CONFIG;
+        }
+    }
+    if (!cfg->twilio_from[0] && !cfg->twilio_messaging_service_sid[0])
+        th_log_msg(TH_LOG_WARN, "twilio",
+                   "neither [twilio] from nor messaging_service_sid is set: every route to "
+                   "twilio must name a sender");
+    const char *base = cfg->twilio_base_url;
+    size_t bl = strlen(base);
+    if (bl && base[bl - 1] == '/')
+        bl--;
+    if (strncmp(base, "https://", 8) != 0 && strncmp(base, "http://", 7) != 0) {
+        snprintf(err, errlen, "[twilio] base_url must be an http(s) URL");
+        return TH_E_CONFIG;
+    }
+    struct twilio *tw = calloc(1, sizeof *tw);
+    if (!tw)
+        return TH_E_NOMEM;
+    tw->base.ops = &twilio_ops;
+    tw->base.name = "twilio";
+    tw->cfg = cfg;
+    snprintf(tw->messages_url, sizeof tw->messages_url, "%.*s/2010-04-01/Accounts/%s/Messages.json",
+             (int)bl, base, sid);
+    snprintf(tw->calls_url, sizeof tw->calls_url, "%.*s/2010-04-01/Accounts/%s/Calls.json", (int)bl,
+             base, sid);
+    size_t n = strlen(user) + strlen(pass) + 2;
+    tw->userpwd = malloc(n);
+    if (!tw->userpwd) {
+        free(tw);
+        return TH_E_NOMEM;
+    }
+    snprintf(tw->userpwd, n, "%s:%s", user, pass);
+    *out = &tw->base;
+    return TH_E_OK;
+}

@@ -1,0 +1,176 @@
+/*
+ * Webhook: for customers with their own SMS/voice gateway. Each message is POSTed as JSON to
+ * [webhook] url, signed so the gateway can tell it came from telehook and was not replayed:
+ *
+ *   X-Telehook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+ *
+ * (the scheme Stripe and others use: verify the HMAC in constant time, refuse old timestamps).
+ * The body: {"request_id", "to", "country", "channel", "language", "body", "voice_id", "sender",
+ * "expires_at"}. A 2xx answer is success; its JSON "id" (if any) becomes the transaction id.
+ * 429 and 5xx are retryable, other statuses permanent.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "provider/http_common.h"
+#include "provider/provider.h"
+
+#define BODY_MAX (16 * 1024)
+
+struct webhook {
+    struct th_provider base;
+    const struct th_config *cfg;
+};
+
+struct attempt {
+    th_send_done_fn done;
+    void *ud;
+    struct th_buf body;
+    char sig[160];
+    char reqid[96];
+};
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct attempt *a = ud;
+    struct th_send_result out = {.err = TH_E_OK};
+    if (res->outcome != TH_HTTP_DONE) {
+        th_provider_transport_error(res, &out);
+    } else if (res->status >= 200 && res->status < 300) {
+        json_t *doc = json_loadb(res->body, res->len, 0, NULL);
+        const char *id = json_string_value(json_object_get(doc, "id"));
+        if (id && *id && strlen(id) < sizeof out.transaction_id)
+            th_strlcpy(out.transaction_id, id, sizeof out.transaction_id);
+        else
+            th_random_id("wh-", out.transaction_id, sizeof out.transaction_id);
+        json_decref(doc);
+    } else {
+        out.err = TH_E_PROVIDER;
+        out.retryable = res->status == 429 || res->status >= 500;
+        snprintf(out.error, sizeof out.error, "HTTP %ld", res->status);
+    }
+    a->done(a->ud, &out);
+    th_buf_release(&a->body);
+    free(a);
+}
+
+static th_err sign(const char *secret, long long t, const struct th_buf *body, char *out,
+                   size_t outlen)
+{
+    char ts[24];
+    int tl = snprintf(ts, sizeof ts, "%lld.", t);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    struct th_buf msg; /* "<t>." + body: HMAC() is one-shot */
+    th_buf_init(&msg, (size_t)tl + body->len + 1);
+    th_err e = th_buf_append(&msg, ts, (size_t)tl);
+    e = e ? e : th_buf_append(&msg, body->data, body->len);
+    bool ok = e == TH_E_OK && HMAC(EVP_sha256(), secret, (int)strlen(secret),
+                                   (const unsigned char *)msg.data, msg.len, mac, &maclen);
+    th_buf_release(&msg);
+    if (!ok)
+        return TH_E_NOMEM;
+    int n = snprintf(out, outlen, "X-Telehook-Signature: t=%lld,v1=", t);
+    for (unsigned int i = 0; i < maclen && (size_t)n + 2 < outlen; i++)
+        n += snprintf(out + n, outlen - (size_t)n, "%02x", mac[i]);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return TH_E_OK;
+}
+
+static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
+                           const struct th_send *m, th_send_done_fn done, void *ud)
+{
+    struct webhook *wh = (struct webhook *)p;
+    struct attempt *a = calloc(1, sizeof *a);
+    if (!a)
+        return TH_E_NOMEM;
+    a->done = done;
+    a->ud = ud;
+    th_buf_init(&a->body, BODY_MAX);
+    struct th_buf *b = &a->body;
+    char expires[25] = "";
+    if (m->otp_expires_ms > 0)
+        th_format_iso8601(m->otp_expires_ms, expires);
+    th_err e = th_buf_appends(b, "{\"request_id\":");
+    e = e ? e : th_buf_append_json(b, m->request_id, (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"to\":");
+    e = e ? e : th_buf_append_json(b, m->to, (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"country\":");
+    e = e ? e : th_buf_append_json(b, m->region, (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"channel\":");
+    e = e ? e : th_buf_append_json(b, th_channel_name(m->channel), (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"language\":");
+    e = e ? e : th_buf_append_json(b, m->language ? m->language : "", (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"body\":");
+    e = e ? e : th_buf_append_json(b, m->body, (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"voice_id\":");
+    e = e ? e : th_buf_append_json(b, m->voice_id ? m->voice_id : "", (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"sender\":");
+    e = e ? e : th_buf_append_json(b, at->sender ? at->sender : "", (size_t)-1);
+    e = e ? e : th_buf_appends(b, ",\"expires_at\":");
+    e = e ? e
+          : (expires[0] ? th_buf_append_json(b, expires, (size_t)-1) : th_buf_appends(b, "null"));
+    e = e ? e : th_buf_appendc(b, '}');
+    e = e ? e : sign(wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
+    if (e != TH_E_OK)
+        goto fail;
+    snprintf(a->reqid, sizeof a->reqid, "X-Telehook-Request-Id: %s", m->request_id);
+    const char *hdrs[] = {"Content-Type: application/json", a->sig, a->reqid};
+    struct th_http_request req = {
+        .method = "POST",
+        .url = wh->cfg->webhook_url,
+        .headers = hdrs,
+        .nheaders = 3,
+        .body = b->data,
+        .body_len = b->len,
+        .timeout_ms = at->timeout_ms,
+    };
+    e = th_http_start(at->http, &req, on_response, a);
+    if (e == TH_E_OK)
+        return TH_E_OK;
+fail:
+    th_buf_release(&a->body);
+    free(a);
+    return e;
+}
+
+static void webhook_free(struct th_provider *p)
+{
+    free(p);
+}
+
+static const struct th_provider_ops webhook_ops = {
+    .send = webhook_send,
+    .free = webhook_free,
+};
+
+th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
+                               size_t errlen)
+{
+    if (strncmp(cfg->webhook_url, "https://", 8) != 0 &&
+        strncmp(cfg->webhook_url, "http://", 7) != 0) {
+        snprintf(err, errlen, "[webhook] url must be an http(s) URL");
+        return TH_E_CONFIG;
+    }
+    if (strlen(cfg->webhook_secret) < 16) {
+        snprintf(err, errlen, "[webhook] secret must be set, at least 16 characters");
+        return TH_E_CONFIG;
+    }
+    struct webhook *wh = calloc(1, sizeof *wh);
+    if (!wh)
+        return TH_E_NOMEM;
+    wh->base.ops = &webhook_ops;
+    wh->base.name = "webhook";
+    wh->cfg = cfg;
+    *out = &wh->base;
+    return TH_E_OK;
+}
