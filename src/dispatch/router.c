@@ -44,6 +44,7 @@ struct job {
     struct th_route_result res;
     size_t errlen;
     struct th_timer defer;
+    th_err last_err; /* the last attempt's failure: TH_E_TIMEOUT makes the outcome a timeout */
     th_route_done_fn done;
     void *ud;
 };
@@ -209,7 +210,7 @@ static bool start_next(struct job *j)
         note(j, a->provider, e == TH_E_OVERLOAD ? "overloaded" : th_strerror(e));
     }
     if (j->res.err == TH_E_OK)
-        j->res.err = TH_E_PROVIDER;
+        j->res.err = j->last_err != TH_E_OK ? j->last_err : TH_E_PROVIDER;
     return false;
 }
 
@@ -230,6 +231,7 @@ static void on_attempt(void *ud, const struct th_send_result *res)
         return;
     }
     note(j, j->res.provider, res->error[0] ? res->error : "failed");
+    j->last_err = res->err;
     if (!res->retryable) { /* permanent: another route would fail the same way, or worse */
         j->res.err = TH_E_PROVIDER;
         finish(j);

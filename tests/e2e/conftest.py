@@ -92,7 +92,12 @@ class Server:
                 for k, v in kv.items():
                     if v is not None:
                         f.write(f"{k} = {v}\n")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHOOK_")}
+        # Nothing of the developer's own set-up leaks in: no TELEHOOK_ or AWS_ variables, and a
+        # HOME of its own (so ~/.aws is not read); instance metadata is off unless a test asks.
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("TELEHOOK_") and not k.startswith("AWS_")}
+        self.env["HOME"] = str(tmp)
+        self.env["AWS_EC2_METADATA_DISABLED"] = "true"
         self.env.update(env or {})
         self.proc = None
         self.port = None
