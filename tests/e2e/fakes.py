@@ -1,0 +1,1372 @@
+"""Wire-accurate fake providers for telehook's end-to-end tests.
+
+Each fake is an HTTP/1.1 server on 127.0.0.1 (kernel-picked port) running in daemon threads of
+the test process. It is deliberately *strict*: a request the real provider would reject is
+rejected here too, with the provider's own status code and error body, and the reason is recorded
+so a failing product test says why. tests/e2e/test_fakes.py proves that strictness, so a lenient
+fake cannot make a product test pass vacuously.
+
+What each fake verifies (and why)
+---------------------------------
+FakeEUM           AWS End User Messaging SMS and Voice v2 (JSON 1.0, `POST /`).
+                  * SigV4, recomputed independently with botocore's SigV4Auth from exactly the
+                    headers named in SignedHeaders and the request's own X-Amz-Date (botocore is
+                    the reference signer; if telehook's C signer disagrees, the request fails as it
+                    would against AWS). Checks, in AWS's order: Authorization present
+                    (MissingAuthenticationTokenException), well-formed (IncompleteSignature...),
+                    known access key and matching session token (UnrecognizedClientException),
+                    X-Amz-Date within 5 minutes (InvalidSignatureException "Signature expired"),
+                    scope date/region/service, SignedHeaders complete (host, x-amz-date,
+                    content-type, x-amz-target, the token when there is one, and every x-amz-*
+                    header sent), x-amz-content-sha256 equal to the payload hash when sent, then
+                    the signature itself (403). The signed Host must be the one the client sent,
+                    port included, and (unless `expected_host` is None) this server's address.
+                  * Content-Type / X-Amz-Target (UnknownOperationException), then the body against
+                    the sms-voice model taken from botocore (ValidationException with
+                    Reason FIELD_VALIDATION_FAILED, or CANNOT_PARSE for a body that is not a JSON
+                    object). Unknown members are rejected too: they would be typos.
+FakeTwilio        Twilio REST 2010-04-01 Messages.json / Calls.json: Basic auth (401 20003),
+                  account SID in the URL (404 20404), form encoding, required fields, E.164, exactly
+                  one of From / MessagingServiceSid, TwiML that parses with <Response><Say>...
+FakeCredsEndpoint The container credentials endpoint (ECS / EKS Pod Identity; optional
+                  Authorization token) and EC2 IMDSv2 (PUT token, then token-guarded GETs) in one
+                  server; records every fetch so tests can count refreshes.
+FakeWebhook       A customer gateway checking `X-Telehook-Signature: t=<unix>,v1=<hex HMAC-SHA256(
+                  secret, "<t>." + raw body)>` in constant time with a 300 s tolerance.
+
+Common API
+----------
+fake.start() / fake.stop() (stop returns promptly, releasing "hang"ing handlers and closing every
+open connection), context manager, `.url`, `.port`, `.host_header`,
+`.requests` (list of dicts, newest last, capped at `.max_requests`), `.script` (list of actions,
+consumed FIFO, one per request), `.default` (action when the script is empty, "ok"),
+`.count(**filters)`, `.matching(**filters)`, `.last(**filters)`, `.wait_for(n, timeout, **filters)`,
+`.clear()`, `.errors` (tracebacks of bugs inside the fake itself: should stay empty), `.clock`
+(callable returning Unix seconds; replace it to simulate clock skew).
+
+A record has: seq, time, client_port (same value = same kept-alive connection), method, path,
+headers (lower-cased names, repeated values joined with ", "), body (raw bytes), parsed (parsed
+body or None), action, valid (the request passed every check), reason (why not), status (HTTP
+status sent, None if none), error (error type / code sent),
+response (parsed response body), sent (the provider accepted the message / served credentials),
+plus provider-specific keys documented on each class. A filter value may be a callable predicate.
+
+Actions (strings or tuples), common to every fake:
+  "ok"               answer normally
+  ("delay", s)       sleep s seconds (cut short by stop()), then answer normally
+  "hang"             never answer; the connection is closed when stop() is called
+  ("hang", s)        wait s seconds, then close the connection without answering
+  "close"            close the connection without any response
+  "garbage"          200 with a body that is not JSON
+  "half"             the normal response's headers, Content-Length larger than the body sent, close
+  ("raw", status, body, headers)  exactly this response (body: bytes, str or JSON-able object)
+The request is always verified first; a request that fails verification gets its rejection, not
+a provider error action (AWS and Twilio authenticate before anything else), but transport actions
+(hang, close, garbage, half, raw) apply to every request. Provider-specific error actions are
+listed on each class.
+"""
+import base64
+import functools
+import hashlib
+import hmac
+import http.server
+import json
+import re
+import secrets
+import socket
+import string
+import threading
+import time
+import traceback
+import uuid
+import xml.etree.ElementTree as ET
+from collections import namedtuple
+from datetime import datetime, timezone
+from email.utils import formatdate
+from urllib.parse import parse_qsl
+
+__all__ = ["FakeEUM", "FakeTwilio", "FakeCredsEndpoint", "FakeWebhook", "aws_error_code",
+           "VOICE_IDS"]
+
+MAX_BODY = 1 << 20
+MAX_REQUESTS = 10_000
+GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+
+Response = namedtuple("Response", "status headers body")
+
+
+def _json_bytes(obj):
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _strict_json(raw):
+    """Parses UTF-8 JSON; rejects duplicate keys, NaN/Infinity and invalid UTF-8 (ValueError)."""
+    def pairs(items):
+        d = {}
+        for k, v in items:
+            if k in d:
+                raise ValueError(f"duplicate key {k!r}")
+            d[k] = v
+        return d
+
+    def bad_constant(c):
+        raise ValueError(f"invalid JSON constant {c}")
+
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=bad_constant)
+
+
+def aws_error_code(type_string):
+    """The AWS JSON protocol's error-type sanitizing: cut at ':' then keep what follows '#'."""
+    return type_string.split(":", 1)[0].rsplit("#", 1)[-1]
+
+
+def _parse_action(action):
+    if isinstance(action, str):
+        return action, None
+    if isinstance(action, (tuple, list)) and action and isinstance(action[0], str):
+        return action[0], tuple(action[1:])
+    raise ValueError(f"bad action {action!r}")
+
+
+def _iso_z(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 1024  # the listen backlog: hundreds of concurrent clients, no SYN drops
+
+    def __init__(self, fake):
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def process_request(self, request, client_address):
+        with self.fake._lock:
+            self.fake._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.fake._lock:
+            self.fake._conns.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        pass  # client resets and the like; bugs inside the fake are caught in _handle
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # idle keep-alive connections; stop() closes them anyway
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def _dispatch(self):
+        self.server.fake._handle(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+
+class _FakeBase:
+    """Threads, connection tracking, recording, scripting and transport-level actions."""
+
+    name = "fake"
+    json_type = "application/json"
+
+    def __init__(self):
+        self.requests = []
+        self.script = []
+        self.default = "ok"
+        self.errors = []
+        self.max_body = MAX_BODY
+        self.max_requests = MAX_REQUESTS
+        self.clock = time.time
+        self._lock = threading.Lock()
+        self._conns = set()
+        self._stopping = threading.Event()
+        self._server = None
+        self._thread = None
+        self._seq = 0
+        self.port = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self):
+        if self._server is not None:
+            return self
+        self._server = _Server(self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02},
+                                        name=f"{self.name}-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stops accepting, releases hanging handlers and closes every open connection."""
+        if self._server is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=2)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self):
+        if self.port is None:
+            raise RuntimeError(f"{self.name} not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host_header(self):
+        return f"127.0.0.1:{self.port}"
+
+    # ---- records ---------------------------------------------------------------------------
+    @staticmethod
+    def _match(rec, filters):
+        for k, want in filters.items():
+            have = rec.get(k)
+            if callable(want):
+                if not want(have):
+                    return False
+            elif have != want:
+                return False
+        return True
+
+    def matching(self, **filters):
+        with self._lock:
+            recs = list(self.requests)
+        return [r for r in recs if self._match(r, filters)]
+
+    def count(self, **filters):
+        return len(self.matching(**filters))
+
+    def last(self, **filters):
+        m = self.matching(**filters)
+        return m[-1] if m else None
+
+    def wait_for(self, n, timeout=5.0, **filters):
+        """Polls until at least n matching records exist (or timeout); returns the count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.count(**filters)
+            if c >= n or time.monotonic() >= deadline:
+                return c
+            time.sleep(0.01)
+
+    def clear(self):
+        with self._lock:
+            del self.requests[:]
+            del self.script[:]
+
+    def _next_action(self):
+        with self._lock:
+            return self.script.pop(0) if self.script else self.default
+
+    def _append(self, rec):
+        with self._lock:
+            self._seq += 1
+            rec["seq"] = self._seq
+            self.requests.append(rec)
+            excess = len(self.requests) - self.max_requests
+            if excess > 0:
+                del self.requests[:excess]
+
+    # ---- per-request flow ------------------------------------------------------------------
+    def _handle(self, h):
+        headers = {}
+        for k, v in h.headers.items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        rec = {"time": time.time(), "client_port": h.client_address[1],
+               "method": h.command, "path": h.path, "headers": headers,
+               "body": b"", "parsed": None, "action": None, "valid": False, "reason": None,
+               "status": None, "error": None, "response": None, "sent": False}
+        body, problem = self._read_body(h)
+        if problem is not None:
+            rec["reason"] = problem[1]
+            self._append(rec)
+            h.close_connection = True
+            self._send(h, rec, Response(problem[0], {"Content-Type": "text/plain"},
+                                        problem[1].encode() + b"\n"))
+            return
+        rec["body"] = body
+        action = self._next_action()
+        rec["action"] = action
+        self._append(rec)
+        try:
+            kind, args = _parse_action(action)
+            if kind == "delay":
+                if self._stopping.wait(float(args[0])):
+                    return self._abort(h)
+                kind = "ok"
+            rejection = self.verify(h, rec)
+            rec["valid"] = rejection is None
+            if kind == "hang":
+                self._stopping.wait(float(args[0]) if args else None)
+                return self._abort(h)
+            if kind == "close":
+                return self._abort(h)
+            if kind == "garbage":
+                resp = Response(200, {"Content-Type": self.json_type}, GARBAGE)
+            elif kind == "raw":
+                status, rbody = args[0], args[1] if len(args) > 1 else b""
+                rheaders = dict(args[2]) if len(args) > 2 else {}
+                if not isinstance(rbody, (bytes, str)):
+                    rbody = _json_bytes(rbody)
+                    rheaders.setdefault("Content-Type", self.json_type)
+                resp = Response(int(status), rheaders,
+                                rbody.encode() if isinstance(rbody, str) else rbody)
+            elif rejection is not None:
+                resp = rejection
+            else:
+                resp = self.respond(h, rec, "ok" if kind == "half" else kind, args)
+            if kind == "half":
+                self._send(h, rec, resp, partial=True)
+            else:
+                self._send(h, rec, resp)
+        except Exception:
+            self.errors.append(traceback.format_exc())
+            h.close_connection = True
+            self._send(h, rec, Response(500, {"Content-Type": "text/plain"},
+                                        b"fake internal error\n"))
+
+    def _read_body(self, h):
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            return None, (411, "chunked request bodies are not accepted (send Content-Length)")
+        cl = h.headers.get_all("Content-Length") or []
+        if len(set(cl)) > 1:
+            return None, (400, "conflicting Content-Length headers")
+        if not cl:
+            return b"", None
+        if not cl[0].strip().isdigit():
+            return None, (400, f"bad Content-Length {cl[0]!r}")
+        n = int(cl[0])
+        if n > self.max_body:
+            return None, (413, f"body of {n} bytes exceeds the fake's cap of {self.max_body}")
+        data = b""
+        while len(data) < n:
+            chunk = h.rfile.read(n - len(data))
+            if not chunk:
+                return None, (400, "connection closed before the body was complete")
+            data += chunk
+        return data, None
+
+    def _abort(self, h):
+        """Closes the connection without writing anything."""
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, h, rec, resp, partial=False):
+        rec["status"] = resp.status
+        ctype = next((v for k, v in resp.headers.items() if k.lower() == "content-type"), "")
+        if "json" in ctype and resp.body:
+            try:
+                rec["response"] = json.loads(resp.body)
+            except ValueError:
+                rec["response"] = None
+        else:
+            rec["response"] = resp.body
+        if self._stopping.is_set():
+            h.close_connection = True
+        try:
+            h.send_response(resp.status)
+            for k, v in resp.headers.items():
+                h.send_header(k, v)
+            body = b"" if h.command == "HEAD" else resp.body
+            if partial:
+                h.send_header("Content-Length", str(len(resp.body) + 64))
+                h.send_header("Connection", "close")
+                h.end_headers()
+                h.wfile.write(body[: len(body) // 2])
+                h.wfile.flush()
+                rec["partial"] = True
+                return self._abort(h)
+            h.send_header("Content-Length", str(len(resp.body)))
+            if h.close_connection:
+                h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(body)
+            h.wfile.flush()
+        except OSError:
+            rec["client_gone"] = True
+            h.close_connection = True
+
+    # ---- subclass hooks --------------------------------------------------------------------
+    def verify(self, h, rec):
+        """Fills provider-specific record fields; returns a rejection Response or None."""
+        return None
+
+    def respond(self, h, rec, kind, args):
+        """Answers a verified request according to the action `kind`."""
+        raise NotImplementedError
+
+
+# =============================================================================================
+# AWS End User Messaging SMS and Voice v2
+# =============================================================================================
+
+# Fallback only; the list used is read from botocore's model (the 59 voices of provider-apis §1.4).
+_VOICES_FALLBACK = (
+    "AMY ASTRID BIANCA BRIAN CAMILA CARLA CARMEN CELINE CHANTAL CONCHITA CRISTIANO DORA EMMA "
+    "ENRIQUE EWA FILIZ GERAINT GIORGIO GWYNETH HANS INES IVY JACEK JAN JOANNA JOEY JUSTIN KARL "
+    "KENDRA KIMBERLY LEA LIV LOTTE LUCIA LUPE MADS MAJA MARLENE MATHIEU MATTHEW MAXIM MIA MIGUEL "
+    "MIZUKI NAJA NICOLE PENELOPE RAVEENA RICARDO RUBEN RUSSELL SALLI SEOYEON TAKUMI TATYANA VICKI "
+    "VITORIA ZEINA ZHIYU").split()
+
+
+@functools.lru_cache(maxsize=None)
+def _sms_voice_model():
+    """(voice ids, {operation: set of member names}) from botocore's pinpoint-sms-voice-v2 model."""
+    try:
+        import botocore.session
+        model = botocore.session.get_session().get_service_model("pinpoint-sms-voice-v2")
+        voices = tuple(model.operation_model("SendVoiceMessage")
+                       .input_shape.members["VoiceId"].enum)
+        members = {op: set(model.operation_model(op).input_shape.members)
+                   for op in ("SendTextMessage", "SendVoiceMessage")}
+    except Exception:
+        voices, members = tuple(_VOICES_FALLBACK), {}
+    # Members newer than botocore 1.29.27's model (provider-apis.md §1.3/§1.4).
+    text = {"DestinationPhoneNumber", "OriginationIdentity", "MessageBody", "MessageType",
+            "Keyword", "ConfigurationSetName", "MaxPrice", "TimeToLive", "Context",
+            "DestinationCountryParameters", "DryRun", "ProtectConfigurationId",
+            "MessageFeedbackEnabled"}
+    voice = {"DestinationPhoneNumber", "OriginationIdentity", "MessageBody",
+             "MessageBodyTextType", "VoiceId", "ConfigurationSetName", "MaxPricePerMinute",
+             "TimeToLive", "Context", "DryRun", "ProtectConfigurationId",
+             "MessageFeedbackEnabled"}
+    members["SendTextMessage"] = members.get("SendTextMessage", set()) | text
+    members["SendVoiceMessage"] = members.get("SendVoiceMessage", set()) | voice
+    return voices, members
+
+
+class _VoiceIds:
+    def __iter__(self):
+        return iter(_sms_voice_model()[0])
+
+    def __contains__(self, v):
+        return v in _sms_voice_model()[0]
+
+    def __len__(self):
+        return len(_sms_voice_model()[0])
+
+
+VOICE_IDS = _VoiceIds()
+
+_SIGV4_TS = re.compile(r"\d{8}T\d{6}Z\Z")
+_PHONE = re.compile(r"\+?[1-9][0-9]{1,18}")
+_ORIGIN = re.compile(r"[A-Za-z0-9_:/+\-]+")
+_CONFSET = re.compile(r"[A-Za-z0-9_:/\-]+")
+_PRICE = re.compile(r"[0-9]{0,2}\.[0-9]{1,5}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CORAL = "com.amazon.coral.service"
+_EUM_NS = "com.amazonaws.pinpointsmsvoicev2"
+_TARGET_PREFIX = "PinpointSMSVoiceV2."
+_OPS = ("SendTextMessage", "SendVoiceMessage")
+
+
+class _Reject(Exception):
+    def __init__(self, status, etype, message, ns=_CORAL, reason=None, extra=None, sig=True):
+        super().__init__(message)
+        self.status, self.etype, self.message, self.ns = status, etype, message, ns
+        self.reason, self.extra, self.sig = reason or message, extra or {}, sig
+
+
+class FakeEUM(_FakeBase):
+    """AWS End User Messaging SMS and Voice v2 (`PinpointSMSVoiceV2`, JSON 1.0).
+
+    FakeEUM(region="us-east-1", credentials=None)
+      credentials: list of (access_key_id, secret_access_key, session_token or None) accepted;
+                   a mutable attribute (rotate keys by assigning). Default: one random static key.
+      region, service ("sms-voice"): the scope the signature must carry.
+      expected_host: the Host that must be signed and sent (None, the default, means this
+                     server's "127.0.0.1:PORT"); check_host=False accepts any Host (e.g. to
+                     replay requests signed for the real endpoint).
+      skew_limit: allowed |X-Amz-Date - clock()| in seconds (300, as AWS).
+      clock: callable returning Unix seconds, used for the 5-minute X-Amz-Date window.
+    Extra record keys: op ("SendTextMessage"/"SendVoiceMessage" or None), sig_ok (bool), akid,
+      signed_headers (list), canonical_request / string_to_sign (as recomputed), message_id,
+      fields (list of {"Name","Message"} on ValidationException), ssml (parsed root tag).
+    Error actions (each 4xx/5xx with `__type` "com.amazonaws.pinpointsmsvoicev2#<Name>",
+      `Message`, header X-Amzn-Errortype "<Name>:http://internal.amazon.com/coral/..."):
+      "throttle" 400 ThrottlingException; "500" 500 InternalServerException;
+      "validation" 400 ValidationException Reason INVALID_PARAMETER;
+      "optout" 400 ConflictException Reason DESTINATION_PHONE_NUMBER_OPTED_OUT;
+      "denied" 400 AccessDeniedException Reason ACCOUNT_DISABLED;
+      "quota" 400 ServiceQuotaExceededException Reason MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT/VOICE;
+      "notfound" 400 ResourceNotFoundException.
+    Front-end (authentication) errors use `__type` "com.amazon.coral.service#<Name>" and a
+    lower-case `message`, as live AWS JSON services do.
+    """
+
+    name = "FakeEUM"
+    json_type = "application/x-amz-json-1.0"
+    service = "sms-voice"
+
+    def __init__(self, region="us-east-1", credentials=None):
+        super().__init__()
+        self.region = region
+        if credentials is None:
+            credentials = [("AKIA" + "".join(secrets.choice(string.ascii_uppercase + "234567")
+                                              for _ in range(16)),
+                            secrets.token_urlsafe(30)[:40], None)]
+        self.credentials = list(credentials)
+        self.expected_host = None  # None: this server's own "127.0.0.1:PORT"
+        self.check_host = True
+        self.skew_limit = 300
+
+    @property
+    def credential(self):
+        """The first accepted (akid, secret, token): handy to configure the client under test."""
+        return tuple(self.credentials[0])
+
+    # ---- responses ---------------------------------------------------------------------------
+    def _aws_error(self, status, etype, message, ns=_EUM_NS, extra=None):
+        rid = str(uuid.uuid4())
+        msg_key = "message" if ns == _CORAL else "Message"
+        body = {"__type": f"{ns}#{etype}"}
+        if message:
+            body[msg_key] = message
+        body.update(extra or {})
+        if etype == "InternalServerException":
+            body["RequestId"] = rid
+        return Response(status, {"Content-Type": self.json_type, "x-amzn-RequestId": rid,
+                                 "X-Amzn-Errortype":
+                                     f"{etype}:http://internal.amazon.com/coral/{ns}/"},
+                        _json_bytes(body))
+
+    def _rejection(self, rec, r):
+        rec["reason"] = r.reason
+        rec["error"] = r.etype
+        if not r.sig:
+            rec["sig_ok"] = False
+        return self._aws_error(r.status, r.etype, r.message, r.ns, r.extra)
+
+    # ---- verification ------------------------------------------------------------------------
+    def verify(self, h, rec):
+        rec.update(op=None, sig_ok=False, akid=None, signed_headers=None, message_id=None)
+        try:
+            self._verify_signature(h, rec)
+            rec["sig_ok"] = True
+            self._verify_operation(h, rec)
+            self._verify_body(rec)
+        except _Reject as r:
+            return self._rejection(rec, r)
+        return None
+
+    def _verify_signature(self, h, rec):
+        def reject(status, etype, message, reason=None):
+            raise _Reject(status, etype, message, reason=reason, sig=False)
+
+        auth = h.headers.get_all("Authorization") or []
+        if not auth:
+            reject(400, "MissingAuthenticationTokenException", "Missing Authentication Token",
+                   "no Authorization header")
+        if len(auth) > 1:
+            reject(400, "IncompleteSignatureException", "Multiple Authorization headers")
+        auth = auth[0].strip()
+        alg, _, rest = auth.partition(" ")
+        if alg != "AWS4-HMAC-SHA256":
+            reject(400, "IncompleteSignatureException",
+                   f"Unsupported Authorization Type: {alg!r}. Authorization={auth}")
+        parts = {}
+        for item in rest.split(","):
+            k, eq, v = item.strip().partition("=")
+            if not eq or k in parts:
+                reject(400, "IncompleteSignatureException",
+                       f"Authorization header is malformed near {item.strip()!r}. "
+                       f"Authorization={auth}")
+            parts[k] = v
+        missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in parts]
+        if missing or set(parts) != {"Credential", "SignedHeaders", "Signature"}:
+            reject(400, "IncompleteSignatureException",
+                   "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
+                   f"parameters (missing {missing}). Authorization={auth}")
+        scope = parts["Credential"].split("/")
+        if len(scope) != 5 or not all(scope):
+            reject(400, "IncompleteSignatureException",
+                   f"Credential must have exactly 5 slash-separated components, got "
+                   f"{parts['Credential']!r}")
+        akid, sdate, sregion, sservice, term = scope
+        rec["akid"] = akid
+        signature = parts["Signature"]
+        if not _HEX64.fullmatch(signature):
+            reject(400, "IncompleteSignatureException",
+                   "Signature must be 64 lower-case hex digits")
+        amz_dates = h.headers.get_all("X-Amz-Date") or []
+        if len(amz_dates) != 1 or not _SIGV4_TS.match(amz_dates[0]):
+            reject(400, "IncompleteSignatureException",
+                   "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
+                   f"header (a single YYYYMMDD'T'HHMMSS'Z' value; got {amz_dates})")
+        amz_date = amz_dates[0]
+        signed = parts["SignedHeaders"].split(";")
+        rec["signed_headers"] = signed
+
+        candidates = [c for c in self.credentials if c[0] == akid]
+        if not candidates:
+            reject(400, "UnrecognizedClientException",
+                   "The security token included in the request is invalid.",
+                   f"unknown access key {akid!r}")
+        tokens = h.headers.get_all("X-Amz-Security-Token") or []
+        sent_token = tokens[0] if len(tokens) == 1 else None
+        candidates = [c for c in candidates if (c[2] or None) == sent_token
+                      and len(tokens) <= 1]
+        if not candidates:
+            reject(400, "UnrecognizedClientException",
+                   "The security token included in the request is invalid.",
+                   "X-Amz-Security-Token missing, repeated or not the credential's token")
+
+        try:
+            ts = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            reject(400, "IncompleteSignatureException", f"Invalid X-Amz-Date {amz_date!r}")
+        now = self.clock()
+        fmt = "%Y%m%dT%H%M%SZ"
+        now_s = datetime.fromtimestamp(now, timezone.utc).strftime(fmt)
+        if ts.timestamp() < now - self.skew_limit:
+            earliest = datetime.fromtimestamp(now - self.skew_limit, timezone.utc).strftime(fmt)
+            reject(400, "InvalidSignatureException",
+                   f"Signature expired: {amz_date} is now earlier than {earliest} "
+                   f"({now_s} - 5 min.)")
+        if ts.timestamp() > now + self.skew_limit:
+            latest = datetime.fromtimestamp(now + self.skew_limit, timezone.utc).strftime(fmt)
+            reject(400, "InvalidSignatureException",
+                   f"Signature not yet current: {amz_date} is still later than {latest} "
+                   f"({now_s} + 5 min.)")
+        if term != "aws4_request":
+            reject(400, "InvalidSignatureException",
+                   "Credential should be scoped with a valid terminator: 'aws4_request', "
+                   f"not '{term}'.")
+        if sdate != amz_date[:8]:
+            reject(400, "InvalidSignatureException",
+                   "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+                   f"date from HTTP: '{sdate}' != '{amz_date[:8]}', from '{amz_date}'.")
+        if sregion != self.region:
+            reject(400, "InvalidSignatureException",
+                   f"Credential should be scoped to a valid region, not '{sregion}'. ")
+        if sservice != self.service:
+            reject(400, "InvalidSignatureException",
+                   f"Credential should be scoped to correct service: '{self.service}'. ")
+
+        if signed != sorted(set(signed)) or any(s != s.lower() or not s for s in signed):
+            reject(400, "InvalidSignatureException",
+                   f"SignedHeaders must be lower-case, sorted and unique: {parts['SignedHeaders']}")
+        required = ["content-type", "host", "x-amz-date", "x-amz-target"]
+        required += [k.lower() for k in h.headers.keys() if k.lower().startswith("x-amz-")]
+        for name in required:
+            if name not in signed:
+                reject(400, "InvalidSignatureException",
+                       f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
+        for name in signed:
+            if not h.headers.get_all(name):
+                reject(403, "InvalidSignatureException",
+                       "The request signature we calculated does not match the signature you "
+                       "provided. Check your AWS Secret Access Key and signing method. Consult "
+                       "the service documentation for details.",
+                       f"signed header {name!r} is not in the request")
+        hosts = h.headers.get_all("Host")
+        want_host = self.expected_host or self.host_header
+        if self.check_host and hosts != [want_host]:
+            reject(403, "InvalidSignatureException",
+                   "The request signature we calculated does not match the signature you "
+                   "provided. Check your AWS Secret Access Key and signing method. Consult the "
+                   "service documentation for details.",
+                   f"Host header {hosts} is not this endpoint's {want_host!r}")
+        body = rec["body"]
+        if "x-amz-content-sha256" in signed:
+            if h.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
+                reject(400, "InvalidSignatureException",
+                       "The provided 'x-amz-content-sha256' header does not match what was "
+                       "computed.")
+
+        for cred in candidates:
+            creq, sts, sig = _botocore_sigv4(cred, self.region, self.service, h, signed,
+                                             amz_date, body, self.url)
+            rec["canonical_request"], rec["string_to_sign"] = creq, sts
+            if hmac.compare_digest(sig.encode(), signature.encode()):
+                return
+        reject(403, "InvalidSignatureException",
+               "The request signature we calculated does not match the signature you provided. "
+               "Check your AWS Secret Access Key and signing method. Consult the service "
+               "documentation for details.",
+               "signature mismatch (see record's canonical_request / string_to_sign)")
+
+    def _verify_operation(self, h, rec):
+        def unknown(reason):
+            raise _Reject(400, "UnknownOperationException", "", ns=_CORAL, reason=reason)
+
+        if h.command != "POST" or h.path != "/":
+            unknown(f"JSON protocol requests are POST /, got {h.command} {h.path}")
+        ctype = h.headers.get_all("Content-Type") or []
+        if ctype != ["application/x-amz-json-1.0"]:
+            unknown(f"Content-Type must be application/x-amz-json-1.0, got {ctype}")
+        target = h.headers.get_all("X-Amz-Target") or []
+        op = target[0][len(_TARGET_PREFIX):] if len(target) == 1 and \
+            target[0].startswith(_TARGET_PREFIX) else None
+        if op not in _OPS:
+            unknown(f"X-Amz-Target {target} is not SendTextMessage / SendVoiceMessage")
+        rec["op"] = op
+
+    def _verify_body(self, rec):
+        op = rec["op"]
+        try:
+            body = _strict_json(rec["body"])
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _Reject(400, "ValidationException", "The request body could not be parsed",
+                          ns=_EUM_NS, reason=f"body is not JSON: {e}",
+                          extra={"Reason": "CANNOT_PARSE"})
+        if not isinstance(body, dict):
+            raise _Reject(400, "ValidationException", "The request body must be a JSON object",
+                          ns=_EUM_NS, reason="body is not a JSON object",
+                          extra={"Reason": "CANNOT_PARSE"})
+        rec["parsed"] = rec["json"] = body
+        problems = []
+
+        def bad(name, msg):
+            problems.append({"Name": name, "Message": msg})
+
+        def string_field(name, lo, hi, pattern=None, required=False):
+            if name not in body:
+                if required:
+                    bad(name, "Member must not be null")
+                return None
+            v = body[name]
+            if not isinstance(v, str):
+                bad(name, "Member must be a string")
+                return None
+            if not lo <= len(v) <= hi:
+                bad(name, f"Member must have length between {lo} and {hi}")
+            elif pattern is not None and not pattern.fullmatch(v):
+                bad(name, f"Member must satisfy regular expression pattern: {pattern.pattern}")
+            return v
+
+        def enum_field(name, allowed, required=False):
+            if name not in body:
+                if required:
+                    bad(name, "Member must not be null")
+                return None
+            if body[name] not in allowed:
+                bad(name, f"Member must satisfy enum value set: [{', '.join(allowed)}]")
+            return body[name]
+
+        def int_field(name, lo, hi):
+            if name in body:
+                v = body[name]
+                if type(v) is not int or not lo <= v <= hi:
+                    bad(name, f"Member must be an integer between {lo} and {hi}")
+
+        def bool_field(name):
+            if name in body and type(body[name]) is not bool:
+                bad(name, "Member must be a boolean")
+
+        def map_field(name, max_entries, key_ok, val_ok):
+            if name not in body:
+                return
+            m = body[name]
+            if not isinstance(m, dict):
+                bad(name, "Member must be a map")
+                return
+            if len(m) > max_entries:
+                bad(name, f"Member must have at most {max_entries} entries")
+            for k, v in m.items():
+                if not key_ok(k):
+                    bad(name, f"Invalid map key {k!r}")
+                if not isinstance(v, str) or not val_ok(v):
+                    bad(name, f"Invalid value for map key {k!r}")
+
+        _, members = _sms_voice_model()
+        for k in body:
+            if k not in members[op]:
+                bad(k, f"Unknown member for {op}")
+        string_field("DestinationPhoneNumber", 1, 20, _PHONE, required=True)
+        string_field("ConfigurationSetName", 1, 256, _CONFSET)
+        string_field("ProtectConfigurationId", 1, 256, _CONFSET)
+        int_field("TimeToLive", 5, 259200)
+        bool_field("DryRun")
+        bool_field("MessageFeedbackEnabled")
+        map_field("Context", 5,
+                  lambda k: isinstance(k, str) and 1 <= len(k) <= 100 and
+                  re.fullmatch(r"\S+", k) is not None,
+                  lambda v: 1 <= len(v) <= 800 and v == v.strip())
+        if op == "SendTextMessage":
+            string_field("OriginationIdentity", 1, 256, _ORIGIN)
+            text = string_field("MessageBody", 1, 1600, required=True)
+            if text is not None and not text.strip():
+                bad("MessageBody", "Member must not be blank")
+            enum_field("MessageType", ("TRANSACTIONAL", "PROMOTIONAL"))
+            string_field("Keyword", 1, 30, re.compile(r"[ \S]+"))
+            string_field("MaxPrice", 2, 8, _PRICE)
+            map_field("DestinationCountryParameters", 10,
+                      lambda k: k in ("IN_TEMPLATE_ID", "IN_ENTITY_ID"),
+                      lambda v: 1 <= len(v) <= 64 and re.fullmatch(r"\S+", v) is not None)
+        else:
+            string_field("OriginationIdentity", 1, 256, _ORIGIN, required=True)
+            text = string_field("MessageBody", 1, 6000, required=True)
+            kind = enum_field("MessageBodyTextType", ("TEXT", "SSML"), required=True)
+            enum_field("VoiceId", tuple(VOICE_IDS))
+            string_field("MaxPricePerMinute", 2, 8, _PRICE)
+            if text is not None and not text.strip():
+                bad("MessageBody", "Member must not be blank")
+            elif text is not None and kind == "TEXT" and len(text) > 3000:
+                bad("MessageBody", "TEXT message bodies are limited to 3000 characters")
+            elif text is not None and kind == "SSML":
+                try:
+                    root = ET.fromstring(text)
+                    rec["ssml"] = root.tag
+                    if root.tag.rsplit("}", 1)[-1] != "speak":
+                        bad("MessageBody", "SSML must have a <speak> root element")
+                except ET.ParseError as e:
+                    bad("MessageBody", f"SSML is not well-formed XML: {e}")
+        if problems:
+            rec["fields"] = problems
+            raise _Reject(400, "ValidationException",
+                          "1 validation error detected" if len(problems) == 1 else
+                          f"{len(problems)} validation errors detected",
+                          ns=_EUM_NS, reason="; ".join(f"{p['Name']}: {p['Message']}"
+                                                        for p in problems),
+                          extra={"Reason": "FIELD_VALIDATION_FAILED", "Fields": problems})
+
+    # ---- actions -----------------------------------------------------------------------------
+    def respond(self, h, rec, kind, args):
+        dest = (rec.get("json") or {}).get("DestinationPhoneNumber")
+        voice = rec["op"] == "SendVoiceMessage"
+        errors = {
+            "throttle": (400, "ThrottlingException", "Rate exceeded", {}),
+            "500": (500, "InternalServerException", "Internal server error", {}),
+            "validation": (400, "ValidationException", "Invalid parameter",
+                           {"Reason": "INVALID_PARAMETER",
+                            "Fields": [{"Name": "DestinationPhoneNumber",
+                                        "Message": "Invalid phone number"}]}),
+            "optout": (400, "ConflictException",
+                       "The destination phone number is opted out",
+                       {"Reason": "DESTINATION_PHONE_NUMBER_OPTED_OUT",
+                        "ResourceType": "opt-out-list", "ResourceId": dest or "Default"}),
+            "denied": (400, "AccessDeniedException", "Account is disabled",
+                       {"Reason": "ACCOUNT_DISABLED"}),
+            "quota": (400, "ServiceQuotaExceededException", "Monthly spend limit reached",
+                      {"Reason": "MONTHLY_SPEND_LIMIT_REACHED_FOR_VOICE" if voice else
+                       "MONTHLY_SPEND_LIMIT_REACHED_FOR_TEXT"}),
+            "notfound": (400, "ResourceNotFoundException", "Resource not found",
+                         {"ResourceType": "phone-number",
+                          "ResourceId": (rec.get("json") or {}).get("OriginationIdentity", "")}),
+        }
+        if kind in errors:
+            status, etype, message, extra = errors[kind]
+            rec["error"] = etype
+            return self._aws_error(status, etype, message, extra=extra)
+        if kind != "ok":
+            raise ValueError(f"FakeEUM: unknown action {kind!r}")
+        mid = str(uuid.uuid4())
+        rec["message_id"] = mid
+        rec["sent"] = True
+        return Response(200, {"Content-Type": self.json_type,
+                              "x-amzn-RequestId": str(uuid.uuid4())},
+                        _json_bytes({"MessageId": mid}))
+
+
+def _botocore_sigv4(cred, region, service, h, signed, amz_date, body, base_url):
+    """Recomputes (canonical request, string to sign, signature) with botocore's SigV4Auth,
+    using exactly the signed headers as received (no blacklist: a client may sign what it likes)
+    and the request's own X-Amz-Date."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.compat import HTTPHeaders
+    from botocore.credentials import Credentials
+
+    class ExactSigV4(SigV4Auth):
+        def headers_to_sign(self, request):
+            out = HTTPHeaders()
+            for name, value in request.headers.items():
+                out[name.lower()] = value
+            return out
+
+    req = AWSRequest(method=h.command, url=base_url + h.path, data=body)
+    for name in signed:
+        for value in h.headers.get_all(name) or []:
+            req.headers[name] = value
+    req.context["timestamp"] = amz_date
+    auth = ExactSigV4(Credentials(cred[0], cred[1], cred[2]), service, region)
+    creq = auth.canonical_request(req)
+    sts = auth.string_to_sign(req, creq)
+    return creq, sts, auth.signature(sts, req)
+
+
+# =============================================================================================
+# Twilio
+# =============================================================================================
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_TW_ROUTE = re.compile(r"/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json")
+_MG = re.compile(r"MG[0-9a-f]{32}")
+_ALNUM_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+_SHORT_CODE = re.compile(r"[0-9]{5,6}")
+
+
+def _hex_sid(prefix):
+    return prefix + secrets.token_hex(16)
+
+
+class FakeTwilio(_FakeBase):
+    """Twilio REST API 2010-04-01: Messages.json and Calls.json.
+
+    FakeTwilio(account_sid=None, credentials=None)
+      account_sid: "AC" + 32 hex (random by default); must be the SID in the URL.
+      credentials: list of (username, password) accepted for HTTP Basic auth (account SID + auth
+                   token, or API key "SK…" + secret). Default: [(account_sid, auth_token)] with a
+                   random `auth_token` attribute.
+      from_numbers / messaging_service_sids: optional collections; when set, From /
+                   MessagingServiceSid must be one of them (21606 / 21701).
+    Extra record keys: resource ("Messages"/"Calls"), auth_ok, user, form (dict of fields),
+      sid, says (Calls: list of {"voice","language","loop","text"} from the TwiML <Say>s).
+    Error actions: "throttle" 429 20429; "invalid_number" 400 21211; "unsubscribed" 400 21610;
+      "not_sms_capable" 400 21614; "geo" 400 21408; "500" 500 20500.
+    """
+
+    name = "FakeTwilio"
+    json_type = "application/json; charset=utf-8"
+
+    def __init__(self, account_sid=None, credentials=None):
+        super().__init__()
+        self.account_sid = account_sid or _hex_sid("AC")
+        self.auth_token = None
+        if credentials is None:
+            self.auth_token = secrets.token_hex(16)
+            credentials = [(self.account_sid, self.auth_token)]
+        self.credentials = list(credentials)
+        self.from_numbers = None
+        self.messaging_service_sids = None
+
+    def _err(self, rec, status, code, message, reason=None, headers=None):
+        rec["error"] = code
+        if reason is not None or rec.get("reason") is None:
+            rec["reason"] = reason or message
+        hdrs = {"Content-Type": self.json_type}
+        hdrs.update(headers or {})
+        return Response(status, hdrs, _json_bytes(
+            {"code": code, "message": message,
+             "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}))
+
+    def verify(self, h, rec):
+        rec.update(resource=None, auth_ok=False, user=None, form=None, sid=None)
+        auth = h.headers.get("Authorization") or ""
+        user = pw = None
+        if auth[:6].lower() == "basic ":
+            try:
+                user, sep, pw = base64.b64decode(auth[6:].strip(), validate=True) \
+                    .decode("utf-8").partition(":")
+                if not sep:
+                    user = None
+            except (ValueError, UnicodeDecodeError):
+                user = None
+        rec["user"] = user
+        ok = False
+        if user is not None:
+            for u, p in self.credentials:
+                # evaluate both comparisons: constant time whatever matches
+                ok |= hmac.compare_digest(u.encode(), user.encode()) & \
+                    hmac.compare_digest(p.encode(), pw.encode())
+        if not ok:
+            why = ("no Authorization header" if not auth else
+                   "malformed Basic credentials" if user is None else
+                   f"wrong Basic credentials for {user!r}")
+            return self._err(rec, 401, 20003, "Authenticate", why,
+                             headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+        rec["auth_ok"] = True
+        m = _TW_ROUTE.fullmatch(h.path)
+        if not m:
+            return self._err(rec, 404, 20404,
+                             f"The requested resource {h.path} was not found")
+        if m.group(1) != self.account_sid:
+            return self._err(rec, 404, 20404,
+                             f"The requested resource {h.path} was not found",
+                             f"account SID {m.group(1)!r} in the URL is not {self.account_sid!r}")
+        rec["resource"] = m.group(2)
+        if h.command != "POST":
+            return self._err(rec, 405, 20004, "Method not allowed")
+        ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        try:
+            text = rec["body"].decode("utf-8")
+        except UnicodeDecodeError:
+            return self._err(rec, 400, 21604, "Request body is not valid UTF-8")
+        if ctype != "application/x-www-form-urlencoded":
+            rec["reason"] = f"Content-Type {ctype!r} is not form-encoded (Twilio ignores the body)"
+            text = ""
+        pairs = parse_qsl(text, keep_blank_values=True)
+        form = {}
+        for k, v in pairs:
+            if k in form:
+                return self._err(rec, 400, 21604, f"Parameter '{k}' was given more than once")
+            form[k] = v
+        rec["form"] = rec["parsed"] = form
+        if rec["resource"] == "Messages":
+            return self._verify_message(rec, form)
+        return self._verify_call(rec, form)
+
+    def _verify_message(self, rec, form):
+        to = form.get("To")
+        if not to:
+            return self._err(rec, 400, 21604, "A 'To' phone number is required.")
+        if not re.fullmatch(r"(whatsapp:)?" + _E164.pattern, to):
+            return self._err(rec, 400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        has_from, has_ms = bool(form.get("From")), bool(form.get("MessagingServiceSid"))
+        if not has_from and not has_ms:
+            return self._err(rec, 400, 21603, "A 'From' phone number is required.")
+        if has_from and has_ms:
+            return self._err(rec, 400, 21603,
+                             "Provide exactly one of 'From' or 'MessagingServiceSid'.")
+        if has_from:
+            frm = form["From"]
+            if not (_E164.fullmatch(frm) or _ALNUM_SENDER.fullmatch(frm)
+                    or _SHORT_CODE.fullmatch(frm) or re.fullmatch(r"whatsapp:" + _E164.pattern,
+                                                                  frm)):
+                return self._err(rec, 400, 21212,
+                                 f"The 'From' number {frm} is not a valid phone number, "
+                                 "shortcode, or alphanumeric sender ID.")
+            if self.from_numbers is not None and frm not in self.from_numbers:
+                return self._err(rec, 400, 21606,
+                                 f"The 'From' phone number provided ({frm}) is not a valid "
+                                 "message-capable Twilio phone number for this destination.")
+        else:
+            ms = form["MessagingServiceSid"]
+            if not _MG.fullmatch(ms) or (self.messaging_service_sids is not None
+                                         and ms not in self.messaging_service_sids):
+                return self._err(rec, 400, 21701,
+                                 f"The Messaging Service Sid {ms} is invalid.")
+        body = form.get("Body")
+        if not body:
+            return self._err(rec, 400, 21602, "Message body is required.")
+        if len(body) > 1600:
+            return self._err(rec, 400, 21617,
+                             "The concatenated message body exceeds the 1600 character limit.")
+        return None
+
+    def _verify_call(self, rec, form):
+        to, frm = form.get("To"), form.get("From")
+        if not to:
+            return self._err(rec, 400, 21201, "No 'To' number is specified")
+        if not _E164.fullmatch(to):
+            return self._err(rec, 400, 21217, f"Phone number {to} does not appear to be valid")
+        if not frm:
+            return self._err(rec, 400, 21213, "No 'From' number is specified")
+        if not _E164.fullmatch(frm):
+            return self._err(rec, 400, 21212, f"The 'From' number {frm} is not a valid phone "
+                             "number.")
+        if self.from_numbers is not None and frm not in self.from_numbers:
+            return self._err(rec, 400, 21210, f"The source phone number provided, {frm}, is not "
+                             "yet verified for your account.")
+        twiml = form.get("Twiml")
+        if form.get("Url"):
+            return self._err(rec, 400, 21205, "Url given: this fake expects inline Twiml only",
+                             "Url parameter given (Twilio would ignore Twiml)")
+        if not twiml:
+            return self._err(rec, 400, 21205, "Url parameter is required.",
+                             "neither Twiml nor Url given")
+        if len(twiml) > 4000:
+            return self._err(rec, 400, 21220, "Twiml exceeds 4000 characters")
+        try:
+            root = ET.fromstring(twiml)
+        except ET.ParseError as e:
+            return self._err(rec, 400, 12100, f"Document parse failure: {e}")
+        if root.tag != "Response":
+            return self._err(rec, 400, 12100, f"TwiML root is <{root.tag}>, not <Response>")
+        says = []
+        for say in root.iter("Say"):
+            loop = say.get("loop")
+            if loop is not None and not loop.isdigit():
+                return self._err(rec, 400, 12100, f"<Say loop={loop!r}> is not an integer >= 0")
+            text = "".join(say.itertext()).strip()
+            if not text:
+                return self._err(rec, 400, 12100, "<Say> has no text")
+            says.append({"voice": say.get("voice"), "language": say.get("language"),
+                         "loop": int(loop) if loop is not None else None, "text": text})
+        if not says:
+            return self._err(rec, 400, 12100, "TwiML <Response> has no <Say>")
+        rec["says"] = says
+        return None
+
+    def respond(self, h, rec, kind, args):
+        errors = {
+            "throttle": (429, 20429, "Too Many Requests"),
+            "invalid_number": (400, 21211, "The 'To' number {to} is not a valid phone number."),
+            "unsubscribed": (400, 21610, "Attempt to send to unsubscribed recipient"),
+            "not_sms_capable": (400, 21614, "'To' number {to} is not a valid mobile number"),
+            "geo": (400, 21408, "Permission to send an SMS has not been enabled for the region "
+                                "indicated by the 'To' number: {to}"),
+            "500": (500, 20500, "An internal server error has occurred"),
+        }
+        form = rec["form"] or {}
+        if kind in errors:
+            status, code, msg = errors[kind]
+            rec["error"] = code
+            return Response(status, {"Content-Type": self.json_type}, _json_bytes(
+                {"code": code, "message": msg.format(to=form.get("To")),
+                 "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}))
+        if kind != "ok":
+            raise ValueError(f"FakeTwilio: unknown action {kind!r}")
+        now = formatdate(usegmt=True).replace("GMT", "+0000")
+        base = f"/2010-04-01/Accounts/{self.account_sid}"
+        if rec["resource"] == "Messages":
+            sid = _hex_sid("SM")
+            ms = form.get("MessagingServiceSid")
+            res = {"account_sid": self.account_sid, "api_version": "2010-04-01",
+                   "body": form["Body"], "date_created": now, "date_sent": None,
+                   "date_updated": now, "direction": "outbound-api", "error_code": None,
+                   "error_message": None, "from": form.get("From"),
+                   "messaging_service_sid": ms, "num_media": "0", "num_segments": "1",
+                   "price": None, "price_unit": "USD", "sid": sid,
+                   "status": "accepted" if ms else "queued",
+                   "subresource_uris": {"media": f"{base}/Messages/{sid}/Media.json"},
+                   "to": form["To"], "uri": f"{base}/Messages/{sid}.json"}
+        else:
+            sid = _hex_sid("CA")
+            res = {"account_sid": self.account_sid, "annotation": None, "answered_by": None,
+                   "api_version": "2010-04-01", "caller_name": None, "date_created": None,
+                   "date_updated": None, "direction": "outbound-api", "duration": None,
+                   "end_time": None, "forwarded_from": None, "from": form["From"],
+                   "from_formatted": form["From"], "group_sid": None, "parent_call_sid": None,
+                   "phone_number_sid": None, "price": None, "price_unit": "USD",
+                   "queue_time": "0", "sid": sid, "start_time": None, "status": "queued",
+                   "subresource_uris": {}, "to": form["To"], "to_formatted": form["To"],
+                   "trunk_sid": None, "uri": f"{base}/Calls/{sid}.json"}
+        rec["sid"] = sid
+        rec["sent"] = True
+        return Response(201, {"Content-Type": self.json_type}, _json_bytes(res))
+
+
+# =============================================================================================
+# Container credentials endpoint + EC2 IMDSv2
+# =============================================================================================
+
+_IMDS_CREDS = "/latest/meta-data/iam/security-credentials/"
+
+
+class FakeCredsEndpoint(_FakeBase):
+    """AWS container credentials endpoint and EC2 IMDSv2 in one server.
+
+    FakeCredsEndpoint(path=None, auth_token=None, role="telehook-role", creds=None)
+      path: container credentials path (default "/v2/credentials/<random>"); the full URI is
+            `.container_url` (for AWS_CONTAINER_CREDENTIALS_FULL_URI).
+      auth_token: when set, the container GET needs `Authorization: <auth_token>` (else 401).
+      creds: dict(akid=, secret=, token=, expiration=datetime or seconds-from-now, evaluated at
+             each fetch); mutable. `.credential` gives (akid, secret, token) for FakeEUM;
+             `.rotate(expiration=3600)` installs fresh random credentials and returns them.
+      role: the IMDS role name; imds_tokens: {token: expiry (clock seconds)} issued by PUT.
+    Extra record keys: kind ("container", "imds-token", "imds-role", "imds-creds", "unknown"),
+      akid (credentials served).
+    Error actions: "500" (500 JSON), plus the common ones ("hang", ("delay", s), "garbage" …).
+    """
+
+    name = "FakeCredsEndpoint"
+
+    def __init__(self, path=None, auth_token=None, role="telehook-role", creds=None):
+        super().__init__()
+        self.path = path or "/v2/credentials/" + uuid.uuid4().hex
+        self.auth_token = auth_token
+        self.role = role
+        self.creds = creds or {}
+        if not self.creds:
+            self.rotate()
+        self.imds_tokens = {}
+
+    def rotate(self, expiration=3600):
+        self.creds = {"akid": "ASIA" + "".join(secrets.choice(string.ascii_uppercase + "234567")
+                                               for _ in range(16)),
+                      "secret": secrets.token_urlsafe(30)[:40],
+                      "token": "IQoJb3JpZ2luX2VjE" + secrets.token_urlsafe(96),
+                      "expiration": expiration}
+        return self.credential
+
+    @property
+    def credential(self):
+        c = self.creds
+        return (c["akid"], c["secret"], c.get("token"))
+
+    @property
+    def container_url(self):
+        return self.url + self.path
+
+    def _expiration(self):
+        exp = self.creds.get("expiration", 3600)
+        if isinstance(exp, datetime):
+            return _iso_z(exp)
+        return _iso_z(datetime.fromtimestamp(self.clock() + float(exp), timezone.utc))
+
+    def verify(self, h, rec):
+        rec.update(kind="unknown", akid=None)
+        path = h.path.split("?", 1)[0]
+        text = {"Content-Type": "text/plain"}
+        if path == self.path:
+            rec["kind"] = "container"
+            if h.command != "GET":
+                rec["reason"] = f"container endpoint needs GET, got {h.command}"
+                return Response(405, text, b"Method Not Allowed\n")
+            if self.auth_token is not None:
+                got = h.headers.get("Authorization")
+                if got is None or not hmac.compare_digest(got.encode(),
+                                                          self.auth_token.encode()):
+                    rec["reason"] = "missing or wrong Authorization token"
+                    return Response(401, {"Content-Type": "application/json"}, _json_bytes(
+                        {"code": "Unauthorized", "message": "invalid authorization token"}))
+            return None
+        if path == "/latest/api/token":
+            rec["kind"] = "imds-token"
+            if h.command != "PUT":
+                rec["reason"] = "token request must be PUT"
+                return Response(405, text, b"Method Not Allowed\n")
+            if h.headers.get("X-Forwarded-For"):
+                rec["reason"] = "X-Forwarded-For on a token PUT"
+                return Response(403, text, b"Forbidden\n")
+            ttl = h.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                rec["reason"] = f"bad X-aws-ec2-metadata-token-ttl-seconds {ttl!r}"
+                return Response(400, text, b"Bad Request\n")
+            return None
+        if path.startswith(_IMDS_CREDS):
+            rec["kind"] = "imds-role" if path == _IMDS_CREDS else "imds-creds"
+            if h.command != "GET":
+                return Response(405, text, b"Method Not Allowed\n")
+            tok = h.headers.get("X-aws-ec2-metadata-token")
+            now = self.clock()
+            with self._lock:
+                expiry = self.imds_tokens.get(tok) if tok else None
+            if expiry is None or expiry < now:
+                rec["reason"] = "missing, unknown or expired X-aws-ec2-metadata-token"
+                return Response(401, text, b"Unauthorized\n")
+            if rec["kind"] == "imds-creds" and path[len(_IMDS_CREDS):] != self.role:
+                rec["reason"] = f"unknown role {path[len(_IMDS_CREDS):]!r}"
+                return Response(404, text, b"Not Found\n")
+            return None
+        rec["reason"] = f"no such path {path}"
+        return Response(404, text, b"Not Found\n")
+
+    def respond(self, h, rec, kind, args):
+        if kind == "500":
+            rec["error"] = 500
+            return Response(500, {"Content-Type": "application/json"},
+                            _json_bytes({"code": "InternalError", "message": "internal error"}))
+        if kind != "ok":
+            raise ValueError(f"FakeCredsEndpoint: unknown action {kind!r}")
+        c = self.creds
+        text = {"Content-Type": "text/plain"}
+        if rec["kind"] == "imds-token":
+            tok = "AQAEA" + secrets.token_urlsafe(40)
+            with self._lock:
+                if len(self.imds_tokens) >= MAX_REQUESTS:
+                    self.imds_tokens.clear()
+                self.imds_tokens[tok] = self.clock() + int(h.headers[
+                    "X-aws-ec2-metadata-token-ttl-seconds"])
+            rec["sent"] = True
+            return Response(200, dict(text, **{"X-aws-ec2-metadata-token-ttl-seconds":
+                                               h.headers["X-aws-ec2-metadata-token-ttl-seconds"]}),
+                            tok.encode())
+        if rec["kind"] == "imds-role":
+            rec["sent"] = True
+            return Response(200, text, self.role.encode())
+        rec["akid"] = c["akid"]
+        rec["sent"] = True
+        if rec["kind"] == "container":
+            return Response(200, {"Content-Type": "application/json"}, _json_bytes(
+                {"AccessKeyId": c["akid"], "SecretAccessKey": c["secret"],
+                 "Token": c.get("token"), "Expiration": self._expiration()}))
+        return Response(200, text, json.dumps(
+            {"Code": "Success", "LastUpdated": _iso_z(datetime.now(timezone.utc)),
+             "Type": "AWS-HMAC", "AccessKeyId": c["akid"], "SecretAccessKey": c["secret"],
+             "Token": c.get("token"), "Expiration": self._expiration()}, indent=2).encode())
+
+
+# =============================================================================================
+# Customer webhook
+# =============================================================================================
+
+class FakeWebhook(_FakeBase):
+    """A customer's own gateway, checking telehook's webhook signature.
+
+    FakeWebhook(secret=None, tolerance=300)
+      secret: str or bytes HMAC key (random by default); tolerance: allowed |now - t| seconds.
+      Header: X-Telehook-Signature: t=<unix seconds>,v1=<lowercase hex HMAC-SHA256(secret,
+              "<t>." + raw body)> (several v1= entries allowed: any may match).
+    Extra record keys: sig_ok, json (parsed body), id (the "wh-<uuid>" answered).
+    Error actions: "500" (500 JSON), "400" (400 JSON), "429" (429 with Retry-After: 1).
+    """
+
+    name = "FakeWebhook"
+
+    def __init__(self, secret=None, tolerance=300):
+        super().__init__()
+        self.secret = secret if secret is not None else secrets.token_urlsafe(32)
+        self.tolerance = tolerance
+
+    def _err(self, rec, status, message, reason=None):
+        rec["reason"] = reason or message
+        rec["error"] = status
+        return Response(status, {"Content-Type": "application/json"},
+                        _json_bytes({"error": message}))
+
+    def verify(self, h, rec):
+        rec.update(sig_ok=False, id=None, json=None)
+        if h.command != "POST":
+            return self._err(rec, 405, "method not allowed")
+        header = h.headers.get_all("X-Telehook-Signature") or []
+        if len(header) != 1:
+            return self._err(rec, 401, "missing signature",
+                             f"{len(header)} X-Telehook-Signature headers")
+        t, sigs = None, []
+        for item in header[0].split(","):
+            k, eq, v = item.strip().partition("=")
+            if k == "t" and eq and t is None:
+                t = v
+            elif k == "v1" and eq:
+                sigs.append(v)
+        if t is None or not t.isdigit() or not sigs:
+            return self._err(rec, 401, "malformed signature", f"malformed header {header[0]!r}")
+        if abs(self.clock() - int(t)) > self.tolerance:
+            return self._err(rec, 401, "timestamp outside tolerance",
+                             f"t={t} is more than {self.tolerance}s from now")
+        key = self.secret.encode() if isinstance(self.secret, str) else self.secret
+        want = hmac.new(key, t.encode() + b"." + rec["body"], hashlib.sha256).hexdigest()
+        if not any(hmac.compare_digest(want.encode(), s.encode()) for s in sigs):
+            return self._err(rec, 401, "bad signature", "no v1 signature matches")
+        rec["sig_ok"] = True
+        ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return self._err(rec, 415, "unsupported media type", f"Content-Type {ctype!r}")
+        try:
+            body = _strict_json(rec["body"])
+        except (ValueError, UnicodeDecodeError) as e:
+            return self._err(rec, 400, "invalid JSON", f"body is not JSON: {e}")
+        if not isinstance(body, dict):
+            return self._err(rec, 400, "body must be a JSON object")
+        rec["json"] = rec["parsed"] = body
+        return None
+
+    def respond(self, h, rec, kind, args):
+        if kind == "500":
+            return self._err(rec, 500, "internal error", "scripted 500")
+        if kind == "400":
+            return self._err(rec, 400, "bad request", "scripted 400")
+        if kind == "429":
+            resp = self._err(rec, 429, "slow down", "scripted 429")
+            return Response(429, dict(resp.headers, **{"Retry-After": "1"}), resp.body)
+        if kind != "ok":
+            raise ValueError(f"FakeWebhook: unknown action {kind!r}")
+        rec["id"] = "wh-" + str(uuid.uuid4())
+        rec["sent"] = True
+        return Response(200, {"Content-Type": "application/json"}, _json_bytes({"id": rec["id"]}))
