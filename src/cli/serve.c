@@ -77,16 +77,39 @@ static void reload_templates(const struct th_config *cfg, struct th_hook *hook, 
     th_log_msg(TH_LOG_INFO, "reload", "templates reloaded: %zu", th_templates_count(set));
 }
 
-/* Waits for SIGTERM or SIGINT; SIGHUP reloads the templates meanwhile. */
+/* SIGHUP: re-reads the routes; on any error (or a route to a provider not set up) they stay. */
+static void reload_routes(const struct th_config *cfg, struct th_router *router)
+{
+    char err[512];
+    struct th_store *st = NULL;
+    struct th_routes *routes = NULL;
+    if (th_store_open(cfg->store_url, &st, err, sizeof err) != TH_E_OK ||
+        th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload", "routes not reloaded, the running ones stay: %s", err);
+        th_store_close(st);
+        return;
+    }
+    th_store_close(st);
+    size_t n = th_routes_count(routes);
+    if (th_router_swap_routes(router, routes, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload", "routes not reloaded, the running ones stay: %s", err);
+        return;
+    }
+    th_log_msg(TH_LOG_INFO, "reload", "routes reloaded: %zu", n);
+}
+
+/* Waits for SIGTERM or SIGINT; SIGHUP reloads templates and routes meanwhile. */
 static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, struct th_hook *hook,
-                           struct retired *old)
+                           struct th_router *router, struct retired *old)
 {
     for (;;) {
         int sig = sigwaitinfo(set, NULL);
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
-        if (sig == SIGHUP)
+        if (sig == SIGHUP) {
             reload_templates(cfg, hook, old);
+            reload_routes(cfg, router);
+        }
     }
 }
 
@@ -202,7 +225,7 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_end(&l);
     }
 
-    int sig = wait_for_signal(&set, cfg, hook, &retired);
+    int sig = wait_for_signal(&set, cfg, hook, router, &retired);
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
     th_server_quiesce(server);

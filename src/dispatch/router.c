@@ -314,6 +314,13 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
             }
         }
     }
+    /* Providers whose section is filled in are set up too, so a reloaded route can use them. */
+    if (e == TH_E_OK && cfg->twilio_account_sid[0])
+        e = add_provider(r, "twilio", writer, err, errlen);
+    if (e == TH_E_OK && cfg->webhook_url[0])
+        e = add_provider(r, "webhook", writer, err, errlen);
+    if (e == TH_E_OK && (cfg->aws_origination_identity[0] || cfg->aws_endpoint[0]))
+        e = add_provider(r, "aws", writer, err, errlen);
     if (e != TH_E_OK) {
         th_router_free(r);
         return e;

@@ -127,8 +127,8 @@ static void classify_error(const struct th_http_response *res, struct th_send_re
     out->retryable = retry;
     if (!type[0])
         th_strlcpy(type, "HTTP error", sizeof type);
-    snprintf(out->error, sizeof out->error, "%s%s%s (HTTP %ld)", type, reason[0] ? " " : "", reason,
-             res->status);
+    snprintf(out->error, sizeof out->error, "%.80s%s%.60s (HTTP %ld)", type, reason[0] ? " " : "",
+             reason, res->status);
 }
 
 static void on_response(void *ud, const struct th_http_response *res)

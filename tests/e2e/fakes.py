@@ -41,7 +41,7 @@ open connection), context manager, `.url`, `.port`, `.host_header`,
 `.requests` (list of dicts, newest last, capped at `.max_requests`), `.script` (list of actions,
 consumed FIFO, one per request), `.default` (action when the script is empty, "ok"),
 `.count(**filters)`, `.matching(**filters)`, `.last(**filters)`, `.wait_for(n, timeout, **filters)`,
-`.clear()`, `.errors` (tracebacks of bugs inside the fake itself: should stay empty), `.clock`
+`.clear()`, `.in_flight`, `.errors` (tracebacks of bugs inside the fake itself: should stay empty), `.clock`
 (callable returning Unix seconds; replace it to simulate clock skew).
 
 A record has: seq, time, client_port (same value = same kept-alive connection), method, path,
@@ -185,6 +185,8 @@ class _FakeBase:
         self.clock = time.time
         self._lock = threading.Lock()
         self._conns = set()
+        self._inflight = 0
+        self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._server = None
         self._thread = None
@@ -218,6 +220,14 @@ class _FakeBase:
             except OSError:
                 pass
         self._thread.join(timeout=2)
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0, timeout=1)
+
+    @property
+    def in_flight(self):
+        """Requests being handled right now (0 once stop() has returned)."""
+        with self._lock:
+            return self._inflight
 
     def __enter__(self):
         return self.start()
@@ -288,6 +298,16 @@ class _FakeBase:
 
     # ---- per-request flow ------------------------------------------------------------------
     def _handle(self, h):
+        with self._lock:
+            self._inflight += 1
+        try:
+            self._handle_request(h)
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def _handle_request(self, h):
         headers = {}
         for k, v in h.headers.items():
             k = k.lower()

@@ -314,6 +314,19 @@ def test_eum_signed_host_must_carry_the_port(run):
     assert_aws_error(status, h, body, 403, "InvalidSignatureException")
 
 
+def test_eum_host_must_be_this_endpoint(run):
+    """A request consistently signed for another Host is refused unless check_host is off."""
+    fake = run(FakeEUM(credentials=[(AKID, SECRET, None)]))
+    other = f"localhost:{fake.port}"
+    payload = json.dumps(GOOD_TEXT).encode()
+    headers = aws_sign(f"http://{other}/", payload)
+    headers["Host"] = other
+    status, h, data = http_req(fake, "POST", "/", payload, headers)
+    assert status == 403 and "Host" in fake.last()["reason"]
+    fake.check_host = False
+    assert http_req(fake, "POST", "/", payload, headers)[0] == 200
+
+
 @pytest.mark.parametrize("late", ["Content-Type", "X-Amz-Target", "X-Amz-Meta-Extra"])
 def test_eum_required_headers_must_be_signed(run, late):
     """Headers added after signing (so absent from SignedHeaders) are refused."""
@@ -567,6 +580,7 @@ def test_hang_released_by_stop(make):
     t.join(2)
     assert not t.is_alive() and isinstance(result.get("exc"), (http.client.HTTPException,
                                                                ConnectionError))
+    assert fake.in_flight == 0  # the hanging handler itself was released, not just the socket
     assert fake.requests[0]["status"] is None and not fake.errors
 
 

@@ -4,6 +4,7 @@ with botocore, Basic auth, form fields, HMAC signatures); routing, failover, cir
 deadlines, and where AWS credentials come from."""
 import concurrent.futures
 import json
+import signal
 import time
 
 import pytest
@@ -441,3 +442,18 @@ def test_200_concurrent_requests_with_slow_provider(make_server, eum):
     assert not bad, f"{len(bad)} failed, e.g. {bad[0]}; {s.db_rows('SELECT error FROM deliveries WHERE outcome != ? LIMIT 3', ('SUCCESSFUL',))}"
     assert eum.count(valid=True) == n + 1
     assert wall < 2.0 * SLOW, f"{n} requests took {wall:.2f} s"
+
+
+def test_sighup_reloads_routes(make_server, eum, webhook):
+    s = make_server(aws_config(eum) + f"""
+        webhook.url = {webhook.url}/send
+        webhook.secret = {webhook.secret}""", env=aws_env(eum))
+    assert answer_value(s.post(okta_request())[2])["provider"] == "aws"
+    routes(s, ("sms", "*", "webhook"))
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5 * SLOW
+    while not any(l.get("event") == "reload" and "routes reloaded" in l.get("msg", "")
+                  for l in s.logs()):
+        assert time.monotonic() < deadline, s.log_text()
+        time.sleep(0.02)
+    assert answer_value(s.post(okta_request())[2])["provider"] == "webhook"
