@@ -393,7 +393,11 @@ th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_ht
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    /* Over TLS, wait for a connection being set up rather than open another: ALPN may give
+     * HTTP/2, and then one connection carries every transfer. Over plain HTTP (HTTP/1.1)
+     * waiting would serialise a burst behind the first answer. */
+    if (strncasecmp(req->url, "https:", 6) == 0)
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);

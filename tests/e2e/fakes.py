@@ -20,7 +20,8 @@ FakeEUM           AWS End User Messaging SMS and Voice v2 (JSON 1.0, `POST /`).
                     content-type, x-amz-target, the token when there is one, and every x-amz-*
                     header sent), x-amz-content-sha256 equal to the payload hash when sent, then
                     the signature itself (403). The signed Host must be the one the client sent,
-                    port included, and (unless `expected_host` is None) this server's address.
+                    port included, and (unless check_host is False) this server's address.
+                    All of these are 400 except a signature mismatch (403).
                   * Content-Type / X-Amz-Target (UnknownOperationException), then the body against
                     the sms-voice model taken from botocore (ValidationException with
                     Reason FIELD_VALIDATION_FAILED, or CANNOT_PARSE for a body that is not a JSON
@@ -41,15 +42,17 @@ open connection), context manager, `.url`, `.port`, `.host_header`,
 `.requests` (list of dicts, newest last, capped at `.max_requests`), `.script` (list of actions,
 consumed FIFO, one per request), `.default` (action when the script is empty, "ok"),
 `.count(**filters)`, `.matching(**filters)`, `.last(**filters)`, `.wait_for(n, timeout, **filters)`,
-`.clear()`, `.in_flight`, `.errors` (tracebacks of bugs inside the fake itself: should stay empty), `.clock`
-(callable returning Unix seconds; replace it to simulate clock skew).
+`.clear()`, `.in_flight`, `.errors` (tracebacks of bugs inside the fake itself: should stay
+empty), `.clock` (callable returning Unix seconds; replace it to simulate clock skew),
+`.max_body` (1 MiB: larger bodies get 413), `.max_requests` (10,000 records kept).
 
 A record has: seq, time, client_port (same value = same kept-alive connection), method, path,
 headers (lower-cased names, repeated values joined with ", "), body (raw bytes), parsed (parsed
 body or None), action, valid (the request passed every check), reason (why not), status (HTTP
-status sent, None if none), error (error type / code sent),
-response (parsed response body), sent (the provider accepted the message / served credentials),
-plus provider-specific keys documented on each class. A filter value may be a callable predicate.
+status sent, None if none), error (error type / code sent), response (parsed response body),
+sent (the provider accepted the message / served credentials), plus provider-specific keys
+documented on each class. A filter value may be a callable predicate:
+fake.count(op="SendTextMessage", sig_ok=True), fake.count(status=lambda s: s and s >= 500).
 
 Actions (strings or tuples), common to every fake:
   "ok"               answer normally
@@ -58,7 +61,8 @@ Actions (strings or tuples), common to every fake:
   ("hang", s)        wait s seconds, then close the connection without answering
   "close"            close the connection without any response
   "garbage"          200 with a body that is not JSON
-  "half"             the normal response's headers, Content-Length larger than the body sent, close
+  "half"             the normal response's headers, Content-Length larger than the body sent,
+                     then close (a valid request counts as accepted: sent=True, response lost)
   ("raw", status, body, headers)  exactly this response (body: bytes, str or JSON-able object)
 The request is always verified first; a request that fails verification gets its rejection, not
 a provider error action (AWS and Twilio authenticate before anything else), but transport actions

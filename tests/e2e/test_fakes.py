@@ -207,6 +207,7 @@ def test_eum_rejects_unknown_key_and_rotated_key(run):
         **GOOD_TEXT))
     assert err["Error"]["Code"] == "UnrecognizedClientException"
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "unknown access key" in fake.last()["reason"]
     fake.credentials = [("AKIDNEW", "newsecret", None)]  # rotation
     status, h, body = eum_post(fake, GOOD_TEXT)
     assert_aws_error(status, h, body, 400, "UnrecognizedClientException")

@@ -457,3 +457,38 @@ def test_sighup_reloads_routes(make_server, eum, webhook):
         assert time.monotonic() < deadline, s.log_text()
         time.sleep(0.02)
     assert answer_value(s.post(okta_request())[2])["provider"] == "webhook"
+
+
+def test_aws_credentials_from_imds_v2(make_server):
+    with FakeCredsEndpoint(role="telehook-node") as imds:
+        with FakeEUM(region="us-east-1", credentials=[imds.credential]) as eum:
+            s = make_server(aws_config(eum), env={
+                "AWS_EC2_METADATA_DISABLED": "false",
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.url})
+            wait_ready(s)
+            answer_value(s.post(okta_request())[2])
+            assert eum.last()["valid"], eum.last()["reason"]
+            kinds = [r["kind"] for r in imds.requests]
+            assert kinds[:3] == ["imds-token", "imds-role", "imds-creds"], kinds
+
+
+def test_overload_answers_at_once(make_server, eum):
+    """Past dispatch.max_in_flight, Okta is answered at once (it falls back to its own
+    providers) instead of being queued past its deadline."""
+    s = make_server(aws_config(eum, """
+        server.threads = 1
+        dispatch.max_in_flight = 2"""), env=aws_env(eum))
+    eum.default = ("delay", 1.0)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        slow = [pool.submit(s.post, okta_request()) for _ in range(2)]
+        time.sleep(0.4 * SLOW)  # both are now waiting on the provider (records land on answer)
+        t0 = time.monotonic()
+        status, _, body = s.post(okta_request())
+        quick = time.monotonic() - t0
+        assert status == 200 and "commands" not in body
+        assert body["error"]["errorCauses"][0]["reason"] == "overloaded"
+        assert quick < 0.5 * SLOW
+        results = [f.result()[2] for f in slow]
+        assert all("commands" in b for b in results), (results, s.db_rows("SELECT outcome, error FROM deliveries"))
+    rows = s.db_rows("SELECT outcome FROM deliveries WHERE outcome = 'OVERLOAD'")
+    assert len(rows) == 1

@@ -289,6 +289,30 @@ static void test_concurrent_bound_and_reuse(void **state)
     th_loop_free(loop);
 }
 
+/* A cold burst opens connections in parallel: two 500 ms answers take ~500 ms, not 1 s. */
+static void test_cold_burst_is_parallel(void **state)
+{
+    (void)state;
+    struct th_loop *loop;
+    struct th_http *h;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    assert_int_equal(th_http_new(loop, 4, &h), TH_E_OK);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/slow", port);
+    struct th_http_request req = {.method = "GET", .url = url, .timeout_ms = 2000};
+    struct result r = {.loop = loop, .pending = 2};
+    int64_t t0 = th_mono_us();
+    assert_int_equal(th_http_start(h, &req, on_done, &r), TH_E_OK);
+    assert_int_equal(th_http_start(h, &req, on_done, &r), TH_E_OK);
+    th_loop_run(loop);
+    int64_t took = th_mono_us() - t0;
+    assert_int_equal(r.status[0], 200);
+    assert_int_equal(r.status[1], 200);
+    assert_true(took < 900 * 1000); /* serialised would be >= 1000 ms */
+    th_http_free(h);
+    th_loop_free(loop);
+}
+
 /* Freeing the client with a transfer running completes it as aborted. */
 static void test_abort_on_free(void **state)
 {
@@ -318,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_garbage_and_close),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_concurrent_bound_and_reuse),
+        cmocka_unit_test(test_cold_burst_is_parallel),
         cmocka_unit_test(test_abort_on_free),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
