@@ -1,20 +1,44 @@
 #include "auth/auth.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "auth/jwt.h"
+#include "auth/keys.h"
 #include "common/util.h"
+#include "obs/log.h"
 
 /* Presented values longer than this are refused before hashing (libmicrohttpd caps headers too). */
 #define MAX_PRESENTED 8192
+#define MAX_LIST      16
+#define CACHE_SLOTS   4096 /* verified tokens remembered; a new token evicts one in its slot */
+
+struct cached {
+    unsigned char hash[32];
+    int64_t exp; /* unix seconds; 0 = empty */
+};
 
 struct th_auth {
     th_auth_mode mode;
     char header_name[65];
     unsigned char secret_digest[32];
+    bool bearer;
+
+    /* oauth2 */
+    struct th_keys *keys;
+    struct th_jwt_policy policy;
+    char *strings; /* storage for the policy's lists */
+    const char *scopes[MAX_LIST], *clients[MAX_LIST], *algs[MAX_LIST];
+    pthread_mutex_t cache_mu;
+    struct cached *cache;
+    atomic_uint_fast64_t verified, hits, refused;
 };
 
 static th_err sha256(const void *p, size_t n, unsigned char out[32])
@@ -23,29 +47,115 @@ static th_err sha256(const void *p, size_t n, unsigned char out[32])
     return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 ? TH_E_OK : TH_E_NOMEM;
 }
 
-th_err th_auth_new(const struct th_config *cfg, struct th_auth **out)
+/* Splits a space/comma separated list into out (pointers into a copy kept in *store). */
+static size_t split(const char *s, char **store, const char **out)
+{
+    size_t n = 0;
+    char *copy = strdup(s ? s : "");
+    if (!copy)
+        return 0;
+    *store = copy;
+    for (char *tok = strtok(copy, " ,"); tok && n < MAX_LIST; tok = strtok(NULL, " ,"))
+        out[n++] = tok;
+    return n;
+}
+
+static const char *const bearer_reasons[] = {
+    [TH_JWT_OK] = "bearer: ok",
+    [TH_JWT_TOO_LARGE] = "bearer: token too large",
+    [TH_JWT_MALFORMED] = "bearer: malformed token",
+    [TH_JWT_ALG] = "bearer: algorithm not allowed",
+    [TH_JWT_UNKNOWN_KID] = "bearer: unknown signing key",
+    [TH_JWT_SIGNATURE] = "bearer: bad signature",
+    [TH_JWT_CLAIMS] = "bearer: bad claims",
+    [TH_JWT_ISSUER] = "bearer: wrong issuer",
+    [TH_JWT_AUDIENCE] = "bearer: wrong audience",
+    [TH_JWT_EXPIRED] = "bearer: expired",
+    [TH_JWT_NOT_YET_VALID] = "bearer: not valid yet",
+    [TH_JWT_IAT_FUTURE] = "bearer: issued in the future",
+    [TH_JWT_CLIENT] = "bearer: client not allowed",
+    [TH_JWT_SCOPE] = "bearer: missing scope",
+};
+
+th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err, size_t errlen)
 {
     struct th_auth *a = calloc(1, sizeof *a);
     if (!a)
         return TH_E_NOMEM;
     a->mode = cfg->auth_mode;
+    pthread_mutex_init(&a->cache_mu, NULL);
     th_strlcpy(a->header_name, cfg->auth_header_name ? cfg->auth_header_name : "Authorization",
                sizeof a->header_name);
-    if (a->mode == TH_AUTH_HEADER) {
+    if (a->mode == TH_AUTH_HEADER || a->mode == TH_AUTH_EITHER) {
         const char *s = cfg->auth_header_secret;
         if (!s || !*s || sha256(s, strlen(s), a->secret_digest) != TH_E_OK) {
-            free(a);
+            snprintf(err, errlen, "[auth] header_secret is required");
+            th_auth_free(a);
             return TH_E_CONFIG;
         }
     }
+    if (a->mode == TH_AUTH_OAUTH2 || a->mode == TH_AUTH_EITHER) {
+        a->bearer = true;
+        size_t total = strlen(cfg->auth_scopes) + strlen(cfg->auth_client_ids) +
+                       strlen(cfg->auth_algorithms) + 3;
+        a->strings = malloc(total);
+        a->cache = calloc(CACHE_SLOTS, sizeof *a->cache);
+        if (!a->strings || !a->cache) {
+            th_auth_free(a);
+            return TH_E_NOMEM;
+        }
+        char *st[3] = {NULL, NULL, NULL};
+        a->policy.nscopes = split(cfg->auth_scopes, &st[0], a->scopes);
+        a->policy.nclient_ids = split(cfg->auth_client_ids, &st[1], a->clients);
+        a->policy.nalgorithms = split(cfg->auth_algorithms, &st[2], a->algs);
+        /* one block for the three copies, so free() is simple */
+        size_t pos = 0;
+        const char **lists[3] = {a->scopes, a->clients, a->algs};
+        size_t counts[3] = {a->policy.nscopes, a->policy.nclient_ids, a->policy.nalgorithms};
+        for (int l = 0; l < 3; l++) {
+            for (size_t i = 0; i < counts[l]; i++) {
+                size_t n = strlen(lists[l][i]) + 1;
+                memcpy(a->strings + pos, lists[l][i], n);
+                lists[l][i] = a->strings + pos;
+                pos += n;
+            }
+            free(st[l]);
+        }
+        a->policy.issuer = cfg->auth_issuer;
+        a->policy.audience = cfg->auth_audience;
+        a->policy.scopes = a->scopes;
+        a->policy.client_ids = a->clients;
+        a->policy.algorithms = a->algs;
+        a->policy.clock_skew_s = cfg->auth_clock_skew;
+        struct th_keys_opts ko = {
+            .issuer = cfg->auth_issuer,
+            .jwks_url = cfg->auth_jwks_url,
+            .jwks_file = cfg->auth_jwks_file,
+            .algorithms = a->algs,
+            .nalgorithms = a->policy.nalgorithms,
+        };
+        th_err e = th_keys_new(&ko, &a->keys, err, errlen);
+        if (e != TH_E_OK) {
+            th_auth_free(a);
+            return e;
+        }
+    }
+    atomic_init(&a->verified, 0);
+    atomic_init(&a->hits, 0);
+    atomic_init(&a->refused, 0);
     *out = a;
     return TH_E_OK;
 }
 
 void th_auth_free(struct th_auth *auth)
 {
-    if (auth)
-        OPENSSL_cleanse(auth, sizeof *auth);
+    if (!auth)
+        return;
+    th_keys_free(auth->keys);
+    free(auth->strings);
+    free(auth->cache);
+    pthread_mutex_destroy(&auth->cache_mu);
+    OPENSSL_cleanse(auth->secret_digest, sizeof auth->secret_digest);
     free(auth);
 }
 
@@ -54,16 +164,31 @@ const char *th_auth_header_name(const struct th_auth *auth)
     return auth->header_name;
 }
 
-th_err th_auth_check(const struct th_auth *auth, th_header_lookup_fn lookup, void *ud,
-                     const char **why)
+bool th_auth_bearer(const struct th_auth *auth)
 {
-    if (auth->mode == TH_AUTH_NONE)
-        return TH_E_OK;
-    const char *v = lookup(ud, auth->header_name);
-    if (!v || !*v) {
-        *why = "missing credentials";
-        return TH_E_AUTH;
-    }
+    return auth->bearer;
+}
+
+uint64_t th_auth_epoch(const struct th_auth *auth)
+{
+    return auth->keys ? th_keys_epoch(auth->keys) : 0;
+}
+
+bool th_auth_ready(const struct th_auth *auth)
+{
+    return !auth->keys || th_keys_ready(auth->keys);
+}
+
+void th_auth_stats(const struct th_auth *auth, struct th_auth_stats *out)
+{
+    out->verified = atomic_load(&auth->verified);
+    out->cache_hits = atomic_load(&auth->hits);
+    out->refused = atomic_load(&auth->refused);
+    out->key_fetches = auth->keys ? th_keys_fetches(auth->keys) : 0;
+}
+
+static th_err check_secret(const struct th_auth *auth, const char *v, const char **why)
+{
     size_t n = strnlen(v, MAX_PRESENTED + 1);
     unsigned char digest[32];
     /*
@@ -76,4 +201,80 @@ th_err th_auth_check(const struct th_auth *auth, th_header_lookup_fn lookup, voi
         return TH_E_AUTH;
     }
     return TH_E_OK;
+}
+
+static struct cached *slot_for(struct th_auth *a, const unsigned char h[32])
+{
+    size_t i = ((size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2]) % CACHE_SLOTS;
+    return &a->cache[i];
+}
+
+static th_err check_bearer(struct th_auth *a, const char *token, const char **why)
+{
+    size_t len = strnlen(token, TH_JWT_MAX_LEN + 1);
+    if (len > TH_JWT_MAX_LEN) {
+        atomic_fetch_add(&a->refused, 1);
+        *why = bearer_reasons[TH_JWT_TOO_LARGE];
+        return TH_E_AUTH;
+    }
+    unsigned char h[32];
+    if (sha256(token, len, h) != TH_E_OK)
+        return TH_E_NOMEM;
+    int64_t now = (int64_t)time(NULL);
+    struct cached *c = slot_for(a, h);
+    pthread_mutex_lock(&a->cache_mu);
+    bool hit = c->exp && now < c->exp + a->policy.clock_skew_s && memcmp(c->hash, h, 32) == 0;
+    pthread_mutex_unlock(&a->cache_mu);
+    if (hit) {
+        atomic_fetch_add(&a->hits, 1);
+        return TH_E_OK;
+    }
+    void *handle;
+    const struct th_jwks *keys = th_keys_acquire(a->keys, &handle);
+    struct th_jwt_claims claims;
+    char detail[160];
+    th_jwt_status st =
+        th_jwt_verify(token, len, keys, &a->policy, now, &claims, detail, sizeof detail);
+    th_keys_release(a->keys, handle);
+    if (st == TH_JWT_OK) {
+        atomic_fetch_add(&a->verified, 1);
+        pthread_mutex_lock(&a->cache_mu);
+        memcpy(c->hash, h, 32);
+        c->exp = claims.exp;
+        pthread_mutex_unlock(&a->cache_mu);
+        return TH_E_OK;
+    }
+    if (st == TH_JWT_UNKNOWN_KID && claims.kid[0] && th_keys_refresh_soon(a->keys)) {
+        th_log_msg(TH_LOG_INFO, "jwks", "a token names an unknown key: refreshing the keys");
+        *why = bearer_reasons[st];
+        return TH_E_BUSY;
+    }
+    atomic_fetch_add(&a->refused, 1);
+    *why = bearer_reasons[st];
+    return TH_E_AUTH;
+}
+
+th_err th_auth_check(struct th_auth *auth, th_header_lookup_fn lookup, void *ud, const char **why)
+{
+    if (auth->mode == TH_AUTH_NONE)
+        return TH_E_OK;
+    if (auth->bearer) {
+        const char *az = lookup(ud, "Authorization");
+        if (az && strncasecmp(az, "Bearer ", 7) == 0) {
+            const char *t = az + 7;
+            while (*t == ' ')
+                t++;
+            return check_bearer(auth, t, why);
+        }
+        if (auth->mode == TH_AUTH_OAUTH2) {
+            *why = az ? "not a bearer token" : "missing credentials";
+            return TH_E_AUTH;
+        }
+    }
+    const char *v = lookup(ud, auth->header_name);
+    if (!v || !*v) {
+        *why = "missing credentials";
+        return TH_E_AUTH;
+    }
+    return check_secret(auth, v, why);
 }

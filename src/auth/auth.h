@@ -1,13 +1,20 @@
 /*
- * Authentication of Okta's calls. Mode "header": Okta sends a configured header whose value is
- * a configured secret, verbatim (it may start with "Basic "). Mode "none": development only
- * (config refuses it unless the server listens on loopback).
+ * Authentication of Okta's calls, before a byte of the body is read.
  *
- * The check is a seam: OAuth 2.0 bearer tokens (JWT) plug in here as another mode, with the
- * same inputs (a header lookup) and the same outputs.
+ *   header  Okta's "HTTP header" option: a configured header whose value is a configured secret,
+ *           verbatim (it may start with "Basic "), compared in constant time.
+ *   oauth2  Okta's OAuth 2.0 option: "Authorization: Bearer <JWT>" from Okta's authorization
+ *           server, verified against the issuer's keys (auth/jwt.h, auth/keys.h). A verified
+ *           token is remembered (by its SHA-256) until it expires: Okta reuses one token for up
+ *           to an hour, so it costs one signature check, not one per request.
+ *   either  both accepted: a bearer token is checked as in oauth2, anything else as in header.
+ *   none    development only (config refuses it unless the server listens on loopback).
  */
 #ifndef TH_AUTH_AUTH_H
 #define TH_AUTH_AUTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "config/config.h"
@@ -17,19 +24,40 @@ struct th_auth;
 /* Returns the value of a request header (case-insensitive name), or NULL. */
 typedef const char *(*th_header_lookup_fn)(void *ud, const char *name);
 
-/* Copies what it needs from cfg (the secret is kept only as its SHA-256). */
-th_err th_auth_new(const struct th_config *cfg, struct th_auth **out);
+/*
+ * Copies what it needs from cfg (the header secret is kept only as its SHA-256); in oauth2 and
+ * either modes starts fetching the issuer's keys. TH_E_CONFIG with the reason in err.
+ */
+th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err, size_t errlen);
 void th_auth_free(struct th_auth *auth); /* NULL is a no-op */
 
 /*
- * TH_E_OK when the request is authenticated, else TH_E_AUTH with *why set to a static reason
- * for the log ("missing credentials", "wrong credentials"); never the presented value.
+ * TH_E_OK when the request is authenticated; TH_E_AUTH with *why set to a static reason for the
+ * log ("missing credentials", "wrong credentials", "bearer: expired", ...), never the presented
+ * value; TH_E_BUSY when the token names a key the server does not hold and a key refresh has
+ * been asked for: check again once th_auth_epoch() has changed (or give up after a second).
  * Safe to call from several threads at once.
  */
-th_err th_auth_check(const struct th_auth *auth, th_header_lookup_fn lookup, void *ud,
-                     const char **why);
+th_err th_auth_check(struct th_auth *auth, th_header_lookup_fn lookup, void *ud, const char **why);
+
+/* Changes whenever a key fetch completes (successfully or not). */
+uint64_t th_auth_epoch(const struct th_auth *auth);
+
+/* false while oauth2 keys have not been fetched yet (the server is not ready). */
+bool th_auth_ready(const struct th_auth *auth);
+
+/* Whether a 401 must carry WWW-Authenticate: Bearer (oauth2 and either modes). */
+bool th_auth_bearer(const struct th_auth *auth);
 
 /* The header the client must send, for error hints and docs ("x-telephony-key"). */
 const char *th_auth_header_name(const struct th_auth *auth);
+
+struct th_auth_stats {
+    uint64_t verified;   /* tokens whose signature was checked and accepted */
+    uint64_t cache_hits; /* requests accepted from the verified-token cache */
+    uint64_t refused;    /* bearer tokens refused */
+    uint64_t key_fetches;
+};
+void th_auth_stats(const struct th_auth *auth, struct th_auth_stats *out);
 
 #endif

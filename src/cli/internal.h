@@ -29,5 +29,6 @@ th_err th_cli_load_templates(struct th_store *st, struct th_templates **out, cha
 th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err, size_t errlen);
 
 int th_cmd_routes(struct th_cli *cli, const char *sub);
+int th_cmd_token(struct th_cli *cli, const char *sub);
 
 #endif

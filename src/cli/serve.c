@@ -113,9 +113,16 @@ static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, str
     }
 }
 
-static bool router_ready(void *ud)
+struct readiness {
+    struct th_router *router;
+    struct th_auth *auth;
+};
+
+/* Ready when every provider can send and the issuer's keys (oauth2) are held. */
+static bool all_ready(void *ud)
 {
-    return th_router_ready(ud);
+    const struct readiness *r = ud;
+    return th_router_ready(r->router) && th_auth_ready(r->auth);
 }
 
 int th_cmd_serve(struct th_cli *cli)
@@ -176,16 +183,17 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
         goto out;
     }
-    if (th_auth_new(cfg, &auth) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "cannot set up authentication");
+    if (th_auth_new(cfg, &auth, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "authentication: %s", err);
         goto out;
     }
     struct th_hook_deps hd = {
         .cfg = cfg, .templates = templates, .router = router, .writer = writer};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
+    struct readiness ready = {.router = router, .auth = auth};
     struct th_server_deps sd = {
-        .cfg = cfg, .auth = auth, .hook = hook, .ready = router_ready, .ready_ud = router};
+        .cfg = cfg, .auth = auth, .hook = hook, .ready = all_ready, .ready_ud = &ready};
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "%s (listen %s)", err, cfg->listen);
         goto out;
@@ -239,7 +247,16 @@ int th_cmd_serve(struct th_cli *cli)
     writer = NULL;
     th_server_stop(server);
     server = NULL;
-    th_log_msg(TH_LOG_INFO, "stopped", "clean shutdown");
+    struct th_auth_stats as;
+    th_auth_stats(auth, &as);
+    if (th_log_begin(&l, TH_LOG_INFO, "stopped")) {
+        th_log_str(&l, "msg", "clean shutdown");
+        th_log_int(&l, "tokens_verified", (long long)as.verified);
+        th_log_int(&l, "token_cache_hits", (long long)as.cache_hits);
+        th_log_int(&l, "tokens_refused", (long long)as.refused);
+        th_log_int(&l, "key_fetches", (long long)as.key_fetches);
+        th_log_end(&l);
+    }
     rc = 0;
 out:
     th_server_stop(server);

@@ -40,7 +40,7 @@ struct key {
     const char *help;
 };
 
-static const char *const auth_modes[] = {"header", "none", NULL};
+static const char *const auth_modes[] = {"header", "none", "oauth2", "either", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
 
@@ -66,13 +66,32 @@ static const struct key keys[] = {
     {"server", "port_file", K_STRING, F(port_file), 0, 0, NULL, "",
      "if set, the bound port is written to this file once listening (for tests and scripts)"},
     {"auth", "mode", K_ENUM, F(auth_mode), 0, 0, auth_modes, "header",
-     "header: Okta's HTTP-header secret; none: no authentication (development only, loopback "
-     "only)"},
+     "header: Okta's HTTP-header secret; oauth2: a JWT access token from Okta's authorization "
+     "server (recommended); either: both accepted (for migrating); none: no authentication "
+     "(development only, loopback only)"},
     {"auth", "header_name", K_HEADER, F(auth_header_name), 0, 0, NULL, "Authorization",
      "the header Okta sends (the hook's \"Authentication field\")"},
     {"auth", "header_secret", K_SECRET, F(auth_header_secret), 0, 0, NULL, "",
      "the header's value (the hook's \"Authentication secret\"), compared verbatim; prefer "
      "header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
+    {"auth", "issuer", K_STRING, F(auth_issuer), 0, 0, NULL, "",
+     "oauth2: the authorization server that issues Okta's tokens, e.g. "
+     "https://example.okta.com/oauth2/default"},
+    {"auth", "audience", K_STRING, F(auth_audience), 0, 0, NULL, "api://default",
+     "oauth2: the aud the token must carry"},
+    {"auth", "scopes", K_STRING, F(auth_scopes), 0, 0, NULL, "okta.telephony.hook",
+     "oauth2: scopes every token must hold in scp (space or comma separated; empty: none)"},
+    {"auth", "client_ids", K_STRING, F(auth_client_ids), 0, 0, NULL, "",
+     "oauth2: allowed cid values (the Okta app integration's client id); empty: any"},
+    {"auth", "jwks_url", K_STRING, F(auth_jwks_url), 0, 0, NULL, "",
+     "oauth2: where the issuer's keys are; empty: jwks_uri from the issuer's discovery "
+     "document, else ISSUER/v1/keys"},
+    {"auth", "jwks_file", K_STRING, F(auth_jwks_file), 0, 0, NULL, "",
+     "oauth2: a local JWKS file instead of fetching (see `telehook token keygen`)"},
+    {"auth", "algorithms", K_STRING, F(auth_algorithms), 0, 0, NULL, "RS256",
+     "oauth2: signature algorithms accepted: RS256, ES256 (none and HS* never are)"},
+    {"auth", "clock_skew", K_INT, F(auth_clock_skew), 0, 300, NULL, "30",
+     "oauth2: seconds of clock difference tolerated for exp, nbf and iat"},
     {"phone", "default_region", K_REGION, F(phone_default_region), 0, 0, NULL, "US",
      "region (ISO 3166 alpha-2) of numbers Okta sends without a country code, tried after "
      "reading them as international; empty to refuse them"},
@@ -570,12 +589,38 @@ static void listen_host(const char *listen, char *out, size_t outlen)
 
 th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen)
 {
-    if (cfg->auth_mode == TH_AUTH_HEADER &&
-        (!cfg->auth_header_secret || !cfg->auth_header_secret[0])) {
+    bool header = cfg->auth_mode == TH_AUTH_HEADER || cfg->auth_mode == TH_AUTH_EITHER;
+    bool oauth = cfg->auth_mode == TH_AUTH_OAUTH2 || cfg->auth_mode == TH_AUTH_EITHER;
+    if (header && (!cfg->auth_header_secret || !cfg->auth_header_secret[0])) {
         snprintf(err, errlen,
-                 "[auth] header_secret: required with mode = header; set header_secret_file, "
-                 "or TELEHOOK_AUTH_HEADER_SECRET_FILE / TELEHOOK_AUTH_HEADER_SECRET");
+                 "[auth] header_secret: required with mode = %s; set header_secret_file, "
+                 "or TELEHOOK_AUTH_HEADER_SECRET_FILE / TELEHOOK_AUTH_HEADER_SECRET",
+                 cfg->auth_mode == TH_AUTH_HEADER ? "header" : "either");
         return TH_E_CONFIG;
+    }
+    if (oauth && strncmp(cfg->auth_issuer, "https://", 8) != 0 &&
+        strncmp(cfg->auth_issuer, "http://", 7) != 0) {
+        snprintf(err, errlen,
+                 "[auth] issuer: required with mode = oauth2 or either, an https URL such as "
+                 "https://example.okta.com/oauth2/default");
+        return TH_E_CONFIG;
+    }
+    if (oauth && !cfg->auth_audience[0]) {
+        snprintf(err, errlen, "[auth] audience: required with mode = oauth2 or either");
+        return TH_E_CONFIG;
+    }
+    for (const char *p = cfg->auth_algorithms; oauth && *p;) {
+        size_t n = strcspn(p, " ,");
+        if (n &&
+            !((n == 5 && strncmp(p, "RS256", 5) == 0) || (n == 5 && strncmp(p, "ES256", 5) == 0))) {
+            snprintf(err, errlen,
+                     "[auth] algorithms: only RS256 and ES256 are supported (got "
+                     "'%.*s')",
+                     (int)(n > 20 ? 20 : n), p);
+            return TH_E_CONFIG;
+        }
+        p += n;
+        p += strspn(p, " ,");
     }
     char host[256];
     listen_host(cfg->listen, host, sizeof host);

@@ -17,7 +17,9 @@
 
 typedef enum {
     TH_AUTH_HEADER, /* "header": Okta's HTTP-header secret */
-    TH_AUTH_NONE    /* "none": development only; refused unless server.listen is loopback */
+    TH_AUTH_NONE,   /* "none": development only; refused unless server.listen is loopback */
+    TH_AUTH_OAUTH2, /* "oauth2": a JWT access token from Okta's authorization server */
+    TH_AUTH_EITHER  /* "either": a bearer token or the header secret (for migrating) */
 } th_auth_mode;
 
 typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_level;
@@ -36,6 +38,14 @@ struct th_config {
     th_auth_mode auth_mode;
     char *auth_header_name;   /* default "Authorization" */
     char *auth_header_secret; /* secret; required when mode = header */
+    char *auth_issuer;        /* "https://example.okta.com/oauth2/default" */
+    char *auth_audience;      /* "api://default" */
+    char *auth_scopes;        /* required scopes, space or comma separated */
+    char *auth_client_ids;    /* allowed cid values; "" = any */
+    char *auth_jwks_url;      /* "" = discovery, else {issuer}/v1/keys */
+    char *auth_jwks_file;     /* a local JWKS instead of fetching */
+    char *auth_algorithms;    /* "RS256", "RS256 ES256" */
+    int auth_clock_skew;      /* seconds */
     /* [phone] */
     char *phone_default_region; /* ISO alpha-2, e.g. "US"; "" = none */
     /* [message] */

@@ -38,7 +38,7 @@ struct worker {
 
 struct th_server {
     const struct th_config *cfg;
-    const struct th_auth *auth;
+    struct th_auth *auth;
     struct th_hook *hook;
     bool (*ready)(void *ud);
     void *ready_ud;
@@ -62,7 +62,13 @@ struct req {
     bool dispatched; /* handed to the hook */
     bool in_handler; /* th_hook_handle is on the stack */
     bool suspended;
-    bool answered; /* status/answer below are set */
+    bool answered;     /* status/answer below are set */
+    bool refused;      /* a refusal was queued after the headers (re-authentication) */
+    bool auth_wait;    /* suspended until the issuer's keys are refreshed (unknown kid) */
+    bool auth_recheck; /* resumed: authenticate again before anything else */
+    uint64_t auth_epoch;
+    int64_t auth_until_us;
+    struct th_timer auth_timer;
     int status;
     char *answer; /* owned (malloc) until handed to libmicrohttpd */
     size_t answer_len;
@@ -117,6 +123,10 @@ static enum MHD_Result respond(struct req *r, int status, char *body, size_t len
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
+    if (status == MHD_HTTP_UNAUTHORIZED && th_auth_bearer(r->w->srv->auth))
+        /* RFC 6750 §3: no detail that would help an attacker */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer error=\"invalid_token\"");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -209,6 +219,43 @@ static bool is_json(const char *ct)
     return c == '\0' || c == ';' || c == ' ' || c == '\t';
 }
 
+static enum MHD_Result after_auth(struct req *r);
+
+/* Polls (on the loop) for the end of the key refresh an unknown kid asked for. */
+static void on_auth_poll(void *ud)
+{
+    struct req *r = ud;
+    struct worker *w = r->w;
+    int64_t now = th_mono_us();
+    if (th_auth_epoch(w->srv->auth) == r->auth_epoch && now < r->auth_until_us) {
+        th_loop_timer_set(w->loop, &r->auth_timer, now + 20 * 1000, on_auth_poll, r);
+        return;
+    }
+    r->auth_wait = false;
+    r->auth_recheck = true;
+    MHD_resume_connection(r->conn);
+    r->suspended = false;
+    th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop), mhd_run, w);
+}
+
+/*
+ * A token signed by a key we do not hold yet (the issuer rotated its keys): the connection
+ * waits, without blocking the loop, for the refresh that was just asked for (at most a second),
+ * then the token is checked again. Okta does not retry the telephony hook, so a 401 here would
+ * cost the user their code.
+ */
+static enum MHD_Result wait_for_keys(struct req *r)
+{
+    struct worker *w = r->w;
+    r->auth_wait = true;
+    r->auth_epoch = th_auth_epoch(w->srv->auth);
+    r->auth_until_us = th_mono_us() + 1000 * 1000;
+    th_loop_timer_set(w->loop, &r->auth_timer, th_mono_us() + 20 * 1000, on_auth_poll, r);
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    return MHD_YES;
+}
+
 /* First call for a request: headers are known, the body is not read yet. */
 static enum MHD_Result on_headers(struct req *r, const char *method)
 {
@@ -242,10 +289,20 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
     }
     /* Authenticate before reading a byte of the body: an unauthenticated caller costs nothing. */
     const char *why = NULL;
-    if (th_auth_check(srv->auth, header_lookup, r->conn, &why) != TH_E_OK) {
+    th_err ae = th_auth_check(srv->auth, header_lookup, r->conn, &why);
+    if (ae == TH_E_BUSY)
+        return wait_for_keys(r);
+    if (ae != TH_E_OK) {
         log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
         return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
     }
+    return after_auth(r);
+}
+
+/* The header checks that follow authentication. */
+static enum MHD_Result after_auth(struct req *r)
+{
+    struct th_server *srv = r->w->srv;
     const char *cl =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -285,6 +342,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         th_buf_init(&r->body, 0);
         th_random_id("r-", r->id, sizeof r->id);
         return on_headers(r, method);
+    }
+    if (r->auth_recheck) {
+        r->auth_recheck = false;
+        const char *why = NULL;
+        if (th_auth_check(w->srv->auth, header_lookup, r->conn, &why) != TH_E_OK) {
+            log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
+            r->refused = true;
+            return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
+        }
+        if (after_auth(r) != MHD_YES || r->refused)
+            return MHD_YES; /* after_auth queued its refusal */
+    }
+    if (r->refused) { /* an early refusal is queued: drain and drop what the client still sends */
+        *upload_data_size = 0;
+        return MHD_YES;
     }
     if (*upload_data_size) {
         /* Past the cap the rest is drained and dropped; the answer is 413 at the end. */
@@ -330,6 +402,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct req *r = *con_cls;
     if (!r)
         return;
+    th_loop_timer_cancel(r->w->loop, &r->auth_timer);
     th_buf_release(&r->body);
     free(r->answer);
     free(r);

@@ -22,7 +22,7 @@ struct th_server;
 
 struct th_server_deps {
     const struct th_config *cfg;
-    const struct th_auth *auth;
+    struct th_auth *auth;
     struct th_hook *hook;
     bool (*ready)(void *ud); /* /readyz: false while a dependency is not ready (NULL: always) */
     void *ready_ud;

@@ -25,6 +25,8 @@ static const char *lookup(void *ud, const char *name)
     return NULL;
 }
 
+static char err[256];
+
 static struct th_auth *make(th_auth_mode mode, const char *name, const char *secret)
 {
     struct th_config cfg = {0};
@@ -32,7 +34,7 @@ static struct th_auth *make(th_auth_mode mode, const char *name, const char *sec
     cfg.auth_header_name = (char *)name;
     cfg.auth_header_secret = (char *)secret;
     struct th_auth *a = NULL;
-    assert_int_equal(th_auth_new(&cfg, &a), TH_E_OK);
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_OK);
     return a;
 }
 
@@ -108,9 +110,9 @@ static void test_header_mode_needs_secret(void **state)
     cfg.auth_mode = TH_AUTH_HEADER;
     cfg.auth_header_name = (char *)"x-key";
     struct th_auth *a = NULL;
-    assert_int_equal(th_auth_new(&cfg, &a), TH_E_CONFIG);
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_CONFIG);
     cfg.auth_header_secret = (char *)"";
-    assert_int_equal(th_auth_new(&cfg, &a), TH_E_CONFIG);
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_CONFIG);
     th_auth_free(NULL);
 }
 

@@ -1,0 +1,364 @@
+#include "auth/keys.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "obs/log.h"
+
+#define FETCH_TIMEOUT_MS  5000
+#define MAX_DOC           (256 * 1024)
+#define EARLY_MIN_GAP_MS  (30 * 1000)
+#define DEFAULT_MAX_AGE_S 3600
+#define MIN_MAX_AGE_S     60
+#define MAX_MAX_AGE_S     86400
+
+struct set {
+    struct th_jwks *jwks;
+    atomic_int refs;
+};
+
+struct th_keys {
+    char issuer[512];
+    char jwks_url[1024]; /* configured or discovered */
+    bool discovered;
+    bool configured_url;
+    const char *const *algs;
+    size_t nalgs;
+
+    pthread_mutex_t mu; /* guards cur, wake, stop */
+    pthread_cond_t cv;
+    struct set *cur;
+    bool wake, stop, have_thread;
+    pthread_t thread;
+    atomic_uint_fast64_t epoch, fetches;
+    atomic_llong last_fetch_ms; /* when the last fetch started */
+};
+
+static void set_unref(struct set *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+        th_jwks_free(s->jwks);
+        free(s);
+    }
+}
+
+static void publish(struct th_keys *k, struct th_jwks *j)
+{
+    struct set *s = malloc(sizeof *s);
+    if (!s) {
+        th_jwks_free(j);
+        return;
+    }
+    s->jwks = j;
+    atomic_init(&s->refs, 1);
+    pthread_mutex_lock(&k->mu);
+    struct set *old = k->cur;
+    k->cur = s;
+    pthread_mutex_unlock(&k->mu);
+    set_unref(old);
+}
+
+const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle)
+{
+    pthread_mutex_lock(&k->mu);
+    struct set *s = k->cur;
+    if (s)
+        atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&k->mu);
+    *handle = s;
+    return s ? s->jwks : NULL;
+}
+
+void th_keys_release(struct th_keys *k, void *handle)
+{
+    (void)k;
+    set_unref(handle);
+}
+
+uint64_t th_keys_epoch(const struct th_keys *k)
+{
+    return atomic_load(&k->epoch);
+}
+
+uint64_t th_keys_fetches(const struct th_keys *k)
+{
+    return atomic_load(&k->fetches);
+}
+
+bool th_keys_ready(const struct th_keys *k)
+{
+    struct th_keys *m = (struct th_keys *)k;
+    pthread_mutex_lock(&m->mu);
+    bool ok = m->cur != NULL;
+    pthread_mutex_unlock(&m->mu);
+    return ok;
+}
+
+bool th_keys_refresh_soon(struct th_keys *k)
+{
+    if (!k->have_thread)
+        return false; /* a file: nothing to fetch */
+    int64_t now = th_wall_ms();
+    int64_t last = atomic_load(&k->last_fetch_ms);
+    if (now - last < EARLY_MIN_GAP_MS)
+        return false;
+    pthread_mutex_lock(&k->mu);
+    k->wake = true;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return true;
+}
+
+/* ---- fetching (the keys thread only) ---- */
+
+struct fetch {
+    struct th_buf body;
+    long max_age; /* from Cache-Control, -1 when absent */
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    struct fetch *f = ud;
+    return th_buf_append(&f->body, p, size * n) == TH_E_OK ? size * n : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct fetch *f = ud;
+    size_t len = size * n;
+    if (len > 14 && strncasecmp(p, "cache-control:", 14) == 0) {
+        char v[256];
+        size_t vl = len - 14 < sizeof v - 1 ? len - 14 : sizeof v - 1;
+        memcpy(v, p + 14, vl);
+        v[vl] = '\0';
+        char *m = strcasestr(v, "max-age=");
+        if (m)
+            f->max_age = strtol(m + 8, NULL, 10);
+        if (strcasestr(v, "no-store") || strcasestr(v, "no-cache"))
+            f->max_age = 0;
+    }
+    return len;
+}
+
+static long get(const char *url, struct fetch *f, char *why, size_t whylen)
+{
+    CURL *e = curl_easy_init();
+    if (!e) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    th_buf_reset(&f->body);
+    f->max_age = -1;
+    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
+    CURLcode rc = curl_easy_perform(e);
+    long status = -1;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    else
+        snprintf(why, whylen, "%s", curl_easy_strerror(rc));
+    if (rc == CURLE_OK && status != 200)
+        snprintf(why, whylen, "HTTP %ld", status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    return status;
+}
+
+/* Finds jwks_uri in the issuer's discovery document; false keeps the fallback. */
+static bool discover(struct th_keys *k, struct fetch *f)
+{
+    static const char *const paths[] = {"/.well-known/openid-configuration",
+                                        "/.well-known/oauth-authorization-server"};
+    for (size_t i = 0; i < TH_ARRAY_LEN(paths); i++) {
+        char url[1200], why[256] = "";
+        snprintf(url, sizeof url, "%s%s", k->issuer, paths[i]);
+        if (get(url, f, why, sizeof why) != 200)
+            continue;
+        json_t *doc = json_loadb(th_buf_str(&f->body), f->body.len, 0, NULL);
+        const char *iss = json_string_value(json_object_get(doc, "issuer"));
+        const char *uri = json_string_value(json_object_get(doc, "jwks_uri"));
+        bool ok = false;
+        if (!iss || strcmp(iss, k->issuer) != 0) {
+            th_log_msg(TH_LOG_WARN, "jwks", "discovery at %s names another issuer: ignored", url);
+        } else if (uri && (strncmp(uri, "https://", 8) == 0 || strncmp(uri, "http://", 7) == 0) &&
+                   strlen(uri) < sizeof k->jwks_url) {
+            th_strlcpy(k->jwks_url, uri, sizeof k->jwks_url);
+            k->discovered = true;
+            ok = true;
+        }
+        json_decref(doc);
+        if (ok)
+            return true;
+    }
+    return false;
+}
+
+/* One fetch; returns the max-age to wait before the next (seconds), or -1 on failure. */
+static long fetch_once(struct th_keys *k, char *why, size_t whylen)
+{
+    struct fetch f;
+    th_buf_init(&f.body, MAX_DOC);
+    atomic_store(&k->last_fetch_ms, th_wall_ms());
+    atomic_fetch_add(&k->fetches, 1);
+    if (!k->discovered && !k->jwks_url[0] && !discover(k, &f))
+        snprintf(k->jwks_url, sizeof k->jwks_url, "%s/v1/keys", k->issuer); /* Okta's layout */
+    long age = -1;
+    if (get(k->jwks_url, &f, why, whylen) == 200) {
+        struct th_jwks *j = NULL;
+        if (th_jwks_parse(th_buf_str(&f.body), f.body.len, k->algs, k->nalgs, &j, why, whylen) ==
+            TH_E_OK) {
+            size_t n = th_jwks_count(j);
+            if (n == 0) {
+                snprintf(why, whylen, "no usable signing key in the JWKS");
+                th_jwks_free(j);
+            } else {
+                publish(k, j);
+                age = f.max_age < 0 ? DEFAULT_MAX_AGE_S : f.max_age;
+                if (age < MIN_MAX_AGE_S)
+                    age = MIN_MAX_AGE_S;
+                if (age > MAX_MAX_AGE_S)
+                    age = MAX_MAX_AGE_S;
+                th_log_msg(TH_LOG_INFO, "jwks", "%zu signing keys from %s (refresh in %ld s)", n,
+                           k->jwks_url, age);
+            }
+        }
+    }
+    if (age < 0 && !k->configured_url) { /* discover again next time: the issuer may have moved */
+        k->jwks_url[0] = '\0';
+        k->discovered = false;
+    }
+    th_buf_release(&f.body);
+    return age;
+}
+
+static void *fetcher(void *arg)
+{
+    struct th_keys *k = arg;
+    int64_t backoff = 1000;
+    for (;;) {
+        char why[256] = "";
+        long age = fetch_once(k, why, sizeof why);
+        atomic_fetch_add(&k->epoch, 1);
+        int64_t wait_ms;
+        if (age >= 0) {
+            backoff = 1000;
+            wait_ms = (int64_t)age * 1000;
+        } else {
+            th_log_msg(TH_LOG_WARN, "jwks",
+                       "cannot fetch the issuer's keys from %s (retry in "
+                       "%lld ms; keys held: %s): %s",
+                       k->jwks_url[0] ? k->jwks_url : k->issuer, (long long)backoff,
+                       th_keys_ready(k) ? "yes" : "none", why);
+            wait_ms = backoff;
+            backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
+        }
+        int64_t until = th_wall_ms() + wait_ms;
+        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000L};
+        pthread_mutex_lock(&k->mu);
+        while (!k->stop && !k->wake)
+            if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == ETIMEDOUT)
+                break;
+        bool stop = k->stop;
+        k->wake = false;
+        pthread_mutex_unlock(&k->mu);
+        if (stop)
+            return NULL;
+    }
+}
+
+th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err, size_t errlen)
+{
+    struct th_keys *k = calloc(1, sizeof *k);
+    if (!k)
+        return TH_E_NOMEM;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    k->algs = o->algorithms;
+    k->nalgs = o->nalgorithms;
+    th_strlcpy(k->issuer, o->issuer, sizeof k->issuer);
+    size_t il = strlen(k->issuer);
+    if (il && k->issuer[il - 1] == '/')
+        k->issuer[il - 1] = '\0';
+    th_strlcpy(k->jwks_url, o->jwks_url ? o->jwks_url : "", sizeof k->jwks_url);
+    k->configured_url = k->jwks_url[0] != '\0';
+    if (o->jwks_file && o->jwks_file[0]) {
+        FILE *f = fopen(o->jwks_file, "r");
+        if (!f) {
+            snprintf(err, errlen, "auth.jwks_file %s: %s", o->jwks_file, strerror(errno));
+            th_keys_free(k);
+            return TH_E_CONFIG;
+        }
+        struct th_buf b;
+        th_buf_init(&b, MAX_DOC);
+        char chunk[4096];
+        size_t n;
+        th_err e = TH_E_OK;
+        while (e == TH_E_OK && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+            e = th_buf_append(&b, chunk, n);
+        fclose(f);
+        struct th_jwks *j = NULL;
+        char why[256] = "too large";
+        if (e != TH_E_OK ||
+            th_jwks_parse(th_buf_str(&b), b.len, k->algs, k->nalgs, &j, why, sizeof why) !=
+                TH_E_OK ||
+            th_jwks_count(j) == 0) {
+            snprintf(err, errlen, "auth.jwks_file %s: %s", o->jwks_file,
+                     j ? "no usable signing key" : why);
+            th_jwks_free(j);
+            th_buf_release(&b);
+            th_keys_free(k);
+            return TH_E_CONFIG;
+        }
+        th_buf_release(&b);
+        publish(k, j);
+        atomic_store(&k->epoch, 1);
+        *out = k;
+        return TH_E_OK;
+    }
+    if (pthread_create(&k->thread, NULL, fetcher, k) != 0) {
+        snprintf(err, errlen, "cannot start the key fetcher");
+        th_keys_free(k);
+        return TH_E_NOMEM;
+    }
+    k->have_thread = true;
+    *out = k;
+    return TH_E_OK;
+}
+
+void th_keys_free(struct th_keys *k)
+{
+    if (!k)
+        return;
+    if (k->have_thread) {
+        pthread_mutex_lock(&k->mu);
+        k->stop = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(k->thread, NULL); /* a fetch in progress ends within its timeout */
+    }
+    set_unref(k->cur);
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+    free(k);
+}

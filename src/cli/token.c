@@ -1,0 +1,193 @@
+/*
+ * `telehook token ...`: developer tooling for the OAuth 2.0 path, so it runs end to end without
+ * Okta.
+ *
+ *   token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]
+ *       writes DIR/jwt-private.jwk (the signing key, mode 0600) and DIR/jwks.json (the public
+ *       key set: point auth.jwks_file at it)
+ *   token mint --key FILE [--ttl SECONDS] [--cid ID] [--scope "a b"] [--iss URL] [--aud AUD]
+ *              [--claim NAME=VALUE ...]
+ *       prints a token with Okta's access-token claims; iss, aud and scp default to the
+ *       configuration's auth.issuer, auth.audience and auth.scopes
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "auth/jwt.h"
+#include "cli/internal.h"
+#include "common/util.h"
+
+static int write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        fprintf(stderr, "telehook: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    size_t n = strlen(text);
+    bool ok = write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1;
+    ok = close(fd) == 0 && ok;
+    if (!ok)
+        fprintf(stderr, "telehook: %s: write failed\n", path);
+    return ok ? 0 : 1;
+}
+
+static int keygen(struct th_cli *cli)
+{
+    const char *alg = "RS256", *kid = NULL, *dir = ".";
+    for (int i = 0; i < cli->argc; i += 2) {
+        const char *o = cli->argv[i], *v = i + 1 < cli->argc ? cli->argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "telehook: %s needs a value\n", o);
+            return 2;
+        }
+        if (strcmp(o, "--alg") == 0)
+            alg = v;
+        else if (strcmp(o, "--kid") == 0)
+            kid = v;
+        else if (strcmp(o, "--dir") == 0)
+            dir = v;
+        else {
+            fprintf(stderr, "telehook: unknown option %s\n", o);
+            return 2;
+        }
+    }
+    if (strcmp(alg, "RS256") != 0 && strcmp(alg, "ES256") != 0) {
+        fprintf(stderr, "telehook: --alg must be RS256 or ES256\n");
+        return 2;
+    }
+    char *priv = NULL, *jwks = NULL;
+    if (th_jwt_keygen(alg, kid, &priv, &jwks) != TH_E_OK) {
+        fprintf(stderr, "telehook: key generation failed\n");
+        return 1;
+    }
+    char p1[4096], p2[4096];
+    snprintf(p1, sizeof p1, "%s/jwt-private.jwk", dir);
+    snprintf(p2, sizeof p2, "%s/jwks.json", dir);
+    int rc = write_file(p1, priv, 0600) || write_file(p2, jwks, 0644);
+    memset(priv, 0, strlen(priv));
+    free(priv);
+    free(jwks);
+    if (rc == 0)
+        fprintf(stderr,
+                "wrote %s (private, keep it secret) and %s\n"
+                "use it: [auth] mode = oauth2, jwks_file = %s\n",
+                p1, p2, p2);
+    return rc;
+}
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 65536);
+    size_t n = buf ? fread(buf, 1, 65535, f) : 0;
+    fclose(f);
+    if (buf && n == 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int mint(struct th_cli *cli)
+{
+    const struct th_config *cfg = &cli->cfg;
+    const char *key = NULL, *cid = "0oa-telehook-dev", *scope = cfg->auth_scopes;
+    const char *iss = cfg->auth_issuer, *aud = cfg->auth_audience;
+    long ttl = 3600;
+    json_t *extra = json_object();
+    int rc = 2;
+    for (int i = 0; i < cli->argc; i += 2) {
+        const char *o = cli->argv[i], *v = i + 1 < cli->argc ? cli->argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "telehook: %s needs a value\n", o);
+            goto out;
+        }
+        if (strcmp(o, "--key") == 0)
+            key = v;
+        else if (strcmp(o, "--cid") == 0)
+            cid = v;
+        else if (strcmp(o, "--scope") == 0)
+            scope = v;
+        else if (strcmp(o, "--iss") == 0)
+            iss = v;
+        else if (strcmp(o, "--aud") == 0)
+            aud = v;
+        else if (strcmp(o, "--ttl") == 0)
+            ttl = strtol(v, NULL, 10);
+        else if (strcmp(o, "--claim") == 0 && strchr(v, '=')) {
+            /* NAME=VALUE: VALUE as JSON when it parses (numbers, arrays), else a string */
+            char name[128];
+            size_t nl = (size_t)(strchr(v, '=') - v);
+            snprintf(name, sizeof name, "%.*s", (int)(nl < 127 ? nl : 127), v);
+            json_t *val = json_loads(v + nl + 1, JSON_DECODE_ANY, NULL);
+            json_object_set_new(extra, name, val ? val : json_string(v + nl + 1));
+        } else {
+            fprintf(stderr, "telehook: unknown option %s\n", o);
+            goto out;
+        }
+    }
+    if (!key) {
+        fprintf(stderr, "telehook: token mint needs --key FILE (from `telehook token keygen`)\n");
+        goto out;
+    }
+    char *jwk = read_all(key);
+    if (!jwk) {
+        fprintf(stderr, "telehook: cannot read %s\n", key);
+        rc = 1;
+        goto out;
+    }
+    int64_t now = (int64_t)time(NULL);
+    char jti[40];
+    th_random_id("AT.", jti, sizeof jti);
+    json_t *scp = json_array();
+    char *scopes = strdup(scope ? scope : "");
+    for (char *t = scopes ? strtok(scopes, " ,") : NULL; t; t = strtok(NULL, " ,"))
+        json_array_append_new(scp, json_string(t));
+    free(scopes);
+    /* Okta's access-token claims for a client-credentials token */
+    json_t *c = json_pack("{s:i, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:o}", "ver", 1, "jti", jti,
+                          "iss", iss, "aud", aud, "iat", (json_int_t)now, "exp",
+                          (json_int_t)(now + ttl), "cid", cid, "sub", cid, "scp", scp);
+    json_object_update(c, extra);
+    char *claims = json_dumps(c, JSON_COMPACT);
+    char *token = NULL;
+    char err[256];
+    if (claims && th_jwt_mint(jwk, claims, &token, err, sizeof err) == TH_E_OK) {
+        printf("%s\n", token);
+        rc = 0;
+    } else {
+        fprintf(stderr, "telehook: %s\n", claims ? err : "out of memory");
+        rc = 1;
+    }
+    free(token);
+    free(claims);
+    json_decref(c);
+    memset(jwk, 0, strlen(jwk));
+    free(jwk);
+out:
+    json_decref(extra);
+    return rc;
+}
+
+int th_cmd_token(struct th_cli *cli, const char *sub)
+{
+    if (strcmp(sub, "keygen") == 0)
+        return keygen(cli);
+    if (strcmp(sub, "mint") == 0)
+        return mint(cli);
+    fprintf(stderr, "usage: telehook token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]\n"
+                    "       telehook token mint --key FILE [--ttl S] [--cid ID] [--scope S] "
+                    "[--iss URL] [--aud AUD] [--claim NAME=VALUE]\n");
+    return 2;
+}
