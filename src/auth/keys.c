@@ -43,6 +43,7 @@ struct th_keys {
     pthread_t thread;
     atomic_uint_fast64_t epoch, fetches;
     atomic_llong last_fetch_ms; /* when the last fetch started */
+    atomic_llong last_early_ms; /* when an unknown kid last asked for an early fetch */
 };
 
 static void set_unref(struct set *s)
@@ -110,8 +111,10 @@ bool th_keys_refresh_soon(struct th_keys *k)
     if (!k->have_thread)
         return false; /* a file: nothing to fetch */
     int64_t now = th_wall_ms();
-    int64_t last = atomic_load(&k->last_fetch_ms);
-    if (now - last < EARLY_MIN_GAP_MS)
+    long long last = atomic_load(&k->last_early_ms);
+    /* One early fetch per 30 s, whoever asks: compare-and-swap so racing loops agree. */
+    if (now - last < EARLY_MIN_GAP_MS ||
+        !atomic_compare_exchange_strong(&k->last_early_ms, &last, now))
         return false;
     pthread_mutex_lock(&k->mu);
     k->wake = true;
@@ -302,6 +305,7 @@ th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err
         k->issuer[il - 1] = '\0';
     th_strlcpy(k->jwks_url, o->jwks_url ? o->jwks_url : "", sizeof k->jwks_url);
     k->configured_url = k->jwks_url[0] != '\0';
+    atomic_init(&k->last_early_ms, -EARLY_MIN_GAP_MS);
     if (o->jwks_file && o->jwks_file[0]) {
         FILE *f = fopen(o->jwks_file, "r");
         if (!f) {

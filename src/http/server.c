@@ -311,12 +311,14 @@ static enum MHD_Result after_auth(struct req *r)
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || *end || n > (unsigned long long)srv->cfg->max_body) {
             log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+            r->refused = true;
             return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
         }
     }
     if (!is_json(
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type is not application/json");
+        r->refused = true;
         return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
     }
     th_buf_init(&r->body, (size_t)srv->cfg->max_body);
@@ -353,6 +355,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         if (after_auth(r) != MHD_YES || r->refused)
             return MHD_YES; /* after_auth queued its refusal */
+        /* This call replays the headers call that suspended: the body comes in the next ones. */
+        if (*upload_data_size == 0)
+            return MHD_YES;
     }
     if (r->refused) { /* an early refusal is queued: drain and drop what the client still sends */
         *upload_data_size = 0;
