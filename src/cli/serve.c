@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "cli/internal.h"
 #include "common/util.h"
+#include "guard/guard.h"
 #include "hook/hook.h"
 #include "http/server.h"
 #include "message/message.h"
@@ -134,6 +135,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_templates *templates = NULL;
     struct th_writer *writer = NULL;
     struct th_router *router = NULL;
+    struct th_guard *guard = NULL;
     struct th_routes *routes = NULL;
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
@@ -187,8 +189,12 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_ERROR, "startup", "authentication: %s", err);
         goto out;
     }
+    if (th_guard_new(cfg, &guard, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "[guard] %s", err);
+        goto out;
+    }
     struct th_hook_deps hd = {
-        .cfg = cfg, .templates = templates, .router = router, .writer = writer};
+        .cfg = cfg, .templates = templates, .router = router, .writer = writer, .guard = guard};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
     struct readiness ready = {.router = router, .auth = auth};
@@ -255,6 +261,14 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_int(&l, "token_cache_hits", (long long)as.cache_hits);
         th_log_int(&l, "tokens_refused", (long long)as.refused);
         th_log_int(&l, "key_fetches", (long long)as.key_fetches);
+        uint64_t blocks[TH_BLOCK__COUNT];
+        th_guard_counts(guard, blocks);
+        th_log_int(&l, "duplicates", (long long)blocks[TH_BLOCK_NONE]);
+        for (int i = 1; i < TH_BLOCK__COUNT; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "blocked_%s", th_block_name((th_block)i));
+            th_log_int(&l, name, (long long)blocks[i]);
+        }
         th_log_end(&l);
     }
     rc = 0;
@@ -264,6 +278,7 @@ out:
     if (hook) /* the current set may be one a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
     th_hook_free(hook);
+    th_guard_free(guard);
     th_router_free(router); /* after the loops: they tore down their HTTP clients */
     th_routes_free(routes);
     for (size_t i = 0; i < retired.n; i++)

@@ -11,6 +11,7 @@
 #include <ini.h>
 
 #include "common/util.h"
+#include "guard/guard.h"
 
 extern char **environ;
 
@@ -22,12 +23,13 @@ enum ktype {
     K_SECRET,
     K_INT,
     K_BOOL,
-    K_ENUM,    /* int field holding the index in names */
-    K_NAME,    /* string field that must be one of names */
-    K_LISTEN,  /* HOST:PORT */
-    K_HEADER,  /* an HTTP header name */
-    K_REGION,  /* ISO alpha-2, upper case, or "" */
-    K_LANGUAGE /* normalised tag: "en", "es-mx" */
+    K_ENUM,     /* int field holding the index in names */
+    K_NAME,     /* string field that must be one of names */
+    K_LISTEN,   /* HOST:PORT */
+    K_HEADER,   /* an HTTP header name */
+    K_REGION,   /* ISO alpha-2, upper case, or "" */
+    K_LANGUAGE, /* normalised tag: "en", "es-mx" */
+    K_LIMIT     /* "N/PERIOD" or "0" */
 };
 
 struct key {
@@ -41,6 +43,7 @@ struct key {
 };
 
 static const char *const auth_modes[] = {"header", "none", "oauth2", "either", NULL};
+static const char *const block_answers[] = {"failed", "error", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
 
@@ -63,6 +66,16 @@ static const struct key keys[] = {
      "seconds a client connection may stay idle"},
     {"server", "connection_memory", K_INT, F(connection_memory), 4096, 1048576, NULL, "16384",
      "bytes of buffer per connection (request line and headers must fit)"},
+    {"server", "max_headers", K_INT, F(max_headers), 4, 1000, NULL, "64",
+     "request header fields accepted (more: 431, before authentication)"},
+    {"server", "max_header_bytes", K_INT, F(max_header_bytes), 1024, 1048576, NULL, "8192",
+     "bytes of request header fields accepted (more: 431); keep it under connection_memory"},
+    {"server", "source_rate", K_LIMIT, F(source_rate), 0, 0, NULL, "0",
+     "requests per client address (N/PERIOD, e.g. 200/1s; more: 429 before authentication); 0 "
+     "= off. Okta calls from few addresses: size it for Okta's peak, or leave it off behind a "
+     "proxy"},
+    {"server", "max_connections_per_source", K_INT, F(max_connections_per_source), 0, 100000, NULL,
+     "0", "open connections per client address (0 = no cap beyond max_connections)"},
     {"server", "port_file", K_STRING, F(port_file), 0, 0, NULL, "",
      "if set, the bound port is written to this file once listening (for tests and scripts)"},
     {"auth", "mode", K_ENUM, F(auth_mode), 0, 0, auth_modes, "header",
@@ -154,6 +167,43 @@ static const struct key keys[] = {
      "HMAC-SHA256 key signing each POST (header X-Telehook-Signature: t=UNIX,v1=HEX)"},
     {"webhook", "timeout_ms", K_INT, F(webhook_timeout_ms), 50, 10000, NULL, "2000",
      "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"guard", "secret", K_SECRET, F(guard_secret), 0, 0, NULL, "",
+     "key of the HMACs under which numbers, users, event ids and codes are remembered; empty: "
+     "a random key per start (set one when several nodes share state)"},
+    {"guard", "dedupe", K_BOOL, F(guard_dedupe), 0, 0, NULL, "true",
+     "answer a repeated eventId, or the same code to the same number and channel, with the "
+     "first outcome instead of sending again (within the code's validity)"},
+    {"guard", "limit_phone", K_LIMIT, F(guard_limit_phone), 0, 0, NULL, "5/15m",
+     "sends per phone number, short window (N/PERIOD, PERIOD like 30s, 15m, 1h, 1d; 0 = off)"},
+    {"guard", "limit_phone_daily", K_LIMIT, F(guard_limit_phone_daily), 0, 0, NULL, "20/1d",
+     "sends per phone number, long window"},
+    {"guard", "limit_user", K_LIMIT, F(guard_limit_user), 0, 0, NULL, "20/1h",
+     "sends per Okta user id"},
+    {"guard", "limit_country", K_LIMIT, F(guard_limit_country), 0, 0, NULL, "2000/1h",
+     "sends per destination country"},
+    {"guard", "budget_calling_code", K_LIMIT, F(guard_budget_calling_code), 0, 0, NULL, "1000/1d",
+     "daily budget of sends per calling code (+44, +1, ...), counted per UTC day; budgets "
+     "overrides it per code"},
+    {"guard", "budgets", K_STRING, F(guard_budgets), 0, 0, NULL, "",
+     "daily budgets per calling code overriding budget_calling_code, e.g. 1:50000, 44:20000, "
+     "235:0 (0 = no sends)"},
+    {"guard", "limit_global", K_LIMIT, F(guard_limit_global), 0, 0, NULL, "6000/1m",
+     "sends across everything"},
+    {"guard", "countries_allow", K_STRING, F(guard_countries_allow), 0, 0, NULL, "",
+     "if set, only these destination countries (ISO codes, e.g. US CA GB)"},
+    {"guard", "countries_deny", K_STRING, F(guard_countries_deny), 0, 0, NULL, "",
+     "destination countries never sent to"},
+    {"guard", "sms_refuse", K_STRING, F(guard_sms_refuse), 0, 0, NULL,
+     "FIXED_LINE PREMIUM_RATE SHARED_COST TOLL_FREE UNKNOWN",
+     "number types refused for SMS (libphonenumber's: FIXED_LINE, MOBILE, "
+     "FIXED_LINE_OR_MOBILE, TOLL_FREE, PREMIUM_RATE, SHARED_COST, VOIP, UAN, ...)"},
+    {"guard", "voice_refuse", K_STRING, F(guard_voice_refuse), 0, 0, NULL,
+     "PREMIUM_RATE SHARED_COST", "number types refused for voice calls"},
+    {"guard", "block_answer", K_ENUM, F(guard_block_answer), 0, 0, block_answers, "failed",
+     "what a blocked request gets: failed (Okta's FAILED status: nothing is sent) or error "
+     "(Okta's error object: Okta sends the code through its own providers)"},
+    {"guard", "max_entries", K_INT, F(guard_max_entries), 1000, 10000000, NULL, "100000",
+     "numbers and users remembered at once per table (bounded memory under a flood)"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
 };
@@ -295,6 +345,12 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
         if (!valid_language(v))
             why = "expected a lower-case language tag like en or es-mx";
         break;
+    case K_LIMIT: {
+        long n, p;
+        if (!th_guard_parse_limit(v, &n, &p))
+            why = "expected N/PERIOD like 5/15m, 20/1d or 100/30s, or 0 for off";
+        break;
+    }
     case K_SECRET:
         if (strlen(v) > SECRET_MAX)
             why = "secret longer than 4096 bytes";
@@ -304,7 +360,7 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
     }
     if (!why &&
         (k->type == K_STRING || k->type == K_SECRET || k->type == K_LISTEN || k->type == K_HEADER ||
-         k->type == K_REGION || k->type == K_LANGUAGE) &&
+         k->type == K_REGION || k->type == K_LANGUAGE || k->type == K_LIMIT) &&
         set_string(str_field(cfg, k), v) != TH_E_OK)
         why = "out of memory";
     if (why) {

@@ -34,6 +34,10 @@ struct th_config {
     int connection_timeout; /* seconds of inactivity before a connection is closed */
     int connection_memory;  /* libmicrohttpd per-connection pool, bytes */
     char *port_file;        /* if set, the bound port is written there once listening */
+    int max_headers;        /* request header fields; more: 431 */
+    int max_header_bytes;   /* total size of the header fields; more: 431 */
+    char *source_rate;      /* requests per client address, "N/PERIOD" or "0" */
+    int max_connections_per_source;
     /* [auth] */
     th_auth_mode auth_mode;
     char *auth_header_name;   /* default "Authorization" */
@@ -81,6 +85,22 @@ struct th_config {
     char *webhook_url;
     char *webhook_secret; /* secret */
     int webhook_timeout_ms;
+    /* [guard] abuse controls */
+    char *guard_secret; /* HMAC key for dedupe/limit keys; "" = random per start */
+    bool guard_dedupe;
+    char *guard_limit_phone; /* "N/PERIOD" or "0" */
+    char *guard_limit_phone_daily;
+    char *guard_limit_user;
+    char *guard_limit_country;
+    char *guard_budget_calling_code; /* "N/1d" default daily budget per calling code */
+    char *guard_budgets;             /* "44:20000, 1:100000" */
+    char *guard_limit_global;
+    char *guard_countries_allow;
+    char *guard_countries_deny;
+    char *guard_sms_refuse;   /* number types refused for SMS */
+    char *guard_voice_refuse; /* for voice */
+    int guard_block_answer;   /* 0 failed, 1 error */
+    int guard_max_entries;
     /* [log] */
     th_log_level log_level;
 };

@@ -24,6 +24,7 @@ struct th_hook {
     _Atomic(const struct th_templates *) templates;
     struct th_router *router;
     struct th_writer *writer;
+    struct th_guard *guard;
     atomic_long in_flight;
 };
 
@@ -36,6 +37,9 @@ struct hreq {
     bool answered;
     bool sending; /* a provider callback is still to come */
     struct th_timer deadline;
+    struct th_timer poll;     /* waiting for a duplicate's first outcome */
+    struct th_dedupe *dedupe; /* our hold on the dedupe record */
+    bool dedupe_first;        /* we send; the others replay our answer */
     int64_t arrived_us;
     int64_t sent_us;
 
@@ -63,6 +67,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     h->cfg = deps->cfg;
     atomic_init(&h->templates, deps->templates);
     h->router = deps->router;
+    h->guard = deps->guard;
     h->writer = deps->writer;
     atomic_init(&h->in_flight, 0);
     *out = h;
@@ -161,10 +166,18 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     r->outcome = outcome;
     th_loop_timer_cancel(r->loop, &r->deadline);
     int64_t latency = th_mono_us() - r->arrived_us;
+    th_loop_timer_cancel(r->loop, &r->poll);
     size_t len = body->len;
     char *data = th_buf_steal(body);
     if (!data) { /* out of memory: the transport answers 500 on a NULL body */
         len = 0;
+    }
+    if (r->dedupe) { /* before the answer leaves: a duplicate must find it */
+        if (r->dedupe_first && data)
+            th_guard_dedupe_finish(r->hook->guard, r->dedupe, status, data, len);
+        else
+            th_guard_dedupe_release(r->hook->guard, r->dedupe);
+        r->dedupe = NULL;
     }
     r->answer(r->answer_ud, status, data, len);
     record(r, status, latency);
@@ -278,6 +291,92 @@ static bool compose(struct hreq *r)
     return true;
 }
 
+/* Replays the first outcome of a duplicate request. */
+static void replay(struct hreq *r, struct th_dedupe_answer *a)
+{
+    struct th_buf body;
+    th_buf_init(&body, ANSWER_MAX);
+    th_buf_append(&body, a->body ? a->body : "", a->body ? a->len : 0);
+    free(a->body);
+    th_strlcpy(r->error, "duplicate: the first outcome replayed", sizeof r->error);
+    finish(r, a->status, &body, "DUPLICATE");
+}
+
+static void on_dedupe_poll(void *ud)
+{
+    struct hreq *r = ud;
+    struct th_dedupe_answer a = {0};
+    if (th_guard_dedupe_poll(r->hook->guard, r->dedupe, &a) == TH_DEDUPE_DONE) {
+        replay(r, &a);
+        hreq_maybe_free(r);
+        return;
+    }
+    th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
+}
+
+/* A blocked request: Okta's FAILED status (nothing sent anywhere) or its error object. */
+static void block(struct hreq *r, th_block b)
+{
+    char reason[64];
+    snprintf(reason, sizeof reason, "blocked: %s", th_block_name(b));
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_WARN, "blocked")) {
+        th_log_str(&l, "req", r->request_id);
+        th_log_str(&l, "reason", th_block_name(b));
+        th_log_str(&l, "phone", r->masked);
+        th_log_str(&l, "country", r->phone.region);
+        th_log_str(&l, "type", th_phone_type_name(r->phone.type));
+        th_log_end(&l);
+    }
+    if (!th_guard_answer_failed(r->hook->guard)) {
+        fail(r, 200, SUMMARY_FAILED, "BLOCKED", reason);
+        return;
+    }
+    th_strlcpy(r->error, reason, sizeof r->error);
+    char meta[64];
+    snprintf(meta, sizeof meta, "blocked=%s", th_block_name(b));
+    struct th_buf body;
+    th_buf_init(&body, ANSWER_MAX);
+    th_okta_encode_result(&body, "FAILED", "telehook", r->request_id, meta);
+    finish(r, 200, &body, "BLOCKED");
+}
+
+/*
+ * Dedupe, then destination rules and limits. false: answered (a replay, a wait for the first
+ * outcome, or a block).
+ */
+static bool guard(struct hreq *r)
+{
+    struct th_guard *g = r->hook->guard;
+    if (!g)
+        return true;
+    const struct th_okta_request *o = &r->okta;
+    struct th_dedupe_answer a = {0};
+    switch (th_guard_dedupe_begin(g, o->event_id, r->phone.e164, o->otp, o->channel,
+                                  o->otp_expires_ms, &r->dedupe, &a)) {
+    case TH_DEDUPE_DONE:
+        replay(r, &a);
+        return false;
+    case TH_DEDUPE_PENDING: /* the first is in flight: wait for its answer, up to our deadline */
+        th_loop_timer_set(r->loop, &r->deadline,
+                          r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000, on_deadline,
+                          r);
+        th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
+        return false;
+    case TH_DEDUPE_FIRST:
+        r->dedupe_first = true;
+        break;
+    case TH_DEDUPE_OFF:
+        break;
+    }
+    th_block b = th_guard_check(g, &r->phone, o->channel, o->user_id);
+    if (b != TH_BLOCK_NONE) {
+        block(r, b);
+        return false;
+    }
+    return true;
+}
+
 static void send_message(struct hreq *r)
 {
     const struct th_okta_request *o = &r->okta;
@@ -326,7 +425,7 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
         fail(r, 200, SUMMARY_PHONE, "REJECTED", "invalid phone number");
     } else {
         th_phone_mask(r->phone.e164, r->masked, sizeof r->masked);
-        if (compose(r))
+        if (guard(r) && compose(r))
             send_message(r);
     }
     hreq_maybe_free(r);

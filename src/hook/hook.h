@@ -14,6 +14,7 @@
 #include "loop/loop.h"
 #include "message/message.h"
 #include "dispatch/router.h"
+#include "guard/guard.h"
 #include "store/writer.h"
 
 struct th_hook;
@@ -24,6 +25,7 @@ struct th_hook_deps {
     const struct th_templates *templates;
     struct th_router *router;
     struct th_writer *writer;
+    struct th_guard *guard; /* abuse controls; NULL: none */
 };
 
 th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out);

@@ -19,14 +19,24 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "guard/guard.h"
 #include "loop/loop.h"
 #include "obs/log.h"
 
 #define HOOK_PATH   "/v1/okta/telephony"
 #define MAX_WORKERS 64
 
+/* Per-source request rate (GCRA), per worker: a source's connections spread over the workers,
+ * so each enforces its share of the configured rate. Bounded: the oldest state is overwritten. */
+#define SRC_SLOTS 1024
+struct src_slot {
+    unsigned char addr[16];
+    int64_t tat_us;
+};
+
 struct worker {
     struct th_server *srv;
+    struct src_slot *src; /* NULL when source_rate is off */
     int index;
     struct th_loop *loop;
     pthread_t thread;
@@ -42,6 +52,7 @@ struct th_server {
     struct th_hook *hook;
     bool (*ready)(void *ud);
     void *ready_ud;
+    int64_t src_period_us, src_interval_us; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
     atomic_bool draining;
@@ -120,6 +131,8 @@ static enum MHD_Result respond(struct req *r, int status, char *body, size_t len
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(resp, "X-Request-Id", r->id);
+    if (status == MHD_HTTP_TOO_MANY_REQUESTS)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
@@ -257,10 +270,71 @@ static enum MHD_Result wait_for_keys(struct req *r)
 }
 
 /* First call for a request: headers are known, the body is not read yet. */
+struct hdr_count {
+    unsigned n;
+    size_t bytes;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    struct hdr_count *c = cls;
+    c->n++;
+    c->bytes += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+    return MHD_YES;
+}
+
+/* false when this client address is over its request rate. */
+static bool source_allowed(struct req *r)
+{
+    struct worker *w = r->w;
+    if (!w->src)
+        return true;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return true;
+    unsigned char key[16] = {0};
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        memcpy(key, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    else if (sa->sa_family == AF_INET6)
+        memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ key[i]) * 16777619u;
+    struct src_slot *s = &w->src[h % SRC_SLOTS];
+    int64_t now = th_loop_now_us(w->loop);
+    if (memcmp(s->addr, key, 16) != 0) { /* a newcomer takes the slot */
+        memcpy(s->addr, key, 16);
+        s->tat_us = 0;
+    }
+    int64_t tat = s->tat_us > now ? s->tat_us : now;
+    if (tat - now > w->srv->src_period_us - w->srv->src_interval_us)
+        return false;
+    s->tat_us = tat + w->srv->src_interval_us;
+    return true;
+}
+
 static enum MHD_Result on_headers(struct req *r, const char *method)
 {
     struct th_server *srv = r->w->srv;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    /* Request hygiene first: cheap checks before authentication and before any body byte. */
+    if (r->route == ROUTE_HOOK && !source_allowed(r)) { /* probes are not rate limited */
+        log_refusal(r, MHD_HTTP_TOO_MANY_REQUESTS, "source over its request rate");
+        r->refused = true;
+        return refuse(r, MHD_HTTP_TOO_MANY_REQUESTS, "Too many requests.");
+    }
+    struct hdr_count hc = {0, 0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header, &hc);
+    if (hc.n > (unsigned)srv->cfg->max_headers || hc.bytes > (size_t)srv->cfg->max_header_bytes) {
+        log_refusal(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header fields too large");
+        r->refused = true;
+        return refuse(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
+                      "Request header fields too large.");
+    }
     switch (r->route) {
     case ROUTE_NOT_FOUND:
         return refuse(r, MHD_HTTP_NOT_FOUND, "Not found.");
@@ -287,22 +361,6 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
         log_refusal(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
         return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
     }
-    /* Authenticate before reading a byte of the body: an unauthenticated caller costs nothing. */
-    const char *why = NULL;
-    th_err ae = th_auth_check(srv->auth, header_lookup, r->conn, &why);
-    if (ae == TH_E_BUSY)
-        return wait_for_keys(r);
-    if (ae != TH_E_OK) {
-        log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
-        return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
-    }
-    return after_auth(r);
-}
-
-/* The header checks that follow authentication. */
-static enum MHD_Result after_auth(struct req *r)
-{
-    struct th_server *srv = r->w->srv;
     const char *cl =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -321,6 +379,22 @@ static enum MHD_Result after_auth(struct req *r)
         r->refused = true;
         return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
     }
+    /* Authenticate before reading a byte of the body: an unauthenticated caller costs nothing. */
+    const char *why = NULL;
+    th_err ae = th_auth_check(srv->auth, header_lookup, r->conn, &why);
+    if (ae == TH_E_BUSY)
+        return wait_for_keys(r);
+    if (ae != TH_E_OK) {
+        log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
+        return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
+    }
+    return after_auth(r);
+}
+
+/* The header checks that follow authentication. */
+static enum MHD_Result after_auth(struct req *r)
+{
+    struct th_server *srv = r->w->srv;
     th_buf_init(&r->body, (size_t)srv->cfg->max_body);
     return MHD_YES;
 }
@@ -508,6 +582,17 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         return TH_E_IO;
     }
     unsigned limit = (unsigned)(cfg->max_connections / srv->nworkers);
+    unsigned per_ip =
+        cfg->max_connections_per_source > 0
+            ? (unsigned)((cfg->max_connections_per_source + srv->nworkers - 1) / srv->nworkers)
+            : 0;
+    if (srv->src_period_us > 0) {
+        w->src = calloc(SRC_SLOTS, sizeof *w->src);
+        if (!w->src) {
+            snprintf(err, errlen, "out of memory");
+            return TH_E_NOMEM;
+        }
+    }
     w->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
         on_request, w,
@@ -515,8 +600,8 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)cfg->connection_memory, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
-        MHD_OPTION_END);
+        (size_t)cfg->connection_memory, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_END);
     if (!w->daemon) {
         snprintf(err, errlen, "cannot start the HTTP daemon");
         return TH_E_IO;
@@ -545,6 +630,8 @@ static void worker_release(struct worker *w)
     if (w->loop)
         th_loop_timer_cancel(w->loop, &w->mhd_timer);
     th_loop_free(w->loop);
+    free(w->src);
+    w->src = NULL;
     w->loop = NULL;
 }
 
@@ -563,6 +650,13 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     atomic_init(&srv->draining, false);
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
+    long rate_n = 0, rate_p = 0;
+    th_guard_parse_limit(cfg->source_rate, &rate_n, &rate_p);
+    if (rate_n > 0) { /* each worker enforces its share */
+        srv->src_period_us = (int64_t)rate_p * 1000000;
+        int64_t share = rate_n / srv->nworkers > 0 ? rate_n / srv->nworkers : 1;
+        srv->src_interval_us = srv->src_period_us / share;
+    }
     for (int i = 0; i < MAX_WORKERS; i++)
         srv->workers[i].listen_fd = -1;
 

@@ -27,8 +27,12 @@ def iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def okta_request(phone=US_NUMBER, otp="482913", channel="SMS", locale="EN-US", **extra):
-    """Okta's documented sample request, with its Preview placeholder number edited."""
+def okta_request(phone=US_NUMBER, otp=None, channel="SMS", locale="EN-US", **extra):
+    """Okta's documented sample request, with its Preview placeholder number edited. Each call
+    gets a new eventId and, unless given, a new code (as Okta sends), so dedupe stays out of
+    the way of tests that are not about it."""
+    if otp is None:
+        otp = f"{secrets.randbelow(900000) + 100000}"
     now = datetime.now(timezone.utc)
     body = {
         "eventId": uuid.uuid4().hex[:22],
@@ -77,6 +81,9 @@ class Server:
             "auth": {"mode": "header", "header_name": self.header,
                      "header_secret_file": str(tmp / "secret")},
             "store": {"url": "sqlite:" + self.db},
+            # Rate limits and budgets off: tests that are about them turn them on.
+            "guard": {"limit_phone": "0", "limit_phone_daily": "0", "limit_user": "0",
+                      "limit_country": "0", "budget_calling_code": "0", "limit_global": "0"},
         }
         for line in config.strip().splitlines():  # "section.key = value" overrides
             if line.strip():

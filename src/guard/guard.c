@@ -1,0 +1,546 @@
+#include "guard/guard.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "common/util.h"
+
+#define KEY_LEN           16 /* truncated HMAC-SHA256: collisions are not a practical concern */
+#define PROBE             8
+#define DEFAULT_WINDOW_MS (10 * 60 * 1000) /* dedupe window when Okta gives no otpExpires */
+#define MAX_WINDOW_MS     (30 * 60 * 1000)
+#define NREGIONS          (26 * 26 + 1) /* "AA".."ZZ", and non-geographic */
+#define NCODES            1000          /* calling codes 1..999 */
+
+static const char *const block_names[] = {
+#define TH_BLOCK_NAME(name, text) text,
+    TH_BLOCKS(TH_BLOCK_NAME)
+#undef TH_BLOCK_NAME
+};
+
+const char *th_block_name(th_block b)
+{
+    return (size_t)b < TH_ARRAY_LEN(block_names) ? block_names[b] : "?";
+}
+
+/* A GCRA limit: `count` per `period`, as a theoretical arrival time per key. */
+struct limit {
+    bool on;
+    int64_t period_us, interval_us;
+};
+
+struct pslot { /* per-person limiter state */
+    unsigned char key[KEY_LEN];
+    int64_t tat_us; /* theoretical arrival time; <= now means "no state" */
+};
+
+struct rec { /* a dedupe record, shared by its eventId and (phone, otp, channel) slots */
+    int refs;
+    bool done;
+    int status;
+    char *body;
+    size_t len;
+};
+
+struct dslot {
+    unsigned char key[KEY_LEN];
+    int64_t expire_ms;
+    struct rec *rec;
+};
+
+struct budget {
+    int64_t day; /* unix day of count */
+    long count;
+};
+
+struct th_guard {
+    unsigned char secret[32];
+    bool dedupe, answer_failed;
+    struct limit phone_short, phone_long, user, country, global;
+    long code_budget_default;
+    long code_budget[NCODES]; /* per calling code; -1 = the default */
+    bool deny[NREGIONS], allow[NREGIONS], have_allow;
+    bool refuse[2][TH_PHONE_UNKNOWN + 1]; /* [channel][type] */
+
+    pthread_mutex_t mu;
+    struct pslot *people;
+    size_t npeople; /* power of two */
+    struct dslot *dd;
+    size_t ndd;
+    int64_t country_tat[NREGIONS];
+    struct budget budget[NCODES];
+    int64_t global_tat;
+    atomic_uint_fast64_t counts[TH_BLOCK__COUNT];
+};
+
+struct th_dedupe {
+    struct rec *rec;
+};
+
+/* ---- parsing ---- */
+
+bool th_guard_parse_limit(const char *spec, long *count, long *period_s)
+{
+    *count = 0;
+    *period_s = 0;
+    if (!spec || !*spec || strcmp(spec, "0") == 0 || strcmp(spec, "off") == 0)
+        return true;
+    char *end;
+    long n = strtol(spec, &end, 10);
+    if (n <= 0 || n > 100000000 || *end != '/')
+        return false;
+    long p = strtol(end + 1, &end, 10);
+    long mult = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+    if (p <= 0 || !mult || end[1] || p > 366 * 86400 / mult)
+        return false;
+    *count = n;
+    *period_s = p * mult;
+    return true;
+}
+
+static void set_limit(struct limit *l, const char *spec)
+{
+    long n, p;
+    if (!th_guard_parse_limit(spec, &n, &p) || n == 0)
+        return;
+    l->on = true;
+    l->period_us = (int64_t)p * 1000000;
+    l->interval_us = l->period_us / n;
+    if (l->interval_us < 1)
+        l->interval_us = 1;
+}
+
+static int region_index(const char *r)
+{
+    if (!r || strlen(r) != 2 || !isupper((unsigned char)r[0]) || !isupper((unsigned char)r[1]))
+        return NREGIONS - 1;
+    return (r[0] - 'A') * 26 + (r[1] - 'A');
+}
+
+static bool parse_regions(const char *list, bool *set, bool *any, char *err, size_t errlen)
+{
+    char buf[1024];
+    th_strlcpy(buf, list ? list : "", sizeof buf);
+    for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) {
+        for (char *c = t; *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        int i = region_index(t);
+        if (i == NREGIONS - 1 || !th_phone_region_known(t)) {
+            snprintf(err, errlen, "unknown country code '%.8s' (ISO 3166 alpha-2, like US)", t);
+            return false;
+        }
+        set[i] = true;
+        *any = true;
+    }
+    return true;
+}
+
+static bool parse_types(const char *list, bool *refuse, char *err, size_t errlen)
+{
+    char buf[512];
+    th_strlcpy(buf, list ? list : "", sizeof buf);
+    for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) {
+        bool found = false;
+        for (int i = 0; i <= TH_PHONE_UNKNOWN; i++) {
+            if (strcasecmp(t, th_phone_type_name((th_phone_type)i)) == 0) {
+                refuse[i] = found = true;
+                break;
+            }
+        }
+        if (!found) {
+            snprintf(err, errlen,
+                     "unknown number type '%.24s' (FIXED_LINE, MOBILE, FIXED_LINE_OR_MOBILE, "
+                     "TOLL_FREE, PREMIUM_RATE, SHARED_COST, VOIP, PERSONAL_NUMBER, PAGER, UAN, "
+                     "VOICEMAIL, UNKNOWN)",
+                     t);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* "1:100000, 44:20000" */
+static bool parse_budgets(struct th_guard *g, const char *list, char *err, size_t errlen)
+{
+    char buf[1024];
+    th_strlcpy(buf, list ? list : "", sizeof buf);
+    for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) {
+        char *end;
+        long code = strtol(t[0] == '+' ? t + 1 : t, &end, 10);
+        long n = *end == ':' ? strtol(end + 1, &end, 10) : -1;
+        if (code < 1 || code >= NCODES || n < 0 || *end) {
+            snprintf(err, errlen, "budgets: expected CODE:COUNT like 44:20000 (got '%.20s')", t);
+            return false;
+        }
+        g->code_budget[code] = n;
+    }
+    return true;
+}
+
+th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *err, size_t errlen)
+{
+    struct th_guard *g = calloc(1, sizeof *g);
+    if (!g)
+        return TH_E_NOMEM;
+    pthread_mutex_init(&g->mu, NULL);
+    g->dedupe = cfg->guard_dedupe;
+    g->answer_failed = cfg->guard_block_answer == 0;
+    if (cfg->guard_secret[0]) {
+        unsigned int n = 32;
+        EVP_Digest(cfg->guard_secret, strlen(cfg->guard_secret), g->secret, &n, EVP_sha256(), NULL);
+    } else if (RAND_bytes(g->secret, sizeof g->secret) != 1) {
+        th_guard_free(g);
+        return TH_E_NOMEM;
+    }
+    set_limit(&g->phone_short, cfg->guard_limit_phone);
+    set_limit(&g->phone_long, cfg->guard_limit_phone_daily);
+    set_limit(&g->user, cfg->guard_limit_user);
+    set_limit(&g->country, cfg->guard_limit_country);
+    set_limit(&g->global, cfg->guard_limit_global);
+    long n = 0, p = 0;
+    th_guard_parse_limit(cfg->guard_budget_calling_code, &n, &p);
+    g->code_budget_default = n; /* per day; 0 = no budget */
+    for (int i = 0; i < NCODES; i++)
+        g->code_budget[i] = -1;
+    bool dummy;
+    if (!parse_budgets(g, cfg->guard_budgets, err, errlen) ||
+        !parse_regions(cfg->guard_countries_deny, g->deny, &dummy, err, errlen) ||
+        !parse_regions(cfg->guard_countries_allow, g->allow, &g->have_allow, err, errlen) ||
+        !parse_types(cfg->guard_sms_refuse, g->refuse[TH_CHANNEL_SMS], err, errlen) ||
+        !parse_types(cfg->guard_voice_refuse, g->refuse[TH_CHANNEL_VOICE], err, errlen)) {
+        th_guard_free(g);
+        return TH_E_CONFIG;
+    }
+    size_t cap = 1024;
+    while (cap < (size_t)cfg->guard_max_entries)
+        cap <<= 1;
+    g->npeople = g->ndd = cap;
+    g->people = calloc(cap, sizeof *g->people);
+    g->dd = calloc(cap, sizeof *g->dd);
+    if (!g->people || !g->dd) {
+        th_guard_free(g);
+        return TH_E_NOMEM;
+    }
+    *out = g;
+    return TH_E_OK;
+}
+
+static void rec_unref(struct rec *r)
+{
+    if (r && --r->refs == 0) {
+        free(r->body);
+        free(r);
+    }
+}
+
+void th_guard_free(struct th_guard *g)
+{
+    if (!g)
+        return;
+    for (size_t i = 0; g->dd && i < g->ndd; i++)
+        rec_unref(g->dd[i].rec);
+    free(g->dd);
+    free(g->people);
+    pthread_mutex_destroy(&g->mu);
+    OPENSSL_cleanse(g->secret, sizeof g->secret);
+    free(g);
+}
+
+bool th_guard_answer_failed(const struct th_guard *g)
+{
+    return g->answer_failed;
+}
+
+void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT])
+{
+    for (int i = 0; i < TH_BLOCK__COUNT; i++)
+        out[i] = atomic_load(&g->counts[i]);
+}
+
+size_t th_guard_entries(struct th_guard *g)
+{
+    int64_t now = th_mono_us();
+    size_t n = 0;
+    pthread_mutex_lock(&g->mu);
+    for (size_t i = 0; i < g->npeople; i++)
+        n += g->people[i].tat_us > now;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+/* ---- keys ---- */
+
+/* HMAC(secret, label 0 parts...) truncated: the only form in which personal data is kept. */
+static void make_key(const struct th_guard *g, const char *label, const char *a, const char *b,
+                     const char *c, unsigned char out[KEY_LEN])
+{
+    unsigned char mac[32];
+    unsigned int len = sizeof mac;
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "%s%c%s%c%s%c%s", label, 0, a ? a : "", 0, b ? b : "", 0,
+                     c ? c : "");
+    if (n < 0 || (size_t)n >= sizeof buf)
+        n = (int)sizeof buf - 1;
+    HMAC(EVP_sha256(), g->secret, sizeof g->secret, (const unsigned char *)buf, (size_t)n, mac,
+         &len);
+    memcpy(out, mac, KEY_LEN);
+    OPENSSL_cleanse(buf, sizeof buf);
+}
+
+static size_t home(const unsigned char k[KEY_LEN], size_t cap)
+{
+    size_t h;
+    memcpy(&h, k, sizeof h);
+    return h & (cap - 1);
+}
+
+/* The person slot for k: its own, else an empty or stale one, else the least useful. */
+static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now)
+{
+    size_t h = home(k, g->npeople);
+    struct pslot *victim = NULL;
+    for (int i = 0; i < PROBE; i++) {
+        struct pslot *s = &g->people[(h + (size_t)i) & (g->npeople - 1)];
+        if (memcmp(s->key, k, KEY_LEN) == 0)
+            return s;
+        if (!victim || s->tat_us < victim->tat_us)
+            victim = s;
+    }
+    (void)now;
+    memcpy(victim->key, k, KEY_LEN);
+    victim->tat_us = 0; /* a fresh start: GCRA state "nothing seen" */
+    return victim;
+}
+
+/* GCRA: may one more pass at now? *next receives the state to store if it does. */
+static bool gcra(const struct limit *l, int64_t tat, int64_t now, int64_t *next)
+{
+    if (tat < now)
+        tat = now;
+    if (tat - now > l->period_us - l->interval_us)
+        return false;
+    *next = tat + l->interval_us;
+    return true;
+}
+
+static int64_t unix_day(void)
+{
+    return th_wall_ms() / 86400000;
+}
+
+th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
+                        const char *user_id)
+{
+    int ri = region_index(ph->region);
+    th_block b = TH_BLOCK_NONE;
+    if (g->deny[ri] || (g->have_allow && !g->allow[ri]))
+        b = TH_BLOCK_COUNTRY;
+    else if (g->refuse[ch == TH_CHANNEL_VOICE][ph->type])
+        b = TH_BLOCK_NUMBER_TYPE;
+    if (b != TH_BLOCK_NONE) {
+        atomic_fetch_add(&g->counts[b], 1);
+        return b;
+    }
+    unsigned char kshort[KEY_LEN], klong[KEY_LEN], kuser[KEY_LEN];
+    make_key(g, "phone", ph->e164, NULL, NULL, kshort);
+    make_key(g, "phone-day", ph->e164, NULL, NULL, klong);
+    bool has_user = user_id && user_id[0] && g->user.on;
+    if (has_user)
+        make_key(g, "user", user_id, NULL, NULL, kuser);
+
+    int64_t now = th_mono_us();
+    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
+    /* An override applies as given (0: no sends at all); the default 0 means no budget. */
+    bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
+    long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;
+    int64_t day = unix_day();
+
+    pthread_mutex_lock(&g->mu);
+    /* Phase 1: would every limit let it through? Nothing is written yet. */
+    struct pslot *ps = g->phone_short.on ? person(g, kshort, now) : NULL;
+    struct pslot *pl = g->phone_long.on ? person(g, klong, now) : NULL;
+    struct pslot *pu = has_user ? person(g, kuser, now) : NULL;
+    int64_t n_short = 0, n_long = 0, n_user = 0, n_country = 0, n_global = 0;
+    long used = g->budget[code].day == day ? g->budget[code].count : 0;
+    if (ps && !gcra(&g->phone_short, ps->tat_us, now, &n_short))
+        b = TH_BLOCK_PHONE_SHORT;
+    else if (pl && !gcra(&g->phone_long, pl->tat_us, now, &n_long))
+        b = TH_BLOCK_PHONE_LONG;
+    else if (pu && !gcra(&g->user, pu->tat_us, now, &n_user))
+        b = TH_BLOCK_USER;
+    else if (g->country.on && !gcra(&g->country, g->country_tat[ri], now, &n_country))
+        b = TH_BLOCK_COUNTRY_RATE;
+    else if (budgeted && used >= budget)
+        b = TH_BLOCK_CODE_BUDGET;
+    else if (g->global.on && !gcra(&g->global, g->global_tat, now, &n_global))
+        b = TH_BLOCK_GLOBAL;
+    /* Phase 2: all passed: count the send everywhere. */
+    if (b == TH_BLOCK_NONE) {
+        if (ps)
+            ps->tat_us = n_short;
+        if (pl)
+            pl->tat_us = n_long;
+        if (pu)
+            pu->tat_us = n_user;
+        if (g->country.on)
+            g->country_tat[ri] = n_country;
+        if (g->global.on)
+            g->global_tat = n_global;
+        g->budget[code].day = day;
+        g->budget[code].count = used + 1;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (b != TH_BLOCK_NONE)
+        atomic_fetch_add(&g->counts[b], 1);
+    return b;
+}
+
+/* ---- dedupe ---- */
+
+static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now_ms,
+                             bool create)
+{
+    size_t h = home(k, g->ndd);
+    struct dslot *victim = NULL;
+    for (int i = 0; i < PROBE; i++) {
+        struct dslot *s = &g->dd[(h + (size_t)i) & (g->ndd - 1)];
+        if (s->rec && s->expire_ms <= now_ms) { /* expired: free the slot on the way */
+            rec_unref(s->rec);
+            s->rec = NULL;
+        }
+        if (s->rec && memcmp(s->key, k, KEY_LEN) == 0)
+            return s;
+        if (!victim || !s->rec || (victim->rec && s->expire_ms < victim->expire_ms))
+            victim = s;
+    }
+    if (!create)
+        return NULL;
+    rec_unref(victim->rec); /* full: the record closest to expiry goes */
+    victim->rec = NULL;
+    memcpy(victim->key, k, KEY_LEN);
+    return victim;
+}
+
+static void copy_answer(const struct rec *r, struct th_dedupe_answer *a)
+{
+    a->status = r->status;
+    a->len = r->len;
+    a->body = malloc(r->len + 1);
+    if (a->body) {
+        memcpy(a->body, r->body, r->len);
+        a->body[r->len] = '\0';
+    }
+}
+
+th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, const char *e164,
+                                      const char *otp, th_channel ch, int64_t expires_ms,
+                                      struct th_dedupe **ticket, struct th_dedupe_answer *answer)
+{
+    *ticket = NULL;
+    if (!g->dedupe)
+        return TH_DEDUPE_OFF;
+    int64_t now = th_wall_ms();
+    int64_t until = expires_ms > now ? expires_ms : now + DEFAULT_WINDOW_MS;
+    if (until > now + MAX_WINDOW_MS)
+        until = now + MAX_WINDOW_MS;
+    unsigned char ke[KEY_LEN], kp[KEY_LEN];
+    bool has_event = event_id && event_id[0];
+    if (has_event)
+        make_key(g, "event", event_id, NULL, NULL, ke);
+    make_key(g, "otp", e164, otp, th_channel_name(ch), kp);
+
+    struct th_dedupe *t = calloc(1, sizeof *t);
+    if (!t)
+        return TH_DEDUPE_OFF; /* out of memory: send rather than lose the code */
+    pthread_mutex_lock(&g->mu);
+    struct dslot *se = has_event ? dd_find(g, ke, now, false) : NULL;
+    struct dslot *sp = dd_find(g, kp, now, false);
+    struct rec *r = se ? se->rec : sp ? sp->rec : NULL;
+    th_dedupe_state st;
+    if (r) {
+        st = r->done ? TH_DEDUPE_DONE : TH_DEDUPE_PENDING;
+        if (r->done)
+            copy_answer(r, answer);
+    } else {
+        r = calloc(1, sizeof *r);
+        st = TH_DEDUPE_FIRST;
+        struct dslot *a = r && has_event ? dd_find(g, ke, now, true) : NULL;
+        if (a) {
+            a->rec = r;
+            a->expire_ms = until;
+            r->refs++;
+        }
+        struct dslot *b = r ? dd_find(g, kp, now, true) : NULL;
+        if (b) {
+            b->rec = r;
+            b->expire_ms = until;
+            r->refs++;
+        }
+    }
+    if (r && st != TH_DEDUPE_DONE) {
+        r->refs++; /* the ticket's */
+        t->rec = r;
+    }
+    pthread_mutex_unlock(&g->mu);
+    if (st == TH_DEDUPE_DONE || !r) {
+        free(t);
+        if (st == TH_DEDUPE_DONE)
+            atomic_fetch_add(&g->counts[TH_BLOCK_NONE], 1);
+        return r ? st : TH_DEDUPE_OFF;
+    }
+    if (st == TH_DEDUPE_PENDING)
+        atomic_fetch_add(&g->counts[TH_BLOCK_NONE], 1);
+    *ticket = t;
+    return st;
+}
+
+void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status, const char *body,
+                            size_t len)
+{
+    if (!t)
+        return;
+    char *copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, body, len);
+        copy[len] = '\0';
+    }
+    pthread_mutex_lock(&g->mu);
+    struct rec *r = t->rec;
+    r->status = status;
+    r->body = copy;
+    r->len = copy ? len : 0;
+    r->done = copy != NULL;
+    rec_unref(r);
+    pthread_mutex_unlock(&g->mu);
+    free(t);
+}
+
+th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *t,
+                                     struct th_dedupe_answer *answer)
+{
+    pthread_mutex_lock(&g->mu);
+    bool done = t->rec->done;
+    if (done)
+        copy_answer(t->rec, answer);
+    pthread_mutex_unlock(&g->mu);
+    return done ? TH_DEDUPE_DONE : TH_DEDUPE_PENDING;
+}
+
+void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&g->mu);
+    rec_unref(t->rec);
+    pthread_mutex_unlock(&g->mu);
+    free(t);
+}

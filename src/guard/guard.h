@@ -1,0 +1,113 @@
+/*
+ * Abuse controls, applied before any provider is paid (SMS pumping and runaway resends are the
+ * costliest failures of an OTP service):
+ *
+ *   dedupe  a request whose Okta eventId — or whose (phone, OTP, channel) — was already handled
+ *           within the OTP's validity is not sent again: it gets the first outcome (waiting for
+ *           it while the first is in flight), same transactionId.
+ *   rules   country allow/deny lists; line types refused per channel (premium-rate, toll-free,
+ *           fixed-line for SMS, ...), from libphonenumber.
+ *   limits  per phone number (short and long windows), per Okta user, per destination country
+ *           per hour, a daily budget per calling code (a small country cannot be pumped under
+ *           a global cap), and a global sends-per-minute ceiling.
+ *
+ * Nothing personal is kept: numbers, user ids, event ids and OTPs are only ever stored as
+ * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables (a flood of
+ * distinct numbers evicts the oldest per-number entries; the country, calling-code and global
+ * counters are fixed arrays); the interface is narrow so a shared PostgreSQL backend can
+ * replace it for several nodes.
+ *
+ * Thread-safe: every loop calls in; one short lock per call.
+ */
+#ifndef TH_GUARD_GUARD_H
+#define TH_GUARD_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "config/config.h"
+#include "message/message.h"
+#include "phone/phone.h"
+
+struct th_guard;
+
+th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *err, size_t errlen);
+void th_guard_free(struct th_guard *g); /* NULL is a no-op */
+
+/* ---- dedupe ---- */
+
+struct th_dedupe; /* a request's hold on a dedupe record */
+
+typedef enum {
+    TH_DEDUPE_FIRST,   /* new: send it, then th_guard_dedupe_finish() */
+    TH_DEDUPE_DONE,    /* seen and answered: replay *answer */
+    TH_DEDUPE_PENDING, /* seen and still in flight: poll with th_guard_dedupe_poll() */
+    TH_DEDUPE_OFF      /* dedupe disabled */
+} th_dedupe_state;
+
+struct th_dedupe_answer {
+    int status; /* HTTP status */
+    char *body; /* malloc'ed copy: the caller frees */
+    size_t len;
+};
+
+/*
+ * event_id may be NULL or "". expires_ms: the OTP's expiry (unix ms; 0 = unknown: a default
+ * window). On FIRST and PENDING *ticket is set and must be given back (finish or release).
+ */
+th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, const char *e164,
+                                      const char *otp, th_channel ch, int64_t expires_ms,
+                                      struct th_dedupe **ticket, struct th_dedupe_answer *answer);
+/* FIRST: records the answer given to Okta and releases the ticket. */
+void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *ticket, int status,
+                            const char *body, size_t len);
+/* PENDING: DONE (answer filled) or still PENDING. */
+th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *ticket,
+                                     struct th_dedupe_answer *answer);
+/* PENDING: gives the ticket back without an answer (the waiter gave up at its deadline). */
+void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *ticket);
+
+/* ---- rules and limits ---- */
+
+#define TH_BLOCKS(X)                                                                               \
+    X(NONE, "none")                                                                                \
+    X(COUNTRY, "country_not_allowed")                                                              \
+    X(NUMBER_TYPE, "number_type_refused")                                                          \
+    X(PHONE_SHORT, "phone_rate")                                                                   \
+    X(PHONE_LONG, "phone_daily")                                                                   \
+    X(USER, "user_rate")                                                                           \
+    X(COUNTRY_RATE, "country_rate")                                                                \
+    X(CODE_BUDGET, "calling_code_budget")                                                          \
+    X(GLOBAL, "global_rate")
+
+typedef enum {
+#define TH_BLOCK_ENUM(name, text) TH_BLOCK_##name,
+    TH_BLOCKS(TH_BLOCK_ENUM)
+#undef TH_BLOCK_ENUM
+        TH_BLOCK__COUNT
+} th_block;
+
+const char *th_block_name(th_block b);
+
+/*
+ * Applies the destination rules, then every limit; the request is counted against the limits
+ * only when all of them let it through. user_id may be NULL.
+ */
+th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
+                        const char *user_id);
+
+/* How a blocked request is answered: true = Okta's FAILED status, false = Okta's error object. */
+bool th_guard_answer_failed(const struct th_guard *g);
+
+/* Blocks since start, by reason (out[TH_BLOCK_NONE] counts dedupe replays). */
+void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
+
+/* Entries held in the per-person tables (for the bounded-memory test and logs). */
+size_t th_guard_entries(struct th_guard *g);
+
+/* Parses "N/PERIOD" (PERIOD: 30s, 15m, 1h, 1d), "0" or "" (off). For config validation. */
+bool th_guard_parse_limit(const char *spec, long *count, long *period_s);
+
+#endif
