@@ -365,6 +365,8 @@ int th_cli_main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "templates") == 0) {
         rc = cmd_templates(&cli, sub);
+    } else if (strcmp(cmd, "dlq") == 0) {
+        rc = th_cmd_dlq(&cli, sub);
     } else if (strcmp(cmd, "token") == 0) {
         rc = th_cmd_token(&cli, sub);
     } else if (strcmp(cmd, "routes") == 0) {

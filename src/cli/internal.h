@@ -30,5 +30,6 @@ th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err
 
 int th_cmd_routes(struct th_cli *cli, const char *sub);
 int th_cmd_token(struct th_cli *cli, const char *sub);
+int th_cmd_dlq(struct th_cli *cli, const char *sub);
 
 #endif

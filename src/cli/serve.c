@@ -10,6 +10,7 @@
 #include "auth/auth.h"
 #include "cli/internal.h"
 #include "common/util.h"
+#include "dlq/dlq.h"
 #include "guard/guard.h"
 #include "hook/hook.h"
 #include "http/server.h"
@@ -136,6 +137,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_writer *writer = NULL;
     struct th_router *router = NULL;
     struct th_guard *guard = NULL;
+    struct th_dlq *dlq = NULL;
     struct th_routes *routes = NULL;
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
@@ -193,8 +195,22 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_ERROR, "startup", "[guard] %s", err);
         goto out;
     }
-    struct th_hook_deps hd = {
-        .cfg = cfg, .templates = templates, .router = router, .writer = writer, .guard = guard};
+    if (th_dlq_new(cfg, &dlq, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
+        goto out;
+    }
+    if (th_dlq_enabled(dlq) && !th_dlq_can_seal(dlq))
+        th_log_msg(TH_LOG_WARN, "dlq_no_key",
+                   "no [dlq] key: undelivered requests are kept without their message, so they "
+                   "cannot be replayed (`telehook dlq keygen` makes a key)");
+    th_writer_set_retention(writer, cfg->dlq_retention_days, cfg->store_deliveries_retention_days,
+                            cfg->store_outbox_retention_days);
+    struct th_hook_deps hd = {.cfg = cfg,
+                              .templates = templates,
+                              .router = router,
+                              .writer = writer,
+                              .guard = guard,
+                              .dlq = dlq};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
     struct readiness ready = {.router = router, .auth = auth};
@@ -279,6 +295,7 @@ out:
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
     th_hook_free(hook);
     th_guard_free(guard);
+    th_dlq_free(dlq);
     th_router_free(router); /* after the loops: they tore down their HTTP clients */
     th_routes_free(routes);
     for (size_t i = 0; i < retired.n; i++)

@@ -115,6 +115,10 @@ static const struct key keys[] = {
      "Okta's error object, so Okta uses its own providers)"},
     {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
      "where state is kept: sqlite:PATH (relative to the working directory)"},
+    {"store", "deliveries_retention_days", K_INT, F(store_deliveries_retention_days), 0, 3650, NULL,
+     "90", "delivery records older than this are deleted (hourly); 0 = kept"},
+    {"store", "outbox_retention_days", K_INT, F(store_outbox_retention_days), 0, 3650, NULL, "7",
+     "outbox messages older than this are deleted (hourly); 0 = kept"},
     {"provider", "name", K_NAME, F(provider_name), 0, 0, providers, "outbox",
      "the provider of the default route, used when no stored route matches: outbox (records "
      "messages in the store instead of sending; development), aws, twilio or webhook"},
@@ -204,6 +208,20 @@ static const struct key keys[] = {
      "(Okta's error object: Okta sends the code through its own providers)"},
     {"guard", "max_entries", K_INT, F(guard_max_entries), 1000, 10000000, NULL, "100000",
      "numbers and users remembered at once per table (bounded memory under a flood)"},
+    {"dlq", "enabled", K_BOOL, F(dlq_enabled), 0, 0, NULL, "true",
+     "keep every request no attempt delivered (all routes failed, deadline, internal error), "
+     "with its error chain"},
+    {"dlq", "key", K_SECRET, F(dlq_key), 0, 0, NULL, "",
+     "AES-256-GCM key sealing the entries' payload (the message, which holds the code): 32 "
+     "bytes in base64 or hex (`telehook dlq keygen`); without it, entries have no payload"},
+    {"dlq", "key_id", K_STRING, F(dlq_key_id), 0, 0, NULL, "k1",
+     "name stored with each entry sealed under key (change it when you rotate the key)"},
+    {"dlq", "previous_key", K_SECRET, F(dlq_previous_key), 0, 0, NULL, "",
+     "the key before a rotation: entries it sealed still open"},
+    {"dlq", "previous_key_id", K_STRING, F(dlq_previous_key_id), 0, 0, NULL, "k0",
+     "previous_key's name"},
+    {"dlq", "retention_days", K_INT, F(dlq_retention_days), 0, 3650, NULL, "7",
+     "entries older than this are deleted (hourly); 0 = kept"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
 };

@@ -101,6 +101,15 @@ struct th_config {
     char *guard_voice_refuse; /* for voice */
     int guard_block_answer;   /* 0 failed, 1 error */
     int guard_max_entries;
+    /* [dlq] */
+    bool dlq_enabled;
+    char *dlq_key; /* secret: 32 bytes, base64 or hex */
+    char *dlq_key_id;
+    char *dlq_previous_key; /* secret: still opens entries sealed before a rotation */
+    char *dlq_previous_key_id;
+    int dlq_retention_days;
+    int store_deliveries_retention_days;
+    int store_outbox_retention_days;
     /* [log] */
     th_log_level log_level;
 };

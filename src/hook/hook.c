@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include <openssl/crypto.h>
 #include "obs/log.h"
 #include "okta/okta.h"
 #include "phone/phone.h"
@@ -25,6 +26,7 @@ struct th_hook {
     struct th_router *router;
     struct th_writer *writer;
     struct th_guard *guard;
+    struct th_dlq *dlq;
     atomic_long in_flight;
 };
 
@@ -40,6 +42,11 @@ struct hreq {
     struct th_timer poll;     /* waiting for a duplicate's first outcome */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
+    bool dlq_writing;         /* a dead-letter entry is on its way to the store */
+    char dlq_id[32];
+    struct th_buf held; /* the answer held until the dead-letter entry is committed */
+    const char *held_outcome;
+    struct th_timer hold;
     int64_t arrived_us;
     int64_t sent_us;
 
@@ -68,6 +75,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     atomic_init(&h->templates, deps->templates);
     h->router = deps->router;
     h->guard = deps->guard;
+    h->dlq = deps->dlq;
     h->writer = deps->writer;
     atomic_init(&h->in_flight, 0);
     *out = h;
@@ -92,10 +100,11 @@ long th_hook_in_flight(const struct th_hook *hook)
 
 static void hreq_maybe_free(struct hreq *r)
 {
-    if (!r->answered || r->sending)
+    if (!r->answered || r->sending || r->dlq_writing)
         return;
     th_okta_request_release(&r->okta);
     th_buf_release(&r->text);
+    th_buf_release(&r->held);
     free(r);
 }
 
@@ -146,6 +155,8 @@ static void record(struct hreq *r, int status, int64_t latency_us)
             th_log_str(&l, "provider", provider);
         if (r->attempts)
             th_log_int(&l, "attempts", r->attempts);
+        if (r->dlq_id[0])
+            th_log_str(&l, "dlq", r->dlq_id);
         th_log_str(&l, "outcome", r->outcome);
         if (r->error[0])
             th_log_str(&l, "error", r->error);
@@ -167,6 +178,7 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     th_loop_timer_cancel(r->loop, &r->deadline);
     int64_t latency = th_mono_us() - r->arrived_us;
     th_loop_timer_cancel(r->loop, &r->poll);
+    th_loop_timer_cancel(r->loop, &r->hold);
     size_t len = body->len;
     char *data = th_buf_steal(body);
     if (!data) { /* out of memory: the transport answers 500 on a NULL body */
@@ -202,10 +214,142 @@ static void fail(struct hreq *r, int status, const char *summary, const char *ou
     fail_detail(r, status, summary, outcome, reason, NULL);
 }
 
+/* ---- the dead-letter queue ---- */
+
+static void release_held(struct hreq *r)
+{
+    if (r->answered)
+        return;
+    th_loop_timer_cancel(r->loop, &r->hold);
+    finish(r, 200, &r->held, r->held_outcome);
+}
+
+static void on_hold_timeout(void *ud)
+{
+    struct hreq *r = ud;
+    th_log_msg(TH_LOG_WARN, "dlq_slow",
+               "request %s: dead-letter entry %s not committed in "
+               "time; Okta answered anyway",
+               r->request_id, r->dlq_id);
+    release_held(r);
+    hreq_maybe_free(r);
+}
+
+/* On the loop: the entry is committed (or failed to be). */
+static void dlq_committed(void *ud)
+{
+    struct hreq *r = ud;
+    r->dlq_writing = false;
+    release_held(r);
+    hreq_maybe_free(r);
+}
+
+/* On the writer thread. */
+static void dlq_written(void *ud, th_err result)
+{
+    struct hreq *r = ud;
+    if (result != TH_E_OK)
+        th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry %s not stored: %s",
+                   r->request_id, r->dlq_id, th_strerror(result));
+    if (th_loop_post(r->loop, dlq_committed, r) != TH_E_OK)
+        return; /* the loop has finished (shutdown): nothing waits any more */
+}
+
+/* The sealed payload: what a replay needs to send the same message again. */
+static th_err dlq_payload(struct hreq *r, unsigned char **blob, size_t *len)
+{
+    const struct th_okta_request *o = &r->okta;
+    struct th_buf p;
+    th_buf_init(&p, TEXT_MAX * 2 + 1024);
+    th_err e = th_buf_appends(&p, "{\"request_id\":");
+    e = e ? e : th_buf_append_json(&p, r->request_id, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"to\":");
+    e = e ? e : th_buf_append_json(&p, r->phone.e164, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"region\":");
+    e = e ? e : th_buf_append_json(&p, r->phone.region, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"channel\":");
+    e = e ? e : th_buf_append_json(&p, th_channel_name(o->channel), (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"language\":");
+    e = e ? e : th_buf_append_json(&p, r->choice.language ? r->choice.language : "", (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"voice_id\":");
+    e = e ? e
+          : th_buf_append_json(&p, r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
+                               (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"body\":");
+    e = e ? e : th_buf_append_json(&p, th_buf_str(&r->text), r->text.len);
+    e = e ? e : th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)o->otp_expires_ms);
+    if (e == TH_E_OK)
+        e = th_dlq_seal(r->hook->dlq, r->dlq_id, p.data, p.len, blob, len);
+    if (p.data)
+        OPENSSL_cleanse(p.data, p.len); /* it held the code */
+    th_buf_release(&p);
+    return e;
+}
+
+/*
+ * A message no attempt delivered: Okta's error object, held until the dead-letter entry is
+ * committed (bounded: Okta's 3 s are not spent on the store), so an answered request always has
+ * its entry.
+ */
+static void dead_letter(struct hreq *r, const char *outcome, const char *cause, const char *detail)
+{
+    struct th_hook *h = r->hook;
+    if (!th_dlq_enabled(h->dlq) || !r->text.len || r->answered) {
+        fail_detail(r, 200, SUMMARY_FAILED, outcome, cause, detail);
+        return;
+    }
+    th_random_id("dlq-", r->dlq_id, sizeof r->dlq_id);
+    th_strlcpy(r->error, detail ? detail : cause, sizeof r->error);
+    unsigned char *blob = NULL;
+    size_t blen = 0;
+    if (th_dlq_can_seal(h->dlq) && dlq_payload(r, &blob, &blen) != TH_E_OK)
+        th_log_msg(TH_LOG_ERROR, "dlq", "request %s: payload not sealed", r->request_id);
+    const struct th_okta_request *o = &r->okta;
+    struct th_dlq_row row = {
+        .id = r->dlq_id,
+        .created_ms = th_wall_ms(),
+        .request_id = r->request_id,
+        .event_id = o->event_id ? o->event_id : "",
+        .phone_masked = r->masked,
+        .country = r->phone.region,
+        .channel = th_channel_name(o->channel),
+        .language = r->choice.language ? r->choice.language : "",
+        .outcome = outcome,
+        .errors = r->error,
+        .attempts = r->attempts,
+        .otp_expires_ms = o->otp_expires_ms,
+        .key_id = blob ? th_dlq_key_id(h->dlq) : "",
+        .payload = blob,
+        .payload_len = blen,
+    };
+    th_buf_init(&r->held, ANSWER_MAX);
+    th_okta_encode_error(&r->held, SUMMARY_FAILED, cause);
+    r->held_outcome = outcome;
+    th_err e = th_writer_dlq(h->writer, &row, dlq_written, r);
+    free(blob);
+    if (e != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry not queued: %s",
+                   r->request_id, th_strerror(e));
+        release_held(r);
+        return;
+    }
+    r->dlq_writing = true;
+    th_loop_timer_cancel(r->loop, &r->deadline); /* the answer is decided: only its timing is not */
+    /* Wait for the commit, but answer Okta inside its 3 s whatever the store does. */
+    int64_t left_ms = 2950 - (th_mono_us() - r->arrived_us) / 1000;
+    int64_t wait_ms = left_ms < 300 ? left_ms : 300;
+    if (wait_ms < 20)
+        wait_ms = 20;
+    th_loop_timer_set(r->loop, &r->hold, th_mono_us() + wait_ms * 1000, on_hold_timeout, r);
+}
+
 static void on_deadline(void *ud)
 {
     struct hreq *r = ud;
-    fail(r, 200, SUMMARY_FAILED, "TIMEOUT", "deadline exceeded");
+    if (r->sending) /* a provider still has it: it did not arrive in time */
+        dead_letter(r, "TIMEOUT", "delivery timed out", "deadline exceeded");
+    else
+        fail(r, 200, SUMMARY_FAILED, "TIMEOUT", "deadline exceeded");
     hreq_maybe_free(r);
 }
 
@@ -218,8 +362,9 @@ static void on_routed(void *ud, const struct th_route_result *res)
         r->provider = res->provider;
     if (r->answered) { /* the deadline answered first: Okta has moved on */
         th_log_msg(TH_LOG_WARN, "late_provider_answer",
-                   "request %s: provider answered after the deadline (%s)", r->request_id,
-                   res->err == TH_E_OK ? "accepted" : "failed");
+                   "request %s: provider answered after the deadline (%s)%s%s", r->request_id,
+                   res->err == TH_E_OK ? "accepted: do not replay dead-letter entry " : "failed",
+                   res->err == TH_E_OK ? r->dlq_id : "", "");
         hreq_maybe_free(r);
         return;
     }
@@ -230,7 +375,7 @@ static void on_routed(void *ud, const struct th_route_result *res)
         const char *cause = res->overload              ? "overloaded"
                             : res->err == TH_E_TIMEOUT ? "delivery timed out"
                                                        : "every delivery attempt failed";
-        fail_detail(r, 200, SUMMARY_FAILED, outcome, cause, res->errors[0] ? res->errors : cause);
+        dead_letter(r, outcome, cause, res->errors[0] ? res->errors : cause);
         hreq_maybe_free(r);
         return;
     }

@@ -14,6 +14,7 @@
 #include "loop/loop.h"
 #include "message/message.h"
 #include "dispatch/router.h"
+#include "dlq/dlq.h"
 #include "guard/guard.h"
 #include "store/writer.h"
 
@@ -26,6 +27,7 @@ struct th_hook_deps {
     struct th_router *router;
     struct th_writer *writer;
     struct th_guard *guard; /* abuse controls; NULL: none */
+    struct th_dlq *dlq;     /* dead-letter sealing; NULL: no dead-letter queue */
 };
 
 th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out);

@@ -52,6 +52,14 @@ static const char *const migrations[] = {
     "  country TEXT NOT NULL, attempts TEXT NOT NULL, updated_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (channel, country));"
     "ALTER TABLE deliveries ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
+    /* 3: the dead-letter queue (the payload is AES-256-GCM sealed; the rest is plain) */
+    "CREATE TABLE dlq ("
+    "  id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, request_id TEXT NOT NULL,"
+    "  event_id TEXT NOT NULL, phone_masked TEXT NOT NULL, country TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, language TEXT NOT NULL, outcome TEXT NOT NULL,"
+    "  errors TEXT NOT NULL, attempts INTEGER NOT NULL, otp_expires_ms INTEGER NOT NULL,"
+    "  key_id TEXT NOT NULL, payload BLOB);"
+    "CREATE INDEX dlq_created ON dlq (created_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -66,6 +74,13 @@ enum stmt {
     S_ROUTE_EACH,
     S_ROUTE_PUT,
     S_ROUTE_DEL,
+    S_DLQ_INS,
+    S_DLQ_EACH,
+    S_DLQ_GET,
+    S_DLQ_DEL,
+    S_PURGE_DLQ,
+    S_PURGE_DELIV,
+    S_PURGE_OUTBOX,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -98,6 +113,19 @@ static const char *const sql[S__COUNT] = {
                     "(?, ?, ?, ?) ON CONFLICT (channel, country) DO UPDATE SET "
                     "attempts = excluded.attempts, updated_ms = excluded.updated_ms",
     [S_ROUTE_DEL] = "DELETE FROM routes WHERE channel = ? AND country = ?",
+    [S_DLQ_INS] = "INSERT INTO dlq (id, created_ms, request_id, event_id, phone_masked, country, "
+                  "channel, language, outcome, errors, attempts, otp_expires_ms, key_id, payload) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [S_DLQ_EACH] = "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, "
+                   "language, outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq "
+                   "ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+    [S_DLQ_GET] =
+        "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, language, "
+        "outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq WHERE id = ?",
+    [S_DLQ_DEL] = "DELETE FROM dlq WHERE id = ?",
+    [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
+    [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
+    [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -445,6 +473,113 @@ static th_err sqlite_route_delete(struct th_store *st, const char *channel, cons
     return e;
 }
 
+static th_err sqlite_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_INS];
+    bind_text(q, 1, row->id);
+    sqlite3_bind_int64(q, 2, row->created_ms);
+    bind_text(q, 3, row->request_id);
+    bind_text(q, 4, row->event_id);
+    bind_text(q, 5, row->phone_masked);
+    bind_text(q, 6, row->country);
+    bind_text(q, 7, row->channel);
+    bind_text(q, 8, row->language);
+    bind_text(q, 9, row->outcome);
+    bind_text(q, 10, row->errors);
+    sqlite3_bind_int(q, 11, row->attempts);
+    sqlite3_bind_int64(q, 12, row->otp_expires_ms);
+    bind_text(q, 13, row->key_id);
+    if (row->payload_len)
+        sqlite3_bind_blob(q, 14, row->payload, (int)row->payload_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 14);
+    return step_done(q);
+}
+
+static void dlq_from(sqlite3_stmt *q, struct th_dlq_row *row)
+{
+    *row = (struct th_dlq_row){
+        .id = col(q, 0),
+        .created_ms = sqlite3_column_int64(q, 1),
+        .request_id = col(q, 2),
+        .event_id = col(q, 3),
+        .phone_masked = col(q, 4),
+        .country = col(q, 5),
+        .channel = col(q, 6),
+        .language = col(q, 7),
+        .outcome = col(q, 8),
+        .errors = col(q, 9),
+        .attempts = sqlite3_column_int(q, 10),
+        .otp_expires_ms = sqlite3_column_int64(q, 11),
+        .key_id = col(q, 12),
+        .payload = sqlite3_column_blob(q, 13),
+        .payload_len = (size_t)sqlite3_column_bytes(q, 13),
+    };
+}
+
+static th_err sqlite_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_EACH];
+    sqlite3_bind_int(q, 1, limit);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_dlq_row row;
+        dlq_from(q, &row);
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_GET];
+    bind_text(q, 1, id);
+    int rc = sqlite3_step(q);
+    th_err e = rc == SQLITE_ROW ? TH_E_OK : rc == SQLITE_DONE ? TH_E_NOTFOUND : TH_E_STORE;
+    if (rc == SQLITE_ROW) {
+        struct th_dlq_row row;
+        dlq_from(q, &row);
+        fn(ud, &row);
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return e;
+}
+
+static th_err sqlite_dlq_delete(struct th_store *st, const char *id)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_DEL];
+    bind_text(q, 1, id);
+    th_err e = step_done(q);
+    if (e == TH_E_OK && sqlite3_changes(S(st)->db) == 0)
+        return TH_E_NOTFOUND;
+    return e;
+}
+
+static th_err purge_one(struct th_store *st, enum stmt which, int64_t before_ms, long *n)
+{
+    sqlite3_stmt *q = S(st)->stmt[which];
+    sqlite3_bind_int64(q, 1, before_ms);
+    th_err e = step_done(q);
+    *n += e == TH_E_OK ? sqlite3_changes(S(st)->db) : 0;
+    return e;
+}
+
+static th_err sqlite_purge(struct th_store *st, const struct th_purge *p, long *removed)
+{
+    *removed = 0;
+    th_err e = TH_E_OK;
+    if (e == TH_E_OK && p->dlq_before_ms > 0)
+        e = purge_one(st, S_PURGE_DLQ, p->dlq_before_ms, removed);
+    if (e == TH_E_OK && p->deliveries_before_ms > 0)
+        e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
+    if (e == TH_E_OK && p->outbox_before_ms > 0)
+        e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
+    return e;
+}
+
 static th_err sqlite_begin(struct th_store *st)
 {
     return step_done(S(st)->stmt[S_BEGIN]);
@@ -471,6 +606,11 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
     .deliveries_each = sqlite_deliveries_each,
+    .dlq_insert = sqlite_dlq_insert,
+    .dlq_each = sqlite_dlq_each,
+    .dlq_get = sqlite_dlq_get,
+    .dlq_delete = sqlite_dlq_delete,
+    .purge = sqlite_purge,
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,
     .route_delete = sqlite_route_delete,

@@ -61,6 +61,31 @@ th_err th_store_template_delete(struct th_store *st, const char *language, const
     return st->ops->template_delete(st, language, channel);
 }
 
+th_err th_store_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
+{
+    return st->ops->dlq_insert(st, row);
+}
+
+th_err th_store_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud)
+{
+    return st->ops->dlq_each(st, limit > 0 ? limit : 20, fn, ud);
+}
+
+th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud)
+{
+    return st->ops->dlq_get(st, id, fn, ud);
+}
+
+th_err th_store_dlq_delete(struct th_store *st, const char *id)
+{
+    return st->ops->dlq_delete(st, id);
+}
+
+th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed)
+{
+    return st->ops->purge(st, p, removed);
+}
+
 th_err th_store_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
 {
     return st->ops->routes_each(st, fn, ud);

@@ -98,6 +98,33 @@ th_err th_store_route_put(struct th_store *st, const struct th_route_row *row);
 /* TH_E_NOTFOUND when absent. */
 th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country);
 
+/* ---- dead-letter queue: requests no attempt delivered ---- */
+struct th_dlq_row {
+    const char *id; /* "dlq-..." */
+    int64_t created_ms;
+    const char *request_id, *event_id, *phone_masked, *country, *channel, *language;
+    const char *outcome; /* "FAILED" | "TIMEOUT" | "OVERLOAD" | "ERROR" */
+    const char *errors;  /* every attempt's reason; never message content */
+    int attempts;
+    int64_t otp_expires_ms; /* after it, a replay is pointless */
+    const char *key_id;     /* the key that sealed the payload; "" = no payload */
+    const void *payload;    /* nonce || AES-256-GCM ciphertext || tag (dlq/dlq.h) */
+    size_t payload_len;
+};
+typedef int (*th_dlq_row_fn)(void *ud, const struct th_dlq_row *row);
+th_err th_store_dlq_insert(struct th_store *st, const struct th_dlq_row *row);
+/* Newest first, at most limit rows (limit <= 0: 20). */
+th_err th_store_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud);
+/* fn is called once when found; TH_E_NOTFOUND otherwise. */
+th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);
+th_err th_store_dlq_delete(struct th_store *st, const char *id); /* TH_E_NOTFOUND */
+
+/* ---- retention: rows older than each cut-off (unix ms; 0 = keep) are deleted ---- */
+struct th_purge {
+    int64_t dlq_before_ms, deliveries_before_ms, outbox_before_ms;
+};
+th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed);
+
 /* ---- transactions (the writer batches many inserts in one) ---- */
 th_err th_store_begin(struct th_store *st);
 th_err th_store_commit(struct th_store *st);

@@ -4,10 +4,14 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "obs/log.h"
 
 #define BATCH_MAX 512
 
-enum kind { ITEM_OUTBOX, ITEM_DELIVERY };
+enum kind { ITEM_OUTBOX, ITEM_DELIVERY, ITEM_DLQ };
 
 /* One queued write: the row and copies of all its strings, in one allocation. */
 struct item {
@@ -16,6 +20,7 @@ struct item {
     union {
         struct th_outbox_row outbox;
         struct th_delivery_row delivery;
+        struct th_dlq_row dlq;
     } row;
     th_writer_done_fn done;
     void *ud;
@@ -31,6 +36,8 @@ struct th_writer {
     size_t queued, max_queue;
     bool stopping;
     unsigned long long written, failed, rejected_full;
+    int retention_days[3]; /* dlq, deliveries, outbox; 0 = keep */
+    int64_t next_purge_ms;
 };
 
 /* Copies s into the item's string area at *pos; returns the copy. */
@@ -131,6 +138,71 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
     return enqueue(w, it);
 }
 
+th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_writer_done_fn done,
+                     void *ud)
+{
+    size_t n = len0(row->id) + len0(row->request_id) + len0(row->event_id) +
+               len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
+               len0(row->language) + len0(row->outcome) + len0(row->errors) + len0(row->key_id) +
+               row->payload_len;
+    struct item *it = malloc(sizeof *it + n);
+    if (!it)
+        return TH_E_NOMEM;
+    size_t pos = 0;
+    it->kind = ITEM_DLQ;
+    it->done = done;
+    it->ud = ud;
+    it->row.dlq = (struct th_dlq_row){
+        .id = put(it->strings, &pos, row->id),
+        .created_ms = row->created_ms,
+        .request_id = put(it->strings, &pos, row->request_id),
+        .event_id = put(it->strings, &pos, row->event_id),
+        .phone_masked = put(it->strings, &pos, row->phone_masked),
+        .country = put(it->strings, &pos, row->country),
+        .channel = put(it->strings, &pos, row->channel),
+        .language = put(it->strings, &pos, row->language),
+        .outcome = put(it->strings, &pos, row->outcome),
+        .errors = put(it->strings, &pos, row->errors),
+        .attempts = row->attempts,
+        .otp_expires_ms = row->otp_expires_ms,
+        .key_id = put(it->strings, &pos, row->key_id),
+        .payload_len = row->payload_len,
+    };
+    if (row->payload_len) {
+        memcpy(it->strings + pos, row->payload, row->payload_len);
+        it->row.dlq.payload = it->strings + pos;
+    }
+    return enqueue(w, it);
+}
+
+void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
+                             int outbox_days)
+{
+    pthread_mutex_lock(&w->mu);
+    w->retention_days[0] = dlq_days;
+    w->retention_days[1] = deliveries_days;
+    w->retention_days[2] = outbox_days;
+    w->next_purge_ms = 0; /* purge soon */
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Deletes what is past its retention; on the writer thread, between batches. */
+static void purge(struct th_writer *w, const int days[3])
+{
+    int64_t now = th_wall_ms();
+    struct th_purge p = {
+        .dlq_before_ms = days[0] > 0 ? now - (int64_t)days[0] * 86400000 : 0,
+        .deliveries_before_ms = days[1] > 0 ? now - (int64_t)days[1] * 86400000 : 0,
+        .outbox_before_ms = days[2] > 0 ? now - (int64_t)days[2] * 86400000 : 0,
+    };
+    long removed = 0;
+    if (th_store_purge(w->st, &p, &removed) != TH_E_OK)
+        th_log_msg(TH_LOG_WARN, "retention", "purge failed; retried in an hour");
+    else if (removed)
+        th_log_msg(TH_LOG_INFO, "retention", "%ld rows past their retention deleted", removed);
+}
+
 /* Writes one batch in one transaction, then reports each item's result (after commit). */
 static void write_batch(struct th_writer *w, struct item *batch)
 {
@@ -140,8 +212,9 @@ static void write_batch(struct th_writer *w, struct item *batch)
     for (struct item *it = batch; it; it = it->next, n++) {
         th_err e = TH_E_STORE;
         if (in_tx)
-            e = it->kind == ITEM_OUTBOX ? th_store_outbox_insert(w->st, &it->row.outbox)
-                                        : th_store_delivery_insert(w->st, &it->row.delivery);
+            e = it->kind == ITEM_OUTBOX     ? th_store_outbox_insert(w->st, &it->row.outbox)
+                : it->kind == ITEM_DELIVERY ? th_store_delivery_insert(w->st, &it->row.delivery)
+                                            : th_store_dlq_insert(w->st, &it->row.dlq);
         /* a failed insert (a duplicate key) does not abort SQLite's transaction: go on */
         results[n] = e;
     }
@@ -169,8 +242,24 @@ static void *writer_main(void *arg)
     struct th_writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->head && !w->stopping)
-            pthread_cond_wait(&w->cv, &w->mu);
+        while (!w->head && !w->stopping) {
+            bool keep = w->retention_days[0] || w->retention_days[1] || w->retention_days[2];
+            if (keep && th_wall_ms() >= w->next_purge_ms) {
+                int days[3] = {w->retention_days[0], w->retention_days[1], w->retention_days[2]};
+                w->next_purge_ms = th_wall_ms() + 3600 * 1000; /* hourly */
+                pthread_mutex_unlock(&w->mu);
+                purge(w, days);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
+            if (!keep) {
+                pthread_cond_wait(&w->cv, &w->mu);
+            } else {
+                struct timespec ts = {.tv_sec = (time_t)(w->next_purge_ms / 1000),
+                                      .tv_nsec = (long)(w->next_purge_ms % 1000) * 1000000L};
+                pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+            }
+        }
         if (!w->head)
             break; /* stopping and drained */
         struct item *batch = w->head, *last = batch;

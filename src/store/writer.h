@@ -31,6 +31,13 @@ void th_writer_stop(struct th_writer *w);
 th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
                         th_writer_done_fn done, void *ud);
 th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row);
+/* A dead-letter entry; done (may be NULL) says when it is committed. */
+th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_writer_done_fn done,
+                     void *ud);
+
+/* Rows older than these many days are deleted at start and hourly (0 = kept forever). */
+void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
+                             int outbox_days);
 
 /* Items written and dropped so far (for metrics and tests). */
 struct th_writer_stats {

@@ -1,0 +1,291 @@
+/*
+ * `telehook dlq ...`: the dead-letter queue.
+ *
+ *   dlq list [-n N]          newest first: id, time, masked number, outcome, attempts, errors
+ *   dlq show ID              the entry, and its message (decrypted with [dlq] key)
+ *   dlq replay ID            sends the message again through the configured routes, only while
+ *                            the code is still valid; the entry is deleted once delivered
+ *   dlq purge ID | --older-than DAYS
+ *   dlq keygen               prints a new key for [dlq] key / TELEHOOK_DLQ_KEY
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "cli/internal.h"
+#include "common/util.h"
+#include "dispatch/http.h"
+#include "dispatch/router.h"
+#include "dlq/dlq.h"
+#include "loop/loop.h"
+#include "phone/phone.h"
+#include "store/writer.h"
+
+static void when(int64_t ms, char out[25])
+{
+    th_format_iso8601(ms, out);
+}
+
+static int print_entry(void *ud, const struct th_dlq_row *row)
+{
+    (void)ud;
+    char t[25], exp[25] = "-";
+    when(row->created_ms, t);
+    if (row->otp_expires_ms > 0)
+        when(row->otp_expires_ms, exp);
+    bool expired = row->otp_expires_ms > 0 && row->otp_expires_ms <= th_wall_ms();
+    printf("%s  %s  %-8s  %-14s  %-2s  %-5s  attempts=%d  code expires %s%s%s\n    %s\n", t,
+           row->id, row->outcome, row->phone_masked, row->country[0] ? row->country : "-",
+           row->channel, row->attempts, exp, expired ? " (expired)" : "",
+           row->payload_len ? "" : "  (no payload)", row->errors);
+    return 0;
+}
+
+/* One entry, copied out of the store's row. */
+struct entry {
+    bool found;
+    char id[64], key_id[32], outcome[16], masked[32], errors[512];
+    int64_t otp_expires_ms;
+    unsigned char *payload;
+    size_t payload_len;
+};
+
+static int copy_entry(void *ud, const struct th_dlq_row *row)
+{
+    struct entry *e = ud;
+    e->found = true;
+    th_strlcpy(e->id, row->id, sizeof e->id);
+    th_strlcpy(e->key_id, row->key_id, sizeof e->key_id);
+    th_strlcpy(e->outcome, row->outcome, sizeof e->outcome);
+    th_strlcpy(e->masked, row->phone_masked, sizeof e->masked);
+    th_strlcpy(e->errors, row->errors, sizeof e->errors);
+    e->otp_expires_ms = row->otp_expires_ms;
+    if (row->payload_len && (e->payload = malloc(row->payload_len))) {
+        memcpy(e->payload, row->payload, row->payload_len);
+        e->payload_len = row->payload_len;
+    }
+    print_entry(NULL, row);
+    return 0;
+}
+
+/* Opens the entry's payload; prints why not. */
+static int open_payload(struct th_cli *cli, const struct entry *e, json_t **doc)
+{
+    if (!e->payload_len) {
+        fprintf(stderr,
+                "telehook: %s has no payload (no [dlq] key was set when it was "
+                "stored): it cannot be shown or replayed\n",
+                e->id);
+        return 1;
+    }
+    char err[512];
+    struct th_dlq *d = NULL;
+    if (th_dlq_new(&cli->cfg, &d, err, sizeof err) != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        return 2;
+    }
+    char *plain = NULL;
+    size_t plen = 0;
+    th_err r = th_dlq_open(d, e->id, e->key_id, e->payload, e->payload_len, &plain, &plen);
+    th_dlq_free(d);
+    if (r == TH_E_NOTFOUND) {
+        fprintf(stderr,
+                "telehook: %s was sealed with key '%s', which is neither [dlq] key_id "
+                "nor previous_key_id\n",
+                e->id, e->key_id);
+        return 1;
+    }
+    if (r != TH_E_OK) {
+        fprintf(stderr, "telehook: %s does not open with key '%s' (wrong key, or altered)\n", e->id,
+                e->key_id);
+        return 1;
+    }
+    *doc = json_loadb(plain, plen, 0, NULL);
+    OPENSSL_cleanse(plain, plen);
+    free(plain);
+    return *doc ? 0 : 1;
+}
+
+struct replay {
+    struct th_loop *loop;
+    struct th_route_result res;
+    bool done;
+};
+
+static void on_replayed(void *ud, const struct th_route_result *res)
+{
+    struct replay *rp = ud;
+    rp->res = *res;
+    rp->done = true;
+    th_loop_stop(rp->loop);
+}
+
+static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
+{
+    if (e->otp_expires_ms > 0 && e->otp_expires_ms <= th_wall_ms()) {
+        char exp[25];
+        when(e->otp_expires_ms, exp);
+        fprintf(stderr,
+                "telehook: not replayed: the code expired at %s; the user must ask "
+                "Okta for a new one\n",
+                exp);
+        return 1;
+    }
+    json_t *doc = NULL;
+    int rc = open_payload(cli, e, &doc);
+    if (rc)
+        return rc;
+    char err[512];
+    struct th_writer *writer = NULL;
+    struct th_store *wst = NULL;
+    struct th_routes *routes = NULL;
+    struct th_router *router = NULL;
+    struct th_loop *loop = NULL;
+    struct replay rp = {0};
+    rc = 1;
+    th_phone_init();
+    th_http_global_init();
+    if (th_store_open(cli->cfg.store_url, &wst, err, sizeof err) != TH_E_OK ||
+        th_writer_start(wst, 1024, &writer) != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        th_store_close(wst);
+        goto out;
+    }
+    if (th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK ||
+        th_router_new(&cli->cfg, writer, routes, &router, err, sizeof err) != TH_E_OK) {
+        routes = NULL;
+        fprintf(stderr, "telehook: %s\n", err);
+        goto out;
+    }
+    routes = NULL;
+    if (th_loop_new(&loop) != TH_E_OK)
+        goto out;
+    /* Temporary credentials (AWS containers) arrive on their own thread: give them a moment. */
+    for (int i = 0; i < 50 && !th_router_ready(router); i++) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    const char *ch = json_string_value(json_object_get(doc, "channel"));
+    struct th_send msg = {
+        .request_id = e->id,
+        .to = json_string_value(json_object_get(doc, "to")),
+        .region = json_string_value(json_object_get(doc, "region")),
+        .channel = ch && strcmp(ch, "voice") == 0 ? TH_CHANNEL_VOICE : TH_CHANNEL_SMS,
+        .language = json_string_value(json_object_get(doc, "language")),
+        .body = json_string_value(json_object_get(doc, "body")),
+        .voice_id = json_string_value(json_object_get(doc, "voice_id")),
+        .otp_expires_ms = e->otp_expires_ms,
+        .deadline_us = th_mono_us() + 10 * 1000000,
+    };
+    if (!msg.to || !msg.body) {
+        fprintf(stderr, "telehook: %s: the payload lacks a number or a message\n", e->id);
+        goto out;
+    }
+    rp.loop = loop;
+    th_router_send(router, loop, &msg, on_replayed, &rp);
+    if (!rp.done)
+        th_loop_run(loop);
+    if (rp.res.err == TH_E_OK) {
+        printf("delivered by %s: %s (attempts %d)\n", rp.res.provider, rp.res.transaction_id,
+               rp.res.attempts);
+        th_store_dlq_delete(st, e->id);
+        rc = 0;
+    } else {
+        fprintf(stderr, "telehook: replay failed: %s\n", rp.res.errors);
+    }
+out:
+    if (loop) {
+        th_loop_stop(loop);
+        th_loop_run(loop); /* runs the at-exit hooks: the loop's HTTP client goes */
+    }
+    th_router_free(router);
+    th_loop_free(loop);
+    th_writer_stop(writer);
+    th_http_global_cleanup();
+    if (doc) {
+        json_t *b = json_object_get(doc, "body");
+        if (json_is_string(b)) /* the code does not linger in freed memory */
+            OPENSSL_cleanse((void *)json_string_value(b), json_string_length(b));
+    }
+    json_decref(doc);
+    return rc;
+}
+
+int th_cmd_dlq(struct th_cli *cli, const char *sub)
+{
+    if (strcmp(sub, "keygen") == 0) {
+        char k[45];
+        if (th_dlq_keygen(k) != TH_E_OK)
+            return 1;
+        printf("%s\n", k);
+        fprintf(stderr, "store it as [dlq] key_file (mode 0600) or TELEHOOK_DLQ_KEY; keep a "
+                        "copy: entries sealed with it cannot be opened without it\n");
+        return 0;
+    }
+    char err[512];
+    struct th_store *st;
+    bool list = strcmp(sub, "list") == 0, show = strcmp(sub, "show") == 0,
+         rep = strcmp(sub, "replay") == 0, purge = strcmp(sub, "purge") == 0;
+    if (!list && !show && !rep && !purge) {
+        fprintf(stderr, "usage: telehook dlq list [-n N] | show ID | replay ID | purge ID | "
+                        "purge --older-than DAYS | keygen\n");
+        return 2;
+    }
+    int limit = 20;
+    if (list && cli->argc == 2 && strcmp(cli->argv[0], "-n") == 0)
+        limit = atoi(cli->argv[1]);
+    else if ((list && cli->argc) || ((show || rep) && cli->argc != 1) ||
+             (purge && cli->argc != 1 && cli->argc != 2)) {
+        fprintf(stderr, "telehook: wrong arguments for dlq %s\n", sub);
+        return 2;
+    }
+    if (th_store_open(cli->cfg.store_url, &st, err, sizeof err) != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    if (list) {
+        rc = th_store_dlq_each(st, limit, print_entry, NULL) == TH_E_OK ? 0 : 1;
+    } else if (purge) {
+        if (cli->argc == 2 && strcmp(cli->argv[0], "--older-than") == 0) {
+            long days = strtol(cli->argv[1], NULL, 10);
+            struct th_purge p = {.dlq_before_ms = th_wall_ms() - (int64_t)days * 86400000};
+            long n = 0;
+            rc = days >= 0 && th_store_purge(st, &p, &n) == TH_E_OK ? 0 : 1;
+            fprintf(stderr, "%ld entries deleted\n", n);
+        } else if (cli->argc == 1) {
+            th_err e = th_store_dlq_delete(st, cli->argv[0]);
+            rc = e == TH_E_OK ? 0 : 1;
+            fprintf(stderr, "%s\n", e == TH_E_OK ? "deleted" : "no such entry");
+        } else {
+            rc = 2;
+        }
+    } else {
+        struct entry e = {0};
+        th_err r = th_store_dlq_get(st, cli->argv[0], copy_entry, &e);
+        if (r != TH_E_OK) {
+            fprintf(stderr, "telehook: %s\n",
+                    r == TH_E_NOTFOUND ? "no such entry" : th_strerror(r));
+            rc = 1;
+        } else if (show) {
+            json_t *doc = NULL;
+            rc = open_payload(cli, &e, &doc);
+            if (rc == 0) {
+                char *text = json_dumps(doc, JSON_INDENT(2));
+                printf("%s\n", text ? text : "");
+                if (text)
+                    OPENSSL_cleanse(text, strlen(text));
+                free(text);
+                json_decref(doc);
+            }
+        } else {
+            rc = replay(cli, st, &e);
+        }
+        free(e.payload);
+    }
+    th_store_close(st);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/*
+ * The dead-letter queue's sealing: what no attempt delivered is kept so an operator can see why
+ * and replay it while the code is still valid — but the message text holds the OTP, so that
+ * part (the payload) is sealed with AES-256-GCM under a key from the configuration
+ * ([dlq] key_file or TELEHOOK_DLQ_KEY(_FILE)). The key id is stored with each entry, so keys can
+ * be rotated: new entries use [dlq] key, older ones still open with [dlq] previous_key. The
+ * entry id is the associated data: a sealed payload cannot be moved to another entry.
+ *
+ * Without a key, entries are kept without a payload (visible, not replayable).
+ */
+#ifndef TH_DLQ_DLQ_H
+#define TH_DLQ_DLQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/err.h"
+#include "config/config.h"
+
+struct th_dlq;
+
+/* TH_E_CONFIG (reason in err) when a key is set but is not 32 bytes in base64 or hex. */
+th_err th_dlq_new(const struct th_config *cfg, struct th_dlq **out, char *err, size_t errlen);
+void th_dlq_free(struct th_dlq *d); /* NULL is a no-op; wipes the keys */
+
+bool th_dlq_enabled(const struct th_dlq *d);
+bool th_dlq_can_seal(const struct th_dlq *d);
+const char *th_dlq_key_id(const struct th_dlq *d); /* "" without a key */
+
+/* nonce (12) || ciphertext || tag (16), malloc'ed in *out. */
+th_err th_dlq_seal(const struct th_dlq *d, const char *entry_id, const char *plain, size_t len,
+                   unsigned char **out, size_t *outlen);
+/*
+ * Opens a payload sealed under key_id. TH_E_NOTFOUND: no key with that id is configured;
+ * TH_E_AUTH: the payload does not open (wrong key, tampered). *plain is malloc'ed and
+ * NUL-terminated.
+ */
+th_err th_dlq_open(const struct th_dlq *d, const char *entry_id, const char *key_id,
+                   const unsigned char *blob, size_t len, char **plain, size_t *plen);
+
+/* Writes a new random key, base64, for `telehook dlq keygen`. out: 45 bytes. */
+th_err th_dlq_keygen(char out[45]);
+
+#endif
