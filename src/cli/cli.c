@@ -35,7 +35,10 @@ static void usage(FILE *out)
         "  routes import-aws FILE [PROVIDER]\n"
         "                                 import AWS's originationIdentities.json as routes\n"
         "  outbox list [-n N]             latest messages recorded by the outbox provider\n"
-        "  deliveries list [-n N]         latest delivery records\n"
+        "  deliveries list [-n N] [--since 24h|ISO] [--until ...] [--outcome O]\n"
+        "                 [--provider P] [--country CC] [--channel sms|voice]\n"
+        "                                 delivery records, newest first\n"
+        "  deliveries show REQUEST_ID     one delivery record\n"
         "  version                        print the version\n"
         "\n"
         "CONFIG defaults to $TELEHOOK_CONFIG, else " DEFAULT_CONFIG " if it exists, else\n"
@@ -208,9 +211,80 @@ static th_err list_outbox(struct th_store *st, int limit)
     return th_store_outbox_each(st, limit, print_outbox, NULL);
 }
 
-static th_err list_deliveries(struct th_store *st, int limit)
+static int count_delivery(void *ud, const struct th_delivery_row *row)
 {
-    return th_store_deliveries_each(st, limit, print_delivery, NULL);
+    ++*(int *)ud;
+    return print_delivery(NULL, row);
+}
+
+/* "2026-11-30T10:00:00Z" or a duration back from now: "90m", "24h", "7d". */
+static bool parse_since(const char *v, int64_t *ms)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    long mult = *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
+    if (n > 0 && mult && !end[1]) {
+        *ms = th_wall_ms() - (int64_t)n * mult * 1000;
+        return true;
+    }
+    return th_parse_iso8601(v, ms) == TH_E_OK;
+}
+
+/*
+ * `deliveries list [-n N] [--since T] [--until T] [--outcome O] [--provider P] [--country CC]
+ * [--channel sms|voice]` and `deliveries show REQUEST_ID`.
+ */
+static int cmd_deliveries(struct th_cli *cli, const char *sub)
+{
+    struct th_delivery_filter f = {.limit = 20};
+    bool show = strcmp(sub, "show") == 0;
+    if (!show && strcmp(sub, "list") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (show) {
+        if (cli->argc != 1) {
+            fprintf(stderr, "usage: telehook deliveries show REQUEST_ID\n");
+            return 2;
+        }
+        f.request_id = cli->argv[0];
+        f.limit = 1;
+    }
+    for (int i = 0; !show && i < cli->argc; i += 2) {
+        const char *o = cli->argv[i], *v = i + 1 < cli->argc ? cli->argv[i + 1] : NULL;
+        bool ok = v != NULL;
+        if (ok && (strcmp(o, "-n") == 0 || strcmp(o, "--limit") == 0))
+            ok = (f.limit = atoi(v)) > 0 && f.limit <= 100000;
+        else if (ok && strcmp(o, "--since") == 0)
+            ok = parse_since(v, &f.since_ms);
+        else if (ok && strcmp(o, "--until") == 0)
+            ok = parse_since(v, &f.until_ms);
+        else if (ok && strcmp(o, "--outcome") == 0)
+            f.outcome = v;
+        else if (ok && strcmp(o, "--provider") == 0)
+            f.provider = v;
+        else if (ok && strcmp(o, "--country") == 0)
+            f.country = v;
+        else if (ok && strcmp(o, "--channel") == 0)
+            f.channel = v;
+        else
+            ok = false;
+        if (!ok) {
+            fprintf(stderr, "telehook: deliveries list: bad option '%s'\n", o);
+            return 2;
+        }
+    }
+    struct th_store *st;
+    if (open_store(cli, &st))
+        return 1;
+    int n = 0;
+    th_err e = th_store_deliveries_query(st, &f, count_delivery, &n);
+    th_store_close(st);
+    if (e == TH_E_OK && show && n == 0) {
+        fprintf(stderr, "telehook: no delivery record %s\n", f.request_id);
+        return 1;
+    }
+    return e == TH_E_OK ? 0 : 1;
 }
 
 /* `outbox list` and `deliveries list`: the same options over a different table. */
@@ -374,7 +448,7 @@ int th_cli_main(int argc, char **argv)
     } else if (strcmp(cmd, "outbox") == 0) {
         rc = cmd_list(&cli, sub, list_outbox);
     } else if (strcmp(cmd, "deliveries") == 0) {
-        rc = cmd_list(&cli, sub, list_deliveries);
+        rc = cmd_deliveries(&cli, sub);
     } else {
         fprintf(stderr, "telehook: unknown command '%s %s'\n", cmd, sub);
         usage(stderr);

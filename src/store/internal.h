@@ -15,6 +15,8 @@ struct th_store_ops {
     th_err (*outbox_each)(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
     th_err (*delivery_insert)(struct th_store *st, const struct th_delivery_row *row);
     th_err (*deliveries_each)(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
+    th_err (*deliveries_query)(struct th_store *st, const struct th_delivery_filter *f,
+                               th_delivery_row_fn fn, void *ud);
     th_err (*dlq_insert)(struct th_store *st, const struct th_dlq_row *row);
     th_err (*dlq_each)(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud);
     th_err (*dlq_get)(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);

@@ -473,6 +473,65 @@ static th_err sqlite_route_delete(struct th_store *st, const char *channel, cons
     return e;
 }
 
+/* A filtered listing: the WHERE clause is built from fixed pieces, every value is bound. */
+static th_err sqlite_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
+                                      th_delivery_row_fn fn, void *ud)
+{
+    char q[1024] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
+                   "channel, language, source, provider, outcome, transaction_id, error, "
+                   "latency_us, attempts FROM deliveries WHERE 1 = 1";
+    const char *texts[5] = {f->outcome, f->provider, f->country, f->channel, f->request_id};
+    static const char *const cols[5] = {"outcome", "provider", "country", "channel", "request_id"};
+    if (f->since_ms)
+        strcat(q, " AND created_ms >= ?");
+    if (f->until_ms)
+        strcat(q, " AND created_ms < ?");
+    for (int i = 0; i < 5; i++) {
+        if (texts[i] && *texts[i]) {
+            strcat(q, " AND ");
+            strcat(q, cols[i]);
+            strcat(q, " = ?");
+        }
+    }
+    strcat(q, " ORDER BY created_ms DESC, rowid DESC LIMIT ?");
+    sqlite3_stmt *stmt;
+    if (sqlite3_prepare_v2(S(st)->db, q, -1, &stmt, NULL) != SQLITE_OK)
+        return TH_E_STORE;
+    int n = 1;
+    if (f->since_ms)
+        sqlite3_bind_int64(stmt, n++, f->since_ms);
+    if (f->until_ms)
+        sqlite3_bind_int64(stmt, n++, f->until_ms);
+    for (int i = 0; i < 5; i++)
+        if (texts[i] && *texts[i])
+            bind_text(stmt, n++, texts[i]);
+    sqlite3_bind_int(stmt, n, f->limit > 0 ? f->limit : 20);
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct th_delivery_row row = {
+            .request_id = col(stmt, 0),
+            .event_id = col(stmt, 1),
+            .created_ms = sqlite3_column_int64(stmt, 2),
+            .request_type = col(stmt, 3),
+            .phone_masked = col(stmt, 4),
+            .country = col(stmt, 5),
+            .channel = col(stmt, 6),
+            .language = col(stmt, 7),
+            .source = col(stmt, 8),
+            .provider = col(stmt, 9),
+            .outcome = col(stmt, 10),
+            .transaction_id = col(stmt, 11),
+            .error = col(stmt, 12),
+            .latency_us = sqlite3_column_int64(stmt, 13),
+            .attempts = sqlite3_column_int(stmt, 14),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
 static th_err sqlite_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
 {
     sqlite3_stmt *q = S(st)->stmt[S_DLQ_INS];
@@ -606,6 +665,7 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
     .deliveries_each = sqlite_deliveries_each,
+    .deliveries_query = sqlite_deliveries_query,
     .dlq_insert = sqlite_dlq_insert,
     .dlq_each = sqlite_dlq_each,
     .dlq_get = sqlite_dlq_get,

@@ -61,6 +61,12 @@ th_err th_store_template_delete(struct th_store *st, const char *language, const
     return st->ops->template_delete(st, language, channel);
 }
 
+th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
+                                 th_delivery_row_fn fn, void *ud)
+{
+    return st->ops->deliveries_query(st, f, fn, ud);
+}
+
 th_err th_store_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
 {
     return st->ops->dlq_insert(st, row);

@@ -98,6 +98,16 @@ th_err th_store_route_put(struct th_store *st, const struct th_route_row *row);
 /* TH_E_NOTFOUND when absent. */
 th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country);
 
+/* Filters for th_store_deliveries_query; NULL / 0 fields do not filter. */
+struct th_delivery_filter {
+    int64_t since_ms, until_ms;
+    const char *outcome, *provider, *country, *channel, *request_id;
+    int limit; /* <= 0: 20 */
+};
+/* Newest first. */
+th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
+                                 th_delivery_row_fn fn, void *ud);
+
 /* ---- dead-letter queue: requests no attempt delivered ---- */
 struct th_dlq_row {
     const char *id; /* "dlq-..." */

@@ -69,3 +69,40 @@ def test_logs_hold_no_otp_secret_or_number(server):
     assert {l["outcome"] for l in requests} == {"SUCCESSFUL", "REJECTED"}
     refused = [l for l in logs if l["event"] == "refused"]
     assert {l["status"] for l in refused} == {401, 415}
+
+
+def test_deliveries_list_filters_and_show(make_server):
+    s = make_server()
+    _, h1, _ = s.post(okta_request())
+    _, h2, _ = s.post(okta_request(phoneNumber="+34612345678", deliveryChannel="voice"))
+    s.post(okta_request(phoneNumber="9876543210"))
+    s.wait_rows("SELECT count(*) FROM deliveries", 3)
+    out = s.cli("deliveries", "list", "--country", "ES").stdout
+    assert h2["x-request-id"] in out and h1["x-request-id"] not in out
+    out = s.cli("deliveries", "list", "--channel", "sms", "--outcome", "SUCCESSFUL").stdout
+    assert h1["x-request-id"] in out and h2["x-request-id"] not in out
+    out = s.cli("deliveries", "list", "--outcome", "REJECTED", "--since", "1h").stdout
+    assert out.count("REJECTED") == 1
+    assert s.cli("deliveries", "list", "--since", "2030-01-01T00:00:00Z").stdout == ""
+    out = s.cli("deliveries", "show", h1["x-request-id"]).stdout
+    assert h1["x-request-id"] in out and "+1201*****23" in out
+    r = s.cli("deliveries", "show", "r-nope", check=False)
+    assert r.returncode == 1 and "no delivery record" in r.stderr
+    r = s.cli("deliveries", "list", "--since", "yesterday", check=False)
+    assert r.returncode == 2
+
+
+def test_two_servers_share_one_store(make_server):
+    """A second start on the same SQLite file is safe: both serve, both records land."""
+    a = make_server()
+    b = make_server(start=False)
+    b.db = a.db
+    with open(b.conf) as f:
+        conf = f.read()
+    with open(b.conf, "w") as f:
+        f.write(conf.replace(str(b.tmp / "telehook.db"), a.db))
+    b.start()
+    assert a.post(okta_request())[0] == 200
+    assert b.post(okta_request())[0] == 200
+    assert a.wait_rows("SELECT count(*) FROM deliveries", 2) == 2
+    assert b.stop() == 0
