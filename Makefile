@@ -12,7 +12,7 @@ CONFIG    ?= etc/telehook.conf
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build run check unit e2e asan valgrind fuzz format format-check clean
+.PHONY: all deps deps-check build run check unit e2e asan valgrind fuzz format format-check clean bench
 
 all: build
 
@@ -67,7 +67,7 @@ $(FUZZ)/build.ninja:
 # Each libFuzzer target for FUZZ_SECONDS from its seed corpus (new inputs go to a scratch dir).
 fuzz: deps-check $(FUZZ)/build.ninja
 	ninja -C $(FUZZ)
-	@for t in okta phone template; do \
+	@for t in okta phone template jwt config provider; do \
 	  mkdir -p $(FUZZ)/corpus-$$t; \
 	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS)s"; \
@@ -87,3 +87,8 @@ format-check:
 
 clean:
 	rm -rf $(BUILD) $(ASAN) $(FUZZ)
+
+# Throughput, latency, 1,000 in flight, start-up against two nginx references (bench/README.md).
+# Options: make bench BENCH_ARGS="--quick" (or --duration S, --connections N, --only a,c).
+bench:
+	bench/run $(BENCH_ARGS)

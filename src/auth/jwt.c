@@ -118,11 +118,29 @@ static bool b64url_decode(const char *in, size_t len, unsigned char *out, size_t
     return true;
 }
 
-/* Decoded length of a base64url string (for the RSA modulus size check). */
-static size_t b64url_len(const char *s)
+/* Significant bits of a big-endian unsigned integer in base64url (the RSA modulus). */
+static size_t b64url_bits(const char *s)
 {
-    size_t n = strlen(s);
-    return n * 3 / 4;
+    unsigned char raw[1024];
+    size_t n;
+    if (!b64url_decode(s, strlen(s), raw, sizeof raw, &n))
+        return 0;
+    size_t i = 0;
+    while (i < n && raw[i] == 0) /* leading zero bytes do not make a key longer */
+        i++;
+    if (i == n)
+        return 0;
+    size_t bits = (n - i) * 8;
+    for (unsigned char top = raw[i]; !(top & 0x80); top <<= 1)
+        bits--;
+    return bits;
+}
+
+/* Strict base64url check of len characters; *decoded receives the byte length. */
+static bool b64url_valid(const char *in, size_t len, size_t *decoded)
+{
+    unsigned char scratch[TH_JWT_MAX_LEN];
+    return b64url_decode(in, len, scratch, sizeof scratch, decoded);
 }
 
 th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size_t nalgs,
@@ -158,7 +176,7 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
         if (strcmp(kty, "RSA") == 0 && allowed("RS256", algs, nalgs) &&
             (!kalg || strcmp(kalg, "RS256") == 0)) {
             const char *n = json_string_value(json_object_get(jk, "n"));
-            if (!n || b64url_len(n) < 256) /* under 2048 bits: refused */
+            if (!n || b64url_bits(n) < 2048) /* under 2048 bits: refused */
                 continue;
             a = K_RS256;
         } else if (strcmp(kty, "EC") == 0 && allowed("ES256", algs, nalgs) &&
@@ -173,10 +191,20 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
         /* Only the public members reach cjose: a JWKS that leaks "d" is not our business. */
         json_t *pub = json_object();
         const char *members[] = {"kty", "kid", "n", "e", "crv", "x", "y"};
+        bool sane = true;
         for (size_t m = 0; pub && m < TH_ARRAY_LEN(members); m++) {
             json_t *v = json_object_get(jk, members[m]);
-            if (json_is_string(v))
-                json_object_set(pub, members[m], v);
+            if (!json_is_string(v))
+                continue;
+            /* cjose asserts (aborts) on some malformed base64: only strict base64url gets in */
+            size_t dl;
+            if (m >= 2 && m != 4 && !b64url_valid(json_string_value(v), json_string_length(v), &dl))
+                sane = false;
+            json_object_set(pub, members[m], v);
+        }
+        if (!sane) {
+            json_decref(pub);
+            continue;
         }
         char *text = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
         json_decref(pub);
@@ -211,7 +239,7 @@ static th_jwt_status fail(th_jwt_status s, char *why, size_t whylen, const char 
 }
 
 static th_jwt_status check_shape(const char *t, size_t len, const char **dot1, const char **dot2,
-                                 char *why, size_t whylen)
+                                 size_t *siglen, char *why, size_t whylen)
 {
     if (len > TH_JWT_MAX_LEN)
         return fail(TH_JWT_TOO_LARGE, why, whylen, "token longer than 8 KiB", NULL);
@@ -221,14 +249,21 @@ static th_jwt_status check_shape(const char *t, size_t len, const char **dot1, c
         d2 + 1 == t + len)
         return fail(TH_JWT_MALFORMED, why, whylen, "not a compact JWS (three non-empty parts)",
                     NULL);
+    /* Every part is strict base64url (no padding, canonical trailing bits): one token, one
+     * spelling — a respelled token must not slip past a cache or a deny-list. */
+    size_t plen;
+    if (!b64url_valid(d1 + 1, (size_t)(d2 - d1 - 1), &plen) ||
+        !b64url_valid(d2 + 1, (size_t)(t + len - d2 - 1), siglen))
+        return fail(TH_JWT_MALFORMED, why, whylen, "payload or signature is not base64url", NULL);
     *dot1 = d1;
     *dot2 = d2;
     return TH_JWT_OK;
 }
 
-static th_jwt_status check_header(const char *t, const char *d1, const struct th_jwks *keys,
-                                  const struct th_jwt_policy *pol, const struct key **key,
-                                  char *kid_out, size_t kidlen, char *why, size_t whylen)
+static th_jwt_status check_header(const char *t, const char *d1, size_t siglen,
+                                  const struct th_jwks *keys, const struct th_jwt_policy *pol,
+                                  const struct key **key, char *kid_out, size_t kidlen, char *why,
+                                  size_t whylen)
 {
     unsigned char raw[TH_JWT_MAX_LEN];
     size_t rawlen;
@@ -252,6 +287,12 @@ static th_jwt_status check_header(const char *t, const char *d1, const struct th
         st = fail(TH_JWT_ALG, why, whylen, "critical header extensions are not supported", NULL);
     else if (jkid && !kid)
         st = fail(TH_JWT_MALFORMED, why, whylen, "kid is not a string", NULL);
+    /* RFC 7518 §3.4: an ES256 signature is R || S, exactly 64 bytes; an RS256 one is as long
+     * as the modulus (2048 bits at least). */
+    if (st == TH_JWT_OK && strcmp(alg, "ES256") == 0 && siglen != 64)
+        st = fail(TH_JWT_SIGNATURE, why, whylen, "ES256 signature is not 64 bytes", NULL);
+    else if (st == TH_JWT_OK && strcmp(alg, "RS256") == 0 && siglen < 256)
+        st = fail(TH_JWT_SIGNATURE, why, whylen, "RS256 signature shorter than 2048 bits", NULL);
     if (st == TH_JWT_OK) {
         enum kalg want = strcmp(alg, "ES256") == 0 ? K_ES256 : K_RS256;
         const struct key *found = NULL;
@@ -415,9 +456,11 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
     struct th_jwt_claims *out = claims ? claims : &tmp;
     memset(out, 0, sizeof *out);
     why[0] = '\0';
-    th_jwt_status st = check_shape(token, len, &d1, &d2, why, whylen);
+    size_t siglen = 0;
+    th_jwt_status st = check_shape(token, len, &d1, &d2, &siglen, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_header(token, d1, keys, pol, &key, out->kid, sizeof out->kid, why, whylen);
+        st = check_header(token, d1, siglen, keys, pol, &key, out->kid, sizeof out->kid, why,
+                          whylen);
     if (st == TH_JWT_OK)
         st = check_signature(token, len, key, &c, why, whylen);
     if (st == TH_JWT_OK)

@@ -131,9 +131,8 @@ static void classify_error(const struct th_http_response *res, struct th_send_re
              reason, res->status);
 }
 
-static void on_response(void *ud, const struct th_http_response *res)
+void th_provider_parse_aws(const struct th_http_response *res, struct th_send_result *out_)
 {
-    struct attempt *a = ud;
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
         th_provider_transport_error(res, &out);
@@ -152,6 +151,14 @@ static void on_response(void *ud, const struct th_http_response *res)
     } else {
         classify_error(res, &out);
     }
+    *out_ = out;
+}
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct attempt *a = ud;
+    struct th_send_result out;
+    th_provider_parse_aws(res, &out);
     a->done(a->ud, &out);
     th_buf_release(&a->body);
     if (a->h_token) {

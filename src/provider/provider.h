@@ -90,4 +90,13 @@ th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **
 th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
                                size_t errlen);
 
+/*
+ * Each provider's reading of an HTTP answer (status, X-Amzn-Errortype, body) into a result:
+ * success with its id, or a failure classified retryable or permanent. Pure functions (no I/O),
+ * so the fuzzer can feed them anything a provider — or something pretending to be one — sends.
+ */
+void th_provider_parse_aws(const struct th_http_response *res, struct th_send_result *out);
+void th_provider_parse_twilio(const struct th_http_response *res, struct th_send_result *out);
+void th_provider_parse_webhook(const struct th_http_response *res, struct th_send_result *out);
+
 #endif

@@ -127,9 +127,8 @@ static th_err build_twiml(struct th_buf *t, const struct th_send *m)
 
 /* ---- transfer ---- */
 
-static void on_response(void *ud, const struct th_http_response *res)
+void th_provider_parse_twilio(const struct th_http_response *res, struct th_send_result *out_)
 {
-    struct attempt *a = ud;
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
         th_provider_transport_error(res, &out);
@@ -155,6 +154,14 @@ static void on_response(void *ud, const struct th_http_response *res)
         }
         json_decref(doc);
     }
+    *out_ = out;
+}
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct attempt *a = ud;
+    struct th_send_result out;
+    th_provider_parse_twilio(res, &out);
     a->done(a->ud, &out);
     th_buf_release(&a->form);
     free(a);

@@ -39,9 +39,8 @@ struct attempt {
     char reqid[96];
 };
 
-static void on_response(void *ud, const struct th_http_response *res)
+void th_provider_parse_webhook(const struct th_http_response *res, struct th_send_result *out_)
 {
-    struct attempt *a = ud;
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
         th_provider_transport_error(res, &out);
@@ -58,6 +57,14 @@ static void on_response(void *ud, const struct th_http_response *res)
         out.retryable = res->status == 429 || res->status >= 500;
         snprintf(out.error, sizeof out.error, "HTTP %ld", res->status);
     }
+    *out_ = out;
+}
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct attempt *a = ud;
+    struct th_send_result out;
+    th_provider_parse_webhook(res, &out);
     a->done(a->ud, &out);
     th_buf_release(&a->body);
     free(a);
