@@ -169,6 +169,17 @@ static void finish_deferred(void *ud)
 
 static void on_attempt(void *ud, const struct th_send_result *res);
 
+/* Whether an attempt after the current one has a provider whose circuit is closed. */
+static bool alternative_after(const struct job *j, int64_t now)
+{
+    for (int k = j->next; k < j->route.n; k++) {
+        int si = find_slot(j->r, j->route.at[k].provider);
+        if (si >= 0 && !breaker_open(j->r, &j->r->slots[si], now))
+            return true;
+    }
+    return false;
+}
+
 /* Starts the next attempt that can run; false when none is left (res says why). */
 static bool start_next(struct job *j)
 {
@@ -182,10 +193,12 @@ static bool start_next(struct job *j)
         }
         struct slot *s = &r->slots[si];
         int64_t now = th_mono_us();
-        if (breaker_open(r, s, now)) {
+        if (breaker_open(r, s, now) && alternative_after(j, now)) {
             note(j, a->provider, "skipped (circuit open)");
             continue;
         }
+        /* With no closed alternative left, it is tried anyway: a breaker reorders and
+         * shortens a route, it never fails a request on its own. */
         int64_t left = j->msg.deadline_us - MARGIN_US - now;
         if (left < MIN_ATTEMPT_US) {
             note(j, a->provider, "no time left");

@@ -496,3 +496,16 @@ def test_overload_answers_at_once(make_server, eum):
             assert "commands" not in f.result()[2]
     rows = s.db_rows("SELECT outcome FROM deliveries WHERE outcome = 'OVERLOAD'")
     assert len(rows) == 1
+
+
+def test_open_circuit_without_alternative_is_still_tried(make_server, eum):
+    s = make_server(aws_config(eum, """
+        dispatch.breaker_failures = 2
+        dispatch.breaker_seconds = 30"""), env=aws_env(eum))
+    eum.default = "500"
+    for _ in range(3):
+        s.post(okta_request())
+    assert any(l.get("event") == "circuit_open" for l in s.logs())
+    eum.default = "ok"  # recovered well before 30 s: the only provider is still used
+    assert answer_value(s.post(okta_request())[2])["provider"] == "aws"
+    assert eum.count() == 4
