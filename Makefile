@@ -1,10 +1,11 @@
 # telehook — the two commands a newcomer needs:
 #   make run    install missing Debian packages, build, start the server on the embedded default
 #   make check  install, build, run every test suite (unit, end-to-end, sanitizers, valgrind)
-# Other targets: build, unit, e2e, asan, valgrind, fuzz, format, format-check, clean.
+# Other targets: build, unit, e2e, asan, tsan, valgrind, fuzz, bench, format, format-check, clean.
 
 BUILD     ?= build
 ASAN      ?= build-asan
+TSAN      ?= build-tsan
 FUZZ      ?= build-fuzz
 FUZZ_SECONDS ?= 20
 MESON_DEV  = -Dwerror=true -Dbuildtype=debugoptimized
@@ -12,7 +13,7 @@ CONFIG    ?= etc/telehook.conf
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build run check unit e2e asan valgrind fuzz format format-check clean bench
+.PHONY: all deps deps-check build run check unit e2e asan tsan valgrind fuzz format format-check clean bench
 
 all: build
 
@@ -36,7 +37,7 @@ run: build
 	TELEHOOK_AUTH_HEADER_SECRET_FILE=var/dev-secret $(BUILD)/telehook serve -c $(CONFIG)
 
 check: deps-check build
-	$(MAKE) --no-print-directory format-check unit e2e asan valgrind fuzz
+	$(MAKE) --no-print-directory format-check unit e2e asan tsan valgrind fuzz
 
 unit: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs
@@ -54,6 +55,21 @@ asan: deps-check $(ASAN)/build.ninja
 	  meson test -C $(ASAN) --suite unit --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  TELEHOOK_BIN=$(abspath $(ASAN)/telehook) TELEHOOK_SANITIZED=1 $(PYTEST) tests/e2e
+
+$(TSAN)/build.ninja:
+	meson setup $(TSAN) -Dwerror=true -Dbuildtype=debug -Db_sanitize=thread -Db_lundef=false
+
+# The threaded paths under ThreadSanitizer: every unit suite (loops, the curl multi, the writer,
+# the guard), then the end-to-end suites that drive loops, provider transfers, the credentials
+# and key fetchers and the writer at once. Any report fails the run.
+tsan: deps-check $(TSAN)/build.ninja
+	ninja -C $(TSAN)
+	TSAN_OPTIONS=halt_on_error=1 meson test -C $(TSAN) --suite unit --print-errorlogs
+	rm -rf $(TSAN)/reports && mkdir -p $(TSAN)/reports
+	TSAN_OPTIONS=log_path=$(abspath $(TSAN))/reports/tsan TELEHOOK_BIN=$(abspath $(TSAN)/telehook) \
+	  TELEHOOK_SANITIZED=1 $(PYTEST) tests/e2e/test_providers.py tests/e2e/test_oauth.py \
+	  tests/e2e/test_dlq.py tests/e2e/test_guard.py
+	@if ls $(TSAN)/reports/tsan.* >/dev/null 2>&1; then cat $(TSAN)/reports/tsan.*; exit 1; fi
 
 # Unit suite under valgrind memcheck: any error or definite leak fails.
 valgrind: build
@@ -86,7 +102,7 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_FILES)
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(FUZZ)
+	rm -rf $(BUILD) $(ASAN) $(TSAN) $(FUZZ)
 
 # Throughput, latency, 1,000 in flight, start-up against two nginx references (bench/README.md).
 # Options: make bench BENCH_ARGS="--quick" (or --duration S, --connections N, --only a,c).
