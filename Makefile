@@ -78,7 +78,8 @@ valgrind: build
 
 $(FUZZ)/build.ninja:
 	CC=clang CXX=clang++ meson setup $(FUZZ) -Dfuzz=true -Dbuildtype=debugoptimized \
-	  -Db_sanitize=address,undefined -Db_lundef=false
+	  -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dc_args=-fsanitize=fuzzer-no-link -Dcpp_args=-fsanitize=fuzzer-no-link
 
 # Each libFuzzer target for FUZZ_SECONDS from its seed corpus (new inputs go to a scratch dir).
 fuzz: deps-check $(FUZZ)/build.ninja

@@ -367,19 +367,28 @@ static th_jwt_status check_audience(json_t *c, const struct th_jwt_policy *pol, 
     return fail(TH_JWT_AUDIENCE, why, whylen, "aud does not hold the configured audience", NULL);
 }
 
-/* A NumericDate claim: false when present but not a number. */
+/*
+ * A NumericDate claim: false when present but not a number of seconds between 1970 and 9999
+ * (out-of-range reals are undefined behaviour to convert, and huge values would overflow the
+ * skew arithmetic: either could turn "far future" into "long past").
+ */
 static bool numeric(json_t *c, const char *name, bool *present, int64_t *v)
 {
+    static const double max_date = 253402300799.0; /* 9999-12-31T23:59:59Z */
     json_t *j = json_object_get(c, name);
     *present = j != NULL;
     if (!j)
         return true;
+    double d;
     if (json_is_integer(j))
-        *v = (int64_t)json_integer_value(j);
+        d = (double)json_integer_value(j);
     else if (json_is_real(j))
-        *v = (int64_t)json_real_value(j);
+        d = json_real_value(j);
     else
         return false;
+    if (!(d >= 0 && d <= max_date)) /* also refuses NaN */
+        return false;
+    *v = json_is_integer(j) ? (int64_t)json_integer_value(j) : (int64_t)d;
     return true;
 }
 

@@ -1387,17 +1387,23 @@ static void test_keygen_and_mint_errors(void **state)
  * fails one test instead of the whole suite.
  */
 
-/* Runs fn(arg) in a child; its exit code, or -signal when it died. */
+#define CHILD_OK 64 /* fn's result is sent as 64 + r: a sanitizer's exit code 1 is not a result */
+
+/* Runs fn(arg) (0 <= result < 128) in a child; its result, or -1 when the child died. */
 static int in_child(int (*fn)(const void *), const void *arg)
 {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(fn(arg));
+        _exit(CHILD_OK + fn(arg));
     int st = 0;
     assert_int_equal(waitpid(pid, &st, 0), pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+    if (WIFEXITED(st) && WEXITSTATUS(st) >= CHILD_OK)
+        return WEXITSTATUS(st) - CHILD_OK;
+    print_message("child %s %d\n", WIFEXITED(st) ? "exited with" : "killed by signal",
+                  WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    return -1;
 }
 
 struct child_token {
@@ -1412,14 +1418,14 @@ static int child_verify(const void *arg)
     return (int)th_jwt_verify(c->tok, strlen(c->tok), c->keys, &POLICY, NOW, NULL, why, sizeof why);
 }
 
-/* 0: parsed, no usable key; 1+: that many keys; 100+err: refused; -signal: died. */
+/* 0: parsed, no usable key; 1+: that many keys; 40+err: refused. */
 static int child_parse(const void *arg)
 {
     const char *doc = arg;
     struct th_jwks *k = NULL;
     char err[256];
     th_err e = th_jwks_parse(doc, strlen(doc), algs, 2, &k, err, sizeof err);
-    int r = e == TH_E_OK ? (int)th_jwks_count(k) : 100 + (int)e;
+    int r = e == TH_E_OK ? (int)th_jwks_count(k) : 40 + (int)e;
     th_jwks_free(k);
     return r;
 }
@@ -1450,7 +1456,7 @@ static void test_cjose_abort_tokens(void **state)
         struct child_token c = {toks[i], F.all};
         int r = in_child(child_verify, &c);
         if (r < 0)
-            fail_msg("token %zu: the verifier died (signal %d)", i, -r);
+            fail_msg("token %zu: the verifier died", i);
         assert_status((th_jwt_status)r, TH_JWT_MALFORMED);
         free(toks[i]);
     }
@@ -1462,7 +1468,7 @@ static void test_cjose_abort_tokens(void **state)
     struct child_token c = {tok, F.one};
     int r = in_child(child_verify, &c);
     if (r < 0)
-        fail_msg("kid-less token: the verifier died (signal %d)", -r);
+        fail_msg("kid-less token: the verifier died");
     assert_status((th_jwt_status)r, TH_JWT_MALFORMED);
     free(tok);
     free3(q);
@@ -1496,7 +1502,7 @@ static void test_cjose_abort_keys(void **state)
         int r = in_child(child_parse, text);
         free(text);
         if (r < 0)
-            fail_msg("key %zu: th_jwks_parse died (signal %d)", i, -r);
+            fail_msg("key %zu: th_jwks_parse died", i);
         assert_int_equal(r, 0); /* parsed; the key is skipped */
     }
     free(x_eq);
@@ -1504,6 +1510,55 @@ static void test_cjose_abort_keys(void **state)
     free(n_eq);
     json_decref(ec);
     json_decref(rsa);
+}
+
+/* status is one of the two; otherwise fails naming all three */
+#define assert_status_in(got, a, b)                                                                \
+    do {                                                                                           \
+        th_jwt_status g_ = (got);                                                                  \
+        if (g_ != (a) && g_ != (b))                                                                \
+            fail_msg("got %s, want %s or %s", th_jwt_status_name(g_), th_jwt_status_name(a),       \
+                     th_jwt_status_name(b));                                                       \
+    } while (0)
+
+/* Mints claims (consumed) with rsa-1 and verifies them in a child; dies -> test failure. */
+static th_jwt_status vc_child(json_t *claims, const char *what)
+{
+    char *t = mint(F.rsa1_priv, claims);
+    struct child_token c = {t, F.all};
+    int r = in_child(child_verify, &c);
+    free(t);
+    if (r < 0)
+        fail_msg("%s: the verifier died", what);
+    return (th_jwt_status)r;
+}
+
+static void test_extreme_times(void **state)
+{
+    (void)state;
+    /*
+     * NumericDates at the ends of the range: no overflow in exp + skew (UBSan), no out-of-range
+     * double-to-integer conversion (a far-future nbf or iat must not come out as INT64_MIN).
+     * Either refused as a bad claim or judged by its real value.
+     */
+    assert_status_in(vc_child(with(base(), "exp", json_integer(INT64_MAX)), "exp INT64_MAX"),
+                     TH_JWT_OK, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "exp", json_integer(INT64_MAX - 10)), "exp near max"),
+                     TH_JWT_OK, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "exp", json_integer(INT64_MIN)), "exp INT64_MIN"),
+                     TH_JWT_EXPIRED, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "exp", json_real(1e300)), "exp 1e300"), TH_JWT_OK,
+                     TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "exp", json_real(-1e300)), "exp -1e300"), TH_JWT_EXPIRED,
+                     TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "nbf", json_real(1e300)), "nbf 1e300"),
+                     TH_JWT_NOT_YET_VALID, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "nbf", json_integer(INT64_MAX)), "nbf INT64_MAX"),
+                     TH_JWT_NOT_YET_VALID, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "iat", json_real(1e300)), "iat 1e300"),
+                     TH_JWT_IAT_FUTURE, TH_JWT_CLAIMS);
+    assert_status_in(vc_child(with(base(), "iat", json_real(9.3e18)), "iat 9.3e18"),
+                     TH_JWT_IAT_FUTURE, TH_JWT_CLAIMS);
 }
 
 /* ---- one token, one spelling; key and signature sizes ---- */
@@ -1674,6 +1729,7 @@ int main(void)
         cmocka_unit_test(test_payload_encoding),
         cmocka_unit_test(test_cjose_abort_tokens),
         cmocka_unit_test(test_cjose_abort_keys),
+        cmocka_unit_test(test_extreme_times),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
