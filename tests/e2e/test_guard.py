@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import ES_NUMBER, SLOW, US_NUMBER, okta_request
+from conftest import ES_NUMBER, SANITIZED, SLOW, US_NUMBER, okta_request
 from fakes import FakeWebhook
 
 GB_MOBILE = "+447400123456"
@@ -189,7 +189,8 @@ def test_flood_of_distinct_numbers_stops_at_country_budget(make_server, webhook)
     assert statuses == {"SUCCESSFUL": 149, "FAILED": 4850}
     assert webhook.count() == 150
     grown = rss_kib(s.proc.pid) - base
-    assert grown < 16 * 1024 * SLOW, f"RSS grew {grown} KiB"
+    if not SANITIZED:  # ASan's quarantine keeps freed memory resident on purpose
+        assert grown < 16 * 1024, f"RSS grew {grown} KiB"
     assert s.stop() == 0
     (line,) = [l for l in s.logs() if l.get("event") == "stopped"]
     assert line["blocked_calling_code_budget"] == 4850
