@@ -10,6 +10,7 @@
 #include "obs/log.h"
 
 #define BATCH_MAX 512
+#define LINGER_MS 4 /* group commit: how long a lone delivery record waits for company */
 
 enum kind { ITEM_OUTBOX, ITEM_DELIVERY, ITEM_DLQ };
 
@@ -262,6 +263,24 @@ static void *writer_main(void *arg)
         }
         if (!w->head)
             break; /* stopping and drained */
+        /*
+         * Group commit: under load, wait a moment for more rows so one transaction carries
+         * many (a commit costs several page writes whatever it holds). An idle server's lone
+         * row waits at most LINGER_MS; nothing on the request path waits for deliveries.
+         */
+        if (w->queued < BATCH_MAX && !w->stopping && w->head->kind == ITEM_DELIVERY) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += LINGER_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            /* ...until full, stopping, or a row somebody waits for (outbox, DLQ) arrives */
+            while (w->queued < BATCH_MAX && !w->stopping && w->tail->kind == ITEM_DELIVERY &&
+                   pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+            }
+        }
         struct item *batch = w->head, *last = batch;
         size_t n = 1;
         while (last->next && n < BATCH_MAX) {
