@@ -73,7 +73,7 @@ tsan: deps-check $(TSAN)/build.ninja
 
 # Unit suite under valgrind memcheck: any error or definite leak fails.
 valgrind: build
-	meson test -C $(BUILD) --suite unit --print-errorlogs \
+	meson test -C $(BUILD) --suite unit --print-errorlogs --timeout-multiplier=6 \
 	  --wrap='valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
 
 $(FUZZ)/build.ninja:

@@ -23,6 +23,29 @@ int64_t th_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * Random bytes from a small per-thread pool refilled by OpenSSL's CSPRNG: one RAND_bytes call
+ * (and its fork-detecting getpid) per ~40 ids instead of per id. telehook never forks after
+ * threads start, so a pool cannot be shared by two processes.
+ */
+static th_err pooled_random(unsigned char *out, size_t n)
+{
+    static _Thread_local unsigned char pool[512];
+    static _Thread_local size_t left;
+    if (n > sizeof pool)
+        return RAND_bytes(out, (int)n) == 1 ? TH_E_OK : TH_E_NOMEM;
+    if (left < n) {
+        if (RAND_bytes(pool, sizeof pool) != 1)
+            return TH_E_NOMEM;
+        left = sizeof pool;
+    }
+    unsigned char *p = pool + sizeof pool - left;
+    memcpy(out, p, n);
+    memset(p, 0, n); /* used bytes do not linger */
+    left -= n;
+    return TH_E_OK;
+}
+
 th_err th_random_id(const char *prefix, char *out, size_t outlen)
 {
     static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* Crockford, lower */
@@ -30,7 +53,7 @@ th_err th_random_id(const char *prefix, char *out, size_t outlen)
     if (outlen < plen + 21)
         return TH_E_INVAL;
     unsigned char rnd[13]; /* 104 bits, 100 used */
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
+    if (pooled_random(rnd, sizeof rnd) != TH_E_OK)
         return TH_E_NOMEM;
     memcpy(out, prefix, plen);
     unsigned bits = 0, acc = 0;

@@ -23,7 +23,9 @@ struct sock {
 struct xfer {
     struct th_http *h;
     CURL *easy;
-    struct curl_slist *hdrs;
+    /* the request's header list, built in place (curl_slist's layout is public): no malloc
+     * per header; the strings are the caller's, borrowed until done */
+    struct curl_slist hdr[TH_HTTP_MAX_HEADERS + 1];
     struct th_buf body;
     size_t max_response;
     bool toobig;
@@ -102,8 +104,6 @@ static void unlink_active(struct th_http *h, struct xfer *x)
 
 static void recycle(struct th_http *h, struct xfer *x)
 {
-    curl_slist_free_all(x->hdrs);
-    x->hdrs = NULL;
     th_buf_reset(&x->body);
     x->done = NULL;
     x->ud = NULL;
@@ -288,9 +288,9 @@ th_err th_http_new(struct th_loop *loop, int max_in_flight, struct th_http **out
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    /* Keep enough idle connections for a burst to find warm ones next time. */
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
-                      (long)(h->max_in_flight < 256 ? h->max_in_flight : 256));
+    /* Keep as many connections as transfers may run: below that, a busy loop closes a
+     * connection at each completion and opens (and, with TLS, handshakes) a new one. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->max_in_flight);
     *out = h;
     return TH_E_OK;
 }
@@ -331,10 +331,9 @@ int th_http_in_flight(const struct th_http *h)
 static struct xfer *take_xfer(struct th_http *h)
 {
     struct xfer *x = h->spare;
-    if (x) {
+    if (x) { /* options are all set again below or never change: no curl_easy_reset */
         h->spare = x->next;
         x->next = NULL;
-        curl_easy_reset(x->easy);
         return x;
     }
     x = calloc(1, sizeof *x);
@@ -347,6 +346,19 @@ static struct xfer *take_xfer(struct th_http *h)
         return NULL;
     }
     th_buf_init(&x->body, DEFAULT_MAX_RESPONSE);
+    /* what never changes between transfers, set once per handle */
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     return x;
 }
 
@@ -368,55 +380,37 @@ th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_ht
     x->max_response = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
     x->body.max = x->max_response;
 
-    /* "Expect:" off: never wait a round trip for 100 Continue on the hot path. */
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
-    for (size_t i = 0; hdrs && i < req->nheaders; i++) {
-        struct curl_slist *n = curl_slist_append(hdrs, req->headers[i]);
-        if (!n) {
-            curl_slist_free_all(hdrs);
-            hdrs = NULL;
-        }
-        hdrs = n;
-    }
-    if (!hdrs) {
+    if (req->nheaders > TH_HTTP_MAX_HEADERS) {
         recycle(h, x);
-        return TH_E_NOMEM;
+        return TH_E_INVAL;
     }
-    x->hdrs = hdrs;
+    /* "Expect:" off: never wait a round trip for 100 Continue on the hot path. */
+    x->hdr[0].data = (char *)"Expect:";
+    for (size_t i = 0; i < req->nheaders; i++)
+        x->hdr[i + 1].data = (char *)req->headers[i];
+    for (size_t i = 0; i <= req->nheaders; i++)
+        x->hdr[i].next = i < req->nheaders ? &x->hdr[i + 1] : NULL;
 
     CURL *e = x->easy;
     long timeout = req->timeout_ms > 0 ? (long)req->timeout_ms : 1;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     /* Over TLS, wait for a connection being set up rather than open another: ALPN may give
      * HTTP/2, and then one connection carries every transfer. Over plain HTTP (HTTP/1.1)
      * waiting would serialise a burst behind the first answer. */
-    if (strncasecmp(req->url, "https:", 6) == 0)
-        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    if (req->userpwd) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
-    }
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(req->url, "https:", 6) == 0 ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdr);
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)(req->userpwd ? CURLAUTH_BASIC : CURLAUTH_NONE));
+    curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
     if (strcmp(req->method, "GET") == 0) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     } else {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body ? req->body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        if (strcmp(req->method, "POST") != 0)
-            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST,
+                         strcmp(req->method, "POST") != 0 ? req->method : NULL);
     }
     x->started_us = th_mono_us();
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {

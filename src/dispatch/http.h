@@ -34,10 +34,13 @@ typedef enum {
 
 const char *th_http_outcome_name(th_http_outcome o);
 
+#define TH_HTTP_MAX_HEADERS 15
+
 struct th_http_request {
-    const char *method; /* "POST", "GET", "PUT" */
-    const char *url;
-    const char *const *headers; /* "Name: value" lines */
+    const char *method;         /* "POST", "GET", "PUT" */
+    const char *url;            /* borrowed until done, like every pointer here */
+    const char *const *headers; /* "Name: value" lines, at most TH_HTTP_MAX_HEADERS; the
+                                   strings (not the array) must live until done */
     size_t nheaders;
     const char *body; /* borrowed: must stay valid until done is called; NULL with len 0 */
     size_t body_len;

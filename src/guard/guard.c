@@ -12,6 +12,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "common/hmac.h"
 #include "common/util.h"
 
 #define KEY_LEN           16 /* truncated HMAC-SHA256: collisions are not a practical concern */
@@ -64,6 +65,7 @@ struct budget {
 
 struct th_guard {
     unsigned char secret[32];
+    struct th_hmac_key *mac; /* prepared from secret */
     bool dedupe, answer_failed;
     struct limit phone_short, phone_long, user, country, global;
     long code_budget_default;
@@ -201,6 +203,10 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
         th_guard_free(g);
         return TH_E_NOMEM;
     }
+    if (th_hmac_key_new(g->secret, sizeof g->secret, &g->mac) != TH_E_OK) {
+        th_guard_free(g);
+        return TH_E_NOMEM;
+    }
     set_limit(&g->phone_short, cfg->guard_limit_phone);
     set_limit(&g->phone_long, cfg->guard_limit_phone_daily);
     set_limit(&g->user, cfg->guard_limit_user);
@@ -250,6 +256,7 @@ void th_guard_free(struct th_guard *g)
         rec_unref(g->dd[i].rec);
     free(g->dd);
     free(g->people);
+    th_hmac_key_free(g->mac);
     pthread_mutex_destroy(&g->mu);
     OPENSSL_cleanse(g->secret, sizeof g->secret);
     free(g);
@@ -279,21 +286,19 @@ size_t th_guard_entries(struct th_guard *g)
 
 /* ---- keys ---- */
 
-/* HMAC(secret, label 0 parts...) truncated: the only form in which personal data is kept. */
+/* HMAC(secret, label 0 a 0 b 0 c) truncated: the only form in which personal data is kept. */
 static void make_key(const struct th_guard *g, const char *label, const char *a, const char *b,
                      const char *c, unsigned char out[KEY_LEN])
 {
+    static const char zero = 0;
+    a = a ? a : "";
+    b = b ? b : "";
+    c = c ? c : "";
+    const void *parts[] = {label, &zero, a, &zero, b, &zero, c};
+    size_t lens[] = {strlen(label), 1, strlen(a), 1, strlen(b), 1, strlen(c)};
     unsigned char mac[32];
-    unsigned int len = sizeof mac;
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "%s%c%s%c%s%c%s", label, 0, a ? a : "", 0, b ? b : "", 0,
-                     c ? c : "");
-    if (n < 0 || (size_t)n >= sizeof buf)
-        n = (int)sizeof buf - 1;
-    HMAC(EVP_sha256(), g->secret, sizeof g->secret, (const unsigned char *)buf, (size_t)n, mac,
-         &len);
+    th_hmac_sha256(g->mac, parts, lens, TH_ARRAY_LEN(parts), mac);
     memcpy(out, mac, KEY_LEN);
-    OPENSSL_cleanse(buf, sizeof buf);
 }
 
 static size_t home(const unsigned char k[KEY_LEN], size_t cap)
@@ -351,8 +356,10 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
         return b;
     }
     unsigned char kshort[KEY_LEN], klong[KEY_LEN], kuser[KEY_LEN];
-    make_key(g, "phone", ph->e164, NULL, NULL, kshort);
-    make_key(g, "phone-day", ph->e164, NULL, NULL, klong);
+    if (g->phone_short.on)
+        make_key(g, "phone", ph->e164, NULL, NULL, kshort);
+    if (g->phone_long.on)
+        make_key(g, "phone-day", ph->e164, NULL, NULL, klong);
     bool has_user = user_id && user_id[0] && g->user.on;
     if (has_user)
         make_key(g, "user", user_id, NULL, NULL, kuser);

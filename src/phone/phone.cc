@@ -78,10 +78,17 @@ bool clean(const char *raw, size_t len, std::string &out)
     return digits >= 3 && digits <= 15;
 }
 
-bool parse_valid(const std::string &s, const std::string &region, PhoneNumber &pn)
+// IsValidNumber(n) is IsValidNumberForRegion(n, GetRegionCodeForNumber(n)): done in two steps,
+// the region (the costly lookup, one regex pass per candidate region for +1) is found once.
+bool parse_valid(const std::string &s, const std::string &default_region, PhoneNumber &pn,
+                 std::string &region)
 {
     PhoneNumberUtil *u = util();
-    return u->Parse(s, region, &pn) == PhoneNumberUtil::NO_PARSING_ERROR && u->IsValidNumber(pn);
+    if (u->Parse(s, default_region, &pn) != PhoneNumberUtil::NO_PARSING_ERROR)
+        return false;
+    region.clear();
+    u->GetRegionCodeForNumber(pn, &region);
+    return u->IsValidNumberForRegion(pn, region);
 }
 
 } // namespace
@@ -106,22 +113,22 @@ extern "C" th_err th_phone_parse(const char *raw, size_t len, const char *defaul
         if (!raw || !clean(raw, len, s))
             return TH_E_PHONE;
         PhoneNumber pn;
+        std::string region;
         bool ok;
         if (s[0] == '+') {
-            ok = parse_valid(s, "ZZ", pn);
+            ok = parse_valid(s, "ZZ", pn, region);
         } else {
             // Without '+': Okta's numbers are international more often than not, so try that
             // first, then the configured national region.
-            ok = parse_valid("+" + s, "ZZ", pn);
+            ok = parse_valid("+" + s, "ZZ", pn, region);
             if (!ok && default_region && *default_region)
-                ok = parse_valid(s, default_region, pn);
+                ok = parse_valid(s, default_region, pn, region);
         }
         if (!ok)
             return TH_E_PHONE;
         PhoneNumberUtil *u = util();
-        std::string e164, region;
+        std::string e164;
         u->Format(pn, PhoneNumberUtil::E164, &e164);
-        u->GetRegionCodeForNumber(pn, &region);
         if (e164.size() >= sizeof out->e164)
             return TH_E_PHONE;
         std::memcpy(out->e164, e164.c_str(), e164.size() + 1);

@@ -60,6 +60,21 @@ static const char *const migrations[] = {
     "  errors TEXT NOT NULL, attempts INTEGER NOT NULL, otp_expires_ms INTEGER NOT NULL,"
     "  key_id TEXT NOT NULL, payload BLOB);"
     "CREATE INDEX dlq_created ON dlq (created_ms);",
+    /* 4: deliveries become a rowid table, appended in time order: a random TEXT primary key
+     * (and the eventId index, unused) put every insert on a random B-tree page */
+    "CREATE TABLE deliveries_v4 ("
+    "  request_id TEXT NOT NULL, event_id TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    "  request_type TEXT NOT NULL, phone_masked TEXT NOT NULL, country TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, language TEXT NOT NULL, source TEXT NOT NULL,"
+    "  provider TEXT NOT NULL, outcome TEXT NOT NULL, transaction_id TEXT NOT NULL,"
+    "  error TEXT NOT NULL, latency_us INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO deliveries_v4 SELECT request_id, event_id, created_ms, request_type,"
+    "  phone_masked, country, channel, language, source, provider, outcome, transaction_id,"
+    "  error, latency_us, attempts FROM deliveries ORDER BY created_ms;"
+    "DROP TABLE deliveries;"
+    "ALTER TABLE deliveries_v4 RENAME TO deliveries;"
+    "CREATE INDEX deliveries_created ON deliveries (created_ms);"
+    "CREATE INDEX deliveries_request ON deliveries (request_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 

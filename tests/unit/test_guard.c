@@ -206,8 +206,8 @@ static void test_bounded_under_flood(void **state)
                          NULL};
     struct th_guard *g = make(env);
     char num[32];
-    for (int i = 0; i < 20000; i++) {
-        snprintf(num, sizeof num, "+1201555%04d", i % 10000);
+    for (int i = 0; i < 6000; i++) { /* six times what the tables hold */
+        snprintf(num, sizeof num, "+1201555%04d", i);
         struct th_phone p;
         if (th_phone_parse(num, strlen(num), NULL, &p) != TH_E_OK)
             continue;

@@ -1,0 +1,60 @@
+/* The low-level SHA-256 interface is deprecated in OpenSSL 3 but kept, and is the only one that
+ * lets a hash state be copied without allocation: used here, and only here. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include "common/hmac.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+struct th_hmac_key {
+    SHA256_CTX inner, outer; /* after absorbing key ^ ipad, key ^ opad */
+};
+
+th_err th_hmac_key_new(const void *key, size_t len, struct th_hmac_key **out)
+{
+    struct th_hmac_key *k = calloc(1, sizeof *k);
+    if (!k)
+        return TH_E_NOMEM;
+    unsigned char block[SHA256_CBLOCK] = {0}, pad[SHA256_CBLOCK];
+    if (len > sizeof block)
+        SHA256(key, len, block); /* a long key is first hashed (RFC 2104) */
+    else
+        memcpy(block, key, len);
+    for (size_t i = 0; i < sizeof block; i++)
+        pad[i] = block[i] ^ 0x36;
+    SHA256_Init(&k->inner);
+    SHA256_Update(&k->inner, pad, sizeof pad);
+    for (size_t i = 0; i < sizeof block; i++)
+        pad[i] = block[i] ^ 0x5c;
+    SHA256_Init(&k->outer);
+    SHA256_Update(&k->outer, pad, sizeof pad);
+    OPENSSL_cleanse(block, sizeof block);
+    OPENSSL_cleanse(pad, sizeof pad);
+    *out = k;
+    return TH_E_OK;
+}
+
+void th_hmac_key_free(struct th_hmac_key *k)
+{
+    if (!k)
+        return;
+    OPENSSL_cleanse(k, sizeof *k);
+    free(k);
+}
+
+void th_hmac_sha256(const struct th_hmac_key *k, const void *const *parts, const size_t *lens,
+                    size_t n, unsigned char out[32])
+{
+    SHA256_CTX c = k->inner;
+    for (size_t i = 0; i < n; i++)
+        SHA256_Update(&c, parts[i], lens[i]);
+    unsigned char ih[SHA256_DIGEST_LENGTH];
+    SHA256_Final(ih, &c);
+    c = k->outer;
+    SHA256_Update(&c, ih, sizeof ih);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+}

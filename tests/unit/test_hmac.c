@@ -1,0 +1,87 @@
+/* Unit tests: common/hmac (RFC 4231 test vectors, parts, long keys, agreement with OpenSSL). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "common/hmac.h"
+
+static void hex(const unsigned char *p, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", p[i]);
+}
+
+static void check(const void *key, size_t klen, const char *msg, const char *want)
+{
+    struct th_hmac_key *k;
+    assert_int_equal(th_hmac_key_new(key, klen, &k), TH_E_OK);
+    unsigned char mac[32];
+    const void *parts[] = {msg};
+    size_t lens[] = {strlen(msg)};
+    th_hmac_sha256(k, parts, lens, 1, mac);
+    char got[65];
+    hex(mac, 32, got);
+    assert_string_equal(got, want);
+    /* the same message in three parts gives the same MAC */
+    size_t n = strlen(msg), a = n / 3, b = n / 3;
+    const void *p3[] = {msg, msg + a, msg + a + b};
+    size_t l3[] = {a, b, n - a - b};
+    unsigned char mac3[32];
+    th_hmac_sha256(k, p3, l3, 3, mac3);
+    assert_memory_equal(mac, mac3, 32);
+    th_hmac_key_free(k);
+}
+
+static void test_rfc4231(void **state)
+{
+    (void)state;
+    unsigned char k1[20];
+    memset(k1, 0x0b, sizeof k1);
+    check(k1, sizeof k1, "Hi There",
+          "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    check("Jefe", 4, "what do ya want for nothing?",
+          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    unsigned char k6[131]; /* longer than a block: hashed first */
+    memset(k6, 0xaa, sizeof k6);
+    check(k6, sizeof k6, "Test Using Larger Than Block-Size Key - Hash Key First",
+          "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+static void test_agrees_with_openssl(void **state)
+{
+    (void)state;
+    const char *key = "a server secret of some length";
+    struct th_hmac_key *k;
+    assert_int_equal(th_hmac_key_new(key, strlen(key), &k), TH_E_OK);
+    char msg[300];
+    for (int len = 0; len < 300; len += 7) {
+        memset(msg, 'a' + len % 26, (size_t)len);
+        unsigned char a[32], b[32];
+        unsigned int bl = 32;
+        const void *parts[] = {msg};
+        size_t lens[] = {(size_t)len};
+        th_hmac_sha256(k, parts, lens, 1, a);
+        HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)msg, (size_t)len, b, &bl);
+        assert_memory_equal(a, b, 32);
+    }
+    th_hmac_key_free(k);
+    th_hmac_key_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rfc4231),
+        cmocka_unit_test(test_agrees_with_openssl),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
