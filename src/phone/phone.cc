@@ -2,8 +2,12 @@
 // catches everything, since an exception unwinding into C is undefined behaviour.
 #include "phone/phone.h"
 
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <set>
 #include <string>
 
@@ -104,8 +108,66 @@ extern "C" void th_phone_init(void)
     });
 }
 
+namespace
+{
+// A small per-thread cache of recent answers: the same users get codes again (resends, daily
+// sign-ins), and libphonenumber's parse + validation + type lookups are the largest single cost
+// of a request (bench/README.md). Bounded, lock-free (one per event loop), exact-match keys.
+constexpr size_t CACHE_SLOTS = 2048;
+struct cache_entry {
+    char raw[TH_PHONE_MAX_INPUT + 1]; // "" = empty slot
+    char region[4];
+    bool ok;
+    struct th_phone result;
+};
+thread_local std::unique_ptr<cache_entry[]> cache; // freed when its thread ends
+
+size_t cache_slot(const char *raw, size_t len, const char *region)
+{
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)raw[i]) * 1099511628211ull;
+    for (const char *r = region ? region : ""; *r; r++)
+        h = (h ^ (unsigned char)*r) * 1099511628211ull;
+    return (size_t)(h % CACHE_SLOTS);
+}
+
+th_err parse_uncached(const char *raw, size_t len, const char *default_region,
+                      struct th_phone *out);
+} // namespace
+
 extern "C" th_err th_phone_parse(const char *raw, size_t len, const char *default_region,
                                  struct th_phone *out)
+{
+    std::memset(out, 0, sizeof *out);
+    if (!raw || len == 0 || len > TH_PHONE_MAX_INPUT)
+        return parse_uncached(raw, len, default_region, out);
+    const char *region = default_region ? default_region : "";
+    if (!cache) {
+        cache.reset(new (std::nothrow) cache_entry[CACHE_SLOTS]());
+        if (!cache)
+            return parse_uncached(raw, len, default_region, out);
+    }
+    cache_entry &e = cache[cache_slot(raw, len, region)];
+    if (e.raw[0] && std::strlen(e.raw) == len && std::memcmp(e.raw, raw, len) == 0 &&
+        std::strcmp(e.region, region) == 0) {
+        *out = e.result;
+        return e.ok ? TH_E_OK : TH_E_PHONE;
+    }
+    th_err r = parse_uncached(raw, len, default_region, out);
+    if (std::strlen(region) < sizeof e.region && !std::memchr(raw, '\0', len)) {
+        std::memcpy(e.raw, raw, len);
+        e.raw[len] = '\0';
+        std::strcpy(e.region, region);
+        e.ok = r == TH_E_OK;
+        e.result = *out;
+    }
+    return r;
+}
+
+namespace
+{
+th_err parse_uncached(const char *raw, size_t len, const char *default_region, struct th_phone *out)
 {
     std::memset(out, 0, sizeof *out);
     try {
@@ -144,6 +206,7 @@ extern "C" th_err th_phone_parse(const char *raw, size_t len, const char *defaul
         return TH_E_PHONE;
     }
 }
+} // namespace
 
 extern "C" const char *th_phone_type_name(th_phone_type t)
 {

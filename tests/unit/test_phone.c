@@ -161,9 +161,29 @@ static void test_threads(void **state)
     }
 }
 
+/* The per-thread cache answers exactly as a fresh parse would, per default region. */
+static void test_cache_is_transparent(void **state)
+{
+    (void)state;
+    struct th_phone a, b;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(th_phone_parse("07400 123456", 12, "GB", &a), TH_E_OK);
+        assert_string_equal(a.e164, "+447400123456");
+        assert_int_equal(a.type, TH_PHONE_MOBILE);
+        /* the same characters without a default region: a different question */
+        assert_int_equal(th_phone_parse("07400 123456", 12, NULL, &b), TH_E_PHONE);
+        assert_string_equal(b.e164, "");
+        assert_int_equal(th_phone_parse("07400 123456", 12, "US", &b), TH_E_PHONE);
+    }
+    /* a prefix of a cached input is not the cached input */
+    assert_int_equal(th_phone_parse("07400 12345", 11, "GB", &b),
+                     th_phone_parse("07400 12345", 11, "GB", &a));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cache_is_transparent),
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_without_plus),
         cmocka_unit_test(test_placeholder_refused),
