@@ -85,3 +85,38 @@ def test_sigterm_answers_in_flight_and_flushes_records(make_server):
     assert s.db_rows("SELECT count(*) FROM deliveries")[0][0] == len(answered)
     assert s.db_rows("SELECT count(*) FROM outbox")[0][0] == len(answered)
     assert "clean shutdown" in s.log_text()
+
+
+def test_store_locked_by_another_process(make_server):
+    """The store cannot be written (another process holds SQLite's write lock): every request is
+    still answered within its deadline, the log says what happened, and once the lock goes the
+    server carries on (nothing crashes, nothing hangs)."""
+    import sqlite3
+    import threading
+    import time as _time
+
+    s = make_server("server.deadline_ms = 800")
+    assert s.post(okta_request())[0] == 200
+    con = sqlite3.connect(s.db, timeout=5, isolation_level=None, check_same_thread=False)
+    con.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release():
+        _time.sleep(3.5)
+        con.execute("COMMIT")
+        con.close()
+        released.set()
+
+    threading.Thread(target=release, daemon=True).start()
+    for _ in range(2):  # both well inside the 3.5 s the lock is held
+        t0 = _time.monotonic()
+        status, _, body = s.post(okta_request())
+        assert status == 200 and "commands" not in body  # the outbox could not record it
+        assert _time.monotonic() - t0 < 1.5
+    released.wait(10)
+    _time.sleep(0.5)
+    status, _, body = s.post(okta_request())
+    assert status == 200 and "commands" in body
+    events = {l.get("event") for l in s.logs()}
+    assert events & {"late_provider_answer", "dlq_slow", "record_dropped"}, events
+    assert s.stop() == 0
