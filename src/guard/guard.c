@@ -78,6 +78,7 @@ struct th_guard {
     size_t npeople; /* power of two */
     struct dslot *dd;
     size_t ndd;
+    size_t sweep; /* the next dedupe slot the incremental sweep looks at */
     int64_t country_tat[NREGIONS];
     struct budget budget[NCODES];
     int64_t global_tat;
@@ -437,6 +438,20 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
     return victim;
 }
 
+/* Frees a few expired dedupe records per call, so memory follows the live entries instead of
+ * waiting for their slots to be probed again. Under the lock. */
+static void dd_sweep(struct th_guard *g, int64_t now_ms)
+{
+    for (int i = 0; i < 4; i++) {
+        struct dslot *s = &g->dd[g->sweep];
+        g->sweep = (g->sweep + 1) & (g->ndd - 1);
+        if (s->rec && s->expire_ms <= now_ms) {
+            rec_unref(s->rec);
+            s->rec = NULL;
+        }
+    }
+}
+
 static void copy_answer(const struct rec *r, struct th_dedupe_answer *a)
 {
     a->status = r->status;
@@ -469,6 +484,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     if (!t)
         return TH_DEDUPE_OFF; /* out of memory: send rather than lose the code */
     pthread_mutex_lock(&g->mu);
+    dd_sweep(g, now);
     struct dslot *se = has_event ? dd_find(g, ke, now, false) : NULL;
     struct dslot *sp = dd_find(g, kp, now, false);
     struct rec *r = se ? se->rec : sp ? sp->rec : NULL;
