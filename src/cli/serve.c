@@ -1,5 +1,6 @@
 /* `telehook serve`: wires the modules together and runs until SIGTERM/SIGINT. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,7 +119,56 @@ static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, str
 struct readiness {
     struct th_router *router;
     struct th_auth *auth;
+    struct th_hook *hook;
+    struct th_guard *guard;
+    pthread_mutex_t writer_mu; /* the writer is stopped while the loops still answer /metrics */
+    struct th_writer *writer;  /* NULL once stopped */
 };
+
+/* GET /metrics: every counter the modules keep, in Prometheus text format. */
+static void all_metrics(void *ud, struct th_buf *out)
+{
+    const struct readiness *r = ud;
+    th_hook_metrics(r->hook, out);
+    th_router_metrics(r->router, out);
+    struct th_auth_stats as;
+    th_auth_stats(r->auth, &as);
+    th_buf_printf(out,
+                  "# TYPE telehook_tokens_verified_total counter\n"
+                  "telehook_tokens_verified_total %llu\n"
+                  "# TYPE telehook_token_cache_hits_total counter\n"
+                  "telehook_token_cache_hits_total %llu\n"
+                  "# TYPE telehook_tokens_refused_total counter\n"
+                  "telehook_tokens_refused_total %llu\n"
+                  "# TYPE telehook_key_fetches_total counter\n"
+                  "telehook_key_fetches_total %llu\n",
+                  (unsigned long long)as.verified, (unsigned long long)as.cache_hits,
+                  (unsigned long long)as.refused, (unsigned long long)as.key_fetches);
+    uint64_t b[TH_BLOCK__COUNT];
+    th_guard_counts(r->guard, b);
+    th_buf_printf(out,
+                  "# TYPE telehook_duplicates_total counter\ntelehook_duplicates_total %llu\n"
+                  "# HELP telehook_blocked_total Requests refused by the abuse controls.\n"
+                  "# TYPE telehook_blocked_total counter\n",
+                  (unsigned long long)b[TH_BLOCK_NONE]);
+    for (int i = 1; i < TH_BLOCK__COUNT; i++)
+        th_buf_printf(out, "telehook_blocked_total{reason=\"%s\"} %llu\n",
+                      th_block_name((th_block)i), (unsigned long long)b[i]);
+    struct th_writer_stats ws = {0};
+    pthread_mutex_lock((pthread_mutex_t *)&r->writer_mu);
+    if (r->writer)
+        th_writer_stats(r->writer, &ws);
+    pthread_mutex_unlock((pthread_mutex_t *)&r->writer_mu);
+    th_buf_printf(out,
+                  "# TYPE telehook_store_rows_written_total counter\n"
+                  "telehook_store_rows_written_total %llu\n"
+                  "# TYPE telehook_store_rows_failed_total counter\n"
+                  "telehook_store_rows_failed_total %llu\n"
+                  "# TYPE telehook_store_rows_dropped_total counter\n"
+                  "telehook_store_rows_dropped_total %llu\n"
+                  "# TYPE telehook_store_queue gauge\ntelehook_store_queue %zu\n",
+                  ws.written, ws.failed, ws.rejected_full, ws.queued);
+}
 
 /* Ready when every provider can send and the issuer's keys (oauth2) are held. */
 static bool all_ready(void *ud)
@@ -213,9 +263,16 @@ int th_cmd_serve(struct th_cli *cli)
                               .dlq = dlq};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
-    struct readiness ready = {.router = router, .auth = auth};
-    struct th_server_deps sd = {
-        .cfg = cfg, .auth = auth, .hook = hook, .ready = all_ready, .ready_ud = &ready};
+    struct readiness ready = {
+        .router = router, .auth = auth, .hook = hook, .guard = guard, .writer = writer};
+    pthread_mutex_init(&ready.writer_mu, NULL);
+    struct th_server_deps sd = {.cfg = cfg,
+                                .auth = auth,
+                                .hook = hook,
+                                .ready = all_ready,
+                                .ready_ud = &ready,
+                                .metrics = all_metrics,
+                                .metrics_ud = &ready};
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "startup", "%s (listen %s)", err, cfg->listen);
         goto out;
@@ -265,6 +322,9 @@ int th_cmd_serve(struct th_cli *cli)
         sleep_ms(5);
     sleep_ms(50); /* let the loops write the last answers */
     /* Drain the writer while the loops still run: its completions are posted to them. */
+    pthread_mutex_lock(&ready.writer_mu);
+    ready.writer = NULL;
+    pthread_mutex_unlock(&ready.writer_mu);
     th_writer_stop(writer);
     writer = NULL;
     th_server_stop(server);

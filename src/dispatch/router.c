@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/util.h"
 #include "obs/log.h"
 
@@ -359,6 +360,20 @@ void th_router_free(struct th_router *r)
     free(r->retired);
     pthread_mutex_destroy(&r->retired_mu);
     free(r);
+}
+
+void th_router_metrics(struct th_router *r, struct th_buf *out)
+{
+    int64_t now = th_mono_us();
+    th_buf_appends(out, "# HELP telehook_provider_circuit_open 1 while the provider is skipped.\n"
+                        "# TYPE telehook_provider_circuit_open gauge\n");
+    for (int i = 0; i < r->nslots; i++)
+        th_buf_printf(out, "telehook_provider_circuit_open{provider=\"%s\"} %d\n",
+                      r->slots[i].p->name, breaker_open(r, &r->slots[i], now) ? 1 : 0);
+    th_buf_appends(out, "# TYPE telehook_provider_consecutive_failures gauge\n");
+    for (int i = 0; i < r->nslots; i++)
+        th_buf_printf(out, "telehook_provider_consecutive_failures{provider=\"%s\"} %d\n",
+                      r->slots[i].p->name, atomic_load(&r->slots[i].failures));
 }
 
 bool th_router_ready(const struct th_router *r)

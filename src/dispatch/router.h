@@ -56,6 +56,10 @@ bool th_router_ready(const struct th_router *r);
 /* Names of the providers in use, comma-separated, for the start-up log line. */
 const char *th_router_describe(const struct th_router *r);
 
+/* Appends per-provider gauges in Prometheus text (circuit open, consecutive failures). */
+struct th_buf;
+void th_router_metrics(struct th_router *r, struct th_buf *out);
+
 /*
  * Replaces the route table (SIGHUP). Refused (TH_E_CONFIG, reason in err) when the new table
  * names a provider that was not set up at start. The old table is kept until shutdown.

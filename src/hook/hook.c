@@ -20,7 +20,17 @@
 #define TEXT_MAX   8192 /* rendered SMS text or SSML */
 #define ANSWER_MAX 4096
 
+static const char *const outcomes[] = {"SUCCESSFUL", "FAILED",    "TIMEOUT",  "REJECTED",
+                                       "BLOCKED",    "DUPLICATE", "OVERLOAD", "ERROR"};
+#define NOUTCOMES TH_ARRAY_LEN(outcomes)
+/* answer latency buckets, seconds (Prometheus histogram "le" bounds) */
+static const double buckets_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+#define NBUCKETS TH_ARRAY_LEN(buckets_s)
+
 struct th_hook {
+    atomic_ullong by_outcome[NOUTCOMES];
+    atomic_ullong latency_le[NBUCKETS + 1]; /* the last: +Inf */
+    atomic_ullong latency_sum_us;
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
     struct th_router *router;
@@ -108,8 +118,49 @@ static void hreq_maybe_free(struct hreq *r)
     free(r);
 }
 
+static void count(struct th_hook *h, const char *outcome, int64_t latency_us)
+{
+    for (size_t i = 0; i < NOUTCOMES; i++) {
+        if (strcmp(outcomes[i], outcome) == 0) {
+            atomic_fetch_add(&h->by_outcome[i], 1);
+            break;
+        }
+    }
+    size_t b = 0;
+    while (b < NBUCKETS && (double)latency_us / 1e6 > buckets_s[b])
+        b++;
+    atomic_fetch_add(&h->latency_le[b], 1); /* cumulated when printed */
+    atomic_fetch_add(&h->latency_sum_us, (unsigned long long)(latency_us > 0 ? latency_us : 0));
+}
+
+void th_hook_metrics(struct th_hook *h, struct th_buf *out)
+{
+    th_buf_appends(out, "# HELP telehook_requests_total Okta requests answered, by outcome.\n"
+                        "# TYPE telehook_requests_total counter\n");
+    for (size_t i = 0; i < NOUTCOMES; i++)
+        th_buf_printf(out, "telehook_requests_total{outcome=\"%s\"} %llu\n", outcomes[i],
+                      atomic_load(&h->by_outcome[i]));
+    th_buf_appends(out, "# HELP telehook_answer_seconds Time from arrival to Okta's answer.\n"
+                        "# TYPE telehook_answer_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t b = 0; b <= NBUCKETS; b++) {
+        cum += atomic_load(&h->latency_le[b]);
+        if (b < NBUCKETS)
+            th_buf_printf(out, "telehook_answer_seconds_bucket{le=\"%g\"} %llu\n", buckets_s[b],
+                          cum);
+        else
+            th_buf_printf(out, "telehook_answer_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    th_buf_printf(out, "telehook_answer_seconds_sum %.6f\ntelehook_answer_seconds_count %llu\n",
+                  (double)atomic_load(&h->latency_sum_us) / 1e6, cum);
+    th_buf_printf(out,
+                  "# TYPE telehook_requests_in_flight gauge\ntelehook_requests_in_flight %ld\n",
+                  atomic_load(&h->in_flight));
+}
+
 static void record(struct hreq *r, int status, int64_t latency_us)
 {
+    count(r->hook, r->outcome, latency_us);
     const struct th_okta_request *o = &r->okta;
     const char *provider = r->provider ? r->provider : "";
     const char *lang = r->choice.language ? r->choice.language : "";

@@ -58,6 +58,10 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
 const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
                                                   const struct th_templates *set);
 
+/* Appends the hook's counters in Prometheus text format (requests by outcome, latency). */
+struct th_buf;
+void th_hook_metrics(struct th_hook *hook, struct th_buf *out);
+
 /* Requests between th_hook_handle and their answer, across all loops (for shutdown). */
 long th_hook_in_flight(const struct th_hook *hook);
 

@@ -52,6 +52,8 @@ struct th_server {
     struct th_hook *hook;
     bool (*ready)(void *ud);
     void *ready_ud;
+    void (*metrics)(void *ud, struct th_buf *out);
+    void *metrics_ud;
     int64_t src_period_us, src_interval_us; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
@@ -59,7 +61,7 @@ struct th_server {
     struct worker workers[MAX_WORKERS];
 };
 
-enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_NOT_FOUND };
+enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_NOT_FOUND };
 
 /* One HTTP request (libmicrohttpd's con_cls). Freed by on_completed. */
 struct req {
@@ -115,7 +117,16 @@ static void on_mhd_io(void *ud, uint32_t events)
 
 /* ---- answers ---- */
 
+static enum MHD_Result respond_typed(struct req *r, int status, char *body, size_t len,
+                                     const char *content_type);
+
 static enum MHD_Result respond(struct req *r, int status, char *body, size_t len)
+{
+    return respond_typed(r, status, body, len, "application/json");
+}
+
+static enum MHD_Result respond_typed(struct req *r, int status, char *body, size_t len,
+                                     const char *content_type)
 {
     struct MHD_Response *resp;
     if (body)
@@ -128,7 +139,7 @@ static enum MHD_Result respond(struct req *r, int status, char *body, size_t len
         free(body);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (status == MHD_HTTP_TOO_MANY_REQUESTS)
@@ -219,6 +230,8 @@ static enum route route_of(const char *url)
         return ROUTE_HEALTH;
     if (strcmp(url, "/readyz") == 0)
         return ROUTE_READY;
+    if (strcmp(url, "/metrics") == 0)
+        return ROUTE_METRICS;
     return ROUTE_NOT_FOUND;
 }
 
@@ -354,6 +367,18 @@ static enum MHD_Result on_headers(struct req *r, const char *method)
                            strlen("{\"status\":\"starting\"}"));
         return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ready\"}"),
                        strlen("{\"status\":\"ready\"}"));
+    case ROUTE_METRICS: {
+        if (!srv->metrics)
+            return refuse(r, MHD_HTTP_NOT_FOUND, "Not found.");
+        if (!get)
+            return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
+        struct th_buf b;
+        th_buf_init(&b, 256 * 1024);
+        srv->metrics(srv->metrics_ud, &b);
+        size_t len = b.len;
+        return respond_typed(r, MHD_HTTP_OK, th_buf_steal(&b), len,
+                             "text/plain; version=0.0.4; charset=utf-8");
+    }
     case ROUTE_HOOK:
         break;
     }
@@ -647,6 +672,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     srv->hook = deps->hook;
     srv->ready = deps->ready;
     srv->ready_ud = deps->ready_ud;
+    srv->metrics = deps->metrics;
+    srv->metrics_ud = deps->metrics_ud;
     atomic_init(&srv->draining, false);
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;

@@ -5,7 +5,7 @@
  * then handed to the hook pipeline; while the pipeline waits on a provider the connection is
  * suspended, and the same loop resumes it. No request ever crosses threads.
  *
- * Routes: POST /v1/okta/telephony, GET /healthz, GET /readyz. Every answer is JSON.
+ * Routes: POST /v1/okta/telephony, GET /healthz, GET /readyz (JSON), GET /metrics (Prometheus).
  */
 #ifndef TH_HTTP_SERVER_H
 #define TH_HTTP_SERVER_H
@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "auth/auth.h"
+#include "common/buf.h"
 #include "common/err.h"
 #include "config/config.h"
 #include "hook/hook.h"
@@ -26,6 +27,9 @@ struct th_server_deps {
     struct th_hook *hook;
     bool (*ready)(void *ud); /* /readyz: false while a dependency is not ready (NULL: always) */
     void *ready_ud;
+    /* GET /metrics: appends Prometheus text (NULL: 404) */
+    void (*metrics)(void *ud, struct th_buf *out);
+    void *metrics_ud;
 };
 
 /* Binds, starts the worker threads. Everything in deps must outlive the server. */

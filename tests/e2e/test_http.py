@@ -145,3 +145,24 @@ def test_concurrent_requests(server):
     assert len(txs) == 200
     assert server.db_rows("SELECT count(*) FROM outbox")[0][0] == 200
     assert server.wait_rows("SELECT count(*) FROM deliveries", 200) == 200
+
+
+def test_metrics(server):
+    server.post(okta_request())
+    server.post(okta_request(phoneNumber="9876543210"))
+    status, headers, body = server.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = body.decode()
+    assert 'telehook_requests_total{outcome="SUCCESSFUL"} 1' in text
+    assert 'telehook_requests_total{outcome="REJECTED"} 1' in text
+    assert 'telehook_answer_seconds_count 2' in text
+    assert 'telehook_provider_circuit_open{provider="outbox"} 0' in text
+    assert 'telehook_blocked_total{reason="phone_rate"} 0' in text
+    for line in text.splitlines():  # every sample line is "name{labels} number"
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            float(value)
+            assert name.startswith("telehook_")
+    assert "+1201" not in text  # no number, no code, nothing personal
+    assert server.request("POST", "/metrics", b"{}",
+                          {"Content-Type": "application/json"})[0] == 405
