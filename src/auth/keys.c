@@ -9,11 +9,11 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "dispatch/fetch.h"
 #include "obs/log.h"
 
 #define FETCH_TIMEOUT_MS  5000
@@ -130,61 +130,23 @@ struct fetch {
     long max_age; /* from Cache-Control, -1 when absent */
 };
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    struct fetch *f = ud;
-    return th_buf_append(&f->body, p, size * n) == TH_E_OK ? size * n : 0;
-}
-
-static size_t on_header(char *p, size_t size, size_t n, void *ud)
-{
-    struct fetch *f = ud;
-    size_t len = size * n;
-    if (len > 14 && strncasecmp(p, "cache-control:", 14) == 0) {
-        char v[256];
-        size_t vl = len - 14 < sizeof v - 1 ? len - 14 : sizeof v - 1;
-        memcpy(v, p + 14, vl);
-        v[vl] = '\0';
-        char *m = strcasestr(v, "max-age=");
-        if (m)
-            f->max_age = strtol(m + 8, NULL, 10);
-        if (strcasestr(v, "no-store") || strcasestr(v, "no-cache"))
-            f->max_age = 0;
-    }
-    return len;
-}
-
+/* GET url as JSON; reads the answer's Cache-Control max-age (0 for no-store / no-cache). */
 static long get(const char *url, struct fetch *f, char *why, size_t whylen)
 {
-    CURL *e = curl_easy_init();
-    if (!e) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    th_buf_reset(&f->body);
+    static const char *const accept[] = {"Accept: application/json"};
+    struct th_fetch req = {.method = "GET",
+                           .url = url,
+                           .headers = accept,
+                           .nheaders = 1,
+                           .timeout_ms = FETCH_TIMEOUT_MS,
+                           .capture = "cache-control"};
+    long status = th_fetch(&req, &f->body, why, whylen);
     f->max_age = -1;
-    struct curl_slist *h = curl_slist_append(NULL, "Accept: application/json");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)FETCH_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, f);
-    CURLcode rc = curl_easy_perform(e);
-    long status = -1;
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    else
-        snprintf(why, whylen, "%s", curl_easy_strerror(rc));
-    if (rc == CURLE_OK && status != 200)
-        snprintf(why, whylen, "HTTP %ld", status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
+    const char *m = strcasestr(req.captured, "max-age=");
+    if (m)
+        f->max_age = strtol(m + 8, NULL, 10);
+    if (strcasestr(req.captured, "no-store") || strcasestr(req.captured, "no-cache"))
+        f->max_age = 0;
     return status;
 }
 

@@ -16,6 +16,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "dispatch/fetch.h"
 #include "obs/log.h"
 
 enum source { SRC_ENV, SRC_FILES, SRC_CONTAINER, SRC_IMDS };
@@ -173,41 +174,16 @@ bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *ou
 
 /* ---- temporary credentials over HTTP (the refresher thread only) ---- */
 
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    return th_buf_append(ud, p, size * n) == TH_E_OK ? size * n : 0;
-}
-
 /* A blocking request: this runs on the refresher thread, never on a request loop. */
-static long fetch(const char *method, const char *url, struct curl_slist *hdrs, long timeout_ms,
-                  struct th_buf *body, char *why, size_t whylen)
+static long fetch(const char *method, const char *url, const char *const *headers, size_t nheaders,
+                  long timeout_ms, struct th_buf *body, char *why, size_t whylen)
 {
-    CURL *e = curl_easy_init();
-    if (!e) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    th_buf_reset(body);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, body);
-    if (strcmp(method, "PUT") == 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    CURLcode rc = curl_easy_perform(e);
-    long status = -1;
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    else
-        snprintf(why, whylen, "%s", curl_easy_strerror(rc));
-    curl_easy_cleanup(e);
-    return status;
+    struct th_fetch req = {.method = method,
+                           .url = url,
+                           .headers = headers,
+                           .nheaders = nheaders,
+                           .timeout_ms = timeout_ms};
+    return th_fetch(&req, body, why, whylen);
 }
 
 /* {"AccessKeyId", "SecretAccessKey", "Token", "Expiration"} → out. */
@@ -267,20 +243,18 @@ static bool fetch_container(struct th_aws_creds *c, struct th_aws_credentials *o
         snprintf(why, whylen, "the container authorization token holds a line break: refused");
         return false;
     }
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Accept: application/json");
-    if (tok) {
+    const char *hdrs[2] = {"Accept: application/json", auth};
+    if (tok)
         snprintf(auth, sizeof auth, "Authorization: %s", tok);
-        hdrs = curl_slist_append(hdrs, auth);
-    }
     struct th_buf body;
     th_buf_init(&body, 64 * 1024);
     bool ok = false;
-    long status = fetch("GET", c->url, hdrs, 2000, &body, why, whylen);
+    long status = fetch("GET", c->url, hdrs, tok ? 2 : 1, 2000, &body, why, whylen);
     if (status == 200)
         ok = parse_creds(&body, out, why, whylen);
     else if (status > 0)
         snprintf(why, whylen, "container endpoint answered HTTP %ld", status);
-    curl_slist_free_all(hdrs);
+    OPENSSL_cleanse(auth, sizeof auth);
     th_buf_release(&body);
     return ok;
 }
@@ -293,31 +267,30 @@ static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, c
     th_buf_init(&body, 64 * 1024);
     bool ok = false;
     snprintf(url, sizeof url, "%s/latest/api/token", c->imds_endpoint);
-    struct curl_slist *h1 = curl_slist_append(NULL, "X-aws-ec2-metadata-token-ttl-seconds: 21600");
-    long status = fetch("PUT", url, h1, 1000, &body, why, whylen);
-    curl_slist_free_all(h1);
-    if (status != 200 || body.len == 0 || body.len > 1000) {
+    static const char *const ttl[] = {"X-aws-ec2-metadata-token-ttl-seconds: 21600"};
+    long status = fetch("PUT", url, ttl, 1, 1000, &body, why, whylen);
+    if (status != 200 || body.len == 0 || body.len > 1000 || strpbrk(th_buf_str(&body), "\r\n")) {
         if (status > 0)
             snprintf(why, whylen, "IMDS token request answered HTTP %ld", status);
         goto out;
     }
     snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s", th_buf_str(&body));
-    struct curl_slist *h2 = curl_slist_append(NULL, hdr);
+    const char *h2[] = {hdr};
     snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/", c->imds_endpoint);
-    status = fetch("GET", url, h2, 1000, &body, why, whylen);
+    status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
     if (status == 200 && body.len > 0 && body.len < 200) {
         char role[200];
         th_strlcpy(role, th_buf_str(&body), sizeof role);
         role[strcspn(role, "\r\n")] = '\0';
         snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/%s",
                  c->imds_endpoint, role);
-        status = fetch("GET", url, h2, 1000, &body, why, whylen);
+        status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
         if (status == 200)
             ok = parse_creds(&body, out, why, whylen);
     }
     if (!ok && status > 0 && status != 200)
         snprintf(why, whylen, "IMDS answered HTTP %ld", status);
-    curl_slist_free_all(h2);
+    OPENSSL_cleanse(hdr, sizeof hdr);
 out:
     th_buf_release(&body);
     return ok;

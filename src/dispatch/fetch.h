@@ -1,0 +1,30 @@
+/*
+ * A blocking HTTP request, for the background threads that may wait (the AWS credentials
+ * refresher, the issuer-key fetcher) — never for an event loop, which uses dispatch/http.h.
+ * The body is capped by the buffer's maximum; no redirects; http and https only.
+ */
+#ifndef TH_DISPATCH_FETCH_H
+#define TH_DISPATCH_FETCH_H
+
+#include <stddef.h>
+
+#include "common/buf.h"
+
+struct th_fetch {
+    const char *method; /* "GET" or "PUT" (with an empty body) */
+    const char *url;
+    const char *const *headers; /* "Name: value" lines */
+    size_t nheaders;
+    long timeout_ms;
+    const char *capture; /* a response header to keep ("cache-control"), or NULL */
+    char captured[256];  /* its value, "" when absent */
+};
+
+/*
+ * Performs the request; the body goes to body (reset first). Returns the HTTP status, or -1
+ * when no response arrived, with the reason in why. A status other than 200 is also described
+ * in why.
+ */
+long th_fetch(struct th_fetch *f, struct th_buf *body, char *why, size_t whylen);
+
+#endif
