@@ -14,7 +14,6 @@ struct th_store_ops {
     th_err (*outbox_insert)(struct th_store *st, const struct th_outbox_row *row);
     th_err (*outbox_each)(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
     th_err (*delivery_insert)(struct th_store *st, const struct th_delivery_row *row);
-    th_err (*deliveries_each)(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
     th_err (*deliveries_query)(struct th_store *st, const struct th_delivery_filter *f,
                                th_delivery_row_fn fn, void *ud);
     th_err (*dlq_insert)(struct th_store *st, const struct th_dlq_row *row);

@@ -85,7 +85,6 @@ enum stmt {
     S_OUTBOX_INS,
     S_OUTBOX_EACH,
     S_DELIV_INS,
-    S_DELIV_EACH,
     S_ROUTE_EACH,
     S_ROUTE_PUT,
     S_ROUTE_DEL,
@@ -118,10 +117,6 @@ static const char *const sql[S__COUNT] = {
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [S_DELIV_EACH] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, "
-                     "country, channel, language, source, provider, outcome, transaction_id, "
-                     "error, latency_us, attempts FROM deliveries "
-                     "ORDER BY created_ms DESC, rowid DESC LIMIT ?",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel, country",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -423,37 +418,6 @@ static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delive
     return step_done(q);
 }
 
-static th_err sqlite_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn,
-                                     void *ud)
-{
-    sqlite3_stmt *q = S(st)->stmt[S_DELIV_EACH];
-    sqlite3_bind_int(q, 1, limit);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        struct th_delivery_row row = {
-            .request_id = col(q, 0),
-            .event_id = col(q, 1),
-            .created_ms = sqlite3_column_int64(q, 2),
-            .request_type = col(q, 3),
-            .phone_masked = col(q, 4),
-            .country = col(q, 5),
-            .channel = col(q, 6),
-            .language = col(q, 7),
-            .source = col(q, 8),
-            .provider = col(q, 9),
-            .outcome = col(q, 10),
-            .transaction_id = col(q, 11),
-            .error = col(q, 12),
-            .latency_us = sqlite3_column_int64(q, 13),
-            .attempts = sqlite3_column_int(q, 14),
-        };
-        if (fn(ud, &row))
-            break;
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
-}
-
 static th_err sqlite_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
 {
     sqlite3_stmt *q = S(st)->stmt[S_ROUTE_EACH];
@@ -679,7 +643,6 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_insert = sqlite_outbox_insert,
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
-    .deliveries_each = sqlite_deliveries_each,
     .deliveries_query = sqlite_deliveries_query,
     .dlq_insert = sqlite_dlq_insert,
     .dlq_each = sqlite_dlq_each,

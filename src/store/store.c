@@ -124,7 +124,8 @@ th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_ro
 
 th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud)
 {
-    return st->ops->deliveries_each(st, limit <= 0 ? 20 : limit, fn, ud);
+    struct th_delivery_filter f = {.limit = limit};
+    return st->ops->deliveries_query(st, &f, fn, ud);
 }
 
 th_err th_store_begin(struct th_store *st)
