@@ -412,10 +412,12 @@ static void on_routed(void *ud, const struct th_route_result *res)
     if (res->provider && res->provider[0])
         r->provider = res->provider;
     if (r->answered) { /* the deadline answered first: Okta has moved on */
+        bool delivered = res->err == TH_E_OK;
         th_log_msg(TH_LOG_WARN, "late_provider_answer",
                    "request %s: provider answered after the deadline (%s)%s%s", r->request_id,
-                   res->err == TH_E_OK ? "accepted: do not replay dead-letter entry " : "failed",
-                   res->err == TH_E_OK ? r->dlq_id : "", "");
+                   delivered ? "accepted" : "failed",
+                   delivered && r->dlq_id[0] ? ": do not replay dead-letter entry " : "",
+                   delivered ? r->dlq_id : "");
         hreq_maybe_free(r);
         return;
     }
