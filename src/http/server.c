@@ -591,11 +591,22 @@ static int bound_port(int fd)
 
 /* ---- workers ---- */
 
+static void flush_log(void *ud)
+{
+    (void)ud;
+    th_log_flush();
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    /* the lines of one loop iteration leave in one write (obs/log.h) */
+    if (th_log_batch_begin())
+        th_loop_set_idle(w->loop, flush_log, NULL);
     mhd_rearm(w);
     th_loop_run(w->loop);
+    th_loop_set_idle(w->loop, NULL, NULL);
+    th_log_batch_end();
     return NULL;
 }
 

@@ -41,6 +41,8 @@ struct th_loop {
 
     void *user;           /* the loop's per-thread context (the dispatch engine's client) */
     struct post *at_exit; /* run LIFO on the loop's thread when th_loop_run returns */
+    th_loop_fn idle_fn;   /* before each wait */
+    void *idle_ud;
 };
 
 /* ---- timers: a binary min-heap of pointers to embedded timers ---- */
@@ -310,6 +312,8 @@ void th_loop_run(struct th_loop *loop)
             int64_t d = loop->heap[0]->when_us - loop->now_us;
             timeout = d <= 0 ? 0 : (int)((d + 999) / 1000); /* round up: never wake early */
         }
+        if (loop->idle_fn)
+            loop->idle_fn(loop->idle_ud);
         int n = epoll_wait(loop->epfd, evs, (int)TH_ARRAY_LEN(evs), timeout);
         if (n < 0 && errno != EINTR)
             break;
@@ -330,6 +334,14 @@ void th_loop_run(struct th_loop *loop)
         free(p);
     }
     run_posts(loop); /* what the exit handlers posted (their last completions) */
+    if (loop->idle_fn)
+        loop->idle_fn(loop->idle_ud);
+}
+
+void th_loop_set_idle(struct th_loop *loop, th_loop_fn fn, void *ud)
+{
+    loop->idle_fn = fn;
+    loop->idle_ud = ud;
 }
 
 void th_loop_set_user(struct th_loop *loop, void *user)

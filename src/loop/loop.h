@@ -69,6 +69,13 @@ void th_loop_set_user(struct th_loop *loop, void *user);
 void *th_loop_user(const struct th_loop *loop);
 
 /*
+ * On the loop's thread: fn(ud) runs at the end of every iteration, before the loop waits for
+ * events again (one function per loop; NULL removes it). The logger's batch is flushed there, so
+ * the lines of all the requests an iteration handled leave in one write.
+ */
+void th_loop_set_idle(struct th_loop *loop, th_loop_fn fn, void *ud);
+
+/*
  * On the loop's thread: fn(ud) runs once th_loop_run() stops (after the posted work, in reverse
  * order of registration), so per-loop resources are torn down by the thread that owns them,
  * while the loop can still remove its fds.

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -9,6 +10,40 @@
 
 static th_log_level min_level = TH_LOG_INFO;
 static int log_fd = 2;
+
+/* This thread's batch (event-loop threads only); data NULL when not batching. */
+static _Thread_local struct {
+    char *data;
+    size_t len;
+} batch;
+
+static void write_all(const char *p, size_t n)
+{
+    ssize_t r = write(log_fd, p, n);
+    (void)r; /* a log that cannot be written must not take the server down */
+}
+
+bool th_log_batch_begin(void)
+{
+    if (!batch.data)
+        batch.data = malloc(TH_LOG_BATCH);
+    batch.len = 0;
+    return batch.data != NULL;
+}
+
+void th_log_flush(void)
+{
+    if (batch.len)
+        write_all(batch.data, batch.len);
+    batch.len = 0;
+}
+
+void th_log_batch_end(void)
+{
+    th_log_flush();
+    free(batch.data);
+    batch.data = NULL;
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -47,6 +82,7 @@ bool th_log_begin(struct th_logline *l, th_log_level level, const char *event)
     if (!th_log_enabled(level))
         return false;
     buf_on_stack(l);
+    l->level = level;
     char ts[25];
     th_format_iso8601(th_wall_ms(), ts);
     th_buf_printf(&l->b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts,
@@ -116,8 +152,16 @@ void th_log_end(struct th_logline *l)
     /* max was set 2 below the array, so "}\n" always fits */
     l->mem[l->b.len++] = '}';
     l->mem[l->b.len++] = '\n';
-    ssize_t r = write(log_fd, l->mem, l->b.len);
-    (void)r; /* a log that cannot be written must not take the server down */
+    if (!batch.data) {
+        write_all(l->mem, l->b.len);
+        return;
+    }
+    if (batch.len + l->b.len > TH_LOG_BATCH)
+        th_log_flush();
+    memcpy(batch.data + batch.len, l->mem, l->b.len); /* a line is at most TH_LOG_LINE_MAX */
+    batch.len += l->b.len;
+    if (l->level >= TH_LOG_WARN)
+        th_log_flush();
 }
 
 void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)

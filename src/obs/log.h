@@ -34,6 +34,7 @@ struct th_logline {
     struct th_buf b;
     char mem[TH_LOG_LINE_MAX];
     bool dropped; /* a field did not fit: "truncated": true is added */
+    th_log_level level;
 };
 
 /* Starts a line with ts, level and event; false (and nothing to end) when the level is off. */
@@ -43,6 +44,20 @@ void th_log_int(struct th_logline *l, const char *key, long long value);
 void th_log_ms(struct th_logline *l, const char *key, int64_t us); /* microseconds as ms.3 */
 void th_log_bool(struct th_logline *l, const char *key, bool value);
 void th_log_end(struct th_logline *l);
+
+/*
+ * Batching, for event-loop threads: between th_log_batch_begin() and th_log_batch_end(), the
+ * calling thread's lines collect in a buffer (TH_LOG_BATCH bytes, whole lines only) that
+ * th_log_flush() writes in one write(2); a line that does not fit flushes the buffer first. The
+ * loop flushes before it waits for events, so a line is out within the iteration that made it,
+ * and a loop's lines never interleave with another thread's inside a line. Lines of level warn
+ * and above are written through at once (with what is buffered before them). A crash loses at most
+ * the info lines of the current iteration. Other threads write each line directly.
+ */
+#define TH_LOG_BATCH 32768
+bool th_log_batch_begin(void); /* false: no memory, lines are written directly */
+void th_log_flush(void);
+void th_log_batch_end(void); /* flushes, frees */
 
 /* One-shot: {"ts":…,"level":…,"event":…,"msg":"<formatted>"}. */
 void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -82,17 +83,22 @@ bool clean(const char *raw, size_t len, std::string &out)
     return digits >= 3 && digits <= 15;
 }
 
-// IsValidNumber(n) is IsValidNumberForRegion(n, GetRegionCodeForNumber(n)): done in two steps,
-// the region (the costly lookup, one regex pass per candidate region for +1) is found once.
+// Calling codes that belong to exactly one region (most of them: +1, +7, +44, +61, ... are
+// shared), filled once: for those the region needs no per-number lookup.
+bool single_region[1000];
+
+// libphonenumber's IsValidNumber(n) is "the type of n in the region GetRegionCodeForNumber(n)
+// finds is not UNKNOWN", and GetNumberType(n) computes exactly that type: so one GetNumberType
+// call both validates and classifies. Calling IsValidNumber as well would look the region up and
+// match the type patterns a second time (each is a series of ICU regex matches).
 bool parse_valid(const std::string &s, const std::string &default_region, PhoneNumber &pn,
-                 std::string &region)
+                 PhoneNumberUtil::PhoneNumberType &type)
 {
     PhoneNumberUtil *u = util();
     if (u->Parse(s, default_region, &pn) != PhoneNumberUtil::NO_PARSING_ERROR)
         return false;
-    region.clear();
-    u->GetRegionCodeForNumber(pn, &region);
-    return u->IsValidNumberForRegion(pn, region);
+    type = u->GetNumberType(pn);
+    return type != PhoneNumberUtil::UNKNOWN;
 }
 
 } // namespace
@@ -105,6 +111,16 @@ extern "C" void th_phone_init(void)
         u->SetLogger(new i18n::phonenumbers::NullLogger());
         regions = new std::set<std::string>();
         u->GetSupportedRegions(regions);
+        std::set<int> codes;
+        u->GetSupportedGlobalNetworkCallingCodes(&codes);
+        for (const std::string &r : *regions)
+            codes.insert(u->GetCountryCodeForRegion(r));
+        for (int cc : codes) {
+            std::list<std::string> list;
+            u->GetRegionCodesForCountryCallingCode(cc, &list);
+            if (cc > 0 && cc < 1000)
+                single_region[cc] = list.size() == 1;
+        }
     });
 }
 
@@ -175,20 +191,26 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         if (!raw || !clean(raw, len, s))
             return TH_E_PHONE;
         PhoneNumber pn;
-        std::string region;
+        PhoneNumberUtil::PhoneNumberType type = PhoneNumberUtil::UNKNOWN;
         bool ok;
         if (s[0] == '+') {
-            ok = parse_valid(s, "ZZ", pn, region);
+            ok = parse_valid(s, "ZZ", pn, type);
         } else {
             // Without '+': Okta's numbers are international more often than not, so try that
             // first, then the configured national region.
-            ok = parse_valid("+" + s, "ZZ", pn, region);
+            ok = parse_valid("+" + s, "ZZ", pn, type);
             if (!ok && default_region && *default_region)
-                ok = parse_valid(s, default_region, pn, region);
+                ok = parse_valid(s, default_region, pn, type);
         }
         if (!ok)
             return TH_E_PHONE;
         PhoneNumberUtil *u = util();
+        std::string region;
+        int cc = pn.country_code();
+        if (cc > 0 && cc < 1000 && single_region[cc])
+            u->GetRegionCodeForCountryCode(cc, &region);
+        else
+            u->GetRegionCodeForNumber(pn, &region);
         std::string e164;
         u->Format(pn, PhoneNumberUtil::E164, &e164);
         if (e164.size() >= sizeof out->e164)
@@ -199,7 +221,7 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         if (region == "ZZ")
             out->region[0] = '\0';
         out->country_code = pn.country_code();
-        out->type = map_type(u->GetNumberType(pn));
+        out->type = map_type(type);
         return TH_E_OK;
     } catch (...) {
         std::memset(out, 0, sizeof *out);

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/ioctl.h>
+
 #include "obs/log.h"
 
 static int pipefd[2];
@@ -110,12 +112,95 @@ static void test_long_values_bounded(void **state)
     json_decref(j);
 }
 
+/* Bytes waiting in the pipe, without blocking. */
+static size_t pending(void)
+{
+    int n = 0;
+    assert_int_equal(ioctl(pipefd[0], FIONREAD, &n), 0);
+    return (size_t)n;
+}
+
+static void info_line(const char *req)
+{
+    struct th_logline l;
+    assert_true(th_log_begin(&l, TH_LOG_INFO, "request"));
+    th_log_str(&l, "req", req);
+    th_log_end(&l);
+}
+
+static void test_batch_holds_info_until_flush(void **state)
+{
+    (void)state;
+    assert_true(th_log_batch_begin());
+    info_line("r-1");
+    info_line("r-2");
+    assert_int_equal(pending(), 0); /* held */
+    th_log_flush();
+    char raw[8192];
+    ssize_t n = read(pipefd[0], raw, sizeof raw - 1);
+    assert_true(n > 0);
+    raw[n] = '\0';
+    char *nl = strchr(raw, '\n');
+    assert_non_null(nl);
+    assert_non_null(strstr(raw, "\"r-1\""));
+    assert_non_null(strstr(nl + 1, "\"r-2\"")); /* in order, whole lines */
+    assert_int_equal(raw[n - 1], '\n');
+    th_log_batch_end();
+    info_line("r-3"); /* not batching any more: written at once */
+    assert_true(pending() > 0);
+    json_decref(read_line(raw, sizeof raw));
+}
+
+static void test_batch_warn_written_through(void **state)
+{
+    (void)state;
+    assert_true(th_log_batch_begin());
+    info_line("r-1");
+    th_log_msg(TH_LOG_WARN, "slow", "x");
+    char raw[8192];
+    ssize_t n = read(pipefd[0], raw, sizeof raw - 1); /* both, without a flush */
+    assert_true(n > 0);
+    raw[n] = '\0';
+    assert_non_null(strstr(raw, "\"r-1\""));
+    assert_non_null(strstr(raw, "\"slow\""));
+    assert_true(strstr(raw, "\"r-1\"") < strstr(raw, "\"slow\""));
+    th_log_batch_end();
+}
+
+static void test_batch_full_flushes_whole_lines(void **state)
+{
+    (void)state;
+    assert_true(th_log_batch_begin());
+    size_t written = 0;
+    int lines = 0;
+    while (pending() == 0) { /* until the buffer had to make room */
+        info_line("r");
+        lines++;
+        assert_true(lines < TH_LOG_BATCH); /* bounded */
+    }
+    written = pending();
+    assert_true(written <= TH_LOG_BATCH);
+    char *raw = malloc(written + 1);
+    assert_non_null(raw);
+    assert_int_equal(read(pipefd[0], raw, written), (ssize_t)written);
+    assert_int_equal(raw[written - 1], '\n'); /* never half a line */
+    free(raw);
+    th_log_batch_end(); /* flushes the rest */
+    assert_true(pending() > 0);
+    char buf[TH_LOG_BATCH];
+    ssize_t n = read(pipefd[0], buf, sizeof buf);
+    assert_true(n > 0 && buf[n - 1] == '\n');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_levels),
         cmocka_unit_test(test_long_values_bounded),
+        cmocka_unit_test(test_batch_holds_info_until_flush),
+        cmocka_unit_test(test_batch_warn_written_through),
+        cmocka_unit_test(test_batch_full_flushes_whole_lines),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -161,6 +161,44 @@ static void test_fd_events(void **state)
     th_loop_free(io.loop);
 }
 
+/* The idle function runs before every wait: after each timer's iteration, and once at the end. */
+struct idle_ctx {
+    struct th_loop *loop;
+    int idles, fired, idles_at_fire[3];
+    struct th_timer t;
+};
+
+static void idle_fn(void *ud)
+{
+    ((struct idle_ctx *)ud)->idles++;
+}
+
+static void idle_timer(void *ud)
+{
+    struct idle_ctx *c = ud;
+    c->idles_at_fire[c->fired++] = c->idles;
+    if (c->fired == 3)
+        th_loop_stop(c->loop);
+    else
+        th_loop_timer_set(c->loop, &c->t, th_mono_us() + 1000, idle_timer, c);
+}
+
+static void test_idle_before_each_wait(void **state)
+{
+    (void)state;
+    struct idle_ctx c = {0};
+    assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
+    th_loop_set_idle(c.loop, idle_fn, &c);
+    th_loop_timer_set(c.loop, &c.t, th_mono_us() + 1000, idle_timer, &c);
+    th_loop_run(c.loop);
+    assert_int_equal(c.fired, 3);
+    assert_true(c.idles_at_fire[0] >= 1); /* before the first wait */
+    assert_true(c.idles_at_fire[1] > c.idles_at_fire[0]);
+    assert_true(c.idles_at_fire[2] > c.idles_at_fire[1]);
+    assert_true(c.idles > c.idles_at_fire[2]); /* and once more when the loop ends */
+    th_loop_free(c.loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_posts_from_threads),
         cmocka_unit_test(test_post_after_free_refused),
         cmocka_unit_test(test_fd_events),
+        cmocka_unit_test(test_idle_before_each_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
