@@ -202,10 +202,8 @@ static void test_idle_before_each_wait(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_timers_fire_in_order),
-        cmocka_unit_test(test_posts_from_threads),
-        cmocka_unit_test(test_post_after_free_refused),
-        cmocka_unit_test(test_fd_events),
+        cmocka_unit_test(test_timers_fire_in_order),    cmocka_unit_test(test_posts_from_threads),
+        cmocka_unit_test(test_post_after_free_refused), cmocka_unit_test(test_fd_events),
         cmocka_unit_test(test_idle_before_each_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
