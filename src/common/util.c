@@ -46,9 +46,25 @@ static th_err pooled_random(unsigned char *out, size_t n)
     return TH_E_OK;
 }
 
+static const char crockford[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* lower case */
+
+/* n characters of base32 from the bits of rnd, most significant first */
+static void base32(const unsigned char *rnd, char *out, size_t n)
+{
+    unsigned bits = 0, acc = 0;
+    size_t r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (bits < 5) {
+            acc = (acc << 8) | rnd[r++];
+            bits += 8;
+        }
+        out[i] = crockford[(acc >> (bits - 5)) & 31];
+        bits -= 5;
+    }
+}
+
 th_err th_random_id(const char *prefix, char *out, size_t outlen)
 {
-    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* Crockford, lower */
     size_t plen = strlen(prefix);
     if (outlen < plen + 21)
         return TH_E_INVAL;
@@ -56,16 +72,24 @@ th_err th_random_id(const char *prefix, char *out, size_t outlen)
     if (pooled_random(rnd, sizeof rnd) != TH_E_OK)
         return TH_E_NOMEM;
     memcpy(out, prefix, plen);
-    unsigned bits = 0, acc = 0;
-    size_t r = 0;
-    for (size_t i = 0; i < 20; i++) {
-        if (bits < 5) {
-            acc = (acc << 8) | rnd[r++];
-            bits += 8;
-        }
-        out[plen + i] = alphabet[(acc >> (bits - 5)) & 31];
-        bits -= 5;
-    }
+    base32(rnd, out + plen, 20);
+    out[plen + 20] = '\0';
+    return TH_E_OK;
+}
+
+th_err th_time_id(const char *prefix, char *out, size_t outlen)
+{
+    size_t plen = strlen(prefix);
+    if (outlen < plen + 21)
+        return TH_E_INVAL;
+    unsigned char rnd[7]; /* 56 bits, 55 used */
+    if (pooled_random(rnd, sizeof rnd) != TH_E_OK)
+        return TH_E_NOMEM;
+    memcpy(out, prefix, plen);
+    uint64_t ms = (uint64_t)th_wall_ms();
+    for (int i = 8; i >= 0; i--, ms >>= 5) /* 45 bits of milliseconds */
+        out[plen + (size_t)i] = crockford[ms & 31];
+    base32(rnd, out + plen + 9, 11);
     out[plen + 20] = '\0';
     return TH_E_OK;
 }

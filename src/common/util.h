@@ -22,6 +22,14 @@ int64_t th_wall_ms(void);
  */
 th_err th_random_id(const char *prefix, char *out, size_t outlen);
 
+/*
+ * The same shape, but time-ordered (like a ULID): 9 characters of the wall clock in milliseconds
+ * (good until the year 3084), then 11 random ones (55 bits). Ids made later sort later, so the
+ * indexes of records keyed by them grow at one end instead of on a random page per insert, and
+ * `ORDER BY id` is creation order.
+ */
+th_err th_time_id(const char *prefix, char *out, size_t outlen);
+
 /* strlcpy: copies at most outlen-1 bytes, always terminates (outlen > 0); returns strlen(src). */
 size_t th_strlcpy(char *out, const char *src, size_t outlen);
 

@@ -349,7 +349,7 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
         fail_detail(r, 200, SUMMARY_FAILED, outcome, cause, detail);
         return;
     }
-    th_random_id("dlq-", r->dlq_id, sizeof r->dlq_id);
+    th_time_id("dlq-", r->dlq_id, sizeof r->dlq_id);
     th_strlcpy(r->error, detail ? detail : cause, sizeof r->error);
     unsigned char *blob = NULL;
     size_t blen = 0;

@@ -441,7 +441,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->arrived_us = th_mono_us();
         r->route = route_of(url);
         th_buf_init(&r->body, 0);
-        th_random_id("r-", r->id, sizeof r->id);
+        th_time_id("r-", r->id, sizeof r->id);
         return on_headers(r, method);
     }
     if (r->auth_recheck) {

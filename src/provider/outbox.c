@@ -60,7 +60,7 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     p->loop = loop;
     p->done = done;
     p->ud = ud;
-    th_err e = th_random_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
+    th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
     if (e != TH_E_OK)
         goto fail;
     struct th_outbox_row row = {

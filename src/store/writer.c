@@ -36,6 +36,7 @@ struct th_writer {
     struct item *head, *tail;
     size_t queued, max_queue;
     bool stopping;
+    bool lingering; /* waiting out LINGER_MS for more delivery rows: do not wake it for one */
     unsigned long long written, failed, rejected_full;
     int retention_days[3]; /* dlq, deliveries, outbox; 0 = keep */
     int64_t next_purge_ms;
@@ -73,7 +74,11 @@ static th_err enqueue(struct th_writer *w, struct item *it)
             w->head = it;
         w->tail = it;
         w->queued++;
-        pthread_cond_signal(&w->cv);
+        /* A lingering writer wakes at its deadline anyway: a delivery row need not wake it
+         * early (one futex call less per request under load), a full batch or a row somebody
+         * waits for does. */
+        if (!w->lingering || it->kind != ITEM_DELIVERY || w->queued >= BATCH_MAX)
+            pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
     if (e != TH_E_OK)
@@ -277,9 +282,11 @@ static void *writer_main(void *arg)
                 until.tv_nsec -= 1000000000L;
             }
             /* ...until full, stopping, or a row somebody waits for (outbox, DLQ) arrives */
+            w->lingering = true;
             while (w->queued < BATCH_MAX && !w->stopping && w->tail->kind == ITEM_DELIVERY &&
                    pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
             }
+            w->lingering = false;
         }
         struct item *batch = w->head, *last = batch;
         size_t n = 1;

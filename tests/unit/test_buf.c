@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/buf.h"
 #include "common/util.h"
@@ -114,6 +115,32 @@ static void test_random_id(void **state)
     assert_int_equal(th_random_id("r-", small, sizeof small), TH_E_INVAL);
 }
 
+static void test_time_id(void **state)
+{
+    (void)state;
+    const char *alpha = "0123456789abcdefghjkmnpqrstvwxyz";
+    char a[32], b[32], c[32];
+    int64_t before = th_wall_ms();
+    assert_int_equal(th_time_id("dlq-", a, sizeof a), TH_E_OK);
+    assert_int_equal(th_time_id("dlq-", b, sizeof b), TH_E_OK);
+    assert_int_equal(strlen(a), 24);
+    assert_memory_equal(a, "dlq-", 4);
+    assert_string_not_equal(a, b); /* the same millisecond still differs */
+    /* the first 9 characters are the wall clock in ms */
+    int64_t ms = 0;
+    for (int i = 4; i < 13; i++)
+        ms = ms * 32 + (strchr(alpha, a[i]) - alpha);
+    assert_true(ms >= before && ms <= th_wall_ms());
+    struct timespec two_ms = {0, 2000000};
+    nanosleep(&two_ms, NULL);
+    assert_int_equal(th_time_id("dlq-", c, sizeof c), TH_E_OK);
+    assert_true(strcmp(a, c) < 0 && strcmp(b, c) < 0); /* later sorts later */
+    for (size_t i = 4; i < strlen(c); i++)
+        assert_non_null(strchr(alpha, c[i]));
+    char small[24];
+    assert_int_equal(th_time_id("dlq-", small, sizeof small), TH_E_INVAL);
+}
+
 static void test_iso8601(void **state)
 {
     (void)state;
@@ -165,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_json_escape_cap_atomic),
         cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_time_id),
         cmocka_unit_test(test_iso8601),
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_strerror),
