@@ -1,6 +1,6 @@
 /*
- * Okta Telephony Inline Hook: request decoding and response encoding. Pure functions, no I/O;
- * jansson stays inside this module.
+ * Okta Telephony Inline Hook: request decoding (decode.cc, simdjson) and response encoding
+ * (okta.c). Pure functions, no I/O; the JSON library stays inside this module.
  *
  * Decoding is lenient where Okta is inconsistent (see docs/okta.md and the reference):
  * deliveryChannel compared case-insensitively ("sms" is SMS, anything else voice),
@@ -24,8 +24,8 @@
 #define TH_OKTA_OTP_MAX 32
 
 /*
- * A decoded request. Every string is either NULL (absent) or NUL-terminated and borrowed from
- * the decoder's own storage: valid until th_okta_request_release().
+ * A decoded request. Every string is either NULL (absent) or NUL-terminated and owned by the
+ * request (one allocation): valid until th_okta_request_release().
  */
 struct th_okta_request {
     const char *event_id;
@@ -44,7 +44,7 @@ struct th_okta_request {
     const char *source_ip;       /* data.context.request.ipAddress */
 
     /* private */
-    void *root_;
+    char *store_;        /* the strings above, in one allocation */
     char phone_num_[24]; /* phoneNumber sent as a JSON integer */
     char otp_num_[24];   /* otpCode sent as a JSON integer */
 };
@@ -52,7 +52,8 @@ struct th_okta_request {
 /*
  * Decodes a request body (len bytes, need not be NUL-terminated).
  *  TH_E_OK       out filled; release it.
- *  TH_E_JSON     not JSON, or not a JSON object (HTTP 400). why says where (no values).
+ *  TH_E_JSON     not JSON (invalid syntax or UTF-8, a key twice in one object), or not a JSON
+ *                object (HTTP 400). why says what (no values).
  *  TH_E_REQUEST  JSON, but not a telephony request we can serve (answer Okta's error object);
  *                why is a short reason for the log, naming fields, never their values.
  * On failure out needs no release. why may be NULL.

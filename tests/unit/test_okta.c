@@ -106,6 +106,9 @@ static void test_numbers_as_json_numbers(void **state)
     /* a float or a negative number is not a phone number */
     assert_int_equal(decode_mp("\"phoneNumber\":1.5,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
     assert_int_equal(decode_mp("\"phoneNumber\":-1,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
+    /* beyond 64 bits signed */
+    assert_int_equal(decode_mp("\"phoneNumber\":12345678901234567890,\"otpCode\":\"1\"", &r, why),
+                     TH_E_REQUEST);
 }
 
 static void test_malformed(void **state)
@@ -121,6 +124,32 @@ static void test_malformed(void **state)
     assert_int_equal(decode("{\"a\":1,\"a\":2}", &r, why), TH_E_JSON); /* duplicate keys */
     /* NUL inside the body */
     assert_int_equal(th_okta_decode("{\"a\":\0}", 7, &r, why, sizeof why), TH_E_JSON);
+    /* a key twice anywhere, also when spelled with an escape, also among many keys */
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\","
+                               "\"otp\\u0043ode\":\"2\"",
+                               &r, why),
+                     TH_E_JSON);
+    assert_non_null(strstr(why, "twice"));
+    assert_int_equal(decode("{\"x\":[{\"b\":1,\"b\":2}]}", &r, why), TH_E_JSON);
+    char many[1024] = "{";
+    for (int i = 0; i < 40; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "\"k%d\":%d,", i, i);
+    strcat(many, "\"k7\":0}");
+    assert_int_equal(decode(many, &r, why), TH_E_JSON);
+    many[strlen(many) - 8] = '}'; /* without the repeated key: no complaint about keys */
+    many[strlen(many) - 7] = '\0';
+    assert_int_equal(decode(many, &r, why), TH_E_REQUEST);
+    /* "\u0000" in a key, anything after the value, invalid UTF-8 */
+    assert_int_equal(decode("{\"a\\u0000\":1}", &r, why), TH_E_JSON);
+    assert_int_equal(decode("{} {}", &r, why), TH_E_JSON);
+    assert_int_equal(decode("{\"a\":\"\xff\xfe\"}", &r, why), TH_E_JSON);
+    /* deep nesting is refused, not recursed into without bound */
+    char deep[5001];
+    memset(deep, '[', 2500);
+    memset(deep + 2500, ']', 2500);
+    deep[5000] = '\0';
+    assert_int_equal(decode(deep, &r, why), TH_E_JSON);
+    assert_non_null(strstr(why, "invalid JSON"));
 }
 
 static void test_unservable(void **state)
@@ -143,7 +172,7 @@ static void test_unservable(void **state)
             "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"123456789012345678901234567890123\"",
             &r, why),
         TH_E_REQUEST);
-    /* "\u0000" inside a string: jansson refuses it (no C string can hold it): malformed */
+    /* "\u0000" inside a string: no C string can hold it: malformed */
     assert_int_equal(
         decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\\u00002\"", &r, why),
         TH_E_JSON);
