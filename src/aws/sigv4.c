@@ -25,8 +25,8 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+
+#include "common/hmac.h"
 
 #define ALGORITHM      "AWS4-HMAC-SHA256"
 #define TERMINATOR     "aws4_request"
@@ -87,11 +87,13 @@ static bool is_ws(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* No allocation and no algorithm fetch (OpenSSL 3's HMAC() and EVP_sha256() do both on every
+ * call): common/hmac.c works on the low-level SHA-256 state. */
 static bool hmac_sha256(const void *key, size_t key_len, const void *msg, size_t n,
                         unsigned char out[SHA256_LEN])
 {
-    unsigned int len = 0;
-    return HMAC(EVP_sha256(), key, (int)key_len, msg, n, out, &len) != NULL && len == SHA256_LEN;
+    th_hmac_sha256_once(key, key_len, msg, n, out);
+    return true;
 }
 
 /* ---- key derivation ------------------------------------------------------------------------ */
@@ -114,13 +116,11 @@ void th_sigv4_derive_key(const char *secret, const char *date8, const char *regi
         memcpy(k_secret + 4, secret, secret_len);
         k_secret_len = 4 + secret_len;
     } else {
-        unsigned int len = 0;
-        EVP_MD_CTX *md = EVP_MD_CTX_new();
-        ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-             EVP_DigestUpdate(md, "AWS4", 4) == 1 &&
-             EVP_DigestUpdate(md, secret, secret_len) == 1 &&
-             EVP_DigestFinal_ex(md, k_secret, &len) == 1 && len == SHA256_LEN;
-        EVP_MD_CTX_free(md);
+        struct th_sha256 md;
+        th_sha256_init(&md);
+        th_sha256_update(&md, "AWS4", 4);
+        th_sha256_update(&md, secret, secret_len);
+        th_sha256_final(&md, k_secret);
         k_secret_len = SHA256_LEN;
     }
 
@@ -142,7 +142,7 @@ void th_sigv4_derive_key(const char *secret, const char *date8, const char *regi
 /* ---- the canonical-request sink: SHA-256 plus an optional copy ----------------------------- */
 
 struct sink {
-    EVP_MD_CTX *md;
+    struct th_sha256 md;
     struct th_buf *copy; /* NULL: hash only */
     th_err err;          /* first failure; later writes are ignored */
     size_t n;
@@ -152,9 +152,8 @@ struct sink {
 static void sink_flush(struct sink *s)
 {
     if (s->n > 0 && s->err == TH_E_OK) {
-        if (EVP_DigestUpdate(s->md, s->stage, s->n) != 1)
-            s->err = TH_E_NOMEM;
-        else if (s->copy)
+        th_sha256_update(&s->md, s->stage, s->n);
+        if (s->copy)
             s->err = th_buf_append(s->copy, s->stage, s->n);
     }
     s->n = 0;
@@ -482,11 +481,8 @@ static th_err canonical_request(const struct th_sigv4_input *in, const size_t *o
                                 const char *payload_hash, struct th_buf *creq,
                                 char creq_hash_hex[SHA256_HEX_LEN + 1])
 {
-    struct sink s = {.md = EVP_MD_CTX_new(), .copy = creq, .err = TH_E_OK, .n = 0};
-    if (!s.md || EVP_DigestInit_ex(s.md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(s.md);
-        return TH_E_NOMEM;
-    }
+    struct sink s = {.copy = creq, .err = TH_E_OK, .n = 0};
+    th_sha256_init(&s.md);
     th_err err;
 
     sink_puts(&s, in->method);
@@ -529,16 +525,11 @@ static th_err canonical_request(const struct th_sigv4_input *in, const size_t *o
     sink_flush(&s);
 
     err = s.err;
-    if (err == TH_E_OK) {
-        unsigned char digest[SHA256_LEN];
-        unsigned int len = 0;
-        if (EVP_DigestFinal_ex(s.md, digest, &len) != 1 || len != SHA256_LEN)
-            err = TH_E_NOMEM;
-        else
-            hex_lower(digest, SHA256_LEN, creq_hash_hex);
-    }
-done:
-    EVP_MD_CTX_free(s.md);
+done:;
+    unsigned char digest[SHA256_LEN];
+    th_sha256_final(&s.md, digest);
+    if (err == TH_E_OK)
+        hex_lower(digest, SHA256_LEN, creq_hash_hex);
     return err;
 }
 
@@ -571,11 +562,7 @@ th_err th_sigv4_sign(const struct th_sigv4_input *in, struct th_buf *creq, struc
     const char *payload_hash = in->payload_hash;
     if (!payload_hash) {
         unsigned char digest[SHA256_LEN];
-        unsigned int len = 0;
-        if (EVP_Digest(in->body_len ? in->body : "", in->body_len, digest, &len, EVP_sha256(),
-                       NULL) != 1 ||
-            len != SHA256_LEN)
-            return TH_E_NOMEM;
+        th_sha256(in->body_len ? in->body : "", in->body_len, digest);
         hex_lower(digest, SHA256_LEN, body_hash);
         payload_hash = body_hash;
     }

@@ -13,11 +13,9 @@ struct th_hmac_key {
     SHA256_CTX inner, outer; /* after absorbing key ^ ipad, key ^ opad */
 };
 
-th_err th_hmac_key_new(const void *key, size_t len, struct th_hmac_key **out)
+/* the inner and outer states of HMAC-SHA256 for a key */
+static void prepare(struct th_hmac_key *k, const void *key, size_t len)
 {
-    struct th_hmac_key *k = calloc(1, sizeof *k);
-    if (!k)
-        return TH_E_NOMEM;
     unsigned char block[SHA256_CBLOCK] = {0}, pad[SHA256_CBLOCK];
     if (len > sizeof block)
         SHA256(key, len, block); /* a long key is first hashed (RFC 2104) */
@@ -33,6 +31,14 @@ th_err th_hmac_key_new(const void *key, size_t len, struct th_hmac_key **out)
     SHA256_Update(&k->outer, pad, sizeof pad);
     OPENSSL_cleanse(block, sizeof block);
     OPENSSL_cleanse(pad, sizeof pad);
+}
+
+th_err th_hmac_key_new(const void *key, size_t len, struct th_hmac_key **out)
+{
+    struct th_hmac_key *k = calloc(1, sizeof *k);
+    if (!k)
+        return TH_E_NOMEM;
+    prepare(k, key, len);
     *out = k;
     return TH_E_OK;
 }
@@ -57,4 +63,34 @@ void th_hmac_sha256(const struct th_hmac_key *k, const void *const *parts, const
     SHA256_Update(&c, ih, sizeof ih);
     SHA256_Final(out, &c);
     OPENSSL_cleanse(&c, sizeof c);
+}
+
+void th_hmac_sha256_once(const void *key, size_t len, const void *msg, size_t n,
+                         unsigned char out[32])
+{
+    struct th_hmac_key k;
+    prepare(&k, key, len);
+    th_hmac_sha256(&k, &msg, &n, 1, out);
+    OPENSSL_cleanse(&k, sizeof k);
+}
+
+void th_sha256_init(struct th_sha256 *s)
+{
+    SHA256_Init(&s->c);
+}
+
+void th_sha256_update(struct th_sha256 *s, const void *p, size_t n)
+{
+    SHA256_Update(&s->c, p, n);
+}
+
+void th_sha256_final(struct th_sha256 *s, unsigned char out[32])
+{
+    SHA256_Final(out, &s->c);
+    OPENSSL_cleanse(&s->c, sizeof s->c);
+}
+
+void th_sha256(const void *p, size_t n, unsigned char out[32])
+{
+    SHA256(p, n, out);
 }

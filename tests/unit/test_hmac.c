@@ -39,6 +39,10 @@ static void check(const void *key, size_t klen, const char *msg, const char *wan
     th_hmac_sha256(k, p3, l3, 3, mac3);
     assert_memory_equal(mac, mac3, 32);
     th_hmac_key_free(k);
+    /* the one-shot form agrees */
+    unsigned char once[32];
+    th_hmac_sha256_once(key, klen, msg, strlen(msg), once);
+    assert_memory_equal(mac, once, 32);
 }
 
 static void test_rfc4231(void **state)
@@ -77,11 +81,35 @@ static void test_agrees_with_openssl(void **state)
     th_hmac_key_free(NULL);
 }
 
+static void test_sha256(void **state)
+{
+    (void)state;
+    unsigned char d[32];
+    char got[65];
+    th_sha256("abc", 3, d); /* FIPS 180-2 */
+    hex(d, 32, got);
+    assert_string_equal(got, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    th_sha256("", 0, d);
+    hex(d, 32, got);
+    assert_string_equal(got, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    /* streaming, in uneven pieces, over a block boundary */
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    struct th_sha256 s;
+    th_sha256_init(&s);
+    th_sha256_update(&s, m, 5);
+    th_sha256_update(&s, m + 5, 0);
+    th_sha256_update(&s, m + 5, strlen(m) - 5);
+    th_sha256_final(&s, d);
+    hex(d, 32, got);
+    assert_string_equal(got, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rfc4231),
         cmocka_unit_test(test_agrees_with_openssl),
+        cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
