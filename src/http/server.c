@@ -105,6 +105,9 @@ static void mhd_rearm(struct worker *w)
 static void mhd_run(void *ud)
 {
     struct worker *w = ud;
+    /* A request's log line leaves before its answer can (obs/log.h batches a loop's lines):
+     * answers made outside libmicrohttpd go out in this MHD_run, so their lines go first. */
+    th_log_flush();
     MHD_run(w->daemon);
     mhd_rearm(w);
 }
@@ -151,6 +154,9 @@ static enum MHD_Result respond_typed(struct req *r, int status, char *body, size
         /* RFC 6750 §3: no detail that would help an attacker */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer error=\"invalid_token\"");
+    /* an answer made inside the handler: its line (if any) leaves first (nothing is written
+     * when the batch is empty, as it is for answers made outside: see mhd_run) */
+    th_log_flush();
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -630,8 +636,7 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         }
     }
     w->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, w,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, w,
         /* the logger first, or libmicrohttpd prints its own messages until it is set */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -50,7 +50,9 @@ void th_log_end(struct th_logline *l);
  * calling thread's lines collect in a buffer (TH_LOG_BATCH bytes, whole lines only) that
  * th_log_flush() writes in one write(2); a line that does not fit flushes the buffer first. The
  * loop flushes before it waits for events, so a line is out within the iteration that made it,
- * and a loop's lines never interleave with another thread's inside a line. Lines of level warn
+ * and a loop's lines never interleave with another thread's inside a line. The HTTP server also
+ * flushes before libmicrohttpd can send an answer, so a request's line is written before its
+ * answer leaves (a test, or an operator, that sees the answer finds the line). Lines of level warn
  * and above are written through at once (with what is buffered before them). A crash loses at most
  * the info lines of the current iteration. Other threads write each line directly.
  */
