@@ -359,6 +359,9 @@ static struct xfer *take_xfer(struct th_http *h)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    /* Provider answers are small (a few hundred bytes; Twilio's about 1 KiB): a 4 KiB receive
+     * buffer instead of curl's 16 KiB keeps 1,000 transfers in flight 12 MiB lighter. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
     return x;
 }
 
