@@ -34,7 +34,7 @@ static atomic_int requests_seen;
 static void answer(int c, const char *path)
 {
     char out[512];
-    if (strcmp(path, "/ok") == 0) {
+    if (strcmp(path, "/ok") == 0 || strcmp(path, "/ok-then-close") == 0) {
         const char *b = "{\"MessageId\":\"m-1\"}";
         int n = snprintf(out, sizeof out,
                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -93,6 +93,10 @@ static void *serve_conn(void *arg)
         answer(c, path);
         if (strcmp(path, "/close") == 0 || strcmp(path, "/garbage") == 0)
             break;
+        if (strcmp(path, "/ok-then-close") == 0) { /* keep-alive answer, then hang up */
+            usleep(50 * 1000);
+            break;
+        }
         memmove(buf, buf + need, have - need);
         have -= need;
     }
@@ -289,6 +293,66 @@ static void test_concurrent_bound_and_reuse(void **state)
     th_loop_free(loop);
 }
 
+/*
+ * Between transfers a connection stays registered for reading (parked). When the server hangs up
+ * on it, the loop must not spin on the readable EOF, and the next transfer must still work.
+ */
+struct park {
+    struct th_loop *loop;
+    struct th_http *h;
+    struct th_timer t;
+    struct result r;
+    struct th_http_request req;
+    long idles, idles_at_wait;
+    char url[64];
+};
+
+static void count_idle(void *ud)
+{
+    ((struct park *)ud)->idles++;
+}
+
+static void park_second(void *ud)
+{
+    struct park *p = ud;
+    p->idles_at_wait = p->idles;
+    snprintf(p->url, sizeof p->url, "http://127.0.0.1:%d/ok", port);
+    p->r.pending = 1;
+    assert_int_equal(th_http_start(p->h, &p->req, on_done, &p->r), TH_E_OK);
+}
+
+static void park_first_done(void *ud, const struct th_http_response *res)
+{
+    struct park *p = ud;
+    assert_int_equal(res->status, 200);
+    p->idles = 0;
+    /* the server hangs up 50 ms after answering; look again 300 ms later */
+    th_loop_timer_set(p->loop, &p->t, th_mono_us() + 300 * 1000, park_second, p);
+}
+
+static void test_parked_connection_hung_up(void **state)
+{
+    (void)state;
+    struct park p = {0};
+    assert_int_equal(th_loop_new(&p.loop), TH_E_OK);
+    assert_int_equal(th_http_new(p.loop, 4, &p.h), TH_E_OK);
+    th_loop_set_idle(p.loop, count_idle, &p);
+    snprintf(p.url, sizeof p.url, "http://127.0.0.1:%d/ok-then-close", port);
+    p.req = (struct th_http_request){.method = "GET", .url = p.url, .timeout_ms = 2000};
+    p.r.loop = p.loop;
+    int before = atomic_load(&requests_seen);
+    assert_int_equal(th_http_start(p.h, &p.req, park_first_done, &p), TH_E_OK);
+    th_loop_run(p.loop);
+    assert_int_equal(p.r.n, 1); /* the second transfer, on a new connection */
+    assert_int_equal(p.r.outcome[0], TH_HTTP_DONE);
+    assert_int_equal(p.r.status[0], 200);
+    assert_int_equal(atomic_load(&requests_seen) - before, 2);
+    /* waiting 300 ms took a handful of loop passes, not a spin on the closed socket */
+    assert_true(p.idles_at_wait < 20);
+    th_http_free(p.h);
+    th_loop_free(p.loop);
+}
+
 /* A cold burst opens connections in parallel: two 500 ms answers take ~500 ms, not 1 s. */
 static void test_cold_burst_is_parallel(void **state)
 {
@@ -343,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_concurrent_bound_and_reuse),
         cmocka_unit_test(test_cold_burst_is_parallel),
+        cmocka_unit_test(test_parked_connection_hung_up),
         cmocka_unit_test(test_abort_on_free),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
