@@ -4,9 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjose/cjose.h>
+#include <cjose/cjose.h> /* developer tooling only: key generation and minting */
 #include <jansson.h>
-#include <openssl/rand.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
 
 #include "common/util.h"
 
@@ -36,15 +41,25 @@ const char *th_jwt_status_name(th_jwt_status s)
 
 enum kalg { K_RS256, K_ES256 };
 
+/*
+ * One verification key, built once as an OpenSSL provider key, with a verification context set up
+ * once for it (RS256: PKCS#1 v1.5 with SHA-256; ES256: ECDSA with SHA-256). The set is shared by
+ * threads and never modified after th_jwks_parse: each verification works on its own copy of
+ * that context (EVP_PKEY_CTX_dup takes it const and only reads it), which skips the algorithm
+ * and digest fetches EVP_DigestVerifyInit would repeat on every call.
+ */
 struct key {
     char *kid; /* NULL when the JWK has none */
     enum kalg alg;
-    cjose_jwk_t *jwk;
+    EVP_PKEY *pkey;
+    EVP_PKEY_CTX *verify; /* template: EVP_PKEY_verify_init done, SHA-256 set */
+    size_t siglen;        /* RS256: the modulus length in bytes, the only signature length */
 };
 
 struct th_jwks {
     struct key *k;
     size_t n;
+    EVP_MD *sha256; /* fetched once per set (RS256 and ES256 both hash with SHA-256) */
 };
 
 static bool allowed(const char *alg, const char *const *algs, size_t nalgs)
@@ -61,8 +76,10 @@ void th_jwks_free(struct th_jwks *k)
         return;
     for (size_t i = 0; i < k->n; i++) {
         free(k->k[i].kid);
-        cjose_jwk_release(k->k[i].jwk);
+        EVP_PKEY_CTX_free(k->k[i].verify);
+        EVP_PKEY_free(k->k[i].pkey);
     }
+    EVP_MD_free(k->sha256);
     free(k->k);
     free(k);
 }
@@ -80,67 +97,125 @@ bool th_jwks_has_kid(const struct th_jwks *k, const char *kid)
     return false;
 }
 
-/* Strict base64url (RFC 4648 §5, no padding) into out; false on any other character. */
+/* The base64url alphabet (RFC 4648 §5): each character's value plus one; 0 for any other byte. */
+static const unsigned char b64url_map[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
+};
+
+/*
+ * Strict base64url (RFC 4648 §5, no padding, canonical trailing bits) into out, four characters
+ * at a time; false on any other character, or when more than cap bytes would come out.
+ */
 static bool b64url_decode(const char *in, size_t len, unsigned char *out, size_t cap,
                           size_t *outlen)
 {
-    static signed char map[256];
-    static bool init;
-    if (!init) { /* idempotent: racing threads write the same values */
-        memset(map, -1, sizeof map);
-        const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for (int i = 0; i < 64; i++)
-            map[(unsigned char)a[i]] = (signed char)i;
-        init = true;
-    }
-    if (len % 4 == 1)
+    size_t groups = len / 4, rest = len % 4;
+    if (rest == 1 || groups * 3 + (rest ? rest - 1 : 0) > cap)
         return false;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = map[(unsigned char)in[i]];
-        if (v < 0)
+    const unsigned char *s = (const unsigned char *)in;
+    unsigned bad = 0; /* a map entry of 0 (not in the alphabet) makes v - 1 wrap above 63 */
+    for (size_t i = 0; i < groups; i++, s += 4, out += 3) {
+        unsigned a = b64url_map[s[0]] - 1u, b = b64url_map[s[1]] - 1u, c = b64url_map[s[2]] - 1u,
+                 d = b64url_map[s[3]] - 1u;
+        bad |= a | b | c | d;
+        unsigned v = (a << 18) | (b << 12) | (c << 6) | d;
+        out[0] = (unsigned char)(v >> 16);
+        out[1] = (unsigned char)(v >> 8);
+        out[2] = (unsigned char)v;
+    }
+    if (rest) { /* 2 characters: 1 byte and 4 unused bits; 3: 2 bytes and 2 unused bits */
+        unsigned a = b64url_map[s[0]] - 1u, b = b64url_map[s[1]] - 1u,
+                 c = rest == 3 ? b64url_map[s[2]] - 1u : 0;
+        bad |= a | b | c;
+        unsigned v = (a << 18) | (b << 12) | (c << 6);
+        out[0] = (unsigned char)(v >> 16);
+        if (rest == 3)
+            out[1] = (unsigned char)(v >> 8);
+        if ((rest == 2 ? b & 0xf : c & 0x3) != 0) /* non-canonical trailing bits */
             return false;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o == cap)
-                return false;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
     }
-    if (acc != 0) /* non-canonical trailing bits */
+    if (bad > 63)
         return false;
-    *outlen = o;
+    *outlen = groups * 3 + (rest ? rest - 1 : 0);
     return true;
 }
 
-/* Significant bits of a big-endian unsigned integer in base64url (the RSA modulus). */
-static size_t b64url_bits(const char *s)
+/* A JWK member as strict base64url into out (at most cap bytes); false when absent or invalid. */
+static bool jwk_bytes(json_t *jk, const char *name, unsigned char *out, size_t cap, size_t *n)
 {
-    unsigned char raw[1024];
-    size_t n;
-    if (!b64url_decode(s, strlen(s), raw, sizeof raw, &n))
-        return 0;
-    size_t i = 0;
-    while (i < n && raw[i] == 0) /* leading zero bytes do not make a key longer */
-        i++;
-    if (i == n)
-        return 0;
-    size_t bits = (n - i) * 8;
-    for (unsigned char top = raw[i]; !(top & 0x80); top <<= 1)
-        bits--;
-    return bits;
+    json_t *v = json_object_get(jk, name);
+    return json_is_string(v) &&
+           b64url_decode(json_string_value(v), json_string_length(v), out, cap, n);
 }
 
-/* Strict base64url check of len characters; *decoded receives the byte length. */
-static bool b64url_valid(const char *in, size_t len, size_t *decoded)
+/* A public key from parameters: EVP_PKEY_fromdata on the default provider. */
+static EVP_PKEY *pkey_from(const char *type, OSSL_PARAM_BLD *bld)
 {
-    unsigned char scratch[TH_JWT_MAX_LEN];
-    return b64url_decode(in, len, scratch, sizeof scratch, decoded);
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = params ? EVP_PKEY_CTX_new_from_name(NULL, type, NULL) : NULL;
+    EVP_PKEY *pk = NULL;
+    if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pk = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(params);
+    return pk;
+}
+
+/* RSA from n and e; NULL (skipped) when under 2048 bits or e is not odd and at least 3. */
+static EVP_PKEY *rsa_key(json_t *jk)
+{
+    unsigned char n[1024], e[1024]; /* moduli up to 8192 bits */
+    size_t nl, el;
+    if (!jwk_bytes(jk, "n", n, sizeof n, &nl) || !jwk_bytes(jk, "e", e, sizeof e, &el))
+        return NULL;
+    BIGNUM *bn = BN_bin2bn(n, (int)nl, NULL), *be = BN_bin2bn(e, (int)el, NULL);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    EVP_PKEY *pk = NULL;
+    /* leading zero bytes do not make a key longer: BN_num_bits counts significant bits */
+    if (bn && be && bld && BN_num_bits(bn) >= 2048 && BN_is_odd(be) && BN_num_bits(be) >= 2 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) == 1 &&
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) == 1)
+        pk = pkey_from("RSA", bld);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(be);
+    BN_free(bn);
+    return pk;
+}
+
+/*
+ * EC P-256 from x and y (each at most 32 bytes, zero-extended: RFC 7518 wants exactly 32, some
+ * issuers drop leading zeros). NULL (skipped) unless the point is on the curve and of its order.
+ */
+static EVP_PKEY *ec_key(json_t *jk)
+{
+    unsigned char x[32], y[32], pub[65] = {0x04}; /* uncompressed: 04 || X || Y */
+    size_t xl, yl;
+    if (!jwk_bytes(jk, "x", x, sizeof x, &xl) || !jwk_bytes(jk, "y", y, sizeof y, &yl))
+        return NULL;
+    memcpy(pub + 1 + 32 - xl, x, xl);
+    memcpy(pub + 1 + 64 - yl, y, yl);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    EVP_PKEY *pk = NULL;
+    if (bld &&
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) == 1 &&
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub) == 1)
+        pk = pkey_from("EC", bld);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX *chk = pk ? EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL) : NULL;
+    if (pk && (!chk || EVP_PKEY_public_check(chk) != 1)) {
+        EVP_PKEY_free(pk);
+        pk = NULL;
+    }
+    EVP_PKEY_CTX_free(chk);
+    return pk;
 }
 
 th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size_t nalgs,
@@ -157,9 +232,11 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
     }
     struct th_jwks *k = calloc(1, sizeof *k);
     size_t cap = json_array_size(keys);
-    if (!k || (cap && !(k->k = calloc(cap, sizeof *k->k)))) {
-        free(k);
+    if (!k || (cap && !(k->k = calloc(cap, sizeof *k->k))) ||
+        !(k->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL))) {
+        th_jwks_free(k);
         json_decref(doc);
+        snprintf(err, errlen, "out of memory (or no SHA-256 in OpenSSL)");
         return TH_E_NOMEM;
     }
     size_t i;
@@ -172,56 +249,58 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
         const char *kid = json_string_value(json_object_get(jk, "kid"));
         if (!json_is_object(jk) || !kty || (use && strcmp(use, "sig") != 0))
             continue;
+        /* Only the public members are read (a JWKS that leaks "d" is not our business), and
+         * every one present must be strict base64url, whichever the key type. */
+        static const char *const members[] = {"n", "e", "x", "y"};
+        bool sane = true;
+        for (size_t m = 0; m < TH_ARRAY_LEN(members); m++) {
+            json_t *v = json_object_get(jk, members[m]);
+            unsigned char scratch[TH_JWT_MAX_LEN];
+            size_t dl;
+            if (json_is_string(v) && !b64url_decode(json_string_value(v), json_string_length(v),
+                                                    scratch, sizeof scratch, &dl))
+                sane = false;
+        }
+        if (!sane)
+            continue;
         enum kalg a;
+        EVP_PKEY *pk;
         if (strcmp(kty, "RSA") == 0 && allowed("RS256", algs, nalgs) &&
             (!kalg || strcmp(kalg, "RS256") == 0)) {
-            const char *n = json_string_value(json_object_get(jk, "n"));
-            if (!n || b64url_bits(n) < 2048) /* under 2048 bits: refused */
-                continue;
             a = K_RS256;
+            pk = rsa_key(jk); /* under 2048 bits: refused */
         } else if (strcmp(kty, "EC") == 0 && allowed("ES256", algs, nalgs) &&
                    (!kalg || strcmp(kalg, "ES256") == 0)) {
             const char *crv = json_string_value(json_object_get(jk, "crv"));
             if (!crv || strcmp(crv, "P-256") != 0)
                 continue;
             a = K_ES256;
+            pk = ec_key(jk);
         } else {
             continue;
         }
-        /* Only the public members reach cjose: a JWKS that leaks "d" is not our business. */
-        json_t *pub = json_object();
-        const char *members[] = {"kty", "kid", "n", "e", "crv", "x", "y"};
-        bool sane = true;
-        for (size_t m = 0; pub && m < TH_ARRAY_LEN(members); m++) {
-            json_t *v = json_object_get(jk, members[m]);
-            if (!json_is_string(v))
-                continue;
-            /* cjose asserts (aborts) on some malformed base64: only strict base64url gets in */
-            size_t dl;
-            if (m >= 2 && m != 4 && !b64url_valid(json_string_value(v), json_string_length(v), &dl))
-                sane = false;
-            json_object_set(pub, members[m], v);
+        EVP_PKEY_CTX *v = pk ? EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL) : NULL;
+        if (v && (EVP_PKEY_verify_init(v) != 1 ||
+                  (a == K_RS256 && EVP_PKEY_CTX_set_rsa_padding(v, RSA_PKCS1_PADDING) != 1) ||
+                  EVP_PKEY_CTX_set_signature_md(v, k->sha256) != 1)) {
+            EVP_PKEY_CTX_free(v);
+            v = NULL;
         }
-        if (!sane) {
-            json_decref(pub);
+        char *kidcopy = kid ? strdup(kid) : NULL;
+        ERR_clear_error(); /* a refused key leaves nothing on this thread's error queue */
+        if (!v || (kid && !kidcopy)) {
+            free(kidcopy);
+            EVP_PKEY_CTX_free(v);
+            EVP_PKEY_free(pk);
             continue;
         }
-        char *text = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
-        json_decref(pub);
-        cjose_err cerr = {0};
-        cjose_jwk_t *jwk = text ? cjose_jwk_import(text, strlen(text), &cerr) : NULL;
-        free(text);
-        if (!jwk)
-            continue;
-        struct key *dst = &k->k[k->n];
-        dst->alg = a;
-        dst->jwk = jwk;
-        dst->kid = kid ? strdup(kid) : NULL;
-        if (kid && !dst->kid) {
-            cjose_jwk_release(jwk);
-            continue;
-        }
-        k->n++;
+        k->k[k->n++] = (struct key){
+            .kid = kidcopy,
+            .alg = a,
+            .pkey = pk,
+            .verify = v,
+            .siglen = a == K_RS256 ? (size_t)EVP_PKEY_get_size(pk) : 64,
+        };
     }
     json_decref(doc);
     *out = k;
@@ -238,8 +317,20 @@ static th_jwt_status fail(th_jwt_status s, char *why, size_t whylen, const char 
     return s;
 }
 
-static th_jwt_status check_shape(const char *t, size_t len, const char **dot1, const char **dot2,
-                                 size_t *siglen, char *why, size_t whylen)
+/*
+ * A token's three parts, each decoded once (strict base64url) into buf, payload and signature
+ * first, then the header: TH_JWT_MAX_LEN characters decode to at most 3/4 as many bytes, all
+ * three parts together. On the stack: no allocation per token for the decoding.
+ */
+struct parts {
+    const char *dot1, *dot2;
+    const unsigned char *payload, *sig;
+    size_t plen, siglen;
+    unsigned char buf[TH_JWT_MAX_LEN / 4 * 3];
+};
+
+static th_jwt_status check_shape(const char *t, size_t len, struct parts *p, char *why,
+                                 size_t whylen)
 {
     if (len > TH_JWT_MAX_LEN)
         return fail(TH_JWT_TOO_LARGE, why, whylen, "token longer than 8 KiB", NULL);
@@ -251,23 +342,25 @@ static th_jwt_status check_shape(const char *t, size_t len, const char **dot1, c
                     NULL);
     /* Every part is strict base64url (no padding, canonical trailing bits): one token, one
      * spelling — a respelled token must not slip past a cache or a deny-list. */
-    size_t plen;
-    if (!b64url_valid(d1 + 1, (size_t)(d2 - d1 - 1), &plen) ||
-        !b64url_valid(d2 + 1, (size_t)(t + len - d2 - 1), siglen))
+    p->dot1 = d1;
+    p->dot2 = d2;
+    p->payload = p->buf;
+    if (!b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), p->buf, sizeof p->buf, &p->plen))
         return fail(TH_JWT_MALFORMED, why, whylen, "payload or signature is not base64url", NULL);
-    *dot1 = d1;
-    *dot2 = d2;
+    p->sig = p->buf + p->plen;
+    if (!b64url_decode(d2 + 1, (size_t)(t + len - d2 - 1), p->buf + p->plen,
+                       sizeof p->buf - p->plen, &p->siglen))
+        return fail(TH_JWT_MALFORMED, why, whylen, "payload or signature is not base64url", NULL);
     return TH_JWT_OK;
 }
 
-static th_jwt_status check_header(const char *t, const char *d1, size_t siglen,
-                                  const struct th_jwks *keys, const struct th_jwt_policy *pol,
-                                  const struct key **key, char *kid_out, size_t kidlen, char *why,
-                                  size_t whylen)
+static th_jwt_status check_header(const char *t, struct parts *p, const struct th_jwks *keys,
+                                  const struct th_jwt_policy *pol, const struct key **key,
+                                  char *kid_out, size_t kidlen, char *why, size_t whylen)
 {
-    unsigned char raw[TH_JWT_MAX_LEN];
+    unsigned char *raw = p->buf + p->plen + p->siglen;
     size_t rawlen;
-    if (!b64url_decode(t, (size_t)(d1 - t), raw, sizeof raw, &rawlen))
+    if (!b64url_decode(t, (size_t)(p->dot1 - t), raw, sizeof p->buf - p->plen - p->siglen, &rawlen))
         return fail(TH_JWT_MALFORMED, why, whylen, "header is not base64url", NULL);
     json_t *h = json_loadb((const char *)raw, rawlen, JSON_REJECT_DUPLICATES, NULL);
     if (!json_is_object(h)) {
@@ -289,9 +382,9 @@ static th_jwt_status check_header(const char *t, const char *d1, size_t siglen,
         st = fail(TH_JWT_MALFORMED, why, whylen, "kid is not a string", NULL);
     /* RFC 7518 §3.4: an ES256 signature is R || S, exactly 64 bytes; an RS256 one is as long
      * as the modulus (2048 bits at least). */
-    if (st == TH_JWT_OK && strcmp(alg, "ES256") == 0 && siglen != 64)
+    if (st == TH_JWT_OK && strcmp(alg, "ES256") == 0 && p->siglen != 64)
         st = fail(TH_JWT_SIGNATURE, why, whylen, "ES256 signature is not 64 bytes", NULL);
-    else if (st == TH_JWT_OK && strcmp(alg, "RS256") == 0 && siglen < 256)
+    else if (st == TH_JWT_OK && strcmp(alg, "RS256") == 0 && p->siglen < 256)
         st = fail(TH_JWT_SIGNATURE, why, whylen, "RS256 signature shorter than 2048 bits", NULL);
     if (st == TH_JWT_OK) {
         enum kalg want = strcmp(alg, "ES256") == 0 ? K_ES256 : K_RS256;
@@ -321,25 +414,64 @@ static th_jwt_status check_header(const char *t, const char *d1, size_t siglen,
     return st;
 }
 
-static th_jwt_status check_signature(const char *t, size_t len, const struct key *key,
-                                     json_t **claims, char *why, size_t whylen)
+/* One unsigned big-endian integer as a minimal DER INTEGER at out; its encoded length. */
+static size_t der_uint(unsigned char *out, const unsigned char *v, size_t n)
 {
-    cjose_err cerr = {0};
-    cjose_jws_t *jws = cjose_jws_import(t, len, &cerr);
-    if (!jws)
-        return fail(TH_JWT_MALFORMED, why, whylen, "not a JWS:", cerr.message);
-    th_jwt_status st = TH_JWT_OK;
-    uint8_t *plain = NULL;
-    size_t plen = 0;
-    if (!cjose_jws_verify(jws, key->jwk, &cerr))
-        st = fail(TH_JWT_SIGNATURE, why, whylen, "signature does not verify", NULL);
-    else if (!cjose_jws_get_plaintext(jws, &plain, &plen, &cerr))
-        st = fail(TH_JWT_MALFORMED, why, whylen, "no payload", NULL);
-    else if (!(*claims = json_loadb((const char *)plain, plen, JSON_REJECT_DUPLICATES, NULL)) ||
-             !json_is_object(*claims))
-        st = fail(TH_JWT_CLAIMS, why, whylen, "payload is not a JSON object", NULL);
-    cjose_jws_release(jws);
-    return st;
+    while (n > 1 && v[0] == 0) {
+        v++;
+        n--;
+    }
+    size_t pad = v[0] & 0x80 ? 1 : 0; /* a set top bit would read as negative */
+    out[0] = 0x02;
+    out[1] = (unsigned char)(n + pad);
+    out[2] = 0;
+    memcpy(out + 2 + pad, v, n);
+    return 2 + pad + n;
+}
+
+/* JOSE's R || S (RFC 7518 §3.4) as the DER ECDSA-Sig-Value OpenSSL verifies (RFC 3279). */
+static size_t ecdsa_der(const unsigned char rs[64], unsigned char der[72])
+{
+    size_t n = der_uint(der + 2, rs, 32);
+    n += der_uint(der + 2 + n, rs + 32, 32);
+    der[0] = 0x30; /* SEQUENCE, at most 70 content bytes: the short length form */
+    der[1] = (unsigned char)n;
+    return 2 + n;
+}
+
+/* The signature over header_b64 "." payload_b64, on a copy of the key's prepared context. */
+static th_jwt_status check_signature(const char *t, const struct parts *p, const struct key *key,
+                                     const EVP_MD *sha256, char *why, size_t whylen)
+{
+    const unsigned char *sig = p->sig;
+    size_t siglen = p->siglen;
+    unsigned char der[72];
+    if (key->alg == K_ES256) {
+        siglen = ecdsa_der(sig, der); /* 64 bytes: checked with the header */
+        sig = der;
+    } else if (siglen != key->siglen) { /* RFC 8017 §8.2.2: exactly the modulus length */
+        return fail(TH_JWT_SIGNATURE, why, whylen, "RS256 signature is not as long as the key",
+                    NULL);
+    }
+    unsigned char digest[32];
+    unsigned dlen = 0;
+    EVP_PKEY_CTX *v = NULL;
+    int ok = EVP_Digest(t, (size_t)(p->dot2 - t), digest, &dlen, sha256, NULL) == 1 &&
+             dlen == sizeof digest && (v = EVP_PKEY_CTX_dup(key->verify)) &&
+             EVP_PKEY_verify(v, sig, siglen, digest, sizeof digest) == 1;
+    EVP_PKEY_CTX_free(v);
+    if (ok)
+        return TH_JWT_OK;
+    ERR_clear_error(); /* a bad signature leaves nothing on this thread's error queue */
+    return fail(TH_JWT_SIGNATURE, why, whylen, "signature does not verify", NULL);
+}
+
+static th_jwt_status check_payload(const struct parts *p, json_t **claims, char *why, size_t whylen)
+{
+    *claims = json_loadb((const char *)p->payload, p->plen, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(*claims))
+        return fail(TH_JWT_CLAIMS, why, whylen, "payload is not a JSON object", NULL);
+    return TH_JWT_OK;
 }
 
 static th_jwt_status check_issuer(json_t *c, const struct th_jwt_policy *pol, char *why,
@@ -458,20 +590,20 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
                             const struct th_jwt_policy *pol, int64_t now,
                             struct th_jwt_claims *claims, char *why, size_t whylen)
 {
-    const char *d1, *d2;
+    struct parts p;
     const struct key *key = NULL;
     json_t *c = NULL;
     struct th_jwt_claims tmp;
     struct th_jwt_claims *out = claims ? claims : &tmp;
     memset(out, 0, sizeof *out);
     why[0] = '\0';
-    size_t siglen = 0;
-    th_jwt_status st = check_shape(token, len, &d1, &d2, &siglen, why, whylen);
+    th_jwt_status st = check_shape(token, len, &p, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_header(token, d1, siglen, keys, pol, &key, out->kid, sizeof out->kid, why,
-                          whylen);
+        st = check_header(token, &p, keys, pol, &key, out->kid, sizeof out->kid, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_signature(token, len, key, &c, why, whylen);
+        st = check_signature(token, &p, key, keys->sha256, why, whylen);
+    if (st == TH_JWT_OK)
+        st = check_payload(&p, &c, why, whylen);
     if (st == TH_JWT_OK)
         st = check_issuer(c, pol, why, whylen);
     if (st == TH_JWT_OK)

@@ -3,12 +3,14 @@
  * OIDC validators do (mod_auth_openidc is the model): size first, then the header, with the
  * algorithm pinned to an allow-list before any key is touched ("none" and every HS* are refused
  * whatever the key: a public RSA key must never become an HMAC secret), the key chosen by kid,
- * the signature (cjose over OpenSSL), then each claim by a small named check that says why it
- * failed. Claims: iss (exact), aud (string or array), exp, nbf, iat (not in the future beyond
- * the skew), cid (when client ids are configured), scp (every required scope).
+ * the signature (OpenSSL's EVP API, with each key and its verification context prepared once when
+ * the key set is parsed), then each claim by a small named check that says why it failed. Each
+ * part of the token is decoded and parsed once. Claims: iss (exact), aud (string or array), exp,
+ * nbf, iat (not in the future beyond the skew), cid (when client ids are configured), scp (every
+ * required scope).
  *
- * Also the developer tooling: key generation and token minting, so the whole OAuth path can run
- * locally without Okta.
+ * Also the developer tooling (cjose): key generation and token minting, so the whole OAuth path
+ * can run locally without Okta.
  */
 #ifndef TH_AUTH_JWT_H
 #define TH_AUTH_JWT_H
@@ -45,10 +47,11 @@ const char *th_jwt_status_name(th_jwt_status s);
 struct th_jwks;
 
 /*
- * Parses a JWKS document. Keeps RSA keys (at least 2048 bits) for RS256 and EC P-256 keys for
- * ES256, when that algorithm is in algs ("RS256", "ES256"); skips keys with use != "sig", other
- * types and curves, and keys whose "alg" is not allowed. TH_E_JSON (reason in err) when the
- * document is not a JWKS; a set with no usable key is valid but verifies nothing.
+ * Parses a JWKS document. Keeps RSA keys (at least 2048 bits, odd e of at least 3) for RS256 and
+ * EC P-256 keys (a point on the curve) for ES256, when that algorithm is in algs ("RS256",
+ * "ES256"); skips keys with use != "sig", other types and curves, and keys whose "alg" is not
+ * allowed. TH_E_JSON (reason in err) when the document is not a JWKS; a set with no usable key is
+ * valid but verifies nothing. The set may be shared by threads verifying tokens.
  */
 th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size_t nalgs,
                      struct th_jwks **out, char *err, size_t errlen);

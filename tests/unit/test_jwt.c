@@ -21,9 +21,12 @@
 
 #include <cjose/cjose.h>
 #include <jansson.h>
+#include <pthread.h>
+
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
@@ -1689,6 +1692,457 @@ static void test_payload_encoding(void **state)
     assert_status(st2, TH_JWT_MALFORMED);
 }
 
+/* ---- the signature path: OpenSSL provider keys built once, R || S as DER ---- */
+
+/* An EC P-256 private key from a private JWK (d, x, y). */
+static EVP_PKEY *ec_pkey(const char *jwk_text)
+{
+    json_t *j = json_loads(jwk_text, 0, NULL);
+    assert_non_null(j);
+    unsigned char pub[65] = {0x04};
+    const char *xy[] = {"x", "y"};
+    for (int i = 0; i < 2; i++) {
+        const char *s = json_string_value(json_object_get(j, xy[i]));
+        assert_non_null(s);
+        size_t n;
+        unsigned char *raw = b64url_dec(s, strlen(s), &n);
+        assert_true(n <= 32);
+        memcpy(pub + 1 + 32 * (size_t)i + 32 - n, raw, n);
+        free(raw);
+    }
+    BIGNUM *d = jwk_bn(j, "d");
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    assert_true(d && bld);
+    assert_int_equal(
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0), 1);
+    assert_int_equal(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, 65), 1);
+    assert_int_equal(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d), 1);
+    OSSL_PARAM *p = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *pk = NULL;
+    assert_true(p && ctx);
+    assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+    assert_int_equal(EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_KEYPAIR, p), 1);
+    EVP_PKEY_CTX_free(ctx);
+    OSSL_PARAM_free(p);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(d);
+    json_decref(j);
+    return pk;
+}
+
+/* Signs input with the EC key; the JOSE form (R || S, 32 bytes each) into rs. */
+static void es256_sign(EVP_PKEY *pk, const char *input, unsigned char rs[64])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    assert_non_null(md);
+    unsigned char der[80];
+    size_t dl = sizeof der;
+    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(md, der, &dl, (const unsigned char *)input, strlen(input)), 1);
+    EVP_MD_CTX_free(md);
+    const unsigned char *q = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &q, (long)dl);
+    assert_non_null(sig);
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(sig), rs, 32), 32);
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(sig), rs + 32, 32), 32);
+    ECDSA_SIG_free(sig);
+}
+
+/* h "." p "." base64url(rs) */
+static char *es256_token(const char *h, const char *p, const unsigned char rs[64])
+{
+    char *s64 = b64url(rs, 64);
+    char *t = join3(h, p, s64);
+    free(s64);
+    return t;
+}
+
+/* The order n of P-256, big-endian. */
+static const unsigned char P256_N[32] = {
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+
+/* out = n - v (v < n), 32 bytes big-endian */
+static void p256_negate(const unsigned char v[32], unsigned char out[32])
+{
+    int borrow = 0;
+    for (int i = 31; i >= 0; i--) {
+        int d = P256_N[i] - v[i] - borrow;
+        borrow = d < 0;
+        out[i] = (unsigned char)(d + (borrow ? 256 : 0));
+    }
+    assert_int_equal(borrow, 0);
+}
+
+static void test_es256_der_encoding(void **state)
+{
+    (void)state;
+    /*
+     * R and S go to OpenSSL as a DER ECDSA-Sig-Value, which it accepts only in its one minimal
+     * spelling: each INTEGER with a zero byte in front when its top bit is set, leading zero
+     * bytes dropped. Signatures are drawn until every shape of R and of S has verified: top bit
+     * set; top bit clear; a zero byte, then a byte with the top bit set (the zero stays); a zero
+     * byte, then one without (the zero goes).
+     */
+    EVP_PKEY *pk = ec_pkey(F.ec_priv);
+    json_t *c = base();
+    char *payload = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    char *h = b64url_str("{\"alg\":\"ES256\",\"kid\":\"ec-1\"}");
+    char *p = b64url_str(payload);
+    size_t n = strlen(h) + strlen(p) + 2;
+    char *input = malloc(n);
+    assert_non_null(input);
+    snprintf(input, n, "%s.%s", h, p);
+    bool seen[8] = {false}; /* the four shapes of R, then of S */
+    int tries = 0, left = 8;
+    for (; tries < 40000 && left > 0; tries++) {
+        unsigned char rs[64];
+        es256_sign(pk, input, rs);
+        bool fresh = false;
+        for (int i = 0; i < 2; i++) {
+            const unsigned char *v = rs + 32 * i;
+            int shape = v[0] & 0x80 ? 0 : v[0] ? 1 : v[1] & 0x80 ? 2 : 3;
+            if (!seen[4 * i + shape]) {
+                fresh = seen[4 * i + shape] = true;
+                left--;
+            }
+        }
+        if (!fresh && tries > 16)
+            continue;
+        char *t = es256_token(h, p, rs);
+        th_jwt_status st = vt(t);
+        if (st != TH_JWT_OK)
+            fail_msg("R %02x%02x.., S %02x%02x..: %s (%s)", rs[0], rs[1], rs[32], rs[33],
+                     th_jwt_status_name(st), last_why);
+    }
+    for (int i = 0; i < 8; i++)
+        if (!seen[i])
+            fail_msg("shape %d of %s never drawn in %d signatures", i % 4, i < 4 ? "R" : "S",
+                     tries);
+    EVP_PKEY_free(pk);
+    free(input);
+    free(p);
+    free(h);
+    free(payload);
+}
+
+static void test_es256_bad_values(void **state)
+{
+    (void)state;
+    char *t = mint(F.ec_priv, base());
+    char *p[3];
+    split3(t, p);
+    size_t n;
+    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
+    assert_int_equal(n, 64);
+    unsigned char rs[64];
+    /* S replaced by n - S (the "high-S" twin): a valid ECDSA signature too. RFC 7518 does not ask
+     * for low S and issuers do not normalise, so it is accepted, as it always was. */
+    memcpy(rs, sig, 32);
+    p256_negate(sig + 32, rs + 32);
+    assert_status(vt(es256_token(p[0], p[1], rs)), TH_JWT_OK);
+    /* R or S zero, equal to the group order, all ones: out of range, refused */
+    const unsigned char *bad[] = {NULL, P256_N, NULL};
+    unsigned char zero[32] = {0}, ones[32];
+    memset(ones, 0xff, sizeof ones);
+    bad[0] = zero;
+    bad[2] = ones;
+    for (int half = 0; half < 2; half++)
+        for (size_t i = 0; i < TH_ARRAY_LEN(bad); i++) {
+            memcpy(rs, sig, 64);
+            memcpy(rs + 32 * half, bad[i], 32);
+            assert_status(vt(es256_token(p[0], p[1], rs)), TH_JWT_SIGNATURE);
+        }
+    memset(rs, 0, sizeof rs);
+    assert_status(vt(es256_token(p[0], p[1], rs)), TH_JWT_SIGNATURE);
+    /* R and S swapped */
+    memcpy(rs, sig + 32, 32);
+    memcpy(rs + 32, sig, 32);
+    assert_status(vt(es256_token(p[0], p[1], rs)), TH_JWT_SIGNATURE);
+    /* the signature of another token, and a DER signature where R || S belongs (70-72 bytes:
+     * refused for its length before it reaches OpenSSL) */
+    char *other = mint(F.ec_priv, with(base(), "jti", json_string("AT.other")));
+    char *q[3];
+    split3(other, q);
+    assert_status(vt(join3(p[0], p[1], q[2])), TH_JWT_SIGNATURE);
+    EVP_PKEY *pk = ec_pkey(F.ec_priv);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    assert_non_null(md);
+    size_t in_len = strlen(p[0]) + strlen(p[1]) + 2;
+    char *input = malloc(in_len);
+    assert_non_null(input);
+    snprintf(input, in_len, "%s.%s", p[0], p[1]);
+    unsigned char der[80];
+    size_t dl = sizeof der;
+    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pk), 1);
+    assert_int_equal(EVP_DigestSign(md, der, &dl, (unsigned char *)input, in_len - 1), 1);
+    EVP_MD_CTX_free(md);
+    char *d64 = b64url(der, dl);
+    assert_status(vt(join3(p[0], p[1], d64)), TH_JWT_SIGNATURE);
+    free(d64);
+    free(input);
+    EVP_PKEY_free(pk);
+    free3(q);
+    free(other);
+    free(sig);
+    free3(p);
+    free(t);
+}
+
+static void test_same_kid_other_key(void **state)
+{
+    (void)state;
+    /* a fresh EC key pair under the set's EC kid: the set's key decides (RS256: rsa-2's key
+     * under rsa-1's kid, test_kid_selects_the_key) */
+    char *priv = NULL, *jwks = NULL;
+    assert_int_equal(th_jwt_keygen("ES256", "ec-1", &priv, &jwks), TH_E_OK);
+    char *t = mint(priv, base());
+    assert_status(verify(t), TH_JWT_SIGNATURE);
+    /* and against its own key set, accepted */
+    struct th_jwks *own = parse_keys(json_pack("[o]", first_key(jwks)), algs, 2);
+    assert_status(verify_with(t, own, &POLICY), TH_JWT_OK);
+    th_jwks_free(own);
+    free(t);
+    free(priv);
+    free(jwks);
+}
+
+static void test_rs256_signature_values(void **state)
+{
+    (void)state;
+    char *t = mint(F.rsa1_priv, base());
+    char *p[3];
+    split3(t, p);
+    size_t n;
+    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
+    assert_int_equal(n, 256);
+    /* the same integer with a zero byte in front: one signature, one spelling */
+    unsigned char *wide = calloc(1, n + 1);
+    assert_non_null(wide);
+    memcpy(wide + 1, sig, n);
+    char *s64 = b64url(wide, n + 1);
+    assert_status(vt(join3(p[0], p[1], s64)), TH_JWT_SIGNATURE);
+    free(s64);
+    /* a value at or above the modulus, and zero */
+    memset(wide, 0xff, n);
+    s64 = b64url(wide, n);
+    assert_status(vt(join3(p[0], p[1], s64)), TH_JWT_SIGNATURE);
+    free(s64);
+    memset(wide, 0, n);
+    s64 = b64url(wide, n);
+    assert_status(vt(join3(p[0], p[1], s64)), TH_JWT_SIGNATURE);
+    free(s64);
+    /* every bit of the last byte, one at a time */
+    for (int b = 0; b < 8; b++) {
+        sig[n - 1] ^= (unsigned char)(1u << b);
+        s64 = b64url(sig, n);
+        assert_status(vt(join3(p[0], p[1], s64)), TH_JWT_SIGNATURE);
+        free(s64);
+        sig[n - 1] ^= (unsigned char)(1u << b);
+    }
+    /* the signature of rsa-2 under rsa-1's kid, and rsa-1's signature of another token */
+    char *t2 = mint(F.rsa2_priv, base());
+    char *q[3];
+    split3(t2, q);
+    assert_status(vt(join3(p[0], p[1], q[2])), TH_JWT_SIGNATURE);
+    char *t3 = mint(F.rsa1_priv, with(base(), "jti", json_string("AT.other")));
+    char *r[3];
+    split3(t3, r);
+    assert_status(vt(join3(p[0], p[1], r[2])), TH_JWT_SIGNATURE);
+    free3(r);
+    free(t3);
+    free3(q);
+    free(t2);
+    free(wide);
+    free(sig);
+    free3(p);
+    free(t);
+}
+
+/*
+ * The public half of a 3072-bit RSA key (kid "rsa-3072") and a token it signed, base() claims
+ * valid at NOW, both made once with cjose and th_jwt_mint (private half not kept: generating a
+ * 3072-bit key here would take most of a minute under valgrind).
+ */
+static const char RSA3072_N[] =
+    "saMiMNHNGYkJRIPKV5BRa2oManxdfblJXp367lS5NDUlh4HlkDO1-XsD7GzpFZH5vUYDe7x1niGvTppxVsTzKyOwh6"
+    "acCzxAD5loTaKzGErFmQ8JaRc-3sZ9fmPHNMtQtm3MRThm07zxN8y5UxEykzkPUxBuc3mDseUl9UZFyxUXJF25vImy"
+    "PqAt9CBX1r9kNFkCimgYDVs7LgTC54B5JgXgsPDiGUZMgWWlezZuBnI7tKrBdG1IfFf6g9ep3jKvA6RpCMWpWJUeDJ"
+    "7MiAUXgxNdmZXSDfW1HQdBsR2bYPDQaocY12V6fqfb0zmJVZUrhdaOOmQCJpefZ8UIxjwRIiBvNiBP4wpdprI8ioFh"
+    "R-hbYSjTO_vsg3dioqcnXqYCez68HD6XnDS9Wisay6_zGYok-O-BlwDxHnE2hviW5tJ8lCGR8JIvgZTMHIAP5uRJTJ"
+    "3EU0XQwhg6n3gb2WkdtgyRH-soYWGdBzg01amYmA-PII1BvlF44F_jujNHDVG1";
+static const char RSA3072_TOKEN[] =
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6InJzYS0zMDcyIiwidHlwIjoiSldUIn0.eyJ2ZXIiOjEsImp0aSI6IkFULnRlc3"
+    "QiLCJpc3MiOiJodHRwczovL2V4YW1wbGUub2t0YS5jb20vb2F1dGgyL2RlZmF1bHQiLCJhdWQiOiJhcGk6Ly9kZWZh"
+    "dWx0IiwiaWF0IjoxNzY3MjI1NTQwLCJleHAiOjE3NjcyMjkyMDAsImNpZCI6IjBvYS1ob29rIiwic3ViIjoiYWxpY2"
+    "VAZXhhbXBsZS5jb20iLCJzY3AiOlsib2t0YS50ZWxlcGhvbnkuaG9vayJdfQ.axDbjWtx7prcGOfOpaOxJshZxHVtQ"
+    "bYY-bDBocnFeADXpKnaWR-bMwzTIPZiKL-dsD1K3yErSCZr3LeJBmXwh_MvixTDwrTkjXNZa56_Rzur3iDizSftSFc"
+    "5yLUCmNauG4fZ_3Pd3hR5tl14HJvrkC7HxDRqDAESEhM6z9Ous-rSRwMYgcACbWB-Xuv2tUA6Lu-vtbmqMjaChhDJW"
+    "a9-IvWAJkSnjzvh45UYwM3aROGCUb3_-HSBPzwdu3ezDi5Qr8sHvtGWa8S5kyNXnx6OJmjh0duaLE_bI5F10SdoPaC"
+    "Wv9Gn5dqtE4VZtzRa9qwD9lzSojTJVkaQbppTCht-Ek9bxneSuQxUWQ91h-Q0OPSx5x0MGDh5b9a6RJaRhYHO-SNBa"
+    "QUK-Elpo9oyrWt_MOJHMAMTeYtgETSuERFPQAY6c00vOE9IL95M54X5q92cOK40s5MRctwxmtdCYQfuIWocAkQ2OZ-"
+    "IFK6t6Xx-CXWDTFhbfrIE9c6wFHHUN6uX";
+
+static void test_rsa_3072(void **state)
+{
+    (void)state;
+    /* a longer modulus: its signatures are 384 bytes, and only those verify */
+    struct th_jwks *k = parse_keys(json_pack("[{s:s, s:s, s:s, s:s, s:s}]", "kty", "RSA", "kid",
+                                             "rsa-3072", "use", "sig", "e", "AQAB", "n", RSA3072_N),
+                                   algs, 2);
+    assert_int_equal(th_jwks_count(k), 1);
+    assert_status(verify_with(RSA3072_TOKEN, k, &POLICY), TH_JWT_OK);
+    char *p[3];
+    split3(RSA3072_TOKEN, p);
+    size_t n;
+    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
+    assert_int_equal(n, 384);
+    /* its last 256 bytes (the lower end of RS256), and a 2048-bit key's valid signature */
+    char *s64 = b64url(sig + 128, 256);
+    char *cut = join3(p[0], p[1], s64);
+    assert_status(verify_with(cut, k, &POLICY), TH_JWT_SIGNATURE);
+    char *t2 = mint(F.rsa1_priv, base());
+    char *q[3];
+    split3(t2, q);
+    char *mixed = join3(p[0], p[1], q[2]);
+    assert_status(verify_with(mixed, k, &POLICY), TH_JWT_SIGNATURE);
+    /* one bit flipped in the middle */
+    sig[200] ^= 0x10;
+    char *f64 = b64url(sig, n);
+    char *flipped = join3(p[0], p[1], f64);
+    assert_status(verify_with(flipped, k, &POLICY), TH_JWT_SIGNATURE);
+    free(flipped);
+    free(f64);
+    free(mixed);
+    free3(q);
+    free(t2);
+    free(cut);
+    free(s64);
+    free(sig);
+    free3(p);
+    th_jwks_free(k);
+}
+
+static void test_jwks_key_values(void **state)
+{
+    (void)state;
+    /* RSA: e must be odd and at least 3 (e = 1 would make any value its own signature) */
+    json_t *k = first_key(F.rsa1_jwks);
+    const char *es[] = {"AQ", "Ag", "AAE", "AA", "Aw", "AQAB", "AQAA"};
+    const size_t want[] = {0, 0, 0, 0, 1, 1, 0};
+    for (size_t i = 0; i < TH_ARRAY_LEN(es); i++)
+        if (count_one(with(json_deep_copy(k), "e", json_string(es[i])), algs, 2) != want[i])
+            fail_msg("e = %s: want %zu keys", es[i], want[i]);
+    assert_int_equal(count_one(without(json_deep_copy(k), "e"), algs, 2), 0);
+    assert_int_equal(count_one(with(json_deep_copy(k), "n", json_integer(1)), algs, 2), 0);
+    json_decref(k);
+
+    /* EC: the point must be on P-256; coordinates are 32 bytes, or fewer (zero-extended) */
+    k = first_key(F.ec_jwks);
+    char *y = strdup(json_string_value(json_object_get(k, "y")));
+    assert_non_null(y);
+    y[10] = y[10] == 'A' ? 'B' : 'A';
+    assert_int_equal(count_one(with(json_deep_copy(k), "y", json_string(y)), algs, 2), 0);
+    free(y);
+    size_t xl;
+    const char *x = json_string_value(json_object_get(k, "x"));
+    unsigned char *raw = b64url_dec(x, strlen(x), &xl);
+    assert_int_equal(xl, 32);
+    unsigned char wide[33] = {0};
+    memcpy(wide + 1, raw, 32);
+    free(raw);
+    char *x33 = b64url(wide, 33); /* the same value in 33 bytes: not a P-256 coordinate */
+    assert_int_equal(count_one(with(json_deep_copy(k), "x", json_string(x33)), algs, 2), 0);
+    free(x33);
+    assert_int_equal(count_one(without(json_deep_copy(k), "y"), algs, 2), 0);
+    assert_int_equal(count_one(with(json_deep_copy(k), "x", json_string("")), algs, 2), 0);
+    json_decref(k);
+
+    /* a key whose x starts with a zero byte, published without it: accepted, and it verifies */
+    for (int tries = 0; tries < 4000; tries++) {
+        char *priv = NULL, *jwks = NULL;
+        assert_int_equal(th_jwt_keygen("ES256", "ec-short", &priv, &jwks), TH_E_OK);
+        json_t *pub = first_key(jwks);
+        x = json_string_value(json_object_get(pub, "x"));
+        raw = b64url_dec(x, strlen(x), &xl);
+        bool lead = raw[0] == 0;
+        if (lead) {
+            char *x31 = b64url(raw + 1, 31);
+            json_object_set_new(pub, "x", json_string(x31));
+            free(x31);
+            struct th_jwks *set = parse_keys(json_pack("[O]", pub), algs, 2);
+            assert_int_equal(th_jwks_count(set), 1);
+            char *t = mint(priv, base());
+            assert_status(verify_with(t, set, &POLICY), TH_JWT_OK);
+            free(t);
+            th_jwks_free(set);
+        }
+        free(raw);
+        json_decref(pub);
+        free(priv);
+        free(jwks);
+        if (lead)
+            return;
+    }
+    fail_msg("no key with a leading zero byte in x");
+}
+
+/* ---- one key set, several threads ---- */
+
+struct worker {
+    char *tokens[4];
+    th_jwt_status want[4];
+    int bad;
+};
+
+static void *verify_worker(void *arg)
+{
+    struct worker *w = arg;
+    for (int round = 0; round < 25; round++)
+        for (int i = 0; i < 4; i++) {
+            char why[128];
+            th_jwt_status s = th_jwt_verify(w->tokens[i], strlen(w->tokens[i]), F.all, &POLICY, NOW,
+                                            NULL, why, sizeof why);
+            if (s != w->want[i])
+                w->bad++;
+        }
+    return NULL;
+}
+
+static void test_concurrent_verify(void **state)
+{
+    (void)state;
+    /* the set and its prepared contexts are shared: four threads, good and bad signatures */
+    char *good_rs = mint(F.rsa1_priv, base()), *good_es = mint(F.ec_priv, base());
+    char *p[3];
+    split3(good_rs, p);
+    p[2][7] = p[2][7] == 'A' ? 'B' : 'A';
+    char *bad_rs = join3(p[0], p[1], p[2]);
+    free3(p);
+    split3(good_es, p);
+    p[2][7] = p[2][7] == 'A' ? 'B' : 'A';
+    char *bad_es = join3(p[0], p[1], p[2]);
+    free3(p);
+    struct worker w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){{good_rs, bad_rs, good_es, bad_es},
+                               {TH_JWT_OK, TH_JWT_SIGNATURE, TH_JWT_OK, TH_JWT_SIGNATURE},
+                               0};
+        assert_int_equal(pthread_create(&th[i], NULL, verify_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].bad, 0);
+    }
+    free(bad_es);
+    free(bad_rs);
+    free(good_es);
+    free(good_rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1730,6 +2184,13 @@ int main(void)
         cmocka_unit_test(test_cjose_abort_tokens),
         cmocka_unit_test(test_cjose_abort_keys),
         cmocka_unit_test(test_extreme_times),
+        cmocka_unit_test(test_es256_der_encoding),
+        cmocka_unit_test(test_es256_bad_values),
+        cmocka_unit_test(test_same_kid_other_key),
+        cmocka_unit_test(test_rs256_signature_values),
+        cmocka_unit_test(test_rsa_3072),
+        cmocka_unit_test(test_jwks_key_values),
+        cmocka_unit_test(test_concurrent_verify),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
