@@ -27,6 +27,7 @@
 #include <openssl/crypto.h>
 
 #include "common/hmac.h"
+#include "common/util.h"
 
 #define ALGORITHM      "AWS4-HMAC-SHA256"
 #define TERMINATOR     "aws4_request"
@@ -625,14 +626,10 @@ void th_sigv4_amz_date(long long unix_seconds, char out[17])
         unix_seconds = 0;
     if (unix_seconds > 253402300799LL)
         unix_seconds = 253402300799LL;
-    time_t t = (time_t)unix_seconds;
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        memcpy(out, "19700101T000000Z", 17);
-        return;
-    }
+    struct th_utc t; /* not gmtime_r: it takes glibc's time-zone lock */
+    th_utc_from_unix(unix_seconds, &t);
     char tmp[64];
-    snprintf(tmp, sizeof tmp, "%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    snprintf(tmp, sizeof tmp, "%04d%02d%02dT%02d%02d%02dZ", t.year, t.month, t.day, t.hour, t.min,
+             t.sec);
     memcpy(out, tmp, 17);
 }

@@ -105,22 +105,58 @@ size_t th_strlcpy(char *out, const char *src, size_t outlen)
     return n;
 }
 
+/* days since 1970-01-01 of a proleptic Gregorian date, and back (eras of 400 years) */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void th_utc_from_unix(int64_t unix_s, struct th_utc *out)
+{
+    int64_t days = unix_s >= 0 ? unix_s / 86400 : -((-unix_s + 86399) / 86400);
+    int64_t rem = unix_s - days * 86400;
+    out->hour = (int)(rem / 3600);
+    out->min = (int)(rem % 3600 / 60);
+    out->sec = (int)(rem % 60);
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    out->day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    out->month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    out->year = (int)(yoe + era * 400 + (out->month <= 2));
+}
+
+int64_t th_unix_from_utc(int year, int month, int day, int hour, int min, int sec)
+{
+    /* months outside 1..12 carry into the year first, as timegm does */
+    int64_t y = year + (month - 1 >= 0 ? (month - 1) / 12 : -((12 - month) / 12));
+    int64_t m = ((month - 1) % 12 + 12) % 12 + 1;
+    return (days_from_civil(y, m, 1) + day - 1) * 86400 + (int64_t)hour * 3600 + min * 60 + sec;
+}
+
 void th_format_iso8601(int64_t unix_ms, char out[25])
 {
-    time_t secs = (time_t)(unix_ms / 1000);
+    int64_t secs = unix_ms / 1000;
     int ms = (int)(unix_ms % 1000);
     if (ms < 0) {
         ms += 1000;
         secs -= 1;
     }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
+    struct th_utc t;
+    th_utc_from_unix(secs, &t);
     /* Years outside 0..9999 cannot be written in 24 bytes: clamp (records never get there). */
-    int year = tm.tm_year + 1900;
-    year = year < 0 ? 0 : year > 9999 ? 9999 : year;
+    int year = t.year < 0 ? 0 : t.year > 9999 ? 9999 : t.year;
     char tmp[64];
-    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, t.month, t.day, t.hour,
+             t.min, t.sec, ms);
     th_strlcpy(out, tmp, 25);
 }
 
@@ -176,14 +212,8 @@ th_err th_parse_iso8601(const char *s, int64_t *unix_ms)
     }
     if (*p)
         return TH_E_INVAL;
-    struct tm tm = {.tm_year = Y - 1900,
-                    .tm_mon = M - 1,
-                    .tm_mday = D,
-                    .tm_hour = h,
-                    .tm_min = m,
-                    .tm_sec = sec};
-    time_t t = timegm(&tm);
-    *unix_ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    int64_t t = th_unix_from_utc(Y, M, D, h, m, sec);
+    *unix_ms = (t - (int64_t)offset_min * 60) * 1000 + frac_ms;
     return TH_E_OK;
 }
 

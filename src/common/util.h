@@ -33,6 +33,17 @@ th_err th_time_id(const char *prefix, char *out, size_t outlen);
 /* strlcpy: copies at most outlen-1 bytes, always terminates (outlen > 0); returns strlen(src). */
 size_t th_strlcpy(char *out, const char *src, size_t outlen);
 
+/*
+ * UTC calendar fields from Unix seconds and back, by arithmetic (H. Hinnant's days_from_civil):
+ * gmtime_r and timegm take glibc's time-zone lock, shared by every thread, on each call.
+ * th_unix_from_utc normalises out-of-range fields linearly, as timegm does (Feb 30 = Mar 2).
+ */
+struct th_utc {
+    int year, month, day, hour, min, sec; /* month 1..12, day 1..31 */
+};
+void th_utc_from_unix(int64_t unix_s, struct th_utc *out);
+int64_t th_unix_from_utc(int year, int month, int day, int hour, int min, int sec);
+
 /* Formats unix milliseconds as "2026-11-24T20:36:01.123Z". out must hold 25 bytes. */
 void th_format_iso8601(int64_t unix_ms, char out[25]);
 /* Parses "2022-01-28T21:48:34.321Z" (fraction optional, 'Z' or ±hh:mm offset). */

@@ -141,6 +141,52 @@ static void test_time_id(void **state)
     assert_int_equal(th_time_id("dlq-", small, sizeof small), TH_E_INVAL);
 }
 
+/* The arithmetic calendar agrees with glibc's gmtime_r and timegm, across eras and leap days. */
+static void test_utc_calendar(void **state)
+{
+    (void)state;
+    uint64_t x = 88172645463325252ull; /* xorshift */
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* -2^35 .. 2^38 seconds: years about 881 to 10680 */
+        int64_t s = (int64_t)(x % (1ull << 38)) - (i % 2 ? (int64_t)1 << 35 : 0);
+        if (i < 8) /* the edges: epoch, a second before, leap days, the last second of 9999 */
+            s = (int64_t[]){0,          -1,          951782400,    951868799,
+                            4107542400, -2203891200, 253402300799, 68169600}[i];
+        struct th_utc u;
+        th_utc_from_unix(s, &u);
+        time_t t = (time_t)s;
+        struct tm tm;
+        assert_non_null(gmtime_r(&t, &tm));
+        assert_int_equal(u.year, tm.tm_year + 1900);
+        assert_int_equal(u.month, tm.tm_mon + 1);
+        assert_int_equal(u.day, tm.tm_mday);
+        assert_int_equal(u.hour, tm.tm_hour);
+        assert_int_equal(u.min, tm.tm_min);
+        assert_int_equal(u.sec, tm.tm_sec);
+        assert_int_equal(th_unix_from_utc(u.year, u.month, u.day, u.hour, u.min, u.sec), s);
+    }
+    /* out-of-range fields normalise as timegm's do */
+    int fields[][6] = {{2023, 2, 30, 0, 0, 0},
+                       {2024, 2, 30, 0, 0, 60},
+                       {2024, 13, 1, 0, 0, 0},
+                       {2024, 0, 1, 0, 0, 0},
+                       {2024, -11, 31, 23, 59, 59}};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        int *f = fields[i];
+        struct tm tm = {.tm_year = f[0] - 1900,
+                        .tm_mon = f[1] - 1,
+                        .tm_mday = f[2],
+                        .tm_hour = f[3],
+                        .tm_min = f[4],
+                        .tm_sec = f[5]};
+        assert_int_equal(th_unix_from_utc(f[0], f[1], f[2], f[3], f[4], f[5]),
+                         (int64_t)timegm(&tm));
+    }
+}
+
 static void test_iso8601(void **state)
 {
     (void)state;
@@ -193,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_json_escape_cap_atomic),
         cmocka_unit_test(test_random_id),
         cmocka_unit_test(test_time_id),
+        cmocka_unit_test(test_utc_calendar),
         cmocka_unit_test(test_iso8601),
         cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_strerror),
