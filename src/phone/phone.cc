@@ -2,7 +2,9 @@
 // catches everything, since an exception unwinding into C is undefined behaviour.
 #include "phone/phone.h"
 
+#include <cinttypes>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <list>
@@ -211,11 +213,16 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
             u->GetRegionCodeForCountryCode(cc, &region);
         else
             u->GetRegionCodeForNumber(pn, &region);
-        std::string e164;
-        u->Format(pn, PhoneNumberUtil::E164, &e164);
-        if (e164.size() >= sizeof out->e164)
+        // E.164 is what Format(E164) writes: '+', the calling code, the Italian leading zeros,
+        // the national number; written here without Format's string building.
+        int zeros = pn.italian_leading_zero() ? pn.number_of_leading_zeros() : 0;
+        if (zeros < 0 || zeros > 15)
             return TH_E_PHONE;
-        std::memcpy(out->e164, e164.c_str(), e164.size() + 1);
+        int n =
+            std::snprintf(out->e164, sizeof out->e164, "+%d%.*s%" PRIu64, pn.country_code(), zeros,
+                          "000000000000000", static_cast<uint64_t>(pn.national_number()));
+        if (n < 0 || static_cast<size_t>(n) >= sizeof out->e164)
+            return TH_E_PHONE;
         if (region.size() == 2) // "001" (non-geographic) and "ZZ" leave it empty
             std::memcpy(out->region, region.c_str(), 3);
         if (region == "ZZ")

@@ -85,6 +85,24 @@ static void test_junk_refused(void **state)
     assert_string_equal(p.e164, "+12015550123");
 }
 
+/* E.164 keeps the leading zeros of Italian (and San Marino, Vatican) numbers; other countries'
+ * national prefix 0 is dropped. Checked against libphonenumber's Format(E164) on every example
+ * number of every region and type when written. */
+static void test_e164_leading_zeros(void **state)
+{
+    (void)state;
+    const char *in[][2] = {{"+39 06 6982 0000", "+390669820000"},
+                           {"+39 312 345 6789", "+393123456789"},
+                           {"+378 0549 886377", "+3780549886377"},
+                           {"+44 (0)20 7946 0000", "+442079460000"},
+                           {"+49 030 901820", "+4930901820"}};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        struct th_phone p;
+        assert_int_equal(parse(in[i][0], "US", &p), TH_E_OK);
+        assert_string_equal(p.e164, in[i][1]);
+    }
+}
+
 static void test_types(void **state)
 {
     (void)state;
@@ -188,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_without_plus),
         cmocka_unit_test(test_placeholder_refused),
         cmocka_unit_test(test_junk_refused),
+        cmocka_unit_test(test_e164_leading_zeros),
         cmocka_unit_test(test_types),
         cmocka_unit_test(test_regions),
         cmocka_unit_test(test_mask),
