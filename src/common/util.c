@@ -63,35 +63,36 @@ static void base32(const unsigned char *rnd, char *out, size_t n)
     }
 }
 
-th_err th_random_id(const char *prefix, char *out, size_t outlen)
+/* prefix, then (timed) 9 characters of the wall clock in ms, then random ones, to 20 in all */
+static th_err make_id(const char *prefix, char *out, size_t outlen, bool timed)
 {
     size_t plen = strlen(prefix);
     if (outlen < plen + 21)
         return TH_E_INVAL;
-    unsigned char rnd[13]; /* 104 bits, 100 used */
+    unsigned char rnd[13]; /* 104 bits, 100 used at most */
     if (pooled_random(rnd, sizeof rnd) != TH_E_OK)
         return TH_E_NOMEM;
     memcpy(out, prefix, plen);
-    base32(rnd, out + plen, 20);
+    size_t at = plen;
+    if (timed) {
+        uint64_t ms = (uint64_t)th_wall_ms();
+        for (int i = 8; i >= 0; i--, ms >>= 5) /* 45 bits of milliseconds */
+            out[plen + (size_t)i] = crockford[ms & 31];
+        at += 9;
+    }
+    base32(rnd, out + at, plen + 20 - at);
     out[plen + 20] = '\0';
     return TH_E_OK;
 }
 
+th_err th_random_id(const char *prefix, char *out, size_t outlen)
+{
+    return make_id(prefix, out, outlen, false);
+}
+
 th_err th_time_id(const char *prefix, char *out, size_t outlen)
 {
-    size_t plen = strlen(prefix);
-    if (outlen < plen + 21)
-        return TH_E_INVAL;
-    unsigned char rnd[7]; /* 56 bits, 55 used */
-    if (pooled_random(rnd, sizeof rnd) != TH_E_OK)
-        return TH_E_NOMEM;
-    memcpy(out, prefix, plen);
-    uint64_t ms = (uint64_t)th_wall_ms();
-    for (int i = 8; i >= 0; i--, ms >>= 5) /* 45 bits of milliseconds */
-        out[plen + (size_t)i] = crockford[ms & 31];
-    base32(rnd, out + plen + 9, 11);
-    out[plen + 20] = '\0';
-    return TH_E_OK;
+    return make_id(prefix, out, outlen, true);
 }
 
 size_t th_strlcpy(char *out, const char *src, size_t outlen)

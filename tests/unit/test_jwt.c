@@ -168,6 +168,17 @@ static void split3(const char *t, char *p[3])
     assert_true(p[0] && p[1] && p[2]);
 }
 
+/* Splits t into p and returns its decoded signature (*n bytes); want: its expected length, or 0. */
+static unsigned char *split_sig(const char *t, char *p[3], size_t *n, size_t want)
+{
+    split3(t, p);
+    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), n);
+    assert_non_null(sig);
+    if (want)
+        assert_int_equal(*n, want);
+    return sig;
+}
+
 static void free3(char *p[3])
 {
     for (int i = 0; i < 3; i++)
@@ -757,9 +768,8 @@ static void test_tampered_signature(void **state)
         char *t = mint(privs[i], base());
         assert_status(verify(t), TH_JWT_OK);
         char *p[3];
-        split3(t, p);
         size_t n;
-        unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
+        unsigned char *sig = split_sig(t, p, &n, 0);
         size_t positions[] = {0, n / 2, n - 1};
         for (size_t j = 0; j < 3; j++) {
             sig[positions[j]] ^= 0x01;
@@ -1612,10 +1622,8 @@ static void test_es256_sig_length(void **state)
     /* RFC 7518 3.4: an ES256 signature is R || S, exactly 64 bytes */
     char *t = mint(F.ec_priv, base());
     char *p[3];
-    split3(t, p);
     size_t n;
-    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
-    assert_int_equal(n, 64);
+    unsigned char *sig = split_sig(t, p, &n, 64);
     unsigned char longer[65];
     memcpy(longer, sig, 64);
     longer[64] = 0xa5;
@@ -1833,10 +1841,8 @@ static void test_es256_bad_values(void **state)
     (void)state;
     char *t = mint(F.ec_priv, base());
     char *p[3];
-    split3(t, p);
     size_t n;
-    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
-    assert_int_equal(n, 64);
+    unsigned char *sig = split_sig(t, p, &n, 64);
     unsigned char rs[64];
     /* S replaced by n - S (the "high-S" twin): a valid ECDSA signature too. RFC 7518 does not ask
      * for low S and issuers do not normalise, so it is accepted, as it always was. */
@@ -1914,10 +1920,8 @@ static void test_rs256_signature_values(void **state)
     (void)state;
     char *t = mint(F.rsa1_priv, base());
     char *p[3];
-    split3(t, p);
     size_t n;
-    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
-    assert_int_equal(n, 256);
+    unsigned char *sig = split_sig(t, p, &n, 256);
     /* the same integer with a zero byte in front: one signature, one spelling */
     unsigned char *wide = calloc(1, n + 1);
     assert_non_null(wide);
@@ -1995,10 +1999,8 @@ static void test_rsa_3072(void **state)
     assert_int_equal(th_jwks_count(k), 1);
     assert_status(verify_with(RSA3072_TOKEN, k, &POLICY), TH_JWT_OK);
     char *p[3];
-    split3(RSA3072_TOKEN, p);
     size_t n;
-    unsigned char *sig = b64url_dec(p[2], strlen(p[2]), &n);
-    assert_int_equal(n, 384);
+    unsigned char *sig = split_sig(RSA3072_TOKEN, p, &n, 384);
     /* its last 256 bytes (the lower end of RS256), and a 2048-bit key's valid signature */
     char *s64 = b64url(sig + 128, 256);
     char *cut = join3(p[0], p[1], s64);
