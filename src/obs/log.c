@@ -1,5 +1,6 @@
 #include "obs/log.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,9 @@
 
 static th_log_level min_level = TH_LOG_INFO;
 static int log_fd = 2;
+
+_Static_assert(TH_LOG_BATCH >= TH_LOG_LINE_MAX, "a line always fits an empty batch");
+_Static_assert(TH_LOG_BATCH <= PIPE_BUF, "a batch is written atomically to a pipe");
 
 /* This thread's batch (event-loop threads only); data NULL when not batching. */
 static _Thread_local struct {

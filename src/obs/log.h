@@ -48,7 +48,8 @@ void th_log_end(struct th_logline *l);
 /*
  * Batching, for event-loop threads: between th_log_batch_begin() and th_log_batch_end(), the
  * calling thread's lines collect in a buffer (TH_LOG_BATCH bytes, whole lines only) that
- * th_log_flush() writes in one write(2); a line that does not fit flushes the buffer first. The
+ * th_log_flush() writes in one write(2) (at most TH_LOG_BATCH bytes: about nine request lines); a
+ * line that does not fit flushes the buffer first. The
  * loop flushes before it waits for events, so a line is out within the iteration that made it,
  * and a loop's lines never interleave with another thread's inside a line. The HTTP server also
  * flushes before libmicrohttpd can send an answer, so a request's line is written before its
@@ -56,7 +57,9 @@ void th_log_end(struct th_logline *l);
  * and above are written through at once (with what is buffered before them). A crash loses at most
  * the info lines of the current iteration. Other threads write each line directly.
  */
-#define TH_LOG_BATCH 32768
+/* PIPE_BUF: a write to a pipe of at most this much is never interleaved with another writer's,
+ * even when the pipe is full (journald, a log shipper): so neither is a line. */
+#define TH_LOG_BATCH 4096
 bool th_log_batch_begin(void); /* false: no memory, lines are written directly */
 void th_log_flush(void);
 void th_log_batch_end(void); /* flushes, frees */
