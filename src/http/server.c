@@ -519,7 +519,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static void mhd_logger(void *cls, const char *fmt, va_list ap)
+/* fmt is libmicrohttpd's own format string, passed through as its logger API requires */
+__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[256];
