@@ -8,7 +8,6 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "auth/jwt.h"
 #include "auth/keys.h"
@@ -41,13 +40,6 @@ struct th_auth {
     struct cached *cache;
     atomic_uint_fast64_t verified, hits, refused;
 };
-
-/* Every bearer request hashes its token (the cache key): no allocation, no algorithm fetch. */
-static th_err sha256(const void *p, size_t n, unsigned char out[32])
-{
-    th_sha256(p, n, out);
-    return TH_E_OK;
-}
 
 /* Splits a space/comma separated list into out (pointers into a copy kept in *store). */
 static size_t split(const char *s, char **store, const char **out)
@@ -90,11 +82,12 @@ th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err,
                sizeof a->header_name);
     if (a->mode == TH_AUTH_HEADER || a->mode == TH_AUTH_EITHER) {
         const char *s = cfg->auth_header_secret;
-        if (!s || !*s || sha256(s, strlen(s), a->secret_digest) != TH_E_OK) {
+        if (!s || !*s) {
             snprintf(err, errlen, "[auth] header_secret is required");
             th_auth_free(a);
             return TH_E_CONFIG;
         }
+        th_sha256(s, strlen(s), a->secret_digest);
     }
     if (a->mode == TH_AUTH_OAUTH2 || a->mode == TH_AUTH_EITHER) {
         a->bearer = true;
@@ -197,8 +190,9 @@ static th_err check_secret(const struct th_auth *auth, const char *v, const char
      * Compare digests, not the strings: CRYPTO_memcmp is constant-time only for equal lengths,
      * and comparing fixed-size digests also hides the secret's length from a timing attacker.
      */
-    if (n > MAX_PRESENTED || sha256(v, n, digest) != TH_E_OK ||
-        CRYPTO_memcmp(digest, auth->secret_digest, sizeof digest) != 0) {
+    if (n <= MAX_PRESENTED)
+        th_sha256(v, n, digest);
+    if (n > MAX_PRESENTED || CRYPTO_memcmp(digest, auth->secret_digest, sizeof digest) != 0) {
         *why = "wrong credentials";
         return TH_E_AUTH;
     }
@@ -219,9 +213,8 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
         *why = bearer_reasons[TH_JWT_TOO_LARGE];
         return TH_E_AUTH;
     }
-    unsigned char h[32];
-    if (sha256(token, len, h) != TH_E_OK)
-        return TH_E_NOMEM;
+    unsigned char h[32]; /* the cache key: hashed without allocation or algorithm fetch */
+    th_sha256(token, len, h);
     int64_t now = (int64_t)time(NULL);
     struct cached *c = slot_for(a, h);
     pthread_mutex_lock(&a->cache_mu);
