@@ -88,15 +88,6 @@ static bool is_ws(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* No allocation and no algorithm fetch (OpenSSL 3's HMAC() and EVP_sha256() do both on every
- * call): common/hmac.c works on the low-level SHA-256 state. */
-static bool hmac_sha256(const void *key, size_t key_len, const void *msg, size_t n,
-                        unsigned char out[SHA256_LEN])
-{
-    th_hmac_sha256_once(key, key_len, msg, n, out);
-    return true;
-}
-
 /* ---- key derivation ------------------------------------------------------------------------ */
 
 void th_sigv4_derive_key(const char *secret, const char *date8, const char *region,
@@ -111,7 +102,6 @@ void th_sigv4_derive_key(const char *secret, const char *date8, const char *regi
     unsigned char k_secret[SHA256_BLOCK];
     size_t k_secret_len;
     size_t secret_len = strlen(secret);
-    bool ok = true;
     if (secret_len <= sizeof k_secret - 4) {
         memcpy(k_secret, "AWS4", 4);
         memcpy(k_secret + 4, secret, secret_len);
@@ -128,12 +118,12 @@ void th_sigv4_derive_key(const char *secret, const char *date8, const char *regi
     /* Only the date part is used, so the whole X-Amz-Date value may be passed. */
     size_t date_len = strnlen(date8, 8);
     unsigned char k_date[SHA256_LEN], k_region[SHA256_LEN], k_service[SHA256_LEN];
-    ok = ok && hmac_sha256(k_secret, k_secret_len, date8, date_len, k_date) &&
-         hmac_sha256(k_date, SHA256_LEN, region, strlen(region), k_region) &&
-         hmac_sha256(k_region, SHA256_LEN, service, strlen(service), k_service) &&
-         hmac_sha256(k_service, SHA256_LEN, TERMINATOR, strlen(TERMINATOR), out);
-    if (!ok)
-        OPENSSL_cleanse(out, TH_SIGV4_KEY_LEN);
+    /* th_hmac_sha256_once: no allocation and no algorithm fetch (OpenSSL 3's HMAC() does both
+     * on every call), and it cannot fail */
+    th_hmac_sha256_once(k_secret, k_secret_len, date8, date_len, k_date);
+    th_hmac_sha256_once(k_date, SHA256_LEN, region, strlen(region), k_region);
+    th_hmac_sha256_once(k_region, SHA256_LEN, service, strlen(service), k_service);
+    th_hmac_sha256_once(k_service, SHA256_LEN, TERMINATOR, strlen(TERMINATOR), out);
     OPENSSL_cleanse(k_secret, sizeof k_secret);
     OPENSSL_cleanse(k_date, sizeof k_date);
     OPENSSL_cleanse(k_region, sizeof k_region);
@@ -586,8 +576,7 @@ th_err th_sigv4_sign(const struct th_sigv4_input *in, struct th_buf *creq, struc
 
     unsigned char mac[SHA256_LEN];
     char signature[SHA256_HEX_LEN + 1];
-    if (!hmac_sha256(in->signing_key, TH_SIGV4_KEY_LEN, to_sign, (size_t)to_sign_len, mac))
-        return TH_E_NOMEM;
+    th_hmac_sha256_once(in->signing_key, TH_SIGV4_KEY_LEN, to_sign, (size_t)to_sign_len, mac);
     hex_lower(mac, SHA256_LEN, signature);
 
     struct out o = {.p = authz, .cap = authz_len, .len = 0, .overflow = authz_len == 0};
