@@ -13,6 +13,7 @@
 #include <openssl/param_build.h>
 #include <openssl/rsa.h>
 
+#include "auth/jwt_json.h"
 #include "common/util.h"
 
 static const char *const status_names[] = {
@@ -362,23 +363,20 @@ static th_jwt_status check_header(const char *t, struct parts *p, const struct t
     size_t rawlen;
     if (!b64url_decode(t, (size_t)(p->dot1 - t), raw, sizeof p->buf - p->plen - p->siglen, &rawlen))
         return fail(TH_JWT_MALFORMED, why, whylen, "header is not base64url", NULL);
-    json_t *h = json_loadb((const char *)raw, rawlen, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(h)) {
-        json_decref(h);
+    if (!th_jwt_json_parse(raw, rawlen))
         return fail(TH_JWT_MALFORMED, why, whylen, "header is not a JSON object", NULL);
-    }
     th_jwt_status st = TH_JWT_OK;
-    const char *alg = json_string_value(json_object_get(h, "alg"));
-    json_t *jkid = json_object_get(h, "kid");
-    const char *kid = json_string_value(jkid);
+    struct th_jval jalg = th_jwt_json_get("alg"), jkid = th_jwt_json_get("kid");
+    const char *alg = jalg.type == TH_J_STRING ? jalg.s : NULL;
+    const char *kid = jkid.type == TH_J_STRING ? jkid.s : NULL;
     char algcopy[16] = "";
     if (alg)
         th_strlcpy(algcopy, alg, sizeof algcopy);
     if (!alg || !allowed(alg, pol->algorithms, pol->nalgorithms))
         st = fail(TH_JWT_ALG, why, whylen, "algorithm not allowed:", alg ? algcopy : "(none)");
-    else if (json_object_get(h, "crit"))
+    else if (th_jwt_json_get("crit").type != TH_J_ABSENT)
         st = fail(TH_JWT_ALG, why, whylen, "critical header extensions are not supported", NULL);
-    else if (jkid && !kid)
+    else if (jkid.type != TH_J_ABSENT && !kid)
         st = fail(TH_JWT_MALFORMED, why, whylen, "kid is not a string", NULL);
     /* RFC 7518 §3.4: an ES256 signature is R || S, exactly 64 bytes; an RS256 one is as long
      * as the modulus (2048 bits at least). */
@@ -410,7 +408,6 @@ static th_jwt_status check_header(const char *t, struct parts *p, const struct t
         }
         *key = found;
     }
-    json_decref(h);
     return st;
 }
 
@@ -466,36 +463,27 @@ static th_jwt_status check_signature(const char *t, const struct parts *p, const
     return fail(TH_JWT_SIGNATURE, why, whylen, "signature does not verify", NULL);
 }
 
-static th_jwt_status check_payload(const struct parts *p, json_t **claims, char *why, size_t whylen)
+static th_jwt_status check_payload(const struct parts *p, char *why, size_t whylen)
 {
-    *claims = json_loadb((const char *)p->payload, p->plen, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(*claims))
+    if (!th_jwt_json_parse(p->payload, p->plen))
         return fail(TH_JWT_CLAIMS, why, whylen, "payload is not a JSON object", NULL);
     return TH_JWT_OK;
 }
 
-static th_jwt_status check_issuer(json_t *c, const struct th_jwt_policy *pol, char *why,
-                                  size_t whylen)
+/* The claims below are members of the payload, the thread's current th_jwt_json document. */
+
+static th_jwt_status check_issuer(const struct th_jwt_policy *pol, char *why, size_t whylen)
 {
-    const char *iss = json_string_value(json_object_get(c, "iss"));
-    if (!iss || strcmp(iss, pol->issuer) != 0)
+    struct th_jval iss = th_jwt_json_get("iss");
+    if (iss.type != TH_J_STRING || strcmp(iss.s, pol->issuer) != 0)
         return fail(TH_JWT_ISSUER, why, whylen, "iss is not the configured issuer", NULL);
     return TH_JWT_OK;
 }
 
-static th_jwt_status check_audience(json_t *c, const struct th_jwt_policy *pol, char *why,
-                                    size_t whylen)
+static th_jwt_status check_audience(const struct th_jwt_policy *pol, char *why, size_t whylen)
 {
-    json_t *aud = json_object_get(c, "aud");
-    if (json_is_string(aud) && strcmp(json_string_value(aud), pol->audience) == 0)
+    if (th_jwt_json_has_string("aud", pol->audience)) /* a string, or an array holding it */
         return TH_JWT_OK;
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_is_array(aud) ? aud : NULL, i, v)
-    {
-        if (json_is_string(v) && strcmp(json_string_value(v), pol->audience) == 0)
-            return TH_JWT_OK;
-    }
     return fail(TH_JWT_AUDIENCE, why, whylen, "aud does not hold the configured audience", NULL);
 }
 
@@ -504,33 +492,33 @@ static th_jwt_status check_audience(json_t *c, const struct th_jwt_policy *pol, 
  * (out-of-range reals are undefined behaviour to convert, and huge values would overflow the
  * skew arithmetic: either could turn "far future" into "long past").
  */
-static bool numeric(json_t *c, const char *name, bool *present, int64_t *v)
+static bool numeric(const char *name, bool *present, int64_t *v)
 {
     static const double max_date = 253402300799.0; /* 9999-12-31T23:59:59Z */
-    json_t *j = json_object_get(c, name);
-    *present = j != NULL;
-    if (!j)
+    struct th_jval j = th_jwt_json_get(name);
+    *present = j.type != TH_J_ABSENT;
+    if (!*present)
         return true;
     double d;
-    if (json_is_integer(j))
-        d = (double)json_integer_value(j);
-    else if (json_is_real(j))
-        d = json_real_value(j);
+    if (j.type == TH_J_INTEGER)
+        d = (double)j.i;
+    else if (j.type == TH_J_REAL)
+        d = j.d;
     else
         return false;
     if (!(d >= 0 && d <= max_date)) /* also refuses NaN */
         return false;
-    *v = json_is_integer(j) ? (int64_t)json_integer_value(j) : (int64_t)d;
+    *v = j.type == TH_J_INTEGER ? j.i : (int64_t)d;
     return true;
 }
 
-static th_jwt_status check_times(json_t *c, const struct th_jwt_policy *pol, int64_t now,
-                                 int64_t *exp_out, char *why, size_t whylen)
+static th_jwt_status check_times(const struct th_jwt_policy *pol, int64_t now, int64_t *exp_out,
+                                 char *why, size_t whylen)
 {
     bool has_exp, has_nbf, has_iat;
     int64_t exp = 0, nbf = 0, iat = 0;
-    if (!numeric(c, "exp", &has_exp, &exp) || !numeric(c, "nbf", &has_nbf, &nbf) ||
-        !numeric(c, "iat", &has_iat, &iat))
+    if (!numeric("exp", &has_exp, &exp) || !numeric("nbf", &has_nbf, &nbf) ||
+        !numeric("iat", &has_iat, &iat))
         return fail(TH_JWT_CLAIMS, why, whylen, "exp, nbf or iat is not a number", NULL);
     int64_t skew = pol->clock_skew_s;
     if (!has_exp || now >= exp + skew)
@@ -543,47 +531,46 @@ static th_jwt_status check_times(json_t *c, const struct th_jwt_policy *pol, int
     return TH_JWT_OK;
 }
 
-static th_jwt_status check_client(json_t *c, const struct th_jwt_policy *pol, char *why,
-                                  size_t whylen)
+static th_jwt_status check_client(const struct th_jwt_policy *pol, char *why, size_t whylen)
 {
     if (pol->nclient_ids == 0)
         return TH_JWT_OK;
-    const char *cid = json_string_value(json_object_get(c, "cid"));
-    if (cid && allowed(cid, pol->client_ids, pol->nclient_ids))
+    struct th_jval cid = th_jwt_json_get("cid");
+    if (cid.type == TH_J_STRING && allowed(cid.s, pol->client_ids, pol->nclient_ids))
         return TH_JWT_OK;
     return fail(TH_JWT_CLIENT, why, whylen, "cid is not an allowed client", NULL);
 }
 
-static bool has_scope(json_t *scp, const char *want)
+/* want in the claim name: an array of scopes (Okta's scp), or a space-separated string. */
+static bool has_scope(const char *name, struct th_jval scp, const char *want)
 {
-    if (json_is_string(scp)) { /* "scope"-style: space-separated */
-        const char *s = json_string_value(scp);
+    if (scp.type == TH_J_STRING) { /* "scope"-style: space-separated */
         size_t n = strlen(want);
-        for (const char *p = s; (p = strstr(p, want)); p += n)
-            if ((p == s || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+        for (const char *p = scp.s; (p = strstr(p, want)); p += n)
+            if ((p == scp.s || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
                 return true;
         return false;
     }
-    size_t i;
-    json_t *v;
-    json_array_foreach(scp, i, v)
-    {
-        if (json_is_string(v) && strcmp(json_string_value(v), want) == 0)
-            return true;
-    }
-    return false;
+    return scp.type == TH_J_ARRAY && th_jwt_json_has_string(name, want);
 }
 
-static th_jwt_status check_scopes(json_t *c, const struct th_jwt_policy *pol, char *why,
-                                  size_t whylen)
+static th_jwt_status check_scopes(const struct th_jwt_policy *pol, char *why, size_t whylen)
 {
-    json_t *scp = json_object_get(c, "scp"); /* Okta: an array */
-    if (!scp)
-        scp = json_object_get(c, "scope"); /* RFC 9068: a string */
+    const char *name = "scp"; /* Okta: an array */
+    struct th_jval scp = th_jwt_json_get(name);
+    if (scp.type == TH_J_ABSENT)
+        scp = th_jwt_json_get(name = "scope"); /* RFC 9068: a string */
     for (size_t i = 0; i < pol->nscopes; i++)
-        if (!scp || !has_scope(scp, pol->scopes[i]))
+        if (!has_scope(name, scp, pol->scopes[i]))
             return fail(TH_JWT_SCOPE, why, whylen, "missing scope", pol->scopes[i]);
     return TH_JWT_OK;
+}
+
+/* A string claim into out ("" when absent or not a string). */
+static void copy_claim(const char *name, char *out, size_t outlen)
+{
+    struct th_jval v = th_jwt_json_get(name);
+    th_strlcpy(out, v.type == TH_J_STRING ? v.s : "", outlen);
 }
 
 th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks *keys,
@@ -592,7 +579,6 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
 {
     struct parts p;
     const struct key *key = NULL;
-    json_t *c = NULL;
     struct th_jwt_claims tmp;
     struct th_jwt_claims *out = claims ? claims : &tmp;
     memset(out, 0, sizeof *out);
@@ -603,24 +589,21 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
     if (st == TH_JWT_OK)
         st = check_signature(token, &p, key, keys->sha256, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_payload(&p, &c, why, whylen);
+        st = check_payload(&p, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_issuer(c, pol, why, whylen);
+        st = check_issuer(pol, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_audience(c, pol, why, whylen);
+        st = check_audience(pol, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_times(c, pol, now, &out->exp, why, whylen);
+        st = check_times(pol, now, &out->exp, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_client(c, pol, why, whylen);
+        st = check_client(pol, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_scopes(c, pol, why, whylen);
+        st = check_scopes(pol, why, whylen);
     if (st == TH_JWT_OK) {
-        const char *cid = json_string_value(json_object_get(c, "cid"));
-        const char *sub = json_string_value(json_object_get(c, "sub"));
-        th_strlcpy(out->cid, cid ? cid : "", sizeof out->cid);
-        th_strlcpy(out->sub, sub ? sub : "", sizeof out->sub);
+        copy_claim("cid", out->cid, sizeof out->cid);
+        copy_claim("sub", out->sub, sizeof out->sub);
     }
-    json_decref(c);
     return st;
 }
 

@@ -6,7 +6,6 @@ extern "C" {
 #include "okta/okta.h"
 }
 
-#include <algorithm>
 #include <cctype>
 #include <cinttypes>
 #include <cstdio>
@@ -17,6 +16,8 @@ extern "C" {
 #include <vector>
 
 #include <simdjson.h>
+
+#include "common/json_strict.hh"
 
 namespace
 {
@@ -40,58 +41,6 @@ simdjson::dom::parser &parser()
 {
     thread_local simdjson::dom::parser p;
     return p;
-}
-
-bool has_nul(std::string_view s)
-{
-    return std::memchr(s.data(), '\0', s.size()) != nullptr;
-}
-
-// What jansson refused and we still refuse, anywhere in the document: two equal keys in one
-// object (they would let a proxy and us read different values: two "otpCode"s; compared after
-// unescaping), and "\u0000" in a string or key (no C string can hold it). nullptr when clean.
-const char *check_tree(element e, std::vector<std::string_view> &scratch)
-{
-    static const char *const dup = "invalid JSON (an object has a key twice)";
-    static const char *const nul = "invalid JSON (a string holds \\u0000)";
-    std::string_view str;
-    if (!e.get_string().get(str))
-        return has_nul(str) ? nul : nullptr;
-    simdjson::dom::array a;
-    if (!e.get_array().get(a)) {
-        for (element v : a)
-            if (const char *why = check_tree(v, scratch))
-                return why;
-        return nullptr;
-    }
-    object o;
-    if (e.get_object().get(o))
-        return nullptr; /* a number, true, false or null */
-    size_t n = o.size();
-    if (n <= 16) { // the usual case: pairwise, no allocation
-        std::string_view keys[16];
-        size_t i = 0;
-        for (auto kv : o) {
-            for (size_t j = 0; j < i; j++)
-                if (keys[j] == kv.key)
-                    return dup;
-            keys[i++] = kv.key;
-        }
-    } else {
-        scratch.clear();
-        for (auto kv : o)
-            scratch.push_back(kv.key);
-        std::sort(scratch.begin(), scratch.end());
-        if (std::adjacent_find(scratch.begin(), scratch.end()) != scratch.end())
-            return dup;
-    }
-    for (auto kv : o) {
-        if (has_nul(kv.key))
-            return nul;
-        if (const char *why = check_tree(kv.value, scratch))
-            return why;
-    }
-    return nullptr;
 }
 
 // The member name of obj when obj is an object holding it; else a null result.
@@ -195,7 +144,7 @@ th_err decode(const char *body, size_t len, struct th_okta_request *out, char *w
         return TH_E_JSON;
     }
     thread_local std::vector<std::string_view> scratch;
-    if (const char *bad = check_tree(root, scratch)) {
+    if (const char *bad = th::json_check_tree(root, scratch)) {
         set_why(why, whylen, bad);
         return TH_E_JSON;
     }

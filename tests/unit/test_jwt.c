@@ -985,6 +985,65 @@ static void test_payload_not_json(void **state)
     free(text);
 }
 
+/*
+ * The payload as the JSON reader sees it: keys compared after unescaping, strictness anywhere in
+ * the document (not only in the claims we read), numbers of every JSON shape.
+ */
+static void test_claims_json(void **state)
+{
+    (void)state;
+    const char *h = "{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}";
+    json_t *c = without(base(), "iss");
+    char *text = json_dumps(c, JSON_COMPACT); /* "{...}" without iss */
+    json_decref(c);
+    size_t n = strlen(text) + 256;
+    char *doc = malloc(n);
+    assert_non_null(doc);
+#define WITH(prefix) snprintf(doc, n, "{" prefix ",%s", text + 1)
+    /* the reference: iss spelled with an escape is the same key, and verifies */
+    WITH("\"\\u0069ss\":\"" ISS "\"");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_OK);
+    /* a duplicate that only unescaping reveals */
+    WITH("\"iss\":\"https://evil.example.com\",\"\\u0069ss\":\"" ISS "\"");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    /* a duplicate deep in a claim nobody reads */
+    WITH("\"iss\":\"" ISS "\",\"x\":[{\"a\":{\"b\":1,\"b\":2}}]");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    /* \u0000 in a claim nobody reads, and in a key */
+    WITH("\"iss\":\"" ISS "\",\"x\":\"a\\u0000b\"");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    WITH("\"iss\":\"" ISS "\",\"x\\u0000\":1");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    /* \u0000 in the issuer would otherwise compare equal to its prefix */
+    WITH("\"iss\":\"" ISS "\\u0000evil\"");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    /* invalid UTF-8 in a string */
+    WITH("\"iss\":\"" ISS "\",\"x\":\"\xc3\x28\"");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    /* an integer beyond 64 bits anywhere is not JSON we read */
+    WITH("\"iss\":\"" ISS "\",\"x\":123456789012345678901234567890");
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    free(doc);
+    free(text);
+#undef WITH
+    c = without(base(), "exp");
+    text = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    n = strlen(text) + 64;
+    doc = malloc(n);
+    assert_non_null(doc);
+    snprintf(doc, n, "{\"exp\":18446744073709551615,%s", text + 1); /* beyond int64: no date */
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    snprintf(doc, n, "{\"exp\":\"4102444800\",%s", text + 1); /* a string is no NumericDate */
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
+    snprintf(doc, n, "{\"exp\":4.1024448e9,%s", text + 1); /* 2100, as a real with an exponent */
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_OK);
+    snprintf(doc, n, "{\"exp\":-0.0,%s", text + 1);
+    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_EXPIRED);
+    free(doc);
+    free(text);
+}
+
 /* ---- shape and encoding ---- */
 
 static void test_truncated(void **state)
@@ -2169,6 +2228,7 @@ int main(void)
         cmocka_unit_test(test_alg_not_allowed),
         cmocka_unit_test(test_crafted_header),
         cmocka_unit_test(test_payload_not_json),
+        cmocka_unit_test(test_claims_json),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_oversize),
         cmocka_unit_test(test_bad_base64url),
