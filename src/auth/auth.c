@@ -20,9 +20,18 @@
 #define MAX_LIST      16
 #define CACHE_SLOTS   4096 /* verified tokens remembered; a new token evicts one in its slot */
 
+/*
+ * One remembered token: its SHA-256 and expiry, behind a sequence lock. Every bearer request
+ * reads a slot (Okta reuses one token for an hour: both loops read the same one), so reads take
+ * no lock and write nothing that other cores hold: the sequence is even and unchanged across the
+ * copy, or the read counts as a miss. Writers (one per new token) serialise on fill_mu. The
+ * fields are atomics read relaxed, the C11 form of a sequence lock (Boehm, "Can seqlocks get
+ * along with programming language memory models?", 2012).
+ */
 struct cached {
-    unsigned char hash[32];
-    int64_t exp; /* unix seconds; 0 = empty */
+    atomic_uint seq;            /* odd while being written */
+    atomic_uint_least64_t h[4]; /* the token's SHA-256 */
+    atomic_int_least64_t exp;   /* unix seconds; 0 = empty */
 };
 
 struct th_auth {
@@ -36,7 +45,7 @@ struct th_auth {
     struct th_jwt_policy policy;
     char *strings; /* storage for the policy's lists */
     const char *scopes[MAX_LIST], *clients[MAX_LIST], *algs[MAX_LIST];
-    pthread_mutex_t cache_mu;
+    pthread_mutex_t fill_mu; /* serialises cache writers */
     struct cached *cache;
     atomic_uint_fast64_t verified, hits, refused;
 };
@@ -77,7 +86,7 @@ th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err,
     if (!a)
         return TH_E_NOMEM;
     a->mode = cfg->auth_mode;
-    pthread_mutex_init(&a->cache_mu, NULL);
+    pthread_mutex_init(&a->fill_mu, NULL);
     th_strlcpy(a->header_name, cfg->auth_header_name ? cfg->auth_header_name : "Authorization",
                sizeof a->header_name);
     if (a->mode == TH_AUTH_HEADER || a->mode == TH_AUTH_EITHER) {
@@ -149,7 +158,7 @@ void th_auth_free(struct th_auth *auth)
     th_keys_free(auth->keys);
     free(auth->strings);
     free(auth->cache);
-    pthread_mutex_destroy(&auth->cache_mu);
+    pthread_mutex_destroy(&auth->fill_mu);
     OPENSSL_cleanse(auth->secret_digest, sizeof auth->secret_digest);
     free(auth);
 }
@@ -199,10 +208,35 @@ static th_err check_secret(const struct th_auth *auth, const char *v, const char
     return TH_E_OK;
 }
 
-static struct cached *slot_for(struct th_auth *a, const unsigned char h[32])
+static struct cached *slot_for(struct th_auth *a, const uint64_t h[4])
 {
-    size_t i = ((size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2]) % CACHE_SLOTS;
-    return &a->cache[i];
+    return &a->cache[h[0] % CACHE_SLOTS];
+}
+
+/* True when c holds token hash h, unexpired at now (a read that meets a writer is a miss). */
+static bool cache_hit(struct cached *c, const uint64_t h[4], int64_t now, int skew)
+{
+    unsigned s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
+    bool same = true;
+    for (int i = 0; i < 4; i++)
+        same &= atomic_load_explicit(&c->h[i], memory_order_relaxed) == h[i];
+    int64_t exp = atomic_load_explicit(&c->exp, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    unsigned s2 = atomic_load_explicit(&c->seq, memory_order_relaxed);
+    return s1 == s2 && !(s1 & 1) && same && exp && now < exp + skew;
+}
+
+static void cache_fill(struct th_auth *a, struct cached *c, const uint64_t h[4], int64_t exp)
+{
+    pthread_mutex_lock(&a->fill_mu);
+    unsigned s = atomic_load_explicit(&c->seq, memory_order_relaxed);
+    atomic_store_explicit(&c->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    for (int i = 0; i < 4; i++)
+        atomic_store_explicit(&c->h[i], h[i], memory_order_relaxed);
+    atomic_store_explicit(&c->exp, exp, memory_order_relaxed);
+    atomic_store_explicit(&c->seq, s + 2, memory_order_release);
+    pthread_mutex_unlock(&a->fill_mu);
 }
 
 static th_err check_bearer(struct th_auth *a, const char *token, const char **why)
@@ -213,14 +247,11 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
         *why = bearer_reasons[TH_JWT_TOO_LARGE];
         return TH_E_AUTH;
     }
-    unsigned char h[32]; /* the cache key: hashed without allocation or algorithm fetch */
-    th_sha256(token, len, h);
+    uint64_t h[4]; /* the cache key: hashed without allocation or algorithm fetch */
+    th_sha256(token, len, (unsigned char *)h);
     int64_t now = (int64_t)time(NULL);
     struct cached *c = slot_for(a, h);
-    pthread_mutex_lock(&a->cache_mu);
-    bool hit = c->exp && now < c->exp + a->policy.clock_skew_s && memcmp(c->hash, h, 32) == 0;
-    pthread_mutex_unlock(&a->cache_mu);
-    if (hit) {
+    if (cache_hit(c, h, now, a->policy.clock_skew_s)) {
         atomic_fetch_add(&a->hits, 1);
         return TH_E_OK;
     }
@@ -233,10 +264,7 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
     th_keys_release(a->keys, handle);
     if (st == TH_JWT_OK) {
         atomic_fetch_add(&a->verified, 1);
-        pthread_mutex_lock(&a->cache_mu);
-        memcpy(c->hash, h, 32);
-        c->exp = claims.exp;
-        pthread_mutex_unlock(&a->cache_mu);
+        cache_fill(a, c, h, claims.exp);
         return TH_E_OK;
     }
     if (st == TH_JWT_UNKNOWN_KID && claims.kid[0] && th_keys_refresh_soon(a->keys)) {
