@@ -6,10 +6,13 @@
 --           (pre-generated Okta request bodies: distinct valid US numbers, distinct codes,
 --           locales EN-US, es-MX, en, pt-BR; and pre-minted bearer tokens)
 --   MODE    all | sms | voice          which bodies rotate (all: SMS and voice alternate)
---   TOKENS  one | once:FIRST:COUNT     one bearer token for every request, or tokens FIRST ..
+--   TOKENS  one | once:FIRST:COUNT | repeat:COUNT
+--                                      one bearer token for every request; or tokens FIRST ..
 --                                      FIRST+COUNT-1 of DATA each used once (a new token per
 --                                      request): when they run out the thread stops sending and
---                                      done() reports the rate measured until then (active_*)
+--                                      done() reports the rate measured until then (active_*);
+--                                      repeat: token 1 for COUNT requests, then stop likewise
+--                                      (the same shape of run as once:, with the cache hit)
 --   EXPECT  a substring every 200 answer must contain (SUCCESSFUL; MessageId for nginx-proxy)
 --   RATE    0, or a total request rate to pace the connections to (delay() per connection)
 --
@@ -72,7 +75,11 @@ function init(args)
    local tokens = { data.tokens[1] }
    local count = #bodies
    local first, cnt = string.match(tokmode, "^once:(%d+):(%d+)$")
-   if first then
+   local reps = string.match(tokmode, "^repeat:(%d+)$")
+   if reps then
+      once = true
+      count = tonumber(reps)
+   elseif first then
       once = true
       tokens = {}
       for k = tonumber(first), tonumber(first) + tonumber(cnt) - 1 do
