@@ -14,6 +14,7 @@
 #include <openssl/rsa.h>
 
 #include "auth/jwt_json.h"
+#include "common/hmac.h"
 #include "common/util.h"
 
 static const char *const status_names[] = {
@@ -438,7 +439,7 @@ static size_t ecdsa_der(const unsigned char rs[64], unsigned char der[72])
 
 /* The signature over header_b64 "." payload_b64, on a copy of the key's prepared context. */
 static th_jwt_status check_signature(const char *t, const struct parts *p, const struct key *key,
-                                     const EVP_MD *sha256, char *why, size_t whylen)
+                                     char *why, size_t whylen)
 {
     const unsigned char *sig = p->sig;
     size_t siglen = p->siglen;
@@ -450,12 +451,10 @@ static th_jwt_status check_signature(const char *t, const struct parts *p, const
         return fail(TH_JWT_SIGNATURE, why, whylen, "RS256 signature is not as long as the key",
                     NULL);
     }
-    unsigned char digest[32];
-    unsigned dlen = 0;
-    EVP_PKEY_CTX *v = NULL;
-    int ok = EVP_Digest(t, (size_t)(p->dot2 - t), digest, &dlen, sha256, NULL) == 1 &&
-             dlen == sizeof digest && (v = EVP_PKEY_CTX_dup(key->verify)) &&
-             EVP_PKEY_verify(v, sig, siglen, digest, sizeof digest) == 1;
+    unsigned char digest[32]; /* low-level SHA-256: no context allocation or algorithm fetch */
+    th_sha256(t, (size_t)(p->dot2 - t), digest);
+    EVP_PKEY_CTX *v = EVP_PKEY_CTX_dup(key->verify);
+    int ok = v && EVP_PKEY_verify(v, sig, siglen, digest, sizeof digest) == 1;
     EVP_PKEY_CTX_free(v);
     if (ok)
         return TH_JWT_OK;
@@ -587,7 +586,7 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
     if (st == TH_JWT_OK)
         st = check_header(token, &p, keys, pol, &key, out->kid, sizeof out->kid, why, whylen);
     if (st == TH_JWT_OK)
-        st = check_signature(token, &p, key, keys->sha256, why, whylen);
+        st = check_signature(token, &p, key, why, whylen);
     if (st == TH_JWT_OK)
         st = check_payload(&p, why, whylen);
     if (st == TH_JWT_OK)
