@@ -18,7 +18,7 @@ static void prepare(struct th_hmac_key *k, const void *key, size_t len)
 {
     unsigned char block[SHA256_CBLOCK] = {0}, pad[SHA256_CBLOCK];
     if (len > sizeof block)
-        SHA256(key, len, block); /* a long key is first hashed (RFC 2104) */
+        th_sha256(key, len, block); /* a long key is first hashed (RFC 2104) */
     else
         memcpy(block, key, len);
     for (size_t i = 0; i < sizeof block; i++)
@@ -92,5 +92,10 @@ void th_sha256_final(struct th_sha256 *s, unsigned char out[32])
 
 void th_sha256(const void *p, size_t n, unsigned char out[32])
 {
-    SHA256(p, n, out);
+    /* Not OpenSSL 3's SHA256(): that is EVP_Q_digest, which fetches the algorithm by name and
+     * allocates a context on every call (three mallocs and a property lookup). */
+    struct th_sha256 s;
+    th_sha256_init(&s);
+    th_sha256_update(&s, p, n);
+    th_sha256_final(&s, out);
 }
