@@ -258,10 +258,17 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         PhoneNumberUtil *u = util();
         std::string region;
         int cc = pn.country_code();
-        if (cc > 0 && cc < 1000 && single_region[cc])
+        if (cc > 0 && cc < 1000 && single_region[cc]) {
             u->GetRegionCodeForCountryCode(cc, &region);
-        else
-            u->GetRegionCodeForNumber(pn, &region);
+        } else {
+            // A shared calling code (+1: 25 regions). GetRegionCodeForNumber tries the regions in
+            // order, the main one first (no leading-digit pattern: it takes every number valid
+            // there), and builds the list of them on each call (a malloc per region). The main
+            // region is checked alone first; test_phone_e164.cc holds the two ways equal.
+            u->GetRegionCodeForCountryCode(cc, &region);
+            if (!u->IsValidNumberForRegion(pn, region))
+                u->GetRegionCodeForNumber(pn, &region);
+        }
         // E.164 is what Format(E164) writes: '+', the calling code, the Italian leading zeros,
         // the national number; written here without Format's string building.
         int zeros = pn.italian_leading_zero() ? pn.number_of_leading_zeros() : 0;
