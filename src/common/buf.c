@@ -69,6 +69,21 @@ th_err th_buf_appendc(struct th_buf *b, char c)
     return th_buf_append(b, &c, 1);
 }
 
+th_err th_buf_append_int(struct th_buf *b, long long v)
+{
+    char d[24];
+    size_t i = sizeof d;
+    /* through unsigned: -LLONG_MIN does not fit a long long */
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        d[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        d[--i] = '-';
+    return th_buf_append(b, d + i, sizeof d - i);
+}
+
 th_err th_buf_vprintf(struct th_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -30,6 +30,8 @@ void th_buf_reset(struct th_buf *b);
 th_err th_buf_append(struct th_buf *b, const void *p, size_t n);
 th_err th_buf_appends(struct th_buf *b, const char *s);
 th_err th_buf_appendc(struct th_buf *b, char c);
+/* v in decimal, as "%lld" writes it (without printf's format parsing: log fields, per request). */
+th_err th_buf_append_int(struct th_buf *b, long long v);
 th_err th_buf_printf(struct th_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 th_err th_buf_vprintf(struct th_buf *b, const char *fmt, va_list ap);
 /*

@@ -89,8 +89,11 @@ bool th_log_begin(struct th_logline *l, th_log_level level, const char *event)
     l->level = level;
     char ts[25];
     th_format_iso8601(th_wall_ms(), ts);
-    th_buf_printf(&l->b, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":", ts,
-                  th_log_level_name(level));
+    th_buf_appends(&l->b, "{\"ts\":\"");
+    th_buf_appends(&l->b, ts);
+    th_buf_appends(&l->b, "\",\"level\":\"");
+    th_buf_appends(&l->b, th_log_level_name(level));
+    th_buf_appends(&l->b, "\",\"event\":");
     th_buf_append_json(&l->b, event, (size_t)-1);
     return true;
 }
@@ -129,16 +132,30 @@ void th_log_str(struct th_logline *l, const char *k, const char *value)
 void th_log_int(struct th_logline *l, const char *k, long long value)
 {
     size_t mark;
-    th_err e = key(l, k, &mark) ? th_buf_printf(&l->b, "%lld", value) : TH_E_TOOBIG;
+    th_err e = key(l, k, &mark) ? th_buf_append_int(&l->b, value) : TH_E_TOOBIG;
     field_done(l, mark, e);
+}
+
+/* us as milliseconds with three decimals: "%lld.%03lld" without printf (and -0.500 for -500). */
+static th_err append_ms(struct th_buf *b, int64_t us)
+{
+    long long ms = (long long)(us / 1000), frac = (long long)(us % 1000);
+    th_err e = TH_E_OK;
+    if (frac < 0) {
+        frac = -frac;
+        if (ms == 0)
+            e = th_buf_appendc(b, '-');
+    }
+    char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                 (char)('0' + frac % 10)};
+    e = e ? e : th_buf_append_int(b, ms);
+    return e ? e : th_buf_append(b, f, sizeof f);
 }
 
 void th_log_ms(struct th_logline *l, const char *k, int64_t us)
 {
     size_t mark;
-    th_err e = key(l, k, &mark) ? th_buf_printf(&l->b, "%lld.%03lld", (long long)(us / 1000),
-                                                (long long)(us % 1000))
-                                : TH_E_TOOBIG;
+    th_err e = key(l, k, &mark) ? append_ms(&l->b, us) : TH_E_TOOBIG;
     field_done(l, mark, e);
 }
 

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <stdlib.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -69,6 +71,27 @@ static void json(const char *in, size_t n, const char *want)
     assert_int_equal(th_buf_append_json(&b, in, n), TH_E_OK);
     assert_string_equal(th_buf_str(&b), want);
     th_buf_release(&b);
+}
+
+/* th_buf_append_int writes what "%lld" writes, at the edges too */
+static void test_append_int(void **state)
+{
+    (void)state;
+    const long long v[] = {0, 7, -7, 10, 99, 100, -100, 1234567890123LL, LLONG_MAX, LLONG_MIN};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        struct th_buf b;
+        th_buf_init(&b, 64);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", v[i]);
+        assert_int_equal(th_buf_append_int(&b, v[i]), TH_E_OK);
+        assert_string_equal(th_buf_str(&b), want);
+        th_buf_release(&b);
+    }
+    struct th_buf small;
+    th_buf_init(&small, 3); /* too big: refused, the buffer unchanged */
+    assert_int_equal(th_buf_append_int(&small, 1234), TH_E_TOOBIG);
+    assert_string_equal(th_buf_str(&small), "");
+    th_buf_release(&small);
 }
 
 static void test_json_escape(void **state)
@@ -232,17 +255,12 @@ static void test_strerror(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_and_cap),
-        cmocka_unit_test(test_zero_max_refuses),
-        cmocka_unit_test(test_growth_large),
-        cmocka_unit_test(test_json_escape),
-        cmocka_unit_test(test_json_escape_cap_atomic),
-        cmocka_unit_test(test_random_id),
-        cmocka_unit_test(test_time_id),
-        cmocka_unit_test(test_utc_calendar),
-        cmocka_unit_test(test_iso8601),
-        cmocka_unit_test(test_loopback),
-        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_append_and_cap), cmocka_unit_test(test_zero_max_refuses),
+        cmocka_unit_test(test_growth_large),   cmocka_unit_test(test_append_int),
+        cmocka_unit_test(test_json_escape),    cmocka_unit_test(test_json_escape_cap_atomic),
+        cmocka_unit_test(test_random_id),      cmocka_unit_test(test_time_id),
+        cmocka_unit_test(test_utc_calendar),   cmocka_unit_test(test_iso8601),
+        cmocka_unit_test(test_loopback),       cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

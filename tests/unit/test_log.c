@@ -60,10 +60,21 @@ static void test_fields(void **state)
     th_log_str(&l, "skipped", NULL);
     th_log_int(&l, "status", 200);
     th_log_ms(&l, "ms", 1234567);
+    th_log_ms(&l, "ms0", 5);
+    th_log_ms(&l, "ms_neg", -1500);
+    th_log_ms(&l, "ms_neg0", -500);
+    th_log_int(&l, "neg", -42);
     th_log_bool(&l, "ok", true);
     th_log_end(&l);
     char raw[8192];
     json_t *j = read_line(raw, sizeof raw);
+    /* the exact text of the numbers */
+    assert_non_null(strstr(raw, "\"status\":200,"));
+    assert_non_null(strstr(raw, "\"ms\":1234.567,"));
+    assert_non_null(strstr(raw, "\"ms0\":0.005,"));
+    assert_non_null(strstr(raw, "\"ms_neg\":-1.500,"));
+    assert_non_null(strstr(raw, "\"ms_neg0\":-0.500,"));
+    assert_non_null(strstr(raw, "\"neg\":-42,"));
     assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
     assert_string_equal(json_string_value(json_object_get(j, "event")), "request");
     assert_string_equal(json_string_value(json_object_get(j, "req")), "r-1");
