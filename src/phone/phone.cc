@@ -90,6 +90,9 @@ bool clean(const char *raw, size_t len, std::string &out)
 // calling code libphonenumber has metadata for (regions and non-geographic entities).
 bool single_region[1000];
 bool known_code[1000];
+// The main region of each calling code (the first GetRegionCodesForCountryCallingCode lists, as
+// GetRegionCodeForCountryCode answers): looked up once here, since each lookup builds that list.
+char main_region[1000][4];
 
 // libphonenumber's IsValidNumber(n) is "the type of n in the region GetRegionCodeForNumber(n)
 // finds is not UNKNOWN", and GetNumberType(n) computes exactly that type: so one GetNumberType
@@ -161,6 +164,8 @@ extern "C" void th_phone_init(void)
             if (cc > 0 && cc < 1000) {
                 single_region[cc] = list.size() == 1;
                 known_code[cc] = true;
+                if (!list.empty() && list.front().size() < sizeof main_region[cc])
+                    std::strcpy(main_region[cc], list.front().c_str());
             }
         }
     });
@@ -258,16 +263,19 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         PhoneNumberUtil *u = util();
         std::string region;
         int cc = pn.country_code();
-        if (cc > 0 && cc < 1000 && single_region[cc]) {
-            u->GetRegionCodeForCountryCode(cc, &region);
-        } else {
+        const char *main = cc > 0 && cc < 1000 ? main_region[cc] : "";
+        if (main[0] && single_region[cc]) {
+            region = main;
+        } else if (main[0]) {
             // A shared calling code (+1: 25 regions). GetRegionCodeForNumber tries the regions in
             // order, the main one first (no leading-digit pattern: it takes every number valid
             // there), and builds the list of them on each call (a malloc per region). The main
             // region is checked alone first; test_phone_e164.cc holds the two ways equal.
-            u->GetRegionCodeForCountryCode(cc, &region);
+            region = main;
             if (!u->IsValidNumberForRegion(pn, region))
                 u->GetRegionCodeForNumber(pn, &region);
+        } else {
+            u->GetRegionCodeForNumber(pn, &region);
         }
         // E.164 is what Format(E164) writes: '+', the calling code, the Italian leading zeros,
         // the national number; written here without Format's string building.
