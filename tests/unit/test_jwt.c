@@ -985,6 +985,23 @@ static void test_payload_not_json(void **state)
     free(text);
 }
 
+/* base()'s claims without claim drop and with members (JSON text) first: the verification status.
+ */
+static th_jwt_status verify_members(const char *drop, const char *members)
+{
+    json_t *c = without(base(), drop);
+    char *text = json_dumps(c, JSON_COMPACT); /* "{...}" */
+    json_decref(c);
+    size_t n = strlen(text) + strlen(members) + 4;
+    char *doc = malloc(n);
+    assert_non_null(doc);
+    snprintf(doc, n, "{%s,%s", members, text + 1);
+    th_jwt_status st = vt(craft("{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}", doc, strlen(doc)));
+    free(doc);
+    free(text);
+    return st;
+}
+
 /*
  * The payload as the JSON reader sees it: keys compared after unescaping, strictness anywhere in
  * the document (not only in the claims we read), numbers of every JSON shape.
@@ -992,56 +1009,35 @@ static void test_payload_not_json(void **state)
 static void test_claims_json(void **state)
 {
     (void)state;
-    const char *h = "{\"alg\":\"RS256\",\"kid\":\"rsa-1\"}";
-    json_t *c = without(base(), "iss");
-    char *text = json_dumps(c, JSON_COMPACT); /* "{...}" without iss */
-    json_decref(c);
-    size_t n = strlen(text) + 256;
-    char *doc = malloc(n);
-    assert_non_null(doc);
-#define WITH(prefix) snprintf(doc, n, "{" prefix ",%s", text + 1)
-    /* the reference: iss spelled with an escape is the same key, and verifies */
-    WITH("\"\\u0069ss\":\"" ISS "\"");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_OK);
-    /* a duplicate that only unescaping reveals */
-    WITH("\"iss\":\"https://evil.example.com\",\"\\u0069ss\":\"" ISS "\"");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    /* a duplicate deep in a claim nobody reads */
-    WITH("\"iss\":\"" ISS "\",\"x\":[{\"a\":{\"b\":1,\"b\":2}}]");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    /* \u0000 in a claim nobody reads, and in a key */
-    WITH("\"iss\":\"" ISS "\",\"x\":\"a\\u0000b\"");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    WITH("\"iss\":\"" ISS "\",\"x\\u0000\":1");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    /* \u0000 in the issuer would otherwise compare equal to its prefix */
-    WITH("\"iss\":\"" ISS "\\u0000evil\"");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    /* invalid UTF-8 in a string */
-    WITH("\"iss\":\"" ISS "\",\"x\":\"\xc3\x28\"");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    /* an integer beyond 64 bits anywhere is not JSON we read */
-    WITH("\"iss\":\"" ISS "\",\"x\":123456789012345678901234567890");
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    free(doc);
-    free(text);
-#undef WITH
-    c = without(base(), "exp");
-    text = json_dumps(c, JSON_COMPACT);
-    json_decref(c);
-    n = strlen(text) + 64;
-    doc = malloc(n);
-    assert_non_null(doc);
-    snprintf(doc, n, "{\"exp\":18446744073709551615,%s", text + 1); /* beyond int64: no date */
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    snprintf(doc, n, "{\"exp\":\"4102444800\",%s", text + 1); /* a string is no NumericDate */
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_CLAIMS);
-    snprintf(doc, n, "{\"exp\":4.1024448e9,%s", text + 1); /* 2100, as a real with an exponent */
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_OK);
-    snprintf(doc, n, "{\"exp\":-0.0,%s", text + 1);
-    assert_status(vt(craft(h, doc, strlen(doc))), TH_JWT_EXPIRED);
-    free(doc);
-    free(text);
+    static const struct {
+        const char *drop, *members;
+        th_jwt_status want;
+    } cases[] = {
+        /* the reference: iss spelled with an escape is the same key, and verifies */
+        {"iss", "\"\\u0069ss\":\"" ISS "\"", TH_JWT_OK},
+        /* a duplicate that only unescaping reveals */
+        {"iss", "\"iss\":\"https://evil.example.com\",\"\\u0069ss\":\"" ISS "\"", TH_JWT_CLAIMS},
+        /* a duplicate deep in a claim nobody reads */
+        {"iss", "\"iss\":\"" ISS "\",\"x\":[{\"a\":{\"b\":1,\"b\":2}}]", TH_JWT_CLAIMS},
+        /* \u0000 in a claim nobody reads, and in a key */
+        {"iss", "\"iss\":\"" ISS "\",\"x\":\"a\\u0000b\"", TH_JWT_CLAIMS},
+        {"iss", "\"iss\":\"" ISS "\",\"x\\u0000\":1", TH_JWT_CLAIMS},
+        /* \u0000 in the issuer would otherwise compare equal to its prefix */
+        {"iss", "\"iss\":\"" ISS "\\u0000evil\"", TH_JWT_CLAIMS},
+        /* invalid UTF-8 in a string */
+        {"iss", "\"iss\":\"" ISS "\",\"x\":\"\xc3\x28\"", TH_JWT_CLAIMS},
+        /* an integer beyond 64 bits anywhere is not JSON we read */
+        {"iss", "\"iss\":\"" ISS "\",\"x\":123456789012345678901234567890", TH_JWT_CLAIMS},
+        /* beyond int64: a number, but no date */
+        {"exp", "\"exp\":18446744073709551615", TH_JWT_CLAIMS},
+        /* a string is no NumericDate */
+        {"exp", "\"exp\":\"4102444800\"", TH_JWT_CLAIMS},
+        /* 2100, as a real with an exponent */
+        {"exp", "\"exp\":4.1024448e9", TH_JWT_OK},
+        {"exp", "\"exp\":-0.0", TH_JWT_EXPIRED},
+    };
+    for (size_t i = 0; i < TH_ARRAY_LEN(cases); i++)
+        assert_status(verify_members(cases[i].drop, cases[i].members), cases[i].want);
 }
 
 /* ---- shape and encoding ---- */
