@@ -86,10 +86,8 @@ bool clean(const char *raw, size_t len, std::string &out)
 }
 
 // Calling codes that belong to exactly one region (most of them: +1, +7, +44, +61, ... are
-// shared), filled once: for those the region needs no per-number lookup. known_code: every
-// calling code libphonenumber has metadata for (regions and non-geographic entities).
+// shared), filled once: for those the region needs no per-number lookup.
 bool single_region[1000];
-bool known_code[1000];
 // The main region of each calling code (the first GetRegionCodesForCountryCallingCode lists, as
 // GetRegionCodeForCountryCode answers): looked up once here, since each lookup builds that list.
 char main_region[1000][4];
@@ -108,37 +106,29 @@ bool parse_valid(const std::string &s, const std::string &default_region, PhoneN
     return type != PhoneNumberUtil::UNKNOWN;
 }
 
-// The E.164 fast path. Input already in E.164 form ('+', then the calling code and the national
-// number, digits only: what Okta sends) leaves Parse's lenient steps nothing to do, yet they cost
-// a third of a parse (a dozen ICU regex matches: punctuation, extensions, international and
-// national prefixes). Here the calling code is the one 1-3 digit prefix libphonenumber knows
-// (calling codes are prefix-free, and Parse takes the first that matches, as here), the rest is
-// the national number, and GetNumberType validates and classifies it exactly as after Parse.
-// Only a valid result is taken: anything else (a national prefix written after the calling code,
-// an Italian leading zero, an unknown code) goes through Parse, so no number Parse accepts is
-// refused. tests/unit/test_phone_e164.cc checks both paths agree on every example number
-// libphonenumber has and on thousands of variants of them.
-bool parse_e164(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNumberType &type)
+// The fast path for North American numbers already in E.164 form: "+1" and ten digits, the first
+// 2-9 (what Okta sends for the US and Canada). Parse's lenient steps, a third of a parse (a dozen
+// ICU regex matches), cannot change such input: it holds no punctuation or extension, and every
+// NANP region's national prefix for parsing is "1" (some Caribbean ones also rewrite 7-digit
+// local numbers), which cannot match a national number starting with 2-9: NANP area codes do
+// not start with 0 or 1. So the number is built from its digits, and GetNumberType validates and
+// classifies it exactly as after Parse; anything it does not find valid goes through Parse.
+//
+// Not elsewhere: other plans' national prefixes can be stripped from a number that is also valid
+// unstripped (Mexico's mobile "1": Parse reads +52 1 641 555 0123 as +52 641 555 0123), and
+// libphonenumber does not expose the pattern that decides. tests/unit/test_phone_e164.cc and
+// tests/fuzz/fuzz_phone_e164.cc check this function against Parse (the fuzzer found Mexico).
+bool parse_nanp(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNumberType &type)
 {
-    size_t n = s.size();
-    if (n < 4 || n > 16 || s[0] != '+') // clean() allows at most 15 digits
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    int cc = 0;
-    size_t i = 1;
-    for (; i <= 3 && i < n; i++) {
-        cc = cc * 10 + (s[i] - '0');
-        if (cc > 0 && known_code[cc])
-            break;
-    }
-    if (i > 3 || i >= n - 1 || cc == 0 || !known_code[cc] || s[i + 1] == '0')
+    if (s.size() != 12 || s[0] != '+' || s[1] != '1' || s[2] < '2' || s[2] > '9')
         return false;
     uint64_t national = 0;
-    for (size_t k = i + 1; k < n; k++)
+    for (size_t k = 2; k < s.size(); k++) {
+        if (s[k] < '0' || s[k] > '9')
+            return false;
         national = national * 10 + static_cast<uint64_t>(s[k] - '0');
-    pn.set_country_code(cc);
+    }
+    pn.set_country_code(1);
     pn.set_national_number(national);
     type = util()->GetNumberType(pn);
     return type != PhoneNumberUtil::UNKNOWN;
@@ -163,7 +153,6 @@ extern "C" void th_phone_init(void)
             u->GetRegionCodesForCountryCallingCode(cc, &list);
             if (cc > 0 && cc < 1000) {
                 single_region[cc] = list.size() == 1;
-                known_code[cc] = true;
                 if (!list.empty() && list.front().size() < sizeof main_region[cc])
                     std::strcpy(main_region[cc], list.front().c_str());
             }
@@ -241,7 +230,7 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         PhoneNumberUtil::PhoneNumberType type = PhoneNumberUtil::UNKNOWN;
         bool ok;
         if (s[0] == '+') {
-            ok = parse_e164(s, pn, type);
+            ok = parse_nanp(s, pn, type);
             if (!ok) {
                 pn.Clear();
                 ok = parse_valid(s, "ZZ", pn, type);
@@ -250,7 +239,7 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
             // Without '+': Okta's numbers are international more often than not, so try that
             // first, then the configured national region.
             std::string plus = "+" + s;
-            ok = parse_e164(plus, pn, type);
+            ok = parse_nanp(plus, pn, type);
             if (!ok) {
                 pn.Clear();
                 ok = parse_valid(plus, "ZZ", pn, type);
