@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -104,6 +105,22 @@ size_t th_strlcpy(char *out, const char *src, size_t outlen)
         out[c] = '\0';
     }
     return n;
+}
+
+th_err th_grow_to_index(void **arr, size_t *n, size_t elem, size_t index)
+{
+    if (index < *n)
+        return TH_E_OK;
+    size_t m = *n ? *n : 64;
+    while (m <= index)
+        m *= 2;
+    unsigned char *a = realloc(*arr, m * elem);
+    if (!a)
+        return TH_E_NOMEM;
+    memset(a + *n * elem, 0, (m - *n) * elem);
+    *arr = a;
+    *n = m;
+    return TH_E_OK;
 }
 
 /* days since 1970-01-01 of a proleptic Gregorian date, and back (eras of 400 years) */

@@ -34,6 +34,12 @@ th_err th_time_id(const char *prefix, char *out, size_t outlen);
 size_t th_strlcpy(char *out, const char *src, size_t outlen);
 
 /*
+ * Makes the array *arr of *n elements of elem bytes (indexed by a file descriptor, say) hold
+ * index: grows it by doubling (from 64), zeroing the new elements. TH_E_NOMEM leaves it as it was.
+ */
+th_err th_grow_to_index(void **arr, size_t *n, size_t elem, size_t index);
+
+/*
  * UTC calendar fields from Unix seconds and back, by arithmetic (H. Hinnant's days_from_civil):
  * gmtime_r and timegm take glibc's time-zone lock, shared by every thread, on each call.
  * th_unix_from_utc normalises out-of-range fields linearly, as timegm does (Feb 30 = Mar 2).

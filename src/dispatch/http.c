@@ -198,17 +198,11 @@ static struct sock *sock_new(struct th_http *h, curl_socket_t fd)
 {
     if (fd < 0)
         return NULL;
-    if ((size_t)fd >= h->nbyfd) {
-        size_t n = h->nbyfd ? h->nbyfd : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        struct sock **t = realloc(h->byfd, n * sizeof *t);
-        if (!t)
-            return NULL;
-        memset(t + h->nbyfd, 0, (n - h->nbyfd) * sizeof *t);
-        h->byfd = t;
-        h->nbyfd = n;
-    }
+    void *t = h->byfd;
+    th_err e = th_grow_to_index(&t, &h->nbyfd, sizeof *h->byfd, (size_t)fd);
+    h->byfd = t;
+    if (e != TH_E_OK)
+        return NULL;
     struct sock *sk = calloc(1, sizeof *sk);
     if (!sk)
         return NULL;

@@ -135,17 +135,11 @@ static th_err watch_slot(struct th_loop *l, int fd, struct io_watch **out)
 {
     if (fd < 0)
         return TH_E_INVAL;
-    if ((size_t)fd >= l->nwatch) {
-        size_t n = l->nwatch ? l->nwatch : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        struct io_watch *w = realloc(l->watch, n * sizeof *w);
-        if (!w)
-            return TH_E_NOMEM;
-        memset(w + l->nwatch, 0, (n - l->nwatch) * sizeof *w);
-        l->watch = w;
-        l->nwatch = n;
-    }
+    void *w = l->watch;
+    th_err e = th_grow_to_index(&w, &l->nwatch, sizeof *l->watch, (size_t)fd);
+    l->watch = w;
+    if (e != TH_E_OK)
+        return e;
     *out = &l->watch[fd];
     return TH_E_OK;
 }

@@ -73,6 +73,29 @@ static void json(const char *in, size_t n, const char *want)
     th_buf_release(&b);
 }
 
+/* th_grow_to_index: doubling from 64, new elements zeroed, old ones kept */
+static void test_grow_to_index(void **state)
+{
+    (void)state;
+    void *p = NULL;
+    size_t n = 0;
+    assert_int_equal(th_grow_to_index(&p, &n, sizeof(int), 3), TH_E_OK);
+    assert_int_equal(n, 64);
+    int *a = p;
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(a[i], 0);
+    a[63] = 7;
+    assert_int_equal(th_grow_to_index(&p, &n, sizeof(int), 63), TH_E_OK); /* fits: unchanged */
+    assert_int_equal(n, 64);
+    assert_int_equal(th_grow_to_index(&p, &n, sizeof(int), 300), TH_E_OK);
+    assert_int_equal(n, 512);
+    a = p;
+    assert_int_equal(a[63], 7);
+    for (size_t i = 64; i < n; i++)
+        assert_int_equal(a[i], 0);
+    free(p);
+}
+
 /* th_buf_append_int writes what "%lld" writes, at the edges too */
 static void test_append_int(void **state)
 {
@@ -255,12 +278,19 @@ static void test_strerror(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_append_and_cap), cmocka_unit_test(test_zero_max_refuses),
-        cmocka_unit_test(test_growth_large),   cmocka_unit_test(test_append_int),
-        cmocka_unit_test(test_json_escape),    cmocka_unit_test(test_json_escape_cap_atomic),
-        cmocka_unit_test(test_random_id),      cmocka_unit_test(test_time_id),
-        cmocka_unit_test(test_utc_calendar),   cmocka_unit_test(test_iso8601),
-        cmocka_unit_test(test_loopback),       cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_append_and_cap),
+        cmocka_unit_test(test_zero_max_refuses),
+        cmocka_unit_test(test_growth_large),
+        cmocka_unit_test(test_grow_to_index),
+        cmocka_unit_test(test_append_int),
+        cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_escape_cap_atomic),
+        cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_time_id),
+        cmocka_unit_test(test_utc_calendar),
+        cmocka_unit_test(test_iso8601),
+        cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
