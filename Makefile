@@ -13,7 +13,7 @@ CONFIG    ?= etc/telehook.conf
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build run check unit e2e asan tsan valgrind fuzz format format-check clean bench
+.PHONY: all deps deps-check build build-tests run check unit e2e asan tsan valgrind fuzz format format-check clean bench
 
 all: build
 
@@ -29,6 +29,13 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
+# The test targets need the unit tests built: turn them on in a tree that `make run` set up without
+# cmocka (meson re-detects it now that deps-check has installed it).
+build-tests: deps-check $(BUILD)/build.ninja
+	@meson introspect --buildoptions $(BUILD) | grep -q '"name": "tests", "value": "enabled"' \
+	  || meson configure $(BUILD) -Dtests=enabled
+	ninja -C $(BUILD)
+
 # Development server: SQLite in ./var, the outbox provider, header auth with a secret generated
 # once into var/dev-secret (see README for the curl example).
 run: build
@@ -36,13 +43,13 @@ run: build
 	@[ -s var/dev-secret ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > var/dev-secret)
 	TELEHOOK_AUTH_HEADER_SECRET_FILE=var/dev-secret $(BUILD)/telehook serve -c $(CONFIG)
 
-check: deps-check build
+check: build-tests
 	$(MAKE) --no-print-directory format-check unit e2e asan tsan valgrind fuzz
 
-unit: build
+unit: build-tests
 	meson test -C $(BUILD) --suite unit --print-errorlogs
 
-e2e: build
+e2e: build-tests
 	TELEHOOK_BIN=$(abspath $(BUILD)/telehook) $(PYTEST) tests/e2e
 
 $(ASAN)/build.ninja:
@@ -72,7 +79,7 @@ tsan: deps-check $(TSAN)/build.ninja
 	@if ls $(TSAN)/reports/tsan.* >/dev/null 2>&1; then cat $(TSAN)/reports/tsan.*; exit 1; fi
 
 # Unit suite under valgrind memcheck: any error or definite leak fails.
-valgrind: build
+valgrind: build-tests
 	meson test -C $(BUILD) --suite unit --print-errorlogs --timeout-multiplier=6 \
 	  --wrap='valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite'
 
