@@ -37,11 +37,11 @@ build-tests: deps-check $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 # Development server: SQLite in ./var, the outbox provider, header auth with a secret generated
-# once into var/dev-secret (see README for the curl example).
+# once into var/dev-secret, which etc/telehook.conf names (see README for the curl example).
 run: build
 	@mkdir -p var
 	@[ -s var/dev-secret ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > var/dev-secret)
-	TELEHOOK_AUTH_HEADER_SECRET_FILE=var/dev-secret $(BUILD)/telehook serve -c $(CONFIG)
+	$(BUILD)/telehook serve -c $(CONFIG)
 
 check: build-tests
 	$(MAKE) --no-print-directory format-check unit e2e asan tsan valgrind fuzz

@@ -21,7 +21,9 @@ static void usage(FILE *out)
         "\n"
         "commands:\n"
         "  serve                          run the Okta telephony hook server\n"
-        "  config check                   validate the configuration, print effective values\n"
+        "  config check                   validate the configuration as serve would, print\n"
+        "                                 effective values (-t is short for it)\n"
+        "  config show                    print effective values without the server's checks\n"
         "  templates list                 list message templates\n"
         "  templates set LANG CHANNEL BODY [VOICE_ID]\n"
         "                                 add or replace a template (CHANNEL: sms | voice)\n"
@@ -370,11 +372,15 @@ static int cmd_templates(struct th_cli *cli, const char *sub)
 int th_cli_main(int argc, char **argv)
 {
     const char *cfgopt = NULL;
+    bool test_config = false;
     int i = 1;
     while (i < argc && argv[i][0] == '-') {
         if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
             cfgopt = argv[i + 1];
             i += 2;
+        } else if (strcmp(argv[i], "-t") == 0) { /* as nginx -t: check the configuration */
+            test_config = true;
+            i++;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
@@ -384,11 +390,11 @@ int th_cli_main(int argc, char **argv)
             return 2;
         }
     }
-    if (i >= argc) {
+    if (i >= argc && !test_config) {
         usage(stderr);
         return 2;
     }
-    const char *cmd = argv[i++];
+    const char *cmd = test_config ? "config" : argv[i++];
     /* "serve -c FILE" is accepted too: options may follow the command. */
     if (i + 1 < argc && (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)) {
         cfgopt = argv[i + 1];
@@ -404,7 +410,9 @@ int th_cli_main(int argc, char **argv)
     }
     bool serve = strcmp(cmd, "serve") == 0;
     const char *sub = NULL;
-    if (!serve) {
+    if (test_config) {
+        sub = "check";
+    } else if (!serve) {
         if (i >= argc) {
             usage(stderr);
             return 2;
@@ -424,8 +432,8 @@ int th_cli_main(int argc, char **argv)
         return 2;
     }
     th_log_init(cli.cfg.log_level, 2);
-    if ((serve || strcmp(cmd, "config") == 0) &&
-        th_config_check_serve(&cli.cfg, err, sizeof err) != TH_E_OK) {
+    bool config_check = strcmp(cmd, "config") == 0 && strcmp(sub, "check") == 0;
+    if ((serve || config_check) && th_config_check_serve(&cli.cfg, err, sizeof err) != TH_E_OK) {
         fprintf(stderr, "telehook: %s\n", err);
         th_config_release(&cli.cfg);
         return 2;
@@ -433,9 +441,14 @@ int th_cli_main(int argc, char **argv)
     int rc;
     if (serve) {
         rc = cli.argc ? (usage(stderr), 2) : th_cmd_serve(&cli);
-    } else if (strcmp(cmd, "config") == 0 && strcmp(sub, "check") == 0) {
+    } else if (config_check) {
         th_config_print(&cli.cfg, stdout);
         fprintf(stderr, "configuration OK (%s)\n", cli.config_path ? cli.config_path : "defaults");
+        rc = 0;
+    } else if (strcmp(cmd, "config") == 0 && strcmp(sub, "show") == 0) {
+        /* The values as loaded (secrets masked), without the server's checks: for a file that
+         * is only part of a configuration, or one for the admin commands. */
+        th_config_print(&cli.cfg, stdout);
         rc = 0;
     } else if (strcmp(cmd, "templates") == 0) {
         rc = cmd_templates(&cli, sub);

@@ -141,6 +141,12 @@ static int mint(struct th_cli *cli)
         fprintf(stderr, "telehook: token mint needs --key FILE (from `telehook token keygen`)\n");
         goto out;
     }
+    /* A token without an issuer would be refused by the server it is minted for: say so now. */
+    if (!iss || !iss[0]) {
+        fprintf(stderr, "telehook: token mint needs an issuer: set [auth] issuer (the server "
+                        "checks iss against it) or pass --iss URL\n");
+        goto out;
+    }
     char *jwk = read_all(key);
     if (!jwk) {
         fprintf(stderr, "telehook: cannot read %s\n", key);

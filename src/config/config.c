@@ -499,13 +499,33 @@ static void apply(struct loader *ld, const struct key *k, bool is_file, const ch
     }
 }
 
-static char *strip_quotes(char *v)
+/*
+ * A value's text, as the documentation writes it: a comment may follow a value on its line,
+ * started by '#' or ';' after a space or tab (libinih removes the ';' kind itself), and a value in
+ * double quotes is taken verbatim, '#' and all. So `audience = api://default   # the default`
+ * is "api://default", `url = https://example.com/#x` keeps its '#', and `"a # b"` is "a # b".
+ */
+static char *value_text(char *v)
 {
-    size_t n = strlen(v);
-    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        v[n - 1] = '\0';
-        return v + 1;
+    if (v[0] == '"') {
+        char *close = strchr(v + 1, '"');
+        if (close && (close[1] == '\0' || close[1] == ' ' || close[1] == '\t')) {
+            char *rest = close + 1 + strspn(close + 1, " \t");
+            if (*rest == '\0' || *rest == '#' || *rest == ';') {
+                *close = '\0';
+                return v + 1;
+            }
+        }
     }
+    for (char *p = v; *p; p++) {
+        if ((*p == '#' || *p == ';') && p > v && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
+    }
+    size_t n = strlen(v);
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        v[--n] = '\0';
     return v;
 }
 
@@ -530,7 +550,7 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         fail(ld, where, "out of memory");
         return 1;
     }
-    apply(ld, k, is_file, strip_quotes(v), where);
+    apply(ld, k, is_file, value_text(v), where);
     free(v);
     return 1;
 }
@@ -614,10 +634,18 @@ static void load_env(struct loader *ld, char *const *envp)
                 }
             }
         }
-        if (!matched && known_section) {
+        /* A misspelt section (TELEHOOK_SERVR_LISTEN) is as wrong as a misspelt key: the
+         * admin meant to set something. Only names of the TELEHOOK_SECTION_KEY shape count, and
+         * TELEHOOK_CONFIG (the config file's path, read by the CLI) is not a key. */
+        bool key_shaped = memchr(*e + 9, '_', nlen - 9) != NULL &&
+                          !(nlen == 15 && strncmp(*e, "TELEHOOK_CONFIG", 15) == 0);
+        if (!matched && (known_section || key_shaped)) {
             char where[128];
             snprintf(where, sizeof where, "%.*s", (int)(nlen > 100 ? 100 : nlen), *e);
-            fail(ld, where, "unknown configuration variable");
+            fail(ld, where,
+                 known_section ? "unknown configuration variable"
+                               : "unknown configuration variable: no such section (TELEHOOK_"
+                                 "<SECTION>_<KEY>, as in `telehook config check`'s output)");
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -55,6 +56,33 @@ static void test_defaults(void **state)
     /* the server needs a secret in header mode; admin commands do not */
     assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
     assert_non_null(strstr(err, "header_secret"));
+    th_config_release(&c);
+}
+
+/* Comments after values, as the docs write them: '#' or ';' after a space ends the value. */
+static void test_inline_comments(void **state)
+{
+    (void)state;
+    const char *path =
+        write_file("comments.conf", "[auth]\n"
+                                    "audience = api://default   # the default audience\n"
+                                    "issuer = https://example.okta.com/oauth2/default\t; tab\n"
+                                    "scopes = \"okta.telephony.hook # not a comment\"  # comment\n"
+                                    "client_ids = 0oa#1\n"
+                                    "jwks_url = https://keys.example/k#frag # comment\n"
+                                    "[server]\n"
+                                    "threads = 3 # three\n"
+                                    "listen = \"127.0.0.1:9000\"\n");
+    struct th_config c;
+    char err[512];
+    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    assert_string_equal(c.auth_audience, "api://default");
+    assert_string_equal(c.auth_issuer, "https://example.okta.com/oauth2/default");
+    assert_string_equal(c.auth_scopes, "okta.telephony.hook # not a comment");
+    assert_string_equal(c.auth_client_ids, "0oa#1");
+    assert_string_equal(c.auth_jwks_url, "https://keys.example/k#frag");
+    assert_int_equal(c.threads, 3);
+    assert_string_equal(c.listen, "127.0.0.1:9000");
     th_config_release(&c);
 }
 
@@ -138,6 +166,8 @@ static void test_errors_name_the_key(void **state)
     load_fails(NULL, env, "TELEHOOK_SERVER_DEADLINE_MS", "not an integer");
     char *const *typo = ENV("TELEHOOK_SERVER_LISTN=1");
     load_fails(NULL, typo, "TELEHOOK_SERVER_LISTN", "unknown configuration variable");
+    char *const *section_typo = ENV("TELEHOOK_SERVR_LISTEN=127.0.0.1:1");
+    load_fails(NULL, section_typo, "TELEHOOK_SERVR_LISTEN", "no such section");
     struct th_config c;
     char err[512];
     assert_int_equal(th_config_load(&c, "/nonexistent.conf", no_env, err, sizeof err), TH_E_CONFIG);
@@ -236,13 +266,23 @@ static void test_example_matches_table(void **state)
     struct seen s = {slurp("etc/telehook.conf"), "etc/telehook.conf", 0};
     th_config_each_key(check_key, &s);
     assert_true(s.count >= 17);
-    /* and the example loads cleanly (secret given as the README says) */
+    /* and the example loads cleanly and passes the server's checks from a directory where
+     * `make run` has made var/dev-secret, which it names */
     const char *root = getenv("TH_TEST_SRCDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/etc/telehook.conf", root ? root : ".");
+    char path[600], cwd[512], var[300];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    /* meson gives the source root as an absolute path; run by hand, from the source root */
+    snprintf(path, sizeof path, "%s/etc/telehook.conf", root ? root : cwd);
+    snprintf(var, sizeof var, "%s/var", dir);
+    mkdir(var, 0700);
+    write_file("var/dev-secret", "0123456789abcdefghijklmnopqrstuv\n");
+    assert_int_equal(chdir(dir), 0);
     struct th_config c;
     char err[512];
-    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    th_err e = th_config_load(&c, path, no_env, err, sizeof err);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(e, TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
     th_config_release(&c);
 }
 
@@ -274,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_env_secret_file),
         cmocka_unit_test(test_errors_name_the_key),
         cmocka_unit_test(test_long_line_refused),
+        cmocka_unit_test(test_inline_comments),
         cmocka_unit_test(test_none_mode_loopback_only),
         cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_example_matches_table),
