@@ -442,9 +442,8 @@ int th_cli_main(int argc, char **argv)
     if (serve) {
         rc = cli.argc ? (usage(stderr), 2) : th_cmd_serve(&cli);
     } else if (config_check) {
-        th_config_print(&cli.cfg, stdout);
-        fprintf(stderr, "configuration OK (%s)\n", cli.config_path ? cli.config_path : "defaults");
-        rc = 0;
+        cli.check_only = true;
+        rc = cli.argc ? (usage(stderr), 2) : (th_cmd_serve(&cli) == 0 ? 0 : 2);
     } else if (strcmp(cmd, "config") == 0 && strcmp(sub, "show") == 0) {
         /* The values as loaded (secrets masked), without the server's checks: for a file that
          * is only part of a configuration, or one for the admin commands. */

@@ -1,6 +1,7 @@
 #ifndef TH_CLI_INTERNAL_H
 #define TH_CLI_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/err.h"
@@ -14,6 +15,7 @@ struct th_cli {
     const char *config_path; /* NULL: defaults and environment only */
     int argc;                /* what follows the command words */
     char **argv;
+    bool check_only; /* `config check` / -t: serve's start-up up to listening, then exit */
 };
 
 int th_cmd_serve(struct th_cli *cli);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,24 @@ static void sleep_ms(int ms)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+/*
+ * A reason the server cannot start. `serve` logs it (a JSON line); `config check` runs the same
+ * start-up and prints it for a person, so the two can never disagree (like nginx -t).
+ */
+__attribute__((format(printf, 2, 3))) static void startup_error(const struct th_cli *cli,
+                                                                const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (cli->check_only)
+        fprintf(stderr, "telehook: %s\n", msg);
+    else
+        th_log_msg(TH_LOG_ERROR, "startup", "%s", msg);
 }
 
 /* Sets replaced by reloads: kept until shutdown, since a request may still point into one. */
@@ -207,26 +226,26 @@ int th_cmd_serve(struct th_cli *cli)
 
     th_phone_init();
     if (th_http_global_init() != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "cannot initialise libcurl");
+        startup_error(cli, "cannot initialise libcurl");
         return 1;
     }
     if (th_store_open(cfg->store_url, &store, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "store: %s", err);
+        startup_error(cli, "store: %s", err);
         goto out;
     }
     if (th_cli_load_templates(store, &templates, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "templates: %s", err);
+        startup_error(cli, "templates: %s", err);
         goto out;
     }
     if (th_cli_load_routes(store, &routes, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "routes: %s", err);
+        startup_error(cli, "routes: %s", err);
         goto out;
     }
     const char *store_desc = th_store_describe(store);
     char store_copy[512];
     th_strlcpy(store_copy, store_desc, sizeof store_copy);
     if (th_writer_start(store, WRITER_QUEUE, &writer) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "cannot start the store writer");
+        startup_error(cli, "cannot start the store writer");
         goto out;
     }
     store = NULL; /* owned by the writer now */
@@ -234,19 +253,29 @@ int th_cmd_serve(struct th_cli *cli)
     e = th_router_new(cfg, writer, routes, &router, err, sizeof err);
     routes = NULL; /* owned by the router, even on failure */
     if (e != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
+        startup_error(cli, "%s", err);
         goto out;
     }
     if (th_auth_new(cfg, &auth, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "authentication: %s", err);
+        startup_error(cli, "authentication: %s", err);
         goto out;
     }
     if (th_guard_new(cfg, &guard, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "[guard] %s", err);
+        startup_error(cli, "[guard] %s", err);
         goto out;
     }
     if (th_dlq_new(cfg, &dlq, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
+        startup_error(cli, "%s", err);
+        goto out;
+    }
+    if (cli->check_only) {
+        /* Everything serve builds before it listens was built: the configuration holds. */
+        th_config_print(cfg, stdout);
+        fprintf(stderr,
+                "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates\n",
+                cli->config_path ? cli->config_path : "defaults", store_copy,
+                th_router_describe(router), nroutes, th_templates_count(templates));
+        rc = 0;
         goto out;
     }
     if (th_dlq_enabled(dlq) && !th_dlq_can_seal(dlq))
@@ -274,7 +303,7 @@ int th_cmd_serve(struct th_cli *cli)
                                 .metrics = all_metrics,
                                 .metrics_ud = &ready};
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "startup", "%s (listen %s)", err, cfg->listen);
+        startup_error(cli, "%s (listen %s)", err, cfg->listen);
         goto out;
     }
     int port = th_server_port(server);
