@@ -1,7 +1,8 @@
 # telehook — the two commands a newcomer needs:
 #   make run    install missing Debian packages, build, start the server on the embedded default
 #   make check  install, build, run every test suite (unit, end-to-end, sanitizers, valgrind)
-# Other targets: build, unit, e2e, asan, tsan, valgrind, fuzz, bench, format, format-check, clean.
+# Other targets: build, install, unit, e2e, asan, tsan, valgrind, fuzz, bench, format, format-check,
+# clean.
 
 BUILD     ?= build
 ASAN      ?= build-asan
@@ -10,10 +11,12 @@ FUZZ      ?= build-fuzz
 FUZZ_SECONDS ?= 20
 MESON_DEV  = -Dwerror=true -Dbuildtype=debugoptimized
 CONFIG    ?= etc/telehook.conf
+PREFIX    ?= /usr/local
+DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build build-tests run check unit e2e asan tsan valgrind fuzz format format-check clean bench
+.PHONY: all deps deps-check build build-tests install run check unit e2e asan tsan valgrind fuzz format format-check clean bench
 
 all: build
 
@@ -35,6 +38,13 @@ build-tests: deps-check $(BUILD)/build.ninja
 	@meson introspect --buildoptions $(BUILD) | grep -q '"name": "tests", "value": "enabled"' \
 	  || meson configure $(BUILD) -Dtests=enabled
 	ninja -C $(BUILD)
+
+# The binary (PREFIX/sbin), telehook(8), telehook.conf(5) generated from the configuration table,
+# bash completion and the example configuration (PREFIX/share/doc/telehook/examples).
+install: build
+	@meson introspect --buildoptions $(BUILD) | grep -q '"name": "prefix", "value": "$(PREFIX)"' \
+	  || meson configure $(BUILD) -Dprefix=$(PREFIX)
+	meson install -C $(BUILD) --quiet $(if $(DESTDIR),--destdir "$(abspath $(DESTDIR))")
 
 # Development server: SQLite in ./var, the outbox provider, header auth with a secret generated
 # once into var/dev-secret, which etc/telehook.conf names (see README for the curl example).
