@@ -24,6 +24,8 @@
 #include "store/store.h"
 #include "store/writer.h"
 
+#include <systemd/sd-daemon.h>
+
 #define WRITER_QUEUE 65536
 
 static int write_port_file(const char *path, int port)
@@ -120,7 +122,10 @@ static void reload_routes(const struct th_config *cfg, struct th_router *router)
     th_log_msg(TH_LOG_INFO, "reload", "routes reloaded: %zu", n);
 }
 
-/* Waits for SIGTERM or SIGINT; SIGHUP reloads templates and routes meanwhile. */
+/*
+ * Waits for SIGTERM or SIGINT; SIGHUP reloads templates and routes meanwhile. Under systemd
+ * (Type=notify) the reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
+ */
 static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, struct th_hook *hook,
                            struct th_router *router, struct retired *old)
 {
@@ -129,8 +134,10 @@ static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, str
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
         if (sig == SIGHUP) {
+            sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)th_mono_us());
             reload_templates(cfg, hook, old);
             reload_routes(cfg, router);
+            sd_notify(0, "READY=1\nSTATUS=serving (reloaded)");
         }
     }
 }
@@ -341,7 +348,11 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_end(&l);
     }
 
+    /* systemd (Type=notify): ready only now, listening with the store open; a no-op elsewhere. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
+               (unsigned long)getpid());
     int sig = wait_for_signal(&set, cfg, hook, router, &retired);
+    sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
     th_server_quiesce(server);
