@@ -7,6 +7,7 @@ checkpoints and deletes the WAL the server is still writing to (what the server 
 lost) or two writers check-point over each other (a corrupt file)."""
 import concurrent.futures
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -28,7 +29,9 @@ def webhook():
 
 
 def reloads(s):
-    return [l for l in s.logs() if l.get("event") == "reload"]
+    """The reload log lines written so far (a line still being written is left for later)."""
+    lines = s.log_text().split("\n")[:-1]
+    return [json.loads(l) for l in lines if '"event":"reload"' in l]
 
 
 def sighup(s):
