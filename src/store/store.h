@@ -3,8 +3,9 @@
  * (SQLite now, PostgreSQL later). Nothing here knows HTTP; no OTP is ever stored except in the
  * outbox (which plays the handset in development and must hold the text it "received").
  *
- * A struct th_store is one connection: use it from one thread at a time. The server opens one
- * for start-up reads and gives one to the writer thread (store/writer.h).
+ * A struct th_store is one connection: use it from one thread at a time. The server keeps one
+ * for its reads (start-up and every SIGHUP reload, on its main thread) and gives one to the
+ * writer thread (store/writer.h).
  */
 #ifndef TH_STORE_STORE_H
 #define TH_STORE_STORE_H
