@@ -73,11 +73,13 @@ struct retired {
     size_t n, cap;
 };
 
-/* SIGHUP: re-reads the templates from the store; on any error the running set stays. */
-static void reload_templates(const struct th_config *cfg, struct th_hook *hook, struct retired *old)
+/*
+ * SIGHUP: re-reads the templates through the server's read connection (st); on any error the
+ * running set stays.
+ */
+static void reload_templates(struct th_store *st, struct th_hook *hook, struct retired *old)
 {
     char err[512];
-    struct th_store *st = NULL;
     struct th_templates *set = NULL;
     if (old->n == old->cap) {
         size_t ncap = old->cap ? old->cap * 2 : 8;
@@ -89,31 +91,24 @@ static void reload_templates(const struct th_config *cfg, struct th_hook *hook, 
         old->sets = p;
         old->cap = ncap;
     }
-    if (th_store_open(cfg->store_url, &st, err, sizeof err) != TH_E_OK ||
-        th_cli_load_templates(st, &set, err, sizeof err) != TH_E_OK) {
+    if (th_cli_load_templates(st, &set, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "templates not reloaded, the running set stays: %s",
                    err);
-        th_store_close(st);
         return;
     }
-    th_store_close(st);
     old->sets[old->n++] = th_hook_swap_templates(hook, set);
     th_log_msg(TH_LOG_INFO, "reload", "templates reloaded: %zu", th_templates_count(set));
 }
 
 /* SIGHUP: re-reads the routes; on any error (or a route to a provider not set up) they stay. */
-static void reload_routes(const struct th_config *cfg, struct th_router *router)
+static void reload_routes(struct th_store *st, struct th_router *router)
 {
     char err[512];
-    struct th_store *st = NULL;
     struct th_routes *routes = NULL;
-    if (th_store_open(cfg->store_url, &st, err, sizeof err) != TH_E_OK ||
-        th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK) {
+    if (th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "routes not reloaded, the running ones stay: %s", err);
-        th_store_close(st);
         return;
     }
-    th_store_close(st);
     size_t n = th_routes_count(routes);
     if (th_router_swap_routes(router, routes, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "routes not reloaded, the running ones stay: %s", err);
@@ -126,7 +121,7 @@ static void reload_routes(const struct th_config *cfg, struct th_router *router)
  * Waits for SIGTERM or SIGINT; SIGHUP reloads templates and routes meanwhile. Under systemd
  * (Type=notify) the reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
  */
-static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, struct th_hook *hook,
+static int wait_for_signal(const sigset_t *set, struct th_store *st, struct th_hook *hook,
                            struct th_router *router, struct retired *old)
 {
     for (;;) {
@@ -135,8 +130,8 @@ static int wait_for_signal(const sigset_t *set, const struct th_config *cfg, str
             return sig;
         if (sig == SIGHUP) {
             sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)th_mono_us());
-            reload_templates(cfg, hook, old);
-            reload_routes(cfg, router);
+            reload_templates(st, hook, old);
+            reload_routes(st, router);
             sd_notify(0, "READY=1\nSTATUS=serving (reloaded)");
         }
     }
@@ -208,7 +203,8 @@ int th_cmd_serve(struct th_cli *cli)
     th_err e;
     int rc = 1;
     char err[512];
-    struct th_store *store = NULL;
+    struct th_store *store = NULL;  /* reads: start-up, then every SIGHUP (this thread only) */
+    struct th_store *wstore = NULL; /* the writer's */
     struct th_templates *templates = NULL;
     struct th_writer *writer = NULL;
     struct th_router *router = NULL;
@@ -251,11 +247,15 @@ int th_cmd_serve(struct th_cli *cli)
     const char *store_desc = th_store_describe(store);
     char store_copy[512];
     th_strlcpy(store_copy, store_desc, sizeof store_copy);
-    if (th_writer_start(store, WRITER_QUEUE, &writer) != TH_E_OK) {
+    if (th_store_open(cfg->store_url, &wstore, err, sizeof err) != TH_E_OK) {
+        startup_error(cli, "store: %s", err);
+        goto out;
+    }
+    if (th_writer_start(wstore, WRITER_QUEUE, &writer) != TH_E_OK) {
         startup_error(cli, "cannot start the store writer");
         goto out;
     }
-    store = NULL; /* owned by the writer now */
+    wstore = NULL; /* owned by the writer now */
     size_t nroutes = th_routes_count(routes);
     e = th_router_new(cfg, writer, routes, &router, err, sizeof err);
     routes = NULL; /* owned by the router, even on failure */
@@ -351,7 +351,7 @@ int th_cmd_serve(struct th_cli *cli)
     /* systemd (Type=notify): ready only now, listening with the store open; a no-op elsewhere. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
                (unsigned long)getpid());
-    int sig = wait_for_signal(&set, cfg, hook, router, &retired);
+    int sig = wait_for_signal(&set, store, hook, router, &retired);
     sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -404,6 +404,7 @@ out:
     free(retired.sets);
     th_auth_free(auth);
     th_templates_free(templates);
+    th_store_close(wstore);
     th_store_close(store);
     th_http_global_cleanup();
     return rc;

@@ -270,8 +270,18 @@ static th_err sqlite_open(const char *path, struct th_store **out, char *err, si
             free(s);
             return TH_E_STORE;
         }
-        /* Create the file 0600 ourselves: SQLite would make it 0644, and the outbox holds text. */
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        /*
+         * Create the file 0600 ourselves: SQLite would make it 0644, and the outbox holds text
+         * (the -wal and -shm take the database file's mode). O_EXCL: nothing but a file this
+         * call creates is ever opened outside SQLite. POSIX locks belong to the process, and
+         * closing any descriptor of a file drops all of them, those of the process's live
+         * connections included; the next process to close would then take itself for the last
+         * connection and check-point and delete the WAL they still write to. A file that did
+         * not exist holds no lock of ours (two opens of one store never run at once in a
+         * process); an existing one is SQLite's alone, which shares one descriptor per file
+         * among its connections.
+         */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0)
             close(fd);
     }

@@ -3,8 +3,9 @@
  * (SQLite now, PostgreSQL later). Nothing here knows HTTP; no OTP is ever stored except in the
  * outbox (which plays the handset in development and must hold the text it "received").
  *
- * A struct th_store is one connection: use it from one thread at a time. The server opens one
- * for start-up reads and gives one to the writer thread (store/writer.h).
+ * A struct th_store is one connection: use it from one thread at a time. The server keeps one
+ * for its reads (start-up and every SIGHUP reload, on its main thread) and gives one to the
+ * writer thread (store/writer.h).
  */
 #ifndef TH_STORE_STORE_H
 #define TH_STORE_STORE_H
@@ -19,9 +20,11 @@ struct th_store;
 
 /*
  * Opens the store named by url: "sqlite:PATH", "sqlite://PATH" or a bare PATH (SQLite).
- * The parent directory is created if missing. Applies pending schema migrations (each in a
- * transaction, recorded in schema_version) and seeds the default templates on first creation.
- * TH_E_STORE with a message in err on failure.
+ * The parent directory is created if missing, the file 0600. Applies pending schema migrations
+ * (each in a transaction, recorded in schema_version) and seeds the default templates on first
+ * creation. TH_E_STORE with a message in err on failure.
+ * Several connections to one file, in one process or many, are safe: nothing but SQLite opens
+ * an existing database file (a stray close would drop the process's locks on it).
  */
 th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen);
 void th_store_close(struct th_store *st); /* NULL is a no-op */

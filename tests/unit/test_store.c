@@ -6,11 +6,15 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "store/store.h"
 
@@ -212,12 +216,60 @@ static void test_deliveries(void **state)
     th_store_close(st);
 }
 
+/*
+ * Whether some process holds a lock on SQLite's lock bytes of p (at 1 GiB: PENDING, RESERVED and
+ * the 510 SHARED bytes), asked from a child: a process does not see its own POSIX locks, and
+ * opening the file here to ask would drop them.
+ */
+static bool locked_for_others(const char *p)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        struct flock fl = {
+            .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000000, .l_len = 512};
+        _exit(fd >= 0 && fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? 0 : 1);
+    }
+    assert_true(pid > 0);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/*
+ * A WAL connection holds a SHARED lock on the database file as long as it is open: that is how
+ * the last one to close knows it may check-point and delete the WAL. Opening the same store
+ * again in the same process (the server's second connection, a reload, `dlq replay`) must not
+ * drop it: closing any descriptor of the file would, for every connection of the process.
+ */
+static void test_second_connection_keeps_the_first_ones_lock(void **state)
+{
+    (void)state;
+    char p[600];
+    snprintf(p, sizeof p, "%s/shared.db", dir);
+    struct th_store *first = open_ok(p);
+    assert_true(locked_for_others(p));
+    struct th_store *second = open_ok(p);
+    assert_true(locked_for_others(p));
+    th_store_close(second);
+    assert_true(locked_for_others(p));
+    th_store_close(first);
+    assert_false(locked_for_others(p));
+    struct stat sb; /* created 0600 all the same */
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrate_and_seed), cmocka_unit_test(test_newer_schema_refused),
-        cmocka_unit_test(test_bad_urls),         cmocka_unit_test(test_template_delete),
-        cmocka_unit_test(test_outbox),           cmocka_unit_test(test_deliveries),
+        cmocka_unit_test(test_migrate_and_seed),
+        cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_bad_urls),
+        cmocka_unit_test(test_template_delete),
+        cmocka_unit_test(test_outbox),
+        cmocka_unit_test(test_deliveries),
+        cmocka_unit_test(test_second_connection_keeps_the_first_ones_lock),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
