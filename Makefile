@@ -16,7 +16,7 @@ DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 PYTEST     = $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: all deps deps-check build build-tests install run check unit e2e asan tsan valgrind fuzz format format-check clean bench
+.PHONY: all deps deps-check build build-tests install package-check run check unit e2e asan tsan valgrind fuzz format format-check clean bench
 
 all: build
 
@@ -45,6 +45,11 @@ install: build
 	@meson introspect --buildoptions $(BUILD) | grep -q '"name": "prefix", "value": "$(PREFIX)"' \
 	  || meson configure $(BUILD) -Dprefix=$(PREFIX)
 	meson install -C $(BUILD) --quiet $(if $(DESTDIR),--destdir "$(abspath $(DESTDIR))")
+
+# The Debian package: built, lintian, the unit's security rating, installed in a fresh Debian 12
+# chroot where it serves Okta's sample as its own user (scripts/package-test.sh; needs root).
+package-check:
+	scripts/package-test.sh
 
 # Development server: SQLite in ./var, the outbox provider, header auth with a secret generated
 # once into var/dev-secret, which etc/telehook.conf names (see README for the curl example).
