@@ -150,33 +150,48 @@ static long get(const char *url, struct fetch *f, char *why, size_t whylen)
     return status;
 }
 
-/* Finds jwks_uri in the issuer's discovery document; false keeps the fallback. */
-static bool discover(struct th_keys *k, struct fetch *f)
+enum discovery { DISC_NONE, DISC_FOUND, DISC_REFUSED };
+
+/*
+ * Finds jwks_uri in the issuer's discovery document. DISC_NONE keeps the fallback; DISC_REFUSED
+ * (reason in why, logged) fails this fetch: a document of the right issuer that puts its keys
+ * behind plain http (not loopback) is not fetched from, nor worked around by the fallback — the
+ * keys already held are kept and the operator has to fix the issuer.
+ */
+static enum discovery discover(struct th_keys *k, struct fetch *f, char *why, size_t whylen)
 {
     static const char *const paths[] = {"/.well-known/openid-configuration",
                                         "/.well-known/oauth-authorization-server"};
     for (size_t i = 0; i < TH_ARRAY_LEN(paths); i++) {
-        char url[1200], why[256] = "";
+        char url[1200], gwhy[256] = "";
         snprintf(url, sizeof url, "%s%s", k->issuer, paths[i]);
-        if (get(url, f, why, sizeof why) != 200)
+        if (get(url, f, gwhy, sizeof gwhy) != 200)
             continue;
         json_t *doc = json_loadb(th_buf_str(&f->body), f->body.len, 0, NULL);
         const char *iss = json_string_value(json_object_get(doc, "issuer"));
         const char *uri = json_string_value(json_object_get(doc, "jwks_uri"));
-        bool ok = false;
+        enum discovery d = DISC_NONE;
         if (!iss || strcmp(iss, k->issuer) != 0) {
             th_log_msg(TH_LOG_WARN, "jwks", "discovery at %s names another issuer: ignored", url);
-        } else if (uri && (strncmp(uri, "https://", 8) == 0 || strncmp(uri, "http://", 7) == 0) &&
-                   strlen(uri) < sizeof k->jwks_url) {
+        } else if (uri && !th_url_https_or_loopback(uri)) {
+            snprintf(why, whylen,
+                     "the discovery document's jwks_uri is not an https URL (plain http only to "
+                     "loopback): refused, not fetched");
+            th_log_msg(TH_LOG_ERROR, "jwks",
+                       "discovery at %s gives jwks_uri %.200s: not https, so anyone on the path "
+                       "could replace the issuer's keys; key set refused (keys held: %s)",
+                       url, uri, th_keys_ready(k) ? "yes, kept" : "none");
+            d = DISC_REFUSED;
+        } else if (uri && strlen(uri) < sizeof k->jwks_url) {
             th_strlcpy(k->jwks_url, uri, sizeof k->jwks_url);
             k->discovered = true;
-            ok = true;
+            d = DISC_FOUND;
         }
         json_decref(doc);
-        if (ok)
-            return true;
+        if (d != DISC_NONE)
+            return d;
     }
-    return false;
+    return DISC_NONE;
 }
 
 /* One fetch; returns the max-age to wait before the next (seconds), or -1 on failure. */
@@ -186,10 +201,11 @@ static long fetch_once(struct th_keys *k, char *why, size_t whylen)
     th_buf_init(&f.body, MAX_DOC);
     atomic_store(&k->last_fetch_ms, th_wall_ms());
     atomic_fetch_add(&k->fetches, 1);
-    if (!k->discovered && !k->jwks_url[0] && !discover(k, &f))
+    enum discovery d = DISC_FOUND;
+    if (!k->discovered && !k->jwks_url[0] && (d = discover(k, &f, why, whylen)) == DISC_NONE)
         snprintf(k->jwks_url, sizeof k->jwks_url, "%s/v1/keys", k->issuer); /* Okta's layout */
     long age = -1;
-    if (get(k->jwks_url, &f, why, whylen) == 200) {
+    if (d != DISC_REFUSED && get(k->jwks_url, &f, why, whylen) == 200) {
         struct th_jwks *j = NULL;
         if (th_jwks_parse(th_buf_str(&f.body), f.body.len, k->algs, k->nalgs, &j, why, whylen) ==
             TH_E_OK) {

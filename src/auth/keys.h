@@ -10,6 +10,10 @@
  *
  * Readers take the current set with a reference (a short lock), so a refresh never frees a set
  * a request is still using.
+ *
+ * Where the keys come from must be https (plain http only to loopback): config validation checks
+ * auth.issuer and auth.jwks_url, and a discovery document whose jwks_uri is plain http is
+ * refused at fetch time (logged; the keys held are kept, the bad URL is never fetched).
  */
 #ifndef TH_AUTH_KEYS_H
 #define TH_AUTH_KEYS_H
