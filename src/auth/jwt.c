@@ -99,6 +99,23 @@ bool th_jwks_has_kid(const struct th_jwks *k, const char *kid)
     return false;
 }
 
+bool th_jwks_covers(const struct th_jwks *newer, const struct th_jwks *older)
+{
+    for (size_t i = 0; older && i < older->n; i++) {
+        const struct key *o = &older->k[i];
+        bool found = false;
+        for (size_t j = 0; newer && j < newer->n && !found; j++) {
+            const struct key *n = &newer->k[j];
+            found = n->alg == o->alg &&
+                    (n->kid ? o->kid && strcmp(n->kid, o->kid) == 0 : !o->kid) &&
+                    EVP_PKEY_eq(n->pkey, o->pkey) == 1;
+        }
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 /* The base64url alphabet (RFC 4648 §5): each character's value plus one; 0 for any other byte. */
 static const unsigned char b64url_map[256] = {
     ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,

@@ -58,6 +58,11 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
 void th_jwks_free(struct th_jwks *k);
 size_t th_jwks_count(const struct th_jwks *k);
 bool th_jwks_has_kid(const struct th_jwks *k, const char *kid);
+/*
+ * True when newer holds every key of older: same kid (or both none), same algorithm, same public
+ * key. false means a key was withdrawn or replaced (tokens it verified must not count any more).
+ */
+bool th_jwks_covers(const struct th_jwks *newer, const struct th_jwks *older);
 
 struct th_jwt_policy {
     const char *issuer;

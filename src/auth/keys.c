@@ -25,6 +25,7 @@
 
 struct set {
     struct th_jwks *jwks;
+    uint64_t gen; /* th_keys_generation() while this set is the current one */
     atomic_int refs;
 };
 
@@ -42,6 +43,7 @@ struct th_keys {
     bool wake, stop, have_thread;
     pthread_t thread;
     atomic_uint_fast64_t epoch, fetches;
+    atomic_uint_fast64_t gen;   /* the current set's gen */
     atomic_llong last_fetch_ms; /* when the last fetch started */
     atomic_llong last_early_ms; /* when an unknown kid last asked for an early fetch */
 };
@@ -54,6 +56,13 @@ static void set_unref(struct set *s)
     }
 }
 
+/*
+ * Makes j the current set. Its generation is the old set's when j still holds every key of the
+ * old one (same kid, algorithm and public key): a refresh that only adds keys, or changes
+ * nothing (the hourly case), leaves the tokens verified so far standing. When a key was
+ * withdrawn or replaced, the generation moves on and every token verified before stops
+ * counting (auth.c's cache): it is verified again against the new set, once.
+ */
 static void publish(struct th_keys *k, struct th_jwks *j)
 {
     struct set *s = malloc(sizeof *s);
@@ -65,12 +74,18 @@ static void publish(struct th_keys *k, struct th_jwks *j)
     atomic_init(&s->refs, 1);
     pthread_mutex_lock(&k->mu);
     struct set *old = k->cur;
+    s->gen = !old ? 1 : th_jwks_covers(j, old->jwks) ? old->gen : old->gen + 1;
     k->cur = s;
+    atomic_store_explicit(&k->gen, s->gen, memory_order_release);
     pthread_mutex_unlock(&k->mu);
+    if (old && s->gen != old->gen)
+        th_log_msg(TH_LOG_INFO, "jwks",
+                   "a signing key was withdrawn or replaced: tokens verified with the previous "
+                   "keys are verified again");
     set_unref(old);
 }
 
-const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle)
+const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle, uint64_t *gen)
 {
     pthread_mutex_lock(&k->mu);
     struct set *s = k->cur;
@@ -78,7 +93,13 @@ const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle)
         atomic_fetch_add(&s->refs, 1);
     pthread_mutex_unlock(&k->mu);
     *handle = s;
+    *gen = s ? s->gen : 0;
     return s ? s->jwks : NULL;
+}
+
+uint64_t th_keys_generation(const struct th_keys *k)
+{
+    return atomic_load_explicit(&k->gen, memory_order_acquire);
 }
 
 void th_keys_release(struct th_keys *k, void *handle)

@@ -177,6 +177,40 @@ def test_local_keys_with_token_cli(make_server, tmp_path):
     assert bearer(s, other)[0] == 401
 
 
+# ---- a withdrawn key ends the tokens it signed, even cached ones ----
+
+def test_withdrawn_key_refuses_cached_token(make_server, issuer):
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    old = issuer.mint()  # signed with kid A
+    assert bearer(s, old)[0] == 200
+    assert bearer(s, old)[0] == 200  # from the verified-token cache
+    issuer.rotate()  # emergency rotation: the JWKS now holds only kid B
+    status, _, body = bearer(s, issuer.mint())  # an unknown kid: the keys are refreshed
+    assert status == 200, body
+    assert issuer.last(kind="jwks")["kids"] == [issuer.signing_kid]
+    status, headers, body = bearer(s, old)
+    assert status == 401, body
+    assert headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert bearer(s, old)[0] == 401
+    st = stats(s)
+    assert st["tokens_verified"] == 2 and st["token_cache_hits"] == 1, st
+
+
+def test_added_key_keeps_cached_token(make_server, issuer):
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    old = issuer.mint()
+    assert bearer(s, old)[0] == 200
+    new_kid = issuer.add_key()  # the issuer publishes its next key next to the current one
+    assert bearer(s, issuer.mint(key=new_kid))[0] == 200  # refresh: both keys now
+    assert sorted(issuer.last(kind="jwks")["kids"]) == sorted(issuer.published)
+    assert bearer(s, old)[0] == 200
+    st = stats(s)
+    # the old token was not verified again: a refresh that only adds keys keeps the cache
+    assert st["tokens_verified"] == 2 and st["token_cache_hits"] == 1, st
+
+
 # ---- the issuer's keys only over https (plain http only to loopback) ----
 
 @pytest.mark.parametrize("key,url", [

@@ -104,6 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     if (th_jwks_parse((const char *)data, size, algs, 2, &k, err, sizeof err) == TH_E_OK) {
         (void)th_jwks_has_kid(k, "fuzz-rs");
+        (void)th_jwks_covers(k, keys);
+        (void)th_jwks_covers(keys, k);
         if (th_jwks_count(k) > 0) {
             s = th_jwt_verify(RS_TOKEN, sizeof RS_TOKEN - 1, k, &POLICY, NOW, &c, why, sizeof why);
             check(s, &c, why, sizeof why);

@@ -1952,6 +1952,35 @@ static void test_es256_bad_values(void **state)
     free(t);
 }
 
+static void test_jwks_covers(void **state)
+{
+    (void)state;
+    /* a refresh that keeps every key (or adds some) covers the old set; one that drops or
+     * replaces a key does not */
+    assert_true(th_jwks_covers(F.all, F.all));
+    assert_true(th_jwks_covers(F.all, F.one));
+    assert_false(th_jwks_covers(F.one, F.all));
+    assert_true(th_jwks_covers(F.one, NULL));
+    assert_false(th_jwks_covers(NULL, F.one));
+    /* the same keys parsed again, in another order: still covered */
+    struct th_jwks *again = parse_keys(
+        json_pack("[o,o,o]", first_key(F.ec_jwks), first_key(F.rsa2_jwks), first_key(F.rsa1_jwks)),
+        algs, 2);
+    assert_true(th_jwks_covers(again, F.all));
+    assert_true(th_jwks_covers(F.all, again));
+    th_jwks_free(again);
+    /* rsa-1's kid on rsa-2's key: the key was replaced */
+    json_t *k2 = first_key(F.rsa2_jwks);
+    json_object_set_new(k2, "kid", json_string("rsa-1"));
+    struct th_jwks *swapped = parse_keys(json_pack("[o]", k2), algs, 2);
+    assert_false(th_jwks_covers(swapped, F.one));
+    th_jwks_free(swapped);
+    /* the same key without its kid, and a kid-less key with one */
+    assert_false(th_jwks_covers(F.one_nokid, F.one));
+    assert_false(th_jwks_covers(F.one, F.one_nokid));
+    assert_true(th_jwks_covers(F.one_nokid, F.one_nokid));
+}
+
 static void test_same_kid_other_key(void **state)
 {
     (void)state;
@@ -2244,6 +2273,7 @@ int main(void)
         cmocka_unit_test(test_extreme_times),
         cmocka_unit_test(test_es256_der_encoding),
         cmocka_unit_test(test_es256_bad_values),
+        cmocka_unit_test(test_jwks_covers),
         cmocka_unit_test(test_same_kid_other_key),
         cmocka_unit_test(test_rs256_signature_values),
         cmocka_unit_test(test_rsa_3072),
