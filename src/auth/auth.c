@@ -30,7 +30,7 @@
  */
 struct cached {
     atomic_uint seq;            /* odd while being written */
-    atomic_uint_least64_t h[4]; /* the token's SHA-256 */
+    atomic_uint_least64_t h[4]; /* the token's identity (th_jwt_cache_key) */
     atomic_int_least64_t exp;   /* unix seconds; 0 = empty */
     atomic_uint_least64_t gen;  /* the key-set generation it was verified against */
 };
@@ -264,7 +264,7 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
         return TH_E_AUTH;
     }
     uint64_t h[4]; /* the cache key: hashed without allocation or algorithm fetch */
-    th_sha256(token, len, (unsigned char *)h);
+    th_jwt_cache_key(token, len, (unsigned char *)h); /* one key for both ES256 spellings */
     int64_t now = (int64_t)time(NULL);
     struct cached *c = slot_for(a, h);
     if (cache_hit(c, h, now, a->policy.clock_skew_s, th_keys_generation(a->keys))) {

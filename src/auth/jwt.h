@@ -92,6 +92,13 @@ th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks 
                             struct th_jwt_claims *claims, char *why, size_t whylen);
 
 /*
+ * The token's identity for a cache of verified tokens (32 bytes): the SHA-256 of its text, the
+ * same for both spellings of an ES256 signature, (r, s) and (r, n - s), which both verify.
+ * Needs no key and verifies nothing; costs a hash and, for ES256, a 64-byte decode.
+ */
+void th_jwt_cache_key(const char *token, size_t len, unsigned char out[32]);
+
+/*
  * Developer tooling. Generates a key pair ("RS256": RSA 2048, "ES256": P-256) with the given
  * kid (NULL: random). *priv_jwk: the private key as a JWK (keep it secret); *jwks: a JWKS
  * document holding the public key. Both malloc'ed.

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import SLOW, okta_request
-from fake_issuer import FakeIssuer
+from fake_issuer import FakeIssuer, b64url, b64url_decode
 
 
 @pytest.fixture
@@ -294,3 +294,20 @@ def test_discovery_turning_to_http_keeps_the_keys_held(make_server, issuer):
     assert bearer(s, issuer.mint())[0] == 200  # a new token, verified with the kept keys
     assert issuer.count(kind="jwks") == 2  # the failed fetch; nothing since
 
+
+def test_es256_twin_signature_is_the_same_token(make_server):
+    """(r, s) and (r, n - s) both verify (ECDSA is malleable; issuers do not normalise S): the
+    other spelling of a cached token is the same cache entry, not a second token."""
+    n = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+    with FakeIssuer(alg="ES256") as iss:
+        s = make_server(oauth_config(iss, extra="auth.algorithms = ES256"))
+        wait_ready(s)
+        tok = iss.mint()
+        h, p, sig = tok.split(".")
+        raw = b64url_decode(sig)
+        r, sv = raw[:32], int.from_bytes(raw[32:], "big")
+        twin = f"{h}.{p}.{b64url(r + (n - sv).to_bytes(32, 'big'))}"
+        assert bearer(s, tok)[0] == 200
+        assert bearer(s, twin)[0] == 200
+        st = stats(s)
+        assert st["tokens_verified"] == 1 and st["token_cache_hits"] == 1, st

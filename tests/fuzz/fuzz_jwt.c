@@ -97,6 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[128];
     th_jwt_status s = th_jwt_verify(tok, size, keys, &POLICY, NOW, &c, why, sizeof why);
     check(s, &c, why, sizeof why);
+    unsigned char key[32]; /* the verified-token cache's key reads the raw text too */
+    th_jwt_cache_key(tok, size, key);
     free(tok);
 
     /* the input as a key set */

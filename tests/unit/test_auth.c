@@ -1,6 +1,6 @@
 /* Unit tests: auth (header secret, constant-time comparison, development mode, the cache of
- * verified bearer tokens: expiry, threads, key withdrawal). Key refreshes are fetched from a
- * tiny JWKS server on a loopback port, in a thread of the test. */
+ * verified bearer tokens: expiry, threads, key withdrawal, ES256 twins). Key refreshes are
+ * fetched from a tiny JWKS server on a loopback port, in a thread of the test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -477,6 +477,87 @@ static void test_added_key_keeps_cached_tokens(void **state)
     free(jwksB);
 }
 
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* The base64url of 64 bytes, into out (86 characters and a NUL). */
+static void b64url64(const unsigned char in[64], char out[87])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < 64; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < 64 ? (unsigned)in[i + 1] << 8 : 0) |
+                     (i + 2 < 64 ? in[i + 2] : 0);
+        out[o++] = b64url_alphabet[v >> 18];
+        out[o++] = b64url_alphabet[(v >> 12) & 63];
+        if (i + 1 < 64)
+            out[o++] = b64url_alphabet[(v >> 6) & 63];
+        if (i + 2 < 64)
+            out[o++] = b64url_alphabet[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* "Bearer <token>" -> "Bearer <token with S replaced by n - S>": the other ES256 spelling. */
+static char *es256_twin(const char *authorization)
+{
+    static const unsigned char n[32] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                        0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84,
+                                        0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+    const char *sig = strrchr(authorization, '.') + 1;
+    assert_int_equal(strlen(sig), 86);
+    unsigned char rs[64];
+    for (size_t i = 0, bits = 0, acc = 0, o = 0; i < 86; i++) {
+        const char *p = strchr(b64url_alphabet, sig[i]);
+        assert_true(p && *p);
+        acc = acc << 6 | (size_t)(p - b64url_alphabet);
+        bits += 6;
+        if (bits >= 8 && o < 64) {
+            bits -= 8;
+            rs[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    int borrow = 0;
+    for (int i = 31; i >= 0; i--) {
+        int d = n[i] - rs[32 + i] - borrow;
+        borrow = d < 0;
+        rs[32 + i] = (unsigned char)(d + (borrow ? 256 : 0));
+    }
+    assert_int_equal(borrow, 0);
+    size_t head = (size_t)(sig - authorization);
+    char *twin = malloc(head + 87);
+    assert_non_null(twin);
+    memcpy(twin, authorization, head);
+    b64url64(rs, twin + head);
+    return twin;
+}
+
+static void test_es256_twin_is_one_token(void **state)
+{
+    (void)state;
+    /* (r, s) and (r, n - s) both verify: the second spelling of a cached token is a cache hit,
+     * not a second token (whichever of the two the issuer's signer produced) */
+    char *priv, *jwks;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &priv, &jwks), TH_E_OK);
+    serve_keys((const char *[]){jwks}, 1);
+    struct th_auth *a = make_fetching();
+    for (int i = 0; i < 8; i++) {
+        char *t = bearer_with(priv, 100 + i, 600), *u = es256_twin(t);
+        assert_int_equal(check(a, i % 2 ? u : t), TH_E_OK);
+        assert_int_equal(check(a, i % 2 ? t : u), TH_E_OK);
+        free(t);
+        free(u);
+    }
+    struct th_auth_stats st;
+    th_auth_stats(a, &st);
+    assert_int_equal(st.verified, 8);
+    assert_int_equal(st.cache_hits, 8);
+    th_auth_free(a);
+    free(priv);
+    free(jwks);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_bearer_cache_threads),
         cmocka_unit_test(test_withdrawn_key_ends_cached_tokens),
         cmocka_unit_test(test_added_key_keeps_cached_tokens),
+        cmocka_unit_test(test_es256_twin_is_one_token),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     free(priv_jwk);
