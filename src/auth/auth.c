@@ -30,8 +30,9 @@
  */
 struct cached {
     atomic_uint seq;            /* odd while being written */
-    atomic_uint_least64_t h[4]; /* the token's SHA-256 */
+    atomic_uint_least64_t h[4]; /* the token's identity (th_jwt_cache_key) */
     atomic_int_least64_t exp;   /* unix seconds; 0 = empty */
+    atomic_uint_least64_t gen;  /* the key-set generation it was verified against */
 };
 
 struct th_auth {
@@ -213,20 +214,34 @@ static struct cached *slot_for(struct th_auth *a, const uint64_t h[4])
     return &a->cache[h[0] % CACHE_SLOTS];
 }
 
-/* True when c holds token hash h, unexpired at now (a read that meets a writer is a miss). */
-static bool cache_hit(struct cached *c, const uint64_t h[4], int64_t now, int skew)
+/*
+ * True when c holds token h, unexpired at now, verified against key-set generation gen (a read
+ * that meets a writer is a miss).
+ *
+ * Why a generation and not the kid: after an emergency rotation (a key withdrawn from the
+ * issuer's set, the keys refreshed) a token signed with the withdrawn key must stop counting at
+ * once, not when its slot is reused or it expires. keys.c moves the generation on only when a
+ * fetched set drops or replaces a key, so the hourly refresh of an unchanged set, or one that
+ * adds the next key, costs nothing; after a withdrawal every cached token is verified once more
+ * (a token of a key still held passes again, the others fail). That keeps a hit at one more
+ * atomic load and compare, where re-checking each entry's kid against the new set would need
+ * the kid in the slot and the set's lock on the first hit after every refresh.
+ */
+static bool cache_hit(struct cached *c, const uint64_t h[4], int64_t now, int skew, uint64_t gen)
 {
     unsigned s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
     bool same = true;
     for (int i = 0; i < 4; i++)
         same &= atomic_load_explicit(&c->h[i], memory_order_relaxed) == h[i];
     int64_t exp = atomic_load_explicit(&c->exp, memory_order_relaxed);
+    same &= atomic_load_explicit(&c->gen, memory_order_relaxed) == gen;
     atomic_thread_fence(memory_order_acquire);
     unsigned s2 = atomic_load_explicit(&c->seq, memory_order_relaxed);
     return s1 == s2 && !(s1 & 1) && same && exp && now < exp + skew;
 }
 
-static void cache_fill(struct th_auth *a, struct cached *c, const uint64_t h[4], int64_t exp)
+static void cache_fill(struct th_auth *a, struct cached *c, const uint64_t h[4], int64_t exp,
+                       uint64_t gen)
 {
     pthread_mutex_lock(&a->fill_mu);
     unsigned s = atomic_load_explicit(&c->seq, memory_order_relaxed);
@@ -235,6 +250,7 @@ static void cache_fill(struct th_auth *a, struct cached *c, const uint64_t h[4],
     for (int i = 0; i < 4; i++)
         atomic_store_explicit(&c->h[i], h[i], memory_order_relaxed);
     atomic_store_explicit(&c->exp, exp, memory_order_relaxed);
+    atomic_store_explicit(&c->gen, gen, memory_order_relaxed);
     atomic_store_explicit(&c->seq, s + 2, memory_order_release);
     pthread_mutex_unlock(&a->fill_mu);
 }
@@ -248,15 +264,16 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
         return TH_E_AUTH;
     }
     uint64_t h[4]; /* the cache key: hashed without allocation or algorithm fetch */
-    th_sha256(token, len, (unsigned char *)h);
+    th_jwt_cache_key(token, len, (unsigned char *)h); /* one key for both ES256 spellings */
     int64_t now = (int64_t)time(NULL);
     struct cached *c = slot_for(a, h);
-    if (cache_hit(c, h, now, a->policy.clock_skew_s)) {
+    if (cache_hit(c, h, now, a->policy.clock_skew_s, th_keys_generation(a->keys))) {
         atomic_fetch_add(&a->hits, 1);
         return TH_E_OK;
     }
     void *handle;
-    const struct th_jwks *keys = th_keys_acquire(a->keys, &handle);
+    uint64_t gen; /* the entry is stamped with the set it was verified against, not the newest */
+    const struct th_jwks *keys = th_keys_acquire(a->keys, &handle, &gen);
     struct th_jwt_claims claims;
     char detail[160];
     th_jwt_status st =
@@ -264,7 +281,7 @@ static th_err check_bearer(struct th_auth *a, const char *token, const char **wh
     th_keys_release(a->keys, handle);
     if (st == TH_JWT_OK) {
         atomic_fetch_add(&a->verified, 1);
-        cache_fill(a, c, h, claims.exp);
+        cache_fill(a, c, h, claims.exp, gen);
         return TH_E_OK;
     }
     if (st == TH_JWT_UNKNOWN_KID && claims.kid[0] && th_keys_refresh_soon(a->keys)) {

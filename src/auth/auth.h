@@ -6,7 +6,10 @@
  *   oauth2  Okta's OAuth 2.0 option: "Authorization: Bearer <JWT>" from Okta's authorization
  *           server, verified against the issuer's keys (auth/jwt.h, auth/keys.h). A verified
  *           token is remembered (by its SHA-256) until it expires: Okta reuses one token for up
- *           to an hour, so it costs one signature check, not one per request.
+ *           to an hour, so it costs one signature check, not one per request. A remembered
+ *           token stops counting as soon as a key refresh withdraws or replaces a key of the set
+ *           it was verified against (it is verified again, once); both spellings of an ES256
+ *           signature, (r, s) and (r, n - s), are one token (auth/jwt.h th_jwt_cache_key).
  *   either  both accepted: a bearer token is checked as in oauth2, anything else as in header.
  *   none    development only (config refuses it unless the server listens on loopback).
  */

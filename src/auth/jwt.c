@@ -99,6 +99,23 @@ bool th_jwks_has_kid(const struct th_jwks *k, const char *kid)
     return false;
 }
 
+bool th_jwks_covers(const struct th_jwks *newer, const struct th_jwks *older)
+{
+    for (size_t i = 0; older && i < older->n; i++) {
+        const struct key *o = &older->k[i];
+        bool found = false;
+        for (size_t j = 0; newer && j < newer->n && !found; j++) {
+            const struct key *n = &newer->k[j];
+            found = n->alg == o->alg &&
+                    (n->kid ? o->kid && strcmp(n->kid, o->kid) == 0 : !o->kid) &&
+                    EVP_PKEY_eq(n->pkey, o->pkey) == 1;
+        }
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 /* The base64url alphabet (RFC 4648 §5): each character's value plus one; 0 for any other byte. */
 static const unsigned char b64url_map[256] = {
     ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
@@ -435,6 +452,73 @@ static size_t ecdsa_der(const unsigned char rs[64], unsigned char der[72])
     der[0] = 0x30; /* SEQUENCE, at most 70 content bytes: the short length form */
     der[1] = (unsigned char)n;
     return 2 + n;
+}
+
+/* The order n of P-256, big-endian. */
+static const unsigned char p256_n[32] = {
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+
+/* n bytes as base64url without padding at out (4 * n / 3 rounded up characters, no NUL). */
+static void b64url_encode(const unsigned char *in, size_t n, char *out)
+{
+    static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        *out++ = alpha[v >> 18];
+        *out++ = alpha[(v >> 12) & 63];
+        if (i + 1 < n)
+            *out++ = alpha[(v >> 6) & 63];
+        if (i + 2 < n)
+            *out++ = alpha[v & 63];
+    }
+}
+
+/*
+ * ECDSA is malleable: when (r, s) verifies, so does (r, n - s), a second spelling of the same
+ * token that anyone holding the token can make. RFC 7518 does not ask for low S and issuers
+ * signing with OpenSSL do not normalise (half their ES256 signatures are high-S), so refusing
+ * high S would refuse half of the good tokens; both spellings verify, as they do elsewhere.
+ * What must not depend on the spelling is the token's identity, the verified-token cache's key:
+ * it is the SHA-256 of the token's text with an ES256 signature's S replaced by min(S, n - S),
+ * so the twin of a cached token is the same entry (nothing else in telehook keys on a token).
+ *
+ * The rewrite looks at the text only (a final part of 86 characters is an ES256 R || S; RS256
+ * signatures are 342 characters or more), before anything is verified. It is sound whatever the
+ * header says: a cache entry is made only by a token that verified, the rewrite keeps header
+ * and payload, and a signature and its twin verify or fail together under the same header. A
+ * lookup of an RS256 token costs a search for its last dot and nothing more.
+ */
+void th_jwt_cache_key(const char *token, size_t len, unsigned char out[32])
+{
+    const char *dot = memrchr(token, '.', len);
+    unsigned char rs[64], t[32];
+    size_t rl;
+    if (!dot || token + len - (dot + 1) != 86 || !b64url_decode(dot + 1, 86, rs, 64, &rl)) {
+        th_sha256(token, len, out);
+        return;
+    }
+    int borrow = 0; /* t = n - s */
+    for (int i = 31; i >= 0; i--) {
+        int d = p256_n[i] - rs[32 + i] - borrow;
+        borrow = d < 0;
+        t[i] = (unsigned char)(d + (borrow ? 256 : 0));
+    }
+    static const unsigned char zero[32];
+    /* s >= n (borrow or t = 0) is no signature at all: left as it is. n is odd: s != n - s. */
+    if (borrow || memcmp(t, zero, 32) == 0 || memcmp(rs + 32, t, 32) < 0) {
+        th_sha256(token, len, out);
+        return;
+    }
+    memcpy(rs + 32, t, 32);
+    char low[86];
+    b64url_encode(rs, 64, low);
+    struct th_sha256 h;
+    th_sha256_init(&h);
+    th_sha256_update(&h, token, (size_t)(dot + 1 - token));
+    th_sha256_update(&h, low, sizeof low);
+    th_sha256_final(&h, out);
 }
 
 /* The signature over header_b64 "." payload_b64, on a copy of the key's prepared context. */

@@ -58,6 +58,11 @@ th_err th_jwks_parse(const char *json, size_t len, const char *const *algs, size
 void th_jwks_free(struct th_jwks *k);
 size_t th_jwks_count(const struct th_jwks *k);
 bool th_jwks_has_kid(const struct th_jwks *k, const char *kid);
+/*
+ * True when newer holds every key of older: same kid (or both none), same algorithm, same public
+ * key. false means a key was withdrawn or replaced (tokens it verified must not count any more).
+ */
+bool th_jwks_covers(const struct th_jwks *newer, const struct th_jwks *older);
 
 struct th_jwt_policy {
     const char *issuer;
@@ -85,6 +90,13 @@ struct th_jwt_claims {
 th_jwt_status th_jwt_verify(const char *token, size_t len, const struct th_jwks *keys,
                             const struct th_jwt_policy *pol, int64_t now,
                             struct th_jwt_claims *claims, char *why, size_t whylen);
+
+/*
+ * The token's identity for a cache of verified tokens (32 bytes): the SHA-256 of its text, the
+ * same for both spellings of an ES256 signature, (r, s) and (r, n - s), which both verify.
+ * Needs no key and verifies nothing; costs a hash and, for ES256, a 64-byte decode.
+ */
+void th_jwt_cache_key(const char *token, size_t len, unsigned char out[32]);
 
 /*
  * Developer tooling. Generates a key pair ("RS256": RSA 2048, "ES256": P-256) with the given

@@ -25,6 +25,7 @@
 
 struct set {
     struct th_jwks *jwks;
+    uint64_t gen; /* th_keys_generation() while this set is the current one */
     atomic_int refs;
 };
 
@@ -42,6 +43,7 @@ struct th_keys {
     bool wake, stop, have_thread;
     pthread_t thread;
     atomic_uint_fast64_t epoch, fetches;
+    atomic_uint_fast64_t gen;   /* the current set's gen */
     atomic_llong last_fetch_ms; /* when the last fetch started */
     atomic_llong last_early_ms; /* when an unknown kid last asked for an early fetch */
 };
@@ -54,6 +56,13 @@ static void set_unref(struct set *s)
     }
 }
 
+/*
+ * Makes j the current set. Its generation is the old set's when j still holds every key of the
+ * old one (same kid, algorithm and public key): a refresh that only adds keys, or changes
+ * nothing (the hourly case), leaves the tokens verified so far standing. When a key was
+ * withdrawn or replaced, the generation moves on and every token verified before stops
+ * counting (auth.c's cache): it is verified again against the new set, once.
+ */
 static void publish(struct th_keys *k, struct th_jwks *j)
 {
     struct set *s = malloc(sizeof *s);
@@ -65,12 +74,18 @@ static void publish(struct th_keys *k, struct th_jwks *j)
     atomic_init(&s->refs, 1);
     pthread_mutex_lock(&k->mu);
     struct set *old = k->cur;
+    s->gen = !old ? 1 : th_jwks_covers(j, old->jwks) ? old->gen : old->gen + 1;
     k->cur = s;
+    atomic_store_explicit(&k->gen, s->gen, memory_order_release);
     pthread_mutex_unlock(&k->mu);
+    if (old && s->gen != old->gen)
+        th_log_msg(TH_LOG_INFO, "jwks",
+                   "a signing key was withdrawn or replaced: tokens verified with the previous "
+                   "keys are verified again");
     set_unref(old);
 }
 
-const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle)
+const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle, uint64_t *gen)
 {
     pthread_mutex_lock(&k->mu);
     struct set *s = k->cur;
@@ -78,7 +93,13 @@ const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle)
         atomic_fetch_add(&s->refs, 1);
     pthread_mutex_unlock(&k->mu);
     *handle = s;
+    *gen = s ? s->gen : 0;
     return s ? s->jwks : NULL;
+}
+
+uint64_t th_keys_generation(const struct th_keys *k)
+{
+    return atomic_load_explicit(&k->gen, memory_order_acquire);
 }
 
 void th_keys_release(struct th_keys *k, void *handle)
@@ -150,33 +171,48 @@ static long get(const char *url, struct fetch *f, char *why, size_t whylen)
     return status;
 }
 
-/* Finds jwks_uri in the issuer's discovery document; false keeps the fallback. */
-static bool discover(struct th_keys *k, struct fetch *f)
+enum discovery { DISC_NONE, DISC_FOUND, DISC_REFUSED };
+
+/*
+ * Finds jwks_uri in the issuer's discovery document. DISC_NONE keeps the fallback; DISC_REFUSED
+ * (reason in why, logged) fails this fetch: a document of the right issuer that puts its keys
+ * behind plain http (not loopback) is not fetched from, nor worked around by the fallback — the
+ * keys already held are kept and the operator has to fix the issuer.
+ */
+static enum discovery discover(struct th_keys *k, struct fetch *f, char *why, size_t whylen)
 {
     static const char *const paths[] = {"/.well-known/openid-configuration",
                                         "/.well-known/oauth-authorization-server"};
     for (size_t i = 0; i < TH_ARRAY_LEN(paths); i++) {
-        char url[1200], why[256] = "";
+        char url[1200], gwhy[256] = "";
         snprintf(url, sizeof url, "%s%s", k->issuer, paths[i]);
-        if (get(url, f, why, sizeof why) != 200)
+        if (get(url, f, gwhy, sizeof gwhy) != 200)
             continue;
         json_t *doc = json_loadb(th_buf_str(&f->body), f->body.len, 0, NULL);
         const char *iss = json_string_value(json_object_get(doc, "issuer"));
         const char *uri = json_string_value(json_object_get(doc, "jwks_uri"));
-        bool ok = false;
+        enum discovery d = DISC_NONE;
         if (!iss || strcmp(iss, k->issuer) != 0) {
             th_log_msg(TH_LOG_WARN, "jwks", "discovery at %s names another issuer: ignored", url);
-        } else if (uri && (strncmp(uri, "https://", 8) == 0 || strncmp(uri, "http://", 7) == 0) &&
-                   strlen(uri) < sizeof k->jwks_url) {
+        } else if (uri && !th_url_https_or_loopback(uri)) {
+            snprintf(why, whylen,
+                     "the discovery document's jwks_uri is not an https URL (plain http only to "
+                     "loopback): refused, not fetched");
+            th_log_msg(TH_LOG_ERROR, "jwks",
+                       "discovery at %s gives jwks_uri %.200s: not https, so anyone on the path "
+                       "could replace the issuer's keys; key set refused (keys held: %s)",
+                       url, uri, th_keys_ready(k) ? "yes, kept" : "none");
+            d = DISC_REFUSED;
+        } else if (uri && strlen(uri) < sizeof k->jwks_url) {
             th_strlcpy(k->jwks_url, uri, sizeof k->jwks_url);
             k->discovered = true;
-            ok = true;
+            d = DISC_FOUND;
         }
         json_decref(doc);
-        if (ok)
-            return true;
+        if (d != DISC_NONE)
+            return d;
     }
-    return false;
+    return DISC_NONE;
 }
 
 /* One fetch; returns the max-age to wait before the next (seconds), or -1 on failure. */
@@ -186,10 +222,11 @@ static long fetch_once(struct th_keys *k, char *why, size_t whylen)
     th_buf_init(&f.body, MAX_DOC);
     atomic_store(&k->last_fetch_ms, th_wall_ms());
     atomic_fetch_add(&k->fetches, 1);
-    if (!k->discovered && !k->jwks_url[0] && !discover(k, &f))
+    enum discovery d = DISC_FOUND;
+    if (!k->discovered && !k->jwks_url[0] && (d = discover(k, &f, why, whylen)) == DISC_NONE)
         snprintf(k->jwks_url, sizeof k->jwks_url, "%s/v1/keys", k->issuer); /* Okta's layout */
     long age = -1;
-    if (get(k->jwks_url, &f, why, whylen) == 200) {
+    if (d != DISC_REFUSED && get(k->jwks_url, &f, why, whylen) == 200) {
         struct th_jwks *j = NULL;
         if (th_jwks_parse(th_buf_str(&f.body), f.body.len, k->algs, k->nalgs, &j, why, whylen) ==
             TH_E_OK) {

@@ -10,6 +10,10 @@
  *
  * Readers take the current set with a reference (a short lock), so a refresh never frees a set
  * a request is still using.
+ *
+ * Where the keys come from must be https (plain http only to loopback): config validation checks
+ * auth.issuer and auth.jwks_url, and a discovery document whose jwks_uri is plain http is
+ * refused at fetch time (logged; the keys held are kept, the bad URL is never fetched).
  */
 #ifndef TH_AUTH_KEYS_H
 #define TH_AUTH_KEYS_H
@@ -35,9 +39,19 @@ struct th_keys_opts {
 th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err, size_t errlen);
 void th_keys_free(struct th_keys *k); /* NULL is a no-op */
 
-/* The current key set (NULL before the first successful fetch); release it with the handle. */
-const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle);
+/*
+ * The current key set (NULL before the first successful fetch) and its generation (0 before);
+ * release it with the handle.
+ */
+const struct th_jwks *th_keys_acquire(struct th_keys *k, void **handle, uint64_t *gen);
 void th_keys_release(struct th_keys *k, void *handle);
+
+/*
+ * The key-set generation: moves on when a fetched set no longer holds a key of the previous one
+ * (withdrawn, or its kid now names another key); a set that only adds keys keeps it. A token
+ * verified against generation g is still good while the generation is g. One atomic load.
+ */
+uint64_t th_keys_generation(const struct th_keys *k);
 
 /*
  * Asks for an early refresh (a token named an unknown kid). true when a fetch is now due or

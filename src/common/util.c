@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <openssl/rand.h>
 
 int64_t th_mono_us(void)
@@ -246,4 +247,30 @@ bool th_host_is_loopback(const char *host)
     if (inet_pton(AF_INET6, host, &a6) == 1)
         return memcmp(&a6, &in6addr_loopback, sizeof a6) == 0;
     return false;
+}
+
+bool th_url_https_or_loopback(const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    bool ok = false;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0]) {
+        if (strcasecmp(scheme, "https") == 0) {
+            ok = true;
+        } else if (strcasecmp(scheme, "http") == 0) {
+            char h[256];
+            size_t n = strlen(host);
+            if (host[0] == '[' && n > 2 && host[n - 1] == ']') /* an IPv6 literal */
+                snprintf(h, sizeof h, "%.*s", (int)(n - 2), host + 1);
+            else
+                snprintf(h, sizeof h, "%s", host);
+            ok = n < sizeof h && th_host_is_loopback(h);
+        }
+    }
+    curl_free(host);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
 }

@@ -58,4 +58,13 @@ th_err th_parse_iso8601(const char *s, int64_t *unix_ms);
 /* True for 127.0.0.0/8, ::1, "localhost". host without brackets. */
 bool th_host_is_loopback(const char *host);
 
+/*
+ * True when url is fit to fetch key material from: https, or plain http to a loopback host (for
+ * tests and local issuers). Judged on the parts libcurl's URL parser finds, the parser that will
+ * fetch it: the scheme in any case ("HTTP://"), userinfo ("http://127.0.0.1@evil.com" is
+ * evil.com), look-alike hosts ("127.0.0.1.evil.com", "localhost.evil.com"), brackets ("[::1]").
+ * Anything that does not parse, or another scheme, is false.
+ */
+bool th_url_https_or_loopback(const char *url);
+
 #endif

@@ -89,7 +89,7 @@ static const struct key keys[] = {
      "header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
     {"auth", "issuer", K_STRING, F(auth_issuer), 0, 0, NULL, "",
      "oauth2: the authorization server that issues Okta's tokens, e.g. "
-     "https://example.okta.com/oauth2/default"},
+     "https://example.okta.com/oauth2/default (https; plain http only to loopback)"},
     {"auth", "audience", K_STRING, F(auth_audience), 0, 0, NULL, "api://default",
      "oauth2: the aud the token must carry"},
     {"auth", "scopes", K_STRING, F(auth_scopes), 0, 0, NULL, "okta.telephony.hook",
@@ -97,8 +97,8 @@ static const struct key keys[] = {
     {"auth", "client_ids", K_STRING, F(auth_client_ids), 0, 0, NULL, "",
      "oauth2: allowed cid values (the Okta app integration's client id); empty: any"},
     {"auth", "jwks_url", K_STRING, F(auth_jwks_url), 0, 0, NULL, "",
-     "oauth2: where the issuer's keys are; empty: jwks_uri from the issuer's discovery "
-     "document, else ISSUER/v1/keys"},
+     "oauth2: where the issuer's keys are (https; plain http only to loopback); empty: "
+     "jwks_uri from the issuer's discovery document, else ISSUER/v1/keys"},
     {"auth", "jwks_file", K_STRING, F(auth_jwks_file), 0, 0, NULL, "",
      "oauth2: a local JWKS file instead of fetching (see `telehook token keygen`)"},
     {"auth", "algorithms", K_STRING, F(auth_algorithms), 0, 0, NULL, "RS256",
@@ -700,11 +700,21 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  cfg->auth_mode == TH_AUTH_HEADER ? "header" : "either");
         return TH_E_CONFIG;
     }
-    if (oauth && strncmp(cfg->auth_issuer, "https://", 8) != 0 &&
-        strncmp(cfg->auth_issuer, "http://", 7) != 0) {
+    /* The issuer and the JWKS URL say where the signing keys come from: over plain http anyone
+     * on the path could hand us their own key and sign tokens. Loopback is for tests. */
+    if (oauth && !th_url_https_or_loopback(cfg->auth_issuer)) {
         snprintf(err, errlen,
                  "[auth] issuer: required with mode = oauth2 or either, an https URL such as "
-                 "https://example.okta.com/oauth2/default");
+                 "https://example.okta.com/oauth2/default (plain http only to a loopback host: "
+                 "127.0.0.0/8, ::1, localhost)");
+        return TH_E_CONFIG;
+    }
+    if (oauth && cfg->auth_jwks_url && cfg->auth_jwks_url[0] &&
+        !th_url_https_or_loopback(cfg->auth_jwks_url)) {
+        snprintf(err, errlen,
+                 "[auth] jwks_url: must be an https URL (plain http only to a loopback host: "
+                 "127.0.0.0/8, ::1, localhost): over http anyone on the path could replace the "
+                 "issuer's keys");
         return TH_E_CONFIG;
     }
     if (oauth && !cfg->auth_audience[0]) {

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import SLOW, okta_request
-from fake_issuer import FakeIssuer
+from fake_issuer import FakeIssuer, b64url, b64url_decode
 
 
 @pytest.fixture
@@ -175,3 +175,139 @@ def test_local_keys_with_token_cli(make_server, tmp_path):
     other = s.cli("token", "mint", "--key", str(tmp_path / "jwt-private.jwk"),
                   "--cid", "0oa-dev", "--ttl", "-100").stdout.strip()
     assert bearer(s, other)[0] == 401
+
+
+# ---- a withdrawn key ends the tokens it signed, even cached ones ----
+
+def test_withdrawn_key_refuses_cached_token(make_server, issuer):
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    old = issuer.mint()  # signed with kid A
+    assert bearer(s, old)[0] == 200
+    assert bearer(s, old)[0] == 200  # from the verified-token cache
+    issuer.rotate()  # emergency rotation: the JWKS now holds only kid B
+    status, _, body = bearer(s, issuer.mint())  # an unknown kid: the keys are refreshed
+    assert status == 200, body
+    assert issuer.last(kind="jwks")["kids"] == [issuer.signing_kid]
+    status, headers, body = bearer(s, old)
+    assert status == 401, body
+    assert headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert bearer(s, old)[0] == 401
+    st = stats(s)
+    assert st["tokens_verified"] == 2 and st["token_cache_hits"] == 1, st
+
+
+def test_added_key_keeps_cached_token(make_server, issuer):
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    old = issuer.mint()
+    assert bearer(s, old)[0] == 200
+    new_kid = issuer.add_key()  # the issuer publishes its next key next to the current one
+    assert bearer(s, issuer.mint(key=new_kid))[0] == 200  # refresh: both keys now
+    assert sorted(issuer.last(kind="jwks")["kids"]) == sorted(issuer.published)
+    assert bearer(s, old)[0] == 200
+    st = stats(s)
+    # the old token was not verified again: a refresh that only adds keys keeps the cache
+    assert st["tokens_verified"] == 2 and st["token_cache_hits"] == 1, st
+
+
+# ---- the issuer's keys only over https (plain http only to loopback) ----
+
+@pytest.mark.parametrize("key,url", [
+    ("issuer", "http://example.okta.com/oauth2/default"),
+    ("issuer", "HTTP://example.okta.com/oauth2/default"),
+    ("issuer", "http://127.0.0.1@example.okta.com/oauth2/default"),
+    ("issuer", "http://localhost.example.com/oauth2/default"),
+    ("jwks_url", "http://example.okta.com/oauth2/default/v1/keys"),
+    ("jwks_url", "http://127.0.0.1.example.com/keys"),
+])
+def test_http_key_source_refused_by_config(make_server, key, url):
+    extra = f"auth.{key} = {url}"
+    s = make_server(f"""
+        auth.mode = oauth2
+        auth.issuer = https://example.okta.com/oauth2/default
+        {extra}""", start=False)
+    r = s.cli("config", "check", check=False)
+    assert r.returncode == 2, r.stderr
+    assert f"[auth] {key}" in r.stderr and "https" in r.stderr, r.stderr
+    assert s.start(expect_fail=True) == 2
+    assert f"[auth] {key}" in s.log_text()
+
+
+def test_loopback_http_key_source_accepted_by_config(make_server):
+    s = make_server("""
+        auth.mode = oauth2
+        auth.issuer = http://[::1]:9/oauth2/default
+        auth.jwks_url = http://localhost:9/keys""", start=False)
+    r = s.cli("config", "check", check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def jwks_errors(s):
+    return [l for l in s.logs() if l.get("event") == "jwks" and l.get("level") == "error"]
+
+
+def test_discovery_with_http_jwks_uri_refused(make_server, issuer):
+    issuer.doc_overrides = {"jwks_uri": "http://example.invalid/oauth2/default/v1/keys"}
+    s = make_server(oauth_config(issuer))
+    deadline = time.monotonic() + 5 * SLOW
+    while not jwks_errors(s):
+        assert time.monotonic() < deadline, s.log_text()
+        time.sleep(0.05)
+    (line,) = jwks_errors(s)[:1]
+    assert "not https" in line["msg"] and "example.invalid" in line["msg"], line
+    assert s.request("GET", "/readyz")[0] == 503  # no keys: not ready
+    assert bearer(s, issuer.mint())[0] == 401
+    # refused without fetching it, and not worked around by guessing {issuer}/v1/keys
+    assert issuer.count(kind="discovery") >= 1
+    assert issuer.count(kind="jwks") == 0
+
+
+def test_discovery_naming_another_issuer_is_not_used(make_server, issuer):
+    # its jwks_uri is not followed (not even refused as http): the keys are looked for at
+    # ISSUER/v1/keys, Okta's layout
+    issuer.doc_overrides = {"issuer": "https://evil.example.com/oauth2/default",
+                            "jwks_uri": "http://example.invalid/oauth2/default/v1/keys"}
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    assert issuer.last(kind="jwks")["path"] == issuer.path + "/v1/keys"
+    assert not jwks_errors(s)
+    assert any("names another issuer" in l.get("msg", "") for l in s.logs())
+    assert bearer(s, issuer.mint())[0] == 200
+
+
+def test_discovery_turning_to_http_keeps_the_keys_held(make_server, issuer):
+    s = make_server(oauth_config(issuer))
+    wait_ready(s)
+    assert issuer.count(kind="jwks") == 1
+    # the issuer's document now points at plain http; telehook finds out when it discovers
+    # again, after a failed key fetch (asked for here by a token with an unknown kid)
+    issuer.doc_overrides = {"jwks_uri": "http://example.invalid/oauth2/default/v1/keys"}
+    issuer.script.append("500")
+    assert bearer(s, issuer.mint(kid="unknown-kid"))[0] == 401
+    deadline = time.monotonic() + 10 * SLOW
+    while not jwks_errors(s):
+        assert time.monotonic() < deadline, s.log_text()
+        time.sleep(0.05)
+    assert "keys held: yes, kept" in jwks_errors(s)[0]["msg"]
+    assert s.request("GET", "/readyz")[0] == 200
+    assert bearer(s, issuer.mint())[0] == 200  # a new token, verified with the kept keys
+    assert issuer.count(kind="jwks") == 2  # the failed fetch; nothing since
+
+
+def test_es256_twin_signature_is_the_same_token(make_server):
+    """(r, s) and (r, n - s) both verify (ECDSA is malleable; issuers do not normalise S): the
+    other spelling of a cached token is the same cache entry, not a second token."""
+    n = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551
+    with FakeIssuer(alg="ES256") as iss:
+        s = make_server(oauth_config(iss, extra="auth.algorithms = ES256"))
+        wait_ready(s)
+        tok = iss.mint()
+        h, p, sig = tok.split(".")
+        raw = b64url_decode(sig)
+        r, sv = raw[:32], int.from_bytes(raw[32:], "big")
+        twin = f"{h}.{p}.{b64url(r + (n - sv).to_bytes(32, 'big'))}"
+        assert bearer(s, tok)[0] == 200
+        assert bearer(s, twin)[0] == 200
+        st = stats(s)
+        assert st["tokens_verified"] == 1 and st["token_cache_hits"] == 1, st

@@ -97,6 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[128];
     th_jwt_status s = th_jwt_verify(tok, size, keys, &POLICY, NOW, &c, why, sizeof why);
     check(s, &c, why, sizeof why);
+    unsigned char key[32]; /* the verified-token cache's key reads the raw text too */
+    th_jwt_cache_key(tok, size, key);
     free(tok);
 
     /* the input as a key set */
@@ -104,6 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256];
     if (th_jwks_parse((const char *)data, size, algs, 2, &k, err, sizeof err) == TH_E_OK) {
         (void)th_jwks_has_kid(k, "fuzz-rs");
+        (void)th_jwks_covers(k, keys);
+        (void)th_jwks_covers(keys, k);
         if (th_jwks_count(k) > 0) {
             s = th_jwt_verify(RS_TOKEN, sizeof RS_TOKEN - 1, k, &POLICY, NOW, &c, why, sizeof why);
             check(s, &c, why, sizeof why);

@@ -1,5 +1,6 @@
 /* Unit tests: auth (header secret, constant-time comparison, development mode, the cache of
- * verified bearer tokens). */
+ * verified bearer tokens: expiry, threads, key withdrawal, ES256 twins). Key refreshes are
+ * fetched from a tiny JWKS server on a loopback port, in a thread of the test. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,12 +8,18 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "auth/auth.h"
 #include "auth/jwt.h"
@@ -158,8 +165,8 @@ static struct th_auth *make_oauth(void)
     return a;
 }
 
-/* "Bearer <token>" for a token with jti n, expiring exp_in seconds from now. */
-static char *bearer(int n, long exp_in)
+/* "Bearer <token>" signed with priv, with jti n, expiring exp_in seconds from now. */
+static char *bearer_with(const char *priv, int n, long exp_in)
 {
     char claims[512], *tok = NULL;
     long now = (long)time(NULL);
@@ -167,13 +174,18 @@ static char *bearer(int n, long exp_in)
              "{\"iss\":\"" ISS "\",\"aud\":\"" AUD "\",\"iat\":%ld,\"exp\":%ld,"
              "\"scp\":[\"okta.telephony\"],\"jti\":\"AT.%d\"}",
              now - 10, now + exp_in, n);
-    assert_int_equal(th_jwt_mint(priv_jwk, claims, &tok, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_jwt_mint(priv, claims, &tok, err, sizeof err), TH_E_OK);
     size_t len = strlen(tok) + 8;
     char *h = malloc(len);
     assert_non_null(h);
     snprintf(h, len, "Bearer %s", tok);
     free(tok);
     return h;
+}
+
+static char *bearer(int n, long exp_in)
+{
+    return bearer_with(priv_jwk, n, exp_in);
 }
 
 static th_err check(struct th_auth *a, const char *authorization)
@@ -277,6 +289,275 @@ static void test_bearer_cache_threads(void **state)
     th_auth_free(a);
 }
 
+/* ---- key refreshes: a JWKS server on loopback ---- */
+
+static int jwks_fd = -1, jwks_port;
+static pthread_t jwks_thread;
+static pthread_mutex_t jwks_mu = PTHREAD_MUTEX_INITIALIZER;
+static char jwks_doc[16384]; /* served as it is now, guarded by jwks_mu */
+static atomic_int jwks_fetches;
+
+/* Answers every request with jwks_doc, one connection at a time (curl closes after each). */
+static void *jwks_serve(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(jwks_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char req[4096];
+        size_t have = 0;
+        ssize_t r;
+        while (have < sizeof req - 1 && (r = read(c, req + have, sizeof req - 1 - have)) > 0) {
+            have += (size_t)r;
+            req[have] = '\0';
+            if (strstr(req, "\r\n\r\n"))
+                break;
+        }
+        pthread_mutex_lock(&jwks_mu);
+        char head[256];
+        size_t n = strlen(jwks_doc);
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Cache-Control: max-age=3600\r\nContent-Length: %zu\r\n"
+                          "Connection: close\r\n\r\n",
+                          n);
+        (void)!write(c, head, (size_t)hl);
+        (void)!write(c, jwks_doc, n);
+        pthread_mutex_unlock(&jwks_mu);
+        atomic_fetch_add(&jwks_fetches, 1);
+        close(c);
+    }
+}
+
+static int group_setup(void **state)
+{
+    if (tmpdir_setup(state) != 0 || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return -1;
+    jwks_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (jwks_fd < 0 || bind(jwks_fd, (struct sockaddr *)&a, sizeof a) || listen(jwks_fd, 16))
+        return -1;
+    socklen_t len = sizeof a;
+    getsockname(jwks_fd, (struct sockaddr *)&a, &len);
+    jwks_port = ntohs(a.sin_port);
+    return pthread_create(&jwks_thread, NULL, jwks_serve, NULL);
+}
+
+static int group_teardown(void **state)
+{
+    shutdown(jwks_fd, SHUT_RDWR);
+    close(jwks_fd);
+    pthread_join(jwks_thread, NULL);
+    curl_global_cleanup();
+    return tmpdir_teardown(state);
+}
+
+/* Serves the public keys of the given JWKS documents (each th_jwt_keygen's), merged. */
+static void serve_keys(const char *const *docs, size_t n)
+{
+    char buf[sizeof jwks_doc] = "{\"keys\":[";
+    for (size_t i = 0; i < n; i++) {
+        const char *open = strchr(docs[i], '['), *close = strrchr(docs[i], ']');
+        assert_true(open && close);
+        size_t have = strlen(buf);
+        assert_true(have + (size_t)(close - open) + 4 < sizeof buf);
+        snprintf(buf + have, sizeof buf - have, "%s%.*s", i ? "," : "", (int)(close - open - 1),
+                 open + 1);
+    }
+    strcat(buf, "]}");
+    pthread_mutex_lock(&jwks_mu);
+    memcpy(jwks_doc, buf, sizeof buf);
+    pthread_mutex_unlock(&jwks_mu);
+}
+
+/* An oauth2 auth fetching its keys from the loopback JWKS server; returns once it has keys. */
+static struct th_auth *make_fetching(void)
+{
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/keys", jwks_port);
+    struct th_config cfg = {0};
+    cfg.auth_mode = TH_AUTH_OAUTH2;
+    cfg.auth_issuer = (char *)ISS;
+    cfg.auth_audience = (char *)AUD;
+    cfg.auth_scopes = (char *)"okta.telephony";
+    cfg.auth_client_ids = (char *)"";
+    cfg.auth_jwks_url = url;
+    cfg.auth_jwks_file = (char *)"";
+    cfg.auth_algorithms = (char *)"ES256";
+    struct th_auth *a = NULL;
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_OK);
+    for (int i = 0; i < 1000 && !th_auth_ready(a); i++) {
+        struct timespec ms10 = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ms10, NULL);
+    }
+    assert_true(th_auth_ready(a));
+    return a;
+}
+
+/* Checks a token whose kid the server does not hold yet: TH_E_BUSY, a refresh, then the
+ * answer against the refreshed keys (as the server's request loop does). */
+static th_err check_after_refresh(struct th_auth *a, const char *authorization)
+{
+    uint64_t epoch = th_auth_epoch(a);
+    th_err e = check(a, authorization);
+    if (e != TH_E_BUSY)
+        return e;
+    for (int i = 0; i < 1000 && th_auth_epoch(a) == epoch; i++) {
+        struct timespec ms10 = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ms10, NULL);
+    }
+    assert_int_not_equal(th_auth_epoch(a), epoch);
+    return check(a, authorization);
+}
+
+static void test_withdrawn_key_ends_cached_tokens(void **state)
+{
+    (void)state;
+    /*
+     * An emergency rotation: the issuer withdraws kid A and publishes only B. Once the keys are
+     * refreshed (here: a token naming B asks for it), a token verified earlier with A and still
+     * in the cache is refused, not waved through until its slot is reused or it expires.
+     */
+    char *privA, *jwksA, *privB, *jwksB;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &privA, &jwksA), TH_E_OK);
+    assert_int_equal(th_jwt_keygen("ES256", "kB", &privB, &jwksB), TH_E_OK);
+    serve_keys((const char *[]){jwksA}, 1);
+    struct th_auth *a = make_fetching();
+    char *tA = bearer_with(privA, 1, 600), *tB = bearer_with(privB, 2, 600);
+    assert_int_equal(check(a, tA), TH_E_OK);
+    assert_int_equal(check(a, tA), TH_E_OK); /* from the cache */
+    serve_keys((const char *[]){jwksB}, 1);
+    assert_int_equal(check_after_refresh(a, tB), TH_E_OK);
+    assert_int_equal(check(a, tA), TH_E_AUTH);
+    assert_int_equal(check(a, tA), TH_E_AUTH);
+    struct th_auth_stats st;
+    th_auth_stats(a, &st);
+    assert_int_equal(st.verified, 2);
+    assert_int_equal(st.cache_hits, 1);
+    assert_int_equal(st.refused, 2);
+    assert_int_equal(st.key_fetches, 2);
+    th_auth_free(a);
+    free(tA);
+    free(tB);
+    free(privA);
+    free(jwksA);
+    free(privB);
+    free(jwksB);
+}
+
+static void test_added_key_keeps_cached_tokens(void **state)
+{
+    (void)state;
+    /* a refresh that only adds a key (the issuer publishing its next one) leaves the tokens
+     * verified so far in the cache: no verification again */
+    char *privA, *jwksA, *privB, *jwksB;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &privA, &jwksA), TH_E_OK);
+    assert_int_equal(th_jwt_keygen("ES256", "kB", &privB, &jwksB), TH_E_OK);
+    serve_keys((const char *[]){jwksA}, 1);
+    struct th_auth *a = make_fetching();
+    char *tA = bearer_with(privA, 1, 600), *tB = bearer_with(privB, 2, 600);
+    assert_int_equal(check(a, tA), TH_E_OK);
+    serve_keys((const char *[]){jwksA, jwksB}, 2);
+    assert_int_equal(check_after_refresh(a, tB), TH_E_OK);
+    assert_int_equal(check(a, tA), TH_E_OK);
+    assert_int_equal(check(a, tB), TH_E_OK);
+    struct th_auth_stats st;
+    th_auth_stats(a, &st);
+    assert_int_equal(st.verified, 2);
+    assert_int_equal(st.cache_hits, 2);
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(st.key_fetches, 2);
+    th_auth_free(a);
+    free(tA);
+    free(tB);
+    free(privA);
+    free(jwksA);
+    free(privB);
+    free(jwksB);
+}
+
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* The base64url of 64 bytes, into out (86 characters and a NUL). */
+static void b64url64(const unsigned char in[64], char out[87])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < 64; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < 64 ? (unsigned)in[i + 1] << 8 : 0) |
+                     (i + 2 < 64 ? in[i + 2] : 0);
+        out[o++] = b64url_alphabet[v >> 18];
+        out[o++] = b64url_alphabet[(v >> 12) & 63];
+        if (i + 1 < 64)
+            out[o++] = b64url_alphabet[(v >> 6) & 63];
+        if (i + 2 < 64)
+            out[o++] = b64url_alphabet[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* "Bearer <token>" -> "Bearer <token with S replaced by n - S>": the other ES256 spelling. */
+static char *es256_twin(const char *authorization)
+{
+    static const unsigned char n[32] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                        0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84,
+                                        0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+    const char *sig = strrchr(authorization, '.') + 1;
+    assert_int_equal(strlen(sig), 86);
+    unsigned char rs[64];
+    for (size_t i = 0, bits = 0, acc = 0, o = 0; i < 86; i++) {
+        const char *p = strchr(b64url_alphabet, sig[i]);
+        assert_true(p && *p);
+        acc = acc << 6 | (size_t)(p - b64url_alphabet);
+        bits += 6;
+        if (bits >= 8 && o < 64) {
+            bits -= 8;
+            rs[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    int borrow = 0;
+    for (int i = 31; i >= 0; i--) {
+        int d = n[i] - rs[32 + i] - borrow;
+        borrow = d < 0;
+        rs[32 + i] = (unsigned char)(d + (borrow ? 256 : 0));
+    }
+    assert_int_equal(borrow, 0);
+    size_t head = (size_t)(sig - authorization);
+    char *twin = malloc(head + 87);
+    assert_non_null(twin);
+    memcpy(twin, authorization, head);
+    b64url64(rs, twin + head);
+    return twin;
+}
+
+static void test_es256_twin_is_one_token(void **state)
+{
+    (void)state;
+    /* (r, s) and (r, n - s) both verify: the second spelling of a cached token is a cache hit,
+     * not a second token (whichever of the two the issuer's signer produced) */
+    char *priv, *jwks;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &priv, &jwks), TH_E_OK);
+    serve_keys((const char *[]){jwks}, 1);
+    struct th_auth *a = make_fetching();
+    for (int i = 0; i < 8; i++) {
+        char *t = bearer_with(priv, 100 + i, 600), *u = es256_twin(t);
+        assert_int_equal(check(a, i % 2 ? u : t), TH_E_OK);
+        assert_int_equal(check(a, i % 2 ? t : u), TH_E_OK);
+        free(t);
+        free(u);
+    }
+    struct th_auth_stats st;
+    th_auth_stats(a, &st);
+    assert_int_equal(st.verified, 8);
+    assert_int_equal(st.cache_hits, 8);
+    th_auth_free(a);
+    free(priv);
+    free(jwks);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,8 +568,11 @@ int main(void)
         cmocka_unit_test(test_header_mode_needs_secret),
         cmocka_unit_test(test_bearer_cache),
         cmocka_unit_test(test_bearer_cache_threads),
+        cmocka_unit_test(test_withdrawn_key_ends_cached_tokens),
+        cmocka_unit_test(test_added_key_keeps_cached_tokens),
+        cmocka_unit_test(test_es256_twin_is_one_token),
     };
-    int rc = cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     free(priv_jwk);
     return rc;
 }

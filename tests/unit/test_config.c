@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "config/config.h"
 
 #include "tmpdir.h"
@@ -201,6 +202,110 @@ static void test_none_mode_loopback_only(void **state)
     th_config_release(&c);
 }
 
+static void test_url_https_or_loopback(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url;
+        bool ok;
+    } cases[] = {
+        {"https://example.okta.com/oauth2/default", true},
+        {"HTTPS://example.okta.com/oauth2/default", true}, /* schemes are case-insensitive */
+        {"https://127.0.0.1.evil.com/keys", true},         /* https: any host */
+        {"http://example.okta.com/oauth2/default", false},
+        {"HTTP://example.okta.com/keys", false},
+        {"Http://example.okta.com/keys", false},
+        {"http://127.0.0.1:8080/oauth2/default", true},
+        {"HTTP://127.0.0.1/keys", true},
+        {"http://127.9.8.7/keys", true},
+        {"http://localhost:9000/keys", true},
+        {"http://LOCALHOST/keys", true},
+        {"http://[::1]:8443/keys", true},
+        {"http://[::1]/keys", true},
+        {"http://127.0.0.1.evil.com/keys", false}, /* look-alikes */
+        {"http://localhost.evil.com/keys", false},
+        {"http://localhost.evil.com:80/keys", false},
+        {"http://evil.com/127.0.0.1/keys", false},
+        {"http://evil.com?127.0.0.1", false},
+        {"http://evil.com#@127.0.0.1", false},
+        {"http://127.0.0.1@evil.com/keys", false}, /* userinfo: the host is evil.com */
+        {"http://localhost:80@evil.com/keys", false},
+        {"http://[::1]@evil.com/keys", false},
+        {"http://128.0.0.1/keys", false},
+        {"http://[::2]/keys", false},
+        {"http://[::ffff:10.0.0.1]/keys", false},
+        {"http://0.0.0.0/keys", false},
+        {"ftp://127.0.0.1/keys", false}, /* other schemes */
+        {"file:///etc/keys.json", false},
+        {"gopher://localhost/", false},
+        {"//example.okta.com/keys", false},
+        {"example.okta.com/keys", false}, /* no scheme */
+        {"https://", false},
+        {"http://", false},
+        {"", false},
+        {"https//example.okta.com", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (th_url_https_or_loopback(cases[i].url) != cases[i].ok)
+            fail_msg("%s: want %s", cases[i].url, cases[i].ok ? "accepted" : "refused");
+}
+
+/* Where the issuer's keys come from must be https (loopback excepted), for serve and check. */
+static void test_key_urls_https(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *conf, *want; /* want: NULL = valid, else a part of the error */
+    } cases[] = {
+        {"issuer = https://example.okta.com/oauth2/default\n", NULL},
+        {"issuer = http://example.okta.com/oauth2/default\n", "[auth] issuer"},
+        {"issuer = HTTP://example.okta.com/oauth2/default\n", "[auth] issuer"},
+        {"issuer = http://127.0.0.1@example.okta.com/oauth2/default\n", "[auth] issuer"},
+        {"issuer = http://127.0.0.1:9000/oauth2/default\n", NULL},
+        {"issuer = http://[::1]:9000/oauth2/default\n", NULL},
+        {"issuer = http://localhost/oauth2/default\n", NULL},
+        {"issuer = example.okta.com\n", "[auth] issuer"},
+        {"issuer = https://example.okta.com/oauth2/default\n"
+         "jwks_url = http://example.okta.com/oauth2/default/v1/keys\n",
+         "[auth] jwks_url"},
+        {"issuer = https://example.okta.com/oauth2/default\n"
+         "jwks_url = http://localhost.evil.com/keys\n",
+         "[auth] jwks_url"},
+        {"issuer = https://example.okta.com/oauth2/default\n"
+         "jwks_url = https://keys.example.com/keys\n",
+         NULL},
+        {"issuer = https://example.okta.com/oauth2/default\n"
+         "jwks_url = http://127.0.0.1:9000/keys\n",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int mode = 0; mode < 2; mode++) {
+            char conf[512];
+            snprintf(conf, sizeof conf, "[auth]\nmode = %s\nheader_secret = x\n%s",
+                     mode ? "either" : "oauth2", cases[i].conf);
+            struct th_config c;
+            char err[512];
+            assert_int_equal(
+                th_config_load(&c, write_file("keys.conf", conf), no_env, err, sizeof err),
+                TH_E_OK);
+            th_err e = th_config_check_serve(&c, err, sizeof err);
+            if (!cases[i].want && e != TH_E_OK)
+                fail_msg("%s: refused: %s", cases[i].conf, err);
+            if (cases[i].want && (e != TH_E_CONFIG || !strstr(err, cases[i].want)))
+                fail_msg("%s: want an error about %s, got: %s", cases[i].conf, cases[i].want,
+                         e == TH_E_OK ? "accepted" : err);
+            th_config_release(&c);
+        }
+    /* in header mode the oauth2 keys are not used: not checked */
+    struct th_config c;
+    char err[512];
+    const char *path = write_file(
+        "hdr.conf", "[auth]\nmode = header\nheader_secret = x\nissuer = http://evil.com/\n");
+    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+}
+
 static void test_print_masks_secret(void **state)
 {
     (void)state;
@@ -319,6 +424,8 @@ int main(void)
         cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
+        cmocka_unit_test(test_url_https_or_loopback),
+        cmocka_unit_test(test_key_urls_https),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

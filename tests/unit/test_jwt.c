@@ -1952,6 +1952,183 @@ static void test_es256_bad_values(void **state)
     free(t);
 }
 
+/* th_jwt_cache_key of a NUL-terminated token, and whether two tokens have the same key. */
+static void cache_key(const char *t, unsigned char out[32])
+{
+    th_jwt_cache_key(t, strlen(t), out);
+}
+
+static bool same_key(const char *a, const char *b)
+{
+    unsigned char ka[32], kb[32];
+    cache_key(a, ka);
+    cache_key(b, kb);
+    return memcmp(ka, kb, 32) == 0;
+}
+
+/* The SHA-256 of the token's text, with OpenSSL's own one-shot digest. */
+static bool key_is_text_hash(const char *t)
+{
+    unsigned char k[32], d[32];
+    unsigned int dl = 0;
+    cache_key(t, k);
+    assert_int_equal(EVP_Digest(t, strlen(t), d, &dl, EVP_sha256(), NULL), 1);
+    return dl == 32 && memcmp(k, d, 32) == 0;
+}
+
+static void test_cache_key_es256_twins(void **state)
+{
+    (void)state;
+    /*
+     * Both spellings of an ES256 signature, (r, s) and (r, n - s), verify (test_es256_bad_values),
+     * so they must be one token for the verified-token cache: one cache key. The key of the
+     * low-S spelling is the hash of its text, as for any other token. Signatures are drawn until
+     * both a low-S and a high-S one from the signer have been seen (about half are high-S).
+     */
+    EVP_PKEY *pk = ec_pkey(F.ec_priv);
+    json_t *c = base();
+    char *payload = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    char *h = b64url_str("{\"alg\":\"ES256\",\"kid\":\"ec-1\"}");
+    char *p = b64url_str(payload);
+    size_t n = strlen(h) + strlen(p) + 2;
+    char *input = malloc(n);
+    assert_non_null(input);
+    snprintf(input, n, "%s.%s", h, p);
+    bool seen[2] = {false, false}; /* signed low-S, signed high-S */
+    unsigned char key0[32];
+    for (int tries = 0; tries < 200 && !(seen[0] && seen[1]); tries++) {
+        unsigned char rs[64], twin[64];
+        es256_sign(pk, input, rs);
+        memcpy(twin, rs, 32);
+        p256_negate(rs + 32, twin + 32);
+        bool high = memcmp(rs + 32, twin + 32, 32) > 0;
+        seen[high] = true;
+        char *t = es256_token(h, p, rs), *u = es256_token(h, p, twin);
+        assert_status(vt(strdup(t)), TH_JWT_OK);
+        assert_status(vt(strdup(u)), TH_JWT_OK);
+        if (!same_key(t, u))
+            fail_msg("the %s-S signature and its twin have different cache keys",
+                     high ? "high" : "low");
+        assert_true(key_is_text_hash(high ? u : t));
+        assert_false(key_is_text_hash(high ? t : u));
+        /* every signature of the same content is a new token (ECDSA is randomised): its own key */
+        unsigned char k[32];
+        cache_key(t, k);
+        if (tries == 0)
+            memcpy(key0, k, 32);
+        else
+            assert_memory_not_equal(k, key0, 32);
+        /* the twin under another header or payload is not the same token */
+        char *h2 = b64url_str("{\"alg\":\"ES256\",\"kid\":\"ec-2\"}");
+        char *o = es256_token(h2, p, twin);
+        assert_false(same_key(t, o));
+        free(o);
+        free(h2);
+        free(t);
+        free(u);
+    }
+    assert_true(seen[0] && seen[1]);
+    EVP_PKEY_free(pk);
+    free(input);
+    free(p);
+    free(h);
+    free(payload);
+}
+
+static void test_cache_key_other_spellings(void **state)
+{
+    (void)state;
+    /* RS256 (Okta's): the hash of the text, and a changed character is another key */
+    char *t = mint(F.rsa1_priv, base());
+    assert_true(key_is_text_hash(t));
+    char *u = strdup(t);
+    assert_non_null(u);
+    u[strlen(u) - 1] = u[strlen(u) - 1] == 'A' ? 'B' : 'A';
+    assert_false(same_key(t, u));
+    free(u);
+    free(t);
+    /* ES256 R || S whose S is not below n (no signature at all: OpenSSL refuses it), with and
+     * without a high-S twin's help: left as they are */
+    t = mint(F.ec_priv, base());
+    char *p[3];
+    size_t n;
+    unsigned char *sig = split_sig(t, p, &n, 64);
+    unsigned char rs[64], ones[32];
+    memset(ones, 0xff, sizeof ones);
+    memcpy(rs, sig, 32);
+    const unsigned char *odd[] = {P256_N, ones};
+    for (size_t i = 0; i < TH_ARRAY_LEN(odd); i++) {
+        memcpy(rs + 32, odd[i], 32);
+        char *o = es256_token(p[0], p[1], rs);
+        assert_true(key_is_text_hash(o));
+        assert_status(vt(strdup(o)), TH_JWT_SIGNATURE);
+        free(o);
+    }
+    memset(rs + 32, 0, 32); /* s = 0 */
+    char *z = es256_token(p[0], p[1], rs);
+    assert_true(key_is_text_hash(z));
+    free(z);
+    /* 86 characters that are not canonical base64url (trailing bits set): not decoded, the text
+     * is the key */
+    char *s64 = b64url(sig, 64);
+    assert_int_equal(strlen(s64), 86);
+    s64[85] = s64[85] == 'B' ? 'C' : 'B'; /* 64 bytes leave 4 unused bits in the last char */
+    char *bad = join3(p[0], p[1], s64);
+    assert_true(key_is_text_hash(bad));
+    free(bad);
+    free(s64);
+    /* no dot at all, a short or empty last part; 85 or 87 characters of a high-S signature's
+     * spelling (the twin's base64url with one character dropped or added) */
+    const char *shapes[] = {"", "abc", "a.b.", "a.b.c"};
+    for (size_t i = 0; i < TH_ARRAY_LEN(shapes); i++)
+        assert_true(key_is_text_hash(shapes[i]));
+    memcpy(rs, sig, 32);
+    p256_negate(sig + 32, rs + 32);
+    char *twin = b64url(rs, 64);
+    char longer[88], shorter[86];
+    snprintf(longer, sizeof longer, "%sA", twin);
+    snprintf(shorter, sizeof shorter, "%.85s", twin);
+    char *l = join3(p[0], p[1], longer), *sh = join3(p[0], p[1], shorter);
+    assert_true(key_is_text_hash(l));
+    assert_true(key_is_text_hash(sh));
+    free(sh);
+    free(l);
+    free(twin);
+    free(sig);
+    free3(p);
+    free(t);
+}
+
+static void test_jwks_covers(void **state)
+{
+    (void)state;
+    /* a refresh that keeps every key (or adds some) covers the old set; one that drops or
+     * replaces a key does not */
+    assert_true(th_jwks_covers(F.all, F.all));
+    assert_true(th_jwks_covers(F.all, F.one));
+    assert_false(th_jwks_covers(F.one, F.all));
+    assert_true(th_jwks_covers(F.one, NULL));
+    assert_false(th_jwks_covers(NULL, F.one));
+    /* the same keys parsed again, in another order: still covered */
+    struct th_jwks *again = parse_keys(
+        json_pack("[o,o,o]", first_key(F.ec_jwks), first_key(F.rsa2_jwks), first_key(F.rsa1_jwks)),
+        algs, 2);
+    assert_true(th_jwks_covers(again, F.all));
+    assert_true(th_jwks_covers(F.all, again));
+    th_jwks_free(again);
+    /* rsa-1's kid on rsa-2's key: the key was replaced */
+    json_t *k2 = first_key(F.rsa2_jwks);
+    json_object_set_new(k2, "kid", json_string("rsa-1"));
+    struct th_jwks *swapped = parse_keys(json_pack("[o]", k2), algs, 2);
+    assert_false(th_jwks_covers(swapped, F.one));
+    th_jwks_free(swapped);
+    /* the same key without its kid, and a kid-less key with one */
+    assert_false(th_jwks_covers(F.one_nokid, F.one));
+    assert_false(th_jwks_covers(F.one, F.one_nokid));
+    assert_true(th_jwks_covers(F.one_nokid, F.one_nokid));
+}
+
 static void test_same_kid_other_key(void **state)
 {
     (void)state;
@@ -2244,6 +2421,9 @@ int main(void)
         cmocka_unit_test(test_extreme_times),
         cmocka_unit_test(test_es256_der_encoding),
         cmocka_unit_test(test_es256_bad_values),
+        cmocka_unit_test(test_cache_key_es256_twins),
+        cmocka_unit_test(test_cache_key_other_spellings),
+        cmocka_unit_test(test_jwks_covers),
         cmocka_unit_test(test_same_kid_other_key),
         cmocka_unit_test(test_rs256_signature_values),
         cmocka_unit_test(test_rsa_3072),
