@@ -76,6 +76,7 @@ class Server:
         self.db = os.path.join(tmp, "telehook.db")
         self.conf = os.path.join(tmp, "telehook.conf")
         (tmp / "secret").write_text(self.secret + "\n")
+        os.chmod(tmp / "secret", 0o600)  # a secret file others can read is refused
         base = {
             "server": {"listen": "127.0.0.1:0", "threads": "2", "port_file": str(tmp / "port")},
             "auth": {"mode": "header", "header_name": self.header,
