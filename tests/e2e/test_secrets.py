@@ -1,8 +1,14 @@
-"""Secrets hygiene at the edges: secret files (mode, kind, content) and the header secret's
-minimum length."""
+"""Secrets hygiene at the edges: secret files (mode, kind, content), the header secret's minimum
+length, and `token keygen` writing its private key over what is already there."""
+import json
 import os
+import stat
 
 from conftest import okta_request
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
 
 
 def test_secret_file_open_to_others_is_refused(make_server):
@@ -88,3 +94,44 @@ def test_short_header_secret_is_refused(make_server):
     s = make_server(secret="0123456789abcdef")  # 16: the minimum
     assert s.post(okta_request())[0] == 200
     assert s.stop() == 0
+
+
+def keygen(s, d):
+    return s.cli("token", "keygen", "--dir", str(d), check=False)
+
+
+def test_keygen_over_a_world_readable_key_makes_it_0600(make_server, tmp_path):
+    s = make_server(start=False)
+    d = tmp_path / "keys"
+    d.mkdir()
+    priv = d / "jwt-private.jwk"
+    priv.write_text("old key\n")
+    os.chmod(priv, 0o644)
+    r = keygen(s, d)
+    assert r.returncode == 0, r.stderr
+    assert mode_of(priv) == 0o600
+    key = json.loads(priv.read_text())
+    assert key["kty"] == "RSA" and "d" in key  # the new private key, whole
+    # and again over a 0666 one, and over a 0600 one (unchanged)
+    os.chmod(priv, 0o666)
+    assert keygen(s, d).returncode == 0 and mode_of(priv) == 0o600
+    assert keygen(s, d).returncode == 0 and mode_of(priv) == 0o600
+    assert json.loads((d / "jwks.json").read_text())["keys"][0]["kid"]
+
+
+def test_keygen_refuses_a_symlink_or_a_hard_link(make_server, tmp_path):
+    s = make_server(start=False)
+    d = tmp_path / "keys"
+    d.mkdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not yours\n")
+    os.chmod(elsewhere, 0o644)
+    os.symlink(elsewhere, d / "jwt-private.jwk")
+    r = keygen(s, d)
+    assert r.returncode != 0 and "symbolic link" in r.stderr, r.stderr
+    assert elsewhere.read_text() == "not yours\n" and mode_of(elsewhere) == 0o644
+    os.unlink(d / "jwt-private.jwk")
+    os.link(elsewhere, d / "jwt-private.jwk")
+    r = keygen(s, d)
+    assert r.returncode != 0 and "single link" in r.stderr, r.stderr
+    assert elsewhere.read_text() == "not yours\n" and mode_of(elsewhere) == 0o644
