@@ -88,8 +88,8 @@ static const struct key keys[] = {
     {"auth", "header_name", K_HEADER, F(auth_header_name), 0, 0, NULL, "Authorization",
      "the header Okta sends (the hook's \"Authentication field\")"},
     {"auth", "header_secret", K_SECRET, F(auth_header_secret), 0, 0, NULL, "",
-     "the header's value (the hook's \"Authentication secret\"), compared verbatim; prefer "
-     "header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
+     "the header's value (the hook's \"Authentication secret\"), compared verbatim, at least 16 "
+     "bytes; prefer header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
     {"auth", "issuer", K_STRING, F(auth_issuer), 0, 0, NULL, "",
      "oauth2: the authorization server that issues Okta's tokens, e.g. "
      "https://example.okta.com/oauth2/default"},
