@@ -38,8 +38,9 @@ static double now_us(void)
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
-static const char *lookup(void *ud, const char *name)
+static const char *lookup(void *ud, const char *name, size_t *len)
 {
+    *len = ud ? strlen(ud) : 0;
     return strcasecmp(name, "Authorization") == 0 ? ud : NULL;
 }
 

@@ -92,8 +92,9 @@ th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err,
                sizeof a->header_name);
     if (a->mode == TH_AUTH_HEADER || a->mode == TH_AUTH_EITHER) {
         const char *s = cfg->auth_header_secret;
-        if (!s || !*s) {
-            snprintf(err, errlen, "[auth] header_secret is required");
+        if (!s || strlen(s) < TH_AUTH_HEADER_SECRET_MIN) {
+            snprintf(err, errlen, "[auth] header_secret is required, at least %d bytes",
+                     TH_AUTH_HEADER_SECRET_MIN);
             th_auth_free(a);
             return TH_E_CONFIG;
         }
@@ -192,13 +193,14 @@ void th_auth_stats(const struct th_auth *auth, struct th_auth_stats *out)
     out->key_fetches = auth->keys ? th_keys_fetches(auth->keys) : 0;
 }
 
-static th_err check_secret(const struct th_auth *auth, const char *v, const char **why)
+/* v is the presented value, n its length as received (a NUL inside is part of it). */
+static th_err check_secret(const struct th_auth *auth, const char *v, size_t n, const char **why)
 {
-    size_t n = strnlen(v, MAX_PRESENTED + 1);
     unsigned char digest[32];
     /*
      * Compare digests, not the strings: CRYPTO_memcmp is constant-time only for equal lengths,
      * and comparing fixed-size digests also hides the secret's length from a timing attacker.
+     * All 32 bytes are compared: a prefix would let a few thousand guesses through.
      */
     if (n <= MAX_PRESENTED)
         th_sha256(v, n, digest);
@@ -299,7 +301,8 @@ th_err th_auth_check(struct th_auth *auth, th_header_lookup_fn lookup, void *ud,
     if (auth->mode == TH_AUTH_NONE)
         return TH_E_OK;
     if (auth->bearer) {
-        const char *az = lookup(ud, "Authorization");
+        size_t azlen = 0;
+        const char *az = lookup(ud, "Authorization", &azlen);
         if (az && strncasecmp(az, "Bearer ", 7) == 0) {
             const char *t = az + 7;
             while (*t == ' ')
@@ -311,10 +314,11 @@ th_err th_auth_check(struct th_auth *auth, th_header_lookup_fn lookup, void *ud,
             return TH_E_AUTH;
         }
     }
-    const char *v = lookup(ud, auth->header_name);
-    if (!v || !*v) {
+    size_t n = 0;
+    const char *v = lookup(ud, auth->header_name, &n);
+    if (!v || n == 0) {
         *why = "missing credentials";
         return TH_E_AUTH;
     }
-    return check_secret(auth, v, why);
+    return check_secret(auth, v, n, why);
 }

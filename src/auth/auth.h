@@ -17,6 +17,7 @@
 #define TH_AUTH_AUTH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -24,12 +25,17 @@
 
 struct th_auth;
 
-/* Returns the value of a request header (case-insensitive name), or NULL. */
-typedef const char *(*th_header_lookup_fn)(void *ud, const char *name);
+/*
+ * Returns the value of a request header (case-insensitive name), or NULL; *len is set to the
+ * value's length as the HTTP layer received it (which may hold a NUL byte: the whole value is
+ * compared, never only what precedes a NUL).
+ */
+typedef const char *(*th_header_lookup_fn)(void *ud, const char *name, size_t *len);
 
 /*
- * Copies what it needs from cfg (the header secret is kept only as its SHA-256); in oauth2 and
- * either modes starts fetching the issuer's keys. TH_E_CONFIG with the reason in err.
+ * Copies what it needs from cfg (the header secret, at least TH_AUTH_HEADER_SECRET_MIN bytes, is
+ * kept only as its SHA-256); in oauth2 and either modes starts fetching the issuer's keys.
+ * TH_E_CONFIG with the reason in err.
  */
 th_err th_auth_new(const struct th_config *cfg, struct th_auth **out, char *err, size_t errlen);
 void th_auth_free(struct th_auth *auth); /* NULL is a no-op */

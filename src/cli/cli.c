@@ -432,6 +432,16 @@ int th_cli_main(int argc, char **argv)
         return 2;
     }
     th_log_init(cli.cfg.log_level, 2);
+    /* What loading found worth a warning (a secret file its group can read): logged at start,
+     * printed by `config check`. */
+    for (const char *w = cli.cfg.warnings; w && *w && (serve || strcmp(cmd, "config") == 0);) {
+        int n = (int)strcspn(w, "\n");
+        if (serve)
+            th_log_msg(TH_LOG_WARN, "config_warning", "%.*s", n, w);
+        else
+            fprintf(stderr, "telehook: warning: %.*s\n", n, w);
+        w += n + (w[n] == '\n');
+    }
     bool config_check = strcmp(cmd, "config") == 0 && strcmp(sub, "check") == 0;
     if ((serve || config_check) && th_config_check_serve(&cli.cfg, err, sizeof err) != TH_E_OK) {
         fprintf(stderr, "telehook: %s\n", err);

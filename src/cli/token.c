@@ -3,8 +3,9 @@
  * Okta.
  *
  *   token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]
- *       writes DIR/jwt-private.jwk (the signing key, mode 0600) and DIR/jwks.json (the public
- *       key set: point auth.jwks_file at it)
+ *       writes DIR/jwt-private.jwk (the signing key, mode 0600 even over an older file) and
+ *       DIR/jwks.json (the public key set, 0644: point auth.jwks_file at it); a symlink or a
+ *       hard-linked file in their place is refused
  *   token mint --key FILE [--ttl SECONDS] [--cid ID] [--scope "a b"] [--iss URL] [--aud AUD]
  *              [--claim NAME=VALUE ...]
  *       prints a token with Okta's access-token claims; iss, aud and scp default to the
@@ -25,11 +26,31 @@
 #include "cli/internal.h"
 #include "common/util.h"
 
+/*
+ * Writes text and a newline to path, which ends with exactly mode whether it was created or
+ * already there (open's mode only applies to a new file: a key written over an old 0644 file
+ * would stay world-readable). Refused: a symlink (O_NOFOLLOW: the key must not land wherever the
+ * link points) and anything but a regular file with one link (a hard link would expose the key
+ * under another name). The mode is set before the first byte is written.
+ */
 static int write_file(const char *path, const char *text, mode_t mode)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
     if (fd < 0) {
+        fprintf(stderr, "telehook: %s: %s\n", path,
+                errno == ELOOP ? "is a symbolic link: refused (remove it or choose --dir)"
+                               : strerror(errno));
+        return 1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+        fprintf(stderr, "telehook: %s: not a regular file with a single link: refused\n", path);
+        close(fd);
+        return 1;
+    }
+    if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0) {
         fprintf(stderr, "telehook: %s: %s\n", path, strerror(errno));
+        close(fd);
         return 1;
     }
     size_t n = strlen(text);

@@ -2,11 +2,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -85,8 +88,8 @@ static const struct key keys[] = {
     {"auth", "header_name", K_HEADER, F(auth_header_name), 0, 0, NULL, "Authorization",
      "the header Okta sends (the hook's \"Authentication field\")"},
     {"auth", "header_secret", K_SECRET, F(auth_header_secret), 0, 0, NULL, "",
-     "the header's value (the hook's \"Authentication secret\"), compared verbatim; prefer "
-     "header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
+     "the header's value (the hook's \"Authentication secret\"), compared verbatim, at least 16 "
+     "bytes; prefer header_secret_file or TELEHOOK_AUTH_HEADER_SECRET(_FILE)"},
     {"auth", "issuer", K_STRING, F(auth_issuer), 0, 0, NULL, "",
      "oauth2: the authorization server that issues Okta's tokens, e.g. "
      "https://example.okta.com/oauth2/default (https; plain http only to loopback)"},
@@ -294,6 +297,32 @@ static th_err set_string(char **field, const char *v)
     return TH_E_OK;
 }
 
+/*
+ * A secret is one line of visible text: the value of an HTTP header (auth.header_secret,
+ * Twilio's Basic auth), or a key the operator pastes. So it holds no control byte (a header
+ * cannot carry one: a NUL or a second newline makes a secret nobody sends) and no space or tab
+ * at either end (HTTP drops those around a header value). n is the value's length; why names the
+ * fault, never a byte of the value.
+ */
+static const char *secret_text_fault(const char *v, size_t n)
+{
+    if (n > SECRET_MAX)
+        return "longer than 4096 bytes";
+    if (n && (v[n - 1] == '\n' || v[n - 1] == '\r'))
+        return "ends in a newline (a file's one trailing newline is ignored, a second is not): "
+               "a value nobody sends";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '\0')
+            return "holds a NUL byte";
+        if (c < 0x20 || c == 0x7f)
+            return "holds a control character (newline, tab, ...): a secret is one line of text";
+    }
+    if (n && (v[0] == ' ' || v[n - 1] == ' '))
+        return "starts or ends with a space (HTTP drops those around a header value)";
+    return NULL;
+}
+
 /* Parses v into k's field; on error writes "[section] key: reason" into err. */
 static th_err set_value(struct th_config *cfg, const struct key *k, const char *v, char *err,
                         size_t errlen)
@@ -369,9 +398,11 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
             why = "expected N/PERIOD like 5/15m, 20/1d or 100/30s, or 0 for off";
         break;
     }
-    case K_SECRET:
-        if (strlen(v) > SECRET_MAX)
-            why = "secret longer than 4096 bytes";
+    case K_SECRET: /* "" is "not set"; a file's value was checked (with a better message) */
+        if ((why = secret_text_fault(v, strlen(v))) != NULL) {
+            snprintf(buf, sizeof buf, "the value %s", why);
+            why = buf;
+        }
         break;
     case K_STRING:
         break;
@@ -388,30 +419,76 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
     return TH_E_OK;
 }
 
-/* Reads a secret file: at most SECRET_MAX bytes, one trailing newline (LF or CRLF) removed. */
-static th_err read_secret_file(const char *path, char **out, char *err, size_t errlen)
+/*
+ * Reads a secret file (every *_file key): it must be a regular file (a symlink to one is fine:
+ * Kubernetes mounts secrets as symlinks; the checks are on what was opened), not readable,
+ * writable or executable by others, as ssh demands of a private key. One its group can read
+ * (root:telehook 0640 under systemd) is taken, with a warning in warn ("" when none). At most
+ * SECRET_MAX bytes; exactly one trailing newline (LF or CRLF) is removed, as editors and `echo`
+ * write one; what is left must be a secret_text_fault-free, non-empty value.
+ */
+static th_err read_secret_file(const char *path, char **out, char *warn, size_t warnlen, char *err,
+                               size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    warn[0] = '\0';
+    /* O_NONBLOCK: opening a FIFO (or /dev/stdin) must not hang the start; it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
         snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
         return TH_E_CONFIG;
     }
-    char *buf = malloc(SECRET_MAX + 2);
-    size_t n = buf ? fread(buf, 1, SECRET_MAX + 2, f) : 0;
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, errlen, "'%s' is not a regular file", path);
+        return TH_E_CONFIG;
+    }
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (mode & S_IRWXO) {
+        close(fd);
+        snprintf(err, errlen,
+                 "'%s' is open to other users (mode %04o): refused, as ssh refuses such a key; "
+                 "run chmod 600 '%s' (or chmod 640 with a group only the service is in)",
+                 path, mode, path);
+        return TH_E_CONFIG;
+    }
+    if (mode & S_IRWXG)
+        snprintf(warn, warnlen,
+                 "'%s' is open to its group (mode %04o): every member can read the secret; "
+                 "chmod 600 '%s' unless only the service is in the group",
+                 path, mode, path);
+    /* one byte more than the largest acceptable file (SECRET_MAX + CRLF) tells "too long" */
+    char *buf = malloc(SECRET_MAX + 3);
+    size_t n = 0;
+    bool bad = !buf;
+    while (!bad && n < SECRET_MAX + 3) {
+        ssize_t r = read(fd, buf + n, SECRET_MAX + 3 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            bad = r < 0;
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (bad) {
+        if (buf)
+            explicit_bzero(buf, SECRET_MAX + 3);
         free(buf);
         snprintf(err, errlen, "cannot read '%s'", path);
         return TH_E_CONFIG;
     }
-    if (n && buf[n - 1] == '\n')
+    if (n && buf[n - 1] == '\n') {
         n--;
-    if (n && buf[n - 1] == '\r')
-        n--;
-    if (n == 0 || n > SECRET_MAX || memchr(buf, '\0', n)) {
+        if (n && buf[n - 1] == '\r')
+            n--;
+    }
+    const char *fault = n == 0 ? "is empty" : secret_text_fault(buf, n);
+    if (fault) {
+        explicit_bzero(buf, SECRET_MAX + 3);
         free(buf);
-        snprintf(err, errlen, "'%s' must hold 1 to %d bytes of text", path, SECRET_MAX);
+        snprintf(err, errlen, "'%s' %s", path, fault);
         return TH_E_CONFIG;
     }
     buf[n] = '\0';
@@ -440,6 +517,18 @@ static void fail(struct loader *ld, const char *where, const char *msg)
         return; /* keep the first error: later ones are often consequences */
     ld->result = TH_E_CONFIG;
     snprintf(ld->err, ld->errlen, "%s: %s", where, msg);
+}
+
+/* Appends one line to cfg->warnings (kept when memory runs out: a warning is not an error). */
+static void add_warning(struct loader *ld, const char *msg)
+{
+    size_t have = ld->cfg->warnings ? strlen(ld->cfg->warnings) : 0, n = strlen(msg);
+    char *w = realloc(ld->cfg->warnings, have + n + 2);
+    if (!w)
+        return;
+    memcpy(w + have, msg, n);
+    memcpy(w + have + n, "\n", 2);
+    ld->cfg->warnings = w;
 }
 
 static const struct key *find_key(const char *section, const char *name, bool *is_file)
@@ -483,11 +572,15 @@ static void apply(struct loader *ld, const struct key *k, bool is_file, const ch
     (is_file ? ld->viafile : ld->direct)[idx] = true;
     char *secret = NULL;
     if (is_file) {
-        char why[384];
-        if (read_secret_file(value, &secret, why, sizeof why) != TH_E_OK) {
+        char why[384], warn[384];
+        if (read_secret_file(value, &secret, warn, sizeof warn, why, sizeof why) != TH_E_OK) {
             snprintf(msg, sizeof msg, "[%s] %s_file: %s", k->section, k->name, why);
             fail(ld, where, msg);
             return;
+        }
+        if (warn[0]) {
+            snprintf(msg, sizeof msg, "%s: [%s] %s_file: %s", where, k->section, k->name, warn);
+            add_warning(ld, msg);
         }
         value = secret;
     }
@@ -700,6 +793,13 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  cfg->auth_mode == TH_AUTH_HEADER ? "header" : "either");
         return TH_E_CONFIG;
     }
+    if (header && strlen(cfg->auth_header_secret) < TH_AUTH_HEADER_SECRET_MIN) {
+        snprintf(err, errlen,
+                 "[auth] header_secret: shorter than %d bytes; choose a long random one, e.g. "
+                 "head -c 32 /dev/urandom | base64 | tr -d '/+='",
+                 TH_AUTH_HEADER_SECRET_MIN);
+        return TH_E_CONFIG;
+    }
     /* The issuer and the JWKS URL say where the signing keys come from: over plain http anyone
      * on the path could hand us their own key and sign tokens. Loopback is for tests. */
     if (oauth && !th_url_https_or_loopback(cfg->auth_issuer)) {
@@ -748,6 +848,8 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
 
 void th_config_release(struct th_config *cfg)
 {
+    free(cfg->warnings);
+    cfg->warnings = NULL;
     for (size_t i = 0; i < NKEYS; i++) {
         switch (keys[i].type) {
         case K_INT:

@@ -3,7 +3,8 @@
  * read from an INI file (libinih), then overridden by environment variables
  * TELEHOOK_<SECTION>_<KEY> (upper case), then validated. A secret key "x" may instead be given
  * as "x_file" (file or TELEHOOK_<SECTION>_<KEY>_FILE): the file's content, with one trailing
- * newline stripped, becomes the value. Unknown keys, unknown sections, bad values: errors naming
+ * newline stripped, becomes the value; a file other users can access is refused, one its group
+ * can read is taken with a warning. Unknown keys, unknown sections, bad values: errors naming
  * the key and where it came from (file:line or the environment variable).
  */
 #ifndef TH_CONFIG_CONFIG_H
@@ -21,6 +22,9 @@ typedef enum {
     TH_AUTH_OAUTH2, /* "oauth2": a JWT access token from Okta's authorization server */
     TH_AUTH_EITHER  /* "either": a bearer token or the header secret (for migrating) */
 } th_auth_mode;
+
+/* The shortest auth.header_secret accepted (the whole value, "Basic " included), in bytes. */
+#define TH_AUTH_HEADER_SECRET_MIN 16
 
 typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_level;
 
@@ -112,6 +116,9 @@ struct th_config {
     int store_outbox_retention_days;
     /* [log] */
     th_log_level log_level;
+    /* not a key: what loading found worth a warning but not a refusal (a secret file its group
+     * can read), one line each ("" or NULL: none); the caller logs it */
+    char *warnings;
 };
 
 /*
@@ -128,8 +135,9 @@ th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp
 
 /*
  * What only the server needs, checked by `serve` and `config check` but not by the admin
- * commands (which need the store, not the credentials): mode=header has a secret; mode=none
- * listens on loopback only. TH_E_CONFIG with the reason in err.
+ * commands (which need the store, not the credentials): mode=header has a secret of at least
+ * TH_AUTH_HEADER_SECRET_MIN bytes; mode=none listens on loopback only. TH_E_CONFIG with the
+ * reason in err.
  */
 th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen);
 

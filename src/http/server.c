@@ -223,9 +223,17 @@ static enum MHD_Result queue_answer(struct req *r)
 
 /* ---- request handling ---- */
 
-static const char *header_lookup(void *ud, const char *name)
+/*
+ * The value and its length as libmicrohttpd stored it, for th_auth_check. (libmicrohttpd 0.9.x
+ * itself cuts a header value at a NUL byte; 1.x answers such a request 400 before we see it.)
+ */
+static const char *header_lookup(void *ud, const char *name, size_t *len)
 {
-    return MHD_lookup_connection_value(ud, MHD_HEADER_KIND, name);
+    const char *v = NULL;
+    *len = 0;
+    if (MHD_lookup_connection_value_n(ud, MHD_HEADER_KIND, name, strlen(name), &v, len) != MHD_YES)
+        return NULL;
+    return v;
 }
 
 static enum route route_of(const char *url)

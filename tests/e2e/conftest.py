@@ -68,6 +68,36 @@ def okta_request(phone=US_NUMBER, otp=None, channel="SMS", locale="EN-US", **ext
     return body
 
 
+OKTA_CAUSE_FIELDS = {"errorSummary", "reason", "locationType", "location", "domain"}
+
+
+def assert_okta_error(body, reason=None, summary=None, causes=True):
+    """Okta's error object, whole (reference §2.4): {"error": {"errorSummary": S, "errorCauses":
+    [{"errorSummary": S, "reason": R}]}} and nothing else; a cause may also hold Okta's
+    locationType, location and domain, all strings. causes=False: an HTTP-level refusal, which
+    carries the summary alone. Returns the error object."""
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    err = body["error"]
+    assert isinstance(err, dict), body
+    assert isinstance(err.get("errorSummary"), str) and err["errorSummary"].strip(), body
+    if summary is not None:
+        assert err["errorSummary"] == summary, body
+    if not causes:
+        assert set(err) == {"errorSummary"}, body
+        return err
+    assert set(err) == {"errorSummary", "errorCauses"}, body
+    assert isinstance(err["errorCauses"], list) and len(err["errorCauses"]) == 1, body
+    cause = err["errorCauses"][0]
+    assert isinstance(cause, dict) and {"errorSummary", "reason"} <= set(cause), body
+    assert set(cause) <= OKTA_CAUSE_FIELDS, body
+    assert all(isinstance(v, str) for v in cause.values()), body
+    assert cause["errorSummary"] == err["errorSummary"], body
+    assert cause["reason"].strip(), body
+    if reason is not None:
+        assert cause["reason"] == reason, body
+    return err
+
+
 class Server:
     def __init__(self, tmp, config="", env=None, secret=None):
         self.tmp = tmp
@@ -76,6 +106,7 @@ class Server:
         self.db = os.path.join(tmp, "telehook.db")
         self.conf = os.path.join(tmp, "telehook.conf")
         (tmp / "secret").write_text(self.secret + "\n")
+        os.chmod(tmp / "secret", 0o600)  # a secret file others can read is refused
         base = {
             "server": {"listen": "127.0.0.1:0", "threads": "2", "port_file": str(tmp / "port")},
             "auth": {"mode": "header", "header_name": self.header,

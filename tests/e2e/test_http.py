@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import HOOK, okta_request
+from conftest import HOOK, assert_okta_error, okta_request
 
 
 def no_records(server):
@@ -18,7 +18,7 @@ def test_missing_or_wrong_secret_is_401_and_nothing_recorded(server, headers):
     status, hdrs, body = server.post(okta_request(), auth=False, headers=headers)
     assert status == 401
     assert hdrs["content-type"] == "application/json"
-    assert body["error"]["errorSummary"] == "Unauthorized."
+    assert_okta_error(body, summary="Unauthorized.", causes=False)
     no_records(server)
 
 

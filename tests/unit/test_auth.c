@@ -23,6 +23,7 @@
 
 #include "auth/auth.h"
 #include "auth/jwt.h"
+#include "common/hmac.h"
 #include "tmpdir.h"
 
 struct headers {
@@ -30,13 +31,30 @@ struct headers {
 };
 
 /* Case-insensitive lookup, as libmicrohttpd does. */
-static const char *lookup(void *ud, const char *name)
+static const char *lookup(void *ud, const char *name, size_t *len)
 {
     const struct headers *h = ud;
     for (; h->name; h++)
-        if (strcasecmp(h->name, name) == 0)
+        if (strcasecmp(h->name, name) == 0) {
+            *len = strlen(h->value);
             return h->value;
+        }
     return NULL;
+}
+
+/* One header with its length as the HTTP layer gives it: the value may hold a NUL byte. */
+struct header_n {
+    const char *name, *value;
+    size_t len;
+};
+
+static const char *lookup_n(void *ud, const char *name, size_t *len)
+{
+    const struct header_n *h = ud;
+    if (strcasecmp(h->name, name) != 0)
+        return NULL;
+    *len = h->len;
+    return h->value;
 }
 
 static char err[256];
@@ -55,22 +73,22 @@ static struct th_auth *make(th_auth_mode mode, const char *name, const char *sec
 static void test_header_secret(void **state)
 {
     (void)state;
-    struct th_auth *a = make(TH_AUTH_HEADER, "x-telephony-key", "s3cret-value");
+    struct th_auth *a = make(TH_AUTH_HEADER, "x-telephony-key", "s3cret-value-0123");
     const char *why = NULL;
-    struct headers ok[] = {{"X-Telephony-Key", "s3cret-value"}, {NULL, NULL}};
+    struct headers ok[] = {{"X-Telephony-Key", "s3cret-value-0123"}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, ok, &why), TH_E_OK);
 
-    struct headers wrong[] = {{"x-telephony-key", "s3cret-valuE"}, {NULL, NULL}};
+    struct headers wrong[] = {{"x-telephony-key", "s3cret-value-012E"}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, wrong, &why), TH_E_AUTH);
     assert_string_equal(why, "wrong credentials");
 
     struct headers prefix[] = {{"x-telephony-key", "s3cret"}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, prefix, &why), TH_E_AUTH);
 
-    struct headers longer[] = {{"x-telephony-key", "s3cret-value "}, {NULL, NULL}};
+    struct headers longer[] = {{"x-telephony-key", "s3cret-value-0123 "}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, longer, &why), TH_E_AUTH);
 
-    struct headers other[] = {{"Authorization", "s3cret-value"}, {NULL, NULL}};
+    struct headers other[] = {{"Authorization", "s3cret-value-0123"}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, other, &why), TH_E_AUTH);
     assert_string_equal(why, "missing credentials");
 
@@ -100,7 +118,7 @@ static void test_oversize_refused(void **state)
     (void)state;
     static char big[10000];
     memset(big, 'a', sizeof big - 1);
-    struct th_auth *a = make(TH_AUTH_HEADER, "x-key", "a");
+    struct th_auth *a = make(TH_AUTH_HEADER, "x-key", "aaaaaaaaaaaaaaaa");
     const char *why = NULL;
     struct headers h[] = {{"x-key", big}, {NULL, NULL}};
     assert_int_equal(th_auth_check(a, lookup, h, &why), TH_E_AUTH);
@@ -128,6 +146,139 @@ static void test_header_mode_needs_secret(void **state)
     cfg.auth_header_secret = (char *)"";
     assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_CONFIG);
     th_auth_free(NULL);
+}
+
+/* A secret a guesser can exhaust is refused: 16 bytes at least, the whole value counted. */
+static void test_header_secret_min_length(void **state)
+{
+    (void)state;
+    struct th_config cfg = {0};
+    cfg.auth_mode = TH_AUTH_HEADER;
+    cfg.auth_header_name = (char *)"x-key";
+    struct th_auth *a = NULL;
+    const char *short_ones[] = {"Z", "0123456789abcde", "Basic YTpi"};
+    for (size_t i = 0; i < sizeof short_ones / sizeof *short_ones; i++) {
+        cfg.auth_header_secret = (char *)short_ones[i];
+        err[0] = '\0';
+        assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_CONFIG);
+        assert_non_null(strstr(err, "at least 16 bytes"));
+        assert_null(strstr(err, short_ones[i])); /* the secret is not in the message */
+    }
+    cfg.auth_mode = TH_AUTH_EITHER; /* either mode takes the header secret too */
+    cfg.auth_header_secret = (char *)"0123456789abcde";
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_CONFIG);
+    cfg.auth_mode = TH_AUTH_HEADER;
+    cfg.auth_header_secret = (char *)"0123456789abcdef";
+    assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_OK);
+    th_auth_free(a);
+}
+
+/*
+ * The whole presented value is compared, with the length the HTTP layer gives: a value that is
+ * the secret, then a NUL, then anything, is not the secret (a strlen would stop at the NUL).
+ */
+static void test_header_secret_whole_value(void **state)
+{
+    (void)state;
+    static const char secret[] = "0123456789abcdef-secret";
+    struct th_auth *a = make(TH_AUTH_HEADER, "x-key", secret);
+    const char *why = NULL;
+    static const char nul_junk[] = "0123456789abcdef-secret\0junk";
+    struct header_n h1 = {"x-key", nul_junk, sizeof nul_junk - 1};
+    assert_int_equal(th_auth_check(a, lookup_n, &h1, &why), TH_E_AUTH);
+    assert_string_equal(why, "wrong credentials");
+    struct header_n h2 = {"x-key", nul_junk, sizeof secret}; /* the secret and a NUL */
+    assert_int_equal(th_auth_check(a, lookup_n, &h2, &why), TH_E_AUTH);
+    static const char nul_first[] = "\0"
+                                    "0123456789abcdef-secret";
+    struct header_n h3 = {"x-key", nul_first, sizeof nul_first - 1};
+    assert_int_equal(th_auth_check(a, lookup_n, &h3, &why), TH_E_AUTH);
+    struct header_n h4 = {"x-key", nul_junk, sizeof secret - 1}; /* exactly the secret */
+    assert_int_equal(th_auth_check(a, lookup_n, &h4, &why), TH_E_OK);
+    th_auth_free(a);
+}
+
+/* A deterministic generator, so a failure names a reproducible candidate. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* A random printable value of 16 to 48 bytes in out (NUL-terminated). */
+static void random_value(char *out)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/= ";
+    size_t n = 16 + rng() % 33;
+    for (size_t i = 0; i < n; i++)
+        out[i] = alphabet[rng() % (sizeof alphabet - 1)];
+    out[0] = out[0] == ' ' ? 'x' : out[0];
+    out[n] = '\0';
+}
+
+static void assert_refused(struct th_auth *a, const char *v, size_t n)
+{
+    struct header_n h = {"x-key", v, n};
+    const char *why = NULL;
+    if (th_auth_check(a, lookup_n, &h, &why) != TH_E_AUTH)
+        fail_msg("a wrong secret was accepted: '%.*s' (%zu bytes)", (int)n, v, n);
+}
+
+/*
+ * Thousands of wrong secrets, all refused: random ones, near misses of the right one (one byte
+ * changed, cut, extended), and random ones whose SHA-256 shares its first byte, or its first
+ * two, with the right one's: a comparison of a digest prefix instead of all 32 bytes lets those
+ * through (about one guess in 256 for one byte).
+ */
+static void test_header_secret_many_wrong(void **state)
+{
+    (void)state;
+    static const char secret[] = "Basic c2VjcmV0LXZhbHVlLWZvci10ZXN0cw==";
+    struct th_auth *a = make(TH_AUTH_HEADER, "x-key", secret);
+    unsigned char want[32], got[32];
+    th_sha256(secret, sizeof secret - 1, want);
+    char v[64];
+    int checked = 0;
+    for (int i = 0; i < 5000; i++, checked++) { /* random */
+        random_value(v);
+        assert_refused(a, v, strlen(v));
+    }
+    for (size_t i = 0; i < sizeof secret - 1; i++) { /* one byte changed, at every position */
+        memcpy(v, secret, sizeof secret);
+        v[i] = (char)(v[i] ^ 0x01);
+        assert_refused(a, v, sizeof secret - 1);
+        assert_refused(a, secret, i); /* every proper prefix */
+        checked += 2;
+    }
+    memcpy(v, secret, sizeof secret - 1);
+    memcpy(v + sizeof secret - 1, "x", 2);
+    assert_refused(a, v, sizeof secret); /* extended by one byte */
+    int first1 = 0, first2 = 0;
+    for (long tries = 0; (first1 < 300 || first2 < 3) && tries < 4000000; tries++) {
+        random_value(v);
+        size_t n = strlen(v);
+        th_sha256(v, n, got);
+        if (got[0] != want[0] || (n == sizeof secret - 1 && memcmp(v, secret, n) == 0))
+            continue;
+        bool two = got[1] == want[1];
+        if (first1 < 300 || (two && first2 < 3)) {
+            assert_refused(a, v, n);
+            first1++;
+            first2 += two;
+            checked++;
+        }
+    }
+    assert_true(first1 >= 300 && first2 >= 3); /* the search found what it looked for */
+    assert_true(checked >= 5300);
+    /* and the right one still passes */
+    struct header_n ok = {"x-key", secret, sizeof secret - 1};
+    const char *why = NULL;
+    assert_int_equal(th_auth_check(a, lookup_n, &ok, &why), TH_E_OK);
+    th_auth_free(a);
 }
 
 /* ---- bearer tokens: the cache of verified tokens ---- */
@@ -566,6 +717,9 @@ int main(void)
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_none_mode),
         cmocka_unit_test(test_header_mode_needs_secret),
+        cmocka_unit_test(test_header_secret_min_length),
+        cmocka_unit_test(test_header_secret_whole_value),
+        cmocka_unit_test(test_header_secret_many_wrong),
         cmocka_unit_test(test_bearer_cache),
         cmocka_unit_test(test_bearer_cache_threads),
         cmocka_unit_test(test_withdrawn_key_ends_cached_tokens),

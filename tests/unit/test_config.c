@@ -30,6 +30,20 @@ static const char *write_file(const char *name, const char *content)
     return path;
 }
 
+/* A secret file: content written, then mode set (the umask does not decide it). */
+static const char *write_secret(const char *name, const char *content, size_t len, mode_t mode)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    unlink(path);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(content, 1, len, f), len);
+    fclose(f);
+    assert_int_equal(chmod(path, mode), 0);
+    return path;
+}
+
 /* An environment block from string literals (main's envp is not const). */
 #define ENV(...) ((char *const *)(const char *[]){__VA_ARGS__, NULL})
 
@@ -90,7 +104,7 @@ static void test_inline_comments(void **state)
 static void test_file_and_env(void **state)
 {
     (void)state;
-    const char *secret = write_file("secret", "s3cr3t-from-file\n");
+    const char *secret = write_secret("secret", "s3cr3t-from-file\n", 17, 0600);
     char conf[1024];
     snprintf(conf, sizeof conf,
              "# comment\n[server]\nlisten = \"[::1]:9000\"\nthreads = 2\ndeadline_ms=1500\n"
@@ -118,7 +132,7 @@ static void test_file_and_env(void **state)
 static void test_env_secret_file(void **state)
 {
     (void)state;
-    const char *secret = write_file("secret2", "Basic dXNlcjpwYXNz\r\n");
+    const char *secret = write_secret("secret2", "Basic dXNlcjpwYXNz\r\n", 20, 0400);
     char var[300];
     snprintf(var, sizeof var, "TELEHOOK_AUTH_HEADER_SECRET_FILE=%s", secret);
     char *const *env = ENV(var);
@@ -173,6 +187,226 @@ static void test_errors_name_the_key(void **state)
     char err[512];
     assert_int_equal(th_config_load(&c, "/nonexistent.conf", no_env, err, sizeof err), TH_E_CONFIG);
     assert_non_null(strstr(err, "/nonexistent.conf"));
+}
+
+/* Loads with TELEHOOK_<var>=path; returns the result, the message in err. */
+static th_err load_secret_env(const char *var, const char *path, struct th_config *c, char *err,
+                              size_t errlen)
+{
+    char env[400];
+    snprintf(env, sizeof env, "%s=%s", var, path);
+    char *const *e = ENV(env);
+    return th_config_load(c, NULL, e, err, errlen);
+}
+
+/* Every *_file key: a file other users can read or write is refused, naming the file and the
+ * fix; one its group can read is taken with a warning; 0600 and 0400 are taken silently. */
+static void test_secret_file_modes(void **state)
+{
+    (void)state;
+    static const char *const vars[] = {
+        "TELEHOOK_AUTH_HEADER_SECRET_FILE",    "TELEHOOK_TWILIO_AUTH_TOKEN_FILE",
+        "TELEHOOK_TWILIO_API_KEY_SECRET_FILE", "TELEHOOK_WEBHOOK_SECRET_FILE",
+        "TELEHOOK_GUARD_SECRET_FILE",          "TELEHOOK_DLQ_KEY_FILE",
+        "TELEHOOK_DLQ_PREVIOUS_KEY_FILE"};
+    static const char value[] = "c2VjcmV0LXZhbHVlLTAxMjM0NTY3ODlhYmNkZWY=\n";
+    struct th_config c;
+    char err[512];
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        static const mode_t open_to_others[] = {0644, 0604, 0602, 0601, 0666};
+        for (size_t m = 0; m < sizeof open_to_others / sizeof *open_to_others; m++) {
+            const char *path = write_secret("s-others", value, sizeof value - 1, open_to_others[m]);
+            assert_int_equal(load_secret_env(vars[i], path, &c, err, sizeof err), TH_E_CONFIG);
+            if (!strstr(err, vars[i]) || !strstr(err, path) || !strstr(err, "chmod 600") ||
+                !strstr(err, "other users") || strstr(err, "c2VjcmV0"))
+                fail_msg("%s mode %o: '%s'", vars[i], (unsigned)open_to_others[m], err);
+        }
+        const char *path = write_secret("s-group", value, sizeof value - 1, 0640);
+        assert_int_equal(load_secret_env(vars[i], path, &c, err, sizeof err), TH_E_OK);
+        if (!c.warnings || !strstr(c.warnings, vars[i]) || !strstr(c.warnings, path) ||
+            !strstr(c.warnings, "0640") || !strstr(c.warnings, "group") ||
+            strstr(c.warnings, "c2VjcmV0"))
+            fail_msg("%s mode 0640: warnings '%s'", vars[i], c.warnings ? c.warnings : "(none)");
+        th_config_release(&c);
+        assert_null(c.warnings);
+        for (mode_t mode = 0400; mode <= 0600; mode += 0200) {
+            path = write_secret("s-owner", value, sizeof value - 1, mode);
+            assert_int_equal(load_secret_env(vars[i], path, &c, err, sizeof err), TH_E_OK);
+            assert_true(!c.warnings || !c.warnings[0]);
+            th_config_release(&c);
+        }
+    }
+    /* the same from the config file, and two warnings are two lines */
+    const char *p1 = write_secret("g1", value, sizeof value - 1, 0640);
+    char conf[600];
+    snprintf(conf, sizeof conf, "[auth]\nheader_secret_file = %s\n", p1);
+    const char *g2 = write_secret("g2", value, sizeof value - 1, 0660);
+    char env[300];
+    snprintf(env, sizeof env, "TELEHOOK_WEBHOOK_SECRET_FILE=%s", g2);
+    char *const *e = ENV(env);
+    assert_int_equal(th_config_load(&c, write_file("g.conf", conf), e, err, sizeof err), TH_E_OK);
+    assert_non_null(c.warnings);
+    assert_non_null(strstr(c.warnings, "g.conf:2: [auth] header_secret_file:"));
+    assert_non_null(strstr(c.warnings, "\nTELEHOOK_WEBHOOK_SECRET_FILE: [webhook] secret_file:"));
+    assert_non_null(strstr(c.warnings, "0660"));
+    th_config_release(&c);
+    write_secret("w.secret", value, sizeof value - 1, 0644);
+    snprintf(conf, sizeof conf, "[auth]\nheader_secret_file = %s/w.secret\n", dir);
+    load_fails(conf, no_env, "bad.conf:2: [auth] header_secret_file:", "(mode 0644)");
+}
+
+/* A secret file must be a regular file, or a symlink to one (Kubernetes mounts secrets so): the
+ * mode checked is the target's. A FIFO is refused at once, not waited on. */
+static void test_secret_file_kinds(void **state)
+{
+    (void)state;
+    static const char value[] = "0123456789abcdef-secret\n";
+    struct th_config c;
+    char err[512], link[300], target[300];
+    const char *var = "TELEHOOK_AUTH_HEADER_SECRET_FILE";
+    /* a directory */
+    assert_int_equal(load_secret_env(var, dir, &c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "not a regular file"));
+    /* a FIFO (nobody writes it: the old fopen waited forever) */
+    snprintf(link, sizeof link, "%s/fifo", dir);
+    assert_int_equal(mkfifo(link, 0600), 0);
+    assert_int_equal(load_secret_env(var, link, &c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "not a regular file"));
+    /* a symlink to a 0600 file: taken */
+    snprintf(target, sizeof target, "%s", write_secret("target", value, sizeof value - 1, 0600));
+    snprintf(link, sizeof link, "%s/link", dir);
+    assert_int_equal(symlink(target, link), 0);
+    assert_int_equal(load_secret_env(var, link, &c, err, sizeof err), TH_E_OK);
+    assert_string_equal(c.auth_header_secret, "0123456789abcdef-secret");
+    assert_true(!c.warnings || !c.warnings[0]);
+    th_config_release(&c);
+    /* the same link to a 0644 file: refused (the link's own mode, 0777, is not what counts) */
+    assert_int_equal(chmod(target, 0644), 0);
+    assert_int_equal(load_secret_env(var, link, &c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "(mode 0644)"));
+}
+
+/* Exactly one trailing newline (LF or CRLF) is removed; what is left must be one line of text
+ * without a NUL, a control character or a space at either end; an empty file is refused. */
+static void test_secret_file_content(void **state)
+{
+    (void)state;
+    struct {
+        const char *content;
+        size_t len;
+        const char *want; /* NULL: taken as "0123456789abcdef" */
+    } cases[] = {
+        {"0123456789abcdef", 16, NULL},
+        {"0123456789abcdef\n", 17, NULL},
+        {"0123456789abcdef\r\n", 18, NULL},
+        {"0123456789abcdef\n\n", 18, "ends in a newline"},
+        {"0123456789abcdef\r\n\r\n", 20, "ends in a newline"},
+        {"0123456789abcdef\n\r\n", 19, "ends in a newline"},
+        {"0123456789abcdef\r", 17, "ends in a newline"},
+        {"0123456789\nabcdef\n", 18, "control character"},
+        {"0123456789\tabcdef", 17, "control character"},
+        {"0123456789\x1b[0mabcdef", 20, "control character"},
+        {"0123456789abcdef\x7f", 17, "control character"},
+        {"0123456789\0abcdef", 17, "NUL"},
+        {"0123456789abcdef\0\n", 18, "NUL"},
+        {" 0123456789abcdef", 17, "space"},
+        {"0123456789abcdef \n", 18, "space"},
+        {"", 0, "is empty"},
+        {"\n", 1, "is empty"},
+        {"\r\n", 2, "is empty"},
+    };
+    struct th_config c;
+    char err[512];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *path = write_secret("content", cases[i].content, cases[i].len, 0600);
+        th_err r = load_secret_env("TELEHOOK_AUTH_HEADER_SECRET_FILE", path, &c, err, sizeof err);
+        if (!cases[i].want) {
+            if (r != TH_E_OK)
+                fail_msg("case %zu refused: %s", i, err);
+            assert_string_equal(c.auth_header_secret, "0123456789abcdef");
+            th_config_release(&c);
+        } else if (r != TH_E_CONFIG || !strstr(err, cases[i].want) || !strstr(err, path) ||
+                   strstr(err, "0123456789")) {
+            fail_msg("case %zu: want '%s', got %d '%s'", i, cases[i].want, (int)r, err);
+        }
+    }
+    /* the largest file taken: 4096 bytes and a CRLF; one byte more is refused */
+    static char big[4100];
+    memset(big, 'k', sizeof big);
+    memcpy(big + 4096, "\r\n", 2);
+    const char *path = write_secret("big", big, 4098, 0600);
+    assert_int_equal(load_secret_env("TELEHOOK_DLQ_KEY_FILE", path, &c, err, sizeof err), TH_E_OK);
+    assert_int_equal(strlen(c.dlq_key), 4096);
+    th_config_release(&c);
+    big[4096] = 'k';
+    memcpy(big + 4097, "\r\n", 2);
+    path = write_secret("big", big, 4099, 0600);
+    assert_int_equal(load_secret_env("TELEHOOK_DLQ_KEY_FILE", path, &c, err, sizeof err),
+                     TH_E_CONFIG);
+    assert_non_null(strstr(err, "longer than 4096"));
+    /* 4096 bytes, a CRLF, then more: not cut to the first 4098 bytes and taken */
+    memcpy(big + 4096, "\r\nk", 3);
+    path = write_secret("big", big, 4099, 0600);
+    assert_int_equal(load_secret_env("TELEHOOK_DLQ_KEY_FILE", path, &c, err, sizeof err),
+                     TH_E_CONFIG);
+}
+
+/* The same rules for a secret given directly (environment or file), "" meaning "not set". */
+static void test_secret_value_content(void **state)
+{
+    (void)state;
+    char *const *nl = ENV("TELEHOOK_AUTH_HEADER_SECRET=0123456789abcdef\n");
+    load_fails(NULL, nl, "TELEHOOK_AUTH_HEADER_SECRET: [auth] header_secret:", "ends in a newline");
+    char *const *ctl = ENV("TELEHOOK_TWILIO_AUTH_TOKEN=abc\x01"
+                           "def");
+    load_fails(NULL, ctl, "[twilio] auth_token", "control character");
+    char *const *sp = ENV("TELEHOOK_WEBHOOK_SECRET=0123456789abcdef ");
+    load_fails(NULL, sp, "[webhook] secret", "space");
+    char *const *empty = ENV("TELEHOOK_AUTH_HEADER_SECRET=");
+    struct th_config c;
+    char err[512];
+    assert_int_equal(th_config_load(&c, NULL, empty, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+}
+
+/* The header secret is at least 16 bytes (the whole value, "Basic " included). */
+static void test_header_secret_min_length(void **state)
+{
+    (void)state;
+    struct {
+        const char *env;
+        th_err want;
+    } cases[] = {
+        {"TELEHOOK_AUTH_HEADER_SECRET=x", TH_E_CONFIG},
+        {"TELEHOOK_AUTH_HEADER_SECRET=0123456789abcde", TH_E_CONFIG},
+        {"TELEHOOK_AUTH_HEADER_SECRET=Basic YTpi", TH_E_CONFIG},
+        {"TELEHOOK_AUTH_HEADER_SECRET=0123456789abcdef", TH_E_OK},
+        {"TELEHOOK_AUTH_HEADER_SECRET=Basic YWRtaW46c2VjcmV0", TH_E_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            char *const *env = ENV(cases[i].env, mode ? "TELEHOOK_AUTH_MODE=either" : "X=1",
+                                   "TELEHOOK_AUTH_ISSUER=https://example.okta.com/oauth2/default");
+            struct th_config c;
+            char err[512];
+            assert_int_equal(th_config_load(&c, NULL, env, err, sizeof err), TH_E_OK);
+            th_err r = th_config_check_serve(&c, err, sizeof err);
+            if (r != cases[i].want ||
+                (r != TH_E_OK && (!strstr(err, "[auth] header_secret: shorter than 16 bytes") ||
+                                  strstr(err, strchr(cases[i].env, '=') + 1))))
+                fail_msg("%s (mode %s): %d '%s'", cases[i].env, mode ? "either" : "header", (int)r,
+                         err);
+            th_config_release(&c);
+        }
+    }
+    /* mode = oauth2 and none need no header secret */
+    char *const *oauth = ENV("TELEHOOK_AUTH_MODE=oauth2", "TELEHOOK_AUTH_HEADER_SECRET=x",
+                             "TELEHOOK_AUTH_ISSUER=https://example.okta.com/oauth2/default");
+    struct th_config c;
+    char err[512];
+    assert_int_equal(th_config_load(&c, NULL, oauth, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
 }
 
 static void test_long_line_refused(void **state)
@@ -281,7 +515,8 @@ static void test_key_urls_https(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int mode = 0; mode < 2; mode++) {
             char conf[512];
-            snprintf(conf, sizeof conf, "[auth]\nmode = %s\nheader_secret = x\n%s",
+            snprintf(conf, sizeof conf,
+                     "[auth]\nmode = %s\nheader_secret = x-long-enough-secret\n%s",
                      mode ? "either" : "oauth2", cases[i].conf);
             struct th_config c;
             char err[512];
@@ -300,7 +535,8 @@ static void test_key_urls_https(void **state)
     struct th_config c;
     char err[512];
     const char *path = write_file(
-        "hdr.conf", "[auth]\nmode = header\nheader_secret = x\nissuer = http://evil.com/\n");
+        "hdr.conf",
+        "[auth]\nmode = header\nheader_secret = x-long-enough-secret\nissuer = http://evil.com/\n");
     assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
     assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
     th_config_release(&c);
@@ -380,7 +616,8 @@ static void test_example_matches_table(void **state)
     snprintf(path, sizeof path, "%s/etc/telehook.conf", root ? root : cwd);
     snprintf(var, sizeof var, "%s/var", dir);
     mkdir(var, 0700);
-    write_file("var/dev-secret", "0123456789abcdefghijklmnopqrstuv\n");
+    assert_int_equal(
+        chmod(write_file("var/dev-secret", "0123456789abcdefghijklmnopqrstuv\n"), 0600), 0);
     assert_int_equal(chdir(dir), 0);
     struct th_config c;
     char err[512];
@@ -418,6 +655,11 @@ int main(void)
         cmocka_unit_test(test_file_and_env),
         cmocka_unit_test(test_env_secret_file),
         cmocka_unit_test(test_errors_name_the_key),
+        cmocka_unit_test(test_secret_file_modes),
+        cmocka_unit_test(test_secret_file_kinds),
+        cmocka_unit_test(test_secret_file_content),
+        cmocka_unit_test(test_secret_value_content),
+        cmocka_unit_test(test_header_secret_min_length),
         cmocka_unit_test(test_long_line_refused),
         cmocka_unit_test(test_inline_comments),
         cmocka_unit_test(test_none_mode_loopback_only),

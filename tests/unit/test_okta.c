@@ -246,7 +246,22 @@ static void test_encode_error(void **state)
     json_error_t e;
     json_t *j = json_loads(th_buf_str(&b), 0, &e);
     assert_non_null(j);
-    json_t *cause = json_array_get(json_object_get(json_object_get(j, "error"), "errorCauses"), 0);
+    /* Okta's shape, whole: {"error":{"errorSummary":S,"errorCauses":[{"errorSummary":S,
+     * "reason":R}]}}; a cause may also hold locationType, location and domain (we send none) */
+    assert_int_equal(json_object_size(j), 1);
+    json_t *error = json_object_get(j, "error");
+    assert_true(json_is_object(error));
+    assert_int_equal(json_object_size(error), 2);
+    assert_string_equal(json_string_value(json_object_get(error, "errorSummary")),
+                        "Could not send.");
+    json_t *causes = json_object_get(error, "errorCauses");
+    assert_true(json_is_array(causes));
+    assert_int_equal(json_array_size(causes), 1);
+    json_t *cause = json_array_get(causes, 0);
+    assert_true(json_is_object(cause));
+    assert_int_equal(json_object_size(cause), 2);
+    assert_string_equal(json_string_value(json_object_get(cause, "errorSummary")),
+                        "Could not send.");
     assert_string_equal(json_string_value(json_object_get(cause, "reason")),
                         "invalid phone number");
     json_decref(j);
