@@ -106,8 +106,8 @@ static const struct key keys[] = {
     {"auth", "clock_skew", K_INT, F(auth_clock_skew), 0, 300, NULL, "30",
      "oauth2: seconds of clock difference tolerated for exp, nbf and iat"},
     {"phone", "default_region", K_REGION, F(phone_default_region), 0, 0, NULL, "US",
-     "region (ISO 3166 alpha-2) of numbers Okta sends without a country code, tried after "
-     "reading them as international; empty to refuse them"},
+     "region (ISO 3166 alpha-2) of numbers Okta sends without '+': read as national numbers "
+     "of this region when valid there, else as international; empty: international only"},
     {"message", "default_language", K_LANGUAGE, F(message_default_language), 0, 0, NULL, "en",
      "template language used when none matches the request's locale"},
     {"message", "builtin_fallback", K_BOOL, F(message_builtin_fallback), 0, 0, NULL, "true",

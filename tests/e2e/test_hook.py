@@ -140,6 +140,22 @@ def test_national_number_in_default_region(make_server):
     assert s.stop() == 0
 
 
+def test_national_number_valid_abroad_stays_national(server):
+    """2015550123 is a US number (phone.default_region = US, the default) and also +20 1555 0123
+    in Egypt: it is sent to the US, and the ambiguity is counted and logged, masked."""
+    _, _, body = server.post(okta_request(phone="2015550123"))
+    assert outbox(server, success_value(body)["transactionId"])["to"] == US_NUMBER
+    # a number valid only abroad is still read as international
+    _, _, body = server.post(okta_request(phone="447400123456"))
+    assert outbox(server, success_value(body)["transactionId"])["to"] == "+447400123456"
+    text = server.request("GET", "/metrics")[2].decode()
+    assert "telehook_phone_ambiguous_total 1\n" in text
+    (line,) = [l for l in server.logs() if l.get("event") == "phone_ambiguous"]
+    assert (line["phone"], line["not_taken"], line["default_region"]) == \
+        ("+1201*****23", "+2015****23", "US")
+    assert "2015550123" not in server.log_text() and "5550123" not in server.log_text()
+
+
 def test_numbers_as_json_numbers(server):
     raw = json.dumps(okta_request(otp="X")).replace('"+12015550123"', "12015550123").replace(
         '"otpCode": "X"', '"otpCode": 654321')
