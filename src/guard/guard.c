@@ -83,11 +83,33 @@ struct th_guard {
     struct budget budget[NCODES];
     int64_t global_tat;
     atomic_uint_fast64_t counts[TH_BLOCK__COUNT];
+    int64_t (*clock)(void *ud); /* tests only (th_guard_set_clock); NULL: the system clocks */
+    void *clock_ud;
 };
 
 struct th_dedupe {
     struct rec *rec;
 };
+
+/* ---- clocks ---- */
+
+/* Monotonic µs for the rate limits; wall ms for the dedupe window (compared with Okta's
+ * otpExpires) and the budget's UTC day. A test clock stands for both. */
+static int64_t now_us(const struct th_guard *g)
+{
+    return g->clock ? g->clock(g->clock_ud) : th_mono_us();
+}
+
+static int64_t now_ms(const struct th_guard *g)
+{
+    return g->clock ? g->clock(g->clock_ud) / 1000 : th_wall_ms();
+}
+
+void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud)
+{
+    g->clock = clock;
+    g->clock_ud = ud;
+}
 
 /* ---- parsing ---- */
 
@@ -276,7 +298,7 @@ void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT])
 
 size_t th_guard_entries(struct th_guard *g)
 {
-    int64_t now = th_mono_us();
+    int64_t now = now_us(g);
     size_t n = 0;
     pthread_mutex_lock(&g->mu);
     for (size_t i = 0; i < g->npeople; i++)
@@ -338,9 +360,10 @@ static bool gcra(const struct limit *l, int64_t tat, int64_t now, int64_t *next)
     return true;
 }
 
-static int64_t unix_day(void)
+/* The calling-code budgets' day: UTC, from midnight to midnight (unix time has no leap seconds). */
+static int64_t unix_day(const struct th_guard *g)
 {
-    return th_wall_ms() / 86400000;
+    return now_ms(g) / 86400000;
 }
 
 th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
@@ -365,12 +388,12 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
     if (has_user)
         make_key(g, "user", user_id, NULL, NULL, kuser);
 
-    int64_t now = th_mono_us();
+    int64_t now = now_us(g);
     int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
     /* An override applies as given (0: no sends at all); the default 0 means no budget. */
     bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
     long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;
-    int64_t day = unix_day();
+    int64_t day = unix_day(g);
 
     pthread_mutex_lock(&g->mu);
     /* Phase 1: would every limit let it through? Nothing is written yet. */
@@ -470,7 +493,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     *ticket = NULL;
     if (!g->dedupe)
         return TH_DEDUPE_OFF;
-    int64_t now = th_wall_ms();
+    int64_t now = now_ms(g);
     int64_t until = expires_ms > now ? expires_ms : now + DEFAULT_WINDOW_MS;
     if (until > now + MAX_WINDOW_MS)
         until = now + MAX_WINDOW_MS;
