@@ -331,8 +331,14 @@ static size_t home(const unsigned char k[KEY_LEN], size_t cap)
     return h & (cap - 1);
 }
 
-/* The person slot for k: its own, else an empty or stale one, else the least useful. */
-static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now)
+/*
+ * The person slot for k: its own, else an empty or stale one, else the least useful. Never one
+ * of taken[0..ntaken): the slots the same check already holds for its other keys (a slot just
+ * claimed has no state yet, so it would look the least useful, and two limits would then share
+ * one counter).
+ */
+static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN],
+                            struct pslot *const *taken, int ntaken)
 {
     size_t h = home(k, g->npeople);
     struct pslot *victim = NULL;
@@ -340,10 +346,12 @@ static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], 
         struct pslot *s = &g->people[(h + (size_t)i) & (g->npeople - 1)];
         if (memcmp(s->key, k, KEY_LEN) == 0)
             return s;
-        if (!victim || s->tat_us < victim->tat_us)
+        bool held = false;
+        for (int j = 0; j < ntaken; j++)
+            held |= taken[j] == s;
+        if (!held && (!victim || s->tat_us < victim->tat_us))
             victim = s;
     }
-    (void)now;
     memcpy(victim->key, k, KEY_LEN);
     victim->tat_us = 0; /* a fresh start: GCRA state "nothing seen" */
     return victim;
@@ -397,9 +405,15 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
 
     pthread_mutex_lock(&g->mu);
     /* Phase 1: would every limit let it through? Nothing is written yet. */
-    struct pslot *ps = g->phone_short.on ? person(g, kshort, now) : NULL;
-    struct pslot *pl = g->phone_long.on ? person(g, klong, now) : NULL;
-    struct pslot *pu = has_user ? person(g, kuser, now) : NULL;
+    struct pslot *held[2] = {NULL, NULL};
+    int nheld = 0;
+    struct pslot *ps = g->phone_short.on ? person(g, kshort, held, nheld) : NULL;
+    if (ps)
+        held[nheld++] = ps;
+    struct pslot *pl = g->phone_long.on ? person(g, klong, held, nheld) : NULL;
+    if (pl)
+        held[nheld++] = pl;
+    struct pslot *pu = has_user ? person(g, kuser, held, nheld) : NULL;
     int64_t n_short = 0, n_long = 0, n_user = 0, n_country = 0, n_global = 0;
     long used = g->budget[code].day == day ? g->budget[code].count : 0;
     if (ps && !gcra(&g->phone_short, ps->tat_us, now, &n_short))

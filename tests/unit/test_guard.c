@@ -427,6 +427,57 @@ static void test_shipped_phone_limits_together(void **state)
     th_guard_free(g);
 }
 
+/*
+ * Each per-person limit keeps its own slot. The short-window, daily and user keys of one request
+ * are three entries in one table; a key whose probe window holds a slot claimed by another key
+ * of the same check must not take that slot over (the limits would then share a counter). With
+ * this secret and 1024 slots, several of these numbers have such keys.
+ */
+static void test_limits_never_share_a_slot(void **state)
+{
+    (void)state;
+    char *env[] = {(char *)"TELEHOOK_GUARD_SECRET=slot-sharing-test",
+                   (char *)"TELEHOOK_GUARD_MAX_ENTRIES=1000",
+                   (char *)"TELEHOOK_GUARD_LIMIT_PHONE=5/15m",
+                   (char *)"TELEHOOK_GUARD_LIMIT_PHONE_DAILY=20/1d",
+                   (char *)"TELEHOOK_GUARD_LIMIT_USER=20/1h",
+                   (char *)"TELEHOOK_GUARD_LIMIT_COUNTRY=0",
+                   (char *)"TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
+                   (char *)"TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+                   NULL};
+    struct th_config cfg;
+    assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    size_t numbers = 0, shared = 0;
+    for (int i = 0; i < 4000; i++) {
+        char num[32], user[32];
+        snprintf(num, sizeof num, "+1201555%04d", i);
+        snprintf(user, sizeof user, "00u%d", i);
+        struct th_phone p;
+        if (th_phone_parse(num, strlen(num), NULL, &p) != TH_E_OK)
+            continue;
+        struct th_guard *g = NULL;
+        assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_OK);
+        th_guard_set_clock(g, clock_of, &t);
+        assert_int_equal(th_guard_check(g, &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+        numbers++;
+        if (th_guard_entries(g) != 3) {
+            fprintf(stderr, "%s: %zu entries\n", num, th_guard_entries(g));
+            shared++;
+        }
+        for (int k = 1; k < 5; k++)
+            assert_int_equal(th_guard_check(g, &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+        if (th_guard_check(g, &p, TH_CHANNEL_SMS, user) != TH_BLOCK_PHONE_SHORT) {
+            fprintf(stderr, "%s: a 6th send in 15 minutes passed\n", num);
+            shared++;
+        }
+        th_guard_free(g);
+    }
+    th_config_release(&cfg);
+    assert_true(numbers > 3000);
+    assert_int_equal(shared, 0);
+}
+
 int main(void)
 {
     th_phone_init();
@@ -444,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_budget_resets_at_utc_midnight),
         cmocka_unit_test(test_dedupe_window_expiry_and_cap),
         cmocka_unit_test(test_shipped_phone_limits_together),
+        cmocka_unit_test(test_limits_never_share_a_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
