@@ -197,6 +197,13 @@ static const struct key keys[] = {
      "if set, only these destination countries (ISO codes, e.g. US CA GB)"},
     {"guard", "countries_deny", K_STRING, F(guard_countries_deny), 0, 0, NULL, "",
      "destination countries never sent to"},
+    {"guard", "calling_codes_allow", K_STRING, F(guard_calling_codes_allow), 0, 0, NULL, "",
+     "if set, only these calling codes (e.g. +1 +44), besides the countries of countries_allow; "
+     "a code named here overrides non-geographic in calling_codes_deny"},
+    {"guard", "calling_codes_deny", K_STRING, F(guard_calling_codes_deny), 0, 0, NULL,
+     "non-geographic",
+     "calling codes never sent to (e.g. +881 +882); non-geographic stands for every code of no "
+     "country: +800 +808 +870 +878 +881 +882 +883 +888 +979; empty: none"},
     {"guard", "sms_refuse", K_STRING, F(guard_sms_refuse), 0, 0, NULL,
      "FIXED_LINE PREMIUM_RATE SHARED_COST TOLL_FREE UNKNOWN",
      "number types refused for SMS (libphonenumber's: FIXED_LINE, MOBILE, "

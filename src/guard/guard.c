@@ -71,7 +71,8 @@ struct th_guard {
     long code_budget_default;
     long code_budget[NCODES]; /* per calling code; -1 = the default */
     bool deny[NREGIONS], allow[NREGIONS], have_allow;
-    bool refuse[2][TH_PHONE_UNKNOWN + 1]; /* [channel][type] */
+    bool code_deny[NCODES], code_allow[NCODES], have_code_allow; /* by calling code */
+    bool refuse[2][TH_PHONE_UNKNOWN + 1];                        /* [channel][type] */
 
     pthread_mutex_t mu;
     struct pslot *people;
@@ -160,11 +161,74 @@ static bool parse_regions(const char *list, bool *set, bool *any, char *err, siz
             *c = (char)toupper((unsigned char)*c);
         int i = region_index(t);
         if (i == NREGIONS - 1 || !th_phone_region_known(t)) {
-            snprintf(err, errlen, "unknown country code '%.8s' (ISO 3166 alpha-2, like US)", t);
+            snprintf(err, errlen,
+                     "unknown country code '%.8s' (ISO 3166 alpha-2, like US; calling codes such "
+                     "as +881 go in calling_codes_allow or calling_codes_deny)",
+                     t);
             return false;
         }
         set[i] = true;
         *any = true;
+    }
+    return true;
+}
+
+/* "+1 +44", "881", and "non-geographic" (sets *word instead of naming codes). */
+static bool parse_codes(const char *list, bool *set, bool *word, char *err, size_t errlen)
+{
+    char buf[1024];
+    th_strlcpy(buf, list ? list : "", sizeof buf);
+    for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) {
+        if (strcasecmp(t, "non-geographic") == 0) {
+            *word = true;
+            continue;
+        }
+        const char *d = t[0] == '+' ? t + 1 : t;
+        char *end;
+        long cc = strtol(d, &end, 10);
+        if (!isdigit((unsigned char)d[0]) || *end || cc < 1 || cc >= NCODES ||
+            !th_phone_code_known((int)cc)) {
+            snprintf(err, errlen,
+                     "unknown calling code '%.8s' (like +44 or 881, or non-geographic)", t);
+            return false;
+        }
+        set[cc] = true;
+    }
+    return true;
+}
+
+/*
+ * The calling-code lists. A code named in calling_codes_allow overrides the word non-geographic
+ * in calling_codes_deny (so "calling_codes_allow = +881" with the default deny-list allows
+ * Iridium), but a code named in both, or the word in both, is a contradiction: refused.
+ */
+static bool parse_code_rules(struct th_guard *g, const struct th_config *cfg, char *err,
+                             size_t errlen)
+{
+    bool named_deny[NCODES] = {false}, named_allow[NCODES] = {false};
+    bool word_deny = false, word_allow = false;
+    if (!parse_codes(cfg->guard_calling_codes_deny, named_deny, &word_deny, err, errlen) ||
+        !parse_codes(cfg->guard_calling_codes_allow, named_allow, &word_allow, err, errlen))
+        return false;
+    if (word_deny && word_allow) {
+        snprintf(err, errlen,
+                 "non-geographic is in both calling_codes_allow and "
+                 "calling_codes_deny");
+        return false;
+    }
+    for (int cc = 1; cc < NCODES; cc++) {
+        bool ng = th_phone_code_non_geographic(cc);
+        bool allow = named_allow[cc] || (word_allow && ng);
+        if (named_deny[cc] && allow) {
+            snprintf(err, errlen,
+                     "calling code +%d is in both calling_codes_allow and "
+                     "calling_codes_deny",
+                     cc);
+            return false;
+        }
+        g->code_deny[cc] = named_deny[cc] || (word_deny && ng && !named_allow[cc]);
+        g->code_allow[cc] = allow;
+        g->have_code_allow |= allow;
     }
     return true;
 }
@@ -244,6 +308,7 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     if (!parse_budgets(g, cfg->guard_budgets, err, errlen) ||
         !parse_regions(cfg->guard_countries_deny, g->deny, &dummy, err, errlen) ||
         !parse_regions(cfg->guard_countries_allow, g->allow, &g->have_allow, err, errlen) ||
+        !parse_code_rules(g, cfg, err, errlen) ||
         !parse_types(cfg->guard_sms_refuse, g->refuse[TH_CHANNEL_SMS], err, errlen) ||
         !parse_types(cfg->guard_voice_refuse, g->refuse[TH_CHANNEL_VOICE], err, errlen)) {
         th_guard_free(g);
@@ -378,8 +443,12 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
                         const char *user_id)
 {
     int ri = region_index(ph->region);
+    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
     th_block b = TH_BLOCK_NONE;
-    if (g->deny[ri] || (g->have_allow && !g->allow[ri]))
+    /* Denied by country or calling code; or, with allow-lists, in none of them. A number of no
+     * country (+881, +882, ...: ri is the non-geographic slot) is in no country list. */
+    bool listed = g->allow[ri] || g->code_allow[code];
+    if (g->deny[ri] || g->code_deny[code] || ((g->have_allow || g->have_code_allow) && !listed))
         b = TH_BLOCK_COUNTRY;
     else if (g->refuse[ch == TH_CHANNEL_VOICE][ph->type])
         b = TH_BLOCK_NUMBER_TYPE;
@@ -397,7 +466,6 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
         make_key(g, "user", user_id, NULL, NULL, kuser);
 
     int64_t now = now_us(g);
-    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
     /* An override applies as given (0: no sends at all); the default 0 means no budget. */
     bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
     long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;

@@ -5,8 +5,10 @@
  *   dedupe  a request whose Okta eventId — or whose (phone, OTP, channel) — was already handled
  *           within the OTP's validity is not sent again: it gets the first outcome (waiting for
  *           it while the first is in flight), same transactionId.
- *   rules   country allow/deny lists; line types refused per channel (premium-rate, toll-free,
- *           fixed-line for SMS, ...), from libphonenumber.
+ *   rules   allow/deny lists by country and by calling code (every non-geographic code — +881
+ *           satellite, +882 networks, +800 freephone, ... — denied by default); line types
+ *           refused per channel (premium-rate, toll-free, fixed-line for SMS, ...), from
+ *           libphonenumber.
  *   limits  per phone number (short and long windows), per Okta user, per destination country
  *           per hour, a daily budget per calling code (a small country cannot be pumped under
  *           a global cap), and a global sends-per-minute ceiling.

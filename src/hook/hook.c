@@ -531,6 +531,7 @@ static void block(struct hreq *r, th_block b)
         th_log_str(&l, "reason", th_block_name(b));
         th_log_str(&l, "phone", r->masked);
         th_log_str(&l, "country", r->phone.region);
+        th_log_int(&l, "calling_code", r->phone.country_code);
         th_log_str(&l, "type", th_phone_type_name(r->phone.type));
         th_log_end(&l);
     }

@@ -192,6 +192,126 @@ static void test_destination_rules(void **state)
     th_guard_free(g);
 }
 
+/* Non-geographic calling codes are refused by default, on both channels; codes can be denied
+ * and allowed like countries. Each case: the lists set, then numbers and the expected verdict. */
+static void test_calling_code_rules(void **state)
+{
+    (void)state;
+    static const char *const iridium = "+881612345678", *const freephone = "+80012345678",
+                             *const intl_net = "+8823421234", *const inmarsat = "+870301234567",
+                             *const us = "+12015550123", *const gb = "+447400123456",
+                             *const ru = "+79123456789";
+    static const struct {
+        const char *env[3];
+        const char *number;
+        th_channel ch;
+        th_block want;
+    } cases[] = {
+        /* the default: every non-geographic code refused, SMS and voice */
+        {{NULL}, iridium, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{NULL}, iridium, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, freephone, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, intl_net, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{NULL}, inmarsat, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, us, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{NULL}, ru, TH_CHANNEL_VOICE, TH_BLOCK_NONE},
+        /* turned off: what remains are the line-type rules (+800 is toll-free: no SMS) */
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, freephone, TH_CHANNEL_VOICE, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, freephone, TH_CHANNEL_SMS, TH_BLOCK_NUMBER_TYPE},
+        /* geographic codes denied by code; the list replaces the default */
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, ru, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, gb, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=Non-Geographic +7"},
+         ru,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=Non-Geographic +7"},
+         intl_net,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* an allow-list by code: only those (a named code overrides the default's word) */
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, intl_net, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, us, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=1"}, us, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=1"}, gb, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        /* both kinds of allow-list: a destination in either passes */
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         iridium,
+         TH_CHANNEL_VOICE,
+         TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         us,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         gb,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         intl_net,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* a country allow-list alone never lets a number of no country through */
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_DENY="},
+         iridium,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* deny wins over allow across the kinds */
+        {{"TELEHOOK_GUARD_COUNTRIES_DENY=GB", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+44"},
+         gb,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_guard *g = make(cases[i].env);
+        struct th_phone p = phone(cases[i].number);
+        if (th_guard_check(g, &p, cases[i].ch, NULL) != cases[i].want)
+            fail_msg("case %zu (%s, %s): got %s", i, cases[i].number,
+                     cases[i].env[0] ? cases[i].env[0] : "defaults",
+                     th_block_name(th_guard_check(g, &p, cases[i].ch, NULL)));
+        uint64_t counts[TH_BLOCK__COUNT];
+        th_guard_counts(g, counts); /* counted as the country refusals are */
+        assert_int_equal(counts[TH_BLOCK_COUNTRY], cases[i].want == TH_BLOCK_COUNTRY);
+        th_guard_free(g);
+    }
+}
+
+static void test_bad_calling_code_rules_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *env[3];
+        const char *says;
+    } cases[] = {
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=999"}, "'999'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+0"}, "'+0'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=1000"}, "'1000'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+44x"}, "'+44x'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=++1"}, "'++1'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=non-geo"}, "'non-geo'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=44", "TELEHOOK_GUARD_CALLING_CODES_DENY=+44"},
+         "+44 is in both"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=non-geographic"}, "non-geographic is in both"},
+        {{"TELEHOOK_GUARD_COUNTRIES_DENY=+881"}, "calling_codes_deny"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_config cfg;
+        char *env[4] = {NULL};
+        for (size_t j = 0; j < 3 && cases[i].env[j]; j++)
+            env[j] = (char *)cases[i].env[j];
+        assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK);
+        struct th_guard *g = NULL;
+        assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_CONFIG);
+        assert_null(g);
+        if (!strstr(err, cases[i].says))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].says);
+        th_config_release(&cfg);
+    }
+}
+
 static void test_bad_rules_refused(void **state)
 {
     (void)state;
@@ -489,6 +609,8 @@ int main(void)
         cmocka_unit_test(test_country_rate_and_global),
         cmocka_unit_test(test_destination_rules),
         cmocka_unit_test(test_bad_rules_refused),
+        cmocka_unit_test(test_calling_code_rules),
+        cmocka_unit_test(test_bad_calling_code_rules_refused),
         cmocka_unit_test(test_bounded_under_flood),
         cmocka_unit_test(test_dedupe),
         cmocka_unit_test(test_code_ban_without_default_budget),
