@@ -178,6 +178,25 @@ def test_unservable_requests_get_error_object(server):
         assert status == 200 and body["error"]["errorSummary"], req
 
 
+@pytest.mark.parametrize("field,value", [
+    ("deliveryChannel", ["voice"]), ("deliveryChannel", None), ("deliveryChannel", 1),
+    ("deliveryChannel", {"type": "voice"}), ("deliveryChannel", "voice " * 20),
+    ("phoneNumber", [US_NUMBER]), ("otpCode", 1.5), ("locale", False),
+])
+def test_field_of_wrong_type_is_malformed(server, field, value):
+    """A field of the wrong type is not absent (["voice"] once became an SMS): the request is
+    malformed, answered 400 (Okta falls back to its own providers), and nothing is sent."""
+    req = okta_request()
+    req["data"]["messageProfile"][field] = value
+    status, _, body = server.post(req)
+    assert status == 400 and "commands" not in body
+    assert body["error"]["errorCauses"][0]["reason"] == \
+        f"data.messageProfile.{field} has the wrong type or is too long"
+    assert server.db_rows("SELECT count(*) FROM outbox")[0][0] == 0
+    server.wait_rows("SELECT count(*) FROM deliveries", 1)
+    assert server.db_rows("SELECT outcome FROM deliveries") == [("REJECTED",)]
+
+
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"[1,2]", b'"x"', b""])
 def test_malformed_json_is_400(server, raw):
     status, headers, body = server.post(raw)
