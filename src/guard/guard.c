@@ -71,8 +71,9 @@ struct th_guard {
     long code_budget_default;
     long code_budget[NCODES]; /* per calling code; -1 = the default */
     bool deny[NREGIONS], allow[NREGIONS], have_allow;
-    bool code_deny[NCODES], code_allow[NCODES], have_code_allow; /* by calling code */
-    bool refuse[2][TH_PHONE_UNKNOWN + 1];                        /* [channel][type] */
+    /* the same by calling code (code_deny holds the codes non-geographic stands for) */
+    bool code_deny[NCODES], code_allow[NCODES], have_code_allow;
+    bool refuse[2][TH_PHONE_UNKNOWN + 1]; /* [channel][type] */
 
     pthread_mutex_t mu;
     struct pslot *people;
