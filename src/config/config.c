@@ -109,8 +109,8 @@ static const struct key keys[] = {
     {"auth", "clock_skew", K_INT, F(auth_clock_skew), 0, 300, NULL, "30",
      "oauth2: seconds of clock difference tolerated for exp, nbf and iat"},
     {"phone", "default_region", K_REGION, F(phone_default_region), 0, 0, NULL, "US",
-     "region (ISO 3166 alpha-2) of numbers Okta sends without a country code, tried after "
-     "reading them as international; empty to refuse them"},
+     "region (ISO 3166 alpha-2) of numbers Okta sends without '+': read as national numbers "
+     "of this region when valid there, else as international; empty: international only"},
     {"message", "default_language", K_LANGUAGE, F(message_default_language), 0, 0, NULL, "en",
      "template language used when none matches the request's locale"},
     {"message", "builtin_fallback", K_BOOL, F(message_builtin_fallback), 0, 0, NULL, "true",
@@ -200,6 +200,13 @@ static const struct key keys[] = {
      "if set, only these destination countries (ISO codes, e.g. US CA GB)"},
     {"guard", "countries_deny", K_STRING, F(guard_countries_deny), 0, 0, NULL, "",
      "destination countries never sent to"},
+    {"guard", "calling_codes_allow", K_STRING, F(guard_calling_codes_allow), 0, 0, NULL, "",
+     "if set, only these calling codes (e.g. +1 +44), besides the countries of countries_allow; "
+     "a code named here overrides non-geographic in calling_codes_deny"},
+    {"guard", "calling_codes_deny", K_STRING, F(guard_calling_codes_deny), 0, 0, NULL,
+     "non-geographic",
+     "calling codes never sent to (e.g. +881 +882); non-geographic stands for every code of no "
+     "country: +800 +808 +870 +878 +881 +882 +883 +888 +979; empty: none"},
     {"guard", "sms_refuse", K_STRING, F(guard_sms_refuse), 0, 0, NULL,
      "FIXED_LINE PREMIUM_RATE SHARED_COST TOLL_FREE UNKNOWN",
      "number types refused for SMS (libphonenumber's: FIXED_LINE, MOBILE, "

@@ -101,6 +101,9 @@ struct th_config {
     char *guard_limit_global;
     char *guard_countries_allow;
     char *guard_countries_deny;
+    /* by calling code: "+1 +44" ("" = no allow-list); "+881" or "non-geographic" (default) */
+    char *guard_calling_codes_allow;
+    char *guard_calling_codes_deny;
     char *guard_sms_refuse;   /* number types refused for SMS */
     char *guard_voice_refuse; /* for voice */
     int guard_block_answer;   /* 0 failed, 1 error */

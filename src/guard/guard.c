@@ -71,6 +71,8 @@ struct th_guard {
     long code_budget_default;
     long code_budget[NCODES]; /* per calling code; -1 = the default */
     bool deny[NREGIONS], allow[NREGIONS], have_allow;
+    /* the same by calling code (code_deny holds the codes non-geographic stands for) */
+    bool code_deny[NCODES], code_allow[NCODES], have_code_allow;
     bool refuse[2][TH_PHONE_UNKNOWN + 1]; /* [channel][type] */
 
     pthread_mutex_t mu;
@@ -83,11 +85,33 @@ struct th_guard {
     struct budget budget[NCODES];
     int64_t global_tat;
     atomic_uint_fast64_t counts[TH_BLOCK__COUNT];
+    int64_t (*clock)(void *ud); /* tests only (th_guard_set_clock); NULL: the system clocks */
+    void *clock_ud;
 };
 
 struct th_dedupe {
     struct rec *rec;
 };
+
+/* ---- clocks ---- */
+
+/* Monotonic µs for the rate limits; wall ms for the dedupe window (compared with Okta's
+ * otpExpires) and the budget's UTC day. A test clock stands for both. */
+static int64_t now_us(const struct th_guard *g)
+{
+    return g->clock ? g->clock(g->clock_ud) : th_mono_us();
+}
+
+static int64_t now_ms(const struct th_guard *g)
+{
+    return g->clock ? g->clock(g->clock_ud) / 1000 : th_wall_ms();
+}
+
+void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud)
+{
+    g->clock = clock;
+    g->clock_ud = ud;
+}
 
 /* ---- parsing ---- */
 
@@ -138,11 +162,74 @@ static bool parse_regions(const char *list, bool *set, bool *any, char *err, siz
             *c = (char)toupper((unsigned char)*c);
         int i = region_index(t);
         if (i == NREGIONS - 1 || !th_phone_region_known(t)) {
-            snprintf(err, errlen, "unknown country code '%.8s' (ISO 3166 alpha-2, like US)", t);
+            snprintf(err, errlen,
+                     "unknown country code '%.8s' (ISO 3166 alpha-2, like US; calling codes such "
+                     "as +881 go in calling_codes_allow or calling_codes_deny)",
+                     t);
             return false;
         }
         set[i] = true;
         *any = true;
+    }
+    return true;
+}
+
+/* "+1 +44", "881", and "non-geographic" (sets *word instead of naming codes). */
+static bool parse_codes(const char *list, bool *set, bool *word, char *err, size_t errlen)
+{
+    char buf[1024];
+    th_strlcpy(buf, list ? list : "", sizeof buf);
+    for (char *t = strtok(buf, " ,"); t; t = strtok(NULL, " ,")) {
+        if (strcasecmp(t, "non-geographic") == 0) {
+            *word = true;
+            continue;
+        }
+        const char *d = t[0] == '+' ? t + 1 : t;
+        char *end;
+        long cc = strtol(d, &end, 10);
+        if (!isdigit((unsigned char)d[0]) || *end || cc < 1 || cc >= NCODES ||
+            !th_phone_code_known((int)cc)) {
+            snprintf(err, errlen,
+                     "unknown calling code '%.8s' (like +44 or 881, or non-geographic)", t);
+            return false;
+        }
+        set[cc] = true;
+    }
+    return true;
+}
+
+/*
+ * The calling-code lists. A code named in calling_codes_allow overrides the word non-geographic
+ * in calling_codes_deny (so "calling_codes_allow = +881" with the default deny-list allows
+ * Iridium), but a code named in both, or the word in both, is a contradiction: refused.
+ */
+static bool parse_code_rules(struct th_guard *g, const struct th_config *cfg, char *err,
+                             size_t errlen)
+{
+    bool named_deny[NCODES] = {false}, named_allow[NCODES] = {false};
+    bool word_deny = false, word_allow = false;
+    if (!parse_codes(cfg->guard_calling_codes_deny, named_deny, &word_deny, err, errlen) ||
+        !parse_codes(cfg->guard_calling_codes_allow, named_allow, &word_allow, err, errlen))
+        return false;
+    if (word_deny && word_allow) {
+        snprintf(err, errlen,
+                 "non-geographic is in both calling_codes_allow and "
+                 "calling_codes_deny");
+        return false;
+    }
+    for (int cc = 1; cc < NCODES; cc++) {
+        bool ng = th_phone_code_non_geographic(cc);
+        bool allow = named_allow[cc] || (word_allow && ng);
+        if (named_deny[cc] && allow) {
+            snprintf(err, errlen,
+                     "calling code +%d is in both calling_codes_allow and "
+                     "calling_codes_deny",
+                     cc);
+            return false;
+        }
+        g->code_deny[cc] = named_deny[cc] || (word_deny && ng && !named_allow[cc]);
+        g->code_allow[cc] = allow;
+        g->have_code_allow |= allow;
     }
     return true;
 }
@@ -222,6 +309,7 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     if (!parse_budgets(g, cfg->guard_budgets, err, errlen) ||
         !parse_regions(cfg->guard_countries_deny, g->deny, &dummy, err, errlen) ||
         !parse_regions(cfg->guard_countries_allow, g->allow, &g->have_allow, err, errlen) ||
+        !parse_code_rules(g, cfg, err, errlen) ||
         !parse_types(cfg->guard_sms_refuse, g->refuse[TH_CHANNEL_SMS], err, errlen) ||
         !parse_types(cfg->guard_voice_refuse, g->refuse[TH_CHANNEL_VOICE], err, errlen)) {
         th_guard_free(g);
@@ -276,7 +364,7 @@ void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT])
 
 size_t th_guard_entries(struct th_guard *g)
 {
-    int64_t now = th_mono_us();
+    int64_t now = now_us(g);
     size_t n = 0;
     pthread_mutex_lock(&g->mu);
     for (size_t i = 0; i < g->npeople; i++)
@@ -309,8 +397,14 @@ static size_t home(const unsigned char k[KEY_LEN], size_t cap)
     return h & (cap - 1);
 }
 
-/* The person slot for k: its own, else an empty or stale one, else the least useful. */
-static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now)
+/*
+ * The person slot for k: its own, else an empty or stale one, else the least useful. Never one
+ * of taken[0..ntaken): the slots the same check already holds for its other keys (a slot just
+ * claimed has no state yet, so it would look the least useful, and two limits would then share
+ * one counter).
+ */
+static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN],
+                            struct pslot *const *taken, int ntaken)
 {
     size_t h = home(k, g->npeople);
     struct pslot *victim = NULL;
@@ -318,10 +412,12 @@ static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], 
         struct pslot *s = &g->people[(h + (size_t)i) & (g->npeople - 1)];
         if (memcmp(s->key, k, KEY_LEN) == 0)
             return s;
-        if (!victim || s->tat_us < victim->tat_us)
+        bool held = false;
+        for (int j = 0; j < ntaken; j++)
+            held |= taken[j] == s;
+        if (!held && (!victim || s->tat_us < victim->tat_us))
             victim = s;
     }
-    (void)now;
     memcpy(victim->key, k, KEY_LEN);
     victim->tat_us = 0; /* a fresh start: GCRA state "nothing seen" */
     return victim;
@@ -338,17 +434,22 @@ static bool gcra(const struct limit *l, int64_t tat, int64_t now, int64_t *next)
     return true;
 }
 
-static int64_t unix_day(void)
+/* The calling-code budgets' day: UTC, from midnight to midnight (unix time has no leap seconds). */
+static int64_t unix_day(const struct th_guard *g)
 {
-    return th_wall_ms() / 86400000;
+    return now_ms(g) / 86400000;
 }
 
 th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
                         const char *user_id)
 {
     int ri = region_index(ph->region);
+    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
     th_block b = TH_BLOCK_NONE;
-    if (g->deny[ri] || (g->have_allow && !g->allow[ri]))
+    /* Denied by country or calling code; or, with allow-lists, in none of them. A number of no
+     * country (+881, +882, ...: ri is the non-geographic slot) is in no country list. */
+    bool listed = g->allow[ri] || g->code_allow[code];
+    if (g->deny[ri] || g->code_deny[code] || ((g->have_allow || g->have_code_allow) && !listed))
         b = TH_BLOCK_COUNTRY;
     else if (g->refuse[ch == TH_CHANNEL_VOICE][ph->type])
         b = TH_BLOCK_NUMBER_TYPE;
@@ -365,18 +466,23 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
     if (has_user)
         make_key(g, "user", user_id, NULL, NULL, kuser);
 
-    int64_t now = th_mono_us();
-    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
+    int64_t now = now_us(g);
     /* An override applies as given (0: no sends at all); the default 0 means no budget. */
     bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
     long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;
-    int64_t day = unix_day();
+    int64_t day = unix_day(g);
 
     pthread_mutex_lock(&g->mu);
     /* Phase 1: would every limit let it through? Nothing is written yet. */
-    struct pslot *ps = g->phone_short.on ? person(g, kshort, now) : NULL;
-    struct pslot *pl = g->phone_long.on ? person(g, klong, now) : NULL;
-    struct pslot *pu = has_user ? person(g, kuser, now) : NULL;
+    struct pslot *held[2] = {NULL, NULL};
+    int nheld = 0;
+    struct pslot *ps = g->phone_short.on ? person(g, kshort, held, nheld) : NULL;
+    if (ps)
+        held[nheld++] = ps;
+    struct pslot *pl = g->phone_long.on ? person(g, klong, held, nheld) : NULL;
+    if (pl)
+        held[nheld++] = pl;
+    struct pslot *pu = has_user ? person(g, kuser, held, nheld) : NULL;
     int64_t n_short = 0, n_long = 0, n_user = 0, n_country = 0, n_global = 0;
     long used = g->budget[code].day == day ? g->budget[code].count : 0;
     if (ps && !gcra(&g->phone_short, ps->tat_us, now, &n_short))
@@ -470,7 +576,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     *ticket = NULL;
     if (!g->dedupe)
         return TH_DEDUPE_OFF;
-    int64_t now = th_wall_ms();
+    int64_t now = now_ms(g);
     int64_t until = expires_ms > now ? expires_ms : now + DEFAULT_WINDOW_MS;
     if (until > now + MAX_WINDOW_MS)
         until = now + MAX_WINDOW_MS;

@@ -5,8 +5,10 @@
  *   dedupe  a request whose Okta eventId — or whose (phone, OTP, channel) — was already handled
  *           within the OTP's validity is not sent again: it gets the first outcome (waiting for
  *           it while the first is in flight), same transactionId.
- *   rules   country allow/deny lists; line types refused per channel (premium-rate, toll-free,
- *           fixed-line for SMS, ...), from libphonenumber.
+ *   rules   allow/deny lists by country and by calling code (every non-geographic code — +881
+ *           satellite, +882 networks, +800 freephone, ... — denied by default); line types
+ *           refused per channel (premium-rate, toll-free, fixed-line for SMS, ...), from
+ *           libphonenumber.
  *   limits  per phone number (short and long windows), per Okta user, per destination country
  *           per hour, a daily budget per calling code (a small country cannot be pumped under
  *           a global cap), and a global sends-per-minute ceiling.
@@ -106,6 +108,13 @@ void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
 
 /* Entries held in the per-person tables (for the bounded-memory test and logs). */
 size_t th_guard_entries(struct th_guard *g);
+
+/*
+ * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system
+ * clocks (monotonic for the rate limits, wall time for the dedupe window and the budgets' UTC
+ * day); NULL restores them. Set it before the guard is shared between threads.
+ */
+void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
 
 /* Parses "N/PERIOD" (PERIOD: 30s, 15m, 1h, 1d), "0" or "" (off). For config validation. */
 bool th_guard_parse_limit(const char *spec, long *count, long *period_s);

@@ -31,6 +31,7 @@ struct th_hook {
     atomic_ullong by_outcome[NOUTCOMES];
     atomic_ullong latency_le[NBUCKETS + 1]; /* the last: +Inf */
     atomic_ullong latency_sum_us;
+    atomic_ullong phone_ambiguous; /* numbers without '+' valid nationally and abroad */
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
     struct th_router *router;
@@ -156,6 +157,13 @@ void th_hook_metrics(struct th_hook *h, struct th_buf *out)
     th_buf_printf(out,
                   "# TYPE telehook_requests_in_flight gauge\ntelehook_requests_in_flight %ld\n",
                   atomic_load(&h->in_flight));
+    th_buf_printf(
+        out,
+        "# HELP telehook_phone_ambiguous_total Numbers without '+' valid both as national "
+        "numbers of phone.default_region (taken) and as international ones.\n"
+        "# TYPE telehook_phone_ambiguous_total counter\n"
+        "telehook_phone_ambiguous_total %llu\n",
+        atomic_load(&h->phone_ambiguous));
 }
 
 static void record(struct hreq *r, int status, int64_t latency_us)
@@ -523,6 +531,7 @@ static void block(struct hreq *r, th_block b)
         th_log_str(&l, "reason", th_block_name(b));
         th_log_str(&l, "phone", r->masked);
         th_log_str(&l, "country", r->phone.region);
+        th_log_int(&l, "calling_code", r->phone.country_code);
         th_log_str(&l, "type", th_phone_type_name(r->phone.type));
         th_log_end(&l);
     }
@@ -595,6 +604,23 @@ static void send_message(struct hreq *r)
     th_router_send(r->hook->router, r->loop, &msg, on_routed, r);
 }
 
+/* A number without '+' read as national though also valid as international: counted and logged
+ * (masked both ways), so an admin whose users are abroad sees it and asks Okta for E.164. */
+static void ambiguous(struct hreq *r)
+{
+    atomic_fetch_add(&r->hook->phone_ambiguous, 1);
+    char intl[24];
+    th_phone_mask(r->phone.intl_e164, intl, sizeof intl);
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_WARN, "phone_ambiguous")) {
+        th_log_str(&l, "req", r->request_id);
+        th_log_str(&l, "phone", r->masked);
+        th_log_str(&l, "default_region", r->hook->cfg->phone_default_region);
+        th_log_str(&l, "not_taken", intl);
+        th_log_end(&l);
+    }
+}
+
 void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
                     th_hook_answer_fn answer, void *ud)
 {
@@ -623,6 +649,8 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
         fail(r, 200, SUMMARY_PHONE, "REJECTED", "invalid phone number");
     } else {
         th_phone_mask(r->phone.e164, r->masked, sizeof r->masked);
+        if (r->phone.intl_e164[0])
+            ambiguous(r);
         if (guard(r) && compose(r))
             send_message(r);
     }

@@ -65,40 +65,80 @@ struct fields {
     }
 };
 
-// An optional string field: absent when missing, null, of another type or over its cap.
-bool opt_str(element obj, const char *name, size_t max, std::string_view &out)
-{
-    element v;
-    std::string_view s;
-    if (!member(obj, name, v) || v.get_string().get(s) || s.size() > max)
-        return false;
-    out = s;
-    return true;
-}
+// Reads the fields telehook uses. A field that is present must have its documented type and fit
+// its cap: a field of the wrong type (null included) or over its cap makes the request malformed
+// (the first such field is named in bad), never "absent" — ["voice"] must not become an SMS.
+// Absent fields are absent: the caller applies defaults or refuses a missing required one.
+// Fields telehook does not read (eventTypeVersion, source, ...) are not checked.
+struct reader {
+    fields f;
+    const char *bad = nullptr;
 
-void keep_opt(fields &f, const char **dst, element obj, const char *name, size_t max)
-{
-    std::string_view s;
-    if (opt_str(obj, name, max, s))
-        f.keep(dst, s);
-}
+    void wrong(const char *path)
+    {
+        if (!bad)
+            bad = path;
+    }
 
-// A field Okta documents as a string that may arrive as a JSON integer (Preview edits).
-bool str_or_int(element obj, const char *name, size_t max, char *numbuf, size_t numlen,
-                std::string_view &out)
-{
-    element v;
-    if (member(obj, name, v) && (v.type() == simdjson::dom::element_type::INT64 ||
-                                 v.type() == simdjson::dom::element_type::UINT64)) {
-        int64_t i;
-        if (v.get_int64().get(i) || i < 0) // negative, or beyond int64
+    // An object member that must be an object. false when absent or wrong.
+    bool obj(element parent, const char *name, const char *path, element &out)
+    {
+        element v;
+        if (!member(parent, name, v))
             return false;
-        int n = std::snprintf(numbuf, numlen, "%" PRId64, i);
-        out = std::string_view(numbuf, (size_t)n);
+        if (!v.is_object()) {
+            wrong(path);
+            return false;
+        }
+        out = v;
         return true;
     }
-    return opt_str(obj, name, max, out);
-}
+
+    // A string member of at most max bytes. false when absent or wrong.
+    bool str(element parent, const char *name, const char *path, size_t max, std::string_view &out)
+    {
+        element v;
+        if (!member(parent, name, v))
+            return false;
+        std::string_view s;
+        if (v.get_string().get(s) || s.size() > max) {
+            wrong(path);
+            return false;
+        }
+        out = s;
+        return true;
+    }
+
+    // A field Okta documents as a string that may arrive as a JSON integer (Preview edits,
+    // Okta's OpenAPI sample): a string of at most max bytes, or an integer 0..INT64_MAX written
+    // into numbuf. Floats, negative numbers and anything else are wrong.
+    bool str_or_int(element parent, const char *name, const char *path, size_t max, char *numbuf,
+                    size_t numlen, std::string_view &out)
+    {
+        element v;
+        if (!member(parent, name, v))
+            return false;
+        if (v.type() == simdjson::dom::element_type::INT64 ||
+            v.type() == simdjson::dom::element_type::UINT64) {
+            int64_t i;
+            if (v.get_int64().get(i) || i < 0) { // negative, or beyond int64
+                wrong(path);
+                return false;
+            }
+            int n = std::snprintf(numbuf, numlen, "%" PRId64, i);
+            out = std::string_view(numbuf, (size_t)n);
+            return true;
+        }
+        return str(parent, name, path, max, out);
+    }
+
+    void keep(const char **dst, element parent, const char *name, const char *path, size_t max)
+    {
+        std::string_view s;
+        if (str(parent, name, path, max, s))
+            f.keep(dst, s);
+    }
+};
 
 bool otp_ok(std::string_view otp)
 {
@@ -149,61 +189,74 @@ th_err decode(const char *body, size_t len, struct th_okta_request *out, char *w
         return TH_E_JSON;
     }
 
-    fields f;
+    reader r;
     const char *reason = nullptr;
-    std::string_view s, phone, otp;
-    element ignored, data, mp, up, ctx;
+    std::string_view event_type, phone, otp, channel, tpl;
+    bool has_event_type, has_phone, has_otp, has_channel;
+    element data, mp, up, ctx, req;
 
-    if (member(root, "eventType", ignored) &&
-        (!opt_str(root, "eventType", MAX_ID, s) || s != TH_OKTA_EVENT_TYPE)) {
-        set_why(why, whylen, "eventType is not com.okta.telephony.provider");
-        return TH_E_REQUEST;
+    has_event_type = r.str(root, "eventType", "eventType", MAX_ID, event_type);
+    r.keep(&out->event_id, root, "eventId", "eventId", MAX_ID);
+    r.keep(&out->event_time, root, "eventTime", "eventTime", MAX_TIME);
+    r.keep(&out->request_type, root, "requestType", "requestType", MAX_ID);
+    bool has_data = r.obj(root, "data", "data", data);
+    bool has_mp = has_data && r.obj(data, "messageProfile", "data.messageProfile", mp);
+    if (has_mp) {
+        has_phone = r.str_or_int(mp, "phoneNumber", "data.messageProfile.phoneNumber", MAX_PHONE,
+                                 out->phone_num_, sizeof out->phone_num_, phone);
+        has_otp = r.str_or_int(mp, "otpCode", "data.messageProfile.otpCode", MAX_ID, out->otp_num_,
+                               sizeof out->otp_num_, otp);
+        has_channel = r.str(mp, "deliveryChannel", "data.messageProfile.deliveryChannel",
+                            MAX_CHANNEL, channel);
+        r.keep(&out->otp_expires, mp, "otpExpires", "data.messageProfile.otpExpires", MAX_TIME);
+        r.keep(&out->locale, mp, "locale", "data.messageProfile.locale", MAX_LOCALE);
+        if (r.str(mp, "msgTemplate", "data.messageProfile.msgTemplate", MAX_TEMPLATE, tpl) &&
+            !tpl.empty()) // empty: no text of Okta's to fall back on
+            r.f.keep(&out->msg_template, tpl);
+    } else {
+        has_phone = has_otp = has_channel = false;
     }
-    keep_opt(f, &out->event_id, root, "eventId", MAX_ID);
-    keep_opt(f, &out->event_time, root, "eventTime", MAX_TIME);
-    keep_opt(f, &out->request_type, root, "requestType", MAX_ID);
+    if (has_data && r.obj(data, "userProfile", "data.userProfile", up)) {
+        r.keep(&out->first_name, up, "firstName", "data.userProfile.firstName", MAX_NAME);
+        r.keep(&out->last_name, up, "lastName", "data.userProfile.lastName", MAX_NAME);
+        r.keep(&out->login, up, "login", "data.userProfile.login", MAX_NAME);
+        r.keep(&out->user_id, up, "userId", "data.userProfile.userId", MAX_ID);
+    }
+    if (has_data && r.obj(data, "context", "data.context", ctx) &&
+        r.obj(ctx, "request", "data.context.request", req)) {
+        r.keep(&out->okta_request_id, req, "id", "data.context.request.id", MAX_ID);
+        r.keep(&out->source_ip, req, "ipAddress", "data.context.request.ipAddress", MAX_ID);
+    }
+    if (r.bad) {
+        char msg[128];
+        std::snprintf(msg, sizeof msg, "%s has the wrong type or is too long", r.bad);
+        set_why(why, whylen, msg);
+        return TH_E_JSON;
+    }
 
-    if (!member(root, "data", data) || !member(data, "messageProfile", mp) || !mp.is_object()) {
+    if (has_event_type && event_type != TH_OKTA_EVENT_TYPE)
+        reason = "eventType is not com.okta.telephony.provider";
+    else if (!has_mp)
         reason = "data.messageProfile missing";
-    } else if (!str_or_int(mp, "phoneNumber", MAX_PHONE, out->phone_num_, sizeof out->phone_num_,
-                           phone) ||
-               phone.empty()) {
+    else if (!has_phone || phone.empty())
         reason = "messageProfile.phoneNumber missing or invalid";
-    } else if (!str_or_int(mp, "otpCode", TH_OKTA_OTP_MAX, out->otp_num_, sizeof out->otp_num_,
-                           otp) ||
-               !otp_ok(otp)) {
+    else if (!has_otp || !otp_ok(otp))
         reason = "messageProfile.otpCode missing or invalid";
-    }
     if (reason) {
         set_why(why, whylen, reason);
         return TH_E_REQUEST;
     }
-    f.keep(&out->phone, phone);
-    f.keep(&out->otp, otp);
+    r.f.keep(&out->phone, phone);
+    r.f.keep(&out->otp, otp);
     /* Okta has said "SMS or CALL", "SMS or voice call" and "SMS or voice": SMS is the only
-     * value we can be sure of, so anything else means a call. Absent means SMS. */
+     * value we can be sure of, so any other string means a call. Absent means SMS. */
     out->channel = TH_CHANNEL_SMS;
-    if (opt_str(mp, "deliveryChannel", MAX_CHANNEL, s)) {
-        f.keep(&out->delivery_channel, s);
-        if (s.size() != 3 || strncasecmp(s.data(), "sms", 3) != 0)
+    if (has_channel) {
+        r.f.keep(&out->delivery_channel, channel);
+        if (channel.size() != 3 || strncasecmp(channel.data(), "sms", 3) != 0)
             out->channel = TH_CHANNEL_VOICE;
     }
-    keep_opt(f, &out->otp_expires, mp, "otpExpires", MAX_TIME);
-    keep_opt(f, &out->locale, mp, "locale", MAX_LOCALE);
-    if (opt_str(mp, "msgTemplate", MAX_TEMPLATE, s) && !s.empty())
-        f.keep(&out->msg_template, s);
-
-    if (member(data, "userProfile", up)) {
-        keep_opt(f, &out->first_name, up, "firstName", MAX_NAME);
-        keep_opt(f, &out->last_name, up, "lastName", MAX_NAME);
-        keep_opt(f, &out->login, up, "login", MAX_NAME);
-        keep_opt(f, &out->user_id, up, "userId", MAX_ID);
-    }
-    if (member(data, "context", ctx) && member(ctx, "request", ctx)) {
-        keep_opt(f, &out->okta_request_id, ctx, "id", MAX_ID);
-        keep_opt(f, &out->source_ip, ctx, "ipAddress", MAX_ID);
-    }
-    if (!commit(f, out))
+    if (!commit(r.f, out))
         return TH_E_NOMEM;
     if (!out->otp_expires || th_parse_iso8601(out->otp_expires, &out->otp_expires_ms) != TH_E_OK)
         out->otp_expires_ms = 0;

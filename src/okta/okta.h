@@ -2,10 +2,12 @@
  * Okta Telephony Inline Hook: request decoding (decode.cc, simdjson) and response encoding
  * (okta.c). Pure functions, no I/O; the JSON library stays inside this module.
  *
- * Decoding is lenient where Okta is inconsistent (see docs/okta.md and the reference):
- * deliveryChannel compared case-insensitively ("sms" is SMS, anything else voice),
- * otpCode and phoneNumber accepted as JSON strings or integers, optional fields of the wrong
- * type treated as absent. It is strict where safety needs it: bounded lengths, a printable OTP.
+ * Decoding is lenient where Okta is inconsistent (see docs/okta-setup.md and the reference):
+ * deliveryChannel compared case-insensitively ("sms" is SMS, any other string voice),
+ * otpCode and phoneNumber accepted as JSON strings or non-negative integers, absent optional
+ * fields given their defaults. It is strict where safety needs it: a field telehook reads that is
+ * present with another type (null included) or over its length cap makes the request malformed
+ * (deliveryChannel ["voice"] must not become an SMS); bounded lengths, a printable OTP.
  */
 #ifndef TH_OKTA_OKTA_H
 #define TH_OKTA_OKTA_H
@@ -52,8 +54,9 @@ struct th_okta_request {
 /*
  * Decodes a request body (len bytes, need not be NUL-terminated).
  *  TH_E_OK       out filled; release it.
- *  TH_E_JSON     not JSON (invalid syntax or UTF-8, a key twice in one object), or not a JSON
- *                object (HTTP 400). why says what (no values).
+ *  TH_E_JSON     malformed (HTTP 400): not JSON (invalid syntax or UTF-8, a key twice in one
+ *                object), not a JSON object, or a field of the wrong type or too long. why says
+ *                what and names the field (never its value).
  *  TH_E_REQUEST  JSON, but not a telephony request we can serve (answer Okta's error object);
  *                why is a short reason for the log, naming fields, never their values.
  * On failure out needs no release. why may be NULL.

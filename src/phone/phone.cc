@@ -85,6 +85,10 @@ bool clean(const char *raw, size_t len, std::string &out)
     return digits >= 3 && digits <= 15;
 }
 
+// Calling codes libphonenumber knows, and the non-geographic ones among them (region "001"),
+// filled once.
+bool known_code[1000];
+bool non_geographic[1000];
 // Calling codes that belong to exactly one region (most of them: +1, +7, +44, +61, ... are
 // shared), filled once: for those the region needs no per-number lookup.
 bool single_region[1000];
@@ -134,6 +138,32 @@ bool parse_nanp(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNum
     return type != PhoneNumberUtil::UNKNOWN;
 }
 
+// '+' and digits: the fast path for North American numbers, else Parse as international.
+bool parse_international(const std::string &plus, PhoneNumber &pn,
+                         PhoneNumberUtil::PhoneNumberType &type)
+{
+    if (parse_nanp(plus, pn, type))
+        return true;
+    pn.Clear();
+    return parse_valid(plus, "ZZ", pn, type);
+}
+
+// E.164 is what Format(E164) writes: '+', the calling code, the Italian leading zeros, the
+// national number; written here without Format's string building. false: it does not fit.
+bool write_e164(const PhoneNumber &pn, char *out, size_t outlen)
+{
+    int zeros = pn.italian_leading_zero() ? pn.number_of_leading_zeros() : 0;
+    if (zeros < 0 || zeros > 15)
+        return false;
+    int n = std::snprintf(out, outlen, "+%d%.*s%" PRIu64, pn.country_code(), zeros,
+                          "000000000000000", static_cast<uint64_t>(pn.national_number()));
+    if (n < 0 || static_cast<size_t>(n) >= outlen) {
+        out[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
 } // namespace
 
 extern "C" void th_phone_init(void)
@@ -146,9 +176,14 @@ extern "C" void th_phone_init(void)
         u->GetSupportedRegions(regions);
         std::set<int> codes;
         u->GetSupportedGlobalNetworkCallingCodes(&codes);
+        for (int cc : codes)
+            if (cc > 0 && cc < 1000)
+                non_geographic[cc] = true;
         for (const std::string &r : *regions)
             codes.insert(u->GetCountryCodeForRegion(r));
         for (int cc : codes) {
+            if (cc > 0 && cc < 1000)
+                known_code[cc] = true;
             std::list<std::string> list;
             u->GetRegionCodesForCountryCallingCode(cc, &list);
             if (cc > 0 && cc < 1000) {
@@ -230,22 +265,27 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         PhoneNumberUtil::PhoneNumberType type = PhoneNumberUtil::UNKNOWN;
         bool ok;
         if (s[0] == '+') {
-            ok = parse_nanp(s, pn, type);
-            if (!ok) {
-                pn.Clear();
-                ok = parse_valid(s, "ZZ", pn, type);
-            }
+            ok = parse_international(s, pn, type);
         } else {
-            // Without '+': Okta's numbers are international more often than not, so try that
-            // first, then the configured national region.
+            // Without '+': the configured region's national reading first. Okta's numbers are
+            // E.164 more often than not, but a national number of the admin's region that also
+            // reads as an international one (2015550123: +1 201 555 0123, or +20 1555 0123 in
+            // Egypt) is far more likely theirs; a wrong guess calls abroad, or an SMS is refused
+            // as a landline. Numbers not valid there are read as international.
             std::string plus = "+" + s;
-            ok = parse_nanp(plus, pn, type);
+            PhoneNumber alt;
+            PhoneNumberUtil::PhoneNumberType alt_type = PhoneNumberUtil::UNKNOWN;
+            ok = default_region && *default_region && parse_valid(s, default_region, pn, type);
             if (!ok) {
                 pn.Clear();
-                ok = parse_valid(plus, "ZZ", pn, type);
+                ok = parse_international(plus, pn, type);
+            } else if (parse_international(plus, alt, alt_type)) {
+                char mine[sizeof out->e164];
+                if (write_e164(pn, mine, sizeof mine) &&
+                    write_e164(alt, out->intl_e164, sizeof out->intl_e164) &&
+                    std::strcmp(mine, out->intl_e164) == 0)
+                    out->intl_e164[0] = '\0'; // the same number either way
             }
-            if (!ok && default_region && *default_region)
-                ok = parse_valid(s, default_region, pn, type);
         }
         if (!ok)
             return TH_E_PHONE;
@@ -266,15 +306,7 @@ th_err parse_uncached(const char *raw, size_t len, const char *default_region, s
         } else {
             u->GetRegionCodeForNumber(pn, &region);
         }
-        // E.164 is what Format(E164) writes: '+', the calling code, the Italian leading zeros,
-        // the national number; written here without Format's string building.
-        int zeros = pn.italian_leading_zero() ? pn.number_of_leading_zeros() : 0;
-        if (zeros < 0 || zeros > 15)
-            return TH_E_PHONE;
-        int n =
-            std::snprintf(out->e164, sizeof out->e164, "+%d%.*s%" PRIu64, pn.country_code(), zeros,
-                          "000000000000000", static_cast<uint64_t>(pn.national_number()));
-        if (n < 0 || static_cast<size_t>(n) >= sizeof out->e164)
+        if (!write_e164(pn, out->e164, sizeof out->e164))
             return TH_E_PHONE;
         if (region.size() == 2) // "001" (non-geographic) and "ZZ" leave it empty
             std::memcpy(out->region, region.c_str(), 3);
@@ -308,6 +340,18 @@ extern "C" int th_phone_region_known(const char *region)
     } catch (...) {
         return 0;
     }
+}
+
+extern "C" int th_phone_code_known(int cc)
+{
+    th_phone_init();
+    return cc > 0 && cc < 1000 && known_code[cc];
+}
+
+extern "C" int th_phone_code_non_geographic(int cc)
+{
+    th_phone_init();
+    return cc > 0 && cc < 1000 && non_geographic[cc];
 }
 
 extern "C" void th_phone_mask(const char *e164, char *out, size_t outlen)

@@ -39,6 +39,9 @@ struct th_phone {
     char region[3];     /* ISO 3166-1 alpha-2 of the number ("US"), "" when not geographic */
     int country_code;   /* calling code, e.g. 1 */
     th_phone_type type; /* line type */
+    /* Input without '+' valid both as a national number of the default region (taken, in e164)
+     * and as a different international one: that other reading ("+2015550123"); else "". */
+    char intl_e164[17];
 };
 
 /* Loads libphonenumber's metadata once (costly); call before serving. Idempotent. */
@@ -46,9 +49,13 @@ void th_phone_init(void);
 
 /*
  * Parses a number as Okta may send it: with or without a leading '+', with spaces, dashes,
- * dots or parentheses. With '+': parsed as international. Without: first tried as international
- * (as if '+' were present), then as a national number of default_region (ISO alpha-2, may be
- * NULL or "" to skip that step). Only numbers libphonenumber considers valid are accepted.
+ * dots or parentheses. With '+': parsed as international. Without: a national number of
+ * default_region (ISO alpha-2; NULL or "" skips that reading) when it is valid there, else
+ * international (as if '+' were present). The national reading wins even when the international
+ * one is valid too (2015550123 with US: +1 201 555 0123, not +20 1555 0123 in Egypt): the admin
+ * configured where the users are, and a guess abroad costs a call to the wrong country; such
+ * input gets the other reading in out->intl_e164 (for the caller to count and log).
+ * Only numbers libphonenumber considers valid are accepted.
  *
  * raw need not be NUL-terminated; len is its length. Inputs longer than TH_PHONE_MAX_INPUT,
  * or holding anything but digits, '+', and the formatting characters above, are refused.
@@ -62,6 +69,17 @@ const char *th_phone_type_name(th_phone_type t);
 
 /* True when region is a region code libphonenumber knows ("US", "GB"); case-sensitive. */
 int th_phone_region_known(const char *region);
+
+/* True when cc is a calling code libphonenumber knows (1, 44, 881, ...). */
+int th_phone_code_known(int cc);
+
+/*
+ * True when cc is non-geographic: it belongs to no country (libphonenumber's region "001"):
+ * today +800 and +808 (international freephone, shared cost), +870 (Inmarsat), +878 (universal
+ * personal telecommunications), +881 (satellite), +882 and +883 (international networks), +888
+ * (disaster relief) and +979 (international premium rate). Toll-fraud destinations by design.
+ */
+int th_phone_code_non_geographic(int cc);
 
 /*
  * Masks a number for logs and records: keeps '+' and the first 4 digits and the last 2,

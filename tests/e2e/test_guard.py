@@ -14,6 +14,10 @@ from fakes import FakeWebhook
 GB_MOBILE = "+447400123456"
 GB_PREMIUM = "+449098790000"
 GB_FIXED = "+442079460000"
+IRIDIUM = "+881612345678"  # satellite: no country (libphonenumber region 001)
+FREEPHONE = "+80012345678"  # international freephone
+INTL_NETWORK = "+8823421234"
+INMARSAT = "+870301234567"
 LIMITS_OFF = {"limit_phone": "0", "limit_phone_daily": "0", "limit_user": "0",
               "limit_country": "0", "budget_calling_code": "0", "limit_global": "0"}
 
@@ -144,6 +148,15 @@ def test_blocked_answer_can_be_okta_error(make_server):
     (GB_PREMIUM, "voice", "", "number_type_refused"),
     (GB_FIXED, "SMS", "", "number_type_refused"),
     ("+18005551212", "SMS", "", "number_type_refused"),
+    # non-geographic calling codes, refused by default on both channels
+    (IRIDIUM, "SMS", "", "country_not_allowed"),
+    (IRIDIUM, "voice", "", "country_not_allowed"),
+    (FREEPHONE, "voice", "", "country_not_allowed"),
+    (INTL_NETWORK, "SMS", "", "country_not_allowed"),
+    (INMARSAT, "voice", "", "country_not_allowed"),
+    # by calling code, like a country
+    (GB_MOBILE, "SMS", "guard.calling_codes_deny = +44", "country_not_allowed"),
+    (ES_NUMBER, "SMS", "guard.calling_codes_allow = +1 +44", "country_not_allowed"),
 ])
 def test_destination_rules_refuse_without_provider_call(make_server, webhook, phone, channel,
                                                         conf, reason):
@@ -153,6 +166,47 @@ def test_destination_rules_refuse_without_provider_call(make_server, webhook, ph
     assert webhook.count() == 0
     s.wait_rows("SELECT count(*) FROM deliveries", 1)
     assert s.db_rows("SELECT outcome, provider FROM deliveries")[0] == ("BLOCKED", "")
+
+
+def test_non_geographic_refusal_counted_logged_and_answered(make_server, webhook):
+    s = make_server(wh_config(webhook))
+    for phone, channel in ((IRIDIUM, "SMS"), (FREEPHONE, "voice")):
+        v = value(s.post(okta_request(phone=phone, channel=channel))[2])
+        assert (v["status"], v["transactionMetadata"]) == ("FAILED", "blocked=country_not_allowed")
+    assert webhook.count() == 0
+    text = s.request("GET", "/metrics")[2].decode()
+    assert 'telehook_blocked_total{reason="country_not_allowed"} 2\n' in text
+    blocked = [l for l in s.logs() if l.get("event") == "blocked"]
+    assert [(l["reason"], l["calling_code"], l["phone"], l["country"]) for l in blocked] == [
+        ("country_not_allowed", 881, "+8816******78", ""),
+        ("country_not_allowed", 800, "+8001*****78", "")]
+    assert IRIDIUM[1:] not in s.log_text() and FREEPHONE[1:] not in s.log_text()
+    # as every block: Okta's error object when the admin chose it (Okta then falls back)
+    e = make_server(wh_config(webhook, "guard.block_answer = error"))
+    status, _, body = e.post(okta_request(phone=INTL_NETWORK))
+    assert status == 200 and "commands" not in body
+    assert body["error"]["errorCauses"][0]["reason"] == "blocked: country_not_allowed"
+    assert webhook.count() == 0
+
+
+@pytest.mark.parametrize("conf", ["guard.calling_codes_deny =",
+                                  "guard.calling_codes_allow = +881\nguard.countries_allow = US"])
+def test_non_geographic_code_can_be_allowed(make_server, webhook, conf):
+    s = make_server(wh_config(webhook, conf))
+    assert value(s.post(okta_request(phone=IRIDIUM))[2])["status"] == "SUCCESSFUL"
+    assert value(s.post(okta_request(phone=US_NUMBER))[2])["status"] == "SUCCESSFUL"
+    assert webhook.count() == 2
+
+
+@pytest.mark.parametrize("conf,says", [
+    ("guard.calling_codes_deny = +999", "unknown calling code '+999'"),
+    ("guard.calling_codes_allow = +44\nguard.calling_codes_deny = 44", "+44 is in both"),
+    ("guard.countries_deny = +881", "calling_codes_deny"),
+])
+def test_bad_calling_code_rules_stop_the_start(make_server, conf, says):
+    s = make_server(conf, start=False)
+    assert s.start(expect_fail=True) != 0
+    assert says in s.log_text()
 
 
 def test_fixed_line_voice_is_allowed(make_server, webhook):

@@ -140,6 +140,22 @@ def test_national_number_in_default_region(make_server):
     assert s.stop() == 0
 
 
+def test_national_number_valid_abroad_stays_national(server):
+    """2015550123 is a US number (phone.default_region = US, the default) and also +20 1555 0123
+    in Egypt: it is sent to the US, and the ambiguity is counted and logged, masked."""
+    _, _, body = server.post(okta_request(phone="2015550123"))
+    assert outbox(server, success_value(body)["transactionId"])["to"] == US_NUMBER
+    # a number valid only abroad is still read as international
+    _, _, body = server.post(okta_request(phone="447400123456"))
+    assert outbox(server, success_value(body)["transactionId"])["to"] == "+447400123456"
+    text = server.request("GET", "/metrics")[2].decode()
+    assert "telehook_phone_ambiguous_total 1\n" in text
+    (line,) = [l for l in server.logs() if l.get("event") == "phone_ambiguous"]
+    assert (line["phone"], line["not_taken"], line["default_region"]) == \
+        ("+1201*****23", "+2015****23", "US")
+    assert "2015550123" not in server.log_text() and "5550123" not in server.log_text()
+
+
 def test_numbers_as_json_numbers(server):
     raw = json.dumps(okta_request(otp="X")).replace('"+12015550123"', "12015550123").replace(
         '"otpCode": "X"', '"otpCode": 654321')
@@ -162,6 +178,25 @@ def test_unservable_requests_get_error_object(server):
         status, _, body = server.post(req)
         assert status == 200, req
         assert_okta_error(body, summary="The verification code could not be sent.")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("deliveryChannel", ["voice"]), ("deliveryChannel", None), ("deliveryChannel", 1),
+    ("deliveryChannel", {"type": "voice"}), ("deliveryChannel", "voice " * 20),
+    ("phoneNumber", [US_NUMBER]), ("otpCode", 1.5), ("locale", False),
+])
+def test_field_of_wrong_type_is_malformed(server, field, value):
+    """A field of the wrong type is not absent (["voice"] once became an SMS): the request is
+    malformed, answered 400 (Okta falls back to its own providers), and nothing is sent."""
+    req = okta_request()
+    req["data"]["messageProfile"][field] = value
+    status, _, body = server.post(req)
+    assert status == 400 and "commands" not in body
+    assert body["error"]["errorCauses"][0]["reason"] == \
+        f"data.messageProfile.{field} has the wrong type or is too long"
+    assert server.db_rows("SELECT count(*) FROM outbox")[0][0] == 0
+    server.wait_rows("SELECT count(*) FROM deliveries", 1)
+    assert server.db_rows("SELECT outcome FROM deliveries") == [("REJECTED",)]
 
 
 @pytest.mark.parametrize("raw", [b"{", b"not json", b"[1,2]", b'"x"', b""])

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -56,6 +57,15 @@ static struct th_phone phone(const char *e164)
     return p;
 }
 
+/* The guard's clock, when a test moves time itself: unix microseconds at *ud. */
+static int64_t clock_of(void *ud)
+{
+    return *(const int64_t *)ud;
+}
+
+#define MIN_US (60 * INT64_C(1000000))
+#define DAY_US (86400 * INT64_C(1000000))
+
 static void test_parse_limit(void **state)
 {
     (void)state;
@@ -78,19 +88,24 @@ static void test_phone_window_trips_and_resets(void **state)
     (void)state;
     const char *env[] = {"TELEHOOK_GUARD_LIMIT_PHONE=3/1s", NULL};
     struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
     struct th_phone a = phone("+12015550123"), b = phone("+12015550124");
     for (int i = 0; i < 3; i++)
         assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
     assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_PHONE_SHORT);
     /* another number is not affected */
     assert_int_equal(th_guard_check(g, &b, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
-    usleep(1050 * 1000);
+    t += 333334; /* a third of the window: one send is back (GCRA), not three */
+    assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_PHONE_SHORT);
+    t += 1000000;
     for (int i = 0; i < 3; i++)
         assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
     assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_PHONE_SHORT);
     uint64_t counts[TH_BLOCK__COUNT];
     th_guard_counts(g, counts);
-    assert_int_equal(counts[TH_BLOCK_PHONE_SHORT], 2);
+    assert_int_equal(counts[TH_BLOCK_PHONE_SHORT], 3);
     th_guard_free(g);
 }
 
@@ -177,6 +192,126 @@ static void test_destination_rules(void **state)
     assert_int_equal(th_guard_check(g, &mobile, TH_CHANNEL_SMS, NULL), TH_BLOCK_COUNTRY);
     assert_int_equal(th_guard_check(g, &tollfree, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
     th_guard_free(g);
+}
+
+/* Non-geographic calling codes are refused by default, on both channels; codes can be denied
+ * and allowed like countries. Each case: the lists set, then numbers and the expected verdict. */
+static void test_calling_code_rules(void **state)
+{
+    (void)state;
+    static const char *const iridium = "+881612345678", *const freephone = "+80012345678",
+                             *const intl_net = "+8823421234", *const inmarsat = "+870301234567",
+                             *const us = "+12015550123", *const gb = "+447400123456",
+                             *const ru = "+79123456789";
+    static const struct {
+        const char *env[3];
+        const char *number;
+        th_channel ch;
+        th_block want;
+    } cases[] = {
+        /* the default: every non-geographic code refused, SMS and voice */
+        {{NULL}, iridium, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{NULL}, iridium, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, freephone, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, intl_net, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{NULL}, inmarsat, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{NULL}, us, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{NULL}, ru, TH_CHANNEL_VOICE, TH_BLOCK_NONE},
+        /* turned off: what remains are the line-type rules (+800 is toll-free: no SMS) */
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, freephone, TH_CHANNEL_VOICE, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY="}, freephone, TH_CHANNEL_SMS, TH_BLOCK_NUMBER_TYPE},
+        /* geographic codes denied by code; the list replaces the default */
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, ru, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, gb, TH_CHANNEL_VOICE, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+7, 44"}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=Non-Geographic +7"},
+         ru,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=Non-Geographic +7"},
+         intl_net,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* an allow-list by code: only those (a named code overrides the default's word) */
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, iridium, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, intl_net, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"}, us, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=1"}, us, TH_CHANNEL_SMS, TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=1"}, gb, TH_CHANNEL_SMS, TH_BLOCK_COUNTRY},
+        /* both kinds of allow-list: a destination in either passes */
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         iridium,
+         TH_CHANNEL_VOICE,
+         TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         us,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_NONE},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         gb,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+881"},
+         intl_net,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* a country allow-list alone never lets a number of no country through */
+        {{"TELEHOOK_GUARD_COUNTRIES_ALLOW=US", "TELEHOOK_GUARD_CALLING_CODES_DENY="},
+         iridium,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+        /* deny wins over allow across the kinds */
+        {{"TELEHOOK_GUARD_COUNTRIES_DENY=GB", "TELEHOOK_GUARD_CALLING_CODES_ALLOW=+44"},
+         gb,
+         TH_CHANNEL_SMS,
+         TH_BLOCK_COUNTRY},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_guard *g = make(cases[i].env);
+        struct th_phone p = phone(cases[i].number);
+        if (th_guard_check(g, &p, cases[i].ch, NULL) != cases[i].want)
+            fail_msg("case %zu (%s, %s): got %s", i, cases[i].number,
+                     cases[i].env[0] ? cases[i].env[0] : "defaults",
+                     th_block_name(th_guard_check(g, &p, cases[i].ch, NULL)));
+        uint64_t counts[TH_BLOCK__COUNT];
+        th_guard_counts(g, counts); /* counted as the country refusals are */
+        assert_int_equal(counts[TH_BLOCK_COUNTRY], cases[i].want == TH_BLOCK_COUNTRY);
+        th_guard_free(g);
+    }
+}
+
+static void test_bad_calling_code_rules_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *env[3];
+        const char *says;
+    } cases[] = {
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=999"}, "'999'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+0"}, "'+0'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=1000"}, "'1000'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_DENY=+44x"}, "'+44x'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=++1"}, "'++1'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=non-geo"}, "'non-geo'"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=44", "TELEHOOK_GUARD_CALLING_CODES_DENY=+44"},
+         "+44 is in both"},
+        {{"TELEHOOK_GUARD_CALLING_CODES_ALLOW=non-geographic"}, "non-geographic is in both"},
+        {{"TELEHOOK_GUARD_COUNTRIES_DENY=+881"}, "calling_codes_deny"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_config cfg;
+        char *env[4] = {NULL};
+        for (size_t j = 0; j < 3 && cases[i].env[j]; j++)
+            env[j] = (char *)cases[i].env[j];
+        assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK);
+        struct th_guard *g = NULL;
+        assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_CONFIG);
+        assert_null(g);
+        if (!strstr(err, cases[i].says))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].says);
+        th_config_release(&cfg);
+    }
 }
 
 static void test_bad_rules_refused(void **state)
@@ -267,6 +402,220 @@ static void test_dedupe(void **state)
     th_guard_free(g);
 }
 
+/* A per-code ban (CODE:0) holds with no default budget; other codes stay unlimited. */
+static void test_code_ban_without_default_budget(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_BUDGETS=34:0, 44:2", NULL}; /* default budget off */
+    struct th_guard *g = make(env);
+    struct th_phone es = phone("+34612345678"), gb = phone("+447400123456"),
+                    us = phone("+12015550123");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(th_guard_check(g, &es, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+    assert_int_equal(th_guard_check(g, &es, TH_CHANNEL_VOICE, NULL), TH_BLOCK_CODE_BUDGET);
+    assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+    for (int i = 0; i < 50; i++) /* no budget for +1 */
+        assert_int_equal(th_guard_check(g, &us, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    uint64_t counts[TH_BLOCK__COUNT];
+    th_guard_counts(g, counts);
+    assert_int_equal(counts[TH_BLOCK_CODE_BUDGET], 5);
+    th_guard_free(g);
+}
+
+/* The budgets count per UTC day: spent at 23:59:59.999, whole again at midnight. */
+static void test_budget_resets_at_utc_midnight(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_BUDGET_CALLING_CODE=2/1d", "TELEHOOK_GUARD_BUDGETS=34:1",
+                         NULL};
+    struct th_guard *g = make(env);
+    const int64_t midnight = 20000 * DAY_US; /* 2024-10-04T00:00:00Z */
+    int64_t t = midnight - 10 * MIN_US;
+    th_guard_set_clock(g, clock_of, &t);
+    struct th_phone gb = phone("+447400123456"), es = phone("+34612345678");
+    for (int day = 0; day < 3; day++) { /* day 0 begins 10 minutes before the first midnight */
+        if (day > 0)
+            t = midnight + (day - 1) * DAY_US;
+        assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+        assert_int_equal(th_guard_check(g, &es, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+        t += 5 * MIN_US;
+        assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+        assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+        assert_int_equal(th_guard_check(g, &es, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+        t = midnight + day * DAY_US - 1; /* 23:59:59.999999 of the same day */
+        assert_int_equal(th_guard_check(g, &gb, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+        assert_int_equal(th_guard_check(g, &es, TH_CHANNEL_SMS, NULL), TH_BLOCK_CODE_BUDGET);
+    }
+    uint64_t counts[TH_BLOCK__COUNT];
+    th_guard_counts(g, counts);
+    assert_int_equal(counts[TH_BLOCK_CODE_BUDGET], 3 * 4);
+    th_guard_free(g);
+}
+
+static th_dedupe_state begin_at(struct th_guard *g, const char *event, int64_t expires_ms)
+{
+    struct th_dedupe *t = NULL;
+    struct th_dedupe_answer a = {0};
+    th_dedupe_state st = th_guard_dedupe_begin(g, event, "+12015550123", "424242", TH_CHANNEL_SMS,
+                                               expires_ms, &t, &a);
+    if (st == TH_DEDUPE_FIRST)
+        th_guard_dedupe_finish(g, t, 200, "{}", 2);
+    else if (st == TH_DEDUPE_PENDING)
+        th_guard_dedupe_release(g, t);
+    free(a.body);
+    return st;
+}
+
+/*
+ * The dedupe window: the code's validity (Okta's otpExpires), 10 minutes when unknown or past,
+ * never more than 30. Each case: otpExpires relative to the first request (ms; 0 = absent), and
+ * the window that follows.
+ */
+static void test_dedupe_window_expiry_and_cap(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t expires_in_ms; /* 0: no otpExpires; <0: already past */
+        int64_t window_ms;
+    } cases[] = {
+        {0, 10 * 60000},                      /* absent: the default window */
+        {-1, 10 * 60000},                     /* past: the default window */
+        {5 * 60000 - 5000, 5 * 60000 - 5000}, /* Okta's 5 minutes */
+        {25 * 60000, 25 * 60000},             /* under the cap */
+        {2 * 3600000, 30 * 60000},            /* capped */
+        {400LL * 86400000, 30 * 60000},       /* capped */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_guard *g = make(NULL);
+        int64_t t = 1767225600 * INT64_C(1000000); /* 2026-01-01T00:00:00Z */
+        th_guard_set_clock(g, clock_of, &t);
+        int64_t now_ms = t / 1000;
+        int64_t expires = cases[i].expires_in_ms == 0  ? 0
+                          : cases[i].expires_in_ms < 0 ? now_ms - 1
+                                                       : now_ms + cases[i].expires_in_ms;
+        assert_int_equal(begin_at(g, "ev-a", expires), TH_DEDUPE_FIRST);
+        t += (cases[i].window_ms - 1) * 1000; /* the last millisecond of the window */
+        assert_int_equal(begin_at(g, "ev-a", expires), TH_DEDUPE_DONE);
+        assert_int_equal(begin_at(g, "ev-b", expires), TH_DEDUPE_DONE); /* same number + code */
+        t += 1000; /* the window is over: both keys forgotten */
+        assert_int_equal(begin_at(g, "ev-a", expires), TH_DEDUPE_FIRST);
+        th_guard_free(g);
+    }
+}
+
+/*
+ * The per-number limits as shipped in etc/telehook.conf (5/15m and 20/1d), both on at once:
+ * two counters. The short limit's burst passes, then trips at its count; sends at its pace pass
+ * until the daily count, which trips next; the next day both allow again.
+ */
+static void test_shipped_phone_limits_together(void **state)
+{
+    (void)state;
+    const char *root = getenv("TH_TEST_SRCDIR");
+    char path[600], cwd[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(path, sizeof path, "%s/etc/telehook.conf", root ? root : cwd);
+    /* the example names var/dev-secret (made by `make run`), relative to the working directory */
+    char dir[] = "/tmp/test_guard.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(chdir(dir), 0);
+    assert_int_equal(mkdir("var", 0700), 0);
+    FILE *f = fopen("var/dev-secret", "w");
+    assert_non_null(f);
+    fputs("0123456789abcdefghijklmnopqrstuv\n", f);
+    fclose(f);
+    assert_int_equal(chmod("var/dev-secret", 0600), 0);
+    char *no_env[] = {NULL};
+    struct th_config cfg;
+    th_err loaded = th_config_load(&cfg, path, no_env, err, sizeof err);
+    unlink("var/dev-secret");
+    rmdir("var");
+    assert_int_equal(chdir(cwd), 0);
+    rmdir(dir);
+    assert_int_equal(loaded, TH_E_OK);
+    long n_short, p_short, n_day, p_day;
+    assert_true(th_guard_parse_limit(cfg.guard_limit_phone, &n_short, &p_short));
+    assert_true(th_guard_parse_limit(cfg.guard_limit_phone_daily, &n_day, &p_day));
+    assert_true(n_short > 1 && n_day > n_short && p_day > p_short); /* both on, as shipped */
+    struct th_guard *g = NULL;
+    assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_OK);
+    th_config_release(&cfg);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
+    struct th_phone a = phone("+12015550123"), b = phone("+12015550124");
+    for (long i = 0; i < n_short; i++)
+        assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_PHONE_SHORT);
+    assert_int_equal(th_guard_check(g, &b, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    int64_t pace = (int64_t)p_short * 1000000 / n_short; /* one more send per pace */
+    for (long sent = n_short; sent < n_day; sent++) {
+        t += pace;
+        assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    }
+    t += pace;
+    assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_PHONE_LONG);
+    t += (int64_t)p_day * 1000000;
+    assert_int_equal(th_guard_check(g, &a, TH_CHANNEL_SMS, NULL), TH_BLOCK_NONE);
+    uint64_t counts[TH_BLOCK__COUNT];
+    th_guard_counts(g, counts);
+    assert_int_equal(counts[TH_BLOCK_PHONE_SHORT], 1);
+    assert_int_equal(counts[TH_BLOCK_PHONE_LONG], 1);
+    th_guard_free(g);
+}
+
+/*
+ * Each per-person limit keeps its own slot. The short-window, daily and user keys of one request
+ * are three entries in one table; a key whose probe window holds a slot claimed by another key
+ * of the same check must not take that slot over (the limits would then share a counter). With
+ * this secret and 1024 slots, several of these numbers have such keys.
+ */
+static void test_limits_never_share_a_slot(void **state)
+{
+    (void)state;
+    char *env[] = {(char *)"TELEHOOK_GUARD_SECRET=slot-sharing-test",
+                   (char *)"TELEHOOK_GUARD_MAX_ENTRIES=1000",
+                   (char *)"TELEHOOK_GUARD_LIMIT_PHONE=5/15m",
+                   (char *)"TELEHOOK_GUARD_LIMIT_PHONE_DAILY=20/1d",
+                   (char *)"TELEHOOK_GUARD_LIMIT_USER=20/1h",
+                   (char *)"TELEHOOK_GUARD_LIMIT_COUNTRY=0",
+                   (char *)"TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
+                   (char *)"TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+                   NULL};
+    struct th_config cfg;
+    assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    size_t numbers = 0, shared = 0;
+    for (int i = 0; i < 4000; i++) {
+        char num[32], user[32];
+        snprintf(num, sizeof num, "+1201555%04d", i);
+        snprintf(user, sizeof user, "00u%d", i);
+        struct th_phone p;
+        if (th_phone_parse(num, strlen(num), NULL, &p) != TH_E_OK)
+            continue;
+        struct th_guard *g = NULL;
+        assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_OK);
+        th_guard_set_clock(g, clock_of, &t);
+        assert_int_equal(th_guard_check(g, &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+        numbers++;
+        if (th_guard_entries(g) != 3) {
+            fprintf(stderr, "%s: %zu entries\n", num, th_guard_entries(g));
+            shared++;
+        }
+        for (int k = 1; k < 5; k++)
+            assert_int_equal(th_guard_check(g, &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+        if (th_guard_check(g, &p, TH_CHANNEL_SMS, user) != TH_BLOCK_PHONE_SHORT) {
+            fprintf(stderr, "%s: a 6th send in 15 minutes passed\n", num);
+            shared++;
+        }
+        th_guard_free(g);
+    }
+    th_config_release(&cfg);
+    assert_true(numbers > 3000);
+    assert_int_equal(shared, 0);
+}
+
 int main(void)
 {
     th_phone_init();
@@ -278,8 +627,15 @@ int main(void)
         cmocka_unit_test(test_country_rate_and_global),
         cmocka_unit_test(test_destination_rules),
         cmocka_unit_test(test_bad_rules_refused),
+        cmocka_unit_test(test_calling_code_rules),
+        cmocka_unit_test(test_bad_calling_code_rules_refused),
         cmocka_unit_test(test_bounded_under_flood),
         cmocka_unit_test(test_dedupe),
+        cmocka_unit_test(test_code_ban_without_default_budget),
+        cmocka_unit_test(test_budget_resets_at_utc_midnight),
+        cmocka_unit_test(test_dedupe_window_expiry_and_cap),
+        cmocka_unit_test(test_shipped_phone_limits_together),
+        cmocka_unit_test(test_limits_never_share_a_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "okta/okta.h"
@@ -103,12 +104,13 @@ static void test_numbers_as_json_numbers(void **state)
     assert_string_equal(r.phone, "12015550123");
     assert_string_equal(r.otp, "123456");
     th_okta_request_release(&r);
-    /* a float or a negative number is not a phone number */
-    assert_int_equal(decode_mp("\"phoneNumber\":1.5,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
-    assert_int_equal(decode_mp("\"phoneNumber\":-1,\"otpCode\":\"1\"", &r, why), TH_E_REQUEST);
+    /* a float or a negative number is no phone number: a malformed request */
+    assert_int_equal(decode_mp("\"phoneNumber\":1.5,\"otpCode\":\"1\"", &r, why), TH_E_JSON);
+    assert_int_equal(decode_mp("\"phoneNumber\":-1,\"otpCode\":\"1\"", &r, why), TH_E_JSON);
     /* beyond 64 bits signed */
     assert_int_equal(decode_mp("\"phoneNumber\":12345678901234567890,\"otpCode\":\"1\"", &r, why),
-                     TH_E_REQUEST);
+                     TH_E_JSON);
+    assert_string_equal(why, "data.messageProfile.phoneNumber has the wrong type or is too long");
 }
 
 static void test_malformed(void **state)
@@ -185,24 +187,164 @@ static void test_unservable(void **state)
     assert_null(strstr(why, "12015550123"));
 }
 
-static void test_lenient_optional(void **state)
+/* Absent optional fields take their defaults; present ones of the right type that say nothing
+ * usable (an unparsable otpExpires, an empty msgTemplate) are kept as nothing. */
+static void test_absent_optional_fields(void **state)
 {
     (void)state;
     struct th_okta_request r;
     char why[128];
-    /* wrong types for optional fields: treated as absent, not fatal */
-    assert_int_equal(
-        decode("{\"eventId\":5,\"data\":{\"userProfile\":{\"firstName\":[1]},"
-               "\"messageProfile\":{\"phoneNumber\":\"+12015550123\",\"otpCode\":\"9\","
-               "\"locale\":7,\"msgTemplate\":\"\",\"otpExpires\":\"soon\"}}}",
-               &r, why),
-        TH_E_OK);
+    assert_int_equal(decode("{\"data\":{\"messageProfile\":{\"phoneNumber\":\"+12015550123\","
+                            "\"otpCode\":\"9\",\"msgTemplate\":\"\",\"otpExpires\":\"soon\"}}}",
+                            &r, why),
+                     TH_E_OK);
     assert_null(r.event_id);
-    assert_null(r.first_name);
+    assert_null(r.event_time);
+    assert_null(r.request_type);
+    assert_null(r.delivery_channel);
+    assert_int_equal(r.channel, TH_CHANNEL_SMS);
     assert_null(r.locale);
     assert_null(r.msg_template);
+    assert_string_equal(r.otp_expires, "soon");
     assert_int_equal(r.otp_expires_ms, 0);
+    assert_null(r.first_name);
+    assert_null(r.last_name);
+    assert_null(r.login);
+    assert_null(r.user_id);
+    assert_null(r.okta_request_id);
+    assert_null(r.source_ip);
     th_okta_request_release(&r);
+    /* fields telehook does not read are not checked (Okta's OpenAPI sample has a bare 1) */
+    assert_int_equal(decode("{\"eventTypeVersion\":1,\"source\":null,\"data\":{\"context\":{"
+                            "\"request\":{\"url\":5}},\"messageProfile\":{"
+                            "\"phoneNumber\":\"+12015550123\",\"otpCode\":\"9\"}}}",
+                            &r, why),
+                     TH_E_OK);
+    th_okta_request_release(&r);
+}
+
+/* The sample with the member at a dotted path replaced by raw JSON text (malloc'ed). */
+static char *sample_with(const char *path, const char *raw)
+{
+    json_error_t e;
+    json_t *root = json_loads(SAMPLE, 0, &e);
+    assert_non_null(root);
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *obj = root;
+    char *name = buf;
+    for (char *dot = strchr(name, '.'); dot; dot = strchr(name, '.')) {
+        *dot = '\0';
+        obj = json_object_get(obj, name);
+        assert_non_null(obj);
+        name = dot + 1;
+    }
+    assert_non_null(json_object_get(obj, name)); /* every path names a field of the sample */
+    json_object_set_new(obj, name, json_string("@@V@@"));
+    char *dumped = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    char *at = strstr(dumped, "\"@@V@@\"");
+    assert_non_null(at);
+    size_t len = strlen(dumped) - 7 + strlen(raw) + 1;
+    char *body = malloc(len);
+    assert_non_null(body);
+    snprintf(body, len, "%.*s%s%s", (int)(at - dumped), dumped, raw, at + 7);
+    free(dumped);
+    return body;
+}
+
+/*
+ * A field telehook reads, present with the wrong type or over its cap: a malformed request
+ * (TH_E_JSON, answered 400: nothing is sent), the field named in why, never its value. Each
+ * field of the sample is replaced in turn by each value its type does not allow.
+ */
+static void test_wrong_types_are_malformed(void **state)
+{
+    (void)state;
+    enum kind { STR, STR_OR_INT, OBJ };
+    static const struct {
+        const char *path;
+        enum kind kind;
+    } fields[] = {
+        {"eventId", STR},
+        {"eventTime", STR},
+        {"eventType", STR},
+        {"requestType", STR},
+        {"data", OBJ},
+        {"data.messageProfile", OBJ},
+        {"data.messageProfile.phoneNumber", STR_OR_INT},
+        {"data.messageProfile.otpCode", STR_OR_INT},
+        {"data.messageProfile.deliveryChannel", STR},
+        {"data.messageProfile.otpExpires", STR},
+        {"data.messageProfile.locale", STR},
+        {"data.messageProfile.msgTemplate", STR},
+        {"data.userProfile", OBJ},
+        {"data.userProfile.firstName", STR},
+        {"data.userProfile.lastName", STR},
+        {"data.userProfile.login", STR},
+        {"data.userProfile.userId", STR},
+        {"data.context", OBJ},
+        {"data.context.request", OBJ},
+        {"data.context.request.id", STR},
+        {"data.context.request.ipAddress", STR},
+    };
+    static char overlong[4099];
+    memset(overlong, '7', sizeof overlong - 1); /* digits: over every cap */
+    overlong[0] = overlong[sizeof overlong - 2] = '"';
+    static const char *const values[] = {"5",
+                                         "-1",
+                                         "1.5",
+                                         "1e3",
+                                         "true",
+                                         "false",
+                                         "null",
+                                         "[\"voice\"]",
+                                         "[]",
+                                         "{\"a\":\"sms\"}",
+                                         "\"SMS\"",
+                                         "overlong",
+                                         "18446744073709551615"};
+    size_t checked = 0;
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        for (size_t j = 0; j < sizeof values / sizeof values[0]; j++) {
+            const char *v = strcmp(values[j], "overlong") == 0 ? overlong : values[j];
+            bool allowed = (fields[i].kind != OBJ && v != overlong && v[0] == '"') ||
+                           (fields[i].kind == OBJ && v[0] == '{') ||
+                           (fields[i].kind == STR_OR_INT && strcmp(v, "5") == 0);
+            if (allowed)
+                continue;
+            char *body = sample_with(fields[i].path, v);
+            struct th_okta_request r;
+            char why[128];
+            th_err e = decode(body, &r, why);
+            if (e != TH_E_JSON)
+                fail_msg("%s = %.20s: %s, not malformed", fields[i].path, v, th_strerror(e));
+            char want[128];
+            snprintf(want, sizeof want, "%s has the wrong type or is too long", fields[i].path);
+            assert_string_equal(why, want);
+            assert_null(r.phone); /* nothing decoded */
+            assert_null(r.otp);
+            free(body);
+            checked++;
+        }
+    }
+    assert_true(checked > 200);
+    /* deliveryChannel: a string past its cap is no channel either (not a voice call) */
+    struct th_okta_request r;
+    char why[128];
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"otpCode\":\"1\","
+                               "\"deliveryChannel\":\"voice call voice call voice call voice\"",
+                               &r, why),
+                     TH_E_JSON);
+    /* the first wrong field is the one named */
+    assert_int_equal(decode("{\"eventId\":1,\"data\":{\"messageProfile\":{\"phoneNumber\":[],"
+                            "\"otpCode\":\"1\"}}}",
+                            &r, why),
+                     TH_E_JSON);
+    assert_string_equal(why, "eventId has the wrong type or is too long");
+    /* malformed beats unservable: a wrong type with the OTP missing is still malformed */
+    assert_int_equal(decode_mp("\"phoneNumber\":\"+12015550123\",\"locale\":7", &r, why),
+                     TH_E_JSON);
 }
 
 static void test_encode_result(void **state)
@@ -281,7 +423,8 @@ int main(void)
         cmocka_unit_test(test_numbers_as_json_numbers),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_unservable),
-        cmocka_unit_test(test_lenient_optional),
+        cmocka_unit_test(test_absent_optional_fields),
+        cmocka_unit_test(test_wrong_types_are_malformed),
         cmocka_unit_test(test_encode_result),
         cmocka_unit_test(test_encode_error),
     };

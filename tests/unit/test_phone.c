@@ -44,14 +44,83 @@ static void test_formats(void **state)
 static void test_without_plus(void **state)
 {
     (void)state;
-    /* international first */
+    /* not valid nationally: international */
     ok("447400123456", "US", "+447400123456", "GB");
     ok("12015550123", "US", "+12015550123", "US");
     ok("34612345678", "", "+34612345678", "ES");
-    /* then national in the default region: 020 7946 0000 is not valid as +20..., valid in GB */
+    /* national in the default region: 020 7946 0000 is not valid as +20..., valid in GB */
     ok("02079460000", "GB", "+442079460000", "GB");
     bad("02079460000", "");
     bad("02079460000", NULL);
+}
+
+/* Without '+', each case: input, default region, the number taken, its region, and the other
+ * (international) reading reported when both are valid and differ. */
+static void test_national_reading_preferred(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *raw, *region, *e164, *cc, *intl;
+    } cases[] = {
+        /* valid both ways: a US national number, also +20 1555 0123 in Egypt */
+        {"2015550123", "US", "+12015550123", "US", "+2015550123"},
+        {"(201) 555-0123", "US", "+12015550123", "US", "+2015550123"},
+        /* valid both ways elsewhere: a GB UAN, also +55 3004 9382 in Brazil; a German mobile
+         * without its 0, also +1 512 345 6789 in Texas */
+        {"5530049382", "GB", "+445530049382", "GB", "+5530049382"},
+        {"15123456789", "DE", "+4915123456789", "DE", "+15123456789"},
+        /* only valid internationally (447 700 900 123 is not valid for libphonenumber: Ofcom's
+         * drama range) */
+        {"447400123456", "US", "+447400123456", "GB", ""},
+        /* only valid nationally: +65 0253 0000 is no Singapore number */
+        {"6502530000", "US", "+16502530000", "US", ""},
+        /* the same number either way: nothing to report */
+        {"12015550123", "US", "+12015550123", "US", ""},
+        {"15123456789", "US", "+15123456789", "US", ""},
+        /* no default region: international only, as written */
+        {"2015550123", NULL, "+2015550123", "EG", ""},
+        {"2015550123", "", "+2015550123", "EG", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct th_phone p;
+        assert_int_equal(parse(cases[i].raw, cases[i].region, &p), TH_E_OK);
+        assert_string_equal(p.e164, cases[i].e164);
+        assert_string_equal(p.region, cases[i].cc);
+        assert_string_equal(p.intl_e164, cases[i].intl);
+    }
+    /* with '+' there is one reading */
+    struct th_phone p;
+    assert_int_equal(parse("+2015550123", "US", &p), TH_E_OK);
+    assert_string_equal(p.e164, "+2015550123");
+    assert_string_equal(p.intl_e164, "");
+    /* refused either way: nothing reported */
+    assert_int_equal(parse("9876543210", "US", &p), TH_E_PHONE);
+    assert_string_equal(p.intl_e164, "");
+}
+
+static void test_non_geographic_codes(void **state)
+{
+    (void)state;
+    static const int non_geo[] = {800, 808, 870, 878, 881, 882, 883, 888, 979};
+    for (size_t i = 0; i < sizeof non_geo / sizeof non_geo[0]; i++) {
+        assert_true(th_phone_code_known(non_geo[i]));
+        assert_true(th_phone_code_non_geographic(non_geo[i]));
+    }
+    static const int geo[] = {1, 7, 44, 20, 34, 886};
+    for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++) {
+        assert_true(th_phone_code_known(geo[i]));
+        assert_false(th_phone_code_non_geographic(geo[i]));
+    }
+    static const int unknown[] = {0, -1, 999, 1000, 801, 889, 100000};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        assert_false(th_phone_code_known(unknown[i]));
+        assert_false(th_phone_code_non_geographic(unknown[i]));
+    }
+    /* an Iridium number: no country */
+    struct th_phone p;
+    assert_int_equal(parse("+881612345678", "US", &p), TH_E_OK);
+    assert_int_equal(p.country_code, 881);
+    assert_string_equal(p.region, "");
 }
 
 static void test_placeholder_refused(void **state)
@@ -204,6 +273,8 @@ int main(void)
         cmocka_unit_test(test_cache_is_transparent),
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_without_plus),
+        cmocka_unit_test(test_national_reading_preferred),
+        cmocka_unit_test(test_non_geographic_codes),
         cmocka_unit_test(test_placeholder_refused),
         cmocka_unit_test(test_junk_refused),
         cmocka_unit_test(test_e164_leading_zeros),
