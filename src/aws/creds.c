@@ -34,6 +34,7 @@ struct th_aws_creds {
     char token_env[2048];
     char token_file[1024];
     char imds_endpoint[256];
+    bool direct; /* the container endpoint is on this host's link: never through a proxy */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -176,13 +177,14 @@ bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *ou
 
 /* A blocking request: this runs on the refresher thread, never on a request loop. */
 static long fetch(const char *method, const char *url, const char *const *headers, size_t nheaders,
-                  long timeout_ms, struct th_buf *body, char *why, size_t whylen)
+                  long timeout_ms, bool direct, struct th_buf *body, char *why, size_t whylen)
 {
     struct th_fetch req = {.method = method,
                            .url = url,
                            .headers = headers,
                            .nheaders = nheaders,
-                           .timeout_ms = timeout_ms};
+                           .timeout_ms = timeout_ms,
+                           .direct = direct};
     return th_fetch(&req, body, why, whylen);
 }
 
@@ -249,7 +251,7 @@ static bool fetch_container(struct th_aws_creds *c, struct th_aws_credentials *o
     struct th_buf body;
     th_buf_init(&body, 64 * 1024);
     bool ok = false;
-    long status = fetch("GET", c->url, hdrs, tok ? 2 : 1, 2000, &body, why, whylen);
+    long status = fetch("GET", c->url, hdrs, tok ? 2 : 1, 2000, c->direct, &body, why, whylen);
     if (status == 200)
         ok = parse_creds(&body, out, why, whylen);
     else if (status > 0)
@@ -259,6 +261,11 @@ static bool fetch_container(struct th_aws_creds *c, struct th_aws_credentials *o
     return ok;
 }
 
+/*
+ * Always direct (no proxy, whatever the environment says): the metadata service answers on this
+ * host's own link, and through a proxy the request would reach the proxy host's metadata — its
+ * credentials, not ours — or nothing.
+ */
 static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, char *why,
                        size_t whylen)
 {
@@ -268,7 +275,7 @@ static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, c
     bool ok = false;
     snprintf(url, sizeof url, "%s/latest/api/token", c->imds_endpoint);
     static const char *const ttl[] = {"X-aws-ec2-metadata-token-ttl-seconds: 21600"};
-    long status = fetch("PUT", url, ttl, 1, 1000, &body, why, whylen);
+    long status = fetch("PUT", url, ttl, 1, 1000, true, &body, why, whylen);
     if (status != 200 || body.len == 0 || body.len > 1000 || strpbrk(th_buf_str(&body), "\r\n")) {
         if (status > 0)
             snprintf(why, whylen, "IMDS token request answered HTTP %ld", status);
@@ -277,14 +284,14 @@ static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, c
     snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s", th_buf_str(&body));
     const char *h2[] = {hdr};
     snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/", c->imds_endpoint);
-    status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
+    status = fetch("GET", url, h2, 1, 1000, true, &body, why, whylen);
     if (status == 200 && body.len > 0 && body.len < 200) {
         char role[200];
         th_strlcpy(role, th_buf_str(&body), sizeof role);
         role[strcspn(role, "\r\n")] = '\0';
         snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/%s",
                  c->imds_endpoint, role);
-        status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
+        status = fetch("GET", url, h2, 1, 1000, true, &body, why, whylen);
         if (status == 200)
             ok = parse_creds(&body, out, why, whylen);
     }
@@ -361,6 +368,7 @@ static bool container_url(struct th_aws_creds *c, char *err, size_t errlen)
     const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
     if (rel) {
         snprintf(c->url, sizeof c->url, "http://169.254.170.2%s", rel);
+        c->direct = true; /* the ECS agent, on this host's link */
         return true;
     }
     if (!full)
@@ -375,9 +383,11 @@ static bool container_url(struct th_aws_creds *c, char *err, size_t errlen)
     if (ok) {
         th_strlcpy(host, h[0] == '[' ? h + 1 : h, sizeof host);
         host[strcspn(host, "]")] = '\0';
-        ok = strcmp(scheme, "https") == 0 || th_host_is_loopback(host) ||
-             strcmp(host, "169.254.170.2") == 0 || strcmp(host, "169.254.170.23") == 0 ||
-             strcmp(host, "fd00:ec2::23") == 0;
+        /* the agents and loopback are reached directly; an https endpoint elsewhere may need
+         * the proxy */
+        c->direct = th_host_is_loopback(host) || strcmp(host, "169.254.170.2") == 0 ||
+                    strcmp(host, "169.254.170.23") == 0 || strcmp(host, "fd00:ec2::23") == 0;
+        ok = strcmp(scheme, "https") == 0 || c->direct;
     }
     curl_free(h);
     curl_free(scheme);

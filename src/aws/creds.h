@@ -8,6 +8,9 @@
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)): ECS task roles, EKS Pod Identity;
  *   4. EC2 instance metadata, IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true).
  *
+ * The metadata service and the container agents (link-local, loopback) are always reached
+ * directly, never through a proxy named in the environment.
+ *
  * Static credentials (1, 2) are read once at start. Temporary ones (3, 4) are fetched by a
  * thread of their own — never by a request loop — at start and again well before they expire
  * (half their remaining life, at most 15 minutes ahead); a failed refresh keeps the current
