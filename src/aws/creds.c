@@ -104,6 +104,8 @@ struct ini_pick {
     struct th_aws_credentials *creds;
     char *region;
     size_t region_len;
+    char *ca_bundle;
+    size_t ca_bundle_len;
     bool found;
 };
 
@@ -123,6 +125,8 @@ static int on_ini(void *ud, const char *section, const char *name, const char *v
     }
     if (p->region && strcmp(name, "region") == 0)
         th_strlcpy(p->region, value, p->region_len);
+    if (p->ca_bundle && strcmp(name, "ca_bundle") == 0)
+        th_strlcpy(p->ca_bundle, value, p->ca_bundle_len);
     return 1;
 }
 
@@ -151,13 +155,9 @@ static bool from_files(const char *profile, struct th_aws_credentials *out)
     return true;
 }
 
-bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen)
+/* Reads the profile's section of the config file (profile "" = AWS_PROFILE, else default). */
+static void pick_from_config_file(const char *profile, struct ini_pick *pick)
 {
-    const char *v = cfg_region && *cfg_region ? cfg_region : env("AWS_REGION");
-    if (!v)
-        v = env("AWS_DEFAULT_REGION");
-    if (v)
-        return th_strlcpy(out, v, outlen) < outlen;
     const char *prof = profile && *profile ? profile : env("AWS_PROFILE");
     if (!prof)
         prof = "default";
@@ -166,11 +166,37 @@ bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *ou
         th_strlcpy(section, "default", sizeof section);
     else
         snprintf(section, sizeof section, "profile %s", prof);
-    out[0] = '\0';
-    struct ini_pick pick = {.section = section, .region = out, .region_len = outlen};
+    pick->section = section;
     home_path("AWS_CONFIG_FILE", ".aws/config", path, sizeof path);
-    ini_parse(path, on_ini, &pick);
+    ini_parse(path, on_ini, pick);
+    pick->section = NULL;
+}
+
+bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen)
+{
+    const char *v = cfg_region && *cfg_region ? cfg_region : env("AWS_REGION");
+    if (!v)
+        v = env("AWS_DEFAULT_REGION");
+    if (v)
+        return th_strlcpy(out, v, outlen) < outlen;
+    out[0] = '\0';
+    struct ini_pick pick = {.region = out, .region_len = outlen};
+    pick_from_config_file(profile, &pick);
     return out[0] != '\0';
+}
+
+bool th_aws_resolve_ca_bundle(const char *profile, char *out, size_t outlen, const char **from)
+{
+    const char *v = env("AWS_CA_BUNDLE");
+    if (v) {
+        *from = "AWS_CA_BUNDLE";
+        return th_strlcpy(out, v, outlen) < outlen;
+    }
+    out[0] = '\0';
+    *from = "ca_bundle of the AWS config file";
+    struct ini_pick pick = {.ca_bundle = out, .ca_bundle_len = outlen};
+    pick_from_config_file(profile, &pick);
+    return true;
 }
 
 /* ---- temporary credentials over HTTP (the refresher thread only) ---- */

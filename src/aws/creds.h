@@ -59,4 +59,11 @@ bool th_aws_creds_get(struct th_aws_creds *c, struct th_aws_credentials *out);
  */
 bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen);
 
+/*
+ * The CA bundle for AWS requests, as the SDKs find it: AWS_CA_BUNDLE, else the profile's
+ * `ca_bundle` in the config file; "" in out when neither is set. from names the source (for
+ * messages). false when the value does not fit in out.
+ */
+bool th_aws_resolve_ca_bundle(const char *profile, char *out, size_t outlen, const char **from);
+
 #endif

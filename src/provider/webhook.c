@@ -7,7 +7,8 @@
  * (the scheme Stripe and others use: verify the HMAC in constant time, refuse old timestamps).
  * The body: {"request_id", "to", "country", "channel", "language", "body", "voice_id", "sender",
  * "expires_at"}. A 2xx answer is success; its JSON "id" (if any) becomes the transaction id.
- * 429 and 5xx are retryable, other statuses permanent.
+ * 429 and 5xx are retryable, other statuses permanent. [webhook] ca_file may name the gateway's
+ * private CA.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,6 +141,7 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
         .body = b->data,
         .body_len = b->len,
         .timeout_ms = at->timeout_ms,
+        .ca_file = wh->cfg->webhook_ca_file[0] ? wh->cfg->webhook_ca_file : NULL,
     };
     e = th_http_start(at->http, &req, on_response, a);
     if (e == TH_E_OK)

@@ -171,6 +171,47 @@ static void test_none_mode_loopback_only(void **state)
     th_config_release(&c);
 }
 
+/* Outbound trust is checked with the server's needs: CA files and directory, the webhook URL. */
+static void test_outbound_checks(void **state)
+{
+    (void)state;
+    struct th_config c;
+    char err[512];
+    static const struct {
+        const char *conf, *want;
+    } cases[] = {
+        {"[tls]\nca_file = /nonexistent/ca.pem\n", "[tls] ca_file: '/nonexistent/ca.pem': No such"},
+        {"[tls]\nca_path = /nonexistent\n", "[tls] ca_path: '/nonexistent': No such"},
+        {"[aws]\nca_file = /\n", "[aws] ca_file: '/' is not a regular file"},
+        {"[twilio]\nca_file = /dev/null\n", "[twilio] ca_file: '/dev/null' is not a regular"},
+        {"[webhook]\nca_file = /nonexistent\n", "[webhook] ca_file: '/nonexistent': No such"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char conf[256];
+        snprintf(conf, sizeof conf, "[auth]\nheader_secret = s\n%s", cases[i].conf);
+        assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                         TH_E_OK);
+        assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+        if (!strstr(err, cases[i].want))
+            fail_msg("%s: got '%s'", cases[i].conf, err);
+        th_config_release(&c);
+    }
+    const char *ca = write_file("ca.pem", "not a certificate\n");
+    char conf[512];
+    snprintf(conf, sizeof conf, "[auth]\nheader_secret = s\n[tls]\nca_file = %s\n", ca);
+    assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                     TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "holds no PEM certificate"));
+    th_config_release(&c);
+    /* accepted: a readable directory */
+    snprintf(conf, sizeof conf, "[auth]\nheader_secret = s\n[tls]\nca_path = %s\n", dir);
+    assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                     TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+}
+
 static void test_print_masks_secret(void **state)
 {
     (void)state;
@@ -275,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_the_key),
         cmocka_unit_test(test_long_line_refused),
         cmocka_unit_test(test_none_mode_loopback_only),
+        cmocka_unit_test(test_outbound_checks),
         cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
