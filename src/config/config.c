@@ -179,7 +179,8 @@ static const struct key keys[] = {
     {"twilio", "ca_file", K_STRING, F(twilio_ca_file), 0, 0, NULL, "",
      "PEM CA bundle for Twilio's API, replacing [tls]; empty: [tls]"},
     {"webhook", "url", K_STRING, F(webhook_url), 0, 0, NULL, "",
-     "your gateway's URL: each message is POSTed there as JSON"},
+     "your gateway's URL: each message is POSTed there as JSON; https, or http only to a "
+     "loopback host (the body holds the code)"},
     {"webhook", "secret", K_SECRET, F(webhook_secret), 0, 0, NULL, "",
      "HMAC-SHA256 key signing each POST (header X-Telehook-Signature: t=UNIX,v1=HEX)"},
     {"webhook", "timeout_ms", K_INT, F(webhook_timeout_ms), 50, 10000, NULL, "2000",
@@ -676,7 +677,7 @@ static void listen_host(const char *listen, char *out, size_t outlen)
     snprintf(out, outlen, "%.*s", (int)(colon ? colon - listen : 0), listen);
 }
 
-/* Outbound trust: every CA file or directory set is usable. */
+/* Outbound trust: every CA file or directory set is usable; the webhook gets no code in clear. */
 static th_err check_outbound(const struct th_config *cfg, char *err, size_t errlen)
 {
     const struct {
@@ -696,6 +697,11 @@ static th_err check_outbound(const struct th_config *cfg, char *err, size_t errl
     if (cfg->tls_ca_path && cfg->tls_ca_path[0] &&
         th_trust_check_dir(cfg->tls_ca_path, why, sizeof why) != TH_E_OK) {
         snprintf(err, errlen, "[tls] ca_path: %s", why);
+        return TH_E_CONFIG;
+    }
+    if (cfg->webhook_url && cfg->webhook_url[0] &&
+        th_trust_check_url(cfg->webhook_url, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[webhook] url: %s", why);
         return TH_E_CONFIG;
     }
     return TH_E_OK;

@@ -135,8 +135,8 @@ th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp
 /*
  * What only the server needs, checked by `serve` and `config check` but not by the admin
  * commands (which need the store, not the credentials): mode=header has a secret; mode=none
- * listens on loopback only; every CA file and directory set can be read (PEM). TH_E_CONFIG with
- * the reason in err.
+ * listens on loopback only; every CA file and directory set can be read (PEM); the webhook URL is
+ * https, or http to loopback. TH_E_CONFIG with the reason in err.
  */
 th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen);
 

@@ -185,6 +185,10 @@ static void test_outbound_checks(void **state)
         {"[aws]\nca_file = /\n", "[aws] ca_file: '/' is not a regular file"},
         {"[twilio]\nca_file = /dev/null\n", "[twilio] ca_file: '/dev/null' is not a regular"},
         {"[webhook]\nca_file = /nonexistent\n", "[webhook] ca_file: '/nonexistent': No such"},
+        {"[webhook]\nurl = http://example.com/hook\n",
+         "[webhook] url: plain http:// is allowed only to a loopback host"},
+        {"[webhook]\nurl = http://127.0.0.1@example.com/\n", "not to example.com"},
+        {"[webhook]\nurl = gateway.example.com\n", "[webhook] url: not an http(s) URL"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char conf[256];
@@ -204,10 +208,18 @@ static void test_outbound_checks(void **state)
     assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
     assert_non_null(strstr(err, "holds no PEM certificate"));
     th_config_release(&c);
-    /* accepted: a readable directory */
-    snprintf(conf, sizeof conf, "[auth]\nheader_secret = s\n[tls]\nca_path = %s\n", dir);
+    /* accepted: https anywhere, http to loopback, a readable directory */
+    snprintf(conf, sizeof conf,
+             "[auth]\nheader_secret = s\n[tls]\nca_path = %s\n"
+             "[webhook]\nurl = https://gateway.example.com/send\n",
+             dir);
     assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
                      TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+    char *const *env =
+        ENV("TELEHOOK_AUTH_HEADER_SECRET=s", "TELEHOOK_WEBHOOK_URL=http://[::1]:9000/hook");
+    assert_int_equal(th_config_load(&c, NULL, env, err, sizeof err), TH_E_OK);
     assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
     th_config_release(&c);
 }
