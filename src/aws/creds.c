@@ -34,6 +34,7 @@ struct th_aws_creds {
     char token_env[2048];
     char token_file[1024];
     char imds_endpoint[256];
+    bool direct; /* the container endpoint is on this host's link: never through a proxy */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -103,6 +104,8 @@ struct ini_pick {
     struct th_aws_credentials *creds;
     char *region;
     size_t region_len;
+    char *ca_bundle;
+    size_t ca_bundle_len;
     bool found;
 };
 
@@ -122,6 +125,8 @@ static int on_ini(void *ud, const char *section, const char *name, const char *v
     }
     if (p->region && strcmp(name, "region") == 0)
         th_strlcpy(p->region, value, p->region_len);
+    if (p->ca_bundle && strcmp(name, "ca_bundle") == 0)
+        th_strlcpy(p->ca_bundle, value, p->ca_bundle_len);
     return 1;
 }
 
@@ -150,13 +155,9 @@ static bool from_files(const char *profile, struct th_aws_credentials *out)
     return true;
 }
 
-bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen)
+/* Reads the profile's section of the config file (profile "" = AWS_PROFILE, else default). */
+static void pick_from_config_file(const char *profile, struct ini_pick *pick)
 {
-    const char *v = cfg_region && *cfg_region ? cfg_region : env("AWS_REGION");
-    if (!v)
-        v = env("AWS_DEFAULT_REGION");
-    if (v)
-        return th_strlcpy(out, v, outlen) < outlen;
     const char *prof = profile && *profile ? profile : env("AWS_PROFILE");
     if (!prof)
         prof = "default";
@@ -165,24 +166,51 @@ bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *ou
         th_strlcpy(section, "default", sizeof section);
     else
         snprintf(section, sizeof section, "profile %s", prof);
-    out[0] = '\0';
-    struct ini_pick pick = {.section = section, .region = out, .region_len = outlen};
+    pick->section = section;
     home_path("AWS_CONFIG_FILE", ".aws/config", path, sizeof path);
-    ini_parse(path, on_ini, &pick);
+    ini_parse(path, on_ini, pick);
+    pick->section = NULL;
+}
+
+bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen)
+{
+    const char *v = cfg_region && *cfg_region ? cfg_region : env("AWS_REGION");
+    if (!v)
+        v = env("AWS_DEFAULT_REGION");
+    if (v)
+        return th_strlcpy(out, v, outlen) < outlen;
+    out[0] = '\0';
+    struct ini_pick pick = {.region = out, .region_len = outlen};
+    pick_from_config_file(profile, &pick);
     return out[0] != '\0';
+}
+
+bool th_aws_resolve_ca_bundle(const char *profile, char *out, size_t outlen, const char **from)
+{
+    const char *v = env("AWS_CA_BUNDLE");
+    if (v) {
+        *from = "AWS_CA_BUNDLE";
+        return th_strlcpy(out, v, outlen) < outlen;
+    }
+    out[0] = '\0';
+    *from = "ca_bundle of the AWS config file";
+    struct ini_pick pick = {.ca_bundle = out, .ca_bundle_len = outlen};
+    pick_from_config_file(profile, &pick);
+    return true;
 }
 
 /* ---- temporary credentials over HTTP (the refresher thread only) ---- */
 
 /* A blocking request: this runs on the refresher thread, never on a request loop. */
 static long fetch(const char *method, const char *url, const char *const *headers, size_t nheaders,
-                  long timeout_ms, struct th_buf *body, char *why, size_t whylen)
+                  long timeout_ms, bool direct, struct th_buf *body, char *why, size_t whylen)
 {
     struct th_fetch req = {.method = method,
                            .url = url,
                            .headers = headers,
                            .nheaders = nheaders,
-                           .timeout_ms = timeout_ms};
+                           .timeout_ms = timeout_ms,
+                           .direct = direct};
     return th_fetch(&req, body, why, whylen);
 }
 
@@ -249,7 +277,7 @@ static bool fetch_container(struct th_aws_creds *c, struct th_aws_credentials *o
     struct th_buf body;
     th_buf_init(&body, 64 * 1024);
     bool ok = false;
-    long status = fetch("GET", c->url, hdrs, tok ? 2 : 1, 2000, &body, why, whylen);
+    long status = fetch("GET", c->url, hdrs, tok ? 2 : 1, 2000, c->direct, &body, why, whylen);
     if (status == 200)
         ok = parse_creds(&body, out, why, whylen);
     else if (status > 0)
@@ -259,6 +287,11 @@ static bool fetch_container(struct th_aws_creds *c, struct th_aws_credentials *o
     return ok;
 }
 
+/*
+ * Always direct (no proxy, whatever the environment says): the metadata service answers on this
+ * host's own link, and through a proxy the request would reach the proxy host's metadata — its
+ * credentials, not ours — or nothing.
+ */
 static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, char *why,
                        size_t whylen)
 {
@@ -268,7 +301,7 @@ static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, c
     bool ok = false;
     snprintf(url, sizeof url, "%s/latest/api/token", c->imds_endpoint);
     static const char *const ttl[] = {"X-aws-ec2-metadata-token-ttl-seconds: 21600"};
-    long status = fetch("PUT", url, ttl, 1, 1000, &body, why, whylen);
+    long status = fetch("PUT", url, ttl, 1, 1000, true, &body, why, whylen);
     if (status != 200 || body.len == 0 || body.len > 1000 || strpbrk(th_buf_str(&body), "\r\n")) {
         if (status > 0)
             snprintf(why, whylen, "IMDS token request answered HTTP %ld", status);
@@ -277,14 +310,14 @@ static bool fetch_imds(struct th_aws_creds *c, struct th_aws_credentials *out, c
     snprintf(hdr, sizeof hdr, "X-aws-ec2-metadata-token: %s", th_buf_str(&body));
     const char *h2[] = {hdr};
     snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/", c->imds_endpoint);
-    status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
+    status = fetch("GET", url, h2, 1, 1000, true, &body, why, whylen);
     if (status == 200 && body.len > 0 && body.len < 200) {
         char role[200];
         th_strlcpy(role, th_buf_str(&body), sizeof role);
         role[strcspn(role, "\r\n")] = '\0';
         snprintf(url, sizeof url, "%s/latest/meta-data/iam/security-credentials/%s",
                  c->imds_endpoint, role);
-        status = fetch("GET", url, h2, 1, 1000, &body, why, whylen);
+        status = fetch("GET", url, h2, 1, 1000, true, &body, why, whylen);
         if (status == 200)
             ok = parse_creds(&body, out, why, whylen);
     }
@@ -361,6 +394,7 @@ static bool container_url(struct th_aws_creds *c, char *err, size_t errlen)
     const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
     if (rel) {
         snprintf(c->url, sizeof c->url, "http://169.254.170.2%s", rel);
+        c->direct = true; /* the ECS agent, on this host's link */
         return true;
     }
     if (!full)
@@ -375,9 +409,11 @@ static bool container_url(struct th_aws_creds *c, char *err, size_t errlen)
     if (ok) {
         th_strlcpy(host, h[0] == '[' ? h + 1 : h, sizeof host);
         host[strcspn(host, "]")] = '\0';
-        ok = strcmp(scheme, "https") == 0 || th_host_is_loopback(host) ||
-             strcmp(host, "169.254.170.2") == 0 || strcmp(host, "169.254.170.23") == 0 ||
-             strcmp(host, "fd00:ec2::23") == 0;
+        /* the agents and loopback are reached directly; an https endpoint elsewhere may need
+         * the proxy */
+        c->direct = th_host_is_loopback(host) || strcmp(host, "169.254.170.2") == 0 ||
+                    strcmp(host, "169.254.170.23") == 0 || strcmp(host, "fd00:ec2::23") == 0;
+        ok = strcmp(scheme, "https") == 0 || c->direct;
     }
     curl_free(h);
     curl_free(scheme);

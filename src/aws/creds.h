@@ -8,6 +8,9 @@
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)): ECS task roles, EKS Pod Identity;
  *   4. EC2 instance metadata, IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true).
  *
+ * The metadata service and the container agents (link-local, loopback) are always reached
+ * directly, never through a proxy named in the environment.
+ *
  * Static credentials (1, 2) are read once at start. Temporary ones (3, 4) are fetched by a
  * thread of their own — never by a request loop — at start and again well before they expire
  * (half their remaining life, at most 15 minutes ahead); a failed refresh keeps the current
@@ -55,5 +58,12 @@ bool th_aws_creds_get(struct th_aws_creds *c, struct th_aws_credentials *out);
  * `region` in the config file. false when none is found.
  */
 bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *out, size_t outlen);
+
+/*
+ * The CA bundle for AWS requests, as the SDKs find it: AWS_CA_BUNDLE, else the profile's
+ * `ca_bundle` in the config file; "" in out when neither is set. from names the source (for
+ * messages). false when the value does not fit in out.
+ */
+bool th_aws_resolve_ca_bundle(const char *profile, char *out, size_t outlen, const char **from);
 
 #endif

@@ -19,6 +19,7 @@
 #include "common/util.h"
 #include "dispatch/http.h"
 #include "dispatch/router.h"
+#include "dispatch/trust.h"
 #include "dlq/dlq.h"
 #include "loop/loop.h"
 #include "phone/phone.h"
@@ -148,6 +149,11 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
     rc = 1;
     th_phone_init();
     th_http_global_init();
+    if (th_trust_set_default(cli->cfg.tls_ca_file, cli->cfg.tls_ca_path, err, sizeof err) !=
+        TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        goto out;
+    }
     if (th_store_open(cli->cfg.store_url, &wst, err, sizeof err) != TH_E_OK ||
         th_writer_start(wst, 1024, &writer) != TH_E_OK) {
         fprintf(stderr, "telehook: %s\n", err);

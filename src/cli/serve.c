@@ -21,6 +21,7 @@
 #include "phone/phone.h"
 #include "dispatch/http.h"
 #include "dispatch/router.h"
+#include "dispatch/trust.h"
 #include "store/store.h"
 #include "store/writer.h"
 
@@ -231,6 +232,10 @@ int th_cmd_serve(struct th_cli *cli)
     if (th_http_global_init() != TH_E_OK) {
         startup_error(cli, "cannot initialise libcurl");
         return 1;
+    }
+    if (th_trust_set_default(cfg->tls_ca_file, cfg->tls_ca_path, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "startup", "%s", err);
+        goto out;
     }
     if (th_store_open(cfg->store_url, &store, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "store: %s", err);

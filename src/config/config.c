@@ -14,6 +14,7 @@
 #include <ini.h>
 
 #include "common/util.h"
+#include "dispatch/trust.h"
 #include "guard/guard.h"
 
 extern char **environ;
@@ -133,6 +134,13 @@ static const struct key keys[] = {
      "provider is skipped; 0 disables the circuit breaker"},
     {"dispatch", "breaker_seconds", K_INT, F(dispatch_breaker_seconds), 1, 3600, NULL, "30",
      "how long a provider whose circuit opened is skipped before it is tried again"},
+    {"tls", "ca_file", K_STRING, F(tls_ca_file), 0, 0, NULL, "",
+     "outbound: PEM file of the CA certificates trusted for every HTTPS connection telehook makes "
+     "(providers, the issuer's keys, credential endpoints, an https proxy), replacing the system "
+     "store; empty: the system store"},
+    {"tls", "ca_path", K_STRING, F(tls_ca_path), 0, 0, NULL, "",
+     "outbound: directory of CA certificates in OpenSSL's hashed layout (openssl rehash), "
+     "replacing the system store like ca_file (with it: both)"},
     {"aws", "region", K_STRING, F(aws_region), 0, 0, NULL, "",
      "AWS region of End User Messaging; empty: AWS_REGION, AWS_DEFAULT_REGION, then the "
      "profile's region in the AWS config file"},
@@ -152,6 +160,9 @@ static const struct key keys[] = {
      "MaxPricePerMinute in USD for voice calls; empty: none"},
     {"aws", "timeout_ms", K_INT, F(aws_timeout_ms), 50, 10000, NULL, "2000",
      "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"aws", "ca_file", K_STRING, F(aws_ca_file), 0, 0, NULL, "",
+     "PEM CA bundle for End User Messaging requests, replacing [tls]; empty: AWS_CA_BUNDLE, the "
+     "profile's ca_bundle in the AWS config file, else [tls]"},
     {"twilio", "account_sid", K_STRING, F(twilio_account_sid), 0, 0, NULL, "",
      "Account SID (AC...), part of every API URL"},
     {"twilio", "auth_token", K_SECRET, F(twilio_auth_token), 0, 0, NULL, "",
@@ -168,12 +179,17 @@ static const struct key keys[] = {
      "API base URL (change only for tests or a regional edge)"},
     {"twilio", "timeout_ms", K_INT, F(twilio_timeout_ms), 50, 10000, NULL, "2000",
      "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"twilio", "ca_file", K_STRING, F(twilio_ca_file), 0, 0, NULL, "",
+     "PEM CA bundle for Twilio's API, replacing [tls]; empty: [tls]"},
     {"webhook", "url", K_STRING, F(webhook_url), 0, 0, NULL, "",
-     "your gateway's URL: each message is POSTed there as JSON"},
+     "your gateway's URL: each message is POSTed there as JSON; https, or http only to a "
+     "loopback host (the body holds the code)"},
     {"webhook", "secret", K_SECRET, F(webhook_secret), 0, 0, NULL, "",
      "HMAC-SHA256 key signing each POST (header X-Telehook-Signature: t=UNIX,v1=HEX)"},
     {"webhook", "timeout_ms", K_INT, F(webhook_timeout_ms), 50, 10000, NULL, "2000",
      "time allowed for one attempt (never more than what is left of the request's deadline)"},
+    {"webhook", "ca_file", K_STRING, F(webhook_ca_file), 0, 0, NULL, "",
+     "PEM CA bundle for your gateway (a private CA, say), replacing [tls]; empty: [tls]"},
     {"guard", "secret", K_SECRET, F(guard_secret), 0, 0, NULL, "",
      "key of the HMACs under which numbers, users, event ids and codes are remembered; empty: "
      "a random key per start (set one when several nodes share state)"},
@@ -789,8 +805,40 @@ static void listen_host(const char *listen, char *out, size_t outlen)
     snprintf(out, outlen, "%.*s", (int)(colon ? colon - listen : 0), listen);
 }
 
+/* Outbound trust: every CA file or directory set is usable; the webhook gets no code in clear. */
+static th_err check_outbound(const struct th_config *cfg, char *err, size_t errlen)
+{
+    const struct {
+        const char *name, *value;
+    } files[] = {{"[tls] ca_file", cfg->tls_ca_file},
+                 {"[aws] ca_file", cfg->aws_ca_file},
+                 {"[twilio] ca_file", cfg->twilio_ca_file},
+                 {"[webhook] ca_file", cfg->webhook_ca_file}};
+    char why[512];
+    for (size_t i = 0; i < TH_ARRAY_LEN(files); i++) {
+        if (files[i].value && files[i].value[0] &&
+            th_trust_check_file(files[i].value, why, sizeof why) != TH_E_OK) {
+            snprintf(err, errlen, "%s: %s", files[i].name, why);
+            return TH_E_CONFIG;
+        }
+    }
+    if (cfg->tls_ca_path && cfg->tls_ca_path[0] &&
+        th_trust_check_dir(cfg->tls_ca_path, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[tls] ca_path: %s", why);
+        return TH_E_CONFIG;
+    }
+    if (cfg->webhook_url && cfg->webhook_url[0] &&
+        th_trust_check_url(cfg->webhook_url, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[webhook] url: %s", why);
+        return TH_E_CONFIG;
+    }
+    return TH_E_OK;
+}
+
 th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen)
 {
+    if (check_outbound(cfg, err, errlen) != TH_E_OK)
+        return TH_E_CONFIG;
     bool header = cfg->auth_mode == TH_AUTH_HEADER || cfg->auth_mode == TH_AUTH_EITHER;
     bool oauth = cfg->auth_mode == TH_AUTH_OAUTH2 || cfg->auth_mode == TH_AUTH_EITHER;
     if (header && (!cfg->auth_header_secret || !cfg->auth_header_secret[0])) {

@@ -67,6 +67,9 @@ struct th_config {
     int dispatch_max_in_flight;    /* provider transfers at once, per process */
     int dispatch_breaker_failures; /* consecutive failures that open a provider's circuit; 0 off */
     int dispatch_breaker_seconds;  /* how long an open circuit skips the provider */
+    /* [tls] outbound: what every HTTPS connection telehook makes trusts (dispatch/trust.h) */
+    char *tls_ca_file; /* PEM bundle replacing the system store; "" = the system store */
+    char *tls_ca_path; /* directory of hashed CA certificates, idem */
     /* [aws] End User Messaging SMS and Voice v2 */
     char *aws_region;   /* "" = AWS_REGION, AWS_DEFAULT_REGION, then the config file */
     char *aws_endpoint; /* "" = AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2 / AWS_ENDPOINT_URL */
@@ -76,6 +79,7 @@ struct th_config {
     char *aws_max_price;            /* SMS, USD per message, e.g. "0.05"; "" = none */
     char *aws_max_price_per_minute; /* voice */
     int aws_timeout_ms;
+    char *aws_ca_file; /* "" = AWS_CA_BUNDLE, the profile's ca_bundle, then [tls] */
     /* [twilio] */
     char *twilio_account_sid;
     char *twilio_auth_token; /* secret */
@@ -85,10 +89,12 @@ struct th_config {
     char *twilio_messaging_service_sid;
     char *twilio_base_url;
     int twilio_timeout_ms;
+    char *twilio_ca_file; /* "" = [tls] */
     /* [webhook] */
     char *webhook_url;
     char *webhook_secret; /* secret */
     int webhook_timeout_ms;
+    char *webhook_ca_file; /* "" = [tls] */
     /* [guard] abuse controls */
     char *guard_secret; /* HMAC key for dedupe/limit keys; "" = random per start */
     bool guard_dedupe;
@@ -139,8 +145,9 @@ th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp
 /*
  * What only the server needs, checked by `serve` and `config check` but not by the admin
  * commands (which need the store, not the credentials): mode=header has a secret of at least
- * TH_AUTH_HEADER_SECRET_MIN bytes; mode=none listens on loopback only. TH_E_CONFIG with the
- * reason in err.
+ * TH_AUTH_HEADER_SECRET_MIN bytes; mode=none listens on loopback only; every CA file and
+ * directory set can be read (PEM); the webhook URL is https, or http to loopback. TH_E_CONFIG
+ * with the reason in err.
  */
 th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errlen);
 

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 
 #include "common/util.h"
+#include "dispatch/trust.h"
 
 #define MAX_HEADERS 8
 
@@ -56,6 +57,9 @@ long th_fetch(struct th_fetch *f, struct th_buf *body, char *why, size_t whylen)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, f->timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    th_trust_apply(e, f->ca_file);
+    if (f->direct) /* "" disables the proxy even when the environment names one */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "telehook/" TH_VERSION);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->nheaders ? hdr : NULL);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);

@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "dispatch/trust.h"
 
 #define DEFAULT_MAX_RESPONSE (64 * 1024)
 
@@ -47,6 +48,7 @@ struct xfer {
     char errbuf[CURL_ERROR_SIZE];
     th_http_done_fn done;
     void *ud;
+    const char *ca_file; /* the trust set on the handle (a request's ca_file, NULL = default) */
     int64_t started_us;
     struct xfer *prev, *next; /* the active list, or the free list (next only) */
 };
@@ -442,6 +444,7 @@ static struct xfer *take_xfer(struct th_http *h)
     /* Provider answers are small (a few hundred bytes; Twilio's about 1 KiB): a 4 KiB receive
      * buffer instead of curl's 16 KiB keeps 1,000 transfers in flight 12 MiB lighter. */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+    th_trust_apply(e, NULL);
     return x;
 }
 
@@ -483,6 +486,10 @@ th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_ht
      * HTTP/2, and then one connection carries every transfer. Over plain HTTP (HTTP/1.1)
      * waiting would serialise a burst behind the first answer. */
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncasecmp(req->url, "https:", 6) == 0 ? 1L : 0L);
+    if (x->ca_file != req->ca_file) { /* a pointer per provider: set again only on a change */
+        th_trust_apply(e, req->ca_file);
+        x->ca_file = req->ca_file;
+    }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdr);
     curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)(req->userpwd ? CURLAUTH_BASIC : CURLAUTH_NONE));
     curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);

@@ -6,7 +6,8 @@
  *
  * Connections to providers are kept alive and reused by the multi handle (HTTP/2 is negotiated
  * over TLS where the provider offers it). Easy handles are recycled, so a transfer costs no
- * handle set-up. The number of transfers in flight per loop is bounded.
+ * handle set-up. The number of transfers in flight per loop is bounded. TLS is always verified,
+ * against the trust of dispatch/trust.h; the proxy environment variables apply.
  *
  * Not thread-safe: every call happens on the owning loop's thread.
  */
@@ -47,6 +48,8 @@ struct th_http_request {
     const char *userpwd; /* "user:password" for Basic auth, or NULL */
     int64_t timeout_ms;  /* whole transfer, connection included */
     size_t max_response; /* response body cap; 0 = 64 KiB */
+    const char *ca_file; /* CA bundle replacing the process default for this transfer
+                            (dispatch/trust.h), or NULL; must live as long as the client */
 };
 
 struct th_http_response {

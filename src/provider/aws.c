@@ -26,6 +26,7 @@
 #include "aws/sigv4.h"
 #include "common/buf.h"
 #include "common/util.h"
+#include "dispatch/trust.h"
 #include "obs/log.h"
 #include "provider/http_common.h"
 #include "provider/provider.h"
@@ -40,6 +41,8 @@ struct aws {
     char region[64];
     char url[512];  /* endpoint, ending in "/" */
     char host[300]; /* the Host header value signed and sent */
+    /* [aws] ca_file, AWS_CA_BUNDLE or the profile's ca_bundle; "" = the [tls] default */
+    char ca_file[1024];
     atomic_bool warned_no_creds;
 };
 
@@ -334,6 +337,7 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         .body = a->body.data,
         .body_len = a->body.len,
         .timeout_ms = at->timeout_ms,
+        .ca_file = aws->ca_file[0] ? aws->ca_file : NULL,
     };
     e = th_http_start(at->http, &req, on_response, a);
     if (e != TH_E_OK)
@@ -395,6 +399,27 @@ static bool endpoint_host(const char *url, char *out, size_t outlen)
     return ok;
 }
 
+/* [aws] ca_file, else AWS_CA_BUNDLE, else the profile's ca_bundle (as the SDKs): checked here,
+ * where the environment and the AWS config file are read. "" in out: the [tls] default. */
+static bool ca_bundle(const struct th_config *cfg, char *out, size_t outlen, char *err,
+                      size_t errlen)
+{
+    const char *from = "[aws] ca_file";
+    bool fits = cfg->aws_ca_file[0]
+                    ? th_strlcpy(out, cfg->aws_ca_file, outlen) < outlen
+                    : th_aws_resolve_ca_bundle(cfg->aws_profile, out, outlen, &from);
+    if (!fits) {
+        snprintf(err, errlen, "%s: path too long", from);
+        return false;
+    }
+    char why[512];
+    if (out[0] && th_trust_check_file(out, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "%s: %s", from, why);
+        return false;
+    }
+    return true;
+}
+
 th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out, char *err,
                            size_t errlen)
 {
@@ -428,13 +453,18 @@ th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out
         free(aws);
         return TH_E_CONFIG;
     }
+    if (!ca_bundle(cfg, aws->ca_file, sizeof aws->ca_file, err, errlen)) {
+        free(aws);
+        return TH_E_CONFIG;
+    }
     th_err e = th_aws_creds_new(cfg->aws_profile, &aws->creds, err, errlen);
     if (e != TH_E_OK) {
         free(aws);
         return e;
     }
-    th_log_msg(TH_LOG_INFO, "aws", "End User Messaging at %s (region %s), credentials: %s",
-               aws->url, aws->region, th_aws_creds_source(aws->creds));
+    th_log_msg(TH_LOG_INFO, "aws", "End User Messaging at %s (region %s), credentials: %s%s%s",
+               aws->url, aws->region, th_aws_creds_source(aws->creds),
+               aws->ca_file[0] ? ", CA bundle: " : "", aws->ca_file);
     *out = &aws->base;
     return TH_E_OK;
 }

@@ -227,6 +227,7 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
         .body_len = f->len,
         .userpwd = tw->userpwd,
         .timeout_ms = at->timeout_ms,
+        .ca_file = tw->cfg->twilio_ca_file[0] ? tw->cfg->twilio_ca_file : NULL,
     };
     e = th_http_start(at->http, &req, on_response, a);
     if (e == TH_E_OK)

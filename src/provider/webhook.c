@@ -7,7 +7,8 @@
  * (the scheme Stripe and others use: verify the HMAC in constant time, refuse old timestamps).
  * The body: {"request_id", "to", "country", "channel", "language", "body", "voice_id", "sender",
  * "expires_at"}. A 2xx answer is success; its JSON "id" (if any) becomes the transaction id.
- * 429 and 5xx are retryable, other statuses permanent.
+ * 429 and 5xx are retryable, other statuses permanent. The body holds the code: the URL must be
+ * https, or plain http to a loopback relay; [webhook] ca_file may name the gateway's private CA.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "dispatch/trust.h"
 #include "provider/http_common.h"
 #include "provider/provider.h"
 
@@ -140,6 +142,7 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
         .body = b->data,
         .body_len = b->len,
         .timeout_ms = at->timeout_ms,
+        .ca_file = wh->cfg->webhook_ca_file[0] ? wh->cfg->webhook_ca_file : NULL,
     };
     e = th_http_start(at->http, &req, on_response, a);
     if (e == TH_E_OK)
@@ -163,9 +166,10 @@ static const struct th_provider_ops webhook_ops = {
 th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
                                size_t errlen)
 {
-    if (strncmp(cfg->webhook_url, "https://", 8) != 0 &&
-        strncmp(cfg->webhook_url, "http://", 7) != 0) {
-        snprintf(err, errlen, "[webhook] url must be an http(s) URL");
+    /* Also checked by th_config_check_serve; here for the paths that skip it (dlq replay). */
+    char why[256];
+    if (th_trust_check_url(cfg->webhook_url, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[webhook] url: %s", why);
         return TH_E_CONFIG;
     }
     if (strlen(cfg->webhook_secret) < 16) {

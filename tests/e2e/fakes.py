@@ -45,6 +45,9 @@ consumed FIFO, one per request), `.default` (action when the script is empty, "o
 `.clear()`, `.in_flight`, `.errors` (tracebacks of bugs inside the fake itself: should stay
 empty), `.clock` (callable returning Unix seconds; replace it to simulate clock skew),
 `.max_body` (1 MiB: larger bodies get 413), `.max_requests` (10,000 records kept).
+`.tls`: set to a server-side ssl.SSLContext before start() to speak HTTPS (then `.url` starts
+with https://); every failed handshake (a client refusing the certificate, say) is appended to
+`.tls_errors` as text.
 
 A record has: seq, time, client_port (same value = same kept-alive connection), method, path,
 headers (lower-cased names, repeated values joined with ", "), body (raw bytes), parsed (parsed
@@ -78,6 +81,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import string
 import threading
 import time
@@ -146,6 +150,13 @@ class _Server(http.server.ThreadingHTTPServer):
         self.fake = fake
         super().__init__(("127.0.0.1", 0), _Handler)
 
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.fake.tls is not None:  # the handshake runs in the handler's thread (setup)
+            sock = self.fake.tls.wrap_socket(sock, server_side=True,
+                                             do_handshake_on_connect=False)
+        return sock, addr
+
     def process_request(self, request, client_address):
         with self.fake._lock:
             self.fake._conns.add(request)
@@ -167,6 +178,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
 
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                with self.server.fake._lock:
+                    self.server.fake.tls_errors.append(str(e))
+                raise
+        super().setup()
+
     def _dispatch(self):
         self.server.fake._handle(self)
 
@@ -187,6 +209,8 @@ class _FakeBase:
         self.max_body = MAX_BODY
         self.max_requests = MAX_REQUESTS
         self.clock = time.time
+        self.tls = None
+        self.tls_errors = []
         self._lock = threading.Lock()
         self._conns = set()
         self._inflight = 0
@@ -243,7 +267,7 @@ class _FakeBase:
     def url(self):
         if self.port is None:
             raise RuntimeError(f"{self.name} not started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def host_header(self):

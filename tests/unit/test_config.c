@@ -542,6 +542,61 @@ static void test_key_urls_https(void **state)
     th_config_release(&c);
 }
 
+/* Outbound trust is checked with the server's needs: CA files and directory, the webhook URL. */
+static void test_outbound_checks(void **state)
+{
+    (void)state;
+    struct th_config c;
+    char err[512];
+    static const struct {
+        const char *conf, *want;
+    } cases[] = {
+        {"[tls]\nca_file = /nonexistent/ca.pem\n", "[tls] ca_file: '/nonexistent/ca.pem': No such"},
+        {"[tls]\nca_path = /nonexistent\n", "[tls] ca_path: '/nonexistent': No such"},
+        {"[aws]\nca_file = /\n", "[aws] ca_file: '/' is not a regular file"},
+        {"[twilio]\nca_file = /dev/null\n", "[twilio] ca_file: '/dev/null' is not a regular"},
+        {"[webhook]\nca_file = /nonexistent\n", "[webhook] ca_file: '/nonexistent': No such"},
+        {"[webhook]\nurl = http://example.com/hook\n",
+         "[webhook] url: plain http:// is allowed only to a loopback host"},
+        {"[webhook]\nurl = http://127.0.0.1@example.com/\n", "not to example.com"},
+        {"[webhook]\nurl = gateway.example.com\n", "[webhook] url: not an http(s) URL"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char conf[256];
+        snprintf(conf, sizeof conf, "[auth]\nheader_secret = x-long-enough-secret\n%s",
+                 cases[i].conf);
+        assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                         TH_E_OK);
+        assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+        if (!strstr(err, cases[i].want))
+            fail_msg("%s: got '%s'", cases[i].conf, err);
+        th_config_release(&c);
+    }
+    const char *ca = write_file("ca.pem", "not a certificate\n");
+    char conf[512];
+    snprintf(conf, sizeof conf,
+             "[auth]\nheader_secret = x-long-enough-secret\n[tls]\nca_file = %s\n", ca);
+    assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                     TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "holds no PEM certificate"));
+    th_config_release(&c);
+    /* accepted: https anywhere, http to loopback, a readable directory */
+    snprintf(conf, sizeof conf,
+             "[auth]\nheader_secret = x-long-enough-secret\n[tls]\nca_path = %s\n"
+             "[webhook]\nurl = https://gateway.example.com/send\n",
+             dir);
+    assert_int_equal(th_config_load(&c, write_file("out.conf", conf), no_env, err, sizeof err),
+                     TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+    char *const *env = ENV("TELEHOOK_AUTH_HEADER_SECRET=x-long-enough-secret",
+                           "TELEHOOK_WEBHOOK_URL=http://[::1]:9000/hook");
+    assert_int_equal(th_config_load(&c, NULL, env, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+}
+
 static void test_print_masks_secret(void **state)
 {
     (void)state;
@@ -663,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_long_line_refused),
         cmocka_unit_test(test_inline_comments),
         cmocka_unit_test(test_none_mode_loopback_only),
+        cmocka_unit_test(test_outbound_checks),
         cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
