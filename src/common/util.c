@@ -249,28 +249,38 @@ bool th_host_is_loopback(const char *host)
     return false;
 }
 
-bool th_url_https_or_loopback(const char *url)
+th_url_kind th_url_classify(const char *url, char *host_out, size_t hostlen)
 {
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL;
-    bool ok = false;
+    th_url_kind kind = TH_URL_BAD;
+    if (hostlen)
+        host_out[0] = '\0';
     if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
         curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0]) {
-        if (strcasecmp(scheme, "https") == 0) {
-            ok = true;
-        } else if (strcasecmp(scheme, "http") == 0) {
-            char h[256];
-            size_t n = strlen(host);
-            if (host[0] == '[' && n > 2 && host[n - 1] == ']') /* an IPv6 literal */
-                snprintf(h, sizeof h, "%.*s", (int)(n - 2), host + 1);
-            else
-                snprintf(h, sizeof h, "%s", host);
-            ok = n < sizeof h && th_host_is_loopback(h);
-        }
+        char h[256];
+        size_t n = strlen(host);
+        if (host[0] == '[' && n > 2 && host[n - 1] == ']') /* an IPv6 literal */
+            snprintf(h, sizeof h, "%.*s", (int)(n - 2), host + 1);
+        else
+            snprintf(h, sizeof h, "%s", host);
+        if (hostlen)
+            snprintf(host_out, hostlen, "%s", h);
+        if (strcasecmp(scheme, "https") == 0)
+            kind = TH_URL_HTTPS;
+        else if (strcasecmp(scheme, "http") == 0)
+            kind =
+                n < sizeof h && th_host_is_loopback(h) ? TH_URL_HTTP_LOOPBACK : TH_URL_HTTP_REMOTE;
     }
     curl_free(host);
     curl_free(scheme);
     curl_url_cleanup(u);
-    return ok;
+    return kind;
+}
+
+bool th_url_https_or_loopback(const char *url)
+{
+    th_url_kind k = th_url_classify(url, NULL, 0);
+    return k == TH_URL_HTTPS || k == TH_URL_HTTP_LOOPBACK;
 }

@@ -67,4 +67,8 @@ bool th_host_is_loopback(const char *host);
  */
 bool th_url_https_or_loopback(const char *url);
 
+/* What th_url_https_or_loopback judges, with the host (brackets removed) for messages. */
+typedef enum { TH_URL_BAD, TH_URL_HTTPS, TH_URL_HTTP_LOOPBACK, TH_URL_HTTP_REMOTE } th_url_kind;
+th_url_kind th_url_classify(const char *url, char *host, size_t hostlen);
+
 #endif

@@ -827,10 +827,19 @@ static th_err check_outbound(const struct th_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "[tls] ca_path: %s", why);
         return TH_E_CONFIG;
     }
-    if (cfg->webhook_url && cfg->webhook_url[0] &&
-        th_trust_check_url(cfg->webhook_url, why, sizeof why) != TH_E_OK) {
-        snprintf(err, errlen, "[webhook] url: %s", why);
-        return TH_E_CONFIG;
+    /* Every URL a request's code (or a provider's credentials) goes to: https, or http to a
+     * loopback relay (and the tests' fakes). */
+    const struct {
+        const char *name, *value;
+    } urls[] = {{"[webhook] url", cfg->webhook_url},
+                {"[twilio] base_url", cfg->twilio_base_url},
+                {"[aws] endpoint", cfg->aws_endpoint}};
+    for (size_t i = 0; i < TH_ARRAY_LEN(urls); i++) {
+        if (urls[i].value && urls[i].value[0] &&
+            th_trust_check_url(urls[i].value, why, sizeof why) != TH_E_OK) {
+            snprintf(err, errlen, "%s: %s", urls[i].name, why);
+            return TH_E_CONFIG;
+        }
     }
     return TH_E_OK;
 }

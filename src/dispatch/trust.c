@@ -112,31 +112,22 @@ th_err th_trust_check_dir(const char *path, char *err, size_t errlen)
 
 th_err th_trust_check_url(const char *url, char *err, size_t errlen)
 {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL;
-    bool parsed = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-                  curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-                  curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
-    th_err e = TH_E_OK;
-    if (!parsed || (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0)) {
+    char host[256];
+    switch (th_url_classify(url, host, sizeof host)) {
+    case TH_URL_HTTPS:
+    case TH_URL_HTTP_LOOPBACK:
+        return TH_E_OK;
+    case TH_URL_HTTP_REMOTE:
+        snprintf(err, errlen,
+                 "plain http:// is allowed only to a loopback host (127.0.0.0/8, ::1, "
+                 "localhost), not to %.100s: each request holds a one-time code; use https://",
+                 host);
+        return TH_E_CONFIG;
+    case TH_URL_BAD:
+    default:
         snprintf(err, errlen, "not an http(s) URL");
-        e = TH_E_CONFIG;
-    } else if (strcmp(scheme, "http") == 0) {
-        char h[256];
-        th_strlcpy(h, host[0] == '[' ? host + 1 : host, sizeof h);
-        h[strcspn(h, "]")] = '\0';
-        if (!th_host_is_loopback(h)) {
-            snprintf(err, errlen,
-                     "plain http:// is allowed only to a loopback host (127.0.0.0/8, ::1, "
-                     "localhost), not to %.100s: each request holds a one-time code; use https://",
-                     host);
-            e = TH_E_CONFIG;
-        }
+        return TH_E_CONFIG;
     }
-    curl_free(scheme);
-    curl_free(host);
-    curl_url_cleanup(u);
-    return e;
 }
 
 th_err th_trust_set_default(const char *ca_file, const char *ca_path, char *err, size_t errlen)

@@ -560,6 +560,10 @@ static void test_outbound_checks(void **state)
          "[webhook] url: plain http:// is allowed only to a loopback host"},
         {"[webhook]\nurl = http://127.0.0.1@example.com/\n", "not to example.com"},
         {"[webhook]\nurl = gateway.example.com\n", "[webhook] url: not an http(s) URL"},
+        {"[twilio]\nbase_url = http://api.twilio.com\n",
+         "[twilio] base_url: plain http:// is allowed only to a loopback host"},
+        {"[aws]\nendpoint = http://sms-voice.us-east-1.amazonaws.com\n",
+         "[aws] endpoint: plain http:// is allowed only to a loopback host"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char conf[256];
