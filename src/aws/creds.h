@@ -1,21 +1,32 @@
 /*
- * AWS credentials and region, found the way the AWS SDKs find them (reference §3.6):
+ * AWS credentials and region, found the way the AWS SDKs find them (reference §3; docs/providers.md
+ * "AWS credentials" gives the same list for operators):
  *
  *   1. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN);
- *   2. the shared credentials file (AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials) and config
- *      file (AWS_CONFIG_FILE, ~/.aws/config), profile from config or AWS_PROFILE, else default;
- *   3. the container endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, with
+ *   2. web identity from the environment: AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN
+ *      (+ AWS_ROLE_SESSION_NAME), as EKS IRSA sets them → STS AssumeRoleWithWebIdentity;
+ *   3. the profile (aws.profile, else AWS_PROFILE, else default) of the shared config file
+ *      (AWS_CONFIG_FILE, ~/.aws/config) and credentials file (AWS_SHARED_CREDENTIALS_FILE,
+ *      ~/.aws/credentials): role_arn with source_profile (a chain, loops refused) or
+ *      credential_source → STS AssumeRole; role_arn + web_identity_token_file; static keys;
+ *      credential_process;
+ *   4. the container endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI, with
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE)): ECS task roles, EKS Pod Identity;
- *   4. EC2 instance metadata, IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true).
+ *   5. EC2 instance metadata, IMDSv2 (unless AWS_EC2_METADATA_DISABLED=true).
+ * A profile named in telehook's config (aws.profile) skips 1 and 2, as a profile given in code
+ * does in the SDKs; a named profile (aws.profile or AWS_PROFILE) that is in neither file is an
+ * error, not a silent fall-through.
+ *
+ * Static credentials (environment, keys in the files) are read once at start. All others — STS
+ * roles, web identity, credential_process, container, IMDS — are obtained by a thread of their
+ * own, never by a request loop, at start and again well before they expire (half their
+ * remaining life, at most 15 minutes ahead); a failed refresh keeps the current credentials and
+ * retries with back-off. A role chain is redone from its source at each refresh. Loops read a
+ * snapshot: an atomic generation number says when their copy is stale, so a request costs no
+ * lock. No secret, session token or web identity token is ever logged.
  *
  * The metadata service and the container agents (link-local, loopback) are always reached
  * directly, never through a proxy named in the environment.
- *
- * Static credentials (1, 2) are read once at start. Temporary ones (3, 4) are fetched by a
- * thread of their own — never by a request loop — at start and again well before they expire
- * (half their remaining life, at most 15 minutes ahead); a failed refresh keeps the current
- * credentials and retries with back-off. Loops read a snapshot: an atomic generation number says
- * when their copy is stale, so a request costs no lock.
  */
 #ifndef TH_AWS_CREDS_H
 #define TH_AWS_CREDS_H
@@ -37,14 +48,22 @@ struct th_aws_credentials {
 struct th_aws_creds;
 
 /*
- * profile: "" = AWS_PROFILE, else "default". envp: NULL = the process environment (tests pass
- * their own). TH_E_CONFIG with the reason in err when no source is configured at all is NOT an
- * error: the last source (IMDS) is always tried unless disabled.
+ * profile: "" = AWS_PROFILE, else "default". region: the region STS is called in (regional
+ * endpoint, or AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL); needed only by roles and web identity.
+ * ca_file: the CA bundle STS is reached with, as every AWS API (th_aws_resolve_ca_bundle); NULL
+ * or "": the [tls] default. TH_E_CONFIG with the reason in err for a configuration that cannot work
+ * (a named profile that does not exist, a role without a source, a source_profile loop, ...). No
+ * source configured at all is NOT an error: the last source (IMDS) is always tried unless disabled.
  */
-th_err th_aws_creds_new(const char *profile, struct th_aws_creds **out, char *err, size_t errlen);
+th_err th_aws_creds_new(const char *profile, const char *region, const char *ca_file,
+                        struct th_aws_creds **out, char *err, size_t errlen);
 void th_aws_creds_free(struct th_aws_creds *c); /* stops the refresher; NULL is a no-op */
 
-/* Where the credentials come from: "environment", "shared-files", "container", "imds". */
+/*
+ * Where the credentials come from, for the logs: "environment", "shared-files (profile 'x')",
+ * "web-identity ARN (...)", "credential-process (profile 'x')", "container", "imds", each
+ * possibly under "assume-role ARN from ..." for every role of a chain. Never a secret.
+ */
 const char *th_aws_creds_source(const struct th_aws_creds *c);
 
 /* The current generation (0 until credentials are known). Lock-free. */
@@ -52,6 +71,13 @@ uint64_t th_aws_creds_generation(const struct th_aws_creds *c);
 
 /* Copies the current credentials into out; false when none are known yet. */
 bool th_aws_creds_get(struct th_aws_creds *c, struct th_aws_credentials *out);
+
+/*
+ * TH_E_CONFIG ("AWS profile 'x' not found in <config file> or <credentials file>") when a profile
+ * is named — profile, else AWS_PROFILE — and neither file has it. The implicit default may be
+ * missing.
+ */
+th_err th_aws_profile_check(const char *profile, char *err, size_t errlen);
 
 /*
  * The region: cfg_region if set, else AWS_REGION, AWS_DEFAULT_REGION, then the profile's

@@ -148,7 +148,8 @@ static const struct key keys[] = {
      "endpoint URL override; empty: AWS_ENDPOINT_URL_PINPOINT_SMS_VOICE_V2, AWS_ENDPOINT_URL, "
      "else https://sms-voice.REGION.amazonaws.com"},
     {"aws", "profile", K_STRING, F(aws_profile), 0, 0, NULL, "",
-     "profile of the shared credentials and config files; empty: AWS_PROFILE, else default"},
+     "profile of the shared credentials and config files (keys, roles, web identity, "
+     "credential_process); empty: AWS_PROFILE, else default; a named profile must exist"},
     {"aws", "origination_identity", K_STRING, F(aws_origination_identity), 0, 0, NULL, "",
      "sender when a route names none: phone number, phone number id or ARN, pool id or ARN, "
      "sender id or ARN"},

@@ -72,6 +72,9 @@ long th_fetch(struct th_fetch *f, struct th_buf *body, char *why, size_t whylen)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
+    } else if (strcmp(f->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)f->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, f->body ? f->body : ""); /* not copied */
     }
     CURLcode rc = curl_easy_perform(e);
     long status = -1;

@@ -14,7 +14,9 @@
 #include "common/buf.h"
 
 struct th_fetch {
-    const char *method; /* "GET" or "PUT" (with an empty body) */
+    const char *method; /* "GET", "PUT" (with an empty body) or "POST" (with body) */
+    const char *body;   /* POST only: the request body (body_len bytes), borrowed (not copied) */
+    size_t body_len;
     const char *url;
     const char *const *headers; /* "Name: value" lines */
     size_t nheaders;

@@ -429,6 +429,10 @@ th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out
     aws->base.ops = &aws_ops;
     aws->base.name = "aws";
     aws->cfg = cfg;
+    if (th_aws_profile_check(cfg->aws_profile, err, errlen) != TH_E_OK) {
+        free(aws); /* before the region: a missing profile is why there is none */
+        return TH_E_CONFIG;
+    }
     if (!th_aws_resolve_region(cfg->aws_region, cfg->aws_profile, aws->region,
                                sizeof aws->region)) {
         snprintf(err, errlen, "no region: set [aws] region, AWS_REGION or AWS_DEFAULT_REGION");
@@ -457,7 +461,8 @@ th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out
         free(aws);
         return TH_E_CONFIG;
     }
-    th_err e = th_aws_creds_new(cfg->aws_profile, &aws->creds, err, errlen);
+    th_err e =
+        th_aws_creds_new(cfg->aws_profile, aws->region, aws->ca_file, &aws->creds, err, errlen);
     if (e != TH_E_OK) {
         free(aws);
         return e;

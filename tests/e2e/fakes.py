@@ -32,6 +32,10 @@ FakeTwilio        Twilio REST 2010-04-01 Messages.json / Calls.json: Basic auth 
 FakeCredsEndpoint The container credentials endpoint (ECS / EKS Pod Identity; optional
                   Authorization token) and EC2 IMDSv2 (PUT token, then token-guarded GETs) in one
                   server; records every fetch so tests can count refreshes.
+FakeSTS           AWS STS, Query protocol: AssumeRole (SigV4 with service "sts", checked as FakeEUM
+                  checks, errors under the Query-protocol codes) and AssumeRoleWithWebIdentity
+                  (unsigned, the token must be one it knows); parameters as the STS model bounds
+                  them; answers and errors in the real XML; records every credential it issues.
 FakeWebhook       A customer gateway checking `X-Telehook-Signature: t=<unix>,v1=<hex HMAC-SHA256(
                   secret, "<t>." + raw body)>` in constant time with a 300 s tolerance.
 
@@ -93,8 +97,8 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 from urllib.parse import parse_qsl
 
-__all__ = ["FakeEUM", "FakeTwilio", "FakeCredsEndpoint", "FakeWebhook", "aws_error_code",
-           "VOICE_IDS"]
+__all__ = ["FakeEUM", "FakeTwilio", "FakeCredsEndpoint", "FakeSTS", "FakeWebhook",
+           "aws_error_code", "VOICE_IDS"]
 
 MAX_BODY = 1 << 20
 MAX_REQUESTS = 10_000
@@ -538,7 +542,158 @@ class _Reject(Exception):
         self.reason, self.extra, self.sig = reason or message, extra or {}, sig
 
 
-class FakeEUM(_FakeBase):
+class _SigV4Verifier:
+    """AWS front-end authentication, shared by the AWS fakes: SigV4 recomputed with botocore.
+    The class sets `service` and `signed_required` (headers that must be signed); the instance
+    `region`, `credentials`, `expected_host`, `check_host`, `skew_limit`. Rejections are raised as
+    _Reject with the AWS JSON-protocol type names; each fake renders them in its own protocol."""
+
+    signed_required = ("content-type", "host", "x-amz-date")
+
+    def _signers(self):
+        """The (akid, secret, token) a request may be signed with."""
+        return self.credentials
+
+    def _verify_signature(self, h, rec):
+        def reject(status, etype, message, reason=None):
+            raise _Reject(status, etype, message, reason=reason, sig=False)
+
+        auth = h.headers.get_all("Authorization") or []
+        if not auth:
+            reject(400, "MissingAuthenticationTokenException", "Missing Authentication Token",
+                   "no Authorization header")
+        if len(auth) > 1:
+            reject(400, "IncompleteSignatureException", "Multiple Authorization headers")
+        auth = auth[0].strip()
+        alg, _, rest = auth.partition(" ")
+        if alg != "AWS4-HMAC-SHA256":
+            reject(400, "IncompleteSignatureException",
+                   f"Unsupported Authorization Type: {alg!r}. Authorization={auth}")
+        parts = {}
+        for item in rest.split(","):
+            k, eq, v = item.strip().partition("=")
+            if not eq or k in parts:
+                reject(400, "IncompleteSignatureException",
+                       f"Authorization header is malformed near {item.strip()!r}. "
+                       f"Authorization={auth}")
+            parts[k] = v
+        missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in parts]
+        if missing or set(parts) != {"Credential", "SignedHeaders", "Signature"}:
+            reject(400, "IncompleteSignatureException",
+                   "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
+                   f"parameters (missing {missing}). Authorization={auth}")
+        scope = parts["Credential"].split("/")
+        if len(scope) != 5 or not all(scope):
+            reject(400, "IncompleteSignatureException",
+                   f"Credential must have exactly 5 slash-separated components, got "
+                   f"{parts['Credential']!r}")
+        akid, sdate, sregion, sservice, term = scope
+        rec["akid"] = akid
+        signature = parts["Signature"]
+        if not _HEX64.fullmatch(signature):
+            reject(400, "IncompleteSignatureException",
+                   "Signature must be 64 lower-case hex digits")
+        amz_dates = h.headers.get_all("X-Amz-Date") or []
+        if len(amz_dates) != 1 or not _SIGV4_TS.match(amz_dates[0]):
+            reject(400, "IncompleteSignatureException",
+                   "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
+                   f"header (a single YYYYMMDD'T'HHMMSS'Z' value; got {amz_dates})")
+        amz_date = amz_dates[0]
+        signed = parts["SignedHeaders"].split(";")
+        rec["signed_headers"] = signed
+
+        candidates = [c for c in self._signers() if c[0] == akid]
+        if not candidates:
+            reject(400, "UnrecognizedClientException",
+                   "The security token included in the request is invalid.",
+                   f"unknown access key {akid!r}")
+        tokens = h.headers.get_all("X-Amz-Security-Token") or []
+        sent_token = tokens[0] if len(tokens) == 1 else None
+        candidates = [c for c in candidates if (c[2] or None) == sent_token
+                      and len(tokens) <= 1]
+        if not candidates:
+            reject(400, "UnrecognizedClientException",
+                   "The security token included in the request is invalid.",
+                   "X-Amz-Security-Token missing, repeated or not the credential's token")
+
+        try:
+            ts = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            reject(400, "IncompleteSignatureException", f"Invalid X-Amz-Date {amz_date!r}")
+        now = self.clock()
+        fmt = "%Y%m%dT%H%M%SZ"
+        now_s = datetime.fromtimestamp(now, timezone.utc).strftime(fmt)
+        if ts.timestamp() < now - self.skew_limit:
+            earliest = datetime.fromtimestamp(now - self.skew_limit, timezone.utc).strftime(fmt)
+            reject(400, "InvalidSignatureException",
+                   f"Signature expired: {amz_date} is now earlier than {earliest} "
+                   f"({now_s} - 5 min.)")
+        if ts.timestamp() > now + self.skew_limit:
+            latest = datetime.fromtimestamp(now + self.skew_limit, timezone.utc).strftime(fmt)
+            reject(400, "InvalidSignatureException",
+                   f"Signature not yet current: {amz_date} is still later than {latest} "
+                   f"({now_s} + 5 min.)")
+        if term != "aws4_request":
+            reject(400, "InvalidSignatureException",
+                   "Credential should be scoped with a valid terminator: 'aws4_request', "
+                   f"not '{term}'.")
+        if sdate != amz_date[:8]:
+            reject(400, "InvalidSignatureException",
+                   "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+                   f"date from HTTP: '{sdate}' != '{amz_date[:8]}', from '{amz_date}'.")
+        if sregion != self.region:
+            reject(400, "InvalidSignatureException",
+                   f"Credential should be scoped to a valid region, not '{sregion}'. ")
+        if sservice != self.service:
+            reject(400, "InvalidSignatureException",
+                   f"Credential should be scoped to correct service: '{self.service}'. ")
+
+        if signed != sorted(set(signed)) or any(s != s.lower() or not s for s in signed):
+            reject(400, "InvalidSignatureException",
+                   f"SignedHeaders must be lower-case, sorted and unique: {parts['SignedHeaders']}")
+        required = list(self.signed_required)
+        required += [k.lower() for k in h.headers.keys() if k.lower().startswith("x-amz-")]
+        for name in required:
+            if name not in signed:
+                reject(400, "InvalidSignatureException",
+                       f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
+        for name in signed:
+            if not h.headers.get_all(name):
+                reject(403, "InvalidSignatureException",
+                       "The request signature we calculated does not match the signature you "
+                       "provided. Check your AWS Secret Access Key and signing method. Consult "
+                       "the service documentation for details.",
+                       f"signed header {name!r} is not in the request")
+        hosts = h.headers.get_all("Host")
+        want_host = self.expected_host or self.host_header
+        if self.check_host and hosts != [want_host]:
+            reject(403, "InvalidSignatureException",
+                   "The request signature we calculated does not match the signature you "
+                   "provided. Check your AWS Secret Access Key and signing method. Consult the "
+                   "service documentation for details.",
+                   f"Host header {hosts} is not this endpoint's {want_host!r}")
+        body = rec["body"]
+        if "x-amz-content-sha256" in signed:
+            if h.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
+                reject(400, "InvalidSignatureException",
+                       "The provided 'x-amz-content-sha256' header does not match what was "
+                       "computed.")
+
+        for cred in candidates:
+            creq, sts, sig = _botocore_sigv4(cred, self.region, self.service, h, signed,
+                                             amz_date, body, self.url)
+            rec["canonical_request"], rec["string_to_sign"] = creq, sts
+            if hmac.compare_digest(sig.encode(), signature.encode()):
+                return
+        reject(403, "InvalidSignatureException",
+               "The request signature we calculated does not match the signature you provided. "
+               "Check your AWS Secret Access Key and signing method. Consult the service "
+               "documentation for details.",
+               "signature mismatch (see record's canonical_request / string_to_sign)")
+
+
+
+class FakeEUM(_SigV4Verifier, _FakeBase):
     """AWS End User Messaging SMS and Voice v2 (`PinpointSMSVoiceV2`, JSON 1.0).
 
     FakeEUM(region="us-east-1", credentials=None)
@@ -568,6 +723,7 @@ class FakeEUM(_FakeBase):
     name = "FakeEUM"
     json_type = "application/x-amz-json-1.0"
     service = "sms-voice"
+    signed_required = ("content-type", "host", "x-amz-date", "x-amz-target")
 
     def __init__(self, region="us-east-1", credentials=None):
         super().__init__()
@@ -619,143 +775,6 @@ class FakeEUM(_FakeBase):
         except _Reject as r:
             return self._rejection(rec, r)
         return None
-
-    def _verify_signature(self, h, rec):
-        def reject(status, etype, message, reason=None):
-            raise _Reject(status, etype, message, reason=reason, sig=False)
-
-        auth = h.headers.get_all("Authorization") or []
-        if not auth:
-            reject(400, "MissingAuthenticationTokenException", "Missing Authentication Token",
-                   "no Authorization header")
-        if len(auth) > 1:
-            reject(400, "IncompleteSignatureException", "Multiple Authorization headers")
-        auth = auth[0].strip()
-        alg, _, rest = auth.partition(" ")
-        if alg != "AWS4-HMAC-SHA256":
-            reject(400, "IncompleteSignatureException",
-                   f"Unsupported Authorization Type: {alg!r}. Authorization={auth}")
-        parts = {}
-        for item in rest.split(","):
-            k, eq, v = item.strip().partition("=")
-            if not eq or k in parts:
-                reject(400, "IncompleteSignatureException",
-                       f"Authorization header is malformed near {item.strip()!r}. "
-                       f"Authorization={auth}")
-            parts[k] = v
-        missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in parts]
-        if missing or set(parts) != {"Credential", "SignedHeaders", "Signature"}:
-            reject(400, "IncompleteSignatureException",
-                   "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
-                   f"parameters (missing {missing}). Authorization={auth}")
-        scope = parts["Credential"].split("/")
-        if len(scope) != 5 or not all(scope):
-            reject(400, "IncompleteSignatureException",
-                   f"Credential must have exactly 5 slash-separated components, got "
-                   f"{parts['Credential']!r}")
-        akid, sdate, sregion, sservice, term = scope
-        rec["akid"] = akid
-        signature = parts["Signature"]
-        if not _HEX64.fullmatch(signature):
-            reject(400, "IncompleteSignatureException",
-                   "Signature must be 64 lower-case hex digits")
-        amz_dates = h.headers.get_all("X-Amz-Date") or []
-        if len(amz_dates) != 1 or not _SIGV4_TS.match(amz_dates[0]):
-            reject(400, "IncompleteSignatureException",
-                   "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
-                   f"header (a single YYYYMMDD'T'HHMMSS'Z' value; got {amz_dates})")
-        amz_date = amz_dates[0]
-        signed = parts["SignedHeaders"].split(";")
-        rec["signed_headers"] = signed
-
-        candidates = [c for c in self.credentials if c[0] == akid]
-        if not candidates:
-            reject(400, "UnrecognizedClientException",
-                   "The security token included in the request is invalid.",
-                   f"unknown access key {akid!r}")
-        tokens = h.headers.get_all("X-Amz-Security-Token") or []
-        sent_token = tokens[0] if len(tokens) == 1 else None
-        candidates = [c for c in candidates if (c[2] or None) == sent_token
-                      and len(tokens) <= 1]
-        if not candidates:
-            reject(400, "UnrecognizedClientException",
-                   "The security token included in the request is invalid.",
-                   "X-Amz-Security-Token missing, repeated or not the credential's token")
-
-        try:
-            ts = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-        except ValueError:
-            reject(400, "IncompleteSignatureException", f"Invalid X-Amz-Date {amz_date!r}")
-        now = self.clock()
-        fmt = "%Y%m%dT%H%M%SZ"
-        now_s = datetime.fromtimestamp(now, timezone.utc).strftime(fmt)
-        if ts.timestamp() < now - self.skew_limit:
-            earliest = datetime.fromtimestamp(now - self.skew_limit, timezone.utc).strftime(fmt)
-            reject(400, "InvalidSignatureException",
-                   f"Signature expired: {amz_date} is now earlier than {earliest} "
-                   f"({now_s} - 5 min.)")
-        if ts.timestamp() > now + self.skew_limit:
-            latest = datetime.fromtimestamp(now + self.skew_limit, timezone.utc).strftime(fmt)
-            reject(400, "InvalidSignatureException",
-                   f"Signature not yet current: {amz_date} is still later than {latest} "
-                   f"({now_s} + 5 min.)")
-        if term != "aws4_request":
-            reject(400, "InvalidSignatureException",
-                   "Credential should be scoped with a valid terminator: 'aws4_request', "
-                   f"not '{term}'.")
-        if sdate != amz_date[:8]:
-            reject(400, "InvalidSignatureException",
-                   "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
-                   f"date from HTTP: '{sdate}' != '{amz_date[:8]}', from '{amz_date}'.")
-        if sregion != self.region:
-            reject(400, "InvalidSignatureException",
-                   f"Credential should be scoped to a valid region, not '{sregion}'. ")
-        if sservice != self.service:
-            reject(400, "InvalidSignatureException",
-                   f"Credential should be scoped to correct service: '{self.service}'. ")
-
-        if signed != sorted(set(signed)) or any(s != s.lower() or not s for s in signed):
-            reject(400, "InvalidSignatureException",
-                   f"SignedHeaders must be lower-case, sorted and unique: {parts['SignedHeaders']}")
-        required = ["content-type", "host", "x-amz-date", "x-amz-target"]
-        required += [k.lower() for k in h.headers.keys() if k.lower().startswith("x-amz-")]
-        for name in required:
-            if name not in signed:
-                reject(400, "InvalidSignatureException",
-                       f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
-        for name in signed:
-            if not h.headers.get_all(name):
-                reject(403, "InvalidSignatureException",
-                       "The request signature we calculated does not match the signature you "
-                       "provided. Check your AWS Secret Access Key and signing method. Consult "
-                       "the service documentation for details.",
-                       f"signed header {name!r} is not in the request")
-        hosts = h.headers.get_all("Host")
-        want_host = self.expected_host or self.host_header
-        if self.check_host and hosts != [want_host]:
-            reject(403, "InvalidSignatureException",
-                   "The request signature we calculated does not match the signature you "
-                   "provided. Check your AWS Secret Access Key and signing method. Consult the "
-                   "service documentation for details.",
-                   f"Host header {hosts} is not this endpoint's {want_host!r}")
-        body = rec["body"]
-        if "x-amz-content-sha256" in signed:
-            if h.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
-                reject(400, "InvalidSignatureException",
-                       "The provided 'x-amz-content-sha256' header does not match what was "
-                       "computed.")
-
-        for cred in candidates:
-            creq, sts, sig = _botocore_sigv4(cred, self.region, self.service, h, signed,
-                                             amz_date, body, self.url)
-            rec["canonical_request"], rec["string_to_sign"] = creq, sts
-            if hmac.compare_digest(sig.encode(), signature.encode()):
-                return
-        reject(403, "InvalidSignatureException",
-               "The request signature we calculated does not match the signature you provided. "
-               "Check your AWS Secret Access Key and signing method. Consult the service "
-               "documentation for details.",
-               "signature mismatch (see record's canonical_request / string_to_sign)")
 
     def _verify_operation(self, h, rec):
         def unknown(reason):
@@ -1338,6 +1357,232 @@ class FakeCredsEndpoint(_FakeBase):
             {"Code": "Success", "LastUpdated": _iso_z(datetime.now(timezone.utc)),
              "Type": "AWS-HMAC", "AccessKeyId": c["akid"], "SecretAccessKey": c["secret"],
              "Token": c.get("token"), "Expiration": self._expiration()}, indent=2).encode())
+
+
+# =============================================================================================
+# AWS STS (Query protocol)
+# =============================================================================================
+
+_STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+_STS_VERSION = "2011-06-15"
+_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_EXTERNAL_ID = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
+_STS_PARAMS = {
+    "AssumeRole": ({"RoleArn", "RoleSessionName"},
+                   {"DurationSeconds", "ExternalId", "Policy", "SerialNumber", "TokenCode",
+                    "SourceIdentity"}),
+    "AssumeRoleWithWebIdentity": ({"RoleArn", "RoleSessionName", "WebIdentityToken"},
+                                  {"DurationSeconds", "Policy", "ProviderId"}),
+}
+# The JSON-protocol front-end errors of _SigV4Verifier, as the Query protocol names them.
+_QUERY_AUTH_ERRORS = {
+    "MissingAuthenticationTokenException": (403, "MissingAuthenticationToken"),
+    "IncompleteSignatureException": (400, "IncompleteSignature"),
+    "UnrecognizedClientException": (403, "InvalidClientTokenId"),
+    "InvalidSignatureException": (403, "SignatureDoesNotMatch"),
+}
+
+
+def _xml(s):
+    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&apos;"))
+
+
+class FakeSTS(_SigV4Verifier, _FakeBase):
+    """AWS STS, Query protocol (API 2011-06-15): AssumeRole and AssumeRoleWithWebIdentity.
+
+    FakeSTS(region="us-east-1", credentials=None)
+      credentials: list of (akid, secret, token or None) an AssumeRole may be signed with
+                   (mutable); credentials this fake issued are accepted too (role chains).
+      region, service ("sts"): the scope an AssumeRole signature must carry. The SigV4 checks are
+                   FakeEUM's (shared _SigV4Verifier), answered with the Query-protocol codes
+                   (MissingAuthenticationToken, IncompleteSignature, InvalidClientTokenId,
+                   SignatureDoesNotMatch).
+      roles: None (any role ARN) or a collection of the ARNs that may be assumed (else 403
+             AccessDenied). external_ids: {role ARN: ExternalId the role requires}.
+      web_tokens: collection of the web identity tokens accepted (mutable; else 400
+             InvalidIdentityToken). AssumeRoleWithWebIdentity needs no signature (the token is
+             the proof; the SDKs send it unsigned): the record's `signed` says whether one came.
+      expires_in: seconds the issued credentials live (None: DurationSeconds, else 3600).
+      token_suffix: appended to every issued session token (e.g. "&<>" to test XML entities).
+    Checks: POST /, Content-Type application/x-www-form-urlencoded, Version 2011-06-15, a known
+      Action (400 InvalidAction), required and known parameters only, RoleSessionName
+      [\\w+=,.@-]{2,64}, ExternalId [\\w+=,.@:/-]{2,1224}, DurationSeconds 900..43200
+      (400 ValidationError).
+    Answers: the real XML (<AssumeRoleResponse><AssumeRoleResult><Credentials>… with
+      AccessKeyId, SecretAccessKey, SessionToken, Expiration), errors as <ErrorResponse><Error>
+      <Type>Sender|Receiver</Type><Code>…</Code><Message>…</Message></Error><RequestId>…,
+      Content-Type text/xml.
+    Extra record keys: op (the Action), params (dict), signed (an Authorization header came),
+      sig_ok, akid (signer), web_token, issued ((akid, secret, token) answered).
+    `.issued`: every (akid, secret, token) issued, oldest first — hand it to FakeEUM as its
+      `credentials` list (the same list object) so it accepts whatever STS issued.
+    Error actions: "denied" 403 AccessDenied; "throttle" 400 Throttling; "500" 500
+      InternalFailure (Receiver); "invalid_token" 400 InvalidIdentityToken; "expired_token" 400
+      ExpiredTokenException.
+    """
+
+    name = "FakeSTS"
+    service = "sts"
+    signed_required = ("content-type", "host", "x-amz-date")
+
+    def __init__(self, region="us-east-1", credentials=None):
+        super().__init__()
+        self.region = region
+        self.credentials = list(credentials or [])
+        self.issued = []
+        self.roles = None
+        self.external_ids = {}
+        self.web_tokens = set()
+        self.expires_in = None
+        self.token_suffix = ""
+        self.expected_host = None
+        self.check_host = True
+        self.skew_limit = 300
+
+    def _signers(self):
+        return list(self.credentials) + list(self.issued)
+
+    # ---- responses ---------------------------------------------------------------------------
+    def _error(self, rec, status, code, message, kind="Sender", reason=None):
+        rec["error"] = code
+        if reason is not None or rec.get("reason") is None:
+            rec["reason"] = reason or message
+        body = (f'<ErrorResponse xmlns="{_STS_NS}">\n  <Error>\n    <Type>{kind}</Type>\n'
+                f"    <Code>{_xml(code)}</Code>\n    <Message>{_xml(message)}</Message>\n"
+                f"  </Error>\n  <RequestId>{uuid.uuid4()}</RequestId>\n</ErrorResponse>\n")
+        return Response(status, {"Content-Type": "text/xml", "x-amzn-RequestId": str(uuid.uuid4())},
+                        body.encode())
+
+    # ---- verification ------------------------------------------------------------------------
+    def verify(self, h, rec):
+        rec.update(op=None, params=None, signed=False, sig_ok=False, akid=None, web_token=None,
+                   issued=None)
+        if h.command != "POST" or h.path != "/":
+            return self._error(rec, 400, "InvalidAction", "STS takes POST /",
+                               reason=f"STS takes POST /, got {h.command} {h.path}")
+        ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":
+            return self._error(rec, 400, "InvalidAction", "Unsupported Content-Type",
+                               reason=f"Content-Type {ctype!r} is not a form")
+        try:
+            pairs = parse_qsl(rec["body"].decode("utf-8"), keep_blank_values=True,
+                              strict_parsing=bool(rec["body"]))
+        except (ValueError, UnicodeDecodeError) as e:
+            return self._error(rec, 400, "MalformedInput", "Malformed form body",
+                               reason=f"body is not a form: {e}")
+        params = {}
+        for k, v in pairs:
+            if k in params:
+                return self._error(rec, 400, "ValidationError", f"Duplicate parameter {k}")
+            params[k] = v
+        rec["params"] = rec["parsed"] = params
+        op = params.pop("Action", None)
+        rec["op"] = op
+        if op not in _STS_PARAMS:
+            return self._error(rec, 400, "InvalidAction", f"Could not find operation {op}")
+        if params.pop("Version", None) != _STS_VERSION:
+            return self._error(rec, 400, "InvalidAction",
+                               f"Could not find operation {op} for the version given",
+                               reason="Version is not 2011-06-15")
+        rec["signed"] = bool(h.headers.get_all("Authorization")) or \
+            bool(h.headers.get_all("X-Amz-Security-Token"))
+        if op == "AssumeRole":
+            try:
+                self._verify_signature(h, rec)
+            except _Reject as r:
+                status, code = _QUERY_AUTH_ERRORS.get(r.etype, (r.status, r.etype))
+                return self._error(rec, status, code, r.message, reason=r.reason)
+            rec["sig_ok"] = True
+        required, optional = _STS_PARAMS[op]
+        problems = [f"Value null at '{k[0].lower() + k[1:]}' failed to satisfy constraint: "
+                    "Member must not be null" for k in sorted(required - set(params))]
+        problems += [f"Unknown parameter {k}" for k in sorted(set(params) - required - optional)]
+        name = params.get("RoleSessionName")
+        if name is not None and not _SESSION_NAME.fullmatch(name):
+            problems.append("Value at 'roleSessionName' failed to satisfy constraint: Member "
+                            "must satisfy regular expression pattern: [\\w+=,.@-]*")
+        ext = params.get("ExternalId")
+        if ext is not None and not _EXTERNAL_ID.fullmatch(ext):
+            problems.append("Value at 'externalId' failed to satisfy constraint: Member must "
+                            "satisfy regular expression pattern: [\\w+=,.@:/-]*")
+        dur = params.get("DurationSeconds")
+        if dur is not None and (not dur.isdigit() or not 900 <= int(dur) <= 43200):
+            problems.append("Value at 'durationSeconds' failed to satisfy constraint: Member "
+                            "must have value between 900 and 43200")
+        arn = params.get("RoleArn")
+        if arn is not None and not 20 <= len(arn) <= 2048:
+            problems.append("Value at 'roleArn' failed to satisfy constraint: Member must have "
+                            "length between 20 and 2048")
+        if problems:
+            n = len(problems)
+            return self._error(rec, 400, "ValidationError",
+                               f"{n} validation error{'s' if n > 1 else ''} detected: "
+                               + "; ".join(problems))
+        if op == "AssumeRoleWithWebIdentity":
+            rec["web_token"] = params["WebIdentityToken"]
+            if params["WebIdentityToken"] not in self.web_tokens:
+                return self._error(rec, 400, "InvalidIdentityToken",
+                                   "Couldn't verify the web identity token",
+                                   reason="unknown web identity token")
+        if self.roles is not None and arn not in self.roles:
+            return self._error(rec, 403, "AccessDenied",
+                               f"User: arn:aws:iam::123456789012:user/caller is not authorized "
+                               f"to perform: sts:{op} on resource: {arn}")
+        want_ext = self.external_ids.get(arn)
+        if op == "AssumeRole" and want_ext is not None and ext != want_ext:
+            return self._error(rec, 403, "AccessDenied",
+                               f"User is not authorized to perform: sts:AssumeRole on "
+                               f"resource: {arn}", reason="wrong or missing ExternalId")
+        return None
+
+    # ---- actions -----------------------------------------------------------------------------
+    def respond(self, h, rec, kind, args):
+        errors = {
+            "denied": (403, "AccessDenied", "Not authorized to perform sts:AssumeRole", "Sender"),
+            "throttle": (400, "Throttling", "Rate exceeded", "Sender"),
+            "500": (500, "InternalFailure", "An internal error occurred", "Receiver"),
+            "invalid_token": (400, "InvalidIdentityToken", "Couldn't verify the token",
+                              "Sender"),
+            "expired_token": (400, "ExpiredTokenException", "Token expired", "Sender"),
+        }
+        if kind in errors:
+            status, code, message, who = errors[kind]
+            return self._error(rec, status, code, message, who)
+        if kind != "ok":
+            raise ValueError(f"FakeSTS: unknown action {kind!r}")
+        p, op = rec["params"], rec["op"]
+        life = self.expires_in
+        if life is None:
+            life = int(p.get("DurationSeconds") or 3600)
+        akid = "ASIA" + "".join(secrets.choice(string.ascii_uppercase + "234567")
+                                for _ in range(16))
+        cred = (akid, secrets.token_urlsafe(30)[:40],
+                "FwoGZXIvYXdzE" + secrets.token_urlsafe(200) + self.token_suffix)
+        with self._lock:
+            self.issued.append(cred)
+        rec["issued"], rec["sent"] = cred, True
+        exp = _iso_z(datetime.fromtimestamp(self.clock() + float(life), timezone.utc))
+        role = p["RoleArn"].rsplit("/", 1)[-1]
+        extra = ""
+        if op == "AssumeRoleWithWebIdentity":
+            extra = ("    <SubjectFromWebIdentityToken>system:serviceaccount:otp:telehook"
+                     "</SubjectFromWebIdentityToken>\n    <Audience>sts.amazonaws.com</Audience>\n"
+                     "    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.example</Provider>\n")
+        body = (f'<{op}Response xmlns="{_STS_NS}">\n  <{op}Result>\n{extra}'
+                f"    <AssumedRoleUser>\n      <AssumedRoleId>AROA3XFRBF535PLBIFPI4:"
+                f"{_xml(p['RoleSessionName'])}</AssumedRoleId>\n"
+                f"      <Arn>arn:aws:sts::123456789012:assumed-role/{_xml(role)}/"
+                f"{_xml(p['RoleSessionName'])}</Arn>\n    </AssumedRoleUser>\n"
+                f"    <Credentials>\n      <AccessKeyId>{cred[0]}</AccessKeyId>\n"
+                f"      <SecretAccessKey>{_xml(cred[1])}</SecretAccessKey>\n"
+                f"      <SessionToken>{_xml(cred[2])}</SessionToken>\n"
+                f"      <Expiration>{exp}</Expiration>\n    </Credentials>\n"
+                f"    <PackedPolicySize>6</PackedPolicySize>\n  </{op}Result>\n"
+                f"  <ResponseMetadata>\n    <RequestId>{uuid.uuid4()}</RequestId>\n"
+                f"  </ResponseMetadata>\n</{op}Response>\n")
+        return Response(200, {"Content-Type": "text/xml", "x-amzn-RequestId": str(uuid.uuid4())},
+                        body.encode())
 
 
 # =============================================================================================

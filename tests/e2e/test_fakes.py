@@ -17,12 +17,13 @@ import botocore.session
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.credentials import ContainerProvider, Credentials, InstanceMetadataProvider
 from botocore.exceptions import ClientError
 from botocore.utils import InstanceMetadataFetcher
 
-from fakes import (FakeCredsEndpoint, FakeEUM, FakeTwilio, FakeWebhook, VOICE_IDS,
+from fakes import (FakeCredsEndpoint, FakeEUM, FakeSTS, FakeTwilio, FakeWebhook, VOICE_IDS,
                    aws_error_code)
 
 AKID, SECRET, TOKEN = "AKIDTELEHOOKTEST", "s3cr3t/KEY+example0123456789abcdefghijkl", "FwoGZXIvtok"
@@ -929,3 +930,106 @@ def test_unknown_action_is_reported_as_fake_error():
         assert st == 500 and fake.errors and "no-such-action" in fake.errors[0]
     finally:
         fake.stop()
+
+
+# ---- FakeSTS -----------------------------------------------------------------------------------
+ROLE = "arn:aws:iam::123456789012:role/telehook-sms"
+
+
+def sts_client(fake, akid=AKID, secret=SECRET, token=None, unsigned=False, validate=True):
+    cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5,
+                 parameter_validation=validate, signature_version=UNSIGNED if unsigned else None)
+    kw = {} if unsigned else {"aws_access_key_id": akid, "aws_secret_access_key": secret,
+                              "aws_session_token": token}
+    return _SESSION.create_client("sts", region_name=fake.region, endpoint_url=fake.url,
+                                  config=cfg, **kw)
+
+
+def test_sts_assume_role_signed_by_botocore_and_chained(run):
+    fake = run(FakeSTS(region="eu-west-1", credentials=[(AKID, SECRET, None)]))
+    fake.token_suffix = "&<>'\""  # XML-escaped on the wire, decoded by botocore's parser
+    r = sts_client(fake).assume_role(RoleArn=ROLE, RoleSessionName="s1", ExternalId="ext-1",
+                                     DurationSeconds=900)
+    rec = fake.last()
+    assert rec["valid"] and rec["sig_ok"] and rec["signed"] and rec["akid"] == AKID
+    assert rec["params"]["ExternalId"] == "ext-1" and rec["params"]["DurationSeconds"] == "900"
+    c = r["Credentials"]
+    assert (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]) == rec["issued"]
+    assert c["SessionToken"].endswith("&<>'\"")
+    left = (c["Expiration"] - datetime.now(timezone.utc)).total_seconds()
+    assert 880 < left <= 900
+    assert b"&amp;&lt;&gt;" in rec["response"]
+    # the issued credentials (with their session token) may assume the next role of a chain
+    r2 = sts_client(fake, *rec["issued"]).assume_role(RoleArn=ROLE + "-2", RoleSessionName="s2")
+    assert fake.last()["akid"] == rec["issued"][0] and r2["Credentials"]["AccessKeyId"]
+    assert fake.issued == [rec["issued"], fake.last()["issued"]]
+
+
+def test_sts_front_end_errors_use_query_codes(run):
+    fake = run(FakeSTS(credentials=[(AKID, SECRET, None)]))
+    r = client_error(lambda: sts_client(fake, secret="wrong").assume_role(
+        RoleArn=ROLE, RoleSessionName="s1"))
+    assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == \
+        (403, "SignatureDoesNotMatch")
+    assert r["Error"]["Type"] == "Sender"
+    r = client_error(lambda: sts_client(fake, akid="AKIDUNKNOWN").assume_role(
+        RoleArn=ROLE, RoleSessionName="s1"))
+    assert r["Error"]["Code"] == "InvalidClientTokenId"
+    st, h, body = http_req(fake, "POST", "/", b"Action=AssumeRole&Version=2011-06-15&RoleArn="
+                           + ROLE.encode() + b"&RoleSessionName=s1",
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 403 and b"<Code>MissingAuthenticationToken</Code>" in body
+    assert h["content-type"] == "text/xml"
+    assert fake.count(valid=True) == 0 and fake.count(sent=True) == 0
+
+
+def test_sts_web_identity_token_checked(run):
+    fake = run(FakeSTS(credentials=[(AKID, SECRET, None)]))
+    fake.web_tokens = {"eyJhbGciOiJSUzI1NiJ9.pod.sig"}
+    r = sts_client(fake, unsigned=True).assume_role_with_web_identity(
+        RoleArn=ROLE, RoleSessionName="pod", WebIdentityToken="eyJhbGciOiJSUzI1NiJ9.pod.sig")
+    rec = fake.last()
+    assert rec["valid"] and not rec["signed"] and rec["web_token"] == "eyJhbGciOiJSUzI1NiJ9.pod.sig"
+    assert r["Credentials"]["AccessKeyId"] == rec["issued"][0]
+    assert r["SubjectFromWebIdentityToken"]
+    r = client_error(lambda: sts_client(fake, unsigned=True).assume_role_with_web_identity(
+        RoleArn=ROLE, RoleSessionName="pod", WebIdentityToken="eyJ.other.token"))
+    assert r["Error"]["Code"] == "InvalidIdentityToken"
+    assert fake.count(sent=True) == 1
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"RoleSessionName": "has space"}, "roleSessionName"),
+    ({"RoleSessionName": "x"}, "roleSessionName"),
+    ({"ExternalId": "bad id!"}, "externalId"),
+    ({"DurationSeconds": 899}, "durationSeconds"),
+    ({"DurationSeconds": 43201}, "durationSeconds"),
+    ({"RoleArn": "arn:short"}, "roleArn"),
+])
+def test_sts_validation(run, kw, words):
+    fake = run(FakeSTS(credentials=[(AKID, SECRET, None)]))
+    args = dict({"RoleArn": ROLE, "RoleSessionName": "ok-name"}, **kw)
+    r = client_error(lambda: sts_client(fake, validate=False).assume_role(**args))
+    assert r["Error"]["Code"] == "ValidationError" and words in r["Error"]["Message"]
+    assert fake.last()["sig_ok"] and fake.count(sent=True) == 0
+
+
+def test_sts_roles_external_ids_and_error_actions(run):
+    fake = run(FakeSTS(credentials=[(AKID, SECRET, None)]))
+    fake.roles = {ROLE}
+    fake.external_ids = {ROLE: "ext-42"}
+    c = sts_client(fake)
+    assert client_error(lambda: c.assume_role(RoleArn=ROLE + "x", RoleSessionName="s1"))[
+        "Error"]["Code"] == "AccessDenied"
+    assert client_error(lambda: c.assume_role(RoleArn=ROLE, RoleSessionName="s1"))[
+        "Error"]["Code"] == "AccessDenied"
+    assert c.assume_role(RoleArn=ROLE, RoleSessionName="s1", ExternalId="ext-42")["Credentials"]
+    for action, status, code in [("denied", 403, "AccessDenied"), ("throttle", 400, "Throttling"),
+                                 ("500", 500, "InternalFailure")]:
+        fake.script.append(action)
+        r = client_error(lambda: c.assume_role(RoleArn=ROLE, RoleSessionName="s1",
+                                               ExternalId="ext-42"))
+        assert (r["ResponseMetadata"]["HTTPStatusCode"], r["Error"]["Code"]) == (status, code)
+    st, _, body = http_req(fake, "POST", "/", b"Action=GetCallerIdentity&Version=2011-06-15",
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+    assert st == 400 and b"<Code>InvalidAction</Code>" in body
