@@ -44,6 +44,7 @@ struct worker {
     int listen_fd; /* ours until libmicrohttpd takes it (then -1) */
     struct MHD_Daemon *daemon;
     struct th_timer mhd_timer; /* when libmicrohttpd next needs to run */
+    bool freed;                /* a connection was freed during this MHD_run (see mhd_run) */
 };
 
 struct th_server {
@@ -102,14 +103,40 @@ static void mhd_rearm(struct worker *w)
         th_loop_timer_cancel(w->loop, &w->mhd_timer);
 }
 
+/*
+ * libmicrohttpd (0.9.x, epoll driven from outside) takes the listening socket out of its epoll set
+ * at the start of a run that begins at MHD_OPTION_CONNECTION_LIMIT (or after accept() ran out of
+ * file descriptors), and puts it back only at the start of a later run that finds room. Closing
+ * connections makes that room, but in the middle of a run; when the run closed the last ones,
+ * nothing is left to run libmicrohttpd again: no connection has a timeout (MHD_get_timeout says
+ * so) and the listening socket, out of the set, cannot wake the loop. The loop would never accept
+ * again. So a run that freed a connection is followed at once by another, which re-arms accept()
+ * and takes what waits in the kernel's queue. Cheap: only runs that closed something, at most one
+ * extra MHD_run (an epoll_wait that does not block) per loop pass, next to a close(); and robust:
+ * it does not depend on which limit was hit (MHD_OPTION_NOTIFY_CONNECTION reports every close).
+ */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct worker *w = cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        w->freed = true;
+}
+
 static void mhd_run(void *ud)
 {
     struct worker *w = ud;
     /* A request's log line leaves before its answer can (obs/log.h batches a loop's lines):
      * answers made outside libmicrohttpd go out in this MHD_run, so their lines go first. */
     th_log_flush();
+    w->freed = false;
     MHD_run(w->daemon);
-    mhd_rearm(w);
+    if (w->freed) /* run again at once (see on_connection) */
+        th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop), mhd_run, w);
+    else
+        mhd_rearm(w);
 }
 
 static void on_mhd_io(void *ud, uint32_t events)
@@ -643,7 +670,8 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)cfg->connection_memory, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        w, MHD_OPTION_END);
     if (!w->daemon) {
         snprintf(err, errlen, "cannot start the HTTP daemon");
         return TH_E_IO;
