@@ -20,6 +20,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "guard/guard.h"
+#include "http/internal.h"
 #include "loop/loop.h"
 #include "obs/log.h"
 
@@ -58,6 +59,8 @@ struct th_server {
     int64_t src_period_us, src_interval_us; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
+    /* libmicrohttpd 0.9 (run time): the layout of its header section is checked too (framing) */
+    bool mhd_inplace;
     atomic_bool draining;
     struct worker workers[MAX_WORKERS];
 };
@@ -78,6 +81,7 @@ struct req {
     bool suspended;
     bool answered;     /* status/answer below are set */
     bool refused;      /* a refusal was queued after the headers (re-authentication) */
+    bool close;        /* the answer closes the connection (refused framing) */
     bool auth_wait;    /* suspended until the issuer's keys are refreshed (unknown kid) */
     bool auth_recheck; /* resumed: authenticate again before anything else */
     uint64_t auth_epoch;
@@ -174,6 +178,8 @@ static enum MHD_Result respond_typed(struct req *r, int status, char *body, size
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (status == MHD_HTTP_TOO_MANY_REQUESTS)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (r->close) /* libmicrohttpd then closes once the answer is sent, reading nothing more */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
@@ -363,11 +369,59 @@ static bool source_allowed(struct req *r)
     return true;
 }
 
-static enum MHD_Result on_headers(struct req *r, const char *method)
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    struct th_framing *f = cls;
+    (void)kind;
+    th_framing_field(f, key, key_size, value ? value : "", value ? value_size : 0);
+    return f->why ? MHD_NO : MHD_YES;
+}
+
+/*
+ * NULL when the request's framing is sound (http/internal.h), else why, with *status. The
+ * method and version are libmicrohttpd's own pointers into the header section, which starts at
+ * the method; with libmicrohttpd 0.9 the section's layout is checked too (th_framing): it is the
+ * only way to see a NUL in a value, as the values it hands out end at the first NUL.
+ */
+static const char *framing_problem(struct req *r, const char *method, const char *version,
+                                   int *status)
+{
+    struct th_framing f;
+    th_framing_begin(&f, NULL, NULL);
+    if (r->w->srv->mhd_inplace) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        const char *line_end = version + strlen(version);
+        uintptr_t start = (uintptr_t)method;
+        /* The section lies in the connection's memory pool, and so does the version; else a
+         * buffer was moved (only a folded line makes libmicrohttpd 0.9 move one). */
+        *status = MHD_HTTP_BAD_REQUEST;
+        if (!ci || ci->header_size > (size_t)r->w->srv->cfg->connection_memory ||
+            (uintptr_t)version < start || (uintptr_t)line_end >= start + ci->header_size)
+            return "header section not where the parser keeps it";
+        th_framing_begin(&f, line_end, method + ci->header_size);
+    }
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, framing_field, &f);
+    return th_framing_end(&f, strcmp(version, MHD_HTTP_VERSION_1_0) == 0, status);
+}
+
+static enum MHD_Result on_headers(struct req *r, const char *method, const char *version)
 {
     struct th_server *srv = r->w->srv;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    /* Request hygiene first: cheap checks before authentication and before any body byte. */
+    /* Framing first: a request whose length is in doubt is answered alone, and the connection
+     * closed, so that nothing after it is taken for another request (RFC 9112 §6.3). */
+    int fstatus;
+    const char *fwhy = framing_problem(r, method, version, &fstatus);
+    if (fwhy) {
+        log_refusal(r, fstatus, fwhy);
+        r->refused = true;
+        r->close = true;
+        return refuse(r, fstatus,
+                      fstatus == MHD_HTTP_NOT_IMPLEMENTED ? "Not implemented." : "Bad request.");
+    }
+    /* Request hygiene next: cheap checks before authentication and before any body byte. */
     if (r->route == ROUTE_HOOK && !source_allowed(r)) { /* probes are not rate limited */
         log_refusal(r, MHD_HTTP_TOO_MANY_REQUESTS, "source over its request rate");
         r->refused = true;
@@ -463,7 +517,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct worker *w = cls;
     struct req *r = *con_cls;
-    (void)version;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -475,7 +528,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->route = route_of(url);
         th_buf_init(&r->body, 0);
         th_time_id("r-", r->id, sizeof r->id);
-        return on_headers(r, method);
+        return on_headers(r, method, version);
     }
     if (r->auth_recheck) {
         r->auth_recheck = false;
@@ -720,6 +773,7 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     srv->metrics = deps->metrics;
     srv->metrics_ud = deps->metrics_ud;
     atomic_init(&srv->draining, false);
+    srv->mhd_inplace = strncmp(MHD_get_version(), "0.9.", 4) == 0;
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
     long rate_n = 0, rate_p = 0;
