@@ -20,6 +20,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "guard/guard.h"
+#include "http/internal.h"
 #include "loop/loop.h"
 #include "obs/log.h"
 
@@ -44,6 +45,7 @@ struct worker {
     int listen_fd; /* ours until libmicrohttpd takes it (then -1) */
     struct MHD_Daemon *daemon;
     struct th_timer mhd_timer; /* when libmicrohttpd next needs to run */
+    bool freed;                /* a connection was freed during this MHD_run (see mhd_run) */
 };
 
 struct th_server {
@@ -57,6 +59,8 @@ struct th_server {
     int64_t src_period_us, src_interval_us; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
+    /* libmicrohttpd 0.9 (run time): the layout of its header section is checked too (framing) */
+    bool mhd_inplace;
     atomic_bool draining;
     struct worker workers[MAX_WORKERS];
 };
@@ -77,6 +81,7 @@ struct req {
     bool suspended;
     bool answered;     /* status/answer below are set */
     bool refused;      /* a refusal was queued after the headers (re-authentication) */
+    bool close;        /* the answer closes the connection (refused framing) */
     bool auth_wait;    /* suspended until the issuer's keys are refreshed (unknown kid) */
     bool auth_recheck; /* resumed: authenticate again before anything else */
     uint64_t auth_epoch;
@@ -102,14 +107,40 @@ static void mhd_rearm(struct worker *w)
         th_loop_timer_cancel(w->loop, &w->mhd_timer);
 }
 
+/*
+ * libmicrohttpd (0.9.x, epoll driven from outside) takes the listening socket out of its epoll set
+ * at the start of a run that begins at MHD_OPTION_CONNECTION_LIMIT (or after accept() ran out of
+ * file descriptors), and puts it back only at the start of a later run that finds room. Closing
+ * connections makes that room, but in the middle of a run; when the run closed the last ones,
+ * nothing is left to run libmicrohttpd again: no connection has a timeout (MHD_get_timeout says
+ * so) and the listening socket, out of the set, cannot wake the loop. The loop would never accept
+ * again. So a run that freed a connection is followed at once by another, which re-arms accept()
+ * and takes what waits in the kernel's queue. Cheap: only runs that closed something, at most one
+ * extra MHD_run (an epoll_wait that does not block) per loop pass, next to a close(); and robust:
+ * it does not depend on which limit was hit (MHD_OPTION_NOTIFY_CONNECTION reports every close).
+ */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct worker *w = cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        w->freed = true;
+}
+
 static void mhd_run(void *ud)
 {
     struct worker *w = ud;
     /* A request's log line leaves before its answer can (obs/log.h batches a loop's lines):
      * answers made outside libmicrohttpd go out in this MHD_run, so their lines go first. */
     th_log_flush();
+    w->freed = false;
     MHD_run(w->daemon);
-    mhd_rearm(w);
+    if (w->freed) /* run again at once (see on_connection) */
+        th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop), mhd_run, w);
+    else
+        mhd_rearm(w);
 }
 
 static void on_mhd_io(void *ud, uint32_t events)
@@ -147,6 +178,8 @@ static enum MHD_Result respond_typed(struct req *r, int status, char *body, size
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     if (status == MHD_HTTP_TOO_MANY_REQUESTS)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (r->close) /* libmicrohttpd then closes once the answer is sent, reading nothing more */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
                                 r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
@@ -344,11 +377,59 @@ static bool source_allowed(struct req *r)
     return true;
 }
 
-static enum MHD_Result on_headers(struct req *r, const char *method)
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    struct th_framing *f = cls;
+    (void)kind;
+    th_framing_field(f, key, key_size, value ? value : "", value ? value_size : 0);
+    return f->why ? MHD_NO : MHD_YES;
+}
+
+/*
+ * NULL when the request's framing is sound (http/internal.h), else why, with *status. The
+ * method and version are libmicrohttpd's own pointers into the header section, which starts at
+ * the method; with libmicrohttpd 0.9 the section's layout is checked too (th_framing): it is the
+ * only way to see a NUL in a value, as the values it hands out end at the first NUL.
+ */
+static const char *framing_problem(struct req *r, const char *method, const char *version,
+                                   int *status)
+{
+    struct th_framing f;
+    th_framing_begin(&f, NULL, NULL);
+    if (r->w->srv->mhd_inplace) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+        const char *line_end = version + strlen(version);
+        uintptr_t start = (uintptr_t)method;
+        /* The section lies in the connection's memory pool, and so does the version; else a
+         * buffer was moved (only a folded line makes libmicrohttpd 0.9 move one). */
+        *status = MHD_HTTP_BAD_REQUEST;
+        if (!ci || ci->header_size > (size_t)r->w->srv->cfg->connection_memory ||
+            (uintptr_t)version < start || (uintptr_t)line_end >= start + ci->header_size)
+            return "header section not where the parser keeps it";
+        th_framing_begin(&f, line_end, method + ci->header_size);
+    }
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, framing_field, &f);
+    return th_framing_end(&f, strcmp(version, MHD_HTTP_VERSION_1_0) == 0, status);
+}
+
+static enum MHD_Result on_headers(struct req *r, const char *method, const char *version)
 {
     struct th_server *srv = r->w->srv;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    /* Request hygiene first: cheap checks before authentication and before any body byte. */
+    /* Framing first: a request whose length is in doubt is answered alone, and the connection
+     * closed, so that nothing after it is taken for another request (RFC 9112 §6.3). */
+    int fstatus;
+    const char *fwhy = framing_problem(r, method, version, &fstatus);
+    if (fwhy) {
+        log_refusal(r, fstatus, fwhy);
+        r->refused = true;
+        r->close = true;
+        return refuse(r, fstatus,
+                      fstatus == MHD_HTTP_NOT_IMPLEMENTED ? "Not implemented." : "Bad request.");
+    }
+    /* Request hygiene next: cheap checks before authentication and before any body byte. */
     if (r->route == ROUTE_HOOK && !source_allowed(r)) { /* probes are not rate limited */
         log_refusal(r, MHD_HTTP_TOO_MANY_REQUESTS, "source over its request rate");
         r->refused = true;
@@ -444,7 +525,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct worker *w = cls;
     struct req *r = *con_cls;
-    (void)version;
     if (!r) {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -456,7 +536,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->route = route_of(url);
         th_buf_init(&r->body, 0);
         th_time_id("r-", r->id, sizeof r->id);
-        return on_headers(r, method);
+        return on_headers(r, method, version);
     }
     if (r->auth_recheck) {
         r->auth_recheck = false;
@@ -651,7 +731,8 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)cfg->connection_memory, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        w, MHD_OPTION_END);
     if (!w->daemon) {
         snprintf(err, errlen, "cannot start the HTTP daemon");
         return TH_E_IO;
@@ -700,6 +781,7 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     srv->metrics = deps->metrics;
     srv->metrics_ud = deps->metrics_ud;
     atomic_init(&srv->draining, false);
+    srv->mhd_inplace = strncmp(MHD_get_version(), "0.9.", 4) == 0;
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
     long rate_n = 0, rate_p = 0;
