@@ -718,8 +718,8 @@ static int print_outbox(void *ud, const struct th_outbox_row *row)
                                    "voice_id", row->voice_id, "body", row->body, NULL}));
     } else {
         if (l->n == 0)
-            printf("%-24s  %-24s  %-16s  %-7s  %-5s  %s\n    TEXT\n", "TIME", "ID", "TO", "CHANNEL",
-                   "LANG", "REQUEST");
+            printf("%-24s  %-24s  %-16s  %-7s  %-5s  %s\n", "TIME", "ID", "TO", "CHANNEL", "LANG",
+                   "REQUEST");
         printf("%-24s  %-24s  %-16s  %-7s  %-5s  %s%s%s\n    %s\n", t, row->id, row->to,
                row->channel, row->language[0] ? row->language : "-", row->request_id,
                row->voice_id[0] ? "  voice=" : "", row->voice_id, row->body);

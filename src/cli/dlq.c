@@ -63,8 +63,8 @@ static int print_entry(void *ud, const struct th_dlq_row *row)
         when(row->otp_expires_ms, exp);
     bool expired = row->otp_expires_ms > 0 && row->otp_expires_ms <= th_wall_ms();
     if (l && l->n == 0)
-        printf("%-24s  %-24s  %-8s  %-14s  %-2s  %-5s  %-8s  %s\n    ERRORS\n", "TIME", "ID",
-               "OUTCOME", "PHONE", "CC", "CHAN", "ATTEMPTS", "CODE EXPIRES");
+        printf("%-24s  %-24s  %-8s  %-14s  %-2s  %-5s  %-8s  %s\n", "TIME", "ID", "OUTCOME",
+               "PHONE", "CC", "CHAN", "ATTEMPTS", "CODE EXPIRES");
     printf("%-24s  %-24s  %-8s  %-14s  %-2s  %-5s  %-8d  %s%s%s\n    %s\n", t, row->id,
            row->outcome, row->phone_masked, row->country[0] ? row->country : "-", row->channel,
            row->attempts, exp, expired ? " (expired)" : "",
