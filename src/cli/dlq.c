@@ -1,8 +1,8 @@
 /*
  * `telehook dlq ...`: the dead-letter queue.
  *
- *   dlq list [-n N]          newest first: id, time, masked number, outcome, attempts, errors
- *   dlq show ID              the entry, and its message (decrypted with [dlq] key)
+ *   dlq list [-n N] [--json] newest first: id, time, masked number, outcome, attempts, errors
+ *   dlq show ID [--json]     the entry, and its message (decrypted with [dlq] key)
  *   dlq replay ID            sends the message again through the configured routes, only while
  *                            the code is still valid; the entry is deleted once delivered
  *   dlq purge ID | --older-than DAYS
@@ -30,24 +30,56 @@ static void when(int64_t ms, char out[25])
     th_format_iso8601(ms, out);
 }
 
+static json_t *entry_json(const struct th_dlq_row *row)
+{
+    char t[25], exp[25] = "";
+    when(row->created_ms, t);
+    if (row->otp_expires_ms > 0)
+        when(row->otp_expires_ms, exp);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s?, s:b, s:b}",
+                     "id", row->id, "time", t, "request_id", row->request_id, "event_id",
+                     row->event_id, "outcome", row->outcome, "phone", row->phone_masked, "country",
+                     row->country, "channel", row->channel, "language", row->language, "attempts",
+                     row->attempts, "errors", row->errors, "code_expires", exp[0] ? exp : NULL,
+                     "expired", row->otp_expires_ms > 0 && row->otp_expires_ms <= th_wall_ms(),
+                     "has_message", row->payload_len > 0);
+}
+
+struct listing {
+    json_t *arr; /* --json */
+    int n;
+};
+
 static int print_entry(void *ud, const struct th_dlq_row *row)
 {
-    (void)ud;
+    struct listing *l = ud;
+    if (l && l->arr) {
+        json_array_append_new(l->arr, entry_json(row));
+        l->n++;
+        return 0;
+    }
     char t[25], exp[25] = "-";
     when(row->created_ms, t);
     if (row->otp_expires_ms > 0)
         when(row->otp_expires_ms, exp);
     bool expired = row->otp_expires_ms > 0 && row->otp_expires_ms <= th_wall_ms();
-    printf("%s  %s  %-8s  %-14s  %-2s  %-5s  attempts=%d  code expires %s%s%s\n    %s\n", t,
-           row->id, row->outcome, row->phone_masked, row->country[0] ? row->country : "-",
-           row->channel, row->attempts, exp, expired ? " (expired)" : "",
-           row->payload_len ? "" : "  (no payload)", row->errors);
+    if (l && l->n == 0)
+        printf("%-24s  %-24s  %-8s  %-14s  %-2s  %-5s  %-8s  %s\n", "TIME", "ID", "OUTCOME",
+               "PHONE", "CC", "CHAN", "ATTEMPTS", "CODE EXPIRES");
+    printf("%-24s  %-24s  %-8s  %-14s  %-2s  %-5s  %-8d  %s%s%s\n    %s\n", t, row->id,
+           row->outcome, row->phone_masked, row->country[0] ? row->country : "-", row->channel,
+           row->attempts, exp, expired ? " (expired)" : "",
+           row->payload_len ? "" : "  (no message kept)", row->errors);
+    if (l)
+        l->n++;
     return 0;
 }
 
 /* One entry, copied out of the store's row. */
 struct entry {
     bool found;
+    bool json;   /* --json: the entry goes into doc instead of stdout */
+    json_t *doc; /* the entry as JSON (owned) */
     char id[64], key_id[32], outcome[16], masked[32], errors[512];
     int64_t otp_expires_ms;
     unsigned char *payload;
@@ -68,7 +100,10 @@ static int copy_entry(void *ud, const struct th_dlq_row *row)
         memcpy(e->payload, row->payload, row->payload_len);
         e->payload_len = row->payload_len;
     }
-    print_entry(NULL, row);
+    if (e->json)
+        e->doc = entry_json(row);
+    else
+        print_entry(NULL, row);
     return 0;
 }
 
@@ -220,78 +255,114 @@ out:
     return rc;
 }
 
-int th_cmd_dlq(struct th_cli *cli, const char *sub)
+int th_cmd_dlq_keygen(struct th_cli *cli)
 {
-    if (strcmp(sub, "keygen") == 0) {
-        char k[45];
-        if (th_dlq_keygen(k) != TH_E_OK)
-            return 1;
-        printf("%s\n", k);
-        fprintf(stderr, "store it as [dlq] key_file (mode 0600) or TELEHOOK_DLQ_KEY; keep a "
-                        "copy: entries sealed with it cannot be opened without it\n");
-        return 0;
-    }
-    char err[512];
+    (void)cli;
+    char k[45];
+    if (th_dlq_keygen(k) != TH_E_OK)
+        return 1;
+    printf("%s\n", k);
+    fprintf(stderr, "store it as [dlq] key_file (mode 0600) or TELEHOOK_DLQ_KEY; keep a "
+                    "copy: entries sealed with it cannot be opened without it\n");
+    return 0;
+}
+
+int th_cmd_dlq_list(struct th_cli *cli)
+{
+    long limit;
     struct th_store *st;
-    bool list = strcmp(sub, "list") == 0, show = strcmp(sub, "show") == 0,
-         rep = strcmp(sub, "replay") == 0, purge = strcmp(sub, "purge") == 0;
-    if (!list && !show && !rep && !purge) {
-        fprintf(stderr, "usage: telehook dlq list [-n N] | show ID | replay ID | purge ID | "
-                        "purge --older-than DAYS | keygen\n");
+    if (th_cli_number(cli, TH_OPT_LIMIT, 1, 100000, 20, &limit))
         return 2;
-    }
-    int limit = 20;
-    if (list && cli->argc == 2 && strcmp(cli->argv[0], "-n") == 0)
-        limit = atoi(cli->argv[1]);
-    else if ((list && cli->argc) || ((show || rep) && cli->argc != 1) ||
-             (purge && cli->argc != 1 && cli->argc != 2)) {
-        fprintf(stderr, "telehook: wrong arguments for dlq %s\n", sub);
-        return 2;
-    }
-    if (th_store_open(cli->cfg.store_url, &st, err, sizeof err) != TH_E_OK) {
-        fprintf(stderr, "telehook: %s\n", err);
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    struct listing l = {cli->json ? json_array() : NULL, 0};
+    th_err e = th_store_dlq_each(st, (int)limit, print_entry, &l);
+    th_store_close(st);
+    if (e != TH_E_OK) {
+        json_decref(l.arr);
+        fprintf(stderr, "telehook: cannot read the store: %s\n", th_strerror(e));
         return 1;
     }
-    int rc = 0;
-    if (list) {
-        rc = th_store_dlq_each(st, limit, print_entry, NULL) == TH_E_OK ? 0 : 1;
-    } else if (purge) {
-        if (cli->argc == 2 && strcmp(cli->argv[0], "--older-than") == 0) {
-            long days = strtol(cli->argv[1], NULL, 10);
-            struct th_purge p = {.dlq_before_ms = th_wall_ms() - (int64_t)days * 86400000};
-            long n = 0;
-            rc = days >= 0 && th_store_purge(st, &p, &n) == TH_E_OK ? 0 : 1;
-            fprintf(stderr, "%ld entries deleted\n", n);
-        } else if (cli->argc == 1) {
-            th_err e = th_store_dlq_delete(st, cli->argv[0]);
-            rc = e == TH_E_OK ? 0 : 1;
-            fprintf(stderr, "%s\n", e == TH_E_OK ? "deleted" : "no such entry");
-        } else {
-            rc = 2;
-        }
+    if (l.arr)
+        return th_cli_print_json(l.arr);
+    if (l.n == 0)
+        printf("(none)\n");
+    return 0;
+}
+
+int th_cmd_dlq_purge(struct th_cli *cli)
+{
+    long days;
+    bool older = th_cli_flag(cli, TH_OPT_OLDER_THAN);
+    if (th_cli_number(cli, TH_OPT_OLDER_THAN, 0, 36500, 0, &days))
+        return 2;
+    if (older == (cli->argc == 1)) {
+        fprintf(stderr, "telehook dlq purge: give either an ID or --older-than DAYS\n");
+        return 2;
+    }
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    int rc;
+    if (older) {
+        struct th_purge p = {.dlq_before_ms = th_wall_ms() - (int64_t)days * 86400000};
+        long n = 0;
+        rc = th_store_purge(st, &p, &n) == TH_E_OK ? 0 : 1;
+        fprintf(stderr, "%ld entries deleted\n", n);
     } else {
-        struct entry e = {0};
-        th_err r = th_store_dlq_get(st, cli->argv[0], copy_entry, &e);
-        if (r != TH_E_OK) {
-            fprintf(stderr, "telehook: %s\n",
-                    r == TH_E_NOTFOUND ? "no such entry" : th_strerror(r));
-            rc = 1;
-        } else if (show) {
-            json_t *doc = NULL;
-            rc = open_payload(cli, &e, &doc);
-            if (rc == 0) {
-                char *text = json_dumps(doc, JSON_INDENT(2));
-                printf("%s\n", text ? text : "");
-                if (text)
-                    OPENSSL_cleanse(text, strlen(text));
-                free(text);
-                json_decref(doc);
-            }
-        } else {
-            rc = replay(cli, st, &e);
-        }
-        free(e.payload);
+        th_err e = th_store_dlq_delete(st, cli->argv[0]);
+        rc = e == TH_E_OK ? 0 : 1;
+        fprintf(stderr, "%s\n", e == TH_E_OK ? "deleted" : "no such entry");
     }
     th_store_close(st);
     return rc;
+}
+
+/* dlq show and replay: the entry by id. */
+static int with_entry(struct th_cli *cli, bool show)
+{
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    int rc;
+    struct entry e = {.json = show && cli->json};
+    th_err r = th_store_dlq_get(st, cli->argv[0], copy_entry, &e);
+    if (r != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", r == TH_E_NOTFOUND ? "no such entry" : th_strerror(r));
+        rc = 1;
+    } else if (show) {
+        json_t *doc = NULL;
+        rc = open_payload(cli, &e, &doc);
+        if (rc == 0 && e.doc) { /* one document: the entry, its message inside */
+            json_object_set(e.doc, "message", doc);
+            char *text = json_dumps(e.doc, JSON_INDENT(2));
+            printf("%s\n", text ? text : "");
+            if (text)
+                OPENSSL_cleanse(text, strlen(text));
+            free(text);
+        } else if (rc == 0) {
+            char *text = json_dumps(doc, JSON_INDENT(2));
+            printf("%s\n", text ? text : "");
+            if (text)
+                OPENSSL_cleanse(text, strlen(text));
+            free(text);
+        }
+        json_decref(doc);
+    } else {
+        rc = replay(cli, st, &e);
+    }
+    json_decref(e.doc);
+    free(e.payload);
+    th_store_close(st);
+    return rc;
+}
+
+int th_cmd_dlq_show(struct th_cli *cli)
+{
+    return with_entry(cli, true);
+}
+
+int th_cmd_dlq_replay(struct th_cli *cli)
+{
+    return with_entry(cli, false);
 }

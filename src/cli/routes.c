@@ -1,10 +1,10 @@
 /*
  * `telehook routes ...`: the delivery routes in the store, and loading them for the server.
  *
- *   routes list
- *   routes set CHANNEL COUNTRY ATTEMPTS      e.g. routes set sms US "aws:+12065550100, twilio"
+ *   routes list [--json]
+ *   routes set CHANNEL COUNTRY ATTEMPTS [--force]   e.g. routes set sms US "aws:+1206..., twilio"
  *   routes delete CHANNEL COUNTRY
- *   routes import-aws FILE [PROVIDER]        the AWS guidance's originationIdentities.json
+ *   routes import-aws FILE [PROVIDER] [--force]     the AWS guidance's originationIdentities.json
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +12,12 @@
 
 #include <jansson.h>
 
+#include "aws/creds.h"
 #include "cli/internal.h"
 #include "common/util.h"
 #include "dispatch/route.h"
 #include "obs/log.h"
+#include "provider/provider.h"
 
 struct load {
     struct th_routes *rs;
@@ -56,15 +58,129 @@ th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err
     return TH_E_OK;
 }
 
+struct listing {
+    json_t *arr;
+    int n;
+};
+
 static int print_route(void *ud, const struct th_route_row *row)
 {
-    (void)ud;
-    printf("%-5s %-3s %s\n", row->channel, row->country, row->attempts);
+    struct listing *l = ud;
+    if (l->arr) {
+        char t[25] = "";
+        if (row->updated_ms > 0)
+            th_cli_time(row->updated_ms, t);
+        json_array_append_new(l->arr, json_pack("{s:s, s:s, s:s, s:s?}", "channel", row->channel,
+                                                "country", row->country, "attempts", row->attempts,
+                                                "updated", t[0] ? t : NULL));
+    } else {
+        if (l->n == 0)
+            printf("%-7s %-7s %s\n", "CHANNEL", "COUNTRY", "ATTEMPTS");
+        printf("%-7s %-7s %s\n", row->channel, row->country, row->attempts);
+    }
+    l->n++;
     return 0;
 }
 
-static int put_route(struct th_store *st, const char *channel, const char *country,
-                     const char *attempts)
+int th_cmd_routes_list(struct th_cli *cli)
+{
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    struct listing l = {cli->json ? json_array() : NULL, 0};
+    th_err e = th_store_routes_each(st, print_route, &l);
+    th_store_close(st);
+    if (e != TH_E_OK) {
+        json_decref(l.arr);
+        fprintf(stderr, "telehook: cannot read the store: %s\n", th_strerror(e));
+        return 1;
+    }
+    if (l.arr)
+        return th_cli_print_json(l.arr);
+    if (l.n == 0)
+        printf("(none)\n");
+    return 0;
+}
+
+/* What to set for each provider, for the refusal's message. */
+static const char *how_to_configure(const char *provider)
+{
+    if (strcmp(provider, "twilio") == 0)
+        return "set [twilio] account_sid and auth_token (or api_key_sid and api_key_secret), and "
+               "from or messaging_service_sid";
+    if (strcmp(provider, "webhook") == 0)
+        return "set [webhook] url and secret";
+    if (strcmp(provider, "aws") == 0)
+        return "set [aws] region (or AWS_REGION); credentials come from the usual AWS chain";
+    return "see docs/providers.md";
+}
+
+/*
+ * Whether serve, with this configuration, sets up the provider a route names (router.c builds
+ * every provider a route names at start, and skips the attempts of one it cannot). twilio and
+ * webhook are built and dropped (their set-up reads the configuration only); aws needs a region
+ * (its credentials may come from the host, seen only by the server).
+ */
+static bool provider_set_up(const struct th_config *cfg, const char *name, char *why, size_t whylen)
+{
+    if (strcmp(name, "outbox") == 0)
+        return true;
+    if (strcmp(name, "aws") == 0) {
+        char region[64];
+        if (th_aws_resolve_region(cfg->aws_region, cfg->aws_profile, region, sizeof region))
+            return true;
+        snprintf(why, whylen, "no AWS region");
+        return false;
+    }
+    if ((strcmp(name, "twilio") == 0 && !cfg->twilio_account_sid[0]) ||
+        (strcmp(name, "webhook") == 0 && !cfg->webhook_url[0])) {
+        snprintf(why, whylen, "[%s] %s is not set", name, name[0] == 't' ? "account_sid" : "url");
+        return false;
+    }
+    struct th_provider *p = NULL;
+    th_err e = th_provider_new(name, cfg, NULL, &p, why, whylen);
+    th_provider_free(p);
+    return e == TH_E_OK;
+}
+
+/*
+ * Refuses (2) a route through a provider this configuration does not set up, unless --force.
+ * what names the route in messages ("route sms GB").
+ */
+static int check_providers(struct th_cli *cli, const struct th_route *r, const char *what)
+{
+    int rc = 0;
+    for (int k = 0; k < r->n; k++) {
+        const char *name = r->at[k].provider;
+        bool seen = false;
+        for (int j = 0; j < k; j++)
+            seen = seen || strcmp(r->at[j].provider, name) == 0;
+        char why[256] = "";
+        if (seen || provider_set_up(&cli->cfg, name, why, sizeof why))
+            continue;
+        const char *conf = cli->config_path ? cli->config_path : "the built-in defaults";
+        if (!th_cli_flag(cli, TH_OPT_FORCE)) {
+            fprintf(stderr,
+                    "telehook: %s: provider %s is not configured in %s (%s).\n"
+                    "To use it, %s (docs/providers.md), then restart the server; or store the "
+                    "route anyway with --force (the server skips that attempt until %s is set "
+                    "up).\n",
+                    what, name, conf, why, how_to_configure(name), name);
+            rc = 2; /* every such provider is named before giving up */
+            continue;
+        }
+        fprintf(stderr,
+                "telehook: warning: %s: provider %s is not configured in %s (%s): a server "
+                "with this configuration skips that attempt (log route_skipped, metric "
+                "telehook_routes_skipped)\n",
+                what, name, conf, why);
+    }
+    return rc;
+}
+
+/* Validates and stores one route; check: refuse an unconfigured provider (check_providers). */
+static int put_route(struct th_cli *cli, struct th_store *st, const char *channel,
+                     const char *country, const char *attempts, bool check)
 {
     struct th_route r = {0};
     char why[256];
@@ -73,6 +189,11 @@ static int put_route(struct th_store *st, const char *channel, const char *count
         fprintf(stderr, "telehook: invalid route: %s\n", why);
         return 2;
     }
+    char what[64];
+    snprintf(what, sizeof what, "route %s %s", r.channel, r.country);
+    int rc = check ? check_providers(cli, &r, what) : 0;
+    if (rc)
+        return rc;
     char text[TH_ROUTE_MAX_ATTEMPTS * (TH_ROUTE_SENDER_MAX + 24)];
     th_route_format(&r, text, sizeof text);
     struct th_route_row row = {r.channel, r.country, text, th_wall_ms()};
@@ -81,28 +202,80 @@ static int put_route(struct th_store *st, const char *channel, const char *count
         fprintf(stderr, "telehook: %s\n", th_strerror(e));
         return 1;
     }
-    printf("%-5s %-3s %s\n", r.channel, r.country, text);
+    printf("%-7s %-7s %s\n", r.channel, r.country, text);
+    return 0;
+}
+
+static void saved(void)
+{
+    fprintf(stderr, "routes saved (a running server picks them up on SIGHUP or restart)\n");
+}
+
+int th_cmd_routes_set(struct th_cli *cli)
+{
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    int rc = put_route(cli, st, cli->argv[0], cli->argv[1], cli->argv[2], true);
+    th_store_close(st);
+    if (rc == 0)
+        saved();
+    return rc;
+}
+
+int th_cmd_routes_delete(struct th_cli *cli)
+{
+    char ch[8], cc[4], err[256];
+    if (th_route_key(cli->argv[0], cli->argv[1], ch, cc, err, sizeof err) != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", err);
+        return 2;
+    }
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    th_err e = th_store_route_delete(st, ch, cc);
+    th_store_close(st);
+    if (e != TH_E_OK) {
+        fprintf(stderr, "telehook: %s\n", e == TH_E_NOTFOUND ? "no such route" : th_strerror(e));
+        return 1;
+    }
+    saved();
     return 0;
 }
 
 /* {"US": "+1866...", "DE": "arn:aws:sms-voice:...:sender-id/X/DE", ...} → sms and voice routes. */
-static int import_aws(struct th_store *st, const char *path, const char *provider)
+int th_cmd_routes_import(struct th_cli *cli)
 {
+    const char *path = cli->argv[0], *provider = cli->argc == 2 ? cli->argv[1] : "aws";
     json_error_t jerr;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) {
         fprintf(stderr, "telehook: %s:%d: %s\n", path, jerr.line, jerr.text);
         return 2;
     }
-    int rc = 0, n = 0;
     if (!json_is_object(doc)) {
         fprintf(stderr, "telehook: %s: expected an object of country code to identity\n", path);
+        json_decref(doc);
+        return 2;
+    }
+    /* the provider is checked once, not for every country */
+    struct th_route r = {0};
+    char why[256];
+    int rc = 0;
+    if (th_route_parse(provider, NULL, NULL, &r, why, sizeof why) != TH_E_OK) {
+        fprintf(stderr, "telehook: PROVIDER: %s\n", why);
         rc = 2;
     }
+    struct th_store *st = NULL;
+    if (rc || (rc = check_providers(cli, &r, "routes import-aws")) ||
+        (rc = th_cli_open_store(cli, &st))) {
+        json_decref(doc);
+        return rc;
+    }
+    int n = 0;
+    rc = th_store_begin(st) == TH_E_OK ? 0 : 1;
     const char *country;
     json_t *v;
-    if (rc == 0 && th_store_begin(st) != TH_E_OK)
-        rc = 1;
     json_object_foreach(rc == 0 ? doc : NULL, country, v)
     {
         if (!json_is_string(v)) {
@@ -112,60 +285,20 @@ static int import_aws(struct th_store *st, const char *path, const char *provide
         }
         char attempts[TH_ROUTE_SENDER_MAX + 24];
         snprintf(attempts, sizeof attempts, "%s:%s", provider, json_string_value(v));
-        if ((rc = put_route(st, "sms", country, attempts)) != 0 ||
-            (rc = put_route(st, "voice", country, attempts)) != 0)
+        if ((rc = put_route(cli, st, "sms", country, attempts, false)) != 0 ||
+            (rc = put_route(cli, st, "voice", country, attempts, false)) != 0)
             break;
         n++;
     }
     if (rc == 0) {
         rc = th_store_commit(st) == TH_E_OK ? 0 : 1;
         fprintf(stderr, "imported %d countries (sms and voice) from %s\n", n, path);
+        saved();
     } else {
         th_store_rollback(st);
         fprintf(stderr, "telehook: nothing imported\n");
     }
-    json_decref(doc);
-    return rc;
-}
-
-int th_cmd_routes(struct th_cli *cli, const char *sub)
-{
-    struct th_store *st;
-    int rc;
-    char err[512];
-    bool list = strcmp(sub, "list") == 0, set = strcmp(sub, "set") == 0,
-         del = strcmp(sub, "delete") == 0, imp = strcmp(sub, "import-aws") == 0;
-    if ((list && cli->argc != 0) || (set && cli->argc != 3) || (del && cli->argc != 2) ||
-        (imp && (cli->argc < 1 || cli->argc > 2)) || !(list || set || del || imp)) {
-        fprintf(stderr, "usage: telehook routes list | set CHANNEL COUNTRY ATTEMPTS | delete "
-                        "CHANNEL COUNTRY | import-aws FILE [PROVIDER]\n");
-        return 2;
-    }
-    if (th_store_open(cli->cfg.store_url, &st, err, sizeof err) != TH_E_OK) {
-        fprintf(stderr, "telehook: %s\n", err);
-        return 1;
-    }
-    if (list) {
-        rc = th_store_routes_each(st, print_route, NULL) == TH_E_OK ? 0 : 1;
-    } else if (set) {
-        rc = put_route(st, cli->argv[0], cli->argv[1], cli->argv[2]);
-    } else if (del) {
-        char ch[8], cc[4];
-        if (th_route_key(cli->argv[0], cli->argv[1], ch, cc, err, sizeof err) != TH_E_OK) {
-            fprintf(stderr, "telehook: %s\n", err);
-            rc = 2;
-        } else {
-            th_err e = th_store_route_delete(st, ch, cc);
-            rc = e == TH_E_OK ? 0 : 1;
-            if (e != TH_E_OK)
-                fprintf(stderr, "telehook: %s\n",
-                        e == TH_E_NOTFOUND ? "no such route" : th_strerror(e));
-        }
-    } else {
-        rc = import_aws(st, cli->argv[0], cli->argc == 2 ? cli->argv[1] : "aws");
-    }
-    if (rc == 0 && !list)
-        fprintf(stderr, "routes saved (a running server picks them up on SIGHUP or restart)\n");
     th_store_close(st);
+    json_decref(doc);
     return rc;
 }

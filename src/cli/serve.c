@@ -282,12 +282,11 @@ int th_cmd_serve(struct th_cli *cli)
     }
     if (cli->check_only) {
         /* Everything serve builds before it listens was built: the configuration holds. */
-        th_config_print(cfg, stdout);
+        rc = th_cli_print_config(cli) == 0 ? 0 : 1;
         fprintf(stderr,
                 "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates\n",
                 cli->config_path ? cli->config_path : "defaults", store_copy,
                 th_router_describe(router), nroutes, th_templates_count(templates));
-        rc = 0;
         goto out;
     }
     if (th_dlq_enabled(dlq) && !th_dlq_can_seal(dlq))

@@ -2,7 +2,7 @@
  * `telehook token ...`: developer tooling for the OAuth 2.0 path, so it runs end to end without
  * Okta.
  *
- *   token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]
+ *   token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]   (options parsed by cli.c)
  *       writes DIR/jwt-private.jwk (the signing key, mode 0600 even over an older file) and
  *       DIR/jwks.json (the public key set, 0644: point auth.jwks_file at it); a symlink or a
  *       hard-linked file in their place is refused
@@ -63,28 +63,12 @@ static int write_file(const char *path, const char *text, mode_t mode)
 
 static int keygen(struct th_cli *cli)
 {
-    const char *alg = "RS256", *kid = NULL, *dir = ".";
-    for (int i = 0; i < cli->argc; i += 2) {
-        const char *o = cli->argv[i], *v = i + 1 < cli->argc ? cli->argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "telehook: %s needs a value\n", o);
-            return 2;
-        }
-        if (strcmp(o, "--alg") == 0)
-            alg = v;
-        else if (strcmp(o, "--kid") == 0)
-            kid = v;
-        else if (strcmp(o, "--dir") == 0)
-            dir = v;
-        else {
-            fprintf(stderr, "telehook: unknown option %s\n", o);
-            return 2;
-        }
-    }
-    if (strcmp(alg, "RS256") != 0 && strcmp(alg, "ES256") != 0) {
-        fprintf(stderr, "telehook: --alg must be RS256 or ES256\n");
+    static const char *const algs[] = {"RS256", "ES256", NULL};
+    const char *alg = NULL, *kid = th_cli_opt(cli, TH_OPT_KID), *dir = th_cli_opt(cli, TH_OPT_DIR);
+    if (th_cli_choice(cli, TH_OPT_ALG, algs, &alg))
         return 2;
-    }
+    alg = alg ? alg : "RS256";
+    dir = dir ? dir : ".";
     char *priv = NULL, *jwks = NULL;
     if (th_jwt_keygen(alg, kid, &priv, &jwks) != TH_E_OK) {
         fprintf(stderr, "telehook: key generation failed\n");
@@ -123,40 +107,32 @@ static char *read_all(const char *path)
 static int mint(struct th_cli *cli)
 {
     const struct th_config *cfg = &cli->cfg;
-    const char *key = NULL, *cid = "0oa-telehook-dev", *scope = cfg->auth_scopes;
-    const char *iss = cfg->auth_issuer, *aud = cfg->auth_audience;
-    long ttl = 3600;
+    const char *key = th_cli_opt(cli, TH_OPT_KEY), *cid = th_cli_opt(cli, TH_OPT_CID);
+    const char *scope = th_cli_opt(cli, TH_OPT_SCOPE), *iss = th_cli_opt(cli, TH_OPT_ISS);
+    const char *aud = th_cli_opt(cli, TH_OPT_AUD);
+    cid = cid ? cid : "0oa-telehook-dev";
+    scope = scope ? scope : cfg->auth_scopes;
+    iss = iss ? iss : cfg->auth_issuer;
+    aud = aud ? aud : cfg->auth_audience;
+    long ttl;
     json_t *extra = json_object();
     int rc = 2;
-    for (int i = 0; i < cli->argc; i += 2) {
-        const char *o = cli->argv[i], *v = i + 1 < cli->argc ? cli->argv[i + 1] : NULL;
-        if (!v) {
-            fprintf(stderr, "telehook: %s needs a value\n", o);
+    if (th_cli_number(cli, TH_OPT_TTL, -31536000, 31536000, 3600, &ttl))
+        goto out;
+    for (int i = 0; i < cli->opts->ngiven; i++) {
+        const char *v = cli->opts->given[i].val;
+        if (cli->opts->given[i].opt != TH_OPT_CLAIM)
+            continue;
+        if (!strchr(v, '=') || v[0] == '=') {
+            fprintf(stderr, "telehook: --claim: '%s' is not NAME=VALUE\n", v);
             goto out;
         }
-        if (strcmp(o, "--key") == 0)
-            key = v;
-        else if (strcmp(o, "--cid") == 0)
-            cid = v;
-        else if (strcmp(o, "--scope") == 0)
-            scope = v;
-        else if (strcmp(o, "--iss") == 0)
-            iss = v;
-        else if (strcmp(o, "--aud") == 0)
-            aud = v;
-        else if (strcmp(o, "--ttl") == 0)
-            ttl = strtol(v, NULL, 10);
-        else if (strcmp(o, "--claim") == 0 && strchr(v, '=')) {
-            /* NAME=VALUE: VALUE as JSON when it parses (numbers, arrays), else a string */
-            char name[128];
-            size_t nl = (size_t)(strchr(v, '=') - v);
-            snprintf(name, sizeof name, "%.*s", (int)(nl < 127 ? nl : 127), v);
-            json_t *val = json_loads(v + nl + 1, JSON_DECODE_ANY, NULL);
-            json_object_set_new(extra, name, val ? val : json_string(v + nl + 1));
-        } else {
-            fprintf(stderr, "telehook: unknown option %s\n", o);
-            goto out;
-        }
+        /* NAME=VALUE: VALUE as JSON when it parses (numbers, arrays), else a string */
+        char name[128];
+        size_t nl = (size_t)(strchr(v, '=') - v);
+        snprintf(name, sizeof name, "%.*s", (int)(nl < 127 ? nl : 127), v);
+        json_t *val = json_loads(v + nl + 1, JSON_DECODE_ANY, NULL);
+        json_object_set_new(extra, name, val ? val : json_string(v + nl + 1));
     }
     if (!key) {
         fprintf(stderr, "telehook: token mint needs --key FILE (from `telehook token keygen`)\n");
@@ -207,14 +183,12 @@ out:
     return rc;
 }
 
-int th_cmd_token(struct th_cli *cli, const char *sub)
+int th_cmd_token_keygen(struct th_cli *cli)
 {
-    if (strcmp(sub, "keygen") == 0)
-        return keygen(cli);
-    if (strcmp(sub, "mint") == 0)
-        return mint(cli);
-    fprintf(stderr, "usage: telehook token keygen [--alg RS256|ES256] [--kid KID] [--dir DIR]\n"
-                    "       telehook token mint --key FILE [--ttl S] [--cid ID] [--scope S] "
-                    "[--iss URL] [--aud AUD] [--claim NAME=VALUE]\n");
-    return 2;
+    return keygen(cli);
+}
+
+int th_cmd_token_mint(struct th_cli *cli)
+{
+    return mint(cli);
 }

@@ -971,3 +971,34 @@ void th_config_each_key(th_config_key_fn fn, void *ud)
     for (size_t i = 0; i < NKEYS; i++)
         fn(ud, keys[i].section, keys[i].name, keys[i].def, keys[i].type == K_SECRET, keys[i].help);
 }
+
+void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, void *ud)
+{
+    struct th_config *c = (struct th_config *)cfg;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        char num[24];
+        switch (k->type) {
+        case K_INT:
+            snprintf(num, sizeof num, "%d", *int_field(c, k));
+            fn(ud, k->section, k->name, 'i', num);
+            break;
+        case K_BOOL:
+            fn(ud, k->section, k->name, 'b',
+               *(bool *)(void *)((char *)c + k->off) ? "true" : "false");
+            break;
+        case K_ENUM:
+            fn(ud, k->section, k->name, 's', k->names[*int_field(c, k)]);
+            break;
+        case K_SECRET: {
+            const char *v = *str_field(c, k);
+            fn(ud, k->section, k->name, 's', v && *v ? "********" : "");
+            break;
+        }
+        default: {
+            const char *v = *str_field(c, k);
+            fn(ud, k->section, k->name, 's', v ? v : "");
+        }
+        }
+    }
+}

@@ -165,4 +165,13 @@ typedef void (*th_config_key_fn)(void *ud, const char *section, const char *key,
                                  const char *default_value, bool secret, const char *help);
 void th_config_each_key(th_config_key_fn fn, void *ud);
 
+/*
+ * The effective values in table order, as th_config_print shows them (secrets "********" when
+ * set, "" when not), each with its kind: 'i' integer, 'b' boolean ("true" / "false"), 's' text.
+ * For `config show --json`.
+ */
+typedef void (*th_config_value_fn)(void *ud, const char *section, const char *key, char kind,
+                                   const char *value);
+void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, void *ud);
+
 #endif

@@ -32,6 +32,7 @@ struct th_router {
     size_t nretired;
     int per_loop_in_flight;
     char describe[64];
+    atomic_int routes_skipped; /* routes of the running table cut for a provider not set up */
 };
 
 /* One message on its way. */
@@ -293,9 +294,73 @@ void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_s
 
 /* ---- set-up ---- */
 
-static bool known_slot(void *ud, const char *name)
+/* Why a provider a route names could not be set up at start (for the log line). */
+struct unset {
+    char name[16];
+    char why[256];
+};
+
+/*
+ * The routes as they can run: an attempt naming a provider that is not set up is dropped, and a
+ * route left with no attempt is dropped whole (the default route carries its messages), each
+ * with an error line. A stored route never stops a start or a reload: the admin may have stored
+ * it with `routes set --force`, or removed the provider's configuration since. Consumes routes;
+ * NULL when out of memory.
+ */
+static struct th_routes *runnable(struct th_router *r, struct th_routes *routes,
+                                  const struct unset *unset, int nunset)
 {
-    return find_slot(ud, name) >= 0;
+    struct th_routes *out = NULL;
+    if (th_routes_new(&out) != TH_E_OK) {
+        th_routes_free(routes);
+        return NULL;
+    }
+    int skipped = 0;
+    for (size_t i = 0; i < th_routes_count(routes); i++) {
+        struct th_route rt = *th_routes_find_index(routes, i);
+        char dropped[512] = "";
+        size_t dl = 0;
+        int kept = 0;
+        for (int k = 0; k < rt.n; k++) {
+            const char *name = rt.at[k].provider;
+            if (find_slot(r, name) >= 0) {
+                rt.at[kept++] = rt.at[k];
+                continue;
+            }
+            const char *why = "not set up at start: configure it and restart";
+            for (int u = 0; u < nunset; u++)
+                if (strcmp(unset[u].name, name) == 0)
+                    why = unset[u].why;
+            int w =
+                snprintf(dropped + dl, sizeof dropped - dl, "%s%s (%s)", dl ? "; " : "", name, why);
+            if (w > 0 && (size_t)w < sizeof dropped - dl)
+                dl += (size_t)w;
+        }
+        if (kept < rt.n) {
+            skipped++;
+            char rest[TH_ROUTE_MAX_ATTEMPTS * (TH_ROUTE_SENDER_MAX + 24)] = "";
+            rt.n = kept;
+            th_route_format(&rt, rest, sizeof rest);
+            if (kept)
+                th_log_msg(TH_LOG_ERROR, "route_skipped",
+                           "route %s %s: attempts skipped, their provider is not set up: %s; "
+                           "the route goes on with %s",
+                           rt.channel, rt.country, dropped, rest);
+            else
+                th_log_msg(TH_LOG_ERROR, "route_skipped",
+                           "route %s %s left out, its provider is not set up: %s; the default "
+                           "provider (%s) carries its messages",
+                           rt.channel, rt.country, dropped, r->slots[r->default_slot].p->name);
+        }
+        if (kept > 0 && th_routes_add(out, &rt) != TH_E_OK) {
+            th_routes_free(out);
+            th_routes_free(routes);
+            return NULL;
+        }
+    }
+    th_routes_free(routes);
+    atomic_store(&r->routes_skipped, skipped);
+    return out;
 }
 
 th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
@@ -314,18 +379,30 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
         th_router_free(r);
         return TH_E_NOMEM;
     }
-    atomic_init(&r->routes, routes);
+    atomic_init(&r->routes, NULL);
+    atomic_init(&r->routes_skipped, 0);
     th_err e = add_provider(r, cfg->provider_name, writer, err, errlen);
-    /* Every provider a route names is set up now: a broken one fails the start, not a user. */
+    /* Every provider a route names is set up now; one that cannot be is left out of the routes
+     * (runnable, below) rather than failing the start: the default provider still serves. */
+    struct unset unset[MAX_PROVIDERS + 1];
+    int nunset = 0;
     for (size_t i = 0; e == TH_E_OK && i < th_routes_count(routes); i++) {
         const struct th_route *rt = th_routes_find_index(routes, i);
-        for (int k = 0; e == TH_E_OK && k < rt->n; k++) {
-            e = add_provider(r, rt->at[k].provider, writer, err, errlen);
-            if (e != TH_E_OK) {
-                char msg[512];
-                snprintf(msg, sizeof msg, "route %s %s: %s", rt->channel, rt->country, err);
-                th_strlcpy(err, msg, errlen);
-            }
+        for (int k = 0; k < rt->n; k++) {
+            const char *name = rt->at[k].provider;
+            bool known_unset = false;
+            for (int u = 0; u < nunset; u++)
+                known_unset = known_unset || strcmp(unset[u].name, name) == 0;
+            char why[256];
+            if (known_unset || add_provider(r, name, writer, why, sizeof why) == TH_E_OK ||
+                nunset == (int)TH_ARRAY_LEN(unset))
+                continue;
+            char prefix[32]; /* add_provider's "provider NAME: " is in the log line already */
+            int pl = snprintf(prefix, sizeof prefix, "provider %s: ", name);
+            th_strlcpy(unset[nunset].name, name, sizeof unset[nunset].name);
+            th_strlcpy(unset[nunset].why, strncmp(why, prefix, (size_t)pl) == 0 ? why + pl : why,
+                       sizeof unset[nunset].why);
+            nunset++;
         }
     }
     /* Providers whose section is filled in are set up too, so a reloaded route can use them. */
@@ -336,10 +413,16 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
     if (e == TH_E_OK && (cfg->aws_origination_identity[0] || cfg->aws_endpoint[0]))
         e = add_provider(r, "aws", writer, err, errlen);
     if (e != TH_E_OK) {
+        th_routes_free(routes);
         th_router_free(r);
         return e;
     }
     r->default_slot = 0;
+    if (!(routes = runnable(r, routes, unset, nunset))) {
+        th_router_free(r);
+        return TH_E_NOMEM;
+    }
+    atomic_store(&r->routes, routes);
     size_t pos = 0;
     for (int i = 0; i < r->nslots; i++)
         pos += (size_t)snprintf(r->describe + pos, sizeof r->describe - pos, "%s%s", i ? "," : "",
@@ -374,6 +457,11 @@ void th_router_metrics(struct th_router *r, struct th_buf *out)
     for (int i = 0; i < r->nslots; i++)
         th_buf_printf(out, "telehook_provider_consecutive_failures{provider=\"%s\"} %d\n",
                       r->slots[i].p->name, atomic_load(&r->slots[i].failures));
+    th_buf_printf(out,
+                  "# HELP telehook_routes_skipped Stored routes cut short or left out because "
+                  "a provider they name is not set up.\n"
+                  "# TYPE telehook_routes_skipped gauge\ntelehook_routes_skipped %d\n",
+                  atomic_load(&r->routes_skipped));
 }
 
 bool th_router_ready(const struct th_router *r)
@@ -392,18 +480,9 @@ const char *th_router_describe(const struct th_router *r)
 th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char *err,
                              size_t errlen)
 {
-    for (size_t i = 0; i < th_routes_count(routes); i++) {
-        const struct th_route *rt = th_routes_find_index(routes, i);
-        for (int k = 0; k < rt->n; k++) {
-            if (!known_slot(r, rt->at[k].provider)) {
-                snprintf(err, errlen,
-                         "route %s %s names provider %s, which was not set up at start: "
-                         "restart to use it",
-                         rt->channel, rt->country, rt->at[k].provider);
-                th_routes_free(routes);
-                return TH_E_CONFIG;
-            }
-        }
+    if (!(routes = runnable(r, routes, NULL, 0))) {
+        snprintf(err, errlen, "out of memory");
+        return TH_E_NOMEM;
     }
     pthread_mutex_lock(&r->retired_mu);
     struct th_routes **p = realloc(r->retired, (r->nretired + 1) * sizeof *p);

@@ -39,7 +39,11 @@ typedef void (*th_route_done_fn)(void *ud, const struct th_route_result *res);
 
 /*
  * Builds the providers the default route (provider.name) and routes name; takes ownership of
- * routes (NULL: none). TH_E_CONFIG with the reason in err when a provider cannot be set up.
+ * routes (NULL: none). TH_E_CONFIG with the reason in err when the default provider, or one
+ * whose config section is filled in, cannot be set up. A provider only a route names that cannot
+ * be set up does not fail the start: its attempts are left out of the routes (a route left with
+ * none is left out whole, so the default provider carries its messages), each route so cut is
+ * logged (error "route_skipped") and counted in the gauge telehook_routes_skipped.
  */
 th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
                      struct th_routes *routes, struct th_router **out, char *err, size_t errlen);
@@ -61,8 +65,9 @@ struct th_buf;
 void th_router_metrics(struct th_router *r, struct th_buf *out);
 
 /*
- * Replaces the route table (SIGHUP). Refused (TH_E_CONFIG, reason in err) when the new table
- * names a provider that was not set up at start. The old table is kept until shutdown.
+ * Replaces the route table (SIGHUP). Attempts naming a provider that was not set up at start are
+ * left out as th_router_new does (logged, counted): a reload never fails for a route. The old
+ * table is kept until shutdown. TH_E_NOMEM only.
  */
 th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char *err,
                              size_t errlen);

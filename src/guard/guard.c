@@ -673,3 +673,56 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
     pthread_mutex_unlock(&g->mu);
     free(t);
 }
+
+/* ---- search keys of delivery records ---- */
+
+th_err th_guard_record_key_new(const char *secret, struct th_hmac_key **out)
+{
+    *out = NULL;
+    if (!secret || !secret[0])
+        return TH_E_OK;
+    /* SHA-256 of the secret as the guard takes it, then a key of its own for records */
+    static const char label[] = "telehook delivery record keys";
+    unsigned char base[32], key[32];
+    th_sha256(secret, strlen(secret), base);
+    th_hmac_sha256_once(base, sizeof base, label, sizeof label - 1, key);
+    th_err e = th_hmac_key_new(key, sizeof key, out);
+    OPENSSL_cleanse(base, sizeof base);
+    OPENSSL_cleanse(key, sizeof key);
+    return e;
+}
+
+static void record_hash(const struct th_hmac_key *k, const char *label, const char *v, size_t n,
+                        char out[TH_RECORD_HASH_HEX])
+{
+    static const char zero = 0, hex[] = "0123456789abcdef";
+    const void *parts[] = {label, &zero, v};
+    size_t lens[] = {strlen(label), 1, n};
+    unsigned char mac[32];
+    th_hmac_sha256(k, parts, lens, TH_ARRAY_LEN(parts), mac);
+    for (int i = 0; i < (TH_RECORD_HASH_HEX - 1) / 2; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
+    }
+    out[TH_RECORD_HASH_HEX - 1] = '\0';
+}
+
+void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
+                           char out[TH_RECORD_HASH_HEX])
+{
+    record_hash(k, "phone", e164, strlen(e164), out);
+}
+
+void th_guard_record_login(const struct th_hmac_key *k, const char *login,
+                           char out[TH_RECORD_HASH_HEX])
+{
+    char lower[256];
+    size_t n = strlen(login);
+    if (n >= sizeof lower) { /* longer than Okta allows: taken as it is, on both sides */
+        record_hash(k, "login", login, n, out);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        lower[i] = (char)tolower((unsigned char)login[i]);
+    record_hash(k, "login", lower, n, out);
+}

@@ -119,4 +119,26 @@ void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud
 /* Parses "N/PERIOD" (PERIOD: 30s, 15m, 1h, 1d), "0" or "" (off). For config validation. */
 bool th_guard_parse_limit(const char *spec, long *count, long *period_s);
 
+/* ---- search keys of delivery records ---- */
+
+struct th_hmac_key;
+
+/* 16 bytes of HMAC-SHA256 in hex, and the NUL */
+#define TH_RECORD_HASH_HEX 33
+
+/*
+ * The key under which delivery records keep a searchable form of the number and the login
+ * (`deliveries list --phone / --user`): derived from guard.secret, apart from the guard's own
+ * keys. *out is NULL when guard.secret is empty: a key drawn at random at each start would make
+ * the records unsearchable, so none are kept. Free with th_hmac_key_free.
+ */
+th_err th_guard_record_key_new(const char *secret, struct th_hmac_key **out);
+
+/* The search key of an E.164 number ("+12015550123"), as hex. */
+void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
+                           char out[TH_RECORD_HASH_HEX]);
+/* The search key of an Okta login, ASCII letters lower-cased first (logins ignore case). */
+void th_guard_record_login(const struct th_hmac_key *k, const char *login,
+                           char out[TH_RECORD_HASH_HEX]);
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/hmac.h"
 #include "common/util.h"
 #include <openssl/crypto.h>
 #include "obs/log.h"
@@ -38,6 +39,7 @@ struct th_hook {
     struct th_writer *writer;
     struct th_guard *guard;
     struct th_dlq *dlq;
+    struct th_hmac_key *record_key; /* search keys of records; NULL without guard.secret */
     atomic_long in_flight;
 };
 
@@ -89,12 +91,18 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     h->dlq = deps->dlq;
     h->writer = deps->writer;
     atomic_init(&h->in_flight, 0);
+    if (th_guard_record_key_new(deps->cfg->guard_secret, &h->record_key) != TH_E_OK) {
+        free(h);
+        return TH_E_NOMEM;
+    }
     *out = h;
     return TH_E_OK;
 }
 
 void th_hook_free(struct th_hook *hook)
 {
+    if (hook)
+        th_hmac_key_free(hook->record_key);
     free(hook);
 }
 
@@ -173,6 +181,11 @@ static void record(struct hreq *r, int status, int64_t latency_us)
     const char *provider = r->provider ? r->provider : "";
     const char *lang = r->choice.language ? r->choice.language : "";
     const char *source = r->text.len ? th_source_name(r->choice.source) : "";
+    char phone_hash[TH_RECORD_HASH_HEX] = "", login_hash[TH_RECORD_HASH_HEX] = "";
+    if (r->hook->record_key && r->phone.e164[0])
+        th_guard_record_phone(r->hook->record_key, r->phone.e164, phone_hash);
+    if (r->hook->record_key && o->login && o->login[0])
+        th_guard_record_login(r->hook->record_key, o->login, login_hash);
     struct th_delivery_row row = {
         .request_id = r->request_id,
         .event_id = o->event_id ? o->event_id : "",
@@ -189,6 +202,9 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         .error = r->error,
         .latency_us = latency_us,
         .attempts = r->attempts,
+        .user_id = o->user_id ? o->user_id : "",
+        .login_hash = login_hash,
+        .phone_hash = phone_hash,
     };
     th_err e = th_writer_delivery(r->hook->writer, &row);
     if (e != TH_E_OK)

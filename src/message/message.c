@@ -19,7 +19,11 @@ enum var {
     VAR_LAST_NAME,
     VAR_LOGIN,
     VAR_EXPIRES_MINUTES,
+    VAR_EXPIRES_PLURAL, /* {{expires_minutes:minute|minutes}} */
 };
+
+/* Longest word of a plural form: a word, not a sentence. */
+#define PLURAL_WORD_MAX 32
 
 static const struct {
     const char *name;
@@ -36,7 +40,8 @@ static const struct {
 /* A compiled template is a list of segments: literal text (a slice of body) or a variable. */
 struct seg {
     enum var var;
-    size_t off, len; /* literal slice of body */
+    size_t off, len;   /* literal slice of body; a plural form's singular */
+    size_t off2, len2; /* a plural form's plural */
 };
 
 struct th_template {
@@ -132,8 +137,53 @@ static th_err add_seg(struct th_template *t, size_t *cap, enum var var, size_t o
         t->segs = s;
         *cap = ncap;
     }
-    t->segs[t->nsegs++] = (struct seg){var, off, len};
+    t->segs[t->nsegs++] = (struct seg){var, off, len, 0, 0};
     return TH_E_OK;
+}
+
+/*
+ * "expires_minutes:minute|minutes" (p..q, trimmed): the number then the word that agrees with
+ * it. Adds the segment, or says why not in err.
+ */
+static th_err add_plural(struct th_template *t, size_t *cap, const char *p, const char *q,
+                         char *err, size_t errlen)
+{
+    static const char name[] = "expires_minutes";
+    const char *colon = memchr(p, ':', (size_t)(q - p));
+    const char *n_end = colon;
+    while (n_end > p && isspace((unsigned char)n_end[-1]))
+        n_end--;
+    if ((size_t)(n_end - p) != strlen(name) || memcmp(p, name, strlen(name)) != 0) {
+        snprintf(err, errlen, "'{{%.*s}}': only {{expires_minutes:ONE|OTHER}} has a plural form",
+                 (int)(q - p > 40 ? 40 : q - p), p);
+        return TH_E_TEMPLATE;
+    }
+    /* the words, each trimmed: "{{ expires_minutes : minute | minutes }}" reads the same */
+    const char *w1 = colon + 1, *bar = memchr(w1, '|', (size_t)(q - w1));
+    const char *w2 = bar ? bar + 1 : q, *e1 = bar ? bar : q;
+    while (w1 < e1 && isspace((unsigned char)*w1))
+        w1++;
+    while (e1 > w1 && isspace((unsigned char)e1[-1]))
+        e1--;
+    while (w2 < q && isspace((unsigned char)*w2))
+        w2++;
+    bool ok = bar && e1 > w1 && q > w2 && !memchr(w2, '|', (size_t)(q - w2)) &&
+              (size_t)(e1 - w1) <= PLURAL_WORD_MAX && (size_t)(q - w2) <= PLURAL_WORD_MAX;
+    for (const char *c = w1; ok && c < q; c++)
+        ok = *c != '{' && *c != '}' && *c != '<' && *c != '&';
+    if (!ok) {
+        snprintf(err, errlen,
+                 "'{{%.*s}}': write the plural form as {{expires_minutes:minute|minutes}} (two "
+                 "words of at most %d bytes, no braces, '<' or '&')",
+                 (int)(q - p > 60 ? 60 : q - p), p, PLURAL_WORD_MAX);
+        return TH_E_TEMPLATE;
+    }
+    th_err e = add_seg(t, cap, VAR_EXPIRES_PLURAL, (size_t)(w1 - t->body), (size_t)(e1 - w1));
+    if (e == TH_E_OK) {
+        t->segs[t->nsegs - 1].off2 = (size_t)(w2 - t->body);
+        t->segs[t->nsegs - 1].len2 = (size_t)(q - w2);
+    }
+    return e;
 }
 
 /* Splits body into segments; on error err names the problem. */
@@ -154,6 +204,14 @@ static th_err compile(struct th_template *t, char *err, size_t errlen)
                 p++;
             while (q > p && isspace((unsigned char)q[-1]))
                 q--;
+            if (memchr(p, ':', (size_t)(q - p))) {
+                e = add_seg(t, &cap, VAR_LITERAL, lit, i - lit);
+                if (e == TH_E_OK && (e = add_plural(t, &cap, p, q, err, errlen)) == TH_E_TEMPLATE)
+                    return e;
+                i = (size_t)(close - b) + 2;
+                lit = i;
+                continue;
+            }
             enum var var = VAR_LITERAL;
             for (size_t k = 0; k < TH_ARRAY_LEN(placeholders); k++)
                 if ((size_t)(q - p) == strlen(placeholders[k].name) &&
@@ -335,11 +393,270 @@ const char *th_template_voice_id(const struct th_template *t)
     return t->voice_id ? t->voice_id : "";
 }
 
+/* ---- checks for `templates set` ---- */
+
+/* Amazon Polly voices: AWS End User Messaging's VoiceId enum and Twilio's "Polly.<Name>". */
+static const struct {
+    const char *name, *lang;
+} voices[] = {
+    {"Joanna", "en-US"},    {"Matthew", "en-US"}, {"Salli", "en-US"},       {"Kimberly", "en-US"},
+    {"Kendra", "en-US"},    {"Ivy", "en-US"},     {"Justin", "en-US"},      {"Joey", "en-US"},
+    {"Amy", "en-GB"},       {"Brian", "en-GB"},   {"Emma", "en-GB"},        {"Nicole", "en-AU"},
+    {"Russell", "en-AU"},   {"Raveena", "en-IN"}, {"Geraint", "en-GB-WLS"}, {"Lupe", "es-US"},
+    {"Penelope", "es-US"},  {"Miguel", "es-US"},  {"Conchita", "es-ES"},    {"Lucia", "es-ES"},
+    {"Enrique", "es-ES"},   {"Mia", "es-MX"},     {"Celine", "fr-FR"},      {"Lea", "fr-FR"},
+    {"Mathieu", "fr-FR"},   {"Chantal", "fr-CA"}, {"Hans", "de-DE"},        {"Marlene", "de-DE"},
+    {"Vicki", "de-DE"},     {"Giorgio", "it-IT"}, {"Carla", "it-IT"},       {"Bianca", "it-IT"},
+    {"Camila", "pt-BR"},    {"Vitoria", "pt-BR"}, {"Ricardo", "pt-BR"},     {"Ines", "pt-PT"},
+    {"Cristiano", "pt-PT"}, {"Mizuki", "ja-JP"},  {"Takumi", "ja-JP"},      {"Seoyeon", "ko-KR"},
+    {"Zhiyu", "cmn-CN"},    {"Tatyana", "ru-RU"}, {"Maxim", "ru-RU"},       {"Lotte", "nl-NL"},
+    {"Ruben", "nl-NL"},     {"Ewa", "pl-PL"},     {"Jacek", "pl-PL"},       {"Jan", "pl-PL"},
+    {"Maja", "pl-PL"},      {"Astrid", "sv-SE"},  {"Liv", "nb-NO"},         {"Mads", "da-DK"},
+    {"Naja", "da-DK"},      {"Filiz", "tr-TR"},   {"Carmen", "ro-RO"},      {"Dora", "is-IS"},
+    {"Karl", "is-IS"},      {"Gwyneth", "cy-GB"}, {"Zeina", "arb"},
+};
+
+bool th_voice_lookup(const char *voice_id, const char **name, const char **lang)
+{
+    for (size_t i = 0; voice_id && i < TH_ARRAY_LEN(voices); i++) {
+        if (strcasecmp(voices[i].name, voice_id) == 0) {
+            if (name)
+                *name = voices[i].name;
+            if (lang)
+                *lang = voices[i].lang;
+            return true;
+        }
+    }
+    return false;
+}
+
+#define SSML_DEPTH 32
+#define SSML_NAME  32
+
+/* An XML name at s (ASCII: SSML's elements and attributes are): its length, 0 when none. */
+static size_t xml_name(const char *s)
+{
+    if (!isalpha((unsigned char)*s) && *s != '_' && *s != ':')
+        return 0;
+    size_t n = 1;
+    while (isalnum((unsigned char)s[n]) || s[n] == '-' || s[n] == '_' || s[n] == '.' || s[n] == ':')
+        n++;
+    return n;
+}
+
+/* An entity or character reference at s ('&'): its length, 0 when it is not one. */
+static size_t xml_ref(const char *s)
+{
+    static const char *const named[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"};
+    for (size_t i = 0; i < TH_ARRAY_LEN(named); i++)
+        if (strncmp(s, named[i], strlen(named[i])) == 0)
+            return strlen(named[i]);
+    if (s[1] != '#')
+        return 0;
+    bool hex = s[2] == 'x';
+    size_t n = hex ? 3 : 2, start = n;
+    while (hex ? isxdigit((unsigned char)s[n]) : isdigit((unsigned char)s[n]))
+        n++;
+    return n > start && n - start <= 8 && s[n] == ';' ? n + 1 : 0;
+}
+
+/*
+ * Whether b is a well-formed XML document with a <speak> root (comments, CDATA and an XML
+ * declaration allowed; no DTD). Placeholders are plain text here: their values are escaped when
+ * rendered. err names the first problem and its byte offset.
+ */
+static bool ssml_check(const char *b, char *err, size_t errlen)
+{
+    char stack[SSML_DEPTH][SSML_NAME + 1];
+    int depth = 0;
+    bool root_seen = false;
+    size_t i = 0;
+    while (isspace((unsigned char)b[i]))
+        i++;
+    if (strncmp(b + i, "<?xml", 5) == 0) {
+        const char *end = strstr(b + i, "?>");
+        if (!end) {
+            snprintf(err, errlen, "SSML: the XML declaration is not closed");
+            return false;
+        }
+        i = (size_t)(end - b) + 2;
+    }
+    while (b[i]) {
+        size_t at = i;
+        if (b[i] == '&') {
+            size_t n = xml_ref(b + i);
+            if (!n) {
+                snprintf(err, errlen, "SSML: '&' at offset %zu: write it as &amp;", at);
+                return false;
+            }
+            i += n;
+        } else if (b[i] != '<') {
+            if (depth == 0 && !isspace((unsigned char)b[i])) {
+                snprintf(err, errlen, "SSML: text at offset %zu is outside <speak>...</speak>", at);
+                return false;
+            }
+            i++;
+        } else if (strncmp(b + i, "<!--", 4) == 0 || strncmp(b + i, "<![CDATA[", 9) == 0) {
+            bool comment = b[i + 2] == '-';
+            const char *end = strstr(b + i + 4, comment ? "-->" : "]]>");
+            if (!end || (!comment && depth == 0)) {
+                snprintf(err, errlen, "SSML: %s at offset %zu %s", comment ? "comment" : "CDATA",
+                         at, end ? "is outside <speak>" : "is not closed");
+                return false;
+            }
+            i = (size_t)(end - b) + 3;
+        } else if (b[i + 1] == '/') {
+            size_t n = xml_name(b + i + 2);
+            size_t j = i + 2 + n;
+            while (isspace((unsigned char)b[j]))
+                j++;
+            if (!n || b[j] != '>') {
+                snprintf(err, errlen, "SSML: malformed end tag at offset %zu", at);
+                return false;
+            }
+            if (depth == 0 || n != strlen(stack[depth - 1]) ||
+                strncmp(b + i + 2, stack[depth - 1], n) != 0) {
+                snprintf(err, errlen, "SSML: </%.*s> at offset %zu %s%s%s", (int)(n > 32 ? 32 : n),
+                         b + i + 2, at, depth ? "does not close <" : "closes nothing",
+                         depth ? stack[depth - 1] : "", depth ? ">" : "");
+                return false;
+            }
+            depth--;
+            i = j + 1;
+        } else {
+            size_t n = xml_name(b + i + 1);
+            if (!n) {
+                snprintf(err, errlen, "SSML: '<' at offset %zu starts no tag: write it as &lt;",
+                         at);
+                return false;
+            }
+            if (depth == 0 && (root_seen || n != 5 || strncmp(b + i + 1, "speak", 5) != 0)) {
+                snprintf(err, errlen,
+                         "SSML: the document must be one <speak> element (<%.*s> at "
+                         "offset %zu)",
+                         (int)(n > 32 ? 32 : n), b + i + 1, at);
+                return false;
+            }
+            if (depth == SSML_DEPTH || n > SSML_NAME) {
+                snprintf(err, errlen,
+                         "SSML: <%.*s> at offset %zu: nested too deep or name too "
+                         "long",
+                         (int)(n > 32 ? 32 : n), b + i + 1, at);
+                return false;
+            }
+            memcpy(stack[depth], b + i + 1, n);
+            stack[depth][n] = '\0';
+            size_t j = i + 1 + n;
+            const char *attrs[16];
+            size_t alen[16], nattr = 0;
+            for (;;) { /* attributes: name="value" or name='value' */
+                size_t ws = 0;
+                while (isspace((unsigned char)b[j + ws]))
+                    ws++;
+                j += ws;
+                if (b[j] == '>' || (b[j] == '/' && b[j + 1] == '>'))
+                    break;
+                size_t an = ws ? xml_name(b + j) : 0;
+                size_t k = j + an;
+                while (an && isspace((unsigned char)b[k]))
+                    k++;
+                if (!an || b[k] != '=') {
+                    snprintf(err, errlen,
+                             "SSML: <%s> at offset %zu: malformed attribute at "
+                             "offset %zu",
+                             stack[depth], at, j);
+                    return false;
+                }
+                for (size_t a = 0; a < nattr; a++) {
+                    if (alen[a] == an && strncmp(attrs[a], b + j, an) == 0) {
+                        snprintf(err, errlen, "SSML: <%s> at offset %zu: attribute %.*s twice",
+                                 stack[depth], at, (int)(an > 32 ? 32 : an), b + j);
+                        return false;
+                    }
+                }
+                if (nattr == TH_ARRAY_LEN(attrs)) {
+                    snprintf(err, errlen, "SSML: <%s> at offset %zu: too many attributes",
+                             stack[depth], at);
+                    return false;
+                }
+                attrs[nattr] = b + j;
+                alen[nattr++] = an;
+                k++;
+                while (isspace((unsigned char)b[k]))
+                    k++;
+                char quote = b[k];
+                if (quote != '"' && quote != '\'') {
+                    snprintf(err, errlen, "SSML: <%s> at offset %zu: attribute values are quoted",
+                             stack[depth], at);
+                    return false;
+                }
+                for (k++; b[k] && b[k] != quote; k++) {
+                    size_t r = b[k] == '&' ? xml_ref(b + k) : 1;
+                    if (b[k] == '<' || !r) {
+                        snprintf(err, errlen,
+                                 "SSML: <%s> at offset %zu: '%c' in an attribute "
+                                 "value at offset %zu",
+                                 stack[depth], at, b[k], k);
+                        return false;
+                    }
+                    k += r - 1;
+                }
+                if (!b[k]) {
+                    snprintf(err, errlen, "SSML: <%s> at offset %zu is not closed", stack[depth],
+                             at);
+                    return false;
+                }
+                j = k + 1;
+            }
+            root_seen = true;
+            if (b[j] == '/') {
+                j++;
+            } else {
+                depth++;
+            }
+            i = j + 1;
+        }
+    }
+    if (depth > 0) {
+        snprintf(err, errlen, "SSML: <%s> is not closed", stack[depth - 1]);
+        return false;
+    }
+    if (!root_seen) {
+        snprintf(err, errlen, "SSML: a voice template is an SSML document: <speak>...</speak>");
+        return false;
+    }
+    return true;
+}
+
+th_err th_template_check(const struct th_template_spec *spec, char *err, size_t errlen)
+{
+    struct th_template t;
+    th_err e = template_init(&t, spec, err, errlen);
+    if (e != TH_E_OK)
+        return e;
+    bool code = false;
+    for (size_t i = 0; i < t.nsegs; i++)
+        code = code || t.segs[i].var == VAR_OTP || t.segs[i].var == VAR_OTP_SPACED;
+    char why[192] = "";
+    if (!code)
+        snprintf(why, sizeof why,
+                 "the text never gives the code: put {{otp}} or {{otp_spaced}} "
+                 "(or @otp, @otp2) in it");
+    else if (t.channel == TH_CHANNEL_VOICE)
+        ssml_check(t.body, why, sizeof why);
+    else if (t.voice_id[0])
+        snprintf(why, sizeof why, "a voice id is for voice templates; an SMS template has none");
+    if (why[0])
+        snprintf(err, errlen, "template %s/%s: %s", t.language, th_channel_name(t.channel), why);
+    template_release(&t);
+    return why[0] ? TH_E_TEMPLATE : TH_E_OK;
+}
+
 /* ---- built-in English (the end of the chain) ---- */
 
 static const struct th_template_spec builtin_specs[] = {
     {"en", TH_CHANNEL_SMS,
-     "Your verification code is {{otp}}. It expires in {{expires_minutes}} minutes.", NULL},
+     "Your verification code is {{otp}}. It expires in {{expires_minutes:minute|minutes}}.", NULL},
     {"en", TH_CHANNEL_VOICE,
      "<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. <break "
      "time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>",
@@ -484,6 +801,14 @@ th_err th_message_render(const struct th_template *t, const struct th_render_var
         case VAR_EXPIRES_MINUTES:
             e = th_buf_printf(out, "%d", vars->expires_minutes < 0 ? 5 : vars->expires_minutes);
             break;
+        case VAR_EXPIRES_PLURAL: {
+            int n = vars->expires_minutes < 0 ? 5 : vars->expires_minutes;
+            e = th_buf_printf(out, "%d ", n);
+            if (e == TH_E_OK)
+                e = n == 1 ? th_buf_append(out, t->body + s->off, s->len)
+                           : th_buf_append(out, t->body + s->off2, s->len2);
+            break;
+        }
         }
     }
     if (e != TH_E_OK) { /* never leave half a message behind */

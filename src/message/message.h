@@ -6,6 +6,9 @@
  *   {{otp_spaced}}      the code's characters separated by ", " (so a voice reads them one by one)
  *   {{first_name}} {{last_name}} {{login}}
  *   {{expires_minutes}} whole minutes until the code expires (rounded up, at least 1)
+ *   {{expires_minutes:minute|minutes}}
+ *                       the same number, a space, then the first word when it is 1 and the
+ *                       second otherwise ("1 minute", "5 minutes"; "1 minuto", "5 minutos")
  * and, for templates imported from AWS's Okta guidance, "@otp2" (= {{otp_spaced}}) and
  * "@otp" (= {{otp}}). Whitespace inside braces is allowed ("{{ otp }}"). An unknown {{name}}
  * is an error when the template is built, never at send time.
@@ -58,6 +61,22 @@ struct th_templates; /* an immutable set, safe to share between threads */
 th_err th_templates_build(const struct th_template_spec *specs, size_t n, struct th_templates **out,
                           char *err, size_t errlen);
 void th_templates_free(struct th_templates *set); /* NULL is a no-op */
+
+/*
+ * What `templates set` requires beyond what th_templates_build refuses (a template that cannot
+ * render): the text gives the code ({{otp}}, {{otp_spaced}}, @otp or @otp2); a voice body is a
+ * well-formed SSML document with a <speak> root; an SMS template has no voice id. TH_E_TEMPLATE
+ * with the reason in err. Stored templates are not held to it at load: a running service keeps
+ * what it has.
+ */
+th_err th_template_check(const struct th_template_spec *spec, char *err, size_t errlen);
+
+/*
+ * The Amazon Polly voices both AWS End User Messaging (VoiceId) and Twilio ("Polly.<Name>")
+ * accept: true when voice_id (case-insensitive) is one, with its canonical name ("Joanna") and
+ * language ("en-US"); name and lang may be NULL.
+ */
+bool th_voice_lookup(const char *voice_id, const char **name, const char **lang);
 size_t th_templates_count(const struct th_templates *set);
 
 /* Exact lookup; NULL when absent. lang must be normalised. */

@@ -43,27 +43,6 @@ struct attempt {
     struct th_buf form;
 };
 
-/* Polly voices Twilio offers as "Polly.<Name>", with the language each speaks. */
-static const struct {
-    const char *name, *lang;
-} polly[] = {
-    {"Joanna", "en-US"},    {"Matthew", "en-US"}, {"Salli", "en-US"},       {"Kimberly", "en-US"},
-    {"Kendra", "en-US"},    {"Ivy", "en-US"},     {"Justin", "en-US"},      {"Joey", "en-US"},
-    {"Amy", "en-GB"},       {"Brian", "en-GB"},   {"Emma", "en-GB"},        {"Nicole", "en-AU"},
-    {"Russell", "en-AU"},   {"Raveena", "en-IN"}, {"Geraint", "en-GB-WLS"}, {"Lupe", "es-US"},
-    {"Penelope", "es-US"},  {"Miguel", "es-US"},  {"Conchita", "es-ES"},    {"Lucia", "es-ES"},
-    {"Enrique", "es-ES"},   {"Mia", "es-MX"},     {"Celine", "fr-FR"},      {"Lea", "fr-FR"},
-    {"Mathieu", "fr-FR"},   {"Chantal", "fr-CA"}, {"Hans", "de-DE"},        {"Marlene", "de-DE"},
-    {"Vicki", "de-DE"},     {"Giorgio", "it-IT"}, {"Carla", "it-IT"},       {"Bianca", "it-IT"},
-    {"Camila", "pt-BR"},    {"Vitoria", "pt-BR"}, {"Ricardo", "pt-BR"},     {"Ines", "pt-PT"},
-    {"Cristiano", "pt-PT"}, {"Mizuki", "ja-JP"},  {"Takumi", "ja-JP"},      {"Seoyeon", "ko-KR"},
-    {"Zhiyu", "cmn-CN"},    {"Tatyana", "ru-RU"}, {"Maxim", "ru-RU"},       {"Lotte", "nl-NL"},
-    {"Ruben", "nl-NL"},     {"Ewa", "pl-PL"},     {"Jacek", "pl-PL"},       {"Jan", "pl-PL"},
-    {"Maja", "pl-PL"},      {"Astrid", "sv-SE"},  {"Liv", "nb-NO"},         {"Mads", "da-DK"},
-    {"Naja", "da-DK"},      {"Filiz", "tr-TR"},   {"Carmen", "ro-RO"},      {"Dora", "is-IS"},
-    {"Karl", "is-IS"},      {"Gwyneth", "cy-GB"}, {"Zeina", "arb"},
-};
-
 /* ---- TwiML ---- */
 
 /* The SSML inside <speak>...</speak> (the whole text when there is no wrapper). */
@@ -93,14 +72,9 @@ static void ssml_inner(const char *ssml, const char **start, size_t *len)
 
 static th_err build_twiml(struct th_buf *t, const struct th_send *m)
 {
+    /* Twilio offers the Polly voices as "Polly.<Name>" */
     const char *voice = NULL, *lang = NULL;
-    for (size_t i = 0; m->voice_id && i < TH_ARRAY_LEN(polly); i++) {
-        if (strcasecmp(polly[i].name, m->voice_id) == 0) {
-            voice = polly[i].name;
-            lang = polly[i].lang;
-            break;
-        }
-    }
+    th_voice_lookup(m->voice_id, &voice, &lang);
     char langbuf[16];
     if (!lang) { /* no known voice: Twilio's default voice, in the message's language */
         const char *l = m->language && m->language[0] ? m->language : "en";

@@ -81,6 +81,15 @@ struct th_delivery_row {
     const char *error;          /* short reason ("" when none); never user data */
     int64_t latency_us;         /* arrival to answer */
     int attempts;               /* provider attempts made (0: none) */
+    /*
+     * For a helpdesk's search (`deliveries list --user / --phone`), never the number or the
+     * login in clear: Okta's user id ("00u..."; an opaque id, kept as it is), and hex
+     * HMAC-SHA256 keys of the login and of the E.164 number under guard.secret
+     * (th_guard_record_hash). "" when unknown or when no guard.secret is set.
+     */
+    const char *user_id;
+    const char *login_hash;
+    const char *phone_hash;
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
@@ -101,11 +110,17 @@ th_err th_store_route_put(struct th_store *st, const struct th_route_row *row);
 /* TH_E_NOTFOUND when absent. */
 th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country);
 
-/* Filters for th_store_deliveries_query; NULL / 0 fields do not filter. */
+/*
+ * Filters for th_store_deliveries_query; NULL / "" / 0 fields do not filter. Values are compared
+ * exactly (the caller normalises: outcome upper case, channel and provider lower, country upper).
+ * user_id and login_hash together match a record holding either (a user given as an id or a
+ * login). Only the time bounds use an index: the others scan the rows in the time range.
+ */
 struct th_delivery_filter {
     int64_t since_ms, until_ms;
     const char *outcome, *provider, *country, *channel, *request_id;
     int limit; /* <= 0: 20 */
+    const char *event_id, *user_id, *login_hash, *phone_hash;
 };
 /* Newest first. */
 th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,

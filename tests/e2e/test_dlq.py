@@ -57,6 +57,13 @@ def test_failed_delivery_is_dead_lettered_sealed_and_replayable(make_server, web
     shown = s.cli("dlq", "show", dlq_id).stdout
     doc = json.loads(shown[shown.index("{"):])
     assert "918273" in doc["body"] and doc["to"] == "+12015550123"
+    # --json: one document each, the entry with its message inside
+    (entry,) = json.loads(s.cli("dlq", "list", "--json").stdout)
+    assert (entry["id"], entry["outcome"], entry["attempts"]) == (dlq_id, "FAILED", 1)
+    assert entry["has_message"] is True and entry["expired"] is False
+    assert "918273" not in json.dumps(entry)
+    shown = json.loads(s.cli("dlq", "show", dlq_id, "--json").stdout)
+    assert shown["message"] == doc and shown["id"] == dlq_id
     # without the key it does not open
     r = s.cli("dlq", "show", dlq_id, check=False, env={"TELEHOOK_DLQ_KEY": ""})
     assert r.returncode == 1 and "918273" not in r.stdout + r.stderr

@@ -28,6 +28,12 @@ def test_readme_examples_in_order(make_server):
     sms = body["commands"][0]["value"][0]
     assert sms["status"] == "SUCCESSFUL" and sms["provider"] == "outbox"
 
+    # the text the README shows: the sample's code expired long ago, so "1 minute" (not "1 minutes")
+    (text,) = s.db_rows("SELECT body FROM outbox WHERE id = ?", (sms["transactionId"],))[0]
+    assert text == "Your verification code is 11111. It expires in 1 minute."
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert "    " + text + "\n" in f.read()
+
     status, _, body = s.post(example("okta-preview-placeholder.json"))
     assert status == 200 and "error" in body
     assert body["error"]["errorSummary"]

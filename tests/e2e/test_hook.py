@@ -52,6 +52,16 @@ def test_sms_english_from_en_us(server):
     assert msg["body"] == "Your verification code is 730194. It expires in 5 minutes."
 
 
+def test_sms_spanish_plural_agrees(server):
+    _, _, body = server.post(okta_request(otp="730194", locale="es"))
+    msg = outbox(server, success_value(body)["transactionId"])
+    assert msg["body"] == "Su código de verificación es 730194. Caduca en 5 minutos."
+    _, _, body = server.post(okta_request(otp="730195", locale="es",
+                                          otpExpires="2022-01-28T21:48:34.321Z"))
+    msg = outbox(server, success_value(body)["transactionId"])
+    assert msg["body"] == "Su código de verificación es 730195. Caduca en 1 minuto."
+
+
 def test_voice_spanish_from_es_mx(server):
     req = okta_request(phone=ES_NUMBER, otp="123456", channel="Voice", locale="es-MX")
     _, _, body = server.post(req)

@@ -396,8 +396,10 @@ def test_routes_imported_from_aws_guidance(make_server, eum, tmp_path):
     s = make_server(aws_config(eum), env=aws_env(eum), start=False)
     r = s.cli("routes", "import-aws", str(guidance))
     assert "imported 3 countries" in r.stderr
-    listed = s.cli("routes", "list").stdout
-    assert "voice GB  aws:phone-0123456789abcdef0123456789abcdef" in listed
+    listed = json.loads(s.cli("routes", "list", "--json").stdout)
+    assert {(r["channel"], r["country"], r["attempts"]) for r in listed} >= {
+        ("voice", "GB", "aws:phone-0123456789abcdef0123456789abcdef"),
+        ("sms", "GB", "aws:phone-0123456789abcdef0123456789abcdef")}
     s.start()
     answer_value(s.post(okta_request(phone=GB_NUMBER))[2])
     assert eum.last()["parsed"]["OriginationIdentity"] == "phone-0123456789abcdef0123456789abcdef"
@@ -415,11 +417,36 @@ def test_routes_cli_refuses_bad_routes(make_server):
     assert r.returncode == 1 and "no such route" in r.stderr
 
 
-def test_route_to_unconfigured_provider_fails_start(make_server):
+def test_route_to_unconfigured_provider_is_skipped(make_server):
+    """A stored route through a provider that is not configured (only the outbox is) never
+    keeps the server from starting: the attempt is skipped, logged and counted, and the route's
+    other attempts, or the default provider, still deliver."""
     s = make_server(start=False)
-    routes(s, ("sms", "*", "twilio"))
-    assert s.start(expect_fail=True) != 0
-    assert "twilio" in s.log_text() and "account_sid" in s.log_text()
+    r = s.cli("routes", "set", "sms", "*", "twilio, outbox", check=False)
+    assert r.returncode == 2 and "provider twilio is not configured" in r.stderr
+    assert "account_sid" in r.stderr and "--force" in r.stderr
+    assert json.loads(s.cli("routes", "list", "--json").stdout) == []  # nothing stored
+    r = s.cli("routes", "set", "sms", "*", "twilio, outbox", "--force")
+    assert "warning" in r.stderr and "twilio" in r.stderr
+    s.cli("routes", "set", "voice", "*", "twilio", "--force")
+    s.start()
+    skipped = [l for l in s.logs() if l.get("event") == "route_skipped"]
+    assert len(skipped) == 2 and all("account_sid" in l["msg"] for l in skipped), skipped
+    v = answer_value(s.post(okta_request())[2])  # sms: the route's other attempt
+    assert v["status"] == "SUCCESSFUL" and v["provider"] == "outbox"
+    v = answer_value(s.post(okta_request(channel="voice"))[2])  # voice: the default provider
+    assert v["status"] == "SUCCESSFUL" and v["provider"] == "outbox"
+    _, _, metrics = s.request("GET", "/metrics")
+    assert b"\ntelehook_routes_skipped 2\n" in metrics
+    # a reload with such a route is not refused either: it is cut the same way
+    s.cli("routes", "delete", "voice", "*")
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5 * SLOW
+    while b"\ntelehook_routes_skipped 1\n" not in s.request("GET", "/metrics")[2]:
+        assert time.monotonic() < deadline, s.log_text()
+        time.sleep(0.02)
+    assert answer_value(s.post(okta_request())[2])["provider"] == "outbox"
+    assert s.stop() == 0
 
 
 # ---- non-blocking ----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def test_deliveries_list_filters_and_show(make_server):
     assert h1["x-request-id"] in out and h2["x-request-id"] not in out
     out = s.cli("deliveries", "list", "--outcome", "REJECTED", "--since", "1h").stdout
     assert out.count("REJECTED") == 1
-    assert s.cli("deliveries", "list", "--since", "2030-01-01T00:00:00Z").stdout == ""
+    assert s.cli("deliveries", "list", "--since", "2030-01-01T00:00:00Z").stdout == "(none)\n"
     out = s.cli("deliveries", "show", h1["x-request-id"]).stdout
     assert h1["x-request-id"] in out and "+1201*****23" in out
     r = s.cli("deliveries", "show", "r-nope", check=False)

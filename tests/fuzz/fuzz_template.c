@@ -18,6 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct th_template_spec spec = {"en", (th_channel)(data[0] & 1), body, "Joanna"};
     struct th_templates *set = NULL;
     char err[256];
+    th_template_check(&spec, err, sizeof err); /* the SSML reader of `templates set` */
     if (th_templates_build(&spec, 1, &set, err, sizeof err) == TH_E_OK) {
         struct th_buf out;
         th_buf_init(&out, 1 << 16);

@@ -621,6 +621,51 @@ static void test_print_masks_secret(void **state)
     th_config_release(&c);
 }
 
+/* th_config_each_value: what th_config_print prints, line for line, with each value's kind. */
+struct printed {
+    FILE *f;
+    const char *section;
+    int kinds[128];
+    int calls;
+};
+
+static void print_value(void *ud, const char *section, const char *key, char kind,
+                        const char *value)
+{
+    struct printed *p = ud;
+    if (!p->section || strcmp(p->section, section) != 0) {
+        fprintf(p->f, "%s[%s]\n", p->section ? "\n" : "", section);
+        p->section = section;
+    }
+    fprintf(p->f, "%s = %s\n", key, value);
+    p->kinds[(unsigned char)kind & 127]++;
+    p->calls++;
+}
+
+static void test_each_value_as_printed(void **state)
+{
+    (void)state;
+    char *const *env = ENV("TELEHOOK_AUTH_HEADER_SECRET=very-secret-value");
+    struct th_config c;
+    char err[512];
+    assert_int_equal(th_config_load(&c, NULL, env, err, sizeof err), TH_E_OK);
+    char *a = NULL, *b = NULL;
+    size_t alen = 0, blen = 0;
+    FILE *f = open_memstream(&a, &alen);
+    th_config_print(&c, f);
+    fclose(f);
+    struct printed p = {.f = open_memstream(&b, &blen)};
+    th_config_each_value(&c, print_value, &p);
+    fclose(p.f);
+    assert_string_equal(a, b);
+    assert_null(strstr(b, "very-secret-value"));
+    assert_true(p.kinds['i'] > 0 && p.kinds['b'] > 0 && p.kinds['s'] > 0);
+    assert_int_equal(p.kinds['i'] + p.kinds['b'] + p.kinds['s'], p.calls); /* no other kind */
+    free(a);
+    free(b);
+    th_config_release(&c);
+}
+
 /* The example config and the docs list exactly the keys of the table. */
 struct seen {
     const char *text;
@@ -724,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_none_mode_loopback_only),
         cmocka_unit_test(test_outbound_checks),
         cmocka_unit_test(test_print_masks_secret),
+        cmocka_unit_test(test_each_value_as_printed),
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
         cmocka_unit_test(test_url_https_or_loopback),

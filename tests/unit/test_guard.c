@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "common/hmac.h"
 #include "guard/guard.h"
 #include "phone/phone.h"
 
@@ -616,11 +617,35 @@ static void test_limits_never_share_a_slot(void **state)
     assert_int_equal(shared, 0);
 }
 
+/* The search keys of delivery records: pinned values (the CLI and every server must agree). */
+static void test_record_keys(void **state)
+{
+    (void)state;
+    struct th_hmac_key *k = NULL, *k2 = NULL, *none = (struct th_hmac_key *)1;
+    assert_int_equal(th_guard_record_key_new("", &none), TH_E_OK);
+    assert_null(none); /* no secret: nothing searchable is kept */
+    assert_int_equal(th_guard_record_key_new("guard-secret-1", &k), TH_E_OK);
+    assert_int_equal(th_guard_record_key_new("guard-secret-2", &k2), TH_E_OK);
+    char a[TH_RECORD_HASH_HEX], b[TH_RECORD_HASH_HEX];
+    /* hex(HMAC(HMAC(SHA256(secret), "telehook delivery record keys"), "phone" 0 e164))[:32] */
+    th_guard_record_phone(k, "+12015550123", a);
+    assert_string_equal(a, "64116e69c422697b6dfe13b46ec9d913");
+    th_guard_record_login(k, "Test.User@EXAMPLE.com", b);
+    assert_string_equal(b, "905f4b42bc635dcbd3a6db5e19ac2141"); /* of the lower-cased login */
+    th_guard_record_login(k, "+12015550123", b);
+    assert_string_not_equal(a, b); /* a login is never taken for a number */
+    th_guard_record_phone(k2, "+12015550123", b);
+    assert_string_not_equal(a, b); /* another secret, other keys */
+    th_hmac_key_free(k);
+    th_hmac_key_free(k2);
+}
+
 int main(void)
 {
     th_phone_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_limit),
+        cmocka_unit_test(test_record_keys),
         cmocka_unit_test(test_phone_window_trips_and_resets),
         cmocka_unit_test(test_refusals_do_not_consume),
         cmocka_unit_test(test_calling_code_budget_and_override),

@@ -218,12 +218,129 @@ static void test_builtins(void **state)
     struct th_render_vars v = {"4821", NULL, NULL, NULL, 5};
     assert_string_equal(render(th_template_builtin(TH_CHANNEL_SMS), &v),
                         "Your verification code is 4821. It expires in 5 minutes.");
+    v.expires_minutes = 1; /* "1 minute", not "1 minutes" */
+    assert_string_equal(render(th_template_builtin(TH_CHANNEL_SMS), &v),
+                        "Your verification code is 4821. It expires in 1 minute.");
+    v.expires_minutes = 5;
     const char *voice = render(th_template_builtin(TH_CHANNEL_VOICE), &v);
     assert_non_null(strstr(voice, "<speak>"));
     /* the spaced code is spoken twice */
     const char *first = strstr(voice, "4, 8, 2, 1");
     assert_non_null(first);
     assert_non_null(strstr(first + 1, "4, 8, 2, 1"));
+}
+
+static void test_plural_forms(void **state)
+{
+    (void)state;
+    struct th_template_spec specs[] = {
+        {"en", TH_CHANNEL_SMS, "{{otp}} expires in {{expires_minutes:minute|minutes}}.", NULL},
+        {"es", TH_CHANNEL_SMS, "{{otp}} caduca en {{ expires_minutes : minuto | minutos }}.", NULL},
+        {"en", TH_CHANNEL_VOICE,
+         "<speak>{{otp_spaced}}, {{expires_minutes:minute|minutes}}</speak>", NULL},
+    };
+    struct th_templates *set = build(specs, 3);
+    const struct th_template *en = th_templates_find(set, "en", TH_CHANNEL_SMS);
+    const struct th_template *es = th_templates_find(set, "es", TH_CHANNEL_SMS);
+    struct th_render_vars v = {"42", NULL, NULL, NULL, 1};
+    assert_string_equal(render(en, &v), "42 expires in 1 minute.");
+    assert_string_equal(render(es, &v), "42 caduca en 1 minuto.");
+    assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_VOICE), &v),
+                        "<speak>4, 2, 1 minute</speak>");
+    v.expires_minutes = 2;
+    assert_string_equal(render(en, &v), "42 expires in 2 minutes.");
+    assert_string_equal(render(es, &v), "42 caduca en 2 minutos.");
+    v.expires_minutes = -1; /* unknown: Okta's usual 5 */
+    assert_string_equal(render(en, &v), "42 expires in 5 minutes.");
+    th_templates_free(set);
+
+    const char *bad[] = {
+        "{{otp:a|b}}",                  /* only expires_minutes has a plural form */
+        "{{expires_minutes:minute}}",   /* one word */
+        "{{expires_minutes:|minutes}}", /* an empty word */
+        "{{expires_minutes:minute|}}",  /* an empty word */
+        "{{expires_minutes:a|b|c}}",    /* three */
+        "{{expires_minutes:a|<b>}}",    /* markup */
+        "{{expires_minutes:minute|minutesminutesminutesminutesminutes}}", /* over 32 bytes */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct th_template_spec spec = {"en", TH_CHANNEL_SMS, bad[i], NULL};
+        struct th_templates *none = NULL;
+        char err[256] = "";
+        assert_int_equal(th_templates_build(&spec, 1, &none, err, sizeof err), TH_E_TEMPLATE);
+        assert_non_null(strstr(err, "en/sms"));
+        assert_null(none);
+    }
+}
+
+static void check_ok(th_channel ch, const char *body, const char *voice)
+{
+    struct th_template_spec spec = {"en", ch, body, voice};
+    char err[256] = "";
+    if (th_template_check(&spec, err, sizeof err) != TH_E_OK)
+        fail_msg("refused '%s': %s", body, err);
+}
+
+static void check_bad(th_channel ch, const char *body, const char *voice, const char *why)
+{
+    struct th_template_spec spec = {"en", ch, body, voice};
+    char err[256] = "";
+    assert_int_equal(th_template_check(&spec, err, sizeof err), TH_E_TEMPLATE);
+    if (!strstr(err, why))
+        fail_msg("'%s': expected '%s' in '%s'", body, why, err);
+}
+
+static void test_template_check(void **state)
+{
+    (void)state;
+    check_ok(TH_CHANNEL_SMS, "Code {{otp}}", NULL);
+    check_ok(TH_CHANNEL_SMS, "Code @otp2 <b> & such", "");
+    check_ok(TH_CHANNEL_VOICE, "<speak>Code {{otp_spaced}}</speak>", "Joanna");
+    check_ok(TH_CHANNEL_VOICE,
+             " <?xml version=\"1.0\"?>\n<!-- c --><speak xml:lang='en-US'>Code <break "
+             "time=\"300ms\"/><say-as interpret-as=\"digits\">@otp</say-as>. &amp; &#233; "
+             "&#xE9;<![CDATA[ <raw> ]]></speak>\n",
+             NULL);
+    check_bad(TH_CHANNEL_SMS, "Your code is ready", NULL, "{{otp}}");
+    check_bad(TH_CHANNEL_SMS, "{{first_name}} {{expires_minutes}}", NULL, "never gives the code");
+    check_bad(TH_CHANNEL_SMS, "Code {{code}}", NULL, "{{code}}"); /* as the build says */
+    check_bad(TH_CHANNEL_SMS, "Code {{otp}}", "Joanna", "voice id");
+    check_bad(TH_CHANNEL_VOICE, "Code {{otp}}", NULL, "outside <speak>");
+    check_bad(TH_CHANNEL_VOICE, "<speak>Code {{otp}}", NULL, "<speak> is not closed");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<break></speak>", NULL, "does not close <break>");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}</speak></speak>", NULL, "closes nothing");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}</speak> again", NULL, "outside");
+    check_bad(TH_CHANNEL_VOICE, "<say>{{otp}}</say>", NULL, "one <speak> element");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}</speak><speak/>", NULL, "one <speak> element");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}} & more</speak>", NULL, "&amp;");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}} &nbsp;</speak>", NULL, "&amp;");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}} 1 < 2</speak>", NULL, "&lt;");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<break time=300ms/></speak>", NULL, "quoted");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<break time=\"3<\"/></speak>", NULL,
+              "attribute value");
+    check_bad(TH_CHANNEL_VOICE, "<speak a='1' a='2'>{{otp}}</speak>", NULL, "twice");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<break time=\"1s\"</speak>", NULL, "attribute");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<!-- open</speak>", NULL, "not closed");
+    check_bad(TH_CHANNEL_VOICE, "", NULL, "never gives the code");
+    check_bad(TH_CHANNEL_VOICE, "{{otp}}", NULL, "outside");
+    /* nested too deep is refused, not overflowed */
+    char deep[512] = "<speak>{{otp}}";
+    for (int i = 0; i < 40; i++)
+        strcat(deep, "<p>");
+    check_bad(TH_CHANNEL_VOICE, deep, NULL, "too deep");
+}
+
+static void test_voice_lookup(void **state)
+{
+    (void)state;
+    const char *name = NULL, *lang = NULL;
+    assert_true(th_voice_lookup("JOANNA", &name, &lang));
+    assert_string_equal(name, "Joanna");
+    assert_string_equal(lang, "en-US");
+    assert_true(th_voice_lookup("lupe", NULL, NULL));
+    assert_false(th_voice_lookup("Jonna", &name, &lang));
+    assert_false(th_voice_lookup("", NULL, NULL));
+    assert_false(th_voice_lookup(NULL, NULL, NULL));
 }
 
 static void test_many_lookup(void **state)
@@ -255,7 +372,7 @@ static void test_garbage_bodies(void **state)
 {
     (void)state;
     srand(12345);
-    static const char alphabet[] = "{}@otp2_ <>&x\xc3\xa9";
+    static const char alphabet[] = "{}@otp2_ <>&x\xc3\xa9/=\"':|!-";
     for (int round = 0; round < 2000; round++) {
         char body[64];
         size_t n = (size_t)(rand() % 63);
@@ -265,6 +382,7 @@ static void test_garbage_bodies(void **state)
         struct th_template_spec spec = {"en", (th_channel)(round % 2), body, NULL};
         struct th_templates *set = NULL;
         char err[256];
+        th_template_check(&spec, err, sizeof err); /* the SSML reader on anything */
         if (th_templates_build(&spec, 1, &set, err, sizeof err) == TH_E_OK) {
             struct th_buf b;
             th_buf_init(&b, 4096);
@@ -303,6 +421,9 @@ int main(void)
         cmocka_unit_test(test_render_cap),
         cmocka_unit_test(test_chain),
         cmocka_unit_test(test_builtins),
+        cmocka_unit_test(test_plural_forms),
+        cmocka_unit_test(test_template_check),
+        cmocka_unit_test(test_voice_lookup),
         cmocka_unit_test(test_many_lookup),
         cmocka_unit_test(test_garbage_bodies),
         cmocka_unit_test(test_names),

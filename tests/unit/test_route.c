@@ -6,9 +6,13 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
+#include "config/config.h"
 #include "dispatch/route.h"
+#include "dispatch/router.h"
 
 static void test_parse_attempts(void **state)
 {
@@ -108,12 +112,61 @@ static void test_most_specific_first(void **state)
     th_routes_free(rs);
 }
 
+static long skipped_gauge(struct th_router *r)
+{
+    struct th_buf b;
+    th_buf_init(&b, 1 << 16);
+    th_router_metrics(r, &b);
+    const char *g = strstr(th_buf_str(&b), "\ntelehook_routes_skipped ");
+    long v = g ? strtol(g + strlen("\ntelehook_routes_skipped "), NULL, 10) : -1;
+    th_buf_release(&b);
+    return v;
+}
+
+/* A stored route naming a provider that is not configured never stops the start or a reload. */
+static void test_router_skips_unconfigured(void **state)
+{
+    (void)state;
+    struct th_config cfg;
+    char err[512];
+    char *env[] = {NULL};
+    assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK); /* outbox */
+    struct th_routes *rs;
+    assert_int_equal(th_routes_new(&rs), TH_E_OK);
+    add(rs, "sms", "*", "twilio, outbox"); /* cut to outbox */
+    add(rs, "voice", "GB", "twilio");      /* left out: the default carries it */
+    add(rs, "*", "*", "outbox");           /* untouched */
+    struct th_router *r = NULL;
+    assert_int_equal(th_router_new(&cfg, NULL, rs, &r, err, sizeof err), TH_E_OK);
+    assert_string_equal(th_router_describe(r), "outbox");
+    assert_int_equal(skipped_gauge(r), 2);
+    /* a reload is cut the same way instead of being refused */
+    assert_int_equal(th_routes_new(&rs), TH_E_OK);
+    add(rs, "sms", "US", "webhook, outbox");
+    assert_int_equal(th_router_swap_routes(r, rs, err, sizeof err), TH_E_OK);
+    assert_int_equal(skipped_gauge(r), 1);
+    assert_int_equal(th_routes_new(&rs), TH_E_OK);
+    add(rs, "sms", "US", "outbox");
+    assert_int_equal(th_router_swap_routes(r, rs, err, sizeof err), TH_E_OK);
+    assert_int_equal(skipped_gauge(r), 0);
+    th_router_free(r);
+    /* the default provider itself still has to work */
+    free(cfg.provider_name);
+    cfg.provider_name = strdup("twilio");
+    assert_int_equal(th_router_new(&cfg, NULL, NULL, &r, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "account_sid"));
+    th_config_release(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_attempts),      cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_parse_known),         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_parse_attempts),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_known),
+        cmocka_unit_test(test_keys),
         cmocka_unit_test(test_most_specific_first),
+        cmocka_unit_test(test_router_skips_unconfigured),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

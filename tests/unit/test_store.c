@@ -190,12 +190,12 @@ static void test_deliveries(void **state)
     (void)state;
     struct th_store *st = open_ok(":memory:");
     assert_int_equal(th_store_begin(st), TH_E_OK);
-    struct th_delivery_row a = {"r-1",        "ev",   10,   "mfa",      "+1201*****23",
-                                "US",         "sms",  "en", "template", "outbox",
-                                "SUCCESSFUL", "ob-1", "",   1500,       1};
+    struct th_delivery_row a = {"r-1", "ev", 10,         "mfa",    "+1201*****23", "US",
+                                "sms", "en", "template", "outbox", "SUCCESSFUL",   "ob-1",
+                                "",    1500, 1,          "00u1",   "lh1",          "ph1"};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90,    0};
+        90,    0,     "", "",    ""};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);
@@ -260,6 +260,90 @@ static void test_second_connection_keeps_the_first_ones_lock(void **state)
     assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+static void find(struct th_store *st, const struct th_delivery_filter *f, const char *want)
+{
+    struct rows r = {0};
+    assert_int_equal(th_store_deliveries_query(st, f, collect_delivery, &r), TH_E_OK);
+    char got[512] = "";
+    for (int i = 0; i < r.n && i < 8; i++) {
+        char id[16];
+        sscanf(r.first[i], "%15s", id);
+        strcat(got, i ? " " : "");
+        strcat(got, id);
+    }
+    assert_string_equal(got, want);
+}
+
+static int collect_keys(void *ud, const struct th_delivery_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s user=%s login=%s phone=%s",
+                 row->request_id, row->user_id, row->login_hash, row->phone_hash);
+    r->n++;
+    return 0;
+}
+
+/* The helpdesk's filters: event id, user (id or login key), phone key, and their combinations. */
+static void test_delivery_search(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    struct {
+        const char *req, *event, *user, *login, *phone, *outcome;
+        int64_t t;
+    } rows[] = {
+        {"r-1", "ev-a", "00u1", "L1", "P1", "SUCCESSFUL", 10},
+        {"r-2", "ev-b", "00u1", "L1", "P2", "FAILED", 20},
+        {"r-3", "ev-c", "00u2", "L2", "P1", "SUCCESSFUL", 30},
+        {"r-4", "ev-d", "", "", "", "REJECTED", 40}, /* an old row: no keys */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct th_delivery_row d = {.request_id = rows[i].req,
+                                    .event_id = rows[i].event,
+                                    .created_ms = rows[i].t,
+                                    .outcome = rows[i].outcome,
+                                    .user_id = rows[i].user,
+                                    .login_hash = rows[i].login,
+                                    .phone_hash = rows[i].phone};
+        assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    }
+    find(st, &(struct th_delivery_filter){.event_id = "ev-b"}, "r-2");
+    find(st, &(struct th_delivery_filter){.phone_hash = "P1"}, "r-3 r-1");
+    find(st, &(struct th_delivery_filter){.user_id = "00u1"}, "r-2 r-1");
+    find(st, &(struct th_delivery_filter){.login_hash = "L2"}, "r-3");
+    /* a user given as text: its id or its login's key */
+    find(st, &(struct th_delivery_filter){.user_id = "L2", .login_hash = "L2"}, "r-3");
+    find(st, &(struct th_delivery_filter){.user_id = "00u2", .login_hash = "nope"}, "r-3");
+    find(st,
+         &(struct th_delivery_filter){.phone_hash = "P1", .outcome = "SUCCESSFUL", .since_ms = 15},
+         "r-3");
+    find(st, &(struct th_delivery_filter){.phone_hash = "P3"}, "");
+    find(st, &(struct th_delivery_filter){.user_id = ""}, "r-4 r-3 r-2 r-1"); /* "" is no filter */
+    /* the user id is read back; the keys are for searching and are not */
+    struct rows r = {0};
+    assert_int_equal(th_store_deliveries_query(st, &(struct th_delivery_filter){.event_id = "ev-a"},
+                                               collect_keys, &r),
+                     TH_E_OK);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.first[0], "r-1 user=00u1 login= phone=");
+    th_store_close(st);
+}
+
+/* Migration 6: the seeded SMS texts agree with the number; an edited text is left alone. */
+static void test_seeded_plurals(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_string_equal(r.first[0], "en/sms//Your verification code is {{otp}}. It expires in "
+                                    "{{expires_minutes:minute|minutes}}.");
+    assert_string_equal(r.first[2], "es/sms//Su código de verificación es {{otp}}. Caduca en "
+                                    "{{expires_minutes:minuto|minutos}}.");
+    th_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +354,8 @@ int main(void)
         cmocka_unit_test(test_outbox),
         cmocka_unit_test(test_deliveries),
         cmocka_unit_test(test_second_connection_keeps_the_first_ones_lock),
+        cmocka_unit_test(test_delivery_search),
+        cmocka_unit_test(test_seeded_plurals),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
