@@ -673,6 +673,46 @@ fail:
     return -1;
 }
 
+/*
+ * Is the address already served? The loops' listeners share the port with SO_REUSEPORT, so a
+ * second telehook (same user) started on the same address would bind too, and the kernel would
+ * split Okta's requests between the two. A probe socket without SO_REUSEPORT cannot bind where
+ * any socket listens (SO_REUSEADDR only lets it past connections in TIME_WAIT): EADDRINUSE means
+ * another process holds the address. Returns 0, or -1 with the reason in err.
+ */
+static int check_not_served(const struct addrinfo *ai, int port, const char *listen_text, char *err,
+                            size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, ai->ai_addrlen);
+    int saved = errno;
+    close(fd);
+    if (rc == 0)
+        return 0;
+    if (saved == EADDRINUSE)
+        snprintf(err, errlen,
+                 "cannot listen: %s is already served by another process (another telehook?): "
+                 "two servers on one address would split Okta's requests between them",
+                 listen_text);
+    else
+        snprintf(err, errlen, "cannot listen: %s", strerror(saved));
+    return -1;
+}
+
 static int bound_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -807,6 +847,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
         goto fail;
     }
     srv->port = atoi(port);
+    if (srv->port != 0 && check_not_served(ai, srv->port, cfg->listen, err, errlen) != 0)
+        goto fail;
     for (int i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
         w->srv = srv;
