@@ -118,12 +118,67 @@ static void reload_routes(struct th_store *st, struct th_router *router)
     th_log_msg(TH_LOG_INFO, "reload", "routes reloaded: %zu", n);
 }
 
+struct changes {
+    char applied[512], restart[2048];
+    th_log_level log_level;
+    bool level_changed;
+};
+
+static void add_name(char *list, size_t cap, const char *section, const char *key)
+{
+    size_t n = strlen(list);
+    snprintf(list + n, cap - n, "%s%s.%s", n ? ", " : "", section, key);
+}
+
+static void on_change(void *ud, const char *section, const char *key)
+{
+    struct changes *c = ud;
+    if (strcmp(section, "log") == 0 && strcmp(key, "level") == 0) {
+        c->level_changed = true;
+        add_name(c->applied, sizeof c->applied, section, key);
+    } else {
+        add_name(c->restart, sizeof c->restart, section, key);
+    }
+}
+
 /*
- * Waits for SIGTERM or SIGINT; SIGHUP reloads templates and routes meanwhile. Under systemd
- * (Type=notify) the reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
+ * SIGHUP: reads the configuration file (and environment) again and says exactly what it did.
+ * What can change under running requests is applied — log.level; templates and routes come from
+ * the store (below) — and every other changed key is named as waiting for a restart (its value
+ * never: it may be a secret). A file that no longer loads changes nothing.
  */
-static int wait_for_signal(const sigset_t *set, struct th_store *st, struct th_hook *hook,
-                           struct th_router *router, struct retired *old)
+static void reload_config(const struct th_cli *cli)
+{
+    struct th_config fresh;
+    char err[1024];
+    if (th_config_load(&fresh, cli->config_path, NULL, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload", "configuration not re-read, the running one stays: %s",
+                   err);
+        return;
+    }
+    struct changes c = {.log_level = fresh.log_level};
+    th_config_each_change(&cli->cfg, &fresh, on_change, &c);
+    if (c.level_changed)
+        th_log_set_level(c.log_level);
+    struct th_logline l;
+    if (th_log_begin(&l, c.restart[0] ? TH_LOG_WARN : TH_LOG_INFO, "reload")) {
+        th_log_str(&l, "msg",
+                   c.restart[0] ? "configuration re-read: some changes wait for a restart"
+                                : "configuration re-read");
+        th_log_str(&l, "applied", c.applied[0] ? c.applied : "none");
+        th_log_str(&l, "restart_needed", c.restart[0] ? c.restart : "none");
+        th_log_end(&l);
+    }
+    th_config_release(&fresh);
+}
+
+/*
+ * Waits for SIGTERM or SIGINT; SIGHUP reloads meanwhile: the configuration (what can change
+ * safely, the rest named), then templates and routes. Under systemd (Type=notify) the reload is
+ * announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
+ */
+static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
+                           struct th_hook *hook, struct th_router *router, struct retired *old)
 {
     for (;;) {
         int sig = sigwaitinfo(set, NULL);
@@ -131,6 +186,7 @@ static int wait_for_signal(const sigset_t *set, struct th_store *st, struct th_h
             return sig;
         if (sig == SIGHUP) {
             sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)th_mono_us());
+            reload_config(cli);
             reload_templates(st, hook, old);
             reload_routes(st, router);
             sd_notify(0, "READY=1\nSTATUS=serving (reloaded)");
@@ -355,7 +411,7 @@ int th_cmd_serve(struct th_cli *cli)
     /* systemd (Type=notify): ready only now, listening with the store open; a no-op elsewhere. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
                (unsigned long)getpid());
-    int sig = wait_for_signal(&set, store, hook, router, &retired);
+    int sig = wait_for_signal(cli, &set, store, hook, router, &retired);
     sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -1002,3 +1002,28 @@ void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, vo
         }
     }
 }
+
+void th_config_each_change(const struct th_config *a, const struct th_config *b,
+                           th_config_change_fn fn, void *ud)
+{
+    struct th_config *x = (struct th_config *)a, *y = (struct th_config *)b;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        bool same;
+        switch (k->type) {
+        case K_INT:
+        case K_ENUM:
+            same = *int_field(x, k) == *int_field(y, k);
+            break;
+        case K_BOOL:
+            same = *(bool *)(void *)((char *)x + k->off) == *(bool *)(void *)((char *)y + k->off);
+            break;
+        default: {
+            const char *u = *str_field(x, k), *v = *str_field(y, k);
+            same = strcmp(u ? u : "", v ? v : "") == 0;
+        }
+        }
+        if (!same)
+            fn(ud, k->section, k->name);
+    }
+}

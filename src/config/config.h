@@ -174,4 +174,12 @@ typedef void (*th_config_value_fn)(void *ud, const char *section, const char *ke
                                    const char *value);
 void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, void *ud);
 
+/*
+ * Every key whose value differs between a and b, in table order (secrets compared, never
+ * shown): for a reload to say what it applied and what waits for a restart.
+ */
+typedef void (*th_config_change_fn)(void *ud, const char *section, const char *key);
+void th_config_each_change(const struct th_config *a, const struct th_config *b,
+                           th_config_change_fn fn, void *ud);
+
 #endif

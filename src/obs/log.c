@@ -1,6 +1,7 @@
 #include "obs/log.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,8 @@
 
 #include "common/util.h"
 
-static th_log_level min_level = TH_LOG_INFO;
+/* Read by every thread on every line; changed at run time only by a reload (th_log_set_level). */
+static _Atomic int min_level = TH_LOG_INFO;
 static int log_fd = 2;
 
 _Static_assert(TH_LOG_BATCH >= TH_LOG_LINE_MAX, "a line always fits an empty batch");
@@ -53,13 +55,18 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void th_log_init(th_log_level level, int fd)
 {
-    min_level = level;
+    atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
     log_fd = fd;
+}
+
+void th_log_set_level(th_log_level level)
+{
+    atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
 }
 
 bool th_log_enabled(th_log_level level)
 {
-    return level >= min_level;
+    return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
 const char *th_log_level_name(th_log_level level)

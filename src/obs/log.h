@@ -27,6 +27,8 @@
 
 /* Sets the minimum level and the fd (default: TH_LOG_INFO, 2). Call before threads start. */
 void th_log_init(th_log_level level, int fd);
+/* Thread-safe: the minimum level from now on (a SIGHUP reload of log.level). */
+void th_log_set_level(th_log_level level);
 bool th_log_enabled(th_log_level level);
 const char *th_log_level_name(th_log_level level);
 
