@@ -53,7 +53,8 @@ struct sign_cache {
     unsigned char key[TH_SIGV4_KEY_LEN];
     struct th_aws_credentials creds;
 };
-static _Thread_local struct sign_cache *tls_cache;
+/* In the thread's own storage, not the heap: nothing to allocate or free per loop thread. */
+static _Thread_local struct sign_cache tls_cache;
 
 struct attempt {
     struct aws *aws;
@@ -229,13 +230,7 @@ static th_err body_text(struct th_buf *b, const struct aws *aws, const struct th
 
 static struct sign_cache *cache_for(struct aws *aws, const char *date8)
 {
-    struct sign_cache *c = tls_cache;
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        if (!c)
-            return NULL;
-        tls_cache = c; /* one per loop thread, for the process's life (a few KiB) */
-    }
+    struct sign_cache *c = &tls_cache;
     uint64_t gen = th_aws_creds_generation(aws->creds);
     if (gen == 0)
         return NULL;
