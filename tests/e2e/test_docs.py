@@ -145,3 +145,27 @@ def test_every_ini_snippet_loads_as_shown(tmp_path):
                 got[(sect, k)] = v.strip()
         for k, v in expected.items():
             assert got.get(k) == v, f"{where}: [{k[0]}] {k[1]} loads as {got.get(k)!r}, shown {v!r}"
+
+
+# ---- the least-privilege IAM policy of docs/deploy.md ----
+
+def test_iam_policy_is_least_privilege():
+    """docs/aws-iam-policy.json parses, allows exactly the End User Messaging actions telehook
+    calls (the X-Amz-Target operations in src/provider/aws.c), and only on named resources."""
+    policy = json.load(open(os.path.join(DOCS, "aws-iam-policy.json")))
+    assert policy["Version"] == "2012-10-17"
+    src = open(os.path.join(ROOT, "src", "provider", "aws.c")).read()
+    called = {"sms-voice:" + op for op in re.findall(r'"PinpointSMSVoiceV2\.(\w+)"', src)}
+    assert called == {"sms-voice:SendTextMessage", "sms-voice:SendVoiceMessage"}, called
+    allowed = set()
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow"
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        assert all("*" not in a for a in actions), actions
+        allowed |= set(actions)
+        for arn in st["Resource"]:
+            assert "*" not in arn
+            assert re.match(r"^arn:aws:sms-voice:[a-z0-9-]+:\d{12}:"
+                            r"(phone-number|pool|sender-id|configuration-set)/\S+$", arn), arn
+    assert allowed == called
+    assert "aws-iam-policy.json" in open(os.path.join(DOCS, "deploy.md")).read()
