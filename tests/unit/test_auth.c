@@ -538,7 +538,9 @@ static struct th_auth *make_fetching(void)
     cfg.auth_algorithms = (char *)"ES256";
     struct th_auth *a = NULL;
     assert_int_equal(th_auth_new(&cfg, &a, err, sizeof err), TH_E_OK);
-    for (int i = 0; i < 1000 && !th_auth_ready(a); i++) {
+    /* ready once the keys are published; the fetch's epoch moves just after (wait for it too,
+     * or a later check_after_refresh could take that move for its own refresh) */
+    for (int i = 0; i < 1000 && (!th_auth_ready(a) || th_auth_epoch(a) == 0); i++) {
         struct timespec ms10 = {.tv_nsec = 10 * 1000 * 1000};
         nanosleep(&ms10, NULL);
     }
