@@ -178,10 +178,42 @@ static void reload_config(const struct th_cli *cli)
  * announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
  */
 static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
-                           struct th_hook *hook, struct th_router *router, struct retired *old)
+                           struct th_hook *hook, struct th_router *router, struct retired *old,
+                           struct th_server *server)
 {
+    /*
+     * systemd's watchdog (WatchdogSec; WATCHDOG_USEC in the environment): every half period,
+     * WATCHDOG=1 — but only when every event loop ran the probe the previous tick posted to it,
+     * so a loop stuck in a callback or deadlocked gets the service restarted, not kept alive by
+     * a healthy main thread.
+     */
+    uint64_t wd_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0;
+    int64_t next = th_mono_us();
+    bool warned = false;
     for (;;) {
-        int sig = sigwaitinfo(set, NULL);
+        if (watchdog && th_mono_us() >= next) {
+            int late = th_server_ping(server);
+            if (late < 0) {
+                sd_notify(0, "WATCHDOG=1");
+                warned = false;
+            } else if (!warned) {
+                th_log_msg(TH_LOG_ERROR, "watchdog",
+                           "event loop %d has not run for half the watchdog period: systemd's "
+                           "watchdog is no longer fed",
+                           late);
+                warned = true;
+            }
+            next = th_mono_us() + (int64_t)(wd_usec / 2);
+        }
+        int64_t left = next - th_mono_us();
+        if (left < 0)
+            left = 0;
+        struct timespec tick = {.tv_sec = (time_t)(left / 1000000),
+                                .tv_nsec = (long)(left % 1000000) * 1000};
+        int sig = watchdog ? sigtimedwait(set, NULL, &tick) : sigwaitinfo(set, NULL);
+        if (sig < 0)
+            continue; /* the tick (EAGAIN) or EINTR */
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
         if (sig == SIGHUP) {
@@ -411,7 +443,7 @@ int th_cmd_serve(struct th_cli *cli)
     /* systemd (Type=notify): ready only now, listening with the store open; a no-op elsewhere. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
                (unsigned long)getpid());
-    int sig = wait_for_signal(cli, &set, store, hook, router, &retired);
+    int sig = wait_for_signal(cli, &set, store, hook, router, &retired, server);
     sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -880,6 +880,21 @@ fail:
     return TH_E_IO;
 }
 
+int th_server_ping(struct th_server *srv)
+{
+    int late = -1;
+    for (int i = 0; i < srv->nworkers; i++) {
+        struct worker *w = &srv->workers[i];
+        if (!th_loop_answered(w->loop)) {
+            if (late < 0)
+                late = i;
+            continue; /* one ping outstanding per loop is enough */
+        }
+        th_loop_ping(w->loop);
+    }
+    return late;
+}
+
 int th_server_port(const struct th_server *srv)
 {
     return srv->port;

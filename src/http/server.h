@@ -37,6 +37,12 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
                        size_t errlen);
 /* The bound TCP port (useful with port 0). */
 int th_server_port(const struct th_server *srv);
+/*
+ * The watchdog's probe (one thread): returns -1 when every event loop has run what the previous
+ * call posted to it, else the index of the first loop that has not (stuck in a callback or
+ * deadlocked); then posts a new probe to each loop that has answered.
+ */
+int th_server_ping(struct th_server *srv);
 /* The number of event loops (worker threads). */
 int th_server_threads(const struct th_server *srv);
 /* Stops accepting new connections; in-flight requests go on. Thread-safe, idempotent. */

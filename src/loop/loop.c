@@ -43,6 +43,8 @@ struct th_loop {
     struct post *at_exit; /* run LIFO on the loop's thread when th_loop_run returns */
     th_loop_fn idle_fn;   /* before each wait */
     void *idle_ud;
+
+    atomic_uint_fast64_t pings, pongs; /* liveness: th_loop_ping / th_loop_answered */
 };
 
 /* ---- timers: a binary min-heap of pointers to embedded timers ---- */
@@ -243,6 +245,8 @@ th_err th_loop_new(struct th_loop **out)
     l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&l->mu, NULL);
     atomic_init(&l->stopping, false);
+    atomic_init(&l->pings, 0);
+    atomic_init(&l->pongs, 0);
     l->now_us = th_mono_us();
     if (l->epfd < 0 || l->wakefd < 0 || th_loop_add_fd(l, l->wakefd, EPOLLIN, on_wake, l)) {
         th_loop_free(l);
@@ -358,4 +362,26 @@ th_err th_loop_at_exit(struct th_loop *loop, th_loop_fn fn, void *ud)
     p->next = loop->at_exit;
     loop->at_exit = p;
     return TH_E_OK;
+}
+
+static void pong(void *ud)
+{
+    struct th_loop *loop = ud;
+    atomic_fetch_add_explicit(&loop->pongs, 1, memory_order_release);
+}
+
+th_err th_loop_ping(struct th_loop *loop)
+{
+    atomic_fetch_add_explicit(&loop->pings, 1, memory_order_relaxed);
+    th_err e = th_loop_post(loop, pong, loop);
+    if (e != TH_E_OK) /* never posted: not owed */
+        atomic_fetch_sub_explicit(&loop->pings, 1, memory_order_relaxed);
+    return e;
+}
+
+bool th_loop_answered(const struct th_loop *loop)
+{
+    struct th_loop *l = (struct th_loop *)loop;
+    return atomic_load_explicit(&l->pongs, memory_order_acquire) ==
+           atomic_load_explicit(&l->pings, memory_order_relaxed);
 }

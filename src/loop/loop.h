@@ -4,7 +4,8 @@
  * provider transfers, deadlines — is driven by the loop that accepted the request, so a request is
  * suspended and resumed by the same thread with no locks and no hand-offs.
  *
- * Only th_loop_post() and th_loop_stop() may be called from other threads.
+ * Only th_loop_post(), th_loop_stop(), th_loop_ping() and th_loop_answered() may be called from
+ * other threads.
  */
 #ifndef TH_LOOP_LOOP_H
 #define TH_LOOP_LOOP_H
@@ -81,6 +82,15 @@ void th_loop_set_idle(struct th_loop *loop, th_loop_fn fn, void *ud);
  * while the loop can still remove its fds.
  */
 th_err th_loop_at_exit(struct th_loop *loop, th_loop_fn fn, void *ud);
+
+/*
+ * Liveness, for a watchdog (systemd's WatchdogSec): th_loop_ping() posts a no-op that counts when
+ * the loop runs it; th_loop_answered() is true once every ping posted so far has run. A loop stuck
+ * in one callback (or a deadlock) leaves its pings unanswered. Both thread-safe; ping from one
+ * thread at a time.
+ */
+th_err th_loop_ping(struct th_loop *loop);
+bool th_loop_answered(const struct th_loop *loop);
 
 /* The loop's cached monotonic time for this iteration (cheaper than a clock call). */
 int64_t th_loop_now_us(const struct th_loop *loop);

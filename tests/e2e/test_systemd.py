@@ -45,3 +45,36 @@ def test_notify_ready_reload_stopping(make_server, tmp_path):
     finally:
         sock.close()
 
+
+
+def test_watchdog_fed_while_the_loops_run(make_server, tmp_path):
+    """WatchdogSec: with WATCHDOG_USEC set, WATCHDOG=1 comes every half period, while requests
+    are served (each tick is sent only when every loop ran the previous tick's probe; a stuck
+    loop is covered by test_loop's ping test)."""
+    sock, path = notify_socket(tmp_path)
+    try:
+        s = make_server("server.threads = 2",
+                        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(300000 * SLOW)})
+        messages_until(sock, "READY")
+        for _ in range(4):
+            assert "WATCHDOG" in messages_until(sock, "WATCHDOG")[-1]
+            assert s.request("GET", "/healthz")[0] == 200
+        assert s.stop() == 0
+    finally:
+        sock.close()
+
+
+def test_no_watchdog_messages_without_watchdog_usec(make_server, tmp_path):
+    sock, path = notify_socket(tmp_path)
+    try:
+        s = make_server(env={"NOTIFY_SOCKET": path})
+        seq = messages_until(sock, "READY")
+        sock.settimeout(0.5)
+        try:
+            extra = sock.recv(4096).decode()
+        except socket.timeout:
+            extra = ""
+        assert "WATCHDOG" not in extra and not any("WATCHDOG" in m for m in seq)
+        assert s.stop() == 0
+    finally:
+        sock.close()

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -107,6 +108,71 @@ static void test_posts_from_threads(void **state)
     th_loop_free(p.loop);
 }
 
+/* A callback that holds its loop until released: a stuck loop, for the watchdog's probe. */
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool entered, open;
+};
+
+static void hold(void *ud)
+{
+    struct gate *g = ud;
+    pthread_mutex_lock(&g->mu);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void *run_loop(void *arg)
+{
+    th_loop_run(arg);
+    return NULL;
+}
+
+static void wait_answered(struct th_loop *loop)
+{
+    for (int i = 0; i < 2000 && !th_loop_answered(loop); i++)
+        usleep(1000);
+    assert_true(th_loop_answered(loop));
+}
+
+/* th_loop_ping / th_loop_answered: a running loop answers; a loop stuck in a callback does not,
+ * until it is free again. */
+static void test_ping_answered_only_by_a_running_loop(void **state)
+{
+    (void)state;
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    assert_true(th_loop_answered(loop)); /* nothing owed yet */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, run_loop, loop), 0);
+    assert_int_equal(th_loop_ping(loop), TH_E_OK);
+    wait_answered(loop);
+
+    struct gate g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    assert_int_equal(th_loop_post(loop, hold, &g), TH_E_OK);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    assert_int_equal(th_loop_ping(loop), TH_E_OK);
+    usleep(50000);
+    assert_false(th_loop_answered(loop)); /* stuck: the probe waits behind the callback */
+
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    wait_answered(loop);
+
+    th_loop_stop(loop);
+    pthread_join(t, NULL);
+    th_loop_free(loop);
+}
+
 static void test_post_after_free_refused(void **state)
 {
     (void)state;
@@ -202,9 +268,12 @@ static void test_idle_before_each_wait(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_timers_fire_in_order),    cmocka_unit_test(test_posts_from_threads),
-        cmocka_unit_test(test_post_after_free_refused), cmocka_unit_test(test_fd_events),
+        cmocka_unit_test(test_timers_fire_in_order),
+        cmocka_unit_test(test_posts_from_threads),
+        cmocka_unit_test(test_post_after_free_refused),
+        cmocka_unit_test(test_fd_events),
         cmocka_unit_test(test_idle_before_each_wait),
+        cmocka_unit_test(test_ping_answered_only_by_a_running_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
