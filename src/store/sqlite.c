@@ -75,6 +75,26 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries_v4 RENAME TO deliveries;"
     "CREATE INDEX deliveries_created ON deliveries (created_ms);"
     "CREATE INDEX deliveries_request ON deliveries (request_id);",
+    /* 5: users' language preferences; what a delivery was asked for (locale) and the
+     * preference applied; the seeded en/es templates go where nobody changed them, so the
+     * built-in language pack (src/message/pack.c) speaks instead of its old copy */
+    "CREATE TABLE prefs ("
+    "  user_key TEXT NOT NULL COLLATE NOCASE PRIMARY KEY, language TEXT NOT NULL,"
+    "  channel TEXT NOT NULL DEFAULT '' CHECK (channel IN ('', 'sms', 'voice')),"
+    "  updated_ms INTEGER NOT NULL);"
+    "ALTER TABLE deliveries ADD COLUMN locale TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN preference TEXT NOT NULL DEFAULT '';"
+    "DELETE FROM templates WHERE updated_ms = 0 AND ("
+    " (language = 'en' AND channel = 'sms' AND body = 'Your verification code is {{otp}}. It "
+    "expires in {{expires_minutes}} minutes.' AND voice_id = '') OR"
+    " (language = 'es' AND channel = 'sms' AND body = 'Su código de verificación es {{otp}}. "
+    "Caduca en {{expires_minutes}} minutos.' AND voice_id = '') OR"
+    " (language = 'en' AND channel = 'voice' AND body = '<speak>Your verification code is "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Again, your code is "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Joanna') OR"
+    " (language = 'es' AND channel = 'voice' AND body = '<speak>Su código de verificación es "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Lupe'));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -95,6 +115,9 @@ enum stmt {
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
+    S_PREF_EACH,
+    S_PREF_PUT,
+    S_PREF_DEL,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -115,8 +138,8 @@ static const char *const sql[S__COUNT] = {
                       "voice_id FROM outbox ORDER BY created_ms DESC, rowid DESC LIMIT ?",
     [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                     "phone_masked, country, channel, language, source, provider, outcome, "
-                    "transaction_id, error, latency_us, attempts) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "transaction_id, error, latency_us, attempts, locale, preference) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel, country",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -136,6 +159,13 @@ static const char *const sql[S__COUNT] = {
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
+    [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs ORDER BY user_key",
+    [S_PREF_PUT] =
+        "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
+        "(?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET user_key = excluded.user_key, "
+        "language = excluded.language, channel = excluded.channel, "
+        "updated_ms = excluded.updated_ms",
+    [S_PREF_DEL] = "DELETE FROM prefs WHERE user_key = ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -425,7 +455,42 @@ static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delive
     bind_text(q, 13, row->error);
     sqlite3_bind_int64(q, 14, row->latency_us);
     sqlite3_bind_int(q, 15, row->attempts);
+    bind_text(q, 16, row->locale);
+    bind_text(q, 17, row->preference);
     return step_done(q);
+}
+
+static th_err sqlite_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_EACH];
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_pref_row row = {col(q, 0), col(q, 1), col(q, 2), sqlite3_column_int64(q, 3)};
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_pref_put(struct th_store *st, const struct th_pref_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_PUT];
+    bind_text(q, 1, row->user);
+    bind_text(q, 2, row->language);
+    bind_text(q, 3, row->channel);
+    sqlite3_bind_int64(q, 4, row->updated_ms);
+    return step_done(q);
+}
+
+static th_err sqlite_pref_delete(struct th_store *st, const char *user)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_DEL];
+    bind_text(q, 1, user);
+    th_err e = step_done(q);
+    if (e == TH_E_OK && sqlite3_changes(S(st)->db) == 0)
+        return TH_E_NOTFOUND;
+    return e;
 }
 
 static th_err sqlite_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
@@ -468,7 +533,7 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
 {
     char q[1024] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
-                   "latency_us, attempts FROM deliveries WHERE 1 = 1";
+                   "latency_us, attempts, locale, preference FROM deliveries WHERE 1 = 1";
     const char *texts[5] = {f->outcome, f->provider, f->country, f->channel, f->request_id};
     static const char *const cols[5] = {"outcome", "provider", "country", "channel", "request_id"};
     if (f->since_ms)
@@ -513,6 +578,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
             .error = col(stmt, 12),
             .latency_us = sqlite3_column_int64(stmt, 13),
             .attempts = sqlite3_column_int(stmt, 14),
+            .locale = col(stmt, 15),
+            .preference = col(stmt, 16),
         };
         if (fn(ud, &row))
             break;
@@ -662,6 +729,9 @@ const struct th_store_ops th_store_sqlite_ops = {
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,
     .route_delete = sqlite_route_delete,
+    .prefs_each = sqlite_prefs_each,
+    .pref_put = sqlite_pref_put,
+    .pref_delete = sqlite_pref_delete,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,

@@ -116,7 +116,8 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
     size_t n = len0(row->request_id) + len0(row->event_id) + len0(row->request_type) +
                len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
                len0(row->language) + len0(row->source) + len0(row->provider) + len0(row->outcome) +
-               len0(row->transaction_id) + len0(row->error);
+               len0(row->transaction_id) + len0(row->error) + len0(row->locale) +
+               len0(row->preference);
     struct item *it = malloc(sizeof *it + n);
     if (!it)
         return TH_E_NOMEM;
@@ -140,6 +141,8 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
         .error = put(it->strings, &pos, row->error),
         .latency_us = row->latency_us,
         .attempts = row->attempts,
+        .locale = put(it->strings, &pos, row->locale),
+        .preference = put(it->strings, &pos, row->preference),
     };
     return enqueue(w, it);
 }
