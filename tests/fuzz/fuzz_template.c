@@ -21,7 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (th_templates_build(&spec, 1, &set, err, sizeof err) == TH_E_OK) {
         struct th_buf out;
         th_buf_init(&out, 1 << 16);
-        struct th_render_vars v = {"123456", "<Ann>", "O'Neil", "a&b@example.com", 5};
+        struct th_render_vars v = {"123456", "<Ann>",
+                                   "O'Neil", "a&b@example.com",
+                                   5,        (th_sms_encoding)((data[0] >> 1) % 3)};
         if (th_message_render(th_templates_find(set, "en", spec.channel), &v, &out) != TH_E_OK)
             __builtin_trap(); /* 8 KiB of template cannot outgrow 64 KiB */
         th_buf_release(&out);
