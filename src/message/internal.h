@@ -2,6 +2,7 @@
 #ifndef TH_MESSAGE_INTERNAL_H
 #define TH_MESSAGE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,12 @@ uint32_t th_msg_utf8_next(const unsigned char **p, const unsigned char *end);
 
 /* Septets a character takes in GSM-7: 1 (basic table), 2 (extension table), 0 (not GSM-7). */
 int th_msg_gsm_septets(uint32_t cp);
+
+/*
+ * Whether th_sms_prepare would rewrite text under enc (every character outside GSM-7 has a
+ * replacement): lets the renderer skip the copy for texts that stay UCS-2.
+ */
+bool th_msg_sms_rewritable(th_sms_encoding enc, const char *text, size_t len);
 
 /* A language's unit for {{expires}}: its plural rule and forms ("#" is where the number goes). */
 struct th_msg_units;

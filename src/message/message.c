@@ -571,7 +571,9 @@ static th_err prepare_sms(struct th_buf *out, size_t start, th_sms_encoding enc)
         return TH_E_OK;
     struct th_sms_info info;
     th_sms_measure(out->data + start, out->len - start, &info);
-    if (info.charset == TH_CHARSET_GSM7)
+    /* GSM-7 already, or a script that stays UCS-2 (most UCS-2 texts): nothing to copy */
+    if (info.charset == TH_CHARSET_GSM7 ||
+        !th_msg_sms_rewritable(enc, out->data + start, out->len - start))
         return TH_E_OK;
     struct th_buf fixed;
     th_buf_init(&fixed, out->max);

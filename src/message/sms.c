@@ -258,6 +258,28 @@ static const char *latin_letter(uint32_t c)
     return NULL;
 }
 
+/* What c becomes under enc (NULL: it stays, and so does the text). */
+static const char *rewrite_of(th_sms_encoding enc, uint32_t c)
+{
+    const char *r = punctuation(c);
+    if (!r && enc == TH_SMS_GSM7)
+        r = latin_letter(c);
+    return r;
+}
+
+bool th_msg_sms_rewritable(th_sms_encoding enc, const char *text, size_t len)
+{
+    if (enc == TH_SMS_UCS2)
+        return false;
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    while (p < end) {
+        uint32_t c = th_msg_utf8_next(&p, end);
+        if (!th_msg_gsm_septets(c) && !rewrite_of(enc, c))
+            return false;
+    }
+    return true;
+}
+
 th_err th_sms_prepare(th_sms_encoding enc, const char *text, size_t len, struct th_buf *out,
                       bool *rewritten)
 {
@@ -277,9 +299,7 @@ th_err th_sms_prepare(th_sms_encoding enc, const char *text, size_t len, struct 
             e = th_buf_append(out, from, (size_t)(p - from));
             continue;
         }
-        const char *r = punctuation(c);
-        if (!r && enc == TH_SMS_GSM7)
-            r = latin_letter(c);
+        const char *r = rewrite_of(enc, c);
         if (!r) { /* a character of another script: the text stays as written */
             whole = false;
             break;
