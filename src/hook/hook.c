@@ -67,7 +67,7 @@ struct hreq {
     char masked[24];
     struct th_choice choice;
     char locale[TH_LOCALE_MAX];
-    char preference[TH_LOCALE_MAX + 8]; /* the user's preference applied: "pt", "pt/voice" */
+    char preference[TH_LOCALE_MAX + 8]; /* the user's preference found: "pt", "pt/voice" */
     struct th_buf text;
 
     /* the outcome */

@@ -97,7 +97,7 @@ struct th_delivery_row {
     int64_t latency_us;         /* arrival to answer */
     int attempts;               /* provider attempts made (0: none) */
     const char *locale;         /* the request's locale, normalised ("" when none) */
-    const char *preference;     /* the user's preference applied: "pt", "pt/voice"; "" none */
+    const char *preference;     /* the user's preference found: "pt", "pt/voice"; "" none */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
