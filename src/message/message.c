@@ -427,7 +427,8 @@ th_err th_templates_build(const struct th_template_spec *specs, size_t n, struct
             set->n++;
         set->items[j] = t;
     }
-    qsort(set->items, set->n, sizeof *set->items, cmp_templates);
+    if (set->n > 1) /* an empty set has no array: qsort must not see NULL */
+        qsort(set->items, set->n, sizeof *set->items, cmp_templates);
     *out = set;
     return TH_E_OK;
 }

@@ -106,7 +106,8 @@ th_err th_prefs_build(const struct th_pref_spec *specs, size_t n, struct th_pref
         return e;
     }
     /* sorted by user then position: of each run of one user, the last is kept */
-    qsort(all, n, sizeof *all, cmp_indexed);
+    if (n > 1) /* no preferences: no array, and qsort must not see NULL */
+        qsort(all, n, sizeof *all, cmp_indexed);
     for (size_t i = 0; i < n; i++) {
         if (i + 1 < n && strcasecmp(all[i].pref.user, all[i + 1].pref.user) == 0) {
             free((char *)all[i].pref.user);
