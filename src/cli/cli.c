@@ -538,11 +538,7 @@ static const char *config_path(const char *opt)
     return NULL;
 }
 
-/*
- * A JSON string of text from the store. jansson takes UTF-8 only; text that is not (a template
- * stored in another encoding) is shown with its bytes above 0x7f as '?' rather than lost.
- */
-static json_t *jstr(const char *s)
+json_t *th_cli_json_text(const char *s)
 {
     json_t *v = json_string(s ? s : "");
     if (v)
@@ -560,7 +556,7 @@ static json_t *jstr(const char *s)
 static json_t *with_texts(json_t *obj, const char *const *kv)
 {
     for (; obj && kv[0]; kv += 2)
-        json_object_set_new(obj, kv[0], jstr(kv[1]));
+        json_object_set_new(obj, kv[0], th_cli_json_text(kv[1]));
     return obj;
 }
 

@@ -148,6 +148,12 @@ int th_cli_open_store(struct th_cli *cli, struct th_store **st);
 struct json_t;
 int th_cli_print_json(struct json_t *doc);
 
+/*
+ * A JSON string of text from the store (NULL: ""). jansson takes UTF-8 only; text that is not (a
+ * template stored in another encoding) is shown with its bytes above 0x7f as '?' rather than lost.
+ */
+struct json_t *th_cli_json_text(const char *s);
+
 /* "2026-11-24T20:36:01.123Z" */
 void th_cli_time(int64_t unix_ms, char out[25]);
 
@@ -184,8 +190,6 @@ th_err th_lang_load_prefs(struct th_store *st, struct th_prefs **out, char *err,
 /* One "languages" log line at start: stored templates, preferences, the pack, the encoding. */
 void th_lang_log_startup(const struct th_config *cfg, const struct th_templates *stored,
                          const struct th_prefs *prefs);
-/* The stored templates as the server would load them, without its log lines; prints why not. */
-int th_lang_load_stored(struct th_cli *cli, struct th_store *st, struct th_templates **set);
 /*
  * One line of what th_template_check found, for `templates set` and `templates check`:
  * "GSM-7, 61 units, 1 segment" (SMS) then the findings. Prints nothing of its own.

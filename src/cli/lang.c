@@ -231,7 +231,8 @@ void th_lang_log_startup(const struct th_config *cfg, const struct th_templates 
 
 /* ---- shared by the commands ---- */
 
-int th_lang_load_stored(struct th_cli *cli, struct th_store *st, struct th_templates **set)
+/* The stored templates as the server would load them, without its log lines; prints why not. */
+static int load_stored(struct th_cli *cli, struct th_store *st, struct th_templates **set)
 {
     char err[512];
     if (load_templates(st, &cli->cfg, true, set, err, sizeof err) != TH_E_OK) {
@@ -252,21 +253,6 @@ void th_lang_check_summary(const struct th_template *t, const struct th_template
                              rep->sms.segments, rep->sms.segments == 1 ? "" : "s");
     if (findings[0] && n < outlen)
         snprintf(out + n, outlen - n, "%s%s", n ? ": " : "", findings);
-}
-
-/* A text for JSON: jansson takes UTF-8 only (a stored text in another encoding shows '?'). */
-static json_t *jtext(const char *s)
-{
-    json_t *v = json_string(s ? s : "");
-    if (v)
-        return v;
-    char *copy = strdup(s);
-    for (char *p = copy; p && *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    v = copy ? json_string(copy) : NULL;
-    free(copy);
-    return v;
 }
 
 /* ---- templates preview ---- */
@@ -379,7 +365,7 @@ int th_cmd_templates_preview(struct th_cli *cli)
     struct th_templates *set = NULL;
     if (th_cli_open_store(cli, &st))
         return 1;
-    int rc = th_lang_load_stored(cli, st, &set);
+    int rc = load_stored(cli, st, &set);
     th_store_close(st);
     if (rc)
         return rc;
@@ -411,10 +397,10 @@ int th_cmd_templates_preview(struct th_cli *cli)
     const char *note = ch == TH_CHANNEL_VOICE && pl ? pl->note : NULL;
     const char *source = c.source == TH_SOURCE_TEMPLATE ? "stored" : "builtin";
     if (cli->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:i}", "requested", lang, "language",
-                              c.language, "channel", th_channel_name(ch), "source", source,
-                              "last_resort", c.last_resort, "text", jtext(th_buf_str(&out)),
-                              "characters", (json_int_t)info.chars);
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:s, s:b, s:o, s:I}", "requested", lang, "language", c.language,
+            "channel", th_channel_name(ch), "source", source, "last_resort", c.last_resort, "text",
+            th_cli_json_text(th_buf_str(&out)), "characters", (json_int_t)info.chars);
         if (o && ch == TH_CHANNEL_SMS) {
             json_object_set_new(o, "charset", json_string(th_sms_charset_name(info.charset)));
             json_object_set_new(
@@ -430,7 +416,7 @@ int th_cmd_templates_preview(struct th_cli *cli)
                                 price, "usd", price * info.segments, "price_from",
                                 conf_price ? "message.sms_prices" : "indicative, " PRICES_DATE));
         } else if (o) {
-            json_object_set_new(o, "voice_id", jtext(th_template_voice_id(c.tpl)));
+            json_object_set_new(o, "voice_id", th_cli_json_text(th_template_voice_id(c.tpl)));
             json_object_set_new(o, "voice_locale",
                                 voice ? json_string(voice->locale) : json_null());
             json_object_set_new(o, "note", note ? json_string(note) : json_null());
@@ -488,9 +474,10 @@ static void check_result(struct check_rows *c, const char *lang, const char *cha
                          const char *result, const char *summary)
 {
     if (c->arr) {
-        json_array_append_new(c->arr, json_pack("{s:o, s:o, s:s, s:o}", "language", jtext(lang),
-                                                "channel", jtext(channel), "result", result,
-                                                "findings", jtext(summary)));
+        json_array_append_new(c->arr,
+                              json_pack("{s:o, s:o, s:s, s:o}", "language", th_cli_json_text(lang),
+                                        "channel", th_cli_json_text(channel), "result", result,
+                                        "findings", th_cli_json_text(summary)));
         return;
     }
     printf("%-5s %s/%s%s%s\n",
@@ -684,7 +671,7 @@ int th_cmd_templates_export(struct th_cli *cli)
     struct th_templates *set = NULL;
     if (th_cli_open_store(cli, &st))
         return 1;
-    int rc = th_lang_load_stored(cli, st, &set);
+    int rc = load_stored(cli, st, &set);
     th_store_close(st);
     if (rc)
         return rc;
@@ -739,9 +726,10 @@ static int print_pref(void *ud, const struct th_pref_row *row)
     char ts[25];
     th_format_iso8601(row->updated_ms, ts);
     if (l->arr) {
-        json_array_append_new(l->arr, json_pack("{s:o, s:o, s:o, s:s}", "user", jtext(row->user),
-                                                "language", jtext(row->language), "channel",
-                                                jtext(row->channel), "updated", ts));
+        json_array_append_new(l->arr,
+                              json_pack("{s:o, s:o, s:o, s:s}", "user", th_cli_json_text(row->user),
+                                        "language", th_cli_json_text(row->language), "channel",
+                                        th_cli_json_text(row->channel), "updated", ts));
     } else {
         if (l->n == 0)
             printf("%-40s %-8s %-7s %s\n", "USER", "LANGUAGE", "CHANNEL", "UPDATED");

@@ -381,3 +381,31 @@ def test_cli_templates_check(make_server):
     assert r.returncode == 1
     assert "ERROR fr/voice" in r.stdout and "Joanna speaks en-US" in r.stdout
     assert "OK    de/sms" in r.stdout
+
+
+def test_cli_preview_and_check_as_json(make_server):
+    s = make_server("message.sms_prices = DE:0.09", start=False)
+    doc = json.loads(s.cli("templates", "preview", "de-AT", "sms", "--expires", "1", "--country",
+                           "de", "--json").stdout)
+    assert (doc["requested"], doc["language"], doc["source"], doc["last_resort"]) == (
+        "de-at", "de", "builtin", False)
+    assert doc["text"] == "12345678 ist Ihr Bestätigungscode. Er ist 1 Minute gültig."
+    assert (doc["charset"], doc["units"], doc["segments"]) == ("GSM-7", 58, 1)
+    assert doc["cost"] == {"country": "DE", "usd_per_segment": 0.09, "usd": 0.09,
+                           "price_from": "message.sms_prices"}
+    doc = json.loads(s.cli("templates", "preview", "th", "voice", "--json").stdout)
+    assert (doc["language"], doc["voice_id"], doc["voice_locale"]) == ("en", "Joanna", "en-US")
+    assert "no Amazon Polly voice" in doc["note"]
+    s.cli("templates", "set", "de", "sms", "{{otp}} ist Ihr Code")
+    con = sqlite3.connect(s.db, timeout=10)
+    con.execute("INSERT INTO templates VALUES ('it', 'voice', '<speak>{{otp_spaced}}</speak>', "
+                "'Hans', 1)")
+    con.commit()
+    con.close()
+    r = s.cli("templates", "check", "--json", check=False)
+    assert r.returncode == 1 and "2 stored templates: 1 ok" in r.stderr
+    got = {(c["language"], c["channel"]): c for c in json.loads(r.stdout)}
+    assert got[("de", "sms")]["result"] == "ok"
+    assert got[("de", "sms")]["findings"] == "GSM-7, 21 units, 1 segment"
+    assert got[("it", "voice")]["result"] == "error"
+    assert "voice Hans speaks de-DE" in got[("it", "voice")]["findings"]
