@@ -65,7 +65,8 @@ static int cmd_deliveries_show(struct th_cli *cli);
 static const struct cmd cmds[] = {
     {"serve", NULL, "", 0, 0, 0, CMD_SERVE_CHECK, "run the Okta telephony hook server",
      "Runs until SIGTERM or SIGINT (requests in flight are answered, queued records written, "
-     "exit 0). SIGHUP reloads templates and routes from the store. Logs are JSON lines on "
+     "exit 0). SIGHUP reloads templates, preferences and routes from the store. Logs are JSON "
+     "lines on "
      "stderr. Exits 2 when the configuration is not good enough to serve, 1 when the start "
      "fails (the store, a provider, the listening address).",
      th_cmd_serve},
@@ -88,27 +89,83 @@ static const struct cmd cmds[] = {
      cmd_config_show},
 
     {"templates", NULL, NULL, 0, 0, 0, CMD_GROUP, "message templates: language + channel -> text",
-     "Placeholders in BODY: {{otp}} {{otp_spaced}} (digits separated, for voices) "
-     "{{first_name}} {{last_name}} {{login}} {{expires_minutes}} and "
-     "{{expires_minutes:minute|minutes}} (the number and the word that agrees with it), and "
-     "@otp, @otp2 from AWS's Okta guidance. A running server picks changes up on SIGHUP.",
+     "A stored template overrides the built-in language pack's for its language and channel "
+     "(docs/languages.md). Placeholders in BODY: {{otp}} {{otp_spaced}} (digits separated, for "
+     "voices) {{first_name}} {{last_name}} {{login}} {{expires_minutes}} (a number), {{expires}} "
+     "(the number with its unit in the template's language: \"1 minute\", \"5 Minuten\", \"5 "
+     "minut\") and {{expires_minutes:minute|minutes}} (the number and the one of the two words "
+     "that agrees with it), and @otp, @otp2 from AWS's Okta guidance. A running server picks "
+     "changes up on SIGHUP.",
      NULL},
-    {"templates", "list", "", 0, 0, OPT(JSON), 0, "list the message templates",
-     "Language, channel, voice and text of every stored template.", cmd_templates_list},
+    {"templates", "list", "", 0, 0, OPT(JSON), 0, "list the stored and the built-in templates",
+     "Language, channel, source, voice and text of every stored template, then of every "
+     "built-in one that no stored template overrides (source builtin: the language pack, or "
+     "with message.builtin_pack = false the English that ends the locale chain).",
+     cmd_templates_list},
     {"templates", "set", "LANG CHANNEL BODY [VOICE_ID]", 3, 4, OPT(FORCE), 0,
      "add or replace a template (CHANNEL: sms or voice)",
-     "LANG is a language tag (en, es, es-MX, pt_BR). The template is refused (exit 2, with the "
-     "reason) when it would not render or is of no use: an unknown placeholder, no code in the "
-     "text ({{otp}}, {{otp_spaced}}, @otp or @otp2), a voice text that is not a well-formed SSML "
-     "document with a <speak> root, a voice id on an SMS template. VOICE_ID (voice only) must be "
-     "an Amazon Polly voice AWS End User Messaging and Twilio know (Joanna, Matthew, Lupe, Lea, "
-     "...); --force stores another one (a webhook gateway with voices of its own). A BODY that "
-     "starts with '-' goes after --.",
+     "LANG is a language tag (en, es, es-MX, pt_BR). The template is checked as templates check "
+     "checks it and refused (exit 2, with the reason) when it would not render or is of no use: "
+     "an unknown placeholder, no code in the text ({{otp}}, {{otp_spaced}}, @otp or @otp2), an "
+     "SMS over message.max_sms_segments (with an 8-digit code) or with a voice id, a voice text "
+     "that is not a well-formed SSML document with one <speak> root and Amazon Polly's elements "
+     "only, a voice that speaks another language. It prints an SMS's encoding (GSM-7 or UCS-2 "
+     "under message.sms_encoding), units and segments, and any warning (over one segment, no "
+     "voice). VOICE_ID (voice only) must be an Amazon Polly voice AWS End User Messaging and "
+     "Twilio know (Joanna, Matthew, Lupe, Lea, ...); --force stores another one (a webhook "
+     "gateway with voices of its own). A BODY that starts with '-' goes after --.",
      cmd_templates_set},
     {"templates", "delete", "LANG CHANNEL", 2, 2, 0, 0, "delete a template",
-     "Requests in that language then fall back along the chain (the language without its "
-     "region, message.default_language, Okta's text, the built-in English).",
+     "Requests in that language then get the built-in language pack's text, or fall back along "
+     "the locale chain (the language without its region, message.default_language, Okta's "
+     "text, the built-in English).",
      cmd_templates_delete},
+    {"templates", "preview", "LANG CHANNEL", 2, 2,
+     OPT(OTP) | OPT(FIRST_NAME) | OPT(LAST_NAME) | OPT(LOGIN) | OPT(EXPIRES) | OPT(COUNTRY) |
+         OPT(JSON),
+     0, "render what the locale chain picks for LANG, with its cost",
+     "The template the server would pick for a request in LANG (stored, else built-in; it says "
+     "when the chain chose another language), rendered with sample values, and for SMS its "
+     "encoding under message.sms_encoding, characters, units, segments and an indicative cost: "
+     "segments x the price per segment for --country (default phone.default_region) from "
+     "message.sms_prices, else a built-in table of AWS list prices. For voice: the SSML, the "
+     "voice, its language and how AWS (VoiceId) and Twilio (<Say voice=...>) are told.",
+     th_cmd_templates_preview},
+    {"templates", "check", "", 0, 0, OPT(JSON), 0, "check every stored template",
+     "Placeholders, the code in the text, SSML (well-formed, one <speak>, Amazon Polly's "
+     "elements), AWS's length limits, the voice (one AWS End User Messaging accepts, speaking "
+     "the template's language), segments (over one: a warning; over message.max_sms_segments: "
+     "an error). One line per template: OK, WARN or ERROR. Exit 1 when any has an error.",
+     th_cmd_templates_check},
+    {"templates", "import-aws", "FILE", 1, 1, OPT(DRY_RUN), 0,
+     "import templates from AWS's Okta guidance (DynamoDB items)",
+     "FILE as `aws dynamodb scan --table-name TABLE --output json` prints it (also an array of "
+     "items, one item, or a batch-write-item request file). @otp and @otp2 are kept: they render "
+     "as the guidance's Lambda renders them. Every item is checked as templates set checks it; "
+     "nothing is stored unless all pass (exit 2). --dry-run checks only.",
+     th_cmd_templates_import_aws},
+    {"templates", "export", "[FILE]", 0, 1, OPT(AWS) | OPT(BUILTIN), 0,
+     "write the templates as AWS's Okta guidance keeps them",
+     "--aws (required: the only format) writes DynamoDB scan output to FILE or stdout, which "
+     "import-aws reads back; {{otp}} and {{otp_spaced}} become @otp and @otp2, {{expires}}, "
+     "{{expires_minutes}} and its plural form Okta's five minutes. Templates the guidance's "
+     "Lambda cannot fill (names, the code more than twice) are left out, with a note on stderr.",
+     th_cmd_templates_export},
+
+    {"prefs", NULL, NULL, 0, 0, 0, CMD_GROUP, "users' language preferences",
+     "A preference gives an Okta user a language that comes first in the locale chain, before "
+     "the request's locale; where that language has no text for the channel the chain goes on. "
+     "USER is the Okta userId or login (each request carries both; the userId is tried first), "
+     "matched without case. A running server picks changes up on SIGHUP.",
+     NULL},
+    {"prefs", "set", "USER LANG [CHANNEL]", 2, 3, 0, 0, "give a user a language",
+     "LANG is a language tag (en, pt-BR, zh_TW). CHANNEL (sms or voice) is a hint: it is "
+     "recorded with each delivery, never acted on (Okta chose the channel).",
+     th_cmd_prefs_set},
+    {"prefs", "list", "", 0, 0, OPT(JSON), 0, "list the preferences",
+     "User, language, channel hint and when it was set.", th_cmd_prefs_list},
+    {"prefs", "delete", "USER", 1, 1, 0, 0, "delete a user's preference",
+     "Exit 1 when the user has none.", th_cmd_prefs_delete},
 
     {"routes", NULL, NULL, 0, 0, 0, CMD_GROUP, "delivery routes: channel + country -> attempts",
      "A route is tried attempt by attempt, failing over on timeouts, 5xx and throttling. The "
@@ -287,7 +344,8 @@ static void usage(FILE *out)
           "Options go anywhere (-n 5, --limit 5, --limit=5); -- ends them. Every command takes\n"
           "-c FILE (the configuration: default $TELEHOOK_CONFIG, else " DEFAULT_CONFIG "\n"
           "if it exists, else built-in defaults; any key can be overridden by\n"
-          "TELEHOOK_<SECTION>_<KEY>) and -h / --help. list, show, version and config take --json.\n"
+          "TELEHOOK_<SECTION>_<KEY>) and -h / --help. list, show, check, preview, version and\n"
+          "config take --json.\n"
           "\n",
           out);
     fputs(exit_text, out);
@@ -420,6 +478,26 @@ int th_cli_choice(const struct th_cli *cli, enum th_opt o, const char *const *ch
     return 2;
 }
 
+int th_cli_country(const struct th_cli *cli, enum th_opt o, char cc[3])
+{
+    const char *v = cli->opts->val[o];
+    cc[0] = '\0';
+    if (!v)
+        return 0;
+    bool ok = strlen(v) == 2;
+    for (int i = 0; ok && i < 2; i++)
+        cc[i] = (char)toupper((unsigned char)v[i]);
+    cc[2] = '\0';
+    if (!ok || !th_phone_region_known(cc)) {
+        fprintf(stderr,
+                "telehook: %s: '%s' is not an ISO 3166 alpha-2 country code (like US, GB, DE)\n",
+                cli->opts->spelled[o], v);
+        cc[0] = '\0';
+        return 2;
+    }
+    return 0;
+}
+
 int th_cli_open_store(struct th_cli *cli, struct th_store **st)
 {
     char err[512];
@@ -436,7 +514,8 @@ int th_cli_print_json(json_t *doc)
         fprintf(stderr, "telehook: out of memory\n");
         return 1;
     }
-    int r = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    /* 10 significant digits: a price of 0.0088 prints as such, not as 0.0088000000000000005 */
+    int r = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(10));
     json_decref(doc);
     fputc('\n', stdout);
     return r == 0 && fflush(stdout) == 0 ? 0 : 1;
@@ -459,11 +538,7 @@ static const char *config_path(const char *opt)
     return NULL;
 }
 
-/*
- * A JSON string of text from the store. jansson takes UTF-8 only; text that is not (a template
- * stored in another encoding) is shown with its bytes above 0x7f as '?' rather than lost.
- */
-static json_t *jstr(const char *s)
+json_t *th_cli_json_text(const char *s)
 {
     json_t *v = json_string(s ? s : "");
     if (v)
@@ -481,111 +556,78 @@ static json_t *jstr(const char *s)
 static json_t *with_texts(json_t *obj, const char *const *kv)
 {
     for (; obj && kv[0]; kv += 2)
-        json_object_set_new(obj, kv[0], jstr(kv[1]));
+        json_object_set_new(obj, kv[0], th_cli_json_text(kv[1]));
     return obj;
 }
 
-/* ---- templates (and loading them for the server) ---- */
-
-struct tpl_rows {
-    struct th_template_spec *specs;
-    char **strings; /* everything the specs point to */
-    size_t n, cap;
-    th_err err;
-};
-
-static int collect_template(void *ud, const struct th_template_row *row)
-{
-    struct tpl_rows *t = ud;
-    th_channel ch;
-    if (th_channel_parse(row->channel, &ch) != TH_E_OK)
-        return 0;
-    if (t->n == t->cap) {
-        size_t ncap = t->cap ? t->cap * 2 : 16;
-        struct th_template_spec *s = realloc(t->specs, ncap * sizeof *s);
-        if (s)
-            t->specs = s;
-        char **str = realloc(t->strings, ncap * 3 * sizeof *str);
-        if (str)
-            t->strings = str;
-        if (!s || !str) {
-            t->err = TH_E_NOMEM;
-            return 1;
-        }
-        t->cap = ncap;
-    }
-    char **str = &t->strings[t->n * 3];
-    str[0] = strdup(row->language);
-    str[1] = strdup(row->body);
-    str[2] = strdup(row->voice_id ? row->voice_id : "");
-    if (!str[0] || !str[1] || !str[2]) {
-        free(str[0]);
-        free(str[1]);
-        free(str[2]);
-        t->err = TH_E_NOMEM;
-        return 1;
-    }
-    /* Validate this template alone, so one bad row is skipped rather than fatal. */
-    struct th_template_spec spec = {str[0], ch, str[1], str[2]};
-    struct th_templates *one = NULL;
-    char why[256];
-    if (th_templates_build(&spec, 1, &one, why, sizeof why) != TH_E_OK) {
-        th_log_msg(TH_LOG_ERROR, "template_skipped", "template %s/%s: %s", row->language,
-                   row->channel, why);
-        free(str[0]);
-        free(str[1]);
-        free(str[2]);
-        return 0;
-    }
-    th_templates_free(one);
-    t->specs[t->n++] = spec;
-    return 0;
-}
-
-th_err th_cli_load_templates(struct th_store *st, struct th_templates **out, char *err,
-                             size_t errlen)
-{
-    struct tpl_rows t = {0};
-    th_err e = th_store_templates_each(st, collect_template, &t);
-    if (e == TH_E_OK)
-        e = t.err;
-    if (e == TH_E_OK)
-        e = th_templates_build(t.specs, t.n, out, err, errlen);
-    else
-        snprintf(err, errlen, "cannot read templates: %s", th_strerror(e));
-    for (size_t i = 0; i < t.n * 3; i++)
-        free(t.strings[i]);
-    free(t.strings);
-    free(t.specs);
-    return e;
-}
+/* ---- templates ---- */
 
 struct listing {
     json_t *arr; /* --json: the rows; NULL: a table */
     int n;
 };
 
-static int print_template(void *ud, const struct th_template_row *row)
+/* One template of the listing: stored, or built-in (updated "": never). */
+static void template_line(struct listing *l, const char *lang, const char *channel,
+                          const char *source, const char *voice, const char *body,
+                          const char *updated)
 {
-    struct listing *l = ud;
-    char t[25] = "";
-    if (row->updated_ms > 0)
-        th_cli_time(row->updated_ms, t);
     if (l->arr) {
-        json_t *o =
-            with_texts(json_object(),
-                       (const char *const[]){"language", row->language, "channel", row->channel,
-                                             "voice_id", row->voice_id, "body", row->body, NULL});
-        json_object_set_new(o, "updated", t[0] ? json_string(t) : json_null());
+        json_t *o = with_texts(
+            json_object(), (const char *const[]){"language", lang, "channel", channel, "source",
+                                                 source, "voice_id", voice, "body", body, NULL});
+        json_object_set_new(o, "updated", updated[0] ? json_string(updated) : json_null());
         json_array_append_new(l->arr, o);
     } else {
         if (l->n == 0)
-            printf("%-10s %-7s %-10s TEXT\n", "LANGUAGE", "CHANNEL", "VOICE");
-        printf("%-10s %-7s %-10s %s\n", row->language, row->channel,
-               row->voice_id[0] ? row->voice_id : "-", row->body);
+            printf("%-10s %-7s %-7s %-10s TEXT\n", "LANGUAGE", "CHANNEL", "SOURCE", "VOICE");
+        printf("%-10s %-7s %-7s %-10s %s\n", lang, channel, source, voice[0] ? voice : "-", body);
     }
     l->n++;
+}
+
+struct tpl_listing {
+    struct listing l;
+    char (*stored)[TH_LOCALE_MAX + 8]; /* "lang/channel" of each stored row */
+    size_t n, cap;
+    bool nomem;
+};
+
+static int print_template(void *ud, const struct th_template_row *row)
+{
+    struct tpl_listing *t = ud;
+    char when[25] = "";
+    if (row->updated_ms > 0)
+        th_cli_time(row->updated_ms, when);
+    template_line(&t->l, row->language, row->channel, "stored", row->voice_id, row->body, when);
+    if (t->n == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 16;
+        void *p = realloc(t->stored, ncap * sizeof *t->stored);
+        if (!p) {
+            t->nomem = true;
+            return 1;
+        }
+        t->stored = p;
+        t->cap = ncap;
+    }
+    snprintf(t->stored[t->n++], sizeof t->stored[0], "%s/%s", row->language, row->channel);
     return 0;
+}
+
+/* Whether the built-in t is in the chain under this configuration and no stored row hides it. */
+static bool builtin_listed(const struct th_cli *cli, const struct tpl_listing *tl,
+                           const struct th_template *t)
+{
+    bool english = strcmp(th_template_language(t), "en") == 0;
+    if (!cli->cfg.message_builtin_pack && !(english && cli->cfg.message_builtin_fallback))
+        return false;
+    char key[TH_LOCALE_MAX + 8];
+    snprintf(key, sizeof key, "%s/%s", th_template_language(t),
+             th_channel_name(th_template_channel(t)));
+    for (size_t i = 0; i < tl->n; i++)
+        if (strcmp(tl->stored[i], key) == 0)
+            return false;
+    return true;
 }
 
 /* Ends a listing: the JSON array, or "(none)" for an empty table. */
@@ -608,15 +650,30 @@ static struct listing new_listing(const struct th_cli *cli)
     return (struct listing){cli->json ? json_array() : NULL, 0};
 }
 
+/*
+ * The stored templates, then each built-in one the chain can reach that no stored template
+ * overrides (the whole pack, or with message.builtin_pack = false the English that ends the
+ * chain), marked "builtin".
+ */
 static int cmd_templates_list(struct th_cli *cli)
 {
     struct th_store *st;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct listing l = new_listing(cli);
-    th_err e = th_store_templates_each(st, print_template, &l);
+    struct tpl_listing tl = {.l = new_listing(cli)};
+    th_err e = th_store_templates_each(st, print_template, &tl);
     th_store_close(st);
-    return end_listing(&l, e);
+    if (e == TH_E_OK && tl.nomem)
+        e = TH_E_NOMEM;
+    const struct th_templates *b = th_templates_builtin();
+    for (size_t i = 0; e == TH_E_OK && i < th_templates_count(b); i++) {
+        const struct th_template *t = th_templates_at(b, i);
+        if (builtin_listed(cli, &tl, t))
+            template_line(&tl.l, th_template_language(t), th_channel_name(th_template_channel(t)),
+                          "builtin", th_template_voice_id(t), th_template_body(t), "");
+    }
+    free(tl.stored);
+    return end_listing(&tl.l, e);
 }
 
 /* LANG and CHANNEL of templates set / delete; prints why not. */
@@ -642,36 +699,51 @@ static int cmd_templates_set(struct th_cli *cli)
         return 2;
     const char *body = cli->argv[2];
     const char *voice = cli->argc == 4 ? cli->argv[3] : "";
-    /* Refused here, with the reason, rather than stored and failing at send time. */
-    struct th_template_spec spec = {lang, ch, body, voice};
-    char why[256];
-    if (th_template_check(&spec, why, sizeof why) != TH_E_OK) {
+    const struct th_voice *known = th_voice_find(voice);
+    if (voice[0] && !known && !th_cli_flag(cli, TH_OPT_FORCE)) {
+        fprintf(stderr,
+                "telehook: VOICE_ID: '%s' is not an Amazon Polly voice that AWS End User "
+                "Messaging and Twilio know (Joanna, Matthew, Amy, Lupe, Conchita, Lea, Hans, "
+                "... docs/languages.md); --force stores it anyway (for a webhook gateway "
+                "with voices of its own)\n",
+                voice);
+        return 2;
+    }
+    /* Refused here, with the reason, rather than stored and failing (or costing) at send time:
+     * the check `templates check` and the server's loader make. */
+    struct th_template_spec spec = {lang, ch, body, known ? known->name : voice};
+    struct th_templates *one = NULL;
+    char why[1024], summary[1200];
+    if (th_templates_build(&spec, 1, &one, why, sizeof why) != TH_E_OK) {
         fprintf(stderr, "telehook: invalid template: %s\n", why);
         return 2;
     }
-    const char *canonical = NULL;
-    if (voice[0] && !th_voice_lookup(voice, &canonical, NULL)) {
-        if (!th_cli_flag(cli, TH_OPT_FORCE)) {
-            fprintf(stderr,
-                    "telehook: VOICE_ID: '%s' is not an Amazon Polly voice that AWS End User "
-                    "Messaging and Twilio know (Joanna, Matthew, Amy, Lupe, Conchita, Lea, Hans, "
-                    "... docs/operations.md); --force stores it anyway (for a webhook gateway "
-                    "with voices of its own)\n",
-                    voice);
-            return 2;
-        }
+    const struct th_template *t = th_templates_at(one, 0);
+    struct th_template_report rep;
+    th_err ce = th_template_check(t, (th_sms_encoding)cli->cfg.message_sms_encoding,
+                                  cli->cfg.message_max_sms_segments, &rep, why, sizeof why);
+    th_lang_check_summary(t, &rep, why, summary, sizeof summary);
+    th_templates_free(one);
+    if (ce != TH_E_OK) {
+        fprintf(stderr, "telehook: invalid template: template %s/%s: %s\n", lang,
+                th_channel_name(ch), summary);
+        return 2;
+    }
+    if (voice[0] && !known)
         fprintf(stderr,
                 "telehook: warning: voice '%s' stored as given: AWS refuses an unknown "
                 "VoiceId, Twilio falls back to its default voice\n",
                 voice);
-    }
+    if (summary[0])
+        fprintf(stderr, "%stemplate %s/%s: %s\n", rep.warnings ? "telehook: warning: " : "", lang,
+                th_channel_name(ch), summary);
     struct th_store *st;
     if (th_cli_open_store(cli, &st))
         return 1;
     struct th_template_row row = {.language = lang,
                                   .channel = th_channel_name(ch),
                                   .body = body,
-                                  .voice_id = canonical ? canonical : voice,
+                                  .voice_id = spec.voice_id,
                                   .updated_ms = th_wall_ms()};
     th_err e = th_store_template_put(st, &row);
     th_store_close(st);
@@ -768,6 +840,10 @@ static json_t *delivery_json(const struct th_delivery_row *row)
                                                                 row->channel,
                                                                 "language",
                                                                 row->language,
+                                                                "locale",
+                                                                row->locale,
+                                                                "preference",
+                                                                row->preference,
                                                                 "source",
                                                                 row->source,
                                                                 "provider",
@@ -877,24 +953,11 @@ static int delivery_filter(struct th_cli *cli, struct th_delivery_filter *f, cha
         th_cli_choice(cli, TH_OPT_PROVIDER, th_cli_providers, &f->provider) ||
         th_cli_choice(cli, TH_OPT_CHANNEL, channel_names, &f->channel) ||
         text_option(cli, TH_OPT_EVENT_ID, &f->event_id) || text_option(cli, TH_OPT_USER, &user) ||
-        text_option(cli, TH_OPT_PHONE, &phone))
+        text_option(cli, TH_OPT_PHONE, &phone) || th_cli_country(cli, TH_OPT_COUNTRY, cc))
         return 2;
     f->limit = (int)limit;
-    const char *country = th_cli_opt(cli, TH_OPT_COUNTRY);
-    if (country) {
-        bool ok = strlen(country) == 2;
-        for (int i = 0; ok && i < 2; i++)
-            cc[i] = (char)toupper((unsigned char)country[i]);
-        cc[2] = '\0';
-        if (!ok || !th_phone_region_known(cc)) {
-            fprintf(stderr,
-                    "telehook: %s: '%s' is not an ISO 3166 alpha-2 country code (like US, GB, "
-                    "DE)\n",
-                    cli->opts->spelled[TH_OPT_COUNTRY], country);
-            return 2;
-        }
+    if (cc[0])
         f->country = cc;
-    }
     if (!user && !phone)
         return 0;
     /* The number and the login are stored only as HMACs under guard.secret's record key. */
@@ -978,6 +1041,8 @@ static int show_delivery(void *ud, const struct th_delivery_row *row)
         {"country", row->country},
         {"channel", row->channel},
         {"language", row->language},
+        {"locale", row->locale},
+        {"preference", row->preference},
         {"source", row->source},
         {"provider", row->provider},
         {"outcome", row->outcome},

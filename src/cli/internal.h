@@ -30,7 +30,7 @@
     X(OUTCOME, "outcome", NULL, "OUTCOME",                                                         \
       "SUCCESSFUL, FAILED, TIMEOUT, REJECTED, BLOCKED, DUPLICATE, OVERLOAD or ERROR (any case)")   \
     X(PROVIDER, "provider", NULL, "NAME", "outbox, aws, twilio or webhook")                        \
-    X(COUNTRY, "country", NULL, "CC", "the number's country, ISO 3166 alpha-2 (us, GB, ...)")      \
+    X(COUNTRY, "country", NULL, "CC", "the destination's country, ISO 3166 alpha-2 (us, GB, ...)") \
     X(CHANNEL, "channel", NULL, "CHANNEL", "sms or voice")                                         \
     X(EVENT_ID, "event-id", NULL, "ID", "Okta's eventId (from Okta's System Log)")                 \
     X(USER, "user", NULL, "USER",                                                                  \
@@ -54,7 +54,17 @@
     X(ISS, "iss", NULL, "URL", "the issuer (default: [auth] issuer)")                              \
     X(AUD, "aud", NULL, "AUD", "the audience (default: [auth] audience)")                          \
     X(CLAIM, "claim", NULL, "NAME=VALUE",                                                          \
-      "one more claim; VALUE as JSON when it parses, else a string (repeatable)")
+      "one more claim; VALUE as JSON when it parses, else a string (repeatable)")                  \
+    X(OTP, "otp", NULL, "CODE", "the sample code: 1 to 16 letters or digits (default 12345678)")   \
+    X(FIRST_NAME, "first-name", NULL, "NAME", "the sample {{first_name}} (default Alexandrina)")   \
+    X(LAST_NAME, "last-name", NULL, "NAME", "the sample {{last_name}} (default Papadopoulou)")     \
+    X(LOGIN, "login", NULL, "LOGIN",                                                               \
+      "the sample {{login}} (default alexandrina.papadopoulou@example.com)")                       \
+    X(EXPIRES, "expires", NULL, "MINUTES", "the sample validity, 1 to 1440 minutes (default 10)")  \
+    X(DRY_RUN, "dry-run", NULL, NULL, "check only: store nothing")                                 \
+    X(AWS, "aws", NULL, NULL, "in the format of AWS's Okta guidance (DynamoDB scan output)")       \
+    X(BUILTIN, "builtin", NULL, NULL,                                                              \
+      "also each built-in template that no stored template overrides")
 
 enum th_opt {
 #define TH_OPT_ENUM(id, lname, sname, metavar, help) TH_OPT_##id,
@@ -125,12 +135,24 @@ int th_cli_number(const struct th_cli *cli, enum th_opt o, long lo, long hi, lon
 int th_cli_choice(const struct th_cli *cli, enum th_opt o, const char *const *choices,
                   const char **out);
 
+/*
+ * Reads a country option (ISO 3166 alpha-2, any case) into cc, upper case; "" when absent. On a
+ * code libphonenumber does not know prints "telehook: --country: 'xx' is not ..." and returns 2.
+ */
+int th_cli_country(const struct th_cli *cli, enum th_opt o, char cc[3]);
+
 /* Opens the configured store; prints why not and returns 1 on failure. */
 int th_cli_open_store(struct th_cli *cli, struct th_store **st);
 
 /* Writes doc (consumed) to stdout as one JSON document; 0, or 1 when it cannot be written. */
 struct json_t;
 int th_cli_print_json(struct json_t *doc);
+
+/*
+ * A JSON string of text from the store (NULL: ""). jansson takes UTF-8 only; text that is not (a
+ * template stored in another encoding) is shown with its bytes above 0x7f as '?' rather than lost.
+ */
+struct json_t *th_cli_json_text(const char *s);
 
 /* "2026-11-24T20:36:01.123Z" */
 void th_cli_time(int64_t unix_ms, char out[25]);
@@ -141,13 +163,6 @@ extern const char *const th_cli_providers[];
 int th_cmd_serve(struct th_cli *cli);
 /* The effective configuration on stdout (secrets masked; JSON with --json). */
 int th_cli_print_config(struct th_cli *cli);
-
-/*
- * Reads every template from the store and compiles the set. A template that does not compile is
- * logged and skipped (one bad row must not stop the service); err says why when nothing works.
- */
-th_err th_cli_load_templates(struct th_store *st, struct th_templates **out, char *err,
-                             size_t errlen);
 
 /* Reads the routes from the store (a bad row is logged and skipped). */
 th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err, size_t errlen);
@@ -163,5 +178,32 @@ int th_cmd_dlq_show(struct th_cli *cli);
 int th_cmd_dlq_replay(struct th_cli *cli);
 int th_cmd_dlq_purge(struct th_cli *cli);
 int th_cmd_dlq_keygen(struct th_cli *cli);
+
+/*
+ * src/cli/lang.c. The server's loaders: every stored template that compiles and is within
+ * message.max_sms_segments (others are logged and skipped; th_template_check's other findings
+ * are logged), and every valid preference row (a bad one is logged and skipped).
+ */
+th_err th_lang_load_templates(struct th_store *st, const struct th_config *cfg,
+                              struct th_templates **out, char *err, size_t errlen);
+th_err th_lang_load_prefs(struct th_store *st, struct th_prefs **out, char *err, size_t errlen);
+/* One "languages" log line at start: stored templates, preferences, the pack, the encoding. */
+void th_lang_log_startup(const struct th_config *cfg, const struct th_templates *stored,
+                         const struct th_prefs *prefs);
+/*
+ * One line of what th_template_check found, for `templates set` and `templates check`:
+ * "GSM-7, 61 units, 1 segment" (SMS) then the findings. Prints nothing of its own.
+ */
+void th_lang_check_summary(const struct th_template *t, const struct th_template_report *rep,
+                           const char *findings, char *out, size_t outlen);
+
+/* The commands of src/cli/lang.c (the command table in cli.c describes them). */
+int th_cmd_templates_preview(struct th_cli *cli);
+int th_cmd_templates_check(struct th_cli *cli);
+int th_cmd_templates_import_aws(struct th_cli *cli);
+int th_cmd_templates_export(struct th_cli *cli);
+int th_cmd_prefs_set(struct th_cli *cli);
+int th_cmd_prefs_list(struct th_cli *cli);
+int th_cmd_prefs_delete(struct th_cli *cli);
 
 #endif

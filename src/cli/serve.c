@@ -68,37 +68,68 @@ __attribute__((format(printf, 2, 3))) static void startup_error(const struct th_
         th_log_msg(TH_LOG_ERROR, "startup", "%s", msg);
 }
 
-/* Sets replaced by reloads: kept until shutdown, since a request may still point into one. */
-struct retired {
-    const struct th_templates **sets;
+/* What reloads replaced: kept until shutdown, since a request may still point into one. */
+struct retired_list {
+    const void **items;
     size_t n, cap;
 };
+struct retired {
+    struct retired_list sets;  /* struct th_templates */
+    struct retired_list prefs; /* struct th_prefs */
+};
+
+/* Room for one more item; false when out of memory. */
+static bool retired_room(struct retired_list *l)
+{
+    if (l->n < l->cap)
+        return true;
+    size_t ncap = l->cap ? l->cap * 2 : 8;
+    const void **p = realloc(l->items, ncap * sizeof *p);
+    if (!p)
+        return false;
+    l->items = p;
+    l->cap = ncap;
+    return true;
+}
 
 /*
  * SIGHUP: re-reads the templates through the server's read connection (st); on any error the
  * running set stays.
  */
-static void reload_templates(struct th_store *st, struct th_hook *hook, struct retired *old)
+static void reload_templates(struct th_store *st, const struct th_config *cfg, struct th_hook *hook,
+                             struct retired *old)
 {
     char err[512];
     struct th_templates *set = NULL;
-    if (old->n == old->cap) {
-        size_t ncap = old->cap ? old->cap * 2 : 8;
-        const struct th_templates **p = realloc(old->sets, ncap * sizeof *p);
-        if (!p) {
-            th_log_msg(TH_LOG_ERROR, "reload", "out of memory: templates not reloaded");
-            return;
-        }
-        old->sets = p;
-        old->cap = ncap;
+    if (!retired_room(&old->sets)) {
+        th_log_msg(TH_LOG_ERROR, "reload", "out of memory: templates not reloaded");
+        return;
     }
-    if (th_cli_load_templates(st, &set, err, sizeof err) != TH_E_OK) {
+    if (th_lang_load_templates(st, cfg, &set, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "templates not reloaded, the running set stays: %s",
                    err);
         return;
     }
-    old->sets[old->n++] = th_hook_swap_templates(hook, set);
+    old->sets.items[old->sets.n++] = th_hook_swap_templates(hook, set);
     th_log_msg(TH_LOG_INFO, "reload", "templates reloaded: %zu", th_templates_count(set));
+}
+
+/* SIGHUP: re-reads the users' preferences; on any error the running map stays. */
+static void reload_prefs(struct th_store *st, struct th_hook *hook, struct retired *old)
+{
+    char err[512];
+    struct th_prefs *prefs = NULL;
+    if (!retired_room(&old->prefs)) {
+        th_log_msg(TH_LOG_ERROR, "reload", "out of memory: preferences not reloaded");
+        return;
+    }
+    if (th_lang_load_prefs(st, &prefs, err, sizeof err) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload", "preferences not reloaded, the running ones stay: %s",
+                   err);
+        return;
+    }
+    old->prefs.items[old->prefs.n++] = th_hook_swap_prefs(hook, prefs);
+    th_log_msg(TH_LOG_INFO, "reload", "preferences reloaded: %zu", th_prefs_count(prefs));
 }
 
 /* SIGHUP: re-reads the routes; on any error (or a route to a provider not set up) they stay. */
@@ -174,8 +205,8 @@ static void reload_config(const struct th_cli *cli)
 
 /*
  * Waits for SIGTERM or SIGINT; SIGHUP reloads meanwhile: the configuration (what can change
- * safely, the rest named), then templates and routes. Under systemd (Type=notify) the reload is
- * announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
+ * safely, the rest named), then templates, preferences and routes. Under systemd (Type=notify) the
+ * reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
  */
 static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
                            struct th_hook *hook, struct th_router *router, struct retired *old,
@@ -219,7 +250,8 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
         if (sig == SIGHUP) {
             sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)th_mono_us());
             reload_config(cli);
-            reload_templates(st, hook, old);
+            reload_templates(st, &cli->cfg, hook, old);
+            reload_prefs(st, hook, old);
             reload_routes(st, router);
             sd_notify(0, "READY=1\nSTATUS=serving (reloaded)");
         }
@@ -295,6 +327,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_store *store = NULL;  /* reads: start-up, then every SIGHUP (this thread only) */
     struct th_store *wstore = NULL; /* the writer's */
     struct th_templates *templates = NULL;
+    struct th_prefs *prefs = NULL;
     struct th_writer *writer = NULL;
     struct th_router *router = NULL;
     struct th_guard *guard = NULL;
@@ -329,8 +362,12 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "store: %s", err);
         goto out;
     }
-    if (th_cli_load_templates(store, &templates, err, sizeof err) != TH_E_OK) {
+    if (th_lang_load_templates(store, cfg, &templates, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "templates: %s", err);
+        goto out;
+    }
+    if (th_lang_load_prefs(store, &prefs, err, sizeof err) != TH_E_OK) {
+        startup_error(cli, "preferences: %s", err);
         goto out;
     }
     if (th_cli_load_routes(store, &routes, err, sizeof err) != TH_E_OK) {
@@ -372,9 +409,11 @@ int th_cmd_serve(struct th_cli *cli)
         /* Everything serve builds before it listens was built: the configuration holds. */
         rc = th_cli_print_config(cli) == 0 ? 0 : 1;
         fprintf(stderr,
-                "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates\n",
+                "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates, %zu "
+                "preferences\n",
                 cli->config_path ? cli->config_path : "defaults", store_copy,
-                th_router_describe(router), nroutes, th_templates_count(templates));
+                th_router_describe(router), nroutes, th_templates_count(templates),
+                th_prefs_count(prefs));
         goto out;
     }
     if (th_dlq_enabled(dlq) && !th_dlq_can_seal(dlq))
@@ -383,8 +422,10 @@ int th_cmd_serve(struct th_cli *cli)
                    "cannot be replayed (`telehook dlq keygen` makes a key)");
     th_writer_set_retention(writer, cfg->dlq_retention_days, cfg->store_deliveries_retention_days,
                             cfg->store_outbox_retention_days);
+    th_lang_log_startup(cfg, templates, prefs);
     struct th_hook_deps hd = {.cfg = cfg,
                               .templates = templates,
+                              .prefs = prefs,
                               .router = router,
                               .writer = writer,
                               .guard = guard,
@@ -483,17 +524,24 @@ int th_cmd_serve(struct th_cli *cli)
 out:
     th_server_stop(server);
     th_writer_stop(writer);
-    if (hook) /* the current set may be one a reload installed */
+    if (hook) { /* the current set and map may be ones a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
+        prefs = (struct th_prefs *)th_hook_swap_prefs(hook, prefs);
+    }
     th_hook_free(hook);
     th_guard_free(guard);
     th_dlq_free(dlq);
     th_router_free(router); /* after the loops: they tore down their HTTP clients */
     th_routes_free(routes);
-    for (size_t i = 0; i < retired.n; i++)
-        if (retired.sets[i] != templates)
-            th_templates_free((struct th_templates *)retired.sets[i]);
-    free(retired.sets);
+    for (size_t i = 0; i < retired.sets.n; i++)
+        if (retired.sets.items[i] != templates)
+            th_templates_free((struct th_templates *)retired.sets.items[i]);
+    free(retired.sets.items);
+    for (size_t i = 0; i < retired.prefs.n; i++)
+        if (retired.prefs.items[i] != prefs)
+            th_prefs_free((struct th_prefs *)retired.prefs.items[i]);
+    free(retired.prefs.items);
+    th_prefs_free(prefs);
     th_auth_free(auth);
     th_templates_free(templates);
     th_store_close(wstore);

@@ -50,6 +50,7 @@ static const char *const auth_modes[] = {"header", "none", "oauth2", "either", N
 static const char *const block_answers[] = {"failed", "error", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
+static const char *const sms_encodings[] = {"auto", "gsm7", "ucs2", NULL};
 
 #define F(field) offsetof(struct th_config, field)
 
@@ -117,6 +118,19 @@ static const struct key keys[] = {
     {"message", "builtin_fallback", K_BOOL, F(message_builtin_fallback), 0, 0, NULL, "true",
      "when no template and no Okta text fits, send the built-in English text (false: answer "
      "Okta's error object, so Okta uses its own providers)"},
+    {"message", "builtin_pack", K_BOOL, F(message_builtin_pack), 0, 0, NULL, "true",
+     "use the built-in language pack (SMS and voice texts for Okta's end-user languages) where "
+     "no stored template matches (false: stored templates, then Okta's text, then English)"},
+    {"message", "sms_encoding", K_ENUM, F(message_sms_encoding), 0, 0, sms_encodings, "auto",
+     "auto: as written, typographic punctuation made GSM-7 when that alone makes the text "
+     "GSM-7; gsm7: also strip diacritics GSM-7 lacks from Latin letters when that makes it "
+     "GSM-7 (other scripts stay UCS-2); ucs2: exactly as written"},
+    {"message", "max_sms_segments", K_INT, F(message_max_sms_segments), 0, 10, NULL, "0",
+     "SMS templates longer than this many segments (with an 8-digit code) are refused when set "
+     "and skipped when loaded; 0 = no limit (over one segment is a warning)"},
+    {"message", "sms_prices", K_STRING, F(message_sms_prices), 0, 0, NULL, "",
+     "USD per SMS segment by country for `templates preview`, e.g. US:0.0088, DE:0.09 (over "
+     "the built-in indicative table)"},
     {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
      "where state is kept: sqlite:PATH (relative to the working directory)"},
     {"store", "deliveries_retention_days", K_INT, F(store_deliveries_retention_days), 0, 3650, NULL,

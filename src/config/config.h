@@ -59,6 +59,10 @@ struct th_config {
     /* [message] */
     char *message_default_language; /* normalised, e.g. "en" */
     bool message_builtin_fallback;  /* end the locale chain with the built-in English text */
+    bool message_builtin_pack;      /* the built-in language pack is part of the locale chain */
+    int message_sms_encoding;       /* th_sms_encoding: 0 auto, 1 gsm7, 2 ucs2 */
+    int message_max_sms_segments;   /* templates over this many segments refused; 0 = no limit */
+    char *message_sms_prices;       /* "CC:USD, ..." per segment, for templates preview */
     /* [store] */
     char *store_url; /* "sqlite:PATH" or a bare path */
     /* [provider] */

@@ -35,6 +35,7 @@ struct th_hook {
     atomic_ullong phone_ambiguous; /* numbers without '+' valid nationally and abroad */
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
+    _Atomic(const struct th_prefs *) prefs;
     struct th_router *router;
     struct th_writer *writer;
     struct th_guard *guard;
@@ -69,6 +70,7 @@ struct hreq {
     char masked[24];
     struct th_choice choice;
     char locale[TH_LOCALE_MAX];
+    char preference[TH_LOCALE_MAX + 8]; /* the user's preference found: "pt", "pt/voice" */
     struct th_buf text;
 
     /* the outcome */
@@ -86,6 +88,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
         return TH_E_NOMEM;
     h->cfg = deps->cfg;
     atomic_init(&h->templates, deps->templates);
+    atomic_init(&h->prefs, deps->prefs);
     h->router = deps->router;
     h->guard = deps->guard;
     h->dlq = deps->dlq;
@@ -110,6 +113,11 @@ const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
                                                   const struct th_templates *set)
 {
     return atomic_exchange(&hook->templates, set);
+}
+
+const struct th_prefs *th_hook_swap_prefs(struct th_hook *hook, const struct th_prefs *prefs)
+{
+    return atomic_exchange(&hook->prefs, prefs);
 }
 
 long th_hook_in_flight(const struct th_hook *hook)
@@ -205,6 +213,8 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         .user_id = o->user_id ? o->user_id : "",
         .login_hash = login_hash,
         .phone_hash = phone_hash,
+        .locale = r->locale,
+        .preference = r->preference,
     };
     th_err e = th_writer_delivery(r->hook->writer, &row);
     if (e != TH_E_OK)
@@ -226,6 +236,13 @@ static void record(struct hreq *r, int status, int64_t latency_us)
             th_log_str(&l, "lang", lang);
             th_log_str(&l, "source", source);
         }
+        size_t base = strcspn(r->locale, "-");
+        bool same =
+            strncmp(r->locale, lang, base) == 0 && (lang[base] == '\0' || lang[base] == '-');
+        if (r->locale[0] && !same) /* the text is in another language: none in this one */
+            th_log_str(&l, "locale", r->locale);
+        if (r->preference[0])
+            th_log_str(&l, "preference", r->preference);
         if (provider[0])
             th_log_str(&l, "provider", provider);
         if (r->attempts)
@@ -487,9 +504,21 @@ static bool compose(struct hreq *r)
     const char *locale = NULL;
     if (o->locale && th_locale_normalize(o->locale, r->locale) == TH_E_OK)
         locale = r->locale;
-    th_message_choose(atomic_load(&r->hook->templates), NULL, locale, o->channel,
-                      cfg->message_default_language, o->msg_template != NULL, &r->choice);
-    if (r->choice.source == TH_SOURCE_BUILTIN && !cfg->message_builtin_fallback) {
+    else
+        r->locale[0] = '\0';
+    /* A preference names a language; its channel is only recorded: Okta chose the channel. */
+    const struct th_pref *pref = th_prefs_find(atomic_load(&r->hook->prefs), o->user_id, o->login);
+    if (pref)
+        snprintf(r->preference, sizeof r->preference, "%s%s%s", pref->language,
+                 pref->channel[0] ? "/" : "", pref->channel);
+    struct th_chain chain = {.set = atomic_load(&r->hook->templates),
+                             .preferred = pref ? pref->language : NULL,
+                             .locale = locale,
+                             .default_language = cfg->message_default_language,
+                             .pack = cfg->message_builtin_pack,
+                             .has_okta_template = o->msg_template != NULL};
+    th_message_choose(&chain, o->channel, &r->choice);
+    if (r->choice.last_resort && !cfg->message_builtin_fallback) {
         fail(r, 200, SUMMARY_FAILED, "REJECTED", "no template for this language and channel");
         return false;
     }
@@ -503,6 +532,7 @@ static bool compose(struct hreq *r)
             .last_name = o->last_name,
             .login = o->login,
             .expires_minutes = expires_minutes(o->otp_expires_ms),
+            .sms_encoding = (th_sms_encoding)cfg->message_sms_encoding,
         };
         e = th_message_render(r->choice.tpl, &vars, &r->text);
     }

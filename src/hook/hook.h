@@ -24,6 +24,7 @@ struct th_hook;
 struct th_hook_deps {
     const struct th_config *cfg;
     const struct th_templates *templates;
+    const struct th_prefs *prefs; /* users' language preferences; NULL: none */
     struct th_router *router;
     struct th_writer *writer;
     struct th_guard *guard; /* abuse controls; NULL: none */
@@ -57,6 +58,9 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
  */
 const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
                                                   const struct th_templates *set);
+
+/* The same for the users' preferences (serve keeps every replaced map until shutdown). */
+const struct th_prefs *th_hook_swap_prefs(struct th_hook *hook, const struct th_prefs *prefs);
 
 /* Appends the hook's counters in Prometheus text format (requests by outcome, latency). */
 struct th_buf;

@@ -1,6 +1,7 @@
 #include "message/message.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <strings.h>
 
 #include "common/util.h"
+#include "message/internal.h"
 
 #define BODY_MAX 4096
 
@@ -19,7 +21,8 @@ enum var {
     VAR_LAST_NAME,
     VAR_LOGIN,
     VAR_EXPIRES_MINUTES,
-    VAR_EXPIRES_PLURAL, /* {{expires_minutes:minute|minutes}} */
+    VAR_EXPIRES_PLURAL, /* {{expires_minutes:minute|minutes}}: the admin's own two forms */
+    VAR_EXPIRES,        /* {{expires}}: the unit in the template's language (pack.c) */
 };
 
 /* Longest word of a plural form: a word, not a sentence. */
@@ -35,6 +38,7 @@ static const struct {
     {"last_name", VAR_LAST_NAME},
     {"login", VAR_LOGIN},
     {"expires_minutes", VAR_EXPIRES_MINUTES},
+    {"expires", VAR_EXPIRES},
 };
 
 /* A compiled template is a list of segments: literal text (a slice of body) or a variable. */
@@ -51,6 +55,9 @@ struct th_template {
     char *voice_id;
     struct seg *segs;
     size_t nsegs;
+    const struct th_msg_units *units; /* {{expires}} in this language; NULL: "N min" */
+    bool uses_names;
+    struct th_sms_info sms[3]; /* SMS, by th_sms_encoding: the sample text as sent */
 };
 
 struct th_templates {
@@ -116,6 +123,59 @@ th_err th_locale_normalize(const char *in, char out[TH_LOCALE_MAX])
     }
     out[n] = '\0';
     return TH_E_OK;
+}
+
+static void add_candidate(char (*out)[TH_LOCALE_MAX], size_t max, size_t *n, const char *tag)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(out[i], tag) == 0)
+            return;
+    if (*n < max)
+        th_strlcpy(out[(*n)++], tag, TH_LOCALE_MAX);
+}
+
+/* Whether the normalised tag has the subtag sub ("zh-hant-tw" has "hant" and "tw"). */
+static bool has_subtag(const char *tag, const char *sub)
+{
+    size_t n = strlen(sub);
+    for (const char *p = strchr(tag, '-'); p; p = strchr(p + 1, '-'))
+        if (strncmp(p + 1, sub, n) == 0 && (p[1 + n] == '-' || p[1 + n] == '\0'))
+            return true;
+    return false;
+}
+
+size_t th_locale_candidates(const char *locale, char (*out)[TH_LOCALE_MAX], size_t max)
+{
+    char tag[TH_LOCALE_MAX], lang[TH_LOCALE_MAX];
+    if (!locale || !*locale || th_locale_normalize(locale, tag) != TH_E_OK)
+        return 0;
+    size_t n = 0;
+    add_candidate(out, max, &n, tag);
+    th_strlcpy(lang, tag, sizeof lang);
+    char *dash = strchr(lang, '-');
+    if (dash)
+        *dash = '\0';
+    char shorter[TH_LOCALE_MAX];
+    th_strlcpy(shorter, tag, sizeof shorter);
+    char *last = strrchr(shorter, '-');
+    if (last && strchr(shorter, '-') != last) { /* three parts: "zh-hant-tw" → "zh-hant" */
+        *last = '\0';
+        add_candidate(out, max, &n, shorter);
+    }
+    if (strcmp(lang, "zh") == 0) { /* "zh" alone says nothing of the script the reader reads */
+        bool hant = !has_subtag(tag, "hans") && (has_subtag(tag, "hant") || has_subtag(tag, "tw") ||
+                                                 has_subtag(tag, "hk") || has_subtag(tag, "mo"));
+        add_candidate(out, max, &n, hant ? "zh-tw" : "zh-cn");
+    }
+    add_candidate(out, max, &n, lang);
+    static const struct {
+        const char *from, *to;
+    } alias[] = {{"pt", "pt-br"}, {"no", "nb"}, {"nn", "nb"},
+                 {"nb", "no"},    {"in", "id"}, {"iw", "he"}};
+    for (size_t i = 0; i < TH_ARRAY_LEN(alias); i++)
+        if (strcmp(lang, alias[i].from) == 0)
+            add_candidate(out, max, &n, alias[i].to);
+    return n;
 }
 
 /* ---- compiling ---- */
@@ -228,16 +288,16 @@ static th_err compile(struct th_template *t, char *err, size_t errlen)
             i = (size_t)(close - b) + 2;
             lit = i;
         } else if (b[i] == '@' && strncmp(b + i, "@otp", 4) == 0) {
-            /* AWS guidance syntax: "@otp2" is the spaced code, "@otp" the code; "@otpx" is text */
+            /* AWS guidance syntax: "@otp" and "@otp2" are the code ("@otpx" is text), ...*/
+            /* ... rendered as its Lambda renders both: as is in SMS, digit by digit in voice */
             enum var var = VAR_LITERAL;
             size_t len = 0;
-            if (b[i + 4] == '2' && !is_word_char(b[i + 5])) {
-                var = VAR_OTP_SPACED;
+            if (b[i + 4] == '2' && !is_word_char(b[i + 5]))
                 len = 5;
-            } else if (!is_word_char(b[i + 4])) {
-                var = VAR_OTP;
+            else if (!is_word_char(b[i + 4]))
                 len = 4;
-            }
+            if (len)
+                var = t->channel == TH_CHANNEL_VOICE ? VAR_OTP_SPACED : VAR_OTP;
             if (var == VAR_LITERAL) {
                 i++;
                 continue;
@@ -256,6 +316,24 @@ static th_err compile(struct th_template *t, char *err, size_t errlen)
     if (e)
         snprintf(err, errlen, "%s", th_strerror(e));
     return e;
+}
+
+/* The sample text under each policy, as th_template_sms_info reports it. */
+static th_err measure(struct th_template *t)
+{
+    for (int enc = TH_SMS_AUTO; enc <= TH_SMS_UCS2; enc++) {
+        struct th_buf b;
+        th_buf_init(&b, (size_t)BODY_MAX * 16);
+        struct th_render_vars v = {TH_SAMPLE_OTP,   TH_SAMPLE_FIRST_NAME, TH_SAMPLE_LAST_NAME,
+                                   TH_SAMPLE_LOGIN, TH_SAMPLE_MINUTES,    (th_sms_encoding)enc};
+        th_err e = th_message_render(t, &v, &b);
+        if (e == TH_E_OK)
+            th_sms_measure(th_buf_str(&b), b.len, &t->sms[enc]);
+        th_buf_release(&b);
+        if (e != TH_E_OK)
+            return e;
+    }
+    return TH_E_OK;
 }
 
 static void template_release(struct th_template *t)
@@ -295,6 +373,16 @@ static th_err template_init(struct th_template *t, const struct th_template_spec
         snprintf(err, errlen, "template %s/%s: %s", lang, th_channel_name(spec->channel), why);
         template_release(t);
         return e == TH_E_NOMEM ? e : TH_E_TEMPLATE;
+    }
+    t->units = th_msg_units_find(t->language);
+    for (size_t i = 0; i < t->nsegs; i++)
+        if (t->segs[i].var == VAR_FIRST_NAME || t->segs[i].var == VAR_LAST_NAME ||
+            t->segs[i].var == VAR_LOGIN)
+            t->uses_names = true;
+    if (t->channel == TH_CHANNEL_SMS && (e = measure(t)) != TH_E_OK) {
+        snprintf(err, errlen, "template %s/sms: %s", lang, th_strerror(e));
+        template_release(t);
+        return e;
     }
     return TH_E_OK;
 }
@@ -339,7 +427,8 @@ th_err th_templates_build(const struct th_template_spec *specs, size_t n, struct
             set->n++;
         set->items[j] = t;
     }
-    qsort(set->items, set->n, sizeof *set->items, cmp_templates);
+    if (set->n > 1) /* an empty set has no array: qsort must not see NULL */
+        qsort(set->items, set->n, sizeof *set->items, cmp_templates);
     *out = set;
     return TH_E_OK;
 }
@@ -393,275 +482,29 @@ const char *th_template_voice_id(const struct th_template *t)
     return t->voice_id ? t->voice_id : "";
 }
 
-/* ---- checks for `templates set` ---- */
-
-/* Amazon Polly voices: AWS End User Messaging's VoiceId enum and Twilio's "Polly.<Name>". */
-static const struct {
-    const char *name, *lang;
-} voices[] = {
-    {"Joanna", "en-US"},    {"Matthew", "en-US"}, {"Salli", "en-US"},       {"Kimberly", "en-US"},
-    {"Kendra", "en-US"},    {"Ivy", "en-US"},     {"Justin", "en-US"},      {"Joey", "en-US"},
-    {"Amy", "en-GB"},       {"Brian", "en-GB"},   {"Emma", "en-GB"},        {"Nicole", "en-AU"},
-    {"Russell", "en-AU"},   {"Raveena", "en-IN"}, {"Geraint", "en-GB-WLS"}, {"Lupe", "es-US"},
-    {"Penelope", "es-US"},  {"Miguel", "es-US"},  {"Conchita", "es-ES"},    {"Lucia", "es-ES"},
-    {"Enrique", "es-ES"},   {"Mia", "es-MX"},     {"Celine", "fr-FR"},      {"Lea", "fr-FR"},
-    {"Mathieu", "fr-FR"},   {"Chantal", "fr-CA"}, {"Hans", "de-DE"},        {"Marlene", "de-DE"},
-    {"Vicki", "de-DE"},     {"Giorgio", "it-IT"}, {"Carla", "it-IT"},       {"Bianca", "it-IT"},
-    {"Camila", "pt-BR"},    {"Vitoria", "pt-BR"}, {"Ricardo", "pt-BR"},     {"Ines", "pt-PT"},
-    {"Cristiano", "pt-PT"}, {"Mizuki", "ja-JP"},  {"Takumi", "ja-JP"},      {"Seoyeon", "ko-KR"},
-    {"Zhiyu", "cmn-CN"},    {"Tatyana", "ru-RU"}, {"Maxim", "ru-RU"},       {"Lotte", "nl-NL"},
-    {"Ruben", "nl-NL"},     {"Ewa", "pl-PL"},     {"Jacek", "pl-PL"},       {"Jan", "pl-PL"},
-    {"Maja", "pl-PL"},      {"Astrid", "sv-SE"},  {"Liv", "nb-NO"},         {"Mads", "da-DK"},
-    {"Naja", "da-DK"},      {"Filiz", "tr-TR"},   {"Carmen", "ro-RO"},      {"Dora", "is-IS"},
-    {"Karl", "is-IS"},      {"Gwyneth", "cy-GB"}, {"Zeina", "arb"},
-};
-
-bool th_voice_lookup(const char *voice_id, const char **name, const char **lang)
+const char *th_template_body(const struct th_template *t)
 {
-    for (size_t i = 0; voice_id && i < TH_ARRAY_LEN(voices); i++) {
-        if (strcasecmp(voices[i].name, voice_id) == 0) {
-            if (name)
-                *name = voices[i].name;
-            if (lang)
-                *lang = voices[i].lang;
-            return true;
-        }
-    }
-    return false;
+    return t->body;
 }
 
-#define SSML_DEPTH 32
-#define SSML_NAME  32
-
-/* An XML name at s (ASCII: SSML's elements and attributes are): its length, 0 when none. */
-static size_t xml_name(const char *s)
+bool th_template_uses_names(const struct th_template *t)
 {
-    if (!isalpha((unsigned char)*s) && *s != '_' && *s != ':')
-        return 0;
-    size_t n = 1;
-    while (isalnum((unsigned char)s[n]) || s[n] == '-' || s[n] == '_' || s[n] == '.' || s[n] == ':')
-        n++;
-    return n;
+    return t->uses_names;
 }
 
-/* An entity or character reference at s ('&'): its length, 0 when it is not one. */
-static size_t xml_ref(const char *s)
+const struct th_sms_info *th_template_sms_info(const struct th_template *t, th_sms_encoding enc)
 {
-    static const char *const named[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"};
-    for (size_t i = 0; i < TH_ARRAY_LEN(named); i++)
-        if (strncmp(s, named[i], strlen(named[i])) == 0)
-            return strlen(named[i]);
-    if (s[1] != '#')
-        return 0;
-    bool hex = s[2] == 'x';
-    size_t n = hex ? 3 : 2, start = n;
-    while (hex ? isxdigit((unsigned char)s[n]) : isdigit((unsigned char)s[n]))
-        n++;
-    return n > start && n - start <= 8 && s[n] == ';' ? n + 1 : 0;
+    if (t->channel != TH_CHANNEL_SMS || enc < TH_SMS_AUTO || enc > TH_SMS_UCS2)
+        return NULL;
+    return &t->sms[enc];
 }
 
-/*
- * Whether b is a well-formed XML document with a <speak> root (comments, CDATA and an XML
- * declaration allowed; no DTD). Placeholders are plain text here: their values are escaped when
- * rendered. err names the first problem and its byte offset.
- */
-static bool ssml_check(const char *b, char *err, size_t errlen)
+const struct th_template *th_templates_at(const struct th_templates *set, size_t i)
 {
-    char stack[SSML_DEPTH][SSML_NAME + 1];
-    int depth = 0;
-    bool root_seen = false;
-    size_t i = 0;
-    while (isspace((unsigned char)b[i]))
-        i++;
-    if (strncmp(b + i, "<?xml", 5) == 0) {
-        const char *end = strstr(b + i, "?>");
-        if (!end) {
-            snprintf(err, errlen, "SSML: the XML declaration is not closed");
-            return false;
-        }
-        i = (size_t)(end - b) + 2;
-    }
-    while (b[i]) {
-        size_t at = i;
-        if (b[i] == '&') {
-            size_t n = xml_ref(b + i);
-            if (!n) {
-                snprintf(err, errlen, "SSML: '&' at offset %zu: write it as &amp;", at);
-                return false;
-            }
-            i += n;
-        } else if (b[i] != '<') {
-            if (depth == 0 && !isspace((unsigned char)b[i])) {
-                snprintf(err, errlen, "SSML: text at offset %zu is outside <speak>...</speak>", at);
-                return false;
-            }
-            i++;
-        } else if (strncmp(b + i, "<!--", 4) == 0 || strncmp(b + i, "<![CDATA[", 9) == 0) {
-            bool comment = b[i + 2] == '-';
-            const char *end = strstr(b + i + 4, comment ? "-->" : "]]>");
-            if (!end || (!comment && depth == 0)) {
-                snprintf(err, errlen, "SSML: %s at offset %zu %s", comment ? "comment" : "CDATA",
-                         at, end ? "is outside <speak>" : "is not closed");
-                return false;
-            }
-            i = (size_t)(end - b) + 3;
-        } else if (b[i + 1] == '/') {
-            size_t n = xml_name(b + i + 2);
-            size_t j = i + 2 + n;
-            while (isspace((unsigned char)b[j]))
-                j++;
-            if (!n || b[j] != '>') {
-                snprintf(err, errlen, "SSML: malformed end tag at offset %zu", at);
-                return false;
-            }
-            if (depth == 0 || n != strlen(stack[depth - 1]) ||
-                strncmp(b + i + 2, stack[depth - 1], n) != 0) {
-                snprintf(err, errlen, "SSML: </%.*s> at offset %zu %s%s%s", (int)(n > 32 ? 32 : n),
-                         b + i + 2, at, depth ? "does not close <" : "closes nothing",
-                         depth ? stack[depth - 1] : "", depth ? ">" : "");
-                return false;
-            }
-            depth--;
-            i = j + 1;
-        } else {
-            size_t n = xml_name(b + i + 1);
-            if (!n) {
-                snprintf(err, errlen, "SSML: '<' at offset %zu starts no tag: write it as &lt;",
-                         at);
-                return false;
-            }
-            if (depth == 0 && (root_seen || n != 5 || strncmp(b + i + 1, "speak", 5) != 0)) {
-                snprintf(err, errlen,
-                         "SSML: the document must be one <speak> element (<%.*s> at "
-                         "offset %zu)",
-                         (int)(n > 32 ? 32 : n), b + i + 1, at);
-                return false;
-            }
-            if (depth == SSML_DEPTH || n > SSML_NAME) {
-                snprintf(err, errlen,
-                         "SSML: <%.*s> at offset %zu: nested too deep or name too "
-                         "long",
-                         (int)(n > 32 ? 32 : n), b + i + 1, at);
-                return false;
-            }
-            memcpy(stack[depth], b + i + 1, n);
-            stack[depth][n] = '\0';
-            size_t j = i + 1 + n;
-            const char *attrs[16];
-            size_t alen[16], nattr = 0;
-            for (;;) { /* attributes: name="value" or name='value' */
-                size_t ws = 0;
-                while (isspace((unsigned char)b[j + ws]))
-                    ws++;
-                j += ws;
-                if (b[j] == '>' || (b[j] == '/' && b[j + 1] == '>'))
-                    break;
-                size_t an = ws ? xml_name(b + j) : 0;
-                size_t k = j + an;
-                while (an && isspace((unsigned char)b[k]))
-                    k++;
-                if (!an || b[k] != '=') {
-                    snprintf(err, errlen,
-                             "SSML: <%s> at offset %zu: malformed attribute at "
-                             "offset %zu",
-                             stack[depth], at, j);
-                    return false;
-                }
-                for (size_t a = 0; a < nattr; a++) {
-                    if (alen[a] == an && strncmp(attrs[a], b + j, an) == 0) {
-                        snprintf(err, errlen, "SSML: <%s> at offset %zu: attribute %.*s twice",
-                                 stack[depth], at, (int)(an > 32 ? 32 : an), b + j);
-                        return false;
-                    }
-                }
-                if (nattr == TH_ARRAY_LEN(attrs)) {
-                    snprintf(err, errlen, "SSML: <%s> at offset %zu: too many attributes",
-                             stack[depth], at);
-                    return false;
-                }
-                attrs[nattr] = b + j;
-                alen[nattr++] = an;
-                k++;
-                while (isspace((unsigned char)b[k]))
-                    k++;
-                char quote = b[k];
-                if (quote != '"' && quote != '\'') {
-                    snprintf(err, errlen, "SSML: <%s> at offset %zu: attribute values are quoted",
-                             stack[depth], at);
-                    return false;
-                }
-                for (k++; b[k] && b[k] != quote; k++) {
-                    size_t r = b[k] == '&' ? xml_ref(b + k) : 1;
-                    if (b[k] == '<' || !r) {
-                        snprintf(err, errlen,
-                                 "SSML: <%s> at offset %zu: '%c' in an attribute "
-                                 "value at offset %zu",
-                                 stack[depth], at, b[k], k);
-                        return false;
-                    }
-                    k += r - 1;
-                }
-                if (!b[k]) {
-                    snprintf(err, errlen, "SSML: <%s> at offset %zu is not closed", stack[depth],
-                             at);
-                    return false;
-                }
-                j = k + 1;
-            }
-            root_seen = true;
-            if (b[j] == '/') {
-                j++;
-            } else {
-                depth++;
-            }
-            i = j + 1;
-        }
-    }
-    if (depth > 0) {
-        snprintf(err, errlen, "SSML: <%s> is not closed", stack[depth - 1]);
-        return false;
-    }
-    if (!root_seen) {
-        snprintf(err, errlen, "SSML: a voice template is an SSML document: <speak>...</speak>");
-        return false;
-    }
-    return true;
+    return set && i < set->n ? &set->items[i] : NULL;
 }
 
-th_err th_template_check(const struct th_template_spec *spec, char *err, size_t errlen)
-{
-    struct th_template t;
-    th_err e = template_init(&t, spec, err, errlen);
-    if (e != TH_E_OK)
-        return e;
-    bool code = false;
-    for (size_t i = 0; i < t.nsegs; i++)
-        code = code || t.segs[i].var == VAR_OTP || t.segs[i].var == VAR_OTP_SPACED;
-    char why[192] = "";
-    if (!code)
-        snprintf(why, sizeof why,
-                 "the text never gives the code: put {{otp}} or {{otp_spaced}} "
-                 "(or @otp, @otp2) in it");
-    else if (t.channel == TH_CHANNEL_VOICE)
-        ssml_check(t.body, why, sizeof why);
-    else if (t.voice_id[0])
-        snprintf(why, sizeof why, "a voice id is for voice templates; an SMS template has none");
-    if (why[0])
-        snprintf(err, errlen, "template %s/%s: %s", t.language, th_channel_name(t.channel), why);
-    template_release(&t);
-    return why[0] ? TH_E_TEMPLATE : TH_E_OK;
-}
-
-/* ---- built-in English (the end of the chain) ---- */
-
-static const struct th_template_spec builtin_specs[] = {
-    {"en", TH_CHANNEL_SMS,
-     "Your verification code is {{otp}}. It expires in {{expires_minutes:minute|minutes}}.", NULL},
-    {"en", TH_CHANNEL_VOICE,
-     "<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. <break "
-     "time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>",
-     "Joanna"},
-};
+/* ---- the built-in language pack (English ends the chain) ---- */
 
 static struct th_templates *builtin_set;
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
@@ -674,57 +517,66 @@ static void builtin_free(void)
 
 static void builtin_init(void)
 {
-    char err[128];
-    if (th_templates_build(builtin_specs, TH_ARRAY_LEN(builtin_specs), &builtin_set, err,
-                           sizeof err) != TH_E_OK)
+    struct th_template_spec specs[128];
+    size_t n = th_msg_pack_specs(specs, TH_ARRAY_LEN(specs));
+    char err[256];
+    if (n > TH_ARRAY_LEN(specs) ||
+        th_templates_build(specs, n, &builtin_set, err, sizeof err) != TH_E_OK)
         abort();          /* static text that does not compile is a programming error */
     atexit(builtin_free); /* keeps leak checkers quiet */
 }
 
-const struct th_template *th_template_builtin(th_channel ch)
+const struct th_templates *th_templates_builtin(void)
 {
     pthread_once(&builtin_once, builtin_init);
-    return th_templates_find(builtin_set, "en", ch);
+    return builtin_set;
+}
+
+const struct th_template *th_template_builtin(th_channel ch)
+{
+    return th_templates_find(th_templates_builtin(), "en", ch);
 }
 
 /* ---- the locale chain ---- */
 
-/* Tries tag exactly, then its language (the part before the first '-'). */
-static const struct th_template *find_with_language(const struct th_templates *set, const char *tag,
-                                                    th_channel ch)
+/* For each candidate of tag: a stored template, else (if enabled) the pack's. */
+static const struct th_template *lookup(const struct th_chain *c, const char *tag, th_channel ch,
+                                        th_source *src)
 {
-    char norm[TH_LOCALE_MAX];
-    if (!tag || !*tag || th_locale_normalize(tag, norm) != TH_E_OK)
-        return NULL;
-    const struct th_template *t = th_templates_find(set, norm, ch);
-    char *dash = strchr(norm, '-');
-    if (!t && dash) {
-        *dash = '\0';
-        t = th_templates_find(set, norm, ch);
+    char cands[TH_LOCALE_CANDIDATES_MAX][TH_LOCALE_MAX];
+    size_t n = th_locale_candidates(tag, cands, TH_LOCALE_CANDIDATES_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const struct th_template *t = th_templates_find(c->set, cands[i], ch);
+        if (t) {
+            *src = TH_SOURCE_TEMPLATE;
+            return t;
+        }
+        if (c->pack && (t = th_templates_find(th_templates_builtin(), cands[i], ch))) {
+            *src = TH_SOURCE_BUILTIN;
+            return t;
+        }
     }
-    return t;
+    return NULL;
 }
 
-void th_message_choose(const struct th_templates *set, const char *preferred, const char *locale,
-                       th_channel ch, const char *default_language, bool has_okta_template,
-                       struct th_choice *out)
+void th_message_choose(const struct th_chain *c, th_channel ch, struct th_choice *out)
 {
-    const struct th_template *t = find_with_language(set, preferred, ch);
-    if (!t)
-        t = find_with_language(set, locale, ch);
-    if (!t)
-        t = find_with_language(set, default_language, ch);
-    if (t) {
-        *out = (struct th_choice){t, TH_SOURCE_TEMPLATE, t->language};
-        return;
+    const char *tags[] = {c->preferred, c->locale, c->default_language};
+    th_source src = TH_SOURCE_TEMPLATE;
+    for (size_t i = 0; i < TH_ARRAY_LEN(tags); i++) {
+        const struct th_template *t = lookup(c, tags[i], ch, &src);
+        if (t) {
+            *out = (struct th_choice){t, src, t->language, false};
+            return;
+        }
     }
     /* Okta's msgTemplate is SMS text already holding the code; it is no use for a voice call. */
-    if (ch == TH_CHANNEL_SMS && has_okta_template) {
-        *out = (struct th_choice){NULL, TH_SOURCE_OKTA, locale ? locale : ""};
+    if (ch == TH_CHANNEL_SMS && c->has_okta_template) {
+        *out = (struct th_choice){NULL, TH_SOURCE_OKTA, c->locale ? c->locale : "", false};
         return;
     }
-    t = th_template_builtin(ch);
-    *out = (struct th_choice){t, TH_SOURCE_BUILTIN, t->language};
+    const struct th_template *t = th_template_builtin(ch);
+    *out = (struct th_choice){t, TH_SOURCE_BUILTIN, t->language, true};
 }
 
 /* ---- rendering ---- */
@@ -771,6 +623,30 @@ static th_err append_spaced(struct th_buf *out, const char *otp, bool xml)
     return e;
 }
 
+/* The SMS text rendered at out[start..] as the policy sends it (rewritten in place). */
+static th_err prepare_sms(struct th_buf *out, size_t start, th_sms_encoding enc)
+{
+    if (out->len == start)
+        return TH_E_OK;
+    struct th_sms_info info;
+    th_sms_measure(out->data + start, out->len - start, &info);
+    /* GSM-7 already, or a script that stays UCS-2 (most UCS-2 texts): nothing to copy */
+    if (info.charset == TH_CHARSET_GSM7 ||
+        !th_msg_sms_rewritable(enc, out->data + start, out->len - start))
+        return TH_E_OK;
+    struct th_buf fixed;
+    th_buf_init(&fixed, out->max);
+    bool rewritten = false;
+    th_err e = th_sms_prepare(enc, out->data + start, out->len - start, &fixed, &rewritten);
+    if (e == TH_E_OK && rewritten) {
+        out->len = start;
+        out->data[start] = '\0';
+        e = th_buf_append(out, fixed.data, fixed.len);
+    }
+    th_buf_release(&fixed);
+    return e;
+}
+
 th_err th_message_render(const struct th_template *t, const struct th_render_vars *vars,
                          struct th_buf *out)
 {
@@ -809,9 +685,221 @@ th_err th_message_render(const struct th_template *t, const struct th_render_var
                            : th_buf_append(out, t->body + s->off2, s->len2);
             break;
         }
+        case VAR_EXPIRES: {
+            char unit[64];
+            th_msg_units_format(t->units, vars->expires_minutes < 0 ? 5 : vars->expires_minutes,
+                                unit, sizeof unit);
+            e = th_buf_appends(out, unit);
+            break;
+        }
         }
     }
+    if (e == TH_E_OK && !xml && vars->sms_encoding != TH_SMS_UCS2)
+        e = prepare_sms(out, start, vars->sms_encoding);
     if (e != TH_E_OK) { /* never leave half a message behind */
+        out->len = start;
+        if (out->data)
+            out->data[start] = '\0';
+    }
+    return e;
+}
+
+void th_message_expires(const char *lang, int minutes, char *out, size_t outlen)
+{
+    th_msg_units_format(th_msg_units_find(lang), minutes, out, outlen);
+}
+
+/* ---- checks ---- */
+
+#define AWS_SMS_MAX   1600 /* SendTextMessage MessageBody */
+#define AWS_VOICE_MAX 6000 /* SendVoiceMessage SSML, tags included */
+
+__attribute__((format(printf, 3, 4))) static void note(char *msg, size_t msglen, const char *fmt,
+                                                       ...)
+{
+    size_t n = strlen(msg);
+    if (n && n + 2 < msglen) {
+        memcpy(msg + n, "; ", 3);
+        n += 2;
+    }
+    if (n + 1 >= msglen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, msglen - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The language part of a tag, with Polly's codes and Norwegian's three names made one. */
+static void base_language(const char *tag, char out[TH_LOCALE_MAX])
+{
+    size_t n = strcspn(tag, "-_");
+    if (n >= TH_LOCALE_MAX)
+        n = TH_LOCALE_MAX - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)tag[i]);
+    out[n] = '\0';
+    if (strcmp(out, "cmn") == 0 || strcmp(out, "yue") == 0)
+        strcpy(out, "zh");
+    else if (strcmp(out, "arb") == 0)
+        strcpy(out, "ar");
+    else if (strcmp(out, "no") == 0 || strcmp(out, "nn") == 0)
+        strcpy(out, "nb");
+}
+
+th_err th_template_check(const struct th_template *t, th_sms_encoding enc, int max_segments,
+                         struct th_template_report *rep, char *msg, size_t msglen)
+{
+    memset(rep, 0, sizeof *rep);
+    if (msglen)
+        msg[0] = '\0';
+    bool code = false;
+    for (size_t i = 0; i < t->nsegs; i++)
+        code = code || t->segs[i].var == VAR_OTP || t->segs[i].var == VAR_OTP_SPACED;
+    if (!code) {
+        rep->errors++;
+        note(msg, msglen,
+             "the text never gives the code: put {{otp}} or {{otp_spaced}} (or @otp, @otp2) in "
+             "it");
+    }
+    if (t->channel == TH_CHANNEL_SMS) {
+        const struct th_sms_info *i = th_template_sms_info(t, enc);
+        rep->sms = *i;
+        rep->rewritten = i->charset == TH_CHARSET_GSM7 && t->sms[TH_SMS_UCS2].charset != i->charset;
+        if (t->voice_id[0]) {
+            rep->errors++;
+            note(msg, msglen, "a voice id is for voice templates; an SMS template has none");
+        }
+        /* the measure itself (charset, units, segments) is in rep->sms: callers print it */
+        if (max_segments > 0 && i->segments > max_segments) {
+            rep->errors++;
+            note(msg, msglen,
+                 "%d segments with an 8-digit code: over message.max_sms_segments = %d",
+                 i->segments, max_segments);
+        } else if (i->segments > 1) {
+            rep->warnings++;
+            note(msg, msglen, "over one segment with an 8-digit code: each segment is billed");
+        }
+        if (i->chars > AWS_SMS_MAX) {
+            rep->errors++;
+            note(msg, msglen, "%zu characters: over AWS's %d", i->chars, AWS_SMS_MAX);
+        }
+        if (enc == TH_SMS_GSM7 && i->charset == TH_CHARSET_UCS2)
+            note(msg, msglen,
+                 "stays UCS-2 under sms_encoding = gsm7: its script is never "
+                 "transliterated");
+        if (t->uses_names)
+            note(msg, msglen,
+                 "measured with sample names: a real name outside GSM-7 makes it "
+                 "UCS-2");
+        return rep->errors ? TH_E_TEMPLATE : TH_E_OK;
+    }
+    /* The body as written (placeholders are text there, their values escaped when rendered), so
+     * an offset points into what the admin wrote; the length is the rendered one. */
+    char why[192];
+    if (th_ssml_check(t->body, strlen(t->body), why, sizeof why) != TH_E_OK) {
+        rep->errors++;
+        note(msg, msglen, "%s", why);
+    } else {
+        struct th_buf b;
+        th_buf_init(&b, (size_t)BODY_MAX * 16);
+        struct th_render_vars v = {TH_SAMPLE_OTP,   TH_SAMPLE_FIRST_NAME, TH_SAMPLE_LAST_NAME,
+                                   TH_SAMPLE_LOGIN, TH_SAMPLE_MINUTES,    TH_SMS_UCS2};
+        struct th_sms_info i = {0};
+        th_err e = th_message_render(t, &v, &b);
+        if (e == TH_E_OK)
+            th_sms_measure(b.data, b.len, &i);
+        th_buf_release(&b);
+        if (e != TH_E_OK) {
+            rep->errors++;
+            note(msg, msglen, "does not render: %s", th_strerror(e));
+        } else if (i.chars > AWS_VOICE_MAX) {
+            rep->errors++;
+            note(msg, msglen, "%zu characters of SSML: over AWS's %d", i.chars, AWS_VOICE_MAX);
+        }
+    }
+    const struct th_voice *voice = th_voice_find(t->voice_id);
+    if (!t->voice_id[0]) {
+        rep->warnings++;
+        note(msg, msglen,
+             "no voice: AWS speaks it with Matthew (US English), Twilio with its "
+             "default voice");
+    } else if (!voice || !voice->aws) {
+        rep->warnings++;
+        note(msg, msglen, "'%.32s' is not an Amazon Polly voice AWS End User Messaging accepts",
+             t->voice_id);
+    }
+    if (voice) {
+        char want[TH_LOCALE_MAX], have[TH_LOCALE_MAX];
+        base_language(t->language, want);
+        base_language(voice->locale, have);
+        if (strcmp(want, have) != 0) {
+            rep->errors++;
+            note(msg, msglen, "voice %s speaks %s, not the template's language (%s)", voice->name,
+                 voice->locale, t->language);
+        }
+    }
+    return rep->errors ? TH_E_TEMPLATE : TH_E_OK;
+}
+
+th_err th_template_aws_body(const struct th_template *t, struct th_buf *out, char *why,
+                            size_t whylen)
+{
+    size_t start = out->len;
+    int mentions = 0;
+    th_err e = TH_E_OK;
+    why[0] = '\0';
+    for (size_t i = 0; i < t->nsegs && e == TH_E_OK; i++) {
+        const struct seg *s = &t->segs[i];
+        char unit[64];
+        switch (s->var) {
+        case VAR_LITERAL:
+            /* its Lambda replaces the first "@otp" it finds, wherever it is */
+            for (size_t k = 0; k + 4 <= s->len; k++)
+                if (memcmp(t->body + s->off + k, "@otp", 4) == 0)
+                    snprintf(why, whylen,
+                             "its text holds \"@otp\", which AWS's Lambda would "
+                             "replace");
+            e = th_buf_append(out, t->body + s->off, s->len);
+            break;
+        case VAR_OTP:
+        case VAR_OTP_SPACED:
+            if (s->var == VAR_OTP_SPACED && t->channel == TH_CHANNEL_SMS)
+                snprintf(why, whylen,
+                         "{{otp_spaced}} in an SMS: AWS's Lambda sends the code "
+                         "as is");
+            else if (++mentions > 2)
+                snprintf(why, whylen,
+                         "the code appears more than twice (AWS's Lambda fills "
+                         "@otp and @otp2 once each)");
+            e = th_buf_appends(out, mentions == 1 ? "@otp" : "@otp2");
+            break;
+        case VAR_FIRST_NAME:
+        case VAR_LAST_NAME:
+        case VAR_LOGIN:
+            snprintf(why, whylen, "it names the user, which AWS's Lambda cannot fill");
+            break;
+        case VAR_EXPIRES_MINUTES:
+            e = th_buf_appends(out, "5");
+            break;
+        case VAR_EXPIRES_PLURAL: /* 5 is never 1: the second form */
+            e = th_buf_appends(out, "5 ");
+            if (e == TH_E_OK)
+                e = th_buf_append(out, t->body + s->off2, s->len2);
+            break;
+        case VAR_EXPIRES:
+            th_msg_units_format(t->units, 5, unit, sizeof unit);
+            e = th_buf_appends(out, unit);
+            break;
+        }
+        if (why[0])
+            break;
+    }
+    if (e == TH_E_OK && why[0])
+        e = TH_E_TEMPLATE;
+    if (e != TH_E_OK) {
+        if (!why[0])
+            snprintf(why, whylen, "%s", th_strerror(e));
         out->len = start;
         if (out->data)
             out->data[start] = '\0';

@@ -12,6 +12,7 @@
  * free-text Message may quote the phone number.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +54,25 @@ struct sign_cache {
     unsigned char key[TH_SIGV4_KEY_LEN];
     struct th_aws_credentials creds;
 };
-/* In the thread's own storage, not the heap: nothing to allocate or free per loop thread. */
-static _Thread_local struct sign_cache tls_cache;
+/*
+ * One cache per loop thread, found through a thread-specific key whose destructor wipes and frees
+ * it when the thread ends (a _Thread_local pointer alone would leak it, and leave a copy of the
+ * secret key in freed memory).
+ */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static bool cache_key_ok;
+
+static void cache_free(void *p)
+{
+    OPENSSL_cleanse(p, sizeof(struct sign_cache));
+    free(p);
+}
+
+static void cache_key_init(void)
+{
+    cache_key_ok = pthread_key_create(&cache_key, cache_free) == 0;
+}
 
 struct attempt {
     struct aws *aws;
@@ -230,7 +248,19 @@ static th_err body_text(struct th_buf *b, const struct aws *aws, const struct th
 
 static struct sign_cache *cache_for(struct aws *aws, const char *date8)
 {
-    struct sign_cache *c = &tls_cache;
+    pthread_once(&cache_once, cache_key_init);
+    if (!cache_key_ok)
+        return NULL;
+    struct sign_cache *c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return NULL;
+        if (pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            return NULL;
+        }
+    }
     uint64_t gen = th_aws_creds_generation(aws->creds);
     if (gen == 0)
         return NULL;

@@ -73,8 +73,8 @@ static void ssml_inner(const char *ssml, const char **start, size_t *len)
 static th_err build_twiml(struct th_buf *t, const struct th_send *m)
 {
     /* Twilio offers the Polly voices as "Polly.<Name>" */
-    const char *voice = NULL, *lang = NULL;
-    th_voice_lookup(m->voice_id, &voice, &lang);
+    const struct th_voice *v = th_voice_find(m->voice_id);
+    const char *voice = v ? v->name : NULL, *lang = v ? v->locale : NULL;
     char langbuf[16];
     if (!lang) { /* no known voice: Twilio's default voice, in the message's language */
         const char *l = m->language && m->language[0] ? m->language : "en";

@@ -24,6 +24,9 @@ struct th_store_ops {
     th_err (*routes_each)(struct th_store *st, th_route_row_fn fn, void *ud);
     th_err (*route_put)(struct th_store *st, const struct th_route_row *row);
     th_err (*route_delete)(struct th_store *st, const char *channel, const char *country);
+    th_err (*prefs_each)(struct th_store *st, th_pref_row_fn fn, void *ud);
+    th_err (*pref_put)(struct th_store *st, const struct th_pref_row *row);
+    th_err (*pref_delete)(struct th_store *st, const char *user);
     th_err (*begin)(struct th_store *st);
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);

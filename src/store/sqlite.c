@@ -89,6 +89,31 @@ static const char *const migrations[] = {
     "UPDATE templates SET body = 'Su código de verificación es {{otp}}. Caduca en "
     "{{expires_minutes:minuto|minutos}}.' WHERE language = 'es' AND channel = 'sms' AND body = "
     "'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} minutos.';",
+    /* 7: users' language preferences; what a delivery was asked for (locale) and the
+     * preference applied; the seeded en/es templates go where nobody changed them, so the
+     * built-in language pack (src/message/pack.c) speaks instead of its old copy. A seed is
+     * unchanged when updated_ms is still 0 and its body is as migration 1 wrote it or as
+     * migration 6 rewrote it (the plural form). */
+    "CREATE TABLE prefs ("
+    "  user_key TEXT NOT NULL COLLATE NOCASE PRIMARY KEY, language TEXT NOT NULL,"
+    "  channel TEXT NOT NULL DEFAULT '' CHECK (channel IN ('', 'sms', 'voice')),"
+    "  updated_ms INTEGER NOT NULL);"
+    "ALTER TABLE deliveries ADD COLUMN locale TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN preference TEXT NOT NULL DEFAULT '';"
+    "DELETE FROM templates WHERE updated_ms = 0 AND voice_id = '' AND channel = 'sms' AND ("
+    " (language = 'en' AND body IN ('Your verification code is {{otp}}. It expires in "
+    "{{expires_minutes}} minutes.', 'Your verification code is {{otp}}. It expires in "
+    "{{expires_minutes:minute|minutes}}.')) OR"
+    " (language = 'es' AND body IN ('Su código de verificación es {{otp}}. Caduca en "
+    "{{expires_minutes}} minutos.', 'Su código de verificación es {{otp}}. Caduca en "
+    "{{expires_minutes:minuto|minutos}}.')));"
+    "DELETE FROM templates WHERE updated_ms = 0 AND channel = 'voice' AND ("
+    " (language = 'en' AND body = '<speak>Your verification code is "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Again, your code is "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Joanna') OR"
+    " (language = 'es' AND body = '<speak>Su código de verificación es "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Lupe'));",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -109,6 +134,9 @@ enum stmt {
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
+    S_PREF_EACH,
+    S_PREF_PUT,
+    S_PREF_DEL,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -130,7 +158,8 @@ static const char *const sql[S__COUNT] = {
     [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts, user_id, login_hash, "
-                    "phone_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "phone_hash, locale, preference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel, country",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -150,6 +179,13 @@ static const char *const sql[S__COUNT] = {
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
+    [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs ORDER BY user_key",
+    [S_PREF_PUT] =
+        "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
+        "(?, ?, ?, ?) ON CONFLICT (user_key) DO UPDATE SET user_key = excluded.user_key, "
+        "language = excluded.language, channel = excluded.channel, "
+        "updated_ms = excluded.updated_ms",
+    [S_PREF_DEL] = "DELETE FROM prefs WHERE user_key = ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -442,7 +478,42 @@ static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delive
     bind_text(q, 16, row->user_id);
     bind_text(q, 17, row->login_hash);
     bind_text(q, 18, row->phone_hash);
+    bind_text(q, 19, row->locale);
+    bind_text(q, 20, row->preference);
     return step_done(q);
+}
+
+static th_err sqlite_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_EACH];
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_pref_row row = {col(q, 0), col(q, 1), col(q, 2), sqlite3_column_int64(q, 3)};
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_pref_put(struct th_store *st, const struct th_pref_row *row)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_PUT];
+    bind_text(q, 1, row->user);
+    bind_text(q, 2, row->language);
+    bind_text(q, 3, row->channel);
+    sqlite3_bind_int64(q, 4, row->updated_ms);
+    return step_done(q);
+}
+
+static th_err sqlite_pref_delete(struct th_store *st, const char *user)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_PREF_DEL];
+    bind_text(q, 1, user);
+    th_err e = step_done(q);
+    if (e == TH_E_OK && sqlite3_changes(S(st)->db) == 0)
+        return TH_E_NOTFOUND;
+    return e;
 }
 
 static th_err sqlite_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
@@ -485,7 +556,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
 {
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
-                   "latency_us, attempts, user_id FROM deliveries WHERE 1 = 1";
+                   "latency_us, attempts, user_id, locale, preference FROM deliveries "
+                   "WHERE 1 = 1";
     const char *texts[] = {f->outcome,    f->provider, f->country,   f->channel,
                            f->request_id, f->event_id, f->phone_hash};
     static const char *const cols[] = {"outcome",    "provider", "country",   "channel",
@@ -546,6 +618,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
             .user_id = col(stmt, 15),
             .login_hash = "", /* search keys stay in the store */
             .phone_hash = "",
+            .locale = col(stmt, 16),
+            .preference = col(stmt, 17),
         };
         if (fn(ud, &row))
             break;
@@ -695,6 +769,9 @@ const struct th_store_ops th_store_sqlite_ops = {
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,
     .route_delete = sqlite_route_delete,
+    .prefs_each = sqlite_prefs_each,
+    .pref_put = sqlite_pref_put,
+    .pref_delete = sqlite_pref_delete,
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,

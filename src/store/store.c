@@ -61,6 +61,21 @@ th_err th_store_template_delete(struct th_store *st, const char *language, const
     return st->ops->template_delete(st, language, channel);
 }
 
+th_err th_store_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
+{
+    return st->ops->prefs_each(st, fn, ud);
+}
+
+th_err th_store_pref_put(struct th_store *st, const struct th_pref_row *row)
+{
+    return st->ops->pref_put(st, row);
+}
+
+th_err th_store_pref_delete(struct th_store *st, const char *user)
+{
+    return st->ops->pref_delete(st, user);
+}
+
 th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
                                  th_delivery_row_fn fn, void *ud)
 {

@@ -48,6 +48,21 @@ th_err th_store_template_put(struct th_store *st, const struct th_template_row *
 /* TH_E_NOTFOUND when absent. */
 th_err th_store_template_delete(struct th_store *st, const char *language, const char *channel);
 
+/* ---- user preferences: a language (and a channel hint) per Okta user ---- */
+struct th_pref_row {
+    const char *user;     /* Okta userId or login; unique without case */
+    const char *language; /* normalised tag */
+    const char *channel;  /* "", "sms" or "voice" */
+    int64_t updated_ms;
+};
+typedef int (*th_pref_row_fn)(void *ud, const struct th_pref_row *row);
+/* Ordered by user. */
+th_err th_store_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud);
+/* Insert or replace the user's row (matched without case). */
+th_err th_store_pref_put(struct th_store *st, const struct th_pref_row *row);
+/* TH_E_NOTFOUND when absent. */
+th_err th_store_pref_delete(struct th_store *st, const char *user);
+
 /* ---- outbox (development provider: the "handset") ---- */
 struct th_outbox_row {
     const char *id; /* transaction id returned to Okta */
@@ -90,6 +105,8 @@ struct th_delivery_row {
     const char *user_id;
     const char *login_hash;
     const char *phone_hash;
+    const char *locale;     /* the request's locale, normalised ("" when none) */
+    const char *preference; /* the user's preference found: "pt", "pt/voice"; "" none */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);

@@ -117,7 +117,8 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
                len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
                len0(row->language) + len0(row->source) + len0(row->provider) + len0(row->outcome) +
                len0(row->transaction_id) + len0(row->error) + len0(row->user_id) +
-               len0(row->login_hash) + len0(row->phone_hash);
+               len0(row->login_hash) + len0(row->phone_hash) + len0(row->locale) +
+               len0(row->preference);
     struct item *it = malloc(sizeof *it + n);
     if (!it)
         return TH_E_NOMEM;
@@ -144,6 +145,8 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
         .user_id = put(it->strings, &pos, row->user_id),
         .login_hash = put(it->strings, &pos, row->login_hash),
         .phone_hash = put(it->strings, &pos, row->phone_hash),
+        .locale = put(it->strings, &pos, row->locale),
+        .preference = put(it->strings, &pos, row->preference),
     };
     return enqueue(w, it);
 }

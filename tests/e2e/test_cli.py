@@ -2,6 +2,7 @@
 that name the bad value, exit codes, --json, empty lists, the helpdesk's search, templates and
 routes refused with the reason."""
 import json
+import re
 import subprocess
 
 import pytest
@@ -16,6 +17,15 @@ COMMANDS = {
     ("templates", "list"): ["--json"],
     ("templates", "set"): ["LANG CHANNEL BODY [VOICE_ID]", "--force", "{{otp}}", "<speak>"],
     ("templates", "delete"): ["LANG CHANNEL"],
+    ("templates", "preview"): ["LANG CHANNEL", "--otp CODE", "--first-name NAME",
+                               "--last-name NAME", "--login LOGIN", "--expires MINUTES",
+                               "--country CC", "--json", "message.sms_prices"],
+    ("templates", "check"): ["--json", "max_sms_segments", "Exit 1"],
+    ("templates", "import-aws"): ["FILE", "--dry-run"],
+    ("templates", "export"): ["[FILE]", "--aws", "--builtin"],
+    ("prefs", "set"): ["USER LANG [CHANNEL]", "hint"],
+    ("prefs", "list"): ["--json"],
+    ("prefs", "delete"): ["USER"],
     ("routes", "list"): ["--json"],
     ("routes", "set"): ["CHANNEL COUNTRY ATTEMPTS", "--force"],
     ("routes", "delete"): ["CHANNEL COUNTRY"],
@@ -155,6 +165,21 @@ def test_options_in_any_position(make_server):
     (["templates", "set", "english", "sms", "{{otp}}"], "LANG: 'english' is not a language tag"),
     (["templates", "set", "en", "fax", "{{otp}}"], "CHANNEL: 'fax' is not one of sms, voice"),
     (["templates", "set", "en", "sms", "-x {{otp}}"], "unknown option '-x'"),
+    (["templates", "preview", "xx!", "sms"], "LANG: 'xx!' is not a language tag"),
+    (["templates", "preview", "de", "fax"], "CHANNEL: 'fax' is not one of sms, voice"),
+    (["templates", "preview", "de", "sms", "--expires", "0"],
+     "--expires: '0' is not a number from 1 to 1440"),
+    (["templates", "preview", "de", "sms", "--country", "XX"], "--country: 'XX' is not an ISO 3166"),
+    (["templates", "preview", "de", "sms", "--otp", "12 34"],
+     "--otp: '12 34' is not 1 to 16 letters or digits"),
+    (["templates", "preview", "de", "sms", "--force"], "templates preview: --force is not an option"),
+    (["templates", "export"], "which format? --aws"),
+    (["templates", "import-aws"], "templates import-aws: needs FILE"),
+    (["prefs", "set", "u", "english"], "LANG: 'english' is not a language tag"),
+    (["prefs", "set", "u", "en", "fax"], "CHANNEL: 'fax' is not one of sms, voice"),
+    (["prefs", "set", " u", "en"], "USER: ' u' is not an Okta userId or login"),
+    (["prefs", "delete"], "prefs delete: needs USER"),
+    (["prefs", "nope"], "unknown subcommand 'nope' (set, list, delete)"),
 ])
 def test_bad_values_are_named(make_server, args, message):
     s = make_server(start=False)
@@ -198,7 +223,8 @@ def test_exit_codes(make_server, tmp_path):
 
 def test_empty_lists_say_none(make_server):
     s = make_server(start=False)
-    for cmd in (("outbox", "list"), ("deliveries", "list"), ("routes", "list"), ("dlq", "list")):
+    for cmd in (("outbox", "list"), ("deliveries", "list"), ("routes", "list"), ("dlq", "list"),
+                ("prefs", "list")):
         r = s.cli(*cmd)
         assert r.stdout == "(none)\n", cmd
         assert json.loads(s.cli(*cmd, "--json").stdout) == [], cmd
@@ -211,11 +237,13 @@ def test_tables_have_headers(make_server):
     s.post(okta_request())
     s.wait_rows("SELECT count(*) FROM deliveries", 1)
     s.cli("routes", "set", "sms", "US", "outbox")
+    s.cli("prefs", "set", "test.user@example.com", "de")
     heads = {
         ("deliveries", "list"): ["TIME", "REQUEST_ID", "OUTCOME", "PHONE", "PROVIDER"],
         ("outbox", "list"): ["TIME", "ID", "TO", "CHANNEL"],
-        ("templates", "list"): ["LANGUAGE", "CHANNEL", "VOICE", "TEXT"],
+        ("templates", "list"): ["LANGUAGE", "CHANNEL", "SOURCE", "VOICE", "TEXT"],
         ("routes", "list"): ["CHANNEL", "COUNTRY", "ATTEMPTS"],
+        ("prefs", "list"): ["USER", "LANGUAGE", "CHANNEL", "UPDATED"],
     }
     for cmd, words in heads.items():
         first = s.cli(*cmd).stdout.splitlines()[0]
@@ -246,9 +274,14 @@ def test_json_outputs(make_server):
     assert outbox[1]["id"] == d["transaction_id"]
     assert len(rows(s, "outbox", "list", "-n", "1")) == 1
 
+    # nothing stored (the seeds went in schema 7): the built-in language pack, marked so
     templates = rows(s, "templates", "list")
-    assert {(t["language"], t["channel"]) for t in templates} == {
-        ("en", "sms"), ("en", "voice"), ("es", "sms"), ("es", "voice")}
+    assert {t["source"] for t in templates} == {"builtin"}
+    assert len(templates) == 28 + 18  # every language's SMS, and voice where Polly speaks it
+    en = {t["channel"]: t for t in templates if t["language"] == "en"}
+    assert en["sms"]["body"] == "{{otp}} is your verification code. It expires in {{expires}}."
+    assert en["voice"]["voice_id"] == "Joanna" and en["sms"]["updated"] is None
+    assert (d["locale"], d["preference"]) == ("en-us", "")
     assert rows(s, "routes", "list") == [] and rows(s, "dlq", "list") == []
 
     cfg = rows(s, "config", "show")
@@ -355,6 +388,46 @@ def test_templates_set_refuses_with_the_reason(make_server, args, reason):
     r = s.cli("templates", "set", *args, check=False)
     assert r.returncode == 2 and reason in r.stderr, r.stderr
     assert s.cli("templates", "list", "--json").stdout == before  # nothing stored
+
+
+def test_templates_set_says_encoding_and_segments(make_server):
+    """templates set checks as templates check does: the SMS's encoding and segments are
+    printed, a warning over one segment, a refusal over message.max_sms_segments."""
+    s = make_server(start=False)
+    r = s.cli("templates", "set", "de", "sms", "{{otp}} ist Ihr Code")
+    assert "template de/sms: GSM-7, 21 units, 1 segment\n" in r.stderr and "warning" not in r.stderr
+    r = s.cli("templates", "set", "pl", "sms", "Twój kod: {{otp}}")
+    assert "template pl/sms: UCS-2, 18 units, 1 segment" in r.stderr
+    aws_es = "Su código de acceso de un solo uso del servicio AWS End User Messaging es @otp"
+    r = s.cli("templates", "set", "es", "sms", aws_es)
+    assert "warning: template es/sms: UCS-2, 82 units, 2 segments: over one segment" in r.stderr
+    r = s.cli("templates", "set", "es", "sms", aws_es, check=False,
+              env={"TELEHOOK_MESSAGE_MAX_SMS_SEGMENTS": "1"})
+    assert r.returncode == 2 and "over message.max_sms_segments = 1" in r.stderr
+    r = s.cli("templates", "set", "en", "voice", "<speak>{{otp_spaced}}</speak>")
+    assert "warning: template en/voice: no voice" in r.stderr
+    r = s.cli("templates", "set", "fr", "voice", "<speak>{{otp_spaced}}</speak>", "Joanna",
+              check=False)
+    assert r.returncode == 2 and "voice Joanna speaks en-US, not the template's language (fr)" \
+        in r.stderr
+    stored = {(t["language"], t["channel"]) for t in rows(s, "templates", "list")
+              if t["source"] == "stored"}
+    assert stored == {("de", "sms"), ("pl", "sms"), ("es", "sms"), ("en", "voice")}
+
+
+def test_deliveries_show_locale_and_preference(make_server):
+    s = make_server(start=False)
+    s.cli("prefs", "set", "00uyxxSknGtK8022w0g3", "de", "voice")
+    s.start()
+    _, h, _ = s.post(okta_request(locale="fr-CA"))
+    s.wait_rows("SELECT count(*) FROM deliveries", 1)
+    out = s.cli("deliveries", "show", h["x-request-id"]).stdout
+    assert re.search(r"^language +de$", out, re.M), out
+    assert re.search(r"^locale +fr-ca$", out, re.M), out
+    assert re.search(r"^preference +de/voice$", out, re.M), out
+    shown = json.loads(s.cli("deliveries", "show", h["x-request-id"], "--json").stdout)
+    assert (shown["language"], shown["locale"], shown["preference"]) == ("de", "fr-ca", "de/voice")
+    assert s.stop() == 0
 
 
 def test_templates_set_voice(make_server):

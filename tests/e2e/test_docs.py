@@ -30,7 +30,7 @@ def test_readme_examples_in_order(make_server):
 
     # the text the README shows: the sample's code expired long ago, so "1 minute" (not "1 minutes")
     (text,) = s.db_rows("SELECT body FROM outbox WHERE id = ?", (sms["transactionId"],))[0]
-    assert text == "Your verification code is 11111. It expires in 1 minute."
+    assert text == "11111 is your verification code. It expires in 1 minute."
     with open(os.path.join(ROOT, "README.md")) as f:
         assert "    " + text + "\n" in f.read()
 

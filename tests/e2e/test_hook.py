@@ -49,17 +49,33 @@ def test_sms_english_from_en_us(server):
     _, _, body = server.post(okta_request(otp="730194", locale="EN-US"))
     msg = outbox(server, success_value(body)["transactionId"])
     assert msg["language"] == "en"
-    assert msg["body"] == "Your verification code is 730194. It expires in 5 minutes."
+    assert msg["body"] == "730194 is your verification code. It expires in 5 minutes."
 
 
 def test_sms_spanish_plural_agrees(server):
     _, _, body = server.post(okta_request(otp="730194", locale="es"))
     msg = outbox(server, success_value(body)["transactionId"])
-    assert msg["body"] == "Su código de verificación es 730194. Caduca en 5 minutos."
+    assert msg["body"] == "730194 es su código de verificación. Caduca en 5 minutos."
     _, _, body = server.post(okta_request(otp="730195", locale="es",
                                           otpExpires="2022-01-28T21:48:34.321Z"))
     msg = outbox(server, success_value(body)["transactionId"])
-    assert msg["body"] == "Su código de verificación es 730195. Caduca en 1 minuto."
+    assert msg["body"] == "730195 es su código de verificación. Caduca en 1 minuto."
+
+
+def test_stored_plural_form_beside_the_pack(make_server):
+    """An admin's {{expires_minutes:ONE|OTHER}} and the pack's {{expires}} in one template."""
+    s = make_server(start=False)
+    s.cli("templates", "set", "es", "sms",
+          "{{otp}}: {{expires}} ({{expires_minutes:minutito|minutitos}})")
+    s.start()
+    _, _, body = s.post(okta_request(otp="730196", locale="es",
+                                     otpExpires="2022-01-28T21:48:34.321Z"))
+    msg = outbox(s, success_value(body)["transactionId"])
+    assert msg["body"] == "730196: 1 minuto (1 minutito)"
+    _, _, body = s.post(okta_request(otp="730197", locale="es"))
+    msg = outbox(s, success_value(body)["transactionId"])
+    assert msg["body"] == "730197: 5 minutos (5 minutitos)"
+    assert s.stop() == 0
 
 
 def test_voice_spanish_from_es_mx(server):
@@ -83,14 +99,15 @@ def test_delivery_channel_variants(server, value, channel):
 
 
 def test_unknown_locale_uses_default_language(server):
-    _, _, body = server.post(okta_request(otp="555111", locale="fr-FR"))
+    _, _, body = server.post(okta_request(otp="555111", locale="sw-KE"))
     msg = outbox(server, success_value(body)["transactionId"])
     assert msg["language"] == "en"
-    assert msg["body"].startswith("Your verification code is 555111")
+    assert msg["body"].startswith("555111 is your verification code")
 
 
 def test_missing_template_uses_okta_msg_template(make_server):
-    s = make_server("message.default_language = de")
+    # without the language pack: stored templates (none for de or fr), then Okta's text
+    s = make_server("message.default_language = de\nmessage.builtin_pack = false")
     req = okta_request(otp="246810", locale="fr")
     _, _, body = s.post(req)
     msg = outbox(s, success_value(body)["transactionId"])
@@ -103,8 +120,8 @@ def test_missing_template_uses_okta_msg_template(make_server):
 
 
 def test_no_template_and_no_fallback_gets_error_object(make_server):
-    s = make_server("message.default_language = de\nmessage.builtin_fallback = false")
-    status, _, body = s.post(okta_request(locale="fr", msgTemplate=None))
+    s = make_server("message.default_language = sw\nmessage.builtin_fallback = false")
+    status, _, body = s.post(okta_request(locale="xh", msgTemplate=None))
     assert status == 200
     assert_okta_error(body)
     assert s.db_rows("SELECT count(*) FROM outbox")[0][0] == 0

@@ -3,7 +3,7 @@ from conftest import HOOK, US_NUMBER, okta_request
 
 COLUMNS = ("request_id", "event_id", "created_ms", "request_type", "phone_masked", "country",
            "channel", "language", "source", "provider", "outcome", "transaction_id", "error",
-           "latency_us")
+           "latency_us", "locale", "preference")
 
 
 def deliveries(server):
@@ -26,7 +26,8 @@ def test_one_record_per_request(server):
     assert good["country"] == "US"
     assert good["channel"] == "voice"
     assert good["language"] == "es"
-    assert good["source"] == "template"
+    assert good["source"] == "builtin"  # the language pack: no stored template
+    assert good["locale"] == "es-mx" and good["preference"] == ""
     assert good["provider"] == "outbox"
     assert good["transaction_id"] == body["commands"][0]["value"][0]["transactionId"]
     assert good["latency_us"] > 0

@@ -77,16 +77,20 @@ static void test_render_placeholders(void **state)
          "Hi {{first_name}} {{ last_name }} ({{login}}): {{otp}} / {{otp_spaced}}, "
          "{{expires_minutes}} min",
          NULL},
-        {"es", TH_CHANNEL_SMS, "Codigo @otp, digitos @otp2, no @otpx, fin@otp", NULL},
+        {"es", TH_CHANNEL_SMS, "Codigo @otp, otra vez @otp2, no @otpx, fin@otp", NULL},
+        {"es", TH_CHANNEL_VOICE, "<speak>Codigo @otp, otra vez @otp2</speak>", "Lupe"},
     };
-    struct th_templates *set = build(specs, 2);
-    struct th_render_vars v = {"123456", "Ana", "Lopez", "ana@example.com", 4};
+    struct th_templates *set = build(specs, 3);
+    struct th_render_vars v = {"123456", "Ana", "Lopez", "ana@example.com", 4, TH_SMS_AUTO};
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_SMS), &v),
                         "Hi Ana Lopez (ana@example.com): 123456 / 1, 2, 3, 4, 5, 6, 4 min");
+    /* AWS's guidance: @otp and @otp2 are the code as is in SMS, digit by digit in voice */
     assert_string_equal(render(th_templates_find(set, "es", TH_CHANNEL_SMS), &v),
-                        "Codigo 123456, digitos 1, 2, 3, 4, 5, 6, no @otpx, fin123456");
+                        "Codigo 123456, otra vez 123456, no @otpx, fin123456");
+    assert_string_equal(render(th_templates_find(set, "es", TH_CHANNEL_VOICE), &v),
+                        "<speak>Codigo 1, 2, 3, 4, 5, 6, otra vez 1, 2, 3, 4, 5, 6</speak>");
     /* missing names render empty; unknown expiry renders Okta's usual 5 */
-    struct th_render_vars bare = {"9", NULL, NULL, NULL, -1};
+    struct th_render_vars bare = {"9", NULL, NULL, NULL, -1, TH_SMS_AUTO};
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_SMS), &bare),
                         "Hi   (): 9 / 9, 5 min");
     th_templates_free(set);
@@ -100,7 +104,7 @@ static void test_voice_escapes_sms_does_not(void **state)
         {"en", TH_CHANNEL_SMS, "Hello {{first_name}}", NULL},
     };
     struct th_templates *set = build(specs, 2);
-    struct th_render_vars v = {"1<2", "<b>&'\"", NULL, NULL, 5};
+    struct th_render_vars v = {"1<2", "<b>&'\"", NULL, NULL, 5, TH_SMS_AUTO};
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_VOICE), &v),
                         "<speak>Hello &lt;b&gt;&amp;&apos;&quot;, 1, &lt;, 2</speak>");
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_SMS), &v), "Hello <b>&'\"");
@@ -143,7 +147,7 @@ static void test_duplicates_later_wins(void **state)
                                        {"en", TH_CHANNEL_SMS, "second {{otp}}", NULL}};
     struct th_templates *set = build(specs, 2);
     assert_int_equal(th_templates_count(set), 1);
-    struct th_render_vars v = {"1", NULL, NULL, NULL, 5};
+    struct th_render_vars v = {"1", NULL, NULL, NULL, 5, TH_SMS_AUTO};
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_SMS), &v), "second 1");
     th_templates_free(set);
 }
@@ -155,7 +159,7 @@ static void test_render_cap(void **state)
     struct th_templates *set = build(&spec, 1);
     struct th_buf b;
     th_buf_init(&b, 10);
-    struct th_render_vars v = {"123456", NULL, NULL, NULL, 5};
+    struct th_render_vars v = {"123456", NULL, NULL, NULL, 5, TH_SMS_AUTO};
     assert_int_equal(th_message_render(th_templates_find(set, "en", TH_CHANNEL_SMS), &v, &b),
                      TH_E_TOOBIG);
     assert_int_equal(b.len, 0); /* nothing half-rendered */
@@ -163,6 +167,14 @@ static void test_render_cap(void **state)
     th_templates_free(set);
 }
 
+static void choose(const struct th_templates *set, const char *pref, const char *locale,
+                   th_channel ch, const char *def, bool pack, bool okta, struct th_choice *c)
+{
+    struct th_chain chain = {set, pref, locale, def, pack, okta};
+    th_message_choose(&chain, ch, c);
+}
+
+/* The stored-template chain, the pack off: what it was before the pack. */
 static void test_chain(void **state)
 {
     (void)state;
@@ -174,53 +186,213 @@ static void test_chain(void **state)
     struct th_templates *set = build(specs, 5);
     struct th_choice c;
     /* exact */
-    th_message_choose(set, NULL, "es-mx", TH_CHANNEL_SMS, "en", true, &c);
+    choose(set, NULL, "es-mx", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_int_equal(c.source, TH_SOURCE_TEMPLATE);
     assert_string_equal(c.language, "es-mx");
     /* raw locales are normalised too */
-    th_message_choose(set, NULL, "ES_MX", TH_CHANNEL_SMS, "en", true, &c);
+    choose(set, NULL, "ES_MX", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_string_equal(c.language, "es-mx");
     /* language */
-    th_message_choose(set, NULL, "es-ar", TH_CHANNEL_SMS, "en", true, &c);
+    choose(set, NULL, "es-ar", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_string_equal(c.language, "es");
-    th_message_choose(set, NULL, "es-mx", TH_CHANNEL_VOICE, "en", false, &c);
+    choose(set, NULL, "es-mx", TH_CHANNEL_VOICE, "en", false, false, &c);
     assert_string_equal(c.language, "es");
     assert_int_equal(th_template_channel(c.tpl), TH_CHANNEL_VOICE);
     /* preferred before the request locale */
-    th_message_choose(set, "fr-CA", "es-mx", TH_CHANNEL_SMS, "en", true, &c);
+    choose(set, "fr-CA", "es-mx", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_string_equal(c.language, "fr");
     /* default language */
-    th_message_choose(set, NULL, "de-de", TH_CHANNEL_SMS, "en", true, &c);
+    choose(set, NULL, "de-de", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_string_equal(c.language, "en");
-    th_message_choose(set, NULL, "not a locale", TH_CHANNEL_SMS, "en", true, &c);
+    assert_false(c.last_resort);
+    choose(set, NULL, "not a locale", TH_CHANNEL_SMS, "en", false, true, &c);
     assert_string_equal(c.language, "en");
     /* no default match: Okta's text for SMS */
-    th_message_choose(set, NULL, "de", TH_CHANNEL_SMS, "it", true, &c);
+    choose(set, NULL, "de", TH_CHANNEL_SMS, "it", false, true, &c);
     assert_int_equal(c.source, TH_SOURCE_OKTA);
     assert_null(c.tpl);
     /* ... but never for voice: the built-in voice text */
-    th_message_choose(set, NULL, "de", TH_CHANNEL_VOICE, "it", true, &c);
+    choose(set, NULL, "de", TH_CHANNEL_VOICE, "it", false, true, &c);
     assert_int_equal(c.source, TH_SOURCE_BUILTIN);
     assert_int_equal(th_template_channel(c.tpl), TH_CHANNEL_VOICE);
+    assert_true(c.last_resort);
     /* no Okta text: built-in */
-    th_message_choose(set, NULL, "de", TH_CHANNEL_SMS, "it", false, &c);
+    choose(set, NULL, "de", TH_CHANNEL_SMS, "it", false, false, &c);
     assert_int_equal(c.source, TH_SOURCE_BUILTIN);
     assert_string_equal(c.language, "en");
+    assert_true(c.last_resort);
     /* an empty set still ends in the built-in */
-    th_message_choose(NULL, NULL, NULL, TH_CHANNEL_SMS, NULL, false, &c);
+    choose(NULL, NULL, NULL, TH_CHANNEL_SMS, NULL, false, false, &c);
     assert_int_equal(c.source, TH_SOURCE_BUILTIN);
     th_templates_free(set);
+}
+
+/* The chain with the pack: stored templates win per tag, the pack fills every other language. */
+static void test_chain_pack(void **state)
+{
+    (void)state;
+    struct th_template_spec specs[] = {
+        {"fr", TH_CHANNEL_SMS, "stored fr {{otp}}", NULL},
+        {"de-at", TH_CHANNEL_SMS, "stored de-at {{otp}}", NULL},
+        {"zh", TH_CHANNEL_SMS, "stored zh {{otp}}", NULL},
+    };
+    struct th_templates *set = build(specs, 3);
+    struct th_choice c;
+    /* a stored template overrides the built-in of its language */
+    choose(set, NULL, "fr-FR", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_int_equal(c.source, TH_SOURCE_TEMPLATE);
+    assert_string_equal(c.language, "fr");
+    /* a stored regional template wins for its region; the built-in language for others */
+    choose(set, NULL, "de-AT", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "de-at");
+    choose(set, NULL, "de-DE", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_int_equal(c.source, TH_SOURCE_BUILTIN);
+    assert_string_equal(c.language, "de");
+    assert_false(c.last_resort);
+    /* the built-in French voice: no stored fr voice */
+    choose(set, NULL, "fr", TH_CHANNEL_VOICE, "en", true, true, &c);
+    assert_int_equal(c.source, TH_SOURCE_BUILTIN);
+    assert_string_equal(c.language, "fr");
+    assert_string_equal(th_template_voice_id(c.tpl), "Lea");
+    /* Traditional Chinese readers get the zh-tw text before a stored "zh" (script unknown) */
+    choose(set, NULL, "zh-Hant-TW", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh-tw");
+    choose(set, NULL, "zh-HK", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh-tw");
+    choose(set, NULL, "zh-Hans", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh-cn");
+    choose(set, NULL, "zh-CN", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh-cn");
+    /* ... but a request for exactly "zh" gets the admin's "zh" */
+    choose(set, NULL, "zh", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh");
+    assert_int_equal(c.source, TH_SOURCE_TEMPLATE);
+    choose(NULL, NULL, "zh", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "zh-cn");
+    /* Portuguese: pt-PT → pt → pt-br; Norwegian; Indonesian's old code; underscores; case */
+    choose(set, NULL, "pt-PT", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "pt-br");
+    choose(set, NULL, "pt_BR", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "pt-br");
+    choose(set, NULL, "no", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "nb");
+    choose(set, NULL, "nn-NO", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "nb");
+    choose(set, NULL, "in", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "id");
+    choose(set, NULL, "EN-US", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "en");
+    choose(set, NULL, "nl-NL", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "nl");
+    /* unknown and invalid locales: the default language (built-in), before Okta's text */
+    choose(set, NULL, "sw-KE", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_int_equal(c.source, TH_SOURCE_BUILTIN);
+    assert_string_equal(c.language, "en");
+    choose(set, NULL, "x!", TH_CHANNEL_SMS, "de", true, true, &c);
+    assert_string_equal(c.language, "de");
+    /* a default language outside the pack: Okta's text, then the last resort */
+    choose(set, NULL, "sw", TH_CHANNEL_SMS, "sw", true, true, &c);
+    assert_int_equal(c.source, TH_SOURCE_OKTA);
+    choose(set, NULL, "sw", TH_CHANNEL_SMS, "sw", true, false, &c);
+    assert_true(c.last_resort);
+    /* no Polly voice for Greek: the voice goes on along the chain, never a wrong-language voice
+       reading Greek; the SMS is Greek */
+    choose(set, NULL, "el-GR", TH_CHANNEL_VOICE, "en", true, false, &c);
+    assert_string_equal(c.language, "en");
+    assert_string_equal(th_template_voice_id(c.tpl), "Joanna");
+    choose(set, NULL, "el-GR", TH_CHANNEL_SMS, "en", true, false, &c);
+    assert_string_equal(c.language, "el");
+    th_templates_free(set);
+}
+
+/* A user's preference comes before the request's locale. */
+static void test_chain_preference(void **state)
+{
+    (void)state;
+    struct th_pref_spec ps[] = {{"00uABCdef123", "pt-BR", "voice"},
+                                {"Ana.Lopez@Example.com", "de", ""}};
+    struct th_prefs *prefs = NULL;
+    char err[256];
+    assert_int_equal(th_prefs_build(ps, 2, &prefs, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_prefs_count(prefs), 2);
+    /* by userId, and by login without case */
+    const struct th_pref *p = th_prefs_find(prefs, "00uabcDEF123", "nobody@example.com");
+    assert_non_null(p);
+    assert_string_equal(p->language, "pt-br");
+    assert_string_equal(p->channel, "voice");
+    /* the Okta locale is English, the user reads Portuguese */
+    struct th_choice c;
+    choose(NULL, p->language, "EN-US", TH_CHANNEL_SMS, "en", true, true, &c);
+    assert_string_equal(c.language, "pt-br");
+    p = th_prefs_find(prefs, "00uOther", "ana.lopez@example.com");
+    assert_non_null(p);
+    assert_string_equal(p->language, "de");
+    assert_null(th_prefs_find(prefs, "00uOther", "someone@example.com"));
+    assert_null(th_prefs_find(prefs, NULL, NULL));
+    /* a preferred language with no text for the channel goes on to the locale */
+    choose(NULL, "el", "fr", TH_CHANNEL_VOICE, "en", true, false, &c);
+    assert_string_equal(c.language, "fr");
+    th_prefs_free(prefs);
+    /* a later row for the same user (any case) wins; bad rows are refused */
+    struct th_pref_spec dup[] = {{"u@x.com", "fr", ""}, {"U@X.COM", "it", "sms"}};
+    assert_int_equal(th_prefs_build(dup, 2, &prefs, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_prefs_count(prefs), 1);
+    assert_string_equal(th_prefs_find(prefs, "u@x.com", NULL)->language, "it");
+    th_prefs_free(prefs);
+    struct th_pref_spec bad[][1] = {{{"u", "english", ""}},
+                                    {{"", "en", ""}},
+                                    {{" u", "en", ""}},
+                                    {{"u\n", "en", ""}},
+                                    {{"u", "en", "fax"}}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        prefs = NULL;
+        assert_int_equal(th_prefs_build(bad[i], 1, &prefs, err, sizeof err), TH_E_INVAL);
+        assert_null(prefs);
+    }
+    th_prefs_free(NULL);
+}
+
+static void cands(const char *locale, const char *want)
+{
+    char out[TH_LOCALE_CANDIDATES_MAX][TH_LOCALE_MAX], got[128] = "";
+    size_t n = th_locale_candidates(locale, out, TH_LOCALE_CANDIDATES_MAX);
+    for (size_t i = 0; i < n; i++) {
+        strcat(got, i ? " " : "");
+        strcat(got, out[i]);
+    }
+    assert_string_equal(got, want);
+}
+
+static void test_locale_candidates(void **state)
+{
+    (void)state;
+    cands("EN-US", "en-us en");
+    cands("pt_PT", "pt-pt pt pt-br");
+    cands("pt", "pt pt-br");
+    cands("zh-Hant-TW", "zh-hant-tw zh-hant zh-tw zh");
+    cands("zh-TW", "zh-tw zh");
+    cands("zh-HK", "zh-hk zh-tw zh");
+    cands("zh-Hans-CN", "zh-hans-cn zh-hans zh-cn zh");
+    cands("zh-Hans-TW", "zh-hans-tw zh-hans zh-cn zh");
+    cands("zh", "zh zh-cn");
+    cands("nb-NO", "nb-no nb no");
+    cands("no", "no nb");
+    cands("nn", "nn nb");
+    cands("in-ID", "in-id in id");
+    cands("sr-Latn-RS", "sr-latn-rs sr-latn sr");
+    cands("", "");
+    cands("english", "");
 }
 
 static void test_builtins(void **state)
 {
     (void)state;
-    struct th_render_vars v = {"4821", NULL, NULL, NULL, 5};
+    struct th_render_vars v = {"4821", NULL, NULL, NULL, 5, TH_SMS_AUTO};
     assert_string_equal(render(th_template_builtin(TH_CHANNEL_SMS), &v),
-                        "Your verification code is 4821. It expires in 5 minutes.");
+                        "4821 is your verification code. It expires in 5 minutes.");
     v.expires_minutes = 1; /* "1 minute", not "1 minutes" */
     assert_string_equal(render(th_template_builtin(TH_CHANNEL_SMS), &v),
-                        "Your verification code is 4821. It expires in 1 minute.");
+                        "4821 is your verification code. It expires in 1 minute.");
     v.expires_minutes = 5;
     const char *voice = render(th_template_builtin(TH_CHANNEL_VOICE), &v);
     assert_non_null(strstr(voice, "<speak>"));
@@ -242,7 +414,7 @@ static void test_plural_forms(void **state)
     struct th_templates *set = build(specs, 3);
     const struct th_template *en = th_templates_find(set, "en", TH_CHANNEL_SMS);
     const struct th_template *es = th_templates_find(set, "es", TH_CHANNEL_SMS);
-    struct th_render_vars v = {"42", NULL, NULL, NULL, 1};
+    struct th_render_vars v = {"42", NULL, NULL, NULL, 1, TH_SMS_AUTO};
     assert_string_equal(render(en, &v), "42 expires in 1 minute.");
     assert_string_equal(render(es, &v), "42 caduca en 1 minuto.");
     assert_string_equal(render(th_templates_find(set, "en", TH_CHANNEL_VOICE), &v),
@@ -252,6 +424,27 @@ static void test_plural_forms(void **state)
     assert_string_equal(render(es, &v), "42 caduca en 2 minutos.");
     v.expires_minutes = -1; /* unknown: Okta's usual 5 */
     assert_string_equal(render(en, &v), "42 expires in 5 minutes.");
+    th_templates_free(set);
+
+    /* one renderer for both: {{expires}} is the pack's unit in the template's language, the
+     * plural form the admin's own two words; AWS's guidance gets Okta's five minutes */
+    struct th_template_spec both[] = {
+        {"de", TH_CHANNEL_SMS, "{{otp}}: {{expires}} ({{expires_minutes:Minute|Minuten}})", NULL},
+        {"pl", TH_CHANNEL_SMS, "{{otp}}: {{expires}} / {{expires_minutes:minuta|minut}}", NULL},
+    };
+    set = build(both, 2);
+    const struct th_template *de = th_templates_find(set, "de", TH_CHANNEL_SMS);
+    const struct th_template *pl = th_templates_find(set, "pl", TH_CHANNEL_SMS);
+    v.expires_minutes = 1;
+    assert_string_equal(render(de, &v), "42: 1 Minute (1 Minute)");
+    v.expires_minutes = 3; /* Polish has three forms, the plural form two */
+    assert_string_equal(render(pl, &v), "42: 3 minuty / 3 minut");
+    struct th_buf aws;
+    th_buf_init(&aws, 1024);
+    char why[128];
+    assert_int_equal(th_template_aws_body(de, &aws, why, sizeof why), TH_E_OK);
+    assert_string_equal(th_buf_str(&aws), "@otp: 5 Minuten (5 Minuten)");
+    th_buf_release(&aws);
     th_templates_free(set);
 
     const char *bad[] = {
@@ -273,19 +466,31 @@ static void test_plural_forms(void **state)
     }
 }
 
-static void check_ok(th_channel ch, const char *body, const char *voice)
+/* What `templates set` does: build (placeholders), then th_template_check. */
+static th_err check(th_channel ch, const char *body, const char *voice, char *err, size_t errlen)
 {
     struct th_template_spec spec = {"en", ch, body, voice};
-    char err[256] = "";
-    if (th_template_check(&spec, err, sizeof err) != TH_E_OK)
+    struct th_templates *one = NULL;
+    th_err e = th_templates_build(&spec, 1, &one, err, errlen);
+    if (e != TH_E_OK)
+        return e;
+    struct th_template_report rep;
+    e = th_template_check(th_templates_at(one, 0), TH_SMS_AUTO, 0, &rep, err, errlen);
+    th_templates_free(one);
+    return e;
+}
+
+static void check_ok(th_channel ch, const char *body, const char *voice)
+{
+    char err[512] = "";
+    if (check(ch, body, voice, err, sizeof err) != TH_E_OK)
         fail_msg("refused '%s': %s", body, err);
 }
 
 static void check_bad(th_channel ch, const char *body, const char *voice, const char *why)
 {
-    struct th_template_spec spec = {"en", ch, body, voice};
-    char err[256] = "";
-    assert_int_equal(th_template_check(&spec, err, sizeof err), TH_E_TEMPLATE);
+    char err[512] = "";
+    assert_int_equal(check(ch, body, voice, err, sizeof err), TH_E_TEMPLATE);
     if (!strstr(err, why))
         fail_msg("'%s': expected '%s' in '%s'", body, why, err);
 }
@@ -297,10 +502,13 @@ static void test_template_check(void **state)
     check_ok(TH_CHANNEL_SMS, "Code @otp2 <b> & such", "");
     check_ok(TH_CHANNEL_VOICE, "<speak>Code {{otp_spaced}}</speak>", "Joanna");
     check_ok(TH_CHANNEL_VOICE,
-             " <?xml version=\"1.0\"?>\n<!-- c --><speak xml:lang='en-US'>Code <break "
-             "time=\"300ms\"/><say-as interpret-as=\"digits\">@otp</say-as>. &amp; &#233; "
-             "&#xE9;<![CDATA[ <raw> ]]></speak>\n",
+             " <!-- c --><speak xml:lang='en-US'>Code <break time=\"300ms\"/><say-as "
+             "interpret-as=\"digits\">@otp</say-as>. &amp; &#233; &#xE9;</speak>\n",
              NULL);
+    /* Twilio puts the document's inside in its own <Say>: no declaration, no CDATA */
+    check_bad(TH_CHANNEL_VOICE, "<?xml version=\"1.0\"?><speak>{{otp}}</speak>", NULL,
+              "not allowed");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<![CDATA[ <raw> ]]></speak>", NULL, "not allowed");
     check_bad(TH_CHANNEL_SMS, "Your code is ready", NULL, "{{otp}}");
     check_bad(TH_CHANNEL_SMS, "{{first_name}} {{expires_minutes}}", NULL, "never gives the code");
     check_bad(TH_CHANNEL_SMS, "Code {{code}}", NULL, "{{code}}"); /* as the build says */
@@ -321,6 +529,9 @@ static void test_template_check(void **state)
     check_bad(TH_CHANNEL_VOICE, "<speak a='1' a='2'>{{otp}}</speak>", NULL, "twice");
     check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<break time=\"1s\"</speak>", NULL, "attribute");
     check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<!-- open</speak>", NULL, "not closed");
+    check_bad(TH_CHANNEL_VOICE, "<speak>{{otp}}<audio src='x'/></speak>", NULL, "Amazon Polly");
+    /* every finding, not only the first */
+    check_bad(TH_CHANNEL_SMS, "No code", "Joanna", "@otp2) in it; a voice id is for voice");
     check_bad(TH_CHANNEL_VOICE, "", NULL, "never gives the code");
     check_bad(TH_CHANNEL_VOICE, "{{otp}}", NULL, "outside");
     /* nested too deep is refused, not overflowed */
@@ -333,14 +544,15 @@ static void test_template_check(void **state)
 static void test_voice_lookup(void **state)
 {
     (void)state;
-    const char *name = NULL, *lang = NULL;
-    assert_true(th_voice_lookup("JOANNA", &name, &lang));
-    assert_string_equal(name, "Joanna");
-    assert_string_equal(lang, "en-US");
-    assert_true(th_voice_lookup("lupe", NULL, NULL));
-    assert_false(th_voice_lookup("Jonna", &name, &lang));
-    assert_false(th_voice_lookup("", NULL, NULL));
-    assert_false(th_voice_lookup(NULL, NULL, NULL));
+    const struct th_voice *v = th_voice_find("JOANNA");
+    assert_non_null(v);
+    assert_string_equal(v->name, "Joanna");
+    assert_string_equal(v->locale, "en-US");
+    assert_true(v->aws);
+    assert_non_null(th_voice_find("lupe"));
+    assert_null(th_voice_find("Jonna"));
+    assert_null(th_voice_find(""));
+    assert_null(th_voice_find(NULL));
 }
 
 static void test_many_lookup(void **state)
@@ -382,11 +594,12 @@ static void test_garbage_bodies(void **state)
         struct th_template_spec spec = {"en", (th_channel)(round % 2), body, NULL};
         struct th_templates *set = NULL;
         char err[256];
-        th_template_check(&spec, err, sizeof err); /* the SSML reader on anything */
         if (th_templates_build(&spec, 1, &set, err, sizeof err) == TH_E_OK) {
+            struct th_template_report rep; /* the SSML reader on anything */
+            th_template_check(th_templates_at(set, 0), TH_SMS_AUTO, 1, &rep, err, sizeof err);
             struct th_buf b;
             th_buf_init(&b, 4096);
-            struct th_render_vars v = {"12", "a", "b", "c", 1};
+            struct th_render_vars v = {"12", "a", "b", "c", 1, TH_SMS_AUTO};
             assert_int_equal(
                 th_message_render(th_templates_find(set, "en", (th_channel)(round % 2)), &v, &b),
                 TH_E_OK);
@@ -420,6 +633,9 @@ int main(void)
         cmocka_unit_test(test_duplicates_later_wins),
         cmocka_unit_test(test_render_cap),
         cmocka_unit_test(test_chain),
+        cmocka_unit_test(test_chain_pack),
+        cmocka_unit_test(test_chain_preference),
+        cmocka_unit_test(test_locale_candidates),
         cmocka_unit_test(test_builtins),
         cmocka_unit_test(test_plural_forms),
         cmocka_unit_test(test_template_check),

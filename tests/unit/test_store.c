@@ -61,22 +61,20 @@ static void test_migrate_and_seed(void **state)
     (void)state;
     struct th_store *st = open_ok(url);
     struct rows r = {0};
+    /* migration 1 seeds en/es, 6 rewrites the SMS seeds, 7 removes the seeds nobody changed:
+     * none is left, so the seeds, 6's UPDATE and 7's DELETE agree word for word (the built-in
+     * pack speaks instead) */
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
-    assert_int_equal(r.n, 4);
-    /* ordered by language, channel */
-    assert_non_null(strstr(r.first[0], "en/sms//Your verification code is {{otp}}"));
-    assert_non_null(strstr(r.first[1], "en/voice/Joanna/<speak>"));
-    assert_non_null(strstr(r.first[2], "es/sms//Su código"));
-    assert_non_null(strstr(r.first[3], "es/voice/Lupe/<speak>"));
+    assert_int_equal(r.n, 0);
     assert_non_null(strstr(th_store_describe(st), "t.db"));
-    /* a change survives a reopen: seeds are applied only when the schema is created */
+    /* a template survives a reopen */
     struct th_template_row row = {"en", "sms", "Changed {{otp}}", "", 1};
     assert_int_equal(th_store_template_put(st, &row), TH_E_OK);
     th_store_close(st);
     st = open_ok(url);
     memset(&r, 0, sizeof r);
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
-    assert_int_equal(r.n, 4);
+    assert_int_equal(r.n, 1);
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     th_store_close(st);
 
@@ -91,6 +89,141 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
     sqlite3_close(db);
+}
+
+/* Takes the store at p back to schema 4, then inserts rows (the templates as they were then). */
+static void back_to_schema_4(const char *p, const char *rows)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    const char *back =
+        "DELETE FROM schema_version WHERE version >= 5; DROP TABLE prefs;"
+        "ALTER TABLE deliveries DROP COLUMN user_id; ALTER TABLE deliveries DROP COLUMN "
+        "login_hash; ALTER TABLE deliveries DROP COLUMN phone_hash;"
+        "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
+        "preference;";
+    assert_int_equal(sqlite3_exec(db, back, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, rows, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+#define SEED_EN_VOICE                                                                              \
+    "'<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. <break "             \
+    "time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>'"
+#define SEED_ES_VOICE                                                                              \
+    "'<speak>Su código de verificación es <break time=\"300ms\"/>{{otp_spaced}}. <break "        \
+    "time=\"1s\"/>Repito, su código es {{otp_spaced}}.</speak>'"
+
+/*
+ * A store at schema 4 with migration 1's seeds: migration 6 gives the seeded SMS texts the plural
+ * form (wherever the text is the seed's, even one an admin set again), migration 7 removes the
+ * seeds nobody changed (updated_ms 0, as 6 left them) and keeps what an admin changed.
+ */
+static void test_migrations_6_and_7_on_seeds(void **state)
+{
+    (void)state;
+    char p5[600], u5[620];
+    snprintf(p5, sizeof p5, "%s/v4.db", dir);
+    snprintf(u5, sizeof u5, "sqlite:%s", p5);
+    th_store_close(open_ok(u5));
+    back_to_schema_4(
+        p5, "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
+            "expires in {{expires_minutes}} minutes.', '', 0),"
+            "('es', 'sms', 'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} "
+            "minutos.', '', 7),"
+            "('en', 'voice', " SEED_EN_VOICE ", 'Joanna', 0),"
+            "('es', 'voice', " SEED_ES_VOICE ", 'Mia', 0);");
+    struct th_store *st = open_ok(u5);
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_int_equal(r.n, 2); /* the text set again (6 rewrote it) and the changed voice stay */
+    assert_string_equal(r.first[0], "es/sms//Su código de verificación es {{otp}}. Caduca en "
+                                    "{{expires_minutes:minuto|minutos}}.");
+    assert_non_null(strstr(r.first[1], "es/voice/Mia/<speak>"));
+    /* and the new table and columns are there */
+    struct th_pref_row pr = {"Ana@Example.com", "pt-br", "voice", 5};
+    assert_int_equal(th_store_pref_put(st, &pr), TH_E_OK);
+    struct th_delivery_row d = {.request_id = "r",
+                                .event_id = "",
+                                .request_type = "",
+                                .phone_masked = "",
+                                .country = "",
+                                .channel = "sms",
+                                .language = "en",
+                                .source = "",
+                                .provider = "",
+                                .outcome = "ERROR",
+                                .transaction_id = "",
+                                .error = "",
+                                .user_id = "00u",
+                                .login_hash = "l",
+                                .phone_hash = "p",
+                                .locale = "en-us",
+                                .preference = "de"};
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    th_store_close(st);
+}
+
+/* A store that had migration 6 (the plural seeds) before 7 existed: 7 removes those too. */
+static void test_migration_7_after_6(void **state)
+{
+    (void)state;
+    char p6[600], u6[620];
+    snprintf(p6, sizeof p6, "%s/v6.db", dir);
+    snprintf(u6, sizeof u6, "sqlite:%s", p6);
+    th_store_close(open_ok(u6));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(p6, &db), SQLITE_OK);
+    const char *back =
+        "DELETE FROM schema_version WHERE version = 7; DROP TABLE prefs;"
+        "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
+        "preference;"
+        "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
+        "expires in {{expires_minutes:minute|minutes}}.', '', 0),"
+        "('es', 'sms', 'Su código de verificación es {{otp}}. Caduca en "
+        "{{expires_minutes:minuto|minutos}}.', '', 0),"
+        "('en', 'voice', " SEED_EN_VOICE ", 'Joanna', 0),"
+        "('es', 'voice', " SEED_ES_VOICE ", 'Lupe', 0);";
+    assert_int_equal(sqlite3_exec(db, back, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct th_store *st = open_ok(u6);
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    assert_int_equal(r.n, 0);
+    th_store_close(st);
+}
+
+static int collect_pref(void *ud, const struct th_pref_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s %s %s %lld", row->user, row->language,
+                 row->channel, (long long)row->updated_ms);
+    r->n++;
+    return 0;
+}
+
+static void test_prefs(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    struct th_pref_row a = {"Ana@Example.com", "pt-br", "voice", 5};
+    struct th_pref_row b = {"00u1ABC", "de", "", 6};
+    assert_int_equal(th_store_pref_put(st, &a), TH_E_OK);
+    assert_int_equal(th_store_pref_put(st, &b), TH_E_OK);
+    /* the same user in other case replaces the row (logins are case-insensitive in Okta) */
+    struct th_pref_row a2 = {"ana@example.com", "fr", "sms", 7};
+    assert_int_equal(th_store_pref_put(st, &a2), TH_E_OK);
+    struct th_pref_row bad = {"x", "fr", "fax", 7};
+    assert_int_equal(th_store_pref_put(st, &bad), TH_E_STORE); /* CHECK constraint */
+    struct rows r = {0};
+    assert_int_equal(th_store_prefs_each(st, collect_pref, &r), TH_E_OK);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.first[0], "00u1ABC de  6");
+    assert_string_equal(r.first[1], "ana@example.com fr sms 7");
+    assert_int_equal(th_store_pref_delete(st, "ANA@EXAMPLE.COM"), TH_E_OK);
+    assert_int_equal(th_store_pref_delete(st, "ana@example.com"), TH_E_NOTFOUND);
+    th_store_close(st);
 }
 
 static void test_newer_schema_refused(void **state)
@@ -132,13 +265,17 @@ static void test_template_delete(void **state)
 {
     (void)state;
     struct th_store *st = open_ok(":memory:");
+    struct th_template_row es = {"es", "voice", "<speak>{{otp_spaced}}</speak>", "Lupe", 1};
+    struct th_template_row en = {"en", "sms", "{{otp}}", "", 1};
+    assert_int_equal(th_store_template_put(st, &es), TH_E_OK);
+    assert_int_equal(th_store_template_put(st, &en), TH_E_OK);
     assert_int_equal(th_store_template_delete(st, "es", "voice"), TH_E_OK);
     assert_int_equal(th_store_template_delete(st, "es", "voice"), TH_E_NOTFOUND);
     struct th_template_row bad = {"fr", "fax", "x", "", 0};
     assert_int_equal(th_store_template_put(st, &bad), TH_E_STORE); /* CHECK constraint */
     struct rows r = {0};
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
-    assert_int_equal(r.n, 3);
+    assert_int_equal(r.n, 1);
     th_store_close(st);
 }
 
@@ -184,17 +321,25 @@ static int collect_delivery(void *ud, const struct th_delivery_row *row)
     return 0;
 }
 
+static int collect_asked(void *ud, const struct th_delivery_row *row)
+{
+    struct rows *r = ud;
+    snprintf(r->first[r->n++ % 8], sizeof r->first[0], "%s %s", row->locale, row->preference);
+    return 0;
+}
+
 static void test_deliveries(void **state)
 {
     (void)state;
     struct th_store *st = open_ok(":memory:");
     assert_int_equal(th_store_begin(st), TH_E_OK);
-    struct th_delivery_row a = {"r-1", "ev", 10,         "mfa",    "+1201*****23", "US",
-                                "sms", "en", "template", "outbox", "SUCCESSFUL",   "ob-1",
-                                "",    1500, 1,          "00u1",   "lh1",          "ph1"};
+    struct th_delivery_row a = {"r-1",        "ev",   10,    "mfa",      "+1201*****23",
+                                "US",         "sms",  "en",  "template", "outbox",
+                                "SUCCESSFUL", "ob-1", "",    1500,       1,
+                                "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice"};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90,    0,     "", "",    ""};
+        90,    0,     "", "",    "", "", ""};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);
@@ -203,6 +348,12 @@ static void test_deliveries(void **state)
     assert_int_equal(r.n, 2);
     assert_string_equal(r.first[0], "r-2 REJECTED   invalid phone number 90");
     assert_string_equal(r.first[1], "r-1 SUCCESSFUL +1201*****23 US  1500");
+    /* what the request asked for and the preference applied are kept */
+    struct th_delivery_filter f = {.request_id = "r-1"};
+    memset(&r, 0, sizeof r);
+    assert_int_equal(th_store_deliveries_query(st, &f, collect_asked, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.first[0], "es-mx pt/voice");
     /* a rolled-back transaction leaves nothing */
     assert_int_equal(th_store_begin(st), TH_E_OK);
     struct th_delivery_row c = a;
@@ -338,24 +489,13 @@ static void test_delivery_search(void **state)
     th_store_close(st);
 }
 
-/* Migration 6: the seeded SMS texts agree with the number; an edited text is left alone. */
-static void test_seeded_plurals(void **state)
-{
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
-    struct rows r = {0};
-    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
-    assert_string_equal(r.first[0], "en/sms//Your verification code is {{otp}}. It expires in "
-                                    "{{expires_minutes:minute|minutes}}.");
-    assert_string_equal(r.first[2], "es/sms//Su código de verificación es {{otp}}. Caduca en "
-                                    "{{expires_minutes:minuto|minutos}}.");
-    th_store_close(st);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_migrate_and_seed),
+        cmocka_unit_test(test_migrations_6_and_7_on_seeds),
+        cmocka_unit_test(test_migration_7_after_6),
+        cmocka_unit_test(test_prefs),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_template_delete),
@@ -363,7 +503,6 @@ int main(void)
         cmocka_unit_test(test_deliveries),
         cmocka_unit_test(test_second_connection_keeps_the_first_ones_lock),
         cmocka_unit_test(test_delivery_search),
-        cmocka_unit_test(test_seeded_plurals),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
