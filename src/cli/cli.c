@@ -562,13 +562,8 @@ static json_t *with_texts(json_t *obj, const char *const *kv)
 
 /* ---- templates ---- */
 
-struct listing {
-    json_t *arr; /* --json: the rows; NULL: a table */
-    int n;
-};
-
 /* One template of the listing: stored, or built-in (updated "": never). */
-static void template_line(struct listing *l, const char *lang, const char *channel,
+static void template_line(struct th_listing *l, const char *lang, const char *channel,
                           const char *source, const char *voice, const char *body,
                           const char *updated)
 {
@@ -587,7 +582,7 @@ static void template_line(struct listing *l, const char *lang, const char *chann
 }
 
 struct tpl_listing {
-    struct listing l;
+    struct th_listing l;
     char (*stored)[TH_LOCALE_MAX + 8]; /* "lang/channel" of each stored row */
     size_t n, cap;
     bool nomem;
@@ -630,8 +625,7 @@ static bool builtin_listed(const struct th_cli *cli, const struct tpl_listing *t
     return true;
 }
 
-/* Ends a listing: the JSON array, or "(none)" for an empty table. */
-static int end_listing(struct listing *l, th_err e)
+int th_listing_end(struct th_listing *l, th_err e)
 {
     if (e != TH_E_OK) {
         json_decref(l->arr);
@@ -645,9 +639,9 @@ static int end_listing(struct listing *l, th_err e)
     return 0;
 }
 
-static struct listing new_listing(const struct th_cli *cli)
+struct th_listing th_listing_new(const struct th_cli *cli)
 {
-    return (struct listing){cli->json ? json_array() : NULL, 0};
+    return (struct th_listing){cli->json ? json_array() : NULL, 0};
 }
 
 /*
@@ -660,7 +654,7 @@ static int cmd_templates_list(struct th_cli *cli)
     struct th_store *st;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct tpl_listing tl = {.l = new_listing(cli)};
+    struct tpl_listing tl = {.l = th_listing_new(cli)};
     th_err e = th_store_templates_each(st, print_template, &tl);
     th_store_close(st);
     if (e == TH_E_OK && tl.nomem)
@@ -673,7 +667,7 @@ static int cmd_templates_list(struct th_cli *cli)
                           "builtin", th_template_voice_id(t), th_template_body(t), "");
     }
     free(tl.stored);
-    return end_listing(&tl.l, e);
+    return th_listing_end(&tl.l, e);
 }
 
 /* LANG and CHANNEL of templates set / delete; prints why not. */
@@ -780,7 +774,7 @@ static int cmd_templates_delete(struct th_cli *cli)
 
 static int print_outbox(void *ud, const struct th_outbox_row *row)
 {
-    struct listing *l = ud;
+    struct th_listing *l = ud;
     char t[25];
     th_cli_time(row->created_ms, t);
     if (l->arr) {
@@ -810,10 +804,10 @@ static int cmd_outbox_list(struct th_cli *cli)
         return 2;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct listing l = new_listing(cli);
+    struct th_listing l = th_listing_new(cli);
     th_err e = th_store_outbox_each(st, (int)limit, print_outbox, &l);
     th_store_close(st);
-    return end_listing(&l, e);
+    return th_listing_end(&l, e);
 }
 
 /* ---- deliveries ---- */
@@ -867,7 +861,7 @@ static const char *dash(const char *s)
 
 static int print_delivery(void *ud, const struct th_delivery_row *row)
 {
-    struct listing *l = ud;
+    struct th_listing *l = ud;
     if (l->arr) {
         json_array_append_new(l->arr, delivery_json(row));
         l->n++;
@@ -1010,10 +1004,10 @@ static int cmd_deliveries_list(struct th_cli *cli)
     struct th_store *st;
     if (rc || (rc = th_cli_open_store(cli, &st)))
         return rc;
-    struct listing l = new_listing(cli);
+    struct th_listing l = th_listing_new(cli);
     th_err e = th_store_deliveries_query(st, &f, print_delivery, &l);
     th_store_close(st);
-    return end_listing(&l, e);
+    return th_listing_end(&l, e);
 }
 
 struct shown {

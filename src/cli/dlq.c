@@ -45,14 +45,9 @@ static json_t *entry_json(const struct th_dlq_row *row)
                      "has_message", row->payload_len > 0);
 }
 
-struct listing {
-    json_t *arr; /* --json */
-    int n;
-};
-
 static int print_entry(void *ud, const struct th_dlq_row *row)
 {
-    struct listing *l = ud;
+    struct th_listing *l = ud;
     if (l && l->arr) {
         json_array_append_new(l->arr, entry_json(row));
         l->n++;
@@ -275,19 +270,10 @@ int th_cmd_dlq_list(struct th_cli *cli)
         return 2;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct listing l = {cli->json ? json_array() : NULL, 0};
+    struct th_listing l = th_listing_new(cli);
     th_err e = th_store_dlq_each(st, (int)limit, print_entry, &l);
     th_store_close(st);
-    if (e != TH_E_OK) {
-        json_decref(l.arr);
-        fprintf(stderr, "telehook: cannot read the store: %s\n", th_strerror(e));
-        return 1;
-    }
-    if (l.arr)
-        return th_cli_print_json(l.arr);
-    if (l.n == 0)
-        printf("(none)\n");
-    return 0;
+    return th_listing_end(&l, e);
 }
 
 int th_cmd_dlq_purge(struct th_cli *cli)

@@ -144,6 +144,18 @@ int th_cli_country(const struct th_cli *cli, enum th_opt o, char cc[3]);
 /* Opens the configured store; prints why not and returns 1 on failure. */
 int th_cli_open_store(struct th_cli *cli, struct th_store **st);
 
+/* A list command's output: its rows into a JSON array (--json) or table lines, counted. */
+struct th_listing {
+    struct json_t *arr; /* --json: the rows; NULL: a table */
+    int n;
+};
+struct th_listing th_listing_new(const struct th_cli *cli);
+/*
+ * Ends a listing, e being how reading the store went: the JSON array, or "(none)" for an empty
+ * table; the exit status (1 and the reason on stderr when the store could not be read).
+ */
+int th_listing_end(struct th_listing *l, th_err e);
+
 /* Writes doc (consumed) to stdout as one JSON document; 0, or 1 when it cannot be written. */
 struct json_t;
 int th_cli_print_json(struct json_t *doc);

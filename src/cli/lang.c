@@ -715,14 +715,9 @@ int th_cmd_templates_export(struct th_cli *cli)
 
 /* ---- prefs ---- */
 
-struct pref_listing {
-    json_t *arr; /* --json */
-    int n;
-};
-
 static int print_pref(void *ud, const struct th_pref_row *row)
 {
-    struct pref_listing *l = ud;
+    struct th_listing *l = ud;
     char ts[25];
     th_format_iso8601(row->updated_ms, ts);
     if (l->arr) {
@@ -745,19 +740,10 @@ int th_cmd_prefs_list(struct th_cli *cli)
     struct th_store *st;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct pref_listing l = {cli->json ? json_array() : NULL, 0};
+    struct th_listing l = th_listing_new(cli);
     th_err e = th_store_prefs_each(st, print_pref, &l);
     th_store_close(st);
-    if (e != TH_E_OK) {
-        json_decref(l.arr);
-        fprintf(stderr, "telehook: cannot read the store: %s\n", th_strerror(e));
-        return 1;
-    }
-    if (l.arr)
-        return th_cli_print_json(l.arr);
-    if (l.n == 0)
-        printf("(none)\n");
-    return 0;
+    return th_listing_end(&l, e);
 }
 
 /* USER of prefs set / delete; prints why not. */

@@ -58,14 +58,9 @@ th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err
     return TH_E_OK;
 }
 
-struct listing {
-    json_t *arr;
-    int n;
-};
-
 static int print_route(void *ud, const struct th_route_row *row)
 {
-    struct listing *l = ud;
+    struct th_listing *l = ud;
     if (l->arr) {
         char t[25] = "";
         if (row->updated_ms > 0)
@@ -87,19 +82,10 @@ int th_cmd_routes_list(struct th_cli *cli)
     struct th_store *st;
     if (th_cli_open_store(cli, &st))
         return 1;
-    struct listing l = {cli->json ? json_array() : NULL, 0};
+    struct th_listing l = th_listing_new(cli);
     th_err e = th_store_routes_each(st, print_route, &l);
     th_store_close(st);
-    if (e != TH_E_OK) {
-        json_decref(l.arr);
-        fprintf(stderr, "telehook: cannot read the store: %s\n", th_strerror(e));
-        return 1;
-    }
-    if (l.arr)
-        return th_cli_print_json(l.arr);
-    if (l.n == 0)
-        printf("(none)\n");
-    return 0;
+    return th_listing_end(&l, e);
 }
 
 /* What to set for each provider, for the refusal's message. */

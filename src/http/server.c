@@ -645,14 +645,20 @@ static th_err split_listen(const char *listen, char *host, size_t hostlen, char 
     return TH_E_OK;
 }
 
+/* ai's address with port set */
+static void addr_with_port(struct sockaddr_storage *ss, const struct addrinfo *ai, int port)
+{
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)(void *)ss)->sin6_port = htons((uint16_t)port);
+}
+
 static int open_listener(const struct addrinfo *ai, int port, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    if (ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+    addr_with_port(&ss, ai, port);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
@@ -684,11 +690,7 @@ static int check_not_served(const struct addrinfo *ai, int port, const char *lis
                             size_t errlen)
 {
     struct sockaddr_storage ss;
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    if (ss.ss_family == AF_INET)
-        ((struct sockaddr_in *)(void *)&ss)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)(void *)&ss)->sin6_port = htons((uint16_t)port);
+    addr_with_port(&ss, ai, port);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "cannot listen: %s", strerror(errno));
