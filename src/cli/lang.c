@@ -23,6 +23,43 @@
 
 /* ---- loading for the server ---- */
 
+/*
+ * The loaders below keep their rows in two parallel arrays: the specs, and three strings per row
+ * that the specs point into. Room for row n (cap grows from first, doubling); false when out of
+ * memory (the arrays are unchanged then, or grown: both stay valid).
+ */
+static bool grow_rows(void **specs, size_t spec_size, char ***strings, size_t *cap, size_t n,
+                      size_t first)
+{
+    if (n < *cap)
+        return true;
+    size_t ncap = *cap ? *cap * 2 : first;
+    void *sp = realloc(*specs, ncap * spec_size);
+    if (sp)
+        *specs = sp;
+    char **str = realloc(*strings, ncap * 3 * sizeof *str);
+    if (str)
+        *strings = str;
+    if (!sp || !str)
+        return false;
+    *cap = ncap;
+    return true;
+}
+
+/* Copies a, b, c into dst[0..2]; dst, or NULL (nothing kept) when out of memory. */
+static char **dup3(char **dst, const char *a, const char *b, const char *c)
+{
+    dst[0] = strdup(a);
+    dst[1] = strdup(b);
+    dst[2] = strdup(c);
+    if (dst[0] && dst[1] && dst[2])
+        return dst;
+    free(dst[0]);
+    free(dst[1]);
+    free(dst[2]);
+    return NULL;
+}
+
 struct tpl_load {
     struct th_template_spec *specs;
     char **strings; /* 3 per spec: what the specs point to */
@@ -72,31 +109,19 @@ static int collect_template(void *ud, const struct th_template_row *row)
     th_channel ch;
     if (th_channel_parse(row->channel, &ch) != TH_E_OK)
         return 0;
-    if (t->n == t->cap) {
-        size_t ncap = t->cap ? t->cap * 2 : 16;
-        struct th_template_spec *s = realloc(t->specs, ncap * sizeof *s);
-        if (s)
-            t->specs = s;
-        char **str = realloc(t->strings, ncap * 3 * sizeof *str);
-        if (str)
-            t->strings = str;
-        if (!s || !str) {
-            t->err = TH_E_NOMEM;
-            return 1;
-        }
-        t->cap = ncap;
+    char **str;
+    if (!grow_rows((void **)&t->specs, sizeof *t->specs, &t->strings, &t->cap, t->n, 16) ||
+        !(str = dup3(&t->strings[t->n * 3], row->language, row->body,
+                     row->voice_id ? row->voice_id : ""))) {
+        t->err = TH_E_NOMEM;
+        return 1;
     }
-    char **str = &t->strings[t->n * 3];
-    str[0] = strdup(row->language);
-    str[1] = strdup(row->body);
-    str[2] = strdup(row->voice_id ? row->voice_id : "");
     struct th_template_spec spec = {str[0], ch, str[1], str[2]};
-    if (!str[0] || !str[1] || !str[2] || !vet_template(t, &spec)) {
-        t->err = !str[0] || !str[1] || !str[2] ? TH_E_NOMEM : TH_E_OK;
+    if (!vet_template(t, &spec)) {
         free(str[0]);
         free(str[1]);
         free(str[2]);
-        return t->err != TH_E_OK;
+        return 0;
     }
     t->specs[t->n++] = spec;
     return 0;
@@ -142,28 +167,9 @@ static int collect_pref(void *ud, const struct th_pref_row *row)
                    row->user, row->language);
         return 0;
     }
-    if (p->n == p->cap) {
-        size_t ncap = p->cap ? p->cap * 2 : 64;
-        struct th_pref_spec *s = realloc(p->specs, ncap * sizeof *s);
-        if (s)
-            p->specs = s;
-        char **str = realloc(p->strings, ncap * 3 * sizeof *str);
-        if (str)
-            p->strings = str;
-        if (!s || !str) {
-            p->err = TH_E_NOMEM;
-            return 1;
-        }
-        p->cap = ncap;
-    }
-    char **str = &p->strings[p->n * 3];
-    str[0] = strdup(row->user);
-    str[1] = strdup(lang);
-    str[2] = strdup(row->channel);
-    if (!str[0] || !str[1] || !str[2]) {
-        free(str[0]);
-        free(str[1]);
-        free(str[2]);
+    char **str;
+    if (!grow_rows((void **)&p->specs, sizeof *p->specs, &p->strings, &p->cap, p->n, 64) ||
+        !(str = dup3(&p->strings[p->n * 3], row->user, lang, row->channel))) {
         p->err = TH_E_NOMEM;
         return 1;
     }
