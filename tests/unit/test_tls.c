@@ -216,13 +216,50 @@ static void test_install_swaps(void **state)
     free_pem(&p);
 }
 
+/* The priority string parses, and allows TLS 1.2/1.3 AEAD suites with ephemeral keys only. */
+static void test_priorities(void **state)
+{
+    (void)state;
+    gnutls_priority_t p;
+    const char *at = NULL;
+    assert_int_equal(gnutls_priority_init(&p, TH_TLS_PRIORITIES, &at), 0);
+    unsigned suites = 0;
+    for (unsigned i = 0;; i++) {
+        unsigned idx;
+        int rc = gnutls_priority_get_cipher_suite_index(p, i, &idx);
+        if (rc == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+            break;
+        if (rc < 0)
+            continue;
+        gnutls_kx_algorithm_t kx;
+        gnutls_cipher_algorithm_t cipher;
+        gnutls_protocol_t version;
+        const char *name = gnutls_cipher_suite_info(idx, NULL, &kx, &cipher, NULL, &version);
+        assert_non_null(name);
+        assert_true(cipher == GNUTLS_CIPHER_AES_128_GCM || cipher == GNUTLS_CIPHER_AES_256_GCM ||
+                    cipher == GNUTLS_CIPHER_CHACHA20_POLY1305);
+        assert_true(version == GNUTLS_TLS1_2 || version == GNUTLS_TLS1_3);
+        if (version == GNUTLS_TLS1_2) /* TLS 1.3 suites name no key exchange: always ephemeral */
+            assert_true(kx == GNUTLS_KX_ECDHE_ECDSA || kx == GNUTLS_KX_ECDHE_RSA ||
+                        kx == GNUTLS_KX_DHE_RSA);
+        suites++;
+    }
+    assert_true(suites >= 6);
+    const unsigned *list;
+    int n = gnutls_priority_protocol_list(p, &list);
+    assert_int_equal(n, 2);
+    for (int i = 0; i < n; i++)
+        assert_true(list[i] == GNUTLS_TLS1_2 || list[i] == GNUTLS_TLS1_3);
+    gnutls_priority_deinit(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pair_ok),         cmocka_unit_test(test_key_mismatch_refused),
         cmocka_unit_test(test_expired_refused), cmocka_unit_test(test_expiring_soon_warns),
         cmocka_unit_test(test_garbage_refused), cmocka_unit_test(test_key_file_modes),
-        cmocka_unit_test(test_install_swaps),
+        cmocka_unit_test(test_install_swaps),   cmocka_unit_test(test_priorities),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
