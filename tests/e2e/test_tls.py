@@ -176,6 +176,21 @@ def test_cbc_only_client_refused(make_server, ca):
     assert s.stop() == 0
 
 
+def test_rsa_certificate_forward_secrecy_only(make_server, ca):
+    """An RSA certificate: ECDHE-RSA is served; a client offering only static RSA key exchange
+    (no forward secrecy) is refused."""
+    s = tls_server(make_server, ca, leaf=ca.issue(rsa_bits=2048))
+    assert s.request("GET", "/healthz")[0] == 200
+    ctx = client_context(s.ca_path, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
+    c = handshake(s, ctx)
+    assert isinstance(c, ssl.SSLSocket) and c.cipher()[0].startswith("ECDHE-RSA-"), c
+    c.close()
+    ctx.set_ciphers("AES128-GCM-SHA256:AES256-GCM-SHA384")  # RSA key exchange, AEAD
+    c = handshake(s, ctx)
+    assert isinstance(c, (ssl.SSLError, ConnectionError)), c.cipher()
+    assert s.stop() == 0
+
+
 def test_session_resumption(make_server, ca):
     s = tls_server(make_server, ca)
     for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):

@@ -7,7 +7,7 @@ import os
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -68,11 +68,12 @@ class ThrowawayCA:
         return path
 
     def issue(self, cn="127.0.0.1", dns=("localhost",), ips=("127.0.0.1",), days=20,
-              not_before_days=-1):
+              not_before_days=-1, rsa_bits=0):
         """A server certificate for those names, valid from now + not_before_days to now +
-        days (negative days: already expired)."""
+        days (negative days: already expired). rsa_bits: an RSA key of that size, else P-256."""
         now = _now()
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
+               else ec.generate_private_key(ec.SECP256R1()))
         sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i))
                                                  for i in ips]
         cert = (x509.CertificateBuilder()
