@@ -253,6 +253,7 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
             reload_templates(st, &cli->cfg, hook, old);
             reload_prefs(st, hook, old);
             reload_routes(st, router);
+            th_server_reload_tls(server);
             sd_notify(0, "READY=1\nSTATUS=serving (reloaded)");
         }
     }
@@ -337,6 +338,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
     struct retired retired = {0};
+    struct th_tls_creds *tls = NULL; /* until the server takes it */
     const struct th_config *cfg = &cli->cfg;
     int64_t t0 = th_mono_us();
 
@@ -405,7 +407,27 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "%s", err);
         goto out;
     }
+    if (cfg->tls_cert[0]) { /* HTTPS: the pair is checked here, so config check does too */
+        char warn[1024];
+        if (th_tls_creds_load(cfg->tls_cert, cfg->tls_key, (int64_t)time(NULL), &tls, warn,
+                              sizeof warn, err, sizeof err) != TH_E_OK) {
+            startup_error(cli, "%s", err);
+            goto out;
+        }
+        if (warn[0] && cli->check_only)
+            fprintf(stderr, "telehook: warning: %s\n", warn);
+        else if (warn[0])
+            th_log_msg(TH_LOG_WARN, "tls", "%s", warn);
+    }
     if (cli->check_only) {
+        if (tls) {
+            char when[64];
+            time_t na = (time_t)th_tls_creds_not_after(tls);
+            struct tm tm;
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&na, &tm));
+            fprintf(stderr, "HTTPS: certificate for %s, valid until %s\n", th_tls_creds_names(tls),
+                    when);
+        }
         /* Everything serve builds before it listens was built: the configuration holds. */
         rc = th_cli_print_config(cli) == 0 ? 0 : 1;
         fprintf(stderr,
@@ -441,7 +463,9 @@ int th_cmd_serve(struct th_cli *cli)
                                 .ready = all_ready,
                                 .ready_ud = &ready,
                                 .metrics = all_metrics,
-                                .metrics_ud = &ready};
+                                .metrics_ud = &ready,
+                                .tls = tls};
+    tls = NULL; /* the server's now, even on failure */
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "%s (listen %s)", err, cfg->listen);
         goto out;
@@ -471,6 +495,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_logline l;
     if (th_log_begin(&l, TH_LOG_INFO, "listening")) {
         th_log_str(&l, "listen", cfg->listen);
+        th_log_str(&l, "scheme", cfg->tls_cert[0] ? "https" : "http");
         th_log_int(&l, "port", port);
         th_log_int(&l, "threads", th_server_threads(server));
         th_log_str(&l, "store", store_copy);
@@ -523,6 +548,7 @@ int th_cmd_serve(struct th_cli *cli)
     rc = 0;
 out:
     th_server_stop(server);
+    th_tls_creds_free(tls);
     th_writer_stop(writer);
     if (hook) { /* the current set and map may be ones a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);

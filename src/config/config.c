@@ -59,6 +59,12 @@ static const struct key keys[] = {
     {"server", "listen", K_LISTEN, F(listen), 0, 0, NULL, "127.0.0.1:8080",
      "address and port to listen on: 127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080; port 0 lets the "
      "kernel pick"},
+    {"server", "tls_cert", K_STRING, F(tls_cert), 0, 0, NULL, "",
+     "PEM certificate chain (leaf first) to serve HTTPS with; empty: plain HTTP (a TLS "
+     "terminator in front); re-read on SIGHUP"},
+    {"server", "tls_key", K_STRING, F(tls_key), 0, 0, NULL, "",
+     "PEM private key of tls_cert (unencrypted; refused when other users can read it); re-read "
+     "on SIGHUP"},
     {"server", "threads", K_INT, F(threads), 0, 64, NULL, "0",
      "event loops (one per core is best); 0 = the number of online CPUs"},
     {"server", "deadline_ms", K_INT, F(deadline_ms), 100, 2900, NULL, "2500",
@@ -920,6 +926,12 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  "[auth] mode = none accepts unauthenticated calls and is allowed only on a "
                  "loopback address, not on %s",
                  cfg->listen);
+        return TH_E_CONFIG;
+    }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(err, errlen,
+                 "[server] tls_cert and tls_key go together: set both for HTTPS, neither for "
+                 "plain HTTP");
         return TH_E_CONFIG;
     }
     return TH_E_OK;

@@ -31,6 +31,8 @@ typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_lev
 struct th_config {
     /* [server] */
     char *listen;        /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8443"; port 0 = kernel picks */
+    char *tls_cert;      /* PEM chain for HTTPS; "" = plain HTTP */
+    char *tls_key;       /* its PEM key (a secret file: mode checked) */
     int threads;         /* event loops; 0 = number of online CPUs */
     int deadline_ms;     /* time budget per Okta request, 100..2900 */
     int max_body;        /* bytes, 1024..1048576 */

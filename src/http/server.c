@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -21,6 +22,7 @@
 #include "common/util.h"
 #include "guard/guard.h"
 #include "http/internal.h"
+#include "http/tls.h"
 #include "loop/loop.h"
 #include "obs/log.h"
 
@@ -62,6 +64,11 @@ struct th_server {
     /* libmicrohttpd 0.9 (run time): the layout of its header section is checked too (framing) */
     bool mhd_inplace;
     atomic_bool draining;
+    /* HTTPS: the credentials are th_tls_install's; those a reload replaced are kept here until
+     * stop, as a handshake on a loop may still hold them (a few KiB per reload) */
+    bool tls;
+    struct th_tls_creds **retired;
+    size_t nretired;
     struct worker workers[MAX_WORKERS];
 };
 
@@ -123,10 +130,15 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                           enum MHD_ConnectionNotificationCode toe)
 {
     struct worker *w = cls;
-    (void)conn;
     (void)socket_context;
     if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
         w->freed = true;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED && w->srv->tls) { /* before the TLS handshake */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        if (ci && ci->tls_session)
+            th_tls_session_init(ci->tls_session);
+    }
 }
 
 static void mhd_run(void *ud)
@@ -470,6 +482,14 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         struct th_buf b;
         th_buf_init(&b, 256 * 1024);
         srv->metrics(srv->metrics_ud, &b);
+        const struct th_tls_creds *tls = srv->tls ? th_tls_current() : NULL;
+        if (tls)
+            th_buf_printf(&b,
+                          "# HELP telehook_tls_certificate_expiry_seconds notAfter of the served "
+                          "certificate (unix time).\n"
+                          "# TYPE telehook_tls_certificate_expiry_seconds gauge\n"
+                          "telehook_tls_certificate_expiry_seconds %lld\n",
+                          (long long)th_tls_creds_not_after(tls));
         size_t len = b.len;
         return respond_typed(r, MHD_HTTP_OK, th_buf_steal(&b), len,
                              "text/plain; version=0.0.4; charset=utf-8");
@@ -766,15 +786,20 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
             return TH_E_NOMEM;
         }
     }
+    /* HTTPS: the same daemon with TLS on; the credentials come from th_tls_retrieve at each
+     * handshake, so a reload needs no restart of the daemon. The TLS options come last: without
+     * TLS the list ends before them. */
     w->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, w,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (srv->tls ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_request, w,
         /* the logger first, or libmicrohttpd prints its own messages until it is set */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTEN_SOCKET, w->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limit ? limit : 1u, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)cfg->connection_memory, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        w, MHD_OPTION_END);
+        w, srv->tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, TH_TLS_PRIORITIES,
+        MHD_OPTION_HTTPS_CERT_CALLBACK, th_tls_retrieve, MHD_OPTION_END);
     if (!w->daemon) {
         snprintf(err, errlen, "cannot start the HTTP daemon");
         return TH_E_IO;
@@ -813,8 +838,14 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
 {
     const struct th_config *cfg = deps->cfg;
     struct th_server *srv = calloc(1, sizeof *srv);
-    if (!srv)
+    if (!srv) {
+        th_tls_creds_free(deps->tls);
         return TH_E_NOMEM;
+    }
+    if (deps->tls) {
+        srv->tls = true;
+        th_tls_creds_free(th_tls_install(deps->tls)); /* NULL unless a server ran before */
+    }
     srv->cfg = cfg;
     srv->auth = deps->auth;
     srv->hook = deps->hook;
@@ -937,5 +968,54 @@ void th_server_stop(struct th_server *srv)
             pthread_join(w->thread, NULL);
         worker_release(w);
     }
+    if (srv->tls) /* every loop has stopped: no handshake holds any credentials now */
+        th_tls_creds_free(th_tls_install(NULL));
+    for (size_t i = 0; i < srv->nretired; i++)
+        th_tls_creds_free(srv->retired[i]);
+    free(srv->retired);
     free(srv);
+}
+
+/* At most this many replaced credentials are kept (reloads are rare: a renewal each month or
+ * two); past it a reload is refused rather than freeing what a handshake may hold. */
+#define TLS_RETIRED_MAX 4096
+
+th_err th_server_reload_tls(struct th_server *srv)
+{
+    const struct th_config *cfg = srv->cfg;
+    if (!srv->tls)
+        return TH_E_OK;
+    char warn[1024], err[1024];
+    struct th_tls_creds *fresh = NULL;
+    if (srv->nretired >= TLS_RETIRED_MAX) {
+        th_log_msg(TH_LOG_ERROR, "reload",
+                   "TLS certificate not reloaded, the running one stays: %d reloads since the "
+                   "start; restart telehook",
+                   TLS_RETIRED_MAX);
+        return TH_E_OVERLOAD;
+    }
+    struct th_tls_creds **p = realloc(srv->retired, (srv->nretired + 1) * sizeof *p);
+    if (!p) {
+        th_log_msg(TH_LOG_ERROR, "reload", "TLS certificate not reloaded: out of memory");
+        return TH_E_NOMEM;
+    }
+    srv->retired = p;
+    th_err e = th_tls_creds_load(cfg->tls_cert, cfg->tls_key, (int64_t)time(NULL), &fresh, warn,
+                                 sizeof warn, err, sizeof err);
+    if (e != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "reload",
+                   "TLS certificate not reloaded, the running one stays: %s", err);
+        return e;
+    }
+    srv->retired[srv->nretired++] = th_tls_install(fresh);
+    if (warn[0])
+        th_log_msg(TH_LOG_WARN, "tls", "%s", warn);
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_INFO, "reload")) {
+        th_log_str(&l, "msg", "TLS certificate reloaded");
+        th_log_str(&l, "names", th_tls_creds_names(fresh));
+        th_log_int(&l, "not_after", (long long)th_tls_creds_not_after(fresh));
+        th_log_end(&l);
+    }
+    return TH_E_OK;
 }

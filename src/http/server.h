@@ -18,6 +18,7 @@
 #include "common/err.h"
 #include "config/config.h"
 #include "hook/hook.h"
+#include "http/tls.h"
 
 struct th_server;
 
@@ -30,6 +31,9 @@ struct th_server_deps {
     /* GET /metrics: appends Prometheus text (NULL: 404) */
     void (*metrics)(void *ud, struct th_buf *out);
     void *metrics_ud;
+    /* HTTPS (th_tls_creds_load): owned by the server from th_server_start on, even when it fails;
+     * NULL: plain HTTP. One HTTPS server per process (the credentials are process-wide). */
+    struct th_tls_creds *tls;
 };
 
 /* Binds, starts the worker threads. Everything in deps must outlive the server. */
@@ -45,6 +49,12 @@ int th_server_port(const struct th_server *srv);
 int th_server_ping(struct th_server *srv);
 /* The number of event loops (worker threads). */
 int th_server_threads(const struct th_server *srv);
+/*
+ * SIGHUP (one thread): reads server.tls_cert and tls_key again and, when they load and pass the
+ * checks, serves them to every new handshake; open connections keep theirs. On any error the
+ * running certificate stays. Logs what it did. TH_E_OK (doing nothing) for plain HTTP.
+ */
+th_err th_server_reload_tls(struct th_server *srv);
 /* Stops accepting new connections; in-flight requests go on. Thread-safe, idempotent. */
 void th_server_quiesce(struct th_server *srv);
 /* Stops the loops, joins the threads and frees. Call when nothing is in flight. */

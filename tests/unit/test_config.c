@@ -436,6 +436,31 @@ static void test_none_mode_loopback_only(void **state)
     th_config_release(&c);
 }
 
+/* server.tls_cert and tls_key: both or neither (the files themselves: tests/unit/test_tls.c). */
+static void test_tls_pair_together(void **state)
+{
+    (void)state;
+    struct th_config c;
+    char err[512];
+    const char *path = write_file("tls1.conf", "[server]\ntls_cert = /x/fullchain.pem\n"
+                                               "[auth]\nmode = none\n");
+    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+    assert_non_null(strstr(err, "tls_cert and tls_key go together"));
+    th_config_release(&c);
+    path = write_file("tls2.conf", "[server]\ntls_key = /x/privkey.pem\n[auth]\nmode = none\n");
+    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_CONFIG);
+    th_config_release(&c);
+    path = write_file("tls3.conf", "[server]\ntls_cert = /x/fullchain.pem\ntls_key = "
+                                   "/x/privkey.pem\n[auth]\nmode = none\n");
+    assert_int_equal(th_config_load(&c, path, no_env, err, sizeof err), TH_E_OK);
+    assert_string_equal(c.tls_cert, "/x/fullchain.pem");
+    assert_string_equal(c.tls_key, "/x/privkey.pem");
+    assert_int_equal(th_config_check_serve(&c, err, sizeof err), TH_E_OK);
+    th_config_release(&c);
+}
+
 static void test_url_https_or_loopback(void **state)
 {
     (void)state;
@@ -767,6 +792,7 @@ int main(void)
         cmocka_unit_test(test_long_line_refused),
         cmocka_unit_test(test_inline_comments),
         cmocka_unit_test(test_none_mode_loopback_only),
+        cmocka_unit_test(test_tls_pair_together),
         cmocka_unit_test(test_outbound_checks),
         cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_each_value_as_printed),
