@@ -1,11 +1,16 @@
 #include "common/util.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <sys/stat.h>
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -283,4 +288,65 @@ bool th_url_https_or_loopback(const char *url)
 {
     th_url_kind k = th_url_classify(url, NULL, 0);
     return k == TH_URL_HTTPS || k == TH_URL_HTTP_LOOPBACK;
+}
+
+th_err th_read_private_file(const char *path, bool private_, const char *what, size_t cap,
+                            char **buf, size_t *len, char *warn, size_t warnlen, char *err,
+                            size_t errlen)
+{
+    *buf = NULL;
+    *len = 0;
+    if (warnlen)
+        warn[0] = '\0';
+    /* O_NONBLOCK: opening a FIFO (or /dev/stdin) must not hang the start; it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+        return TH_E_CONFIG;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, errlen, "'%s' is not a regular file", path);
+        return TH_E_CONFIG;
+    }
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (private_ && (mode & S_IRWXO)) {
+        close(fd);
+        snprintf(err, errlen,
+                 "'%s' is open to other users (mode %04o): refused, as ssh refuses such a key; "
+                 "run chmod 600 '%s' (or chmod 640 with a group only the service is in)",
+                 path, mode, path);
+        return TH_E_CONFIG;
+    }
+    if (private_ && (mode & S_IRWXG) && warnlen)
+        snprintf(warn, warnlen,
+                 "'%s' is open to its group (mode %04o): every member can read the %s; "
+                 "chmod 600 '%s' unless only the service is in the group",
+                 path, mode, what, path);
+    char *b = malloc(cap + 1);
+    size_t n = 0;
+    bool bad = !b;
+    while (!bad && n < cap) {
+        ssize_t r = read(fd, b + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            bad = r < 0;
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (bad) {
+        if (b)
+            explicit_bzero(b, cap + 1);
+        free(b);
+        snprintf(err, errlen, "cannot read '%s'", path);
+        return TH_E_CONFIG;
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    return TH_E_OK;
 }

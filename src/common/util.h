@@ -67,6 +67,19 @@ bool th_host_is_loopback(const char *host);
  */
 bool th_url_https_or_loopback(const char *url);
 
+/*
+ * Reads a whole file that may hold a secret, under the rules every secret file follows
+ * (docs/configuration.md#secret-files): a regular file (a symlink to one is fine; a FIFO or a
+ * device is refused without blocking on it); when private, the opened file's mode must give
+ * other users no access (refused, naming the fix), and group access is taken with a warning in
+ * warn ("" when none; what names the contents: "secret", "key"). Reads at most cap bytes into
+ * *buf (malloc, cap + 1 bytes, NUL-terminated: the caller wipes and frees it) and their count
+ * into *len: a count of cap means the file may be longer. TH_E_CONFIG with the reason in err.
+ */
+th_err th_read_private_file(const char *path, bool private_, const char *what, size_t cap,
+                            char **buf, size_t *len, char *warn, size_t warnlen, char *err,
+                            size_t errlen);
+
 /* What th_url_https_or_loopback judges, with the host (brackets removed) for messages. */
 typedef enum { TH_URL_BAD, TH_URL_HTTPS, TH_URL_HTTP_LOOPBACK, TH_URL_HTTP_REMOTE } th_url_kind;
 th_url_kind th_url_classify(const char *url, char *host, size_t hostlen);

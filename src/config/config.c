@@ -474,55 +474,13 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
 static th_err read_secret_file(const char *path, char **out, char *warn, size_t warnlen, char *err,
                                size_t errlen)
 {
-    warn[0] = '\0';
-    /* O_NONBLOCK: opening a FIFO (or /dev/stdin) must not hang the start; it is refused below */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
-        return TH_E_CONFIG;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snprintf(err, errlen, "'%s' is not a regular file", path);
-        return TH_E_CONFIG;
-    }
-    unsigned mode = (unsigned)st.st_mode & 07777;
-    if (mode & S_IRWXO) {
-        close(fd);
-        snprintf(err, errlen,
-                 "'%s' is open to other users (mode %04o): refused, as ssh refuses such a key; "
-                 "run chmod 600 '%s' (or chmod 640 with a group only the service is in)",
-                 path, mode, path);
-        return TH_E_CONFIG;
-    }
-    if (mode & S_IRWXG)
-        snprintf(warn, warnlen,
-                 "'%s' is open to its group (mode %04o): every member can read the secret; "
-                 "chmod 600 '%s' unless only the service is in the group",
-                 path, mode, path);
     /* one byte more than the largest acceptable file (SECRET_MAX + CRLF) tells "too long" */
-    char *buf = malloc(SECRET_MAX + 3);
-    size_t n = 0;
-    bool bad = !buf;
-    while (!bad && n < SECRET_MAX + 3) {
-        ssize_t r = read(fd, buf + n, SECRET_MAX + 3 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            bad = r < 0;
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    if (bad) {
-        if (buf)
-            explicit_bzero(buf, SECRET_MAX + 3);
-        free(buf);
-        snprintf(err, errlen, "cannot read '%s'", path);
-        return TH_E_CONFIG;
-    }
+    char *buf;
+    size_t n;
+    th_err e = th_read_private_file(path, true, "secret", SECRET_MAX + 3, &buf, &n, warn, warnlen,
+                                    err, errlen);
+    if (e != TH_E_OK)
+        return e;
     if (n && buf[n - 1] == '\n') {
         n--;
         if (n && buf[n - 1] == '\r')

@@ -15,6 +15,8 @@
 
 #include <gnutls/x509.h>
 
+#include "common/util.h"
+
 #define PEM_MAX   (1024 * 1024) /* a chain of a few certificates is a few KiB */
 #define MAX_CHAIN 16
 #define NAMES_MAX 512
@@ -169,58 +171,16 @@ fail:
 static th_err read_pem(const char *path, bool secret, char **buf, size_t *len, char *warn,
                        size_t warnlen, char *err, size_t errlen)
 {
-    *buf = NULL;
-    /* O_NONBLOCK: a FIFO must not hang the start; it is refused below */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+    th_err e = th_read_private_file(path, secret, "key", PEM_MAX + 1, buf, len, warn, warnlen, err,
+                                    errlen);
+    if (e == TH_E_OK && *len > PEM_MAX) {
+        explicit_bzero(*buf, PEM_MAX + 2);
+        free(*buf);
+        *buf = NULL;
+        snprintf(err, errlen, "'%s' is larger than 1 MiB", path);
         return TH_E_CONFIG;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snprintf(err, errlen, "'%s' is not a regular file", path);
-        return TH_E_CONFIG;
-    }
-    unsigned mode = (unsigned)st.st_mode & 07777;
-    if (secret && (mode & S_IRWXO)) {
-        close(fd);
-        snprintf(err, errlen,
-                 "'%s' is open to other users (mode %04o): refused, as ssh refuses such a key; "
-                 "run chmod 600 '%s' (or chmod 640 with a group only the service is in)",
-                 path, mode, path);
-        return TH_E_CONFIG;
-    }
-    if (secret && (mode & S_IRWXG))
-        snprintf(warn, warnlen,
-                 "'%s' is open to its group (mode %04o): every member can read the key; "
-                 "chmod 600 '%s' unless only the service is in the group",
-                 path, mode, path);
-    char *b = malloc(PEM_MAX + 1);
-    size_t n = 0;
-    bool bad = !b;
-    while (!bad && n < PEM_MAX + 1) {
-        ssize_t r = read(fd, b + n, PEM_MAX + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            bad = r < 0;
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    if (bad || n > PEM_MAX) {
-        if (b)
-            explicit_bzero(b, PEM_MAX + 1);
-        free(b);
-        snprintf(err, errlen, bad ? "cannot read '%s'" : "'%s' is larger than 1 MiB", path);
-        return TH_E_CONFIG;
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return TH_E_OK;
+    return e;
 }
 
 th_err th_tls_creds_load(const char *cert_path, const char *key_path, int64_t now,
