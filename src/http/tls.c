@@ -140,7 +140,8 @@ th_err th_tls_creds_parse(const char *cert_pem, size_t cert_len, const char *key
                  "the private key does not match the certificate (the first one in the file)");
         goto fail;
     }
-    if (gnutls_x509_crt_init(&crt) < 0 || gnutls_pcert_export_x509(&c->pcerts[0], &crt) < 0) {
+    /* export allocates the crt itself (an init before it would leak one) */
+    if (gnutls_pcert_export_x509(&c->pcerts[0], &crt) < 0) {
         snprintf(err, errlen, "cannot read the certificate");
         goto fail;
     }
