@@ -257,6 +257,16 @@ static const struct cmd cmds[] = {
      "scopes. --key is required.",
      th_cmd_token_mint},
 
+    {"probe", NULL, "[URL]", 0, 1, OPT(TIMEOUT), 0,
+     "exit 0 when the server answers ready (a health check without curl)",
+     "GETs URL, by default this configuration's own /readyz on loopback (server.listen; "
+     "0.0.0.0 and [::] become 127.0.0.1 and [::1]), and exits 0 on HTTP 200, 1 otherwise with "
+     "the reason on stderr. Over HTTPS the default URL is checked against server.tls_cert's own "
+     "public key (whatever name the certificate carries); a URL given is verified against the "
+     "system's CAs or [tls] ca_file. For a load balancer, Docker's HEALTHCHECK or a Kubernetes "
+     "exec probe.",
+     th_cmd_probe},
+
     {"version", NULL, "", 0, 0, OPT(JSON), CMD_NO_CONFIG, "print the version (also --version)", "",
      cmd_version},
 };

@@ -64,7 +64,8 @@
     X(DRY_RUN, "dry-run", NULL, NULL, "check only: store nothing")                                 \
     X(AWS, "aws", NULL, NULL, "in the format of AWS's Okta guidance (DynamoDB scan output)")       \
     X(BUILTIN, "builtin", NULL, NULL,                                                              \
-      "also each built-in template that no stored template overrides")
+      "also each built-in template that no stored template overrides")                             \
+    X(TIMEOUT, "timeout", NULL, "SECONDS", "give up after SECONDS (1 to 60; default 2)")
 
 enum th_opt {
 #define TH_OPT_ENUM(id, lname, sname, metavar, help) TH_OPT_##id,
@@ -173,6 +174,7 @@ void th_cli_time(int64_t unix_ms, char out[25]);
 extern const char *const th_cli_providers[];
 
 int th_cmd_serve(struct th_cli *cli);
+int th_cmd_probe(struct th_cli *cli); /* src/cli/probe.c */
 /* The effective configuration on stdout (secrets masked; JSON with --json). */
 int th_cli_print_config(struct th_cli *cli);
 
