@@ -192,6 +192,12 @@ void th_log_end(struct th_logline *l)
         th_log_flush();
 }
 
+void th_log_raw(const char *line, size_t n)
+{
+    th_log_flush();
+    write_all(line, n);
+}
+
 void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)
 {
     struct th_logline l;

@@ -66,6 +66,12 @@ bool th_log_batch_begin(void); /* false: no memory, lines are written directly *
 void th_log_flush(void);
 void th_log_batch_end(void); /* flushes, frees */
 
+/*
+ * A complete line built elsewhere (an EMF metrics line, ending in '\n'), written at once in one
+ * write(2) whatever log.level says: metrics are not a severity. Flushes this thread's batch first.
+ */
+void th_log_raw(const char *line, size_t n);
+
 /* One-shot: {"ts":…,"level":…,"event":…,"msg":"<formatted>"}. */
 void th_log_msg(th_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
