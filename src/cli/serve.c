@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "hook/hook.h"
 #include "http/server.h"
 #include "message/message.h"
+#include "obs/emf.h"
 #include "obs/log.h"
 #include "phone/phone.h"
 #include "dispatch/http.h"
@@ -203,6 +205,11 @@ static void reload_config(const struct th_cli *cli)
     th_config_release(&fresh);
 }
 
+/* log.emf: CloudWatch metrics lines, written by this (the main) thread between signals. */
+struct emf;
+static void emf_tick(struct emf *m);
+static int64_t emf_due(const struct emf *m); /* monotonic us of the next line; INT64_MAX: off */
+
 /*
  * Waits for SIGTERM or SIGINT; SIGHUP reloads meanwhile: the configuration (what can change
  * safely, the rest named), then templates, preferences and routes. Under systemd (Type=notify) the
@@ -210,7 +217,7 @@ static void reload_config(const struct th_cli *cli)
  */
 static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
                            struct th_hook *hook, struct th_router *router, struct retired *old,
-                           struct th_server *server)
+                           struct th_server *server, struct emf *emf)
 {
     /*
      * systemd's watchdog (WatchdogSec; WATCHDOG_USEC in the environment): every half period,
@@ -223,6 +230,8 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
     int64_t next = th_mono_us();
     bool warned = false;
     for (;;) {
+        if (th_mono_us() >= emf_due(emf))
+            emf_tick(emf);
         if (watchdog && th_mono_us() >= next) {
             int late = th_server_ping(server);
             if (late < 0) {
@@ -237,12 +246,14 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
             }
             next = th_mono_us() + (int64_t)(wd_usec / 2);
         }
-        int64_t left = next - th_mono_us();
+        bool timed = watchdog || emf_due(emf) != INT64_MAX;
+        int64_t wake = watchdog && next < emf_due(emf) ? next : emf_due(emf);
+        int64_t left = wake - th_mono_us();
         if (left < 0)
             left = 0;
         struct timespec tick = {.tv_sec = (time_t)(left / 1000000),
                                 .tv_nsec = (long)(left % 1000000) * 1000};
-        int sig = watchdog ? sigtimedwait(set, NULL, &tick) : sigwaitinfo(set, NULL);
+        int sig = timed ? sigtimedwait(set, NULL, &tick) : sigwaitinfo(set, NULL);
         if (sig < 0)
             continue; /* the tick (EAGAIN) or EINTR */
         if (sig == SIGTERM || sig == SIGINT)
@@ -311,6 +322,108 @@ static void all_metrics(void *ud, struct th_buf *out)
                   "telehook_store_rows_dropped_total %llu\n"
                   "# TYPE telehook_store_queue gauge\ntelehook_store_queue %zu\n",
                   ws.written, ws.failed, ws.rejected_full, ws.queued);
+}
+
+/*
+ * log.emf: every log.emf_interval seconds one EMF line with what happened in the interval —
+ * requests by outcome, mean answer time, duplicates, blocks by reason, tokens refused, open
+ * circuits, store rows dropped or failed. Names come from fixed lists (outcomes, block reasons):
+ * never a number, a code or an id. The counters at the last line are kept to report deltas.
+ */
+#define EMF_MAX 32
+struct emf {
+    const struct th_config *cfg;
+    struct readiness *r; /* NULL: off */
+    struct th_emf_value v[EMF_MAX];
+    char names[EMF_MAX][48];
+    size_t n;
+    int64_t due_us;
+};
+
+static void emf_put(struct emf *m, const char *name, th_emf_kind kind, uint64_t after,
+                    uint64_t n_after)
+{
+    if (m->n >= EMF_MAX)
+        return;
+    struct th_emf_value *v = &m->v[m->n];
+    th_strlcpy(m->names[m->n], name, sizeof m->names[m->n]);
+    v->name = m->names[m->n++];
+    v->kind = kind;
+    v->after = after;
+    v->n_after = n_after;
+}
+
+/* Fills every value's `after` with the counters now (the list is rebuilt, `before` kept). */
+static void emf_snapshot(struct emf *m)
+{
+    struct readiness *r = m->r;
+    char name[64];
+    m->n = 0;
+    struct th_hook_counts hc;
+    th_hook_counts(r->hook, &hc);
+    for (size_t i = 0; th_hook_outcome_name(i); i++) {
+        snprintf(name, sizeof name, "Requests.%s", th_hook_outcome_name(i));
+        emf_put(m, name, TH_EMF_COUNT, hc.by_outcome[i], 0);
+    }
+    emf_put(m, "AnswerTime", TH_EMF_MEAN_MS, hc.latency_sum_us, hc.answered);
+    uint64_t b[TH_BLOCK__COUNT];
+    th_guard_counts(r->guard, b);
+    emf_put(m, "Duplicates", TH_EMF_COUNT, b[TH_BLOCK_NONE], 0);
+    for (int i = 1; i < TH_BLOCK__COUNT; i++) {
+        snprintf(name, sizeof name, "Blocked.%s", th_block_name((th_block)i));
+        emf_put(m, name, TH_EMF_COUNT, b[i], 0);
+    }
+    struct th_auth_stats as;
+    th_auth_stats(r->auth, &as);
+    emf_put(m, "TokensRefused", TH_EMF_COUNT, as.refused, 0);
+    emf_put(m, "ProvidersCircuitOpen", TH_EMF_GAUGE, (uint64_t)th_router_circuits_open(r->router),
+            0);
+    struct th_writer_stats ws = {0};
+    pthread_mutex_lock(&r->writer_mu);
+    if (r->writer)
+        th_writer_stats(r->writer, &ws);
+    pthread_mutex_unlock(&r->writer_mu);
+    emf_put(m, "StoreRowsDropped", TH_EMF_COUNT, ws.rejected_full, 0);
+    emf_put(m, "StoreRowsFailed", TH_EMF_COUNT, ws.failed, 0);
+}
+
+static void emf_start(struct emf *m, const struct th_config *cfg, struct readiness *r)
+{
+    *m = (struct emf){.cfg = cfg, .r = cfg->log_emf ? r : NULL};
+    if (!m->r)
+        return;
+    emf_snapshot(m);
+    for (size_t i = 0; i < m->n; i++) {
+        m->v[i].before = m->v[i].after;
+        m->v[i].n_before = m->v[i].n_after;
+    }
+    m->due_us = th_mono_us() + (int64_t)cfg->log_emf_interval * 1000000;
+}
+
+static int64_t emf_due(const struct emf *m)
+{
+    return m && m->r ? m->due_us : INT64_MAX;
+}
+
+/* Writes the line for the interval now ending (also at shutdown: the last partial interval). */
+static void emf_tick(struct emf *m)
+{
+    if (!m || !m->r)
+        return;
+    emf_snapshot(m);
+    struct th_buf b;
+    th_buf_init(&b, 256 * 1024);
+    if (th_emf_build(&b, m->cfg->log_emf_namespace, th_wall_ms(), m->v, m->n) == TH_E_OK)
+        th_log_raw(b.data, b.len);
+    else
+        th_log_msg(TH_LOG_WARN, "metrics", "EMF metrics line not written (too large)");
+    th_buf_release(&b);
+    for (size_t i = 0; i < m->n; i++) {
+        m->v[i].before = m->v[i].after;
+        m->v[i].n_before = m->v[i].n_after;
+    }
+    /* the next line an interval from now: a late tick (a long SIGHUP) never makes a burst */
+    m->due_us = th_mono_us() + (int64_t)m->cfg->log_emf_interval * 1000000;
 }
 
 /* Ready when every provider can send and the issuer's keys (oauth2) are held. */
@@ -457,6 +570,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct readiness ready = {
         .router = router, .auth = auth, .hook = hook, .guard = guard, .writer = writer};
     pthread_mutex_init(&ready.writer_mu, NULL);
+    struct emf emf;
     struct th_server_deps sd = {.cfg = cfg,
                                 .auth = auth,
                                 .hook = hook,
@@ -509,7 +623,8 @@ int th_cmd_serve(struct th_cli *cli)
     /* systemd (Type=notify): ready only now, listening with the store open; a no-op elsewhere. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
                (unsigned long)getpid());
-    int sig = wait_for_signal(cli, &set, store, hook, router, &retired, server);
+    emf_start(&emf, cfg, &ready);
+    int sig = wait_for_signal(cli, &set, store, hook, router, &retired, server, &emf);
     sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -518,7 +633,8 @@ int th_cmd_serve(struct th_cli *cli)
     int64_t limit = th_mono_us() + ((int64_t)cfg->deadline_ms + 1000) * 1000;
     while (th_hook_in_flight(hook) > 0 && th_mono_us() < limit)
         sleep_ms(5);
-    sleep_ms(50); /* let the loops write the last answers */
+    sleep_ms(50);   /* let the loops write the last answers */
+    emf_tick(&emf); /* the last, partial interval, while the writer's counts are still there */
     /* Drain the writer while the loops still run: its completions are posted to them. */
     pthread_mutex_lock(&ready.writer_mu);
     ready.writer = NULL;

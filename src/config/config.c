@@ -271,6 +271,14 @@ static const struct key keys[] = {
      "entries older than this are deleted (hourly); 0 = kept"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
+    {"log", "emf", K_BOOL, F(log_emf), 0, 0, NULL, "false",
+     "also write metrics as CloudWatch Embedded Metric Format lines (event \"metrics\") on the "
+     "log stream, whatever log.level says: CloudWatch Logs turns them into metrics"},
+    {"log", "emf_interval", K_INT, F(log_emf_interval), 1, 3600, NULL, "60",
+     "seconds between two metrics lines (each carries the counts of its interval); 60 matches "
+     "CloudWatch's standard resolution, below 10 only for tests"},
+    {"log", "emf_namespace", K_STRING, F(log_emf_namespace), 0, 0, NULL, "Telehook",
+     "CloudWatch namespace of the metrics (1 to 255 characters)"},
 };
 
 #define NKEYS TH_ARRAY_LEN(keys)
@@ -858,6 +866,11 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  "[auth] jwks_url: must be an https URL (plain http only to a loopback host: "
                  "127.0.0.0/8, ::1, localhost): over http anyone on the path could replace the "
                  "issuer's keys");
+        return TH_E_CONFIG;
+    }
+    size_t nslen = strlen(cfg->log_emf_namespace);
+    if (nslen == 0 || nslen > 255) {
+        snprintf(err, errlen, "[log] emf_namespace: 1 to 255 characters (CloudWatch's limit)");
         return TH_E_CONFIG;
     }
     if (oauth && !cfg->auth_audience[0]) {

@@ -131,6 +131,9 @@ struct th_config {
     int store_outbox_retention_days;
     /* [log] */
     th_log_level log_level;
+    bool log_emf;         /* CloudWatch Embedded Metric Format lines on the log stream */
+    int log_emf_interval; /* seconds between two */
+    char *log_emf_namespace;
     /* not a key: what loading found worth a warning but not a refusal (a secret file its group
      * can read), one line each ("" or NULL: none); the caller logs it */
     char *warnings;

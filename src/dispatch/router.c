@@ -464,6 +464,15 @@ void th_router_metrics(struct th_router *r, struct th_buf *out)
                   atomic_load(&r->routes_skipped));
 }
 
+int th_router_circuits_open(struct th_router *r)
+{
+    int64_t now = th_mono_us();
+    int n = 0;
+    for (int i = 0; i < r->nslots; i++)
+        n += breaker_open(r, &r->slots[i], now) ? 1 : 0;
+    return n;
+}
+
 bool th_router_ready(const struct th_router *r)
 {
     for (int i = 0; i < r->nslots; i++)

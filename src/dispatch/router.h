@@ -63,6 +63,8 @@ const char *th_router_describe(const struct th_router *r);
 /* Appends per-provider gauges in Prometheus text (circuit open, consecutive failures). */
 struct th_buf;
 void th_router_metrics(struct th_router *r, struct th_buf *out);
+/* Providers whose circuit is open now (skipped until dispatch.breaker_seconds pass). */
+int th_router_circuits_open(struct th_router *r);
 
 /*
  * Replaces the route table (SIGHUP). Attempts naming a provider that was not set up at start are

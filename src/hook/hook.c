@@ -182,6 +182,23 @@ void th_hook_metrics(struct th_hook *h, struct th_buf *out)
         atomic_load(&h->phone_ambiguous));
 }
 
+_Static_assert(NOUTCOMES == TH_HOOK_OUTCOMES, "th_hook_counts holds every outcome");
+
+void th_hook_counts(struct th_hook *h, struct th_hook_counts *out)
+{
+    out->answered = 0;
+    for (size_t i = 0; i < NOUTCOMES; i++)
+        out->by_outcome[i] = atomic_load(&h->by_outcome[i]);
+    for (size_t b = 0; b <= NBUCKETS; b++)
+        out->answered += atomic_load(&h->latency_le[b]);
+    out->latency_sum_us = atomic_load(&h->latency_sum_us);
+}
+
+const char *th_hook_outcome_name(size_t i)
+{
+    return i < NOUTCOMES ? outcomes[i] : NULL;
+}
+
 static void record(struct hreq *r, int status, int64_t latency_us)
 {
     count(r->hook, r->outcome, latency_us);

@@ -66,6 +66,16 @@ const struct th_prefs *th_hook_swap_prefs(struct th_hook *hook, const struct th_
 struct th_buf;
 void th_hook_metrics(struct th_hook *hook, struct th_buf *out);
 
+/* The same counters as numbers (for CloudWatch EMF lines): totals since start. */
+#define TH_HOOK_OUTCOMES 8
+struct th_hook_counts {
+    uint64_t by_outcome[TH_HOOK_OUTCOMES]; /* in th_hook_outcome_name order */
+    uint64_t answered;                     /* requests with a latency recorded */
+    uint64_t latency_sum_us;
+};
+void th_hook_counts(struct th_hook *hook, struct th_hook_counts *out);
+const char *th_hook_outcome_name(size_t i); /* "SUCCESSFUL", ...; NULL past the last */
+
 /* Requests between th_hook_handle and their answer, across all loops (for shutdown). */
 long th_hook_in_flight(const struct th_hook *hook);
 
