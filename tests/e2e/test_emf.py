@@ -112,3 +112,11 @@ def test_emf_keys_are_checked(make_server):
     s = make_server("log.emf = true\nlog.emf_interval = 0", start=False)
     assert s.start(expect_fail=True) != 0
     assert "emf_interval" in s.log_text()
+
+
+def test_emf_namespace_is_checked(make_server):
+    s = make_server("log.emf = true\nlog.emf_namespace = " + "N" * 256, start=False)
+    assert s.start(expect_fail=True) != 0
+    assert "emf_namespace" in s.log_text()
+    r = s.cli("config", "check", check=False)
+    assert r.returncode != 0 and "emf_namespace" in r.stderr
