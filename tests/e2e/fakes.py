@@ -1639,6 +1639,7 @@ class FakeKMS(_SigV4Verifier, _FakeBase):
         self.expected_host = None
         self.check_host = True
         self.skew_limit = 300
+        self.keys = {}
         self.key_id = self.new_key()
         self.alias = "alias/telehook-dlq"
         self.aliases = {self.alias: self.key_id}
@@ -1649,7 +1650,6 @@ class FakeKMS(_SigV4Verifier, _FakeBase):
     def new_key(self):
         kid = str(uuid.uuid4())
         with self._lock:
-            self.keys = getattr(self, "keys", {})
             self.keys[kid] = secrets.token_bytes(32)
         return kid
 
