@@ -522,51 +522,55 @@ out:
 
 #define FORM_TYPE "application/x-www-form-urlencoded; charset=utf-8"
 
-/*
- * POSTs form to STS; signer NULL sends it unsigned (AssumeRoleWithWebIdentity: the token is the
- * proof). what names the call in the reason ("AssumeRole arn:…"). Runs on the refresher thread.
- */
-static bool sts_call(struct th_aws_creds *c, const char *what, const struct th_buf *form,
-                     const struct th_aws_credentials *signer, struct th_aws_credentials *out,
-                     char *why, size_t whylen)
+long th_aws_post(const struct th_aws_post *r, const struct th_aws_credentials *signer,
+                 struct th_buf *answer, char *why, size_t whylen)
 {
     char date[17], date8[9], h_host[320], h_date[40], h_auth[600] = "", authz[512];
+    char h_type[160], h_target[160];
     char h_tok[sizeof signer->session_token + 32];
-    const char *hdrs[6];
+    const char *hdrs[8];
     size_t n = 0;
     th_sigv4_amz_date((long long)time(NULL), date);
     memcpy(date8, date, 8);
     date8[8] = '\0';
-    snprintf(h_host, sizeof h_host, "Host: %s", c->sts_host);
+    snprintf(h_host, sizeof h_host, "Host: %s", r->host);
     snprintf(h_date, sizeof h_date, "X-Amz-Date: %s", date);
-    hdrs[n++] = "Content-Type: " FORM_TYPE;
+    snprintf(h_type, sizeof h_type, "Content-Type: %s", r->content_type);
+    hdrs[n++] = h_type;
     hdrs[n++] = h_host;
     hdrs[n++] = "Expect:"; /* no 100-continue round trip for a body over 1 KiB */
+    if (r->target) {
+        snprintf(h_target, sizeof h_target, "X-Amz-Target: %s", r->target);
+        hdrs[n++] = h_target;
+    }
     if (signer) {
         hdrs[n++] = h_date;
-        struct th_sigv4_header sh[] = {{"Content-Type", FORM_TYPE},
-                                       {"Host", c->sts_host},
-                                       {"X-Amz-Date", date},
-                                       {"X-Amz-Security-Token", signer->session_token}};
+        struct th_sigv4_header sh[5] = {
+            {"Content-Type", r->content_type}, {"Host", r->host}, {"X-Amz-Date", date}};
+        size_t nsh = 3;
+        if (r->target)
+            sh[nsh++] = (struct th_sigv4_header){"X-Amz-Target", r->target};
+        if (signer->session_token[0])
+            sh[nsh++] = (struct th_sigv4_header){"X-Amz-Security-Token", signer->session_token};
         unsigned char key[TH_SIGV4_KEY_LEN];
-        th_sigv4_derive_key(signer->secret_access_key, date8, c->sts_region, "sts", key);
+        th_sigv4_derive_key(signer->secret_access_key, date8, r->region, r->service, key);
         struct th_sigv4_input in = {.method = "POST",
-                                    .path = c->sts_path,
+                                    .path = r->path,
                                     .query = "",
                                     .headers = sh,
-                                    .nheaders = signer->session_token[0] ? 4 : 3,
-                                    .body = form->data,
-                                    .body_len = form->len,
+                                    .nheaders = nsh,
+                                    .body = r->body,
+                                    .body_len = r->body_len,
                                     .amz_date = date,
-                                    .region = c->sts_region,
-                                    .service = "sts",
+                                    .region = r->region,
+                                    .service = r->service,
                                     .access_key_id = signer->access_key_id,
                                     .signing_key = key};
         th_err e = th_sigv4_sign(&in, NULL, NULL, authz, sizeof authz);
         OPENSSL_cleanse(key, sizeof key);
         if (e != TH_E_OK) {
-            snprintf(why, whylen, "%s: cannot sign the request (%s)", what, th_strerror(e));
-            return false;
+            snprintf(why, whylen, "cannot sign the request (%s)", th_strerror(e));
+            return -1;
         }
         snprintf(h_auth, sizeof h_auth, "Authorization: %s", authz);
         hdrs[n++] = h_auth;
@@ -575,18 +579,42 @@ static bool sts_call(struct th_aws_creds *c, const char *what, const struct th_b
             hdrs[n++] = h_tok;
         }
     }
-    struct th_buf body;
-    th_buf_init(&body, TH_STS_MAX_ANSWER);
     struct th_fetch req = {.method = "POST",
-                           .body = form->data,
-                           .body_len = form->len,
-                           .url = c->sts_url,
+                           .body = r->body,
+                           .body_len = r->body_len,
+                           .url = r->url,
                            .headers = hdrs,
                            .nheaders = n,
-                           .timeout_ms = STS_TIMEOUT_MS,
-                           .ca_file = c->ca_file[0] ? c->ca_file : NULL};
+                           .timeout_ms = r->timeout_ms,
+                           .ca_file = r->ca_file && r->ca_file[0] ? r->ca_file : NULL};
+    long status = th_fetch(&req, answer, why, whylen);
+    if (signer && signer->session_token[0])
+        OPENSSL_cleanse(h_tok, sizeof h_tok);
+    return status;
+}
+
+/*
+ * POSTs form to STS; signer NULL sends it unsigned (AssumeRoleWithWebIdentity: the token is the
+ * proof). what names the call in the reason ("AssumeRole arn:…"). Runs on the refresher thread.
+ */
+static bool sts_call(struct th_aws_creds *c, const char *what, const struct th_buf *form,
+                     const struct th_aws_credentials *signer, struct th_aws_credentials *out,
+                     char *why, size_t whylen)
+{
+    struct th_aws_post r = {.url = c->sts_url,
+                            .host = c->sts_host,
+                            .path = c->sts_path,
+                            .region = c->sts_region,
+                            .service = "sts",
+                            .content_type = FORM_TYPE,
+                            .body = form->data,
+                            .body_len = form->len,
+                            .ca_file = c->ca_file,
+                            .timeout_ms = STS_TIMEOUT_MS};
+    struct th_buf body;
+    th_buf_init(&body, TH_STS_MAX_ANSWER);
     char fwhy[256] = "";
-    long status = th_fetch(&req, &body, fwhy, sizeof fwhy);
+    long status = th_aws_post(&r, signer, &body, fwhy, sizeof fwhy);
     bool ok = false;
     if (status == 200) {
         char pwhy[160] = "";
@@ -602,8 +630,6 @@ static bool sts_call(struct th_aws_creds *c, const char *what, const struct th_b
     } else {
         snprintf(why, whylen, "%s: %s", what, fwhy);
     }
-    if (signer && signer->session_token[0])
-        OPENSSL_cleanse(h_tok, sizeof h_tok);
     if (body.data)
         OPENSSL_cleanse(body.data, body.len);
     th_buf_release(&body);
@@ -1148,8 +1174,7 @@ static th_err from_profile(struct th_aws_creds *c, const struct profile *p, bool
     return TH_E_OK;
 }
 
-/* host[:port] as signed (lower case, the port only when not the scheme's default) and path. */
-static bool split_url(const char *url, char *host, size_t hostlen, char *path, size_t pathlen)
+bool th_aws_split_url(const char *url, char *host, size_t hostlen, char *path, size_t pathlen)
 {
     CURLU *u = curl_url();
     char *h = NULL, *port = NULL, *scheme = NULL, *pa = NULL;
@@ -1199,7 +1224,8 @@ static th_err sts_setup(struct th_aws_creds *c, const char *region, const struct
         snprintf(err, errlen, "the STS endpoint URL is too long");
         return TH_E_CONFIG;
     }
-    if (!split_url(c->sts_url, c->sts_host, sizeof c->sts_host, c->sts_path, sizeof c->sts_path)) {
+    if (!th_aws_split_url(c->sts_url, c->sts_host, sizeof c->sts_host, c->sts_path,
+                          sizeof c->sts_path)) {
         snprintf(err, errlen, "the STS endpoint is not an http(s) URL: %.200s", c->sts_url);
         return TH_E_CONFIG;
     }

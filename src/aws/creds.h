@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 
 struct th_aws_credentials {
@@ -91,5 +92,32 @@ bool th_aws_resolve_region(const char *cfg_region, const char *profile, char *ou
  * messages). false when the value does not fit in out.
  */
 bool th_aws_resolve_ca_bundle(const char *profile, char *out, size_t outlen, const char **from);
+
+/* A SigV4-signed POST to an AWS API (STS's Query protocol, KMS's JSON 1.1). Fields borrowed. */
+struct th_aws_post {
+    const char *url;          /* the endpoint */
+    const char *host;         /* host[:port] as signed (th_aws_split_url) */
+    const char *path;         /* the request path as signed */
+    const char *region;       /* the signing scope */
+    const char *service;      /* "sts", "kms" */
+    const char *content_type; /* "application/x-amz-json-1.1" */
+    const char *target;       /* X-Amz-Target (signed), or NULL */
+    const char *body;
+    size_t body_len;
+    const char *ca_file; /* NULL or "": the [tls] default */
+    long timeout_ms;
+};
+
+/*
+ * Blocking: for start-up and background threads only, never a request loop. signer NULL sends
+ * it unsigned. The answer goes to answer (reset first, capped by its maximum). Returns the HTTP
+ * status, or -1 with the reason in why. The session token does not linger on the stack.
+ */
+long th_aws_post(const struct th_aws_post *r, const struct th_aws_credentials *signer,
+                 struct th_buf *answer, char *why, size_t whylen);
+
+/* url → host[:port] as signed (lower case, the port only when not the scheme's default) and
+   path; false unless an http(s) URL that fits. */
+bool th_aws_split_url(const char *url, char *host, size_t hostlen, char *path, size_t pathlen);
 
 #endif

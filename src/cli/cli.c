@@ -237,9 +237,11 @@ static const struct cmd cmds[] = {
      th_cmd_dlq_replay},
     {"dlq", "purge", "[ID]", 0, 1, OPT(OLDER_THAN), 0, "delete an entry, or every older one",
      "Either ID or --older-than DAYS.", th_cmd_dlq_purge},
-    {"dlq", "keygen", "", 0, 0, 0, 0, "print a new key for [dlq] key",
+    {"dlq", "keygen", "", 0, 0, OPT(KMS), 0, "print a new key for [dlq] key",
      "32 random bytes, base64: store it as [dlq] key_file (mode 0600) or TELEHOOK_DLQ_KEY, and "
-     "keep a copy: entries sealed with it cannot be opened without it.",
+     "keep a copy: entries sealed with it cannot be opened without it. With --kms: KMS "
+     "GenerateDataKey under [dlq] kms_key_id; the data key sealed by KMS is written to [dlq] "
+     "kms_data_key_file (mode 0600, never over an existing file) and nothing is printed.",
      th_cmd_dlq_keygen},
 
     {"token", NULL, NULL, 0, 0, 0, CMD_GROUP, "local OAuth keys and tokens (no Okta needed)",

@@ -7,6 +7,7 @@
  *                            the code is still valid; the entry is deleted once delivered
  *   dlq purge ID | --older-than DAYS
  *   dlq keygen               prints a new key for [dlq] key / TELEHOOK_DLQ_KEY
+ *   dlq keygen --kms         writes a KMS-sealed data key to [dlq] kms_data_key_file
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,7 +253,19 @@ out:
 
 int th_cmd_dlq_keygen(struct th_cli *cli)
 {
-    (void)cli;
+    if (th_cli_flag(cli, TH_OPT_KMS)) {
+        char err[1024];
+        if (th_dlq_keygen_kms(&cli->cfg, cli->cfg.dlq_kms_data_key_file, err, sizeof err) !=
+            TH_E_OK) {
+            fprintf(stderr, "telehook: %s\n", err);
+            return 1;
+        }
+        fprintf(stderr,
+                "wrote the data key sealed by KMS key %s to %s (mode 0600); keep a copy: "
+                "entries sealed with it cannot be opened without it (and the KMS key)\n",
+                cli->cfg.dlq_kms_key_id, cli->cfg.dlq_kms_data_key_file);
+        return 0;
+    }
     char k[45];
     if (th_dlq_keygen(k) != TH_E_OK)
         return 1;

@@ -267,6 +267,16 @@ static const struct key keys[] = {
      "the key before a rotation: entries it sealed still open"},
     {"dlq", "previous_key_id", K_STRING, F(dlq_previous_key_id), 0, 0, NULL, "k0",
      "previous_key's name"},
+    {"dlq", "kms_key_id", K_STRING, F(dlq_kms_key_id), 0, 0, NULL, "",
+     "AWS KMS key (id, ARN or alias) sealing the data key that seals the entries (envelope "
+     "encryption; instead of key): the data key is opened with KMS Decrypt at start"},
+    {"dlq", "kms_data_key_file", K_STRING, F(dlq_kms_data_key_file), 0, 0, NULL, "",
+     "where the data key sealed by kms_key_id is kept (base64; `telehook dlq keygen --kms` "
+     "writes it, mode 0600); required with kms_key_id"},
+    {"dlq", "previous_kms_data_key_file", K_STRING, F(dlq_previous_kms_data_key_file), 0, 0, NULL,
+     "",
+     "the KMS-sealed data key before a rotation (previous_key_id): entries it sealed "
+     "still open"},
     {"dlq", "retention_days", K_INT, F(dlq_retention_days), 0, 3650, NULL, "7",
      "entries older than this are deleted (hourly); 0 = kept"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",

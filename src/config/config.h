@@ -126,6 +126,9 @@ struct th_config {
     char *dlq_key_id;
     char *dlq_previous_key; /* secret: still opens entries sealed before a rotation */
     char *dlq_previous_key_id;
+    char *dlq_kms_key_id;                 /* "" = no KMS: [dlq] key seals */
+    char *dlq_kms_data_key_file;          /* the data key sealed by KMS (base64 blob) */
+    char *dlq_previous_kms_data_key_file; /* the data key before a rotation */
     int dlq_retention_days;
     int store_deliveries_retention_days;
     int store_outbox_retention_days;

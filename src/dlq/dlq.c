@@ -1,14 +1,18 @@
 #include "dlq/dlq.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "aws/kms.h"
 #include "common/util.h"
 
 #define NONCE 12
@@ -74,14 +78,92 @@ static th_err load(struct key *k, const char *text, const char *id, const char *
     return TH_E_OK;
 }
 
+th_err th_dlq_read_kms_blob(const char *path, char *blob, size_t bloblen, char *err, size_t errlen)
+{
+    char *buf = NULL, warn[256], why[512];
+    size_t n = 0;
+    if (th_read_private_file(path, true, "key", TH_KMS_MAX_BLOB + 2, &buf, &n, warn, sizeof warn,
+                             why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "%s%s", why,
+                 access(path, F_OK) != 0 ? " (`telehook dlq keygen --kms` writes it)" : "");
+        return TH_E_CONFIG;
+    }
+    while (n && isspace((unsigned char)buf[n - 1]))
+        n--;
+    buf[n] = '\0';
+    bool ok =
+        n > 0 && n <= TH_KMS_MAX_BLOB && n < bloblen && th_kms_b64_decode(buf, n, NULL, 0) > 0;
+    if (ok)
+        memcpy(blob, buf, n + 1);
+    else
+        snprintf(err, errlen, "%s: not an encrypted data key (base64, at most %d characters)", path,
+                 TH_KMS_MAX_BLOB);
+    free(buf);
+    return ok ? TH_E_OK : TH_E_CONFIG;
+}
+
+/* The data key in path, opened by KMS Decrypt (key_id: "" lets KMS find it in the blob). */
+static th_err load_kms(const struct th_config *cfg, struct key *k, const char *path,
+                       const char *key_id, const char *id, const char *what, char *err,
+                       size_t errlen)
+{
+    char blob[TH_KMS_MAX_BLOB + 1], why[768];
+    if (th_dlq_read_kms_blob(path, blob, sizeof blob, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[dlq] %s: %s", what, why);
+        return TH_E_CONFIG;
+    }
+    if (!id || !*id || strlen(id) >= sizeof k->id) {
+        snprintf(err, errlen, "[dlq] key_id / previous_key_id: 1 to 31 characters");
+        return TH_E_CONFIG;
+    }
+    if (th_kms_decrypt(cfg, key_id, blob, k->k, why, sizeof why) != TH_E_OK) {
+        snprintf(err, errlen, "[dlq] %s %s cannot be opened: %s", what, path, why);
+        return TH_E_CONFIG;
+    }
+    th_strlcpy(k->id, id, sizeof k->id);
+    k->set = true;
+    return TH_E_OK;
+}
+
 th_err th_dlq_new(const struct th_config *cfg, struct th_dlq **out, char *err, size_t errlen)
 {
     struct th_dlq *d = calloc(1, sizeof *d);
     if (!d)
         return TH_E_NOMEM;
     d->enabled = cfg->dlq_enabled;
-    th_err e = load(&d->cur, cfg->dlq_key, cfg->dlq_key_id, "key", err, errlen);
-    if (e == TH_E_OK)
+    bool kms = cfg->dlq_kms_key_id && cfg->dlq_kms_key_id[0];
+    th_err e = TH_E_OK;
+    if (kms && cfg->dlq_key && cfg->dlq_key[0]) {
+        snprintf(err, errlen,
+                 "[dlq] key and kms_key_id exclude each other: the data key "
+                 "KMS seals replaces the key");
+        e = TH_E_CONFIG;
+    } else if (kms && !cfg->dlq_kms_data_key_file[0]) {
+        snprintf(err, errlen,
+                 "[dlq] kms_key_id needs kms_data_key_file (where `telehook dlq "
+                 "keygen --kms` writes the encrypted data key)");
+        e = TH_E_CONFIG;
+    } else if (!kms && (cfg->dlq_kms_data_key_file[0] || cfg->dlq_previous_kms_data_key_file[0])) {
+        snprintf(err, errlen,
+                 "[dlq] kms_data_key_file and previous_kms_data_key_file need "
+                 "kms_key_id");
+        e = TH_E_CONFIG;
+    } else if (kms && cfg->dlq_previous_key && cfg->dlq_previous_key[0] &&
+               cfg->dlq_previous_kms_data_key_file[0]) {
+        snprintf(err, errlen,
+                 "[dlq] previous_key and previous_kms_data_key_file exclude each "
+                 "other");
+        e = TH_E_CONFIG;
+    } else if (kms) {
+        e = load_kms(cfg, &d->cur, cfg->dlq_kms_data_key_file, cfg->dlq_kms_key_id, cfg->dlq_key_id,
+                     "kms_data_key_file", err, errlen);
+        if (e == TH_E_OK && cfg->dlq_previous_kms_data_key_file[0])
+            e = load_kms(cfg, &d->prev, cfg->dlq_previous_kms_data_key_file, "",
+                         cfg->dlq_previous_key_id, "previous_kms_data_key_file", err, errlen);
+    } else {
+        e = load(&d->cur, cfg->dlq_key, cfg->dlq_key_id, "key", err, errlen);
+    }
+    if (e == TH_E_OK && !d->prev.set)
         e = load(&d->prev, cfg->dlq_previous_key, cfg->dlq_previous_key_id, "previous_key", err,
                  errlen);
     if (e == TH_E_OK && d->cur.set && d->prev.set && strcmp(d->cur.id, d->prev.id) == 0) {
@@ -176,6 +258,38 @@ th_err th_dlq_open(const struct th_dlq *d, const char *entry_id, const char *key
     *plain = p;
     *plen = (size_t)(n + fin);
     return TH_E_OK;
+}
+
+th_err th_dlq_keygen_kms(const struct th_config *cfg, const char *path, char *err, size_t errlen)
+{
+    char blob[TH_KMS_MAX_BLOB + 1];
+    unsigned char k[TH_KMS_KEY_LEN];
+    if (!cfg->dlq_kms_key_id[0] || !path[0]) {
+        snprintf(err, errlen, "--kms needs [dlq] kms_key_id and kms_data_key_file");
+        return TH_E_CONFIG;
+    }
+    /* never over an existing data key: the entries it sealed would be lost with it */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s%s", path, strerror(errno),
+                 errno == EEXIST ? " (a data key is there already: entries it sealed need it; "
+                                   "move it to previous_kms_data_key_file to rotate)"
+                                 : "");
+        return TH_E_CONFIG;
+    }
+    th_err e =
+        th_kms_generate_data_key(cfg, cfg->dlq_kms_key_id, k, blob, sizeof blob, err, errlen);
+    OPENSSL_cleanse(k, sizeof k); /* KMS Decrypt gives it back at start */
+    size_t n = e == TH_E_OK ? strlen(blob) : 0;
+    if (e == TH_E_OK &&
+        (write(fd, blob, n) != (ssize_t)n || write(fd, "\n", 1) != 1 || fsync(fd) != 0)) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        e = TH_E_IO;
+    }
+    close(fd);
+    if (e != TH_E_OK)
+        unlink(path);
+    return e;
 }
 
 th_err th_dlq_keygen(char out[45])

@@ -19,7 +19,11 @@
 
 struct th_dlq;
 
-/* TH_E_CONFIG (reason in err) when a key is set but is not 32 bytes in base64 or hex. */
+/*
+ * TH_E_CONFIG (reason in err) when a key is set but is not 32 bytes in base64 or hex. With
+ * [dlq] kms_key_id, the data key is read from kms_data_key_file and opened by KMS Decrypt here
+ * (blocking: start-up and the CLI only); TH_E_CONFIG names KMS's reason when it does not open.
+ */
 th_err th_dlq_new(const struct th_config *cfg, struct th_dlq **out, char *err, size_t errlen);
 void th_dlq_free(struct th_dlq *d); /* NULL is a no-op; wipes the keys */
 
@@ -37,6 +41,16 @@ th_err th_dlq_seal(const struct th_dlq *d, const char *entry_id, const char *pla
  */
 th_err th_dlq_open(const struct th_dlq *d, const char *entry_id, const char *key_id,
                    const unsigned char *blob, size_t len, char **plain, size_t *plen);
+
+/*
+ * `telehook dlq keygen --kms`: KMS GenerateDataKey under [dlq] kms_key_id, the encrypted data key
+ * (base64) written to path (mode 0600, never over an existing file). The data key itself is not
+ * kept: KMS Decrypt gives it back at start. TH_E_CONFIG/TH_E_AUTH/TH_E_IO with the reason in err.
+ */
+th_err th_dlq_keygen_kms(const struct th_config *cfg, const char *path, char *err, size_t errlen);
+
+/* The encrypted data key in path (a private file, strict base64) into blob. TH_E_CONFIG. */
+th_err th_dlq_read_kms_blob(const char *path, char *blob, size_t bloblen, char *err, size_t errlen);
 
 /* Writes a new random key, base64, for `telehook dlq keygen`. out: 45 bytes. */
 th_err th_dlq_keygen(char out[45]);

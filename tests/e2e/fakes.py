@@ -36,6 +36,9 @@ FakeSTS           AWS STS, Query protocol: AssumeRole (SigV4 with service "sts",
                   checks, errors under the Query-protocol codes) and AssumeRoleWithWebIdentity
                   (unsigned, the token must be one it knows); parameters as the STS model bounds
                   them; answers and errors in the real XML; records every credential it issues.
+FakeKMS           AWS KMS, JSON 1.1 (`TrentService.GenerateDataKey` / `Decrypt`, SigV4 with service
+                  "kms"): real envelope semantics (master keys per key id, sealed blobs), and
+                  NotFound / AccessDenied / Disabled / InvalidCiphertext answers.
 FakeWebhook       A customer gateway checking `X-Telehook-Signature: t=<unix>,v1=<hex HMAC-SHA256(
                   secret, "<t>." + raw body)>` in constant time with a 300 s tolerance.
 
@@ -1583,6 +1586,226 @@ class FakeSTS(_SigV4Verifier, _FakeBase):
                 f"  </ResponseMetadata>\n</{op}Response>\n")
         return Response(200, {"Content-Type": "text/xml", "x-amzn-RequestId": str(uuid.uuid4())},
                         body.encode())
+
+
+# =============================================================================================
+# AWS KMS
+# =============================================================================================
+
+_KMS_TYPE = "application/x-amz-json-1.1"
+_KMS_TARGET = "TrentService."
+_KMS_OPS = ("GenerateDataKey", "Decrypt")
+_KMS_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/(.+)")
+
+
+class FakeKMS(_SigV4Verifier, _FakeBase):
+    """AWS KMS, JSON 1.1 protocol (`TrentService`): GenerateDataKey and Decrypt, with real
+    semantics: each key holds a master key (AES-256-GCM); a CiphertextBlob is the key's id, a
+    nonce and the sealed data key, so Decrypt opens it only under that key.
+
+    FakeKMS(region="us-east-1", credentials=None)
+      credentials: (akid, secret, token or None) accepted (as FakeEUM; default one random key).
+      keys: {key id: master key bytes}; one key is made at start: `.key_id` (a UUID), also
+            reachable as `.key_arn` and the alias `.alias` ("alias/telehook-dlq").
+      denied: key ids (or ARNs/aliases) whose use is refused (400 AccessDeniedException).
+      disabled: key ids refused with 400 DisabledException.
+    Checks: SigV4 (service "kms", x-amz-target signed), POST /, Content-Type
+      application/x-amz-json-1.1, X-Amz-Target TrentService.GenerateDataKey|Decrypt (400
+      UnknownOperationException), a JSON object body with known members (400
+      ValidationException / SerializationException).
+    Errors (400, `__type` and `message`): NotFoundException (unknown key), AccessDeniedException,
+      DisabledException, InvalidCiphertextException (a blob that does not open under the key
+      it names, or under the KeyId given), IncorrectKeyException (KeyId not the blob's key).
+    Extra record keys: op, sig_ok, akid, key (the resolved key id), json (the parsed body).
+    Error actions: "500" 500 KMSInternalException; "throttle" 400 ThrottlingException.
+    """
+
+    name = "FakeKMS"
+    json_type = _KMS_TYPE
+    service = "kms"
+    signed_required = ("content-type", "host", "x-amz-date", "x-amz-target")
+    account = "111122223333"
+
+    def __init__(self, region="us-east-1", credentials=None):
+        super().__init__()
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._aesgcm = AESGCM
+        self.region = region
+        if credentials is None:
+            credentials = [("AKIA" + "".join(secrets.choice(string.ascii_uppercase + "234567")
+                                              for _ in range(16)),
+                            secrets.token_urlsafe(30)[:40], None)]
+        self.credentials = list(credentials)
+        self.expected_host = None
+        self.check_host = True
+        self.skew_limit = 300
+        self.keys = {}
+        self.key_id = self.new_key()
+        self.alias = "alias/telehook-dlq"
+        self.aliases = {self.alias: self.key_id}
+        self.denied = set()
+        self.disabled = set()
+        self.issued = []  # every plaintext data key handed out (tests grep files/logs for them)
+
+    def new_key(self):
+        kid = str(uuid.uuid4())
+        with self._lock:
+            self.keys[kid] = secrets.token_bytes(32)
+        return kid
+
+    def arn(self, kid):
+        return f"arn:aws:kms:{self.region}:{self.account}:key/{kid}"
+
+    @property
+    def key_arn(self):
+        return self.arn(self.key_id)
+
+    @property
+    def credential(self):
+        return tuple(self.credentials[0])
+
+    def _resolve(self, ref):
+        """A key id, key ARN, alias or alias ARN → the key id, or None."""
+        m = _KMS_ARN.fullmatch(ref)
+        if m:
+            ref = m.group(2) if m.group(1) == "key" else "alias/" + m.group(2)
+        if ref.startswith("alias/"):
+            ref = self.aliases.get(ref)
+        return ref if ref in self.keys else None
+
+    # ---- responses ---------------------------------------------------------------------------
+    def _error(self, rec, status, etype, message, reason=None):
+        rec["error"] = etype
+        rec["reason"] = reason or message
+        return Response(status, {"Content-Type": _KMS_TYPE, "x-amzn-RequestId": str(uuid.uuid4())},
+                        _json_bytes({"__type": etype, "message": message}))
+
+    # ---- verification ------------------------------------------------------------------------
+    def verify(self, h, rec):
+        rec.update(op=None, sig_ok=False, akid=None, signed_headers=None, key=None, json=None)
+        try:
+            self._verify_signature(h, rec)
+        except _Reject as r:
+            return self._error(rec, r.status, r.etype, r.message, r.reason)
+        rec["sig_ok"] = True
+        if h.command != "POST" or h.path != "/":
+            return self._error(rec, 400, "UnknownOperationException", "",
+                               f"JSON protocol requests are POST /, got {h.command} {h.path}")
+        ctype = h.headers.get_all("Content-Type") or []
+        if ctype != [_KMS_TYPE]:
+            return self._error(rec, 400, "UnknownOperationException", "",
+                               f"Content-Type must be {_KMS_TYPE}, got {ctype}")
+        target = h.headers.get_all("X-Amz-Target") or []
+        op = target[0][len(_KMS_TARGET):] if len(target) == 1 and \
+            target[0].startswith(_KMS_TARGET) else None
+        if op not in _KMS_OPS:
+            return self._error(rec, 400, "UnknownOperationException", "",
+                               f"X-Amz-Target {target} is not GenerateDataKey / Decrypt")
+        rec["op"] = op
+        try:
+            body = _strict_json(rec["body"])
+        except (ValueError, UnicodeDecodeError) as e:
+            return self._error(rec, 400, "SerializationException", "", f"body is not JSON: {e}")
+        if not isinstance(body, dict):
+            return self._error(rec, 400, "SerializationException", "", "body is not an object")
+        rec["json"] = rec["parsed"] = body
+        allowed = {"GenerateDataKey": {"KeyId", "KeySpec", "NumberOfBytes", "EncryptionContext",
+                                       "GrantTokens", "DryRun"},
+                   "Decrypt": {"CiphertextBlob", "KeyId", "EncryptionContext", "GrantTokens",
+                               "EncryptionAlgorithm", "DryRun"}}[op]
+        unknown = set(body) - allowed
+        if unknown:
+            return self._error(rec, 400, "SerializationException", "",
+                               f"unknown members {sorted(unknown)}")
+        for k in ("KeyId", "KeySpec", "CiphertextBlob"):
+            if k in body and not (isinstance(body[k], str) and 1 <= len(body[k]) <= 6144):
+                return self._error(rec, 400, "ValidationException",
+                                   f"1 validation error detected: Value at '{k[0].lower()}"
+                                   f"{k[1:]}' failed to satisfy constraint")
+        if op == "GenerateDataKey":
+            if "KeyId" not in body:
+                return self._error(rec, 400, "ValidationException", "KeyId is required")
+            if body.get("KeySpec") != "AES_256":
+                return self._error(rec, 400, "ValidationException",
+                                   "KeySpec must be AES_256 (this fake)")
+        elif "CiphertextBlob" not in body:
+            return self._error(rec, 400, "ValidationException", "CiphertextBlob is required")
+        return None
+
+    def _check_key(self, rec, ref):
+        kid = self._resolve(ref)
+        if kid is None:
+            return None, self._error(rec, 400, "NotFoundException",
+                                     f"Key '{self.arn(ref) if '/' not in ref else ref}' "
+                                     "does not exist")
+        rec["key"] = kid
+        if {kid, ref, self.arn(kid)} & self.denied:
+            return None, self._error(
+                rec, 400, "AccessDeniedException",
+                f"User: arn:aws:iam::{self.account}:user/telehook is not authorized to perform: "
+                f"kms:{rec['op']} on resource: {self.arn(kid)} because no identity-based policy "
+                "allows the kms:" + rec["op"] + " action")
+        if {kid, ref, self.arn(kid)} & self.disabled:
+            return None, self._error(rec, 400, "DisabledException",
+                                     f"{self.arn(kid)} is disabled.")
+        return kid, None
+
+    def respond(self, h, rec, kind, args):
+        if kind == "500":
+            return self._error(rec, 500, "KMSInternalException", "internal error")
+        if kind == "throttle":
+            return self._error(rec, 400, "ThrottlingException", "Rate exceeded")
+        if kind != "ok":
+            raise ValueError(f"FakeKMS: unknown action {kind!r}")
+        body = rec["json"]
+        if rec["op"] == "GenerateDataKey":
+            kid, err = self._check_key(rec, body["KeyId"])
+            if err:
+                return err
+            data_key = secrets.token_bytes(32)
+            nonce = secrets.token_bytes(12)
+            sealed = self._aesgcm(self.keys[kid]).encrypt(nonce, data_key, kid.encode())
+            blob = b"\x01" + kid.encode() + b"\x00" + nonce + sealed
+            with self._lock:
+                self.issued.append(data_key)
+            rec["sent"] = True
+            return Response(200, {"Content-Type": _KMS_TYPE},
+                            _json_bytes({"CiphertextBlob": base64.b64encode(blob).decode(),
+                                         "KeyId": self.arn(kid),
+                                         "Plaintext": base64.b64encode(data_key).decode()}))
+        try:
+            blob = base64.b64decode(body["CiphertextBlob"], validate=True)
+        except ValueError:
+            return self._error(rec, 400, "SerializationException", "",
+                               "CiphertextBlob is not base64")
+        bad = self._error(rec, 400, "InvalidCiphertextException", "")
+        head, sep, rest = blob[1:].partition(b"\x00")
+        if blob[:1] != b"\x01" or not sep or len(rest) < 12 + 16:
+            return bad
+        blob_kid = head.decode("ascii", "replace")
+        if "KeyId" in body:
+            kid, err = self._check_key(rec, body["KeyId"])
+            if err:
+                return err
+            if kid != blob_kid:
+                # KMS: the ciphertext was not made under the KeyId given
+                return self._error(rec, 400, "IncorrectKeyException",
+                                   "The key ID in the request does not identify a CMK that can "
+                                   "perform this operation.")
+        if blob_kid not in self.keys:
+            return bad
+        kid, err = self._check_key(rec, blob_kid)
+        if err:
+            return err
+        try:
+            data_key = self._aesgcm(self.keys[kid]).decrypt(rest[:12], rest[12:], kid.encode())
+        except Exception:
+            return bad
+        rec["sent"] = True
+        return Response(200, {"Content-Type": _KMS_TYPE},
+                        _json_bytes({"EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                                     "KeyId": self.arn(kid),
+                                     "Plaintext": base64.b64encode(data_key).decode()}))
 
 
 # =============================================================================================

@@ -151,21 +151,35 @@ def test_every_ini_snippet_loads_as_shown(tmp_path):
 
 def test_iam_policy_is_least_privilege():
     """docs/aws-iam-policy.json parses, allows exactly the End User Messaging actions telehook
-    calls (the X-Amz-Target operations in src/provider/aws.c), and only on named resources."""
+    calls (the X-Amz-Target operations in src/provider/aws.c), and only on named resources; and,
+    in a statement of its own, kms:Decrypt (what serve calls at start for [dlq] kms_key_id,
+    src/aws/kms.c) on one named key ARN. Nothing else: GenerateDataKey is `dlq keygen --kms`, an
+    operator's one-off, not the server's."""
     policy = json.load(open(os.path.join(DOCS, "aws-iam-policy.json")))
     assert policy["Version"] == "2012-10-17"
     src = open(os.path.join(ROOT, "src", "provider", "aws.c")).read()
     called = {"sms-voice:" + op for op in re.findall(r'"PinpointSMSVoiceV2\.(\w+)"', src)}
     assert called == {"sms-voice:SendTextMessage", "sms-voice:SendVoiceMessage"}, called
-    allowed = set()
+    kms_src = open(os.path.join(ROOT, "src", "aws", "kms.c")).read()
+    assert '"TrentService.Decrypt"' in kms_src
+    arn_of = {"sms-voice": r"^arn:aws:sms-voice:[a-z0-9-]+:\d{12}:"
+                           r"(phone-number|pool|sender-id|configuration-set)/\S+$",
+              "kms": r"^arn:aws:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}$"}
+    allowed = {"sms-voice": set(), "kms": set()}
     for st in policy["Statement"]:
         assert st["Effect"] == "Allow"
+        assert set(st) <= {"Sid", "Effect", "Action", "Resource"}, st  # no NotAction, Condition
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         assert all("*" not in a for a in actions), actions
-        allowed |= set(actions)
-        for arn in st["Resource"]:
+        services = {a.split(":", 1)[0] for a in actions}
+        assert len(services) == 1 and services <= set(allowed), actions  # one service each
+        service = services.pop()
+        allowed[service] |= set(actions)
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert resources
+        for arn in resources:
             assert "*" not in arn
-            assert re.match(r"^arn:aws:sms-voice:[a-z0-9-]+:\d{12}:"
-                            r"(phone-number|pool|sender-id|configuration-set)/\S+$", arn), arn
-    assert allowed == called
+            assert re.match(arn_of[service], arn), arn
+    assert allowed["sms-voice"] == called
+    assert allowed["kms"] == {"kms:Decrypt"}
     assert "aws-iam-policy.json" in open(os.path.join(DOCS, "deploy.md")).read()

@@ -144,6 +144,33 @@ static void test_keygen(void **state)
     th_dlq_free(d);
 }
 
+/* The KMS settings' rules, all checked before any call to KMS (no network here). */
+static void test_kms_settings(void **state)
+{
+    (void)state;
+    struct {
+        const char *env[4];
+        const char *why;
+    } cases[] = {
+        {{K1, "TELEHOOK_DLQ_KMS_KEY_ID=alias/x", "TELEHOOK_DLQ_KMS_DATA_KEY_FILE=/nonexistent"},
+         "exclude each other"},
+        {{"TELEHOOK_DLQ_KMS_KEY_ID=alias/x"}, "needs kms_data_key_file"},
+        {{"TELEHOOK_DLQ_KMS_DATA_KEY_FILE=/x"}, "need kms_key_id"},
+        {{"TELEHOOK_DLQ_PREVIOUS_KMS_DATA_KEY_FILE=/x"}, "need kms_key_id"},
+        {{"TELEHOOK_DLQ_KMS_KEY_ID=alias/x", "TELEHOOK_DLQ_KMS_DATA_KEY_FILE=/nonexistent/k"},
+         "keygen --kms"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *env[5] = {0};
+        for (size_t j = 0; j < 4 && cases[i].env[j]; j++)
+            env[j] = (char *)cases[i].env[j];
+        err[0] = '\0';
+        assert_null(make(env));
+        if (!strstr(err, cases[i].why))
+            fail_msg("case %zu: %s", i, err);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_bad_keys),
         cmocka_unit_test(test_keygen),
+        cmocka_unit_test(test_kms_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
