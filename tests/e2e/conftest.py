@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -21,6 +22,13 @@ SLOW = 4 if SANITIZED else 1  # sanitizer builds are slower: scale waits, never 
 US_NUMBER = "+12015550123"
 ES_NUMBER = "+34612345678"
 HOOK = "/v1/okta/telephony"
+
+
+def free_port():
+    """A loopback port the kernel has just handed out (for tests that need a fixed listen)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def iso(dt):

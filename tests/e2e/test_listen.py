@@ -3,11 +3,7 @@
 restart on the same address right after a stop (connections in TIME_WAIT) starts."""
 import socket
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def test_second_server_on_the_same_address_refuses(make_server):

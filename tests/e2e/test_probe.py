@@ -1,15 +1,9 @@
 """`telehook probe [URL]`: exit 0 when the server answers ready, 1 otherwise with the reason — the
 health check a load balancer or a container runtime runs without curl."""
-import socket
+from conftest import free_port
 
 from test_tls import ca, tls_server  # noqa: F401  (the fixture and the HTTPS server helper)
 from throwaway_ca import ThrowawayCA
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_probe_default_url_and_given_url(make_server):
