@@ -237,11 +237,19 @@ void th_lang_log_startup(const struct th_config *cfg, const struct th_templates 
 
 /* ---- shared by the commands ---- */
 
-/* The stored templates as the server would load them, without its log lines; prints why not. */
-static int load_stored(struct th_cli *cli, struct th_store *st, struct th_templates **set)
+/*
+ * The stored templates as the server would load them, without its log lines (the store opened
+ * and closed here); prints why not.
+ */
+static int load_stored(struct th_cli *cli, struct th_templates **set)
 {
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
     char err[512];
-    if (load_templates(st, &cli->cfg, true, set, err, sizeof err) != TH_E_OK) {
+    th_err e = load_templates(st, &cli->cfg, true, set, err, sizeof err);
+    th_store_close(st);
+    if (e != TH_E_OK) {
         fprintf(stderr, "telehook: %s\n", err);
         return 1;
     }
@@ -367,12 +375,8 @@ int th_cmd_templates_preview(struct th_cli *cli)
         fprintf(stderr, "telehook: %s\n", perr);
         return 2;
     }
-    struct th_store *st;
     struct th_templates *set = NULL;
-    if (th_cli_open_store(cli, &st))
-        return 1;
-    int rc = load_stored(cli, st, &set);
-    th_store_close(st);
+    int rc = load_stored(cli, &set);
     if (rc)
         return rc;
     struct th_chain chain = {.set = set,
@@ -673,12 +677,8 @@ int th_cmd_templates_export(struct th_cli *cli)
                         "Okta guidance's DynamoDB items)\n");
         return 2;
     }
-    struct th_store *st;
     struct th_templates *set = NULL;
-    if (th_cli_open_store(cli, &st))
-        return 1;
-    int rc = load_stored(cli, st, &set);
-    th_store_close(st);
+    int rc = load_stored(cli, &set);
     if (rc)
         return rc;
     const struct th_templates *b = builtin ? th_templates_builtin() : NULL;
