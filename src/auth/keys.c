@@ -13,7 +13,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
-#include "dispatch/fetch.h"
+#include "net/fetch.h"
 #include "obs/log.h"
 
 #define FETCH_TIMEOUT_MS  5000

@@ -19,7 +19,7 @@
 #include "aws/sts.h"
 #include "common/buf.h"
 #include "common/util.h"
-#include "dispatch/fetch.h"
+#include "net/fetch.h"
 #include "obs/log.h"
 
 /* Where the credentials themselves come from; an assume-role chain may sit on top (roles[]). */

@@ -10,7 +10,7 @@
 
 #include "aws/creds.h"
 #include "common/util.h"
-#include "dispatch/trust.h"
+#include "net/trust.h"
 
 #define KMS_TYPE       "application/x-amz-json-1.1"
 #define KMS_TIMEOUT_MS 5000

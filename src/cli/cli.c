@@ -728,7 +728,7 @@ static int cmd_templates_set(struct th_cli *cli)
     struct th_template_report rep;
     th_err ce = th_template_check(t, (th_sms_encoding)cli->cfg.message_sms_encoding,
                                   cli->cfg.message_max_sms_segments, &rep, why, sizeof why);
-    th_lang_check_summary(t, &rep, why, summary, sizeof summary);
+    th_catalog_check_summary(t, &rep, why, summary, sizeof summary);
     th_templates_free(one);
     if (ce != TH_E_OK) {
         fprintf(stderr, "telehook: invalid template: template %s/%s: %s\n", lang,

@@ -18,9 +18,9 @@
 
 #include "cli/internal.h"
 #include "common/util.h"
-#include "dispatch/http.h"
-#include "dispatch/router.h"
-#include "dispatch/trust.h"
+#include "net/http.h"
+#include "route/router.h"
+#include "net/trust.h"
 #include "dlq/dlq.h"
 #include "loop/loop.h"
 #include "phone/phone.h"
@@ -191,8 +191,9 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
         th_store_close(wst);
         goto out;
     }
-    if (th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK ||
-        th_router_new(&cli->cfg, writer, routes, &router, err, sizeof err) != TH_E_OK) {
+    struct th_outbox_sink outbox = th_cli_outbox_sink(writer);
+    if (th_catalog_routes_load(st, &routes, err, sizeof err) != TH_E_OK ||
+        th_router_new(&cli->cfg, &outbox, routes, &router, err, sizeof err) != TH_E_OK) {
         routes = NULL;
         fprintf(stderr, "telehook: %s\n", err);
         goto out;

@@ -6,10 +6,13 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "catalog/catalog.h"
 #include "config/config.h"
-#include "dispatch/route.h"
+#include "route/route.h"
 #include "message/message.h"
+#include "provider/provider.h"
 #include "store/store.h"
+#include "store/writer.h"
 
 /*
  * Every option of every command, once: id, long name (without "--"), short name or NULL,
@@ -176,12 +179,13 @@ void th_cli_time(int64_t unix_ms, char out[25]);
 extern const char *const th_cli_providers[];
 
 int th_cmd_serve(struct th_cli *cli);
+/* The outbox provider's sink: the store's outbox table, written by the writer thread. */
+struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer);
 int th_cmd_probe(struct th_cli *cli); /* src/cli/probe.c */
 /* The effective configuration on stdout (secrets masked; JSON with --json). */
 int th_cli_print_config(struct th_cli *cli);
 
 /* Reads the routes from the store (a bad row is logged and skipped). */
-th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err, size_t errlen);
 
 int th_cmd_routes_list(struct th_cli *cli);
 int th_cmd_routes_set(struct th_cli *cli);
@@ -194,24 +198,6 @@ int th_cmd_dlq_show(struct th_cli *cli);
 int th_cmd_dlq_replay(struct th_cli *cli);
 int th_cmd_dlq_purge(struct th_cli *cli);
 int th_cmd_dlq_keygen(struct th_cli *cli);
-
-/*
- * src/cli/lang.c. The server's loaders: every stored template that compiles and is within
- * message.max_sms_segments (others are logged and skipped; th_template_check's other findings
- * are logged), and every valid preference row (a bad one is logged and skipped).
- */
-th_err th_lang_load_templates(struct th_store *st, const struct th_config *cfg,
-                              struct th_templates **out, char *err, size_t errlen);
-th_err th_lang_load_prefs(struct th_store *st, struct th_prefs **out, char *err, size_t errlen);
-/* One "languages" log line at start: stored templates, preferences, the pack, the encoding. */
-void th_lang_log_startup(const struct th_config *cfg, const struct th_templates *stored,
-                         const struct th_prefs *prefs);
-/*
- * One line of what th_template_check found, for `templates set` and `templates check`:
- * "GSM-7, 61 units, 1 segment" (SMS) then the findings. Prints nothing of its own.
- */
-void th_lang_check_summary(const struct th_template *t, const struct th_template_report *rep,
-                           const char *findings, char *out, size_t outlen);
 
 /* The commands of src/cli/lang.c (the command table in cli.c describes them). */
 int th_cmd_templates_preview(struct th_cli *cli);

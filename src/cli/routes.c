@@ -13,50 +13,12 @@
 #include <jansson.h>
 
 #include "aws/creds.h"
+#include "catalog/catalog.h"
 #include "cli/internal.h"
 #include "common/util.h"
-#include "dispatch/route.h"
+#include "route/route.h"
 #include "obs/log.h"
 #include "provider/provider.h"
-
-struct load {
-    struct th_routes *rs;
-    th_err err;
-};
-
-static int collect_route(void *ud, const struct th_route_row *row)
-{
-    struct load *l = ud;
-    struct th_route r = {0};
-    char why[256];
-    if (th_route_key(row->channel, row->country, r.channel, r.country, why, sizeof why) !=
-            TH_E_OK ||
-        th_route_parse(row->attempts, NULL, NULL, &r, why, sizeof why) != TH_E_OK) {
-        /* One bad row must not stop the service: it is skipped, loudly. */
-        th_log_msg(TH_LOG_ERROR, "route_skipped", "route %s %s skipped: %s", row->channel,
-                   row->country, why);
-        return 0;
-    }
-    l->err = th_routes_add(l->rs, &r);
-    return l->err != TH_E_OK;
-}
-
-th_err th_cli_load_routes(struct th_store *st, struct th_routes **out, char *err, size_t errlen)
-{
-    struct load l = {0};
-    if (th_routes_new(&l.rs) != TH_E_OK)
-        return TH_E_NOMEM;
-    th_err e = th_store_routes_each(st, collect_route, &l);
-    if (e == TH_E_OK)
-        e = l.err;
-    if (e != TH_E_OK) {
-        snprintf(err, errlen, "cannot read routes: %s", th_strerror(e));
-        th_routes_free(l.rs);
-        return e;
-    }
-    *out = l.rs;
-    return TH_E_OK;
-}
 
 static int print_route(void *ud, const struct th_route_row *row)
 {

@@ -21,15 +21,36 @@
 #include "obs/emf.h"
 #include "obs/log.h"
 #include "phone/phone.h"
-#include "dispatch/http.h"
-#include "dispatch/router.h"
-#include "dispatch/trust.h"
+#include "net/http.h"
+#include "route/router.h"
+#include "net/trust.h"
 #include "store/store.h"
 #include "store/writer.h"
 
 #include <systemd/sd-daemon.h>
 
 #define WRITER_QUEUE 65536
+
+static th_err outbox_put(void *ud, const struct th_outbox_item *it,
+                         void (*written)(void *arg, th_err result), void *arg)
+{
+    struct th_outbox_row row = {
+        .id = it->id,
+        .created_ms = it->created_ms,
+        .request_id = it->request_id,
+        .to = it->to,
+        .channel = it->channel,
+        .language = it->language,
+        .body = it->body,
+        .voice_id = it->voice_id,
+    };
+    return th_writer_outbox(ud, &row, written, arg);
+}
+
+struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
+{
+    return (struct th_outbox_sink){.put = outbox_put, .ud = writer};
+}
 
 static int write_port_file(const char *path, int port)
 {
@@ -107,7 +128,7 @@ static void reload_templates(struct th_store *st, const struct th_config *cfg, s
         th_log_msg(TH_LOG_ERROR, "reload", "out of memory: templates not reloaded");
         return;
     }
-    if (th_lang_load_templates(st, cfg, &set, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_templates_load(st, cfg, false, &set, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "templates not reloaded, the running set stays: %s",
                    err);
         return;
@@ -125,7 +146,7 @@ static void reload_prefs(struct th_store *st, struct th_hook *hook, struct retir
         th_log_msg(TH_LOG_ERROR, "reload", "out of memory: preferences not reloaded");
         return;
     }
-    if (th_lang_load_prefs(st, &prefs, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_prefs_load(st, &prefs, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "preferences not reloaded, the running ones stay: %s",
                    err);
         return;
@@ -139,7 +160,7 @@ static void reload_routes(struct th_store *st, struct th_router *router)
 {
     char err[512];
     struct th_routes *routes = NULL;
-    if (th_cli_load_routes(st, &routes, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_routes_load(st, &routes, err, sizeof err) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "routes not reloaded, the running ones stay: %s", err);
         return;
     }
@@ -477,15 +498,15 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "store: %s", err);
         goto out;
     }
-    if (th_lang_load_templates(store, cfg, &templates, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_templates_load(store, cfg, false, &templates, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "templates: %s", err);
         goto out;
     }
-    if (th_lang_load_prefs(store, &prefs, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_prefs_load(store, &prefs, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "preferences: %s", err);
         goto out;
     }
-    if (th_cli_load_routes(store, &routes, err, sizeof err) != TH_E_OK) {
+    if (th_catalog_routes_load(store, &routes, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "routes: %s", err);
         goto out;
     }
@@ -502,7 +523,8 @@ int th_cmd_serve(struct th_cli *cli)
     }
     wstore = NULL; /* owned by the writer now */
     size_t nroutes = th_routes_count(routes);
-    e = th_router_new(cfg, writer, routes, &router, err, sizeof err);
+    struct th_outbox_sink outbox = th_cli_outbox_sink(writer);
+    e = th_router_new(cfg, &outbox, routes, &router, err, sizeof err);
     routes = NULL; /* owned by the router, even on failure */
     if (e != TH_E_OK) {
         startup_error(cli, "%s", err);
@@ -557,7 +579,7 @@ int th_cmd_serve(struct th_cli *cli)
                    "cannot be replayed (`telehook dlq keygen` makes a key)");
     th_writer_set_retention(writer, cfg->dlq_retention_days, cfg->store_deliveries_retention_days,
                             cfg->store_outbox_retention_days);
-    th_lang_log_startup(cfg, templates, prefs);
+    th_catalog_log_startup(cfg, templates, prefs);
     struct th_hook_deps hd = {.cfg = cfg,
                               .templates = templates,
                               .prefs = prefs,

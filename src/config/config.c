@@ -14,8 +14,8 @@
 #include <ini.h>
 
 #include "common/util.h"
-#include "dispatch/trust.h"
-#include "guard/guard.h"
+#include "common/trust_check.h"
+#include "common/rate.h"
 
 extern char **environ;
 
@@ -456,7 +456,7 @@ static th_err set_value(struct th_config *cfg, const struct key *k, const char *
         break;
     case K_LIMIT: {
         long n, p;
-        if (!th_guard_parse_limit(v, &n, &p))
+        if (!th_rate_parse(v, &n, &p))
             why = "expected N/PERIOD like 5/15m, 20/1d or 100/30s, or 0 for off";
         break;
     }

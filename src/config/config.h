@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "common/types.h"
 
 typedef enum {
     TH_AUTH_HEADER, /* "header": Okta's HTTP-header secret */
@@ -25,8 +26,6 @@ typedef enum {
 
 /* The shortest auth.header_secret accepted (the whole value, "Basic " included), in bytes. */
 #define TH_AUTH_HEADER_SECRET_MIN 16
-
-typedef enum { TH_LOG_DEBUG, TH_LOG_INFO, TH_LOG_WARN, TH_LOG_ERROR } th_log_level;
 
 struct th_config {
     /* [server] */
@@ -73,7 +72,7 @@ struct th_config {
     int dispatch_max_in_flight;    /* provider transfers at once, per process */
     int dispatch_breaker_failures; /* consecutive failures that open a provider's circuit; 0 off */
     int dispatch_breaker_seconds;  /* how long an open circuit skips the provider */
-    /* [tls] outbound: what every HTTPS connection telehook makes trusts (dispatch/trust.h) */
+    /* [tls] outbound: what every HTTPS connection telehook makes trusts (net/trust.h) */
     char *tls_ca_file; /* PEM bundle replacing the system store; "" = the system store */
     char *tls_ca_path; /* directory of hashed CA certificates, idem */
     /* [aws] End User Messaging SMS and Voice v2 */

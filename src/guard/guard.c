@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "common/hmac.h"
+#include "common/rate.h"
 #include "common/util.h"
 
 #define KEY_LEN           16 /* truncated HMAC-SHA256: collisions are not a practical concern */
@@ -32,12 +33,6 @@ const char *th_block_name(th_block b)
 {
     return (size_t)b < TH_ARRAY_LEN(block_names) ? block_names[b] : "?";
 }
-
-/* A GCRA limit: `count` per `period`, as a theoretical arrival time per key. */
-struct limit {
-    bool on;
-    int64_t period_us, interval_us;
-};
 
 struct pslot { /* per-person limiter state */
     unsigned char key[KEY_LEN];
@@ -67,7 +62,7 @@ struct th_guard {
     unsigned char secret[32];
     struct th_hmac_key *mac; /* prepared from secret */
     bool dedupe, answer_failed;
-    struct limit phone_short, phone_long, user, country, global;
+    struct th_rate phone_short, phone_long, user, country, global; /* GCRA limits */
     long code_budget_default;
     long code_budget[NCODES]; /* per calling code; -1 = the default */
     bool deny[NREGIONS], allow[NREGIONS], have_allow;
@@ -114,37 +109,6 @@ void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud
 }
 
 /* ---- parsing ---- */
-
-bool th_guard_parse_limit(const char *spec, long *count, long *period_s)
-{
-    *count = 0;
-    *period_s = 0;
-    if (!spec || !*spec || strcmp(spec, "0") == 0 || strcmp(spec, "off") == 0)
-        return true;
-    char *end;
-    long n = strtol(spec, &end, 10);
-    if (n <= 0 || n > 100000000 || *end != '/')
-        return false;
-    long p = strtol(end + 1, &end, 10);
-    long mult = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : *end == 'd' ? 86400 : 0;
-    if (p <= 0 || !mult || end[1] || p > 366 * 86400 / mult)
-        return false;
-    *count = n;
-    *period_s = p * mult;
-    return true;
-}
-
-static void set_limit(struct limit *l, const char *spec)
-{
-    long n, p;
-    if (!th_guard_parse_limit(spec, &n, &p) || n == 0)
-        return;
-    l->on = true;
-    l->period_us = (int64_t)p * 1000000;
-    l->interval_us = l->period_us / n;
-    if (l->interval_us < 1)
-        l->interval_us = 1;
-}
 
 static int region_index(const char *r)
 {
@@ -295,13 +259,13 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
         th_guard_free(g);
         return TH_E_NOMEM;
     }
-    set_limit(&g->phone_short, cfg->guard_limit_phone);
-    set_limit(&g->phone_long, cfg->guard_limit_phone_daily);
-    set_limit(&g->user, cfg->guard_limit_user);
-    set_limit(&g->country, cfg->guard_limit_country);
-    set_limit(&g->global, cfg->guard_limit_global);
+    g->phone_short = th_rate_from_spec(cfg->guard_limit_phone);
+    g->phone_long = th_rate_from_spec(cfg->guard_limit_phone_daily);
+    g->user = th_rate_from_spec(cfg->guard_limit_user);
+    g->country = th_rate_from_spec(cfg->guard_limit_country);
+    g->global = th_rate_from_spec(cfg->guard_limit_global);
     long n = 0, p = 0;
-    th_guard_parse_limit(cfg->guard_budget_calling_code, &n, &p);
+    th_rate_parse(cfg->guard_budget_calling_code, &n, &p);
     g->code_budget_default = n; /* per day; 0 = no budget */
     for (int i = 0; i < NCODES; i++)
         g->code_budget[i] = -1;
@@ -423,17 +387,6 @@ static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN],
     return victim;
 }
 
-/* GCRA: may one more pass at now? *next receives the state to store if it does. */
-static bool gcra(const struct limit *l, int64_t tat, int64_t now, int64_t *next)
-{
-    if (tat < now)
-        tat = now;
-    if (tat - now > l->period_us - l->interval_us)
-        return false;
-    *next = tat + l->interval_us;
-    return true;
-}
-
 /* The calling-code budgets' day: UTC, from midnight to midnight (unix time has no leap seconds). */
 static int64_t unix_day(const struct th_guard *g)
 {
@@ -485,17 +438,17 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
     struct pslot *pu = has_user ? person(g, kuser, held, nheld) : NULL;
     int64_t n_short = 0, n_long = 0, n_user = 0, n_country = 0, n_global = 0;
     long used = g->budget[code].day == day ? g->budget[code].count : 0;
-    if (ps && !gcra(&g->phone_short, ps->tat_us, now, &n_short))
+    if (ps && !th_rate_allow(&g->phone_short, ps->tat_us, now, &n_short))
         b = TH_BLOCK_PHONE_SHORT;
-    else if (pl && !gcra(&g->phone_long, pl->tat_us, now, &n_long))
+    else if (pl && !th_rate_allow(&g->phone_long, pl->tat_us, now, &n_long))
         b = TH_BLOCK_PHONE_LONG;
-    else if (pu && !gcra(&g->user, pu->tat_us, now, &n_user))
+    else if (pu && !th_rate_allow(&g->user, pu->tat_us, now, &n_user))
         b = TH_BLOCK_USER;
-    else if (g->country.on && !gcra(&g->country, g->country_tat[ri], now, &n_country))
+    else if (g->country.on && !th_rate_allow(&g->country, g->country_tat[ri], now, &n_country))
         b = TH_BLOCK_COUNTRY_RATE;
     else if (budgeted && used >= budget)
         b = TH_BLOCK_CODE_BUDGET;
-    else if (g->global.on && !gcra(&g->global, g->global_tat, now, &n_global))
+    else if (g->global.on && !th_rate_allow(&g->global, g->global_tat, now, &n_global))
         b = TH_BLOCK_GLOBAL;
     /* Phase 2: all passed: count the send everywhere. */
     if (b == TH_BLOCK_NONE) {

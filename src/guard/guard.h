@@ -30,7 +30,7 @@
 
 #include "common/err.h"
 #include "config/config.h"
-#include "message/message.h"
+#include "common/types.h"
 #include "phone/phone.h"
 
 struct th_guard;
@@ -115,9 +115,6 @@ size_t th_guard_entries(struct th_guard *g);
  * day); NULL restores them. Set it before the guard is shared between threads.
  */
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
-
-/* Parses "N/PERIOD" (PERIOD: 30s, 15m, 1h, 1d), "0" or "" (off). For config validation. */
-bool th_guard_parse_limit(const char *spec, long *count, long *period_s);
 
 /* ---- search keys of delivery records ---- */
 

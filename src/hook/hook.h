@@ -13,7 +13,7 @@
 #include "config/config.h"
 #include "loop/loop.h"
 #include "message/message.h"
-#include "dispatch/router.h"
+#include "route/router.h"
 #include "dlq/dlq.h"
 #include "guard/guard.h"
 #include "store/writer.h"

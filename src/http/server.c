@@ -20,7 +20,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
-#include "guard/guard.h"
+#include "common/rate.h"
 #include "http/internal.h"
 #include "http/tls.h"
 #include "loop/loop.h"
@@ -58,7 +58,7 @@ struct th_server {
     void *ready_ud;
     void (*metrics)(void *ud, struct th_buf *out);
     void *metrics_ud;
-    int64_t src_period_us, src_interval_us; /* per-worker share of server.source_rate */
+    struct th_rate src_rate; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
     /* libmicrohttpd 0.9 (run time): the layout of its header section is checked too (framing) */
@@ -382,11 +382,7 @@ static bool source_allowed(struct req *r)
         memcpy(s->addr, key, 16);
         s->tat_us = 0;
     }
-    int64_t tat = s->tat_us > now ? s->tat_us : now;
-    if (tat - now > w->srv->src_period_us - w->srv->src_interval_us)
-        return false;
-    s->tat_us = tat + w->srv->src_interval_us;
-    return true;
+    return th_rate_allow(&w->srv->src_rate, s->tat_us, now, &s->tat_us);
 }
 
 static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -779,7 +775,7 @@ static th_err worker_init(struct th_server *srv, struct worker *w, char *err, si
         cfg->max_connections_per_source > 0
             ? (unsigned)((cfg->max_connections_per_source + srv->nworkers - 1) / srv->nworkers)
             : 0;
-    if (srv->src_period_us > 0) {
+    if (srv->src_rate.on) {
         w->src = calloc(SRC_SLOTS, sizeof *w->src);
         if (!w->src) {
             snprintf(err, errlen, "out of memory");
@@ -858,12 +854,10 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (int)n;
     long rate_n = 0, rate_p = 0;
-    th_guard_parse_limit(cfg->source_rate, &rate_n, &rate_p);
-    if (rate_n > 0) { /* each worker enforces its share */
-        srv->src_period_us = (int64_t)rate_p * 1000000;
-        int64_t share = rate_n / srv->nworkers > 0 ? rate_n / srv->nworkers : 1;
-        srv->src_interval_us = srv->src_period_us / share;
-    }
+    th_rate_parse(cfg->source_rate, &rate_n, &rate_p);
+    if (rate_n > 0) /* each worker enforces its share */
+        srv->src_rate = th_rate_make(rate_n / srv->nworkers > 0 ? rate_n / srv->nworkers : 1,
+                                     (int64_t)rate_p * 1000000);
     for (int i = 0; i < MAX_WORKERS; i++)
         srv->workers[i].listen_fd = -1;
 

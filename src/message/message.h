@@ -30,13 +30,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-
-typedef enum { TH_CHANNEL_SMS = 0, TH_CHANNEL_VOICE = 1 } th_channel;
-
-/* "sms" / "voice" */
-const char *th_channel_name(th_channel ch);
-/* Parses "sms"/"voice" (case-insensitive); TH_E_INVAL otherwise. */
-th_err th_channel_parse(const char *s, th_channel *out);
+#include "common/types.h"
 
 /* Longest normalised locale tag we keep ("zh-hant-tw" fits). */
 #define TH_LOCALE_MAX 16

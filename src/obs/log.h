@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "config/config.h"
+#include "common/types.h"
 
 #define TH_LOG_LINE_MAX  4096
 #define TH_LOG_VALUE_MAX 512

@@ -17,7 +17,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "message/message.h"
+#include "common/types.h"
 
 #define TH_OKTA_EVENT_TYPE "com.okta.telephony.provider"
 #define TH_OKTA_ACTION     "com.okta.telephony.action"

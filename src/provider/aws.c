@@ -27,7 +27,7 @@
 #include "aws/sigv4.h"
 #include "common/buf.h"
 #include "common/util.h"
-#include "dispatch/trust.h"
+#include "net/trust.h"
 #include "obs/log.h"
 #include "provider/http_common.h"
 #include "provider/provider.h"

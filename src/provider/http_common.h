@@ -3,7 +3,7 @@
 #define TH_PROVIDER_HTTP_COMMON_H
 
 #include "common/buf.h"
-#include "dispatch/http.h"
+#include "net/http.h"
 #include "provider/provider.h"
 
 /* A transfer that did not produce a response: a retryable failure described in out. */

@@ -3,8 +3,8 @@
  * rendered message in the store's outbox table, where `telehook outbox list` shows it. It holds
  * the message text — OTP included — because it plays the handset; it is a development provider.
  *
- * The record is written by the store writer thread; the send completes only once the row is
- * committed, through the same suspend/resume path a network provider uses.
+ * The record is handed to a sink (serve: the store's writer thread); the send completes only once
+ * the sink has kept it, through the same suspend/resume path a network provider uses.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 
 struct outbox {
     struct th_provider base;
-    struct th_writer *writer;
+    struct th_outbox_sink sink;
 };
 
 struct pending {
@@ -34,7 +34,7 @@ static void complete(void *arg)
     free(p);
 }
 
-/* On the writer thread, after commit. */
+/* On the sink's thread (the store writer), once the item is kept. */
 static void written(void *arg, th_err result)
 {
     struct pending *p = arg;
@@ -54,6 +54,8 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
 {
     struct th_loop *loop = at->loop;
     struct outbox *ob = (struct outbox *)prov;
+    if (!ob->sink.put)
+        return TH_E_INVAL;
     struct pending *p = calloc(1, sizeof *p);
     if (!p)
         return TH_E_NOMEM;
@@ -63,7 +65,7 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
     if (e != TH_E_OK)
         goto fail;
-    struct th_outbox_row row = {
+    struct th_outbox_item item = {
         .id = p->res.transaction_id,
         .created_ms = th_wall_ms(),
         .request_id = msg->request_id,
@@ -73,7 +75,7 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
         .body = msg->body,
         .voice_id = msg->voice_id ? msg->voice_id : "",
     };
-    e = th_writer_outbox(ob->writer, &row, written, p);
+    e = ob->sink.put(ob->sink.ud, &item, written, p);
     if (e != TH_E_OK)
         goto fail;
     return TH_E_OK;
@@ -92,14 +94,15 @@ static const struct th_provider_ops outbox_ops = {
     .free = outbox_free,
 };
 
-th_err th_provider_outbox_new(struct th_writer *writer, struct th_provider **out)
+th_err th_provider_outbox_new(const struct th_outbox_sink *sink, struct th_provider **out)
 {
     struct outbox *ob = calloc(1, sizeof *ob);
     if (!ob)
         return TH_E_NOMEM;
     ob->base.ops = &outbox_ops;
     ob->base.name = "outbox";
-    ob->writer = writer;
+    if (sink)
+        ob->sink = *sink; /* else a provider only checked, never sent through */
     *out = &ob->base;
     return TH_E_OK;
 }

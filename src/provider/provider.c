@@ -5,11 +5,12 @@
 #include <stdio.h>
 #include <string.h>
 
-th_err th_provider_new(const char *name, const struct th_config *cfg, struct th_writer *writer,
-                       struct th_provider **out, char *err, size_t errlen)
+th_err th_provider_new(const char *name, const struct th_config *cfg,
+                       const struct th_outbox_sink *sink, struct th_provider **out, char *err,
+                       size_t errlen)
 {
     if (strcmp(name, "outbox") == 0)
-        return th_provider_outbox_new(writer, out);
+        return th_provider_outbox_new(sink, out);
     if (strcmp(name, "aws") == 0)
         return th_provider_aws_new(cfg, out, err, errlen);
     if (strcmp(name, "twilio") == 0)

@@ -2,7 +2,7 @@
  * Providers: one ops table per way of delivering a message — the outbox (development), AWS End
  * User Messaging SMS and Voice v2, Twilio, and a customer's webhook. A provider makes ONE
  * attempt; choosing providers, failing over and circuit breaking are the router's
- * (dispatch/router.h). A provider knows nothing of Okta or of the HTTP server.
+ * (route/router.h). A provider knows nothing of Okta or of the HTTP server.
  *
  * A send is asynchronous: send() returns TH_E_OK and later calls done exactly once, on the loop
  * in the context; or it returns an error and never calls done. done is never called from
@@ -16,10 +16,9 @@
 
 #include "common/err.h"
 #include "config/config.h"
-#include "dispatch/http.h"
+#include "net/http.h"
 #include "loop/loop.h"
 #include "message/message.h"
-#include "store/writer.h"
 
 /* What to send. Every pointer is borrowed until done is called. */
 struct th_send {
@@ -67,12 +66,32 @@ struct th_provider {
 };
 
 /*
+ * Where the outbox provider puts what it "delivers" (serve: the store's outbox table, through the
+ * writer thread). put() copies what it keeps and calls written(arg, result) exactly once, on any
+ * thread, once the item is kept (or could not be); it returns an error, and never calls written,
+ * when it cannot take the item.
+ */
+struct th_outbox_item {
+    const char *id; /* the transaction id Okta is given */
+    int64_t created_ms;
+    const char *request_id, *to, *channel, *language;
+    const char *body; /* rendered text or SSML: the OTP (the outbox plays the handset) */
+    const char *voice_id;
+};
+struct th_outbox_sink {
+    th_err (*put)(void *ud, const struct th_outbox_item *item,
+                  void (*written)(void *arg, th_err result), void *arg);
+    void *ud;
+};
+
+/*
  * Builds the provider called name ("outbox", "aws", "twilio", "webhook") from its config
  * section. TH_E_CONFIG with the reason in err when the section lacks what it needs.
- * writer: the store writer (outbox).
+ * sink: where the outbox keeps its messages (NULL: an outbox that is only checked, never sends).
  */
-th_err th_provider_new(const char *name, const struct th_config *cfg, struct th_writer *writer,
-                       struct th_provider **out, char *err, size_t errlen);
+th_err th_provider_new(const char *name, const struct th_config *cfg,
+                       const struct th_outbox_sink *sink, struct th_provider **out, char *err,
+                       size_t errlen);
 void th_provider_free(struct th_provider *p); /* NULL is a no-op */
 bool th_provider_ready(struct th_provider *p);
 
@@ -82,7 +101,7 @@ static inline th_err th_provider_send(struct th_provider *p, const struct th_att
     return p->ops->send(p, at, msg, done, ud);
 }
 
-th_err th_provider_outbox_new(struct th_writer *writer, struct th_provider **out);
+th_err th_provider_outbox_new(const struct th_outbox_sink *sink, struct th_provider **out);
 th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out, char *err,
                            size_t errlen);
 th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **out, char *err,

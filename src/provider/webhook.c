@@ -22,7 +22,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
-#include "dispatch/trust.h"
+#include "net/trust.h"
 #include "provider/http_common.h"
 #include "provider/provider.h"
 

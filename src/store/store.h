@@ -117,7 +117,7 @@ th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_
 struct th_route_row {
     const char *channel;  /* "sms" | "voice" | "*" */
     const char *country;  /* ISO alpha-2 region or "*" */
-    const char *attempts; /* the attempt list as text (dispatch/route.h parses it) */
+    const char *attempts; /* the attempt list as text (route/route.h parses it) */
     int64_t updated_ms;
 };
 typedef int (*th_route_row_fn)(void *ud, const struct th_route_row *row);

@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "common/hmac.h"
+#include "common/rate.h"
 #include "guard/guard.h"
 #include "phone/phone.h"
 
@@ -71,16 +72,16 @@ static void test_parse_limit(void **state)
 {
     (void)state;
     long n, p;
-    assert_true(th_guard_parse_limit("5/15m", &n, &p));
+    assert_true(th_rate_parse("5/15m", &n, &p));
     assert_int_equal(n, 5);
     assert_int_equal(p, 900);
-    assert_true(th_guard_parse_limit("20/1d", &n, &p) && n == 20 && p == 86400);
-    assert_true(th_guard_parse_limit("100/30s", &n, &p) && p == 30);
-    assert_true(th_guard_parse_limit("0", &n, &p) && n == 0);
-    assert_true(th_guard_parse_limit("", &n, &p) && n == 0);
+    assert_true(th_rate_parse("20/1d", &n, &p) && n == 20 && p == 86400);
+    assert_true(th_rate_parse("100/30s", &n, &p) && p == 30);
+    assert_true(th_rate_parse("0", &n, &p) && n == 0);
+    assert_true(th_rate_parse("", &n, &p) && n == 0);
     const char *bad[] = {"5", "5/", "/1m", "-1/1m", "5/1w", "5/0m", "5/1m2", "x/1m", "5/1mm"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_false(th_guard_parse_limit(bad[i], &n, &p));
+        assert_false(th_rate_parse(bad[i], &n, &p));
 }
 
 /* N per window: trips at N+1, recovers after the window. */
@@ -537,8 +538,8 @@ static void test_shipped_phone_limits_together(void **state)
     rmdir(dir);
     assert_int_equal(loaded, TH_E_OK);
     long n_short, p_short, n_day, p_day;
-    assert_true(th_guard_parse_limit(cfg.guard_limit_phone, &n_short, &p_short));
-    assert_true(th_guard_parse_limit(cfg.guard_limit_phone_daily, &n_day, &p_day));
+    assert_true(th_rate_parse(cfg.guard_limit_phone, &n_short, &p_short));
+    assert_true(th_rate_parse(cfg.guard_limit_phone_daily, &n_day, &p_day));
     assert_true(n_short > 1 && n_day > n_short && p_day > p_short); /* both on, as shipped */
     struct th_guard *g = NULL;
     assert_int_equal(th_guard_new(&cfg, &g, err, sizeof err), TH_E_OK);

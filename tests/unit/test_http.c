@@ -1,5 +1,5 @@
 /*
- * Unit tests: dispatch/http (the per-loop libcurl multi). A tiny blocking HTTP server on a
+ * Unit tests: net/http (the per-loop libcurl multi). A tiny blocking HTTP server on a
  * loopback port, in a thread of the test, answers according to the request path:
  *   /ok        200 with a JSON body          /big     200 with a 100 KiB body
  *   /slow      200 after 500 ms              /garbage a line that is not HTTP, then close
@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "dispatch/http.h"
+#include "net/http.h"
 #include "loop/loop.h"
 
 static int listen_fd = -1;

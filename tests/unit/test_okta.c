@@ -1,6 +1,7 @@
 /* Unit tests: okta (request decoding, response encoding). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,4 +1,4 @@
-/* Unit tests: dispatch/route (attempt lists, keys, most-specific lookup). */
+/* Unit tests: route/route (attempt lists, keys, most-specific lookup). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,8 +11,8 @@
 
 #include "common/buf.h"
 #include "config/config.h"
-#include "dispatch/route.h"
-#include "dispatch/router.h"
+#include "route/route.h"
+#include "route/router.h"
 
 static void test_parse_attempts(void **state)
 {

@@ -1,4 +1,4 @@
-/* Unit tests: dispatch/trust (CA files and directories, URLs a code may go to, handle trust). */
+/* Unit tests: net/trust (CA files and directories, URLs a code may go to, handle trust). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,8 +15,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "dispatch/http.h"
-#include "dispatch/trust.h"
+#include "net/http.h"
+#include "net/trust.h"
 
 #include "tmpdir.h"
 

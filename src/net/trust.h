@@ -1,6 +1,6 @@
 /*
- * What outbound TLS trusts, for both HTTP clients (dispatch/http.h for the providers,
- * dispatch/fetch.h for the issuer's keys and the AWS credential endpoints).
+ * What outbound TLS trusts, for both HTTP clients (net/http.h for the providers,
+ * net/fetch.h for the issuer's keys and the AWS credential endpoints).
  *
  * The peer is always verified (certificate chain and host name): there is no switch to turn that
  * off. The certificates it is verified against:
@@ -19,30 +19,15 @@
  * ALL_PROXY, NO_PROXY): they apply to every request except one started "direct" (the AWS
  * metadata and container-agent endpoints, which live on the host's own link).
  */
-#ifndef TH_DISPATCH_TRUST_H
-#define TH_DISPATCH_TRUST_H
+#ifndef TH_NET_TRUST_H
+#define TH_NET_TRUST_H
 
 #include <stddef.h>
 
 #include <curl/curl.h>
 
 #include "common/err.h"
-
-/*
- * A CA bundle: a readable regular file holding at least one PEM certificate, every PEM block of
- * it well-formed. TH_E_CONFIG with the reason in err ("'PATH': ...").
- */
-th_err th_trust_check_file(const char *path, char *err, size_t errlen);
-
-/* A CA directory (OpenSSL hashed names): a directory that can be listed. */
-th_err th_trust_check_dir(const char *path, char *err, size_t errlen);
-
-/*
- * A URL a one-time code may be sent to: https, or plain http to a loopback host (127.0.0.0/8,
- * ::1, localhost: a relay on the same machine). The host is read by curl's own parser, so
- * "http://127.0.0.1@example.com/" is example.com. TH_E_CONFIG with the reason in err.
- */
-th_err th_trust_check_url(const char *url, char *err, size_t errlen);
+#include "common/trust_check.h"
 
 /*
  * The process default: curl's built-in store, replaced by ca_file and/or ca_path when either is

@@ -7,12 +7,12 @@
  * Connections to providers are kept alive and reused by the multi handle (HTTP/2 is negotiated
  * over TLS where the provider offers it). Easy handles are recycled, so a transfer costs no
  * handle set-up. The number of transfers in flight per loop is bounded. TLS is always verified,
- * against the trust of dispatch/trust.h; the proxy environment variables apply.
+ * against the trust of net/trust.h; the proxy environment variables apply.
  *
  * Not thread-safe: every call happens on the owning loop's thread.
  */
-#ifndef TH_DISPATCH_HTTP_H
-#define TH_DISPATCH_HTTP_H
+#ifndef TH_NET_HTTP_H
+#define TH_NET_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,7 +49,7 @@ struct th_http_request {
     int64_t timeout_ms;  /* whole transfer, connection included */
     size_t max_response; /* response body cap; 0 = 64 KiB */
     const char *ca_file; /* CA bundle replacing the process default for this transfer
-                            (dispatch/trust.h), or NULL; must live as long as the client */
+                            (net/trust.h), or NULL; must live as long as the client */
 };
 
 struct th_http_response {

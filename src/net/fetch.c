@@ -1,4 +1,4 @@
-#include "dispatch/fetch.h"
+#include "net/fetch.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include <curl/curl.h>
 
 #include "common/util.h"
-#include "dispatch/trust.h"
+#include "net/trust.h"
 
 #define MAX_HEADERS 8
 
@@ -47,7 +47,7 @@ long th_fetch(struct th_fetch *f, struct th_buf *body, char *why, size_t whylen)
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    struct curl_slist hdr[MAX_HEADERS]; /* built in place, as in dispatch/http.c */
+    struct curl_slist hdr[MAX_HEADERS]; /* built in place, as in net/http.c */
     for (size_t i = 0; i < f->nheaders; i++) {
         hdr[i].data = (char *)f->headers[i];
         hdr[i].next = i + 1 < f->nheaders ? &hdr[i + 1] : NULL;

@@ -10,8 +10,8 @@
  * - Transfers run on the loop's own libcurl multi (created on the loop by its first send and
  *   torn down by the loop when it stops), bounded by dispatch.max_in_flight.
  */
-#ifndef TH_DISPATCH_ROUTER_H
-#define TH_DISPATCH_ROUTER_H
+#ifndef TH_ROUTE_ROUTER_H
+#define TH_ROUTE_ROUTER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,10 +19,9 @@
 
 #include "common/err.h"
 #include "config/config.h"
-#include "dispatch/route.h"
+#include "route/route.h"
 #include "loop/loop.h"
 #include "provider/provider.h"
-#include "store/writer.h"
 
 struct th_router;
 
@@ -45,7 +44,7 @@ typedef void (*th_route_done_fn)(void *ud, const struct th_route_result *res);
  * none is left out whole, so the default provider carries its messages), each route so cut is
  * logged (error "route_skipped") and counted in the gauge telehook_routes_skipped.
  */
-th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
+th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *outbox,
                      struct th_routes *routes, struct th_router **out, char *err, size_t errlen);
 /* After every loop has stopped. NULL is a no-op. */
 void th_router_free(struct th_router *r);

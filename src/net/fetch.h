@@ -1,12 +1,12 @@
 /*
  * A blocking HTTP request, for the background threads that may wait (the AWS credentials
- * refresher, the issuer-key fetcher) — never for an event loop, which uses dispatch/http.h.
+ * refresher, the issuer-key fetcher) — never for an event loop, which uses net/http.h.
  * The body is capped by the buffer's maximum; no redirects; http and https only. TLS is verified
  * against the process default trust or the request's ca_file; the proxy environment variables
- * apply unless the request is direct (dispatch/trust.h).
+ * apply unless the request is direct (net/trust.h).
  */
-#ifndef TH_DISPATCH_FETCH_H
-#define TH_DISPATCH_FETCH_H
+#ifndef TH_NET_FETCH_H
+#define TH_NET_FETCH_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,7 +23,7 @@ struct th_fetch {
     long timeout_ms;
     const char *capture; /* a response header to keep ("cache-control"), or NULL */
     char captured[256];  /* its value, "" when absent */
-    const char *ca_file; /* a CA bundle replacing the process default (dispatch/trust.h), or NULL */
+    const char *ca_file; /* a CA bundle replacing the process default (net/trust.h), or NULL */
     bool direct;         /* never through a proxy (the host's own metadata endpoints) */
 };
 

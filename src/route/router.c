@@ -1,4 +1,4 @@
-#include "dispatch/router.h"
+#include "route/router.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,8 +72,8 @@ static int provider_timeout(const struct th_config *cfg, const char *name)
     return 2000;
 }
 
-static th_err add_provider(struct th_router *r, const char *name, struct th_writer *writer,
-                           char *err, size_t errlen)
+static th_err add_provider(struct th_router *r, const char *name,
+                           const struct th_outbox_sink *outbox, char *err, size_t errlen)
 {
     if (find_slot(r, name) >= 0)
         return TH_E_OK;
@@ -83,7 +83,7 @@ static th_err add_provider(struct th_router *r, const char *name, struct th_writ
     }
     struct slot *s = &r->slots[r->nslots];
     char why[256] = "";
-    th_err e = th_provider_new(name, r->cfg, writer, &s->p, why, sizeof why);
+    th_err e = th_provider_new(name, r->cfg, outbox, &s->p, why, sizeof why);
     if (e != TH_E_OK) {
         snprintf(err, errlen, "provider %s: %s", name, why[0] ? why : th_strerror(e));
         return TH_E_CONFIG;
@@ -363,7 +363,7 @@ static struct th_routes *runnable(struct th_router *r, struct th_routes *routes,
     return out;
 }
 
-th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
+th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *outbox,
                      struct th_routes *routes, struct th_router **out, char *err, size_t errlen)
 {
     struct th_router *r = calloc(1, sizeof *r);
@@ -381,7 +381,7 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
     }
     atomic_init(&r->routes, NULL);
     atomic_init(&r->routes_skipped, 0);
-    th_err e = add_provider(r, cfg->provider_name, writer, err, errlen);
+    th_err e = add_provider(r, cfg->provider_name, outbox, err, errlen);
     /* Every provider a route names is set up now; one that cannot be is left out of the routes
      * (runnable, below) rather than failing the start: the default provider still serves. */
     struct unset unset[MAX_PROVIDERS + 1];
@@ -394,7 +394,7 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
             for (int u = 0; u < nunset; u++)
                 known_unset = known_unset || strcmp(unset[u].name, name) == 0;
             char why[256];
-            if (known_unset || add_provider(r, name, writer, why, sizeof why) == TH_E_OK ||
+            if (known_unset || add_provider(r, name, outbox, why, sizeof why) == TH_E_OK ||
                 nunset == (int)TH_ARRAY_LEN(unset))
                 continue;
             char prefix[32]; /* add_provider's "provider NAME: " is in the log line already */
@@ -407,11 +407,11 @@ th_err th_router_new(const struct th_config *cfg, struct th_writer *writer,
     }
     /* Providers whose section is filled in are set up too, so a reloaded route can use them. */
     if (e == TH_E_OK && cfg->twilio_account_sid[0])
-        e = add_provider(r, "twilio", writer, err, errlen);
+        e = add_provider(r, "twilio", outbox, err, errlen);
     if (e == TH_E_OK && cfg->webhook_url[0])
-        e = add_provider(r, "webhook", writer, err, errlen);
+        e = add_provider(r, "webhook", outbox, err, errlen);
     if (e == TH_E_OK && (cfg->aws_origination_identity[0] || cfg->aws_endpoint[0]))
-        e = add_provider(r, "aws", writer, err, errlen);
+        e = add_provider(r, "aws", outbox, err, errlen);
     if (e != TH_E_OK) {
         th_routes_free(routes);
         th_router_free(r);

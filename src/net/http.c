@@ -1,4 +1,4 @@
-#include "dispatch/http.h"
+#include "net/http.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +11,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
-#include "dispatch/trust.h"
+#include "net/trust.h"
 
 #define DEFAULT_MAX_RESPONSE (64 * 1024)
 

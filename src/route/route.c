@@ -1,4 +1,4 @@
-#include "dispatch/route.h"
+#include "route/route.h"
 
 #include <ctype.h>
 #include <stdio.h>
