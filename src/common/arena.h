@@ -1,0 +1,57 @@
+/*
+ * th_arena: one memory pool per request (after h2o's h2o_mem_pool_t), freed in one step.
+ *
+ * Every stage of a request allocates from its arena instead of the heap: the body as read, the
+ * decoded Okta fields, the rendered text, the answer, the router's job, a provider's attempt.
+ * The first chunk lives inside the object that owns the arena (no malloc for a normal request);
+ * further chunks are malloc'd when it is full, up to a cap on the total, past which an allocation
+ * fails cleanly (NULL) — an arena can hold network data, so it is bounded like a th_buf.
+ *
+ * Nothing is freed piecemeal: th_arena_cleanse_release() wipes every byte handed out (the OTP,
+ * the rendered text and the raw body live there: this is the one place they are cleansed) and
+ * frees the extra chunks. Not thread-safe: an arena belongs to the loop of its request.
+ */
+#ifndef TH_COMMON_ARENA_H
+#define TH_COMMON_ARENA_H
+
+#include <stdalign.h>
+#include <stddef.h>
+
+struct th_arena_chunk; /* a malloc'd extra chunk (private) */
+
+struct th_arena {
+    unsigned char *first; /* the embedded first chunk (borrowed: the owner's memory) */
+    size_t first_size;
+    size_t used;                 /* bytes handed out of the current chunk (first or head) */
+    struct th_arena_chunk *head; /* the extra chunks, newest first; NULL: still in the first */
+    size_t total;                /* bytes reserved: the first chunk plus the extra ones */
+    size_t cap;                  /* total never exceeds this */
+};
+
+/* Allocations are aligned to this (enough for any scalar type). */
+#define TH_ARENA_ALIGN alignof(max_align_t)
+
+/*
+ * first/first_size: the embedded chunk (may be NULL/0: every allocation then mallocs a chunk);
+ * cap: the most the arena may reserve in all, the first chunk included. No allocation.
+ */
+void th_arena_init(struct th_arena *a, void *first, size_t first_size, size_t cap);
+
+/* n bytes aligned to TH_ARENA_ALIGN, valid until release; NULL past the cap or out of memory. */
+void *th_arena_alloc(struct th_arena *a, size_t n);
+/* The same, zeroed. */
+void *th_arena_calloc(struct th_arena *a, size_t n);
+/* A copy of n bytes of s, NUL-terminated; NULL as th_arena_alloc. */
+char *th_arena_strndup(struct th_arena *a, const char *s, size_t n);
+char *th_arena_strdup(struct th_arena *a, const char *s);
+
+/* Bytes handed out so far, over all chunks (for tests and metrics). */
+size_t th_arena_used(const struct th_arena *a);
+
+/*
+ * Wipes every byte handed out (OPENSSL_cleanse: the compiler may not elide it), frees the extra
+ * chunks and leaves the arena empty and usable again over its first chunk. NULL is a no-op.
+ */
+void th_arena_cleanse_release(struct th_arena *a);
+
+#endif

@@ -1,0 +1,146 @@
+/* Unit tests: common/arena (per-request pool: embedded first chunk, cap, alignment, cleanse). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/arena.h"
+
+static bool inside(const void *p, const void *base, size_t size)
+{
+    return (uintptr_t)p >= (uintptr_t)base && (uintptr_t)p < (uintptr_t)base + size;
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* A normal request never leaves the embedded chunk: no malloc. */
+static void test_first_chunk_embedded(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[1024];
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 1 << 20);
+    char *s = th_arena_strdup(&a, "hello");
+    char *t = th_arena_strndup(&a, "worldwide", 5);
+    assert_non_null(s);
+    assert_non_null(t);
+    assert_string_equal(s, "hello");
+    assert_string_equal(t, "world");
+    assert_true(inside(s, mem, sizeof mem));
+    assert_true(inside(t, mem, sizeof mem));
+    assert_ptr_not_equal(s, t);
+    assert_null(a.head); /* nothing malloc'd */
+    th_arena_cleanse_release(&a);
+}
+
+static void test_aligned(void **state)
+{
+    (void)state;
+    unsigned char mem[512];
+    struct th_arena a;
+    th_arena_init(&a, mem + 1, sizeof mem - 1, 1 << 20); /* a misaligned start is aligned */
+    for (size_t n = 1; n < 40; n += 3) {
+        void *p = th_arena_alloc(&a, n);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % TH_ARENA_ALIGN, 0);
+    }
+    void *big = th_arena_alloc(&a, 5000); /* an extra chunk, aligned too */
+    assert_non_null(big);
+    assert_int_equal((uintptr_t)big % TH_ARENA_ALIGN, 0);
+    th_arena_cleanse_release(&a);
+}
+
+/* Past the first chunk: malloc'd chunks, distinct memory, still usable; then the cap. */
+static void test_grows_then_caps(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[256];
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 256 + 8192);
+    void *p1 = th_arena_alloc(&a, 200);
+    assert_true(inside(p1, mem, sizeof mem));
+    void *p2 = th_arena_alloc(&a, 200); /* does not fit the rest of the first chunk */
+    assert_non_null(p2);
+    assert_false(inside(p2, mem, sizeof mem));
+    memset(p2, 'x', 200);
+    void *p3 = th_arena_alloc(&a, 3000); /* the same extra chunk (4096) */
+    assert_non_null(p3);
+    memset(p3, 'y', 3000);
+    assert_null(th_arena_alloc(&a, 8192)); /* beyond the cap: refused cleanly */
+    void *p4 = th_arena_alloc(&a, 4000);   /* what the cap still allows */
+    assert_non_null(p4);
+    memset(p4, 'z', 4000);
+    assert_null(th_arena_alloc(&a, 1000));
+    assert_null(th_arena_alloc(&a, SIZE_MAX)); /* overflow refused */
+    assert_true(th_arena_used(&a) >= 200 + 200 + 3000 + 4000);
+    th_arena_cleanse_release(&a);
+    /* usable again, from the first chunk */
+    void *p5 = th_arena_alloc(&a, 10);
+    assert_true(inside(p5, mem, sizeof mem));
+    assert_int_equal(th_arena_used(&a), TH_ARENA_ALIGN);
+    th_arena_cleanse_release(&a);
+}
+
+/* Every byte handed out from the embedded chunk is wiped by the release: the OTP is gone. */
+static void test_cleanse(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[512];
+    memset(mem, 0, sizeof mem);
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 1 << 20);
+    char *otp = th_arena_strdup(&a, "246810");
+    char *text = th_arena_strdup(&a, "Your code is 246810");
+    assert_non_null(otp);
+    assert_non_null(text);
+    assert_non_null(memmem(mem, sizeof mem, "246810", 6));
+    th_arena_cleanse_release(&a);
+    assert_true(all_zero(mem, sizeof mem));
+
+    /* with extra chunks the first is wiped whole */
+    memset(mem, 0, sizeof mem);
+    th_arena_init(&a, mem, sizeof mem, 1 << 20);
+    otp = th_arena_strdup(&a, "135791");
+    assert_non_null(th_arena_alloc(&a, 600));
+    assert_non_null(th_arena_alloc(&a, 5000));
+    th_arena_cleanse_release(&a);
+    assert_true(all_zero(mem, sizeof mem));
+    th_arena_cleanse_release(NULL);
+}
+
+/* No first chunk: every allocation comes from malloc'd chunks, within the cap. */
+static void test_no_first_chunk(void **state)
+{
+    (void)state;
+    struct th_arena a;
+    th_arena_init(&a, NULL, 0, 100);
+    assert_null(th_arena_alloc(&a, 200));
+    char *s = th_arena_strdup(&a, "abc");
+    assert_non_null(s);
+    assert_string_equal(s, "abc");
+    assert_non_null(th_arena_calloc(&a, 16));
+    th_arena_cleanse_release(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_first_chunk_embedded), cmocka_unit_test(test_aligned),
+        cmocka_unit_test(test_grows_then_caps),      cmocka_unit_test(test_cleanse),
+        cmocka_unit_test(test_no_first_chunk),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
