@@ -6,6 +6,8 @@
 
 #include <openssl/crypto.h>
 
+#include "common/buf.h"
+
 /* Extra chunks: at least this big, so a request that outgrows its first chunk mallocs once. */
 #define CHUNK_MIN 4096
 
@@ -92,6 +94,19 @@ char *th_arena_strndup(struct th_arena *a, const char *s, size_t n)
 char *th_arena_strdup(struct th_arena *a, const char *s)
 {
     return th_arena_strndup(a, s, strlen(s));
+}
+
+th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max)
+{
+    th_buf_init(b, max);
+    char *p = max < SIZE_MAX ? th_arena_alloc(a, max + 1) : NULL;
+    if (!p)
+        return TH_E_NOMEM;
+    /* a capacity of max + 1 is all a th_buf of max bytes ever asks for: it never reallocs */
+    p[0] = '\0';
+    b->data = p;
+    b->cap = max + 1;
+    return TH_E_OK;
 }
 
 size_t th_arena_used(const struct th_arena *a)

@@ -17,6 +17,8 @@
 #include <stdalign.h>
 #include <stddef.h>
 
+#include "common/err.h"
+
 struct th_arena_chunk; /* a malloc'd extra chunk (private) */
 
 struct th_arena {
@@ -44,6 +46,14 @@ void *th_arena_calloc(struct th_arena *a, size_t n);
 /* A copy of n bytes of s, NUL-terminated; NULL as th_arena_alloc. */
 char *th_arena_strndup(struct th_arena *a, const char *s, size_t n);
 char *th_arena_strdup(struct th_arena *a, const char *s);
+
+/*
+ * A th_buf over max + 1 bytes of the arena (the text, an answer): it never grows, so an append
+ * past max is TH_E_TOOBIG as with any th_buf, and its bytes are wiped with the arena. Never
+ * th_buf_release() or th_buf_steal() it. TH_E_NOMEM when the arena cannot give the bytes.
+ */
+struct th_buf;
+th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max);
 
 /* Bytes handed out so far, over all chunks (for tests and metrics). */
 size_t th_arena_used(const struct th_arena *a);

@@ -2,6 +2,7 @@
 // syntax, nothing after the value), about twenty times faster than building jansson's DOM of the
 // same body. Nothing C++ escapes: every entry point catches everything.
 extern "C" {
+#include "common/arena.h"
 #include "common/util.h"
 #include "okta/okta.h"
 }
@@ -150,16 +151,18 @@ bool otp_ok(std::string_view otp)
     return true;
 }
 
-// Copies the kept strings into one allocation owned by req.
-bool commit(fields &f, struct th_okta_request *req)
+// Copies the kept strings into one allocation: the arena's when there is one, else owned by req.
+bool commit(fields &f, struct th_okta_request *req, struct th_arena *arena)
 {
     size_t total = 0;
     for (size_t i = 0; i < f.n; i++)
         total += f.k[i].v.size() + 1;
-    char *p = static_cast<char *>(std::malloc(total ? total : 1));
+    char *p = arena ? static_cast<char *>(th_arena_alloc(arena, total ? total : 1))
+                    : static_cast<char *>(std::malloc(total ? total : 1));
     if (!p)
         return false;
-    req->store_ = p;
+    if (!arena)
+        req->store_ = p;
     for (size_t i = 0; i < f.n; i++) {
         std::memcpy(p, f.k[i].v.data(), f.k[i].v.size());
         p[f.k[i].v.size()] = '\0';
@@ -169,10 +172,12 @@ bool commit(fields &f, struct th_okta_request *req)
     return true;
 }
 
-th_err decode(const char *body, size_t len, struct th_okta_request *out, char *why, size_t whylen)
+th_err decode(const char *body, size_t len, bool padded, struct th_arena *arena,
+              struct th_okta_request *out, char *why, size_t whylen)
 {
     element root;
-    auto err = parser().parse(body, len, true).get(root);
+    // padded: SIMDJSON_PADDING bytes readable past the body, so simdjson need not copy it
+    auto err = parser().parse(body, len, !padded).get(root);
     if (err) {
         char msg[96];
         std::snprintf(msg, sizeof msg, "invalid JSON (%s)", simdjson::error_message(err));
@@ -256,22 +261,23 @@ th_err decode(const char *body, size_t len, struct th_okta_request *out, char *w
         if (channel.size() != 3 || strncasecmp(channel.data(), "sms", 3) != 0)
             out->channel = TH_CHANNEL_VOICE;
     }
-    if (!commit(r.f, out))
+    if (!commit(r.f, out, arena))
         return TH_E_NOMEM;
     if (!out->otp_expires || th_parse_iso8601(out->otp_expires, &out->otp_expires_ms) != TH_E_OK)
         out->otp_expires_ms = 0;
     return TH_E_OK;
 }
 
-} // namespace
+static_assert(TH_OKTA_PADDING >= simdjson::SIMDJSON_PADDING, "okta.h promises simdjson's padding");
 
-extern "C" th_err th_okta_decode(const char *body, size_t len, struct th_okta_request *out,
-                                 char *why, size_t whylen)
+th_err decode_any(const char *body, size_t len, bool padded, struct th_arena *arena,
+                  struct th_okta_request *out, char *why, size_t whylen)
 {
     std::memset(out, 0, sizeof *out);
     th_err e;
     try {
-        e = decode(body ? body : "", body ? len : 0, out, why, whylen);
+        e = body ? decode(body, len, padded, arena, out, why, whylen)
+                 : decode("", 0, false, arena, out, why, whylen);
     } catch (...) {
         set_why(why, whylen, "out of memory");
         e = TH_E_NOMEM;
@@ -279,6 +285,21 @@ extern "C" th_err th_okta_decode(const char *body, size_t len, struct th_okta_re
     if (e != TH_E_OK)
         th_okta_request_release(out);
     return e;
+}
+
+} // namespace
+
+extern "C" th_err th_okta_decode(const char *body, size_t len, struct th_okta_request *out,
+                                 char *why, size_t whylen)
+{
+    return decode_any(body, len, false, nullptr, out, why, whylen);
+}
+
+extern "C" th_err th_okta_decode_in(struct th_arena *arena, const char *body, size_t len,
+                                    size_t body_cap, struct th_okta_request *out, char *why,
+                                    size_t whylen)
+{
+    return decode_any(body, len, body_cap >= len + TH_OKTA_PADDING, arena, out, why, whylen);
 }
 
 extern "C" void th_okta_request_release(struct th_okta_request *req)

@@ -63,6 +63,21 @@ struct th_okta_request {
  */
 th_err th_okta_decode(const char *body, size_t len, struct th_okta_request *out, char *why,
                       size_t whylen);
+
+/*
+ * Bytes that, readable past a body, let the parser read it in place (simdjson reads in 64-byte
+ * blocks); a body without them is copied first.
+ */
+#define TH_OKTA_PADDING 64
+
+/*
+ * The same, the strings copied into arena (the request's): out needs no release, its strings
+ * live as long as the arena and are wiped with it. body_cap: the bytes readable at body; at
+ * least len + TH_OKTA_PADDING and the body is parsed where it lies, without a copy.
+ */
+struct th_arena;
+th_err th_okta_decode_in(struct th_arena *arena, const char *body, size_t len, size_t body_cap,
+                         struct th_okta_request *out, char *why, size_t whylen);
 void th_okta_request_release(struct th_okta_request *req);
 
 /*

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/arena.h"
+#include "common/buf.h"
 
 static bool inside(const void *p, const void *base, size_t size)
 {
@@ -135,12 +136,32 @@ static void test_no_first_chunk(void **state)
     th_arena_cleanse_release(&a);
 }
 
+/* A th_buf over arena memory: capped, never reallocated (it would free arena memory). */
+static void test_buf(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[256];
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 4096);
+    struct th_buf b;
+    assert_int_equal(th_arena_buf(&a, &b, 8), TH_E_OK);
+    char *data = b.data;
+    assert_true(inside(data, mem, sizeof mem));
+    assert_string_equal(th_buf_str(&b), "");
+    assert_int_equal(th_buf_appends(&b, "12345678"), TH_E_OK);
+    assert_int_equal(th_buf_appendc(&b, '9'), TH_E_TOOBIG);
+    assert_ptr_equal(b.data, data);
+    assert_string_equal(th_buf_str(&b), "12345678");
+    assert_int_equal(th_arena_buf(&a, &b, 8192), TH_E_NOMEM); /* over the cap */
+    th_arena_cleanse_release(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_first_chunk_embedded), cmocka_unit_test(test_aligned),
         cmocka_unit_test(test_grows_then_caps),      cmocka_unit_test(test_cleanse),
-        cmocka_unit_test(test_no_first_chunk),
+        cmocka_unit_test(test_no_first_chunk),       cmocka_unit_test(test_buf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
