@@ -1,27 +1,39 @@
 """Counts telehook's heap allocations per Okta request (bench/allocs.sh runs this).
 
-Starts the real binary (the e2e harness, outbox provider, header auth, dedupe off) twice under
+Starts the real binary (the e2e harness: header auth, dedupe off, limits off) twice under
 bench/allocs_shim.so, with FEW and then MANY requests over one keep-alive connection; the
 difference of the two totals divided by MANY - FEW is what one request costs, start-up and
-shutdown cancelling out."""
+shutdown cancelling out. ALLOCS_PROVIDER: outbox (default: the message is a row the store writer
+keeps) or aws (the fake AWS End User Messaging of tests/e2e/fakes.py, over HTTP)."""
+import contextlib
 import json
 import os
+import pathlib
 import sys
 import tempfile
-import pathlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../tests/e2e"))
-from conftest import Server, okta_request, HOOK  # noqa: E402
+from conftest import Server, okta_request  # noqa: E402
+from fakes import FakeEUM  # noqa: E402
 
 SHIM = sys.argv[1]
+PROVIDER = os.environ.get("ALLOCS_PROVIDER", "outbox")
 FEW, MANY = 100, int(os.environ.get("ALLOCS_N", "1100"))
 
 
-def run(n):
+def run(n, eum):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "counts")
-        s = Server(pathlib.Path(d), config="guard.dedupe = false",
-                   env={"LD_PRELOAD": SHIM, "ALLOCS_OUT": out})
+        env = {"LD_PRELOAD": SHIM, "ALLOCS_OUT": out}
+        if os.environ.get("ALLOCS_SITES"):  # where telehook's own allocations come from
+            env["ALLOCS_SITES"] = f"{os.environ['ALLOCS_SITES']}.{PROVIDER}.{n}"
+        config = "guard.dedupe = false"
+        if eum:
+            akid, secret, _ = eum.credential
+            env.update({"AWS_ACCESS_KEY_ID": akid, "AWS_SECRET_ACCESS_KEY": secret})
+            config += (f"\nprovider.name = aws\naws.region = {eum.region}\n"
+                       f"aws.endpoint = {eum.url}\naws.origination_identity = +12065550100")
+        s = Server(pathlib.Path(d), config=config, env=env)
         s.start()
         conn = s.connect()
         for _ in range(n):
@@ -33,7 +45,8 @@ def run(n):
         return own, third
 
 
-a, b = run(FEW), run(MANY)
+with (FakeEUM(region="us-east-1") if PROVIDER == "aws" else contextlib.nullcontext()) as fake:
+    a, b = run(FEW, fake), run(MANY, fake)
 n = MANY - FEW
 print(f"telehook allocations per request: {(b[0] - a[0]) / n:.2f} "
-      f"(third-party: {(b[1] - a[1]) / n:.2f})")
+      f"(third-party: {(b[1] - a[1]) / n:.2f}) [provider {PROVIDER}]")

@@ -23,8 +23,30 @@ static int (*real_memalign)(void **, size_t, size_t);
 static void *(*real_aligned)(size_t, size_t);
 
 static atomic_ullong own, third;
+/* ALLOCS_SITES=file: telehook's own allocation sites (caller addresses) and their counts too */
+#define NSITES 4096
+static _Atomic uintptr_t site_addr[NSITES];
+static atomic_ullong site_count[NSITES];
+
+static void site(uintptr_t a)
+{
+    for (size_t i = (a >> 4) % NSITES, n = 0; n < NSITES; i = (i + 1) % NSITES, n++) {
+        uintptr_t cur = atomic_load(&site_addr[i]);
+        if (cur == 0) {
+            uintptr_t zero = 0;
+            if (!atomic_compare_exchange_strong(&site_addr[i], &zero, a) && zero != a)
+                continue;
+            cur = a;
+        }
+        if (cur == a) {
+            atomic_fetch_add(&site_count[i], 1);
+            return;
+        }
+    }
+}
 static __thread int busy;
-static uintptr_t exe_lo, exe_hi;              /* the executable's code */
+static uintptr_t exe_lo, exe_hi; /* the executable's code */
+static uintptr_t exe_base;       /* its load address (sites are printed relative to it) */
 static uintptr_t skip_lo[8], skip_hi[8];       /* libc, libstdc++, libgcc_s, this shim */
 static int nskip;
 static char bootstrap[1 << 16];                /* dlsym's own allocations, before the real ones */
@@ -39,14 +61,16 @@ static void ranges(void)
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n > 0 ? n : 0] = '\0';
     while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
+        unsigned long lo, hi, off;
         char perm[8], path[400] = "";
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %399[^\n]", &lo, &hi, perm, path) < 3 ||
+        if (sscanf(line, "%lx-%lx %7s %lx %*s %*s %399[^\n]", &lo, &hi, perm, &off, path) < 4 ||
             perm[2] != 'x')
             continue;
         if (exe[0] && strcmp(path, exe) == 0) {
-            if (!exe_lo || lo < exe_lo)
+            if (!exe_lo || lo < exe_lo) {
                 exe_lo = lo;
+                exe_base = lo - off;
+            }
             if (hi > exe_hi)
                 exe_hi = hi;
         } else if (nskip < 8 && (strstr(path, "/libc.so") || strstr(path, "/libstdc++") ||
@@ -81,6 +105,8 @@ static void note(void)
         if (skipped(a))
             continue;
         mine = a >= exe_lo && a < exe_hi;
+        if (mine)
+            site(a - exe_base);
         break;
     }
     atomic_fetch_add(mine ? &own : &third, 1);
@@ -176,5 +202,13 @@ __attribute__((destructor)) static void report(void)
         return;
     fprintf(f, "%llu %llu\n", (unsigned long long)atomic_load(&own),
             (unsigned long long)atomic_load(&third));
+    fclose(f);
+    const char *sites = getenv("ALLOCS_SITES");
+    if (!sites || !(f = fopen(sites, "w")))
+        return;
+    for (size_t i = 0; i < NSITES; i++) /* offsets in the executable's mapping */
+        if (atomic_load(&site_addr[i]))
+            fprintf(f, "%llu 0x%lx\n", (unsigned long long)atomic_load(&site_count[i]),
+                    (unsigned long)atomic_load(&site_addr[i]));
     fclose(f);
 }

@@ -223,7 +223,7 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
         goto out;
     }
     rp.loop = loop;
-    th_router_send(router, loop, &msg, on_replayed, &rp);
+    th_router_send(router, loop, NULL, &msg, on_replayed, &rp);
     if (!rp.done)
         th_loop_run(loop);
     if (rp.res.err == TH_E_OK) {

@@ -52,6 +52,24 @@ struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
     return (struct th_outbox_sink){.put = outbox_put, .ud = writer};
 }
 
+/* The hook's sender and recorder: the router and the store writer. */
+static void hook_send(void *ud, struct th_loop *loop, struct th_arena *arena,
+                      const struct th_send *msg, th_route_done_fn done, void *done_ud)
+{
+    th_router_send(ud, loop, arena, msg, done, done_ud);
+}
+
+static th_err hook_delivery(void *ud, const struct th_delivery_row *row)
+{
+    return th_writer_delivery(ud, row);
+}
+
+static th_err hook_dlq(void *ud, const struct th_dlq_row *row, th_writer_done_fn done,
+                       void *done_ud)
+{
+    return th_writer_dlq(ud, row, done, done_ud);
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
@@ -580,13 +598,14 @@ int th_cmd_serve(struct th_cli *cli)
     th_writer_set_retention(writer, cfg->dlq_retention_days, cfg->store_deliveries_retention_days,
                             cfg->store_outbox_retention_days);
     th_catalog_log_startup(cfg, templates, prefs);
-    struct th_hook_deps hd = {.cfg = cfg,
-                              .templates = templates,
-                              .prefs = prefs,
-                              .router = router,
-                              .writer = writer,
-                              .guard = guard,
-                              .dlq = dlq};
+    struct th_hook_deps hd = {
+        .cfg = cfg,
+        .templates = templates,
+        .prefs = prefs,
+        .sender = {.send = hook_send, .ud = router},
+        .recorder = {.delivery = hook_delivery, .dlq = hook_dlq, .ud = writer},
+        .guard = guard,
+        .dlq = dlq};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
     struct readiness ready = {

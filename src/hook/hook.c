@@ -1,5 +1,6 @@
 #include "hook/hook.h"
 
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,10 @@
 #define SUMMARY_MALFORMED "Malformed request."
 
 #define TEXT_MAX   8192 /* rendered SMS text or SSML */
+#define TEXT_FIRST 1024 /* tried first: most texts fit, and the arena's first chunk keeps them */
 #define ANSWER_MAX 4096
+/* A held answer leaves this long before Okta's limit (TH_OKTA_TIMEOUT_MS), so it still arrives. */
+#define HOLD_MARGIN_MS 50
 
 static const char *const outcomes[] = {"SUCCESSFUL", "FAILED",    "TIMEOUT",  "REJECTED",
                                        "BLOCKED",    "DUPLICATE", "OVERLOAD", "ERROR"};
@@ -36,42 +40,46 @@ struct th_hook {
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
     _Atomic(const struct th_prefs *) prefs;
-    struct th_router *router;
-    struct th_writer *writer;
+    struct th_hook_sender sender;
+    struct th_hook_recorder recorder;
     struct th_guard *guard;
     struct th_dlq *dlq;
     struct th_hmac_key *record_key; /* search keys of records; NULL without guard.secret */
     atomic_long in_flight;
 };
 
-/* One Okta request. Freed when it has been answered and no provider callback is pending. */
+/*
+ * The hook's part of one Okta request, in the request's arena (hook.h: struct th_hook_req). The
+ * hook holds the request while anything is owed to it: the answer, a provider's answer, the
+ * dead-letter commit; when the last has come it lets go (settle).
+ */
 struct hreq {
+    struct th_hook_req *req;
     struct th_hook *hook;
     struct th_loop *loop;
     th_hook_answer_fn answer;
     void *answer_ud;
-    bool answered;
-    bool sending; /* a provider callback is still to come */
+    int owed; /* callbacks still to come, the answer counted as one */
     struct th_timer deadline;
     struct th_timer poll;     /* waiting for a duplicate's first outcome */
+    struct th_timer reap;     /* lets go of the request on a clean stack (settle) */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
-    bool dlq_writing;         /* a dead-letter entry is on its way to the store */
     char dlq_id[32];
-    struct th_buf held; /* the answer held until the dead-letter entry is committed */
+    const char *held; /* the answer held until the dead-letter entry is committed (arena) */
+    size_t held_len;
     const char *held_outcome;
     struct th_timer hold;
-    int64_t arrived_us;
     int64_t sent_us;
 
-    char request_id[48];
-    struct th_okta_request okta; /* released at free */
+    const char *request_id;      /* the request's id (req->id) */
+    struct th_okta_request okta; /* its strings in the arena */
     struct th_phone phone;
     char masked[24];
     struct th_choice choice;
     char locale[TH_LOCALE_MAX];
     char preference[TH_LOCALE_MAX + 8]; /* the user's preference found: "pt", "pt/voice" */
-    struct th_buf text;
+    struct th_buf text;                 /* over arena memory (th_arena_buf) */
 
     /* the outcome */
     const char *outcome;
@@ -89,10 +97,10 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     h->cfg = deps->cfg;
     atomic_init(&h->templates, deps->templates);
     atomic_init(&h->prefs, deps->prefs);
-    h->router = deps->router;
+    h->sender = deps->sender;
     h->guard = deps->guard;
     h->dlq = deps->dlq;
-    h->writer = deps->writer;
+    h->recorder = deps->recorder;
     atomic_init(&h->in_flight, 0);
     if (th_guard_record_key_new(deps->cfg->guard_secret, &h->record_key) != TH_E_OK) {
         free(h);
@@ -125,14 +133,62 @@ long th_hook_in_flight(const struct th_hook *hook)
     return atomic_load(&hook->in_flight);
 }
 
-static void hreq_maybe_free(struct hreq *r)
+/* ---- the request object ---- */
+
+void th_hook_req_init(struct th_hook_req *req, void *first, size_t first_size, size_t cap,
+                      int64_t arrived_us, int deadline_ms, void (*free_fn)(struct th_hook_req *))
 {
-    if (!r->answered || r->sending || r->dlq_writing)
+    th_arena_init(&req->arena, first, first_size, cap);
+    req->state = TH_REQ_RECEIVING;
+    req->refs = 1;
+    req->arrived_us = arrived_us;
+    req->deadline_us = arrived_us + (int64_t)deadline_ms * 1000;
+    th_time_id("r-", req->id, sizeof req->id);
+    req->free_fn = free_fn;
+    req->hook_ = NULL;
+}
+
+void th_hook_req_hold(struct th_hook_req *req)
+{
+    req->refs++;
+}
+
+void th_hook_req_drop(struct th_hook_req *req)
+{
+    if (--req->refs > 0)
         return;
-    th_okta_request_release(&r->okta);
-    th_buf_release(&r->text);
-    th_buf_release(&r->held);
-    free(r);
+    th_arena_cleanse_release(&req->arena); /* the body, the code, the text: wiped here only */
+    if (req->free_fn)
+        req->free_fn(req);
+}
+
+static bool answered(const struct hreq *r)
+{
+    return r->req->state >= TH_REQ_ANSWERED;
+}
+
+static void on_reap(void *ud)
+{
+    struct hreq *r = ud;
+    struct th_hook_req *req = r->req;
+    th_loop_timer_cancel(r->loop, &r->deadline);
+    th_loop_timer_cancel(r->loop, &r->poll);
+    th_loop_timer_cancel(r->loop, &r->hold);
+    req->hook_ = NULL;
+    th_hook_req_drop(req); /* r lives in its arena: not touched after this */
+}
+
+/*
+ * One thing owed to the request has come. After the last the hook lets go of it, but on the next
+ * loop turn: the caller that has just called us back (the router, a provider) may still touch
+ * its own state in the arena until its callback returns.
+ */
+static void settle(struct hreq *r)
+{
+    if (--r->owed > 0)
+        return;
+    r->req->state = TH_REQ_DONE;
+    th_loop_timer_set(r->loop, &r->reap, th_mono_us(), on_reap, r);
 }
 
 static void count(struct th_hook *h, const char *outcome, int64_t latency_us)
@@ -233,7 +289,7 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         .locale = r->locale,
         .preference = r->preference,
     };
-    th_err e = th_writer_delivery(r->hook->writer, &row);
+    th_err e = r->hook->recorder.delivery(r->hook->recorder.ud, &row);
     if (e != TH_E_OK)
         th_log_msg(TH_LOG_WARN, "record_dropped", "delivery record for %s not queued: %s",
                    r->request_id, th_strerror(e));
@@ -275,21 +331,33 @@ static void record(struct hreq *r, int status, int64_t latency_us)
     }
 }
 
-/* Hands the answer to the transport once, then records it. */
-static void finish(struct hreq *r, int status, struct th_buf *body, const char *outcome)
+/*
+ * Okta's answers are built on the stack (they never hold the code), then kept in the request's
+ * arena at their size: answer_init gives a th_buf of ANSWER_MAX over m.
+ */
+struct answer_mem {
+    struct th_arena arena;
+    alignas(max_align_t) unsigned char mem[ANSWER_MAX + 1 + TH_ARENA_ALIGN];
+};
+
+static void answer_init(struct answer_mem *m, struct th_buf *body)
 {
-    if (r->answered) {
-        th_buf_release(body);
+    th_arena_init(&m->arena, m->mem, sizeof m->mem, sizeof m->mem);
+    th_arena_buf(&m->arena, body, ANSWER_MAX); /* cannot fail: the memory is there */
+}
+
+/* Hands the answer (in the arena; NULL: out of memory) to the transport once, then records it. */
+static void finish_data(struct hreq *r, int status, const char *data, size_t len,
+                        const char *outcome)
+{
+    if (answered(r))
         return;
-    }
-    r->answered = true;
+    r->req->state = TH_REQ_ANSWERED;
     r->outcome = outcome;
     th_loop_timer_cancel(r->loop, &r->deadline);
-    int64_t latency = th_mono_us() - r->arrived_us;
+    int64_t latency = th_mono_us() - r->req->arrived_us;
     th_loop_timer_cancel(r->loop, &r->poll);
     th_loop_timer_cancel(r->loop, &r->hold);
-    size_t len = body->len;
-    char *data = th_buf_steal(body);
     if (!data) { /* out of memory: the transport answers 500 on a NULL body */
         len = 0;
     }
@@ -303,14 +371,25 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     r->answer(r->answer_ud, status, data, len);
     record(r, status, latency);
     atomic_fetch_sub(&r->hook->in_flight, 1);
+    settle(r); /* the answer was owed */
+}
+
+/* The same for an answer built with answer_init. */
+static void finish(struct hreq *r, int status, const struct th_buf *body, const char *outcome)
+{
+    if (answered(r))
+        return;
+    const char *data = body->data ? th_arena_strndup(&r->req->arena, body->data, body->len) : NULL;
+    finish_data(r, status, data, data ? body->len : 0, outcome);
 }
 
 /* Answers Okta's error object; detail (default: reason) goes to the record and log only. */
 static void fail_detail(struct hreq *r, int status, const char *summary, const char *outcome,
                         const char *reason, const char *detail)
 {
+    struct answer_mem m;
     struct th_buf body;
-    th_buf_init(&body, ANSWER_MAX);
+    answer_init(&m, &body);
     th_strlcpy(r->error, detail ? detail : reason, sizeof r->error);
     /* The cause is for admins reading Okta's System Log: a class of failure, never details. */
     th_okta_encode_error(&body, summary, reason);
@@ -327,10 +406,10 @@ static void fail(struct hreq *r, int status, const char *summary, const char *ou
 
 static void release_held(struct hreq *r)
 {
-    if (r->answered)
+    if (answered(r))
         return;
     th_loop_timer_cancel(r->loop, &r->hold);
-    finish(r, 200, &r->held, r->held_outcome);
+    finish_data(r, 200, r->held, r->held_len, r->held_outcome);
 }
 
 static void on_hold_timeout(void *ud)
@@ -341,16 +420,14 @@ static void on_hold_timeout(void *ud)
                "time; Okta answered anyway",
                r->request_id, r->dlq_id);
     release_held(r);
-    hreq_maybe_free(r);
 }
 
 /* On the loop: the entry is committed (or failed to be). */
 static void dlq_committed(void *ud)
 {
     struct hreq *r = ud;
-    r->dlq_writing = false;
     release_held(r);
-    hreq_maybe_free(r);
+    settle(r); /* the commit was owed */
 }
 
 /* On the writer thread. */
@@ -403,7 +480,7 @@ static th_err dlq_payload(struct hreq *r, unsigned char **blob, size_t *len)
 static void dead_letter(struct hreq *r, const char *outcome, const char *cause, const char *detail)
 {
     struct th_hook *h = r->hook;
-    if (!th_dlq_enabled(h->dlq) || !r->text.len || r->answered) {
+    if (!th_dlq_enabled(h->dlq) || !r->text.len || answered(r)) {
         fail_detail(r, 200, SUMMARY_FAILED, outcome, cause, detail);
         return;
     }
@@ -431,10 +508,14 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
         .payload = blob,
         .payload_len = blen,
     };
-    th_buf_init(&r->held, ANSWER_MAX);
-    th_okta_encode_error(&r->held, SUMMARY_FAILED, cause);
+    struct answer_mem m;
+    struct th_buf held;
+    answer_init(&m, &held);
+    th_okta_encode_error(&held, SUMMARY_FAILED, cause);
+    r->held = held.data ? th_arena_strndup(&r->req->arena, held.data, held.len) : NULL;
+    r->held_len = r->held ? held.len : 0;
     r->held_outcome = outcome;
-    th_err e = th_writer_dlq(h->writer, &row, dlq_written, r);
+    th_err e = h->recorder.dlq(h->recorder.ud, &row, dlq_written, r);
     free(blob);
     if (e != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry not queued: %s",
@@ -442,10 +523,13 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
         release_held(r);
         return;
     }
-    r->dlq_writing = true;
+    r->owed++; /* the commit */
+    r->req->state = TH_REQ_DLQ_HOLD;
     th_loop_timer_cancel(r->loop, &r->deadline); /* the answer is decided: only its timing is not */
-    /* Wait for the commit, but answer Okta inside its 3 s whatever the store does. */
-    int64_t left_ms = 2950 - (th_mono_us() - r->arrived_us) / 1000;
+    /* Wait for the commit, but answer Okta inside its 3 s whatever the store does (Okta's limit,
+     * not ours: the deadline may have passed already, that is how we got here). */
+    int64_t left_ms =
+        TH_OKTA_TIMEOUT_MS - HOLD_MARGIN_MS - (th_mono_us() - r->req->arrived_us) / 1000;
     int64_t wait_ms = left_ms < 300 ? left_ms : 300;
     if (wait_ms < 20)
         wait_ms = 20;
@@ -455,28 +539,26 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
 static void on_deadline(void *ud)
 {
     struct hreq *r = ud;
-    if (r->sending) /* a provider still has it: it did not arrive in time */
+    if (r->req->state == TH_REQ_SENDING) /* a provider still has it: it did not arrive in time */
         dead_letter(r, "TIMEOUT", "delivery timed out", "deadline exceeded");
     else
         fail(r, 200, SUMMARY_FAILED, "TIMEOUT", "deadline exceeded");
-    hreq_maybe_free(r);
 }
 
 static void on_routed(void *ud, const struct th_route_result *res)
 {
     struct hreq *r = ud;
-    r->sending = false;
     r->attempts = res->attempts;
     if (res->provider && res->provider[0])
         r->provider = res->provider;
-    if (r->answered) { /* the deadline answered first: Okta has moved on */
+    if (answered(r)) { /* the deadline answered first: Okta has moved on */
         bool delivered = res->err == TH_E_OK;
         th_log_msg(TH_LOG_WARN, "late_provider_answer",
                    "request %s: provider answered after the deadline (%s)%s%s", r->request_id,
                    delivered ? "accepted" : "failed",
                    delivered && r->dlq_id[0] ? ": do not replay dead-letter entry " : "",
                    delivered ? r->dlq_id : "");
-        hreq_maybe_free(r);
+        settle(r); /* the provider's answer was owed */
         return;
     }
     if (res->err != TH_E_OK) {
@@ -487,7 +569,7 @@ static void on_routed(void *ud, const struct th_route_result *res)
                             : res->err == TH_E_TIMEOUT ? "delivery timed out"
                                                        : "every delivery attempt failed";
         dead_letter(r, outcome, cause, res->errors[0] ? res->errors : cause);
-        hreq_maybe_free(r);
+        settle(r);
         return;
     }
     th_strlcpy(r->transaction_id, res->transaction_id, sizeof r->transaction_id);
@@ -496,11 +578,12 @@ static void on_routed(void *ud, const struct th_route_result *res)
     char meta[64];
     snprintf(meta, sizeof meta, "attempts=%d;ms=%lld", res->attempts,
              (long long)((th_mono_us() - r->sent_us) / 1000));
+    struct answer_mem m;
     struct th_buf body;
-    th_buf_init(&body, ANSWER_MAX);
+    answer_init(&m, &body);
     th_okta_encode_result(&body, "SUCCESSFUL", r->provider, r->transaction_id, meta);
     finish(r, 200, &body, "SUCCESSFUL");
-    hreq_maybe_free(r);
+    settle(r);
 }
 
 static int expires_minutes(int64_t otp_expires_ms)
@@ -540,8 +623,11 @@ static bool compose(struct hreq *r)
         return false;
     }
     th_err e;
+    struct th_arena *a = &r->req->arena;
     if (r->choice.source == TH_SOURCE_OKTA) {
-        e = th_buf_appends(&r->text, o->msg_template);
+        size_t n = strlen(o->msg_template);
+        e = th_arena_buf(a, &r->text, n < TEXT_MAX ? n : TEXT_MAX);
+        e = e ? e : th_buf_append(&r->text, o->msg_template, n);
     } else {
         struct th_render_vars vars = {
             .otp = o->otp,
@@ -551,7 +637,13 @@ static bool compose(struct hreq *r)
             .expires_minutes = expires_minutes(o->otp_expires_ms),
             .sms_encoding = (th_sms_encoding)cfg->message_sms_encoding,
         };
-        e = th_message_render(r->choice.tpl, &vars, &r->text);
+        /* in a small buffer first, so most texts stay in the arena's first chunk */
+        e = th_arena_buf(a, &r->text, TEXT_FIRST);
+        e = e ? e : th_message_render(r->choice.tpl, &vars, &r->text);
+        if (e == TH_E_TOOBIG) {
+            e = th_arena_buf(a, &r->text, TEXT_MAX);
+            e = e ? e : th_message_render(r->choice.tpl, &vars, &r->text);
+        }
     }
     if (e != TH_E_OK) {
         fail(r, 200, SUMMARY_FAILED, "ERROR", "message too long");
@@ -563,8 +655,9 @@ static bool compose(struct hreq *r)
 /* Replays the first outcome of a duplicate request. */
 static void replay(struct hreq *r, struct th_dedupe_answer *a)
 {
+    struct answer_mem m;
     struct th_buf body;
-    th_buf_init(&body, ANSWER_MAX);
+    answer_init(&m, &body);
     th_buf_append(&body, a->body ? a->body : "", a->body ? a->len : 0);
     free(a->body);
     th_strlcpy(r->error, "duplicate: the first outcome replayed", sizeof r->error);
@@ -577,7 +670,6 @@ static void on_dedupe_poll(void *ud)
     struct th_dedupe_answer a = {0};
     if (th_guard_dedupe_poll(r->hook->guard, r->dedupe, &a) == TH_DEDUPE_DONE) {
         replay(r, &a);
-        hreq_maybe_free(r);
         return;
     }
     th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
@@ -605,8 +697,9 @@ static void block(struct hreq *r, th_block b)
     th_strlcpy(r->error, reason, sizeof r->error);
     char meta[64];
     snprintf(meta, sizeof meta, "blocked=%s", th_block_name(b));
+    struct answer_mem m;
     struct th_buf body;
-    th_buf_init(&body, ANSWER_MAX);
+    answer_init(&m, &body);
     th_okta_encode_result(&body, "FAILED", "telehook", r->request_id, meta);
     finish(r, 200, &body, "BLOCKED");
 }
@@ -628,9 +721,8 @@ static bool guard(struct hreq *r)
         replay(r, &a);
         return false;
     case TH_DEDUPE_PENDING: /* the first is in flight: wait for its answer, up to our deadline */
-        th_loop_timer_set(r->loop, &r->deadline,
-                          r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000, on_deadline,
-                          r);
+        r->req->state = TH_REQ_DEDUPE_WAIT;
+        th_loop_timer_set(r->loop, &r->deadline, r->req->deadline_us, on_deadline, r);
         th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
         return false;
     case TH_DEDUPE_FIRST:
@@ -659,12 +751,13 @@ static void send_message(struct hreq *r)
         .body = th_buf_str(&r->text),
         .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
         .otp_expires_ms = o->otp_expires_ms,
-        .deadline_us = r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000,
+        .deadline_us = r->req->deadline_us,
     };
     r->sent_us = th_mono_us();
-    r->sending = true;
+    r->owed++; /* the provider's answer */
+    r->req->state = TH_REQ_SENDING;
     th_loop_timer_set(r->loop, &r->deadline, msg.deadline_us, on_deadline, r);
-    th_router_send(r->hook->router, r->loop, &msg, on_routed, r);
+    r->hook->sender.send(r->hook->sender.ud, r->loop, &r->req->arena, &msg, on_routed, r);
 }
 
 /* A number without '+' read as national though also valid as international: counted and logged
@@ -684,25 +777,31 @@ static void ambiguous(struct hreq *r)
     }
 }
 
-void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
-                    th_hook_answer_fn answer, void *ud)
+void th_hook_handle(struct th_hook *hook, struct th_loop *loop, struct th_hook_req *req,
+                    const struct th_hook_call *call, th_hook_answer_fn answer, void *ud)
 {
-    struct hreq *r = calloc(1, sizeof *r);
+    struct hreq *r = th_arena_calloc(&req->arena, sizeof *r);
     if (!r) {
         answer(ud, 500, NULL, 0);
         return;
     }
+    th_hook_req_hold(req); /* until settle lets go */
+    req->hook_ = r;
     atomic_fetch_add(&hook->in_flight, 1);
+    r->req = req;
     r->hook = hook;
     r->loop = loop;
     r->answer = answer;
     r->answer_ud = ud;
-    r->arrived_us = call->arrived_us;
-    th_strlcpy(r->request_id, call->request_id, sizeof r->request_id);
-    th_buf_init(&r->text, TEXT_MAX);
+    r->owed = 1; /* the answer */
+    r->request_id = req->id;
+    th_buf_init(&r->text, 0); /* compose gives it arena memory */
 
     char why[128];
-    th_err e = th_okta_decode(call->body, call->len, &r->okta, why, sizeof why);
+    th_err e =
+        th_okta_decode_in(&req->arena, call->body, call->len, call->cap, &r->okta, why, sizeof why);
+    if (e == TH_E_OK)
+        req->state = TH_REQ_DECODED;
     if (e == TH_E_JSON) {
         fail(r, 400, SUMMARY_MALFORMED, "REJECTED", why);
     } else if (e != TH_E_OK) {
@@ -717,5 +816,4 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_
         if (guard(r) && compose(r))
             send_message(r);
     }
-    hreq_maybe_free(r);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/arena.h"
 #include "common/err.h"
 #include "config/config.h"
 #include "loop/loop.h"
@@ -20,13 +21,38 @@
 
 struct th_hook;
 
+/*
+ * Where the hook sends a message (serve: the router) and records what happened (serve: the store
+ * writer): small ops tables, so a test drives the hook with scripted ones.
+ *
+ * send: as th_router_send. done is called exactly once, later, on loop, with done_ud; the caller's
+ * strings in msg stay valid until then. The sender may allocate what it keeps for the message
+ * from arena (the request's: it lives until done has been called, and a little longer).
+ */
+struct th_hook_sender {
+    void (*send)(void *ud, struct th_loop *loop, struct th_arena *arena, const struct th_send *msg,
+                 th_route_done_fn done, void *done_ud);
+    void *ud;
+};
+
+/*
+ * delivery: as th_writer_delivery (copies the row; an error means it was dropped).
+ * dlq: as th_writer_dlq: done(done_ud, result) is called exactly once, on any thread, when the
+ * entry is committed or failed; never when dlq returns an error.
+ */
+struct th_hook_recorder {
+    th_err (*delivery)(void *ud, const struct th_delivery_row *row);
+    th_err (*dlq)(void *ud, const struct th_dlq_row *row, th_writer_done_fn done, void *done_ud);
+    void *ud;
+};
+
 /* Everything is borrowed and must outlive the hook. */
 struct th_hook_deps {
     const struct th_config *cfg;
     const struct th_templates *templates;
     const struct th_prefs *prefs; /* users' language preferences; NULL: none */
-    struct th_router *router;
-    struct th_writer *writer;
+    struct th_hook_sender sender;
+    struct th_hook_recorder recorder;
     struct th_guard *guard; /* abuse controls; NULL: none */
     struct th_dlq *dlq;     /* dead-letter sealing; NULL: no dead-letter queue */
 };
@@ -35,21 +61,70 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out);
 void th_hook_free(struct th_hook *hook); /* NULL is a no-op; no request may be in flight */
 
 /*
- * The answer for the transport: an HTTP status and a JSON body (owned by the callee: free()).
- * Called exactly once per th_hook_handle, on the same loop, possibly before th_hook_handle
- * returns (errors found while decoding) or later (after the provider answered or the deadline).
+ * Where one Okta request is. The transport moves it through the first states, the hook through
+ * the rest; only ANSWERED and DONE mean Okta has its answer.
  */
-typedef void (*th_hook_answer_fn)(void *ud, int http_status, char *body, size_t len);
-
-struct th_hook_call {
-    const char *request_id; /* telehook's id for this request (copied) */
-    int64_t arrived_us;     /* monotonic arrival time: the deadline counts from here */
-    const char *body;       /* borrowed for the call only */
-    size_t len;
+enum th_req_state {
+    TH_REQ_RECEIVING,   /* transport: headers accepted, the body being read */
+    TH_REQ_AUTH_WAIT,   /* transport: suspended until the issuer's keys are refreshed (unknown
+                           kid); authenticated again on the call that resumes it */
+    TH_REQ_REFUSED,     /* transport: a refusal is queued; what the client still sends is dropped */
+    TH_REQ_TOO_BIG,     /* transport: past server.max_body; drained, then answered 413 */
+    TH_REQ_DECODED,     /* hook: decoded; guard and compose run */
+    TH_REQ_DEDUPE_WAIT, /* hook: waiting for an in-flight duplicate's first outcome */
+    TH_REQ_SENDING,     /* hook: a provider has the message; its answer is owed to us */
+    TH_REQ_DLQ_HOLD,    /* hook: no delivery; the answer is held until the dead-letter commit */
+    TH_REQ_ANSWERED,    /* Okta has its answer; a late provider answer or commit may still come */
+    TH_REQ_DONE,        /* nothing more will come to the hook */
 };
 
-void th_hook_handle(struct th_hook *hook, struct th_loop *loop, const struct th_hook_call *call,
-                    th_hook_answer_fn answer, void *ud);
+/*
+ * One Okta request: one object, one lifetime, from its first byte to the last callback owed to
+ * it. The transport allocates it (with the arena's first chunk inside its own allocation: no
+ * malloc for a normal request) and passes it by pointer down the path: the body is read into the
+ * arena, the decoded fields, the rendered text, the answer, the router's job and the provider's
+ * attempt are allocated from it. It is counted: the transport holds it until its connection is
+ * done, the hook until no callback is owed to it (a provider may answer after the deadline), the
+ * transport's answer while libmicrohttpd sends it. The last drop wipes the arena (the OTP, the
+ * text and the body: the one place they are cleansed) and calls free_fn. One loop only.
+ */
+struct th_hook_req {
+    struct th_arena arena;
+    enum th_req_state state;
+    int refs;
+    int64_t arrived_us; /* monotonic */
+    int64_t
+        deadline_us; /* arrived_us + server.deadline_ms: the one deadline (dedupe wait, router) */
+    char id[24];     /* telehook's id for the request: "r-..." */
+    void (*free_fn)(struct th_hook_req *req); /* the owner's: frees the memory */
+    struct hreq *hook_;                       /* private: the hook's part, in the arena */
+};
+
+/* refs = 1 (the caller's); first/first_size/cap as th_arena_init; the id is made here. */
+void th_hook_req_init(struct th_hook_req *req, void *first, size_t first_size, size_t cap,
+                      int64_t arrived_us, int deadline_ms, void (*free_fn)(struct th_hook_req *));
+void th_hook_req_hold(struct th_hook_req *req);
+/* The last drop cleanses and releases the arena, then calls free_fn. */
+void th_hook_req_drop(struct th_hook_req *req);
+
+/*
+ * The answer for the transport: an HTTP status and a JSON body in the request's arena (valid
+ * while the transport holds the request; NULL: out of memory, answer 500). Called exactly once
+ * per th_hook_handle, on the same loop, possibly before th_hook_handle returns (errors found
+ * while decoding) or later (after the provider answered, the deadline, or the DLQ hold).
+ */
+typedef void (*th_hook_answer_fn)(void *ud, int http_status, const char *body, size_t len);
+
+struct th_hook_call {
+    const char *body; /* in the request's arena (or any memory that outlives the call) */
+    size_t len;
+    size_t
+        cap; /* bytes readable at body: len + TH_OKTA_PADDING or more, and it is parsed in place */
+};
+
+/* The hook holds req until nothing more is owed to it (see struct th_hook_req). */
+void th_hook_handle(struct th_hook *hook, struct th_loop *loop, struct th_hook_req *req,
+                    const struct th_hook_call *call, th_hook_answer_fn answer, void *ud);
 
 /*
  * Replaces the template set (thread-safe; requests already running keep the set they started

@@ -1,6 +1,8 @@
 #include "http/server.h"
 
 #include <errno.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,6 +26,7 @@
 #include "http/internal.h"
 #include "http/tls.h"
 #include "loop/loop.h"
+#include "okta/okta.h"
 #include "obs/log.h"
 
 #define HOOK_PATH   "/v1/okta/telephony"
@@ -74,29 +77,37 @@ struct th_server {
 
 enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_NOT_FOUND };
 
-/* One HTTP request (libmicrohttpd's con_cls). Freed by on_completed. */
+/*
+ * The arena's first chunk, inside the request's one allocation: a normal Okta request (its body,
+ * decoded fields, text, answer, the router's job and the provider's attempt) fits, so it costs no
+ * other malloc. Past it the arena mallocs chunks, up to its cap (ARENA_CAP).
+ */
+#define REQ_CHUNK           (12 * 1024)
+#define ARENA_CAP(max_body) (3 * (size_t)(max_body) + 64 * 1024)
+
+/*
+ * One HTTP request (libmicrohttpd's con_cls) and, on the hook's path, the Okta request itself:
+ * ctx first, so the hook's struct th_hook_req is this allocation. Counted (hook.h): the front
+ * holds it until on_completed, the hook while anything is owed to it, and the hook's answer while
+ * libmicrohttpd sends it (it lies in the arena); the last to let go frees it (req_free).
+ */
 struct req {
+    struct th_hook_req ctx; /* the state (th_req_state), the arena, the one deadline, the id */
     struct worker *w;
-    struct MHD_Connection *conn;
+    struct MHD_Connection *conn; /* NULL once libmicrohttpd is done with the request */
     enum route route;
-    int64_t arrived_us;
-    char id[24];
-    struct th_buf body;
-    bool too_big;
-    bool dispatched; /* handed to the hook */
-    bool in_handler; /* th_hook_handle is on the stack */
-    bool suspended;
-    bool answered;     /* status/answer below are set */
-    bool refused;      /* a refusal was queued after the headers (re-authentication) */
-    bool close;        /* the answer closes the connection (refused framing) */
-    bool auth_wait;    /* suspended until the issuer's keys are refreshed (unknown kid) */
-    bool auth_recheck; /* resumed: authenticate again before anything else */
+    bool in_handler; /* th_hook_handle is on the stack: the answer is queued when it returns */
+    bool close;      /* the answer closes the connection (refused framing) */
     uint64_t auth_epoch;
     int64_t auth_until_us;
     struct th_timer auth_timer;
-    int status;
-    char *answer; /* owned (malloc) until handed to libmicrohttpd */
+    char *body; /* in the arena: body_len bytes read, body_cap reserved (padding included) */
+    size_t body_len, body_cap;
+    size_t body_max;    /* 0 until authenticated: no body byte is kept before */
+    int status;         /* the hook's answer: 0 until it is given */
+    const char *answer; /* in the arena; NULL: out of memory (answered 500) */
     size_t answer_len;
+    alignas(max_align_t) unsigned char chunk[REQ_CHUNK];
 };
 
 /* ---- libmicrohttpd on the loop ---- */
@@ -171,6 +182,16 @@ static enum MHD_Result respond(struct req *r, int status, char *body, size_t len
     return respond_typed(r, status, body, len, "application/json");
 }
 
+static enum MHD_Result queue_typed(struct req *r, int status, struct MHD_Response *resp,
+                                   const char *content_type);
+
+static struct MHD_Response *internal_error(void)
+{
+    return MHD_create_response_from_buffer(
+        strlen("{\"error\":{\"errorSummary\":\"Internal error.\"}}"),
+        (void *)"{\"error\":{\"errorSummary\":\"Internal error.\"}}", MHD_RESPMEM_PERSISTENT);
+}
+
 static enum MHD_Result respond_typed(struct req *r, int status, char *body, size_t len,
                                      const char *content_type)
 {
@@ -178,16 +199,21 @@ static enum MHD_Result respond_typed(struct req *r, int status, char *body, size
     if (body)
         resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     else
-        resp = MHD_create_response_from_buffer(
-            strlen("{\"error\":{\"errorSummary\":\"Internal error.\"}}"),
-            (void *)"{\"error\":{\"errorSummary\":\"Internal error.\"}}", MHD_RESPMEM_PERSISTENT);
+        resp = internal_error();
     if (!resp) {
         free(body);
         return MHD_NO;
     }
+    return queue_typed(r, status, resp, content_type);
+}
+
+/* Queues resp (consumed) with the headers every answer carries. */
+static enum MHD_Result queue_typed(struct req *r, int status, struct MHD_Response *resp,
+                                   const char *content_type)
+{
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    MHD_add_response_header(resp, "X-Request-Id", r->ctx.id);
     if (status == MHD_HTTP_TOO_MANY_REQUESTS)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (r->close) /* libmicrohttpd then closes once the answer is sent, reading nothing more */
@@ -224,7 +250,7 @@ static void log_refusal(struct req *r, int status, const char *why)
     struct th_logline l;
     if (!th_log_begin(&l, TH_LOG_WARN, "refused"))
         return;
-    th_log_str(&l, "req", r->id);
+    th_log_str(&l, "req", r->ctx.id);
     th_log_int(&l, "status", status);
     th_log_str(&l, "reason", why);
     const union MHD_ConnectionInfo *ci =
@@ -244,26 +270,40 @@ static void log_refusal(struct req *r, int status, const char *why)
 }
 
 /* Called by the hook, on this worker's loop, exactly once per dispatched request. */
-static void on_hook_answer(void *ud, int status, char *body, size_t len)
+static void on_hook_answer(void *ud, int status, const char *body, size_t len)
 {
     struct req *r = ud;
     r->status = status;
     r->answer = body;
     r->answer_len = len;
-    r->answered = true;
-    if (r->in_handler)
+    if (r->in_handler || !r->conn)
         return; /* the access handler queues it when th_hook_handle returns */
     /* Resumed here, processed by libmicrohttpd on this loop's next timer pass. */
     MHD_resume_connection(r->conn);
-    r->suspended = false;
     th_loop_timer_set(r->w->loop, &r->w->mhd_timer, th_loop_now_us(r->w->loop), mhd_run, r->w);
+}
+
+/* libmicrohttpd is done with an answer that lies in the request's arena. */
+static void answer_sent(void *cls)
+{
+    th_hook_req_drop(cls);
 }
 
 static enum MHD_Result queue_answer(struct req *r)
 {
-    char *body = r->answer;
-    r->answer = NULL;
-    return respond(r, r->status, body, r->answer_len);
+    struct MHD_Response *resp = NULL;
+    if (r->answer) { /* sent from the arena, which the response holds until it is done */
+        th_hook_req_hold(&r->ctx);
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(
+            r->answer_len, (void *)r->answer, answer_sent, &r->ctx);
+        if (!resp)
+            th_hook_req_drop(&r->ctx);
+    } else {
+        resp = internal_error();
+    }
+    if (!resp)
+        return MHD_NO;
+    return queue_typed(r, r->status, resp, "application/json");
 }
 
 /* ---- request handling ---- */
@@ -306,6 +346,11 @@ static bool is_json(const char *ct)
 
 static enum MHD_Result after_auth(struct req *r);
 
+static void req_free(struct th_hook_req *ctx)
+{
+    free((struct req *)ctx); /* ctx is the first member */
+}
+
 /* Polls (on the loop) for the end of the key refresh an unknown kid asked for. */
 static void on_auth_poll(void *ud)
 {
@@ -316,10 +361,8 @@ static void on_auth_poll(void *ud)
         th_loop_timer_set(w->loop, &r->auth_timer, now + 20 * 1000, on_auth_poll, r);
         return;
     }
-    r->auth_wait = false;
-    r->auth_recheck = true;
+    /* still TH_REQ_AUTH_WAIT: the call that resumes it authenticates again */
     MHD_resume_connection(r->conn);
-    r->suspended = false;
     th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop), mhd_run, w);
 }
 
@@ -332,12 +375,11 @@ static void on_auth_poll(void *ud)
 static enum MHD_Result wait_for_keys(struct req *r)
 {
     struct worker *w = r->w;
-    r->auth_wait = true;
+    r->ctx.state = TH_REQ_AUTH_WAIT;
     r->auth_epoch = th_auth_epoch(w->srv->auth);
     r->auth_until_us = th_mono_us() + 1000 * 1000;
     th_loop_timer_set(w->loop, &r->auth_timer, th_mono_us() + 20 * 1000, on_auth_poll, r);
     MHD_suspend_connection(r->conn);
-    r->suspended = true;
     return MHD_YES;
 }
 
@@ -432,7 +474,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     const char *fwhy = framing_problem(r, method, version, &fstatus);
     if (fwhy) {
         log_refusal(r, fstatus, fwhy);
-        r->refused = true;
+        r->ctx.state = TH_REQ_REFUSED;
         r->close = true;
         return refuse(r, fstatus,
                       fstatus == MHD_HTTP_NOT_IMPLEMENTED ? "Not implemented." : "Bad request.");
@@ -440,14 +482,14 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     /* Request hygiene next: cheap checks before authentication and before any body byte. */
     if (r->route == ROUTE_HOOK && !source_allowed(r)) { /* probes are not rate limited */
         log_refusal(r, MHD_HTTP_TOO_MANY_REQUESTS, "source over its request rate");
-        r->refused = true;
+        r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_TOO_MANY_REQUESTS, "Too many requests.");
     }
     struct hdr_count hc = {0, 0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header, &hc);
     if (hc.n > (unsigned)srv->cfg->max_headers || hc.bytes > (size_t)srv->cfg->max_header_bytes) {
         log_refusal(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header fields too large");
-        r->refused = true;
+        r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
                       "Request header fields too large.");
     }
@@ -505,14 +547,14 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || *end || n > (unsigned long long)srv->cfg->max_body) {
             log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
-            r->refused = true;
+            r->ctx.state = TH_REQ_REFUSED;
             return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
         }
     }
     if (!is_json(
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type is not application/json");
-        r->refused = true;
+        r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
     }
     /* Authenticate before reading a byte of the body: an unauthenticated caller costs nothing. */
@@ -527,11 +569,45 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     return after_auth(r);
 }
 
+/* Appends n body bytes in the arena (room for the parser's padding kept). false: over
+ * server.max_body (or not authenticated yet, or out of memory). */
+static bool body_append(struct req *r, const char *data, size_t n)
+{
+    if (n > r->body_max - r->body_len)
+        return false;
+    size_t need = r->body_len + n + TH_OKTA_PADDING;
+    if (need > r->body_cap) { /* no Content-Length, or more than it said: move to more room */
+        size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
+        if (cap < need)
+            cap = need;
+        if (cap > r->body_max + TH_OKTA_PADDING)
+            cap = r->body_max + TH_OKTA_PADDING;
+        char *p = th_arena_alloc(&r->ctx.arena, cap);
+        if (!p)
+            return false;
+        if (r->body_len)
+            memcpy(p, r->body, r->body_len);
+        r->body = p;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    return true;
+}
+
 /* The header checks that follow authentication. */
 static enum MHD_Result after_auth(struct req *r)
 {
     struct th_server *srv = r->w->srv;
-    th_buf_init(&r->body, (size_t)srv->cfg->max_body);
+    r->body_max = (size_t)srv->cfg->max_body;
+    /* the announced length (on_headers checked it against max_body) is read in one place */
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+    if (n > 0 && n <= r->body_max) {
+        r->body = th_arena_alloc(&r->ctx.arena, (size_t)n + TH_OKTA_PADDING);
+        r->body_cap = r->body ? (size_t)n + TH_OKTA_PADDING : 0;
+    }
     return MHD_YES;
 }
 
@@ -542,68 +618,63 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct worker *w = cls;
     struct req *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = malloc(sizeof *r);
         if (!r)
             return MHD_NO;
+        memset(r, 0, offsetof(struct req, chunk)); /* the chunk is the arena's, wiped as used */
         *con_cls = r;
         r->w = w;
         r->conn = conn;
-        r->arrived_us = th_mono_us();
+        th_hook_req_init(&r->ctx, r->chunk, sizeof r->chunk, ARENA_CAP(w->srv->cfg->max_body),
+                         th_mono_us(), w->srv->cfg->deadline_ms, req_free);
         r->route = route_of(url);
-        th_buf_init(&r->body, 0);
-        th_time_id("r-", r->id, sizeof r->id);
         return on_headers(r, method, version);
     }
-    if (r->auth_recheck) {
-        r->auth_recheck = false;
+    if (r->ctx.state == TH_REQ_AUTH_WAIT) { /* resumed: authenticate again before anything else */
+        r->ctx.state = TH_REQ_RECEIVING;
         const char *why = NULL;
         if (th_auth_check(w->srv->auth, header_lookup, r->conn, &why) != TH_E_OK) {
             log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
-            r->refused = true;
+            r->ctx.state = TH_REQ_REFUSED;
             return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
         }
-        if (after_auth(r) != MHD_YES || r->refused)
+        if (after_auth(r) != MHD_YES || r->ctx.state == TH_REQ_REFUSED)
             return MHD_YES; /* after_auth queued its refusal */
         /* This call replays the headers call that suspended: the body comes in the next ones. */
         if (*upload_data_size == 0)
             return MHD_YES;
     }
-    if (r->refused) { /* an early refusal is queued: drain and drop what the client still sends */
+    if (r->ctx.state == TH_REQ_REFUSED) { /* an early refusal is queued: drain and drop what the
+                                             client still sends */
         *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
         /* Past the cap the rest is drained and dropped; the answer is 413 at the end. */
-        if (!r->too_big && th_buf_append(&r->body, upload_data, *upload_data_size) != TH_E_OK) {
-            r->too_big = true;
-            th_buf_release(&r->body);
-        }
+        if (r->ctx.state != TH_REQ_TOO_BIG && !body_append(r, upload_data, *upload_data_size))
+            r->ctx.state = TH_REQ_TOO_BIG;
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (r->answered)
+    if (r->status)
         return queue_answer(r); /* resumed */
-    if (r->dispatched)
+    if (r->ctx.state >= TH_REQ_DECODED)
         return MHD_YES; /* spurious call while waiting; cannot happen while suspended */
-    if (r->too_big) {
+    if (r->ctx.state == TH_REQ_TOO_BIG) {
         log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
         return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
     }
-    r->dispatched = true;
     struct th_hook_call call = {
-        .request_id = r->id,
-        .arrived_us = r->arrived_us,
-        .body = th_buf_str(&r->body),
-        .len = r->body.len,
+        .body = r->body ? r->body : "",
+        .len = r->body_len,
+        .cap = r->body ? r->body_cap : 0,
     };
     r->in_handler = true;
-    th_hook_handle(w->srv->hook, w->loop, &call, on_hook_answer, r);
+    th_hook_handle(w->srv->hook, w->loop, &r->ctx, &call, on_hook_answer, r);
     r->in_handler = false;
-    th_buf_release(&r->body);
-    if (r->answered)
+    if (r->status)
         return queue_answer(r);
     MHD_suspend_connection(conn);
-    r->suspended = true;
     return MHD_YES;
 }
 
@@ -617,10 +688,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     th_loop_timer_cancel(r->w->loop, &r->auth_timer);
-    th_buf_release(&r->body);
-    free(r->answer);
-    free(r);
+    r->conn = NULL;
     *con_cls = NULL;
+    th_hook_req_drop(&r->ctx); /* the hook may hold it still (a provider answering late) */
 }
 
 /* fmt is libmicrohttpd's own format string, passed through as its logger API requires */

@@ -22,6 +22,10 @@
 #define TH_OKTA_EVENT_TYPE "com.okta.telephony.provider"
 #define TH_OKTA_ACTION     "com.okta.telephony.action"
 
+/* Okta waits this long for the hook's answer, then gives up (its limit: server.deadline_ms is
+ * ours, and shorter). */
+#define TH_OKTA_TIMEOUT_MS 3000
+
 /* Longest OTP accepted; Okta does not document the length (6 digits in practice). */
 #define TH_OKTA_OTP_MAX 32
 

@@ -75,6 +75,7 @@ static void cache_key_init(void)
 }
 
 struct attempt {
+    bool pooled; /* in the request's arena (th_attempt.arena) */
     struct aws *aws;
     th_send_done_fn done;
     void *ud;
@@ -187,7 +188,8 @@ static void on_response(void *ud, const struct th_http_response *res)
         OPENSSL_cleanse(a->h_token, strlen(a->h_token));
         free(a->h_token);
     }
-    free(a);
+    if (!a->pooled)
+        free(a);
 }
 
 /* ---- the request ---- */
@@ -294,9 +296,10 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         }
         return TH_E_AUTH;
     }
-    struct attempt *a = calloc(1, sizeof *a);
+    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
     if (!a)
         return TH_E_NOMEM;
+    a->pooled = at->arena != NULL;
     a->aws = aws;
     a->done = done;
     a->ud = ud;
@@ -371,7 +374,8 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
 fail:
     th_buf_release(&a->body);
     free(a->h_token);
-    free(a);
+    if (!a->pooled)
+        free(a);
     return e;
 }
 

@@ -20,6 +20,7 @@ struct outbox {
 };
 
 struct pending {
+    bool pooled; /* in the request's arena */
     struct th_loop *loop;
     th_send_done_fn done;
     void *ud;
@@ -31,7 +32,8 @@ static void complete(void *arg)
 {
     struct pending *p = arg;
     p->done(p->ud, &p->res);
-    free(p);
+    if (!p->pooled)
+        free(p);
 }
 
 /* On the sink's thread (the store writer), once the item is kept. */
@@ -45,7 +47,8 @@ static void written(void *arg, th_err result)
     }
     if (th_loop_post(p->loop, complete, p) != TH_E_OK) {
         /* The loop has finished (shutdown after its last request): nobody waits any more. */
-        free(p);
+        if (!p->pooled)
+            free(p);
     }
 }
 
@@ -56,9 +59,10 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     struct outbox *ob = (struct outbox *)prov;
     if (!ob->sink.put)
         return TH_E_INVAL;
-    struct pending *p = calloc(1, sizeof *p);
+    struct pending *p = at->arena ? th_arena_calloc(at->arena, sizeof *p) : calloc(1, sizeof *p);
     if (!p)
         return TH_E_NOMEM;
+    p->pooled = at->arena != NULL;
     p->loop = loop;
     p->done = done;
     p->ud = ud;
@@ -80,7 +84,8 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
         goto fail;
     return TH_E_OK;
 fail:
-    free(p);
+    if (!p->pooled)
+        free(p);
     return e;
 }
 

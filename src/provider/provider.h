@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/arena.h"
 #include "common/err.h"
 #include "config/config.h"
 #include "net/http.h"
@@ -39,6 +40,8 @@ struct th_attempt {
     struct th_http *http; /* the loop's outbound client */
     const char *sender;   /* origination identity / From; "" = the provider's configured default */
     int64_t timeout_ms;   /* for this attempt: already capped by the request's deadline */
+    struct th_arena *arena; /* the request's: the attempt's memory (NULL: the heap); it outlives
+                               the return of the provider's done */
 };
 
 struct th_send_result {

@@ -38,6 +38,7 @@ struct twilio {
 };
 
 struct attempt {
+    bool pooled; /* in the request's arena (th_attempt.arena) */
     th_send_done_fn done;
     void *ud;
     struct th_buf form;
@@ -138,7 +139,8 @@ static void on_response(void *ud, const struct th_http_response *res)
     th_provider_parse_twilio(res, &out);
     a->done(a->ud, &out);
     th_buf_release(&a->form);
-    free(a);
+    if (!a->pooled)
+        free(a);
 }
 
 static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
@@ -148,9 +150,10 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
     const struct th_config *cfg = tw->cfg;
     bool voice = msg->channel == TH_CHANNEL_VOICE;
     const char *sender = at->sender && at->sender[0] ? at->sender : NULL;
-    struct attempt *a = calloc(1, sizeof *a);
+    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
     if (!a)
         return TH_E_NOMEM;
+    a->pooled = at->arena != NULL;
     a->done = done;
     a->ud = ud;
     th_buf_init(&a->form, FORM_MAX);
@@ -208,7 +211,8 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
         return TH_E_OK;
 fail:
     th_buf_release(&a->form);
-    free(a);
+    if (!a->pooled)
+        free(a);
     return e;
 }
 

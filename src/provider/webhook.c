@@ -34,6 +34,7 @@ struct webhook {
 };
 
 struct attempt {
+    bool pooled; /* in the request's arena (th_attempt.arena) */
     th_send_done_fn done;
     void *ud;
     struct th_buf body;
@@ -69,7 +70,8 @@ static void on_response(void *ud, const struct th_http_response *res)
     th_provider_parse_webhook(res, &out);
     a->done(a->ud, &out);
     th_buf_release(&a->body);
-    free(a);
+    if (!a->pooled)
+        free(a);
 }
 
 static th_err sign(const char *secret, long long t, const struct th_buf *body, char *out,
@@ -99,9 +101,10 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
                            const struct th_send *m, th_send_done_fn done, void *ud)
 {
     struct webhook *wh = (struct webhook *)p;
-    struct attempt *a = calloc(1, sizeof *a);
+    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
     if (!a)
         return TH_E_NOMEM;
+    a->pooled = at->arena != NULL;
     a->done = done;
     a->ud = ud;
     th_buf_init(&a->body, BODY_MAX);
@@ -149,7 +152,8 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
         return TH_E_OK;
 fail:
     th_buf_release(&a->body);
-    free(a);
+    if (!a->pooled)
+        free(a);
     return e;
 }
 

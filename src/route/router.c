@@ -49,6 +49,7 @@ struct job {
     th_err last_err; /* the last attempt's failure: TH_E_TIMEOUT makes the outcome a timeout */
     th_route_done_fn done;
     void *ud;
+    struct th_arena *arena; /* the job's memory when not NULL (else malloc'd) */
 };
 
 /* ---- providers and breakers ---- */
@@ -161,7 +162,8 @@ static void note(struct job *j, const char *provider, const char *what)
 static void finish(struct job *j)
 {
     j->done(j->ud, &j->res);
-    free(j);
+    if (!j->arena)
+        free(j);
 }
 
 static void finish_deferred(void *ud)
@@ -215,6 +217,7 @@ static bool start_next(struct job *j)
             .http = j->http,
             .sender = a->sender,
             .timeout_ms = timeout / 1000,
+            .arena = j->arena,
         };
         j->res.provider = s->p->name;
         th_err e = th_provider_send(s->p, &at, &j->msg, on_attempt, j);
@@ -257,10 +260,10 @@ static void on_attempt(void *ud, const struct th_send_result *res)
         finish(j);
 }
 
-void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_send *msg,
-                    th_route_done_fn done, void *ud)
+void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *arena,
+                    const struct th_send *msg, th_route_done_fn done, void *ud)
 {
-    struct job *j = calloc(1, sizeof *j);
+    struct job *j = arena ? th_arena_calloc(arena, sizeof *j) : calloc(1, sizeof *j);
     if (!j) {
         struct th_route_result res = {.err = TH_E_NOMEM, .provider = ""};
         snprintf(res.errors, sizeof res.errors, "out of memory");
@@ -268,6 +271,7 @@ void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_s
         return;
     }
     j->r = r;
+    j->arena = arena;
     j->loop = loop;
     j->msg = *msg;
     j->done = done;

@@ -49,9 +49,13 @@ th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *o
 /* After every loop has stopped. NULL is a no-op. */
 void th_router_free(struct th_router *r);
 
-/* Sends msg; done is called exactly once, later, on loop (never inside this call). */
-void th_router_send(struct th_router *r, struct th_loop *loop, const struct th_send *msg,
-                    th_route_done_fn done, void *ud);
+/*
+ * Sends msg; done is called exactly once, later, on loop (never inside this call). arena (the
+ * request's; NULL: the heap) gives the memory of the job and of the providers' attempts: it must
+ * outlive the return of done.
+ */
+void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *arena,
+                    const struct th_send *msg, th_route_done_fn done, void *ud);
 
 /* Every provider able to send (AWS credentials fetched, ...). */
 bool th_router_ready(const struct th_router *r);
