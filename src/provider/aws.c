@@ -35,6 +35,8 @@
 #define SERVICE  "sms-voice"
 #define BODY_MAX (16 * 1024)
 
+#define BODY_FIRST 2048 /* tried first in the request's arena: most bodies fit its first chunk */
+
 struct aws {
     struct th_provider base;
     const struct th_config *cfg;
@@ -183,7 +185,8 @@ static void on_response(void *ud, const struct th_http_response *res)
     struct th_send_result out;
     th_provider_parse_aws(res, &out);
     a->done(a->ud, &out);
-    th_buf_release(&a->body);
+    if (!a->pooled) /* else the body lies in the request's arena */
+        th_buf_release(&a->body);
     if (a->h_token) {
         OPENSSL_cleanse(a->h_token, strlen(a->h_token));
         free(a->h_token);
@@ -304,8 +307,17 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
     a->done = done;
     a->ud = ud;
     a->voice = voice;
-    th_buf_init(&a->body, BODY_MAX);
-    th_err e = body_text(&a->body, aws, at, msg, voice);
+    th_err e;
+    if (a->pooled) {
+        e = th_arena_buf(at->arena, &a->body, BODY_FIRST);
+        if (e == TH_E_OK)
+            e = body_text(&a->body, aws, at, msg, voice);
+        if (e == TH_E_TOOBIG && (e = th_arena_buf(at->arena, &a->body, BODY_MAX)) == TH_E_OK)
+            e = body_text(&a->body, aws, at, msg, voice);
+    } else {
+        th_buf_init(&a->body, BODY_MAX);
+        e = body_text(&a->body, aws, at, msg, voice);
+    }
     if (e != TH_E_OK)
         goto fail;
 
@@ -372,7 +384,8 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         goto fail;
     return TH_E_OK;
 fail:
-    th_buf_release(&a->body);
+    if (!a->pooled)
+        th_buf_release(&a->body);
     free(a->h_token);
     if (!a->pooled)
         free(a);
