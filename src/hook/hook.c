@@ -627,7 +627,8 @@ static bool compose(struct hreq *r)
     if (r->choice.source == TH_SOURCE_OKTA) {
         size_t n = strlen(o->msg_template);
         e = th_arena_buf(a, &r->text, n < TEXT_MAX ? n : TEXT_MAX);
-        e = e ? e : th_buf_append(&r->text, o->msg_template, n);
+        if (e == TH_E_OK)
+            e = th_buf_append(&r->text, o->msg_template, n);
     } else {
         struct th_render_vars vars = {
             .otp = o->otp,
@@ -639,11 +640,10 @@ static bool compose(struct hreq *r)
         };
         /* in a small buffer first, so most texts stay in the arena's first chunk */
         e = th_arena_buf(a, &r->text, TEXT_FIRST);
-        e = e ? e : th_message_render(r->choice.tpl, &vars, &r->text);
-        if (e == TH_E_TOOBIG) {
-            e = th_arena_buf(a, &r->text, TEXT_MAX);
-            e = e ? e : th_message_render(r->choice.tpl, &vars, &r->text);
-        }
+        if (e == TH_E_OK)
+            e = th_message_render(r->choice.tpl, &vars, &r->text);
+        if (e == TH_E_TOOBIG && (e = th_arena_buf(a, &r->text, TEXT_MAX)) == TH_E_OK)
+            e = th_message_render(r->choice.tpl, &vars, &r->text);
     }
     if (e != TH_E_OK) {
         fail(r, 200, SUMMARY_FAILED, "ERROR", "message too long");

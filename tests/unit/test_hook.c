@@ -80,6 +80,8 @@ struct fx {
     /* counts */
     struct send sends[MAXSEND];
     int nsends;
+    size_t sent_len[MAXSEND];
+    bool sent_otp[MAXSEND]; /* the body sent holds the code */
     struct dlq_entry dlqs[MAXREQ];
     int ndlq;
     int deliveries;
@@ -107,6 +109,7 @@ struct fx {
 };
 
 static struct fx *g_fx;
+static const struct th_templates *g_templates; /* NULL: the built-in pack */
 
 static void send_fire(void *ud)
 {
@@ -129,6 +132,8 @@ static void scripted_send(void *ud, struct th_loop *loop, struct th_arena *arena
     assert_non_null(msg->body);
     assert_true(msg->deadline_us > 0);
     assert_true(f->nsends < MAXSEND);
+    f->sent_len[f->nsends] = strlen(msg->body);
+    f->sent_otp[f->nsends] = strstr(msg->body, "135791") != NULL;
     struct send *s = &f->sends[f->nsends++];
     *s = (struct send){.loop = loop, .done = done, .done_ud = done_ud, .err = f->send_err};
     if (f->send_after_ms >= 0)
@@ -200,7 +205,7 @@ static struct fx *fx_new(int deadline_ms, bool dedupe)
     assert_int_equal(th_loop_new(&f->loop), TH_E_OK);
     struct th_hook_deps deps = {
         .cfg = &f->cfg,
-        .templates = th_templates_builtin(),
+        .templates = g_templates ? g_templates : th_templates_builtin(),
         .sender = {.send = scripted_send, .ud = f},
         .recorder = {.delivery = scripted_delivery, .dlq = scripted_dlq, .ud = f},
         .guard = f->guard,
@@ -583,6 +588,32 @@ static void test_in_flight_drain(void **state)
     fx_free(f);
 }
 
+/* A text longer than the first try (1 KiB) is rendered again in a buffer of the full size. */
+static void test_long_text(void **state)
+{
+    (void)state;
+    static char long_body[3100];
+    memset(long_body, 'a', 3000);
+    strcpy(long_body + 3000, " {{otp}}");
+    struct th_template_spec spec = {.language = "en", .channel = TH_CHANNEL_SMS, .body = long_body};
+    struct th_templates *set = NULL;
+    char err[256];
+    assert_int_equal(th_templates_build(&spec, 1, &set, err, sizeof err), TH_E_OK);
+    g_templates = set;
+    struct fx *f = fx_new(1000, false);
+    struct treq *t = submit(f, "ev-long", "135791");
+    transport_done(t);
+    run(f, all_freed, 2000);
+    assert_int_equal(f->nsends, 1);
+    assert_int_equal(f->sent_len[0], 3007);
+    assert_true(f->sent_otp[0]);
+    assert_non_null(strstr(f->body[0], "SUCCESSFUL"));
+    assert_int_equal(f->frees, 1);
+    fx_free(f);
+
+    th_templates_free(set);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -594,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_dlq_hold_times_out),
         cmocka_unit_test(test_dedupe_replay),
         cmocka_unit_test(test_in_flight_drain),
+        cmocka_unit_test(test_long_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/arena.h"
 #include "okta/okta.h"
 
 /* Okta's documented sample (reference §1.6). */
@@ -416,6 +417,41 @@ static void test_encode_error(void **state)
     th_buf_release(&b);
 }
 
+/* Decoded into the request's arena: the strings lie there (nothing to release), whether the
+ * body is padded (parsed in place) or not (copied by the parser first); errors are the same. */
+static void test_decode_in_arena(void **state)
+{
+    (void)state;
+    _Alignas(max_align_t) unsigned char mem[4096];
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 1 << 20);
+    size_t len = strlen(SAMPLE);
+    for (int padded = 0; padded < 2; padded++) {
+        char *body = th_arena_alloc(&a, len + TH_OKTA_PADDING);
+        assert_non_null(body);
+        memcpy(body, SAMPLE, len);
+        struct th_okta_request r;
+        char why[128];
+        assert_int_equal(th_okta_decode_in(&a, body, len, padded ? len + TH_OKTA_PADDING : len, &r,
+                                           why, sizeof why),
+                         TH_E_OK);
+        assert_null(r.store_);
+        assert_string_equal(r.otp, "11111");
+        assert_string_equal(r.phone, "9876543210");
+        assert_string_equal(r.login, "test.user@okta.com");
+        assert_true((const unsigned char *)r.otp >= mem &&
+                    (const unsigned char *)r.otp < mem + sizeof mem);
+        assert_int_equal(r.otp_expires_ms, 1643406514321LL);
+        char *bad = th_arena_alloc(&a, 5 + TH_OKTA_PADDING);
+        assert_non_null(bad);
+        memcpy(bad, "{\"a\":", 5);
+        assert_int_equal(
+            th_okta_decode_in(&a, bad, 5, padded ? 5 + TH_OKTA_PADDING : 5, &r, why, sizeof why),
+            TH_E_JSON);
+    }
+    th_arena_cleanse_release(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types_are_malformed),
         cmocka_unit_test(test_encode_result),
         cmocka_unit_test(test_encode_error),
+        cmocka_unit_test(test_decode_in_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
