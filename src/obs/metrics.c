@@ -515,6 +515,15 @@ th_err th_metrics_add_process(struct th_metrics *m)
     return e;
 }
 
+th_err th_metrics_refusals(struct th_metrics *m, struct th_metric_family **out)
+{
+    const char *const labels[] = {"reason", NULL};
+    return th_metrics_family(m, "telehook_refusals_total",
+                             "Requests refused before any message was sent, by reason (blocks "
+                             "by the abuse controls: telehook_blocked_total).",
+                             TH_METRIC_COUNTER, labels, TH_METRICS_REFUSAL_REASONS, out);
+}
+
 static double one(void *ud)
 {
     (void)ud;

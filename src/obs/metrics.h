@@ -155,6 +155,15 @@ void th_metrics_render(struct th_metrics *m, struct th_buf *out);
  */
 th_err th_metrics_add_process(struct th_metrics *m);
 
+/*
+ * telehook_refusals_total{reason}: requests refused before any message was sent, one family
+ * shared by the modules that refuse (the HTTP front's hygiene and authentication, the hook's
+ * decoding); each adds its children from its own fixed list of reasons. Blocks by the abuse
+ * controls have their own family (telehook_blocked_total). Found or registered.
+ */
+#define TH_METRICS_REFUSAL_REASONS 24
+th_err th_metrics_refusals(struct th_metrics *m, struct th_metric_family **out);
+
 /* telehook_build_info{version="…"} 1. */
 th_err th_metrics_add_build_info(struct th_metrics *m, const char *version);
 
