@@ -301,8 +301,15 @@ static void append_double(struct th_buf *out, double v)
         th_buf_appends(out, "NaN");
     else if (isinf(v))
         th_buf_appends(out, v > 0 ? "+Inf" : "-Inf");
-    else
-        th_buf_printf(out, "%.17g", v);
+    else {
+        /* the shortest of 15 or 17 digits that reads back the same: 1796419061.81, not
+         * 1796419061.8099999 */
+        char s[32];
+        snprintf(s, sizeof s, "%.15g", v);
+        if (strtod(s, NULL) != v)
+            snprintf(s, sizeof s, "%.17g", v);
+        th_buf_appends(out, s);
+    }
 }
 
 /* Digits after the point that show sum/scale exactly when scale is a power of ten. */

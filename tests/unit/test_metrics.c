@@ -271,6 +271,12 @@ static double seven(void *ud)
     return 7.5;
 }
 
+static double start_time(void *ud)
+{
+    (void)ud;
+    return 1796419061.81;
+}
+
 static void counters_gauges_functions(void **state)
 {
     (void)state;
@@ -297,19 +303,23 @@ static void counters_gauges_functions(void **state)
     assert_int_equal(th_metrics_family(m, "t_depth", "Sampled.", TH_METRIC_GAUGE, NULL, 1, &h),
                      TH_E_OK);
     assert_int_equal(th_metrics_fn(h, NULL, seven, &calls), TH_E_OK);
+    assert_int_equal(th_metrics_family(m, "t_start", "Sampled.", TH_METRIC_GAUGE, NULL, 1, &h),
+                     TH_E_OK);
+    assert_int_equal(th_metrics_fn(h, NULL, start_time, NULL), TH_E_OK);
 
     char *text = render(m);
     assert_int_equal(calls, 1); /* sampled once per render */
     struct parsed *p = malloc(sizeof *p);
     parse(text, p);
-    assert_int_equal(p->nf, 3);
+    assert_int_equal(p->nf, 4);
     assert_string_equal(p->f[0].type, "counter");
     assert_string_equal(p->f[1].type, "gauge");
     assert_true(value_of(p, "t_requests_total", "outcome", "ok") == 42);
     assert_true(value_of(p, "t_requests_total", "outcome", "bad") == 1);
     assert_true(value_of(p, "t_in_flight", NULL, NULL) == -2);
     assert_true(value_of(p, "t_depth", NULL, NULL) == 7.5);
-    assert_non_null(strstr(text, "t_in_flight -2\n")); /* no braces without labels */
+    assert_non_null(strstr(text, "t_in_flight -2\n"));        /* no braces without labels */
+    assert_non_null(strstr(text, "t_start 1796419061.81\n")); /* shortest exact digits */
     free(p);
     free(text);
     th_metrics_free(m);
