@@ -482,16 +482,18 @@ static void process_metrics(void **state)
 
 /* Updates from several threads while another renders: no update lost (exact totals). */
 #define THREADS 4
-#define ADDS    100000
+#define ADDS    500000
 
 struct shared {
     struct th_counter c;
     struct th_histogram h;
+    pthread_barrier_t go; /* every adder starts at once: the adds overlap */
 };
 
 static void *adder(void *ud)
 {
     struct shared *s = ud;
+    pthread_barrier_wait(&s->go);
     for (int i = 0; i < ADDS; i++) {
         th_counter_inc(&s->c);
         th_histogram_observe(&s->h, i % 3);
@@ -505,6 +507,7 @@ static void concurrent_updates(void **state)
     static const int64_t le[] = {0, 1};
     struct shared s = {0};
     th_histogram_init(&s.h, le, 2, 1);
+    assert_int_equal(pthread_barrier_init(&s.go, NULL, THREADS), 0);
     struct th_metrics *m;
     assert_int_equal(th_metrics_new(&m), TH_E_OK);
     struct th_metric_family *f, *g;
@@ -520,6 +523,7 @@ static void concurrent_updates(void **state)
         free(render(m));
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&s.go);
     char *text = render(m);
     struct parsed *p = malloc(sizeof *p);
     parse(text, p);
