@@ -168,12 +168,21 @@ def test_operators_families(make_server):
     assert t0 - 60 < value(f, "process_start_time_seconds") <= time.time() + 1
 
 
-def test_defaults_keep_every_name_under_telehook(server):
+def test_defaults_name_telehook_and_process_families(server):
     server.post(okta_request())
     _, f = scrape(server)
-    assert all(name.startswith("telehook_") for name in f)  # process_* only when asked for
+    assert all(name.startswith(("telehook_", "process_")) for name in f)
+    assert "process_resident_memory_bytes" in f  # on by default, as every client library does
     for name in ("telehook_requests_total", "telehook_answer_seconds", "telehook_refusals_total",
                  "telehook_provider_attempts_total", "telehook_build_info",
                  "telehook_store_queue", "telehook_requests_in_flight"):
         assert name in f and f[name]["help"], name
     assert value(f, "telehook_answer_seconds_count") == 1
+
+
+def test_process_metrics_off_keeps_every_name_under_telehook(make_server):
+    s = make_server("server.process_metrics = false")
+    s.post(okta_request())
+    _, f = scrape(s)
+    assert all(name.startswith("telehook_") for name in f)
+    assert "telehook_requests_total" in f
