@@ -134,18 +134,17 @@ void th_sigv4_derive_key(const char *secret, const char *date8, const char *regi
 
 struct sink {
     struct th_sha256 md;
-    struct th_buf *copy; /* NULL: hash only */
-    th_err err;          /* first failure; later writes are ignored */
+    struct th_buf *copy; /* NULL: hash only; its error is sticky, read once at the end */
     size_t n;
     char stage[256];
 };
 
 static void sink_flush(struct sink *s)
 {
-    if (s->n > 0 && s->err == TH_E_OK) {
+    if (s->n > 0) {
         th_sha256_update(&s->md, s->stage, s->n);
         if (s->copy)
-            s->err = th_buf_append(s->copy, s->stage, s->n);
+            th_buf_append(s->copy, s->stage, s->n);
     }
     s->n = 0;
 }
@@ -472,7 +471,7 @@ static th_err canonical_request(const struct th_sigv4_input *in, const size_t *o
                                 const char *payload_hash, struct th_buf *creq,
                                 char creq_hash_hex[SHA256_HEX_LEN + 1])
 {
-    struct sink s = {.copy = creq, .err = TH_E_OK, .n = 0};
+    struct sink s = {.copy = creq, .n = 0};
     th_sha256_init(&s.md);
     th_err err;
 
@@ -515,7 +514,7 @@ static th_err canonical_request(const struct th_sigv4_input *in, const size_t *o
     sink_puts(&s, payload_hash);
     sink_flush(&s);
 
-    err = s.err;
+    err = creq ? th_buf_err(creq) : TH_E_OK;
 done:;
     unsigned char digest[SHA256_LEN];
     th_sha256_final(&s.md, digest);

@@ -53,33 +53,33 @@ th_err th_sts_endpoint(const char *region, bool legacy, char *url, size_t urllen
 static th_err append_encoded(struct th_buf *b, const char *name, const char *value)
 {
     static const char hex[] = "0123456789ABCDEF";
-    th_err e = th_buf_appendc(b, '&');
-    e = e ? e : th_buf_appends(b, name);
-    e = e ? e : th_buf_appendc(b, '=');
-    for (const unsigned char *p = (const unsigned char *)value; !e && *p; p++) {
+    th_buf_appendc(b, '&');
+    th_buf_appends(b, name);
+    th_buf_appendc(b, '=');
+    for (const unsigned char *p = (const unsigned char *)value; !th_buf_err(b) && *p; p++) {
         if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
             *p == '-' || *p == '_' || *p == '.' || *p == '~') {
-            e = th_buf_appendc(b, (char)*p);
+            th_buf_appendc(b, (char)*p);
         } else {
             char pct[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            e = th_buf_append(b, pct, 3);
+            th_buf_append(b, pct, 3);
         }
     }
-    return e;
+    return th_buf_err(b);
 }
 
 th_err th_sts_assume_role_body(struct th_buf *b, const struct th_sts_role *r)
 {
     if (!r->role_arn || !*r->role_arn || !r->session_name || !*r->session_name)
         return TH_E_INVAL;
-    th_err e = th_buf_appends(b, "Action=AssumeRole&Version=" TH_STS_VERSION);
-    e = e ? e : append_encoded(b, "RoleArn", r->role_arn);
-    e = e ? e : append_encoded(b, "RoleSessionName", r->session_name);
-    if (!e && r->duration_seconds > 0)
-        e = th_buf_printf(b, "&DurationSeconds=%d", r->duration_seconds);
-    if (!e && r->external_id && *r->external_id)
-        e = append_encoded(b, "ExternalId", r->external_id);
-    return e;
+    th_buf_appends(b, "Action=AssumeRole&Version=" TH_STS_VERSION);
+    append_encoded(b, "RoleArn", r->role_arn);
+    append_encoded(b, "RoleSessionName", r->session_name);
+    if (r->duration_seconds > 0)
+        th_buf_printf(b, "&DurationSeconds=%d", r->duration_seconds);
+    if (r->external_id && *r->external_id)
+        append_encoded(b, "ExternalId", r->external_id);
+    return th_buf_err(b);
 }
 
 th_err th_sts_web_identity_body(struct th_buf *b, const char *role_arn, const char *session_name,
@@ -87,11 +87,11 @@ th_err th_sts_web_identity_body(struct th_buf *b, const char *role_arn, const ch
 {
     if (!role_arn || !*role_arn || !session_name || !*session_name || !token || !*token)
         return TH_E_INVAL;
-    th_err e = th_buf_appends(b, "Action=AssumeRoleWithWebIdentity&Version=" TH_STS_VERSION);
-    e = e ? e : append_encoded(b, "RoleArn", role_arn);
-    e = e ? e : append_encoded(b, "RoleSessionName", session_name);
-    e = e ? e : append_encoded(b, "WebIdentityToken", token);
-    return e;
+    th_buf_appends(b, "Action=AssumeRoleWithWebIdentity&Version=" TH_STS_VERSION);
+    append_encoded(b, "RoleArn", role_arn);
+    append_encoded(b, "RoleSessionName", session_name);
+    append_encoded(b, "WebIdentityToken", token);
+    return th_buf_err(b);
 }
 
 /* ---- XML extraction ---- */

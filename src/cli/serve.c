@@ -20,6 +20,7 @@
 #include "message/message.h"
 #include "obs/emf.h"
 #include "obs/log.h"
+#include "obs/metrics.h"
 #include "phone/phone.h"
 #include "net/http.h"
 #include "route/router.h"
@@ -309,6 +310,27 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
     }
 }
 
+/* What /metrics samples from modules that keep their own counts (auth, guard, store writer). */
+enum sampled {
+    S_VERIFIED,
+    S_CACHE_HITS,
+    S_TOKENS_REFUSED,
+    S_KEY_FETCHES,
+    S_ROWS_WRITTEN,
+    S_ROWS_FAILED,
+    S_ROWS_DROPPED,
+    S_STORE_QUEUE,
+    S_GUARD_ENTRIES,
+    S_BLOCKS, /* then one per th_block: th_guard_counts' order */
+    S__COUNT = S_BLOCKS + TH_BLOCK__COUNT
+};
+
+struct readiness;
+struct sample_ref {
+    struct readiness *r;
+    int what;
+};
+
 struct readiness {
     struct th_router *router;
     struct th_auth *auth;
@@ -316,51 +338,116 @@ struct readiness {
     struct th_guard *guard;
     pthread_mutex_t writer_mu; /* the writer is stopped while the loops still answer /metrics */
     struct th_writer *writer;  /* NULL once stopped */
+    struct th_metrics *metrics;
+    struct sample_ref refs[S__COUNT];
 };
 
-/* GET /metrics: every counter the modules keep, in Prometheus text format. */
+static double guard_cap(void *ud)
+{
+    return ((const struct th_config *)ud)->guard_max_entries;
+}
+
+/* GET /metrics: every family the modules registered, in Prometheus text format. */
 static void all_metrics(void *ud, struct th_buf *out)
 {
     const struct readiness *r = ud;
-    th_hook_metrics(r->hook, out);
-    th_router_metrics(r->router, out);
-    struct th_auth_stats as;
-    th_auth_stats(r->auth, &as);
-    th_buf_printf(out,
-                  "# TYPE telehook_tokens_verified_total counter\n"
-                  "telehook_tokens_verified_total %llu\n"
-                  "# TYPE telehook_token_cache_hits_total counter\n"
-                  "telehook_token_cache_hits_total %llu\n"
-                  "# TYPE telehook_tokens_refused_total counter\n"
-                  "telehook_tokens_refused_total %llu\n"
-                  "# TYPE telehook_key_fetches_total counter\n"
-                  "telehook_key_fetches_total %llu\n",
-                  (unsigned long long)as.verified, (unsigned long long)as.cache_hits,
-                  (unsigned long long)as.refused, (unsigned long long)as.key_fetches);
-    uint64_t b[TH_BLOCK__COUNT];
-    th_guard_counts(r->guard, b);
-    th_buf_printf(out,
-                  "# TYPE telehook_duplicates_total counter\ntelehook_duplicates_total %llu\n"
-                  "# HELP telehook_blocked_total Requests refused by the abuse controls.\n"
-                  "# TYPE telehook_blocked_total counter\n",
-                  (unsigned long long)b[TH_BLOCK_NONE]);
-    for (int i = 1; i < TH_BLOCK__COUNT; i++)
-        th_buf_printf(out, "telehook_blocked_total{reason=\"%s\"} %llu\n",
-                      th_block_name((th_block)i), (unsigned long long)b[i]);
+    th_metrics_render(r->metrics, out);
+}
+
+static double sampled(void *ud)
+{
+    const struct sample_ref *ref = ud;
+    struct readiness *r = ref->r;
+    if (ref->what >= S_BLOCKS) {
+        uint64_t b[TH_BLOCK__COUNT];
+        th_guard_counts(r->guard, b);
+        return (double)b[ref->what - S_BLOCKS];
+    }
+    if (ref->what == S_GUARD_ENTRIES)
+        return (double)th_guard_entries(r->guard);
+    if (ref->what <= S_KEY_FETCHES) {
+        struct th_auth_stats as;
+        th_auth_stats(r->auth, &as);
+        uint64_t v[] = {as.verified, as.cache_hits, as.refused, as.key_fetches};
+        return (double)v[ref->what - S_VERIFIED];
+    }
     struct th_writer_stats ws = {0};
-    pthread_mutex_lock((pthread_mutex_t *)&r->writer_mu);
+    pthread_mutex_lock(&r->writer_mu);
     if (r->writer)
         th_writer_stats(r->writer, &ws);
-    pthread_mutex_unlock((pthread_mutex_t *)&r->writer_mu);
-    th_buf_printf(out,
-                  "# TYPE telehook_store_rows_written_total counter\n"
-                  "telehook_store_rows_written_total %llu\n"
-                  "# TYPE telehook_store_rows_failed_total counter\n"
-                  "telehook_store_rows_failed_total %llu\n"
-                  "# TYPE telehook_store_rows_dropped_total counter\n"
-                  "telehook_store_rows_dropped_total %llu\n"
-                  "# TYPE telehook_store_queue gauge\ntelehook_store_queue %zu\n",
-                  ws.written, ws.failed, ws.rejected_full, ws.queued);
+    pthread_mutex_unlock(&r->writer_mu);
+    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued};
+    return (double)v[ref->what - S_ROWS_WRITTEN];
+}
+
+static th_err sampled_family(struct readiness *r, const char *name, const char *help,
+                             th_metric_type type, int what)
+{
+    struct th_metric_family *f;
+    th_err e = th_metrics_family(r->metrics, name, help, type, NULL, 1, &f);
+    r->refs[what] = (struct sample_ref){r, what};
+    return e != TH_E_OK ? e : th_metrics_fn(f, NULL, sampled, &r->refs[what]);
+}
+
+/* Every metric but the HTTP front's (registered once the server exists). */
+static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
+{
+    static const struct {
+        const char *name, *help;
+        th_metric_type type;
+        int what;
+    } fixed[] = {
+        {"telehook_tokens_verified_total",
+         "Bearer tokens whose signature was checked and accepted.", TH_METRIC_COUNTER, S_VERIFIED},
+        {"telehook_token_cache_hits_total", "Requests accepted from the verified-token cache.",
+         TH_METRIC_COUNTER, S_CACHE_HITS},
+        {"telehook_tokens_refused_total", "Bearer tokens refused.", TH_METRIC_COUNTER,
+         S_TOKENS_REFUSED},
+        {"telehook_key_fetches_total", "Fetches of the issuer's signing keys.", TH_METRIC_COUNTER,
+         S_KEY_FETCHES},
+        {"telehook_duplicates_total", "Duplicate requests answered with the first one's answer.",
+         TH_METRIC_COUNTER, S_BLOCKS + TH_BLOCK_NONE},
+        {"telehook_store_rows_written_total", "Rows the store writer committed.", TH_METRIC_COUNTER,
+         S_ROWS_WRITTEN},
+        {"telehook_store_rows_failed_total", "Rows the store refused.", TH_METRIC_COUNTER,
+         S_ROWS_FAILED},
+        {"telehook_store_rows_dropped_total",
+         "Rows dropped because the store writer's queue was full.", TH_METRIC_COUNTER,
+         S_ROWS_DROPPED},
+        {"telehook_store_queue", "Rows waiting for the store writer.", TH_METRIC_GAUGE,
+         S_STORE_QUEUE},
+        {"telehook_guard_entries",
+         "Entries held in the abuse controls' per-person rate tables (capped at "
+         "guard.max_entries).",
+         TH_METRIC_GAUGE, S_GUARD_ENTRIES},
+    };
+    th_err e = th_hook_metrics(r->hook, r->metrics);
+    if (e == TH_E_OK)
+        e = th_router_metrics(r->router, r->metrics);
+    for (size_t i = 0; e == TH_E_OK && i < TH_ARRAY_LEN(fixed); i++)
+        e = sampled_family(r, fixed[i].name, fixed[i].help, fixed[i].type, fixed[i].what);
+    struct th_metric_family *f;
+    static const char *const by_reason[] = {"reason", NULL};
+    if (e == TH_E_OK)
+        e = th_metrics_family(r->metrics, "telehook_blocked_total",
+                              "Requests refused by the abuse controls, by rule.", TH_METRIC_COUNTER,
+                              by_reason, TH_BLOCK__COUNT, &f);
+    for (int i = 1; e == TH_E_OK && i < TH_BLOCK__COUNT; i++) {
+        r->refs[S_BLOCKS + i] = (struct sample_ref){r, S_BLOCKS + i};
+        e = th_metrics_fn(f, (const char *const[]){th_block_name((th_block)i), NULL}, sampled,
+                          &r->refs[S_BLOCKS + i]);
+    }
+    if (e == TH_E_OK)
+        e = th_metrics_family(r->metrics, "telehook_guard_max_entries",
+                              "guard.max_entries: the cap of the per-person rate tables.",
+                              TH_METRIC_GAUGE, NULL, 1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_fn(f, NULL, guard_cap, (void *)cfg);
+    if (e == TH_E_OK)
+        e = th_metrics_add_build_info(r->metrics, TH_VERSION);
+    if (e == TH_E_OK && cfg->process_metrics)
+        e = th_metrics_add_process(r->metrics);
+    return e;
 }
 
 /*
@@ -489,6 +576,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
+    struct th_metrics *metrics = NULL; /* bound to the modules' counters: freed after them */
     struct retired retired = {0};
     struct th_tls_creds *tls = NULL; /* until the server takes it */
     const struct th_config *cfg = &cli->cfg;
@@ -608,9 +696,19 @@ int th_cmd_serve(struct th_cli *cli)
         .dlq = dlq};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
-    struct readiness ready = {
-        .router = router, .auth = auth, .hook = hook, .guard = guard, .writer = writer};
+    if (th_metrics_new(&metrics) != TH_E_OK)
+        goto out;
+    struct readiness ready = {.router = router,
+                              .auth = auth,
+                              .hook = hook,
+                              .guard = guard,
+                              .writer = writer,
+                              .metrics = metrics};
     pthread_mutex_init(&ready.writer_mu, NULL);
+    if (register_metrics(&ready, cfg) != TH_E_OK) {
+        startup_error(cli, "cannot register the metrics");
+        goto out;
+    }
     struct emf emf;
     struct th_server_deps sd = {.cfg = cfg,
                                 .auth = auth,
@@ -623,6 +721,10 @@ int th_cmd_serve(struct th_cli *cli)
     tls = NULL; /* the server's now, even on failure */
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "%s (listen %s)", err, cfg->listen);
+        goto out;
+    }
+    if (th_server_metrics(server, metrics) != TH_E_OK) {
+        startup_error(cli, "cannot register the metrics");
         goto out;
     }
     int port = th_server_port(server);
@@ -705,6 +807,7 @@ int th_cmd_serve(struct th_cli *cli)
     rc = 0;
 out:
     th_server_stop(server);
+    th_metrics_free(metrics); /* nothing renders it now: its children point into the modules */
     th_tls_creds_free(tls);
     th_writer_stop(writer);
     if (hook) { /* the current set and map may be ones a reload installed */

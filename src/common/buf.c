@@ -10,6 +10,7 @@ void th_buf_init(struct th_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->err = TH_E_OK;
 }
 
 void th_buf_release(struct th_buf *b)
@@ -18,19 +19,53 @@ void th_buf_release(struct th_buf *b)
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    b->err = TH_E_OK;
 }
 
 void th_buf_reset(struct th_buf *b)
 {
     b->len = 0;
+    b->err = TH_E_OK;
     if (b->data)
         b->data[0] = '\0';
 }
 
+th_err th_buf_err(const struct th_buf *b)
+{
+    return b->err;
+}
+
+void th_buf_truncate(struct th_buf *b, size_t len)
+{
+    if (b->err != TH_E_OK || len >= b->len)
+        return;
+    b->len = len;
+    b->data[len] = '\0';
+}
+
+/*
+ * Records the first error and empties the buffer. The bytes are wiped rather than freed: they may
+ * have held a secret (a code, credentials), and the storage may not be ours to free (obs/log
+ * lends a stack array); release frees it as usual.
+ */
+static th_err fail(struct th_buf *b, th_err e)
+{
+    if (b->data) {
+        volatile char *p = b->data; /* a plain memset before free may be optimised away */
+        for (size_t i = 0; i < b->len; i++)
+            p[i] = '\0';
+    }
+    b->len = 0;
+    b->err = e;
+    return e;
+}
+
 static th_err grow(struct th_buf *b, size_t extra)
 {
+    if (b->err != TH_E_OK)
+        return b->err;
     if (extra > b->max || b->len > b->max - extra)
-        return TH_E_TOOBIG;
+        return fail(b, TH_E_TOOBIG);
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return TH_E_OK;
@@ -41,7 +76,7 @@ static th_err grow(struct th_buf *b, size_t extra)
         ncap = b->max + 1;
     char *p = realloc(b->data, ncap);
     if (!p)
-        return TH_E_NOMEM;
+        return fail(b, TH_E_NOMEM);
     b->data = p;
     b->cap = ncap;
     return TH_E_OK;
@@ -86,12 +121,14 @@ th_err th_buf_append_int(struct th_buf *b, long long v)
 
 th_err th_buf_vprintf(struct th_buf *b, const char *fmt, va_list ap)
 {
+    if (b->err != TH_E_OK)
+        return b->err;
     va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
     if (n < 0)
-        return TH_E_INVAL;
+        return fail(b, TH_E_INVAL);
     th_err e = grow(b, (size_t)n);
     if (e != TH_E_OK)
         return e;
@@ -111,17 +148,22 @@ th_err th_buf_printf(struct th_buf *b, const char *fmt, ...)
 
 const char *th_buf_str(const struct th_buf *b)
 {
-    return b->data ? b->data : "";
+    return b->data && b->err == TH_E_OK ? b->data : "";
 }
 
 char *th_buf_steal(struct th_buf *b)
 {
     char *p = b->data;
-    if (!p)
+    if (b->err != TH_E_OK) {
+        free(p);
+        p = NULL;
+    } else if (!p) {
         p = calloc(1, 1);
+    }
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
+    b->err = TH_E_OK;
     return p;
 }
 
@@ -162,7 +204,6 @@ th_err th_buf_append_json(struct th_buf *b, const char *s, size_t n)
 {
     if (n == (size_t)-1)
         n = strlen(s);
-    size_t start = b->len;
     th_err e = th_buf_appendc(b, '"');
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
@@ -194,12 +235,6 @@ th_err th_buf_append_json(struct th_buf *b, const char *s, size_t n)
             }
         }
     }
-    if (e == TH_E_OK)
-        e = th_buf_appendc(b, '"');
-    if (e != TH_E_OK) { /* leave the buffer as it was: never half a string */
-        b->len = start;
-        if (b->data)
-            b->data[start] = '\0';
-    }
-    return e;
+    /* a failure empties the whole buffer (sticky): never half a string */
+    return e == TH_E_OK ? th_buf_appendc(b, '"') : e;
 }

@@ -89,6 +89,9 @@ static const struct key keys[] = {
      "0", "open connections per client address (0 = no cap beyond max_connections)"},
     {"server", "port_file", K_STRING, F(port_file), 0, 0, NULL, "",
      "if set, the bound port is written to this file once listening (for tests and scripts)"},
+    {"server", "process_metrics", K_BOOL, F(process_metrics), 0, 0, NULL, "true",
+     "also show the standard process_* metrics (CPU, memory, descriptors, start time) on "
+     "/metrics; off keeps every name under telehook_"},
     {"auth", "mode", K_ENUM, F(auth_mode), 0, 0, auth_modes, "header",
      "header: Okta's HTTP-header secret; oauth2: a JWT access token from Okta's authorization "
      "server (recommended); either: both accepted (for migrating); none: no authentication "

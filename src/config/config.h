@@ -43,6 +43,7 @@ struct th_config {
     int max_header_bytes;   /* total size of the header fields; more: 431 */
     char *source_rate;      /* requests per client address, "N/PERIOD" or "0" */
     int max_connections_per_source;
+    bool process_metrics; /* /metrics also shows process_* (read from /proc at each scrape) */
     /* [auth] */
     th_auth_mode auth_mode;
     char *auth_header_name;   /* default "Authorization" */

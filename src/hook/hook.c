@@ -11,6 +11,7 @@
 #include "common/util.h"
 #include <openssl/crypto.h>
 #include "obs/log.h"
+#include "obs/metrics.h"
 #include "okta/okta.h"
 #include "phone/phone.h"
 
@@ -28,15 +29,19 @@
 static const char *const outcomes[] = {"SUCCESSFUL", "FAILED",    "TIMEOUT",  "REJECTED",
                                        "BLOCKED",    "DUPLICATE", "OVERLOAD", "ERROR"};
 #define NOUTCOMES TH_ARRAY_LEN(outcomes)
-/* answer latency buckets, seconds (Prometheus histogram "le" bounds) */
-static const double buckets_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-#define NBUCKETS TH_ARRAY_LEN(buckets_s)
+/* answer latency buckets, microseconds (shown in seconds: Prometheus histogram "le" bounds) */
+static const int64_t buckets_us[] = {5000,   10000,  25000,   50000,  100000,
+                                     250000, 500000, 1000000, 2500000};
+/* the hook's refusals of a request it cannot serve (telehook_refusals_total{reason}) */
+enum { REFUSED_MALFORMED, REFUSED_REQUEST, REFUSED_PHONE, NREFUSALS };
+static const char *const refusal_names[] = {"malformed", "request_invalid", "phone_invalid"};
 
 struct th_hook {
-    atomic_ullong by_outcome[NOUTCOMES];
-    atomic_ullong latency_le[NBUCKETS + 1]; /* the last: +Inf */
-    atomic_ullong latency_sum_us;
-    atomic_ullong phone_ambiguous; /* numbers without '+' valid nationally and abroad */
+    struct th_counter by_outcome[NOUTCOMES];
+    struct th_histogram answer;        /* arrival to Okta's answer */
+    struct th_counter phone_ambiguous; /* numbers without '+' valid nationally and abroad */
+    struct th_counter refused[NREFUSALS];
+    struct th_counter dlq_entries; /* dead-letter entries stored since start */
     const struct th_config *cfg;
     _Atomic(const struct th_templates *) templates;
     _Atomic(const struct th_prefs *) prefs;
@@ -102,6 +107,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     h->dlq = deps->dlq;
     h->recorder = deps->recorder;
     atomic_init(&h->in_flight, 0);
+    th_histogram_init(&h->answer, buckets_us, TH_ARRAY_LEN(buckets_us), 1e6);
     if (th_guard_record_key_new(deps->cfg->guard_secret, &h->record_key) != TH_E_OK) {
         free(h);
         return TH_E_NOMEM;
@@ -195,59 +201,66 @@ static void count(struct th_hook *h, const char *outcome, int64_t latency_us)
 {
     for (size_t i = 0; i < NOUTCOMES; i++) {
         if (strcmp(outcomes[i], outcome) == 0) {
-            atomic_fetch_add(&h->by_outcome[i], 1);
+            th_counter_inc(&h->by_outcome[i]);
             break;
         }
     }
-    size_t b = 0;
-    while (b < NBUCKETS && (double)latency_us / 1e6 > buckets_s[b])
-        b++;
-    atomic_fetch_add(&h->latency_le[b], 1); /* cumulated when printed */
-    atomic_fetch_add(&h->latency_sum_us, (unsigned long long)(latency_us > 0 ? latency_us : 0));
+    th_histogram_observe(&h->answer, latency_us);
 }
 
-void th_hook_metrics(struct th_hook *h, struct th_buf *out)
+static double in_flight_now(void *ud)
 {
-    th_buf_appends(out, "# HELP telehook_requests_total Okta requests answered, by outcome.\n"
-                        "# TYPE telehook_requests_total counter\n");
-    for (size_t i = 0; i < NOUTCOMES; i++)
-        th_buf_printf(out, "telehook_requests_total{outcome=\"%s\"} %llu\n", outcomes[i],
-                      atomic_load(&h->by_outcome[i]));
-    th_buf_appends(out, "# HELP telehook_answer_seconds Time from arrival to Okta's answer.\n"
-                        "# TYPE telehook_answer_seconds histogram\n");
-    unsigned long long cum = 0;
-    for (size_t b = 0; b <= NBUCKETS; b++) {
-        cum += atomic_load(&h->latency_le[b]);
-        if (b < NBUCKETS)
-            th_buf_printf(out, "telehook_answer_seconds_bucket{le=\"%g\"} %llu\n", buckets_s[b],
-                          cum);
-        else
-            th_buf_printf(out, "telehook_answer_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-    }
-    th_buf_printf(out, "telehook_answer_seconds_sum %.6f\ntelehook_answer_seconds_count %llu\n",
-                  (double)atomic_load(&h->latency_sum_us) / 1e6, cum);
-    th_buf_printf(out,
-                  "# TYPE telehook_requests_in_flight gauge\ntelehook_requests_in_flight %ld\n",
-                  atomic_load(&h->in_flight));
-    th_buf_printf(
-        out,
-        "# HELP telehook_phone_ambiguous_total Numbers without '+' valid both as national "
-        "numbers of phone.default_region (taken) and as international ones.\n"
-        "# TYPE telehook_phone_ambiguous_total counter\n"
-        "telehook_phone_ambiguous_total %llu\n",
-        atomic_load(&h->phone_ambiguous));
+    return (double)th_hook_in_flight(ud);
+}
+
+th_err th_hook_metrics(struct th_hook *h, struct th_metrics *m)
+{
+    static const char *const by_outcome[] = {"outcome", NULL};
+    struct th_metric_family *f;
+    th_err e =
+        th_metrics_family(m, "telehook_requests_total", "Okta requests answered, by outcome.",
+                          TH_METRIC_COUNTER, by_outcome, NOUTCOMES, &f);
+    for (size_t i = 0; e == TH_E_OK && i < NOUTCOMES; i++)
+        e = th_metrics_counter(f, (const char *const[]){outcomes[i], NULL}, &h->by_outcome[i]);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_answer_seconds", "Time from arrival to Okta's answer.",
+                              TH_METRIC_HISTOGRAM, NULL, 1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_histogram(f, NULL, &h->answer);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_requests_in_flight",
+                              "Okta requests received and not answered yet.", TH_METRIC_GAUGE, NULL,
+                              1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_fn(f, NULL, in_flight_now, h);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_phone_ambiguous_total",
+                              "Numbers without '+' valid both as national numbers of "
+                              "phone.default_region (taken) and as international ones.",
+                              TH_METRIC_COUNTER, NULL, 1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_counter(f, NULL, &h->phone_ambiguous);
+    if (e == TH_E_OK)
+        e = th_metrics_refusals(m, &f);
+    for (size_t i = 0; e == TH_E_OK && i < NREFUSALS; i++)
+        e = th_metrics_counter(f, (const char *const[]){refusal_names[i], NULL}, &h->refused[i]);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_dlq_entries_total",
+                              "Dead-letter entries stored since start (entries replayed or "
+                              "purged by `telehook dlq` are not subtracted).",
+                              TH_METRIC_COUNTER, NULL, 1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_counter(f, NULL, &h->dlq_entries);
+    return e;
 }
 
 _Static_assert(NOUTCOMES == TH_HOOK_OUTCOMES, "th_hook_counts holds every outcome");
 
 void th_hook_counts(struct th_hook *h, struct th_hook_counts *out)
 {
-    out->answered = 0;
     for (size_t i = 0; i < NOUTCOMES; i++)
-        out->by_outcome[i] = atomic_load(&h->by_outcome[i]);
-    for (size_t b = 0; b <= NBUCKETS; b++)
-        out->answered += atomic_load(&h->latency_le[b]);
-    out->latency_sum_us = atomic_load(&h->latency_sum_us);
+        out->by_outcome[i] = th_counter_get(&h->by_outcome[i]);
+    th_histogram_read(&h->answer, &out->answered, &out->latency_sum_us);
 }
 
 const char *th_hook_outcome_name(size_t i)
@@ -379,7 +392,10 @@ static void finish(struct hreq *r, int status, const struct th_buf *body, const 
 {
     if (answered(r))
         return;
-    const char *data = body->data ? th_arena_strndup(&r->req->arena, body->data, body->len) : NULL;
+    /* a failed answer (sticky error) is NULL, which the transport answers 500: never half one */
+    const char *data = th_buf_err(body) == TH_E_OK && body->data
+                           ? th_arena_strndup(&r->req->arena, body->data, body->len)
+                           : NULL;
     finish_data(r, status, data, data ? body->len : 0, outcome);
 }
 
@@ -434,7 +450,9 @@ static void dlq_committed(void *ud)
 static void dlq_written(void *ud, th_err result)
 {
     struct hreq *r = ud;
-    if (result != TH_E_OK)
+    if (result == TH_E_OK)
+        th_counter_inc(&r->hook->dlq_entries);
+    else
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry %s not stored: %s",
                    r->request_id, r->dlq_id, th_strerror(result));
     if (th_loop_post(r->loop, dlq_committed, r) != TH_E_OK)
@@ -512,7 +530,9 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
     struct th_buf held;
     answer_init(&m, &held);
     th_okta_encode_error(&held, SUMMARY_FAILED, cause);
-    r->held = held.data ? th_arena_strndup(&r->req->arena, held.data, held.len) : NULL;
+    r->held = th_buf_err(&held) == TH_E_OK && held.data
+                  ? th_arena_strndup(&r->req->arena, held.data, held.len)
+                  : NULL;
     r->held_len = r->held ? held.len : 0;
     r->held_outcome = outcome;
     th_err e = h->recorder.dlq(h->recorder.ud, &row, dlq_written, r);
@@ -764,7 +784,7 @@ static void send_message(struct hreq *r)
  * (masked both ways), so an admin whose users are abroad sees it and asks Okta for E.164. */
 static void ambiguous(struct hreq *r)
 {
-    atomic_fetch_add(&r->hook->phone_ambiguous, 1);
+    th_counter_inc(&r->hook->phone_ambiguous);
     char intl[24];
     th_phone_mask(r->phone.intl_e164, intl, sizeof intl);
     struct th_logline l;
@@ -803,11 +823,14 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, struct th_hook_r
     if (e == TH_E_OK)
         req->state = TH_REQ_DECODED;
     if (e == TH_E_JSON) {
+        th_counter_inc(&hook->refused[REFUSED_MALFORMED]);
         fail(r, 400, SUMMARY_MALFORMED, "REJECTED", why);
     } else if (e != TH_E_OK) {
+        th_counter_inc(&hook->refused[REFUSED_REQUEST]);
         fail(r, 200, SUMMARY_FAILED, "REJECTED", why);
     } else if (th_phone_parse(r->okta.phone, strlen(r->okta.phone), hook->cfg->phone_default_region,
                               &r->phone) != TH_E_OK) {
+        th_counter_inc(&hook->refused[REFUSED_PHONE]);
         fail(r, 200, SUMMARY_PHONE, "REJECTED", "invalid phone number");
     } else {
         th_phone_mask(r->phone.e164, r->masked, sizeof r->masked);

@@ -137,9 +137,13 @@ const struct th_templates *th_hook_swap_templates(struct th_hook *hook,
 /* The same for the users' preferences (serve keeps every replaced map until shutdown). */
 const struct th_prefs *th_hook_swap_prefs(struct th_hook *hook, const struct th_prefs *prefs);
 
-/* Appends the hook's counters in Prometheus text format (requests by outcome, latency). */
-struct th_buf;
-void th_hook_metrics(struct th_hook *hook, struct th_buf *out);
+/*
+ * Registers the hook's metrics (requests by outcome, answer time, in flight, ambiguous numbers,
+ * the hook's refusals by reason, dead-letter entries stored) in m, bound to the hook's counters:
+ * the hook must outlive every render of m. Once, at start.
+ */
+struct th_metrics;
+th_err th_hook_metrics(struct th_hook *hook, struct th_metrics *m);
 
 /* The same counters as numbers (for CloudWatch EMF lines): totals since start. */
 #define TH_HOOK_OUTCOMES 8

@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <netdb.h>
@@ -28,6 +29,7 @@
 #include "loop/loop.h"
 #include "okta/okta.h"
 #include "obs/log.h"
+#include "obs/metrics.h"
 
 #define HOOK_PATH   "/v1/okta/telephony"
 #define MAX_WORKERS 64
@@ -53,7 +55,25 @@ struct worker {
     bool freed;                /* a connection was freed during this MHD_run (see mhd_run) */
 };
 
+/* Refusals at the front, by reason (telehook_refusals_total{reason}): a fixed list. */
+#define REFUSALS(X)                                                                                \
+    X(FRAMING, "framing")                                                                          \
+    X(SOURCE_RATE, "source_rate")                                                                  \
+    X(HEADERS, "headers")                                                                          \
+    X(METHOD, "method")                                                                            \
+    X(TOO_LARGE, "too_large")                                                                      \
+    X(MEDIA_TYPE, "media_type")                                                                    \
+    X(AUTH_MISSING, "auth_missing")                                                                \
+    X(AUTH_INVALID, "auth_invalid")
+enum refusal {
+#define REFUSAL_ENUM(name, text) REFUSED_##name,
+    REFUSALS(REFUSAL_ENUM)
+#undef REFUSAL_ENUM
+        REFUSED__COUNT
+};
+
 struct th_server {
+    struct th_counter refused[REFUSED__COUNT];
     const struct th_config *cfg;
     struct th_auth *auth;
     struct th_hook *hook;
@@ -243,6 +263,18 @@ static enum MHD_Result refuse(struct req *r, int status, const char *summary)
     th_buf_appends(&b, "}}");
     size_t len = b.len;
     return respond(r, status, th_buf_steal(&b), len);
+}
+
+static void count_refusal(struct req *r, enum refusal why)
+{
+    th_counter_inc(&r->w->srv->refused[why]);
+}
+
+/* th_auth_check's reason: no credentials at all, or credentials that do not pass. */
+static void count_auth_refusal(struct req *r, const char *why)
+{
+    count_refusal(r, why && strcmp(why, "missing credentials") == 0 ? REFUSED_AUTH_MISSING
+                                                                    : REFUSED_AUTH_INVALID);
 }
 
 static void log_refusal(struct req *r, int status, const char *why)
@@ -474,6 +506,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     const char *fwhy = framing_problem(r, method, version, &fstatus);
     if (fwhy) {
         log_refusal(r, fstatus, fwhy);
+        count_refusal(r, REFUSED_FRAMING);
         r->ctx.state = TH_REQ_REFUSED;
         r->close = true;
         return refuse(r, fstatus,
@@ -482,6 +515,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     /* Request hygiene next: cheap checks before authentication and before any body byte. */
     if (r->route == ROUTE_HOOK && !source_allowed(r)) { /* probes are not rate limited */
         log_refusal(r, MHD_HTTP_TOO_MANY_REQUESTS, "source over its request rate");
+        count_refusal(r, REFUSED_SOURCE_RATE);
         r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_TOO_MANY_REQUESTS, "Too many requests.");
     }
@@ -489,6 +523,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header, &hc);
     if (hc.n > (unsigned)srv->cfg->max_headers || hc.bytes > (size_t)srv->cfg->max_header_bytes) {
         log_refusal(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE, "header fields too large");
+        count_refusal(r, REFUSED_HEADERS);
         r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE,
                       "Request header fields too large.");
@@ -520,14 +555,6 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         struct th_buf b;
         th_buf_init(&b, 256 * 1024);
         srv->metrics(srv->metrics_ud, &b);
-        const struct th_tls_creds *tls = srv->tls ? th_tls_current() : NULL;
-        if (tls)
-            th_buf_printf(&b,
-                          "# HELP telehook_tls_certificate_expiry_seconds notAfter of the served "
-                          "certificate (unix time).\n"
-                          "# TYPE telehook_tls_certificate_expiry_seconds gauge\n"
-                          "telehook_tls_certificate_expiry_seconds %lld\n",
-                          (long long)th_tls_creds_not_after(tls));
         size_t len = b.len;
         return respond_typed(r, MHD_HTTP_OK, th_buf_steal(&b), len,
                              "text/plain; version=0.0.4; charset=utf-8");
@@ -537,6 +564,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     }
     if (strcmp(method, "POST") != 0) {
         log_refusal(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+        count_refusal(r, REFUSED_METHOD);
         return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
     }
     const char *cl =
@@ -547,6 +575,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || *end || n > (unsigned long long)srv->cfg->max_body) {
             log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+            count_refusal(r, REFUSED_TOO_LARGE);
             r->ctx.state = TH_REQ_REFUSED;
             return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
         }
@@ -554,6 +583,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
     if (!is_json(
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
         log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type is not application/json");
+        count_refusal(r, REFUSED_MEDIA_TYPE);
         r->ctx.state = TH_REQ_REFUSED;
         return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.");
     }
@@ -564,6 +594,7 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         return wait_for_keys(r);
     if (ae != TH_E_OK) {
         log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
+        count_auth_refusal(r, why);
         return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
     }
     return after_auth(r);
@@ -635,6 +666,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *why = NULL;
         if (th_auth_check(w->srv->auth, header_lookup, r->conn, &why) != TH_E_OK) {
             log_refusal(r, MHD_HTTP_UNAUTHORIZED, why);
+            count_auth_refusal(r, why);
             r->ctx.state = TH_REQ_REFUSED;
             return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
         }
@@ -662,6 +694,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES; /* spurious call while waiting; cannot happen while suspended */
     if (r->ctx.state == TH_REQ_TOO_BIG) {
         log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+        count_refusal(r, REFUSED_TOO_LARGE);
         return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
     }
     struct th_hook_call call = {
@@ -1008,6 +1041,33 @@ static void quiesce_worker(void *ud)
     int fd = MHD_quiesce_daemon(w->daemon);
     if (fd >= 0)
         close(fd); /* ours again: no new connection is accepted on this loop */
+}
+
+static double tls_expiry_now(void *ud)
+{
+    (void)ud;
+    const struct th_tls_creds *tls = th_tls_current();
+    return tls ? (double)th_tls_creds_not_after(tls) : NAN;
+}
+
+th_err th_server_metrics(struct th_server *srv, struct th_metrics *m)
+{
+    static const char *const names[] = {
+#define REFUSAL_NAME(name, text) text,
+        REFUSALS(REFUSAL_NAME)
+#undef REFUSAL_NAME
+    };
+    struct th_metric_family *f;
+    th_err e = th_metrics_refusals(m, &f);
+    for (int i = 0; e == TH_E_OK && i < REFUSED__COUNT; i++)
+        e = th_metrics_counter(f, (const char *const[]){names[i], NULL}, &srv->refused[i]);
+    if (e == TH_E_OK && srv->tls)
+        e = th_metrics_family(m, "telehook_tls_certificate_expiry_seconds",
+                              "notAfter of the served certificate (unix time).", TH_METRIC_GAUGE,
+                              NULL, 1, &f);
+    if (e == TH_E_OK && srv->tls)
+        e = th_metrics_fn(f, NULL, tls_expiry_now, srv);
+    return e;
 }
 
 void th_server_quiesce(struct th_server *srv)

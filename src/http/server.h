@@ -55,6 +55,13 @@ int th_server_threads(const struct th_server *srv);
  * running certificate stays. Logs what it did. TH_E_OK (doing nothing) for plain HTTP.
  */
 th_err th_server_reload_tls(struct th_server *srv);
+/*
+ * Registers the front's metrics in m: refusals by reason (framing, source_rate, headers, method,
+ * too_large, media_type, auth_missing, auth_invalid) and, over HTTPS, the certificate's expiry.
+ * The server must outlive every render of m (deps->metrics is what renders it).
+ */
+struct th_metrics;
+th_err th_server_metrics(struct th_server *srv, struct th_metrics *m);
 /* Stops accepting new connections; in-flight requests go on. Thread-safe, idempotent. */
 void th_server_quiesce(struct th_server *srv);
 /* Stops the loops, joins the threads and frees. Call when nothing is in flight. */

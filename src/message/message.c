@@ -569,42 +569,39 @@ static th_err append_value(struct th_buf *out, const char *v, bool xml)
 {
     if (!xml)
         return th_buf_appends(out, v);
-    th_err e = TH_E_OK;
-    for (const char *p = v; *p && e == TH_E_OK; p++) {
+    for (const char *p = v; *p && th_buf_err(out) == TH_E_OK; p++) {
         switch (*p) {
         case '&':
-            e = th_buf_appends(out, "&amp;");
+            th_buf_appends(out, "&amp;");
             break;
         case '<':
-            e = th_buf_appends(out, "&lt;");
+            th_buf_appends(out, "&lt;");
             break;
         case '>':
-            e = th_buf_appends(out, "&gt;");
+            th_buf_appends(out, "&gt;");
             break;
         case '"':
-            e = th_buf_appends(out, "&quot;");
+            th_buf_appends(out, "&quot;");
             break;
         case '\'':
-            e = th_buf_appends(out, "&apos;");
+            th_buf_appends(out, "&apos;");
             break;
         default:
-            e = th_buf_appendc(out, *p);
+            th_buf_appendc(out, *p);
         }
     }
-    return e;
+    return th_buf_err(out);
 }
 
 static th_err append_spaced(struct th_buf *out, const char *otp, bool xml)
 {
-    th_err e = TH_E_OK;
-    for (const char *p = otp; *p && e == TH_E_OK; p++) {
+    for (const char *p = otp; *p && th_buf_err(out) == TH_E_OK; p++) {
         if (p != otp)
-            e = th_buf_appends(out, ", ");
+            th_buf_appends(out, ", ");
         char c[2] = {*p, '\0'};
-        if (e == TH_E_OK)
-            e = append_value(out, c, xml);
+        append_value(out, c, xml);
     }
-    return e;
+    return th_buf_err(out);
 }
 
 /* The SMS text rendered at out[start..] as the policy sends it (rewritten in place). */
@@ -623,8 +620,7 @@ static th_err prepare_sms(struct th_buf *out, size_t start, th_sms_encoding enc)
     bool rewritten = false;
     th_err e = th_sms_prepare(enc, out->data + start, out->len - start, &fixed, &rewritten);
     if (e == TH_E_OK && rewritten) {
-        out->len = start;
-        out->data[start] = '\0';
+        th_buf_truncate(out, start);
         e = th_buf_append(out, fixed.data, fixed.len);
     }
     th_buf_release(&fixed);
@@ -636,55 +632,53 @@ th_err th_message_render(const struct th_template *t, const struct th_render_var
 {
     bool xml = t->channel == TH_CHANNEL_VOICE;
     size_t start = out->len;
-    th_err e = TH_E_OK;
-    for (size_t i = 0; i < t->nsegs && e == TH_E_OK; i++) {
+    for (size_t i = 0; i < t->nsegs && th_buf_err(out) == TH_E_OK; i++) {
         const struct seg *s = &t->segs[i];
         switch (s->var) {
         case VAR_LITERAL:
-            e = th_buf_append(out, t->body + s->off, s->len);
+            th_buf_append(out, t->body + s->off, s->len);
             break;
         case VAR_OTP:
-            e = append_value(out, vars->otp ? vars->otp : "", xml);
+            append_value(out, vars->otp ? vars->otp : "", xml);
             break;
         case VAR_OTP_SPACED:
-            e = append_spaced(out, vars->otp ? vars->otp : "", xml);
+            append_spaced(out, vars->otp ? vars->otp : "", xml);
             break;
         case VAR_FIRST_NAME:
-            e = append_value(out, vars->first_name ? vars->first_name : "", xml);
+            append_value(out, vars->first_name ? vars->first_name : "", xml);
             break;
         case VAR_LAST_NAME:
-            e = append_value(out, vars->last_name ? vars->last_name : "", xml);
+            append_value(out, vars->last_name ? vars->last_name : "", xml);
             break;
         case VAR_LOGIN:
-            e = append_value(out, vars->login ? vars->login : "", xml);
+            append_value(out, vars->login ? vars->login : "", xml);
             break;
         case VAR_EXPIRES_MINUTES:
-            e = th_buf_printf(out, "%d", vars->expires_minutes < 0 ? 5 : vars->expires_minutes);
+            th_buf_printf(out, "%d", vars->expires_minutes < 0 ? 5 : vars->expires_minutes);
             break;
         case VAR_EXPIRES_PLURAL: {
             int n = vars->expires_minutes < 0 ? 5 : vars->expires_minutes;
-            e = th_buf_printf(out, "%d ", n);
-            if (e == TH_E_OK)
-                e = n == 1 ? th_buf_append(out, t->body + s->off, s->len)
-                           : th_buf_append(out, t->body + s->off2, s->len2);
+            th_buf_printf(out, "%d ", n);
+            if (n == 1)
+                th_buf_append(out, t->body + s->off, s->len);
+            else
+                th_buf_append(out, t->body + s->off2, s->len2);
             break;
         }
         case VAR_EXPIRES: {
             char unit[64];
             th_msg_units_format(t->units, vars->expires_minutes < 0 ? 5 : vars->expires_minutes,
                                 unit, sizeof unit);
-            e = th_buf_appends(out, unit);
+            th_buf_appends(out, unit);
             break;
         }
         }
     }
+    th_err e = th_buf_err(out);
     if (e == TH_E_OK && !xml && vars->sms_encoding != TH_SMS_UCS2)
         e = prepare_sms(out, start, vars->sms_encoding);
-    if (e != TH_E_OK) { /* never leave half a message behind */
-        out->len = start;
-        if (out->data)
-            out->data[start] = '\0';
-    }
+    if (e != TH_E_OK) /* never leave half a message behind (a failed out is empty already) */
+        th_buf_truncate(out, start);
     return e;
 }
 
@@ -831,9 +825,8 @@ th_err th_template_aws_body(const struct th_template *t, struct th_buf *out, cha
 {
     size_t start = out->len;
     int mentions = 0;
-    th_err e = TH_E_OK;
     why[0] = '\0';
-    for (size_t i = 0; i < t->nsegs && e == TH_E_OK; i++) {
+    for (size_t i = 0; i < t->nsegs && th_buf_err(out) == TH_E_OK; i++) {
         const struct seg *s = &t->segs[i];
         char unit[64];
         switch (s->var) {
@@ -844,7 +837,7 @@ th_err th_template_aws_body(const struct th_template *t, struct th_buf *out, cha
                     snprintf(why, whylen,
                              "its text holds \"@otp\", which AWS's Lambda would "
                              "replace");
-            e = th_buf_append(out, t->body + s->off, s->len);
+            th_buf_append(out, t->body + s->off, s->len);
             break;
         case VAR_OTP:
         case VAR_OTP_SPACED:
@@ -856,7 +849,7 @@ th_err th_template_aws_body(const struct th_template *t, struct th_buf *out, cha
                 snprintf(why, whylen,
                          "the code appears more than twice (AWS's Lambda fills "
                          "@otp and @otp2 once each)");
-            e = th_buf_appends(out, mentions == 1 ? "@otp" : "@otp2");
+            th_buf_appends(out, mentions == 1 ? "@otp" : "@otp2");
             break;
         case VAR_FIRST_NAME:
         case VAR_LAST_NAME:
@@ -864,29 +857,27 @@ th_err th_template_aws_body(const struct th_template *t, struct th_buf *out, cha
             snprintf(why, whylen, "it names the user, which AWS's Lambda cannot fill");
             break;
         case VAR_EXPIRES_MINUTES:
-            e = th_buf_appends(out, "5");
+            th_buf_appends(out, "5");
             break;
         case VAR_EXPIRES_PLURAL: /* 5 is never 1: the second form */
-            e = th_buf_appends(out, "5 ");
-            if (e == TH_E_OK)
-                e = th_buf_append(out, t->body + s->off2, s->len2);
+            th_buf_appends(out, "5 ");
+            th_buf_append(out, t->body + s->off2, s->len2);
             break;
         case VAR_EXPIRES:
             th_msg_units_format(t->units, 5, unit, sizeof unit);
-            e = th_buf_appends(out, unit);
+            th_buf_appends(out, unit);
             break;
         }
         if (why[0])
             break;
     }
+    th_err e = th_buf_err(out);
     if (e == TH_E_OK && why[0])
         e = TH_E_TEMPLATE;
     if (e != TH_E_OK) {
         if (!why[0])
             snprintf(why, whylen, "%s", th_strerror(e));
-        out->len = start;
-        if (out->data)
-            out->data[start] = '\0';
+        th_buf_truncate(out, start);
     }
     return e;
 }

@@ -92,7 +92,7 @@ void th_sms_measure(const char *text, size_t len, struct th_sms_info *out);
  * Appends text to out as policy enc sends it (see th_sms_encoding); *rewritten says whether
  * characters were replaced. A text that would still need UCS-2 after replacing is appended as
  * written: a script is never half transliterated. TH_E_TOOBIG when out's cap is reached (out is
- * then as it was).
+ * then failed and empty: see common/buf.h).
  */
 th_err th_sms_prepare(th_sms_encoding enc, const char *text, size_t len, struct th_buf *out,
                       bool *rewritten);
@@ -201,7 +201,7 @@ struct th_render_vars {
     th_sms_encoding sms_encoding; /* SMS: what is done to the text (th_sms_prepare) */
 };
 
-/* Renders t into out (appended). TH_E_TOOBIG when out's cap is reached. */
+/* Renders t into out (appended). TH_E_TOOBIG when out's cap is reached (out failed, empty). */
 th_err th_message_render(const struct th_template *t, const struct th_render_vars *vars,
                          struct th_buf *out);
 

@@ -290,13 +290,12 @@ th_err th_sms_prepare(th_sms_encoding enc, const char *text, size_t len, struct 
         return th_buf_append(out, text, len);
     size_t start = out->len;
     const unsigned char *p = (const unsigned char *)text, *end = p + len;
-    th_err e = TH_E_OK;
     bool whole = true;
-    while (p < end && e == TH_E_OK) {
+    while (p < end && th_buf_err(out) == TH_E_OK) {
         const unsigned char *from = p;
         uint32_t c = th_msg_utf8_next(&p, end);
         if (th_msg_gsm_septets(c)) {
-            e = th_buf_append(out, from, (size_t)(p - from));
+            th_buf_append(out, from, (size_t)(p - from));
             continue;
         }
         const char *r = rewrite_of(enc, c);
@@ -304,14 +303,13 @@ th_err th_sms_prepare(th_sms_encoding enc, const char *text, size_t len, struct 
             whole = false;
             break;
         }
-        e = th_buf_appends(out, r);
+        th_buf_appends(out, r);
     }
+    th_err e = th_buf_err(out);
     if (e == TH_E_OK && whole) {
         *rewritten = true;
         return TH_E_OK;
     }
-    out->len = start;
-    if (out->data)
-        out->data[start] = '\0';
+    th_buf_truncate(out, start); /* a failed out is empty already and stays failed */
     return e != TH_E_OK ? e : th_buf_append(out, text, len);
 }

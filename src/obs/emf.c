@@ -49,20 +49,20 @@ static th_err append_value(struct th_buf *b, const struct th_emf_value *v)
 static th_err directive(struct th_buf *b, const char *ns, const struct th_emf_value *v, size_t n,
                         size_t *i)
 {
-    th_err e = th_buf_appends(b, "{\"Namespace\":");
-    e = e ? e : th_buf_append_json(b, ns, (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"Dimensions\":[[\"" DIMENSION "\"]],\"Metrics\":[");
+    th_buf_appends(b, "{\"Namespace\":");
+    th_buf_append_json(b, ns, (size_t)-1);
+    th_buf_appends(b, ",\"Dimensions\":[[\"" DIMENSION "\"]],\"Metrics\":[");
     size_t in = 0;
-    for (; *i < n && in < TH_EMF_MAX_PER_DIRECTIVE && !e; (*i)++) {
+    for (; *i < n && in < TH_EMF_MAX_PER_DIRECTIVE && !th_buf_err(b); (*i)++) {
         if (!present(&v[*i]))
             continue;
-        e = th_buf_appends(b, in++ ? ",{\"Name\":" : "{\"Name\":");
-        e = e ? e : th_buf_append_json(b, v[*i].name, (size_t)-1);
-        e = e ? e : th_buf_appends(b, ",\"Unit\":\"");
-        e = e ? e : th_buf_appends(b, unit(v[*i].kind));
-        e = e ? e : th_buf_appends(b, "\"}");
+        th_buf_appends(b, in++ ? ",{\"Name\":" : "{\"Name\":");
+        th_buf_append_json(b, v[*i].name, (size_t)-1);
+        th_buf_appends(b, ",\"Unit\":\"");
+        th_buf_appends(b, unit(v[*i].kind));
+        th_buf_appends(b, "\"}");
     }
-    return e ? e : th_buf_appends(b, "]}");
+    return th_buf_appends(b, "]}");
 }
 
 th_err th_emf_build(struct th_buf *out, const char *ns, int64_t ts_ms, const struct th_emf_value *v,
@@ -73,30 +73,29 @@ th_err th_emf_build(struct th_buf *out, const char *ns, int64_t ts_ms, const str
         return TH_E_INVAL;
     char ts[25];
     th_format_iso8601(ts_ms, ts);
-    th_err e = th_buf_printf(out, "{\"_aws\":{\"Timestamp\":%lld,\"CloudWatchMetrics\":[",
-                             (long long)ts_ms);
+    th_buf_printf(out, "{\"_aws\":{\"Timestamp\":%lld,\"CloudWatchMetrics\":[", (long long)ts_ms);
     size_t i = 0;
-    for (bool first = true; !e && (first || i < n); first = false) {
+    for (bool first = true; !th_buf_err(out) && (first || i < n); first = false) {
         /* skip leading absent ones so a directive never starts past the last present value */
         while (!first && i < n && !present(&v[i]))
             i++;
         if (!first && i == n)
             break;
-        e = first ? TH_E_OK : th_buf_appendc(out, ',');
-        e = e ? e : directive(out, ns, v, n, &i);
+        if (!first)
+            th_buf_appendc(out, ',');
+        directive(out, ns, v, n, &i);
     }
-    e = e ? e : th_buf_appends(out, "]},\"ts\":\"");
-    e = e ? e : th_buf_appends(out, ts);
-    e = e ? e
-          : th_buf_appends(out, "\",\"level\":\"info\",\"event\":\"metrics\",\"" DIMENSION
-                                "\":\"" SERVICE "\"");
-    for (size_t j = 0; j < n && !e; j++) {
+    th_buf_appends(out, "]},\"ts\":\"");
+    th_buf_appends(out, ts);
+    th_buf_appends(out,
+                   "\",\"level\":\"info\",\"event\":\"metrics\",\"" DIMENSION "\":\"" SERVICE "\"");
+    for (size_t j = 0; j < n && !th_buf_err(out); j++) {
         if (!present(&v[j]))
             continue;
-        e = th_buf_appendc(out, ',');
-        e = e ? e : th_buf_append_json(out, v[j].name, (size_t)-1);
-        e = e ? e : th_buf_appendc(out, ':');
-        e = e ? e : append_value(out, &v[j]);
+        th_buf_appendc(out, ',');
+        th_buf_append_json(out, v[j].name, (size_t)-1);
+        th_buf_appendc(out, ':');
+        append_value(out, &v[j]);
     }
-    return e ? e : th_buf_appends(out, "}\n");
+    return th_buf_appends(out, "}\n");
 }

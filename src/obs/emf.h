@@ -39,7 +39,7 @@ struct th_emf_value {
 /*
  * Appends one EMF line (ending in '\n') for v[0..n) at ts_ms (Unix ms) in namespace ns (1 to
  * TH_EMF_NAMESPACE_MAX bytes) with the dimension Service = "telehook". TH_E_INVAL for a bad
- * namespace; TH_E_TOOBIG (out is left with a partial line: reset it) when out's max is reached.
+ * namespace; TH_E_TOOBIG when out's max is reached (out is then failed and empty: reset it).
  */
 th_err th_emf_build(struct th_buf *out, const char *ns, int64_t ts_ms, const struct th_emf_value *v,
                     size_t n);

@@ -84,6 +84,7 @@ static void buf_on_stack(struct th_logline *l)
     l->b.cap = sizeof l->mem;
     l->b.len = 0;
     l->b.max = sizeof l->mem - 2; /* room for "}\n" */
+    l->b.err = TH_E_OK;
     l->mem[0] = '\0';
     l->dropped = false;
 }
@@ -105,22 +106,31 @@ bool th_log_begin(struct th_logline *l, th_log_level level, const char *event)
     return true;
 }
 
-/* Appends ,"k": and records where the field started; false when it did not fit. */
-static bool key(struct th_logline *l, const char *k, size_t *mark)
+/*
+ * A field is built in a th_buf of its own over the free tail of the line: when it does not fit,
+ * the buffer's sticky failure empties that field only and the line before it stays intact.
+ */
+static void field_begin(struct th_logline *l, struct th_buf *f, const char *k)
 {
-    *mark = l->b.len;
-    return th_buf_appendc(&l->b, ',') == TH_E_OK &&
-           th_buf_append_json(&l->b, k, (size_t)-1) == TH_E_OK &&
-           th_buf_appendc(&l->b, ':') == TH_E_OK;
+    size_t room = l->b.max - l->b.len;
+    f->data = l->mem + l->b.len;
+    f->len = 0;
+    f->cap = room + 1; /* never below max + 1: grow() never calls realloc */
+    f->max = room;
+    f->err = TH_E_OK;
+    th_buf_appendc(f, ',');
+    th_buf_append_json(f, k, (size_t)-1);
+    th_buf_appendc(f, ':');
 }
 
-/* Drops the whole field on failure rather than emit broken JSON. */
-static void field_done(struct th_logline *l, size_t mark, th_err e)
+/* Keeps the field, or drops it whole rather than emit broken JSON. */
+static void field_done(struct th_logline *l, const struct th_buf *f)
 {
-    if (e == TH_E_OK)
+    if (th_buf_err(f) == TH_E_OK) {
+        l->b.len += f->len;
         return;
-    l->b.len = mark;
-    l->mem[mark] = '\0';
+    }
+    l->mem[l->b.len] = '\0';
     l->dropped = true;
 }
 
@@ -131,52 +141,59 @@ void th_log_str(struct th_logline *l, const char *k, const char *value)
     size_t n = strlen(value);
     if (n > TH_LOG_VALUE_MAX)
         n = TH_LOG_VALUE_MAX;
-    size_t mark;
-    th_err e = key(l, k, &mark) ? th_buf_append_json(&l->b, value, n) : TH_E_TOOBIG;
-    field_done(l, mark, e);
+    struct th_buf f;
+    field_begin(l, &f, k);
+    th_buf_append_json(&f, value, n);
+    field_done(l, &f);
 }
 
 void th_log_int(struct th_logline *l, const char *k, long long value)
 {
-    size_t mark;
-    th_err e = key(l, k, &mark) ? th_buf_append_int(&l->b, value) : TH_E_TOOBIG;
-    field_done(l, mark, e);
+    struct th_buf f;
+    field_begin(l, &f, k);
+    th_buf_append_int(&f, value);
+    field_done(l, &f);
 }
 
 /* us as milliseconds with three decimals: "%lld.%03lld" without printf (and -0.500 for -500). */
-static th_err append_ms(struct th_buf *b, int64_t us)
+static void append_ms(struct th_buf *b, int64_t us)
 {
     long long ms = (long long)(us / 1000), frac = (long long)(us % 1000);
-    th_err e = TH_E_OK;
     if (frac < 0) {
         frac = -frac;
         if (ms == 0)
-            e = th_buf_appendc(b, '-');
+            th_buf_appendc(b, '-');
     }
     char f[4] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
                  (char)('0' + frac % 10)};
-    e = e ? e : th_buf_append_int(b, ms);
-    return e ? e : th_buf_append(b, f, sizeof f);
+    th_buf_append_int(b, ms);
+    th_buf_append(b, f, sizeof f);
 }
 
 void th_log_ms(struct th_logline *l, const char *k, int64_t us)
 {
-    size_t mark;
-    th_err e = key(l, k, &mark) ? append_ms(&l->b, us) : TH_E_TOOBIG;
-    field_done(l, mark, e);
+    struct th_buf f;
+    field_begin(l, &f, k);
+    append_ms(&f, us);
+    field_done(l, &f);
 }
 
 void th_log_bool(struct th_logline *l, const char *k, bool value)
 {
-    size_t mark;
-    th_err e = key(l, k, &mark) ? th_buf_appends(&l->b, value ? "true" : "false") : TH_E_TOOBIG;
-    field_done(l, mark, e);
+    struct th_buf f;
+    field_begin(l, &f, k);
+    th_buf_appends(&f, value ? "true" : "false");
+    field_done(l, &f);
 }
 
 void th_log_end(struct th_logline *l)
 {
-    if (l->dropped)
-        th_buf_appends(&l->b, ",\"truncated\":true");
+    if (l->dropped) { /* as a field: when even this does not fit, the line goes without it */
+        struct th_buf f;
+        field_begin(l, &f, "truncated");
+        th_buf_appends(&f, "true");
+        field_done(l, &f);
+    }
     /* max was set 2 below the array, so "}\n" always fits */
     l->mem[l->b.len++] = '}';
     l->mem[l->b.len++] = '\n';

@@ -86,7 +86,8 @@ void th_okta_request_release(struct th_okta_request *req);
 
 /*
  * {"commands":[{"type":"com.okta.telephony.action","value":[{"status":…,"provider":…,
- *  "transactionId":…,"transactionMetadata":…}]}]} — NULL optional fields are left out.
+ *  "transactionId":…,"transactionMetadata":…}]}]} — NULL optional fields are left out. Both
+ * encoders fail out (th_buf's sticky error) when it does not fit, so half an answer is never sent.
  */
 th_err th_okta_encode_result(struct th_buf *out, const char *status, const char *provider,
                              const char *transaction_id, const char *metadata);

@@ -202,39 +202,39 @@ static th_err body_text(struct th_buf *b, const struct aws *aws, const struct th
 {
     const struct th_config *cfg = aws->cfg;
     const char *sender = at->sender && at->sender[0] ? at->sender : cfg->aws_origination_identity;
-    th_err e = th_buf_appends(b, "{\"DestinationPhoneNumber\":");
-    e = e ? e : th_buf_append_json(b, m->to, (size_t)-1);
+    th_buf_appends(b, "{\"DestinationPhoneNumber\":");
+    th_buf_append_json(b, m->to, (size_t)-1);
     if (sender && sender[0]) {
-        e = e ? e : th_buf_appends(b, ",\"OriginationIdentity\":");
-        e = e ? e : th_buf_append_json(b, sender, (size_t)-1);
+        th_buf_appends(b, ",\"OriginationIdentity\":");
+        th_buf_append_json(b, sender, (size_t)-1);
     }
-    e = e ? e : th_buf_appends(b, ",\"MessageBody\":");
-    e = e ? e : th_buf_append_json(b, m->body, (size_t)-1);
+    th_buf_appends(b, ",\"MessageBody\":");
+    th_buf_append_json(b, m->body, (size_t)-1);
     if (voice) {
-        e = e ? e : th_buf_appends(b, ",\"MessageBodyTextType\":\"SSML\"");
+        th_buf_appends(b, ",\"MessageBodyTextType\":\"SSML\"");
         if (m->voice_id && m->voice_id[0]) {
             char vid[32];
             size_t i = 0;
             for (; m->voice_id[i] && i < sizeof vid - 1; i++)
                 vid[i] = (char)toupper((unsigned char)m->voice_id[i]);
             vid[i] = '\0';
-            e = e ? e : th_buf_appends(b, ",\"VoiceId\":");
-            e = e ? e : th_buf_append_json(b, vid, (size_t)-1);
+            th_buf_appends(b, ",\"VoiceId\":");
+            th_buf_append_json(b, vid, (size_t)-1);
         }
         if (cfg->aws_max_price_per_minute[0]) {
-            e = e ? e : th_buf_appends(b, ",\"MaxPricePerMinute\":");
-            e = e ? e : th_buf_append_json(b, cfg->aws_max_price_per_minute, (size_t)-1);
+            th_buf_appends(b, ",\"MaxPricePerMinute\":");
+            th_buf_append_json(b, cfg->aws_max_price_per_minute, (size_t)-1);
         }
     } else {
-        e = e ? e : th_buf_appends(b, ",\"MessageType\":\"TRANSACTIONAL\"");
+        th_buf_appends(b, ",\"MessageType\":\"TRANSACTIONAL\"");
         if (cfg->aws_max_price[0]) {
-            e = e ? e : th_buf_appends(b, ",\"MaxPrice\":");
-            e = e ? e : th_buf_append_json(b, cfg->aws_max_price, (size_t)-1);
+            th_buf_appends(b, ",\"MaxPrice\":");
+            th_buf_append_json(b, cfg->aws_max_price, (size_t)-1);
         }
     }
     if (cfg->aws_configuration_set[0]) {
-        e = e ? e : th_buf_appends(b, ",\"ConfigurationSetName\":");
-        e = e ? e : th_buf_append_json(b, cfg->aws_configuration_set, (size_t)-1);
+        th_buf_appends(b, ",\"ConfigurationSetName\":");
+        th_buf_append_json(b, cfg->aws_configuration_set, (size_t)-1);
     }
     if (m->otp_expires_ms > 0) {
         /* A code that has expired is worth nothing: let AWS drop it rather than deliver it late. */
@@ -243,12 +243,11 @@ static th_err body_text(struct th_buf *b, const struct aws *aws, const struct th
             ttl = 5;
         if (ttl > 259200)
             ttl = 259200;
-        e = e ? e : th_buf_printf(b, ",\"TimeToLive\":%lld", (long long)ttl);
+        th_buf_printf(b, ",\"TimeToLive\":%lld", (long long)ttl);
     }
-    e = e ? e : th_buf_appends(b, ",\"Context\":{\"telehook_request_id\":");
-    e = e ? e : th_buf_append_json(b, m->request_id, (size_t)-1);
-    e = e ? e : th_buf_appends(b, "}}");
-    return e;
+    th_buf_appends(b, ",\"Context\":{\"telehook_request_id\":");
+    th_buf_append_json(b, m->request_id, (size_t)-1);
+    return th_buf_appends(b, "}}");
 }
 
 static struct sign_cache *cache_for(struct aws *aws, const char *date8)

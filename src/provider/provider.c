@@ -61,24 +61,24 @@ void th_provider_transport_error(const struct th_http_response *res, struct th_s
 static th_err form_escape(struct th_buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
-    th_err e = TH_E_OK;
-    for (const unsigned char *p = (const unsigned char *)s; *p && e == TH_E_OK; p++) {
+    for (const unsigned char *p = (const unsigned char *)s; *p && !th_buf_err(b); p++) {
         if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            e = th_buf_appendc(b, (char)*p);
+            th_buf_appendc(b, (char)*p);
         } else if (*p == ' ') {
-            e = th_buf_appendc(b, '+');
+            th_buf_appendc(b, '+');
         } else {
             char enc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            e = th_buf_append(b, enc, 3);
+            th_buf_append(b, enc, 3);
         }
     }
-    return e;
+    return th_buf_err(b);
 }
 
 th_err th_form_append(struct th_buf *b, const char *name, const char *value)
 {
-    th_err e = b->len ? th_buf_appendc(b, '&') : TH_E_OK;
-    e = e ? e : form_escape(b, name);
-    e = e ? e : th_buf_appendc(b, '=');
-    return e ? e : form_escape(b, value);
+    if (b->len)
+        th_buf_appendc(b, '&');
+    form_escape(b, name);
+    th_buf_appendc(b, '=');
+    return form_escape(b, value);
 }

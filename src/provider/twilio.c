@@ -92,12 +92,12 @@ static th_err build_twiml(struct th_buf *t, const struct th_send *m)
     const char *inner;
     size_t len;
     ssml_inner(m->body, &inner, &len);
-    th_err e = th_buf_appends(t, "<Response><Say");
+    th_buf_appends(t, "<Response><Say");
     if (voice)
-        e = e ? e : th_buf_printf(t, " voice=\"Polly.%s\"", voice);
-    e = e ? e : th_buf_printf(t, " language=\"%s\">", lang);
-    e = e ? e : th_buf_append(t, inner, len);
-    return e ? e : th_buf_appends(t, "</Say></Response>");
+        th_buf_printf(t, " voice=\"Polly.%s\"", voice);
+    th_buf_printf(t, " language=\"%s\">", lang);
+    th_buf_append(t, inner, len);
+    return th_buf_appends(t, "</Say></Response>");
 }
 
 /* ---- transfer ---- */
@@ -158,7 +158,8 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
     a->ud = ud;
     th_buf_init(&a->form, FORM_MAX);
     struct th_buf *f = &a->form;
-    th_err e = th_form_append(f, "To", msg->to);
+    th_err e = TH_E_OK; /* the other failures; the form's are kept in f and read once below */
+    th_form_append(f, "To", msg->to);
     if (voice) {
         const char *from = sender ? sender : cfg->twilio_from;
         if (!from[0]) {
@@ -167,30 +168,32 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
         }
         struct th_buf twiml;
         th_buf_init(&twiml, TWIML_MAX);
-        e = e ? e : build_twiml(&twiml, msg);
-        e = e ? e : th_form_append(f, "From", from);
-        e = e ? e : th_form_append(f, "Twiml", th_buf_str(&twiml));
+        e = build_twiml(&twiml, msg);
+        th_form_append(f, "From", from);
+        th_form_append(f, "Twiml", th_buf_str(&twiml));
         th_buf_release(&twiml);
     } else {
         /* A sender that is a Messaging Service SID selects the service's pool. */
         if (sender && strncmp(sender, "MG", 2) == 0)
-            e = e ? e : th_form_append(f, "MessagingServiceSid", sender);
+            th_form_append(f, "MessagingServiceSid", sender);
         else if (sender)
-            e = e ? e : th_form_append(f, "From", sender);
+            th_form_append(f, "From", sender);
         else if (cfg->twilio_messaging_service_sid[0])
-            e = e ? e : th_form_append(f, "MessagingServiceSid", cfg->twilio_messaging_service_sid);
+            th_form_append(f, "MessagingServiceSid", cfg->twilio_messaging_service_sid);
         else if (cfg->twilio_from[0])
-            e = e ? e : th_form_append(f, "From", cfg->twilio_from);
+            th_form_append(f, "From", cfg->twilio_from);
         else
-            e = e ? e : TH_E_CONFIG;
-        e = e ? e : th_form_append(f, "Body", msg->body);
+            e = TH_E_CONFIG;
+        th_form_append(f, "Body", msg->body);
         if (msg->otp_expires_ms > 0) { /* Twilio drops it rather than deliver an expired code */
             long long left = (long long)((msg->otp_expires_ms - th_wall_ms()) / 1000);
             char vp[24];
             snprintf(vp, sizeof vp, "%lld", left < 1 ? 1 : left > 36000 ? 36000 : left);
-            e = e ? e : th_form_append(f, "ValidityPeriod", vp);
+            th_form_append(f, "ValidityPeriod", vp);
         }
     }
+    if (e == TH_E_OK)
+        e = th_buf_err(f);
     if (e != TH_E_OK)
         goto fail;
     const char *hdrs[] = {"Content-Type: application/x-www-form-urlencoded",

@@ -83,10 +83,11 @@ static th_err sign(const char *secret, long long t, const struct th_buf *body, c
     unsigned int maclen = 0;
     struct th_buf msg; /* "<t>." + body: HMAC() is one-shot */
     th_buf_init(&msg, (size_t)tl + body->len + 1);
-    th_err e = th_buf_append(&msg, ts, (size_t)tl);
-    e = e ? e : th_buf_append(&msg, body->data, body->len);
-    bool ok = e == TH_E_OK && HMAC(EVP_sha256(), secret, (int)strlen(secret),
-                                   (const unsigned char *)msg.data, msg.len, mac, &maclen);
+    th_buf_append(&msg, ts, (size_t)tl);
+    th_buf_append(&msg, body->data, body->len);
+    bool ok =
+        th_buf_err(&msg) == TH_E_OK && HMAC(EVP_sha256(), secret, (int)strlen(secret),
+                                            (const unsigned char *)msg.data, msg.len, mac, &maclen);
     th_buf_release(&msg);
     if (!ok)
         return TH_E_NOMEM;
@@ -112,27 +113,31 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
     char expires[25] = "";
     if (m->otp_expires_ms > 0)
         th_format_iso8601(m->otp_expires_ms, expires);
-    th_err e = th_buf_appends(b, "{\"request_id\":");
-    e = e ? e : th_buf_append_json(b, m->request_id, (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"to\":");
-    e = e ? e : th_buf_append_json(b, m->to, (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"country\":");
-    e = e ? e : th_buf_append_json(b, m->region, (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"channel\":");
-    e = e ? e : th_buf_append_json(b, th_channel_name(m->channel), (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"language\":");
-    e = e ? e : th_buf_append_json(b, m->language ? m->language : "", (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"body\":");
-    e = e ? e : th_buf_append_json(b, m->body, (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"voice_id\":");
-    e = e ? e : th_buf_append_json(b, m->voice_id ? m->voice_id : "", (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"sender\":");
-    e = e ? e : th_buf_append_json(b, at->sender ? at->sender : "", (size_t)-1);
-    e = e ? e : th_buf_appends(b, ",\"expires_at\":");
-    e = e ? e
-          : (expires[0] ? th_buf_append_json(b, expires, (size_t)-1) : th_buf_appends(b, "null"));
-    e = e ? e : th_buf_appendc(b, '}');
-    e = e ? e : sign(wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
+    th_buf_appends(b, "{\"request_id\":");
+    th_buf_append_json(b, m->request_id, (size_t)-1);
+    th_buf_appends(b, ",\"to\":");
+    th_buf_append_json(b, m->to, (size_t)-1);
+    th_buf_appends(b, ",\"country\":");
+    th_buf_append_json(b, m->region, (size_t)-1);
+    th_buf_appends(b, ",\"channel\":");
+    th_buf_append_json(b, th_channel_name(m->channel), (size_t)-1);
+    th_buf_appends(b, ",\"language\":");
+    th_buf_append_json(b, m->language ? m->language : "", (size_t)-1);
+    th_buf_appends(b, ",\"body\":");
+    th_buf_append_json(b, m->body, (size_t)-1);
+    th_buf_appends(b, ",\"voice_id\":");
+    th_buf_append_json(b, m->voice_id ? m->voice_id : "", (size_t)-1);
+    th_buf_appends(b, ",\"sender\":");
+    th_buf_append_json(b, at->sender ? at->sender : "", (size_t)-1);
+    th_buf_appends(b, ",\"expires_at\":");
+    if (expires[0])
+        th_buf_append_json(b, expires, (size_t)-1);
+    else
+        th_buf_appends(b, "null");
+    th_buf_appendc(b, '}');
+    th_err e = th_buf_err(b);
+    if (e == TH_E_OK)
+        e = sign(wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
     if (e != TH_E_OK)
         goto fail;
     snprintf(a->reqid, sizeof a->reqid, "X-Telehook-Request-Id: %s", m->request_id);

@@ -9,16 +9,27 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "obs/log.h"
+#include "obs/metrics.h"
 
 #define MAX_PROVIDERS  4
 #define MARGIN_US      (30 * 1000) /* kept back from the deadline to build and send the answer */
 #define MIN_ATTEMPT_US (20 * 1000)
 
+/* How an attempt ended (telehook_provider_attempts_total{result}). */
+enum { ATTEMPT_OK, ATTEMPT_RETRYABLE, ATTEMPT_PERMANENT, ATTEMPT_TIMEOUT, ATTEMPT__COUNT };
+static const char *const attempt_results[] = {"ok", "retryable", "permanent", "timeout"};
+/* attempt latency buckets, microseconds (shown in seconds) */
+static const int64_t attempt_le_us[] = {10000,  25000,   50000,   100000, 250000,
+                                        500000, 1000000, 2500000, 5000000};
+
 struct slot {
     struct th_provider *p;
+    const struct th_router *r; /* for the metrics sampled at render time */
     int timeout_ms;
     atomic_int failures;        /* consecutive retryable failures */
     atomic_llong open_until_us; /* circuit open until then (monotonic) */
+    struct th_counter attempts[ATTEMPT__COUNT];
+    struct th_histogram attempt_seconds;
 };
 
 struct th_router {
@@ -46,7 +57,8 @@ struct job {
     struct th_route_result res;
     size_t errlen;
     struct th_timer defer;
-    th_err last_err; /* the last attempt's failure: TH_E_TIMEOUT makes the outcome a timeout */
+    th_err last_err;    /* the last attempt's failure: TH_E_TIMEOUT makes the outcome a timeout */
+    int64_t attempt_us; /* when the current attempt started */
     th_route_done_fn done;
     void *ud;
     struct th_arena *arena; /* the job's memory when not NULL (else malloc'd) */
@@ -89,7 +101,9 @@ static th_err add_provider(struct th_router *r, const char *name,
         snprintf(err, errlen, "provider %s: %s", name, why[0] ? why : th_strerror(e));
         return TH_E_CONFIG;
     }
+    s->r = r;
     s->timeout_ms = provider_timeout(r->cfg, name);
+    th_histogram_init(&s->attempt_seconds, attempt_le_us, TH_ARRAY_LEN(attempt_le_us), 1e6);
     atomic_init(&s->failures, 0);
     atomic_init(&s->open_until_us, 0);
     r->nslots++;
@@ -122,6 +136,17 @@ static void breaker_record(const struct th_router *r, struct slot *s, bool faile
                        "provider %s failed %d times in a row: skipped for %d s", s->p->name, n,
                        r->cfg->dispatch_breaker_seconds);
     }
+}
+
+/* One attempt done: a few relaxed adds, the only metrics work on the request path. */
+static void attempt_record(struct slot *s, const struct th_send_result *res, int64_t took_us)
+{
+    int k = res->err == TH_E_OK        ? ATTEMPT_OK
+            : res->err == TH_E_TIMEOUT ? ATTEMPT_TIMEOUT
+            : res->retryable           ? ATTEMPT_RETRYABLE
+                                       : ATTEMPT_PERMANENT;
+    th_counter_inc(&s->attempts[k]);
+    th_histogram_observe(&s->attempt_seconds, took_us);
 }
 
 /* ---- the loop's outbound client ---- */
@@ -220,6 +245,7 @@ static bool start_next(struct job *j)
             .arena = j->arena,
         };
         j->res.provider = s->p->name;
+        j->attempt_us = now;
         th_err e = th_provider_send(s->p, &at, &j->msg, on_attempt, j);
         if (e == TH_E_OK)
             return true;
@@ -239,8 +265,10 @@ static void on_attempt(void *ud, const struct th_send_result *res)
     j->res.attempts++;
     int si = find_slot(r, j->res.provider);
     bool failed_retryable = res->err != TH_E_OK && res->retryable;
-    if (si >= 0)
+    if (si >= 0) {
+        attempt_record(&r->slots[si], res, th_mono_us() - j->attempt_us);
         breaker_record(r, &r->slots[si], failed_retryable);
+    }
     if (res->err == TH_E_OK) {
         j->res.err = TH_E_OK;
         j->res.overload = false;
@@ -449,23 +477,64 @@ void th_router_free(struct th_router *r)
     free(r);
 }
 
-void th_router_metrics(struct th_router *r, struct th_buf *out)
+static double circuit_open_now(void *ud)
 {
-    int64_t now = th_mono_us();
-    th_buf_appends(out, "# HELP telehook_provider_circuit_open 1 while the provider is skipped.\n"
-                        "# TYPE telehook_provider_circuit_open gauge\n");
-    for (int i = 0; i < r->nslots; i++)
-        th_buf_printf(out, "telehook_provider_circuit_open{provider=\"%s\"} %d\n",
-                      r->slots[i].p->name, breaker_open(r, &r->slots[i], now) ? 1 : 0);
-    th_buf_appends(out, "# TYPE telehook_provider_consecutive_failures gauge\n");
-    for (int i = 0; i < r->nslots; i++)
-        th_buf_printf(out, "telehook_provider_consecutive_failures{provider=\"%s\"} %d\n",
-                      r->slots[i].p->name, atomic_load(&r->slots[i].failures));
-    th_buf_printf(out,
-                  "# HELP telehook_routes_skipped Stored routes cut short or left out because "
-                  "a provider they name is not set up.\n"
-                  "# TYPE telehook_routes_skipped gauge\ntelehook_routes_skipped %d\n",
-                  atomic_load(&r->routes_skipped));
+    struct slot *s = ud;
+    return breaker_open(s->r, s, th_mono_us()) ? 1 : 0;
+}
+
+static double failures_now(void *ud)
+{
+    return atomic_load(&((struct slot *)ud)->failures);
+}
+
+static double routes_skipped_now(void *ud)
+{
+    return atomic_load(&((struct th_router *)ud)->routes_skipped);
+}
+
+th_err th_router_metrics(struct th_router *r, struct th_metrics *m)
+{
+    static const char *const by_provider[] = {"provider", NULL};
+    static const char *const by_result[] = {"provider", "result", NULL};
+    struct th_metric_family *open, *fails, *att, *secs, *f;
+    th_err e =
+        th_metrics_family(m, "telehook_provider_circuit_open", "1 while the provider is skipped.",
+                          TH_METRIC_GAUGE, by_provider, MAX_PROVIDERS, &open);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_provider_consecutive_failures",
+                              "Retryable failures of the provider in a row (the circuit opens at "
+                              "dispatch.breaker_failures).",
+                              TH_METRIC_GAUGE, by_provider, MAX_PROVIDERS, &fails);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_provider_attempts_total",
+                              "Attempts to send through the provider, by how they ended (ok, "
+                              "retryable, permanent, timeout).",
+                              TH_METRIC_COUNTER, by_result, MAX_PROVIDERS * ATTEMPT__COUNT, &att);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_provider_attempt_seconds",
+                              "Time from the start of an attempt to the provider's answer.",
+                              TH_METRIC_HISTOGRAM, by_provider, MAX_PROVIDERS, &secs);
+    for (int i = 0; e == TH_E_OK && i < r->nslots; i++) {
+        struct slot *s = &r->slots[i];
+        const char *const v[] = {s->p->name, NULL};
+        e = th_metrics_fn(open, v, circuit_open_now, s);
+        if (e == TH_E_OK)
+            e = th_metrics_fn(fails, v, failures_now, s);
+        for (int k = 0; e == TH_E_OK && k < ATTEMPT__COUNT; k++)
+            e = th_metrics_counter(att, (const char *const[]){s->p->name, attempt_results[k], NULL},
+                                   &s->attempts[k]);
+        if (e == TH_E_OK)
+            e = th_metrics_histogram(secs, v, &s->attempt_seconds);
+    }
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_routes_skipped",
+                              "Stored routes cut short or left out because a provider they name "
+                              "is not set up.",
+                              TH_METRIC_GAUGE, NULL, 1, &f);
+    if (e == TH_E_OK)
+        e = th_metrics_fn(f, NULL, routes_skipped_now, r);
+    return e;
 }
 
 int th_router_circuits_open(struct th_router *r)

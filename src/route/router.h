@@ -63,9 +63,13 @@ bool th_router_ready(const struct th_router *r);
 /* Names of the providers in use, comma-separated, for the start-up log line. */
 const char *th_router_describe(const struct th_router *r);
 
-/* Appends per-provider gauges in Prometheus text (circuit open, consecutive failures). */
-struct th_buf;
-void th_router_metrics(struct th_router *r, struct th_buf *out);
+/*
+ * Registers the router's metrics in m: per provider its circuit, its failures in a row, its
+ * attempts by result and their latency; the routes skipped. Bound to the router's state: the
+ * router must outlive every render of m. Once, at start.
+ */
+struct th_metrics;
+th_err th_router_metrics(struct th_router *r, struct th_metrics *m);
 /* Providers whose circuit is open now (skipped until dispatch.breaker_seconds pass). */
 int th_router_circuits_open(struct th_router *r);
 

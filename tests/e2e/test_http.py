@@ -162,7 +162,7 @@ def test_metrics(server):
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
             float(value)
-            assert name.startswith("telehook_")
+            assert name.startswith(("telehook_", "process_"))
     assert "+1201" not in text  # no number, no code, nothing personal
     assert server.request("POST", "/metrics", b"{}",
                           {"Content-Type": "application/json"})[0] == 405

@@ -149,9 +149,10 @@ static void test_buf(void **state)
     assert_true(inside(data, mem, sizeof mem));
     assert_string_equal(th_buf_str(&b), "");
     assert_int_equal(th_buf_appends(&b, "12345678"), TH_E_OK);
-    assert_int_equal(th_buf_appendc(&b, '9'), TH_E_TOOBIG);
-    assert_ptr_equal(b.data, data);
     assert_string_equal(th_buf_str(&b), "12345678");
+    assert_int_equal(th_buf_appendc(&b, '9'), TH_E_TOOBIG);
+    assert_ptr_equal(b.data, data); /* failed (sticky, emptied), never reallocated */
+    assert_int_equal(th_buf_err(&b), TH_E_TOOBIG);
     assert_int_equal(th_arena_buf(&a, &b, 8192), TH_E_NOMEM); /* over the cap */
     th_arena_cleanse_release(&a);
 }

@@ -24,9 +24,11 @@ static void test_append_and_cap(void **state)
     assert_int_equal(th_buf_appends(&b, "hello"), TH_E_OK);
     assert_int_equal(th_buf_printf(&b, "%d", 1234), TH_E_OK);
     assert_string_equal(th_buf_str(&b), "hello1234");
-    /* 2 more bytes would exceed max: refused and the buffer is unchanged */
+    /* 2 more bytes would exceed max: refused, and the buffer is failed and empty (sticky) */
     assert_int_equal(th_buf_appends(&b, "ab"), TH_E_TOOBIG);
-    assert_string_equal(th_buf_str(&b), "hello1234");
+    assert_string_equal(th_buf_str(&b), "");
+    th_buf_reset(&b);
+    assert_int_equal(th_buf_appends(&b, "hello1234"), TH_E_OK);
     assert_int_equal(th_buf_appendc(&b, '!'), TH_E_OK);
     assert_int_equal(b.len, 10);
     assert_int_equal(th_buf_appendc(&b, '?'), TH_E_TOOBIG);
@@ -42,6 +44,7 @@ static void test_zero_max_refuses(void **state)
     struct th_buf b;
     th_buf_init(&b, 0);
     assert_int_equal(th_buf_appends(&b, "x"), TH_E_TOOBIG);
+    th_buf_reset(&b); /* the failure is sticky until then */
     assert_int_equal(th_buf_append(&b, "", 0), TH_E_OK);
     char *s = th_buf_steal(&b);
     assert_non_null(s);
@@ -142,7 +145,119 @@ static void test_json_escape_cap_atomic(void **state)
     th_buf_init(&b, 8);
     assert_int_equal(th_buf_appends(&b, "ab"), TH_E_OK);
     assert_int_equal(th_buf_append_json(&b, "0123456789", (size_t)-1), TH_E_TOOBIG);
-    assert_string_equal(th_buf_str(&b), "ab"); /* never half a string */
+    assert_string_equal(th_buf_str(&b), ""); /* never half a string: the buffer failed whole */
+    assert_int_equal(b.len, 0);
+    th_buf_release(&b);
+}
+
+/* After a failure every append is refused with the first error and changes nothing. */
+static void test_sticky_error(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 16);
+    assert_int_equal(th_buf_err(&b), TH_E_OK);
+    assert_int_equal(th_buf_appends(&b, "secret-123"), TH_E_OK);
+    char *mem = b.data;
+    size_t was = b.len;
+    assert_int_equal(th_buf_appends(&b, "0123456789"), TH_E_TOOBIG);
+    assert_int_equal(th_buf_err(&b), TH_E_TOOBIG);
+    assert_int_equal(b.len, 0);
+    for (size_t i = 0; i < was; i++) /* wiped, not just hidden: it may have held a code */
+        assert_int_equal(mem[i], '\0');
+    /* each kind of append: the recorded error, nothing written, even what would fit */
+    assert_int_equal(th_buf_append(&b, "a", 1), TH_E_TOOBIG);
+    assert_int_equal(th_buf_appends(&b, "a"), TH_E_TOOBIG);
+    assert_int_equal(th_buf_appendc(&b, 'a'), TH_E_TOOBIG);
+    assert_int_equal(th_buf_append_int(&b, 1), TH_E_TOOBIG);
+    assert_int_equal(th_buf_printf(&b, "%d", 1), TH_E_TOOBIG);
+    assert_int_equal(th_buf_append_json(&b, "a", (size_t)-1), TH_E_TOOBIG);
+    assert_int_equal(th_buf_append(&b, "", 0), TH_E_TOOBIG);
+    th_buf_truncate(&b, 0); /* no way back but reset/release */
+    assert_int_equal(th_buf_err(&b), TH_E_TOOBIG);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(th_buf_str(&b), "");
+    /* reset clears it */
+    th_buf_reset(&b);
+    assert_int_equal(th_buf_err(&b), TH_E_OK);
+    assert_int_equal(th_buf_appends(&b, "ok"), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "ok");
+    /* and so does release */
+    assert_int_equal(th_buf_appends(&b, "0123456789abcdef"), TH_E_TOOBIG);
+    th_buf_release(&b);
+    assert_int_equal(th_buf_err(&b), TH_E_OK);
+    assert_int_equal(th_buf_appends(&b, "again"), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "again");
+    th_buf_release(&b);
+}
+
+/* A failed buffer cannot be handed on: steal gives NULL (and frees), so no half document. */
+static void test_steal_failed(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 4);
+    assert_int_equal(th_buf_appends(&b, "abcde"), TH_E_TOOBIG);
+    assert_null(th_buf_steal(&b));
+    assert_null(b.data);
+    assert_int_equal(th_buf_err(&b), TH_E_OK); /* reset by the steal */
+    assert_int_equal(th_buf_appends(&b, "abcd"), TH_E_OK);
+    char *s = th_buf_steal(&b);
+    assert_string_equal(s, "abcd");
+    free(s);
+}
+
+/* The builder the contract is for: ten appends, no check between them, one at the end. */
+static void test_builder_checks_once(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 24);
+    th_buf_appends(&b, "{\"a\":");                        /* 5 */
+    th_buf_append_json(&b, "x", (size_t)-1);              /* 8 */
+    th_buf_appends(&b, ",\"long\":\"0123456789012345\""); /* 34: over the cap */
+    th_buf_appendc(&b, ',');
+    th_buf_append_int(&b, 7);
+    th_buf_printf(&b, "%s", "\"b\"");
+    th_buf_appendc(&b, ':');
+    th_buf_append(&b, "1", 1);
+    th_buf_append_json(&b, "y", (size_t)-1);
+    th_buf_appends(&b, "}");
+    assert_int_equal(th_buf_err(&b), TH_E_TOOBIG);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(th_buf_str(&b), ""); /* not "{\"a\":\"x\"" nor ",7\"b\":1..." */
+    assert_null(th_buf_steal(&b));
+    /* the same ten within the cap: one check says all went in */
+    th_buf_init(&b, 64);
+    th_buf_appends(&b, "{\"a\":");
+    th_buf_append_json(&b, "x", (size_t)-1);
+    th_buf_appends(&b, ",\"n\":");
+    th_buf_append_int(&b, 7);
+    th_buf_printf(&b, ",%s", "\"b\"");
+    th_buf_appendc(&b, ':');
+    th_buf_append(&b, "1", 1);
+    th_buf_appends(&b, ",\"c\":");
+    th_buf_append_json(&b, "y", (size_t)-1);
+    th_buf_appends(&b, "}");
+    assert_int_equal(th_buf_err(&b), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "{\"a\":\"x\",\"n\":7,\"b\":1,\"c\":\"y\"}");
+    th_buf_release(&b);
+}
+
+/* Cutting back undoes a part on a usable buffer. */
+static void test_truncate(void **state)
+{
+    (void)state;
+    struct th_buf b;
+    th_buf_init(&b, 16);
+    th_buf_truncate(&b, 0); /* empty, no storage: fine */
+    assert_int_equal(th_buf_appends(&b, "keep+drop"), TH_E_OK);
+    th_buf_truncate(&b, 4);
+    assert_string_equal(th_buf_str(&b), "keep");
+    th_buf_truncate(&b, 10); /* longer than the content: nothing */
+    assert_int_equal(b.len, 4);
+    assert_int_equal(th_buf_appends(&b, "!"), TH_E_OK);
+    assert_string_equal(th_buf_str(&b), "keep!");
     th_buf_release(&b);
 }
 
@@ -285,6 +400,10 @@ int main(void)
         cmocka_unit_test(test_append_int),
         cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_json_escape_cap_atomic),
+        cmocka_unit_test(test_sticky_error),
+        cmocka_unit_test(test_steal_failed),
+        cmocka_unit_test(test_builder_checks_once),
+        cmocka_unit_test(test_truncate),
         cmocka_unit_test(test_random_id),
         cmocka_unit_test(test_time_id),
         cmocka_unit_test(test_utc_calendar),

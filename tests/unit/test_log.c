@@ -203,12 +203,42 @@ static void test_batch_full_flushes_whole_lines(void **state)
     assert_true(n > 0 && buf[n - 1] == '\n');
 }
 
+/* A field that does not fit is dropped whole; the fields before it and a later small one stay. */
+static void test_dropped_field_keeps_line(void **state)
+{
+    (void)state;
+    char v[501];
+    memset(v, 'x', sizeof v - 1);
+    v[sizeof v - 1] = '\0';
+    struct th_logline l;
+    assert_true(th_log_begin(&l, TH_LOG_INFO, "fill"));
+    char k[4] = "k0";
+    for (int i = 0; i < 8; i++) { /* ~508 bytes each: the eighth does not fit */
+        k[1] = (char)('0' + i);
+        th_log_str(&l, k, v);
+    }
+    th_log_int(&l, "n", 7);
+    th_log_end(&l);
+    char raw[TH_LOG_LINE_MAX + 16];
+    json_t *j = read_line(raw, sizeof raw);
+    assert_string_equal(json_string_value(json_object_get(j, "event")), "fill");
+    for (int i = 0; i < 7; i++) {
+        k[1] = (char)('0' + i);
+        assert_string_equal(json_string_value(json_object_get(j, k)), v);
+    }
+    assert_null(json_object_get(j, "k7"));
+    assert_int_equal(json_integer_value(json_object_get(j, "n")), 7);
+    assert_true(json_is_true(json_object_get(j, "truncated")));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_levels),
         cmocka_unit_test(test_long_values_bounded),
+        cmocka_unit_test(test_dropped_field_keeps_line),
         cmocka_unit_test(test_batch_holds_info_until_flush),
         cmocka_unit_test(test_batch_warn_written_through),
         cmocka_unit_test(test_batch_full_flushes_whole_lines),

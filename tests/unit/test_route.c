@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "config/config.h"
+#include "obs/metrics.h"
 #include "route/route.h"
 #include "route/router.h"
 
@@ -116,7 +117,11 @@ static long skipped_gauge(struct th_router *r)
 {
     struct th_buf b;
     th_buf_init(&b, 1 << 16);
-    th_router_metrics(r, &b);
+    struct th_metrics *m;
+    assert_int_equal(th_metrics_new(&m), TH_E_OK);
+    assert_int_equal(th_router_metrics(r, m), TH_E_OK);
+    th_metrics_render(m, &b);
+    th_metrics_free(m);
     const char *g = strstr(th_buf_str(&b), "\ntelehook_routes_skipped ");
     long v = g ? strtol(g + strlen("\ntelehook_routes_skipped "), NULL, 10) : -1;
     th_buf_release(&b);

@@ -169,7 +169,8 @@ static void test_prepare(void **state)
     assert_int_equal(th_buf_appends(&b, "ab"), TH_E_OK);
     assert_int_equal(th_sms_prepare(TH_SMS_GSM7, "Łódź Łódź", strlen("Łódź Łódź"), &b, &rw),
                      TH_E_TOOBIG);
-    assert_string_equal(th_buf_str(&b), "ab");
+    assert_string_equal(th_buf_str(&b), ""); /* failed whole (th_buf's sticky error) */
+    assert_int_equal(th_buf_err(&b), TH_E_TOOBIG);
     th_buf_release(&b);
 }
 
