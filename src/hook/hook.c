@@ -53,7 +53,6 @@ struct hreq {
     bool answered;
     bool sending; /* a provider callback is still to come */
     struct th_timer deadline;
-    struct th_timer poll;     /* waiting for a duplicate's first outcome */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
     bool dlq_writing;         /* a dead-letter entry is on its way to the store */
@@ -286,7 +285,6 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     r->outcome = outcome;
     th_loop_timer_cancel(r->loop, &r->deadline);
     int64_t latency = th_mono_us() - r->arrived_us;
-    th_loop_timer_cancel(r->loop, &r->poll);
     th_loop_timer_cancel(r->loop, &r->hold);
     size_t len = body->len;
     char *data = th_buf_steal(body);
@@ -571,16 +569,15 @@ static void replay(struct hreq *r, struct th_dedupe_answer *a)
     finish(r, a->status, &body, "DUPLICATE");
 }
 
-static void on_dedupe_poll(void *ud)
+/* On the loop: the first finished (replay its answer) or gave up (our deadline answers). */
+static void on_dedupe_woken(void *ud)
 {
     struct hreq *r = ud;
     struct th_dedupe_answer a = {0};
     if (th_guard_dedupe_poll(r->hook->guard, r->dedupe, &a) == TH_DEDUPE_DONE) {
         replay(r, &a);
         hreq_maybe_free(r);
-        return;
     }
-    th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
 }
 
 /* A blocked request: Okta's FAILED status (nothing sent anywhere) or its error object. */
@@ -631,7 +628,8 @@ static bool guard(struct hreq *r)
         th_loop_timer_set(r->loop, &r->deadline,
                           r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000, on_deadline,
                           r);
-        th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
+        /* woken when it finishes; past the guard's cap of waiters, the deadline answers */
+        th_guard_dedupe_wait(g, r->dedupe, r->loop, on_dedupe_woken, r);
         return false;
     case TH_DEDUPE_FIRST:
         r->dedupe_first = true;

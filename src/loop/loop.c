@@ -393,6 +393,9 @@ void th_loop_stop(struct th_loop *loop)
 void th_loop_run(struct th_loop *loop)
 {
     struct epoll_event evs[64];
+    pthread_mutex_lock(&loop->mu); /* run again (a test, the CLI's replay): open again */
+    loop->closed = false;
+    pthread_mutex_unlock(&loop->mu);
     while (!atomic_load(&loop->stopping)) {
         loop->now_us = th_mono_us();
         int timeout = -1;

@@ -8,8 +8,8 @@
  * th_loop_answered() may be called from other threads.
  *
  * A loop has finished once th_loop_run() has returned (or th_loop_free() has begun on a loop that
- * never ran): from then on posts are refused, so nothing completes on a loop whose owner has torn
- * down what the completion would touch.
+ * never ran): from then on posts are refused — until th_loop_run() is called again — so nothing
+ * completes on a loop whose owner has torn down what the completion would touch.
  */
 #ifndef TH_LOOP_LOOP_H
 #define TH_LOOP_LOOP_H
