@@ -342,24 +342,30 @@ static void on_hold_timeout(void *ud)
     hreq_maybe_free(r);
 }
 
-/* On the loop: the entry is committed (or failed to be). */
-static void dlq_committed(void *ud)
-{
-    struct hreq *r = ud;
-    r->dlq_writing = false;
-    release_held(r);
-    hreq_maybe_free(r);
-}
-
-/* On the writer thread. */
+/* On the loop (th_writer_dlq_on): the entry is committed (or failed to be). */
 static void dlq_written(void *ud, th_err result)
 {
     struct hreq *r = ud;
     if (result != TH_E_OK)
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry %s not stored: %s",
                    r->request_id, r->dlq_id, th_strerror(result));
-    if (th_loop_post(r->loop, dlq_committed, r) != TH_E_OK)
-        return; /* the loop has finished (shutdown): nothing waits any more */
+    r->dlq_writing = false;
+    release_held(r);
+    hreq_maybe_free(r);
+}
+
+/* On the writer thread: the loop has finished (shutdown), nobody waits for the answer any more.
+ * The request is freed here rather than leaked; the loop's timers are already disarmed. */
+static void dlq_unanswered(void *ud)
+{
+    struct hreq *r = ud;
+    th_guard_dedupe_release(r->hook->guard, r->dedupe);
+    r->dedupe = NULL;
+    if (!r->answered)
+        atomic_fetch_sub(&r->hook->in_flight, 1);
+    r->answered = true; /* no answer can leave now */
+    r->dlq_writing = false;
+    hreq_maybe_free(r);
 }
 
 /* The sealed payload: what a replay needs to send the same message again. */
@@ -432,7 +438,8 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
     th_buf_init(&r->held, ANSWER_MAX);
     th_okta_encode_error(&r->held, SUMMARY_FAILED, cause);
     r->held_outcome = outcome;
-    th_err e = th_writer_dlq(h->writer, &row, dlq_written, r);
+    struct th_writer_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
+    th_err e = th_writer_dlq_on(h->writer, &row, &reply);
     free(blob);
     if (e != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry not queued: %s",

@@ -425,6 +425,10 @@ void th_loop_run(struct th_loop *loop)
         free(p);
     }
     run_posts(loop); /* what the exit handlers posted (their last completions) */
+    /* Timers will never fire now: disarmed, so an owner freed by a cancel on another thread
+     * (th_loop_call) leaves no pointer in the heap for a later cancel to follow. */
+    while (loop->nheap)
+        heap_remove(loop, loop->heap[loop->nheap - 1]);
     /* Finished: from now on a post is refused (th_loop_call_post runs its cancel instead), so
      * no completion runs after the loop's owner has torn down what it would touch. */
     close_mailbox(loop);

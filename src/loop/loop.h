@@ -9,7 +9,8 @@
  *
  * A loop has finished once th_loop_run() has returned (or th_loop_free() has begun on a loop that
  * never ran): from then on posts are refused — until th_loop_run() is called again — so nothing
- * completes on a loop whose owner has torn down what the completion would touch.
+ * completes on a loop whose owner has torn down what the completion would touch. Its timers are
+ * disarmed then (they could never fire): their owners may be freed without cancelling them.
  */
 #ifndef TH_LOOP_LOOP_H
 #define TH_LOOP_LOOP_H
