@@ -735,7 +735,8 @@ static void on_keys_bound(void *ud)
     th_loop_stop(((struct kwait *)ud)->loop);
 }
 
-/* Runs loop until stopped (a wake), or for at most ms. */
+/* Runs loop until stopped (a wake), or for at most ms. A loop once stopped stays stopped:
+ * called again, it only runs what is queued on it — where a second wake would be. */
 static void run_for(struct th_loop *loop, struct kwait *bound_owner, int ms)
 {
     struct th_timer t = {0};
@@ -766,7 +767,7 @@ static void test_key_wait_woken_by_refresh(void **state)
     assert_int_equal(k.calls, 1);
     assert_int_not_equal(th_auth_epoch(a), seen);
     assert_int_equal(check(a, tB), TH_E_OK); /* the new key is there when the waiter wakes */
-    run_for(loop, &k, 50);                   /* nothing more comes */
+    run_for(loop, &k, 50);                   /* nothing more is queued */
     assert_int_equal(k.calls, 1);
     assert_int_equal(gone.calls, 0);
     th_auth_wait_cancel(a, &k.w); /* after the wake: a no-op */

@@ -680,7 +680,9 @@ static void on_bound(void *ud)
     th_loop_stop(((struct wctx *)ud)->loop);
 }
 
-/* Runs the loop until expect waiters were woken, or bound_ms (then: what came, came). */
+/* Runs the loop until expect waiters were woken, or bound_ms (then: what came, came). A loop
+ * once stopped stays stopped: called again, it only runs what is queued on it — where a late or
+ * second wake would be. */
 static void run_until(struct wctx *c, int expect, int bound_ms)
 {
     c->expect = expect;
@@ -793,7 +795,7 @@ static void test_dedupe_waiters_woken_once_on_release(void **state)
     duplicate(&c, "ev-w2", &late);
     assert_int_equal(th_guard_dedupe_wait(c.g, late.t, c.loop, on_woken, &late), TH_E_OK);
     run_until(&c, 3, 2000);
-    run_until(&c, 4, 50); /* nothing more comes */
+    run_until(&c, 4, 50); /* nothing more is queued */
     for (int i = 0; i < 2; i++) {
         assert_int_equal(w[i].calls, 1);
         assert_int_equal(w[i].seen, TH_DEDUPE_PENDING);
