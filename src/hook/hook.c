@@ -58,7 +58,6 @@ struct hreq {
     bool answered;
     bool sending; /* a provider callback is still to come */
     struct th_timer deadline;
-    struct th_timer poll;     /* waiting for a duplicate's first outcome */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
     bool dlq_writing;         /* a dead-letter entry is on its way to the store */
@@ -299,7 +298,6 @@ static void finish(struct hreq *r, int status, struct th_buf *body, const char *
     r->outcome = outcome;
     th_loop_timer_cancel(r->loop, &r->deadline);
     int64_t latency = th_mono_us() - r->arrived_us;
-    th_loop_timer_cancel(r->loop, &r->poll);
     th_loop_timer_cancel(r->loop, &r->hold);
     size_t len = body->len;
     char *data = th_buf_steal(body);
@@ -357,16 +355,7 @@ static void on_hold_timeout(void *ud)
     hreq_maybe_free(r);
 }
 
-/* On the loop: the entry is committed (or failed to be). */
-static void dlq_committed(void *ud)
-{
-    struct hreq *r = ud;
-    r->dlq_writing = false;
-    release_held(r);
-    hreq_maybe_free(r);
-}
-
-/* On the writer thread. */
+/* On the loop (th_writer_dlq_on): the entry is committed (or failed to be). */
 static void dlq_written(void *ud, th_err result)
 {
     struct hreq *r = ud;
@@ -375,8 +364,23 @@ static void dlq_written(void *ud, th_err result)
     else
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry %s not stored: %s",
                    r->request_id, r->dlq_id, th_strerror(result));
-    if (th_loop_post(r->loop, dlq_committed, r) != TH_E_OK)
-        return; /* the loop has finished (shutdown): nothing waits any more */
+    r->dlq_writing = false;
+    release_held(r);
+    hreq_maybe_free(r);
+}
+
+/* On the writer thread: the loop has finished (shutdown), nobody waits for the answer any more.
+ * The request is freed here rather than leaked; the loop's timers are already disarmed. */
+static void dlq_unanswered(void *ud)
+{
+    struct hreq *r = ud;
+    th_guard_dedupe_release(r->hook->guard, r->dedupe);
+    r->dedupe = NULL;
+    if (!r->answered)
+        atomic_fetch_sub(&r->hook->in_flight, 1);
+    r->answered = true; /* no answer can leave now */
+    r->dlq_writing = false;
+    hreq_maybe_free(r);
 }
 
 /* The sealed payload: what a replay needs to send the same message again. */
@@ -449,7 +453,8 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
     th_buf_init(&r->held, ANSWER_MAX);
     th_okta_encode_error(&r->held, SUMMARY_FAILED, cause);
     r->held_outcome = outcome;
-    th_err e = th_writer_dlq(h->writer, &row, dlq_written, r);
+    struct th_writer_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
+    th_err e = th_writer_dlq_on(h->writer, &row, &reply);
     free(blob);
     if (e != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry not queued: %s",
@@ -586,16 +591,15 @@ static void replay(struct hreq *r, struct th_dedupe_answer *a)
     finish(r, a->status, &body, "DUPLICATE");
 }
 
-static void on_dedupe_poll(void *ud)
+/* On the loop: the first finished (replay its answer) or gave up (our deadline answers). */
+static void on_dedupe_woken(void *ud)
 {
     struct hreq *r = ud;
     struct th_dedupe_answer a = {0};
     if (th_guard_dedupe_poll(r->hook->guard, r->dedupe, &a) == TH_DEDUPE_DONE) {
         replay(r, &a);
         hreq_maybe_free(r);
-        return;
     }
-    th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
 }
 
 /* A blocked request: Okta's FAILED status (nothing sent anywhere) or its error object. */
@@ -646,7 +650,8 @@ static bool guard(struct hreq *r)
         th_loop_timer_set(r->loop, &r->deadline,
                           r->arrived_us + (int64_t)r->hook->cfg->deadline_ms * 1000, on_deadline,
                           r);
-        th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
+        /* woken when it finishes; past the guard's cap of waiters, the deadline answers */
+        th_guard_dedupe_wait(g, r->dedupe, r->loop, on_dedupe_woken, r);
         return false;
     case TH_DEDUPE_FIRST:
         r->dedupe_first = true;

@@ -111,9 +111,8 @@ struct req {
     bool close;        /* the answer closes the connection (refused framing) */
     bool auth_wait;    /* suspended until the issuer's keys are refreshed (unknown kid) */
     bool auth_recheck; /* resumed: authenticate again before anything else */
-    uint64_t auth_epoch;
-    int64_t auth_until_us;
-    struct th_timer auth_timer;
+    struct th_keys_waiter auth_waiter; /* woken when the refresh completes */
+    struct th_timer auth_timer;        /* ...or after a second */
     int status;
     char *answer; /* owned (malloc) until handed to libmicrohttpd */
     size_t answer_len;
@@ -338,16 +337,13 @@ static bool is_json(const char *ct)
 
 static enum MHD_Result after_auth(struct req *r);
 
-/* Polls (on the loop) for the end of the key refresh an unknown kid asked for. */
-static void on_auth_poll(void *ud)
+/* On the loop: the key refresh an unknown kid asked for has completed, or our second is up. */
+static void on_keys(void *ud)
 {
     struct req *r = ud;
     struct worker *w = r->w;
-    int64_t now = th_mono_us();
-    if (th_auth_epoch(w->srv->auth) == r->auth_epoch && now < r->auth_until_us) {
-        th_loop_timer_set(w->loop, &r->auth_timer, now + 20 * 1000, on_auth_poll, r);
-        return;
-    }
+    th_auth_wait_cancel(w->srv->auth, &r->auth_waiter); /* the timer fired: no wake after it */
+    th_loop_timer_cancel(w->loop, &r->auth_timer);
     r->auth_wait = false;
     r->auth_recheck = true;
     MHD_resume_connection(r->conn);
@@ -365,9 +361,11 @@ static enum MHD_Result wait_for_keys(struct req *r)
 {
     struct worker *w = r->w;
     r->auth_wait = true;
-    r->auth_epoch = th_auth_epoch(w->srv->auth);
-    r->auth_until_us = th_mono_us() + 1000 * 1000;
-    th_loop_timer_set(w->loop, &r->auth_timer, th_mono_us() + 20 * 1000, on_auth_poll, r);
+    uint64_t seen = th_auth_epoch(w->srv->auth);
+    int64_t now = th_mono_us();
+    /* a refresh that completed already (or no fetcher): check again on the next pass */
+    bool woken_later = th_auth_wait(w->srv->auth, &r->auth_waiter, seen, w->loop, on_keys, r);
+    th_loop_timer_set(w->loop, &r->auth_timer, woken_later ? now + 1000 * 1000 : now, on_keys, r);
     MHD_suspend_connection(r->conn);
     r->suspended = true;
     return MHD_YES;
@@ -650,6 +648,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     th_loop_timer_cancel(r->w->loop, &r->auth_timer);
+    if (r->auth_wait) /* closed while waiting for keys */
+        th_auth_wait_cancel(r->w->srv->auth, &r->auth_waiter);
     th_buf_release(&r->body);
     free(r->answer);
     free(r);

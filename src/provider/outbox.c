@@ -20,7 +20,7 @@ struct outbox {
 };
 
 struct pending {
-    struct th_loop *loop;
+    struct th_loop_call call; /* back to the loop that started the send */
     th_send_done_fn done;
     void *ud;
     struct th_send_result res;
@@ -34,6 +34,12 @@ static void complete(void *arg)
     free(p);
 }
 
+/* On the sink's thread instead, when that loop has finished (shutdown): nobody waits any more. */
+static void abandoned(void *arg)
+{
+    free(arg);
+}
+
 /* On the sink's thread (the store writer), once the item is kept. */
 static void written(void *arg, th_err result)
 {
@@ -43,10 +49,7 @@ static void written(void *arg, th_err result)
         p->res.retryable = true;
         th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
     }
-    if (th_loop_post(p->loop, complete, p) != TH_E_OK) {
-        /* The loop has finished (shutdown after its last request): nobody waits any more. */
-        free(p);
-    }
+    th_loop_call_post(&p->call);
 }
 
 static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
@@ -59,7 +62,7 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     struct pending *p = calloc(1, sizeof *p);
     if (!p)
         return TH_E_NOMEM;
-    p->loop = loop;
+    th_loop_call_init(&p->call, loop, complete, abandoned, p);
     p->done = done;
     p->ud = ud;
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
