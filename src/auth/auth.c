@@ -180,6 +180,18 @@ uint64_t th_auth_epoch(const struct th_auth *auth)
     return auth->keys ? th_keys_epoch(auth->keys) : 0;
 }
 
+bool th_auth_wait(struct th_auth *auth, struct th_keys_waiter *w, uint64_t seen,
+                  struct th_loop *loop, th_loop_fn fn, void *ud)
+{
+    return auth->keys && th_keys_wait(auth->keys, w, seen, loop, fn, ud);
+}
+
+void th_auth_wait_cancel(struct th_auth *auth, struct th_keys_waiter *w)
+{
+    if (auth->keys)
+        th_keys_wait_cancel(auth->keys, w);
+}
+
 bool th_auth_ready(const struct th_auth *auth)
 {
     return !auth->keys || th_keys_ready(auth->keys);

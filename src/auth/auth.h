@@ -20,8 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/keys.h"
 #include "common/err.h"
 #include "config/config.h"
+#include "loop/loop.h"
 
 struct th_auth;
 
@@ -44,13 +46,24 @@ void th_auth_free(struct th_auth *auth); /* NULL is a no-op */
  * TH_E_OK when the request is authenticated; TH_E_AUTH with *why set to a static reason for the
  * log ("missing credentials", "wrong credentials", "bearer: expired", ...), never the presented
  * value; TH_E_BUSY when the token names a key the server does not hold and a key refresh has
- * been asked for: check again once th_auth_epoch() has changed (or give up after a second).
- * Safe to call from several threads at once.
+ * been asked for: check again once th_auth_epoch() has changed — th_auth_wait() says when — or
+ * give up after a second. Safe to call from several threads at once.
  */
 th_err th_auth_check(struct th_auth *auth, th_header_lookup_fn lookup, void *ud, const char **why);
 
 /* Changes whenever a key fetch completes (successfully or not). */
 uint64_t th_auth_epoch(const struct th_auth *auth);
+
+/*
+ * After TH_E_BUSY, on loop's thread: fn(ud) runs once on loop when the next key fetch completes
+ * (the epoch moves past seen, read before or right after th_auth_check). false: it has already
+ * moved (or there is no fetcher): nothing registered, check again now. The waiter is embedded in
+ * the request, zero-initialised (auth/keys.h); th_auth_wait_cancel() before freeing it, on the
+ * same loop: after it returns fn is not called (timeout, connection closed).
+ */
+bool th_auth_wait(struct th_auth *auth, struct th_keys_waiter *w, uint64_t seen,
+                  struct th_loop *loop, th_loop_fn fn, void *ud);
+void th_auth_wait_cancel(struct th_auth *auth, struct th_keys_waiter *w);
 
 /* false while oauth2 keys have not been fetched yet (the server is not ready). */
 bool th_auth_ready(const struct th_auth *auth);

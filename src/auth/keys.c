@@ -37,15 +37,16 @@ struct th_keys {
     const char *const *algs;
     size_t nalgs;
 
-    pthread_mutex_t mu; /* guards cur, wake, stop */
+    pthread_mutex_t mu; /* guards cur, wake, stop, waiters */
     pthread_cond_t cv;
     struct set *cur;
     bool wake, stop, have_thread;
     pthread_t thread;
     atomic_uint_fast64_t epoch, fetches;
-    atomic_uint_fast64_t gen;   /* the current set's gen */
-    atomic_llong last_fetch_ms; /* when the last fetch started */
-    atomic_llong last_early_ms; /* when an unknown kid last asked for an early fetch */
+    atomic_uint_fast64_t gen;       /* the current set's gen */
+    atomic_llong last_fetch_ms;     /* when the last fetch started */
+    atomic_llong last_early_ms;     /* when an unknown kid last asked for an early fetch */
+    struct th_keys_waiter *waiters; /* requests waiting for the next completed fetch */
 };
 
 static void set_unref(struct set *s)
@@ -142,6 +143,62 @@ bool th_keys_refresh_soon(struct th_keys *k)
     pthread_cond_signal(&k->cv);
     pthread_mutex_unlock(&k->mu);
     return true;
+}
+
+/* ---- waiters ---- */
+
+bool th_keys_wait(struct th_keys *k, struct th_keys_waiter *w, uint64_t seen, struct th_loop *loop,
+                  th_loop_fn fn, void *ud)
+{
+    th_loop_call_init(&w->call, loop, fn, NULL, ud);
+    pthread_mutex_lock(&k->mu);
+    /* The fetcher moves the epoch before it takes the lock to wake: read under the lock, a
+     * fetch that completed since `seen` is seen here, or its wake finds us in the list. */
+    bool wait = atomic_load(&k->epoch) == seen && !w->waiting;
+    if (wait) {
+        w->prev = NULL;
+        w->next = k->waiters;
+        if (k->waiters)
+            k->waiters->prev = w;
+        k->waiters = w;
+        w->waiting = true;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return wait;
+}
+
+void th_keys_wait_cancel(struct th_keys *k, struct th_keys_waiter *w)
+{
+    if (!w->call.loop)
+        return; /* never waited */
+    pthread_mutex_lock(&k->mu);
+    if (w->waiting) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            k->waiters = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        w->prev = w->next = NULL;
+        w->waiting = false;
+    } else { /* woken: the wake was posted under this lock, so it is queued or has run */
+        th_loop_call_withdraw(&w->call);
+    }
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* The fetcher, after a fetch completed: every waiter, through its own loop. */
+static void wake_waiters(struct th_keys *k)
+{
+    pthread_mutex_lock(&k->mu);
+    while (k->waiters) {
+        struct th_keys_waiter *w = k->waiters;
+        k->waiters = w->next;
+        w->prev = w->next = NULL;
+        w->waiting = false;
+        th_loop_call_post(&w->call); /* under the lock: see th_keys_wait_cancel */
+    }
+    pthread_mutex_unlock(&k->mu);
 }
 
 /* ---- fetching (the keys thread only) ---- */
@@ -262,6 +319,7 @@ static void *fetcher(void *arg)
         char why[256] = "";
         long age = fetch_once(k, why, sizeof why);
         atomic_fetch_add(&k->epoch, 1);
+        wake_waiters(k);
         int64_t wait_ms;
         if (age >= 0) {
             backoff = 1000;

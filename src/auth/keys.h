@@ -24,6 +24,7 @@
 
 #include "auth/jwt.h"
 #include "common/err.h"
+#include "loop/loop.h"
 
 struct th_keys;
 
@@ -61,6 +62,31 @@ bool th_keys_refresh_soon(struct th_keys *k);
 
 /* Completed fetch attempts (successful or not): a waiter re-checks when it changes. */
 uint64_t th_keys_epoch(const struct th_keys *k);
+
+/*
+ * A request waiting for the refresh an unknown kid asked for, woken by the fetcher instead of
+ * polling the epoch. Embedded in its owner, zero-initialised; the fields are private.
+ */
+struct th_keys_waiter {
+    struct th_loop_call call;
+    struct th_keys_waiter *prev, *next;
+    bool waiting; /* in the fetcher's list (under the keys' lock) */
+};
+
+/*
+ * On loop's thread: fn(ud) runs once on loop (loop/loop.h th_loop_call) when a fetch completes
+ * after the epoch `seen` (successfully or not: the caller checks its token again). false when
+ * the epoch has already moved past seen: nothing is registered, check again now. One wait at a
+ * time per waiter.
+ */
+bool th_keys_wait(struct th_keys *k, struct th_keys_waiter *w, uint64_t seen, struct th_loop *loop,
+                  th_loop_fn fn, void *ud);
+/*
+ * On the waiter's loop (its own timeout, or its connection closed): after this returns fn is
+ * not called, even when a fetch completed on the fetcher's thread at the same moment. A no-op
+ * for a waiter that is not waiting (woken, cancelled, or zero-initialised).
+ */
+void th_keys_wait_cancel(struct th_keys *k, struct th_keys_waiter *w);
 
 bool th_keys_ready(const struct th_keys *k);
 

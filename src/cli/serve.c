@@ -65,10 +65,9 @@ static th_err hook_delivery(void *ud, const struct th_delivery_row *row)
     return th_writer_delivery(ud, row);
 }
 
-static th_err hook_dlq(void *ud, const struct th_dlq_row *row, th_writer_done_fn done,
-                       void *done_ud)
+static th_err hook_dlq(void *ud, const struct th_dlq_row *row, const struct th_writer_reply *reply)
 {
-    return th_writer_dlq(ud, row, done, done_ud);
+    return th_writer_dlq_on(ud, row, reply);
 }
 
 static int write_port_file(const char *path, int port)

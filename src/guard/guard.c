@@ -22,6 +22,7 @@
 #define MAX_WINDOW_MS     (30 * 60 * 1000)
 #define NREGIONS          (26 * 26 + 1) /* "AA".."ZZ", and non-geographic */
 #define NCODES            1000          /* calling codes 1..999 */
+#define MAX_WAITERS       64 /* per dedupe record: beyond it a duplicate waits for its deadline */
 
 static const char *const block_names[] = {
 #define TH_BLOCK_NAME(name, text) text,
@@ -42,6 +43,9 @@ struct pslot { /* per-person limiter state */
 struct rec { /* a dedupe record, shared by its eventId and (phone, otp, channel) slots */
     int refs;
     bool done;
+    bool abandoned;            /* the first gave its ticket back without an answer */
+    struct th_dedupe *waiters; /* duplicates to wake when the first finishes (under the lock) */
+    int nwaiters;
     int status;
     char *body;
     size_t len;
@@ -86,6 +90,10 @@ struct th_guard {
 
 struct th_dedupe {
     struct rec *rec;
+    bool first;                    /* the sender's ticket, not a duplicate's */
+    bool waiting;                  /* linked in rec->waiters (under the lock) */
+    struct th_dedupe *prev, *next; /* rec->waiters */
+    struct th_loop_call wake;      /* th_guard_dedupe_wait's callback */
 };
 
 /* ---- clocks ---- */
@@ -571,6 +579,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     if (r && st != TH_DEDUPE_DONE) {
         r->refs++; /* the ticket's */
         t->rec = r;
+        t->first = st == TH_DEDUPE_FIRST;
     }
     pthread_mutex_unlock(&g->mu);
     if (st == TH_DEDUPE_DONE || !r) {
@@ -583,6 +592,23 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
         atomic_fetch_add(&g->counts[TH_BLOCK_NONE], 1);
     *ticket = t;
     return st;
+}
+
+/*
+ * Wakes every waiter of r through its own loop. Under the lock: the post happens before a
+ * waiter's release can look, so a release that finds its ticket unlinked knows the wake is
+ * queued on its loop (or was cancelled: the loop has finished) and withdraws it.
+ */
+static void wake_waiters(struct rec *r)
+{
+    while (r->waiters) {
+        struct th_dedupe *w = r->waiters;
+        r->waiters = w->next;
+        w->prev = w->next = NULL;
+        w->waiting = false;
+        th_loop_call_post(&w->wake);
+    }
+    r->nwaiters = 0;
 }
 
 void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status, const char *body,
@@ -601,6 +627,8 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
     r->body = copy;
     r->len = copy ? len : 0;
     r->done = copy != NULL;
+    r->abandoned = copy == NULL;
+    wake_waiters(r);
     rec_unref(r);
     pthread_mutex_unlock(&g->mu);
     free(t);
@@ -617,12 +645,53 @@ th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *t,
     return done ? TH_DEDUPE_DONE : TH_DEDUPE_PENDING;
 }
 
+th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *t, struct th_loop *loop,
+                            th_loop_fn fn, void *ud)
+{
+    th_loop_call_init(&t->wake, loop, fn, NULL, ud);
+    pthread_mutex_lock(&g->mu);
+    struct rec *r = t->rec;
+    th_err e = TH_E_OK;
+    if (t->first || t->waiting) {
+        e = TH_E_INVAL;
+    } else if (r->done || r->abandoned) { /* finished between begin and now: wake at once */
+        th_loop_call_post(&t->wake);
+    } else if (r->nwaiters >= MAX_WAITERS) {
+        e = TH_E_OVERLOAD;
+    } else {
+        t->next = r->waiters;
+        if (r->waiters)
+            r->waiters->prev = t;
+        r->waiters = t;
+        r->nwaiters++;
+        t->waiting = true;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return e;
+}
+
 void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
 {
     if (!t)
         return;
     pthread_mutex_lock(&g->mu);
-    rec_unref(t->rec);
+    struct rec *r = t->rec;
+    if (t->first) { /* no answer will come: the waiters decide at their deadlines */
+        r->abandoned = true;
+        wake_waiters(r);
+    } else if (t->waiting) { /* not woken yet: unregister, no callback */
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            r->waiters = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        r->nwaiters--;
+        t->waiting = false;
+    } else { /* woken (or never waiting): a wake still queued on our loop is taken back */
+        th_loop_call_withdraw(&t->wake);
+    }
+    rec_unref(r);
     pthread_mutex_unlock(&g->mu);
     free(t);
 }

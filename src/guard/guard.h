@@ -31,6 +31,7 @@
 #include "common/err.h"
 #include "config/config.h"
 #include "common/types.h"
+#include "loop/loop.h"
 #include "phone/phone.h"
 
 struct th_guard;
@@ -45,7 +46,7 @@ struct th_dedupe; /* a request's hold on a dedupe record */
 typedef enum {
     TH_DEDUPE_FIRST,   /* new: send it, then th_guard_dedupe_finish() */
     TH_DEDUPE_DONE,    /* seen and answered: replay *answer */
-    TH_DEDUPE_PENDING, /* seen and still in flight: poll with th_guard_dedupe_poll() */
+    TH_DEDUPE_PENDING, /* seen and still in flight: th_guard_dedupe_wait() for its answer */
     TH_DEDUPE_OFF      /* dedupe disabled */
 } th_dedupe_state;
 
@@ -62,13 +63,28 @@ struct th_dedupe_answer {
 th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, const char *e164,
                                       const char *otp, th_channel ch, int64_t expires_ms,
                                       struct th_dedupe **ticket, struct th_dedupe_answer *answer);
-/* FIRST: records the answer given to Okta and releases the ticket. */
+/* FIRST: records the answer given to Okta, wakes the waiters and releases the ticket. */
 void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *ticket, int status,
                             const char *body, size_t len);
-/* PENDING: DONE (answer filled) or still PENDING. */
+/* PENDING: DONE (answer filled) or still PENDING (in flight, or the first gave up). */
 th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *ticket,
                                      struct th_dedupe_answer *answer);
-/* PENDING: gives the ticket back without an answer (the waiter gave up at its deadline). */
+/*
+ * PENDING: notification instead of polling. fn(ud) runs once, on loop (loop/loop.h
+ * th_loop_call), when the first finishes or gives its ticket back — or at once (still through
+ * the loop) when that happened since begin; then th_guard_dedupe_poll() says which: DONE with
+ * the answer to replay, or PENDING when the first gave up without one (the waiter's own deadline
+ * answers, as when it waited in vain). Called once per ticket, on loop's thread.
+ * TH_E_OVERLOAD: the record already has its cap of waiters; nothing will call fn (the deadline
+ * answers). TH_E_INVAL: not a PENDING ticket, or already waiting.
+ */
+th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *ticket, struct th_loop *loop,
+                            th_loop_fn fn, void *ud);
+/*
+ * Gives the ticket back. FIRST without an answer: the waiters are woken (the first gave up).
+ * PENDING (on the loop the ticket waits on, if it waits): unregisters; fn is not called after
+ * this returns, even when the first finished on another thread at the same moment.
+ */
 void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *ticket);
 
 /* ---- rules and limits ---- */

@@ -66,7 +66,6 @@ struct hreq {
     void *answer_ud;
     int owed; /* callbacks still to come, the answer counted as one */
     struct th_timer deadline;
-    struct th_timer poll;     /* waiting for a duplicate's first outcome */
     struct th_timer reap;     /* lets go of the request on a clean stack (settle) */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
@@ -178,7 +177,6 @@ static void on_reap(void *ud)
     struct hreq *r = ud;
     struct th_hook_req *req = r->req;
     th_loop_timer_cancel(r->loop, &r->deadline);
-    th_loop_timer_cancel(r->loop, &r->poll);
     th_loop_timer_cancel(r->loop, &r->hold);
     req->hook_ = NULL;
     th_hook_req_drop(req); /* r lives in its arena: not touched after this */
@@ -369,7 +367,6 @@ static void finish_data(struct hreq *r, int status, const char *data, size_t len
     r->outcome = outcome;
     th_loop_timer_cancel(r->loop, &r->deadline);
     int64_t latency = th_mono_us() - r->req->arrived_us;
-    th_loop_timer_cancel(r->loop, &r->poll);
     th_loop_timer_cancel(r->loop, &r->hold);
     if (!data) { /* out of memory: the transport answers 500 on a NULL body */
         len = 0;
@@ -438,15 +435,7 @@ static void on_hold_timeout(void *ud)
     release_held(r);
 }
 
-/* On the loop: the entry is committed (or failed to be). */
-static void dlq_committed(void *ud)
-{
-    struct hreq *r = ud;
-    release_held(r);
-    settle(r); /* the commit was owed */
-}
-
-/* On the writer thread. */
+/* On the loop (th_writer_dlq_on): the entry is committed (or failed to be). */
 static void dlq_written(void *ud, th_err result)
 {
     struct hreq *r = ud;
@@ -455,8 +444,31 @@ static void dlq_written(void *ud, th_err result)
     else
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry %s not stored: %s",
                    r->request_id, r->dlq_id, th_strerror(result));
-    if (th_loop_post(r->loop, dlq_committed, r) != TH_E_OK)
-        return; /* the loop has finished (shutdown): nothing waits any more */
+    release_held(r);
+    settle(r); /* the commit was owed */
+}
+
+/*
+ * On the writer thread: the loop has finished (shutdown), nobody waits for the answer any more.
+ * The hook lets go here rather than leak the request (no reap: the loop's timers are disarmed).
+ * Nothing else runs on the request now: its loop is gone, and serve stops the writer before the
+ * front, so the front's own hold is not dropped at the same time.
+ */
+static void dlq_unanswered(void *ud)
+{
+    struct hreq *r = ud;
+    th_guard_dedupe_release(r->hook->guard, r->dedupe);
+    r->dedupe = NULL;
+    if (!answered(r)) { /* no answer can leave now */
+        atomic_fetch_sub(&r->hook->in_flight, 1);
+        r->req->state = TH_REQ_ANSWERED;
+        r->owed--;
+    }
+    if (--r->owed > 0) /* the commit was owed; a provider's answer may be too (never coming) */
+        return;
+    r->req->state = TH_REQ_DONE;
+    r->req->hook_ = NULL;
+    th_hook_req_drop(r->req);
 }
 
 /* The sealed payload: what a replay needs to send the same message again. */
@@ -535,7 +547,8 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
                   : NULL;
     r->held_len = r->held ? held.len : 0;
     r->held_outcome = outcome;
-    th_err e = h->recorder.dlq(h->recorder.ud, &row, dlq_written, r);
+    struct th_writer_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
+    th_err e = h->recorder.dlq(h->recorder.ud, &row, &reply);
     free(blob);
     if (e != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "dlq_lost", "request %s: dead-letter entry not queued: %s",
@@ -684,15 +697,14 @@ static void replay(struct hreq *r, struct th_dedupe_answer *a)
     finish(r, a->status, &body, "DUPLICATE");
 }
 
-static void on_dedupe_poll(void *ud)
+/* On the loop: the first finished (replay its answer) or gave up (our deadline answers). */
+static void on_dedupe_woken(void *ud)
 {
     struct hreq *r = ud;
     struct th_dedupe_answer a = {0};
     if (th_guard_dedupe_poll(r->hook->guard, r->dedupe, &a) == TH_DEDUPE_DONE) {
         replay(r, &a);
-        return;
     }
-    th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
 }
 
 /* A blocked request: Okta's FAILED status (nothing sent anywhere) or its error object. */
@@ -743,7 +755,8 @@ static bool guard(struct hreq *r)
     case TH_DEDUPE_PENDING: /* the first is in flight: wait for its answer, up to our deadline */
         r->req->state = TH_REQ_DEDUPE_WAIT;
         th_loop_timer_set(r->loop, &r->deadline, r->req->deadline_us, on_deadline, r);
-        th_loop_timer_set(r->loop, &r->poll, th_mono_us() + 10 * 1000, on_dedupe_poll, r);
+        /* woken when it finishes; past the guard's cap of waiters, the deadline answers */
+        th_guard_dedupe_wait(g, r->dedupe, r->loop, on_dedupe_woken, r);
         return false;
     case TH_DEDUPE_FIRST:
         r->dedupe_first = true;

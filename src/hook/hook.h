@@ -37,12 +37,13 @@ struct th_hook_sender {
 
 /*
  * delivery: as th_writer_delivery (copies the row; an error means it was dropped).
- * dlq: as th_writer_dlq: done(done_ud, result) is called exactly once, on any thread, when the
- * entry is committed or failed; never when dlq returns an error.
+ * dlq: as th_writer_dlq_on: exactly one of reply->done (on reply->loop, once the entry is
+ * committed or failed) and reply->lost (the loop has finished) runs; neither when dlq returns an
+ * error.
  */
 struct th_hook_recorder {
     th_err (*delivery)(void *ud, const struct th_delivery_row *row);
-    th_err (*dlq)(void *ud, const struct th_dlq_row *row, th_writer_done_fn done, void *done_ud);
+    th_err (*dlq)(void *ud, const struct th_dlq_row *row, const struct th_writer_reply *reply);
     void *ud;
 };
 

@@ -118,9 +118,8 @@ struct req {
     enum route route;
     bool in_handler; /* th_hook_handle is on the stack: the answer is queued when it returns */
     bool close;      /* the answer closes the connection (refused framing) */
-    uint64_t auth_epoch;
-    int64_t auth_until_us;
-    struct th_timer auth_timer;
+    struct th_keys_waiter auth_waiter; /* woken when the refresh completes */
+    struct th_timer auth_timer;        /* ...or after a second */
     char *body; /* in the arena: body_len bytes read, body_cap reserved (padding included) */
     size_t body_len, body_cap;
     size_t body_max;    /* 0 until authenticated: no body byte is kept before */
@@ -383,16 +382,13 @@ static void req_free(struct th_hook_req *ctx)
     free((struct req *)ctx); /* ctx is the first member */
 }
 
-/* Polls (on the loop) for the end of the key refresh an unknown kid asked for. */
-static void on_auth_poll(void *ud)
+/* On the loop: the key refresh an unknown kid asked for has completed, or our second is up. */
+static void on_keys(void *ud)
 {
     struct req *r = ud;
     struct worker *w = r->w;
-    int64_t now = th_mono_us();
-    if (th_auth_epoch(w->srv->auth) == r->auth_epoch && now < r->auth_until_us) {
-        th_loop_timer_set(w->loop, &r->auth_timer, now + 20 * 1000, on_auth_poll, r);
-        return;
-    }
+    th_auth_wait_cancel(w->srv->auth, &r->auth_waiter); /* the timer fired: no wake after it */
+    th_loop_timer_cancel(w->loop, &r->auth_timer);
     /* still TH_REQ_AUTH_WAIT: the call that resumes it authenticates again */
     MHD_resume_connection(r->conn);
     th_loop_timer_set(w->loop, &w->mhd_timer, th_loop_now_us(w->loop), mhd_run, w);
@@ -408,9 +404,11 @@ static enum MHD_Result wait_for_keys(struct req *r)
 {
     struct worker *w = r->w;
     r->ctx.state = TH_REQ_AUTH_WAIT;
-    r->auth_epoch = th_auth_epoch(w->srv->auth);
-    r->auth_until_us = th_mono_us() + 1000 * 1000;
-    th_loop_timer_set(w->loop, &r->auth_timer, th_mono_us() + 20 * 1000, on_auth_poll, r);
+    uint64_t seen = th_auth_epoch(w->srv->auth);
+    int64_t now = th_mono_us();
+    /* a refresh that completed already (or no fetcher): check again on the next pass */
+    bool woken_later = th_auth_wait(w->srv->auth, &r->auth_waiter, seen, w->loop, on_keys, r);
+    th_loop_timer_set(w->loop, &r->auth_timer, woken_later ? now + 1000 * 1000 : now, on_keys, r);
     MHD_suspend_connection(r->conn);
     return MHD_YES;
 }
@@ -721,6 +719,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     th_loop_timer_cancel(r->w->loop, &r->auth_timer);
+    if (r->ctx.state == TH_REQ_AUTH_WAIT) /* closed while waiting for keys */
+        th_auth_wait_cancel(r->w->srv->auth, &r->auth_waiter);
     r->conn = NULL;
     *con_cls = NULL;
     th_hook_req_drop(&r->ctx); /* the hook may hold it still (a provider answering late) */

@@ -17,6 +17,7 @@ struct io_watch {
     void *ud;
 };
 
+/* The at-exit list (the mailbox holds struct th_loop_call, loop.h). */
 struct post {
     th_loop_fn fn;
     void *ud;
@@ -35,9 +36,10 @@ struct th_loop {
     struct th_timer **heap; /* min-heap on when_us; timer->slot = index + 1 */
     size_t nheap, capheap;
 
-    pthread_mutex_t mu; /* guards the mailbox */
-    struct post *head, *tail;
-    bool closed; /* no more posts accepted */
+    pthread_mutex_t mu; /* guards the mailbox: head, tail, closed and every queued call's flag */
+    struct th_loop_call *head, *tail;
+    struct th_loop_call *running; /* the batch being run (the loop's thread only) */
+    bool closed;                  /* finished: no more posts accepted */
 
     void *user;           /* the loop's per-thread context (the dispatch engine's client) */
     struct post *at_exit; /* run LIFO on the loop's thread when th_loop_run returns */
@@ -181,47 +183,145 @@ void th_loop_del_fd(struct th_loop *loop, int fd)
 
 /* ---- mailbox ---- */
 
-th_err th_loop_post(struct th_loop *loop, th_loop_fn fn, void *ud)
+void th_loop_call_init(struct th_loop_call *c, struct th_loop *loop, th_loop_fn fn,
+                       th_loop_fn cancel, void *ud)
 {
-    struct post *p = malloc(sizeof *p);
-    if (!p)
-        return TH_E_NOMEM;
-    p->fn = fn;
-    p->ud = ud;
-    p->next = NULL;
+    *c = (struct th_loop_call){.loop = loop, .fn = fn, .cancel = cancel, .ud = ud};
+}
+
+/* Queues c; false when the loop has finished (nothing queued). */
+static bool enqueue(struct th_loop *loop, struct th_loop_call *c)
+{
+    c->next = NULL;
     pthread_mutex_lock(&loop->mu);
     if (loop->closed) {
         pthread_mutex_unlock(&loop->mu);
-        free(p);
-        return TH_E_BUSY;
+        return false;
     }
+    c->queued = true;
     bool was_empty = loop->head == NULL;
     if (loop->tail)
-        loop->tail->next = p;
+        loop->tail->next = c;
     else
-        loop->head = p;
-    loop->tail = p;
+        loop->head = c;
+    loop->tail = c;
     pthread_mutex_unlock(&loop->mu);
     if (was_empty) { /* one wake-up per batch, not per post */
         uint64_t one = 1;
         ssize_t r = write(loop->wakefd, &one, sizeof one);
         (void)r; /* EAGAIN means the counter is already non-zero: the loop will wake */
     }
+    return true;
+}
+
+bool th_loop_call_post(struct th_loop_call *c)
+{
+    if (enqueue(c->loop, c))
+        return true;
+    if (c->cancel)
+        c->cancel(c->ud);
+    return false;
+}
+
+/* Unlinks c from the singly linked list at *head (and *tail when given); false if absent. */
+static bool unlink_call(struct th_loop_call **head, struct th_loop_call **tail,
+                        struct th_loop_call *c)
+{
+    struct th_loop_call *prev = NULL;
+    for (struct th_loop_call *p = *head; p; prev = p, p = p->next) {
+        if (p != c)
+            continue;
+        if (prev)
+            prev->next = p->next;
+        else
+            *head = p->next;
+        if (tail && *tail == p)
+            *tail = prev;
+        return true;
+    }
+    return false;
+}
+
+void th_loop_call_withdraw(struct th_loop_call *c)
+{
+    struct th_loop *l = c->loop;
+    if (!l)
+        return; /* never posted */
+    pthread_mutex_lock(&l->mu);
+    if (c->queued && !unlink_call(&l->head, &l->tail, c))
+        unlink_call(&l->running, NULL, c); /* taken by the batch now running on this thread */
+    c->queued = false;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* A th_loop_post: a call the mailbox allocated, freed once it has run. */
+struct owned_call {
+    struct th_loop_call call;
+    th_loop_fn fn;
+    void *ud;
+};
+
+static void run_owned(void *ud)
+{
+    struct owned_call *o = ud;
+    th_loop_fn fn = o->fn;
+    void *arg = o->ud;
+    free(o);
+    fn(arg);
+}
+
+th_err th_loop_post(struct th_loop *loop, th_loop_fn fn, void *ud)
+{
+    struct owned_call *o = malloc(sizeof *o);
+    if (!o)
+        return TH_E_NOMEM;
+    o->fn = fn;
+    o->ud = ud;
+    th_loop_call_init(&o->call, loop, run_owned, NULL, o);
+    if (!enqueue(loop, &o->call)) {
+        free(o);
+        return TH_E_BUSY;
+    }
     return TH_E_OK;
+}
+
+/*
+ * Runs what is queued, one call at a time: each is taken off `running` (under the lock, so a
+ * withdraw from a call of the same batch finds the list consistent) before it runs.
+ */
+static void run_calls(struct th_loop *l, struct th_loop_call *batch)
+{
+    pthread_mutex_lock(&l->mu);
+    l->running = batch;
+    while (l->running) {
+        struct th_loop_call *c = l->running;
+        l->running = c->next;
+        c->queued = false;
+        pthread_mutex_unlock(&l->mu);
+        c->fn(c->ud); /* may free c, withdraw others, post again */
+        pthread_mutex_lock(&l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void run_posts(struct th_loop *l)
 {
     pthread_mutex_lock(&l->mu);
-    struct post *p = l->head;
+    struct th_loop_call *batch = l->head;
     l->head = l->tail = NULL;
     pthread_mutex_unlock(&l->mu);
-    while (p) {
-        struct post *next = p->next;
-        p->fn(p->ud);
-        free(p);
-        p = next;
-    }
+    run_calls(l, batch);
+}
+
+/* Refuses further posts, then runs those accepted before (their posters were told so). */
+static void close_mailbox(struct th_loop *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->closed = true;
+    struct th_loop_call *batch = l->head;
+    l->head = l->tail = NULL;
+    pthread_mutex_unlock(&l->mu);
+    run_calls(l, batch);
 }
 
 static void on_wake(void *ud, uint32_t events)
@@ -260,17 +360,7 @@ void th_loop_free(struct th_loop *loop)
 {
     if (!loop)
         return;
-    pthread_mutex_lock(&loop->mu);
-    loop->closed = true;
-    struct post *p = loop->head;
-    loop->head = loop->tail = NULL;
-    pthread_mutex_unlock(&loop->mu);
-    while (p) { /* posts that never ran: their owners were told TH_E_OK, so run them */
-        struct post *next = p->next;
-        p->fn(p->ud);
-        free(p);
-        p = next;
-    }
+    close_mailbox(loop);    /* posts that never ran: their owners were told TH_E_OK, so run them */
     while (loop->at_exit) { /* the loop never ran: tear down what was attached to it */
         struct post *q = loop->at_exit;
         loop->at_exit = q->next;
@@ -303,6 +393,9 @@ void th_loop_stop(struct th_loop *loop)
 void th_loop_run(struct th_loop *loop)
 {
     struct epoll_event evs[64];
+    pthread_mutex_lock(&loop->mu); /* run again (a test, the CLI's replay): open again */
+    loop->closed = false;
+    pthread_mutex_unlock(&loop->mu);
     while (!atomic_load(&loop->stopping)) {
         loop->now_us = th_mono_us();
         int timeout = -1;
@@ -332,6 +425,13 @@ void th_loop_run(struct th_loop *loop)
         free(p);
     }
     run_posts(loop); /* what the exit handlers posted (their last completions) */
+    /* Timers will never fire now: disarmed, so an owner freed by a cancel on another thread
+     * (th_loop_call) leaves no pointer in the heap for a later cancel to follow. */
+    while (loop->nheap)
+        heap_remove(loop, loop->heap[loop->nheap - 1]);
+    /* Finished: from now on a post is refused (th_loop_call_post runs its cancel instead), so
+     * no completion runs after the loop's owner has torn down what it would touch. */
+    close_mailbox(loop);
     if (loop->idle_fn)
         loop->idle_fn(loop->idle_ud);
 }

@@ -4,8 +4,13 @@
  * provider transfers, deadlines — is driven by the loop that accepted the request, so a request is
  * suspended and resumed by the same thread with no locks and no hand-offs.
  *
- * Only th_loop_post(), th_loop_stop(), th_loop_ping() and th_loop_answered() may be called from
- * other threads.
+ * Only th_loop_post(), th_loop_call_post(), th_loop_stop(), th_loop_ping() and
+ * th_loop_answered() may be called from other threads.
+ *
+ * A loop has finished once th_loop_run() has returned (or th_loop_free() has begun on a loop that
+ * never ran): from then on posts are refused — until th_loop_run() is called again — so nothing
+ * completes on a loop whose owner has torn down what the completion would touch. Its timers are
+ * disarmed then (they could never fire): their owners may be freed without cancelling them.
  */
 #ifndef TH_LOOP_LOOP_H
 #define TH_LOOP_LOOP_H
@@ -57,7 +62,47 @@ static inline bool th_timer_armed(const struct th_timer *t)
  */
 th_err th_loop_post(struct th_loop *loop, th_loop_fn fn, void *ud);
 
-/* Runs until th_loop_stop(); then runs what is still posted and returns. */
+/*
+ * "Complete on loop L": the one way work that finishes on another thread (the store writer's
+ * commits, the key fetcher, the guard's dedupe waiters) hands its result back to the loop that
+ * is waiting for it. The call is embedded in its owner, so posting never allocates and cannot
+ * fail for lack of memory; what happens when the loop has finished is defined:
+ *
+ *   th_loop_call_post(c)  exactly one of these runs, once:
+ *                           c->fn(c->ud)     on c->loop's thread, in FIFO order with other posts;
+ *                           c->cancel(c->ud) at once, on the posting thread, when c->loop has
+ *                                            finished — the owner frees its object there (it must
+ *                                            not touch the loop: its thread is gone). cancel may
+ *                                            run under the poster's own locks: keep it short, and
+ *                                            never call back into the poster. NULL: nothing runs.
+ *                         Returns true when queued.
+ *   th_loop_call_withdraw(c)  on c->loop's thread only: a call that is queued and has not begun
+ *                         is taken back (fn will not run); a no-op when it is not queued (never
+ *                         posted, already run, cancelled). After it returns the owner may free c.
+ *                         A waker that posts under its own lock lets the waiter cancel race-free:
+ *                         the waiter takes the same lock, and either finds itself still
+ *                         registered, or knows the post is done and withdraws it.
+ *
+ * A call is posted at most once at a time (it is queued by its own link); it may be posted again
+ * once fn has begun. Zero-initialised (loop NULL), withdraw is a no-op.
+ */
+struct th_loop_call {
+    struct th_loop *loop;
+    th_loop_fn fn;
+    th_loop_fn cancel; /* may be NULL */
+    void *ud;
+    /* private: the mailbox's */
+    struct th_loop_call *next;
+    bool queued;
+};
+
+void th_loop_call_init(struct th_loop_call *c, struct th_loop *loop, th_loop_fn fn,
+                       th_loop_fn cancel, void *ud);
+bool th_loop_call_post(struct th_loop_call *c);
+void th_loop_call_withdraw(struct th_loop_call *c);
+
+/* Runs until th_loop_stop(); then runs what is still posted, finishes (posts are refused from
+ * then on) and returns. */
 void th_loop_run(struct th_loop *loop);
 /* Thread-safe. */
 void th_loop_stop(struct th_loop *loop);

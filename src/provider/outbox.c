@@ -20,8 +20,8 @@ struct outbox {
 };
 
 struct pending {
-    bool pooled; /* in the request's arena */
-    struct th_loop *loop;
+    bool pooled;              /* in the request's arena */
+    struct th_loop_call call; /* back to the loop that started the send */
     th_send_done_fn done;
     void *ud;
     struct th_send_result res;
@@ -36,6 +36,14 @@ static void complete(void *arg)
         free(p);
 }
 
+/* On the sink's thread instead, when that loop has finished (shutdown): nobody waits any more. */
+static void abandoned(void *arg)
+{
+    struct pending *p = arg;
+    if (!p->pooled) /* else it goes with the request's arena */
+        free(p);
+}
+
 /* On the sink's thread (the store writer), once the item is kept. */
 static void written(void *arg, th_err result)
 {
@@ -45,11 +53,7 @@ static void written(void *arg, th_err result)
         p->res.retryable = true;
         th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
     }
-    if (th_loop_post(p->loop, complete, p) != TH_E_OK) {
-        /* The loop has finished (shutdown after its last request): nobody waits any more. */
-        if (!p->pooled)
-            free(p);
-    }
+    th_loop_call_post(&p->call);
 }
 
 static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
@@ -63,7 +67,7 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     if (!p)
         return TH_E_NOMEM;
     p->pooled = at->arena != NULL;
-    p->loop = loop;
+    th_loop_call_init(&p->call, loop, complete, abandoned, p);
     p->done = done;
     p->ud = ud;
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);

@@ -25,6 +25,10 @@ struct item {
     } row;
     th_writer_done_fn done;
     void *ud;
+    bool on_loop;                 /* completes through reply (th_writer_*_on) */
+    struct th_writer_reply reply; /* ...with its result, carried by call */
+    struct th_loop_call call;
+    th_err result;
     char strings[];
 };
 
@@ -86,18 +90,17 @@ static th_err enqueue(struct th_writer *w, struct item *it)
     return e;
 }
 
-th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
-                        th_writer_done_fn done, void *ud)
+static struct item *outbox_item(const struct th_outbox_row *row)
 {
     size_t n = len0(row->id) + len0(row->request_id) + len0(row->to) + len0(row->channel) +
                len0(row->language) + len0(row->body) + len0(row->voice_id);
     struct item *it = malloc(sizeof *it + n);
     if (!it)
-        return TH_E_NOMEM;
+        return NULL;
     size_t pos = 0;
     it->kind = ITEM_OUTBOX;
-    it->done = done;
-    it->ud = ud;
+    it->done = NULL;
+    it->on_loop = false;
     it->row.outbox = (struct th_outbox_row){
         .id = put(it->strings, &pos, row->id),
         .created_ms = row->created_ms,
@@ -108,6 +111,28 @@ th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
         .body = put(it->strings, &pos, row->body),
         .voice_id = put(it->strings, &pos, row->voice_id),
     };
+    return it;
+}
+
+th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
+                        th_writer_done_fn done, void *ud)
+{
+    struct item *it = outbox_item(row);
+    if (!it)
+        return TH_E_NOMEM;
+    it->done = done;
+    it->ud = ud;
+    return enqueue(w, it);
+}
+
+th_err th_writer_outbox_on(struct th_writer *w, const struct th_outbox_row *row,
+                           const struct th_writer_reply *reply)
+{
+    struct item *it = outbox_item(row);
+    if (!it)
+        return TH_E_NOMEM;
+    it->on_loop = true;
+    it->reply = *reply;
     return enqueue(w, it);
 }
 
@@ -126,6 +151,7 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
     it->kind = ITEM_DELIVERY;
     it->done = NULL;
     it->ud = NULL;
+    it->on_loop = false;
     it->row.delivery = (struct th_delivery_row){
         .request_id = put(it->strings, &pos, row->request_id),
         .event_id = put(it->strings, &pos, row->event_id),
@@ -151,8 +177,7 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
     return enqueue(w, it);
 }
 
-th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_writer_done_fn done,
-                     void *ud)
+static struct item *dlq_item(const struct th_dlq_row *row)
 {
     size_t n = len0(row->id) + len0(row->request_id) + len0(row->event_id) +
                len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
@@ -160,11 +185,11 @@ th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_write
                row->payload_len;
     struct item *it = malloc(sizeof *it + n);
     if (!it)
-        return TH_E_NOMEM;
+        return NULL;
     size_t pos = 0;
     it->kind = ITEM_DLQ;
-    it->done = done;
-    it->ud = ud;
+    it->done = NULL;
+    it->on_loop = false;
     it->row.dlq = (struct th_dlq_row){
         .id = put(it->strings, &pos, row->id),
         .created_ms = row->created_ms,
@@ -185,6 +210,28 @@ th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_write
         memcpy(it->strings + pos, row->payload, row->payload_len);
         it->row.dlq.payload = it->strings + pos;
     }
+    return it;
+}
+
+th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_writer_done_fn done,
+                     void *ud)
+{
+    struct item *it = dlq_item(row);
+    if (!it)
+        return TH_E_NOMEM;
+    it->done = done;
+    it->ud = ud;
+    return enqueue(w, it);
+}
+
+th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
+                        const struct th_writer_reply *reply)
+{
+    struct item *it = dlq_item(row);
+    if (!it)
+        return TH_E_NOMEM;
+    it->on_loop = true;
+    it->reply = *reply;
     return enqueue(w, it);
 }
 
@@ -216,6 +263,23 @@ static void purge(struct th_writer *w, const int days[3])
         th_log_msg(TH_LOG_INFO, "retention", "%ld rows past their retention deleted", removed);
 }
 
+/* On the item's loop: its result, then the item goes. */
+static void item_complete(void *arg)
+{
+    struct item *it = arg;
+    it->reply.done(it->reply.ud, it->result);
+    free(it);
+}
+
+/* On the writer thread: the item's loop has finished; its owner frees what waited. */
+static void item_lost(void *arg)
+{
+    struct item *it = arg;
+    if (it->reply.lost)
+        it->reply.lost(it->reply.ud);
+    free(it);
+}
+
 /* Writes one batch in one transaction, then reports each item's result (after commit). */
 static void write_batch(struct th_writer *w, struct item *batch)
 {
@@ -240,6 +304,12 @@ static void write_batch(struct th_writer *w, struct item *batch)
     for (struct item *it = batch, *next; it; it = next, n++) {
         next = it->next;
         ok += results[n] == TH_E_OK;
+        if (it->on_loop) { /* the loop frees it (or item_lost, here) */
+            it->result = results[n];
+            th_loop_call_init(&it->call, it->reply.loop, item_complete, item_lost, it);
+            th_loop_call_post(&it->call);
+            continue;
+        }
         if (it->done)
             it->done(it->ud, results[n]);
         free(it);

@@ -24,6 +24,8 @@
 #include "auth/auth.h"
 #include "auth/jwt.h"
 #include "common/hmac.h"
+#include "common/util.h"
+#include "loop/loop.h"
 #include "tmpdir.h"
 
 struct headers {
@@ -711,6 +713,145 @@ static void test_es256_twin_is_one_token(void **state)
     free(jwks);
 }
 
+/* ---- key-set waiters: woken through their loop by the refresh, not by polling ---- */
+
+struct kwait {
+    struct th_loop *loop;
+    struct th_keys_waiter w;
+    int calls;
+    int timeouts;
+    struct th_timer timer;
+};
+
+static void on_keys_woken(void *ud)
+{
+    struct kwait *k = ud;
+    k->calls++;
+    th_loop_stop(k->loop);
+}
+
+static void on_keys_bound(void *ud)
+{
+    th_loop_stop(((struct kwait *)ud)->loop);
+}
+
+/* Runs loop until stopped (a wake), or for at most ms. A loop once stopped stays stopped:
+ * called again, it only runs what is queued on it — where a second wake would be. */
+static void run_for(struct th_loop *loop, struct kwait *bound_owner, int ms)
+{
+    struct th_timer t = {0};
+    th_loop_timer_set(loop, &t, th_mono_us() + ms * 1000, on_keys_bound, bound_owner);
+    th_loop_run(loop);
+    th_loop_timer_cancel(loop, &t);
+}
+
+static void test_key_wait_woken_by_refresh(void **state)
+{
+    (void)state;
+    char *privA, *jwksA, *privB, *jwksB;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &privA, &jwksA), TH_E_OK);
+    assert_int_equal(th_jwt_keygen("ES256", "kB", &privB, &jwksB), TH_E_OK);
+    serve_keys((const char *[]){jwksA}, 1);
+    struct th_auth *a = make_fetching();
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct kwait k = {.loop = loop}, gone = {.loop = loop};
+    char *tB = bearer_with(privB, 2, 600);
+    serve_keys((const char *[]){jwksA, jwksB}, 2);
+    uint64_t seen = th_auth_epoch(a);
+    assert_int_equal(check(a, tB), TH_E_BUSY); /* asks for the refresh */
+    assert_true(th_auth_wait(a, &k.w, seen, loop, on_keys_woken, &k));
+    assert_true(th_auth_wait(a, &gone.w, seen, loop, on_keys_woken, &gone));
+    th_auth_wait_cancel(a, &gone.w); /* its connection closed */
+    run_for(loop, &k, 5000);
+    assert_int_equal(k.calls, 1);
+    assert_int_not_equal(th_auth_epoch(a), seen);
+    assert_int_equal(check(a, tB), TH_E_OK); /* the new key is there when the waiter wakes */
+    run_for(loop, &k, 50);                   /* nothing more is queued */
+    assert_int_equal(k.calls, 1);
+    assert_int_equal(gone.calls, 0);
+    th_auth_wait_cancel(a, &k.w); /* after the wake: a no-op */
+    /* the epoch has moved past what a late waiter saw: not registered, it checks again now */
+    assert_false(th_auth_wait(a, &gone.w, seen, loop, on_keys_woken, &gone));
+    th_loop_free(loop);
+    th_auth_free(a);
+    free(tB);
+    free(privA);
+    free(jwksA);
+    free(privB);
+    free(jwksB);
+}
+
+/* The refresh completes on the fetcher's thread while the waiter's loop is busy: the wake is
+ * queued on the loop; the waiter cancels (its second is up) before the loop runs it. */
+static void test_key_wait_cancelled_never_called(void **state)
+{
+    (void)state;
+    char *privA, *jwksA, *privB, *jwksB;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &privA, &jwksA), TH_E_OK);
+    assert_int_equal(th_jwt_keygen("ES256", "kB", &privB, &jwksB), TH_E_OK);
+    serve_keys((const char *[]){jwksA}, 1);
+    struct th_auth *a = make_fetching();
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct kwait k = {.loop = loop};
+    char *tB = bearer_with(privB, 2, 600);
+    serve_keys((const char *[]){jwksA, jwksB}, 2);
+    uint64_t seen = th_auth_epoch(a);
+    assert_int_equal(check(a, tB), TH_E_BUSY);
+    assert_true(th_auth_wait(a, &k.w, seen, loop, on_keys_woken, &k));
+    for (int i = 0; i < 500 && th_auth_epoch(a) == seen; i++) {
+        struct timespec ms10 = {.tv_nsec = 10 * 1000 * 1000};
+        nanosleep(&ms10, NULL);
+    }
+    assert_int_not_equal(th_auth_epoch(a), seen);
+    struct timespec ms20 = {.tv_nsec = 20 * 1000 * 1000}; /* the wake is posted just after */
+    nanosleep(&ms20, NULL);
+    th_auth_wait_cancel(a, &k.w);
+    run_for(loop, &k, 50);
+    assert_int_equal(k.calls, 0);
+    th_loop_free(loop);
+    th_auth_free(a);
+    free(tB);
+    free(privA);
+    free(jwksA);
+    free(privB);
+    free(jwksB);
+}
+
+/* No refresh comes: the waiter's own timer ends the wait, cancels, and no wake follows. */
+static void on_key_timeout(void *ud)
+{
+    struct kwait *k = ud;
+    k->timeouts++;
+    th_loop_stop(k->loop);
+}
+
+static void test_key_wait_timeout(void **state)
+{
+    (void)state;
+    char *privA, *jwksA;
+    assert_int_equal(th_jwt_keygen("ES256", "kA", &privA, &jwksA), TH_E_OK);
+    serve_keys((const char *[]){jwksA}, 1);
+    struct th_auth *a = make_fetching();
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct kwait k = {.loop = loop};
+    uint64_t seen = th_auth_epoch(a);
+    assert_true(th_auth_wait(a, &k.w, seen, loop, on_keys_woken, &k));
+    th_loop_timer_set(loop, &k.timer, th_mono_us() + 100 * 1000, on_key_timeout, &k);
+    th_loop_run(loop);
+    th_auth_wait_cancel(a, &k.w);
+    run_for(loop, &k, 50);
+    assert_int_equal(k.timeouts, 1);
+    assert_int_equal(k.calls, 0);
+    assert_int_equal(th_auth_epoch(a), seen);
+    th_loop_free(loop);
+    th_auth_free(a);
+    free(privA);
+    free(jwksA);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -727,6 +868,9 @@ int main(void)
         cmocka_unit_test(test_withdrawn_key_ends_cached_tokens),
         cmocka_unit_test(test_added_key_keeps_cached_tokens),
         cmocka_unit_test(test_es256_twin_is_one_token),
+        cmocka_unit_test(test_key_wait_woken_by_refresh),
+        cmocka_unit_test(test_key_wait_cancelled_never_called),
+        cmocka_unit_test(test_key_wait_timeout),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     free(priv_jwk);

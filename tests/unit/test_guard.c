@@ -16,7 +16,11 @@
 #include "common/hmac.h"
 #include "common/rate.h"
 #include "guard/guard.h"
+#include "common/util.h"
+#include "loop/loop.h"
 #include "phone/phone.h"
+
+#include <pthread.h>
 
 static char err[512];
 
@@ -641,6 +645,231 @@ static void test_record_keys(void **state)
     th_hmac_key_free(k2);
 }
 
+/* ---- dedupe waiters: woken through their loop, exactly once ---- */
+
+struct waiter {
+    struct wctx *ctx;
+    struct th_dedupe *t;
+    int calls;
+    th_dedupe_state seen; /* what th_guard_dedupe_poll said when woken */
+    char body[32];
+};
+
+struct wctx {
+    struct th_guard *g;
+    struct th_loop *loop;
+    struct th_timer bound;
+    int woken, expect; /* stop the loop once expect waiters were woken */
+};
+
+static void on_woken(void *ud)
+{
+    struct waiter *w = ud;
+    struct th_dedupe_answer a = {0};
+    w->calls++;
+    w->seen = th_guard_dedupe_poll(w->ctx->g, w->t, &a);
+    if (a.body)
+        snprintf(w->body, sizeof w->body, "%s", a.body);
+    free(a.body);
+    if (++w->ctx->woken == w->ctx->expect)
+        th_loop_stop(w->ctx->loop);
+}
+
+static void on_bound(void *ud)
+{
+    th_loop_stop(((struct wctx *)ud)->loop);
+}
+
+/* Runs the loop until expect waiters were woken, or bound_ms (then: what came, came). A loop
+ * once stopped stays stopped: called again, it only runs what is queued on it — where a late or
+ * second wake would be. */
+static void run_until(struct wctx *c, int expect, int bound_ms)
+{
+    c->expect = expect;
+    th_loop_timer_set(c->loop, &c->bound, th_mono_us() + bound_ms * 1000, on_bound, c);
+    th_loop_run(c->loop);
+    th_loop_timer_cancel(c->loop, &c->bound);
+}
+
+static struct th_dedupe *first(struct th_guard *g, const char *ev)
+{
+    struct th_dedupe *t = NULL;
+    struct th_dedupe_answer a = {0};
+    assert_int_equal(
+        th_guard_dedupe_begin(g, ev, "+12015550123", "123456", TH_CHANNEL_SMS, 0, &t, &a),
+        TH_DEDUPE_FIRST);
+    return t;
+}
+
+static void duplicate(struct wctx *c, const char *ev, struct waiter *w)
+{
+    struct th_dedupe_answer a = {0};
+    *w = (struct waiter){.ctx = c};
+    assert_int_equal(
+        th_guard_dedupe_begin(c->g, ev, "+12015550123", "123456", TH_CHANNEL_SMS, 0, &w->t, &a),
+        TH_DEDUPE_PENDING);
+}
+
+struct finisher {
+    struct th_guard *g;
+    struct th_dedupe *t;
+    const char *body; /* NULL: release without an answer */
+};
+
+static void *finish_elsewhere(void *arg)
+{
+    struct finisher *f = arg;
+    if (f->body)
+        th_guard_dedupe_finish(f->g, f->t, 200, f->body, strlen(f->body));
+    else
+        th_guard_dedupe_release(f->g, f->t);
+    return NULL;
+}
+
+static void wctx_init(struct wctx *c)
+{
+    *c = (struct wctx){.g = make(NULL)};
+    assert_int_equal(th_loop_new(&c->loop), TH_E_OK);
+}
+
+static void wctx_free(struct wctx *c)
+{
+    th_loop_free(c->loop);
+    th_guard_free(c->g);
+}
+
+/* The first finishes on another thread: each waiter is woken once, on its loop, with the answer. */
+static void test_dedupe_waiters_woken_once_on_finish(void **state)
+{
+    (void)state;
+    struct wctx c;
+    wctx_init(&c);
+    struct th_dedupe *t1 = first(c.g, "ev-w1");
+    struct waiter w[3];
+    for (int i = 0; i < 3; i++) {
+        duplicate(&c, "ev-w1", &w[i]);
+        assert_int_equal(th_guard_dedupe_wait(c.g, w[i].t, c.loop, on_woken, &w[i]), TH_E_OK);
+    }
+    assert_int_equal(th_guard_dedupe_wait(c.g, w[0].t, c.loop, on_woken, &w[0]), TH_E_INVAL);
+    assert_int_equal(th_guard_dedupe_wait(c.g, t1, c.loop, on_woken, &w[0]), TH_E_INVAL);
+    struct finisher f = {c.g, t1, "{\"tx\":\"w1\"}"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, finish_elsewhere, &f), 0);
+    pthread_join(th, NULL);
+    run_until(&c, 3, 2000);
+    /* a late duplicate waits after the first finished: woken at once, through the loop */
+    struct waiter late;
+    struct th_dedupe_answer a = {0};
+    late = (struct waiter){.ctx = &c};
+    assert_int_equal(th_guard_dedupe_begin(c.g, "ev-w1", "+12015550123", "123456", TH_CHANNEL_SMS,
+                                           0, &late.t, &a),
+                     TH_DEDUPE_DONE); /* done: replayed directly, no ticket */
+    free(a.body);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w[i].calls, 1);
+        assert_int_equal(w[i].seen, TH_DEDUPE_DONE);
+        assert_string_equal(w[i].body, "{\"tx\":\"w1\"}");
+        th_guard_dedupe_release(c.g, w[i].t);
+    }
+    assert_int_equal(c.woken, 3);
+    wctx_free(&c);
+}
+
+/* The first gives up without an answer: each waiter is woken once and polls PENDING. A waiter
+ * that registers after that is woken at once. */
+static void test_dedupe_waiters_woken_once_on_release(void **state)
+{
+    (void)state;
+    struct wctx c;
+    wctx_init(&c);
+    struct th_dedupe *t1 = first(c.g, "ev-w2");
+    struct waiter w[2], late;
+    for (int i = 0; i < 2; i++) {
+        duplicate(&c, "ev-w2", &w[i]);
+        assert_int_equal(th_guard_dedupe_wait(c.g, w[i].t, c.loop, on_woken, &w[i]), TH_E_OK);
+    }
+    struct finisher f = {c.g, t1, NULL};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, finish_elsewhere, &f), 0);
+    pthread_join(th, NULL);
+    duplicate(&c, "ev-w2", &late);
+    assert_int_equal(th_guard_dedupe_wait(c.g, late.t, c.loop, on_woken, &late), TH_E_OK);
+    run_until(&c, 3, 2000);
+    run_until(&c, 4, 50); /* nothing more is queued */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(w[i].calls, 1);
+        assert_int_equal(w[i].seen, TH_DEDUPE_PENDING);
+        th_guard_dedupe_release(c.g, w[i].t);
+    }
+    assert_int_equal(late.calls, 1);
+    assert_int_equal(late.seen, TH_DEDUPE_PENDING);
+    th_guard_dedupe_release(c.g, late.t);
+    assert_int_equal(c.woken, 3);
+    wctx_free(&c);
+}
+
+/* A waiter that gives its ticket back is never called: before the first finishes, and after the
+ * first finished but before its loop ran the wake (the race with the finishing thread). */
+static void test_dedupe_waiter_cancel(void **state)
+{
+    (void)state;
+    struct wctx c;
+    wctx_init(&c);
+    struct th_dedupe *t1 = first(c.g, "ev-w3");
+    struct waiter early, queued, kept;
+    duplicate(&c, "ev-w3", &early);
+    duplicate(&c, "ev-w3", &queued);
+    duplicate(&c, "ev-w3", &kept);
+    assert_int_equal(th_guard_dedupe_wait(c.g, early.t, c.loop, on_woken, &early), TH_E_OK);
+    assert_int_equal(th_guard_dedupe_wait(c.g, queued.t, c.loop, on_woken, &queued), TH_E_OK);
+    assert_int_equal(th_guard_dedupe_wait(c.g, kept.t, c.loop, on_woken, &kept), TH_E_OK);
+    th_guard_dedupe_release(c.g, early.t); /* registered, not woken */
+    struct finisher f = {c.g, t1, "{}"};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, finish_elsewhere, &f), 0);
+    pthread_join(th, NULL);
+    th_guard_dedupe_release(c.g, queued.t); /* its wake is in the loop's mailbox now */
+    run_until(&c, 1, 2000);
+    run_until(&c, 2, 50);
+    assert_int_equal(early.calls, 0);
+    assert_int_equal(queued.calls, 0);
+    assert_int_equal(kept.calls, 1);
+    assert_int_equal(c.woken, 1);
+    th_guard_dedupe_release(c.g, kept.t);
+    wctx_free(&c);
+}
+
+/* At most 64 waiters per record; the next is told so and never called. */
+static void test_dedupe_waiter_cap(void **state)
+{
+    (void)state;
+    enum { CAP = 64 };
+    struct wctx c;
+    wctx_init(&c);
+    struct th_dedupe *t1 = first(c.g, "ev-w4");
+    static struct waiter w[CAP + 1];
+    for (int i = 0; i < CAP; i++) {
+        duplicate(&c, "ev-w4", &w[i]);
+        assert_int_equal(th_guard_dedupe_wait(c.g, w[i].t, c.loop, on_woken, &w[i]), TH_E_OK);
+    }
+    duplicate(&c, "ev-w4", &w[CAP]);
+    assert_int_equal(th_guard_dedupe_wait(c.g, w[CAP].t, c.loop, on_woken, &w[CAP]), TH_E_OVERLOAD);
+    th_guard_dedupe_finish(c.g, t1, 200, "{}", 2);
+    run_until(&c, CAP, 2000);
+    run_until(&c, CAP + 1, 50);
+    assert_int_equal(c.woken, CAP);
+    for (int i = 0; i < CAP; i++)
+        assert_int_equal(w[i].calls, 1);
+    assert_int_equal(w[CAP].calls, 0);
+    /* over the cap it can still poll, as the request's deadline does */
+    struct th_dedupe_answer a = {0};
+    assert_int_equal(th_guard_dedupe_poll(c.g, w[CAP].t, &a), TH_DEDUPE_DONE);
+    free(a.body);
+    for (int i = 0; i <= CAP; i++)
+        th_guard_dedupe_release(c.g, w[i].t);
+    wctx_free(&c);
+}
+
 int main(void)
 {
     th_phone_init();
@@ -657,6 +886,10 @@ int main(void)
         cmocka_unit_test(test_bad_calling_code_rules_refused),
         cmocka_unit_test(test_bounded_under_flood),
         cmocka_unit_test(test_dedupe),
+        cmocka_unit_test(test_dedupe_waiters_woken_once_on_finish),
+        cmocka_unit_test(test_dedupe_waiters_woken_once_on_release),
+        cmocka_unit_test(test_dedupe_waiter_cancel),
+        cmocka_unit_test(test_dedupe_waiter_cap),
         cmocka_unit_test(test_code_ban_without_default_budget),
         cmocka_unit_test(test_budget_resets_at_utc_midnight),
         cmocka_unit_test(test_dedupe_window_expiry_and_cap),

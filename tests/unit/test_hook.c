@@ -44,8 +44,7 @@ struct send {
  */
 
 struct dlq_entry {
-    th_writer_done_fn done;
-    void *done_ud;
+    struct th_writer_reply reply;
     struct th_timer t;
     bool committed;
     int64_t queued_us;
@@ -158,17 +157,18 @@ static void commit_fire(void *ud)
 {
     struct dlq_entry *d = ud;
     d->committed = true;
-    d->done(d->done_ud, TH_E_OK); /* the writer's thread in serve; any thread is allowed */
+    d->reply.done(d->reply.ud, TH_E_OK); /* on the request's loop, as th_writer_dlq_on does */
 }
 
-static th_err scripted_dlq(void *ud, const struct th_dlq_row *row, th_writer_done_fn done,
-                           void *done_ud)
+static th_err scripted_dlq(void *ud, const struct th_dlq_row *row,
+                           const struct th_writer_reply *reply)
 {
     struct fx *f = ud;
     assert_non_null(row->id);
     assert_true(f->ndlq < MAXREQ);
     struct dlq_entry *d = &f->dlqs[f->ndlq++];
-    *d = (struct dlq_entry){.done = done, .done_ud = done_ud, .queued_us = th_mono_us()};
+    assert_ptr_equal(reply->loop, f->loop);
+    *d = (struct dlq_entry){.reply = *reply, .queued_us = th_mono_us()};
     if (f->commit_after_ms >= 0)
         th_loop_timer_set(f->loop, &d->t, th_mono_us() + f->commit_after_ms * 1000, commit_fire, d);
     return TH_E_OK;

@@ -265,6 +265,185 @@ static void test_idle_before_each_wait(void **state)
     th_loop_free(c.loop);
 }
 
+/* ---- th_loop_call: complete on loop L ---- */
+
+struct callc {
+    struct th_loop *loop;
+    pthread_t loop_thread;
+    atomic_int ran, cancelled, wrong_thread;
+    int stop_at; /* stop the loop when this many have run (0: never) */
+};
+
+static void call_ran(void *ud)
+{
+    struct callc *c = ud;
+    if (!pthread_equal(pthread_self(), c->loop_thread))
+        atomic_fetch_add(&c->wrong_thread, 1);
+    if (atomic_fetch_add(&c->ran, 1) + 1 == c->stop_at)
+        th_loop_stop(c->loop);
+}
+
+static void call_cancelled(void *ud)
+{
+    atomic_fetch_add(&((struct callc *)ud)->cancelled, 1);
+}
+
+struct call_poster {
+    struct callc *c;
+    struct th_loop_call *calls;
+    int n;
+};
+
+static void *post_calls(void *arg)
+{
+    struct call_poster *p = arg;
+    for (int i = 0; i < p->n; i++)
+        th_loop_call_post(&p->calls[i]);
+    return NULL;
+}
+
+static void *run_loop_as(void *arg)
+{
+    struct callc *c = arg;
+    c->loop_thread = pthread_self();
+    th_loop_run(c->loop);
+    return NULL;
+}
+
+/* Posted from other threads: each call's fn runs once, on the loop's thread; cancel never. */
+static void test_call_runs_on_its_loop(void **state)
+{
+    (void)state;
+    enum { THREADS = 3, PER = 2000 };
+    struct callc c = {.stop_at = THREADS * PER};
+    atomic_init(&c.ran, 0);
+    atomic_init(&c.cancelled, 0);
+    atomic_init(&c.wrong_thread, 0);
+    assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
+    static struct th_loop_call calls[THREADS * PER];
+    for (int i = 0; i < THREADS * PER; i++)
+        th_loop_call_init(&calls[i], c.loop, call_ran, call_cancelled, &c);
+    pthread_t lt, t[THREADS];
+    struct call_poster p[THREADS];
+    assert_int_equal(pthread_create(&lt, NULL, run_loop_as, &c), 0);
+    for (int i = 0; i < THREADS; i++) {
+        p[i] = (struct call_poster){&c, &calls[i * PER], PER};
+        pthread_create(&t[i], NULL, post_calls, &p[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_join(lt, NULL);
+    assert_int_equal(atomic_load(&c.ran), THREADS * PER);
+    assert_int_equal(atomic_load(&c.cancelled), 0);
+    assert_int_equal(atomic_load(&c.wrong_thread), 0);
+    th_loop_free(c.loop);
+}
+
+/* Once the loop has finished, a post runs cancel at once on the posting thread, never fn. */
+static void test_call_cancelled_once_the_loop_finished(void **state)
+{
+    (void)state;
+    struct callc c = {0};
+    atomic_init(&c.ran, 0);
+    atomic_init(&c.cancelled, 0);
+    atomic_init(&c.wrong_thread, 0);
+    assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
+    c.loop_thread = pthread_self();
+    struct th_loop_call before, after, quiet;
+    th_loop_call_init(&before, c.loop, call_ran, call_cancelled, &c);
+    th_loop_call_init(&after, c.loop, call_ran, call_cancelled, &c);
+    th_loop_call_init(&quiet, c.loop, call_ran, NULL, &c);
+    assert_true(th_loop_call_post(&before)); /* accepted before the end: runs as the loop ends */
+    th_loop_stop(c.loop);
+    th_loop_run(c.loop);
+    assert_int_equal(atomic_load(&c.ran), 1);
+    assert_false(th_loop_call_post(&after));
+    assert_int_equal(atomic_load(&c.cancelled), 1);
+    assert_false(th_loop_call_post(&quiet)); /* no cancel: nothing runs */
+    assert_int_equal(th_loop_post(c.loop, call_ran, &c), TH_E_BUSY);
+    th_loop_free(c.loop);
+    assert_int_equal(atomic_load(&c.ran), 1);
+    assert_int_equal(atomic_load(&c.cancelled), 1);
+}
+
+/* Withdrawn calls never run: whether still in the mailbox, or in the batch being run. */
+struct withdraw_ctx {
+    struct callc c;
+    struct th_loop_call first, victim, queued_victim, last;
+};
+
+static void withdraw_victim(void *ud)
+{
+    struct withdraw_ctx *w = ud;
+    call_ran(&w->c);
+    th_loop_call_withdraw(&w->victim); /* taken in the same batch as this call */
+}
+
+static void post_then_withdraw(void *ud)
+{
+    struct withdraw_ctx *w = ud;
+    call_ran(&w->c);
+    assert_true(th_loop_call_post(&w->queued_victim));
+    th_loop_call_withdraw(&w->queued_victim); /* still in the mailbox */
+    th_loop_call_withdraw(&w->queued_victim); /* twice: a no-op */
+    th_loop_stop(w->c.loop);
+}
+
+static void test_call_withdraw(void **state)
+{
+    (void)state;
+    struct withdraw_ctx w = {0};
+    atomic_init(&w.c.ran, 0);
+    atomic_init(&w.c.cancelled, 0);
+    atomic_init(&w.c.wrong_thread, 0);
+    assert_int_equal(th_loop_new(&w.c.loop), TH_E_OK);
+    w.c.loop_thread = pthread_self();
+    struct th_loop_call never = {0};
+    th_loop_call_withdraw(&never); /* zero-initialised: a no-op */
+    th_loop_call_init(&w.first, w.c.loop, withdraw_victim, call_cancelled, &w);
+    th_loop_call_init(&w.victim, w.c.loop, call_ran, call_cancelled, &w.c);
+    th_loop_call_init(&w.queued_victim, w.c.loop, call_ran, call_cancelled, &w.c);
+    th_loop_call_init(&w.last, w.c.loop, post_then_withdraw, call_cancelled, &w);
+    assert_true(th_loop_call_post(&w.first));
+    assert_true(th_loop_call_post(&w.victim));
+    assert_true(th_loop_call_post(&w.last));
+    th_loop_run(w.c.loop);
+    assert_int_equal(atomic_load(&w.c.ran), 2); /* first and last; neither victim */
+    assert_int_equal(atomic_load(&w.c.cancelled), 0);
+    th_loop_call_withdraw(&w.victim); /* after the loop: still a no-op */
+    th_loop_free(w.c.loop);
+    assert_int_equal(atomic_load(&w.c.ran), 2);
+}
+
+/* Posts racing the loop's end: every call gets exactly one of fn and cancel. */
+static void test_call_exactly_once_across_shutdown(void **state)
+{
+    (void)state;
+    enum { THREADS = 2, PER = 3000 };
+    struct callc c = {0};
+    atomic_init(&c.ran, 0);
+    atomic_init(&c.cancelled, 0);
+    atomic_init(&c.wrong_thread, 0);
+    c.stop_at = PER / 2; /* stops while the posters are still posting */
+    assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
+    static struct th_loop_call calls[THREADS * PER];
+    for (int i = 0; i < THREADS * PER; i++)
+        th_loop_call_init(&calls[i], c.loop, call_ran, call_cancelled, &c);
+    pthread_t lt, t[THREADS];
+    struct call_poster p[THREADS];
+    assert_int_equal(pthread_create(&lt, NULL, run_loop_as, &c), 0);
+    for (int i = 0; i < THREADS; i++) {
+        p[i] = (struct call_poster){&c, &calls[i * PER], PER};
+        pthread_create(&t[i], NULL, post_calls, &p[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_join(lt, NULL);
+    th_loop_free(c.loop);
+    assert_int_equal(atomic_load(&c.ran) + atomic_load(&c.cancelled), THREADS * PER);
+    assert_int_equal(atomic_load(&c.wrong_thread), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +453,10 @@ int main(void)
         cmocka_unit_test(test_fd_events),
         cmocka_unit_test(test_idle_before_each_wait),
         cmocka_unit_test(test_ping_answered_only_by_a_running_loop),
+        cmocka_unit_test(test_call_runs_on_its_loop),
+        cmocka_unit_test(test_call_cancelled_once_the_loop_finished),
+        cmocka_unit_test(test_call_withdraw),
+        cmocka_unit_test(test_call_exactly_once_across_shutdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+#include "loop/loop.h"
 #include "store/writer.h"
 
 #include "tmpdir.h"
@@ -175,12 +177,123 @@ static void test_queue_full_and_stats(void **state)
     assert_int_equal(count_rows("outbox"), 1);
 }
 
+/* ---- completing on a loop (th_writer_*_on) ---- */
+
+struct on_loop {
+    struct th_loop *loop;
+    pthread_t loop_thread;
+    atomic_int ok, failed, lost, wrong_thread;
+    int expect;
+};
+
+static void on_loop_done(void *ud, th_err result)
+{
+    struct on_loop *c = ud;
+    if (!pthread_equal(pthread_self(), c->loop_thread))
+        atomic_fetch_add(&c->wrong_thread, 1);
+    atomic_fetch_add(result == TH_E_OK ? &c->ok : &c->failed, 1);
+    if (atomic_load(&c->ok) + atomic_load(&c->failed) == c->expect)
+        th_loop_stop(c->loop);
+}
+
+static void on_loop_lost(void *ud)
+{
+    struct on_loop *c = ud;
+    if (pthread_equal(pthread_self(), c->loop_thread)) /* the writer's thread, not the loop's */
+        atomic_fetch_add(&c->wrong_thread, 1);
+    atomic_fetch_add(&c->lost, 1);
+}
+
+static void stop_loop(void *ud)
+{
+    th_loop_stop(ud);
+}
+
+static struct th_dlq_row dlq_row(const char *id)
+{
+    return (struct th_dlq_row){.id = id,
+                               .created_ms = 1,
+                               .request_id = "r",
+                               .event_id = "ev",
+                               .phone_masked = "+1201*****23",
+                               .country = "US",
+                               .channel = "sms",
+                               .language = "en",
+                               .outcome = "FAILED",
+                               .errors = "x",
+                               .attempts = 1,
+                               .key_id = ""};
+}
+
+static void on_loop_init(struct on_loop *c, int expect)
+{
+    *c = (struct on_loop){.expect = expect, .loop_thread = pthread_self()};
+    atomic_init(&c->ok, 0);
+    atomic_init(&c->failed, 0);
+    atomic_init(&c->lost, 0);
+    atomic_init(&c->wrong_thread, 0);
+    assert_int_equal(th_loop_new(&c->loop), TH_E_OK);
+}
+
+/* Each item's result arrives once, on the caller's loop, with its result; nothing is lost. */
+static void test_reply_on_loop(void **state)
+{
+    (void)state;
+    struct on_loop c;
+    on_loop_init(&c, 3);
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("onloop.db"), 100, &w), TH_E_OK);
+    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_dlq_row d = dlq_row("dlq-1");
+    struct th_outbox_row o = {"ob-1", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
+    assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK); /* the same id: fails */
+    assert_int_equal(th_writer_outbox_on(w, &o, &reply), TH_E_OK);
+    struct th_timer bound = {0};
+    th_loop_timer_set(c.loop, &bound, th_mono_us() + 5 * 1000000, stop_loop, c.loop);
+    th_loop_run(c.loop);
+    th_writer_stop(w);
+    assert_int_equal(atomic_load(&c.ok), 2);
+    assert_int_equal(atomic_load(&c.failed), 1);
+    assert_int_equal(atomic_load(&c.lost), 0);
+    assert_int_equal(atomic_load(&c.wrong_thread), 0);
+    assert_int_equal(count_rows("dlq"), 1);
+    th_loop_free(c.loop);
+}
+
+/* The caller's loop has finished (shutdown): lost runs once, on the writer thread; done never,
+ * so the caller frees its object instead of leaking it. */
+static void test_reply_lost_when_loop_finished(void **state)
+{
+    (void)state;
+    struct on_loop c;
+    on_loop_init(&c, 2);
+    th_loop_stop(c.loop);
+    th_loop_run(c.loop); /* finished */
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("lost.db"), 100, &w), TH_E_OK);
+    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_dlq_row d = dlq_row("dlq-2");
+    struct th_outbox_row o = {"ob-2", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
+    assert_int_equal(th_writer_outbox_on(w, &o, &reply), TH_E_OK);
+    th_writer_stop(w); /* drains: both written, both completions lost */
+    assert_int_equal(atomic_load(&c.lost), 2);
+    assert_int_equal(atomic_load(&c.ok) + atomic_load(&c.failed), 0);
+    assert_int_equal(atomic_load(&c.wrong_thread), 0);
+    assert_int_equal(count_rows("dlq"), 1);
+    th_loop_free(c.loop);
+    assert_int_equal(atomic_load(&c.ok) + atomic_load(&c.failed), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_from_two_threads),
         cmocka_unit_test(test_duplicate_fails_alone),
         cmocka_unit_test(test_queue_full_and_stats),
+        cmocka_unit_test(test_reply_on_loop),
+        cmocka_unit_test(test_reply_lost_when_loop_finished),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
