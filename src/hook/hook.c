@@ -66,7 +66,7 @@ struct hreq {
     void *answer_ud;
     int owed; /* callbacks still to come, the answer counted as one */
     struct th_timer deadline;
-    struct th_timer reap;     /* lets go of the request on a clean stack (settle) */
+    struct th_loop_call reap; /* lets go of the request on a clean stack (settle) */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
     char dlq_id[32];
@@ -182,17 +182,29 @@ static void on_reap(void *ud)
     th_hook_req_drop(req); /* r lives in its arena: not touched after this */
 }
 
+/* The loop has finished (its timers are disarmed, its thread gone): let go at once. */
+static void on_reap_lost(void *ud)
+{
+    struct hreq *r = ud;
+    struct th_hook_req *req = r->req;
+    req->hook_ = NULL;
+    th_hook_req_drop(req);
+}
+
 /*
- * One thing owed to the request has come. After the last the hook lets go of it, but on the next
- * loop turn: the caller that has just called us back (the router, a provider) may still touch
- * its own state in the arena until its callback returns.
+ * One thing owed to the request has come. After the last the hook lets go of it, but through the
+ * loop's mailbox: the caller that has just called us back (the router, a provider) may still
+ * touch its own state in the arena until its callback returns. A mailbox call rather than a
+ * timer: the transfers a loop aborts as it finishes answer from its exit handlers, and what they
+ * post still runs then (a timer would not: the loop disarms them).
  */
 static void settle(struct hreq *r)
 {
     if (--r->owed > 0)
         return;
     r->req->state = TH_REQ_DONE;
-    th_loop_timer_set(r->loop, &r->reap, th_mono_us(), on_reap, r);
+    th_loop_call_init(&r->reap, r->loop, on_reap, on_reap_lost, r);
+    th_loop_call_post(&r->reap);
 }
 
 static void count(struct th_hook *h, const char *outcome, int64_t latency_us)

@@ -110,6 +110,15 @@ struct fx {
 static struct fx *g_fx;
 static const struct th_templates *g_templates; /* NULL: the built-in pack */
 
+static void send_fire_err(struct send *s, th_err err)
+{
+    s->err = err;
+    struct th_route_result res = {.err = s->err, .provider = "scripted", .attempts = 1};
+    th_strlcpy(res.errors, "scripted: aborted", sizeof res.errors);
+    s->answered = true;
+    s->done(s->done_ud, &res);
+}
+
 static void send_fire(void *ud)
 {
     struct send *s = ud;
@@ -601,6 +610,7 @@ static void test_long_text(void **state)
     assert_int_equal(th_templates_build(&spec, 1, &set, err, sizeof err), TH_E_OK);
     g_templates = set;
     struct fx *f = fx_new(1000, false);
+    g_templates = NULL; /* the next tests: the built-in pack */
     struct treq *t = submit(f, "ev-long", "135791");
     transport_done(t);
     run(f, all_freed, 2000);
@@ -612,6 +622,63 @@ static void test_long_text(void **state)
     fx_free(f);
 
     th_templates_free(set);
+}
+
+/* The loop's exit handler (as the HTTP client's): every transfer still running is aborted. */
+static void abort_sends(void *ud)
+{
+    struct fx *f = ud;
+    for (int i = 0; i < f->nsends; i++)
+        if (!f->sends[i].answered)
+            send_fire_err(&f->sends[i], TH_E_PROVIDER);
+}
+
+/*
+ * Shutdown while a provider still has the message: the loop stops, its exit handler aborts the
+ * transfer (a failure: a dead-letter entry), the store writer finds the loop gone (lost). No
+ * answer can leave any more; the in-flight count returns to zero and the request is freed once.
+ */
+static void test_loop_finishes_in_flight(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(1000, false);
+    f->send_after_ms = -1;
+    f->commit_after_ms = -1;
+    struct treq *t = submit(f, "ev-stop", "121212");
+    transport_done(t);
+    assert_int_equal(th_loop_at_exit(f->loop, abort_sends, f), TH_E_OK);
+    run(f, NULL, 50);
+    assert_int_equal(f->nsends, 1);
+    assert_int_equal(f->ndlq, 1);
+    assert_int_equal(f->answers[0], 0);
+    assert_int_equal(f->frees, 0);
+    assert_int_equal(th_hook_in_flight(f->hook), 1);
+    f->dlqs[0].reply.lost(f->dlqs[0].reply.ud); /* the writer, on its thread in serve */
+    assert_int_equal(f->answers[0], 0);
+    assert_int_equal(f->frees, 1);
+    assert_int_equal(th_hook_in_flight(f->hook), 0);
+    fx_free(f);
+}
+
+/*
+ * The same after the answer (the deadline answered, the entry committed): the aborted transfer is
+ * the last thing owed, and the request is freed before the loop returns.
+ */
+static void test_loop_finishes_after_answer(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(150, false);
+    f->send_after_ms = -1;
+    f->commit_after_ms = 5;
+    struct treq *t = submit(f, "ev-stop2", "343434");
+    transport_done(t);
+    assert_int_equal(th_loop_at_exit(f->loop, abort_sends, f), TH_E_OK);
+    run(f, NULL, 400);
+    assert_int_equal(f->answers[0], 1);
+    assert_int_equal(f->ndlq, 1);
+    assert_int_equal(f->frees, 1);
+    assert_int_equal(th_hook_in_flight(f->hook), 0);
+    fx_free(f);
 }
 
 int main(void)
@@ -626,6 +693,8 @@ int main(void)
         cmocka_unit_test(test_dedupe_replay),
         cmocka_unit_test(test_in_flight_drain),
         cmocka_unit_test(test_long_text),
+        cmocka_unit_test(test_loop_finishes_in_flight),
+        cmocka_unit_test(test_loop_finishes_after_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
