@@ -160,7 +160,8 @@ static void on_done(void *ud, const struct th_http_response *res)
     r->status[i] = res->status;
     snprintf(r->body[i], sizeof r->body[i], "%.*s", (int)(res->len < 63 ? res->len : 63),
              res->body);
-    snprintf(r->error_type[i], sizeof r->error_type[i], "%s", res->error_type);
+    snprintf(r->error_type[i], sizeof r->error_type[i], "%s",
+             th_http_response_header(res, "X-Amzn-Errortype"));
     r->elapsed_us[i] = res->elapsed_us;
     if (--r->pending == 0)
         th_loop_stop(r->loop);
@@ -175,13 +176,16 @@ static void run_one(const char *path, int64_t timeout_ms, struct result *r)
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
     const char *hdrs[] = {"Content-Type: application/json", "X-Test: 1"};
+    static const char *const capture[] = {"X-Amzn-Errortype"};
     struct th_http_request req = {.method = "POST",
                                   .url = url,
                                   .headers = hdrs,
                                   .nheaders = 2,
                                   .body = "{}",
                                   .body_len = 2,
-                                  .timeout_ms = timeout_ms};
+                                  .timeout_ms = timeout_ms,
+                                  .capture = capture,
+                                  .ncapture = 1};
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->pending = 1;
