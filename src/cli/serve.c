@@ -611,14 +611,9 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s", cfg->port_file,
                    strerror(errno));
 
-    char host[256];
-    th_strlcpy(host, cfg->listen, sizeof host);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    const char *h = host[0] == '[' ? host + 1 : host;
-    if (host[0] == '[' && strchr(host, ']'))
-        *strchr(host, ']') = '\0';
+    char host[256] = "";
+    th_hostport_parse(cfg->listen, host, sizeof host, NULL);
+    const char *h = host;
     if (strstr(th_router_describe(router), "outbox") && !th_host_is_loopback(h))
         th_log_msg(TH_LOG_WARN, "outbox_exposed",
                    "the outbox provider records messages instead of sending them, and this "

@@ -640,24 +640,10 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
 static th_err split_listen(const char *listen, char *host, size_t hostlen, char *port,
                            size_t portlen)
 {
-    const char *colon;
-    if (listen[0] == '[') {
-        const char *close = strchr(listen, ']');
-        if (!close || close[1] != ':')
-            return TH_E_CONFIG;
-        if ((size_t)(close - listen - 1) >= hostlen)
-            return TH_E_CONFIG;
-        memcpy(host, listen + 1, (size_t)(close - listen - 1));
-        host[close - listen - 1] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= hostlen)
-            return TH_E_CONFIG;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-    }
-    th_strlcpy(port, colon + 1, portlen);
+    int p;
+    if (th_hostport_parse(listen, host, hostlen, &p) != TH_E_OK)
+        return TH_E_CONFIG;
+    snprintf(port, portlen, "%d", p);
     return TH_E_OK;
 }
 
