@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/retired.h"
 #include "common/util.h"
 #include "obs/log.h"
 
@@ -28,8 +29,7 @@ struct th_router {
     int default_slot;
     _Atomic(struct th_routes *) routes;
     pthread_mutex_t retired_mu;
-    struct th_routes **retired;
-    size_t nretired;
+    struct th_retired retired; /* route tables replaced by reloads: a job may still read one */
     int per_loop_in_flight;
     char describe[64];
     atomic_int routes_skipped; /* routes of the running table cut for a provider not set up */
@@ -50,6 +50,11 @@ struct job {
     th_route_done_fn done;
     void *ud;
 };
+
+static void free_routes(void *rs)
+{
+    th_routes_free(rs);
+}
 
 /* ---- providers and breakers ---- */
 
@@ -364,6 +369,7 @@ static struct th_router *router_alloc(const struct th_config *cfg)
         return NULL;
     r->cfg = cfg;
     pthread_mutex_init(&r->retired_mu, NULL);
+    th_retired_init(&r->retired, free_routes);
     int threads = cfg->threads > 0 ? cfg->threads : 1;
     r->per_loop_in_flight = (cfg->dispatch_max_in_flight + threads - 1) / threads;
     atomic_init(&r->routes, NULL);
@@ -472,9 +478,7 @@ void th_router_free(struct th_router *r)
     for (int i = 0; i < r->nslots; i++)
         th_provider_free(r->slots[i].p);
     th_routes_free(atomic_load(&r->routes));
-    for (size_t i = 0; i < r->nretired; i++)
-        th_routes_free(r->retired[i]);
-    free(r->retired);
+    th_retired_release(&r->retired, NULL);
     pthread_mutex_destroy(&r->retired_mu);
     free(r);
 }
@@ -528,15 +532,13 @@ th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char
         return TH_E_NOMEM;
     }
     pthread_mutex_lock(&r->retired_mu);
-    struct th_routes **p = realloc(r->retired, (r->nretired + 1) * sizeof *p);
-    if (!p) {
+    if (th_retired_reserve(&r->retired) != TH_E_OK) {
         pthread_mutex_unlock(&r->retired_mu);
         th_routes_free(routes);
         snprintf(err, errlen, "out of memory");
         return TH_E_NOMEM;
     }
-    r->retired = p;
-    r->retired[r->nretired++] = atomic_exchange(&r->routes, routes);
+    th_retired_add(&r->retired, atomic_exchange(&r->routes, routes));
     pthread_mutex_unlock(&r->retired_mu);
     return TH_E_OK;
 }

@@ -1,4 +1,4 @@
-/* Unit tests: common/util (HOST:PORT, the one parser of server.listen's form). */
+/* Unit tests: common/util (HOST:PORT, the one parser of server.listen's form), common/retired. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "common/retired.h"
 #include "common/util.h"
 
 static void test_hostport_ok(void **state)
@@ -59,11 +60,41 @@ static void test_hostport_bad(void **state)
     assert_string_equal(small, "abc");
 }
 
+static int freed[16];
+
+static void count_free(void *p)
+{
+    freed[(int *)p - (int *)freed]++; /* items are addresses inside freed[] itself */
+}
+
+/* Every retired item is freed exactly once at release, except the one still owned elsewhere. */
+static void test_retired(void **state)
+{
+    (void)state;
+    memset(freed, 0, sizeof freed);
+    struct th_retired r;
+    th_retired_init(&r, count_free);
+    for (int i = 0; i < 12; i++) { /* past the first growth */
+        assert_int_equal(th_retired_reserve(&r), TH_E_OK);
+        th_retired_add(&r, &freed[i]);
+    }
+    assert_int_equal(th_retired_reserve(&r), TH_E_OK);
+    th_retired_add(&r, NULL); /* nothing was swapped out: nothing kept */
+    assert_int_equal(r.n, 12);
+    th_retired_release(&r, &freed[3]);
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(freed[i], i < 12 && i != 3 ? 1 : 0);
+    assert_null(r.items);
+    th_retired_release(&r, NULL); /* twice: nothing more */
+    assert_int_equal(freed[0], 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostport_ok),
         cmocka_unit_test(test_hostport_bad),
+        cmocka_unit_test(test_retired),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
