@@ -478,9 +478,23 @@ static bool aws_configured(const struct th_config *cfg)
     return cfg->aws_origination_identity[0] || cfg->aws_endpoint[0];
 }
 
+/* A region is what a set-up needs here; credentials may come from the host, seen only by the
+ * server (and fetching them starts a thread). */
+static bool aws_check(const struct th_config *cfg, char *why, size_t whylen)
+{
+    char region[64];
+    if (th_aws_resolve_region(cfg->aws_region, cfg->aws_profile, region, sizeof region))
+        return true;
+    snprintf(why, whylen, "no AWS region");
+    return false;
+}
+
 const struct th_provider_kind th_provider_aws = {
     .name = "aws",
     .create = aws_new,
     .configured = aws_configured,
+    .check = aws_check,
+    .how_to_configure = "set [aws] region (or AWS_REGION); credentials come from the usual AWS "
+                        "chain",
     .parse = parse_aws,
 };

@@ -46,6 +46,25 @@ th_err th_provider_new(const char *name, const struct th_config *cfg,
     return TH_E_CONFIG;
 }
 
+bool th_provider_can_set_up(const char *name, const struct th_config *cfg, char *why, size_t whylen)
+{
+    const struct th_provider_kind *k = th_provider_kind_find(name);
+    if (!k) {
+        snprintf(why, whylen, "unknown provider");
+        return false;
+    }
+    if (k->check)
+        return k->check(cfg, why, whylen);
+    if (k->configured && !k->configured(cfg)) {
+        snprintf(why, whylen, "[%s] %s is not set", k->name, k->required ? k->required : "");
+        return false;
+    }
+    struct th_provider *p = NULL;
+    th_err e = k->create(cfg, NULL, &p, why, whylen);
+    th_provider_free(p);
+    return e == TH_E_OK;
+}
+
 void th_provider_free(struct th_provider *p)
 {
     if (p)

@@ -94,7 +94,13 @@ struct th_provider_kind {
     th_err (*create)(const struct th_config *cfg, const struct th_outbox_sink *sink,
                      struct th_provider **out, char *err, size_t errlen);
     bool (*configured)(const struct th_config *cfg);
-    th_provider_parse_fn parse; /* NULL for a provider that speaks no HTTP (the outbox) */
+    const char *required; /* the key configured() looks at ("account_sid"), for messages */
+    /* Whether create would succeed here, without its side effects (AWS: a credentials thread;
+     * the host's credentials are seen only by the server). NULL: th_provider_can_set_up builds
+     * the provider and frees it. */
+    bool (*check)(const struct th_config *cfg, char *why, size_t whylen);
+    const char *how_to_configure; /* one line for an operator (`routes set`'s refusal) */
+    th_provider_parse_fn parse;   /* NULL for a provider that speaks no HTTP (the outbox) */
 };
 
 /* The registered kinds, in registration order; NULL past the last. */
@@ -129,6 +135,13 @@ th_err th_provider_new(const char *name, const struct th_config *cfg,
                        const struct th_outbox_sink *sink, struct th_provider **out, char *err,
                        size_t errlen);
 void th_provider_free(struct th_provider *p); /* NULL is a no-op */
+
+/*
+ * Whether a server with cfg sets up the provider called name (router.c skips the attempts of one
+ * it cannot); false with the reason in why. For the CLI's checks: no thread, no network.
+ */
+bool th_provider_can_set_up(const char *name, const struct th_config *cfg, char *why,
+                            size_t whylen);
 bool th_provider_ready(struct th_provider *p);
 
 static inline th_err th_provider_send(struct th_provider *p, const struct th_attempt *at,

@@ -272,5 +272,8 @@ const struct th_provider_kind th_provider_twilio = {
     .name = "twilio",
     .create = twilio_new,
     .configured = twilio_configured,
+    .required = "account_sid",
+    .how_to_configure = "set [twilio] account_sid and auth_token (or api_key_sid and "
+                        "api_key_secret), and from or messaging_service_sid",
     .parse = parse_twilio,
 };

@@ -177,5 +177,7 @@ const struct th_provider_kind th_provider_webhook = {
     .name = "webhook",
     .create = webhook_new,
     .configured = webhook_configured,
+    .required = "url",
+    .how_to_configure = "set [webhook] url and secret",
     .parse = parse_webhook,
 };
