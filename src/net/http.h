@@ -58,9 +58,10 @@ struct th_http_request {
     size_t max_response; /* response body cap; 0 = 64 KiB */
     const char *ca_file; /* CA bundle replacing the process default for this transfer
                             (net/trust.h), or NULL; must live as long as the client */
-    /* Response headers to keep (names, case-insensitive, at most TH_HTTP_MAX_CAPTURE), handed
-     * back in the response's headers in the same order: a provider's error type may travel in a
-     * header (AWS: X-Amzn-Errortype). The transport knows no provider's header names. */
+    /* Response headers to keep (names, case-insensitive, at most TH_HTTP_MAX_CAPTURE; the names
+     * borrowed until done), handed back in the response's headers in the same order, values cut
+     * to TH_HTTP_CAPTURE_LEN - 1: a provider's error type may travel in a header (AWS:
+     * X-Amzn-Errortype). The transport knows no provider's header names. */
     const char *const *capture;
     size_t ncapture;
 };

@@ -148,6 +148,7 @@ struct result {
     long status[8];
     char body[8][64];
     char error_type[8][96];
+    char absent[8][96]; /* a header asked for that the response lacks, and one not asked for */
     int64_t elapsed_us[8];
     int n;
 };
@@ -162,6 +163,8 @@ static void on_done(void *ud, const struct th_http_response *res)
              res->body);
     snprintf(r->error_type[i], sizeof r->error_type[i], "%s",
              th_http_response_header(res, "X-Amzn-Errortype"));
+    snprintf(r->absent[i], sizeof r->absent[i], "%s%s", th_http_response_header(res, "X-Absent"),
+             th_http_response_header(res, "Content-Type"));
     r->elapsed_us[i] = res->elapsed_us;
     if (--r->pending == 0)
         th_loop_stop(r->loop);
@@ -176,7 +179,7 @@ static void run_one(const char *path, int64_t timeout_ms, struct result *r)
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
     const char *hdrs[] = {"Content-Type: application/json", "X-Test: 1"};
-    static const char *const capture[] = {"X-Amzn-Errortype"};
+    static const char *const capture[] = {"X-Amzn-Errortype", "X-Absent"};
     struct th_http_request req = {.method = "POST",
                                   .url = url,
                                   .headers = hdrs,
@@ -185,7 +188,7 @@ static void run_one(const char *path, int64_t timeout_ms, struct result *r)
                                   .body_len = 2,
                                   .timeout_ms = timeout_ms,
                                   .capture = capture,
-                                  .ncapture = 1};
+                                  .ncapture = 2};
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->pending = 1;
@@ -216,6 +219,7 @@ static void test_error_type_header(void **state)
     assert_int_equal(r.outcome[0], TH_HTTP_DONE);
     assert_int_equal(r.status[0], 400);
     assert_string_equal(r.error_type[0], "ThrottlingException:http://internal.amazon.com/");
+    assert_string_equal(r.absent[0], "");
 }
 
 static void test_timeout(void **state)
