@@ -203,17 +203,10 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    struct th_send msg = {
-        .request_id = e->id,
-        .to = pl.msg.to,
-        .region = pl.msg.region,
-        .channel = pl.msg.channel,
-        .language = pl.msg.language,
-        .body = pl.msg.body,
-        .voice_id = pl.msg.voice_id,
-        .otp_expires_ms = e->otp_expires_ms,
-        .deadline_us = th_mono_us() + 10 * 1000000,
-    };
+    struct th_send msg = pl.msg; /* the message as it was sent, under the entry's id */
+    msg.request_id = e->id;
+    msg.otp_expires_ms = e->otp_expires_ms;
+    msg.deadline_us = th_mono_us() + 10 * 1000000;
     if (!msg.to || !msg.body) {
         fprintf(stderr, "telehook: %s: the payload lacks a number or a message\n", e->id);
         goto out;

@@ -308,8 +308,8 @@ th_err th_dlq_keygen(char out[45])
 
 #define PAYLOAD_MAX (2 * 8192 + 1024) /* the text (8 KiB at most) JSON-escaped, and the rest */
 
-th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id,
-                             const struct th_dlq_message *m, unsigned char **blob, size_t *len)
+th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id, const struct th_send *m,
+                             unsigned char **blob, size_t *len)
 {
     struct th_buf p;
     th_buf_init(&p, PAYLOAD_MAX);
@@ -326,7 +326,7 @@ th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id,
     e = e ? e : th_buf_appends(&p, ",\"voice_id\":");
     e = e ? e : th_buf_append_json(&p, m->voice_id ? m->voice_id : "", (size_t)-1);
     e = e ? e : th_buf_appends(&p, ",\"body\":");
-    e = e ? e : th_buf_append_json(&p, m->body, m->body_len);
+    e = e ? e : th_buf_append_json(&p, m->body, (size_t)-1);
     e = e ? e : th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)m->otp_expires_ms);
     if (e == TH_E_OK)
         e = th_dlq_seal(d, entry_id, p.data, p.len, blob, len);
@@ -353,17 +353,15 @@ th_err th_dlq_payload_decode(const struct th_dlq *d, const char *entry_id, const
         return TH_E_INVAL;
     }
     const char *ch = json_string_value(json_object_get(doc, "channel"));
-    json_t *body = json_object_get(doc, "body");
     out->doc = doc;
-    out->msg = (struct th_dlq_message){
+    out->msg = (struct th_send){
         .request_id = json_string_value(json_object_get(doc, "request_id")),
         .to = json_string_value(json_object_get(doc, "to")),
         .region = json_string_value(json_object_get(doc, "region")),
         .channel = ch && strcmp(ch, "voice") == 0 ? TH_CHANNEL_VOICE : TH_CHANNEL_SMS,
         .language = json_string_value(json_object_get(doc, "language")),
         .voice_id = json_string_value(json_object_get(doc, "voice_id")),
-        .body = json_string_value(body),
-        .body_len = json_string_length(body),
+        .body = json_string_value(json_object_get(doc, "body")),
         .otp_expires_ms = json_integer_value(json_object_get(doc, "otp_expires_ms")),
     };
     return TH_E_OK;

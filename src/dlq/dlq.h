@@ -47,33 +47,21 @@ th_err th_dlq_open(const struct th_dlq *d, const char *entry_id, const char *key
 
 /*
  * The payload's format belongs here, both ways: the hook seals what no attempt delivered, the
- * CLI opens it to show or replay (`dlq show`, `dlq replay`). What a replay needs to send the same
- * message again; every pointer borrowed.
+ * CLI opens it to show or replay (`dlq show`, `dlq replay`). The payload is the message as sent
+ * (struct th_send, common/types.h) but its deadline.
  */
-struct th_dlq_message {
-    const char *request_id;
-    const char *to;     /* E.164 */
-    const char *region; /* "US", "" when non-geographic */
-    th_channel channel;
-    const char *language; /* "" when none */
-    const char *voice_id; /* "" when none */
-    const char *body;     /* the rendered text or SSML: holds the OTP */
-    size_t body_len;
-    int64_t otp_expires_ms; /* unix ms, 0 when unknown */
-};
-
 /*
  * Encodes m and seals it for entry_id into *blob (malloc'ed, as th_dlq_seal). The plaintext is
  * wiped before returning, sealed or not: it held the code.
  */
-th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id,
-                             const struct th_dlq_message *m, unsigned char **blob, size_t *len);
+th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id, const struct th_send *m,
+                             unsigned char **blob, size_t *len);
 
-/* A payload opened: msg points into doc (jansson's json_t, owned). A field the payload lacks is
- * NULL (a number, a message) or its default. */
+/* A payload opened: msg's strings point into doc (jansson's json_t, owned); a field the payload
+ * lacks is NULL. msg.deadline_us is 0: the replay sets its own. */
 struct json_t;
 struct th_dlq_payload {
-    struct th_dlq_message msg;
+    struct th_send msg;
     struct json_t *doc; /* the whole payload as JSON, for `dlq show` */
 };
 

@@ -367,15 +367,14 @@ static void dlq_written(void *ud, th_err result)
 /* The sealed payload: what a replay needs to send the same message again. */
 static th_err dlq_payload(struct hreq *r, unsigned char **blob, size_t *len)
 {
-    const struct th_dlq_message m = {
+    const struct th_send m = {
         .request_id = r->request_id,
         .to = r->phone.e164,
         .region = r->phone.region,
         .channel = r->okta.channel,
         .language = r->choice.language,
-        .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
         .body = th_buf_str(&r->text),
-        .body_len = r->text.len,
+        .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
         .otp_expires_ms = r->okta.otp_expires_ms,
     };
     return th_dlq_payload_encode(r->hook->dlq, r->dlq_id, &m, blob, len);

@@ -25,18 +25,7 @@
 #include "loop/loop.h"
 #include "message/message.h"
 
-/* What to send. Every pointer is borrowed until done is called. */
-struct th_send {
-    const char *request_id;
-    const char *to;     /* E.164 */
-    const char *region; /* "US", "" when non-geographic */
-    th_channel channel;
-    const char *language;
-    const char *body; /* SMS text, or SSML for voice */
-    const char *voice_id;
-    int64_t otp_expires_ms; /* unix ms, 0 when unknown */
-    int64_t deadline_us;    /* monotonic: answer by then */
-};
+/* What to send: struct th_send (common/types.h). Every pointer is borrowed until done is called. */
 
 /* Where and how one attempt runs. */
 struct th_attempt {
