@@ -104,7 +104,7 @@ static int copy_entry(void *ud, const struct th_dlq_row *row)
 }
 
 /* Opens the entry's payload; prints why not. */
-static int open_payload(struct th_cli *cli, const struct entry *e, json_t **doc)
+static int open_payload(struct th_cli *cli, const struct entry *e, struct th_dlq_payload *pl)
 {
     if (!e->payload_len) {
         fprintf(stderr,
@@ -119,9 +119,7 @@ static int open_payload(struct th_cli *cli, const struct entry *e, json_t **doc)
         fprintf(stderr, "telehook: %s\n", err);
         return 2;
     }
-    char *plain = NULL;
-    size_t plen = 0;
-    th_err r = th_dlq_open(d, e->id, e->key_id, e->payload, e->payload_len, &plain, &plen);
+    th_err r = th_dlq_payload_decode(d, e->id, e->key_id, e->payload, e->payload_len, pl);
     th_dlq_free(d);
     if (r == TH_E_NOTFOUND) {
         fprintf(stderr,
@@ -130,15 +128,14 @@ static int open_payload(struct th_cli *cli, const struct entry *e, json_t **doc)
                 e->id, e->key_id);
         return 1;
     }
+    if (r == TH_E_INVAL) /* opened, but not a payload */
+        return 1;
     if (r != TH_E_OK) {
         fprintf(stderr, "telehook: %s does not open with key '%s' (wrong key, or altered)\n", e->id,
                 e->key_id);
         return 1;
     }
-    *doc = json_loadb(plain, plen, 0, NULL);
-    OPENSSL_cleanse(plain, plen);
-    free(plain);
-    return *doc ? 0 : 1;
+    return 0;
 }
 
 struct replay {
@@ -166,8 +163,8 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
                 exp);
         return 1;
     }
-    json_t *doc = NULL;
-    int rc = open_payload(cli, e, &doc);
+    struct th_dlq_payload pl = {0};
+    int rc = open_payload(cli, e, &pl);
     if (rc)
         return rc;
     char err[512];
@@ -206,18 +203,10 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    const char *ch = json_string_value(json_object_get(doc, "channel"));
-    struct th_send msg = {
-        .request_id = e->id,
-        .to = json_string_value(json_object_get(doc, "to")),
-        .region = json_string_value(json_object_get(doc, "region")),
-        .channel = ch && strcmp(ch, "voice") == 0 ? TH_CHANNEL_VOICE : TH_CHANNEL_SMS,
-        .language = json_string_value(json_object_get(doc, "language")),
-        .body = json_string_value(json_object_get(doc, "body")),
-        .voice_id = json_string_value(json_object_get(doc, "voice_id")),
-        .otp_expires_ms = e->otp_expires_ms,
-        .deadline_us = th_mono_us() + 10 * 1000000,
-    };
+    struct th_send msg = pl.msg; /* the message as it was sent, under the entry's id */
+    msg.request_id = e->id;
+    msg.otp_expires_ms = e->otp_expires_ms;
+    msg.deadline_us = th_mono_us() + 10 * 1000000;
     if (!msg.to || !msg.body) {
         fprintf(stderr, "telehook: %s: the payload lacks a number or a message\n", e->id);
         goto out;
@@ -243,12 +232,7 @@ out:
     th_loop_free(loop);
     th_writer_stop(writer);
     th_http_global_cleanup();
-    if (doc) {
-        json_t *b = json_object_get(doc, "body");
-        if (json_is_string(b)) /* the code does not linger in freed memory */
-            OPENSSL_cleanse((void *)json_string_value(b), json_string_length(b));
-    }
-    json_decref(doc);
+    th_dlq_payload_release(&pl); /* wipes the code */
     return rc;
 }
 
@@ -331,8 +315,9 @@ static int with_entry(struct th_cli *cli, bool show)
         fprintf(stderr, "telehook: %s\n", r == TH_E_NOTFOUND ? "no such entry" : th_strerror(r));
         rc = 1;
     } else if (show) {
-        json_t *doc = NULL;
-        rc = open_payload(cli, &e, &doc);
+        struct th_dlq_payload pl = {0};
+        rc = open_payload(cli, &e, &pl);
+        json_t *doc = pl.doc;
         if (rc == 0 && e.doc) { /* one document: the entry, its message inside */
             json_object_set(e.doc, "message", doc);
             char *text = json_dumps(e.doc, JSON_INDENT(2));
@@ -347,7 +332,7 @@ static int with_entry(struct th_cli *cli, bool show)
                 OPENSSL_cleanse(text, strlen(text));
             free(text);
         }
-        json_decref(doc);
+        th_dlq_payload_release(&pl);
     } else {
         rc = replay(cli, st, &e);
     }

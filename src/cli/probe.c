@@ -47,19 +47,19 @@ static bool pin_of(const char *path, char *out, size_t outlen)
 /* This configuration's own /readyz, on loopback; false when the port is not known (port 0). */
 static bool default_url(const struct th_config *cfg, char *url, size_t len)
 {
-    const char *listen = cfg->listen, *colon = strrchr(listen, ':');
-    if (!colon || strcmp(colon + 1, "0") == 0)
+    char host[256], v6[260];
+    int port;
+    if (th_hostport_parse(cfg->listen, host, sizeof host, &port) != TH_E_OK || port == 0)
         return false;
-    char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
     const char *h = host;
     if (strcmp(host, "") == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
         h = "127.0.0.1";
-    else if (strcmp(host, "[::]") == 0)
+    else if (strcmp(host, "::") == 0)
         h = "[::1]";
+    else if (strchr(host, ':') && (size_t)snprintf(v6, sizeof v6, "[%s]", host) < sizeof v6)
+        h = v6;
     bool tls = cfg->tls_cert && cfg->tls_cert[0];
-    return (size_t)snprintf(url, len, "%s://%s:%s/readyz", tls ? "https" : "http", h, colon + 1) <
-           len;
+    return (size_t)snprintf(url, len, "%s://%s:%d/readyz", tls ? "https" : "http", h, port) < len;
 }
 
 static size_t discard(char *p, size_t size, size_t n, void *ud)

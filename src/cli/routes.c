@@ -12,7 +12,6 @@
 
 #include <jansson.h>
 
-#include "aws/creds.h"
 #include "catalog/catalog.h"
 #include "cli/internal.h"
 #include "common/util.h"
@@ -50,47 +49,6 @@ int th_cmd_routes_list(struct th_cli *cli)
     return th_listing_end(&l, e);
 }
 
-/* What to set for each provider, for the refusal's message. */
-static const char *how_to_configure(const char *provider)
-{
-    if (strcmp(provider, "twilio") == 0)
-        return "set [twilio] account_sid and auth_token (or api_key_sid and api_key_secret), and "
-               "from or messaging_service_sid";
-    if (strcmp(provider, "webhook") == 0)
-        return "set [webhook] url and secret";
-    if (strcmp(provider, "aws") == 0)
-        return "set [aws] region (or AWS_REGION); credentials come from the usual AWS chain";
-    return "see docs/providers.md";
-}
-
-/*
- * Whether serve, with this configuration, sets up the provider a route names (router.c builds
- * every provider a route names at start, and skips the attempts of one it cannot). twilio and
- * webhook are built and dropped (their set-up reads the configuration only); aws needs a region
- * (its credentials may come from the host, seen only by the server).
- */
-static bool provider_set_up(const struct th_config *cfg, const char *name, char *why, size_t whylen)
-{
-    if (strcmp(name, "outbox") == 0)
-        return true;
-    if (strcmp(name, "aws") == 0) {
-        char region[64];
-        if (th_aws_resolve_region(cfg->aws_region, cfg->aws_profile, region, sizeof region))
-            return true;
-        snprintf(why, whylen, "no AWS region");
-        return false;
-    }
-    if ((strcmp(name, "twilio") == 0 && !cfg->twilio_account_sid[0]) ||
-        (strcmp(name, "webhook") == 0 && !cfg->webhook_url[0])) {
-        snprintf(why, whylen, "[%s] %s is not set", name, name[0] == 't' ? "account_sid" : "url");
-        return false;
-    }
-    struct th_provider *p = NULL;
-    th_err e = th_provider_new(name, cfg, NULL, &p, why, whylen);
-    th_provider_free(p);
-    return e == TH_E_OK;
-}
-
 /*
  * Refuses (2) a route through a provider this configuration does not set up, unless --force.
  * what names the route in messages ("route sms GB").
@@ -104,16 +62,20 @@ static int check_providers(struct th_cli *cli, const struct th_route *r, const c
         for (int j = 0; j < k; j++)
             seen = seen || strcmp(r->at[j].provider, name) == 0;
         char why[256] = "";
-        if (seen || provider_set_up(&cli->cfg, name, why, sizeof why))
+        if (seen || th_provider_can_set_up(name, &cli->cfg, why, sizeof why))
             continue;
         const char *conf = cli->config_path ? cli->config_path : "the built-in defaults";
+        const struct th_provider_kind *kind = th_provider_kind_find(name);
         if (!th_cli_flag(cli, TH_OPT_FORCE)) {
             fprintf(stderr,
                     "telehook: %s: provider %s is not configured in %s (%s).\n"
                     "To use it, %s (docs/providers.md), then restart the server; or store the "
                     "route anyway with --force (the server skips that attempt until %s is set "
                     "up).\n",
-                    what, name, conf, why, how_to_configure(name), name);
+                    what, name, conf, why,
+                    kind && kind->how_to_configure ? kind->how_to_configure
+                                                   : "see docs/providers.md",
+                    name);
             rc = 2; /* every such provider is named before giving up */
             continue;
         }

@@ -12,6 +12,7 @@
 
 #include "auth/auth.h"
 #include "cli/internal.h"
+#include "common/retired.h"
 #include "common/util.h"
 #include "dlq/dlq.h"
 #include "guard/guard.h"
@@ -110,27 +111,19 @@ __attribute__((format(printf, 2, 3))) static void startup_error(const struct th_
 }
 
 /* What reloads replaced: kept until shutdown, since a request may still point into one. */
-struct retired_list {
-    const void **items;
-    size_t n, cap;
-};
 struct retired {
-    struct retired_list sets;  /* struct th_templates */
-    struct retired_list prefs; /* struct th_prefs */
+    struct th_retired sets;  /* struct th_templates */
+    struct th_retired prefs; /* struct th_prefs */
 };
 
-/* Room for one more item; false when out of memory. */
-static bool retired_room(struct retired_list *l)
+static void free_templates(void *p)
 {
-    if (l->n < l->cap)
-        return true;
-    size_t ncap = l->cap ? l->cap * 2 : 8;
-    const void **p = realloc(l->items, ncap * sizeof *p);
-    if (!p)
-        return false;
-    l->items = p;
-    l->cap = ncap;
-    return true;
+    th_templates_free(p);
+}
+
+static void free_prefs(void *p)
+{
+    th_prefs_free(p);
 }
 
 /*
@@ -142,7 +135,7 @@ static void reload_templates(struct th_store *st, const struct th_config *cfg, s
 {
     char err[512];
     struct th_templates *set = NULL;
-    if (!retired_room(&old->sets)) {
+    if (th_retired_reserve(&old->sets) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "out of memory: templates not reloaded");
         return;
     }
@@ -151,7 +144,7 @@ static void reload_templates(struct th_store *st, const struct th_config *cfg, s
                    err);
         return;
     }
-    old->sets.items[old->sets.n++] = th_hook_swap_templates(hook, set);
+    th_retired_add(&old->sets, th_hook_swap_templates(hook, set));
     th_log_msg(TH_LOG_INFO, "reload", "templates reloaded: %zu", th_templates_count(set));
 }
 
@@ -160,7 +153,7 @@ static void reload_prefs(struct th_store *st, struct th_hook *hook, struct retir
 {
     char err[512];
     struct th_prefs *prefs = NULL;
-    if (!retired_room(&old->prefs)) {
+    if (th_retired_reserve(&old->prefs) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "out of memory: preferences not reloaded");
         return;
     }
@@ -169,7 +162,7 @@ static void reload_prefs(struct th_store *st, struct th_hook *hook, struct retir
                    err);
         return;
     }
-    old->prefs.items[old->prefs.n++] = th_hook_swap_prefs(hook, prefs);
+    th_retired_add(&old->prefs, th_hook_swap_prefs(hook, prefs));
     th_log_msg(TH_LOG_INFO, "reload", "preferences reloaded: %zu", th_prefs_count(prefs));
 }
 
@@ -576,7 +569,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
     struct th_metrics *metrics = NULL; /* bound to the modules' counters: freed after them */
-    struct retired retired = {0};
+    struct retired retired = {.sets.free_fn = free_templates, .prefs.free_fn = free_prefs};
     struct th_tls_creds *tls = NULL; /* until the server takes it */
     const struct th_config *cfg = &cli->cfg;
     int64_t t0 = th_mono_us();
@@ -731,14 +724,9 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s", cfg->port_file,
                    strerror(errno));
 
-    char host[256];
-    th_strlcpy(host, cfg->listen, sizeof host);
-    char *colon = strrchr(host, ':');
-    if (colon)
-        *colon = '\0';
-    const char *h = host[0] == '[' ? host + 1 : host;
-    if (host[0] == '[' && strchr(host, ']'))
-        *strchr(host, ']') = '\0';
+    char host[256] = "";
+    th_hostport_parse(cfg->listen, host, sizeof host, NULL);
+    const char *h = host;
     if (strstr(th_router_describe(router), "outbox") && !th_host_is_loopback(h))
         th_log_msg(TH_LOG_WARN, "outbox_exposed",
                    "the outbox provider records messages instead of sending them, and this "
@@ -818,14 +806,8 @@ out:
     th_dlq_free(dlq);
     th_router_free(router); /* after the loops: they tore down their HTTP clients */
     th_routes_free(routes);
-    for (size_t i = 0; i < retired.sets.n; i++)
-        if (retired.sets.items[i] != templates)
-            th_templates_free((struct th_templates *)retired.sets.items[i]);
-    free(retired.sets.items);
-    for (size_t i = 0; i < retired.prefs.n; i++)
-        if (retired.prefs.items[i] != prefs)
-            th_prefs_free((struct th_prefs *)retired.prefs.items[i]);
-    free(retired.prefs.items);
+    th_retired_release(&retired.sets, templates);
+    th_retired_release(&retired.prefs, prefs);
     th_prefs_free(prefs);
     th_auth_free(auth);
     th_templates_free(templates);

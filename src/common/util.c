@@ -241,6 +241,37 @@ th_err th_parse_iso8601(const char *s, int64_t *unix_ms)
     return TH_E_OK;
 }
 
+th_err th_hostport_parse(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *h = s, *colon;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close == s + 1 || close[1] != ':')
+            return TH_E_INVAL;
+        h = s + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s))) /* IPv6 needs its brackets */
+            return TH_E_INVAL;
+        hl = (size_t)(colon - s);
+    }
+    const char *p = colon + 1;
+    size_t pl = strlen(p);
+    if (pl == 0 || pl > 5 || strspn(p, "0123456789") != pl || hl >= hostlen)
+        return TH_E_INVAL;
+    int v = atoi(p);
+    if (v > 65535)
+        return TH_E_INVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (port)
+        *port = v;
+    return TH_E_OK;
+}
+
 bool th_host_is_loopback(const char *host)
 {
     if (strcasecmp(host, "localhost") == 0)

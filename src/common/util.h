@@ -55,6 +55,14 @@ void th_format_iso8601(int64_t unix_ms, char out[25]);
 /* Parses "2022-01-28T21:48:34.321Z" (fraction optional, 'Z' or ±hh:mm offset). */
 th_err th_parse_iso8601(const char *s, int64_t *unix_ms);
 
+/*
+ * Splits "HOST:PORT" or "[IPV6]:PORT" (server.listen's form) into host, brackets removed, and
+ * port (0-65535, 1 to 5 digits). host may be "" (":8080": every address); a bare IPv6 address
+ * ("::1:80"), empty brackets, a missing or non-numeric port, or a host that does not fit hostlen
+ * are TH_E_INVAL. port may be NULL. The one parser of HOST:PORT: config, the server, serve, probe.
+ */
+th_err th_hostport_parse(const char *s, char *host, size_t hostlen, int *port);
+
 /* True for 127.0.0.0/8, ::1, "localhost". host without brackets. */
 bool th_host_is_loopback(const char *host);
 

@@ -310,24 +310,8 @@ static int *int_field(struct th_config *cfg, const struct key *k)
 
 static bool valid_listen(const char *v)
 {
-    const char *colon;
-    if (v[0] == '[') {
-        const char *close = strchr(v, ']');
-        if (!close || close == v + 1 || close[1] != ':')
-            return false;
-        colon = close + 1;
-    } else {
-        colon = strrchr(v, ':');
-        if (!colon || colon == v || memchr(v, ':', (size_t)(colon - v)))
-            return false;
-    }
-    const char *p = colon + 1;
-    if (!*p || strlen(p) > 5)
-        return false;
-    for (const char *q = p; *q; q++)
-        if (!isdigit((unsigned char)*q))
-            return false;
-    return atoi(p) <= 65535;
+    char host[256];
+    return th_hostport_parse(v, host, sizeof host, NULL) == TH_E_OK && host[0]; /* a host */
 }
 
 static bool valid_header(const char *v)
@@ -795,14 +779,8 @@ th_err th_config_load(struct th_config *cfg, const char *path, char *const *envp
 /* host part of server.listen, without brackets */
 static void listen_host(const char *listen, char *out, size_t outlen)
 {
-    if (listen[0] == '[') {
-        const char *close = strchr(listen, ']');
-        size_t n = close ? (size_t)(close - listen - 1) : 0;
-        snprintf(out, outlen, "%.*s", (int)n, listen + 1);
-        return;
-    }
-    const char *colon = strrchr(listen, ':');
-    snprintf(out, outlen, "%.*s", (int)(colon ? colon - listen : 0), listen);
+    if (th_hostport_parse(listen, out, outlen, NULL) != TH_E_OK)
+        out[0] = '\0';
 }
 
 /* Outbound trust: every CA file or directory set is usable; the webhook gets no code in clear. */

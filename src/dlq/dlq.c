@@ -8,11 +8,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "aws/kms.h"
+#include "common/buf.h"
 #include "common/util.h"
 
 #define NONCE 12
@@ -300,4 +302,78 @@ th_err th_dlq_keygen(char out[45])
     EVP_EncodeBlock((unsigned char *)out, k, sizeof k);
     OPENSSL_cleanse(k, sizeof k);
     return TH_E_OK;
+}
+
+/* ---- the payload ---- */
+
+#define PAYLOAD_MAX (2 * 8192 + 1024) /* the text (8 KiB at most) JSON-escaped, and the rest */
+
+th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id, const struct th_send *m,
+                             unsigned char **blob, size_t *len)
+{
+    struct th_buf p;
+    th_buf_init(&p, PAYLOAD_MAX);
+    th_err e = th_buf_appends(&p, "{\"request_id\":");
+    e = e ? e : th_buf_append_json(&p, m->request_id, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"to\":");
+    e = e ? e : th_buf_append_json(&p, m->to, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"region\":");
+    e = e ? e : th_buf_append_json(&p, m->region, (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"channel\":");
+    e = e ? e : th_buf_append_json(&p, th_channel_name(m->channel), (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"language\":");
+    e = e ? e : th_buf_append_json(&p, m->language ? m->language : "", (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"voice_id\":");
+    e = e ? e : th_buf_append_json(&p, m->voice_id ? m->voice_id : "", (size_t)-1);
+    e = e ? e : th_buf_appends(&p, ",\"body\":");
+    e = e ? e : th_buf_append_json(&p, m->body, (size_t)-1);
+    e = e ? e : th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)m->otp_expires_ms);
+    if (e == TH_E_OK)
+        e = th_dlq_seal(d, entry_id, p.data, p.len, blob, len);
+    if (p.data)
+        OPENSSL_cleanse(p.data, p.len); /* it held the code */
+    th_buf_release(&p);
+    return e;
+}
+
+th_err th_dlq_payload_decode(const struct th_dlq *d, const char *entry_id, const char *key_id,
+                             const unsigned char *blob, size_t len, struct th_dlq_payload *out)
+{
+    memset(out, 0, sizeof *out);
+    char *plain = NULL;
+    size_t plen = 0;
+    th_err e = th_dlq_open(d, entry_id, key_id, blob, len, &plain, &plen);
+    if (e != TH_E_OK)
+        return e;
+    json_t *doc = json_loadb(plain, plen, 0, NULL);
+    OPENSSL_cleanse(plain, plen);
+    free(plain);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return TH_E_INVAL;
+    }
+    const char *ch = json_string_value(json_object_get(doc, "channel"));
+    out->doc = doc;
+    out->msg = (struct th_send){
+        .request_id = json_string_value(json_object_get(doc, "request_id")),
+        .to = json_string_value(json_object_get(doc, "to")),
+        .region = json_string_value(json_object_get(doc, "region")),
+        .channel = ch && strcmp(ch, "voice") == 0 ? TH_CHANNEL_VOICE : TH_CHANNEL_SMS,
+        .language = json_string_value(json_object_get(doc, "language")),
+        .voice_id = json_string_value(json_object_get(doc, "voice_id")),
+        .body = json_string_value(json_object_get(doc, "body")),
+        .otp_expires_ms = json_integer_value(json_object_get(doc, "otp_expires_ms")),
+    };
+    return TH_E_OK;
+}
+
+void th_dlq_payload_release(struct th_dlq_payload *p)
+{
+    if (!p->doc)
+        return;
+    json_t *b = json_object_get(p->doc, "body");
+    if (json_is_string(b)) /* the code does not linger in freed memory */
+        OPENSSL_cleanse((void *)json_string_value(b), json_string_length(b));
+    json_decref(p->doc);
+    memset(p, 0, sizeof *p);
 }

@@ -14,7 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "common/err.h"
+#include "common/types.h"
 #include "config/config.h"
 
 struct th_dlq;
@@ -41,6 +44,35 @@ th_err th_dlq_seal(const struct th_dlq *d, const char *entry_id, const char *pla
  */
 th_err th_dlq_open(const struct th_dlq *d, const char *entry_id, const char *key_id,
                    const unsigned char *blob, size_t len, char **plain, size_t *plen);
+
+/*
+ * The payload's format belongs here, both ways: the hook seals what no attempt delivered, the
+ * CLI opens it to show or replay (`dlq show`, `dlq replay`). The payload is the message as sent
+ * (struct th_send, common/types.h) but its deadline.
+ */
+/*
+ * Encodes m and seals it for entry_id into *blob (malloc'ed, as th_dlq_seal). The plaintext is
+ * wiped before returning, sealed or not: it held the code.
+ */
+th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id, const struct th_send *m,
+                             unsigned char **blob, size_t *len);
+
+/* A payload opened: msg's strings point into doc (jansson's json_t, owned); a field the payload
+ * lacks is NULL. msg.deadline_us is 0: the replay sets its own. */
+struct json_t;
+struct th_dlq_payload {
+    struct th_send msg;
+    struct json_t *doc; /* the whole payload as JSON, for `dlq show` */
+};
+
+/*
+ * Opens (th_dlq_open's errors: TH_E_NOTFOUND, TH_E_AUTH) and decodes a sealed payload;
+ * TH_E_INVAL when it is not a JSON object. The opened plaintext is wiped; release with
+ * th_dlq_payload_release, which wipes the message text too.
+ */
+th_err th_dlq_payload_decode(const struct th_dlq *d, const char *entry_id, const char *key_id,
+                             const unsigned char *blob, size_t len, struct th_dlq_payload *out);
+void th_dlq_payload_release(struct th_dlq_payload *p); /* zeroed or released: a no-op */
 
 /*
  * `telehook dlq keygen --kms`: KMS GenerateDataKey under [dlq] kms_key_id, the encrypted data key

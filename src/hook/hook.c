@@ -486,32 +486,17 @@ static void dlq_unanswered(void *ud)
 /* The sealed payload: what a replay needs to send the same message again. */
 static th_err dlq_payload(struct hreq *r, unsigned char **blob, size_t *len)
 {
-    const struct th_okta_request *o = &r->okta;
-    struct th_buf p;
-    th_buf_init(&p, TEXT_MAX * 2 + 1024);
-    th_err e = th_buf_appends(&p, "{\"request_id\":");
-    e = e ? e : th_buf_append_json(&p, r->request_id, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"to\":");
-    e = e ? e : th_buf_append_json(&p, r->phone.e164, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"region\":");
-    e = e ? e : th_buf_append_json(&p, r->phone.region, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"channel\":");
-    e = e ? e : th_buf_append_json(&p, th_channel_name(o->channel), (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"language\":");
-    e = e ? e : th_buf_append_json(&p, r->choice.language ? r->choice.language : "", (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"voice_id\":");
-    e = e ? e
-          : th_buf_append_json(&p, r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
-                               (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"body\":");
-    e = e ? e : th_buf_append_json(&p, th_buf_str(&r->text), r->text.len);
-    e = e ? e : th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)o->otp_expires_ms);
-    if (e == TH_E_OK)
-        e = th_dlq_seal(r->hook->dlq, r->dlq_id, p.data, p.len, blob, len);
-    if (p.data)
-        OPENSSL_cleanse(p.data, p.len); /* it held the code */
-    th_buf_release(&p);
-    return e;
+    const struct th_send m = {
+        .request_id = r->request_id,
+        .to = r->phone.e164,
+        .region = r->phone.region,
+        .channel = r->okta.channel,
+        .language = r->choice.language,
+        .body = th_buf_str(&r->text),
+        .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
+        .otp_expires_ms = r->okta.otp_expires_ms,
+    };
+    return th_dlq_payload_encode(r->hook->dlq, r->dlq_id, &m, blob, len);
 }
 
 /*

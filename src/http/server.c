@@ -22,6 +22,7 @@
 #include <microhttpd.h>
 
 #include "common/buf.h"
+#include "common/retired.h"
 #include "common/util.h"
 #include "common/rate.h"
 #include "http/internal.h"
@@ -90,8 +91,7 @@ struct th_server {
     /* HTTPS: the credentials are th_tls_install's; those a reload replaced are kept here until
      * stop, as a handshake on a loop may still hold them (a few KiB per reload) */
     bool tls;
-    struct th_tls_creds **retired;
-    size_t nretired;
+    struct th_retired retired; /* TLS credentials replaced by reloads: a handshake may hold one */
     struct worker workers[MAX_WORKERS];
 };
 
@@ -743,24 +743,10 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
 static th_err split_listen(const char *listen, char *host, size_t hostlen, char *port,
                            size_t portlen)
 {
-    const char *colon;
-    if (listen[0] == '[') {
-        const char *close = strchr(listen, ']');
-        if (!close || close[1] != ':')
-            return TH_E_CONFIG;
-        if ((size_t)(close - listen - 1) >= hostlen)
-            return TH_E_CONFIG;
-        memcpy(host, listen + 1, (size_t)(close - listen - 1));
-        host[close - listen - 1] = '\0';
-        colon = close + 1;
-    } else {
-        colon = strrchr(listen, ':');
-        if (!colon || (size_t)(colon - listen) >= hostlen)
-            return TH_E_CONFIG;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-    }
-    th_strlcpy(port, colon + 1, portlen);
+    int p;
+    if (th_hostport_parse(listen, host, hostlen, &p) != TH_E_OK)
+        return TH_E_CONFIG;
+    snprintf(port, portlen, "%d", p);
     return TH_E_OK;
 }
 
@@ -932,6 +918,11 @@ static void worker_release(struct worker *w)
     w->loop = NULL;
 }
 
+static void free_creds(void *c)
+{
+    th_tls_creds_free(c);
+}
+
 th_err th_server_start(const struct th_server_deps *deps, struct th_server **out, char *err,
                        size_t errlen)
 {
@@ -941,6 +932,7 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
         th_tls_creds_free(deps->tls);
         return TH_E_NOMEM;
     }
+    th_retired_init(&srv->retired, free_creds);
     if (deps->tls) {
         srv->tls = true;
         th_tls_creds_free(th_tls_install(deps->tls)); /* NULL unless a server ran before */
@@ -1094,9 +1086,7 @@ void th_server_stop(struct th_server *srv)
     }
     if (srv->tls) /* every loop has stopped: no handshake holds any credentials now */
         th_tls_creds_free(th_tls_install(NULL));
-    for (size_t i = 0; i < srv->nretired; i++)
-        th_tls_creds_free(srv->retired[i]);
-    free(srv->retired);
+    th_retired_release(&srv->retired, NULL);
     free(srv);
 }
 
@@ -1111,19 +1101,17 @@ th_err th_server_reload_tls(struct th_server *srv)
         return TH_E_OK;
     char warn[1024], err[1024];
     struct th_tls_creds *fresh = NULL;
-    if (srv->nretired >= TLS_RETIRED_MAX) {
+    if (srv->retired.n >= TLS_RETIRED_MAX) {
         th_log_msg(TH_LOG_ERROR, "reload",
                    "TLS certificate not reloaded, the running one stays: %d reloads since the "
                    "start; restart telehook",
                    TLS_RETIRED_MAX);
         return TH_E_OVERLOAD;
     }
-    struct th_tls_creds **p = realloc(srv->retired, (srv->nretired + 1) * sizeof *p);
-    if (!p) {
+    if (th_retired_reserve(&srv->retired) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "reload", "TLS certificate not reloaded: out of memory");
         return TH_E_NOMEM;
     }
-    srv->retired = p;
     th_err e = th_tls_creds_load(cfg->tls_cert, cfg->tls_key, (int64_t)time(NULL), &fresh, warn,
                                  sizeof warn, err, sizeof err);
     if (e != TH_E_OK) {
@@ -1131,7 +1119,7 @@ th_err th_server_reload_tls(struct th_server *srv)
                    "TLS certificate not reloaded, the running one stays: %s", err);
         return e;
     }
-    srv->retired[srv->nretired++] = th_tls_install(fresh);
+    th_retired_add(&srv->retired, th_tls_install(fresh));
     if (warn[0])
         th_log_msg(TH_LOG_WARN, "tls", "%s", warn);
     struct th_logline l;

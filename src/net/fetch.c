@@ -2,11 +2,11 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 
 #include "common/util.h"
+#include "net/internal.h"
 #include "net/trust.h"
 
 #define MAX_HEADERS 8
@@ -19,19 +19,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct th_fetch *f = ud;
-    size_t len = size * n, name = strlen(f->capture);
-    if (len > name && p[name] == ':' && strncasecmp(p, f->capture, name) == 0) {
-        const char *v = p + name + 1, *end = p + len;
-        while (v < end && (*v == ' ' || *v == '\t'))
-            v++;
-        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-            end--;
-        size_t vl =
-            (size_t)(end - v) < sizeof f->captured - 1 ? (size_t)(end - v) : sizeof f->captured - 1;
-        memcpy(f->captured, v, vl);
-        f->captured[vl] = '\0';
-    }
-    return len;
+    th_http_header_capture(p, size * n, f->capture, f->captured, sizeof f->captured);
+    return size * n;
 }
 
 long th_fetch(struct th_fetch *f, struct th_buf *body, char *why, size_t whylen)

@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "net/internal.h"
 #include "net/trust.h"
 
 #define DEFAULT_MAX_RESPONSE (64 * 1024)
@@ -44,7 +45,9 @@ struct xfer {
     struct th_buf body;
     size_t max_response;
     bool toobig;
-    char error_type[96];
+    struct th_http_header captured[TH_HTTP_MAX_CAPTURE]; /* names borrowed from the request */
+    char capture_value[TH_HTTP_MAX_CAPTURE][TH_HTTP_CAPTURE_LEN];
+    size_t ncapture;
     char errbuf[CURL_ERROR_SIZE];
     th_http_done_fn done;
     void *ud;
@@ -138,7 +141,8 @@ static void complete(struct th_http *h, struct xfer *x, th_http_outcome outcome,
         .status = status,
         .body = th_buf_str(&x->body),
         .len = x->body.len,
-        .error_type = x->error_type,
+        .headers = x->captured,
+        .nheaders = x->ncapture,
         .error = error,
         .elapsed_us = th_mono_us() - x->started_us,
     };
@@ -330,23 +334,41 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct xfer *x = ud;
     size_t len = size * n;
-    static const char name[] = "x-amzn-errortype:";
-    if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-        const char *v = p + sizeof name - 1;
-        const char *end = p + len;
-        while (v < end && (*v == ' ' || *v == '\t'))
-            v++;
-        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-            end--;
-        size_t vl = (size_t)(end - v);
-        if (vl >= sizeof x->error_type)
-            vl = sizeof x->error_type - 1;
-        memcpy(x->error_type, v, vl);
-        x->error_type[vl] = '\0';
-    } else if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
-        x->error_type[0] = '\0'; /* a new response (after a 100 Continue, say) */
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) { /* a new response (after a 100 Continue) */
+        for (size_t i = 0; i < x->ncapture; i++)
+            x->capture_value[i][0] = '\0';
+        return len;
     }
+    for (size_t i = 0; i < x->ncapture; i++)
+        if (th_http_header_capture(p, len, x->captured[i].name, x->capture_value[i],
+                                   sizeof x->capture_value[i]))
+            break;
     return len;
+}
+
+bool th_http_header_capture(const char *line, size_t len, const char *name, char *out,
+                            size_t outlen)
+{
+    size_t nl = strlen(name);
+    if (len <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return false;
+    const char *v = line + nl + 1, *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+        end--;
+    size_t vl = (size_t)(end - v) < outlen - 1 ? (size_t)(end - v) : outlen - 1;
+    memcpy(out, v, vl);
+    out[vl] = '\0';
+    return true;
+}
+
+const char *th_http_response_header(const struct th_http_response *res, const char *name)
+{
+    for (size_t i = 0; i < res->nheaders; i++)
+        if (strcasecmp(res->headers[i].name, name) == 0)
+            return res->headers[i].value;
+    return "";
 }
 
 /* ---- public ---- */
@@ -461,14 +483,18 @@ th_err th_http_start(struct th_http *h, const struct th_http_request *req, th_ht
     x->done = done;
     x->ud = ud;
     x->toobig = false;
-    x->error_type[0] = '\0';
     x->errbuf[0] = '\0';
     x->max_response = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
     x->body.max = x->max_response;
 
-    if (req->nheaders > TH_HTTP_MAX_HEADERS) {
+    if (req->nheaders > TH_HTTP_MAX_HEADERS || req->ncapture > TH_HTTP_MAX_CAPTURE) {
         recycle(h, x);
         return TH_E_INVAL;
+    }
+    x->ncapture = req->ncapture;
+    for (size_t i = 0; i < req->ncapture; i++) {
+        x->capture_value[i][0] = '\0';
+        x->captured[i] = (struct th_http_header){req->capture[i], x->capture_value[i]};
     }
     /* "Expect:" off: never wait a round trip for 100 Continue on the hot path. */
     x->hdr[0].data = (char *)"Expect:";

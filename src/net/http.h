@@ -36,6 +36,14 @@ typedef enum {
 const char *th_http_outcome_name(th_http_outcome o);
 
 #define TH_HTTP_MAX_HEADERS 15
+#define TH_HTTP_MAX_CAPTURE 2  /* response headers a request may ask to keep */
+#define TH_HTTP_CAPTURE_LEN 96 /* a kept value's room, NUL included: longer ones are cut */
+
+/* A response header the request asked for (struct th_http_request capture). */
+struct th_http_header {
+    const char *name;  /* the request's capture name */
+    const char *value; /* "" when the response did not carry it */
+};
 
 struct th_http_request {
     const char *method;         /* "POST", "GET", "PUT" */
@@ -50,6 +58,12 @@ struct th_http_request {
     size_t max_response; /* response body cap; 0 = 64 KiB */
     const char *ca_file; /* CA bundle replacing the process default for this transfer
                             (net/trust.h), or NULL; must live as long as the client */
+    /* Response headers to keep (names, case-insensitive, at most TH_HTTP_MAX_CAPTURE; the names
+     * borrowed until done), handed back in the response's headers in the same order, values cut
+     * to TH_HTTP_CAPTURE_LEN - 1: a provider's error type may travel in a header (AWS:
+     * X-Amzn-Errortype). The transport knows no provider's header names. */
+    const char *const *capture;
+    size_t ncapture;
 };
 
 struct th_http_response {
@@ -57,10 +71,14 @@ struct th_http_response {
     long status;      /* HTTP status when outcome is TH_HTTP_DONE */
     const char *body; /* NUL-terminated, valid during the callback only */
     size_t len;
-    const char *error_type; /* X-Amzn-Errortype header value, "" when absent */
-    const char *error;      /* curl's description for a failed transfer, "" otherwise */
+    const struct th_http_header *headers; /* the request's capture list, values filled in */
+    size_t nheaders;
+    const char *error; /* curl's description for a failed transfer, "" otherwise */
     int64_t elapsed_us;
 };
+
+/* The value of the captured header name in res ("" when absent or not asked for). */
+const char *th_http_response_header(const struct th_http_response *res, const char *name);
 
 typedef void (*th_http_done_fn)(void *ud, const struct th_http_response *res);
 

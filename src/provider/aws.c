@@ -34,8 +34,8 @@
 
 #define SERVICE  "sms-voice"
 #define BODY_MAX (16 * 1024)
-
-#define BODY_FIRST 2048 /* tried first in the request's arena: most bodies fit its first chunk */
+/* AWS JSON 1.0 names the error's type in a header (the body's __type is the fallback). */
+#define ERROR_TYPE_HEADER "X-Amzn-Errortype"
 
 struct aws {
     struct th_provider base;
@@ -77,16 +77,10 @@ static void cache_key_init(void)
 }
 
 struct attempt {
-    bool pooled; /* in the request's arena (th_attempt.arena) */
-    struct aws *aws;
-    th_send_done_fn done;
-    void *ud;
-    bool voice;
-    struct th_buf body;
-    char amz_date[17];
+    struct th_http_attempt base; /* first: owned by the helper (http_common.h), wiped when freed */
     char authz[512];
     char h_date[40], h_auth[560], h_host[320], h_target[80];
-    char *h_token; /* "X-Amz-Security-Token: ..." when temporary credentials are used */
+    char h_token[]; /* "X-Amz-Security-Token: ..." when temporary credentials are used */
 };
 
 /* ---- errors ---- */
@@ -129,8 +123,9 @@ static void classify_error(const struct th_http_response *res, struct th_send_re
     char type[96] = "";
     char reason[64] = "";
     json_t *doc = json_loadb(res->body, res->len, 0, NULL);
-    if (res->error_type[0]) {
-        sanitize_type(res->error_type, type, sizeof type);
+    const char *error_type = th_http_response_header(res, ERROR_TYPE_HEADER);
+    if (error_type[0]) {
+        sanitize_type(error_type, type, sizeof type);
     } else if (json_is_object(doc)) {
         const char *t = json_string_value(json_object_get(doc, "__type"));
         if (!t)
@@ -156,7 +151,7 @@ static void classify_error(const struct th_http_response *res, struct th_send_re
              reason, res->status);
 }
 
-void th_provider_parse_aws(const struct th_http_response *res, struct th_send_result *out_)
+static void parse_aws(const struct th_http_response *res, struct th_send_result *out_)
 {
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
@@ -177,22 +172,6 @@ void th_provider_parse_aws(const struct th_http_response *res, struct th_send_re
         classify_error(res, &out);
     }
     *out_ = out;
-}
-
-static void on_response(void *ud, const struct th_http_response *res)
-{
-    struct attempt *a = ud;
-    struct th_send_result out;
-    th_provider_parse_aws(res, &out);
-    a->done(a->ud, &out);
-    if (!a->pooled) /* else the body lies in the request's arena */
-        th_buf_release(&a->body);
-    if (a->h_token) {
-        OPENSSL_cleanse(a->h_token, strlen(a->h_token));
-        free(a->h_token);
-    }
-    if (!a->pooled)
-        free(a);
 }
 
 /* ---- the request ---- */
@@ -298,31 +277,18 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         }
         return TH_E_AUTH;
     }
-    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
+    const char *token = sc->creds.session_token;
+    size_t token_len = token[0] ? strlen(token) + 32 : 0;
+    struct attempt *a = th_provider_attempt_new(at, sizeof *a + token_len, BODY_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
-    a->pooled = at->arena != NULL;
-    a->aws = aws;
-    a->done = done;
-    a->ud = ud;
-    a->voice = voice;
-    th_err e;
-    if (a->pooled) {
-        e = th_arena_buf(at->arena, &a->body, BODY_FIRST);
-        if (e == TH_E_OK)
-            e = body_text(&a->body, aws, at, msg, voice);
-        if (e == TH_E_TOOBIG && (e = th_arena_buf(at->arena, &a->body, BODY_MAX)) == TH_E_OK)
-            e = body_text(&a->body, aws, at, msg, voice);
-    } else {
-        th_buf_init(&a->body, BODY_MAX);
-        e = body_text(&a->body, aws, at, msg, voice);
-    }
+    struct th_buf *body = &a->base.body;
+    th_err e = body_text(body, aws, at, msg, voice);
     if (e != TH_E_OK)
         goto fail;
 
     const char *target =
         voice ? "PinpointSMSVoiceV2.SendVoiceMessage" : "PinpointSMSVoiceV2.SendTextMessage";
-    const char *token = sc->creds.session_token;
     struct th_sigv4_header sh[5] = {
         {"Content-Type", "application/x-amz-json-1.0"},
         {"Host", aws->host},
@@ -336,8 +302,8 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         .query = "",
         .headers = sh,
         .nheaders = token[0] ? 5 : 4,
-        .body = a->body.data,
-        .body_len = a->body.len,
+        .body = body->data,
+        .body_len = body->len,
         .amz_date = date,
         .region = aws->region,
         .service = SERVICE,
@@ -359,35 +325,24 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
                            NULL};
     size_t nh = 5;
     if (token[0]) {
-        size_t tl = strlen(token) + 32;
-        a->h_token = malloc(tl);
-        if (!a->h_token) {
-            e = TH_E_NOMEM;
-            goto fail;
-        }
-        snprintf(a->h_token, tl, "X-Amz-Security-Token: %s", token);
+        snprintf(a->h_token, token_len, "X-Amz-Security-Token: %s", token);
         hdrs[nh++] = a->h_token;
     }
+    static const char *const capture[] = {ERROR_TYPE_HEADER};
     struct th_http_request req = {
         .method = "POST",
         .url = aws->url,
         .headers = hdrs,
         .nheaders = nh,
-        .body = a->body.data,
-        .body_len = a->body.len,
-        .timeout_ms = at->timeout_ms,
+        .body = body->data,
+        .body_len = body->len,
         .ca_file = aws->ca_file[0] ? aws->ca_file : NULL,
+        .capture = capture,
+        .ncapture = 1,
     };
-    e = th_http_start(at->http, &req, on_response, a);
-    if (e != TH_E_OK)
-        goto fail;
-    return TH_E_OK;
+    return th_provider_http_send(&a->base, at, &req, parse_aws);
 fail:
-    if (!a->pooled)
-        th_buf_release(&a->body);
-    free(a->h_token);
-    if (!a->pooled)
-        free(a);
+    th_provider_attempt_free(&a->base);
     return e;
 }
 
@@ -461,14 +416,16 @@ static bool ca_bundle(const struct th_config *cfg, char *out, size_t outlen, cha
     return true;
 }
 
-th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                           size_t errlen)
+static th_err aws_new(const struct th_config *cfg, const struct th_outbox_sink *sink,
+                      struct th_provider **out, char *err, size_t errlen)
 {
+    (void)sink;
     struct aws *aws = calloc(1, sizeof *aws);
     if (!aws)
         return TH_E_NOMEM;
     aws->base.ops = &aws_ops;
     aws->base.name = "aws";
+    aws->base.timeout_ms = cfg->aws_timeout_ms;
     aws->cfg = cfg;
     if (th_aws_profile_check(cfg->aws_profile, err, errlen) != TH_E_OK) {
         free(aws); /* before the region: a missing profile is why there is none */
@@ -514,3 +471,29 @@ th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out
     *out = &aws->base;
     return TH_E_OK;
 }
+
+static bool aws_configured(const struct th_config *cfg)
+{
+    return cfg->aws_origination_identity[0] || cfg->aws_endpoint[0];
+}
+
+/* A region is what a set-up needs here; credentials may come from the host, seen only by the
+ * server (and fetching them starts a thread). */
+static bool aws_check(const struct th_config *cfg, char *why, size_t whylen)
+{
+    char region[64];
+    if (th_aws_resolve_region(cfg->aws_region, cfg->aws_profile, region, sizeof region))
+        return true;
+    snprintf(why, whylen, "no AWS region");
+    return false;
+}
+
+const struct th_provider_kind th_provider_aws = {
+    .name = "aws",
+    .create = aws_new,
+    .configured = aws_configured,
+    .check = aws_check,
+    .how_to_configure = "set [aws] region (or AWS_REGION); credentials come from the usual AWS "
+                        "chain",
+    .parse = parse_aws,
+};

@@ -1,10 +1,48 @@
-/* Private to src/provider: what the HTTP providers share. */
+/*
+ * Private to src/provider: what the HTTP providers (aws, twilio, webhook) share.
+ *
+ * One attempt's memory and lifetime belong to the helper here, not to each provider: a provider's
+ * attempt struct starts with struct th_http_attempt; th_provider_attempt_new allocates the whole
+ * block (the ONE place an attempt is allocated), the provider writes its body and headers into
+ * it, and th_provider_http_send starts the transfer and owns the block from then on. When the
+ * transfer ends, the helper reads the answer with the provider's parse, calls done exactly once,
+ * then wipes and frees the block. A provider keeps only what differs: URL, body, signing, parse.
+ */
 #ifndef TH_PROVIDER_HTTP_COMMON_H
 #define TH_PROVIDER_HTTP_COMMON_H
 
 #include "common/buf.h"
 #include "net/http.h"
 #include "provider/provider.h"
+
+struct th_http_attempt {
+    bool pooled; /* in the request's arena (th_attempt.arena): wiped with it, never freed here */
+    th_send_done_fn done;
+    void *ud;
+    th_provider_parse_fn parse;
+    size_t size;        /* of the whole block: wiped when freed (headers may carry a token) */
+    struct th_buf body; /* the request body, built by the provider (it holds the OTP) */
+};
+
+/*
+ * A zeroed attempt block of size bytes (the provider's struct, whose first member is a struct
+ * th_http_attempt, plus any tail it asks for), its body capped at body_max. From the request's
+ * arena when at->arena is set (it outlives the return of done), else the heap. NULL: out of
+ * memory.
+ */
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
+                              th_send_done_fn done, void *ud);
+
+/* Wipes and frees an attempt never handed to th_provider_http_send. NULL is a no-op. */
+void th_provider_attempt_free(struct th_http_attempt *a);
+
+/*
+ * Starts req on the attempt's loop client with the attempt's timeout (at->timeout_ms; req's own
+ * is ignored). Consumes a: TH_E_OK and done is called exactly once, later, with parse's reading
+ * of the answer; any error and a is freed already, done is never called.
+ */
+th_err th_provider_http_send(struct th_http_attempt *a, const struct th_attempt *at,
+                             const struct th_http_request *req, th_provider_parse_fn parse);
 
 /* A transfer that did not produce a response: a retryable failure described in out. */
 void th_provider_transport_error(const struct th_http_response *res, struct th_send_result *out);

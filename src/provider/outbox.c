@@ -103,15 +103,25 @@ static const struct th_provider_ops outbox_ops = {
     .free = outbox_free,
 };
 
-th_err th_provider_outbox_new(const struct th_outbox_sink *sink, struct th_provider **out)
+static th_err outbox_new(const struct th_config *cfg, const struct th_outbox_sink *sink,
+                         struct th_provider **out, char *err, size_t errlen)
 {
+    (void)cfg;
+    (void)err;
+    (void)errlen;
     struct outbox *ob = calloc(1, sizeof *ob);
     if (!ob)
         return TH_E_NOMEM;
     ob->base.ops = &outbox_ops;
     ob->base.name = "outbox";
+    ob->base.timeout_ms = 2000; /* the writer's queue, not the network: rarely more than 1 ms */
     if (sink)
         ob->sink = *sink; /* else a provider only checked, never sent through */
     *out = &ob->base;
     return TH_E_OK;
 }
+
+const struct th_provider_kind th_provider_outbox = {
+    .name = "outbox",
+    .create = outbox_new,
+};

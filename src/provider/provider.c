@@ -5,20 +5,64 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
+
+/*
+ * The registration table: every provider, in the order an error message lists them. Adding one
+ * is its own file (defining `const struct th_provider_kind th_provider_NAME`) and one X here.
+ */
+#define TH_PROVIDERS(X) X(outbox) X(aws) X(twilio) X(webhook)
+
+#define DECLARE(n) extern const struct th_provider_kind th_provider_##n;
+TH_PROVIDERS(DECLARE)
+#define ENTRY(n) &th_provider_##n,
+static const struct th_provider_kind *const kinds[] = {TH_PROVIDERS(ENTRY)};
+
+const struct th_provider_kind *th_provider_kind_at(size_t i)
+{
+    return i < TH_ARRAY_LEN(kinds) ? kinds[i] : NULL;
+}
+
+const struct th_provider_kind *th_provider_kind_find(const char *name)
+{
+    for (size_t i = 0; i < TH_ARRAY_LEN(kinds); i++)
+        if (strcmp(kinds[i]->name, name) == 0)
+            return kinds[i];
+    return NULL;
+}
+
 th_err th_provider_new(const char *name, const struct th_config *cfg,
                        const struct th_outbox_sink *sink, struct th_provider **out, char *err,
                        size_t errlen)
 {
-    if (strcmp(name, "outbox") == 0)
-        return th_provider_outbox_new(sink, out);
-    if (strcmp(name, "aws") == 0)
-        return th_provider_aws_new(cfg, out, err, errlen);
-    if (strcmp(name, "twilio") == 0)
-        return th_provider_twilio_new(cfg, out, err, errlen);
-    if (strcmp(name, "webhook") == 0)
-        return th_provider_webhook_new(cfg, out, err, errlen);
-    snprintf(err, errlen, "unknown provider '%s' (outbox, aws, twilio, webhook)", name);
+    const struct th_provider_kind *k = th_provider_kind_find(name);
+    if (k)
+        return k->create(cfg, sink, out, err, errlen);
+    int n = snprintf(err, errlen, "unknown provider '%s' (", name);
+    for (size_t i = 0; i < TH_ARRAY_LEN(kinds) && n > 0 && (size_t)n < errlen; i++)
+        n += snprintf(err + n, errlen - (size_t)n, "%s%s", i ? ", " : "", kinds[i]->name);
+    if (n > 0 && (size_t)n < errlen)
+        snprintf(err + n, errlen - (size_t)n, ")");
     return TH_E_CONFIG;
+}
+
+bool th_provider_can_set_up(const char *name, const struct th_config *cfg, char *why, size_t whylen)
+{
+    const struct th_provider_kind *k = th_provider_kind_find(name);
+    if (!k) {
+        snprintf(why, whylen, "unknown provider");
+        return false;
+    }
+    if (k->check)
+        return k->check(cfg, why, whylen);
+    if (k->configured && !k->configured(cfg)) {
+        snprintf(why, whylen, "[%s] %s is not set", k->name, k->required ? k->required : "");
+        return false;
+    }
+    struct th_provider *p = NULL;
+    th_err e = k->create(cfg, NULL, &p, why, whylen);
+    th_provider_free(p);
+    return e == TH_E_OK;
 }
 
 void th_provider_free(struct th_provider *p)

@@ -7,6 +7,11 @@
  * A send is asynchronous: send() returns TH_E_OK and later calls done exactly once, on the loop
  * in the context; or it returns an error and never calls done. done is never called from
  * inside send(), so callers need not guard against re-entrance.
+ *
+ * Everything particular to a provider lives in its own file: its config section ("is it
+ * configured?", its timeout), its request, and the reading of its answers (parse). The router
+ * above names no provider: it walks the registration table (th_provider_kind_at). Adding a
+ * provider is its file plus one line in provider.c's TH_PROVIDERS list (docs/providers.md).
  */
 #ifndef TH_PROVIDER_PROVIDER_H
 #define TH_PROVIDER_PROVIDER_H
@@ -21,18 +26,7 @@
 #include "loop/loop.h"
 #include "message/message.h"
 
-/* What to send. Every pointer is borrowed until done is called. */
-struct th_send {
-    const char *request_id;
-    const char *to;     /* E.164 */
-    const char *region; /* "US", "" when non-geographic */
-    th_channel channel;
-    const char *language;
-    const char *body; /* SMS text, or SSML for voice */
-    const char *voice_id;
-    int64_t otp_expires_ms; /* unix ms, 0 when unknown */
-    int64_t deadline_us;    /* monotonic: answer by then */
-};
+/* What to send: struct th_send (common/types.h). Every pointer is borrowed until done is called. */
 
 /* Where and how one attempt runs. */
 struct th_attempt {
@@ -53,6 +47,15 @@ struct th_send_result {
 
 typedef void (*th_send_done_fn)(void *ud, const struct th_send_result *res);
 
+/*
+ * A provider's reading of an HTTP answer (status, captured headers, body) into a result: success
+ * with its id, or a failure classified retryable or permanent. Pure (no I/O), so the fuzzer
+ * (tests/fuzz/fuzz_provider.c) feeds every registered one anything a provider — or something
+ * pretending to be one — sends.
+ */
+typedef void (*th_provider_parse_fn)(const struct th_http_response *res,
+                                     struct th_send_result *out);
+
 struct th_provider;
 
 struct th_provider_ops {
@@ -66,7 +69,35 @@ struct th_provider_ops {
 struct th_provider {
     const struct th_provider_ops *ops;
     const char *name; /* "aws", "twilio", ...: in routes, records and Okta's answer */
+    int timeout_ms;   /* one attempt's time from its config section; the router caps it by the
+                         request's deadline */
 };
+
+struct th_outbox_sink;
+
+/*
+ * One way of delivering, as registered in provider.c. create builds it from its config section
+ * (TH_E_CONFIG with the reason in err when the section lacks what it needs); sink is for the
+ * outbox only. configured: whether the section is filled in, so the provider is set up at start
+ * even when no route names it yet (a reloaded route may); NULL = only when named.
+ */
+struct th_provider_kind {
+    const char *name;
+    th_err (*create)(const struct th_config *cfg, const struct th_outbox_sink *sink,
+                     struct th_provider **out, char *err, size_t errlen);
+    bool (*configured)(const struct th_config *cfg);
+    const char *required; /* the key configured() looks at ("account_sid"), for messages */
+    /* Whether create would succeed here, without its side effects (AWS: a credentials thread;
+     * the host's credentials are seen only by the server). NULL: th_provider_can_set_up builds
+     * the provider and frees it. */
+    bool (*check)(const struct th_config *cfg, char *why, size_t whylen);
+    const char *how_to_configure; /* one line for an operator (`routes set`'s refusal) */
+    th_provider_parse_fn parse;   /* NULL for a provider that speaks no HTTP (the outbox) */
+};
+
+/* The registered kinds, in registration order; NULL past the last. */
+const struct th_provider_kind *th_provider_kind_at(size_t i);
+const struct th_provider_kind *th_provider_kind_find(const char *name);
 
 /*
  * Where the outbox provider puts what it "delivers" (serve: the store's outbox table, through the
@@ -88,14 +119,21 @@ struct th_outbox_sink {
 };
 
 /*
- * Builds the provider called name ("outbox", "aws", "twilio", "webhook") from its config
- * section. TH_E_CONFIG with the reason in err when the section lacks what it needs.
+ * Builds the provider called name (a registered kind: "outbox", "aws", "twilio", "webhook") from
+ * its config section. TH_E_CONFIG with the reason in err when the section lacks what it needs.
  * sink: where the outbox keeps its messages (NULL: an outbox that is only checked, never sends).
  */
 th_err th_provider_new(const char *name, const struct th_config *cfg,
                        const struct th_outbox_sink *sink, struct th_provider **out, char *err,
                        size_t errlen);
 void th_provider_free(struct th_provider *p); /* NULL is a no-op */
+
+/*
+ * Whether a server with cfg sets up the provider called name (router.c skips the attempts of one
+ * it cannot); false with the reason in why. For the CLI's checks: no thread, no network.
+ */
+bool th_provider_can_set_up(const char *name, const struct th_config *cfg, char *why,
+                            size_t whylen);
 bool th_provider_ready(struct th_provider *p);
 
 static inline th_err th_provider_send(struct th_provider *p, const struct th_attempt *at,
@@ -103,22 +141,5 @@ static inline th_err th_provider_send(struct th_provider *p, const struct th_att
 {
     return p->ops->send(p, at, msg, done, ud);
 }
-
-th_err th_provider_outbox_new(const struct th_outbox_sink *sink, struct th_provider **out);
-th_err th_provider_aws_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                           size_t errlen);
-th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                              size_t errlen);
-th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                               size_t errlen);
-
-/*
- * Each provider's reading of an HTTP answer (status, X-Amzn-Errortype, body) into a result:
- * success with its id, or a failure classified retryable or permanent. Pure functions (no I/O),
- * so the fuzzer can feed them anything a provider — or something pretending to be one — sends.
- */
-void th_provider_parse_aws(const struct th_http_response *res, struct th_send_result *out);
-void th_provider_parse_twilio(const struct th_http_response *res, struct th_send_result *out);
-void th_provider_parse_webhook(const struct th_http_response *res, struct th_send_result *out);
 
 #endif

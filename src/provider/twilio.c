@@ -37,13 +37,6 @@ struct twilio {
     char *userpwd; /* "user:password" */
 };
 
-struct attempt {
-    bool pooled; /* in the request's arena (th_attempt.arena) */
-    th_send_done_fn done;
-    void *ud;
-    struct th_buf form;
-};
-
 /* ---- TwiML ---- */
 
 /* The SSML inside <speak>...</speak> (the whole text when there is no wrapper). */
@@ -102,7 +95,7 @@ static th_err build_twiml(struct th_buf *t, const struct th_send *m)
 
 /* ---- transfer ---- */
 
-void th_provider_parse_twilio(const struct th_http_response *res, struct th_send_result *out_)
+static void parse_twilio(const struct th_http_response *res, struct th_send_result *out_)
 {
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
@@ -132,17 +125,6 @@ void th_provider_parse_twilio(const struct th_http_response *res, struct th_send
     *out_ = out;
 }
 
-static void on_response(void *ud, const struct th_http_response *res)
-{
-    struct attempt *a = ud;
-    struct th_send_result out;
-    th_provider_parse_twilio(res, &out);
-    a->done(a->ud, &out);
-    th_buf_release(&a->form);
-    if (!a->pooled)
-        free(a);
-}
-
 static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
                           const struct th_send *msg, th_send_done_fn done, void *ud)
 {
@@ -150,14 +132,10 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
     const struct th_config *cfg = tw->cfg;
     bool voice = msg->channel == TH_CHANNEL_VOICE;
     const char *sender = at->sender && at->sender[0] ? at->sender : NULL;
-    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
+    struct th_http_attempt *a = th_provider_attempt_new(at, sizeof *a, FORM_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
-    a->pooled = at->arena != NULL;
-    a->done = done;
-    a->ud = ud;
-    th_buf_init(&a->form, FORM_MAX);
-    struct th_buf *f = &a->form;
+    struct th_buf *f = &a->body;
     th_err e = TH_E_OK; /* the other failures; the form's are kept in f and read once below */
     th_form_append(f, "To", msg->to);
     if (voice) {
@@ -206,16 +184,11 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
         .body = f->data,
         .body_len = f->len,
         .userpwd = tw->userpwd,
-        .timeout_ms = at->timeout_ms,
         .ca_file = tw->cfg->twilio_ca_file[0] ? tw->cfg->twilio_ca_file : NULL,
     };
-    e = th_http_start(at->http, &req, on_response, a);
-    if (e == TH_E_OK)
-        return TH_E_OK;
+    return th_provider_http_send(a, at, &req, parse_twilio);
 fail:
-    th_buf_release(&a->form);
-    if (!a->pooled)
-        free(a);
+    th_provider_attempt_free(a);
     return e;
 }
 
@@ -234,9 +207,10 @@ static const struct th_provider_ops twilio_ops = {
     .free = twilio_free,
 };
 
-th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                              size_t errlen)
+static th_err twilio_new(const struct th_config *cfg, const struct th_outbox_sink *sink,
+                         struct th_provider **out, char *err, size_t errlen)
 {
+    (void)sink;
     const char *sid = cfg->twilio_account_sid;
     if (strlen(sid) != 34 || strncmp(sid, "AC", 2) != 0) {
         snprintf(err, errlen, "[twilio] account_sid must be AC followed by 32 characters");
@@ -275,6 +249,7 @@ th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **
         return TH_E_NOMEM;
     tw->base.ops = &twilio_ops;
     tw->base.name = "twilio";
+    tw->base.timeout_ms = cfg->twilio_timeout_ms;
     tw->cfg = cfg;
     snprintf(tw->messages_url, sizeof tw->messages_url, "%.*s/2010-04-01/Accounts/%s/Messages.json",
              (int)bl, base, sid);
@@ -290,3 +265,18 @@ th_err th_provider_twilio_new(const struct th_config *cfg, struct th_provider **
     *out = &tw->base;
     return TH_E_OK;
 }
+
+static bool twilio_configured(const struct th_config *cfg)
+{
+    return cfg->twilio_account_sid[0] != '\0';
+}
+
+const struct th_provider_kind th_provider_twilio = {
+    .name = "twilio",
+    .create = twilio_new,
+    .configured = twilio_configured,
+    .required = "account_sid",
+    .how_to_configure = "set [twilio] account_sid and auth_token (or api_key_sid and "
+                        "api_key_secret), and from or messaging_service_sid",
+    .parse = parse_twilio,
+};

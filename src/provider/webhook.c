@@ -34,15 +34,12 @@ struct webhook {
 };
 
 struct attempt {
-    bool pooled; /* in the request's arena (th_attempt.arena) */
-    th_send_done_fn done;
-    void *ud;
-    struct th_buf body;
+    struct th_http_attempt base; /* first: owned by the helper (http_common.h) */
     char sig[160];
     char reqid[96];
 };
 
-void th_provider_parse_webhook(const struct th_http_response *res, struct th_send_result *out_)
+static void parse_webhook(const struct th_http_response *res, struct th_send_result *out_)
 {
     struct th_send_result out = {.err = TH_E_OK};
     if (res->outcome != TH_HTTP_DONE) {
@@ -61,17 +58,6 @@ void th_provider_parse_webhook(const struct th_http_response *res, struct th_sen
         snprintf(out.error, sizeof out.error, "HTTP %ld", res->status);
     }
     *out_ = out;
-}
-
-static void on_response(void *ud, const struct th_http_response *res)
-{
-    struct attempt *a = ud;
-    struct th_send_result out;
-    th_provider_parse_webhook(res, &out);
-    a->done(a->ud, &out);
-    th_buf_release(&a->body);
-    if (!a->pooled)
-        free(a);
 }
 
 static th_err sign(const char *secret, long long t, const struct th_buf *body, char *out,
@@ -102,14 +88,10 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
                            const struct th_send *m, th_send_done_fn done, void *ud)
 {
     struct webhook *wh = (struct webhook *)p;
-    struct attempt *a = at->arena ? th_arena_calloc(at->arena, sizeof *a) : calloc(1, sizeof *a);
+    struct attempt *a = th_provider_attempt_new(at, sizeof *a, BODY_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
-    a->pooled = at->arena != NULL;
-    a->done = done;
-    a->ud = ud;
-    th_buf_init(&a->body, BODY_MAX);
-    struct th_buf *b = &a->body;
+    struct th_buf *b = &a->base.body;
     char expires[25] = "";
     if (m->otp_expires_ms > 0)
         th_format_iso8601(m->otp_expires_ms, expires);
@@ -138,8 +120,10 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
     th_err e = th_buf_err(b);
     if (e == TH_E_OK)
         e = sign(wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
-    if (e != TH_E_OK)
-        goto fail;
+    if (e != TH_E_OK) {
+        th_provider_attempt_free(&a->base);
+        return e;
+    }
     snprintf(a->reqid, sizeof a->reqid, "X-Telehook-Request-Id: %s", m->request_id);
     const char *hdrs[] = {"Content-Type: application/json", a->sig, a->reqid};
     struct th_http_request req = {
@@ -149,17 +133,9 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
         .nheaders = 3,
         .body = b->data,
         .body_len = b->len,
-        .timeout_ms = at->timeout_ms,
         .ca_file = wh->cfg->webhook_ca_file[0] ? wh->cfg->webhook_ca_file : NULL,
     };
-    e = th_http_start(at->http, &req, on_response, a);
-    if (e == TH_E_OK)
-        return TH_E_OK;
-fail:
-    th_buf_release(&a->body);
-    if (!a->pooled)
-        free(a);
-    return e;
+    return th_provider_http_send(&a->base, at, &req, parse_webhook);
 }
 
 static void webhook_free(struct th_provider *p)
@@ -172,9 +148,10 @@ static const struct th_provider_ops webhook_ops = {
     .free = webhook_free,
 };
 
-th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider **out, char *err,
-                               size_t errlen)
+static th_err webhook_new(const struct th_config *cfg, const struct th_outbox_sink *sink,
+                          struct th_provider **out, char *err, size_t errlen)
 {
+    (void)sink;
     /* Also checked by th_config_check_serve; here for the paths that skip it (dlq replay). */
     char why[256];
     if (th_trust_check_url(cfg->webhook_url, why, sizeof why) != TH_E_OK) {
@@ -190,7 +167,22 @@ th_err th_provider_webhook_new(const struct th_config *cfg, struct th_provider *
         return TH_E_NOMEM;
     wh->base.ops = &webhook_ops;
     wh->base.name = "webhook";
+    wh->base.timeout_ms = cfg->webhook_timeout_ms;
     wh->cfg = cfg;
     *out = &wh->base;
     return TH_E_OK;
 }
+
+static bool webhook_configured(const struct th_config *cfg)
+{
+    return cfg->webhook_url[0] != '\0';
+}
+
+const struct th_provider_kind th_provider_webhook = {
+    .name = "webhook",
+    .create = webhook_new,
+    .configured = webhook_configured,
+    .required = "url",
+    .how_to_configure = "set [webhook] url and secret",
+    .parse = parse_webhook,
+};

@@ -7,16 +7,12 @@
 #include <strings.h>
 
 #include "common/util.h"
-
-static const char *const provider_names[] = {"outbox", "aws", "twilio", "webhook"};
+#include "provider/provider.h"
 
 static bool any_provider(void *ud, const char *name)
 {
     (void)ud;
-    for (size_t i = 0; i < TH_ARRAY_LEN(provider_names); i++)
-        if (strcmp(provider_names[i], name) == 0)
-            return true;
-    return false;
+    return th_provider_kind_find(name) != NULL; /* the registered ones (provider/provider.c) */
 }
 
 /* Sender identities: E.164 numbers, ids, ARNs, alphanumeric sender ids, Twilio SIDs. */

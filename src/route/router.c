@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/retired.h"
 #include "common/util.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -39,8 +40,7 @@ struct th_router {
     int default_slot;
     _Atomic(struct th_routes *) routes;
     pthread_mutex_t retired_mu;
-    struct th_routes **retired;
-    size_t nretired;
+    struct th_retired retired; /* route tables replaced by reloads: a job may still read one */
     int per_loop_in_flight;
     char describe[64];
     atomic_int routes_skipped; /* routes of the running table cut for a provider not set up */
@@ -64,6 +64,11 @@ struct job {
     struct th_arena *arena; /* the job's memory when not NULL (else malloc'd) */
 };
 
+static void free_routes(void *rs)
+{
+    th_routes_free(rs);
+}
+
 /* ---- providers and breakers ---- */
 
 static int find_slot(const struct th_router *r, const char *name)
@@ -74,35 +79,29 @@ static int find_slot(const struct th_router *r, const char *name)
     return -1;
 }
 
-static int provider_timeout(const struct th_config *cfg, const char *name)
-{
-    if (strcmp(name, "aws") == 0)
-        return cfg->aws_timeout_ms;
-    if (strcmp(name, "twilio") == 0)
-        return cfg->twilio_timeout_ms;
-    if (strcmp(name, "webhook") == 0)
-        return cfg->webhook_timeout_ms;
-    return 2000;
-}
-
-static th_err add_provider(struct th_router *r, const char *name,
+/* Takes p (NULL: built from the registry by name); freed here when it cannot be kept. */
+static th_err add_provider(struct th_router *r, const char *name, struct th_provider *p,
                            const struct th_outbox_sink *outbox, char *err, size_t errlen)
 {
-    if (find_slot(r, name) >= 0)
+    if (find_slot(r, name) >= 0) {
+        th_provider_free(p);
         return TH_E_OK;
+    }
     if (r->nslots == MAX_PROVIDERS) {
+        th_provider_free(p);
         snprintf(err, errlen, "too many providers");
         return TH_E_CONFIG;
     }
     struct slot *s = &r->slots[r->nslots];
     char why[256] = "";
-    th_err e = th_provider_new(name, r->cfg, outbox, &s->p, why, sizeof why);
+    th_err e = p ? TH_E_OK : th_provider_new(name, r->cfg, outbox, &p, why, sizeof why);
     if (e != TH_E_OK) {
         snprintf(err, errlen, "provider %s: %s", name, why[0] ? why : th_strerror(e));
         return TH_E_CONFIG;
     }
     s->r = r;
-    s->timeout_ms = provider_timeout(r->cfg, name);
+    s->p = p;
+    s->timeout_ms = s->p->timeout_ms > 0 ? s->p->timeout_ms : 2000;
     th_histogram_init(&s->attempt_seconds, attempt_le_us, TH_ARRAY_LEN(attempt_le_us), 1e6);
     atomic_init(&s->failures, 0);
     atomic_init(&s->open_until_us, 0);
@@ -395,60 +394,26 @@ static struct th_routes *runnable(struct th_router *r, struct th_routes *routes,
     return out;
 }
 
-th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *outbox,
-                     struct th_routes *routes, struct th_router **out, char *err, size_t errlen)
+static struct th_router *router_alloc(const struct th_config *cfg)
 {
     struct th_router *r = calloc(1, sizeof *r);
-    if (!r) {
-        th_routes_free(routes);
-        return TH_E_NOMEM;
-    }
+    if (!r)
+        return NULL;
     r->cfg = cfg;
     pthread_mutex_init(&r->retired_mu, NULL);
+    th_retired_init(&r->retired, free_routes);
     int threads = cfg->threads > 0 ? cfg->threads : 1;
     r->per_loop_in_flight = (cfg->dispatch_max_in_flight + threads - 1) / threads;
-    if (!routes && th_routes_new(&routes) != TH_E_OK) {
-        th_router_free(r);
-        return TH_E_NOMEM;
-    }
     atomic_init(&r->routes, NULL);
     atomic_init(&r->routes_skipped, 0);
-    th_err e = add_provider(r, cfg->provider_name, outbox, err, errlen);
-    /* Every provider a route names is set up now; one that cannot be is left out of the routes
-     * (runnable, below) rather than failing the start: the default provider still serves. */
-    struct unset unset[MAX_PROVIDERS + 1];
-    int nunset = 0;
-    for (size_t i = 0; e == TH_E_OK && i < th_routes_count(routes); i++) {
-        const struct th_route *rt = th_routes_find_index(routes, i);
-        for (int k = 0; k < rt->n; k++) {
-            const char *name = rt->at[k].provider;
-            bool known_unset = false;
-            for (int u = 0; u < nunset; u++)
-                known_unset = known_unset || strcmp(unset[u].name, name) == 0;
-            char why[256];
-            if (known_unset || add_provider(r, name, outbox, why, sizeof why) == TH_E_OK ||
-                nunset == (int)TH_ARRAY_LEN(unset))
-                continue;
-            char prefix[32]; /* add_provider's "provider NAME: " is in the log line already */
-            int pl = snprintf(prefix, sizeof prefix, "provider %s: ", name);
-            th_strlcpy(unset[nunset].name, name, sizeof unset[nunset].name);
-            th_strlcpy(unset[nunset].why, strncmp(why, prefix, (size_t)pl) == 0 ? why + pl : why,
-                       sizeof unset[nunset].why);
-            nunset++;
-        }
-    }
-    /* Providers whose section is filled in are set up too, so a reloaded route can use them. */
-    if (e == TH_E_OK && cfg->twilio_account_sid[0])
-        e = add_provider(r, "twilio", outbox, err, errlen);
-    if (e == TH_E_OK && cfg->webhook_url[0])
-        e = add_provider(r, "webhook", outbox, err, errlen);
-    if (e == TH_E_OK && (cfg->aws_origination_identity[0] || cfg->aws_endpoint[0]))
-        e = add_provider(r, "aws", outbox, err, errlen);
-    if (e != TH_E_OK) {
-        th_routes_free(routes);
-        th_router_free(r);
-        return e;
-    }
+    return r;
+}
+
+/* The providers are in place: the runnable routes, the description. Consumes routes and, on
+ * failure, r. */
+static th_err router_finish(struct th_router *r, struct th_routes *routes,
+                            const struct unset *unset, int nunset, struct th_router **out)
+{
     r->default_slot = 0;
     if (!(routes = runnable(r, routes, unset, nunset))) {
         th_router_free(r);
@@ -463,6 +428,81 @@ th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *o
     return TH_E_OK;
 }
 
+th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *outbox,
+                     struct th_routes *routes, struct th_router **out, char *err, size_t errlen)
+{
+    struct th_router *r = router_alloc(cfg);
+    if (!r) {
+        th_routes_free(routes);
+        return TH_E_NOMEM;
+    }
+    if (!routes && th_routes_new(&routes) != TH_E_OK) {
+        th_router_free(r);
+        return TH_E_NOMEM;
+    }
+    th_err e = add_provider(r, cfg->provider_name, NULL, outbox, err, errlen);
+    /* Every provider a route names is set up now; one that cannot be is left out of the routes
+     * (runnable, below) rather than failing the start: the default provider still serves. */
+    struct unset unset[MAX_PROVIDERS + 1];
+    int nunset = 0;
+    for (size_t i = 0; e == TH_E_OK && i < th_routes_count(routes); i++) {
+        const struct th_route *rt = th_routes_find_index(routes, i);
+        for (int k = 0; k < rt->n; k++) {
+            const char *name = rt->at[k].provider;
+            bool known_unset = false;
+            for (int u = 0; u < nunset; u++)
+                known_unset = known_unset || strcmp(unset[u].name, name) == 0;
+            char why[256];
+            if (known_unset || add_provider(r, name, NULL, outbox, why, sizeof why) == TH_E_OK ||
+                nunset == (int)TH_ARRAY_LEN(unset))
+                continue;
+            char prefix[32]; /* add_provider's "provider NAME: " is in the log line already */
+            int pl = snprintf(prefix, sizeof prefix, "provider %s: ", name);
+            th_strlcpy(unset[nunset].name, name, sizeof unset[nunset].name);
+            th_strlcpy(unset[nunset].why, strncmp(why, prefix, (size_t)pl) == 0 ? why + pl : why,
+                       sizeof unset[nunset].why);
+            nunset++;
+        }
+    }
+    /* Providers whose section is filled in are set up too, so a reloaded route can use them. */
+    const struct th_provider_kind *k;
+    for (size_t i = 0; e == TH_E_OK && (k = th_provider_kind_at(i)); i++)
+        if (k->configured && k->configured(cfg))
+            e = add_provider(r, k->name, NULL, outbox, err, errlen);
+    if (e != TH_E_OK) {
+        th_routes_free(routes);
+        th_router_free(r);
+        return e;
+    }
+    return router_finish(r, routes, unset, nunset, out);
+}
+
+th_err th_router_new_with(const struct th_config *cfg, struct th_provider *const *providers, int n,
+                          struct th_routes *routes, struct th_router **out, char *err,
+                          size_t errlen)
+{
+    struct th_router *r = router_alloc(cfg);
+    th_err e = r ? TH_E_OK : TH_E_NOMEM;
+    if (e == TH_E_OK && !routes && th_routes_new(&routes) != TH_E_OK)
+        e = TH_E_NOMEM;
+    for (int i = 0; i < n; i++) {
+        if (e == TH_E_OK)
+            e = add_provider(r, providers[i]->name, providers[i], NULL, err, errlen);
+        else
+            th_provider_free(providers[i]);
+    }
+    if (e == TH_E_OK && n == 0) {
+        snprintf(err, errlen, "no provider");
+        e = TH_E_CONFIG;
+    }
+    if (e != TH_E_OK) {
+        th_routes_free(routes);
+        th_router_free(r);
+        return e;
+    }
+    return router_finish(r, routes, NULL, 0, out);
+}
+
 void th_router_free(struct th_router *r)
 {
     if (!r)
@@ -470,9 +510,7 @@ void th_router_free(struct th_router *r)
     for (int i = 0; i < r->nslots; i++)
         th_provider_free(r->slots[i].p);
     th_routes_free(atomic_load(&r->routes));
-    for (size_t i = 0; i < r->nretired; i++)
-        th_routes_free(r->retired[i]);
-    free(r->retired);
+    th_retired_release(&r->retired, NULL);
     pthread_mutex_destroy(&r->retired_mu);
     free(r);
 }
@@ -567,15 +605,13 @@ th_err th_router_swap_routes(struct th_router *r, struct th_routes *routes, char
         return TH_E_NOMEM;
     }
     pthread_mutex_lock(&r->retired_mu);
-    struct th_routes **p = realloc(r->retired, (r->nretired + 1) * sizeof *p);
-    if (!p) {
+    if (th_retired_reserve(&r->retired) != TH_E_OK) {
         pthread_mutex_unlock(&r->retired_mu);
         th_routes_free(routes);
         snprintf(err, errlen, "out of memory");
         return TH_E_NOMEM;
     }
-    r->retired = p;
-    r->retired[r->nretired++] = atomic_exchange(&r->routes, routes);
+    th_retired_add(&r->retired, atomic_exchange(&r->routes, routes));
     pthread_mutex_unlock(&r->retired_mu);
     return TH_E_OK;
 }

@@ -46,6 +46,15 @@ typedef void (*th_route_done_fn)(void *ud, const struct th_route_result *res);
  */
 th_err th_router_new(const struct th_config *cfg, const struct th_outbox_sink *outbox,
                      struct th_routes *routes, struct th_router **out, char *err, size_t errlen);
+/*
+ * A router over providers built by the caller (tests: scripted providers; an embedder: its own),
+ * instead of the registry: providers[0] carries the default route. Takes ownership of the n
+ * providers (freed by th_router_free, or here on failure) and of routes (NULL: none); attempts
+ * naming none of them are left out, as th_router_new does.
+ */
+th_err th_router_new_with(const struct th_config *cfg, struct th_provider *const *providers, int n,
+                          struct th_routes *routes, struct th_router **out, char *err,
+                          size_t errlen);
 /* After every loop has stopped. NULL is a no-op. */
 void th_router_free(struct th_router *r);
 

@@ -1,6 +1,7 @@
 #include "store/writer.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,28 +91,74 @@ static th_err enqueue(struct th_writer *w, struct item *it)
     return e;
 }
 
-static struct item *outbox_item(const struct th_outbox_row *row)
+/*
+ * The string fields of each row, by offset: one list per row serves both the sizing and the copy
+ * (a field added to a row is added here once).
+ */
+#define F(row, f) offsetof(struct row, f)
+static const size_t outbox_strings[] = {
+    F(th_outbox_row, id),       F(th_outbox_row, request_id), F(th_outbox_row, to),
+    F(th_outbox_row, channel),  F(th_outbox_row, language),   F(th_outbox_row, body),
+    F(th_outbox_row, voice_id),
+};
+static const size_t delivery_strings[] = {
+    F(th_delivery_row, request_id),     F(th_delivery_row, event_id),
+    F(th_delivery_row, request_type),   F(th_delivery_row, phone_masked),
+    F(th_delivery_row, country),        F(th_delivery_row, channel),
+    F(th_delivery_row, language),       F(th_delivery_row, source),
+    F(th_delivery_row, provider),       F(th_delivery_row, outcome),
+    F(th_delivery_row, transaction_id), F(th_delivery_row, error),
+    F(th_delivery_row, user_id),        F(th_delivery_row, login_hash),
+    F(th_delivery_row, phone_hash),     F(th_delivery_row, locale),
+    F(th_delivery_row, preference),
+};
+static const size_t dlq_strings[] = {
+    F(th_dlq_row, id),           F(th_dlq_row, request_id), F(th_dlq_row, event_id),
+    F(th_dlq_row, phone_masked), F(th_dlq_row, country),    F(th_dlq_row, channel),
+    F(th_dlq_row, language),     F(th_dlq_row, outcome),    F(th_dlq_row, errors),
+    F(th_dlq_row, key_id),
+};
+#undef F
+
+static const char *field(const void *row, size_t off)
 {
-    size_t n = len0(row->id) + len0(row->request_id) + len0(row->to) + len0(row->channel) +
-               len0(row->language) + len0(row->body) + len0(row->voice_id);
+    const char *s;
+    memcpy(&s, (const char *)row + off, sizeof s);
+    return s;
+}
+
+/*
+ * One item holding a copy of row (size bytes) and of its string fields (NULL becomes ""), with
+ * extra bytes after them at it->strings + *used. NULL: out of memory.
+ */
+static struct item *item_new(enum kind kind, const void *row, size_t size, const size_t *strings,
+                             size_t nstrings, size_t extra, size_t *used)
+{
+    size_t n = extra;
+    for (size_t i = 0; i < nstrings; i++)
+        n += len0(field(row, strings[i]));
     struct item *it = malloc(sizeof *it + n);
     if (!it)
         return NULL;
-    size_t pos = 0;
-    it->kind = ITEM_OUTBOX;
+    it->kind = kind;
     it->done = NULL;
+    it->ud = NULL;
     it->on_loop = false;
-    it->row.outbox = (struct th_outbox_row){
-        .id = put(it->strings, &pos, row->id),
-        .created_ms = row->created_ms,
-        .request_id = put(it->strings, &pos, row->request_id),
-        .to = put(it->strings, &pos, row->to),
-        .channel = put(it->strings, &pos, row->channel),
-        .language = put(it->strings, &pos, row->language),
-        .body = put(it->strings, &pos, row->body),
-        .voice_id = put(it->strings, &pos, row->voice_id),
-    };
+    memcpy(&it->row, row, size); /* the numbers; every string pointer is replaced below */
+    size_t pos = 0;
+    for (size_t i = 0; i < nstrings; i++) {
+        const char *copy = put(it->strings, &pos, field(row, strings[i]));
+        memcpy((char *)&it->row + strings[i], &copy, sizeof copy);
+    }
+    *used = pos;
     return it;
+}
+
+static struct item *outbox_item(const struct th_outbox_row *row)
+{
+    size_t pos;
+    return item_new(ITEM_OUTBOX, row, sizeof *row, outbox_strings, TH_ARRAY_LEN(outbox_strings), 0,
+                    &pos);
 }
 
 th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
@@ -138,74 +185,20 @@ th_err th_writer_outbox_on(struct th_writer *w, const struct th_outbox_row *row,
 
 th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row)
 {
-    size_t n = len0(row->request_id) + len0(row->event_id) + len0(row->request_type) +
-               len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
-               len0(row->language) + len0(row->source) + len0(row->provider) + len0(row->outcome) +
-               len0(row->transaction_id) + len0(row->error) + len0(row->user_id) +
-               len0(row->login_hash) + len0(row->phone_hash) + len0(row->locale) +
-               len0(row->preference);
-    struct item *it = malloc(sizeof *it + n);
-    if (!it)
-        return TH_E_NOMEM;
-    size_t pos = 0;
-    it->kind = ITEM_DELIVERY;
-    it->done = NULL;
-    it->ud = NULL;
-    it->on_loop = false;
-    it->row.delivery = (struct th_delivery_row){
-        .request_id = put(it->strings, &pos, row->request_id),
-        .event_id = put(it->strings, &pos, row->event_id),
-        .created_ms = row->created_ms,
-        .request_type = put(it->strings, &pos, row->request_type),
-        .phone_masked = put(it->strings, &pos, row->phone_masked),
-        .country = put(it->strings, &pos, row->country),
-        .channel = put(it->strings, &pos, row->channel),
-        .language = put(it->strings, &pos, row->language),
-        .source = put(it->strings, &pos, row->source),
-        .provider = put(it->strings, &pos, row->provider),
-        .outcome = put(it->strings, &pos, row->outcome),
-        .transaction_id = put(it->strings, &pos, row->transaction_id),
-        .error = put(it->strings, &pos, row->error),
-        .latency_us = row->latency_us,
-        .attempts = row->attempts,
-        .user_id = put(it->strings, &pos, row->user_id),
-        .login_hash = put(it->strings, &pos, row->login_hash),
-        .phone_hash = put(it->strings, &pos, row->phone_hash),
-        .locale = put(it->strings, &pos, row->locale),
-        .preference = put(it->strings, &pos, row->preference),
-    };
-    return enqueue(w, it);
+    size_t pos;
+    struct item *it = item_new(ITEM_DELIVERY, row, sizeof *row, delivery_strings,
+                               TH_ARRAY_LEN(delivery_strings), 0, &pos);
+    return it ? enqueue(w, it) : TH_E_NOMEM;
 }
 
 static struct item *dlq_item(const struct th_dlq_row *row)
 {
-    size_t n = len0(row->id) + len0(row->request_id) + len0(row->event_id) +
-               len0(row->phone_masked) + len0(row->country) + len0(row->channel) +
-               len0(row->language) + len0(row->outcome) + len0(row->errors) + len0(row->key_id) +
-               row->payload_len;
-    struct item *it = malloc(sizeof *it + n);
+    size_t pos;
+    struct item *it = item_new(ITEM_DLQ, row, sizeof *row, dlq_strings, TH_ARRAY_LEN(dlq_strings),
+                               row->payload_len, &pos);
     if (!it)
         return NULL;
-    size_t pos = 0;
-    it->kind = ITEM_DLQ;
-    it->done = NULL;
-    it->on_loop = false;
-    it->row.dlq = (struct th_dlq_row){
-        .id = put(it->strings, &pos, row->id),
-        .created_ms = row->created_ms,
-        .request_id = put(it->strings, &pos, row->request_id),
-        .event_id = put(it->strings, &pos, row->event_id),
-        .phone_masked = put(it->strings, &pos, row->phone_masked),
-        .country = put(it->strings, &pos, row->country),
-        .channel = put(it->strings, &pos, row->channel),
-        .language = put(it->strings, &pos, row->language),
-        .outcome = put(it->strings, &pos, row->outcome),
-        .errors = put(it->strings, &pos, row->errors),
-        .attempts = row->attempts,
-        .otp_expires_ms = row->otp_expires_ms,
-        .key_id = put(it->strings, &pos, row->key_id),
-        .payload_len = row->payload_len,
-    };
+    it->row.dlq.payload = NULL;
     if (row->payload_len) {
         memcpy(it->strings + pos, row->payload, row->payload_len);
         it->row.dlq.payload = it->strings + pos;

@@ -1,7 +1,8 @@
 /*
- * libFuzzer: provider answers (AWS End User Messaging, Twilio, webhook). The first byte picks the
- * provider and the status, the next line is the X-Amzn-Errortype header, the rest the body —
- * whatever a provider, a proxy in between, or an impostor may send.
+ * libFuzzer: provider answers, through the parse of every registered provider (AWS End User
+ * Messaging, Twilio, webhook, and any added since). The first byte picks the provider (bits 4-6,
+ * modulo their number) and the status, the next line is the X-Amzn-Errortype header, the rest the
+ * body — whatever a provider, a proxy in between, or an impostor may send.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -38,26 +39,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(body, rest, n);
     body[n] = '\0';
+    const struct th_http_header headers[] = {{"X-Amzn-Errortype", errtype}};
     struct th_http_response res = {
         .outcome = (sel & 0x80) ? TH_HTTP_TIMEOUT : TH_HTTP_DONE,
         .status = statuses[(sel & 0x0f) % (sizeof statuses / sizeof statuses[0])],
         .body = body,
         .len = n,
-        .error_type = errtype,
+        .headers = headers,
+        .nheaders = 1,
         .error = "",
     };
     struct th_send_result out;
-    switch ((sel >> 4) & 3) {
-    case 0:
-        th_provider_parse_aws(&res, &out);
-        break;
-    case 1:
-        th_provider_parse_twilio(&res, &out);
-        break;
-    default:
-        th_provider_parse_webhook(&res, &out);
-        break;
-    }
+    /* every registered provider that reads HTTP answers, a new one included */
+    th_provider_parse_fn parse[8];
+    size_t np = 0;
+    const struct th_provider_kind *k;
+    for (size_t i = 0; np < 8 && (k = th_provider_kind_at(i)); i++)
+        if (k->parse)
+            parse[np++] = k->parse;
+    parse[((sel >> 4) & 7) % np](&res, &out);
     /* what the router and the records then read must be terminated strings */
     if (strnlen(out.error, sizeof out.error) == sizeof out.error ||
         strnlen(out.transaction_id, sizeof out.transaction_id) == sizeof out.transaction_id)

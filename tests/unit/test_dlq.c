@@ -171,10 +171,76 @@ static void test_kms_settings(void **state)
     }
 }
 
+/* The payload round trip: what the hook seals is what a replay sends, field for field. */
+static void test_payload_roundtrip(void **state)
+{
+    (void)state;
+    char *env[] = {(char *)K1, NULL};
+    struct th_dlq *d = make(env);
+    assert_non_null(d);
+    const char text[] = "<speak>Your code is <say-as>482913</say-as> \"quoted\" \xc3\xa9</speak>";
+    const struct th_send m = {
+        .request_id = "req-7",
+        .to = "+12015550123",
+        .region = "US",
+        .channel = TH_CHANNEL_VOICE,
+        .language = "fr",
+        .voice_id = "Lea",
+        .body = text,
+        .otp_expires_ms = 1700000000123LL,
+    };
+    unsigned char *blob;
+    size_t len;
+    assert_int_equal(th_dlq_payload_encode(d, "dlq-9", &m, &blob, &len), TH_E_OK);
+    assert_null(memmem(blob, len, "482913", 6)); /* sealed */
+    struct th_dlq_payload pl;
+    assert_int_equal(th_dlq_payload_decode(d, "dlq-9", "k1", blob, len, &pl), TH_E_OK);
+    assert_string_equal(pl.msg.request_id, "req-7");
+    assert_string_equal(pl.msg.to, "+12015550123");
+    assert_string_equal(pl.msg.region, "US");
+    assert_int_equal(pl.msg.channel, TH_CHANNEL_VOICE);
+    assert_string_equal(pl.msg.language, "fr");
+    assert_string_equal(pl.msg.voice_id, "Lea");
+    assert_string_equal(pl.msg.body, text);
+    assert_int_equal(pl.msg.deadline_us, 0); /* not kept: a replay sets its own */
+    assert_int_equal(pl.msg.otp_expires_ms, 1700000000123LL);
+    assert_non_null(pl.doc);
+    th_dlq_payload_release(&pl);
+    assert_null(pl.doc);
+    th_dlq_payload_release(&pl); /* twice: a no-op */
+    /* an SMS without language or voice: defaults, not NULL */
+    const struct th_send sms = {.request_id = "r",
+                                .to = "+33612345678",
+                                .region = "FR",
+                                .body = "code 1",
+                                .deadline_us = 123};
+    free(blob);
+    assert_int_equal(th_dlq_payload_encode(d, "dlq-10", &sms, &blob, &len), TH_E_OK);
+    assert_int_equal(th_dlq_payload_decode(d, "dlq-10", "k1", blob, len, &pl), TH_E_OK);
+    assert_int_equal(pl.msg.channel, TH_CHANNEL_SMS);
+    assert_string_equal(pl.msg.language, "");
+    assert_string_equal(pl.msg.voice_id, "");
+    assert_string_equal(pl.msg.body, "code 1");
+    assert_int_equal(pl.msg.otp_expires_ms, 0);
+    th_dlq_payload_release(&pl);
+    /* bound to its entry, and the open's errors come through */
+    assert_int_equal(th_dlq_payload_decode(d, "dlq-9", "k1", blob, len, &pl), TH_E_AUTH);
+    assert_null(pl.doc);
+    assert_int_equal(th_dlq_payload_decode(d, "dlq-10", "k9", blob, len, &pl), TH_E_NOTFOUND);
+    free(blob);
+    /* sealed but not a payload */
+    assert_int_equal(th_dlq_seal(d, "dlq-11", "[1]", 3, &blob, &len), TH_E_OK);
+    assert_int_equal(th_dlq_payload_decode(d, "dlq-11", "k1", blob, len, &pl), TH_E_INVAL);
+    assert_null(pl.doc);
+    free(blob);
+    th_dlq_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seal_open_roundtrip),
+        cmocka_unit_test(test_payload_roundtrip),
         cmocka_unit_test(test_rotation),
         cmocka_unit_test(test_bad_keys),
         cmocka_unit_test(test_keygen),

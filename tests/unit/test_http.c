@@ -148,6 +148,7 @@ struct result {
     long status[8];
     char body[8][64];
     char error_type[8][96];
+    char absent[8][96]; /* a header asked for that the response lacks, and one not asked for */
     int64_t elapsed_us[8];
     int n;
 };
@@ -160,7 +161,10 @@ static void on_done(void *ud, const struct th_http_response *res)
     r->status[i] = res->status;
     snprintf(r->body[i], sizeof r->body[i], "%.*s", (int)(res->len < 63 ? res->len : 63),
              res->body);
-    snprintf(r->error_type[i], sizeof r->error_type[i], "%s", res->error_type);
+    snprintf(r->error_type[i], sizeof r->error_type[i], "%s",
+             th_http_response_header(res, "X-Amzn-Errortype"));
+    snprintf(r->absent[i], sizeof r->absent[i], "%s%s", th_http_response_header(res, "X-Absent"),
+             th_http_response_header(res, "Content-Type"));
     r->elapsed_us[i] = res->elapsed_us;
     if (--r->pending == 0)
         th_loop_stop(r->loop);
@@ -175,13 +179,16 @@ static void run_one(const char *path, int64_t timeout_ms, struct result *r)
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
     const char *hdrs[] = {"Content-Type: application/json", "X-Test: 1"};
+    static const char *const capture[] = {"X-Amzn-Errortype", "X-Absent"};
     struct th_http_request req = {.method = "POST",
                                   .url = url,
                                   .headers = hdrs,
                                   .nheaders = 2,
                                   .body = "{}",
                                   .body_len = 2,
-                                  .timeout_ms = timeout_ms};
+                                  .timeout_ms = timeout_ms,
+                                  .capture = capture,
+                                  .ncapture = 2};
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->pending = 1;
@@ -212,6 +219,7 @@ static void test_error_type_header(void **state)
     assert_int_equal(r.outcome[0], TH_HTTP_DONE);
     assert_int_equal(r.status[0], 400);
     assert_string_equal(r.error_type[0], "ThrottlingException:http://internal.amazon.com/");
+    assert_string_equal(r.absent[0], "");
 }
 
 static void test_timeout(void **state)

@@ -1,0 +1,53 @@
+#include "provider/http_common.h"
+
+#include <stdlib.h>
+
+#include <openssl/crypto.h>
+
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
+                              th_send_done_fn done, void *ud)
+{
+    struct th_http_attempt *a = at->arena ? th_arena_calloc(at->arena, size) : calloc(1, size);
+    if (!a)
+        return NULL;
+    a->pooled = at->arena != NULL;
+    a->done = done;
+    a->ud = ud;
+    a->size = size;
+    th_buf_init(&a->body, body_max);
+    return a;
+}
+
+void th_provider_attempt_free(struct th_http_attempt *a)
+{
+    if (!a)
+        return;
+    if (a->body.data)
+        OPENSSL_cleanse(a->body.data, a->body.len);
+    th_buf_release(&a->body);
+    if (a->pooled) /* the arena's release wipes the block */
+        return;
+    OPENSSL_cleanse(a, a->size);
+    free(a);
+}
+
+static void on_response(void *ud, const struct th_http_response *res)
+{
+    struct th_http_attempt *a = ud;
+    struct th_send_result out;
+    a->parse(res, &out);
+    a->done(a->ud, &out);
+    th_provider_attempt_free(a);
+}
+
+th_err th_provider_http_send(struct th_http_attempt *a, const struct th_attempt *at,
+                             const struct th_http_request *req, th_provider_parse_fn parse)
+{
+    struct th_http_request r = *req;
+    r.timeout_ms = at->timeout_ms;
+    a->parse = parse;
+    th_err e = th_http_start(at->http, &r, on_response, a);
+    if (e != TH_E_OK)
+        th_provider_attempt_free(a);
+    return e;
+}
