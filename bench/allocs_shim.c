@@ -45,11 +45,11 @@ static void site(uintptr_t a)
     }
 }
 static __thread int busy;
-static uintptr_t exe_lo, exe_hi; /* the executable's code */
-static uintptr_t exe_base;       /* its load address (sites are printed relative to it) */
-static uintptr_t skip_lo[8], skip_hi[8];       /* libc, libstdc++, libgcc_s, this shim */
+static uintptr_t exe_lo, exe_hi;         /* the executable's code */
+static uintptr_t exe_base;               /* its load address (sites are printed relative to it) */
+static uintptr_t skip_lo[8], skip_hi[8]; /* libc, libstdc++, libgcc_s, this shim */
 static int nskip;
-static char bootstrap[1 << 16];                /* dlsym's own allocations, before the real ones */
+static char bootstrap[1 << 16]; /* dlsym's own allocations, before the real ones */
 static size_t boot_used;
 
 static void ranges(void)
