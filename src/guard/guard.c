@@ -80,6 +80,8 @@ struct th_guard {
     struct dslot *dd;
     size_t ndd;
     size_t sweep; /* the next dedupe slot the incremental sweep looks at */
+    size_t nrecs; /* dedupe records allocated (a record outlives its slots while tickets hold it) */
+    size_t nwaiters; /* duplicates linked in some record's waiters */
     int64_t country_tat[NREGIONS];
     struct budget budget[NCODES];
     int64_t global_tat;
@@ -301,9 +303,10 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     return TH_E_OK;
 }
 
-static void rec_unref(struct rec *r)
+static void rec_unref(struct th_guard *g, struct rec *r)
 {
     if (r && --r->refs == 0) {
+        g->nrecs--;
         free(r->body);
         free(r);
     }
@@ -314,7 +317,7 @@ void th_guard_free(struct th_guard *g)
     if (!g)
         return;
     for (size_t i = 0; g->dd && i < g->ndd; i++)
-        rec_unref(g->dd[i].rec);
+        rec_unref(g, g->dd[i].rec);
     free(g->dd);
     free(g->people);
     th_hmac_key_free(g->mac);
@@ -343,6 +346,14 @@ size_t th_guard_entries(struct th_guard *g)
         n += g->people[i].tat_us > now;
     pthread_mutex_unlock(&g->mu);
     return n;
+}
+
+void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
+{
+    pthread_mutex_lock(&g->mu);
+    *records = g->nrecs;
+    *waiters = g->nwaiters;
+    pthread_mutex_unlock(&g->mu);
 }
 
 /* ---- keys ---- */
@@ -489,7 +500,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
     for (int i = 0; i < PROBE; i++) {
         struct dslot *s = &g->dd[(h + (size_t)i) & (g->ndd - 1)];
         if (s->rec && s->expire_ms <= now_ms) { /* expired: free the slot on the way */
-            rec_unref(s->rec);
+            rec_unref(g, s->rec);
             s->rec = NULL;
         }
         if (s->rec && memcmp(s->key, k, KEY_LEN) == 0)
@@ -499,7 +510,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
     }
     if (!create)
         return NULL;
-    rec_unref(victim->rec); /* full: the record closest to expiry goes */
+    rec_unref(g, victim->rec); /* full: the record closest to expiry goes */
     victim->rec = NULL;
     memcpy(victim->key, k, KEY_LEN);
     return victim;
@@ -513,7 +524,7 @@ static void dd_sweep(struct th_guard *g, int64_t now_ms)
         struct dslot *s = &g->dd[g->sweep];
         g->sweep = (g->sweep + 1) & (g->ndd - 1);
         if (s->rec && s->expire_ms <= now_ms) {
-            rec_unref(s->rec);
+            rec_unref(g, s->rec);
             s->rec = NULL;
         }
     }
@@ -563,6 +574,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     } else {
         r = calloc(1, sizeof *r);
         st = TH_DEDUPE_FIRST;
+        g->nrecs += r != NULL;
         struct dslot *a = r && has_event ? dd_find(g, ke, now, true) : NULL;
         if (a) {
             a->rec = r;
@@ -599,7 +611,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
  * waiter's release can look, so a release that finds its ticket unlinked knows the wake is
  * queued on its loop (or was cancelled: the loop has finished) and withdraws it.
  */
-static void wake_waiters(struct rec *r)
+static void wake_waiters(struct th_guard *g, struct rec *r)
 {
     while (r->waiters) {
         struct th_dedupe *w = r->waiters;
@@ -608,6 +620,7 @@ static void wake_waiters(struct rec *r)
         w->waiting = false;
         th_loop_call_post(&w->wake);
     }
+    g->nwaiters -= (size_t)r->nwaiters;
     r->nwaiters = 0;
 }
 
@@ -628,8 +641,8 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
     r->len = copy ? len : 0;
     r->done = copy != NULL;
     r->abandoned = copy == NULL;
-    wake_waiters(r);
-    rec_unref(r);
+    wake_waiters(g, r);
+    rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
     free(t);
 }
@@ -664,6 +677,7 @@ th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *t, struct th_l
             r->waiters->prev = t;
         r->waiters = t;
         r->nwaiters++;
+        g->nwaiters++;
         t->waiting = true;
     }
     pthread_mutex_unlock(&g->mu);
@@ -678,7 +692,7 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
     struct rec *r = t->rec;
     if (t->first) { /* no answer will come: the waiters decide at their deadlines */
         r->abandoned = true;
-        wake_waiters(r);
+        wake_waiters(g, r);
     } else if (t->waiting) { /* not woken yet: unregister, no callback */
         if (t->prev)
             t->prev->next = t->next;
@@ -687,11 +701,12 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
         if (t->next)
             t->next->prev = t->prev;
         r->nwaiters--;
+        g->nwaiters--;
         t->waiting = false;
     } else { /* woken (or never waiting): a wake still queued on our loop is taken back */
         th_loop_call_withdraw(&t->wake);
     }
-    rec_unref(r);
+    rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
     free(t);
 }
