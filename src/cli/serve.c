@@ -312,7 +312,10 @@ enum sampled {
     S_ROWS_FAILED,
     S_ROWS_DROPPED,
     S_STORE_QUEUE,
+    S_DLQ_DEPTH,
     S_GUARD_ENTRIES,
+    S_DEDUPE_RECORDS,
+    S_DEDUPE_WAITERS,
     S_BLOCKS, /* then one per th_block: th_guard_counts' order */
     S__COUNT = S_BLOCKS + TH_BLOCK__COUNT
 };
@@ -357,6 +360,11 @@ static double sampled(void *ud)
     }
     if (ref->what == S_GUARD_ENTRIES)
         return (double)th_guard_entries(r->guard);
+    if (ref->what == S_DEDUPE_RECORDS || ref->what == S_DEDUPE_WAITERS) {
+        size_t recs, waits;
+        th_guard_dedupe_sizes(r->guard, &recs, &waits);
+        return (double)(ref->what == S_DEDUPE_RECORDS ? recs : waits);
+    }
     if (ref->what <= S_KEY_FETCHES) {
         struct th_auth_stats as;
         th_auth_stats(r->auth, &as);
@@ -368,7 +376,8 @@ static double sampled(void *ud)
     if (r->writer)
         th_writer_stats(r->writer, &ws);
     pthread_mutex_unlock(&r->writer_mu);
-    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued};
+    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued,
+                              (unsigned long long)ws.dlq_depth};
     return (double)v[ref->what - S_ROWS_WRITTEN];
 }
 
@@ -408,10 +417,19 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
          S_ROWS_DROPPED},
         {"telehook_store_queue", "Rows waiting for the store writer.", TH_METRIC_GAUGE,
          S_STORE_QUEUE},
+        {"telehook_dlq_depth",
+         "Dead-letter entries the store holds (counted again at most every dlq.depth_refresh "
+         "seconds).",
+         TH_METRIC_GAUGE, S_DLQ_DEPTH},
         {"telehook_guard_entries",
          "Entries held in the abuse controls' per-person rate tables (capped at "
          "guard.max_entries).",
          TH_METRIC_GAUGE, S_GUARD_ENTRIES},
+        {"telehook_guard_dedupe_records",
+         "Requests the duplicate check remembers (answered within their window, or in flight).",
+         TH_METRIC_GAUGE, S_DEDUPE_RECORDS},
+        {"telehook_guard_dedupe_waiters", "Duplicate requests waiting for the first one's answer.",
+         TH_METRIC_GAUGE, S_DEDUPE_WAITERS},
     };
     th_err e = th_hook_metrics(r->hook, r->metrics);
     if (e == TH_E_OK)
@@ -620,6 +638,7 @@ int th_cmd_serve(struct th_cli *cli)
         goto out;
     }
     wstore = NULL; /* owned by the writer now */
+    th_writer_set_dlq_refresh(writer, (int64_t)cfg->dlq_depth_refresh * 1000);
     size_t nroutes = th_routes_count(routes);
     struct th_outbox_sink outbox = th_cli_outbox_sink(writer);
     e = th_router_new(cfg, &outbox, routes, &router, err, sizeof err);

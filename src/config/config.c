@@ -282,6 +282,10 @@ static const struct key keys[] = {
      "still open"},
     {"dlq", "retention_days", K_INT, F(dlq_retention_days), 0, 3650, NULL, "7",
      "entries older than this are deleted (hourly); 0 = kept"},
+    {"dlq", "depth_refresh", K_INT, F(dlq_depth_refresh), 1, 3600, NULL, "30",
+     "seconds: how stale the telehook_dlq_depth gauge may get (the store writer counts the "
+     "entries again at most this often, when /metrics asks; deletes by `telehook dlq` in "
+     "another process show after it)"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
     {"log", "emf", K_BOOL, F(log_emf), 0, 0, NULL, "false",

@@ -20,6 +20,7 @@ struct th_store_ops {
     th_err (*dlq_each)(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud);
     th_err (*dlq_get)(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);
     th_err (*dlq_delete)(struct th_store *st, const char *id);
+    th_err (*dlq_count)(struct th_store *st, long *n);
     th_err (*purge)(struct th_store *st, const struct th_purge *p, long *removed);
     th_err (*routes_each)(struct th_store *st, th_route_row_fn fn, void *ud);
     th_err (*route_put)(struct th_store *st, const struct th_route_row *row);

@@ -131,6 +131,7 @@ enum stmt {
     S_DLQ_EACH,
     S_DLQ_GET,
     S_DLQ_DEL,
+    S_DLQ_COUNT,
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
@@ -176,6 +177,7 @@ static const char *const sql[S__COUNT] = {
         "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, language, "
         "outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq WHERE id = ?",
     [S_DLQ_DEL] = "DELETE FROM dlq WHERE id = ?",
+    [S_DLQ_COUNT] = "SELECT count(*) FROM dlq",
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
@@ -713,6 +715,18 @@ static th_err sqlite_dlq_delete(struct th_store *st, const char *id)
     return e;
 }
 
+static th_err sqlite_dlq_count(struct th_store *st, long *n)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_COUNT];
+    th_err e = TH_E_STORE;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        *n = (long)sqlite3_column_int64(q, 0);
+        e = TH_E_OK;
+    }
+    sqlite3_reset(q);
+    return e;
+}
+
 static th_err purge_one(struct th_store *st, enum stmt which, int64_t before_ms, long *n)
 {
     sqlite3_stmt *q = S(st)->stmt[which];
@@ -765,6 +779,7 @@ const struct th_store_ops th_store_sqlite_ops = {
     .dlq_each = sqlite_dlq_each,
     .dlq_get = sqlite_dlq_get,
     .dlq_delete = sqlite_dlq_delete,
+    .dlq_count = sqlite_dlq_count,
     .purge = sqlite_purge,
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,

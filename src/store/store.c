@@ -102,6 +102,11 @@ th_err th_store_dlq_delete(struct th_store *st, const char *id)
     return st->ops->dlq_delete(st, id);
 }
 
+th_err th_store_dlq_count(struct th_store *st, long *n)
+{
+    return st->ops->dlq_count(st, n);
+}
+
 th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed)
 {
     return st->ops->purge(st, p, removed);

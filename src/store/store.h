@@ -163,6 +163,9 @@ th_err th_store_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void 
 /* fn is called once when found; TH_E_NOTFOUND otherwise. */
 th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);
 th_err th_store_dlq_delete(struct th_store *st, const char *id); /* TH_E_NOTFOUND */
+/* Entries held now, all processes' writes and deletes included (a full count: for the writer's
+ * occasional refresh of the depth gauge, never per request). */
+th_err th_store_dlq_count(struct th_store *st, long *n);
 
 /* ---- retention: rows older than each cut-off (unix ms; 0 = keep) are deleted ---- */
 struct th_purge {

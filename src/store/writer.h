@@ -10,6 +10,7 @@
 #define TH_STORE_WRITER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "loop/loop.h"
@@ -63,11 +64,23 @@ th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
 void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
                              int outbox_days);
 
-/* Items written and dropped so far (for metrics and tests). */
+/*
+ * Items written and dropped so far (for metrics and tests), and the DLQ depth: the entries the
+ * store holds, whoever wrote or deleted them. The writer counts them (a query on its own
+ * connection, never on the caller's thread) at start, after each retention purge, and when
+ * th_writer_stats finds the last count older than the refresh; its own committed entries are
+ * added at once. So a delete by `telehook dlq` (another process) shows within one refresh plus
+ * the next call.
+ */
 struct th_writer_stats {
     unsigned long long written, failed, rejected_full;
     size_t queued;
+    long long dlq_depth;
 };
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
+
+/* The refresh of the DLQ depth; ms <= 0: the default. */
+#define TH_WRITER_DLQ_REFRESH_MS 30000
+void th_writer_set_dlq_refresh(struct th_writer *w, int64_t ms);
 
 #endif

@@ -489,6 +489,39 @@ static void test_delivery_search(void **state)
     th_store_close(st);
 }
 
+/* The DLQ depth: what is held now, following inserts, deletes and the retention purge. */
+static void test_dlq_count(void **state)
+{
+    (void)state;
+    struct th_store *st = open_ok(":memory:");
+    long n = -1;
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "dlq-%d", i);
+        struct th_dlq_row row = {.id = id,
+                                 .created_ms = 1000 + i,
+                                 .request_id = "r",
+                                 .outcome = "FAILED",
+                                 .payload = "p",
+                                 .payload_len = 1};
+        assert_int_equal(th_store_dlq_insert(st, &row), TH_E_OK);
+    }
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(th_store_dlq_delete(st, "dlq-1"), TH_E_OK);
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 2);
+    long removed = 0;
+    struct th_purge p = {.dlq_before_ms = 1001}; /* dlq-0 only */
+    assert_int_equal(th_store_purge(st, &p, &removed), TH_E_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 1);
+    th_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_template_delete),
         cmocka_unit_test(test_outbox),
+        cmocka_unit_test(test_dlq_count),
         cmocka_unit_test(test_deliveries),
         cmocka_unit_test(test_second_connection_keeps_the_first_ones_lock),
         cmocka_unit_test(test_delivery_search),
