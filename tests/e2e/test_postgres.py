@@ -7,6 +7,7 @@ Each module gets a database of its own (CREATE DATABASE), each test a schema of 
 fail when TH_TEST_REQUIRE_PG is set (make e2e / make check)."""
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -106,11 +107,14 @@ def test_templates_set_then_sighup_is_used(make_server, pg_url):
     assert psql(pg_url, "SELECT body FROM templates WHERE language = 'en' AND channel = 'sms'") \
         == [["From PostgreSQL: {{otp}}"]]
     s.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: '"event":"reload"' in s.log_text() and "routes" in s.log_text(),
+             "no reload logged")
 
     def used():
-        status, _, _ = s.post(okta_request(otp="771122"))
+        otp = str(secrets.randbelow(900000) + 100000)  # a new code each time: no duplicate
+        status, _, _ = s.post(okta_request(otp=otp))
         assert status == 200
-        return any(r[0] == "From PostgreSQL: 771122"
+        return any(r[0] == f"From PostgreSQL: {otp}"
                    for r in psql(pg_url, "SELECT body FROM outbox"))
     wait_for(used, "the template set through the CLI was not used after SIGHUP")
     assert s.stop() == 0
