@@ -427,6 +427,19 @@ static th_err schema_version(PGconn *c, int *v, char *err, size_t errlen)
  */
 static th_err migrate(PGconn *c, bool apply, int *version, char *err, size_t errlen)
 {
+    if (!apply) { /* `store status`: read only, no bookkeeping table created */
+        PGresult *r = PQexec(c, "SELECT to_regclass('schema_version') IS NOT NULL");
+        bool exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                      strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+        if (e != TH_E_OK)
+            set_err(c, err, errlen, "");
+        PQclear(r);
+        *version = 0;
+        if (e != TH_E_OK || !exists)
+            return e;
+        return schema_version(c, version, err, errlen);
+    }
     for (;;) {
         th_err e = simple(c, "BEGIN", err, errlen);
         if (e == TH_E_OK)
@@ -446,7 +459,7 @@ static th_err migrate(PGconn *c, bool apply, int *version, char *err, size_t err
                      v, SCHEMA_VERSION);
             e = TH_E_STORE;
         }
-        if (e == TH_E_OK && (v == SCHEMA_VERSION || !apply)) {
+        if (e == TH_E_OK && v == SCHEMA_VERSION) {
             *version = v;
             return simple(c, "COMMIT", err, errlen);
         }
@@ -972,11 +985,8 @@ static th_err pg_rollback(struct th_store *st)
 static th_err pg_status(struct th_store *st, struct th_store_status *out)
 {
     struct pg_store *s = P(st);
-    PGresult *r = PQexec(s->conn, "SELECT coalesce(max(version), 0) FROM schema_version");
-    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? TH_E_OK : TH_E_STORE;
-    if (e == TH_E_OK)
-        out->version = atoi(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    char err[256];
+    th_err e = migrate(s->conn, false, &out->version, err, sizeof err);
     out->latest = SCHEMA_VERSION;
     for (size_t i = 0; e == TH_E_OK && i < TH_STORE_TABLES; i++) {
         /* a table name from the fixed list, not a value: it cannot be bound */

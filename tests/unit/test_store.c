@@ -940,6 +940,18 @@ static void test_status_unmigrated(void **state)
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
+    /* looking created nothing, not even the bookkeeping table */
+    assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.version, 0);
+    if (be == PG) {
+        char got[16];
+        assert_int_equal(th_store_pg_query(st, "SELECT to_regclass('schema_version') IS NULL", got,
+                                           sizeof got, err, sizeof err),
+                         TH_E_OK);
+        assert_string_equal(got, "t");
+    }
+    th_store_close(st);
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
