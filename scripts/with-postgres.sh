@@ -28,7 +28,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 su_pw=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pw=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; echo "$su_pw" >"$dir/su-pw")
@@ -38,9 +37,17 @@ pw=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "${as[@]}" "$PGBIN/initdb" -D "$dir/data" -U postgres -E UTF8 --no-locale --no-sync \
   --auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/su-pw" >"$dir/initdb.log" 2>&1 \
   || { cat "$dir/initdb.log" >&2; exit 1; }
-"${as[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-  -o "-k $dir -h 127.0.0.1 -p $port -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=200" \
-  start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+# A port the kernel just handed out; another process may take it before the server binds it,
+# so a failed start is tried again on another (3 tries, each bounded by pg_ctl -t 30).
+for try in 1 2 3; do
+  port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if "${as[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+    -o "-k $dir -h 127.0.0.1 -p $port -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=200" \
+    start >/dev/null; then
+    break
+  fi
+  [ "$try" -lt 3 ] || { cat "$dir/server.log" >&2; exit 1; }
+done
 "${as[@]}" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres \
   -v pw="$pw" <<'SQL' >/dev/null
 CREATE ROLE telehook LOGIN CREATEDB PASSWORD :'pw';
