@@ -141,7 +141,10 @@ static const struct key keys[] = {
      "USD per SMS segment by country for `templates preview`, e.g. US:0.0088, DE:0.09 (over "
      "the built-in indicative table)"},
     {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
-     "where state is kept: sqlite:PATH (relative to the working directory)"},
+     "where state is kept: sqlite:PATH (relative to the working directory), or PostgreSQL "
+     "shared by several nodes: postgresql://USER@HOST/DB?sslmode=verify-full or "
+     "postgresql:host=... dbname=... (libpq; PG* variables and ~/.pgpass apply; "
+     "docs/multi-node.md)"},
     {"store", "deliveries_retention_days", K_INT, F(store_deliveries_retention_days), 0, 3650, NULL,
      "90", "delivery records older than this are deleted (hourly); 0 = kept"},
     {"store", "outbox_retention_days", K_INT, F(store_outbox_retention_days), 0, 3650, NULL, "7",
@@ -924,6 +927,49 @@ void th_config_release(struct th_config *cfg)
     }
 }
 
+/*
+ * store.url as shown (config show, config check): a PostgreSQL URL may hold a password, in its
+ * user-info (postgresql://user:PASSWORD@host/db) or as password=... (a URI parameter or a
+ * conninfo keyword); it is shown as ******** (the rest helps to diagnose).
+ */
+static const char *shown_url(const char *v, char *buf, size_t cap)
+{
+    size_t n = 0;
+    const char *scheme_end = strstr(v, "://");
+    const char *user = scheme_end ? scheme_end + 3 : NULL;
+    const char *at = NULL, *colon = NULL;
+    for (const char *p = user; p && *p && *p != '/' && *p != '?'; p++)
+        if (*p == '@')
+            at = p;
+    for (const char *p = user; at && p < at; p++)
+        if (*p == ':' && !colon)
+            colon = p;
+    for (const char *p = v; *p && n + 12 < cap;) {
+        if (colon && p == colon + 1) {
+            n += (size_t)snprintf(buf + n, cap - n, "********");
+            p = at;
+            continue;
+        }
+        bool starts = p == v || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&' || p[-1] == ':';
+        if (starts && strncmp(p, "password=", 9) == 0) {
+            n += (size_t)snprintf(buf + n, cap - n, "password=********");
+            p += 9;
+            if (*p == '\'') { /* a quoted conninfo value */
+                for (p++; *p && *p != '\''; p++)
+                    if (*p == '\\' && p[1])
+                        p++;
+                p += *p == '\'';
+            } else {
+                p += strcspn(p, " &");
+            }
+            continue;
+        }
+        buf[n++] = *p++;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 void th_config_print(const struct th_config *cfg, FILE *out)
 {
     const char *section = NULL;
@@ -952,6 +998,9 @@ void th_config_print(const struct th_config *cfg, FILE *out)
         }
         default: {
             const char *v = *str_field(c, k);
+            char url[1024];
+            if (v && k->off == offsetof(struct th_config, store_url))
+                v = shown_url(v, url, sizeof url);
             fprintf(out, "%s = %s\n", k->name, v ? v : "");
         }
         }
@@ -989,6 +1038,9 @@ void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, vo
         }
         default: {
             const char *v = *str_field(c, k);
+            char url[1024];
+            if (v && k->off == offsetof(struct th_config, store_url))
+                v = shown_url(v, url, sizeof url);
             fn(ud, k->section, k->name, 's', v ? v : "");
         }
         }
