@@ -4,8 +4,17 @@
 
 #include <openssl/crypto.h>
 
-void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
-                              th_send_done_fn done, void *ud)
+th_err th_provider_buf(const struct th_attempt *at, struct th_buf *b, size_t hint, size_t max)
+{
+    /* written straight into arena memory sized for it: no heap, no regrowth */
+    if (at->arena)
+        return th_arena_buf_reserve(at->arena, b, hint, max);
+    th_buf_init(b, max);
+    return TH_E_OK;
+}
+
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_hint,
+                              size_t body_max, th_send_done_fn done, void *ud)
 {
     struct th_http_attempt *a = at->arena ? th_arena_calloc(at->arena, size) : calloc(1, size);
     if (!a)
@@ -14,7 +23,8 @@ void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t b
     a->done = done;
     a->ud = ud;
     a->size = size;
-    th_buf_init(&a->body, body_max);
+    if (th_provider_buf(at, &a->body, body_hint, body_max) != TH_E_OK)
+        return NULL; /* the block is the arena's (a heap block has no body yet): wiped with it */
     return a;
 }
 

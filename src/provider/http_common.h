@@ -25,13 +25,22 @@ struct th_http_attempt {
 };
 
 /*
+ * A buffer for what an attempt writes (its body, a signed message): in the request's arena when
+ * at->arena is set, hint bytes reserved up front (the provider's estimate: past it the buffer
+ * grows within the arena), else an ordinary heap buffer. th_buf_release() it either way (in the
+ * arena that only forgets it). TH_E_NOMEM when the arena cannot give the reserve.
+ */
+th_err th_provider_buf(const struct th_attempt *at, struct th_buf *b, size_t hint, size_t max);
+
+/*
  * A zeroed attempt block of size bytes (the provider's struct, whose first member is a struct
  * th_http_attempt, plus any tail it asks for), its body capped at body_max. From the request's
- * arena when at->arena is set (it outlives the return of done), else the heap. NULL: out of
- * memory.
+ * arena when at->arena is set (it outlives the return of done), else the heap; in the arena the
+ * body is too, body_hint bytes reserved up front (the provider's estimate of what it is about to
+ * write: a body that outgrows it grows within the arena). NULL: out of memory.
  */
-void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
-                              th_send_done_fn done, void *ud);
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_hint,
+                              size_t body_max, th_send_done_fn done, void *ud);
 
 /* Wipes and frees an attempt never handed to th_provider_http_send. NULL is a no-op. */
 void th_provider_attempt_free(struct th_http_attempt *a);
