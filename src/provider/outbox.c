@@ -3,8 +3,8 @@
  * rendered message in the store's outbox table, where `telehook outbox list` shows it. It holds
  * the message text — OTP included — because it plays the handset; it is a development provider.
  *
- * The record is handed to a sink (serve: the store's writer thread); the send completes only once
- * the sink has kept it, through the same suspend/resume path a network provider uses.
+ * The record is handed to a sink (serve: the store's writer thread) with a reply on the sending
+ * loop; the send completes there once the sink has kept it, as a network provider's does.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,17 +20,21 @@ struct outbox {
 };
 
 struct pending {
-    bool pooled;              /* in the request's arena */
-    struct th_loop_call call; /* back to the loop that started the send */
+    bool pooled; /* in the request's arena */
     th_send_done_fn done;
     void *ud;
     struct th_send_result res;
 };
 
-/* On the loop that started the send. */
-static void complete(void *arg)
+/* On the loop that started the send, once the sink has kept the item (or could not). */
+static void written(void *arg, th_err result)
 {
     struct pending *p = arg;
+    if (result != TH_E_OK) {
+        p->res.err = TH_E_PROVIDER;
+        p->res.retryable = true;
+        th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
+    }
     p->done(p->ud, &p->res);
     if (!p->pooled)
         free(p);
@@ -44,22 +48,9 @@ static void abandoned(void *arg)
         free(p);
 }
 
-/* On the sink's thread (the store writer), once the item is kept. */
-static void written(void *arg, th_err result)
-{
-    struct pending *p = arg;
-    if (result != TH_E_OK) {
-        p->res.err = TH_E_PROVIDER;
-        p->res.retryable = true;
-        th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
-    }
-    th_loop_call_post(&p->call);
-}
-
 static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
                           const struct th_send *msg, th_send_done_fn done, void *ud)
 {
-    struct th_loop *loop = at->loop;
     struct outbox *ob = (struct outbox *)prov;
     if (!ob->sink.put)
         return TH_E_INVAL;
@@ -67,7 +58,6 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     if (!p)
         return TH_E_NOMEM;
     p->pooled = at->arena != NULL;
-    th_loop_call_init(&p->call, loop, complete, abandoned, p);
     p->done = done;
     p->ud = ud;
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
@@ -83,7 +73,8 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
         .body = msg->body,
         .voice_id = msg->voice_id ? msg->voice_id : "",
     };
-    e = ob->sink.put(ob->sink.ud, &item, written, p);
+    const struct th_loop_reply reply = {at->loop, written, abandoned, p};
+    e = ob->sink.put(ob->sink.ud, &item, &reply);
     if (e != TH_E_OK)
         goto fail;
     return TH_E_OK;
