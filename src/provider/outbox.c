@@ -19,8 +19,7 @@ struct outbox {
     struct th_outbox_sink sink;
 };
 
-struct pending {
-    bool pooled; /* in the request's arena */
+struct pending { /* in the request's arena: it goes with it */
     th_send_done_fn done;
     void *ud;
     struct th_send_result res;
@@ -36,16 +35,6 @@ static void written(void *arg, th_err result)
         th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
     }
     p->done(p->ud, &p->res);
-    if (!p->pooled)
-        free(p);
-}
-
-/* On the sink's thread instead, when that loop has finished (shutdown): nobody waits any more. */
-static void abandoned(void *arg)
-{
-    struct pending *p = arg;
-    if (!p->pooled) /* else it goes with the request's arena */
-        free(p);
 }
 
 static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
@@ -54,15 +43,14 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
     struct outbox *ob = (struct outbox *)prov;
     if (!ob->sink.put)
         return TH_E_INVAL;
-    struct pending *p = at->arena ? th_arena_calloc(at->arena, sizeof *p) : calloc(1, sizeof *p);
+    struct pending *p = th_arena_calloc(at->arena, sizeof *p);
     if (!p)
         return TH_E_NOMEM;
-    p->pooled = at->arena != NULL;
     p->done = done;
     p->ud = ud;
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
     if (e != TH_E_OK)
-        goto fail;
+        return e;
     struct th_outbox_item item = {
         .id = p->res.transaction_id,
         .created_ms = th_wall_ms(),
@@ -73,15 +61,9 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
         .body = msg->body,
         .voice_id = msg->voice_id ? msg->voice_id : "",
     };
-    const struct th_loop_reply reply = {at->loop, written, abandoned, p};
-    e = ob->sink.put(ob->sink.ud, &item, &reply);
-    if (e != TH_E_OK)
-        goto fail;
-    return TH_E_OK;
-fail:
-    if (!p->pooled)
-        free(p);
-    return e;
+    /* no lost(): at shutdown nothing waits, and the pending goes with the request's arena */
+    const struct th_loop_reply reply = {at->loop, written, NULL, p};
+    return ob->sink.put(ob->sink.ud, &item, &reply);
 }
 
 static void outbox_free(struct th_provider *prov)

@@ -34,8 +34,8 @@ struct th_attempt {
     struct th_http *http; /* the loop's outbound client */
     const char *sender;   /* origination identity / From; "" = the provider's configured default */
     int64_t timeout_ms;   /* for this attempt: already capped by the request's deadline */
-    struct th_arena *arena; /* the request's: the attempt's memory (NULL: the heap); it outlives
-                               the return of the provider's done */
+    struct th_arena *arena; /* the request's (never NULL): the attempt's memory; it outlives the
+                               return of the provider's done */
 };
 
 struct th_send_result {
