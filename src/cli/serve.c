@@ -34,7 +34,7 @@
 #define WRITER_QUEUE 65536
 
 static th_err outbox_put(void *ud, const struct th_outbox_item *it,
-                         void (*written)(void *arg, th_err result), void *arg)
+                         const struct th_loop_reply *reply)
 {
     struct th_outbox_row row = {
         .id = it->id,
@@ -46,7 +46,9 @@ static th_err outbox_put(void *ud, const struct th_outbox_item *it,
         .body = it->body,
         .voice_id = it->voice_id,
     };
-    return th_writer_outbox(ud, &row, written, arg);
+    /* completes on the sending loop, as every writer reply does */
+    const struct th_writer_reply wr = {reply->loop, reply->done, reply->lost, reply->ud};
+    return th_writer_outbox_on(ud, &row, &wr);
 }
 
 struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
