@@ -46,9 +46,7 @@ static th_err outbox_put(void *ud, const struct th_outbox_item *it,
         .body = it->body,
         .voice_id = it->voice_id,
     };
-    /* completes on the sending loop, as every writer reply does */
-    const struct th_writer_reply wr = {reply->loop, reply->done, reply->lost, reply->ud};
-    return th_writer_outbox_on(ud, &row, &wr);
+    return th_writer_outbox_on(ud, &row, reply); /* completes on the sending loop */
 }
 
 struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
@@ -68,7 +66,7 @@ static th_err hook_delivery(void *ud, const struct th_delivery_row *row)
     return th_writer_delivery(ud, row);
 }
 
-static th_err hook_dlq(void *ud, const struct th_dlq_row *row, const struct th_writer_reply *reply)
+static th_err hook_dlq(void *ud, const struct th_dlq_row *row, const struct th_loop_reply *reply)
 {
     return th_writer_dlq_on(ud, row, reply);
 }

@@ -532,7 +532,7 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
                   : NULL;
     r->held_len = r->held ? held.len : 0;
     r->held_outcome = outcome;
-    struct th_writer_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
+    struct th_loop_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
     th_err e = h->recorder.dlq(h->recorder.ud, &row, &reply);
     free(blob);
     if (e != TH_E_OK) {

@@ -27,8 +27,8 @@ struct item {
     } row;
     th_writer_done_fn done;
     void *ud;
-    bool on_loop;                 /* completes through reply (th_writer_*_on) */
-    struct th_writer_reply reply; /* ...with its result, carried by call */
+    bool on_loop;               /* completes through reply (th_writer_*_on) */
+    struct th_loop_reply reply; /* ...with its result, carried by call */
     struct th_loop_call call;
     th_err result;
     char strings[];
@@ -183,7 +183,7 @@ th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
 }
 
 th_err th_writer_outbox_on(struct th_writer *w, const struct th_outbox_row *row,
-                           const struct th_writer_reply *reply)
+                           const struct th_loop_reply *reply)
 {
     struct item *it = outbox_item(row);
     if (!it)
@@ -228,7 +228,7 @@ th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_write
 }
 
 th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
-                        const struct th_writer_reply *reply)
+                        const struct th_loop_reply *reply)
 {
     struct item *it = dlq_item(row);
     if (!it)

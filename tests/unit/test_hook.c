@@ -44,7 +44,7 @@ struct send {
  */
 
 struct dlq_entry {
-    struct th_writer_reply reply;
+    struct th_loop_reply reply;
     struct th_timer t;
     bool committed;
     int64_t queued_us;
@@ -185,7 +185,7 @@ static void commit_fire(void *ud)
 }
 
 static th_err scripted_dlq(void *ud, const struct th_dlq_row *row,
-                           const struct th_writer_reply *reply)
+                           const struct th_loop_reply *reply)
 {
     struct fx *f = ud;
     assert_non_null(row->id);

@@ -244,7 +244,7 @@ static void test_reply_on_loop(void **state)
     on_loop_init(&c, 3);
     struct th_writer *w;
     assert_int_equal(th_writer_start(open_db("onloop.db"), 100, &w), TH_E_OK);
-    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_loop_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
     struct th_dlq_row d = dlq_row("dlq-1");
     struct th_outbox_row o = {"ob-1", 1, "r", "+1", "sms", "en", "x", ""};
     assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
@@ -273,7 +273,7 @@ static void test_reply_lost_when_loop_finished(void **state)
     th_loop_run(c.loop); /* finished */
     struct th_writer *w;
     assert_int_equal(th_writer_start(open_db("lost.db"), 100, &w), TH_E_OK);
-    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_loop_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
     struct th_dlq_row d = dlq_row("dlq-2");
     struct th_outbox_row o = {"ob-2", 1, "r", "+1", "sms", "en", "x", ""};
     assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
