@@ -18,6 +18,7 @@ from fakes import FakeEUM, FakeTwilio, FakeWebhook  # noqa: E402
 
 SHIM = sys.argv[1]
 PROVIDER = os.environ.get("ALLOCS_PROVIDER", "outbox")
+CHANNEL = os.environ.get("ALLOCS_CHANNEL", "SMS")  # or "Voice": the SSML text is longer
 FEW, MANY = 100, int(os.environ.get("ALLOCS_N", "1100"))
 
 
@@ -44,7 +45,7 @@ def run(n, fake):
         s.start()
         conn = s.connect()
         for _ in range(n):
-            status, _, body = s.post(okta_request(), conn=conn)
+            status, _, body = s.post(okta_request(channel=CHANNEL), conn=conn)
             assert status == 200 and "SUCCESSFUL" in json.dumps(body), body
         conn.close()
         assert s.stop() == 0
