@@ -842,6 +842,7 @@ void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
     out->spooled = (size_t)w->spooled;
     out->spool_flushed = w->spool_flushed;
     out->spool_dropped = w->spool_dropped;
+    out->store_up = atomic_load(&w->store_ok);
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -93,6 +93,7 @@ struct th_writer_stats {
     size_t queued;
     size_t spooled;                                  /* rows in the spool now */
     unsigned long long spool_flushed, spool_dropped; /* rows handed over / dropped at its cap */
+    bool store_up;                                   /* th_writer_store_ready */
 };
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
 
