@@ -608,6 +608,24 @@ static bool flush_some(struct th_writer *w)
     th_err results[BATCH_MAX];
     size_t n = 0, flushed = 0, refused = 0;
     bool ok = !f.head || insert_batch(w, f.head, results, &n);
+    /*
+     * A row failing for itself can abort PostgreSQL's whole transaction (a delivery record
+     * already there: its request id is the key) and the batch's commit with it: then each row
+     * again in a transaction of its own, so the others are not dropped with it.
+     */
+    bool all_failed = ok && n > 1;
+    for (size_t i = 0; all_failed && i < n; i++)
+        all_failed = results[i] != TH_E_OK;
+    if (all_failed) {
+        n = 0;
+        for (struct item *it = f.head; ok && it; it = it->next, n++) {
+            struct item *next = it->next;
+            size_t one;
+            it->next = NULL;
+            ok = insert_batch(w, it, &results[n], &one);
+            it->next = next;
+        }
+    }
     if (ok && f.head) {
         /* a refused DLQ entry already there: look in a transaction of its own */
         n = 0;
