@@ -591,27 +591,39 @@ static int dlq_found(void *ud, const struct th_dlq_row *row)
     return 1;
 }
 
+static void free_items(struct item *it)
+{
+    for (struct item *next; it; it = next) {
+        next = it->next;
+        free(it);
+    }
+}
+
+enum flushed { FLUSH_LOST, FLUSH_STUCK, FLUSH_DONE };
+
 /*
  * Hands the oldest spooled rows to the store in one transaction, then deletes them from the
  * spool. Idempotent for DLQ entries: one that reached the store before (its commit's answer
  * lost, or a crash between the commit and the spool's delete) is found by its id and counts as
  * flushed. A row the store refuses for itself is dropped (logged): it would block the rest.
- * false: the store is lost again.
+ * FLUSH_LOST: the store is lost again; FLUSH_STUCK: the spool itself fails (read or trim: tried
+ * again after RETRY_MAX_MS, not at once).
  */
-static bool flush_some(struct th_writer *w)
+static enum flushed flush_some(struct th_writer *w)
 {
     struct flush f = {.tail = &f.head};
     if (th_spool_each(w->spool, BATCH_MAX, flush_row, &f) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "store", "the spool cannot be read");
-        return true;
+        free_items(f.head);
+        return FLUSH_STUCK;
     }
     th_err results[BATCH_MAX];
     size_t n = 0, flushed = 0, refused = 0;
     bool ok = !f.head || insert_batch(w, f.head, results, &n);
     /*
-     * A row failing for itself can abort PostgreSQL's whole transaction (a delivery record
-     * already there: its request id is the key) and the batch's commit with it: then each row
-     * again in a transaction of its own, so the others are not dropped with it.
+     * A row failing for itself (text PostgreSQL will not take: not UTF-8) aborts its whole
+     * transaction where SQLite goes on, and the batch's commit with it: then each row again in
+     * a transaction of its own, so the others are not dropped with it.
      */
     bool all_failed = ok && n > 1;
     for (size_t i = 0; all_failed && i < n; i++)
@@ -640,21 +652,19 @@ static bool flush_some(struct th_writer *w)
                 refused++;
                 if (it->kind == ITEM_DLQ)
                     th_log_msg(TH_LOG_ERROR, "store",
-                               "spooled dead-letter entry %s refused by "
-                               "the store: dropped",
+                               "spooled dead-letter entry %s refused by the store: dropped",
                                it->row.dlq.id);
             }
         }
         ok = !th_store_lost(w->st);
     }
-    for (struct item *it = f.head, *next; it; it = next) {
-        next = it->next;
-        free(it);
-    }
+    free_items(f.head);
     if (!ok)
-        return false;
-    if (f.last_seq && th_spool_remove_upto(w->spool, f.last_seq) != TH_E_OK)
+        return FLUSH_LOST;
+    if (f.last_seq && th_spool_remove_upto(w->spool, f.last_seq) != TH_E_OK) {
         th_log_msg(TH_LOG_ERROR, "store", "the spool cannot be trimmed (rows flushed again)");
+        return FLUSH_STUCK;
+    }
     w->last_ok_ms = th_wall_ms();
     pthread_mutex_lock(&w->mu);
     w->spooled = th_spool_count(w->spool, -1);
@@ -664,7 +674,7 @@ static bool flush_some(struct th_writer *w)
     pthread_mutex_unlock(&w->mu);
     if (w->spooled == 0)
         th_log_msg(TH_LOG_INFO, "store", "the spool is flushed");
-    return true;
+    return FLUSH_DONE;
 }
 
 /*
@@ -683,9 +693,16 @@ static void recover(struct th_writer *w)
         w->down = false;
         atomic_store(&w->store_ok, true);
     }
-    if (spool_ready(w, false) && th_spool_count(w->spool, -1) > 0 && !flush_some(w)) {
-        mark_down(w);
-        return;
+    if (spool_ready(w, false) && th_spool_count(w->spool, -1) > 0) {
+        enum flushed r = flush_some(w);
+        if (r == FLUSH_LOST) {
+            mark_down(w);
+            return;
+        }
+        if (r == FLUSH_STUCK) {
+            w->retry_ms = th_wall_ms() + RETRY_MAX_MS;
+            return;
+        }
     }
     w->retry_ms = 0;
     w->last_ok_ms = th_wall_ms();
