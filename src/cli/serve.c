@@ -313,6 +313,10 @@ enum sampled {
     S_ROWS_DROPPED,
     S_STORE_QUEUE,
     S_DLQ_DEPTH,
+    S_SPOOLED,
+    S_SPOOL_FLUSHED,
+    S_SPOOL_DROPPED,
+    S_STORE_UP,
     S_GUARD_ENTRIES,
     S_DEDUPE_RECORDS,
     S_DEDUPE_WAITERS,
@@ -376,8 +380,15 @@ static double sampled(void *ud)
     if (r->writer)
         th_writer_stats(r->writer, &ws);
     pthread_mutex_unlock(&r->writer_mu);
-    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued,
-                              (unsigned long long)ws.dlq_depth};
+    unsigned long long v[] = {ws.written,
+                              ws.failed,
+                              ws.rejected_full,
+                              ws.queued,
+                              (unsigned long long)ws.dlq_depth,
+                              ws.spooled,
+                              ws.spool_flushed,
+                              ws.spool_dropped,
+                              (unsigned)ws.store_up};
     return (double)v[ref->what - S_ROWS_WRITTEN];
 }
 
@@ -421,6 +432,16 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
          "Dead-letter entries the store holds (counted again at most every dlq.depth_refresh "
          "seconds).",
          TH_METRIC_GAUGE, S_DLQ_DEPTH},
+        {"telehook_store_spooled",
+         "Rows kept in the local spool while the shared store is out of reach.", TH_METRIC_GAUGE,
+         S_SPOOLED},
+        {"telehook_store_spool_flushed_total", "Spooled rows handed over to the store.",
+         TH_METRIC_COUNTER, S_SPOOL_FLUSHED},
+        {"telehook_store_spool_dropped_total",
+         "Rows dropped because the spool was full (delivery records first).", TH_METRIC_COUNTER,
+         S_SPOOL_DROPPED},
+        {"telehook_store_up", "1 while the store is in reach (its last round trip succeeded).",
+         TH_METRIC_GAUGE, S_STORE_UP},
         {"telehook_guard_entries",
          "Entries held in the abuse controls' per-person rate tables (capped at "
          "guard.max_entries).",
@@ -562,11 +583,23 @@ static void emf_tick(struct emf *m)
     m->due_us = th_mono_us() + (int64_t)m->cfg->log_emf_interval * 1000000;
 }
 
-/* Ready when every provider can send and the issuer's keys (oauth2) are held. */
-static bool all_ready(void *ud)
+/*
+ * Ready when every provider can send, the issuer's keys (oauth2) are held and the store is in
+ * reach (its writer's last round trip succeeded: PostgreSQL); each one missing is named.
+ */
+static bool all_ready(void *ud, const char *missing[], size_t *n)
 {
-    const struct readiness *r = ud;
-    return th_router_ready(r->router) && th_auth_ready(r->auth);
+    struct readiness *r = ud;
+    *n = 0;
+    if (!th_router_ready(r->router))
+        missing[(*n)++] = "providers";
+    if (!th_auth_ready(r->auth))
+        missing[(*n)++] = "issuer_keys";
+    pthread_mutex_lock(&r->writer_mu);
+    if (r->writer && !th_writer_store_ready(r->writer))
+        missing[(*n)++] = "store";
+    pthread_mutex_unlock(&r->writer_mu);
+    return *n == 0;
 }
 
 int th_cmd_serve(struct th_cli *cli)
@@ -633,7 +666,10 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "store: %s", err);
         goto out;
     }
-    if (th_writer_start(wstore, WRITER_QUEUE, &writer) != TH_E_OK) {
+    struct th_writer_opts wopts = {.max_queue = WRITER_QUEUE,
+                                   .spool_path = cfg->store_spool,
+                                   .spool_max = (size_t)cfg->store_spool_max};
+    if (th_writer_start_opts(wstore, &wopts, &writer) != TH_E_OK) {
         startup_error(cli, "cannot start the store writer");
         goto out;
     }

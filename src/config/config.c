@@ -145,6 +145,13 @@ static const struct key keys[] = {
      "shared by several nodes: postgresql://USER@HOST/DB?sslmode=verify-full or "
      "postgresql:host=... dbname=... (libpq; PG* variables and ~/.pgpass apply; "
      "docs/multi-node.md)"},
+    {"store", "spool", K_STRING, F(store_spool), 0, 0, NULL, "var/telehook.spool",
+     "PostgreSQL only: where a node keeps the DLQ entries and delivery records the database "
+     "could not take while out of reach (a local SQLite file, 0600; flushed when it returns); "
+     "\"\" = none (they are lost)"},
+    {"store", "spool_max", K_INT, F(store_spool_max), 1, 100000000, NULL, "100000",
+     "rows the spool holds at most; beyond it delivery records are dropped first, DLQ entries "
+     "only when nothing else is left (each logged and counted)"},
     {"store", "deliveries_retention_days", K_INT, F(store_deliveries_retention_days), 0, 3650, NULL,
      "90", "delivery records older than this are deleted (hourly); 0 = kept"},
     {"store", "outbox_retention_days", K_INT, F(store_outbox_retention_days), 0, 3650, NULL, "7",

@@ -66,7 +66,9 @@ struct th_config {
     int message_max_sms_segments;   /* templates over this many segments refused; 0 = no limit */
     char *message_sms_prices;       /* "CC:USD, ..." per segment, for templates preview */
     /* [store] */
-    char *store_url; /* "sqlite:PATH" or a bare path */
+    char *store_url;     /* "sqlite:PATH" or a bare path */
+    char *store_spool;   /* PostgreSQL out of reach: rows kept in this local file ("" = none) */
+    int store_spool_max; /* rows the spool holds at most */
     /* [provider] */
     char *provider_name; /* the default route's provider: outbox | aws | twilio | webhook */
     /* [dispatch] */

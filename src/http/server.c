@@ -78,7 +78,7 @@ struct th_server {
     const struct th_config *cfg;
     struct th_auth *auth;
     struct th_hook *hook;
-    bool (*ready)(void *ud);
+    bool (*ready)(void *ud, const char *missing[], size_t *n);
     void *ready_ud;
     void (*metrics)(void *ud, struct th_buf *out);
     void *metrics_ud;
@@ -262,6 +262,32 @@ static enum MHD_Result refuse(struct req *r, int status, const char *summary)
     th_buf_appends(&b, "}}");
     size_t len = b.len;
     return respond(r, status, th_buf_steal(&b), len);
+}
+
+/*
+ * GET /readyz once not draining: 200 {"status":"ready","ready":true} or 503
+ * {"status":"unavailable","ready":false,"missing":["store",...]}, naming each dependency a load
+ * balancer's operator must look at (a node whose database link is broken leaves rotation).
+ */
+static enum MHD_Result ready_answer(struct req *r, const struct th_server *srv)
+{
+    const char *missing[TH_READY_MAX];
+    size_t n = 0;
+    bool ok = srv->ready(srv->ready_ud, missing, &n);
+    struct th_buf b;
+    th_buf_init(&b, 512);
+    if (ok) {
+        th_buf_appends(&b, "{\"status\":\"ready\",\"ready\":true}");
+    } else {
+        th_buf_appends(&b, "{\"status\":\"unavailable\",\"ready\":false,\"missing\":[");
+        for (size_t i = 0; i < n && i < TH_READY_MAX; i++) {
+            th_buf_appends(&b, i ? "," : "");
+            th_buf_append_json(&b, missing[i], (size_t)-1);
+        }
+        th_buf_appends(&b, "]}");
+    }
+    size_t len = b.len;
+    return respond(r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, th_buf_steal(&b), len);
 }
 
 static void count_refusal(struct req *r, enum refusal why)
@@ -540,11 +566,10 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         if (atomic_load(&srv->draining))
             return respond(r, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"draining\"}"),
                            strlen("{\"status\":\"draining\"}"));
-        if (srv->ready && !srv->ready(srv->ready_ud))
-            return respond(r, MHD_HTTP_SERVICE_UNAVAILABLE, strdup("{\"status\":\"starting\"}"),
-                           strlen("{\"status\":\"starting\"}"));
-        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ready\"}"),
-                       strlen("{\"status\":\"ready\"}"));
+        if (srv->ready)
+            return ready_answer(r, srv);
+        return respond(r, MHD_HTTP_OK, strdup("{\"status\":\"ready\",\"ready\":true}"),
+                       strlen("{\"status\":\"ready\",\"ready\":true}"));
     case ROUTE_METRICS: {
         if (!srv->metrics)
             return refuse(r, MHD_HTTP_NOT_FOUND, "Not found.");

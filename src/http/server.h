@@ -22,11 +22,17 @@
 
 struct th_server;
 
+#define TH_READY_MAX 8
+
 struct th_server_deps {
     const struct th_config *cfg;
     struct th_auth *auth;
     struct th_hook *hook;
-    bool (*ready)(void *ud); /* /readyz: false while a dependency is not ready (NULL: always) */
+    /*
+     * /readyz: false while a dependency is not ready, naming each one missing in missing[]
+     * (static strings, at most TH_READY_MAX; *n of them) for the answer's body. NULL: always.
+     */
+    bool (*ready)(void *ud, const char *missing[], size_t *n);
     void *ready_ud;
     /* GET /metrics: appends Prometheus text (NULL: 404) */
     void (*metrics)(void *ud, struct th_buf *out);

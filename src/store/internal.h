@@ -38,6 +38,10 @@ struct th_store_ops {
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);
     th_err (*status)(struct th_store *st, struct th_store_status *out);
+    /* a server over a network (th_store_shared): NULL on SQLite, whose file is always there */
+    bool (*lost)(const struct th_store *st);
+    th_err (*ping)(struct th_store *st);
+    th_err (*reconnect)(struct th_store *st);
 };
 
 /* Every backend's handle starts with this. */
@@ -62,5 +66,8 @@ bool th_store_pg_describe(const char *url, char *out, size_t cap);
  */
 th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
                          size_t errlen);
+
+/* mkdir -p of path's parent directory, 0700 (sqlite.c; the spool's file too). 0 or -1. */
+int th_store_make_parent(const char *path);
 
 #endif

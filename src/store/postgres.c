@@ -27,6 +27,8 @@
 #define CONNECT_TIMEOUT_S "10"
 /* pg_advisory_xact_lock key of the migrations: "telehook" in ASCII, as a bigint. */
 #define MIGRATE_LOCK "7522525363725609835"
+/* pg_try_advisory_lock key of the retention purge: one node at a time (the next one up). */
+#define PURGE_LOCK "7522525363725609836"
 
 /*
  * Migrations, numbered as SQLite's so that one version means one schema on both backends. Never
@@ -200,6 +202,7 @@ struct pg_store {
     struct th_store base;
     PGconn *conn;
     bool in_tx; /* between begin and commit/rollback: a failed write must not abort the rest */
+    bool lost;  /* a statement failed for want of the server, not for its row (th_store_lost) */
     unsigned char dq_prepared[DQ_SHAPES / 8];
 };
 
@@ -337,6 +340,21 @@ static bool ok_result(PGresult *r)
     return t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK;
 }
 
+/*
+ * Whether a failed result says the server is out of reach rather than the row at fault: no
+ * result or no connection (connection lost), SQLSTATE class 08 (connection exception) or 57
+ * (operator intervention: statement_timeout's cancel, the server shutting down or starting).
+ */
+static void note(struct pg_store *s, const PGresult *r)
+{
+    if (r && ok_result((PGresult *)r))
+        return;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!r || PQstatus(s->conn) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
+        strncmp(state, "57", 2) == 0)
+        s->lost = true;
+}
+
 static PGresult *exec_prepared(struct pg_store *s, const char *name, int n, const char *const *vals,
                                const int *lens, const int *fmts)
 {
@@ -366,6 +384,16 @@ static th_err simple(PGconn *c, const char *q, char *err, size_t errlen)
     return e;
 }
 
+/* simple() on the store's connection, noting a lost server (the writer's statements). */
+static th_err noted(struct pg_store *s, const char *q)
+{
+    PGresult *r = PQexec(s->conn, q);
+    th_err e = ok_result(r) ? TH_E_OK : TH_E_STORE;
+    note(s, r);
+    PQclear(r);
+    return e;
+}
+
 /*
  * A write that may fail (a duplicate id): inside the writer's transaction PostgreSQL would
  * abort the whole transaction where SQLite goes on with the next row, so it runs under a
@@ -375,10 +403,11 @@ static th_err write_stmt(struct pg_store *s, enum stmt i, int n, const char *con
                          const int *lens, const int *fmts, long *changed)
 {
     bool guard = s->in_tx && (i == S_OUTBOX_INS || i == S_DLQ_INS);
-    if (guard && simple(s->conn, "SAVEPOINT th_write", NULL, 0) != TH_E_OK)
+    if (guard && noted(s, "SAVEPOINT th_write") != TH_E_OK)
         return TH_E_STORE;
     PGresult *r = run(s, i, n, vals, lens, fmts);
     th_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? TH_E_OK : TH_E_STORE;
+    note(s, r);
     if (e == TH_E_OK && changed)
         *changed = strtol(PQcmdTuples(r), NULL, 10);
     PQclear(r);
@@ -510,6 +539,36 @@ static bool sets(const char *conninfo, const char *keyword)
     return set;
 }
 
+/* The session's settings: on open and after a reconnection. */
+static th_err session(struct pg_store *s, char *err, size_t errlen)
+{
+    /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
+    char set_timeout[160];
+    snprintf(set_timeout, sizeof set_timeout,
+             "SELECT set_config('statement_timeout', '%d', false) "
+             "WHERE current_setting('statement_timeout') = '0'",
+             STATEMENT_TIMEOUT_MS);
+    th_err e = simple(s->conn, set_timeout, err, errlen);
+    return e != TH_E_OK ? e : simple(s->conn, "SET client_min_messages = warning", err, errlen);
+}
+
+/* Prepares every statement (a new connection has none; the query shapes come lazily). */
+static th_err prepare_all(struct pg_store *s, char *err, size_t errlen)
+{
+    memset(s->dq_prepared, 0, sizeof s->dq_prepared);
+    for (int i = 0; i < S__COUNT; i++) {
+        char name[16];
+        PGresult *r = PQprepare(s->conn, stmt_name((enum stmt)i, name), sql[i], 0, NULL);
+        bool ok = ok_result(r);
+        PQclear(r);
+        if (!ok) {
+            set_err(s->conn, err, errlen, "");
+            return TH_E_STORE;
+        }
+    }
+    return TH_E_OK;
+}
+
 static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, char *err,
                            size_t errlen)
 {
@@ -541,30 +600,12 @@ static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, c
         set_err(s->conn, err, errlen, what);
         goto fail;
     }
-    /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
-    char set_timeout[160];
-    snprintf(set_timeout, sizeof set_timeout,
-             "SELECT set_config('statement_timeout', '%d', false) "
-             "WHERE current_setting('statement_timeout') = '0'",
-             STATEMENT_TIMEOUT_MS);
     int version = 0;
-    if ((e = simple(s->conn, set_timeout, err, errlen)) != TH_E_OK ||
-        (e = simple(s->conn, "SET client_min_messages = warning", err, errlen)) != TH_E_OK ||
+    if ((e = session(s, err, errlen)) != TH_E_OK ||
         (e = migrate(s->conn, apply, &version, err, errlen)) != TH_E_OK)
         goto fail;
-    if (version == SCHEMA_VERSION) {
-        for (int i = 0; i < S__COUNT; i++) {
-            char name[16];
-            PGresult *r = PQprepare(s->conn, stmt_name((enum stmt)i, name), sql[i], 0, NULL);
-            bool ok = ok_result(r);
-            PQclear(r);
-            if (!ok) {
-                set_err(s->conn, err, errlen, "");
-                e = TH_E_STORE;
-                goto fail;
-            }
-        }
-    }
+    if (version == SCHEMA_VERSION && (e = prepare_all(s, err, errlen)) != TH_E_OK)
+        goto fail;
     *out = &s->base;
     return TH_E_OK;
 fail:
@@ -952,9 +993,21 @@ static th_err purge_one(struct th_store *st, enum stmt which, int64_t before_ms,
     return e;
 }
 
+/*
+ * Under a session advisory lock taken without waiting: of N nodes sharing the database, one
+ * purges and the others skip (TH_E_BUSY) until their next turn. A node that dies holding it
+ * loses it with its connection.
+ */
 static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *removed)
 {
     *removed = 0;
+    PGresult *r = PQexec(P(st)->conn, "SELECT pg_try_advisory_lock(" PURGE_LOCK ")");
+    note(P(st), r);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    bool mine = ok && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (!mine)
+        return ok ? TH_E_BUSY : TH_E_STORE;
     th_err e = TH_E_OK;
     if (e == TH_E_OK && p->dlq_before_ms > 0)
         e = purge_one(st, S_PURGE_DLQ, p->dlq_before_ms, removed);
@@ -962,6 +1015,7 @@ static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *remo
         e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
     if (e == TH_E_OK && p->outbox_before_ms > 0)
         e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
+    noted(P(st), "SELECT pg_advisory_unlock(" PURGE_LOCK ")");
     return e;
 }
 
@@ -969,7 +1023,7 @@ static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *remo
 
 static th_err pg_begin(struct th_store *st)
 {
-    th_err e = simple(P(st)->conn, "BEGIN", NULL, 0);
+    th_err e = noted(P(st), "BEGIN");
     P(st)->in_tx = e == TH_E_OK;
     return e;
 }
@@ -981,6 +1035,7 @@ static th_err pg_commit(struct th_store *st)
     th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
                    ? TH_E_OK
                    : TH_E_STORE;
+    note(P(st), r);
     PQclear(r);
     P(st)->in_tx = false;
     return e;
@@ -990,6 +1045,33 @@ static th_err pg_rollback(struct th_store *st)
 {
     P(st)->in_tx = false;
     return simple(P(st)->conn, "ROLLBACK", NULL, 0);
+}
+
+/* ---- the connection's health ---- */
+
+static bool pg_lost(const struct th_store *st)
+{
+    const struct pg_store *s = (const struct pg_store *)st;
+    return s->lost || PQstatus(s->conn) != CONNECTION_OK;
+}
+
+static th_err pg_ping(struct th_store *st)
+{
+    return noted(P(st), "SELECT 1");
+}
+
+/* PQreset keeps the connection's parameters: the same server, user and options again. */
+static th_err pg_reconnect(struct th_store *st)
+{
+    struct pg_store *s = P(st);
+    PQreset(s->conn);
+    s->in_tx = false;
+    char err[256];
+    if (PQstatus(s->conn) != CONNECTION_OK || session(s, err, sizeof err) != TH_E_OK ||
+        prepare_all(s, err, sizeof err) != TH_E_OK)
+        return TH_E_STORE;
+    s->lost = false;
+    return TH_E_OK;
 }
 
 /* ---- status ---- */
@@ -1073,4 +1155,7 @@ const struct th_store_ops th_store_pg_ops = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .status = pg_status,
+    .lost = pg_lost,
+    .ping = pg_ping,
+    .reconnect = pg_reconnect,
 };

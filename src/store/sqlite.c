@@ -205,7 +205,7 @@ static struct sqlite_store *S(struct th_store *st)
 }
 
 /* mkdir -p of path's parent directory (0700: the outbox holds message text). */
-static int make_parent(const char *path)
+int th_store_make_parent(const char *path)
 {
     char dir[4096];
     if (th_strlcpy(dir, path, sizeof dir) >= sizeof dir)
@@ -317,7 +317,7 @@ static th_err sqlite_open_mode(const char *path, bool apply, struct th_store **o
     snprintf(s->base.describe, sizeof s->base.describe, "sqlite:%s", path);
     bool memory = strcmp(path, ":memory:") == 0;
     if (!memory && apply) {
-        if (make_parent(path) != 0) {
+        if (th_store_make_parent(path) != 0) {
             snprintf(err, errlen, "sqlite: cannot create the directory of %s: %s", path,
                      strerror(errno));
             free(s);

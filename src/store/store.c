@@ -192,3 +192,23 @@ th_err th_store_rollback(struct th_store *st)
 {
     return st->ops->rollback(st);
 }
+
+bool th_store_shared(const struct th_store *st)
+{
+    return st->ops->lost != NULL;
+}
+
+bool th_store_lost(const struct th_store *st)
+{
+    return st->ops->lost && st->ops->lost(st);
+}
+
+th_err th_store_ping(struct th_store *st)
+{
+    return st->ops->ping ? st->ops->ping(st) : TH_E_OK;
+}
+
+th_err th_store_reconnect(struct th_store *st)
+{
+    return st->ops->reconnect ? st->ops->reconnect(st) : TH_E_OK;
+}

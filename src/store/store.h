@@ -177,6 +177,10 @@ th_err th_store_dlq_count(struct th_store *st, long *n);
 struct th_purge {
     int64_t dlq_before_ms, deliveries_before_ms, outbox_before_ms;
 };
+/*
+ * On PostgreSQL, one node at a time: TH_E_BUSY (nothing removed) while another connection
+ * purges (an advisory lock taken without waiting).
+ */
 th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed);
 
 /* ---- status (`telehook store status`) ---- */
@@ -200,5 +204,22 @@ th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *er
 th_err th_store_begin(struct th_store *st);
 th_err th_store_commit(struct th_store *st);
 th_err th_store_rollback(struct th_store *st);
+
+/*
+ * ---- the connection's health (the writer's spool, /readyz) ----
+ * A shared store (PostgreSQL) is a server that may go away and come back; SQLite's file does
+ * not: on it lost is always false and ping and reconnect succeed at once.
+ */
+bool th_store_shared(const struct th_store *st);
+/*
+ * Whether the last failed operation failed because the server was out of reach (connection
+ * lost, statement timeout, server shutting down) rather than for its row (a duplicate key):
+ * the row may succeed later. Stays true until th_store_reconnect succeeds.
+ */
+bool th_store_lost(const struct th_store *st);
+/* A cheap round trip (SELECT 1); a failure sets lost. */
+th_err th_store_ping(struct th_store *st);
+/* Connects again with the same parameters (and prepares the statements again). */
+th_err th_store_reconnect(struct th_store *st);
 
 #endif

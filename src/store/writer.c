@@ -2,17 +2,23 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/util.h"
 #include "obs/log.h"
+#include "store/spool.h"
 
-#define BATCH_MAX 512
-#define LINGER_MS 4 /* group commit: how long a lone delivery record waits for company */
+#define BATCH_MAX         512
+#define LINGER_MS         4    /* group commit: how long a lone delivery record waits for company */
+#define PING_MS           2000 /* an idle writer checks a shared store this often (/readyz) */
+#define RETRY_MIN_MS      100  /* reconnection attempts back off from this... */
+#define RETRY_MAX_MS      5000 /* ...to this */
+#define SPOOL_MAX_DEFAULT 100000
 
 enum kind { ITEM_OUTBOX, ITEM_DELIVERY, ITEM_DLQ };
 
@@ -55,6 +61,22 @@ struct th_writer {
     atomic_llong dlq_depth;
     bool dlq_count_wanted;
     int64_t dlq_counted_ms, dlq_refresh_ms;
+    /*
+     * A shared store out of reach: batches go to the spool, and the writer reconnects with
+     * backoff and flushes it, oldest first, before any new row reaches the store (order kept).
+     * Only the writer thread touches these (and the spool); stats read copies under mu.
+     */
+    bool shared;      /* PostgreSQL: ping when idle, spool when lost */
+    bool down;        /* the store is out of reach */
+    int64_t retry_ms; /* the next reconnection / flush attempt (wall ms) */
+    int backoff_ms;
+    int64_t last_ok_ms; /* the last round trip that succeeded */
+    char *spool_path;   /* NULL: no spool (a lost batch fails, as before) */
+    size_t spool_max;
+    struct th_spool *spool; /* opened on first need, or at start when the file exists */
+    long spooled;           /* rows in the spool (copy for stats) */
+    unsigned long long spool_flushed, spool_dropped;
+    atomic_bool store_ok;
 };
 
 /* Copies s into the item's string area at *pos; returns the copy. */
@@ -238,6 +260,185 @@ th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
     return enqueue(w, it);
 }
 
+/* ---- the spool: encoding a row for it and back ---- */
+
+/*
+ * A spooled row: a format byte, the row's integers (8 bytes each, little end first), its strings
+ * in the order of its string list, each NUL-terminated, then a DLQ entry's payload (already
+ * sealed). Explicit fields, not the struct's bytes: a spool left by one build is read by the
+ * next.
+ */
+#define SPOOL_FORMAT 1
+
+static void put_i64(unsigned char *p, int64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)((uint64_t)v >> (8 * i));
+}
+
+static int64_t get_i64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return (int64_t)v;
+}
+
+/* The row's integers, read or written through pointers (n of them into v). */
+static size_t row_ints(struct item *it, int64_t *v[4])
+{
+    if (it->kind == ITEM_DELIVERY) {
+        v[0] = &it->row.delivery.created_ms;
+        v[1] = &it->row.delivery.latency_us;
+        return 2;
+    }
+    v[0] = &it->row.dlq.created_ms;
+    v[1] = &it->row.dlq.otp_expires_ms;
+    return 2;
+}
+
+static void row_strings(enum kind k, const size_t **list, size_t *n)
+{
+    *list = k == ITEM_DELIVERY ? delivery_strings : dlq_strings;
+    *n = k == ITEM_DELIVERY ? TH_ARRAY_LEN(delivery_strings) : TH_ARRAY_LEN(dlq_strings);
+}
+
+/* A malloc'ed blob of a delivery or DLQ item; NULL when out of memory. */
+static unsigned char *spool_encode(struct item *it, size_t *len)
+{
+    const size_t *list;
+    size_t nstr;
+    row_strings(it->kind, &list, &nstr);
+    int64_t *ints[4];
+    size_t nint = row_ints(it, ints);
+    int attempts = it->kind == ITEM_DELIVERY ? it->row.delivery.attempts : it->row.dlq.attempts;
+    size_t payload = it->kind == ITEM_DLQ ? it->row.dlq.payload_len : 0;
+    size_t n = 1 + 8 * (nint + 1);
+    for (size_t i = 0; i < nstr; i++)
+        n += len0(field(&it->row, list[i]));
+    n += payload;
+    unsigned char *b = malloc(n), *p = b;
+    if (!b)
+        return NULL;
+    *p++ = SPOOL_FORMAT;
+    for (size_t i = 0; i < nint; i++, p += 8)
+        put_i64(p, *ints[i]);
+    put_i64(p, attempts);
+    p += 8;
+    for (size_t i = 0; i < nstr; i++) {
+        const char *str = field(&it->row, list[i]);
+        size_t l = len0(str);
+        memcpy(p, str ? str : "", l);
+        p += l;
+    }
+    if (payload)
+        memcpy(p, it->row.dlq.payload, payload);
+    *len = n;
+    return b;
+}
+
+/* The item a blob holds (no completion: nothing waits for a flushed row); NULL if malformed. */
+static struct item *spool_decode(int kind, const unsigned char *b, size_t len)
+{
+    if (kind != ITEM_DELIVERY && kind != ITEM_DLQ)
+        return NULL;
+    struct item tmp = {.kind = (enum kind)kind};
+    const size_t *list;
+    size_t nstr;
+    row_strings(tmp.kind, &list, &nstr);
+    int64_t *ints[4];
+    size_t nint = row_ints(&tmp, ints);
+    if (len < 1 + 8 * (nint + 1) || b[0] != SPOOL_FORMAT)
+        return NULL;
+    const unsigned char *p = b + 1, *end = b + len;
+    for (size_t i = 0; i < nint; i++, p += 8)
+        *ints[i] = get_i64(p);
+    int attempts = (int)get_i64(p);
+    p += 8;
+    for (size_t i = 0; i < nstr; i++) {
+        const unsigned char *nul = memchr(p, 0, (size_t)(end - p));
+        if (!nul)
+            return NULL;
+        const char *str = (const char *)p;
+        memcpy((char *)&tmp.row + list[i], &str, sizeof str);
+        p = nul + 1;
+    }
+    if (tmp.kind == ITEM_DELIVERY) {
+        tmp.row.delivery.attempts = attempts;
+        size_t pos;
+        return item_new(ITEM_DELIVERY, &tmp.row.delivery, sizeof tmp.row.delivery, delivery_strings,
+                        TH_ARRAY_LEN(delivery_strings), 0, &pos);
+    }
+    tmp.row.dlq.attempts = attempts;
+    tmp.row.dlq.payload = p;
+    tmp.row.dlq.payload_len = (size_t)(end - p);
+    return dlq_item(&tmp.row.dlq);
+}
+
+/* Opens the spool when there is one to open (create: on first need). */
+static bool spool_ready(struct th_writer *w, bool create)
+{
+    if (w->spool)
+        return true;
+    if (!w->spool_path)
+        return false;
+    char err[512];
+    th_err e = th_spool_open(w->spool_path, create, &w->spool, err, sizeof err);
+    if (e != TH_E_OK && e != TH_E_NOTFOUND)
+        th_log_msg(TH_LOG_ERROR, "store", "%s", err);
+    return e == TH_E_OK;
+}
+
+/*
+ * Keeps a batch the store could not take. A DLQ entry spooled counts as committed (TH_E_OK: the
+ * request waiting for it gets its answer). At the cap, delivery records go first: a new one is
+ * dropped, and an older one makes room for a DLQ entry; a DLQ entry dropped is logged with its
+ * id. Outbox rows (development, message text in clear) are never spooled: they fail.
+ */
+static void spool_batch(struct th_writer *w, struct item *batch, th_err *results)
+{
+    size_t n = 0;
+    bool open = spool_ready(w, true), in_tx = open && th_spool_begin(w->spool) == TH_E_OK;
+    unsigned long long dropped = 0;
+    for (struct item *it = batch; it; it = it->next, n++) {
+        results[n] = TH_E_STORE;
+        if (it->kind == ITEM_OUTBOX || !open)
+            continue;
+        if ((size_t)th_spool_count(w->spool, -1) >= w->spool_max) {
+            if (it->kind == ITEM_DELIVERY ||
+                th_spool_drop_oldest(w->spool, ITEM_DELIVERY) != TH_E_OK) {
+                dropped++;
+                if (it->kind == ITEM_DLQ)
+                    th_log_msg(TH_LOG_ERROR, "store",
+                               "dead-letter entry %s lost: the store is out of reach and the "
+                               "spool is full of DLQ entries (store.spool_max)",
+                               it->row.dlq.id);
+                continue;
+            }
+            dropped++; /* the oldest delivery record, for this DLQ entry */
+        }
+        size_t len = 0;
+        unsigned char *blob = spool_encode(it, &len);
+        if (blob && th_spool_put(w->spool, (int)it->kind, blob, len) == TH_E_OK)
+            results[n] = TH_E_OK;
+        free(blob);
+    }
+    if (in_tx && th_spool_commit(w->spool) != TH_E_OK)
+        for (size_t i = 0; i < n; i++)
+            results[i] = TH_E_STORE;
+    if (!open && w->spool_path)
+        th_log_msg(TH_LOG_ERROR, "store",
+                   "%zu rows lost: the store is out of reach and the "
+                   "spool cannot be opened",
+                   n);
+    pthread_mutex_lock(&w->mu);
+    w->spooled = w->spool ? th_spool_count(w->spool, -1) : 0;
+    w->spool_dropped += dropped;
+    pthread_mutex_unlock(&w->mu);
+    if (dropped)
+        th_log_msg(TH_LOG_WARN, "store", "%llu spooled rows dropped (spool full)", dropped);
+}
+
 void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
                              int outbox_days)
 {
@@ -260,7 +461,10 @@ static void purge(struct th_writer *w, const int days[3])
         .outbox_before_ms = days[2] > 0 ? now - (int64_t)days[2] * 86400000 : 0,
     };
     long removed = 0;
-    if (th_store_purge(w->st, &p, &removed) != TH_E_OK)
+    th_err e = th_store_purge(w->st, &p, &removed);
+    if (e == TH_E_BUSY)
+        th_log_msg(TH_LOG_DEBUG, "retention", "another node is purging; retried in an hour");
+    else if (e != TH_E_OK)
         th_log_msg(TH_LOG_WARN, "retention", "purge failed; retried in an hour");
     else if (removed)
         th_log_msg(TH_LOG_INFO, "retention", "%ld rows past their retention deleted", removed);
@@ -291,31 +495,72 @@ static void item_lost(void *arg)
     free(it);
 }
 
-/* Writes one batch in one transaction, then reports each item's result (after commit). */
-static void write_batch(struct th_writer *w, struct item *batch)
+/* The store went out of reach: spool from now on, reconnect soon. */
+static void mark_down(struct th_writer *w)
 {
-    th_err results[BATCH_MAX];
-    size_t n = 0, ok = 0, dlq_ok = 0;
-    bool in_tx = th_store_begin(w->st) == TH_E_OK;
-    for (struct item *it = batch; it; it = it->next, n++) {
+    if (!w->down)
+        th_log_msg(TH_LOG_ERROR, "store",
+                   "the store is out of reach: rows are kept in the spool until it returns");
+    w->down = true;
+    atomic_store(&w->store_ok, false);
+    w->backoff_ms = RETRY_MIN_MS;
+    w->retry_ms = th_wall_ms() + w->backoff_ms;
+}
+
+/* Runs the batch's inserts in one transaction: results per item; false when the store is lost. */
+static bool insert_batch(struct th_writer *w, struct item *batch, th_err *results, size_t *n)
+{
+    bool in_tx = th_store_begin(w->st) == TH_E_OK, failed = !in_tx;
+    *n = 0;
+    for (struct item *it = batch; it; it = it->next, (*n)++) {
         th_err e = TH_E_STORE;
         if (in_tx)
             e = it->kind == ITEM_OUTBOX     ? th_store_outbox_insert(w->st, &it->row.outbox)
                 : it->kind == ITEM_DELIVERY ? th_store_delivery_insert(w->st, &it->row.delivery)
                                             : th_store_dlq_insert(w->st, &it->row.dlq);
         /* a failed insert (a duplicate key) does not abort SQLite's transaction: go on */
-        results[n] = e;
+        results[*n] = e;
+        failed |= e != TH_E_OK;
     }
     if (in_tx && th_store_commit(w->st) != TH_E_OK) {
         th_store_rollback(w->st);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < *n; i++)
             results[i] = TH_E_STORE;
+        failed = true;
+    }
+    /* a row's own failure (a duplicate id) is its own; a lost server is everyone's */
+    if (failed && th_store_lost(w->st)) {
+        th_store_rollback(w->st);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Writes one batch in one transaction — or into the spool while the shared store is out of
+ * reach or the spool still holds older rows — then reports each item's result.
+ */
+static void write_batch(struct th_writer *w, struct item *batch)
+{
+    th_err results[BATCH_MAX];
+    size_t n = 0, ok = 0, dlq_ok = 0;
+    bool spool = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
+    if (!spool && !insert_batch(w, batch, results, &n)) {
+        mark_down(w);
+        spool = true;
+    } else if (!spool) {
+        w->last_ok_ms = th_wall_ms();
+    }
+    if (spool) {
+        spool_batch(w, batch, results);
+        if (!w->spool_path) /* no spool: as before, the rows fail */
+            th_log_msg(TH_LOG_WARN, "store", "rows not written: the store is out of reach");
     }
     n = 0;
     for (struct item *it = batch, *next; it; it = next, n++) {
         next = it->next;
         ok += results[n] == TH_E_OK;
-        dlq_ok += results[n] == TH_E_OK && it->kind == ITEM_DLQ;
+        dlq_ok += !spool && results[n] == TH_E_OK && it->kind == ITEM_DLQ; /* in the store now */
         if (it->on_loop) { /* the loop frees it (or item_lost, here) */
             it->result = results[n];
             th_loop_call_init(&it->call, it->reply.loop, item_complete, item_lost, it);
@@ -329,9 +574,173 @@ static void write_batch(struct th_writer *w, struct item *batch)
     if (dlq_ok)
         atomic_fetch_add(&w->dlq_depth, (long long)dlq_ok);
     pthread_mutex_lock(&w->mu);
-    w->written += ok;
+    if (!spool)
+        w->written += ok;
     w->failed += n - ok;
     pthread_mutex_unlock(&w->mu);
+}
+
+/* One item handed back by th_spool_each. */
+struct flush {
+    struct item *head, **tail;
+    int64_t last_seq;
+    size_t n;
+};
+
+static int flush_row(void *ud, int64_t seq, int kind, const void *blob, size_t len)
+{
+    struct flush *f = ud;
+    struct item *it = spool_decode(kind, blob, len);
+    f->last_seq = seq;
+    if (!it) {
+        th_log_msg(TH_LOG_ERROR, "store", "a malformed spooled row (#%lld) dropped",
+                   (long long)seq);
+        return 0;
+    }
+    it->next = NULL;
+    *f->tail = it;
+    f->tail = &it->next;
+    f->n++;
+    return 0;
+}
+
+static int dlq_found(void *ud, const struct th_dlq_row *row)
+{
+    (void)row;
+    *(bool *)ud = true;
+    return 1;
+}
+
+static void free_items(struct item *it)
+{
+    for (struct item *next; it; it = next) {
+        next = it->next;
+        free(it);
+    }
+}
+
+enum flushed { FLUSH_LOST, FLUSH_STUCK, FLUSH_DONE };
+
+/*
+ * Hands the oldest spooled rows to the store in one transaction, then deletes them from the
+ * spool. Idempotent for DLQ entries: one that reached the store before (its commit's answer
+ * lost, or a crash between the commit and the spool's delete) is found by its id and counts as
+ * flushed. A row the store refuses for itself is dropped (logged): it would block the rest.
+ * FLUSH_LOST: the store is lost again; FLUSH_STUCK: the spool itself fails (read or trim: tried
+ * again after RETRY_MAX_MS, not at once).
+ */
+static enum flushed flush_some(struct th_writer *w)
+{
+    struct flush f = {.tail = &f.head};
+    if (th_spool_each(w->spool, BATCH_MAX, flush_row, &f) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "store", "the spool cannot be read");
+        free_items(f.head);
+        return FLUSH_STUCK;
+    }
+    th_err results[BATCH_MAX];
+    size_t n = 0, flushed = 0, refused = 0;
+    bool ok = !f.head || insert_batch(w, f.head, results, &n);
+    /*
+     * A row failing for itself (text PostgreSQL will not take: not UTF-8) aborts its whole
+     * transaction where SQLite goes on, and the batch's commit with it: then each row again in
+     * a transaction of its own, so the others are not dropped with it.
+     */
+    bool all_failed = ok && n > 1;
+    for (size_t i = 0; all_failed && i < n; i++)
+        all_failed = results[i] != TH_E_OK;
+    if (all_failed) {
+        n = 0;
+        for (struct item *it = f.head; ok && it; it = it->next, n++) {
+            struct item *next = it->next;
+            size_t one;
+            it->next = NULL;
+            ok = insert_batch(w, it, &results[n], &one);
+            it->next = next;
+        }
+    }
+    if (ok && f.head) {
+        /* a refused DLQ entry already there: look in a transaction of its own */
+        n = 0;
+        for (struct item *it = f.head; it; it = it->next, n++) {
+            bool there = false;
+            if (results[n] != TH_E_OK && it->kind == ITEM_DLQ &&
+                th_store_dlq_get(w->st, it->row.dlq.id, dlq_found, &there) == TH_E_OK && there)
+                results[n] = TH_E_OK;
+            if (results[n] == TH_E_OK) {
+                flushed++;
+            } else {
+                refused++;
+                if (it->kind == ITEM_DLQ)
+                    th_log_msg(TH_LOG_ERROR, "store",
+                               "spooled dead-letter entry %s refused by the store: dropped",
+                               it->row.dlq.id);
+            }
+        }
+        ok = !th_store_lost(w->st);
+    }
+    free_items(f.head);
+    if (!ok)
+        return FLUSH_LOST;
+    if (f.last_seq && th_spool_remove_upto(w->spool, f.last_seq) != TH_E_OK) {
+        th_log_msg(TH_LOG_ERROR, "store", "the spool cannot be trimmed (rows flushed again)");
+        return FLUSH_STUCK;
+    }
+    w->last_ok_ms = th_wall_ms();
+    pthread_mutex_lock(&w->mu);
+    w->spooled = th_spool_count(w->spool, -1);
+    w->spool_flushed += flushed;
+    w->written += flushed;
+    w->failed += refused;
+    pthread_mutex_unlock(&w->mu);
+    if (w->spooled == 0)
+        th_log_msg(TH_LOG_INFO, "store", "the spool is flushed");
+    return FLUSH_DONE;
+}
+
+/*
+ * On the writer thread, when retry_ms is due: reconnects a lost store (backing off to
+ * RETRY_MAX_MS), then flushes one batch of the spool (called again at once while it holds more).
+ */
+static void recover(struct th_writer *w)
+{
+    if (w->down) {
+        if (th_store_reconnect(w->st) != TH_E_OK) {
+            w->backoff_ms = w->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : w->backoff_ms * 2;
+            w->retry_ms = th_wall_ms() + w->backoff_ms;
+            return;
+        }
+        th_log_msg(TH_LOG_INFO, "store", "the store is reachable again");
+        w->down = false;
+        atomic_store(&w->store_ok, true);
+    }
+    if (spool_ready(w, false) && th_spool_count(w->spool, -1) > 0) {
+        enum flushed r = flush_some(w);
+        if (r == FLUSH_LOST) {
+            mark_down(w);
+            return;
+        }
+        if (r == FLUSH_STUCK) {
+            w->retry_ms = th_wall_ms() + RETRY_MAX_MS;
+            return;
+        }
+    }
+    w->retry_ms = 0;
+    w->last_ok_ms = th_wall_ms();
+}
+
+/* Whether recover() has work now: a lost store, or rows left in the spool. */
+static bool recovery_due(struct th_writer *w, int64_t now)
+{
+    bool pending = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
+    return pending && now >= w->retry_ms;
+}
+
+/* An idle writer's round trip to a shared store: /readyz learns of a lost one this way. */
+static void ping(struct th_writer *w)
+{
+    w->last_ok_ms = th_wall_ms();
+    if (th_store_ping(w->st) != TH_E_OK)
+        mark_down(w);
 }
 
 static void *writer_main(void *arg)
@@ -349,9 +758,24 @@ static void *writer_main(void *arg)
             w->dlq_counted_ms = th_wall_ms();
             continue;
         }
+        if (!w->stopping && recovery_due(w, th_wall_ms())) {
+            pthread_mutex_unlock(&w->mu);
+            recover(w);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
         while (!w->head && !w->stopping && !w->dlq_count_wanted) {
+            int64_t now = th_wall_ms();
+            if (recovery_due(w, now))
+                break;
+            if (w->shared && !w->down && now - w->last_ok_ms >= PING_MS) {
+                pthread_mutex_unlock(&w->mu);
+                ping(w);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             bool keep = w->retention_days[0] || w->retention_days[1] || w->retention_days[2];
-            if (keep && th_wall_ms() >= w->next_purge_ms) {
+            if (keep && !w->down && now >= w->next_purge_ms) {
                 int days[3] = {w->retention_days[0], w->retention_days[1], w->retention_days[2]};
                 w->next_purge_ms = th_wall_ms() + 3600 * 1000; /* hourly */
                 pthread_mutex_unlock(&w->mu);
@@ -361,18 +785,27 @@ static void *writer_main(void *arg)
                 w->dlq_counted_ms = th_wall_ms();
                 continue;
             }
-            if (!keep) {
+            int64_t wake = keep && !w->down ? w->next_purge_ms : INT64_MAX;
+            if (w->shared) {
+                bool pending = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
+                int64_t at = pending ? w->retry_ms : w->last_ok_ms + PING_MS;
+                wake = at < wake ? at : wake;
+            }
+            if (wake == INT64_MAX) {
                 pthread_cond_wait(&w->cv, &w->mu);
             } else {
-                struct timespec ts = {.tv_sec = (time_t)(w->next_purge_ms / 1000),
-                                      .tv_nsec = (long)(w->next_purge_ms % 1000) * 1000000L};
+                struct timespec ts = {.tv_sec = (time_t)(wake / 1000),
+                                      .tv_nsec = (long)(wake % 1000) * 1000000L};
                 pthread_cond_timedwait(&w->cv, &w->mu, &ts);
             }
         }
         if (w->dlq_count_wanted && !w->stopping)
             continue;
-        if (!w->head)
-            break; /* stopping and drained */
+        if (!w->head) {
+            if (w->stopping)
+                break; /* stopping and drained */
+            continue;  /* a recovery is due */
+        }
         /*
          * Group commit: under load, wait a moment for more rows so one transaction carries
          * many (a commit costs several page writes whatever it holds). An idle server's lone
@@ -414,17 +847,37 @@ static void *writer_main(void *arg)
 
 th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer **out)
 {
+    struct th_writer_opts o = {.max_queue = max_queue};
+    return th_writer_start_opts(st, &o, out);
+}
+
+th_err th_writer_start_opts(struct th_store *st, const struct th_writer_opts *o,
+                            struct th_writer **out)
+{
     struct th_writer *w = calloc(1, sizeof *w);
     if (!w)
         return TH_E_NOMEM;
     w->st = st;
-    w->max_queue = max_queue ? max_queue : 1;
+    w->max_queue = o->max_queue ? o->max_queue : 1;
     w->dlq_refresh_ms = TH_WRITER_DLQ_REFRESH_MS;
+    w->shared = th_store_shared(st);
+    w->spool_max = o->spool_max ? o->spool_max : SPOOL_MAX_DEFAULT;
+    w->last_ok_ms = th_wall_ms();
+    atomic_init(&w->store_ok, true);
+    if (w->shared && o->spool_path && *o->spool_path && !(w->spool_path = strdup(o->spool_path))) {
+        free(w);
+        return TH_E_NOMEM;
+    }
+    /* rows a previous run could not hand over: flushed first */
+    if (w->shared && spool_ready(w, false))
+        w->spooled = th_spool_count(w->spool, -1);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
+        th_spool_close(w->spool);
+        free(w->spool_path);
         free(w);
         return TH_E_NOMEM;
     }
@@ -442,6 +895,8 @@ void th_writer_stop(struct th_writer *w)
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     th_store_close(w->st);
+    th_spool_close(w->spool);
+    free(w->spool_path);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w);
@@ -467,5 +922,14 @@ void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
     out->failed = w->failed;
     out->rejected_full = w->rejected_full;
     out->queued = w->queued;
+    out->spooled = (size_t)w->spooled;
+    out->spool_flushed = w->spool_flushed;
+    out->spool_dropped = w->spool_dropped;
+    out->store_up = atomic_load(&w->store_ok);
     pthread_mutex_unlock(&w->mu);
+}
+
+bool th_writer_store_ready(struct th_writer *w)
+{
+    return atomic_load(&w->store_ok);
 }

@@ -9,6 +9,7 @@
 #ifndef TH_STORE_WRITER_H
 #define TH_STORE_WRITER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,29 @@ typedef void (*th_writer_done_fn)(void *ud, th_err result);
 
 /* Takes ownership of st (closed by th_writer_stop). max_queue: items, >= 1. */
 th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer **out);
+
+/*
+ * The same with a spool. On a shared store (PostgreSQL) that goes out of reach (connection
+ * lost, timeout; not a row's own failure), batches go to a local SQLite file at spool_path
+ * (created on first need, 0600) instead: a DLQ entry spooled counts as committed. The writer
+ * reconnects with backoff (100 ms to 5 s) and flushes the spool oldest first, each batch in one
+ * transaction, before new rows reach the store; a DLQ entry already there counts as flushed.
+ * At most spool_max rows (0: 100000): beyond it delivery records are dropped first, a DLQ entry
+ * only when nothing else is left to drop, each drop logged and counted. A spool left by an
+ * earlier run is flushed at start. An idle writer pings a shared store every 2 s.
+ * NULL / "" spool_path: no spool (rows the lost store could not take fail, as before).
+ * On SQLite the spool is never opened: it behaves as th_writer_start.
+ */
+struct th_writer_opts {
+    size_t max_queue;
+    const char *spool_path; /* copied */
+    size_t spool_max;
+};
+th_err th_writer_start_opts(struct th_store *st, const struct th_writer_opts *o,
+                            struct th_writer **out);
+
+/* false while the shared store is out of reach (its last round trip failed): /readyz. */
+bool th_writer_store_ready(struct th_writer *w);
 /* Drains, joins the thread, closes the store, frees. NULL is a no-op. */
 void th_writer_stop(struct th_writer *w);
 
@@ -69,6 +93,9 @@ struct th_writer_stats {
     unsigned long long written, failed, rejected_full;
     size_t queued;
     long long dlq_depth;
+    size_t spooled;                                  /* rows in the spool now */
+    unsigned long long spool_flushed, spool_dropped; /* rows handed over / dropped at its cap */
+    bool store_up;                                   /* th_writer_store_ready */
 };
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
 

@@ -1,4 +1,8 @@
-/* Unit tests: the store writer thread (batching, completions, bounded queue, drain on stop). */
+/*
+ * Unit tests: the store writer thread (batching, completions, bounded queue, drain on stop), and
+ * on a real PostgreSQL (TH_TEST_PG_URL; skipped without it unless TH_TEST_REQUIRE_PG): the spool
+ * while the database is out of reach, and the retention purge on one node at a time.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +10,10 @@
 
 #include <cmocka.h>
 
+#include <libpq-fe.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -329,6 +336,300 @@ static void test_dlq_depth(void **state)
     th_writer_stop(w);
 }
 
+/* ---- PostgreSQL: the spool, the purge lock ---- */
+
+static bool have_pg(void)
+{
+    if (getenv("TH_TEST_PG_URL"))
+        return true;
+    if (getenv("TH_TEST_REQUIRE_PG"))
+        fail_msg("TH_TEST_PG_URL is not set: run under scripts/with-postgres.sh");
+    return false;
+}
+
+/* Runs sql on the URL's database over a connection of its own; the first value into out. */
+static void pg_exec(const char *url, const char *sql, char *out, size_t cap)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType t = PQresultStatus(r);
+    if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    if (out)
+        snprintf(out, cap, "%s", t == PGRES_TUPLES_OK && PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    PQfinish(c);
+}
+
+/*
+ * A new database of its own (advisory locks and ALLOW_CONNECTIONS are per database: nothing
+ * the other tests use), owned by the test role. Its URL into url.
+ */
+static void fresh_db(const char *name, char *url, size_t cap)
+{
+    const char *base = getenv("TH_TEST_PG_URL");
+    char q[256];
+    snprintf(q, sizeof q, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    pg_exec(base, q, NULL, 0);
+    snprintf(q, sizeof q, "CREATE DATABASE %s", name);
+    pg_exec(base, q, NULL, 0);
+    const char *slash = strrchr(base, '/');
+    snprintf(url, cap, "%.*s/%s", (int)(slash - base), base, name);
+}
+
+static long pg_count(const char *url, const char *sql)
+{
+    char v[32];
+    pg_exec(url, sql, v, sizeof v);
+    return strtol(v, NULL, 10);
+}
+
+/* Polls until cond holds (bounded: 15 s). */
+#define WAIT_FOR(cond)                                                                             \
+    do {                                                                                           \
+        for (int i_ = 0; !(cond) && i_ < 1500; i_++)                                               \
+            usleep(10000);                                                                         \
+        assert_true(cond);                                                                         \
+    } while (0)
+
+static struct th_dlq_row sealed_dlq(const char *id)
+{
+    static const unsigned char sealed[] = {1, 2, 3, 0, 4}; /* opaque bytes, a NUL among them */
+    return (struct th_dlq_row){.id = id,
+                               .created_ms = th_wall_ms(),
+                               .request_id = id,
+                               .event_id = "ev",
+                               .phone_masked = "+1201*****23",
+                               .country = "US",
+                               .channel = "sms",
+                               .language = "en",
+                               .outcome = "FAILED",
+                               .errors = "x: 500",
+                               .attempts = 2,
+                               .otp_expires_ms = 5,
+                               .key_id = "k1",
+                               .payload = sealed,
+                               .payload_len = sizeof sealed};
+}
+
+static struct th_writer_stats stats_of(struct th_writer *w)
+{
+    struct th_writer_stats s;
+    th_writer_stats(w, &s);
+    return s;
+}
+
+/*
+ * The database goes away (its connections refused, the writer's terminated): DLQ entries and
+ * delivery records are spooled and their completions say committed; /readyz's flag drops.
+ * It returns: each row reaches it exactly once — one DLQ entry had reached it already (its
+ * replay must not fail the flush), one record PostgreSQL refuses for itself (not UTF-8: it
+ * aborts the batch's transaction) is dropped alone, not with the rows beside it — and the flag
+ * comes back.
+ */
+static void test_pg_spool_while_away(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[1024], q[256], pid[32], spool[700];
+    fresh_db("th_writer_spool", url, sizeof url);
+    snprintf(spool, sizeof spool, "%s/spool/a.spool", dir);
+    struct th_store *st = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(url, &st, err, sizeof err), TH_E_OK);
+    /* dlq-2 reached the database before: as if its commit's answer had been lost */
+    struct th_dlq_row early = sealed_dlq("dlq-2");
+    assert_int_equal(th_store_dlq_insert(st, &early), TH_E_OK);
+    struct th_writer *w;
+    struct th_writer_opts o = {.max_queue = 64, .spool_path = spool};
+    assert_int_equal(th_writer_start_opts(st, &o, &w), TH_E_OK);
+    assert_true(th_writer_store_ready(w));
+    /* the writer's connection is the one other than ours */
+    snprintf(q, sizeof q,
+             "SELECT pid FROM pg_stat_activity WHERE datname = 'th_writer_spool' AND pid <> "
+             "pg_backend_pid()");
+    pg_exec(url, q, pid, sizeof pid);
+    assert_true(*pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_spool ALLOW_CONNECTIONS false",
+            NULL, 0);
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%s)", pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), q, NULL, 0);
+
+    struct counts c = {0};
+    const char *ids[] = {"dlq-1", "dlq-2", "dlq-3"};
+    for (int i = 0; i < 3; i++) {
+        struct th_dlq_row r = sealed_dlq(ids[i]);
+        assert_int_equal(th_writer_dlq(w, &r, on_done, &c), TH_E_OK);
+        struct th_delivery_row d = {.request_id = ids[i], .created_ms = 1, .outcome = "FAILED"};
+        assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
+    }
+    struct th_delivery_row bad = {.request_id = "bad", .created_ms = 1, .error = "\xff\xfe"};
+    assert_int_equal(th_writer_delivery(w, &bad), TH_E_OK);
+    WAIT_FOR(atomic_load(&c.ok) == 3); /* spooled counts as committed */
+    assert_int_equal(atomic_load(&c.failed), 0);
+    WAIT_FOR(stats_of(w).spooled == 7);
+    assert_false(th_writer_store_ready(w));
+    struct stat sb;
+    assert_int_equal(stat(spool, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    usleep(300 * 1000); /* a reconnection attempt or two, refused */
+    assert_int_equal(stats_of(w).spooled, 7);
+
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_spool ALLOW_CONNECTIONS true", NULL,
+            0);
+    WAIT_FOR(stats_of(w).spooled == 0 && th_writer_store_ready(w));
+    struct th_writer_stats s = stats_of(w);
+    assert_int_equal(s.spool_flushed, 6);
+    assert_int_equal(s.spool_dropped, 0);
+    assert_int_equal(s.failed, 1); /* the record that is not UTF-8 */
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 3);
+    assert_int_equal(pg_count(url, "SELECT count(DISTINCT id) FROM dlq"), 3);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM deliveries"), 3);
+    /* the payload went through the spool byte for byte */
+    assert_int_equal(
+        pg_count(url, "SELECT count(*) FROM dlq WHERE payload = '\\x0102030004'::bytea"), 3);
+
+    /* rows after the return go straight to the database */
+    struct th_dlq_row r4 = sealed_dlq("dlq-4");
+    assert_int_equal(th_writer_dlq(w, &r4, on_done, &c), TH_E_OK);
+    WAIT_FOR(atomic_load(&c.ok) == 4);
+    assert_int_equal(stats_of(w).spooled, 0);
+    th_writer_stop(w);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 4);
+}
+
+/*
+ * At the spool's cap delivery records go first: a new one is dropped, an old one makes room
+ * for a DLQ entry; a DLQ entry is refused only when the spool holds nothing else.
+ */
+static void test_pg_spool_cap(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[1024], q[256], pid[32], spool[700];
+    fresh_db("th_writer_cap", url, sizeof url);
+    snprintf(spool, sizeof spool, "%s/cap.spool", dir);
+    struct th_store *st = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(url, &st, err, sizeof err), TH_E_OK);
+    struct th_writer *w;
+    struct th_writer_opts o = {.max_queue = 64, .spool_path = spool, .spool_max = 2};
+    assert_int_equal(th_writer_start_opts(st, &o, &w), TH_E_OK);
+    pg_exec(url,
+            "SELECT pid FROM pg_stat_activity WHERE datname = 'th_writer_cap' AND pid <> "
+            "pg_backend_pid()",
+            pid, sizeof pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_cap ALLOW_CONNECTIONS false", NULL,
+            0);
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%s)", pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), q, NULL, 0);
+    struct counts c = {0};
+    const char *rq[] = {"d-1", "d-2", "d-3"};
+    for (int i = 0; i < 2; i++) {
+        struct th_delivery_row d = {.request_id = rq[i], .created_ms = 1, .outcome = "FAILED"};
+        assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
+    }
+    WAIT_FOR(stats_of(w).spooled == 2);
+    struct th_dlq_row a = sealed_dlq("dlq-a"), b = sealed_dlq("dlq-b"), x = sealed_dlq("dlq-x");
+    assert_int_equal(th_writer_dlq(w, &a, on_done, &c), TH_E_OK); /* d-1 makes room */
+    WAIT_FOR(atomic_load(&c.ok) == 1);
+    struct th_delivery_row d3 = {.request_id = rq[2], .created_ms = 1, .outcome = "FAILED"};
+    assert_int_equal(th_writer_delivery(w, &d3), TH_E_OK);        /* full: dropped */
+    assert_int_equal(th_writer_dlq(w, &b, on_done, &c), TH_E_OK); /* d-2 makes room */
+    WAIT_FOR(atomic_load(&c.ok) == 2);
+    assert_int_equal(th_writer_dlq(w, &x, on_done, &c), TH_E_OK); /* nothing left to drop */
+    WAIT_FOR(atomic_load(&c.failed) == 1);
+    struct th_writer_stats s = stats_of(w);
+    assert_int_equal(s.spooled, 2);
+    assert_int_equal(s.spool_dropped, 4);
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_cap ALLOW_CONNECTIONS true", NULL,
+            0);
+    WAIT_FOR(stats_of(w).spooled == 0);
+    th_writer_stop(w);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq WHERE id IN ('dlq-a', 'dlq-b')"), 2);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 2);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM deliveries"), 0);
+}
+
+/*
+ * Retention on one node at a time: while another node (connection) purges — holds the purge
+ * lock — a second one skips (TH_E_BUSY, nothing removed); once it is done, the second purges.
+ */
+static void test_pg_purge_one_node(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[1024], err[256];
+    fresh_db("th_writer_purge", url, sizeof url);
+    struct th_store *a = NULL, *b = NULL;
+    assert_int_equal(th_store_open(url, &a, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_open(url, &b, err, sizeof err), TH_E_OK);
+    struct th_dlq_row old = sealed_dlq("dlq-old");
+    old.created_ms = 1000;
+    assert_int_equal(th_store_dlq_insert(a, &old), TH_E_OK);
+    /* node a in the middle of its purge: the lock held from its own connection */
+    PGconn *held = PQconnectdb(url);
+    assert_int_equal(PQstatus(held), CONNECTION_OK);
+    PGresult *r = PQexec(held, "SELECT pg_advisory_lock(7522525363725609836)");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    struct th_purge p = {.dlq_before_ms = th_wall_ms() - 86400000};
+    long removed = -1;
+    assert_int_equal(th_store_purge(b, &p, &removed), TH_E_BUSY);
+    assert_int_equal(removed, 0);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 1);
+    /* a writer of node b: its purge at start skips too, and it stays healthy */
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(b, 8, &w), TH_E_OK);
+    th_writer_set_retention(w, 1, 0, 0);
+    usleep(200 * 1000);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 1);
+    assert_true(th_writer_store_ready(w));
+    th_writer_stop(w);
+    /* node a done (unlocked explicitly: a closed connection's backend lets go a moment later) */
+    r = PQexec(held, "SELECT pg_advisory_unlock(7522525363725609836)");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(held);
+    assert_int_equal(th_store_purge(a, &p, &removed), TH_E_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM dlq"), 0);
+    /* and the purge releases its lock: the other node's next purge runs */
+    removed = -1;
+    assert_int_equal(th_store_open(url, &b, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_purge(b, &p, &removed), TH_E_OK);
+    assert_int_equal(removed, 0);
+    th_store_close(a);
+    th_store_close(b);
+}
+
+/* On SQLite the spool is never opened (nothing to be out of reach): no file appears. */
+static void test_sqlite_never_spools(void **state)
+{
+    (void)state;
+    struct th_store *st = open_db("nospool.db");
+    char spool[700];
+    snprintf(spool, sizeof spool, "%s/nospool.spool", dir);
+    struct th_writer *w;
+    struct th_writer_opts o = {.max_queue = 8, .spool_path = spool};
+    assert_int_equal(th_writer_start_opts(st, &o, &w), TH_E_OK);
+    struct counts c = {0};
+    struct th_dlq_row r = sealed_dlq("dlq-s");
+    assert_int_equal(th_writer_dlq(w, &r, on_done, &c), TH_E_OK);
+    assert_int_equal(th_writer_dlq(w, &r, on_done, &c), TH_E_OK); /* a duplicate: fails alone */
+    WAIT_FOR(atomic_load(&c.ok) + atomic_load(&c.failed) == 2);
+    assert_int_equal(atomic_load(&c.ok), 1);
+    assert_true(th_writer_store_ready(w));
+    th_writer_stop(w);
+    assert_int_equal(access(spool, F_OK), -1);
+    assert_int_equal(count_rows("dlq"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +639,10 @@ int main(void)
         cmocka_unit_test(test_reply_on_loop),
         cmocka_unit_test(test_reply_lost_when_loop_finished),
         cmocka_unit_test(test_dlq_depth),
+        cmocka_unit_test(test_pg_spool_while_away),
+        cmocka_unit_test(test_pg_spool_cap),
+        cmocka_unit_test(test_pg_purge_one_node),
+        cmocka_unit_test(test_sqlite_never_spools),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -1,0 +1,158 @@
+"""A node whose PostgreSQL goes away: /readyz answers 503 naming the store (a load balancer
+takes the node out of rotation), a failed delivery's DLQ entry is kept in the local spool
+(sealed) and its request answered; the database back, /readyz is 200 again and the entry is in
+the database, once.
+
+The test owns its cluster (it stops and starts it): initdb + pg_ctl in a temporary directory as
+scripts/with-postgres.sh does (as `nobody` when run as root), on a Unix socket there and a free
+loopback port, trust authentication (loopback only, for the test's life). Needs PostgreSQL's
+binaries (TH_TEST_PG_BIN, or Debian's postgresql-15); skipped without them unless
+TH_TEST_REQUIRE_PG is set."""
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import SLOW, okta_request
+from fakes import FakeWebhook
+
+KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+PGBIN = os.environ.get("TH_TEST_PG_BIN") or "/usr/lib/postgresql/15/bin"
+
+if not os.access(os.path.join(PGBIN, "initdb"), os.X_OK):
+    if os.environ.get("TH_TEST_REQUIRE_PG"):
+        raise RuntimeError(f"no {PGBIN}/initdb (install postgresql-15)")
+    pytest.skip("no PostgreSQL binaries", allow_module_level=True)
+
+
+class Cluster:
+    """A throw-away PostgreSQL the test may stop and start again (same port, same data)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="telehook-pg-away.")
+        self.as_ = []
+        if os.getuid() == 0:  # PostgreSQL refuses to run as root
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
+            self.as_ = ["runuser", "-u", "nobody", "--"]
+        self.data = os.path.join(self.dir, "data")
+        self.run("initdb", "-D", self.data, "-U", "postgres", "-E", "UTF8", "--no-locale",
+                 "--no-sync", "--auth=trust")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.start()
+        self.run("psql", "-X", "-q", "-h", self.dir, "-p", str(self.port), "-U", "postgres",
+                 "-d", "postgres", "-c", "CREATE DATABASE telehook")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/telehook"
+
+    def run(self, tool, *args):
+        r = subprocess.run([*self.as_, os.path.join(PGBIN, tool), *args], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
+        return r.stdout
+
+    def start(self):
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w",
+                 "-t", "30", "-o", f"-k {self.dir} -h 127.0.0.1 -p {self.port} -c fsync=off",
+                 "start")
+
+    def stop(self, mode="fast"):
+        self.run("pg_ctl", "-D", self.data, "-w", "-t", "30", "stop", "-m", mode)
+
+    def query(self, sql):
+        out = self.run("psql", "-X", "-q", "-tA", "-h", self.dir, "-p", str(self.port), "-U",
+                       "postgres", "-d", "telehook", "-c", sql)
+        return [line for line in out.splitlines() if line]
+
+    def remove(self):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            subprocess.run([*self.as_, os.path.join(PGBIN, "pg_ctl"), "-D", self.data, "stop",
+                            "-m", "immediate"], capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster():
+    c = Cluster()
+    yield c
+    c.remove()
+
+
+@pytest.fixture
+def webhook():
+    with FakeWebhook() as f:
+        yield f
+
+
+def wait_for(fn, what, seconds=10):
+    deadline = time.monotonic() + seconds * SLOW
+    while True:
+        v = fn()
+        if v:
+            return v
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def readyz(s):
+    status, _, raw = s.request("GET", "/readyz")
+    return status, json.loads(raw)
+
+
+def metric(s, name):
+    _, _, raw = s.request("GET", "/metrics")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_database_away_then_back(make_server, cluster, webhook, tmp_path):
+    spool = tmp_path / "node" / "telehook.spool"
+    s = make_server(f"""
+        store.url = {cluster.url}
+        store.spool = {spool}
+        provider.name = webhook
+        webhook.url = {webhook.url}/send
+        webhook.secret = {webhook.secret}
+        dlq.key = {KEY}""")
+    assert readyz(s) == (200, {"status": "ready", "ready": True})
+    assert metric(s, "telehook_store_up") == 1
+
+    cluster.stop()
+    # the idle writer's ping notices within a few seconds: out of rotation, the store named
+    t0 = time.monotonic()
+    wait_for(lambda: readyz(s)[0] == 503, "/readyz stayed 200 with the database stopped")
+    assert time.monotonic() - t0 < 5 * SLOW
+    assert readyz(s) == (503, {"status": "unavailable", "ready": False, "missing": ["store"]})
+    assert metric(s, "telehook_store_up") == 0
+
+    webhook.default = "500"
+    t0 = time.monotonic()
+    status, headers, body = s.post(okta_request(otp="615243"))
+    assert status == 200 and "commands" not in body  # answered: the entry counts as committed
+    assert time.monotonic() - t0 < 3 * SLOW
+    wait_for(lambda: metric(s, "telehook_store_spooled") == 2, "DLQ entry + record not spooled")
+    raw = spool.read_bytes() + b"".join(
+        p.read_bytes() for p in spool.parent.glob(spool.name + "-*"))
+    assert b"615243" not in raw  # sealed: never the code in clear
+    assert oct(spool.stat().st_mode & 0o777) == "0o600"
+
+    cluster.start()
+    wait_for(lambda: readyz(s)[0] == 200, "/readyz did not come back with the database", 15)
+    wait_for(lambda: metric(s, "telehook_store_spooled") == 0, "the spool was not flushed")
+    assert metric(s, "telehook_store_spool_flushed_total") == 2
+    assert metric(s, "telehook_store_spool_dropped_total") == 0
+    (dlq_id,) = cluster.query("SELECT id FROM dlq")
+    assert cluster.query("SELECT outcome FROM deliveries") == ["FAILED"]
+    listed = s.cli("dlq", "list").stdout
+    assert dlq_id in listed and "615243" not in listed
+    assert "615243" in s.cli("dlq", "show", dlq_id).stdout  # the sealed payload intact
+    assert s.stop() == 0
