@@ -37,6 +37,9 @@ struct th_store_ops {
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);
     th_err (*status)(struct th_store *st, struct th_store_status *out);
+    /* NULL: no change notifications (th_store_listen answers TH_E_INVAL) */
+    th_err (*listen)(const char *location, struct th_store_listener **out, char *err,
+                     size_t errlen);
 };
 
 /* Every backend's handle starts with this. */

@@ -12,9 +12,13 @@
  * never built from values. Text comparisons and orderings are bytewise (COLLATE "C") and the
  * user of a preference is folded to ASCII lower case, exactly as SQLite's BINARY and NOCASE.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -25,6 +29,8 @@
 #define STATEMENT_TIMEOUT_MS 5000
 /* connect_timeout when none is configured (s). */
 #define CONNECT_TIMEOUT_S "10"
+/* The channel of catalog change notifications (store.h); the payload is the table. */
+#define CATALOG_CHANNEL "telehook_catalog"
 /* pg_advisory_xact_lock key of the migrations: "telehook" in ASCII, as a bigint. */
 #define MIGRATE_LOCK "7522525363725609835"
 
@@ -142,6 +148,7 @@ enum stmt {
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
+    S_NOTIFY,
     S__COUNT
 };
 
@@ -189,6 +196,7 @@ static const char *const sql[S__COUNT] = {
                    "channel = excluded.channel, updated_ms = excluded.updated_ms",
     [S_PREF_DEL] =
         "DELETE FROM prefs WHERE lower(user_key COLLATE \"C\") = lower($1 COLLATE \"C\")",
+    [S_NOTIFY] = "SELECT pg_notify('" CATALOG_CHANNEL "', $1)",
 };
 
 /* The filters of deliveries_query, one bit each: a statement is prepared per combination used. */
@@ -508,6 +516,37 @@ static bool sets(const char *conninfo, const char *keyword)
     return set;
 }
 
+#define CONN_KEYS 8
+
+/*
+ * libpq's keywords for url: the URL first (expanded), then defaults it does not set (later
+ * keywords override, so a default is added only where nothing set it). A listener also gets TCP
+ * keepalives: it only reads, so without them a dead network would leave it waiting for hours.
+ */
+static void conn_params(const char *url, bool listener, const char *keys[CONN_KEYS],
+                        const char *vals[CONN_KEYS])
+{
+    const char *conninfo = conninfo_of(url);
+    int n = 0;
+    keys[n] = "dbname";
+    vals[n++] = conninfo;
+    keys[n] = "fallback_application_name";
+    vals[n++] = listener ? "telehook-listen" : "telehook";
+    if (!sets(conninfo, "connect_timeout") && !getenv("PGCONNECT_TIMEOUT")) {
+        keys[n] = "connect_timeout";
+        vals[n++] = CONNECT_TIMEOUT_S;
+    }
+    if (listener && !sets(conninfo, "keepalives_idle")) {
+        keys[n] = "keepalives_idle";
+        vals[n++] = "10";
+        keys[n] = "keepalives_interval";
+        vals[n++] = "5";
+        keys[n] = "keepalives_count";
+        vals[n++] = "3";
+    }
+    keys[n] = vals[n] = NULL;
+}
+
 static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, char *err,
                            size_t errlen)
 {
@@ -523,14 +562,8 @@ static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, c
         free(s);
         return TH_E_STORE;
     }
-    const char *conninfo = conninfo_of(url);
-    /* the URL first (expanded), then defaults it does not set; later keywords override */
-    const char *keys[4] = {"dbname", "fallback_application_name", NULL, NULL};
-    const char *vals[4] = {conninfo, "telehook", NULL, NULL};
-    if (!sets(conninfo, "connect_timeout") && !getenv("PGCONNECT_TIMEOUT")) {
-        keys[2] = "connect_timeout";
-        vals[2] = CONNECT_TIMEOUT_S;
-    }
+    const char *keys[CONN_KEYS], *vals[CONN_KEYS];
+    conn_params(url, false, keys, vals);
     s->conn = PQconnectdbParams(keys, vals, 1);
     th_err e = TH_E_STORE;
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
@@ -582,6 +615,47 @@ static th_err pg_open_unmigrated(const char *url, struct th_store **out, char *e
 
 /* ---- templates, preferences, routes ---- */
 
+/* COMMIT, checking the tag: a COMMIT of an aborted transaction answers ROLLBACK, no error. */
+static th_err commit_checked(PGconn *c)
+{
+    PGresult *r = PQexec(c, "COMMIT");
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
+                   ? TH_E_OK
+                   : TH_E_STORE;
+    PQclear(r);
+    return e;
+}
+
+/*
+ * A put or delete of a catalog row, and its notification to every listening node in the same
+ * transaction: delivered when, and only when, the change commits (a rolled-back change wakes
+ * nobody; a committed one is never missed by a connected listener). Outside the caller's
+ * transaction the write gets its own. A delete that matched nothing is TH_E_NOTFOUND and
+ * notifies nothing.
+ */
+static th_err catalog_stmt(struct pg_store *s, enum stmt i, int n, const char *const *vals,
+                           const char *table, bool del)
+{
+    bool own = !s->in_tx;
+    if (own && simple(s->conn, "BEGIN", NULL, 0) != TH_E_OK)
+        return TH_E_STORE;
+    long changed = 0;
+    th_err e = write_stmt(s, i, n, vals, NULL, NULL, &changed);
+    if (e == TH_E_OK && del && changed == 0)
+        e = TH_E_NOTFOUND;
+    if (e == TH_E_OK) {
+        const char *v[] = {table};
+        PGresult *r = run(s, S_NOTIFY, 1, v, NULL, NULL);
+        e = ok_result(r) ? TH_E_OK : TH_E_STORE;
+        PQclear(r);
+    }
+    if (own && e == TH_E_OK)
+        e = commit_checked(s->conn);
+    else if (own)
+        simple(s->conn, "ROLLBACK", NULL, 0);
+    return e;
+}
+
 static th_err pg_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
 {
     PGresult *r = run(P(st), S_TPL_EACH, 0, NULL, NULL, NULL);
@@ -602,13 +676,13 @@ static th_err pg_template_put(struct th_store *st, const struct th_template_row 
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->language), txt(row->channel), txt(row->body), txt(row->voice_id),
                        ms};
-    return write_stmt(P(st), S_TPL_PUT, 5, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_TPL_PUT, 5, v, "templates", false);
 }
 
 static th_err pg_template_delete(struct th_store *st, const char *language, const char *channel)
 {
     const char *v[] = {txt(language), txt(channel)};
-    return delete_stmt(P(st), S_TPL_DEL, 2, v);
+    return catalog_stmt(P(st), S_TPL_DEL, 2, v, "templates", true);
 }
 
 static th_err pg_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
@@ -630,13 +704,13 @@ static th_err pg_pref_put(struct th_store *st, const struct th_pref_row *row)
     char ms[24];
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->user), txt(row->language), txt(row->channel), ms};
-    return write_stmt(P(st), S_PREF_PUT, 4, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_PREF_PUT, 4, v, "prefs", false);
 }
 
 static th_err pg_pref_delete(struct th_store *st, const char *user)
 {
     const char *v[] = {txt(user)};
-    return delete_stmt(P(st), S_PREF_DEL, 1, v);
+    return catalog_stmt(P(st), S_PREF_DEL, 1, v, "prefs", true);
 }
 
 static th_err pg_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
@@ -658,13 +732,13 @@ static th_err pg_route_put(struct th_store *st, const struct th_route_row *row)
     char ms[24];
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->channel), txt(row->country), txt(row->attempts), ms};
-    return write_stmt(P(st), S_ROUTE_PUT, 4, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_ROUTE_PUT, 4, v, "routes", false);
 }
 
 static th_err pg_route_delete(struct th_store *st, const char *channel, const char *country)
 {
     const char *v[] = {txt(channel), txt(country)};
-    return delete_stmt(P(st), S_ROUTE_DEL, 2, v);
+    return catalog_stmt(P(st), S_ROUTE_DEL, 2, v, "routes", true);
 }
 
 /* ---- outbox, deliveries ---- */
@@ -964,12 +1038,7 @@ static th_err pg_begin(struct th_store *st)
 
 static th_err pg_commit(struct th_store *st)
 {
-    /* a COMMIT of an aborted transaction answers ROLLBACK without an error: check the tag */
-    PGresult *r = PQexec(P(st)->conn, "COMMIT");
-    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
-                   ? TH_E_OK
-                   : TH_E_STORE;
-    PQclear(r);
+    th_err e = commit_checked(P(st)->conn);
     P(st)->in_tx = false;
     return e;
 }
@@ -1009,6 +1078,197 @@ static th_err pg_status(struct th_store *st, struct th_store_status *out)
         PQclear(c);
     }
     return e;
+}
+
+/* ---- change notifications (store.h) ---- */
+
+/* How long a listener's (re)connection may take before it gives up and is retried (ms). */
+#define LISTEN_CONNECT_MS 10000
+
+struct th_store_listener {
+    char *url; /* owned: reconnections need it (it may hold the password: never logged) */
+    char describe[512];
+    PGconn *conn; /* NULL while disconnected */
+    int wake[2];  /* a pipe: th_store_listener_interrupt writes, every poll reads */
+};
+
+static int64_t mono_ms(void)
+{
+    return th_mono_us() / 1000;
+}
+
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static void drain_wake(struct th_store_listener *l)
+{
+    char buf[64];
+    while (read(l->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+/*
+ * Connects without blocking past LISTEN_CONNECT_MS or an interrupt (PQconnectStartParams and
+ * PQconnectPoll, as libpq's documentation loops), then LISTENs.
+ */
+static th_err listener_connect(struct th_store_listener *l, char *err, size_t errlen)
+{
+    const char *keys[CONN_KEYS], *vals[CONN_KEYS];
+    conn_params(l->url, true, keys, vals);
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    char what[600];
+    snprintf(what, sizeof what, "cannot connect to %s", l->describe);
+    if (!c || PQstatus(c) == CONNECTION_BAD) {
+        set_err(c, err, errlen, what);
+        PQfinish(c);
+        return TH_E_STORE;
+    }
+    int64_t deadline = mono_ms() + LISTEN_CONNECT_MS;
+    PostgresPollingStatusType ps = PGRES_POLLING_WRITING; /* libpq: start as if writing */
+    while (ps != PGRES_POLLING_OK) {
+        if (ps == PGRES_POLLING_FAILED) {
+            set_err(c, err, errlen, what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        int64_t left = deadline - mono_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "postgresql: %s: timed out", what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        struct pollfd p[2] = {
+            {.fd = PQsocket(c), .events = ps == PGRES_POLLING_READING ? POLLIN : POLLOUT},
+            {.fd = l->wake[0], .events = POLLIN}};
+        int rc = poll(p, 2, (int)left);
+        if (rc < 0 && errno != EINTR) {
+            snprintf(err, errlen, "postgresql: poll: %s", strerror(errno));
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        if (rc > 0 && p[1].revents) {
+            drain_wake(l);
+            snprintf(err, errlen, "postgresql: %s: interrupted", what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        if (rc > 0)
+            ps = PQconnectPoll(c);
+    }
+    /* libpq would print the server's goodbye (a FATAL on a terminated backend) on stderr: the
+     * caller logs the loss itself */
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
+    if (simple(c, "LISTEN " CATALOG_CHANNEL, err, errlen) != TH_E_OK) {
+        PQfinish(c);
+        return TH_E_STORE;
+    }
+    l->conn = c;
+    return TH_E_OK;
+}
+
+void th_store_listener_close(struct th_store_listener *l)
+{
+    if (!l)
+        return;
+    PQfinish(l->conn);
+    if (l->url) {
+        memset(l->url, 0, strlen(l->url)); /* it may hold the password */
+        free(l->url);
+    }
+    close(l->wake[0]);
+    close(l->wake[1]);
+    free(l);
+}
+
+static th_err pg_listen(const char *url, struct th_store_listener **out, char *err, size_t errlen)
+{
+    struct th_store_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return TH_E_NOMEM;
+    l->wake[0] = l->wake[1] = -1;
+    if (!th_store_pg_describe(url, l->describe, sizeof l->describe)) {
+        snprintf(err, errlen, "postgresql: the store URL is not a libpq URI or connection string");
+        free(l);
+        return TH_E_STORE;
+    }
+    l->url = strdup(url);
+    if (!l->url || pipe2(l->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "out of memory or file descriptors");
+        th_store_listener_close(l);
+        return TH_E_NOMEM;
+    }
+    th_err e = listener_connect(l, err, errlen);
+    if (e != TH_E_OK) {
+        th_store_listener_close(l);
+        return e;
+    }
+    *out = l;
+    return TH_E_OK;
+}
+
+/* Moves the notifications libpq holds into *changed. */
+static void collect(PGconn *c, unsigned *changed)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL) {
+        if (strcmp(n->extra, "templates") == 0)
+            *changed |= TH_STORE_CHANGED_TEMPLATES;
+        else if (strcmp(n->extra, "prefs") == 0)
+            *changed |= TH_STORE_CHANGED_PREFS;
+        else if (strcmp(n->extra, "routes") == 0)
+            *changed |= TH_STORE_CHANGED_ROUTES;
+        else /* a NOTIFY by hand (no or another payload): everything */
+            *changed |= TH_STORE_CHANGED_ALL;
+        PQfreemem(n);
+    }
+}
+
+static th_err listener_lost(struct th_store_listener *l, char *err, size_t errlen)
+{
+    set_err(l->conn, err, errlen, "catalog listener connection lost");
+    PQfinish(l->conn);
+    l->conn = NULL;
+    return TH_E_STORE;
+}
+
+th_err th_store_wait_change(struct th_store_listener *l, int timeout_ms, unsigned *changed,
+                            char *err, size_t errlen)
+{
+    *changed = 0;
+    if (!l->conn) {
+        th_err e = listener_connect(l, err, errlen);
+        if (e == TH_E_OK)
+            *changed = TH_STORE_CHANGED_ALL | TH_STORE_RECONNECTED;
+        return e;
+    }
+    collect(l->conn, changed);
+    if (*changed)
+        return TH_E_OK;
+    struct pollfd p[2] = {{.fd = PQsocket(l->conn), .events = POLLIN},
+                          {.fd = l->wake[0], .events = POLLIN}};
+    int rc = poll(p, 2, timeout_ms < 0 ? 0 : timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+        snprintf(err, errlen, "postgresql: poll: %s", strerror(errno));
+        return TH_E_STORE;
+    }
+    if (rc > 0 && p[1].revents)
+        drain_wake(l);
+    if (rc > 0 && p[0].revents) {
+        /* readable: notifications, or the server's goodbye (a failover, a terminated backend) */
+        if (!PQconsumeInput(l->conn) || PQstatus(l->conn) != CONNECTION_OK)
+            return listener_lost(l, err, errlen);
+        collect(l->conn, changed);
+    }
+    return TH_E_OK;
+}
+
+void th_store_listener_interrupt(struct th_store_listener *l)
+{
+    ssize_t w = write(l->wake[1], "x", 1); /* a full pipe already wakes the reader */
+    (void)w;
 }
 
 th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
@@ -1060,4 +1320,5 @@ const struct th_store_ops th_store_pg_ops = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .status = pg_status,
+    .listen = pg_listen,
 };

@@ -15,8 +15,9 @@ static const struct {
 const char *const th_store_tables[TH_STORE_TABLES] = {"templates", "prefs",      "routes",
                                                       "outbox",    "deliveries", "dlq"};
 
-static th_err open_url(const char *url, bool migrate, struct th_store **out, char *err,
-                       size_t errlen)
+/* The backend of url and what its open takes (the location); TH_E_STORE with err if none. */
+static th_err resolve(const char *url, const struct th_store_ops **out_ops, const char **out_loc,
+                      char *err, size_t errlen)
 {
     const char *location = url;
     const struct th_store_ops *ops = &th_store_sqlite_ops; /* a bare path is SQLite */
@@ -46,8 +47,35 @@ static th_err open_url(const char *url, bool migrate, struct th_store **out, cha
     }
     if (ops->full_url)
         location = url;
+    *out_ops = ops;
+    *out_loc = location;
+    return TH_E_OK;
+}
+
+static th_err open_url(const char *url, bool migrate, struct th_store **out, char *err,
+                       size_t errlen)
+{
+    const struct th_store_ops *ops;
+    const char *location;
+    th_err e = resolve(url, &ops, &location, err, errlen);
+    if (e != TH_E_OK)
+        return e;
     return migrate ? ops->open(location, out, err, errlen)
                    : ops->open_unmigrated(location, out, err, errlen);
+}
+
+th_err th_store_listen(const char *url, struct th_store_listener **out, char *err, size_t errlen)
+{
+    const struct th_store_ops *ops;
+    const char *location;
+    th_err e = resolve(url, &ops, &location, err, errlen);
+    if (e != TH_E_OK)
+        return e;
+    if (!ops->listen) {
+        snprintf(err, errlen, "the %s store has no change notifications", ops->scheme);
+        return TH_E_INVAL;
+    }
+    return ops->listen(location, out, err, errlen);
 }
 
 th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen)
