@@ -40,6 +40,8 @@ struct th_store_ops {
     /* NULL: no change notifications (th_store_listen answers TH_E_INVAL) */
     th_err (*listen)(const char *location, struct th_store_listener **out, char *err,
                      size_t errlen);
+    /* NULL or: makes a dropped connection again before an operation (store.c calls it) */
+    void (*revive)(struct th_store *st);
 };
 
 /* Every backend's handle starts with this. */
@@ -64,5 +66,8 @@ bool th_store_pg_describe(const char *url, char *out, size_t cap);
  */
 th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
                          size_t errlen);
+
+/* How many times a PostgreSQL store's dropped connection was made again (tests). */
+long th_store_pg_reconnects(const struct th_store *st);
 
 #endif

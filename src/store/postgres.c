@@ -23,10 +23,13 @@
 #include <libpq-fe.h>
 
 #include "common/util.h"
+#include "obs/log.h"
 #include "store/internal.h"
 
 /* The session's statement_timeout when none is configured (ms). */
 #define STATEMENT_TIMEOUT_MS 5000
+/* The shortest pause between two reconnections of a dropped store connection (ms). */
+#define REVIVE_EVERY_MS 1000
 /* connect_timeout when none is configured (s). */
 #define CONNECT_TIMEOUT_S "10"
 /* The channel of catalog change notifications (store.h); the payload is the table. */
@@ -205,7 +208,11 @@ static const char *const sql[S__COUNT] = {
 struct pg_store {
     struct th_store base;
     PGconn *conn;
-    bool in_tx; /* between begin and commit/rollback: a failed write must not abort the rest */
+    bool in_tx;    /* between begin and commit/rollback: a failed write must not abort the rest */
+    bool prepared; /* the schema is the latest: the fixed statements are prepared */
+    bool broken;   /* reconnected but not set up: revive again */
+    int64_t revived_ms;
+    long reconnects; /* tests read it (th_store_pg_reconnects) */
     unsigned char dq_prepared[DQ_SHAPES / 8];
 };
 
@@ -547,6 +554,69 @@ static void conn_params(const char *url, bool listener, const char *keys[CONN_KE
     keys[n] = vals[n] = NULL;
 }
 
+/* The session's settings, on a new connection and on every reconnection. */
+static th_err session_setup(PGconn *c, char *err, size_t errlen)
+{
+    /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
+    char set_timeout[160];
+    snprintf(set_timeout, sizeof set_timeout,
+             "SELECT set_config('statement_timeout', '%d', false) "
+             "WHERE current_setting('statement_timeout') = '0'",
+             STATEMENT_TIMEOUT_MS);
+    th_err e = simple(c, set_timeout, err, errlen);
+    return e != TH_E_OK ? e : simple(c, "SET client_min_messages = warning", err, errlen);
+}
+
+/* Prepares every fixed statement (a session's: again after a reconnection). */
+static th_err prepare_all(struct pg_store *s, char *err, size_t errlen)
+{
+    memset(s->dq_prepared, 0, sizeof s->dq_prepared);
+    for (int i = 0; i < S__COUNT; i++) {
+        char name[16];
+        PGresult *r = PQprepare(s->conn, stmt_name((enum stmt)i, name), sql[i], 0, NULL);
+        bool ok = ok_result(r);
+        PQclear(r);
+        if (!ok) {
+            set_err(s->conn, err, errlen, "");
+            return TH_E_STORE;
+        }
+    }
+    return TH_E_OK;
+}
+
+/*
+ * A connection the server dropped (a failover, a restart, a terminated backend) is made again
+ * before the store's next operation (store.c calls this first), never inside a transaction:
+ * that died with the connection, and its operations fail until the caller's commit or rollback;
+ * the next begin revives it. The operation that found the connection dead has failed and is
+ * not retried here (a write may or may not have committed). Tried at most once a second, so a
+ * database that stays away costs an operation a failed check, not a connection attempt each.
+ */
+static void pg_revive(struct th_store *st)
+{
+    struct pg_store *s = P(st);
+    if (s->in_tx || (PQstatus(s->conn) != CONNECTION_BAD && !s->broken))
+        return;
+    int64_t now = th_mono_us() / 1000;
+    if (s->revived_ms && now - s->revived_ms < REVIVE_EVERY_MS)
+        return;
+    bool first = !s->broken; /* the first try of this outage: said once, not every second */
+    s->revived_ms = now;
+    PQreset(s->conn);
+    char err[512] = "";
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        set_err(s->conn, err, sizeof err, "");
+    s->broken = err[0] || session_setup(s->conn, err, sizeof err) != TH_E_OK ||
+                (s->prepared && prepare_all(s, err, sizeof err) != TH_E_OK);
+    if (!s->broken) {
+        s->reconnects++;
+        th_log_msg(TH_LOG_INFO, "store", "connection to %s made again", s->base.describe);
+    } else if (first) {
+        th_log_msg(TH_LOG_WARN, "store", "connection to %s lost, retried every second: %s",
+                   s->base.describe, err);
+    }
+}
+
 static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, char *err,
                            size_t errlen)
 {
@@ -572,30 +642,13 @@ static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, c
         set_err(s->conn, err, errlen, what);
         goto fail;
     }
-    /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
-    char set_timeout[160];
-    snprintf(set_timeout, sizeof set_timeout,
-             "SELECT set_config('statement_timeout', '%d', false) "
-             "WHERE current_setting('statement_timeout') = '0'",
-             STATEMENT_TIMEOUT_MS);
     int version = 0;
-    if ((e = simple(s->conn, set_timeout, err, errlen)) != TH_E_OK ||
-        (e = simple(s->conn, "SET client_min_messages = warning", err, errlen)) != TH_E_OK ||
+    if ((e = session_setup(s->conn, err, errlen)) != TH_E_OK ||
         (e = migrate(s->conn, apply, &version, err, errlen)) != TH_E_OK)
         goto fail;
-    if (version == SCHEMA_VERSION) {
-        for (int i = 0; i < S__COUNT; i++) {
-            char name[16];
-            PGresult *r = PQprepare(s->conn, stmt_name((enum stmt)i, name), sql[i], 0, NULL);
-            bool ok = ok_result(r);
-            PQclear(r);
-            if (!ok) {
-                set_err(s->conn, err, errlen, "");
-                e = TH_E_STORE;
-                goto fail;
-            }
-        }
-    }
+    s->prepared = version == SCHEMA_VERSION;
+    if (s->prepared && (e = prepare_all(s, err, errlen)) != TH_E_OK)
+        goto fail;
     *out = &s->base;
     return TH_E_OK;
 fail:
@@ -1321,4 +1374,10 @@ const struct th_store_ops th_store_pg_ops = {
     .rollback = pg_rollback,
     .status = pg_status,
     .listen = pg_listen,
+    .revive = pg_revive,
 };
+
+long th_store_pg_reconnects(const struct th_store *st)
+{
+    return st->ops == &th_store_pg_ops ? ((const struct pg_store *)st)->reconnects : 0;
+}

@@ -1053,6 +1053,72 @@ static void test_pg_change_notifications(void **state)
     th_store_close(st);
 }
 
+static int count_deliv(void *ud, const struct th_delivery_row *row)
+{
+    (void)row;
+    ((struct rows *)ud)->n++;
+    return 0;
+}
+
+/* Ends the backend of st (as a failover or a restart does) and waits until it is gone. */
+static void drop_backend(struct th_store *st, struct th_store *other)
+{
+    char pid[32], got[32], q[160], err[512];
+    assert_int_equal(
+        th_store_pg_query(st, "SELECT pg_backend_pid()", pid, sizeof pid, err, sizeof err),
+        TH_E_OK);
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%s)", pid);
+    assert_int_equal(th_store_pg_query(other, q, got, sizeof got, err, sizeof err), TH_E_OK);
+    snprintf(q, sizeof q, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid);
+    double t0 = now_s();
+    do {
+        assert_int_equal(th_store_pg_query(other, q, got, sizeof got, err, sizeof err), TH_E_OK);
+        assert_true(now_s() - t0 < 5);
+    } while (strcmp(got, "0") != 0);
+}
+
+/*
+ * A store connection the server dropped is made again before the next operation (the one that
+ * found it dead fails), with its session as before: statements prepared again, including a
+ * filtered listing's, and the statement timeout; never inside a transaction.
+ */
+static void test_pg_store_reconnects(void **state)
+{
+    use(state);
+    const char *u = fresh(false);
+    struct th_store *st = open_ok(u), *other = open_ok(u);
+    struct th_delivery_filter f = {.channel = "sms", .limit = 5};
+    struct rows r = {0};
+    assert_int_equal(th_store_deliveries_query(st, &f, count_deliv, &r), TH_E_OK);
+
+    drop_backend(st, other);
+    struct th_template_row t = {"fr", "sms", "Code {{otp}}", "", 1};
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE); /* found dead */
+    assert_int_equal(th_store_pg_reconnects(st), 0);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK); /* made again */
+    assert_int_equal(th_store_pg_reconnects(st), 1);
+    assert_int_equal(th_store_deliveries_query(st, &f, count_deliv, &r), TH_E_OK);
+    char got[64], err[512];
+    assert_int_equal(
+        th_store_pg_query(st, "SHOW statement_timeout", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "5s");
+    assert_int_equal(th_store_template_delete(st, "fr", "sms"), TH_E_OK);
+
+    /* in a transaction: it fails to its end, and the next one runs */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    drop_backend(st, other);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE);
+    assert_int_equal(th_store_rollback(st), TH_E_STORE);
+    sleep(1); /* one try a second */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(th_store_commit(st), TH_E_OK);
+    assert_int_equal(th_store_pg_reconnects(st), 2);
+    th_store_close(other);
+    th_store_close(st);
+}
+
 /* SQLite has no notifications: serve keeps SIGHUP. */
 static void test_sqlite_has_no_listener(void **state)
 {
@@ -1096,6 +1162,7 @@ int main(void)
         PG_ONLY(test_pg_concurrent_migrations),
         PG_ONLY(test_pg_statement_timeout),
         PG_ONLY(test_pg_change_notifications),
+        PG_ONLY(test_pg_store_reconnects),
         cmocka_unit_test(test_sqlite_has_no_listener),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
