@@ -30,6 +30,8 @@
 #define STATEMENT_TIMEOUT_MS 5000
 /* The shortest pause between two reconnections of a dropped store connection (ms). */
 #define REVIVE_EVERY_MS 1000
+/* tcp_user_timeout when none is configured (ms). */
+#define TCP_USER_TIMEOUT_MS "10000"
 /* connect_timeout when none is configured (s). */
 #define CONNECT_TIMEOUT_S "10"
 /* The channel of catalog change notifications (store.h); the payload is the table. */
@@ -523,12 +525,13 @@ static bool sets(const char *conninfo, const char *keyword)
     return set;
 }
 
-#define CONN_KEYS 8
+#define CONN_KEYS 10
 
 /*
  * libpq's keywords for url: the URL first (expanded), then defaults it does not set (later
- * keywords override, so a default is added only where nothing set it). A listener also gets TCP
- * keepalives: it only reads, so without them a dead network would leave it waiting for hours.
+ * keywords override, so a default is added only where nothing set it). TCP keepalives, since a
+ * listener only reads and a reload connection idles: without them a dead network would leave
+ * them waiting for hours.
  */
 static void conn_params(const char *url, bool listener, const char *keys[CONN_KEYS],
                         const char *vals[CONN_KEYS])
@@ -543,13 +546,19 @@ static void conn_params(const char *url, bool listener, const char *keys[CONN_KE
         keys[n] = "connect_timeout";
         vals[n++] = CONNECT_TIMEOUT_S;
     }
-    if (listener && !sets(conninfo, "keepalives_idle")) {
+    if (!sets(conninfo, "keepalives_idle")) {
         keys[n] = "keepalives_idle";
         vals[n++] = "10";
         keys[n] = "keepalives_interval";
         vals[n++] = "5";
         keys[n] = "keepalives_count";
         vals[n++] = "3";
+    }
+    /* data sent to a database that vanished without a reset (a partition, a dead machine):
+     * given up after this, not after the kernel's ~15 minutes of retransmissions */
+    if (!sets(conninfo, "tcp_user_timeout")) {
+        keys[n] = "tcp_user_timeout";
+        vals[n++] = TCP_USER_TIMEOUT_MS;
     }
     keys[n] = vals[n] = NULL;
 }
