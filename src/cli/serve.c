@@ -348,7 +348,8 @@ static int64_t emf_due(const struct emf *m); /* monotonic us of the next line; I
 
 /*
  * Waits for SIGTERM or SIGINT; SIGHUP reloads meanwhile: the configuration (what can change
- * safely, the rest named), then templates, preferences and routes. Under systemd (Type=notify) the
+ * safely, the rest named), then templates, preferences and routes; CATALOG_SIGNAL (PostgreSQL:
+ * the watcher) reloads the tables changed on another node. Under systemd (Type=notify) the
  * reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
  */
 static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
@@ -687,7 +688,6 @@ int th_cmd_serve(struct th_cli *cli)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
-    sigaddset(&set, CATALOG_SIGNAL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -715,6 +715,9 @@ int th_cmd_serve(struct th_cli *cli)
         } else if (e != TH_E_OK) {
             startup_error(cli, "store: %s", err);
             goto out;
+        } else { /* taken by this thread only; no other thread exists yet to inherit less */
+            sigaddset(&set, CATALOG_SIGNAL);
+            pthread_sigmask(SIG_BLOCK, &set, NULL);
         }
     }
     if (th_catalog_templates_load(store, cfg, false, &templates, err, sizeof err) != TH_E_OK) {
