@@ -270,3 +270,26 @@ def test_a_killed_node_is_taken_out_and_rejoins(cluster):
     (nodes[1].tmp / "port").unlink(missing_ok=True)
     nodes[1].start()
     wait_balancer(lb, secret, {"n2"})
+
+
+def test_a_lost_listener_reconnects_and_reloads(cluster):
+    """The database drops every node's listener (as a failover does): each logs it, reconnects,
+    reloads once, and hears the next change."""
+    url, nodes = cluster["url"], cluster["nodes"]
+    before = [n.log_text().count('"cause":"listener reconnected"') for n in nodes]
+    psql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+              "WHERE application_name = 'telehook-listen'")
+    for n, b in zip(nodes, before):
+        wait_for(lambda: n.log_text().count('"cause":"listener reconnected"') > b,
+                 "a node did not reconnect its listener and reload", limit=5)
+        assert '"event":"catalog_listen"' in n.log_text()
+    text = "After the drop " + secrets.token_hex(4) + ": {{otp}}"
+    nodes[2].cli("templates", "set", "en", "sms", text)
+
+    def used():
+        otp = str(secrets.randbelow(900000) + 100000)
+        status, h, body = nodes[0].post(okta_request(otp=otp))
+        assert status == 200 and outcome(body) == "SUCCESSFUL", body
+        rows = psql(url, "SELECT body FROM outbox WHERE request_id = '%s'" % h["x-request-id"])
+        return rows == [[text.replace("{{otp}}", otp)]]
+    wait_for(used, "node 1 does not use a template set after its listener came back", limit=1)
