@@ -9,7 +9,7 @@ pkgs=(build-essential pkg-config meson ninja-build
       sqlite3 ca-certificates curl)
 if [ "$mode" = check ]; then
   pkgs+=(libcmocka-dev python3 python3-pytest python3-botocore python3-jwt python3-cryptography valgrind clang libclang-rt-14-dev clang-format git
-        postgresql-15)
+        postgresql-15 haproxy)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

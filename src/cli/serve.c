@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,13 @@
 #include <systemd/sd-daemon.h>
 
 #define WRITER_QUEUE 65536
+/* The watcher's wake-up to the main thread: "the catalog changed in the store". */
+#define CATALOG_SIGNAL SIGUSR1
+/* A burst of changes (a `routes import`) within this window is one reload (ms). */
+#define CATALOG_DEBOUNCE_MS 150
+/* Retries of a lost listener connection: from the first to the longest pause (ms). */
+#define LISTEN_RETRY_MIN_MS 250
+#define LISTEN_RETRY_MAX_MS 5000
 
 static th_err outbox_put(void *ud, const struct th_outbox_item *it,
                          const struct th_loop_reply *reply)
@@ -237,6 +245,102 @@ static void reload_config(const struct th_cli *cli)
     th_config_release(&fresh);
 }
 
+/*
+ * Change propagation (PostgreSQL): a thread of its own waits on the store's catalog
+ * notifications (a blocking connection, never an event loop), gathers a burst into one, and
+ * hands the changed tables to the main thread with CATALOG_SIGNAL, so the reload runs where
+ * SIGHUP's does, on the read connection that only the main thread uses. After a lost
+ * connection it retries with backoff, and once back it has every table reloaded: changes
+ * made meanwhile sent notifications nobody heard.
+ */
+struct watcher {
+    struct th_store_listener *listener; /* NULL: SQLite, SIGHUP only */
+    pthread_t thread, main;
+    bool started;
+    atomic_bool stop;
+    atomic_uint pending; /* TH_STORE_CHANGED_* bits the main thread has not reloaded yet */
+};
+
+static void *watch_catalog(void *arg)
+{
+    struct watcher *w = arg;
+    unsigned got = 0;
+    int64_t fire_at = 0;
+    int retry_ms = 0;
+    while (!atomic_load(&w->stop)) {
+        int64_t now = th_mono_us() / 1000;
+        int timeout = got ? (int)(fire_at > now ? fire_at - now : 0) : 1000;
+        unsigned changed = 0;
+        char err[512];
+        if (th_store_wait_change(w->listener, timeout, &changed, err, sizeof err) != TH_E_OK) {
+            retry_ms = retry_ms ? retry_ms * 2 : LISTEN_RETRY_MIN_MS;
+            if (retry_ms > LISTEN_RETRY_MAX_MS)
+                retry_ms = LISTEN_RETRY_MAX_MS;
+            if (!atomic_load(&w->stop))
+                th_log_msg(TH_LOG_WARN, "catalog_listen",
+                           "%s; changes on other nodes wait until it is back (retry in %d ms)", err,
+                           retry_ms);
+            for (int slept = 0; slept < retry_ms && !atomic_load(&w->stop); slept += 50)
+                sleep_ms(50);
+            continue;
+        }
+        if (changed & TH_STORE_RECONNECTED) {
+            th_log_msg(TH_LOG_INFO, "catalog_listen",
+                       "listening for catalog changes again; reloading everything once, since "
+                       "changes made meanwhile were not heard");
+            retry_ms = 0;
+        }
+        if (changed && !got)
+            fire_at = th_mono_us() / 1000 + CATALOG_DEBOUNCE_MS;
+        got |= changed;
+        if (got && th_mono_us() / 1000 >= fire_at) {
+            atomic_fetch_or(&w->pending, got);
+            pthread_kill(w->main, CATALOG_SIGNAL);
+            got = 0;
+        }
+    }
+    return NULL;
+}
+
+static void watch_stop(struct watcher *w)
+{
+    if (w->started) {
+        atomic_store(&w->stop, true);
+        th_store_listener_interrupt(w->listener);
+        pthread_join(w->thread, NULL);
+        w->started = false;
+    }
+    th_store_listener_close(w->listener);
+    w->listener = NULL;
+}
+
+/* CATALOG_SIGNAL: reloads what the watcher says changed, through SIGHUP's functions. */
+static void reload_changed(struct th_store *st, const struct th_config *cfg, struct th_hook *hook,
+                           struct th_router *router, struct retired *old, struct watcher *w)
+{
+    unsigned bits = w ? atomic_exchange(&w->pending, 0u) : 0;
+    if (!(bits & TH_STORE_CHANGED_ALL))
+        return; /* a stray SIGUSR1 */
+    char what[64];
+    snprintf(what, sizeof what, "%s%s%s", bits & TH_STORE_CHANGED_TEMPLATES ? "templates " : "",
+             bits & TH_STORE_CHANGED_PREFS ? "prefs " : "",
+             bits & TH_STORE_CHANGED_ROUTES ? "routes " : "");
+    what[strlen(what) - 1] = '\0'; /* the last space; one bit at least is set */
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_INFO, "reload")) {
+        th_log_str(&l, "msg", "catalog changed in the store: reloading");
+        th_log_str(&l, "cause", bits & TH_STORE_RECONNECTED ? "listener reconnected" : "notify");
+        th_log_str(&l, "tables", what);
+        th_log_end(&l);
+    }
+    if (bits & TH_STORE_CHANGED_TEMPLATES)
+        reload_templates(st, cfg, hook, old);
+    if (bits & TH_STORE_CHANGED_PREFS)
+        reload_prefs(st, hook, old);
+    if (bits & TH_STORE_CHANGED_ROUTES)
+        reload_routes(st, router);
+}
+
 /* log.emf: CloudWatch metrics lines, written by this (the main) thread between signals. */
 struct emf;
 static void emf_tick(struct emf *m);
@@ -244,12 +348,13 @@ static int64_t emf_due(const struct emf *m); /* monotonic us of the next line; I
 
 /*
  * Waits for SIGTERM or SIGINT; SIGHUP reloads meanwhile: the configuration (what can change
- * safely, the rest named), then templates, preferences and routes. Under systemd (Type=notify) the
+ * safely, the rest named), then templates, preferences and routes; CATALOG_SIGNAL (PostgreSQL:
+ * the watcher) reloads the tables changed on another node. Under systemd (Type=notify) the
  * reload is announced as RELOADING=1 ... READY=1, as sd_notify(3) describes.
  */
 static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct th_store *st,
                            struct th_hook *hook, struct th_router *router, struct retired *old,
-                           struct th_server *server, struct emf *emf)
+                           struct th_server *server, struct emf *emf, struct watcher *w)
 {
     /*
      * systemd's watchdog (WatchdogSec; WATCHDOG_USEC in the environment): every half period,
@@ -290,6 +395,8 @@ static int wait_for_signal(const struct th_cli *cli, const sigset_t *set, struct
             continue; /* the tick (EAGAIN) or EINTR */
         if (sig == SIGTERM || sig == SIGINT)
             return sig;
+        if (sig == CATALOG_SIGNAL)
+            reload_changed(st, &cli->cfg, hook, router, old, w);
         if (sig == SIGHUP) {
             sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)th_mono_us());
             reload_config(cli);
@@ -622,6 +729,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_metrics *metrics = NULL; /* bound to the modules' counters: freed after them */
     struct retired retired = {.sets.free_fn = free_templates, .prefs.free_fn = free_prefs};
     struct th_tls_creds *tls = NULL; /* until the server takes it */
+    struct watcher watch = {.main = pthread_self()};
     const struct th_config *cfg = &cli->cfg;
     int64_t t0 = th_mono_us();
 
@@ -646,6 +754,22 @@ int th_cmd_serve(struct th_cli *cli)
     if (th_store_open(cfg->store_url, &store, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "store: %s", err);
         goto out;
+    }
+    /*
+     * Listening before the catalog is read: a change committed between the read and the
+     * watcher's start is then heard, not missed (it only costs one reload more).
+     */
+    if (!cli->check_only) {
+        e = th_store_listen(cfg->store_url, &watch.listener, err, sizeof err);
+        if (e == TH_E_INVAL) {
+            watch.listener = NULL; /* SQLite: one node, SIGHUP reloads */
+        } else if (e != TH_E_OK) {
+            startup_error(cli, "store: %s", err);
+            goto out;
+        } else { /* taken by this thread only; no other thread exists yet to inherit less */
+            sigaddset(&set, CATALOG_SIGNAL);
+            pthread_sigmask(SIG_BLOCK, &set, NULL);
+        }
     }
     if (th_catalog_templates_load(store, cfg, false, &templates, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "templates: %s", err);
@@ -809,7 +933,19 @@ int th_cmd_serve(struct th_cli *cli)
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s (port %d)\nMAINPID=%lu", cfg->listen, port,
                (unsigned long)getpid());
     emf_start(&emf, cfg, &ready);
-    int sig = wait_for_signal(cli, &set, store, hook, router, &retired, server, &emf);
+    if (watch.listener) {
+        if (pthread_create(&watch.thread, NULL, watch_catalog, &watch) == 0) {
+            watch.started = true;
+            th_log_msg(TH_LOG_INFO, "catalog_listen",
+                       "listening for catalog changes: templates, prefs and routes changed on "
+                       "any node are reloaded here");
+        } else {
+            th_log_msg(TH_LOG_ERROR, "catalog_listen",
+                       "cannot start the catalog watcher: changes on other nodes need SIGHUP");
+        }
+    }
+    int sig = wait_for_signal(cli, &set, store, hook, router, &retired, server, &emf, &watch);
+    watch_stop(&watch); /* no reload may start while the modules are torn down */
     sd_notify(0, "STOPPING=1\nSTATUS=finishing requests in flight");
     th_log_msg(TH_LOG_INFO, "shutdown", "%s: no new connections; finishing requests in flight",
                sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -848,6 +984,7 @@ int th_cmd_serve(struct th_cli *cli)
     }
     rc = 0;
 out:
+    watch_stop(&watch);
     th_server_stop(server);
     th_metrics_free(metrics); /* nothing renders it now: its children point into the modules */
     th_tls_creds_free(tls);

@@ -42,6 +42,11 @@ struct th_store_ops {
     bool (*lost)(const struct th_store *st);
     th_err (*ping)(struct th_store *st);
     th_err (*reconnect)(struct th_store *st);
+    /* NULL: no change notifications (th_store_listen answers TH_E_INVAL) */
+    th_err (*listen)(const char *location, struct th_store_listener **out, char *err,
+                     size_t errlen);
+    /* NULL or: makes a dropped connection again before an operation (store.c calls it) */
+    void (*revive)(struct th_store *st);
 };
 
 /* Every backend's handle starts with this. */
@@ -69,5 +74,7 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 
 /* mkdir -p of path's parent directory, 0700 (sqlite.c; the spool's file too). 0 or -1. */
 int th_store_make_parent(const char *path);
+/* How many times a PostgreSQL store's dropped connection was made again (tests). */
+long th_store_pg_reconnects(const struct th_store *st);
 
 #endif

@@ -12,19 +12,30 @@
  * never built from values. Text comparisons and orderings are bytewise (COLLATE "C") and the
  * user of a preference is folded to ASCII lower case, exactly as SQLite's BINARY and NOCASE.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "common/util.h"
+#include "obs/log.h"
 #include "store/internal.h"
 
 /* The session's statement_timeout when none is configured (ms). */
 #define STATEMENT_TIMEOUT_MS 5000
+/* The shortest pause between two reconnections of a dropped store connection (ms). */
+#define REVIVE_EVERY_MS 1000
+/* tcp_user_timeout when none is configured (ms). */
+#define TCP_USER_TIMEOUT_MS "10000"
 /* connect_timeout when none is configured (s). */
 #define CONNECT_TIMEOUT_S "10"
+/* The channel of catalog change notifications (store.h); the payload is the table. */
+#define CATALOG_CHANNEL "telehook_catalog"
 /* pg_advisory_xact_lock key of the migrations: "telehook" in ASCII, as a bigint. */
 #define MIGRATE_LOCK "7522525363725609835"
 /* pg_try_advisory_lock key of the retention purge: one node at a time (the next one up). */
@@ -145,6 +156,7 @@ enum stmt {
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
+    S_NOTIFY,
     S__COUNT
 };
 
@@ -193,6 +205,7 @@ static const char *const sql[S__COUNT] = {
                    "channel = excluded.channel, updated_ms = excluded.updated_ms",
     [S_PREF_DEL] =
         "DELETE FROM prefs WHERE lower(user_key COLLATE \"C\") = lower($1 COLLATE \"C\")",
+    [S_NOTIFY] = "SELECT pg_notify('" CATALOG_CHANNEL "', $1)",
 };
 
 /* The filters of deliveries_query, one bit each: a statement is prepared per combination used. */
@@ -201,8 +214,12 @@ static const char *const sql[S__COUNT] = {
 struct pg_store {
     struct th_store base;
     PGconn *conn;
-    bool in_tx; /* between begin and commit/rollback: a failed write must not abort the rest */
-    bool lost;  /* a statement failed for want of the server, not for its row (th_store_lost) */
+    bool in_tx;    /* between begin and commit/rollback: a failed write must not abort the rest */
+    bool prepared; /* the schema is the latest: the fixed statements are prepared */
+    bool broken;   /* reconnected but not set up: revive again */
+    bool lost;     /* a statement failed for want of the server, not for its row (th_store_lost) */
+    int64_t revived_ms;
+    long reconnects; /* tests read it (th_store_pg_reconnects) */
     unsigned char dq_prepared[DQ_SHAPES / 8];
 };
 
@@ -539,8 +556,46 @@ static bool sets(const char *conninfo, const char *keyword)
     return set;
 }
 
-/* The session's settings: on open and after a reconnection. */
-static th_err session(struct pg_store *s, char *err, size_t errlen)
+#define CONN_KEYS 10
+
+/*
+ * libpq's keywords for url: the URL first (expanded), then defaults it does not set (later
+ * keywords override, so a default is added only where nothing set it). TCP keepalives, since a
+ * listener only reads and a reload connection idles: without them a dead network would leave
+ * them waiting for hours.
+ */
+static void conn_params(const char *url, bool listener, const char *keys[CONN_KEYS],
+                        const char *vals[CONN_KEYS])
+{
+    const char *conninfo = conninfo_of(url);
+    int n = 0;
+    keys[n] = "dbname";
+    vals[n++] = conninfo;
+    keys[n] = "fallback_application_name";
+    vals[n++] = listener ? "telehook-listen" : "telehook";
+    if (!sets(conninfo, "connect_timeout") && !getenv("PGCONNECT_TIMEOUT")) {
+        keys[n] = "connect_timeout";
+        vals[n++] = CONNECT_TIMEOUT_S;
+    }
+    if (!sets(conninfo, "keepalives_idle")) {
+        keys[n] = "keepalives_idle";
+        vals[n++] = "10";
+        keys[n] = "keepalives_interval";
+        vals[n++] = "5";
+        keys[n] = "keepalives_count";
+        vals[n++] = "3";
+    }
+    /* data sent to a database that vanished without a reset (a partition, a dead machine):
+     * given up after this, not after the kernel's ~15 minutes of retransmissions */
+    if (!sets(conninfo, "tcp_user_timeout")) {
+        keys[n] = "tcp_user_timeout";
+        vals[n++] = TCP_USER_TIMEOUT_MS;
+    }
+    keys[n] = vals[n] = NULL;
+}
+
+/* The session's settings, on a new connection and on every reconnection. */
+static th_err session_setup(PGconn *c, char *err, size_t errlen)
 {
     /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
     char set_timeout[160];
@@ -548,11 +603,11 @@ static th_err session(struct pg_store *s, char *err, size_t errlen)
              "SELECT set_config('statement_timeout', '%d', false) "
              "WHERE current_setting('statement_timeout') = '0'",
              STATEMENT_TIMEOUT_MS);
-    th_err e = simple(s->conn, set_timeout, err, errlen);
-    return e != TH_E_OK ? e : simple(s->conn, "SET client_min_messages = warning", err, errlen);
+    th_err e = simple(c, set_timeout, err, errlen);
+    return e != TH_E_OK ? e : simple(c, "SET client_min_messages = warning", err, errlen);
 }
 
-/* Prepares every statement (a new connection has none; the query shapes come lazily). */
+/* Prepares every fixed statement (a session's: again after a reconnection). */
 static th_err prepare_all(struct pg_store *s, char *err, size_t errlen)
 {
     memset(s->dq_prepared, 0, sizeof s->dq_prepared);
@@ -567,6 +622,40 @@ static th_err prepare_all(struct pg_store *s, char *err, size_t errlen)
         }
     }
     return TH_E_OK;
+}
+
+/*
+ * A connection the server dropped (a failover, a restart, a terminated backend) is made again
+ * before the store's next operation (store.c calls this first), never inside a transaction:
+ * that died with the connection, and its operations fail until the caller's commit or rollback;
+ * the next begin revives it. The operation that found the connection dead has failed and is
+ * not retried here (a write may or may not have committed). Tried at most once a second, so a
+ * database that stays away costs an operation a failed check, not a connection attempt each.
+ */
+static void pg_revive(struct th_store *st)
+{
+    struct pg_store *s = P(st);
+    if (s->in_tx || (PQstatus(s->conn) != CONNECTION_BAD && !s->broken))
+        return;
+    int64_t now = th_mono_us() / 1000;
+    if (s->revived_ms && now - s->revived_ms < REVIVE_EVERY_MS)
+        return;
+    bool first = !s->broken; /* the first try of this outage: said once, not every second */
+    s->revived_ms = now;
+    PQreset(s->conn);
+    char err[512] = "";
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        set_err(s->conn, err, sizeof err, "");
+    s->broken = err[0] || session_setup(s->conn, err, sizeof err) != TH_E_OK ||
+                (s->prepared && prepare_all(s, err, sizeof err) != TH_E_OK);
+    if (!s->broken) {
+        s->lost = false;
+        s->reconnects++;
+        th_log_msg(TH_LOG_INFO, "store", "connection to %s made again", s->base.describe);
+    } else if (first) {
+        th_log_msg(TH_LOG_WARN, "store", "connection to %s lost, retried every second: %s",
+                   s->base.describe, err);
+    }
 }
 
 static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, char *err,
@@ -584,14 +673,8 @@ static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, c
         free(s);
         return TH_E_STORE;
     }
-    const char *conninfo = conninfo_of(url);
-    /* the URL first (expanded), then defaults it does not set; later keywords override */
-    const char *keys[4] = {"dbname", "fallback_application_name", NULL, NULL};
-    const char *vals[4] = {conninfo, "telehook", NULL, NULL};
-    if (!sets(conninfo, "connect_timeout") && !getenv("PGCONNECT_TIMEOUT")) {
-        keys[2] = "connect_timeout";
-        vals[2] = CONNECT_TIMEOUT_S;
-    }
+    const char *keys[CONN_KEYS], *vals[CONN_KEYS];
+    conn_params(url, false, keys, vals);
     s->conn = PQconnectdbParams(keys, vals, 1);
     th_err e = TH_E_STORE;
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
@@ -601,10 +684,11 @@ static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, c
         goto fail;
     }
     int version = 0;
-    if ((e = session(s, err, errlen)) != TH_E_OK ||
+    if ((e = session_setup(s->conn, err, errlen)) != TH_E_OK ||
         (e = migrate(s->conn, apply, &version, err, errlen)) != TH_E_OK)
         goto fail;
-    if (version == SCHEMA_VERSION && (e = prepare_all(s, err, errlen)) != TH_E_OK)
+    s->prepared = version == SCHEMA_VERSION;
+    if (s->prepared && (e = prepare_all(s, err, errlen)) != TH_E_OK)
         goto fail;
     *out = &s->base;
     return TH_E_OK;
@@ -624,6 +708,47 @@ static th_err pg_open_unmigrated(const char *url, struct th_store **out, char *e
 }
 
 /* ---- templates, preferences, routes ---- */
+
+/* COMMIT, checking the tag: a COMMIT of an aborted transaction answers ROLLBACK, no error. */
+static th_err commit_checked(PGconn *c)
+{
+    PGresult *r = PQexec(c, "COMMIT");
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
+                   ? TH_E_OK
+                   : TH_E_STORE;
+    PQclear(r);
+    return e;
+}
+
+/*
+ * A put or delete of a catalog row, and its notification to every listening node in the same
+ * transaction: delivered when, and only when, the change commits (a rolled-back change wakes
+ * nobody; a committed one is never missed by a connected listener). Outside the caller's
+ * transaction the write gets its own. A delete that matched nothing is TH_E_NOTFOUND and
+ * notifies nothing.
+ */
+static th_err catalog_stmt(struct pg_store *s, enum stmt i, int n, const char *const *vals,
+                           const char *table, bool del)
+{
+    bool own = !s->in_tx;
+    if (own && simple(s->conn, "BEGIN", NULL, 0) != TH_E_OK)
+        return TH_E_STORE;
+    long changed = 0;
+    th_err e = write_stmt(s, i, n, vals, NULL, NULL, &changed);
+    if (e == TH_E_OK && del && changed == 0)
+        e = TH_E_NOTFOUND;
+    if (e == TH_E_OK) {
+        const char *v[] = {table};
+        PGresult *r = run(s, S_NOTIFY, 1, v, NULL, NULL);
+        e = ok_result(r) ? TH_E_OK : TH_E_STORE;
+        PQclear(r);
+    }
+    if (own && e == TH_E_OK)
+        e = commit_checked(s->conn);
+    else if (own)
+        simple(s->conn, "ROLLBACK", NULL, 0);
+    return e;
+}
 
 static th_err pg_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
 {
@@ -645,13 +770,13 @@ static th_err pg_template_put(struct th_store *st, const struct th_template_row 
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->language), txt(row->channel), txt(row->body), txt(row->voice_id),
                        ms};
-    return write_stmt(P(st), S_TPL_PUT, 5, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_TPL_PUT, 5, v, "templates", false);
 }
 
 static th_err pg_template_delete(struct th_store *st, const char *language, const char *channel)
 {
     const char *v[] = {txt(language), txt(channel)};
-    return delete_stmt(P(st), S_TPL_DEL, 2, v);
+    return catalog_stmt(P(st), S_TPL_DEL, 2, v, "templates", true);
 }
 
 static th_err pg_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
@@ -673,13 +798,13 @@ static th_err pg_pref_put(struct th_store *st, const struct th_pref_row *row)
     char ms[24];
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->user), txt(row->language), txt(row->channel), ms};
-    return write_stmt(P(st), S_PREF_PUT, 4, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_PREF_PUT, 4, v, "prefs", false);
 }
 
 static th_err pg_pref_delete(struct th_store *st, const char *user)
 {
     const char *v[] = {txt(user)};
-    return delete_stmt(P(st), S_PREF_DEL, 1, v);
+    return catalog_stmt(P(st), S_PREF_DEL, 1, v, "prefs", true);
 }
 
 static th_err pg_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
@@ -701,13 +826,13 @@ static th_err pg_route_put(struct th_store *st, const struct th_route_row *row)
     char ms[24];
     snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
     const char *v[] = {txt(row->channel), txt(row->country), txt(row->attempts), ms};
-    return write_stmt(P(st), S_ROUTE_PUT, 4, v, NULL, NULL, NULL);
+    return catalog_stmt(P(st), S_ROUTE_PUT, 4, v, "routes", false);
 }
 
 static th_err pg_route_delete(struct th_store *st, const char *channel, const char *country)
 {
     const char *v[] = {txt(channel), txt(country)};
-    return delete_stmt(P(st), S_ROUTE_DEL, 2, v);
+    return catalog_stmt(P(st), S_ROUTE_DEL, 2, v, "routes", true);
 }
 
 /* ---- outbox, deliveries ---- */
@@ -1067,10 +1192,11 @@ static th_err pg_reconnect(struct th_store *st)
     PQreset(s->conn);
     s->in_tx = false;
     char err[256];
-    if (PQstatus(s->conn) != CONNECTION_OK || session(s, err, sizeof err) != TH_E_OK ||
+    if (PQstatus(s->conn) != CONNECTION_OK || session_setup(s->conn, err, sizeof err) != TH_E_OK ||
         prepare_all(s, err, sizeof err) != TH_E_OK)
         return TH_E_STORE;
     s->lost = false;
+    s->broken = false;
     return TH_E_OK;
 }
 
@@ -1103,6 +1229,197 @@ static th_err pg_status(struct th_store *st, struct th_store_status *out)
         PQclear(c);
     }
     return e;
+}
+
+/* ---- change notifications (store.h) ---- */
+
+/* How long a listener's (re)connection may take before it gives up and is retried (ms). */
+#define LISTEN_CONNECT_MS 10000
+
+struct th_store_listener {
+    char *url; /* owned: reconnections need it (it may hold the password: never logged) */
+    char describe[512];
+    PGconn *conn; /* NULL while disconnected */
+    int wake[2];  /* a pipe: th_store_listener_interrupt writes, every poll reads */
+};
+
+static int64_t mono_ms(void)
+{
+    return th_mono_us() / 1000;
+}
+
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static void drain_wake(struct th_store_listener *l)
+{
+    char buf[64];
+    while (read(l->wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+/*
+ * Connects without blocking past LISTEN_CONNECT_MS or an interrupt (PQconnectStartParams and
+ * PQconnectPoll, as libpq's documentation loops), then LISTENs.
+ */
+static th_err listener_connect(struct th_store_listener *l, char *err, size_t errlen)
+{
+    const char *keys[CONN_KEYS], *vals[CONN_KEYS];
+    conn_params(l->url, true, keys, vals);
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    char what[600];
+    snprintf(what, sizeof what, "cannot connect to %s", l->describe);
+    if (!c || PQstatus(c) == CONNECTION_BAD) {
+        set_err(c, err, errlen, what);
+        PQfinish(c);
+        return TH_E_STORE;
+    }
+    int64_t deadline = mono_ms() + LISTEN_CONNECT_MS;
+    PostgresPollingStatusType ps = PGRES_POLLING_WRITING; /* libpq: start as if writing */
+    while (ps != PGRES_POLLING_OK) {
+        if (ps == PGRES_POLLING_FAILED) {
+            set_err(c, err, errlen, what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        int64_t left = deadline - mono_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "postgresql: %s: timed out", what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        struct pollfd p[2] = {
+            {.fd = PQsocket(c), .events = ps == PGRES_POLLING_READING ? POLLIN : POLLOUT},
+            {.fd = l->wake[0], .events = POLLIN}};
+        int rc = poll(p, 2, (int)left);
+        if (rc < 0 && errno != EINTR) {
+            snprintf(err, errlen, "postgresql: poll: %s", strerror(errno));
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        if (rc > 0 && p[1].revents) {
+            drain_wake(l);
+            snprintf(err, errlen, "postgresql: %s: interrupted", what);
+            PQfinish(c);
+            return TH_E_STORE;
+        }
+        if (rc > 0)
+            ps = PQconnectPoll(c);
+    }
+    /* libpq would print the server's goodbye (a FATAL on a terminated backend) on stderr: the
+     * caller logs the loss itself */
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
+    if (simple(c, "LISTEN " CATALOG_CHANNEL, err, errlen) != TH_E_OK) {
+        PQfinish(c);
+        return TH_E_STORE;
+    }
+    l->conn = c;
+    return TH_E_OK;
+}
+
+void th_store_listener_close(struct th_store_listener *l)
+{
+    if (!l)
+        return;
+    PQfinish(l->conn);
+    if (l->url) {
+        memset(l->url, 0, strlen(l->url)); /* it may hold the password */
+        free(l->url);
+    }
+    close(l->wake[0]);
+    close(l->wake[1]);
+    free(l);
+}
+
+static th_err pg_listen(const char *url, struct th_store_listener **out, char *err, size_t errlen)
+{
+    struct th_store_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return TH_E_NOMEM;
+    l->wake[0] = l->wake[1] = -1;
+    if (!th_store_pg_describe(url, l->describe, sizeof l->describe)) {
+        snprintf(err, errlen, "postgresql: the store URL is not a libpq URI or connection string");
+        free(l);
+        return TH_E_STORE;
+    }
+    l->url = strdup(url);
+    if (!l->url || pipe2(l->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "out of memory or file descriptors");
+        th_store_listener_close(l);
+        return TH_E_NOMEM;
+    }
+    th_err e = listener_connect(l, err, errlen);
+    if (e != TH_E_OK) {
+        th_store_listener_close(l);
+        return e;
+    }
+    *out = l;
+    return TH_E_OK;
+}
+
+/* Moves the notifications libpq holds into *changed. */
+static void collect(PGconn *c, unsigned *changed)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(c)) != NULL) {
+        if (strcmp(n->extra, "templates") == 0)
+            *changed |= TH_STORE_CHANGED_TEMPLATES;
+        else if (strcmp(n->extra, "prefs") == 0)
+            *changed |= TH_STORE_CHANGED_PREFS;
+        else if (strcmp(n->extra, "routes") == 0)
+            *changed |= TH_STORE_CHANGED_ROUTES;
+        else /* a NOTIFY by hand (no or another payload): everything */
+            *changed |= TH_STORE_CHANGED_ALL;
+        PQfreemem(n);
+    }
+}
+
+static th_err listener_lost(struct th_store_listener *l, char *err, size_t errlen)
+{
+    set_err(l->conn, err, errlen, "catalog listener connection lost");
+    PQfinish(l->conn);
+    l->conn = NULL;
+    return TH_E_STORE;
+}
+
+th_err th_store_wait_change(struct th_store_listener *l, int timeout_ms, unsigned *changed,
+                            char *err, size_t errlen)
+{
+    *changed = 0;
+    if (!l->conn) {
+        th_err e = listener_connect(l, err, errlen);
+        if (e == TH_E_OK)
+            *changed = TH_STORE_CHANGED_ALL | TH_STORE_RECONNECTED;
+        return e;
+    }
+    collect(l->conn, changed);
+    if (*changed)
+        return TH_E_OK;
+    struct pollfd p[2] = {{.fd = PQsocket(l->conn), .events = POLLIN},
+                          {.fd = l->wake[0], .events = POLLIN}};
+    int rc = poll(p, 2, timeout_ms < 0 ? 0 : timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+        snprintf(err, errlen, "postgresql: poll: %s", strerror(errno));
+        return TH_E_STORE;
+    }
+    if (rc > 0 && p[1].revents)
+        drain_wake(l);
+    if (rc > 0 && p[0].revents) {
+        /* readable: notifications, or the server's goodbye (a failover, a terminated backend) */
+        if (!PQconsumeInput(l->conn) || PQstatus(l->conn) != CONNECTION_OK)
+            return listener_lost(l, err, errlen);
+        collect(l->conn, changed);
+    }
+    return TH_E_OK;
+}
+
+void th_store_listener_interrupt(struct th_store_listener *l)
+{
+    ssize_t w = write(l->wake[1], "x", 1); /* a full pipe already wakes the reader */
+    (void)w;
 }
 
 th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
@@ -1158,4 +1475,11 @@ const struct th_store_ops th_store_pg_ops = {
     .lost = pg_lost,
     .ping = pg_ping,
     .reconnect = pg_reconnect,
+    .listen = pg_listen,
+    .revive = pg_revive,
 };
+
+long th_store_pg_reconnects(const struct th_store *st)
+{
+    return st->ops == &th_store_pg_ops ? ((const struct pg_store *)st)->reconnects : 0;
+}

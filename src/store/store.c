@@ -15,8 +15,9 @@ static const struct {
 const char *const th_store_tables[TH_STORE_TABLES] = {"templates", "prefs",      "routes",
                                                       "outbox",    "deliveries", "dlq"};
 
-static th_err open_url(const char *url, bool migrate, struct th_store **out, char *err,
-                       size_t errlen)
+/* The backend of url and what its open takes (the location); TH_E_STORE with err if none. */
+static th_err resolve(const char *url, const struct th_store_ops **out_ops, const char **out_loc,
+                      char *err, size_t errlen)
 {
     const char *location = url;
     const struct th_store_ops *ops = &th_store_sqlite_ops; /* a bare path is SQLite */
@@ -46,8 +47,43 @@ static th_err open_url(const char *url, bool migrate, struct th_store **out, cha
     }
     if (ops->full_url)
         location = url;
+    *out_ops = ops;
+    *out_loc = location;
+    return TH_E_OK;
+}
+
+static th_err open_url(const char *url, bool migrate, struct th_store **out, char *err,
+                       size_t errlen)
+{
+    const struct th_store_ops *ops;
+    const char *location;
+    th_err e = resolve(url, &ops, &location, err, errlen);
+    if (e != TH_E_OK)
+        return e;
     return migrate ? ops->open(location, out, err, errlen)
                    : ops->open_unmigrated(location, out, err, errlen);
+}
+
+th_err th_store_listen(const char *url, struct th_store_listener **out, char *err, size_t errlen)
+{
+    const struct th_store_ops *ops;
+    const char *location;
+    th_err e = resolve(url, &ops, &location, err, errlen);
+    if (e != TH_E_OK)
+        return e;
+    if (!ops->listen) {
+        snprintf(err, errlen, "the %s store has no change notifications", ops->scheme);
+        return TH_E_INVAL;
+    }
+    return ops->listen(location, out, err, errlen);
+}
+
+/* The store ready for an operation: a dropped connection made again first (a backend's). */
+static struct th_store *live(struct th_store *st)
+{
+    if (st->ops->revive)
+        st->ops->revive(st);
+    return st;
 }
 
 th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen)
@@ -62,7 +98,7 @@ th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *er
 
 th_err th_store_status(struct th_store *st, struct th_store_status *out)
 {
-    return st->ops->status(st, out);
+    return live(st)->ops->status(st, out);
 }
 
 void th_store_close(struct th_store *st)
@@ -78,58 +114,58 @@ const char *th_store_describe(const struct th_store *st)
 
 th_err th_store_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
 {
-    return st->ops->templates_each(st, fn, ud);
+    return live(st)->ops->templates_each(st, fn, ud);
 }
 
 th_err th_store_template_put(struct th_store *st, const struct th_template_row *row)
 {
-    return st->ops->template_put(st, row);
+    return live(st)->ops->template_put(st, row);
 }
 
 th_err th_store_template_delete(struct th_store *st, const char *language, const char *channel)
 {
-    return st->ops->template_delete(st, language, channel);
+    return live(st)->ops->template_delete(st, language, channel);
 }
 
 th_err th_store_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
 {
-    return st->ops->prefs_each(st, fn, ud);
+    return live(st)->ops->prefs_each(st, fn, ud);
 }
 
 th_err th_store_pref_put(struct th_store *st, const struct th_pref_row *row)
 {
-    return st->ops->pref_put(st, row);
+    return live(st)->ops->pref_put(st, row);
 }
 
 th_err th_store_pref_delete(struct th_store *st, const char *user)
 {
-    return st->ops->pref_delete(st, user);
+    return live(st)->ops->pref_delete(st, user);
 }
 
 th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
                                  th_delivery_row_fn fn, void *ud)
 {
-    return st->ops->deliveries_query(st, f, fn, ud);
+    return live(st)->ops->deliveries_query(st, f, fn, ud);
 }
 
 th_err th_store_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
 {
-    return st->ops->dlq_insert(st, row);
+    return live(st)->ops->dlq_insert(st, row);
 }
 
 th_err th_store_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud)
 {
-    return st->ops->dlq_each(st, limit > 0 ? limit : 20, fn, ud);
+    return live(st)->ops->dlq_each(st, limit > 0 ? limit : 20, fn, ud);
 }
 
 th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud)
 {
-    return st->ops->dlq_get(st, id, fn, ud);
+    return live(st)->ops->dlq_get(st, id, fn, ud);
 }
 
 th_err th_store_dlq_delete(struct th_store *st, const char *id)
 {
-    return st->ops->dlq_delete(st, id);
+    return live(st)->ops->dlq_delete(st, id);
 }
 
 th_err th_store_dlq_count(struct th_store *st, long *n)
@@ -139,58 +175,58 @@ th_err th_store_dlq_count(struct th_store *st, long *n)
 
 th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed)
 {
-    return st->ops->purge(st, p, removed);
+    return live(st)->ops->purge(st, p, removed);
 }
 
 th_err th_store_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
 {
-    return st->ops->routes_each(st, fn, ud);
+    return live(st)->ops->routes_each(st, fn, ud);
 }
 
 th_err th_store_route_put(struct th_store *st, const struct th_route_row *row)
 {
-    return st->ops->route_put(st, row);
+    return live(st)->ops->route_put(st, row);
 }
 
 th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country)
 {
-    return st->ops->route_delete(st, channel, country);
+    return live(st)->ops->route_delete(st, channel, country);
 }
 
 th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
 {
-    return st->ops->outbox_insert(st, row);
+    return live(st)->ops->outbox_insert(st, row);
 }
 
 th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud)
 {
-    return st->ops->outbox_each(st, limit <= 0 ? 20 : limit, fn, ud);
+    return live(st)->ops->outbox_each(st, limit <= 0 ? 20 : limit, fn, ud);
 }
 
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
 {
-    return st->ops->delivery_insert(st, row);
+    return live(st)->ops->delivery_insert(st, row);
 }
 
 th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud)
 {
     struct th_delivery_filter f = {.limit = limit};
-    return st->ops->deliveries_query(st, &f, fn, ud);
+    return live(st)->ops->deliveries_query(st, &f, fn, ud);
 }
 
 th_err th_store_begin(struct th_store *st)
 {
-    return st->ops->begin(st);
+    return live(st)->ops->begin(st);
 }
 
 th_err th_store_commit(struct th_store *st)
 {
-    return st->ops->commit(st);
+    return live(st)->ops->commit(st);
 }
 
 th_err th_store_rollback(struct th_store *st)
 {
-    return st->ops->rollback(st);
+    return live(st)->ops->rollback(st);
 }
 
 bool th_store_shared(const struct th_store *st)

@@ -200,6 +200,45 @@ th_err th_store_status(struct th_store *st, struct th_store_status *out);
  */
 th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *err, size_t errlen);
 
+/*
+ * ---- change notifications: the catalog (templates, prefs, routes) changed on another node ----
+ *
+ * On PostgreSQL every put and delete of a catalog row notifies the channel "telehook_catalog"
+ * (payload: the table's name) in the same transaction, so a notification is delivered to every
+ * listening connection when, and only when, the change commits. A listener is its own blocking
+ * connection, for one thread (serve's watcher), never an event loop. SQLite has none: a node on
+ * SQLite is the only one and reloads on SIGHUP.
+ * Changes made to the tables by hand (psql) send nothing: `NOTIFY telehook_catalog` or SIGHUP.
+ */
+enum {
+    TH_STORE_CHANGED_TEMPLATES = 1u << 0,
+    TH_STORE_CHANGED_PREFS = 1u << 1,
+    TH_STORE_CHANGED_ROUTES = 1u << 2,
+    TH_STORE_CHANGED_ALL = (1u << 3) - 1,
+    /* the connection was lost and is back: notifications sent meanwhile are lost, so every
+     * table is reported changed (with this bit, so the caller can say why) */
+    TH_STORE_RECONNECTED = 1u << 3,
+};
+struct th_store_listener;
+/*
+ * Connects to the store at url (as th_store_open does, no migration) and LISTENs. TH_E_INVAL
+ * when the backend has no notifications (SQLite); TH_E_STORE with a message when the
+ * connection fails.
+ */
+th_err th_store_listen(const char *url, struct th_store_listener **out, char *err, size_t errlen);
+/*
+ * Waits up to timeout_ms for notifications; *changed gets TH_STORE_CHANGED_* bits (0: none
+ * came, or th_store_listener_interrupt was called). TH_E_STORE with a message when the
+ * connection is lost: the next call reconnects (the caller paces the retries) and, once
+ * connected again, returns TH_STORE_CHANGED_ALL | TH_STORE_RECONNECTED. A reconnection waits at
+ * most the connection timeout (10 s) or until interrupted.
+ */
+th_err th_store_wait_change(struct th_store_listener *l, int timeout_ms, unsigned *changed,
+                            char *err, size_t errlen);
+/* Makes the current or next wait return at once; from any thread (async-signal-safe). */
+void th_store_listener_interrupt(struct th_store_listener *l);
+void th_store_listener_close(struct th_store_listener *l); /* NULL is a no-op */
+
 /* ---- transactions (the writer batches many inserts in one) ---- */
 th_err th_store_begin(struct th_store *st);
 th_err th_store_commit(struct th_store *st);

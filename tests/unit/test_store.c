@@ -993,6 +993,177 @@ static void test_status_unmigrated(void **state)
     th_store_close(st);
 }
 
+/* Waits up to ms for a change; the bits seen (0: none) and the time it took in *took_ms. */
+static unsigned wait_bits(struct th_store_listener *l, int ms, double *took_ms)
+{
+    double t0 = now_s();
+    unsigned all = 0;
+    while (now_s() - t0 < ms / 1000.0 && !all) {
+        unsigned got = 0;
+        char err[512];
+        assert_int_equal(th_store_wait_change(l, 100, &got, err, sizeof err), TH_E_OK);
+        all |= got;
+    }
+    if (took_ms)
+        *took_ms = (now_s() - t0) * 1000;
+    return all;
+}
+
+/*
+ * Change propagation: a put or delete of a catalog row on one connection wakes a listener on
+ * another within a second, naming the table; nothing else (a delivery, a failed delete) does;
+ * a lost listener connection reconnects and reports everything changed.
+ */
+static void test_pg_change_notifications(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    struct th_store_listener *l = NULL;
+    char err[512];
+    assert_int_equal(th_store_listen(getenv("TH_TEST_PG_URL"), &l, err, sizeof err), TH_E_OK);
+    /* quiet first: nothing pending (other cases' notifications were sent before LISTEN) */
+    assert_int_equal(wait_bits(l, 200, NULL), 0);
+
+    double took;
+    struct th_template_row t = {"fr", "sms", "Code {{otp}}", "", 1};
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, &took), TH_STORE_CHANGED_TEMPLATES);
+    assert_true(took < 1000);
+    struct th_route_row r = {"sms", "FR", "outbox", 1};
+    assert_int_equal(th_store_route_put(st, &r), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_ROUTES);
+    struct th_pref_row p = {"Ana@Example.com", "pt", "", 1};
+    assert_int_equal(th_store_pref_put(st, &p), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_PREFS);
+    assert_int_equal(th_store_pref_delete(st, "ana@example.com"), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_PREFS);
+    assert_int_equal(th_store_template_delete(st, "fr", "sms"), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_TEMPLATES);
+    assert_int_equal(th_store_route_delete(st, "sms", "FR"), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_ROUTES);
+
+    /* not a catalog change: a delivery, a delete that matched nothing, a rolled-back put */
+    struct th_delivery_row d = {.request_id = "r1", .created_ms = 1, .outcome = "SUCCESSFUL"};
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    assert_int_equal(th_store_template_delete(st, "fr", "sms"), TH_E_NOTFOUND);
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(th_store_rollback(st), TH_E_OK);
+    assert_int_equal(wait_bits(l, 300, NULL), 0);
+    /* in the caller's transaction: heard once it commits */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(wait_bits(l, 200, NULL), 0);
+    assert_int_equal(th_store_commit(st), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_TEMPLATES);
+
+    /* an interrupt ends a wait at once, with nothing */
+    th_store_listener_interrupt(l);
+    unsigned got = 99;
+    double t0 = now_s();
+    assert_int_equal(th_store_wait_change(l, 5000, &got, err, sizeof err), TH_E_OK);
+    assert_int_equal(got, 0);
+    assert_true(now_s() - t0 < 1);
+
+    /* the listener's backend killed (as a failover does): lost, then back with everything */
+    pg_exec(getenv("TH_TEST_PG_URL"),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'telehook-listen' AND pid <> pg_backend_pid()");
+    th_err e = TH_E_OK;
+    t0 = now_s();
+    while (e == TH_E_OK && now_s() - t0 < 2)
+        e = th_store_wait_change(l, 100, &got, err, sizeof err);
+    assert_int_equal(e, TH_E_STORE);
+    assert_non_null(strstr(err, "lost"));
+    assert_int_equal(th_store_wait_change(l, 100, &got, err, sizeof err), TH_E_OK);
+    assert_int_equal(got, TH_STORE_CHANGED_ALL | TH_STORE_RECONNECTED);
+    /* and it listens again */
+    t.body = "Code: {{otp}}";
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(wait_bits(l, 1000, NULL), TH_STORE_CHANGED_TEMPLATES);
+
+    th_store_listener_close(l);
+    th_store_close(st);
+}
+
+static int count_deliv(void *ud, const struct th_delivery_row *row)
+{
+    (void)row;
+    ((struct rows *)ud)->n++;
+    return 0;
+}
+
+/* Ends the backend of st (as a failover or a restart does) and waits until it is gone. */
+static void drop_backend(struct th_store *st, struct th_store *other)
+{
+    char pid[32], got[32], q[160], err[512];
+    assert_int_equal(
+        th_store_pg_query(st, "SELECT pg_backend_pid()", pid, sizeof pid, err, sizeof err),
+        TH_E_OK);
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%s)", pid);
+    assert_int_equal(th_store_pg_query(other, q, got, sizeof got, err, sizeof err), TH_E_OK);
+    snprintf(q, sizeof q, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", pid);
+    double t0 = now_s();
+    do {
+        assert_int_equal(th_store_pg_query(other, q, got, sizeof got, err, sizeof err), TH_E_OK);
+        assert_true(now_s() - t0 < 5);
+    } while (strcmp(got, "0") != 0);
+}
+
+/*
+ * A store connection the server dropped is made again before the next operation (the one that
+ * found it dead fails), with its session as before: statements prepared again, including a
+ * filtered listing's, and the statement timeout; never inside a transaction.
+ */
+static void test_pg_store_reconnects(void **state)
+{
+    use(state);
+    const char *u = fresh(false);
+    struct th_store *st = open_ok(u), *other = open_ok(u);
+    struct th_delivery_filter f = {.channel = "sms", .limit = 5};
+    struct rows r = {0};
+    assert_int_equal(th_store_deliveries_query(st, &f, count_deliv, &r), TH_E_OK);
+
+    drop_backend(st, other);
+    struct th_template_row t = {"fr", "sms", "Code {{otp}}", "", 1};
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE); /* found dead */
+    assert_int_equal(th_store_pg_reconnects(st), 0);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK); /* made again */
+    assert_int_equal(th_store_pg_reconnects(st), 1);
+    assert_int_equal(th_store_deliveries_query(st, &f, count_deliv, &r), TH_E_OK);
+    char got[64], err[512];
+    assert_int_equal(
+        th_store_pg_query(st, "SHOW statement_timeout", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "5s");
+    assert_int_equal(th_store_template_delete(st, "fr", "sms"), TH_E_OK);
+
+    /* in a transaction: it fails to its end, and the next one runs */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    drop_backend(st, other);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_STORE);
+    assert_int_equal(th_store_rollback(st), TH_E_STORE);
+    sleep(1); /* one try a second */
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    assert_int_equal(th_store_template_put(st, &t), TH_E_OK);
+    assert_int_equal(th_store_commit(st), TH_E_OK);
+    assert_int_equal(th_store_pg_reconnects(st), 2);
+    th_store_close(other);
+    th_store_close(st);
+}
+
+/* SQLite has no notifications: serve keeps SIGHUP. */
+static void test_sqlite_has_no_listener(void **state)
+{
+    (void)state;
+    struct th_store_listener *l = NULL;
+    char err[512];
+    assert_int_equal(th_store_listen(url, &l, err, sizeof err), TH_E_INVAL);
+    assert_null(l);
+    assert_non_null(strstr(err, "no change notifications"));
+    th_store_listener_close(NULL);
+}
+
 /* A case named for its backend: "test_prefs/sqlite", "test_prefs/postgresql". */
 #define ON(f, b, name)                                                                             \
     {                                                                                              \
@@ -1024,6 +1195,9 @@ int main(void)
         PG_ONLY(test_pg_connect_forms),
         PG_ONLY(test_pg_concurrent_migrations),
         PG_ONLY(test_pg_statement_timeout),
+        PG_ONLY(test_pg_change_notifications),
+        PG_ONLY(test_pg_store_reconnects),
+        cmocka_unit_test(test_sqlite_has_no_listener),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
