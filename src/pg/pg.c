@@ -185,11 +185,13 @@ static void conn_drop(struct conn *c, th_err err, const char *why, bool quick)
     c->state = C_DOWN;
     struct th_pg_query *q = c->q;
     c->q = NULL;
-    if (!pg->freeing) {
-        int delay = quick ? 0 : c->backoff_ms;
-        if (!quick)
-            c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
-        th_loop_timer_set(pg->loop, &c->wait, th_mono_us() + (int64_t)delay * 1000, conn_start, c);
+    if (pg->freeing) {
+    } else if (quick) { /* the server is there (only slow): reconnect now, so the queue waits */
+        conn_start(c);
+    } else {
+        th_loop_timer_set(pg->loop, &c->wait, th_mono_us() + (int64_t)c->backoff_ms * 1000,
+                          conn_start, c);
+        c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
     }
     if (q)
         deliver(q, err, NULL, why);
