@@ -33,7 +33,7 @@ struct conn {
 
 struct th_pg {
     struct th_loop *loop;
-    char *conninfo, options[64];
+    char *conninfo, options[96];
     const char *setup;
     const struct th_pg_stmt *stmts;
     int nstmts, nconns, queue_max, queued;
@@ -144,7 +144,7 @@ static void set_up(struct th_pg *pg, int delta)
     if (pg->up)
         atomic_fetch_add(pg->up, delta);
     bool now_up = pg->nup > 0;
-    if (now_up != pg->was_up) { /* logged once per transition, not per connection */
+    if (now_up != pg->was_up && !pg->freeing) { /* logged once per transition, not per connection */
         pg->was_up = now_up;
         th_log_msg(now_up ? TH_LOG_INFO : TH_LOG_WARN, now_up ? "db_up" : "db_down",
                    now_up ? "PostgreSQL connected" : "PostgreSQL connections lost");
@@ -444,7 +444,8 @@ th_err th_pg_new(struct th_loop *loop, const struct th_pg_options *opt, struct t
     pg->queue_max = opt->queue_max > 0 ? opt->queue_max : 1024;
     pg->up = opt->up;
     if (opt->statement_timeout_ms > 0)
-        snprintf(pg->options, sizeof pg->options, "-c statement_timeout=%d",
+        snprintf(pg->options, sizeof pg->options,
+                 "-c statement_timeout=%d -c client_min_messages=warning",
                  opt->statement_timeout_ms);
     for (int i = 0; i < pg->nconns; i++) {
         struct conn *c = &pg->conns[i];

@@ -1,0 +1,379 @@
+/*
+ * Unit tests: the guard's shared state on a real PostgreSQL (TH_TEST_PG_URL; skipped without
+ * it). Two guards with the same secret stand for two nodes; their requests are all in flight
+ * at once, so the database's unique keys and row locks are what keeps the counts exact. Every
+ * verdict callback is counted and the totals asserted. A fresh secret and a clock some random
+ * number of days ahead keep each run's rows apart from earlier runs'.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "guard/guard.h"
+#include "loop/loop.h"
+#include "phone/phone.h"
+
+static char err[512];
+static char secret_env[96];
+static char url_env[512];
+static int64_t now_us; /* the guards' clock: real time, some days ahead */
+
+static int64_t clock_of(void *ud)
+{
+    return *(const int64_t *)ud;
+}
+
+static const char *url(void)
+{
+    return getenv("TH_TEST_PG_URL");
+}
+
+/* A node: every limit off unless extra turns it on; the shared state at conninfo. */
+static struct th_guard *node(const char *conninfo, const char *const *extra)
+{
+    const char *env[32] = {
+        "TELEHOOK_GUARD_LIMIT_PHONE=0",
+        "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=0",
+        "TELEHOOK_GUARD_LIMIT_USER=0",
+        "TELEHOOK_GUARD_LIMIT_COUNTRY=0",
+        "TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
+        "TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+        "TELEHOOK_GUARD_SMS_REFUSE=",
+        secret_env,
+        url_env,
+    };
+    snprintf(url_env, sizeof url_env, "TELEHOOK_GUARD_URL=%s", conninfo);
+    size_t n = 9;
+    for (size_t i = 0; extra && extra[i]; i++)
+        env[n++] = extra[i];
+    env[n] = NULL;
+    struct th_config cfg;
+    assert_int_equal(th_config_load(&cfg, NULL, (char **)env, err, sizeof err), TH_E_OK);
+    struct th_guard *g = NULL;
+    th_err e = th_guard_new(&cfg, &g, err, sizeof err);
+    th_config_release(&cfg);
+    if (e != TH_E_OK)
+        fail_msg("guard: %s", err);
+    assert_true(th_guard_shared(g));
+    th_guard_set_clock(g, clock_of, &now_us);
+    return g;
+}
+
+struct ask {
+    struct th_guard *g;
+    struct th_phone ph;
+    char event[32], otp[16];
+    struct th_guard_ask a;
+    int n; /* verdicts: must end at exactly 1 */
+    struct th_guard_verdict v;
+    int woken;
+};
+
+static void on_verdict(void *ud, struct th_guard_verdict *v)
+{
+    struct ask *k = ud;
+    k->n++;
+    k->v = *v;
+}
+
+static void on_woken(void *ud)
+{
+    struct ask *k = ud;
+    k->woken++;
+}
+
+static void ask(struct th_loop *loop, struct ask *k, struct th_guard *g, const char *e164,
+                const char *event, const char *otp, const char *user)
+{
+    memset(k, 0, sizeof *k);
+    k->g = g;
+    assert_int_equal(th_phone_parse(e164, strlen(e164), NULL, &k->ph), TH_E_OK);
+    snprintf(k->event, sizeof k->event, "%s", event ? event : "");
+    snprintf(k->otp, sizeof k->otp, "%s", otp);
+    k->a = (struct th_guard_ask){.event_id = k->event,
+                                 .otp = k->otp,
+                                 .ph = &k->ph,
+                                 .ch = TH_CHANNEL_SMS,
+                                 .user_id = user,
+                                 .deadline_us = th_mono_us() + 3000000};
+    if (th_guard_decide(g, loop, &k->a, &k->v, on_verdict, k))
+        k->n = 100; /* decided at once: no shared state asked (asserted against) */
+}
+
+struct run {
+    struct th_loop *loop;
+    struct th_timer tick;
+    int64_t give_up_us;
+    bool (*step)(struct run *r);
+    struct ask *asks;
+    int nasks, phase;
+};
+
+static bool all_back(const struct ask *k, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!k[i].n)
+            return false;
+    return true;
+}
+
+static void on_tick(void *ud)
+{
+    struct run *r = ud;
+    if (r->step(r) || th_mono_us() > r->give_up_us) {
+        th_loop_stop(r->loop);
+        return;
+    }
+    th_loop_timer_set(r->loop, &r->tick, th_mono_us() + 2000, on_tick, r);
+}
+
+static void run(struct run *r, int ms)
+{
+    r->give_up_us = th_mono_us() + (int64_t)ms * 1000;
+    th_loop_timer_set(r->loop, &r->tick, th_mono_us() + 1000, on_tick, r);
+    th_loop_run(r->loop);
+}
+
+static bool step_all_back(struct run *r)
+{
+    return all_back(r->asks, r->nasks);
+}
+
+static int setup(void **state)
+{
+    if (!url())
+        return 0;
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)th_mono_us();
+    srand(seed);
+    snprintf(secret_env, sizeof secret_env, "TELEHOOK_GUARD_SECRET=test-%u-%d", seed, rand());
+    /* 1000 to 30000 days ahead: the budgets' (code, day) rows are this run's own */
+    now_us = th_wall_ms() * 1000 + (int64_t)(1000 + rand() % 29000) * 86400 * INT64_C(1000000);
+    return 0;
+}
+
+/* The same eventId at two nodes at once: exactly one FIRST, the others PENDING. */
+static void test_duplicate_decided_once(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    enum { N = 10 };
+    struct ask k[N];
+    for (int i = 0; i < N; i++)
+        ask(loop, &k[i], i % 2 ? b : a, "+12065550100", "evt-dup", "123456", NULL);
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = N};
+    run(&r, 5000);
+    int first = 0, pending = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(k[i].n, 1);
+        first += k[i].v.dedupe == TH_DEDUPE_FIRST;
+        pending += k[i].v.dedupe == TH_DEDUPE_PENDING;
+        th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+    }
+    assert_int_equal(first, 1);
+    assert_int_equal(pending, N - 1);
+    struct th_guard_db_stats sa, sb;
+    th_guard_db_stats(a, &sa);
+    th_guard_db_stats(b, &sb);
+    assert_int_equal(sa.decisions + sb.decisions, N); /* one round trip per request */
+    assert_int_equal(sa.statements + sb.statements, N);
+    assert_int_equal(sa.fallbacks + sb.fallbacks, 0);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* A duplicate waits for the first's answer, stored by the first's node after it answered. */
+static bool step_wait(struct run *r)
+{
+    struct ask *k = r->asks;
+    switch (r->phase) {
+    case 0: /* the first decided: the duplicate asks the other node */
+        if (!k[0].n)
+            return false;
+        ask(r->loop, &k[1], k[1].g, "+12065550101", "evt-wait", "654321", NULL);
+        r->phase = 1;
+        return false;
+    case 1: /* the duplicate pends: it waits; the first answers */
+        if (!k[1].n)
+            return false;
+        assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
+        assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
+                         TH_E_OK);
+        th_guard_dedupe_finish(k[0].g, k[0].v.ticket, 200, "{\"answer\":1}", 12);
+        r->phase = 2;
+        return false;
+    case 2:
+        if (!k[1].woken)
+            return false;
+        r->phase = 3;
+        /* and a third request, later, under the same code: DONE at once from the database */
+        ask(r->loop, &k[2], k[1].g, "+12065550101", "evt-other", "654321", NULL);
+        return false;
+    default:
+        return k[2].n > 0;
+    }
+}
+
+static void test_duplicate_gets_first_answer(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    struct ask k[3];
+    ask(loop, &k[0], a, "+12065550101", "evt-wait", "654321", NULL);
+    k[1].g = b;
+    struct run r = {.loop = loop, .step = step_wait, .asks = k};
+    run(&r, 5000);
+    assert_int_equal(r.phase, 3);
+    assert_int_equal(k[0].n, 1);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+    assert_int_equal(k[1].woken, 1);
+    struct th_dedupe_answer ans = {0};
+    assert_int_equal(th_guard_dedupe_poll(b, k[1].v.ticket, &ans), TH_DEDUPE_DONE);
+    assert_int_equal(ans.status, 200);
+    assert_string_equal(ans.body, "{\"answer\":1}");
+    free(ans.body);
+    th_guard_dedupe_release(b, k[1].v.ticket);
+    assert_int_equal(k[2].n, 1);
+    assert_int_equal(k[2].v.dedupe, TH_DEDUPE_DONE);
+    assert_string_equal(k[2].v.answer.body, "{\"answer\":1}");
+    free(k[2].v.answer.body);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* N + 5 different codes to one number, alternating nodes, all at once: exactly N pass. */
+static void test_phone_limit_exact_across_nodes(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_LIMIT_PHONE=3/1h", NULL};
+    struct th_guard *a = node(url(), lim), *b = node(url(), lim);
+    enum { N = 3, M = N + 5 };
+    struct ask k[M];
+    for (int i = 0; i < M; i++) {
+        char otp[16], evt[16];
+        snprintf(otp, sizeof otp, "%06d", 100000 + i);
+        snprintf(evt, sizeof evt, "evt-lim-%d", i);
+        ask(loop, &k[i], i % 2 ? b : a, "+12065550102", evt, otp, NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = M};
+    run(&r, 5000);
+    int passed = 0, blocked = 0;
+    for (int i = 0; i < M; i++) {
+        assert_int_equal(k[i].n, 1);
+        assert_int_equal(k[i].v.dedupe, TH_DEDUPE_FIRST);
+        passed += k[i].v.block == TH_BLOCK_NONE;
+        blocked += k[i].v.block == TH_BLOCK_PHONE_SHORT;
+        th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+    }
+    assert_int_equal(passed, N);
+    assert_int_equal(blocked, M - N);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* A daily budget of N for +44, many numbers, two nodes, all at once: exactly N pass. */
+static void test_budget_exact_across_nodes(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_BUDGETS=44:5", NULL};
+    struct th_guard *a = node(url(), lim), *b = node(url(), lim);
+    enum { N = 5, M = 16 };
+    struct ask k[M];
+    for (int i = 0; i < M; i++) {
+        char num[24], evt[16];
+        snprintf(num, sizeof num, "+4474001234%02d", i);
+        snprintf(evt, sizeof evt, "evt-b-%d", i);
+        ask(loop, &k[i], i % 2 ? b : a, num, evt, "111111", NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = M};
+    run(&r, 5000);
+    int passed = 0, blocked = 0;
+    for (int i = 0; i < M; i++) {
+        assert_int_equal(k[i].n, 1);
+        passed += k[i].v.block == TH_BLOCK_NONE;
+        blocked += k[i].v.block == TH_BLOCK_CODE_BUDGET;
+        th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+    }
+    assert_int_equal(passed, N);
+    assert_int_equal(blocked, M - N);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* No database: open decides in memory, closed refuses; either way at once, never a hang. */
+static void test_unavailable_open_and_closed(void **state)
+{
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const closed[] = {"TELEHOOK_STORE_UNAVAILABLE=closed", NULL};
+    const char *none = "postgresql://postgres@127.0.0.1:1/postgres";
+    struct th_guard *open = node(none, NULL), *shut = node(none, closed);
+    struct ask k[2];
+    int64_t t0 = th_mono_us();
+    ask(loop, &k[0], open, "+12065550103", "evt-u1", "222222", NULL);
+    ask(loop, &k[1], shut, "+12065550103", "evt-u2", "333333", NULL);
+    assert_int_equal(k[0].n + k[1].n, 0); /* asked the database: not decided at once */
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = 2};
+    run(&r, 5000);
+    assert_true(th_mono_us() - t0 < 2500000);
+    assert_int_equal(k[0].n, 1);
+    assert_false(k[0].v.unavailable);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST); /* the in-memory dedupe */
+    assert_int_equal(k[0].v.block, TH_BLOCK_NONE);
+    th_guard_dedupe_release(open, k[0].v.ticket);
+    assert_int_equal(k[1].n, 1);
+    assert_true(k[1].v.unavailable);
+    assert_null(k[1].v.ticket);
+    struct th_guard_db_stats so, sc;
+    th_guard_db_stats(open, &so);
+    th_guard_db_stats(shut, &sc);
+    assert_int_equal(so.fallbacks, 1);
+    assert_int_equal(so.refused, 0);
+    assert_int_equal(sc.fallbacks, 0);
+    assert_int_equal(sc.refused, 1);
+    th_loop_free(loop);
+    th_guard_free(open);
+    th_guard_free(shut);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_duplicate_decided_once),
+        cmocka_unit_test(test_duplicate_gets_first_answer),
+        cmocka_unit_test(test_phone_limit_exact_across_nodes),
+        cmocka_unit_test(test_budget_exact_across_nodes),
+        cmocka_unit_test(test_unavailable_open_and_closed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
