@@ -313,6 +313,10 @@ enum sampled {
     S_ROWS_DROPPED,
     S_STORE_QUEUE,
     S_GUARD_ENTRIES,
+    S_GUARD_DECISIONS, /* the shared guard state's (several nodes) */
+    S_GUARD_FALLBACKS,
+    S_GUARD_REFUSED,
+    S_GUARD_CONNECTIONS,
     S_BLOCKS, /* then one per th_block: th_guard_counts' order */
     S__COUNT = S_BLOCKS + TH_BLOCK__COUNT
 };
@@ -357,6 +361,13 @@ static double sampled(void *ud)
     }
     if (ref->what == S_GUARD_ENTRIES)
         return (double)th_guard_entries(r->guard);
+    if (ref->what >= S_GUARD_DECISIONS) {
+        struct th_guard_db_stats gs;
+        th_guard_db_stats(r->guard, &gs);
+        double v[] = {(double)gs.decisions, (double)gs.fallbacks, (double)gs.refused,
+                      (double)gs.connections};
+        return v[ref->what - S_GUARD_DECISIONS];
+    }
     if (ref->what <= S_KEY_FETCHES) {
         struct th_auth_stats as;
         th_auth_stats(r->auth, &as);
@@ -412,6 +423,20 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
          "Entries held in the abuse controls' per-person rate tables (capped at "
          "guard.max_entries).",
          TH_METRIC_GAUGE, S_GUARD_ENTRIES},
+        {"telehook_guard_db_decisions_total",
+         "Requests decided by the shared guard state on PostgreSQL (one round trip each).",
+         TH_METRIC_COUNTER, S_GUARD_DECISIONS},
+        {"telehook_guard_db_fallbacks_total",
+         "Requests decided by this node's in-memory guard because the shared state did not "
+         "answer in time (store.unavailable = open).",
+         TH_METRIC_COUNTER, S_GUARD_FALLBACKS},
+        {"telehook_guard_db_refused_total",
+         "Requests answered with Okta's error object because the shared guard state did not "
+         "answer in time (store.unavailable = closed).",
+         TH_METRIC_COUNTER, S_GUARD_REFUSED},
+        {"telehook_guard_db_connections",
+         "Connections to the shared guard state ready now, over every event loop.", TH_METRIC_GAUGE,
+         S_GUARD_CONNECTIONS},
     };
     th_err e = th_hook_metrics(r->hook, r->metrics);
     if (e == TH_E_OK)

@@ -825,11 +825,11 @@ static const char *const schema_lines[] = {
     "CREATE TABLE guard_dedupe (key bytea PRIMARY KEY, state smallint NOT NULL, status int,\n",
     "  answer text, expires_ms bigint NOT NULL);\n",
     "CREATE TABLE guard_rate (key bytea PRIMARY KEY, tat_us bigint NOT NULL);\n",
-    "CREATE TABLE guard_budget (code int NOT NULL, day int NOT NULL, used bigint NOT NULL,\n",
-    "  PRIMARY KEY (code, day));\n",
+    "CREATE TABLE guard_budget (key bytea NOT NULL, day int NOT NULL, used bigint NOT NULL,\n",
+    "  PRIMARY KEY (key, day));\n",
     "CREATE OR REPLACE FUNCTION guard_decide(p_keys text[], p_expires_ms bigint, p_now_us "
     "bigint,\n",
-    "  p_rkeys text[], p_rint bigint[], p_rtol bigint[], p_rblock text[], p_code int,\n",
+    "  p_rkeys text[], p_rint bigint[], p_rtol bigint[], p_rblock text[], p_bkey text,\n",
     "  p_budget bigint)\n",
     "RETURNS TABLE(verdict text, block text, status int, answer text) LANGUAGE plpgsql AS $f$\n",
     "DECLARE\n",
@@ -837,6 +837,7 @@ static const char *const schema_lines[] = {
     "  v_day int := (p_now_us / 86400000000)::int;\n",
     "  dk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_keys) k);\n",
     "  rk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_rkeys) k);\n",
+    "  bk bytea := decode(p_bkey, 'hex');\n",
     "  mine bytea[]; d record; nexts bigint[] := '{}'; t bigint; v_used bigint := 0;\n",
     "  blk text := 'none'; budget_seen boolean := false;\n",
     "BEGIN\n",
@@ -872,9 +873,9 @@ static const char *const schema_lines[] = {
     "    PERFORM 1 FROM guard_rate r WHERE r.key = ANY(rk) ORDER BY r.key FOR UPDATE;\n",
     "  END IF;\n",
     "  IF p_budget >= 0 THEN\n",
-    "    INSERT INTO guard_budget (code, day, used) VALUES (p_code, v_day, 0)\n",
+    "    INSERT INTO guard_budget (key, day, used) VALUES (bk, v_day, 0)\n",
     "      ON CONFLICT DO NOTHING;\n",
-    "    SELECT b.used INTO v_used FROM guard_budget b WHERE b.code = p_code AND b.day = v_day\n",
+    "    SELECT b.used INTO v_used FROM guard_budget b WHERE b.key = bk AND b.day = v_day\n",
     "      FOR UPDATE;\n",
     "  END IF;\n",
     "  FOR i IN 1 .. cardinality(rk) LOOP\n",
@@ -894,7 +895,7 @@ static const char *const schema_lines[] = {
     "    UPDATE guard_rate r SET tat_us = n.tat FROM unnest(rk, nexts) AS n(key, tat)\n",
     "      WHERE r.key = n.key;\n",
     "    IF p_budget >= 0 THEN\n",
-    "      UPDATE guard_budget b SET used = b.used + 1 WHERE b.code = p_code AND b.day = v_day;\n",
+    "      UPDATE guard_budget b SET used = b.used + 1 WHERE b.key = bk AND b.day = v_day;\n",
     "    END IF;\n",
     "  END IF;\n",
     "  RETURN QUERY SELECT CASE WHEN cardinality(dk) > 0 THEN 'first' ELSE 'off' END, blk,\n",
@@ -933,7 +934,7 @@ static char *schema_join(void)
 static const struct th_pg_stmt guard_stmts[] = {
     {"guard_decide",
      "SELECT verdict, block, status, answer FROM guard_decide($1::text[], $2::bigint, "
-     "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::int, $9::bigint)",
+     "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text, $9::bigint)",
      9},
     {"guard_finish",
      "UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = ANY(" KEYS_SQL
@@ -1267,8 +1268,15 @@ bool th_guard_decide(struct th_guard *g, struct th_loop *loop, struct th_guard_a
     int code = a->ph->country_code > 0 && a->ph->country_code < NCODES ? a->ph->country_code : 0;
     bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
     long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;
+    /* the budget's row is keyed by an HMAC of the code too: deployments with their own secret
+     * on one database keep their budgets apart */
+    char cc[8];
+    snprintf(cc, sizeof cc, "%d", code);
+    unsigned char bk[KEY_LEN];
+    make_key(g, "budget", cc, NULL, NULL, bk);
     a->params_[7] = cur;
-    cur += snprintf(cur, (size_t)(end - cur), "%d", code) + 1;
+    hex_key(bk, cur);
+    cur += 2 * KEY_LEN + 1;
     a->params_[8] = cur;
     snprintf(cur, (size_t)(end - cur), "%ld", budgeted ? budget : -1L);
 

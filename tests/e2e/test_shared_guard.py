@@ -1,0 +1,275 @@
+"""Several nodes, one PostgreSQL: the guard's dedupe, limits and budgets shared by two telehook
+nodes (guard.url). Each node keeps its own SQLite store (the PostgreSQL store backend is built
+on another branch): what is tested here is the guard's shared state. Both nodes send through
+one fake webhook, which counts what was really sent.
+
+Needs TH_TEST_PG_URL (scripts/with-postgres.sh provides it under `make check`); skipped
+without it. The database "stopping" is a TCP proxy in front of it that refuses connections
+(down) or swallows traffic (stalled): the nodes see exactly what a stopped or hung server
+gives them, without stopping the shared test cluster."""
+import concurrent.futures
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import SLOW, assert_okta_error, okta_request
+from fakes import FakeWebhook
+
+PG = os.environ.get("TH_TEST_PG_URL")
+pytestmark = pytest.mark.skipif(not PG, reason="TH_TEST_PG_URL not set (scripts/with-postgres.sh)")
+GB_BASE = "+4474001234"
+
+
+@pytest.fixture
+def webhook():
+    with FakeWebhook() as f:
+        yield f
+        assert not f.errors, f.errors
+
+
+def value(body):
+    assert "error" not in body, body
+    (cmd,) = body["commands"]
+    (v,) = cmd["value"]
+    return v
+
+
+class PgProxy:
+    """127.0.0.1:port → the test database. down(): connections refused and the open ones cut;
+    stall(): connections accepted, nothing forwarded; up(): forwarding again, same port."""
+
+    def __init__(self, url):
+        u = urllib.parse.urlsplit(url)
+        self.target = (u.hostname or "127.0.0.1", u.port or 5432)
+        self.url_parts = u
+        self.mode = "pass"
+        self.socks = []
+        self.lock = threading.Lock()
+        self.lsock = None
+        self.port = 0
+        self._listen()
+
+    def _listen(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        s.settimeout(0.05)
+        self.port = s.getsockname()[1]
+        self.lsock = s
+        self.thread = threading.Thread(target=self._accept, args=(s,), daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        u = self.url_parts
+        user = f"{u.username}@" if u.username else ""
+        return urllib.parse.urlunsplit((u.scheme, f"{user}127.0.0.1:{self.port}", u.path,
+                                        u.query, ""))
+
+    def _accept(self, lsock):
+        while self.lsock is lsock:
+            try:
+                c, _ = lsock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self.lock:
+                self.socks.append(c)
+            if self.mode == "stall":
+                continue  # held open, never answered
+            try:
+                up = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.socks.append(up)
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while self.mode == "stall":
+                    time.sleep(0.01)
+                if self.mode == "down":
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _cut(self):
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def down(self):
+        self.mode = "down"
+        lsock, self.lsock = self.lsock, None
+        lsock.close()
+        self.thread.join(timeout=2)
+        self._cut()
+
+    def stall(self):
+        self.mode = "stall"
+
+    def up(self):
+        if self.mode == "down":
+            self._cut()
+            self.mode = "pass"
+            self._listen()
+        else:
+            self._cut()  # stalled connections are given up on; the nodes reconnect
+            self.mode = "pass"
+
+    def close(self):
+        if self.lsock:
+            self.down()
+
+
+@pytest.fixture
+def proxy():
+    p = PgProxy(PG)
+    yield p
+    p.close()
+
+
+def nodes(make_server, webhook, url, extra=""):
+    """Two nodes on one guard state: the same guard.secret, the same database."""
+    secret = "shared-" + secrets.token_hex(16)  # fresh keys: earlier runs' rows do not count
+    conf = f"""
+        provider.name = webhook
+        webhook.url = {webhook.url}/send
+        webhook.secret = {webhook.secret}
+        guard.url = {url}
+        guard.secret = {secret}
+        {extra}"""
+    return make_server(conf), make_server(conf)
+
+
+def post_all(pairs):
+    """Posts every (node, request) at once; returns the answers in order."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(pairs)) as pool:
+        futs = [pool.submit(n.post, r) for n, r in pairs]
+        return [f.result() for f in futs]
+
+
+def test_same_request_at_two_nodes_sent_once(make_server, webhook):
+    a, b = nodes(make_server, webhook, PG)
+    webhook.default = ("delay", 0.4)  # the first is still in flight when the second arrives
+    req = okta_request()
+    answers = post_all([(a, req), (b, req)])
+    txs = [value(body)["transactionId"] for status, _, body in answers]
+    assert all(status == 200 for status, _, _ in answers)
+    assert txs[0] == txs[1]
+    assert webhook.count() == 1
+    # later, the same event again at either node: the stored answer, nothing sent
+    assert value(b.post(req)[2])["transactionId"] == txs[0]
+    assert value(a.post(req)[2])["transactionId"] == txs[0]
+    assert webhook.count() == 1
+    for s in (a, b):
+        assert req["data"]["messageProfile"]["otpCode"] not in s.log_text()
+
+
+def test_phone_limit_exact_across_nodes(make_server, webhook):
+    n = 3
+    a, b = nodes(make_server, webhook, PG, f"guard.limit_phone = {n}/1h")
+    phone = GB_BASE + f"{secrets.randbelow(100):02d}"
+    reqs = [((a, b)[i % 2], okta_request(phone=phone)) for i in range(n + 5)]
+    answers = post_all(reqs)
+    statuses = [value(body)["status"] for _, _, body in answers]
+    assert statuses.count("SUCCESSFUL") == n, statuses
+    assert statuses.count("FAILED") == 5
+    assert all(value(body)["transactionMetadata"] == "blocked=phone_rate"
+               for _, _, body in answers if value(body)["status"] == "FAILED")
+    assert webhook.count() == n
+
+
+def test_budget_exact_across_nodes(make_server, webhook):
+    n = 4
+    a, b = nodes(make_server, webhook, PG, f"guard.budgets = 44:{n}")
+    reqs = [((a, b)[i % 2], okta_request(phone=GB_BASE + f"{i:02d}")) for i in range(n + 8)]
+    answers = post_all(reqs)
+    statuses = [value(body)["status"] for _, _, body in answers]
+    assert statuses.count("SUCCESSFUL") == n, statuses
+    assert webhook.count() == n
+
+
+def timed_post(node, req):
+    t0 = time.monotonic()
+    status, _, body = node.post(req)
+    return status, body, time.monotonic() - t0
+
+
+def wait_shared_again(a, b, timeout):
+    """After the database is back: the same event at a then b is sent once (only the shared
+    state can tell b, the nodes' memories being apart). Returns when it is, or fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        req = okta_request()
+        ta = a.post(req)[2]
+        tb = b.post(req)[2]
+        if "error" not in ta and "error" not in tb and \
+                value(ta)["transactionId"] == value(tb)["transactionId"]:
+            return time.monotonic()
+        assert time.monotonic() < deadline, "shared state not back"
+        time.sleep(0.2)
+
+
+def test_database_down_open_answers_in_time(make_server, webhook, proxy):
+    a, b = nodes(make_server, webhook, proxy.url,
+                 "store.unavailable = open\nserver.deadline_ms = 2000")
+    assert value(a.post(okta_request())[2])["status"] == "SUCCESSFUL"
+    for mode in ("down", "stall"):
+        getattr(proxy, mode)()
+        for node in (a, b, a):
+            status, body, took = timed_post(node, okta_request())
+            assert status == 200 and value(body)["status"] == "SUCCESSFUL", (mode, body)
+            assert took < 2.0 * SLOW, (mode, took)
+        proxy.up()
+        t_up = time.monotonic()
+        back = wait_shared_again(a, b, 10 * SLOW)
+        assert back - t_up < 5 * SLOW
+    for s in (a, b):
+        events = [l.get("event") for l in s.logs()]
+        assert "guard_unavailable" in events and "guard_shared" in events
+        status, _, metrics = s.request("GET", "/metrics")
+        line = [l for l in metrics.decode().splitlines()
+                if l.startswith("telehook_guard_db_fallbacks_total")]
+        assert line and float(line[0].split()[-1]) >= 2, line
+
+
+def test_database_down_closed_refuses_with_okta_error(make_server, webhook, proxy):
+    a, b = nodes(make_server, webhook, proxy.url,
+                 "store.unavailable = closed\nserver.deadline_ms = 2000")
+    assert value(a.post(okta_request())[2])["status"] == "SUCCESSFUL"
+    sent = webhook.count()
+    proxy.down()
+    for node in (a, b):
+        status, body, took = timed_post(node, okta_request())
+        assert status == 200
+        assert_okta_error(body, reason="abuse controls unavailable")
+        assert took < 2.0 * SLOW
+    assert webhook.count() == sent  # nothing sent while the shared state is away
+    proxy.up()
+    t_up = time.monotonic()
+    back = wait_shared_again(a, b, 10 * SLOW)
+    assert back - t_up < 5 * SLOW
