@@ -165,6 +165,13 @@ def nodes(make_server, webhook, url, extra=""):
     return make_server(conf), make_server(conf)
 
 
+def metric(node, name):
+    status, _, text = node.request("GET", "/metrics")
+    assert status == 200
+    (line,) = [l for l in text.decode().splitlines() if l.startswith(name + " ")]
+    return float(line.split()[-1])
+
+
 def post_all(pairs):
     """Posts every (node, request) at once; returns the answers in order."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(pairs)) as pool:
@@ -201,6 +208,10 @@ def test_phone_limit_exact_across_nodes(make_server, webhook):
     assert all(value(body)["transactionMetadata"] == "blocked=phone_rate"
                for _, _, body in answers if value(body)["status"] == "FAILED")
     assert webhook.count() == n
+    # the hot path's round trips: one guard_decide per request, on whichever node took it
+    assert metric(a, "telehook_guard_db_decisions_total") + \
+        metric(b, "telehook_guard_db_decisions_total") == n + 5
+    assert metric(a, "telehook_guard_db_fallbacks_total") == 0
 
 
 def test_budget_exact_across_nodes(make_server, webhook):
@@ -251,10 +262,7 @@ def test_database_down_open_answers_in_time(make_server, webhook, proxy):
     for s in (a, b):
         events = [l.get("event") for l in s.logs()]
         assert "guard_unavailable" in events and "guard_shared" in events
-        status, _, metrics = s.request("GET", "/metrics")
-        line = [l for l in metrics.decode().splitlines()
-                if l.startswith("telehook_guard_db_fallbacks_total")]
-        assert line and float(line[0].split()[-1]) >= 2, line
+        assert metric(s, "telehook_guard_db_fallbacks_total") >= 2
 
 
 def test_database_down_closed_refuses_with_okta_error(make_server, webhook, proxy):
