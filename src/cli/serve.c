@@ -569,11 +569,12 @@ static void emf_tick(struct emf *m)
     m->due_us = th_mono_us() + (int64_t)m->cfg->log_emf_interval * 1000000;
 }
 
-/* Ready when every provider can send and the issuer's keys (oauth2) are held. */
+/* Ready when every provider can send, the issuer's keys (oauth2) are held and, when the guard
+ * refuses requests without its shared state (store.unavailable = closed), the database is up. */
 static bool all_ready(void *ud)
 {
     const struct readiness *r = ud;
-    return th_router_ready(r->router) && th_auth_ready(r->auth);
+    return th_router_ready(r->router) && th_auth_ready(r->auth) && th_guard_ready(r->guard);
 }
 
 int th_cmd_serve(struct th_cli *cli)

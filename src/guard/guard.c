@@ -958,6 +958,16 @@ bool th_guard_shared(const struct th_guard *g)
     return g->url != NULL;
 }
 
+bool th_guard_ready(struct th_guard *g)
+{
+    if (!g->url || !g->closed || atomic_load(&g->db_up) > 0)
+        return true;
+    pthread_mutex_lock(&g->mu);
+    bool tried = g->pools != NULL;
+    pthread_mutex_unlock(&g->mu);
+    return !tried;
+}
+
 void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out)
 {
     out->decisions = atomic_load(&g->decisions);

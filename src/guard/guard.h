@@ -168,6 +168,15 @@ bool th_guard_decide(struct th_guard *g, struct th_loop *loop, struct th_guard_a
 /* True when the guard's state is shared through PostgreSQL. */
 bool th_guard_shared(const struct th_guard *g);
 
+/*
+ * For /readyz: false only when requests would be refused for want of the database — the state is
+ * shared, store.unavailable = closed, and no connection of any loop is up once some loop has
+ * tried (connections are made by a loop's first request, and then retried by themselves, so a
+ * node taken out of a load balancer comes back when the database does). With open, the node
+ * serves without the database: ready.
+ */
+bool th_guard_ready(struct th_guard *g);
+
 /* The shared state's figures since start (zeros in memory). */
 struct th_guard_db_stats {
     uint64_t decisions;  /* guard_decide calls sent (the hot path's round trips) */

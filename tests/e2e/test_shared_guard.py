@@ -277,7 +277,9 @@ def test_database_down_closed_refuses_with_okta_error(make_server, webhook, prox
         assert_okta_error(body, reason="abuse controls unavailable")
         assert took < 2.0 * SLOW
     assert webhook.count() == sent  # nothing sent while the shared state is away
+    assert a.request("GET", "/readyz")[0] == 503  # a load balancer may take the node out
     proxy.up()
     t_up = time.monotonic()
     back = wait_shared_again(a, b, 10 * SLOW)
     assert back - t_up < 5 * SLOW
+    assert a.request("GET", "/readyz")[0] == 200
