@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "guard/guard.h"
 #include "loop/loop.h"
+#include "pg/pg.h"
 #include "phone/phone.h"
 
 static char err[512];
@@ -377,6 +378,123 @@ static void test_unavailable_open_and_closed(void **state)
     th_guard_free(shut);
 }
 
+/* The purge runs on one node at a time: while another holds its lock it does nothing (-1);
+ * then it deletes the expired rows (this test's: decided at now, purged a day later). */
+static const struct th_pg_stmt admin_stmts[] = {
+    {"hold", "SELECT pg_advisory_lock(7246175002)::text", 0},
+    {"unhold", "SELECT pg_advisory_unlock(7246175002)::text", 0},
+    {"purge", "SELECT guard_purge($1::bigint)", 1},
+};
+
+struct sql {
+    int n;
+    th_err err;
+    char value[32];
+    struct th_pg_query q;
+    const char *params[1];
+    char p[24];
+};
+
+static void on_sql(void *ud, const struct th_pg_result *res)
+{
+    struct sql *q = ud;
+    q->n++;
+    q->err = res->err;
+    const char *v = res->err == TH_E_OK ? th_pg_value(res->rows, 0, 0) : NULL;
+    snprintf(q->value, sizeof q->value, "%s", v ? v : "");
+}
+
+static void sql(struct th_pg *pg, struct sql *q, const char *stmt, const char *param)
+{
+    memset(q, 0, sizeof *q);
+    snprintf(q->p, sizeof q->p, "%s", param ? param : "");
+    q->params[0] = q->p;
+    q->q = (struct th_pg_query){.stmt = stmt,
+                                .nparams = param ? 1 : 0,
+                                .params = q->params,
+                                .deadline_us = th_mono_us() + 3000000,
+                                .done = on_sql,
+                                .ud = q};
+    th_pg_exec(pg, &q->q);
+}
+
+struct purge_run {
+    struct run r;
+    struct th_pg *holder, *purger;
+    struct sql s[4];
+    char later[24];
+};
+
+static bool step_purge(struct run *r)
+{
+    struct purge_run *p = (struct purge_run *)r;
+    switch (r->phase) {
+    case 0: /* the decisions are in; another "node" holds the purge lock */
+        if (!all_back(r->asks, r->nasks))
+            return false;
+        sql(p->holder, &p->s[0], "hold", NULL);
+        r->phase = 1;
+        return false;
+    case 1:
+        if (!p->s[0].n)
+            return false;
+        sql(p->purger, &p->s[1], "purge", p->later);
+        r->phase = 2;
+        return false;
+    case 2: /* let go, then purge again */
+        if (!p->s[1].n)
+            return false;
+        sql(p->holder, &p->s[2], "unhold", NULL);
+        r->phase = 3;
+        return false;
+    case 3:
+        if (!p->s[2].n)
+            return false;
+        sql(p->purger, &p->s[3], "purge", p->later);
+        r->phase = 4;
+        return false;
+    default:
+        return p->s[3].n > 0;
+    }
+}
+
+static void test_purge_one_node_at_a_time(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_LIMIT_PHONE=3/1h", NULL};
+    struct th_guard *a = node(url(), lim);
+    struct th_pg_options o = {
+        .conninfo = url(), .connections = 1, .stmts = admin_stmts, .nstmts = 3};
+    struct purge_run p = {.r = {.loop = loop, .step = step_purge}};
+    assert_int_equal(th_pg_new(loop, &o, &p.holder), TH_E_OK);
+    assert_int_equal(th_pg_new(loop, &o, &p.purger), TH_E_OK);
+    struct ask k[2];
+    ask(loop, &k[0], a, "+12065550104", "evt-p1", "424242", NULL);
+    ask(loop, &k[1], a, "+12065550104", "evt-p2", "434343", NULL);
+    p.r.asks = k;
+    p.r.nasks = 2;
+    /* a day on: the dedupe rows and the rate rows of these decisions have expired */
+    snprintf(p.later, sizeof p.later, "%lld", (long long)(now_us + 86400 * INT64_C(1000000)));
+    run(&p.r, 8000);
+    assert_int_equal(p.r.phase, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(p.s[i].n, 1);
+        assert_int_equal(p.s[i].err, TH_E_OK);
+    }
+    assert_string_equal(p.s[1].value, "-1"); /* held elsewhere: nothing done */
+    assert_true(atoi(p.s[3].value) >= 5);    /* 2 x 2 dedupe rows and the number's rate row */
+    th_pg_free(p.holder);
+    th_pg_free(p.purger);
+    th_guard_dedupe_release(a, k[0].v.ticket);
+    th_guard_dedupe_release(a, k[1].v.ticket);
+    th_loop_free(loop);
+    th_guard_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +503,7 @@ int main(void)
         cmocka_unit_test(test_phone_limit_exact_across_nodes),
         cmocka_unit_test(test_budget_exact_across_nodes),
         cmocka_unit_test(test_unavailable_open_and_closed),
+        cmocka_unit_test(test_purge_one_node_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
