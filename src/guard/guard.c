@@ -1048,6 +1048,10 @@ static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
                                   .stmts = guard_stmts,
                                   .nstmts = (int)TH_ARRAY_LEN(guard_stmts),
                                   .statement_timeout_ms = 2000,
+                                  /* two commits per request must not each wait for a disk
+                                   * flush; a database crash may forget the last ~0.6 s of
+                                   * sends (bounded slack, docs/abuse.md) */
+                                  .async_commit = true,
                                   .up = &g->db_up};
         if (th_pg_new(loop, &o, &p->pg) != TH_E_OK ||
             th_loop_at_exit(loop, pool_exit, p) != TH_E_OK) {

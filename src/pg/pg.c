@@ -262,7 +262,7 @@ static void conn_start(void *ud)
     struct conn *c = ud;
     struct th_pg *pg = c->pg;
     const char *keys[] = {"dbname", "application_name", "options", NULL};
-    const char *vals[] = {pg->conninfo, "telehook", pg->options[0] ? pg->options : NULL, NULL};
+    const char *vals[] = {pg->conninfo, "telehook", pg->options, NULL};
     c->pc = PQconnectStartParams(keys, vals, 1);
     if (!c->pc || PQstatus(c->pc) == CONNECTION_BAD) {
         conn_drop(c, TH_E_IO, "connect", false);
@@ -443,10 +443,11 @@ th_err th_pg_new(struct th_loop *loop, const struct th_pg_options *opt, struct t
     pg->nconns = opt->connections;
     pg->queue_max = opt->queue_max > 0 ? opt->queue_max : 1024;
     pg->up = opt->up;
+    snprintf(pg->options, sizeof pg->options, "-c client_min_messages=warning%s",
+             opt->async_commit ? " -c synchronous_commit=off" : "");
     if (opt->statement_timeout_ms > 0)
-        snprintf(pg->options, sizeof pg->options,
-                 "-c statement_timeout=%d -c client_min_messages=warning",
-                 opt->statement_timeout_ms);
+        snprintf(pg->options + strlen(pg->options), sizeof pg->options - strlen(pg->options),
+                 " -c statement_timeout=%d", opt->statement_timeout_ms);
     for (int i = 0; i < pg->nconns; i++) {
         struct conn *c = &pg->conns[i];
         c->pg = pg;

@@ -52,8 +52,11 @@ struct th_pg_options {
     const struct th_pg_stmt *stmts;
     int nstmts;
     int statement_timeout_ms; /* the server's bound on one statement (0: the server's default) */
-    int queue_max;            /* queries waiting for a connection (0: 1024) */
-    atomic_int *up;           /* connections ready, summed over pools (readiness); may be NULL */
+    /* synchronous_commit = off: a commit does not wait for its WAL flush (a server crash may
+     * lose the last few hundred ms of commits; never corrupts). For state that may lose that. */
+    bool async_commit;
+    int queue_max;  /* queries waiting for a connection (0: 1024) */
+    atomic_int *up; /* connections ready, summed over pools (readiness); may be NULL */
 };
 
 /* Opaque rows: valid during the done callback only. */
