@@ -269,6 +269,66 @@ static void test_duplicate_gets_first_answer(void **state)
     th_guard_free(b);
 }
 
+/* The first gives up without an answer: the waiter is woken once with nothing to replay (its
+ * deadline answers), and a retry of the same event is a first again, not a duplicate. */
+static bool step_abandon(struct run *r)
+{
+    struct ask *k = r->asks;
+    switch (r->phase) {
+    case 0:
+        if (!k[0].n)
+            return false;
+        ask(r->loop, &k[1], k[1].g, "+12065550105", "evt-gone", "717171", NULL);
+        r->phase = 1;
+        return false;
+    case 1:
+        if (!k[1].n)
+            return false;
+        assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
+        assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
+                         TH_E_OK);
+        th_guard_dedupe_release(k[0].g, k[0].v.ticket); /* the first gives up */
+        r->phase = 2;
+        return false;
+    case 2:
+        if (!k[1].woken)
+            return false;
+        ask(r->loop, &k[2], k[0].g, "+12065550105", "evt-gone", "717171", NULL);
+        r->phase = 3;
+        return false;
+    default:
+        return k[2].n > 0;
+    }
+}
+
+static void test_first_gives_up(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    struct ask k[3];
+    ask(loop, &k[0], a, "+12065550105", "evt-gone", "717171", NULL);
+    k[1].g = b;
+    struct run r = {.loop = loop, .step = step_abandon, .asks = k};
+    run(&r, 5000);
+    assert_int_equal(r.phase, 3);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+    assert_int_equal(k[1].woken, 1);
+    struct th_dedupe_answer ans = {0};
+    assert_int_equal(th_guard_dedupe_poll(b, k[1].v.ticket, &ans), TH_DEDUPE_PENDING);
+    assert_null(ans.body);
+    th_guard_dedupe_release(b, k[1].v.ticket);
+    assert_int_equal(k[2].n, 1);
+    assert_int_equal(k[2].v.dedupe, TH_DEDUPE_FIRST);
+    th_guard_dedupe_release(a, k[2].v.ticket);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
 /* N + 5 different codes to one number, alternating nodes, all at once: exactly N pass. */
 static void test_phone_limit_exact_across_nodes(void **state)
 {
@@ -500,6 +560,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicate_decided_once),
         cmocka_unit_test(test_duplicate_gets_first_answer),
+        cmocka_unit_test(test_first_gives_up),
         cmocka_unit_test(test_phone_limit_exact_across_nodes),
         cmocka_unit_test(test_budget_exact_across_nodes),
         cmocka_unit_test(test_unavailable_open_and_closed),
