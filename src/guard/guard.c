@@ -95,7 +95,7 @@ struct th_guard {
     struct gpool *pools; /* under mu */
     atomic_int db_up;
     atomic_bool degraded; /* the last decision could not reach the database */
-    atomic_uint_fast64_t decisions, statements, fallbacks, refused;
+    atomic_uint_fast64_t decisions, statements, fallbacks, refused, notified;
 };
 
 /* The connections of one loop to the shared state. Freed with the guard (a ticket may still
@@ -111,6 +111,7 @@ struct gpool {
     struct th_pg_query pq;
     const char *pparams[1];
     char pbuf[24];
+    struct th_dedupe *waiters; /* shared tickets waiting on this loop (notification targets) */
 };
 
 struct th_dedupe {
@@ -129,6 +130,10 @@ struct th_dedupe {
     char *body;
     size_t len;
     int backoff_ms;
+    bool kicked;   /* a notification came while a poll was out: ask again at once */
+    bool notified; /* a notification came (counted when it is what woke the waiter) */
+    struct th_dedupe *wprev, *wnext; /* pool->waiters, while waiting */
+    bool listed;
     th_loop_fn fn;
     void *ud;
     struct th_timer poll;
@@ -936,11 +941,16 @@ static const struct th_pg_stmt guard_stmts[] = {
      "SELECT verdict, block, status, answer FROM guard_decide($1::text[], $2::bigint, "
      "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text, $9::bigint)",
      9},
+    /* the answer stored, and the waiters on every node told (LISTEN guard_done) */
     {"guard_finish",
-     "UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = ANY(" KEYS_SQL
-     ") AND state = 0",
+     "WITH u AS (UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = "
+     "ANY(" KEYS_SQL ") AND state = 0 RETURNING key) "
+     "SELECT pg_notify('guard_done', encode(key, 'hex')) FROM u",
      3},
-    {"guard_abandon", "DELETE FROM guard_dedupe WHERE key = ANY(" KEYS_SQL ") AND state = 0", 1},
+    {"guard_abandon",
+     "WITH d AS (DELETE FROM guard_dedupe WHERE key = ANY(" KEYS_SQL ") AND state = 0 "
+     "RETURNING key) SELECT pg_notify('guard_done', encode(key, 'hex')) FROM d",
+     1},
     {"guard_poll",
      "SELECT state, status, answer FROM guard_dedupe WHERE key = ANY(" KEYS_SQL
      ") AND expires_ms > $2::bigint ORDER BY state DESC LIMIT 1",
@@ -950,8 +960,11 @@ static const struct th_pg_stmt guard_stmts[] = {
 
 #define DB_WAIT_MS     500   /* a statement off the hot path (an answer stored, a wait) */
 #define PURGE_EVERY_MS 60000 /* expired rows are deleted this often, by one node at a time */
-#define POLL_FIRST_MS  20    /* a duplicate asks again after this, doubling up to POLL_MAX_MS */
-#define POLL_MAX_MS    200
+/* A duplicate is woken by the first's notification (LISTEN guard_done), and asks again after
+ * POLL_FIRST_MS, doubling up to POLL_MAX_MS, in case the notification was lost (a listener
+ * reconnecting). */
+#define POLL_FIRST_MS 50
+#define POLL_MAX_MS   400
 
 bool th_guard_shared(const struct th_guard *g)
 {
@@ -974,6 +987,7 @@ void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out)
     out->statements = atomic_load(&g->statements);
     out->fallbacks = atomic_load(&g->fallbacks);
     out->refused = atomic_load(&g->refused);
+    out->notified = atomic_load(&g->notified);
     out->connections = atomic_load(&g->db_up);
 }
 
@@ -1021,6 +1035,39 @@ static void on_purge_timer(void *ud)
     exec_counted(p, &p->pq);
 }
 
+static void on_poll_timer(void *ud);
+
+static void unlist(struct th_dedupe *t)
+{
+    if (!t->listed)
+        return;
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        t->pool->waiters = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    t->wprev = t->wnext = NULL;
+    t->listed = false;
+}
+
+/* A first's rows were answered or given up (on any node): its waiters here ask at once. */
+static void on_notify(void *ud, const char *payload)
+{
+    struct gpool *p = ud;
+    if (strlen(payload) != 2 * KEY_LEN)
+        return;
+    for (struct th_dedupe *t = p->waiters; t; t = t->wnext) {
+        if (!strstr(t->keys, payload))
+            continue;
+        t->notified = true;
+        if (t->busy)
+            t->kicked = true;
+        else
+            th_loop_timer_set(p->loop, &t->poll, 0, on_poll_timer, t);
+    }
+}
+
 /* The loop is finishing: its connections close on its own thread; what they owed is called
  * back (with TH_E_BUSY) now. The pool's memory stays until the guard is freed. */
 static void pool_exit(void *ud)
@@ -1052,6 +1099,9 @@ static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
                                    * flush; a database crash may forget the last ~0.6 s of
                                    * sends (bounded slack, docs/abuse.md) */
                                   .async_commit = true,
+                                  .listen = "guard_done",
+                                  .notify = on_notify,
+                                  .notify_ud = p,
                                   .up = &g->db_up};
         if (th_pg_new(loop, &o, &p->pg) != TH_E_OK ||
             th_loop_at_exit(loop, pool_exit, p) != TH_E_OK) {
@@ -1371,8 +1421,16 @@ static void on_polled(void *ud, const struct th_pg_result *res)
         }
     }
     if (t->done || t->gone) {
+        unlist(t);
+        if (t->notified)
+            atomic_fetch_add(&t->pool->g->notified, 1);
         th_loop_fn fn = t->fn;
         fn(t->ud); /* last: the waiter may release (free) t in it */
+        return;
+    }
+    if (t->kicked) {
+        t->kicked = false;
+        th_loop_timer_set(t->pool->loop, &t->poll, 0, on_poll_timer, t);
         return;
     }
     poll_later(t);
@@ -1411,6 +1469,11 @@ static void shared_wait(struct th_dedupe *t, th_loop_fn fn, void *ud)
     t->fn = fn;
     t->ud = ud;
     t->backoff_ms = POLL_FIRST_MS;
+    t->wnext = t->pool->waiters;
+    if (t->wnext)
+        t->wnext->wprev = t;
+    t->pool->waiters = t;
+    t->listed = true;
     poll_later(t);
 }
 
@@ -1420,6 +1483,7 @@ static void shared_release(struct th_dedupe *t)
         ticket_statement(t, "guard_abandon", 1);
         return;
     }
+    unlist(t);
     if (t->pool->pg)
         th_loop_timer_cancel(t->pool->loop, &t->poll);
     if (t->busy) { /* a poll is out: freed when it comes back */

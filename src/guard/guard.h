@@ -21,10 +21,11 @@
  * Several nodes: when guard.url (or store.url) names PostgreSQL, dedupe, limits and budgets are
  * decided there for every node at once, in one round trip per request (th_guard_decide: one call
  * of the guard_decide() function, on the loop's own non-blocking connections, pg/pg.h); the
- * destination rules stay local (they are configuration). The keys are HMACs under guard.secret,
- * which the nodes then share. When the database does not answer in time, store.unavailable says
- * what happens: open = this node's in-memory guard decides (logged once per transition,
- * counted), closed = the request is refused with Okta's error object.
+ * destination rules stay local (they are configuration). A duplicate in flight on another node
+ * is woken by the first's notification (LISTEN guard_done), with a backoff of polls behind it. The
+ * keys are HMACs under guard.secret, which the nodes then share. When the database does not answer
+ * in time, store.unavailable says what happens: open = this node's in-memory guard decides (logged
+ * once per transition, counted), closed = the request is refused with Okta's error object.
  *
  * Thread-safe: every loop calls in; one short lock per call.
  */
@@ -183,6 +184,7 @@ struct th_guard_db_stats {
     uint64_t statements; /* every statement sent: decisions, answers stored, waits, purges */
     uint64_t fallbacks;  /* requests decided in memory because the database did not answer */
     uint64_t refused;    /* requests refused for the same reason (store.unavailable = closed) */
+    uint64_t notified;   /* waiting duplicates woken by the first's notification */
     int connections;     /* connections ready now, over every loop */
 };
 void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out);

@@ -28,6 +28,7 @@ struct conn {
     struct th_timer wait; /* C_DOWN: the retry; C_CONNECTING..C_PREPARING: the give-up */
     int backoff_ms;
     PGresult *res;         /* the first result of the command in progress */
+    bool listener;         /* LISTENs (th_pg_options.listen); never carries a query */
     struct th_pg_query *q; /* C_BUSY */
 };
 
@@ -43,6 +44,9 @@ struct th_pg {
     int nup;
     bool was_up, freeing;
     uint64_t statements;
+    char listen_sql[96];
+    void (*notify)(void *ud, const char *payload);
+    void *notify_ud;
 };
 
 int th_pg_nrows(const struct th_pg_rows *rows)
@@ -133,7 +137,7 @@ static void on_io(void *ud, uint32_t events);
 static bool any_alive(const struct th_pg *pg)
 {
     for (int i = 0; i < pg->nconns; i++)
-        if (pg->conns[i].state != C_DOWN)
+        if (pg->conns[i].state != C_DOWN && !pg->conns[i].listener)
             return true;
     return false;
 }
@@ -171,7 +175,7 @@ static void watch(struct conn *c, uint32_t events)
 static void conn_drop(struct conn *c, th_err err, const char *why, bool quick)
 {
     struct th_pg *pg = c->pg;
-    if (c->state >= C_READY)
+    if (c->state >= C_READY && !c->listener)
         set_up(pg, -1);
     if (c->fd >= 0)
         th_loop_del_fd(pg->loop, c->fd);
@@ -228,7 +232,13 @@ static void next_step(struct conn *c)
         c->step = 0;
     else
         c->step++;
-    if (c->step < pg->nstmts) {
+    if (c->listener && c->step == 0) { /* the listener: LISTEN, no statements */
+        c->state = C_PREPARING;
+        if (!PQsendQuery(c->pc, pg->listen_sql) || !sent(c))
+            conn_drop(c, TH_E_IO, PQerrorMessage(c->pc), false);
+        return;
+    }
+    if (!c->listener && c->step < pg->nstmts) {
         c->state = C_PREPARING;
         const struct th_pg_stmt *s = &pg->stmts[c->step];
         if (!PQsendPrepare(c->pc, s->name, s->sql, s->nparams, NULL) || !sent(c))
@@ -238,6 +248,8 @@ static void next_step(struct conn *c)
     th_loop_timer_cancel(pg->loop, &c->wait);
     c->state = C_READY;
     c->backoff_ms = BACKOFF_MIN_MS;
+    if (c->listener)
+        return;
     set_up(pg, 1);
     pump(pg);
 }
@@ -342,6 +354,9 @@ static void on_io(void *ud, uint32_t events)
         conn_drop(c, TH_E_IO, PQerrorMessage(c->pc), false);
         return;
     }
+    for (PGnotify *n; (n = PQnotifies(c->pc)) != NULL; PQfreemem(n))
+        if (c->pg->notify)
+            c->pg->notify(c->pg->notify_ud, n->extra);
     while (c->pc && !PQisBusy(c->pc)) {
         PGresult *r = PQgetResult(c->pc);
         if (!r) {
@@ -390,7 +405,7 @@ static void pump(struct th_pg *pg)
 {
     for (int i = 0; i < pg->nconns; i++) {
         struct conn *c = &pg->conns[i];
-        if (c->state != C_READY)
+        if (c->state != C_READY || c->listener)
             continue;
         struct th_pg_query *q = pg->head;
         while (q && q->where_ != Q_QUEUED)
@@ -448,6 +463,17 @@ th_err th_pg_new(struct th_loop *loop, const struct th_pg_options *opt, struct t
     if (opt->statement_timeout_ms > 0)
         snprintf(pg->options + strlen(pg->options), sizeof pg->options - strlen(pg->options),
                  " -c statement_timeout=%d", opt->statement_timeout_ms);
+    if (opt->listen) { /* one more connection, the last, for LISTEN */
+        if (pg->nconns == MAX_CONNS) {
+            free(pg->conninfo);
+            free(pg);
+            return TH_E_INVAL;
+        }
+        snprintf(pg->listen_sql, sizeof pg->listen_sql, "LISTEN \"%s\"", opt->listen);
+        pg->notify = opt->notify;
+        pg->notify_ud = opt->notify_ud;
+        pg->conns[pg->nconns++].listener = true;
+    }
     for (int i = 0; i < pg->nconns; i++) {
         struct conn *c = &pg->conns[i];
         c->pg = pg;

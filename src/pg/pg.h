@@ -57,6 +57,12 @@ struct th_pg_options {
     bool async_commit;
     int queue_max;  /* queries waiting for a connection (0: 1024) */
     atomic_int *up; /* connections ready, summed over pools (readiness); may be NULL */
+    /* LISTEN: one more connection (never given queries) listens on this channel and calls
+     * notify(notify_ud, payload) on the loop for each notification; NULL: none. Notifications
+     * sent while it is reconnecting are lost: a listener must not rely on them alone. */
+    const char *listen;
+    void (*notify)(void *ud, const char *payload);
+    void *notify_ud;
 };
 
 /* Opaque rows: valid during the done callback only. */

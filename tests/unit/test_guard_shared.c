@@ -118,6 +118,7 @@ struct run {
     bool (*step)(struct run *r);
     struct ask *asks;
     int nasks, phase;
+    int64_t t0;
 };
 
 static bool all_back(const struct ask *k, int n)
@@ -222,6 +223,13 @@ static bool step_wait(struct run *r)
         assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
         assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
                          TH_E_OK);
+        r->t0 = th_mono_us();
+        r->phase = 5;
+        return false;
+    case 5: /* the waiter's listener is up well before, its next poll well after (750 ms) */
+        if (th_mono_us() - r->t0 < 400000)
+            return false;
+        assert_int_equal(k[1].woken, 0);
         th_guard_dedupe_finish(k[0].g, k[0].v.ticket, 200, "{\"answer\":1}", 12);
         r->phase = 2;
         return false;
@@ -260,6 +268,9 @@ static void test_duplicate_gets_first_answer(void **state)
     assert_string_equal(ans.body, "{\"answer\":1}");
     free(ans.body);
     th_guard_dedupe_release(b, k[1].v.ticket);
+    struct th_guard_db_stats sb;
+    th_guard_db_stats(b, &sb);
+    assert_int_equal(sb.notified, 1); /* woken by the first's notification */
     assert_int_equal(k[2].n, 1);
     assert_int_equal(k[2].v.dedupe, TH_DEDUPE_DONE);
     assert_string_equal(k[2].v.answer.body, "{\"answer\":1}");
@@ -287,6 +298,12 @@ static bool step_abandon(struct run *r)
         assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
         assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
                          TH_E_OK);
+        r->t0 = th_mono_us();
+        r->phase = 5;
+        return false;
+    case 5:
+        if (th_mono_us() - r->t0 < 400000)
+            return false;
         th_guard_dedupe_release(k[0].g, k[0].v.ticket); /* the first gives up */
         r->phase = 2;
         return false;
@@ -321,6 +338,9 @@ static void test_first_gives_up(void **state)
     assert_int_equal(th_guard_dedupe_poll(b, k[1].v.ticket, &ans), TH_DEDUPE_PENDING);
     assert_null(ans.body);
     th_guard_dedupe_release(b, k[1].v.ticket);
+    struct th_guard_db_stats sb;
+    th_guard_db_stats(b, &sb);
+    assert_int_equal(sb.notified, 1);
     assert_int_equal(k[2].n, 1);
     assert_int_equal(k[2].v.dedupe, TH_DEDUPE_FIRST);
     th_guard_dedupe_release(a, k[2].v.ticket);

@@ -21,6 +21,7 @@ static const struct th_pg_stmt stmts[] = {
     {"plus1", "SELECT $1::int + 1", 1},
     {"sleep", "SELECT pg_sleep($1::float8), 7", 1},
     {"doomed", "SELECT pg_sleep($1::float8), 8 /* doomed */", 1},
+    {"tell", "SELECT pg_notify('th_test', $1), 5", 1},
     {"kill",
      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
      "application_name = 'telehook' AND pid <> pg_backend_pid() AND query LIKE "
@@ -113,7 +114,7 @@ static struct th_pg *pool(struct th_loop *loop, const char *conninfo, int n)
     struct th_pg_options o = {.conninfo = conninfo,
                               .connections = n,
                               .stmts = stmts,
-                              .nstmts = 4,
+                              .nstmts = 5,
                               .statement_timeout_ms = 5000};
     struct th_pg *pg = NULL;
     assert_int_equal(th_pg_new(loop, &o, &pg), TH_E_OK);
@@ -320,6 +321,67 @@ static void test_connection_lost_then_back(void **state)
     th_loop_free(loop);
 }
 
+/* LISTEN: a notification sent on one connection reaches the pool's listener, once. */
+struct heard {
+    int n;
+    char payload[32];
+};
+
+static void on_heard(void *ud, const char *payload)
+{
+    struct heard *h = ud;
+    h->n++;
+    snprintf(h->payload, sizeof h->payload, "%s", payload);
+}
+
+struct listen_run {
+    struct run r;
+    struct heard heard;
+    struct th_pg *talker;
+    struct call c;
+};
+
+static bool step_listen(struct run *r)
+{
+    struct listen_run *l = (struct listen_run *)r;
+    if (r->phase == 0) { /* the listener's LISTEN is in once the talker is up too */
+        if (th_pg_connected(l->talker) < 1 || th_mono_us() - r->t0 < 300000)
+            return false;
+        exec_call(l->talker, &l->c, "tell", "hello", 2000);
+        r->phase = 1;
+        return false;
+    }
+    return l->c.n > 0 && l->heard.n > 0;
+}
+
+static void test_listen_notify(void **state)
+{
+    if (!url())
+        skip();
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct listen_run l = {.r = {.loop = loop, .step = step_listen}};
+    struct th_pg_options o = {.conninfo = url(),
+                              .connections = 1,
+                              .stmts = stmts,
+                              .nstmts = 5,
+                              .listen = "th_test",
+                              .notify = on_heard,
+                              .notify_ud = &l.heard};
+    struct th_pg *pg = NULL;
+    assert_int_equal(th_pg_new(loop, &o, &pg), TH_E_OK);
+    l.talker = pg; /* the pool's own query connection tells its own listener */
+    l.r.t0 = th_mono_us();
+    run(&l.r, 4000);
+    assert_int_equal(l.c.n, 1);
+    assert_int_equal(l.c.err, TH_E_OK);
+    assert_int_equal(l.heard.n, 1);
+    assert_string_equal(l.heard.payload, "hello");
+    assert_int_equal(th_pg_connected(pg), 1); /* the listener is not counted: it takes no query */
+    th_pg_free(pg);
+    th_loop_free(loop);
+}
+
 /* Freeing the pool calls every query still owed back, once, with TH_E_BUSY. */
 static void test_free_calls_back_owed(void **state)
 {
@@ -348,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_refused_is_an_error),
         cmocka_unit_test(test_connection_lost_then_back),
         cmocka_unit_test(test_free_calls_back_owed),
+        cmocka_unit_test(test_listen_notify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
