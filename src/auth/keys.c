@@ -13,6 +13,7 @@
 
 #include "common/buf.h"
 #include "common/util.h"
+#include "loop/refresher.h"
 #include "net/fetch.h"
 #include "obs/log.h"
 
@@ -37,11 +38,10 @@ struct th_keys {
     const char *const *algs;
     size_t nalgs;
 
-    pthread_mutex_t mu; /* guards cur, wake, stop, waiters */
-    pthread_cond_t cv;
+    pthread_mutex_t mu; /* guards cur, waiters */
     struct set *cur;
-    bool wake, stop, have_thread;
-    pthread_t thread;
+    struct th_refresher *fetcher; /* NULL: keys from a file, nothing to fetch */
+    int64_t backoff_ms;           /* the fetcher's thread only */
     atomic_uint_fast64_t epoch, fetches;
     atomic_uint_fast64_t gen;       /* the current set's gen */
     atomic_llong last_fetch_ms;     /* when the last fetch started */
@@ -130,7 +130,7 @@ bool th_keys_ready(const struct th_keys *k)
 
 bool th_keys_refresh_soon(struct th_keys *k)
 {
-    if (!k->have_thread)
+    if (!k->fetcher)
         return false; /* a file: nothing to fetch */
     int64_t now = th_wall_ms();
     long long last = atomic_load(&k->last_early_ms);
@@ -138,10 +138,7 @@ bool th_keys_refresh_soon(struct th_keys *k)
     if (now - last < EARLY_MIN_GAP_MS ||
         !atomic_compare_exchange_strong(&k->last_early_ms, &last, now))
         return false;
-    pthread_mutex_lock(&k->mu);
-    k->wake = true;
-    pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    th_refresher_kick(k->fetcher);
     return true;
 }
 
@@ -311,40 +308,27 @@ static long fetch_once(struct th_keys *k, char *why, size_t whylen)
     return age;
 }
 
-static void *fetcher(void *arg)
+/* One round of the fetcher (loop/refresher.h): fetch, wake the waiters, and how long to wait
+ * (th_keys_refresh_soon kicks it earlier). */
+static int64_t fetch_round(void *ud)
 {
-    struct th_keys *k = arg;
-    int64_t backoff = 1000;
-    for (;;) {
-        char why[256] = "";
-        long age = fetch_once(k, why, sizeof why);
-        atomic_fetch_add(&k->epoch, 1);
-        wake_waiters(k);
-        int64_t wait_ms;
-        if (age >= 0) {
-            backoff = 1000;
-            wait_ms = (int64_t)age * 1000;
-        } else {
-            th_log_msg(TH_LOG_WARN, "jwks",
-                       "cannot fetch the issuer's keys from %s (retry in "
-                       "%lld ms; keys held: %s): %s",
-                       k->jwks_url[0] ? k->jwks_url : k->issuer, (long long)backoff,
-                       th_keys_ready(k) ? "yes" : "none", why);
-            wait_ms = backoff;
-            backoff = backoff * 2 > 60000 ? 60000 : backoff * 2;
-        }
-        int64_t until = th_wall_ms() + wait_ms;
-        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (long)(until % 1000) * 1000000L};
-        pthread_mutex_lock(&k->mu);
-        while (!k->stop && !k->wake)
-            if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == ETIMEDOUT)
-                break;
-        bool stop = k->stop;
-        k->wake = false;
-        pthread_mutex_unlock(&k->mu);
-        if (stop)
-            return NULL;
+    struct th_keys *k = ud;
+    char why[256] = "";
+    long age = fetch_once(k, why, sizeof why);
+    atomic_fetch_add(&k->epoch, 1);
+    wake_waiters(k);
+    if (age >= 0) {
+        k->backoff_ms = 1000;
+        return (int64_t)age * 1000;
     }
+    th_log_msg(TH_LOG_WARN, "jwks",
+               "cannot fetch the issuer's keys from %s (retry in "
+               "%lld ms; keys held: %s): %s",
+               k->jwks_url[0] ? k->jwks_url : k->issuer, (long long)k->backoff_ms,
+               th_keys_ready(k) ? "yes" : "none", why);
+    int64_t wait_ms = k->backoff_ms;
+    k->backoff_ms = k->backoff_ms * 2 > 60000 ? 60000 : k->backoff_ms * 2;
+    return wait_ms;
 }
 
 th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err, size_t errlen)
@@ -353,7 +337,7 @@ th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err
     if (!k)
         return TH_E_NOMEM;
     pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
+    k->backoff_ms = 1000;
     k->algs = o->algorithms;
     k->nalgs = o->nalgorithms;
     th_strlcpy(k->issuer, o->issuer, sizeof k->issuer);
@@ -397,12 +381,11 @@ th_err th_keys_new(const struct th_keys_opts *o, struct th_keys **out, char *err
         *out = k;
         return TH_E_OK;
     }
-    if (pthread_create(&k->thread, NULL, fetcher, k) != 0) {
+    if (th_refresher_start(fetch_round, k, 0, &k->fetcher) != TH_E_OK) {
         snprintf(err, errlen, "cannot start the key fetcher");
         th_keys_free(k);
         return TH_E_NOMEM;
     }
-    k->have_thread = true;
     *out = k;
     return TH_E_OK;
 }
@@ -411,15 +394,8 @@ void th_keys_free(struct th_keys *k)
 {
     if (!k)
         return;
-    if (k->have_thread) {
-        pthread_mutex_lock(&k->mu);
-        k->stop = true;
-        pthread_cond_signal(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-        pthread_join(k->thread, NULL); /* a fetch in progress ends within its timeout */
-    }
+    th_refresher_stop(k->fetcher); /* a fetch in progress ends within its timeout */
     set_unref(k->cur);
-    pthread_cond_destroy(&k->cv);
     pthread_mutex_destroy(&k->mu);
     free(k);
 }

@@ -19,6 +19,7 @@
 #include "aws/sts.h"
 #include "common/buf.h"
 #include "common/util.h"
+#include "loop/refresher.h"
 #include "net/fetch.h"
 #include "obs/log.h"
 
@@ -69,11 +70,9 @@ struct th_aws_creds {
     size_t nroles;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stop;
-    bool have_thread;
-    pthread_t thread;
-    struct th_aws_credentials cur; /* guarded by mu */
+    struct th_refresher *refresher; /* NULL: static credentials, read once */
+    int64_t backoff_ms;             /* the refresher's thread only */
+    struct th_aws_credentials cur;  /* guarded by mu */
     atomic_uint_fast64_t generation;
 };
 
@@ -121,10 +120,7 @@ static bool set_field(char *dst, size_t cap, const char *v)
 static bool stopping(void *ud)
 {
     struct th_aws_creds *c = ud;
-    pthread_mutex_lock(&c->mu);
-    bool stop = c->stop;
-    pthread_mutex_unlock(&c->mu);
-    return stop;
+    return c->refresher && th_refresher_stopping(c->refresher);
 }
 
 /* ---- shared credentials and config files ---- */
@@ -772,57 +768,39 @@ static int64_t refresh_at(int64_t now, int64_t expires_ms)
     return at < now + MIN_REFRESH_MS ? now + MIN_REFRESH_MS : at;
 }
 
-/* Sleeps until when (unix ms; < 0: until stopped) or stop; true when asked to stop. */
-static bool wait_until(struct th_aws_creds *c, int64_t when_ms)
+/* One round of the refresher (loop/refresher.h): fetch, publish, and how long to wait (< 0:
+ * until stopped). */
+static int64_t refresh_round(void *ud)
 {
-    struct timespec ts = {.tv_sec = when_ms / 1000, .tv_nsec = (long)(when_ms % 1000) * 1000000L};
-    pthread_mutex_lock(&c->mu);
-    while (!c->stop) {
-        if (when_ms < 0)
-            pthread_cond_wait(&c->cv, &c->mu);
-        else if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
-            break;
+    struct th_aws_creds *c = ud;
+    struct th_aws_credentials v = {0};
+    char why[1024] = "";
+    bool ok = obtain(c, &v, why, sizeof why);
+    int64_t now = th_wall_ms();
+    int64_t next;
+    if (ok) {
+        publish(c, &v);
+        c->backoff_ms = 1000;
+        next = refresh_at(now, v.expires_ms);
+        /* credential_process without Expiration: static credentials, as in the SDKs */
+        if (!v.expires_ms && c->src == SRC_PROCESS && c->nroles == 0)
+            next = -1;
+        char exp[25] = "never";
+        if (v.expires_ms)
+            th_format_iso8601(v.expires_ms, exp);
+        OPENSSL_cleanse(&v, sizeof v);
+        th_log_msg(TH_LOG_INFO, "aws_credentials", "credentials from %s, valid until %s", c->desc,
+                   exp);
+    } else {
+        if (stopping(c))
+            return -1; /* the refresher ends without waiting */
+        th_log_msg(TH_LOG_WARN, "aws_credentials",
+                   "cannot get credentials from %s (retry in %lld ms): %s", c->desc,
+                   (long long)c->backoff_ms, why);
+        next = now + c->backoff_ms;
+        c->backoff_ms = c->backoff_ms * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : c->backoff_ms * 2;
     }
-    bool stop = c->stop;
-    pthread_mutex_unlock(&c->mu);
-    return stop;
-}
-
-static void *refresher(void *arg)
-{
-    struct th_aws_creds *c = arg;
-    int64_t backoff = 1000;
-    for (;;) {
-        struct th_aws_credentials v = {0};
-        char why[1024] = "";
-        bool ok = obtain(c, &v, why, sizeof why);
-        int64_t now = th_wall_ms();
-        int64_t next;
-        if (ok) {
-            publish(c, &v);
-            backoff = 1000;
-            next = refresh_at(now, v.expires_ms);
-            /* credential_process without Expiration: static credentials, as in the SDKs */
-            if (!v.expires_ms && c->src == SRC_PROCESS && c->nroles == 0)
-                next = -1;
-            char exp[25] = "never";
-            if (v.expires_ms)
-                th_format_iso8601(v.expires_ms, exp);
-            OPENSSL_cleanse(&v, sizeof v);
-            th_log_msg(TH_LOG_INFO, "aws_credentials", "credentials from %s, valid until %s",
-                       c->desc, exp);
-        } else {
-            if (stopping(c))
-                return NULL;
-            th_log_msg(TH_LOG_WARN, "aws_credentials",
-                       "cannot get credentials from %s (retry in %lld ms): %s", c->desc,
-                       (long long)backoff, why);
-            next = now + backoff;
-            backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
-        }
-        if (wait_until(c, next))
-            return NULL;
-    }
+    return next < 0 ? -1 : next > now ? next - now : 0;
 }
 
 /* The container endpoint URL, or "" when not configured. false: configured but refused. */
@@ -1264,7 +1242,7 @@ th_err th_aws_creds_new(const char *profile, const char *region, const char *ca_
     if (ca_file)
         th_strlcpy(c->ca_file, ca_file, sizeof c->ca_file);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    c->backoff_ms = 1000;
     atomic_init(&c->generation, 0);
     /* An explicit profile in the config skips the environment keys and the web identity
        variables, as the SDKs do for a profile given in code. */
@@ -1319,12 +1297,11 @@ th_err th_aws_creds_new(const char *profile, const char *region, const char *ca_
     if ((c->src == SRC_ENV || c->src == SRC_FILES) && c->nroles == 0) {
         publish(c, &c->base); /* static: read once, no thread */
     } else {
-        if (pthread_create(&c->thread, NULL, refresher, c) != 0) {
+        if (th_refresher_start(refresh_round, c, 0, &c->refresher) != TH_E_OK) {
             snprintf(err, errlen, "cannot start the AWS credentials thread");
             th_aws_creds_free(c);
             return TH_E_NOMEM;
         }
-        c->have_thread = true;
     }
     *out = c;
     return TH_E_OK;
@@ -1334,14 +1311,7 @@ void th_aws_creds_free(struct th_aws_creds *c)
 {
     if (!c)
         return;
-    if (c->have_thread) {
-        pthread_mutex_lock(&c->mu);
-        c->stop = true;
-        pthread_cond_signal(&c->cv);
-        pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL); /* a fetch in progress ends within its timeout (2 s) */
-    }
-    pthread_cond_destroy(&c->cv);
+    th_refresher_stop(c->refresher); /* a fetch in progress ends within its timeout (2 s) */
     pthread_mutex_destroy(&c->mu);
     OPENSSL_cleanse(&c->cur, sizeof c->cur); /* secrets do not linger in freed memory */
     OPENSSL_cleanse(&c->base, sizeof c->base);

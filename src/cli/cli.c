@@ -244,6 +244,20 @@ static const struct cmd cmds[] = {
      "kms_data_key_file (mode 0600, never over an existing file) and nothing is printed.",
      th_cmd_dlq_keygen},
 
+    {"store", NULL, NULL, 0, 0, 0, CMD_GROUP, "the store: schema migrations and status",
+     "store.url names it: SQLite (the default) or PostgreSQL, shared by several nodes "
+     "(docs/multi-node.md).",
+     NULL},
+    {"store", "migrate", "", 0, 0, 0, 0, "apply pending schema migrations, print the version",
+     "Every command and the server migrate on open too; run it once before starting the nodes "
+     "of a new version. On PostgreSQL concurrent migrations wait for each other (an advisory "
+     "lock): each runs once.",
+     th_cmd_store_migrate},
+    {"store", "status", "", 0, 0, OPT(JSON), 0, "backend, schema version, rows per table",
+     "The backend, the store URL without its password, the schema version and the migrations "
+     "pending, and the rows of each table ('-': not created yet). Applies nothing.",
+     th_cmd_store_status},
+
     {"token", NULL, NULL, 0, 0, 0, CMD_GROUP, "local OAuth keys and tokens (no Okta needed)",
      "Developer tooling for [auth] mode = oauth2: a key pair, and access tokens with Okta's "
      "claims signed by it.",

@@ -9,6 +9,7 @@
  *   dlq keygen               prints a new key for [dlq] key / TELEHOOK_DLQ_KEY
  *   dlq keygen --kms         writes a KMS-sealed data key to [dlq] kms_data_key_file
  */
+#include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "cli/internal.h"
+#include "common/arena.h"
 #include "common/util.h"
 #include "net/http.h"
 #include "route/router.h"
@@ -138,6 +140,9 @@ static int open_payload(struct th_cli *cli, const struct entry *e, struct th_dlq
     return 0;
 }
 
+/* A replay's arena: one message's job and attempt (a provider's body is 16 KiB at most). */
+#define REPLAY_ARENA_MAX (64 * 1024)
+
 struct replay {
     struct th_loop *loop;
     struct th_route_result res;
@@ -174,6 +179,11 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
     struct th_router *router = NULL;
     struct th_loop *loop = NULL;
     struct replay rp = {0};
+    /* the replayed request's memory, as serve's request object gives the router: the job, the
+     * attempt and its body (the code) come from here and are wiped with it */
+    alignas(max_align_t) unsigned char chunk[4096];
+    struct th_arena arena;
+    th_arena_init(&arena, chunk, sizeof chunk, REPLAY_ARENA_MAX);
     rc = 1;
     th_phone_init();
     th_http_global_init();
@@ -212,7 +222,7 @@ static int replay(struct th_cli *cli, struct th_store *st, struct entry *e)
         goto out;
     }
     rp.loop = loop;
-    th_router_send(router, loop, NULL, &msg, on_replayed, &rp);
+    th_router_send(router, loop, &arena, &msg, on_replayed, &rp);
     if (!rp.done)
         th_loop_run(loop);
     if (rp.res.err == TH_E_OK) {
@@ -232,7 +242,8 @@ out:
     th_loop_free(loop);
     th_writer_stop(writer);
     th_http_global_cleanup();
-    th_dlq_payload_release(&pl); /* wipes the code */
+    th_arena_cleanse_release(&arena); /* after the loop: nothing of the send is left running */
+    th_dlq_payload_release(&pl);      /* wipes the code */
     return rc;
 }
 

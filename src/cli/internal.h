@@ -198,6 +198,8 @@ int th_cmd_dlq_show(struct th_cli *cli);
 int th_cmd_dlq_replay(struct th_cli *cli);
 int th_cmd_dlq_purge(struct th_cli *cli);
 int th_cmd_dlq_keygen(struct th_cli *cli);
+int th_cmd_store_migrate(struct th_cli *cli); /* src/cli/store.c */
+int th_cmd_store_status(struct th_cli *cli);
 
 /* The commands of src/cli/lang.c (the command table in cli.c describes them). */
 int th_cmd_templates_preview(struct th_cli *cli);

@@ -34,7 +34,7 @@
 #define WRITER_QUEUE 65536
 
 static th_err outbox_put(void *ud, const struct th_outbox_item *it,
-                         void (*written)(void *arg, th_err result), void *arg)
+                         const struct th_loop_reply *reply)
 {
     struct th_outbox_row row = {
         .id = it->id,
@@ -46,7 +46,7 @@ static th_err outbox_put(void *ud, const struct th_outbox_item *it,
         .body = it->body,
         .voice_id = it->voice_id,
     };
-    return th_writer_outbox(ud, &row, written, arg);
+    return th_writer_outbox_on(ud, &row, reply); /* completes on the sending loop */
 }
 
 struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
@@ -66,7 +66,7 @@ static th_err hook_delivery(void *ud, const struct th_delivery_row *row)
     return th_writer_delivery(ud, row);
 }
 
-static th_err hook_dlq(void *ud, const struct th_dlq_row *row, const struct th_writer_reply *reply)
+static th_err hook_dlq(void *ud, const struct th_dlq_row *row, const struct th_loop_reply *reply)
 {
     return th_writer_dlq_on(ud, row, reply);
 }
@@ -312,7 +312,10 @@ enum sampled {
     S_ROWS_FAILED,
     S_ROWS_DROPPED,
     S_STORE_QUEUE,
+    S_DLQ_DEPTH,
     S_GUARD_ENTRIES,
+    S_DEDUPE_RECORDS,
+    S_DEDUPE_WAITERS,
     S_GUARD_DECISIONS, /* the shared guard state's (several nodes) */
     S_GUARD_FALLBACKS,
     S_GUARD_REFUSED,
@@ -361,6 +364,11 @@ static double sampled(void *ud)
     }
     if (ref->what == S_GUARD_ENTRIES)
         return (double)th_guard_entries(r->guard);
+    if (ref->what == S_DEDUPE_RECORDS || ref->what == S_DEDUPE_WAITERS) {
+        size_t recs, waits;
+        th_guard_dedupe_sizes(r->guard, &recs, &waits);
+        return (double)(ref->what == S_DEDUPE_RECORDS ? recs : waits);
+    }
     if (ref->what >= S_GUARD_DECISIONS) {
         struct th_guard_db_stats gs;
         th_guard_db_stats(r->guard, &gs);
@@ -379,7 +387,8 @@ static double sampled(void *ud)
     if (r->writer)
         th_writer_stats(r->writer, &ws);
     pthread_mutex_unlock(&r->writer_mu);
-    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued};
+    unsigned long long v[] = {ws.written, ws.failed, ws.rejected_full, ws.queued,
+                              (unsigned long long)ws.dlq_depth};
     return (double)v[ref->what - S_ROWS_WRITTEN];
 }
 
@@ -419,10 +428,19 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
          S_ROWS_DROPPED},
         {"telehook_store_queue", "Rows waiting for the store writer.", TH_METRIC_GAUGE,
          S_STORE_QUEUE},
+        {"telehook_dlq_depth",
+         "Dead-letter entries the store holds (counted again at most every dlq.depth_refresh "
+         "seconds).",
+         TH_METRIC_GAUGE, S_DLQ_DEPTH},
         {"telehook_guard_entries",
          "Entries held in the abuse controls' per-person rate tables (capped at "
          "guard.max_entries).",
          TH_METRIC_GAUGE, S_GUARD_ENTRIES},
+        {"telehook_guard_dedupe_records",
+         "Requests the duplicate check remembers (answered within their window, or in flight).",
+         TH_METRIC_GAUGE, S_DEDUPE_RECORDS},
+        {"telehook_guard_dedupe_waiters", "Duplicate requests waiting for the first one's answer.",
+         TH_METRIC_GAUGE, S_DEDUPE_WAITERS},
         {"telehook_guard_db_decisions_total",
          "Requests decided by the shared guard state on PostgreSQL (one round trip each).",
          TH_METRIC_COUNTER, S_GUARD_DECISIONS},
@@ -646,6 +664,7 @@ int th_cmd_serve(struct th_cli *cli)
         goto out;
     }
     wstore = NULL; /* owned by the writer now */
+    th_writer_set_dlq_refresh(writer, (int64_t)cfg->dlq_depth_refresh * 1000);
     size_t nroutes = th_routes_count(routes);
     struct th_outbox_sink outbox = th_cli_outbox_sink(writer);
     e = th_router_new(cfg, &outbox, routes, &router, err, sizeof err);

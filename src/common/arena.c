@@ -96,17 +96,46 @@ char *th_arena_strdup(struct th_arena *a, const char *s)
     return th_arena_strndup(a, s, strlen(s));
 }
 
-th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max)
+void *th_arena_grow(struct th_arena *a, void *p, size_t old, size_t n)
+{
+    if (!p)
+        return th_arena_alloc(a, n);
+    unsigned char *base = a->head ? a->head->data : a->first;
+    size_t size = a->head ? a->head->size : a->first_size;
+    size_t need = align_up(n);
+    unsigned char *q = p;
+    /* the newest allocation of the current chunk: it can simply take more of the chunk */
+    uintptr_t at = (uintptr_t)q, lo = (uintptr_t)base;
+    if (need >= n && base && at >= lo && at + align_up(old) == lo + a->used &&
+        need <= size - (at - lo)) {
+        a->used = (at - lo) + need;
+        return p;
+    }
+    void *np = th_arena_alloc(a, n);
+    if (np)
+        memcpy(np, p, old);
+    return np;
+}
+
+th_err th_arena_buf_reserve(struct th_arena *a, struct th_buf *b, size_t reserve, size_t max)
 {
     th_buf_init(b, max);
-    char *p = max < SIZE_MAX ? th_arena_alloc(a, max + 1) : NULL;
+    b->arena = a;
+    if (reserve > max)
+        reserve = max;
+    char *p = reserve < SIZE_MAX ? th_arena_alloc(a, reserve + 1) : NULL;
     if (!p)
         return TH_E_NOMEM;
-    /* a capacity of max + 1 is all a th_buf of max bytes ever asks for: it never reallocs */
+    /* a capacity of max + 1 is all a th_buf of max bytes ever asks for: then it never grows */
     p[0] = '\0';
     b->data = p;
-    b->cap = max + 1;
+    b->cap = reserve + 1;
     return TH_E_OK;
+}
+
+th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max)
+{
+    return th_arena_buf_reserve(a, b, max, max);
 }
 
 size_t th_arena_used(const struct th_arena *a)

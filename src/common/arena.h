@@ -48,11 +48,24 @@ char *th_arena_strndup(struct th_arena *a, const char *s, size_t n);
 char *th_arena_strdup(struct th_arena *a, const char *s);
 
 /*
- * A th_buf over max + 1 bytes of the arena (the text, an answer): it never grows, so an append
- * past max is TH_E_TOOBIG as with any th_buf, and its bytes are wiped with the arena. Never
- * th_buf_release() or th_buf_steal() it. TH_E_NOMEM when the arena cannot give the bytes.
+ * p, a block of old bytes from this arena, made n bytes (n >= old) keeping its content: extended
+ * in place when it is the arena's newest allocation and its chunk has room, else moved to a new
+ * block (the old one stays in the arena, wiped with it). p NULL: th_arena_alloc. NULL as
+ * th_arena_alloc (p is then unchanged).
+ */
+void *th_arena_grow(struct th_arena *a, void *p, size_t old, size_t n);
+
+/*
+ * A th_buf whose storage is the arena's (a provider's request body): reserve + 1 bytes up front,
+ * sized by the caller from what it is about to write so that appends normally never allocate;
+ * past the reserve it grows within the arena (th_arena_grow) up to max, and an append past max
+ * is TH_E_TOOBIG as with any th_buf. Its bytes are wiped with the arena; th_buf_release() only
+ * forgets them. TH_E_NOMEM when the arena cannot give the reserve (b is then an empty buffer of
+ * the arena that allocates on its first append).
  */
 struct th_buf;
+th_err th_arena_buf_reserve(struct th_arena *a, struct th_buf *b, size_t reserve, size_t max);
+/* The same with all of max reserved (the text, an answer): it never grows. */
 th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max);
 
 /* Bytes handed out so far, over all chunks (for tests and metrics). */

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/arena.h"
+
 void th_buf_init(struct th_buf *b, size_t max)
 {
     b->data = NULL;
@@ -11,11 +13,13 @@ void th_buf_init(struct th_buf *b, size_t max)
     b->cap = 0;
     b->max = max;
     b->err = TH_E_OK;
+    b->arena = NULL;
 }
 
 void th_buf_release(struct th_buf *b)
 {
-    free(b->data);
+    if (!b->arena)
+        free(b->data);
     b->data = NULL;
     b->len = 0;
     b->cap = 0;
@@ -74,7 +78,7 @@ static th_err grow(struct th_buf *b, size_t extra)
         ncap *= 2;
     if (ncap > b->max + 1)
         ncap = b->max + 1;
-    char *p = realloc(b->data, ncap);
+    char *p = b->arena ? th_arena_grow(b->arena, b->data, b->cap, ncap) : realloc(b->data, ncap);
     if (!p)
         return fail(b, TH_E_NOMEM);
     b->data = p;
@@ -154,7 +158,9 @@ const char *th_buf_str(const struct th_buf *b)
 char *th_buf_steal(struct th_buf *b)
 {
     char *p = b->data;
-    if (b->err != TH_E_OK) {
+    if (b->arena) /* the storage is the arena's: the caller gets its own copy */
+        p = b->err == TH_E_OK ? strndup(p ? p : "", b->len) : NULL;
+    else if (b->err != TH_E_OK) {
         free(p);
         p = NULL;
     } else if (!p) {

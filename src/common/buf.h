@@ -30,18 +30,24 @@
 
 #include "common/err.h"
 
+struct th_arena;
+
 struct th_buf {
-    char *data; /* owned; NULL until the first append */
+    char *data; /* owned (or the arena's); NULL until the first append */
     size_t len;
     size_t cap;
     size_t max; /* len may never exceed this */
     th_err err; /* the first failure; TH_E_OK while the buffer is usable */
+    /* NULL: the storage is the heap's. Else it is this arena's (th_arena_buf): grown within the
+     * arena, never freed here — the arena wipes and frees it with the request */
+    struct th_arena *arena;
 };
 
 void th_buf_init(struct th_buf *b, size_t max);
 /*
  * Frees the storage and resets to empty (the max is kept, the error cleared). Safe on an
- * initialised empty buffer.
+ * initialised empty buffer. An arena's buffer forgets its storage (the arena keeps it until it
+ * is wiped) and stays in that arena.
  */
 void th_buf_release(struct th_buf *b);
 /* Empties without freeing the storage and clears the error. */
@@ -74,7 +80,8 @@ th_err th_buf_append_json(struct th_buf *b, const char *s, size_t n);
 const char *th_buf_str(const struct th_buf *b);
 /*
  * Hands the storage to the caller (free() it) and resets the buffer (error cleared). NULL when
- * the buffer had failed (its storage is freed) or on NOMEM; "" (allocated) when empty.
+ * the buffer had failed (its storage is freed) or on NOMEM; "" (allocated) when empty. An arena's
+ * buffer hands a heap copy (its storage stays the arena's).
  */
 char *th_buf_steal(struct th_buf *b);
 

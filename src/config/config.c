@@ -142,7 +142,10 @@ static const struct key keys[] = {
      "USD per SMS segment by country for `templates preview`, e.g. US:0.0088, DE:0.09 (over "
      "the built-in indicative table)"},
     {"store", "url", K_STRING, F(store_url), 0, 0, NULL, "sqlite:var/telehook.db",
-     "where state is kept: sqlite:PATH (relative to the working directory)"},
+     "where state is kept: sqlite:PATH (relative to the working directory), or PostgreSQL "
+     "shared by several nodes: postgresql://USER@HOST/DB?sslmode=verify-full or "
+     "postgresql:host=... dbname=... (libpq; PG* variables and ~/.pgpass apply; "
+     "docs/multi-node.md)"},
     {"store", "unavailable", K_ENUM, F(store_unavailable), 0, 0, unavailable_modes, "open",
      "when the shared PostgreSQL state does not answer within the request's budget: open (this "
      "node's in-memory dedupe and limits decide; logged and counted) or closed (Okta's error "
@@ -224,7 +227,8 @@ static const struct key keys[] = {
      "a random key per start (set one when several nodes share state)"},
     {"guard", "url", K_STRING, F(guard_url), 0, 0, NULL, "",
      "PostgreSQL (postgresql://... or a conninfo string) holding the dedupe, limit and budget "
-     "state shared by several nodes; empty: store.url when it is PostgreSQL, else in memory"},
+     "state shared by several nodes; empty: store.url when it is PostgreSQL and secret is "
+     "set, else in memory"},
     {"guard", "dedupe", K_BOOL, F(guard_dedupe), 0, 0, NULL, "true",
      "answer a repeated eventId, or the same code to the same number and channel, with the "
      "first outcome instead of sending again (within the code's validity)"},
@@ -290,6 +294,10 @@ static const struct key keys[] = {
      "still open"},
     {"dlq", "retention_days", K_INT, F(dlq_retention_days), 0, 3650, NULL, "7",
      "entries older than this are deleted (hourly); 0 = kept"},
+    {"dlq", "depth_refresh", K_INT, F(dlq_depth_refresh), 1, 3600, NULL, "30",
+     "seconds: how stale the telehook_dlq_depth gauge may get (the store writer counts the "
+     "entries again at most this often, when /metrics asks; deletes by `telehook dlq` in "
+     "another process show after it)"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
     {"log", "emf", K_BOOL, F(log_emf), 0, 0, NULL, "false",
@@ -928,6 +936,49 @@ void th_config_release(struct th_config *cfg)
     }
 }
 
+/*
+ * store.url as shown (config show, config check): a PostgreSQL URL may hold a password, in its
+ * user-info (postgresql://user:PASSWORD@host/db) or as password=... (a URI parameter or a
+ * conninfo keyword); it is shown as ******** (the rest helps to diagnose).
+ */
+static const char *shown_url(const char *v, char *buf, size_t cap)
+{
+    size_t n = 0;
+    const char *scheme_end = strstr(v, "://");
+    const char *user = scheme_end ? scheme_end + 3 : NULL;
+    const char *at = NULL, *colon = NULL;
+    for (const char *p = user; p && *p && *p != '/' && *p != '?'; p++)
+        if (*p == '@')
+            at = p;
+    for (const char *p = user; at && p < at; p++)
+        if (*p == ':' && !colon)
+            colon = p;
+    for (const char *p = v; *p && n + 12 < cap;) {
+        if (colon && p == colon + 1) {
+            n += (size_t)snprintf(buf + n, cap - n, "********");
+            p = at;
+            continue;
+        }
+        bool starts = p == v || p[-1] == ' ' || p[-1] == '?' || p[-1] == '&' || p[-1] == ':';
+        if (starts && strncmp(p, "password=", 9) == 0) {
+            n += (size_t)snprintf(buf + n, cap - n, "password=********");
+            p += 9;
+            if (*p == '\'') { /* a quoted conninfo value */
+                for (p++; *p && *p != '\''; p++)
+                    if (*p == '\\' && p[1])
+                        p++;
+                p += *p == '\'';
+            } else {
+                p += strcspn(p, " &");
+            }
+            continue;
+        }
+        buf[n++] = *p++;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 void th_config_print(const struct th_config *cfg, FILE *out)
 {
     const char *section = NULL;
@@ -956,6 +1007,9 @@ void th_config_print(const struct th_config *cfg, FILE *out)
         }
         default: {
             const char *v = *str_field(c, k);
+            char url[1024];
+            if (v && k->off == offsetof(struct th_config, store_url))
+                v = shown_url(v, url, sizeof url);
             fprintf(out, "%s = %s\n", k->name, v ? v : "");
         }
         }
@@ -993,6 +1047,9 @@ void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, vo
         }
         default: {
             const char *v = *str_field(c, k);
+            char url[1024];
+            if (v && k->off == offsetof(struct th_config, store_url))
+                v = shown_url(v, url, sizeof url);
             fn(ud, k->section, k->name, 's', v ? v : "");
         }
         }

@@ -132,6 +132,7 @@ struct th_config {
     char *dlq_kms_data_key_file;          /* the data key sealed by KMS (base64 blob) */
     char *dlq_previous_kms_data_key_file; /* the data key before a rotation */
     int dlq_retention_days;
+    int dlq_depth_refresh; /* seconds: the DLQ depth gauge's refresh */
     int store_deliveries_retention_days;
     int store_outbox_retention_days;
     /* [log] */

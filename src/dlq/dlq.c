@@ -313,21 +313,22 @@ th_err th_dlq_payload_encode(const struct th_dlq *d, const char *entry_id, const
 {
     struct th_buf p;
     th_buf_init(&p, PAYLOAD_MAX);
-    th_err e = th_buf_appends(&p, "{\"request_id\":");
-    e = e ? e : th_buf_append_json(&p, m->request_id, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"to\":");
-    e = e ? e : th_buf_append_json(&p, m->to, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"region\":");
-    e = e ? e : th_buf_append_json(&p, m->region, (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"channel\":");
-    e = e ? e : th_buf_append_json(&p, th_channel_name(m->channel), (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"language\":");
-    e = e ? e : th_buf_append_json(&p, m->language ? m->language : "", (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"voice_id\":");
-    e = e ? e : th_buf_append_json(&p, m->voice_id ? m->voice_id : "", (size_t)-1);
-    e = e ? e : th_buf_appends(&p, ",\"body\":");
-    e = e ? e : th_buf_append_json(&p, m->body, (size_t)-1);
-    e = e ? e : th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)m->otp_expires_ms);
+    th_buf_appends(&p, "{\"request_id\":");
+    th_buf_append_json(&p, m->request_id, (size_t)-1);
+    th_buf_appends(&p, ",\"to\":");
+    th_buf_append_json(&p, m->to, (size_t)-1);
+    th_buf_appends(&p, ",\"region\":");
+    th_buf_append_json(&p, m->region, (size_t)-1);
+    th_buf_appends(&p, ",\"channel\":");
+    th_buf_append_json(&p, th_channel_name(m->channel), (size_t)-1);
+    th_buf_appends(&p, ",\"language\":");
+    th_buf_append_json(&p, m->language ? m->language : "", (size_t)-1);
+    th_buf_appends(&p, ",\"voice_id\":");
+    th_buf_append_json(&p, m->voice_id ? m->voice_id : "", (size_t)-1);
+    th_buf_appends(&p, ",\"body\":");
+    th_buf_append_json(&p, m->body, (size_t)-1);
+    th_buf_printf(&p, ",\"otp_expires_ms\":%lld}", (long long)m->otp_expires_ms);
+    th_err e = th_buf_err(&p); /* sticky: checked once */
     if (e == TH_E_OK)
         e = th_dlq_seal(d, entry_id, p.data, p.len, blob, len);
     if (p.data)

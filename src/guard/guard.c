@@ -81,6 +81,8 @@ struct th_guard {
     struct dslot *dd;
     size_t ndd;
     size_t sweep; /* the next dedupe slot the incremental sweep looks at */
+    size_t nrecs; /* dedupe records allocated (a record outlives its slots while tickets hold it) */
+    size_t nwaiters; /* duplicates linked in some record's waiters */
     int64_t country_tat[NREGIONS];
     struct budget budget[NCODES];
     int64_t global_tat;
@@ -296,6 +298,25 @@ static bool parse_budgets(struct th_guard *g, const char *list, char *err, size_
 
 static char *schema_join(void);
 
+/* A PostgreSQL store URL, as the store takes them: a libpq URI (postgresql://, postgres://) or
+ * "postgresql:" + a libpq connection string. */
+static bool is_pg_url(const char *url)
+{
+    return strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0;
+}
+
+/* The libpq connection string of such a URL (a URI as it is; anything else is taken as one). */
+static const char *conninfo_of(const char *url)
+{
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        return url;
+    if (strncmp(url, "postgresql:", 11) == 0)
+        return url + 11;
+    if (strncmp(url, "postgres:", 9) == 0)
+        return url + 9;
+    return url;
+}
+
 th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *err, size_t errlen)
 {
     struct th_guard *g = calloc(1, sizeof *g);
@@ -336,10 +357,18 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
         return TH_E_CONFIG;
     }
     const char *url = cfg->guard_url && cfg->guard_url[0] ? cfg->guard_url : NULL;
-    if (!url && cfg->store_url &&
-        (strncmp(cfg->store_url, "postgresql://", 13) == 0 ||
-         strncmp(cfg->store_url, "postgres://", 11) == 0))
-        url = cfg->store_url;
+    if (!url && cfg->store_url && is_pg_url(cfg->store_url)) {
+        /* The store on PostgreSQL: the guard shares it when the nodes share a secret; without
+         * one (a key drawn per node: no two nodes' keys would match) it stays in memory. */
+        if (cfg->guard_secret[0])
+            url = cfg->store_url;
+        else
+            th_log_msg(TH_LOG_WARN, "guard_local",
+                       "the store is on PostgreSQL but guard.secret is empty: dedupe, limits and "
+                       "budgets stay in this node's memory (set guard.secret, the same on every "
+                       "node, to share them)");
+    }
+    url = url ? conninfo_of(url) : NULL;
     if (url && !cfg->guard_secret[0]) { /* a key per node would make every node's keys differ */
         snprintf(err, errlen,
                  "secret must be set (the same on every node) when the guard's state is shared "
@@ -370,9 +399,10 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     return TH_E_OK;
 }
 
-static void rec_unref(struct rec *r)
+static void rec_unref(struct th_guard *g, struct rec *r)
 {
     if (r && --r->refs == 0) {
+        g->nrecs--;
         free(r->body);
         free(r);
     }
@@ -391,7 +421,7 @@ void th_guard_free(struct th_guard *g)
     free(g->url);
     free(g->schema);
     for (size_t i = 0; g->dd && i < g->ndd; i++)
-        rec_unref(g->dd[i].rec);
+        rec_unref(g, g->dd[i].rec);
     free(g->dd);
     free(g->people);
     th_hmac_key_free(g->mac);
@@ -420,6 +450,14 @@ size_t th_guard_entries(struct th_guard *g)
         n += g->people[i].tat_us > now;
     pthread_mutex_unlock(&g->mu);
     return n;
+}
+
+void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
+{
+    pthread_mutex_lock(&g->mu);
+    *records = g->nrecs;
+    *waiters = g->nwaiters;
+    pthread_mutex_unlock(&g->mu);
 }
 
 /* ---- keys ---- */
@@ -574,7 +612,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
     for (int i = 0; i < PROBE; i++) {
         struct dslot *s = &g->dd[(h + (size_t)i) & (g->ndd - 1)];
         if (s->rec && s->expire_ms <= now_ms) { /* expired: free the slot on the way */
-            rec_unref(s->rec);
+            rec_unref(g, s->rec);
             s->rec = NULL;
         }
         if (s->rec && memcmp(s->key, k, KEY_LEN) == 0)
@@ -584,7 +622,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
     }
     if (!create)
         return NULL;
-    rec_unref(victim->rec); /* full: the record closest to expiry goes */
+    rec_unref(g, victim->rec); /* full: the record closest to expiry goes */
     victim->rec = NULL;
     memcpy(victim->key, k, KEY_LEN);
     return victim;
@@ -598,7 +636,7 @@ static void dd_sweep(struct th_guard *g, int64_t now_ms)
         struct dslot *s = &g->dd[g->sweep];
         g->sweep = (g->sweep + 1) & (g->ndd - 1);
         if (s->rec && s->expire_ms <= now_ms) {
-            rec_unref(s->rec);
+            rec_unref(g, s->rec);
             s->rec = NULL;
         }
     }
@@ -648,6 +686,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
     } else {
         r = calloc(1, sizeof *r);
         st = TH_DEDUPE_FIRST;
+        g->nrecs += r != NULL;
         struct dslot *a = r && has_event ? dd_find(g, ke, now, true) : NULL;
         if (a) {
             a->rec = r;
@@ -684,7 +723,7 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
  * waiter's release can look, so a release that finds its ticket unlinked knows the wake is
  * queued on its loop (or was cancelled: the loop has finished) and withdraws it.
  */
-static void wake_waiters(struct rec *r)
+static void wake_waiters(struct th_guard *g, struct rec *r)
 {
     while (r->waiters) {
         struct th_dedupe *w = r->waiters;
@@ -693,6 +732,7 @@ static void wake_waiters(struct rec *r)
         w->waiting = false;
         th_loop_call_post(&w->wake);
     }
+    g->nwaiters -= (size_t)r->nwaiters;
     r->nwaiters = 0;
 }
 
@@ -721,8 +761,8 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
     r->len = copy ? len : 0;
     r->done = copy != NULL;
     r->abandoned = copy == NULL;
-    wake_waiters(r);
-    rec_unref(r);
+    wake_waiters(g, r);
+    rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
     free(t);
 }
@@ -771,6 +811,7 @@ th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *t, struct th_l
             r->waiters->prev = t;
         r->waiters = t;
         r->nwaiters++;
+        g->nwaiters++;
         t->waiting = true;
     }
     pthread_mutex_unlock(&g->mu);
@@ -789,7 +830,7 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
     struct rec *r = t->rec;
     if (t->first) { /* no answer will come: the waiters decide at their deadlines */
         r->abandoned = true;
-        wake_waiters(r);
+        wake_waiters(g, r);
     } else if (t->waiting) { /* not woken yet: unregister, no callback */
         if (t->prev)
             t->prev->next = t->next;
@@ -798,11 +839,12 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
         if (t->next)
             t->next->prev = t->prev;
         r->nwaiters--;
+        g->nwaiters--;
         t->waiting = false;
     } else { /* woken (or never waiting): a wake still queued on our loop is taken back */
         th_loop_call_withdraw(&t->wake);
     }
-    rec_unref(r);
+    rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
     free(t);
 }

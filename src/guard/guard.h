@@ -199,6 +199,13 @@ void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
 size_t th_guard_entries(struct th_guard *g);
 
 /*
+ * The dedupe table's use, for /metrics: records held (one per first request still remembered or
+ * still answering; freed when its window ends and no ticket holds it) and duplicates waiting for
+ * a first one's answer. Both are bounded: records by the table, waiters per record.
+ */
+void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters);
+
+/*
  * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system
  * clocks (monotonic for the rate limits, wall time for the dedupe window and the budgets' UTC
  * day); NULL restores them. Set it before the guard is shared between threads.

@@ -88,6 +88,8 @@ struct hreq {
     char locale[TH_LOCALE_MAX];
     char preference[TH_LOCALE_MAX + 8]; /* the user's preference found: "pt", "pt/voice" */
     struct th_buf text;                 /* over arena memory (th_arena_buf) */
+    /* the message, built once by send_message: the router sends it, a dead letter seals it */
+    struct th_send msg;
 
     /* the outcome */
     const char *outcome;
@@ -487,22 +489,6 @@ static void dlq_unanswered(void *ud)
     th_hook_req_drop(r->req);
 }
 
-/* The sealed payload: what a replay needs to send the same message again. */
-static th_err dlq_payload(struct hreq *r, unsigned char **blob, size_t *len)
-{
-    const struct th_send m = {
-        .request_id = r->request_id,
-        .to = r->phone.e164,
-        .region = r->phone.region,
-        .channel = r->okta.channel,
-        .language = r->choice.language,
-        .body = th_buf_str(&r->text),
-        .voice_id = r->choice.tpl ? th_template_voice_id(r->choice.tpl) : "",
-        .otp_expires_ms = r->okta.otp_expires_ms,
-    };
-    return th_dlq_payload_encode(r->hook->dlq, r->dlq_id, &m, blob, len);
-}
-
 /*
  * A message no attempt delivered: Okta's error object, held until the dead-letter entry is
  * committed (bounded: Okta's 3 s are not spent on the store), so an answered request always has
@@ -519,7 +505,9 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
     th_strlcpy(r->error, detail ? detail : cause, sizeof r->error);
     unsigned char *blob = NULL;
     size_t blen = 0;
-    if (th_dlq_can_seal(h->dlq) && dlq_payload(r, &blob, &blen) != TH_E_OK)
+    /* the sealed payload is the message the router was given: a replay sends the same again */
+    if (th_dlq_can_seal(h->dlq) &&
+        th_dlq_payload_encode(h->dlq, r->dlq_id, &r->msg, &blob, &blen) != TH_E_OK)
         th_log_msg(TH_LOG_ERROR, "dlq", "request %s: payload not sealed", r->request_id);
     const struct th_okta_request *o = &r->okta;
     struct th_dlq_row row = {
@@ -548,7 +536,7 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
                   : NULL;
     r->held_len = r->held ? held.len : 0;
     r->held_outcome = outcome;
-    struct th_writer_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
+    struct th_loop_reply reply = {r->loop, dlq_written, dlq_unanswered, r};
     th_err e = h->recorder.dlq(h->recorder.ud, &row, &reply);
     free(blob);
     if (e != TH_E_OK) {
@@ -822,7 +810,7 @@ static bool guard(struct hreq *r)
 static void send_message(struct hreq *r)
 {
     const struct th_okta_request *o = &r->okta;
-    struct th_send msg = {
+    r->msg = (struct th_send){
         .request_id = r->request_id,
         .to = r->phone.e164,
         .region = r->phone.region,
@@ -836,8 +824,8 @@ static void send_message(struct hreq *r)
     r->sent_us = th_mono_us();
     r->owed++; /* the provider's answer */
     r->req->state = TH_REQ_SENDING;
-    th_loop_timer_set(r->loop, &r->deadline, msg.deadline_us, on_deadline, r);
-    r->hook->sender.send(r->hook->sender.ud, r->loop, &r->req->arena, &msg, on_routed, r);
+    th_loop_timer_set(r->loop, &r->deadline, r->msg.deadline_us, on_deadline, r);
+    r->hook->sender.send(r->hook->sender.ud, r->loop, &r->req->arena, &r->msg, on_routed, r);
 }
 
 /* A number without '+' read as national though also valid as international: counted and logged

@@ -43,7 +43,7 @@ struct th_hook_sender {
  */
 struct th_hook_recorder {
     th_err (*delivery)(void *ud, const struct th_delivery_row *row);
-    th_err (*dlq)(void *ud, const struct th_dlq_row *row, const struct th_writer_reply *reply);
+    th_err (*dlq)(void *ud, const struct th_dlq_row *row, const struct th_loop_reply *reply);
     void *ud;
 };
 

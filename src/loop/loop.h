@@ -101,6 +101,21 @@ void th_loop_call_init(struct th_loop_call *c, struct th_loop *loop, th_loop_fn 
 bool th_loop_call_post(struct th_loop_call *c);
 void th_loop_call_withdraw(struct th_loop_call *c);
 
+/*
+ * The same promise as a value a caller hands to work that completes on another thread (the store
+ * writer's th_writer_*_on, the outbox provider's sink), which embeds a th_loop_call for it: once
+ * the work is done, exactly one of
+ *   done(ud, result)  on loop's thread;
+ *   lost(ud)          on the worker's thread, when loop has finished: nothing waits any more, the
+ *                     caller frees its object there without touching the loop. May be NULL.
+ */
+struct th_loop_reply {
+    struct th_loop *loop;
+    void (*done)(void *ud, th_err result);
+    th_loop_fn lost;
+    void *ud;
+};
+
 /* Runs until th_loop_stop(); then runs what is still posted, finishes (posts are refused from
  * then on) and returns. */
 void th_loop_run(struct th_loop *loop);

@@ -84,6 +84,7 @@ static void buf_on_stack(struct th_logline *l)
     l->b.cap = sizeof l->mem;
     l->b.len = 0;
     l->b.max = sizeof l->mem - 2; /* room for "}\n" */
+    l->b.arena = NULL;
     l->b.err = TH_E_OK;
     l->mem[0] = '\0';
     l->dropped = false;
@@ -118,6 +119,7 @@ static void field_begin(struct th_logline *l, struct th_buf *f, const char *k)
     f->cap = room + 1; /* never below max + 1: grow() never calls realloc */
     f->max = room;
     f->err = TH_E_OK;
+    f->arena = NULL;
     th_buf_appendc(f, ',');
     th_buf_append_json(f, k, (size_t)-1);
     th_buf_appendc(f, ':');

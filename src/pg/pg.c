@@ -34,8 +34,8 @@ struct conn {
 
 struct th_pg {
     struct th_loop *loop;
-    char *conninfo, options[96];
-    const char *setup;
+    char *conninfo;
+    char *setup; /* the session's SETs, then th_pg_options.setup */
     const struct th_pg_stmt *stmts;
     int nstmts, nconns, queue_max, queued;
     struct conn conns[MAX_CONNS];
@@ -261,10 +261,6 @@ static void connected(struct conn *c)
         return;
     }
     c->state = C_SETUP;
-    if (!c->pg->setup) {
-        next_step(c);
-        return;
-    }
     if (!PQsendQuery(c->pc, c->pg->setup) || !sent(c))
         conn_drop(c, TH_E_IO, PQerrorMessage(c->pc), false);
 }
@@ -273,8 +269,8 @@ static void conn_start(void *ud)
 {
     struct conn *c = ud;
     struct th_pg *pg = c->pg;
-    const char *keys[] = {"dbname", "application_name", "options", NULL};
-    const char *vals[] = {pg->conninfo, "telehook", pg->options, NULL};
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {pg->conninfo, "telehook", NULL};
     c->pc = PQconnectStartParams(keys, vals, 1);
     if (!c->pc || PQstatus(c->pc) == CONNECTION_BAD) {
         conn_drop(c, TH_E_IO, "connect", false);
@@ -367,10 +363,17 @@ static void on_io(void *ud, uint32_t events)
                 return;
             continue;
         }
-        if (c->res)
-            PQclear(r); /* one statement per command: only the first result counts */
-        else
+        /* A command's first result counts, unless a later one is an error (the setup's SETs
+         * come before its migration: the migration's failure must not be missed). */
+        ExecStatusType st = PQresultStatus(r);
+        bool failed = st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK;
+        if (c->res && !failed) {
+            PQclear(r);
+        } else {
+            if (c->res)
+                PQclear(c->res);
             c->res = r;
+        }
     }
     if (c->pc && PQstatus(c->pc) == CONNECTION_BAD)
         conn_drop(c, TH_E_IO, "connection lost", false);
@@ -452,19 +455,29 @@ th_err th_pg_new(struct th_loop *loop, const struct th_pg_options *opt, struct t
         return TH_E_NOMEM;
     }
     pg->loop = loop;
-    pg->setup = opt->setup;
     pg->stmts = opt->stmts;
     pg->nstmts = opt->nstmts;
     pg->nconns = opt->connections;
     pg->queue_max = opt->queue_max > 0 ? opt->queue_max : 1024;
     pg->up = opt->up;
-    snprintf(pg->options, sizeof pg->options, "-c client_min_messages=warning%s",
-             opt->async_commit ? " -c synchronous_commit=off" : "");
+    /* The session's settings are SET by the first command rather than given as libpq's
+     * "options": a URL's own options (a search_path, say) stay as they are. */
+    char sets[160];
+    int n = snprintf(sets, sizeof sets, "SET client_min_messages = warning; %s",
+                     opt->async_commit ? "SET synchronous_commit = off; " : "");
     if (opt->statement_timeout_ms > 0)
-        snprintf(pg->options + strlen(pg->options), sizeof pg->options - strlen(pg->options),
-                 " -c statement_timeout=%d", opt->statement_timeout_ms);
+        snprintf(sets + n, sizeof sets - (size_t)n, "SET statement_timeout = %d; ",
+                 opt->statement_timeout_ms);
+    const char *setup = opt->setup ? opt->setup : "";
+    if (!(pg->setup = malloc(strlen(sets) + strlen(setup) + 1))) {
+        free(pg->conninfo);
+        free(pg);
+        return TH_E_NOMEM;
+    }
+    strcpy(stpcpy(pg->setup, sets), setup);
     if (opt->listen) { /* one more connection, the last, for LISTEN */
         if (pg->nconns == MAX_CONNS) {
+            free(pg->setup);
             free(pg->conninfo);
             free(pg);
             return TH_E_INVAL;
@@ -501,6 +514,7 @@ void th_pg_free(struct th_pg *pg)
         unlink_q(pg, q);
         deliver(q, TH_E_BUSY, NULL, "closing");
     }
+    free(pg->setup);
     free(pg->conninfo);
     free(pg);
 }

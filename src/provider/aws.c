@@ -34,6 +34,8 @@
 
 #define SERVICE  "sms-voice"
 #define BODY_MAX (16 * 1024)
+/* The body's size before the message: the JSON names, the numbers, the sender, the ids. */
+#define BODY_BASE 384
 /* AWS JSON 1.0 names the error's type in a header (the body's __type is the fallback). */
 #define ERROR_TYPE_HEADER "X-Amzn-Errortype"
 
@@ -279,7 +281,10 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
     }
     const char *token = sc->creds.session_token;
     size_t token_len = token[0] ? strlen(token) + 32 : 0;
-    struct attempt *a = th_provider_attempt_new(at, sizeof *a + token_len, BODY_MAX, done, ud);
+    /* the message as a JSON string: escaping at most doubles what the text usually holds */
+    size_t hint = BODY_BASE + 2 * strlen(msg->body);
+    struct attempt *a =
+        th_provider_attempt_new(at, sizeof *a + token_len, hint, BODY_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
     struct th_buf *body = &a->base.body;

@@ -1,34 +1,29 @@
 #include "provider/http_common.h"
 
-#include <stdlib.h>
-
 #include <openssl/crypto.h>
 
-void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
-                              th_send_done_fn done, void *ud)
+th_err th_provider_buf(const struct th_attempt *at, struct th_buf *b, size_t hint, size_t max)
 {
-    struct th_http_attempt *a = at->arena ? th_arena_calloc(at->arena, size) : calloc(1, size);
-    if (!a)
-        return NULL;
-    a->pooled = at->arena != NULL;
+    /* written straight into arena memory sized for it: no heap, no regrowth */
+    return th_arena_buf_reserve(at->arena, b, hint, max);
+}
+
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_hint,
+                              size_t body_max, th_send_done_fn done, void *ud)
+{
+    struct th_http_attempt *a = th_arena_calloc(at->arena, size);
+    if (!a || th_provider_buf(at, &a->body, body_hint, body_max) != TH_E_OK)
+        return NULL; /* what was taken is the arena's: wiped with it */
     a->done = done;
     a->ud = ud;
-    a->size = size;
-    th_buf_init(&a->body, body_max);
     return a;
 }
 
 void th_provider_attempt_free(struct th_http_attempt *a)
 {
-    if (!a)
-        return;
-    if (a->body.data)
+    /* the block is the arena's, wiped with the request; the body (the code) is wiped now */
+    if (a && a->body.data)
         OPENSSL_cleanse(a->body.data, a->body.len);
-    th_buf_release(&a->body);
-    if (a->pooled) /* the arena's release wipes the block */
-        return;
-    OPENSSL_cleanse(a, a->size);
-    free(a);
 }
 
 static void on_response(void *ud, const struct th_http_response *res)

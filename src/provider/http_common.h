@@ -3,10 +3,11 @@
  *
  * One attempt's memory and lifetime belong to the helper here, not to each provider: a provider's
  * attempt struct starts with struct th_http_attempt; th_provider_attempt_new allocates the whole
- * block (the ONE place an attempt is allocated), the provider writes its body and headers into
- * it, and th_provider_http_send starts the transfer and owns the block from then on. When the
- * transfer ends, the helper reads the answer with the provider's parse, calls done exactly once,
- * then wipes and frees the block. A provider keeps only what differs: URL, body, signing, parse.
+ * block from the request's arena (the ONE place an attempt is allocated), the provider writes its
+ * body and headers into it, and th_provider_http_send starts the transfer and owns the block from
+ * then on. When the transfer ends, the helper reads the answer with the provider's parse, calls
+ * done exactly once, then wipes the body; the block goes with the arena. A provider keeps only
+ * what differs: URL, body, signing, parse.
  */
 #ifndef TH_PROVIDER_HTTP_COMMON_H
 #define TH_PROVIDER_HTTP_COMMON_H
@@ -16,24 +17,29 @@
 #include "provider/provider.h"
 
 struct th_http_attempt {
-    bool pooled; /* in the request's arena (th_attempt.arena): wiped with it, never freed here */
     th_send_done_fn done;
     void *ud;
     th_provider_parse_fn parse;
-    size_t size;        /* of the whole block: wiped when freed (headers may carry a token) */
     struct th_buf body; /* the request body, built by the provider (it holds the OTP) */
 };
 
 /*
- * A zeroed attempt block of size bytes (the provider's struct, whose first member is a struct
- * th_http_attempt, plus any tail it asks for), its body capped at body_max. From the request's
- * arena when at->arena is set (it outlives the return of done), else the heap. NULL: out of
- * memory.
+ * A buffer for what an attempt writes (its body, a signed message) in the request's arena, hint
+ * bytes reserved up front (the provider's estimate: past it the buffer grows within the arena).
+ * th_buf_release() only forgets it. TH_E_NOMEM when the arena cannot give the reserve.
  */
-void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_max,
-                              th_send_done_fn done, void *ud);
+th_err th_provider_buf(const struct th_attempt *at, struct th_buf *b, size_t hint, size_t max);
 
-/* Wipes and frees an attempt never handed to th_provider_http_send. NULL is a no-op. */
+/*
+ * A zeroed attempt block of size bytes (the provider's struct, whose first member is a struct
+ * th_http_attempt, plus any tail it asks for) from the request's arena (it outlives the return of
+ * done), and its body there too, body_hint bytes reserved (the provider's estimate of what it is
+ * about to write), capped at body_max. NULL: the arena is full.
+ */
+void *th_provider_attempt_new(const struct th_attempt *at, size_t size, size_t body_hint,
+                              size_t body_max, th_send_done_fn done, void *ud);
+
+/* Wipes the body of an attempt never handed to th_provider_http_send. NULL is a no-op. */
 void th_provider_attempt_free(struct th_http_attempt *a);
 
 /*

@@ -3,8 +3,8 @@
  * rendered message in the store's outbox table, where `telehook outbox list` shows it. It holds
  * the message text — OTP included — because it plays the handset; it is a development provider.
  *
- * The record is handed to a sink (serve: the store's writer thread); the send completes only once
- * the sink has kept it, through the same suspend/resume path a network provider uses.
+ * The record is handed to a sink (serve: the store's writer thread) with a reply on the sending
+ * loop; the send completes there once the sink has kept it, as a network provider's does.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,32 +19,13 @@ struct outbox {
     struct th_outbox_sink sink;
 };
 
-struct pending {
-    bool pooled;              /* in the request's arena */
-    struct th_loop_call call; /* back to the loop that started the send */
+struct pending { /* in the request's arena: it goes with it */
     th_send_done_fn done;
     void *ud;
     struct th_send_result res;
 };
 
-/* On the loop that started the send. */
-static void complete(void *arg)
-{
-    struct pending *p = arg;
-    p->done(p->ud, &p->res);
-    if (!p->pooled)
-        free(p);
-}
-
-/* On the sink's thread instead, when that loop has finished (shutdown): nobody waits any more. */
-static void abandoned(void *arg)
-{
-    struct pending *p = arg;
-    if (!p->pooled) /* else it goes with the request's arena */
-        free(p);
-}
-
-/* On the sink's thread (the store writer), once the item is kept. */
+/* On the loop that started the send, once the sink has kept the item (or could not). */
 static void written(void *arg, th_err result)
 {
     struct pending *p = arg;
@@ -53,26 +34,23 @@ static void written(void *arg, th_err result)
         p->res.retryable = true;
         th_strlcpy(p->res.error, "outbox: store write failed", sizeof p->res.error);
     }
-    th_loop_call_post(&p->call);
+    p->done(p->ud, &p->res);
 }
 
 static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
                           const struct th_send *msg, th_send_done_fn done, void *ud)
 {
-    struct th_loop *loop = at->loop;
     struct outbox *ob = (struct outbox *)prov;
     if (!ob->sink.put)
         return TH_E_INVAL;
-    struct pending *p = at->arena ? th_arena_calloc(at->arena, sizeof *p) : calloc(1, sizeof *p);
+    struct pending *p = th_arena_calloc(at->arena, sizeof *p);
     if (!p)
         return TH_E_NOMEM;
-    p->pooled = at->arena != NULL;
-    th_loop_call_init(&p->call, loop, complete, abandoned, p);
     p->done = done;
     p->ud = ud;
     th_err e = th_time_id("ob-", p->res.transaction_id, sizeof p->res.transaction_id);
     if (e != TH_E_OK)
-        goto fail;
+        return e;
     struct th_outbox_item item = {
         .id = p->res.transaction_id,
         .created_ms = th_wall_ms(),
@@ -83,14 +61,9 @@ static th_err outbox_send(struct th_provider *prov, const struct th_attempt *at,
         .body = msg->body,
         .voice_id = msg->voice_id ? msg->voice_id : "",
     };
-    e = ob->sink.put(ob->sink.ud, &item, written, p);
-    if (e != TH_E_OK)
-        goto fail;
-    return TH_E_OK;
-fail:
-    if (!p->pooled)
-        free(p);
-    return e;
+    /* no lost(): at shutdown nothing waits, and the pending goes with the request's arena */
+    const struct th_loop_reply reply = {at->loop, written, NULL, p};
+    return ob->sink.put(ob->sink.ud, &item, &reply);
 }
 
 static void outbox_free(struct th_provider *prov)

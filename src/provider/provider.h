@@ -34,8 +34,8 @@ struct th_attempt {
     struct th_http *http; /* the loop's outbound client */
     const char *sender;   /* origination identity / From; "" = the provider's configured default */
     int64_t timeout_ms;   /* for this attempt: already capped by the request's deadline */
-    struct th_arena *arena; /* the request's: the attempt's memory (NULL: the heap); it outlives
-                               the return of the provider's done */
+    struct th_arena *arena; /* the request's (never NULL): the attempt's memory; it outlives the
+                               return of the provider's done */
 };
 
 struct th_send_result {
@@ -101,9 +101,10 @@ const struct th_provider_kind *th_provider_kind_find(const char *name);
 
 /*
  * Where the outbox provider puts what it "delivers" (serve: the store's outbox table, through the
- * writer thread). put() copies what it keeps and calls written(arg, result) exactly once, on any
- * thread, once the item is kept (or could not be); it returns an error, and never calls written,
- * when it cannot take the item.
+ * writer thread). put() copies what it keeps and the reply; once the item is kept (or could not
+ * be) the reply runs as loop/loop.h says: done(ud, result) on reply->loop's thread, or lost(ud)
+ * when that loop has finished. It returns an error, and runs neither, when it cannot take the
+ * item.
  */
 struct th_outbox_item {
     const char *id; /* the transaction id Okta is given */
@@ -113,8 +114,7 @@ struct th_outbox_item {
     const char *voice_id;
 };
 struct th_outbox_sink {
-    th_err (*put)(void *ud, const struct th_outbox_item *item,
-                  void (*written)(void *arg, th_err result), void *arg);
+    th_err (*put)(void *ud, const struct th_outbox_item *item, const struct th_loop_reply *reply);
     void *ud;
 };
 

@@ -28,6 +28,8 @@
 
 #define FORM_MAX  (16 * 1024)
 #define TWIML_MAX 4000 /* Twilio's limit for the Twiml parameter */
+/* The form's size besides the message: the names, the numbers or the service SID, the period. */
+#define FORM_BASE 256
 
 struct twilio {
     struct th_provider base;
@@ -132,7 +134,9 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
     const struct th_config *cfg = tw->cfg;
     bool voice = msg->channel == TH_CHANNEL_VOICE;
     const char *sender = at->sender && at->sender[0] ? at->sender : NULL;
-    struct th_http_attempt *a = th_provider_attempt_new(at, sizeof *a, FORM_MAX, done, ud);
+    /* urlencoding triples what it escapes; TwiML wraps the SSML in a few tags */
+    size_t hint = FORM_BASE + 3 * strlen(msg->body) + (voice ? 128 : 0);
+    struct th_http_attempt *a = th_provider_attempt_new(at, sizeof *a, hint, FORM_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
     struct th_buf *f = &a->body;
@@ -145,8 +149,9 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
             goto fail;
         }
         struct th_buf twiml;
-        th_buf_init(&twiml, TWIML_MAX);
-        e = build_twiml(&twiml, msg);
+        e = th_provider_buf(at, &twiml, strlen(msg->body) + 128, TWIML_MAX);
+        if (e == TH_E_OK)
+            e = build_twiml(&twiml, msg);
         th_form_append(f, "From", from);
         th_form_append(f, "Twiml", th_buf_str(&twiml));
         th_buf_release(&twiml);

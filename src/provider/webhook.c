@@ -27,6 +27,8 @@
 #include "provider/provider.h"
 
 #define BODY_MAX (16 * 1024)
+/* The body's size besides the message: the JSON names, the ids, the number, the expiry. */
+#define BODY_BASE 384
 
 struct webhook {
     struct th_provider base;
@@ -60,15 +62,16 @@ static void parse_webhook(const struct th_http_response *res, struct th_send_res
     *out_ = out;
 }
 
-static th_err sign(const char *secret, long long t, const struct th_buf *body, char *out,
-                   size_t outlen)
+static th_err sign(const struct th_attempt *at, const char *secret, long long t,
+                   const struct th_buf *body, char *out, size_t outlen)
 {
     char ts[24];
     int tl = snprintf(ts, sizeof ts, "%lld.", t);
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
     struct th_buf msg; /* "<t>." + body: HMAC() is one-shot */
-    th_buf_init(&msg, (size_t)tl + body->len + 1);
+    size_t len = (size_t)tl + body->len;
+    th_provider_buf(at, &msg, len, len + 1); /* a failure is kept in msg, read below */
     th_buf_append(&msg, ts, (size_t)tl);
     th_buf_append(&msg, body->data, body->len);
     bool ok =
@@ -88,7 +91,8 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
                            const struct th_send *m, th_send_done_fn done, void *ud)
 {
     struct webhook *wh = (struct webhook *)p;
-    struct attempt *a = th_provider_attempt_new(at, sizeof *a, BODY_MAX, done, ud);
+    size_t hint = BODY_BASE + 2 * strlen(m->body); /* JSON escaping, as in aws.c */
+    struct attempt *a = th_provider_attempt_new(at, sizeof *a, hint, BODY_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
     struct th_buf *b = &a->base.body;
@@ -119,7 +123,7 @@ static th_err webhook_send(struct th_provider *p, const struct th_attempt *at,
     th_buf_appendc(b, '}');
     th_err e = th_buf_err(b);
     if (e == TH_E_OK)
-        e = sign(wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
+        e = sign(at, wh->cfg->webhook_secret, (long long)time(NULL), b, a->sig, sizeof a->sig);
     if (e != TH_E_OK) {
         th_provider_attempt_free(&a->base);
         return e;

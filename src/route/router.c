@@ -61,7 +61,7 @@ struct job {
     int64_t attempt_us; /* when the current attempt started */
     th_route_done_fn done;
     void *ud;
-    struct th_arena *arena; /* the job's memory when not NULL (else malloc'd) */
+    struct th_arena *arena; /* the request's: the job's memory and its attempts' */
 };
 
 static void free_routes(void *rs)
@@ -185,9 +185,7 @@ static void note(struct job *j, const char *provider, const char *what)
 
 static void finish(struct job *j)
 {
-    j->done(j->ud, &j->res);
-    if (!j->arena)
-        free(j);
+    j->done(j->ud, &j->res); /* the job is the arena's: it goes with the request */
 }
 
 static void finish_deferred(void *ud)
@@ -290,11 +288,11 @@ static void on_attempt(void *ud, const struct th_send_result *res)
 void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *arena,
                     const struct th_send *msg, th_route_done_fn done, void *ud)
 {
-    struct job *j = arena ? th_arena_calloc(arena, sizeof *j) : calloc(1, sizeof *j);
+    struct job *j = arena ? th_arena_calloc(arena, sizeof *j) : NULL;
     if (!j) {
-        struct th_route_result res = {.err = TH_E_NOMEM, .provider = ""};
-        snprintf(res.errors, sizeof res.errors, "out of memory");
-        done(ud, &res); /* documented as later; out of memory is the one exception */
+        struct th_route_result res = {.err = arena ? TH_E_NOMEM : TH_E_INVAL, .provider = ""};
+        snprintf(res.errors, sizeof res.errors, arena ? "out of memory" : "no arena");
+        done(ud, &res); /* documented as later; no memory is the one exception */
         return;
     }
     j->r = r;

@@ -60,8 +60,10 @@ void th_router_free(struct th_router *r);
 
 /*
  * Sends msg; done is called exactly once, later, on loop (never inside this call). arena (the
- * request's; NULL: the heap) gives the memory of the job and of the providers' attempts: it must
- * outlive the return of done.
+ * request's: every caller has one — serve's request object, the CLI's replay its own) gives the
+ * memory of the job and of the providers' attempts: it must outlive the return of done. Without
+ * an arena, or when it is full, done is called at once with TH_E_INVAL or TH_E_NOMEM: the one
+ * exception to "later".
  */
 void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *arena,
                     const struct th_send *msg, th_route_done_fn done, void *ud);

@@ -1,4 +1,4 @@
-/* Private to src/store: the backend ops table. A PostgreSQL backend adds one more table. */
+/* Private to src/store: the backend ops table (sqlite.c, postgres.c). */
 #ifndef TH_STORE_INTERNAL_H
 #define TH_STORE_INTERNAL_H
 
@@ -6,7 +6,13 @@
 
 struct th_store_ops {
     const char *scheme;
+    /* open takes the whole URL (libpq reads it) rather than what follows "scheme:" / "//" */
+    bool full_url;
     th_err (*open)(const char *location, struct th_store **out, char *err, size_t errlen);
+    /* the same without applying migrations (`store status`): only status and close may follow
+     * when the schema is not the latest */
+    th_err (*open_unmigrated)(const char *location, struct th_store **out, char *err,
+                              size_t errlen);
     void (*close)(struct th_store *st);
     th_err (*templates_each)(struct th_store *st, th_template_row_fn fn, void *ud);
     th_err (*template_put)(struct th_store *st, const struct th_template_row *row);
@@ -20,6 +26,7 @@ struct th_store_ops {
     th_err (*dlq_each)(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud);
     th_err (*dlq_get)(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);
     th_err (*dlq_delete)(struct th_store *st, const char *id);
+    th_err (*dlq_count)(struct th_store *st, long *n);
     th_err (*purge)(struct th_store *st, const struct th_purge *p, long *removed);
     th_err (*routes_each)(struct th_store *st, th_route_row_fn fn, void *ud);
     th_err (*route_put)(struct th_store *st, const struct th_route_row *row);
@@ -30,6 +37,7 @@ struct th_store_ops {
     th_err (*begin)(struct th_store *st);
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);
+    th_err (*status)(struct th_store *st, struct th_store_status *out);
 };
 
 /* Every backend's handle starts with this. */
@@ -39,5 +47,20 @@ struct th_store {
 };
 
 extern const struct th_store_ops th_store_sqlite_ops;
+extern const struct th_store_ops th_store_pg_ops;
+
+/*
+ * The description of a PostgreSQL store URL with any password left out: a URI without the
+ * password of its user-info or a password= parameter, a conninfo rebuilt from its keywords
+ * without password=. false when libpq cannot parse it.
+ */
+bool th_store_pg_describe(const char *url, char *out, size_t cap);
+
+/*
+ * Runs q (no values: tests and diagnostics only) on a PostgreSQL store's connection; the first
+ * column of the first row into out (may be NULL). TH_E_STORE with libpq's message in err.
+ */
+th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
+                         size_t errlen);
 
 #endif

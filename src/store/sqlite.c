@@ -131,6 +131,7 @@ enum stmt {
     S_DLQ_EACH,
     S_DLQ_GET,
     S_DLQ_DEL,
+    S_DLQ_COUNT,
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
@@ -176,6 +177,7 @@ static const char *const sql[S__COUNT] = {
         "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, language, "
         "outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq WHERE id = ?",
     [S_DLQ_DEL] = "DELETE FROM dlq WHERE id = ?",
+    [S_DLQ_COUNT] = "SELECT count(*) FROM dlq",
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
@@ -305,7 +307,8 @@ static void sqlite_close(struct th_store *st)
     free(s);
 }
 
-static th_err sqlite_open(const char *path, struct th_store **out, char *err, size_t errlen)
+static th_err sqlite_open_mode(const char *path, bool apply, struct th_store **out, char *err,
+                               size_t errlen)
 {
     struct sqlite_store *s = calloc(1, sizeof *s);
     if (!s)
@@ -313,7 +316,7 @@ static th_err sqlite_open(const char *path, struct th_store **out, char *err, si
     s->base.ops = &th_store_sqlite_ops;
     snprintf(s->base.describe, sizeof s->base.describe, "sqlite:%s", path);
     bool memory = strcmp(path, ":memory:") == 0;
-    if (!memory) {
+    if (!memory && apply) {
         if (make_parent(path) != 0) {
             snprintf(err, errlen, "sqlite: cannot create the directory of %s: %s", path,
                      strerror(errno));
@@ -336,18 +339,24 @@ static th_err sqlite_open(const char *path, struct th_store **out, char *err, si
             close(fd);
     }
     th_err e = TH_E_STORE;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int flags = SQLITE_OPEN_READWRITE | (apply ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", s->db ? sqlite3_errmsg(s->db) : "out of memory",
                  path);
         goto fail;
     }
     sqlite3_busy_timeout(s->db, 5000);
-    if ((e = exec(s->db,
-                  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-                  "PRAGMA foreign_keys = ON;",
-                  err, errlen)) != TH_E_OK ||
-        (e = migrate(s->db, err, errlen)) != TH_E_OK)
+    if (!apply) { /* `store status`: the schema as it is; statements only on the latest */
+        int v = 0;
+        if (user_version(s->db, &v) != 0 || v != SCHEMA_VERSION) {
+            *out = &s->base;
+            return TH_E_OK;
+        }
+    } else if ((e = exec(s->db,
+                         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                         "PRAGMA foreign_keys = ON;",
+                         err, errlen)) != TH_E_OK ||
+               (e = migrate(s->db, err, errlen)) != TH_E_OK)
         goto fail;
     for (int i = 0; i < S__COUNT; i++) {
         if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL) !=
@@ -362,6 +371,17 @@ static th_err sqlite_open(const char *path, struct th_store **out, char *err, si
 fail:
     sqlite_close(&s->base);
     return e;
+}
+
+static th_err sqlite_open(const char *path, struct th_store **out, char *err, size_t errlen)
+{
+    return sqlite_open_mode(path, true, out, err, errlen);
+}
+
+static th_err sqlite_open_unmigrated(const char *path, struct th_store **out, char *err,
+                                     size_t errlen)
+{
+    return sqlite_open_mode(path, false, out, err, errlen);
 }
 
 /* Runs a prepared write statement to completion and resets it. */
@@ -713,6 +733,18 @@ static th_err sqlite_dlq_delete(struct th_store *st, const char *id)
     return e;
 }
 
+static th_err sqlite_dlq_count(struct th_store *st, long *n)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_DLQ_COUNT];
+    th_err e = TH_E_STORE;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        *n = (long)sqlite3_column_int64(q, 0);
+        e = TH_E_OK;
+    }
+    sqlite3_reset(q);
+    return e;
+}
+
 static th_err purge_one(struct th_store *st, enum stmt which, int64_t before_ms, long *n)
 {
     sqlite3_stmt *q = S(st)->stmt[which];
@@ -750,9 +782,32 @@ static th_err sqlite_rollback(struct th_store *st)
     return step_done(S(st)->stmt[S_ROLLBACK]);
 }
 
+/* The schema version and the rows of each table that exists. */
+static th_err sqlite_status(struct th_store *st, struct th_store_status *out)
+{
+    sqlite3 *db = S(st)->db;
+    out->latest = SCHEMA_VERSION;
+    out->version = 0;
+    user_version(db, &out->version); /* no schema_version table yet: 0 */
+    for (size_t i = 0; i < TH_STORE_TABLES; i++) {
+        /* a table name from the fixed list, not a value: it cannot be bound */
+        char q[96];
+        snprintf(q, sizeof q, "SELECT count(*) FROM %s", th_store_tables[i]);
+        sqlite3_stmt *c;
+        out->rows[i] = -1;
+        if (sqlite3_prepare_v2(db, q, -1, &c, NULL) != SQLITE_OK)
+            continue; /* no such table (yet) */
+        if (sqlite3_step(c) == SQLITE_ROW)
+            out->rows[i] = (long)sqlite3_column_int64(c, 0);
+        sqlite3_finalize(c);
+    }
+    return TH_E_OK;
+}
+
 const struct th_store_ops th_store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
+    .open_unmigrated = sqlite_open_unmigrated,
     .close = sqlite_close,
     .templates_each = sqlite_templates_each,
     .template_put = sqlite_template_put,
@@ -765,6 +820,7 @@ const struct th_store_ops th_store_sqlite_ops = {
     .dlq_each = sqlite_dlq_each,
     .dlq_get = sqlite_dlq_get,
     .dlq_delete = sqlite_dlq_delete,
+    .dlq_count = sqlite_dlq_count,
     .purge = sqlite_purge,
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,
@@ -775,4 +831,5 @@ const struct th_store_ops th_store_sqlite_ops = {
     .begin = sqlite_begin,
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
+    .status = sqlite_status,
 };

@@ -3,9 +3,20 @@
 
 #include "store/internal.h"
 
-static const struct th_store_ops *const backends[] = {&th_store_sqlite_ops};
+static const struct {
+    const char *scheme;
+    const struct th_store_ops *ops;
+} backends[] = {
+    {"sqlite", &th_store_sqlite_ops},
+    {"postgresql", &th_store_pg_ops},
+    {"postgres", &th_store_pg_ops}, /* libpq's other URI scheme */
+};
 
-th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen)
+const char *const th_store_tables[TH_STORE_TABLES] = {"templates", "prefs",      "routes",
+                                                      "outbox",    "deliveries", "dlq"};
+
+static th_err open_url(const char *url, bool migrate, struct th_store **out, char *err,
+                       size_t errlen)
 {
     const char *location = url;
     const struct th_store_ops *ops = &th_store_sqlite_ops; /* a bare path is SQLite */
@@ -16,11 +27,12 @@ th_err th_store_open(const char *url, struct th_store **out, char *err, size_t e
         size_t n = (size_t)(colon - url);
         ops = NULL;
         for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
-            if (strlen(backends[i]->scheme) == n && strncmp(url, backends[i]->scheme, n) == 0)
-                ops = backends[i];
+            if (strlen(backends[i].scheme) == n && strncmp(url, backends[i].scheme, n) == 0)
+                ops = backends[i].ops;
         if (!ops) {
             /* the scheme only: the rest of a URL may hold a password */
-            snprintf(err, errlen, "unsupported store URL scheme '%.*s' (supported: sqlite)",
+            snprintf(err, errlen,
+                     "unsupported store URL scheme '%.*s' (supported: sqlite, postgresql)",
                      (int)(n > 32 ? 32 : n), url);
             return TH_E_STORE;
         }
@@ -32,7 +44,25 @@ th_err th_store_open(const char *url, struct th_store **out, char *err, size_t e
         snprintf(err, errlen, "store URL has no location");
         return TH_E_STORE;
     }
-    return ops->open(location, out, err, errlen);
+    if (ops->full_url)
+        location = url;
+    return migrate ? ops->open(location, out, err, errlen)
+                   : ops->open_unmigrated(location, out, err, errlen);
+}
+
+th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen)
+{
+    return open_url(url, true, out, err, errlen);
+}
+
+th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *err, size_t errlen)
+{
+    return open_url(url, false, out, err, errlen);
+}
+
+th_err th_store_status(struct th_store *st, struct th_store_status *out)
+{
+    return st->ops->status(st, out);
 }
 
 void th_store_close(struct th_store *st)
@@ -100,6 +130,11 @@ th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, v
 th_err th_store_dlq_delete(struct th_store *st, const char *id)
 {
     return st->ops->dlq_delete(st, id);
+}
+
+th_err th_store_dlq_count(struct th_store *st, long *n)
+{
+    return st->ops->dlq_count(st, n);
 }
 
 th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed)

@@ -19,7 +19,10 @@
 struct th_store;
 
 /*
- * Opens the store named by url: "sqlite:PATH", "sqlite://PATH" or a bare PATH (SQLite).
+ * Opens the store named by url: "sqlite:PATH", "sqlite://PATH" or a bare PATH (SQLite);
+ * "postgresql://..." / "postgres://..." (a libpq URI) or "postgresql:" + a libpq connection
+ * string ("postgresql:host=db dbname=telehook"), where everything libpq reads (PG* environment
+ * variables, ~/.pgpass, sslmode, sslrootcert) applies (store/postgres.c).
  * The parent directory is created if missing, the file 0600. Applies pending schema migrations
  * (each in a transaction, recorded in schema_version) and seeds the default templates on first
  * creation. TH_E_STORE with a message in err on failure.
@@ -29,7 +32,10 @@ struct th_store;
 th_err th_store_open(const char *url, struct th_store **out, char *err, size_t errlen);
 void th_store_close(struct th_store *st); /* NULL is a no-op */
 
-/* A short description for logs, e.g. "sqlite:/var/lib/telehook/telehook.db" (no secrets). */
+/*
+ * A short description for logs, e.g. "sqlite:/var/lib/telehook/telehook.db" or
+ * "postgresql://telehook@db/telehook" (never a password).
+ */
 const char *th_store_describe(const struct th_store *st);
 
 /* ---- templates ---- */
@@ -163,12 +169,32 @@ th_err th_store_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void 
 /* fn is called once when found; TH_E_NOTFOUND otherwise. */
 th_err th_store_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud);
 th_err th_store_dlq_delete(struct th_store *st, const char *id); /* TH_E_NOTFOUND */
+/* Entries held now, all processes' writes and deletes included (a full count: for the writer's
+ * occasional refresh of the depth gauge, never per request). */
+th_err th_store_dlq_count(struct th_store *st, long *n);
 
 /* ---- retention: rows older than each cut-off (unix ms; 0 = keep) are deleted ---- */
 struct th_purge {
     int64_t dlq_before_ms, deliveries_before_ms, outbox_before_ms;
 };
 th_err th_store_purge(struct th_store *st, const struct th_purge *p, long *removed);
+
+/* ---- status (`telehook store status`) ---- */
+#define TH_STORE_TABLES 6
+/* The tables counted, in the order of th_store_status.rows. */
+extern const char *const th_store_tables[TH_STORE_TABLES];
+struct th_store_status {
+    int version;                /* the schema version of the database (0: none yet) */
+    int latest;                 /* the schema version this telehook writes */
+    long rows[TH_STORE_TABLES]; /* -1: the table does not exist yet */
+};
+th_err th_store_status(struct th_store *st, struct th_store_status *out);
+/*
+ * Opens the store as th_store_open does but applies no migration (the schema is reported as it
+ * is). An SQLite file must exist. Only th_store_status, th_store_describe and th_store_close may
+ * be used on it when its version is not the latest.
+ */
+th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *err, size_t errlen);
 
 /* ---- transactions (the writer batches many inserts in one) ---- */
 th_err th_store_begin(struct th_store *st);

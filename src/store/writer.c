@@ -1,6 +1,7 @@
 #include "store/writer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -26,8 +27,8 @@ struct item {
     } row;
     th_writer_done_fn done;
     void *ud;
-    bool on_loop;                 /* completes through reply (th_writer_*_on) */
-    struct th_writer_reply reply; /* ...with its result, carried by call */
+    bool on_loop;               /* completes through reply (th_writer_*_on) */
+    struct th_loop_reply reply; /* ...with its result, carried by call */
     struct th_loop_call call;
     th_err result;
     char strings[];
@@ -45,6 +46,15 @@ struct th_writer {
     unsigned long long written, failed, rejected_full;
     int retention_days[3]; /* dlq, deliveries, outbox; 0 = keep */
     int64_t next_purge_ms;
+    /*
+     * The DLQ depth: counted by this thread (it owns the connection) at start, after a purge,
+     * and when th_writer_stats asks and the last count is older than dlq_refresh_ms, since
+     * `telehook dlq replay/purge` delete rows from another process. Our own committed entries
+     * are added at once. Read without the lock.
+     */
+    atomic_llong dlq_depth;
+    bool dlq_count_wanted;
+    int64_t dlq_counted_ms, dlq_refresh_ms;
 };
 
 /* Copies s into the item's string area at *pos; returns the copy. */
@@ -173,7 +183,7 @@ th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
 }
 
 th_err th_writer_outbox_on(struct th_writer *w, const struct th_outbox_row *row,
-                           const struct th_writer_reply *reply)
+                           const struct th_loop_reply *reply)
 {
     struct item *it = outbox_item(row);
     if (!it)
@@ -218,7 +228,7 @@ th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_write
 }
 
 th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
-                        const struct th_writer_reply *reply)
+                        const struct th_loop_reply *reply)
 {
     struct item *it = dlq_item(row);
     if (!it)
@@ -256,6 +266,14 @@ static void purge(struct th_writer *w, const int days[3])
         th_log_msg(TH_LOG_INFO, "retention", "%ld rows past their retention deleted", removed);
 }
 
+/* Counts the DLQ's rows; on the writer thread, without the lock. A failure keeps the last. */
+static void count_dlq(struct th_writer *w)
+{
+    long n = 0;
+    if (th_store_dlq_count(w->st, &n) == TH_E_OK)
+        atomic_store(&w->dlq_depth, n);
+}
+
 /* On the item's loop: its result, then the item goes. */
 static void item_complete(void *arg)
 {
@@ -277,7 +295,7 @@ static void item_lost(void *arg)
 static void write_batch(struct th_writer *w, struct item *batch)
 {
     th_err results[BATCH_MAX];
-    size_t n = 0, ok = 0;
+    size_t n = 0, ok = 0, dlq_ok = 0;
     bool in_tx = th_store_begin(w->st) == TH_E_OK;
     for (struct item *it = batch; it; it = it->next, n++) {
         th_err e = TH_E_STORE;
@@ -297,6 +315,7 @@ static void write_batch(struct th_writer *w, struct item *batch)
     for (struct item *it = batch, *next; it; it = next, n++) {
         next = it->next;
         ok += results[n] == TH_E_OK;
+        dlq_ok += results[n] == TH_E_OK && it->kind == ITEM_DLQ;
         if (it->on_loop) { /* the loop frees it (or item_lost, here) */
             it->result = results[n];
             th_loop_call_init(&it->call, it->reply.loop, item_complete, item_lost, it);
@@ -307,6 +326,8 @@ static void write_batch(struct th_writer *w, struct item *batch)
             it->done(it->ud, results[n]);
         free(it);
     }
+    if (dlq_ok)
+        atomic_fetch_add(&w->dlq_depth, (long long)dlq_ok);
     pthread_mutex_lock(&w->mu);
     w->written += ok;
     w->failed += n - ok;
@@ -316,16 +337,28 @@ static void write_batch(struct th_writer *w, struct item *batch)
 static void *writer_main(void *arg)
 {
     struct th_writer *w = arg;
+    count_dlq(w);
     pthread_mutex_lock(&w->mu);
+    w->dlq_counted_ms = th_wall_ms();
     for (;;) {
-        while (!w->head && !w->stopping) {
+        if (w->dlq_count_wanted && !w->stopping) { /* between batches: the queue waits a count */
+            w->dlq_count_wanted = false;
+            pthread_mutex_unlock(&w->mu);
+            count_dlq(w);
+            pthread_mutex_lock(&w->mu);
+            w->dlq_counted_ms = th_wall_ms();
+            continue;
+        }
+        while (!w->head && !w->stopping && !w->dlq_count_wanted) {
             bool keep = w->retention_days[0] || w->retention_days[1] || w->retention_days[2];
             if (keep && th_wall_ms() >= w->next_purge_ms) {
                 int days[3] = {w->retention_days[0], w->retention_days[1], w->retention_days[2]};
                 w->next_purge_ms = th_wall_ms() + 3600 * 1000; /* hourly */
                 pthread_mutex_unlock(&w->mu);
                 purge(w, days);
+                count_dlq(w);
                 pthread_mutex_lock(&w->mu);
+                w->dlq_counted_ms = th_wall_ms();
                 continue;
             }
             if (!keep) {
@@ -336,6 +369,8 @@ static void *writer_main(void *arg)
                 pthread_cond_timedwait(&w->cv, &w->mu, &ts);
             }
         }
+        if (w->dlq_count_wanted && !w->stopping)
+            continue;
         if (!w->head)
             break; /* stopping and drained */
         /*
@@ -384,6 +419,7 @@ th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer *
         return TH_E_NOMEM;
     w->st = st;
     w->max_queue = max_queue ? max_queue : 1;
+    w->dlq_refresh_ms = TH_WRITER_DLQ_REFRESH_MS;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -411,9 +447,22 @@ void th_writer_stop(struct th_writer *w)
     free(w);
 }
 
+void th_writer_set_dlq_refresh(struct th_writer *w, int64_t ms)
+{
+    pthread_mutex_lock(&w->mu);
+    w->dlq_refresh_ms = ms > 0 ? ms : TH_WRITER_DLQ_REFRESH_MS;
+    pthread_mutex_unlock(&w->mu);
+}
+
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
 {
     pthread_mutex_lock(&w->mu);
+    /* a stale depth asks the writer for a count (done between batches); this read never waits */
+    if (!w->dlq_count_wanted && th_wall_ms() - w->dlq_counted_ms >= w->dlq_refresh_ms) {
+        w->dlq_count_wanted = true;
+        pthread_cond_signal(&w->cv);
+    }
+    out->dlq_depth = atomic_load(&w->dlq_depth);
     out->written = w->written;
     out->failed = w->failed;
     out->rejected_full = w->rejected_full;

@@ -10,6 +10,7 @@
 #define TH_STORE_WRITER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "loop/loop.h"
@@ -24,21 +25,14 @@ struct th_writer;
 typedef void (*th_writer_done_fn)(void *ud, th_err result);
 
 /*
- * Completing on the caller's loop instead (th_writer_*_on): the writer hands the result back
- * through loop/loop.h's th_loop_call, so the caller posts nothing by hand and a failed post is
- * defined. Exactly one of these runs per accepted item:
- *   done(ud, result)  on loop's thread, after the commit (or the failure);
- *   lost(ud)          on the writer thread, when loop has finished (shutdown): nothing waits for
- *                     the result any more — the caller frees its object there, without touching
- *                     the loop (its thread is gone; its timers are disarmed). May be NULL.
- * The completion travels in the queued item itself: no allocation, nothing to fail.
+ * Completing on the caller's loop instead (th_writer_*_on, with a struct th_loop_reply): the
+ * writer hands the result back through loop/loop.h's th_loop_call, so the caller posts nothing by
+ * hand and a failed post is defined. Exactly one of these runs per accepted item: done(ud, result)
+ * on loop's thread, after the commit (or the failure); lost(ud)          on the writer thread, when
+ * loop has finished (shutdown): nothing waits for the result any more — the caller frees its object
+ * there, without touching the loop (its thread is gone; its timers are disarmed). May be NULL. The
+ * completion travels in the queued item itself: no allocation, nothing to fail.
  */
-struct th_writer_reply {
-    struct th_loop *loop;
-    th_writer_done_fn done;
-    th_loop_fn lost;
-    void *ud;
-};
 
 /* Takes ownership of st (closed by th_writer_stop). max_queue: items, >= 1. */
 th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer **out);
@@ -50,24 +44,36 @@ th_err th_writer_outbox(struct th_writer *w, const struct th_outbox_row *row,
                         th_writer_done_fn done, void *ud);
 /* The same, completing on reply->loop (copied). Not queued (an error): nothing runs. */
 th_err th_writer_outbox_on(struct th_writer *w, const struct th_outbox_row *row,
-                           const struct th_writer_reply *reply);
+                           const struct th_loop_reply *reply);
 th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row);
 /* A dead-letter entry; done (may be NULL) says when it is committed. */
 th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_writer_done_fn done,
                      void *ud);
 /* The same, completing on reply->loop (copied). Not queued (an error): nothing runs. */
 th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
-                        const struct th_writer_reply *reply);
+                        const struct th_loop_reply *reply);
 
 /* Rows older than these many days are deleted at start and hourly (0 = kept forever). */
 void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
                              int outbox_days);
 
-/* Items written and dropped so far (for metrics and tests). */
+/*
+ * Items written and dropped so far (for metrics and tests), and the DLQ depth: the entries the
+ * store holds, whoever wrote or deleted them. The writer counts them (a query on its own
+ * connection, never on the caller's thread) at start, after each retention purge, and when
+ * th_writer_stats finds the last count older than the refresh; its own committed entries are
+ * added at once. So a delete by `telehook dlq` (another process) shows within one refresh plus
+ * the next call.
+ */
 struct th_writer_stats {
     unsigned long long written, failed, rejected_full;
     size_t queued;
+    long long dlq_depth;
 };
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
+
+/* The refresh of the DLQ depth; ms <= 0: the default. */
+#define TH_WRITER_DLQ_REFRESH_MS 30000
+void th_writer_set_dlq_refresh(struct th_writer *w, int64_t ms);
 
 #endif

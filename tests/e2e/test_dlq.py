@@ -157,3 +157,29 @@ def test_kill_9_keeps_every_answered_entry(make_server, webhook):
     stored = {r[0] for r in s.db_rows("SELECT request_id FROM dlq")}
     missing = [rid for rid in answered if rid not in stored]
     assert not missing, f"{len(missing)} answered requests have no dead-letter entry"
+
+
+def test_depth_gauge_follows_the_store(make_server, webhook):
+    """telehook_dlq_depth: an entry shows at once; a purge by the CLI (another process) shows
+    after the writer's next count (dlq.depth_refresh, 1 s here)."""
+    from test_metrics import scrape, value
+
+    def depth_becomes(want, bound_s=5):
+        deadline = time.monotonic() + bound_s
+        while True:
+            got = value(scrape(s)[1], "telehook_dlq_depth")
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
+    s = make_server(config(webhook, "dlq.depth_refresh = 1"))
+    assert depth_becomes(0) == 0
+    webhook.default = "500"
+    assert s.post(okta_request())[0] == 200
+    assert depth_becomes(1) == 1
+    f = scrape(s)[1]
+    assert value(f, "telehook_guard_dedupe_records") == 1  # the answered request, remembered
+    assert value(f, "telehook_guard_dedupe_waiters") == 0
+    (dlq_id,) = [r[0] for r in dlq_rows(s)]
+    assert "deleted" in s.cli("dlq", "purge", dlq_id).stderr
+    assert depth_becomes(0) == 0

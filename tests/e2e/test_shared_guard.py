@@ -68,7 +68,7 @@ class PgProxy:
     @property
     def url(self):
         u = self.url_parts
-        user = f"{u.username}@" if u.username else ""
+        user = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""  # user:password
         return urllib.parse.urlunsplit((u.scheme, f"{user}127.0.0.1:{self.port}", u.path,
                                         u.query, ""))
 

@@ -157,12 +157,81 @@ static void test_buf(void **state)
     th_arena_cleanse_release(&a);
 }
 
+/*
+ * A reserved arena buffer (a provider's body): appends within the reserve take no more of the
+ * arena; past it the buffer grows within the arena — in place while it is the newest
+ * allocation, else moved with its content — never through realloc or free (arena memory);
+ * release only forgets it, steal hands a heap copy, and the bytes are wiped with the arena.
+ */
+static void test_buf_reserve_grows_in_arena(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[1024];
+    memset(mem, 0, sizeof mem);
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 1 << 16);
+    struct th_buf b;
+    assert_int_equal(th_arena_buf_reserve(&a, &b, 40, 4000), TH_E_OK);
+    char *data = b.data;
+    size_t used = th_arena_used(&a);
+    assert_true(inside(data, mem, sizeof mem));
+    assert_int_equal(th_buf_appends(&b, "0123456789012345678901234567890123456789"), TH_E_OK);
+    assert_ptr_equal(b.data, data);
+    assert_int_equal(th_arena_used(&a), used); /* within the reserve: nothing more */
+
+    /* past the reserve, still the newest allocation: extended where it is */
+    assert_int_equal(th_buf_appends(&b, "+code 246810"), TH_E_OK);
+    assert_ptr_equal(b.data, data);
+    assert_true(th_arena_used(&a) > used);
+    assert_string_equal(th_buf_str(&b), "0123456789012345678901234567890123456789+code 246810");
+
+    /* something else allocated after it: the next growth moves it, content kept */
+    char *other = th_arena_strdup(&a, "other");
+    assert_non_null(other);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(th_buf_appends(&b, big), TH_E_OK);
+    assert_ptr_not_equal(b.data, data);
+    assert_true(inside(b.data, mem, sizeof mem)); /* still the arena's */
+    assert_int_equal(b.len, 52 + 299);
+    assert_memory_equal(b.data, "0123456789012345678901234567890123456789+code 246810", 52);
+    assert_string_equal(other, "other");
+
+    /* past the first chunk: a chunk of the arena, never the heap's realloc */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(th_buf_appends(&b, big), TH_E_OK);
+    assert_int_equal(b.len, 52 + 7 * 299);
+    assert_memory_equal(b.data, "0123456789", 10);
+
+    char *copy = th_buf_steal(&b); /* a heap copy: the arena keeps its bytes */
+    assert_non_null(copy);
+    assert_int_equal(strlen(copy), 52 + 7 * 299);
+    free(copy);
+    assert_int_equal(th_buf_appends(&b, "again"), TH_E_OK); /* still the arena's */
+    th_buf_release(&b);                                     /* forgets: no free */
+    assert_null(b.data);
+    assert_int_equal(th_buf_appends(&b, big), TH_E_OK);
+    assert_int_equal(th_buf_appends(&b, big), TH_E_OK);
+    th_buf_release(&b);
+
+    /* the cap still holds */
+    assert_int_equal(th_arena_buf_reserve(&a, &b, 10, 20), TH_E_OK);
+    assert_int_equal(th_buf_appends(&b, "123456789012345678901"), TH_E_TOOBIG);
+    th_arena_cleanse_release(&a);
+    assert_true(all_zero(mem, sizeof mem)); /* the code is wiped with the arena */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_chunk_embedded), cmocka_unit_test(test_aligned),
-        cmocka_unit_test(test_grows_then_caps),      cmocka_unit_test(test_cleanse),
-        cmocka_unit_test(test_no_first_chunk),       cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_first_chunk_embedded),
+        cmocka_unit_test(test_aligned),
+        cmocka_unit_test(test_grows_then_caps),
+        cmocka_unit_test(test_cleanse),
+        cmocka_unit_test(test_no_first_chunk),
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_buf_reserve_grows_in_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

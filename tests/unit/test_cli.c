@@ -1,4 +1,7 @@
-/* Unit tests: cli's option parser (options anywhere, --, --opt=value, errors naming the option). */
+/*
+ * Unit tests: cli's option parser (options anywhere, --, --opt=value, errors naming the option);
+ * serve's outbox sink (the outbox provider through the real store writer completes on its loop).
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,10 +9,19 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdalign.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/internal.h"
+#include "common/arena.h"
+#include "common/util.h"
+#include "loop/loop.h"
+#include "provider/provider.h"
+#include "store/store.h"
+#include "store/writer.h"
 
 /* main's argv from string literals (argv is not const) */
 #define ARGV(...) ((char **)(const char *[]){__VA_ARGS__, NULL})
@@ -147,6 +159,94 @@ static void test_table(void **state)
     }
 }
 
+/* ---- serve's outbox sink ---- */
+
+struct sink_run {
+    struct th_loop *loop;
+    pthread_t loop_thread;
+    int dones;
+    bool on_loop_thread;
+    struct th_send_result res;
+    struct th_timer guard;
+    int rows;
+};
+
+static void sink_done(void *ud, const struct th_send_result *res)
+{
+    struct sink_run *r = ud;
+    r->dones++;
+    r->on_loop_thread = pthread_equal(pthread_self(), r->loop_thread);
+    r->res = *res;
+    th_loop_stop(r->loop);
+}
+
+static void sink_guard(void *ud)
+{
+    th_loop_stop(((struct sink_run *)ud)->loop); /* bounded: the test fails, it does not hang */
+}
+
+static int count_row(void *ud, const struct th_outbox_row *row)
+{
+    struct sink_run *r = ud;
+    r->rows++;
+    assert_string_equal(row->request_id, "r-sink");
+    return 0;
+}
+
+/*
+ * The outbox provider given serve's sink over a real writer thread: done runs exactly once, on
+ * the loop that sent (the writer hands it back there), once the row is committed.
+ */
+static void test_outbox_sink_completes_on_loop(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/th-test-XXXXXX", path[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/sink.db", dir);
+    struct th_store *st = NULL;
+    struct th_writer *w = NULL;
+    assert_int_equal(th_store_open(path, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_writer_start(st, 16, &w), TH_E_OK);
+    struct th_config cfg;
+    char *env[] = {NULL};
+    assert_int_equal(th_config_load(&cfg, NULL, env, err, sizeof err), TH_E_OK);
+    struct th_outbox_sink sink = th_cli_outbox_sink(w);
+    struct th_provider *p = NULL;
+    assert_int_equal(th_provider_new("outbox", &cfg, &sink, &p, err, sizeof err), TH_E_OK);
+    struct sink_run r = {.loop_thread = pthread_self()};
+    assert_int_equal(th_loop_new(&r.loop), TH_E_OK);
+    alignas(max_align_t) unsigned char chunk[1024];
+    struct th_arena arena;
+    th_arena_init(&arena, chunk, sizeof chunk, 16 * 1024);
+    struct th_send m = {.request_id = "r-sink",
+                        .to = "+12015550123",
+                        .region = "US",
+                        .channel = TH_CHANNEL_SMS,
+                        .language = "en",
+                        .body = "Your code is 135791",
+                        .voice_id = ""};
+    struct th_attempt at = {.loop = r.loop, .sender = "", .timeout_ms = 2000, .arena = &arena};
+    assert_int_equal(th_provider_send(p, &at, &m, sink_done, &r), TH_E_OK);
+    assert_int_equal(r.dones, 0); /* never inside send */
+    th_loop_timer_set(r.loop, &r.guard, th_mono_us() + 5 * 1000000, sink_guard, &r);
+    th_loop_run(r.loop);
+    assert_int_equal(r.dones, 1);
+    assert_true(r.on_loop_thread);
+    assert_int_equal(r.res.err, TH_E_OK);
+    th_writer_stop(w); /* drains; closes st */
+    th_loop_free(r.loop);
+    th_provider_free(p);
+    th_arena_cleanse_release(&arena);
+    assert_int_equal(th_store_open(path, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_outbox_each(st, 10, count_row, &r), TH_E_OK);
+    assert_int_equal(r.rows, 1);
+    th_store_close(st);
+    th_config_release(&cfg);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_double_dash_ends_options),
         cmocka_unit_test(test_errors_name_the_option),
         cmocka_unit_test(test_table),
+        cmocka_unit_test(test_outbox_sink_completes_on_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -870,6 +870,46 @@ static void test_dedupe_waiter_cap(void **state)
     wctx_free(&c);
 }
 
+/* The sizes /metrics shows: records and waiters go up and down with the tickets, and a record
+ * forgotten at the end of its window is counted out (a new one for the same keys is one). */
+static void test_dedupe_sizes(void **state)
+{
+    (void)state;
+    struct wctx c;
+    wctx_init(&c);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(c.g, clock_of, &t);
+    size_t recs = 9, waits = 9;
+    th_guard_dedupe_sizes(c.g, &recs, &waits);
+    assert_int_equal(recs, 0);
+    assert_int_equal(waits, 0);
+    struct th_dedupe *t1 = first(c.g, "ev-s1");
+    struct waiter w[2];
+    for (int i = 0; i < 2; i++) {
+        duplicate(&c, "ev-s1", &w[i]);
+        assert_int_equal(th_guard_dedupe_wait(c.g, w[i].t, c.loop, on_woken, &w[i]), TH_E_OK);
+    }
+    th_guard_dedupe_sizes(c.g, &recs, &waits);
+    assert_int_equal(recs, 1); /* one record, whatever the number of its slots and tickets */
+    assert_int_equal(waits, 2);
+    th_guard_dedupe_release(c.g, w[1].t); /* unregistered before any wake */
+    th_guard_dedupe_sizes(c.g, &recs, &waits);
+    assert_int_equal(waits, 1);
+    th_guard_dedupe_finish(c.g, t1, 200, "{}", 2);
+    th_guard_dedupe_sizes(c.g, &recs, &waits);
+    assert_int_equal(recs, 1); /* remembered for its window */
+    assert_int_equal(waits, 0);
+    run_until(&c, 1, 2000);
+    th_guard_dedupe_release(c.g, w[0].t);
+    t += 11 * MIN_US; /* past the default window: the next begin frees the old slots */
+    struct th_dedupe *t2 = first(c.g, "ev-s1"); /* the same event and code: both slots */
+    th_guard_dedupe_finish(c.g, t2, 200, "{}", 2);
+    th_guard_dedupe_sizes(c.g, &recs, &waits);
+    assert_int_equal(recs, 1);
+    assert_int_equal(waits, 0);
+    wctx_free(&c);
+}
+
 int main(void)
 {
     th_phone_init();
@@ -890,6 +930,7 @@ int main(void)
         cmocka_unit_test(test_dedupe_waiters_woken_once_on_release),
         cmocka_unit_test(test_dedupe_waiter_cancel),
         cmocka_unit_test(test_dedupe_waiter_cap),
+        cmocka_unit_test(test_dedupe_sizes),
         cmocka_unit_test(test_code_ban_without_default_budget),
         cmocka_unit_test(test_budget_resets_at_utc_midnight),
         cmocka_unit_test(test_dedupe_window_expiry_and_cap),

@@ -44,7 +44,7 @@ struct send {
  */
 
 struct dlq_entry {
-    struct th_writer_reply reply;
+    struct th_loop_reply reply;
     struct th_timer t;
     bool committed;
     int64_t queued_us;
@@ -80,7 +80,10 @@ struct fx {
     struct send sends[MAXSEND];
     int nsends;
     size_t sent_len[MAXSEND];
-    bool sent_otp[MAXSEND]; /* the body sent holds the code */
+    bool sent_otp[MAXSEND];       /* the body sent holds the code */
+    char sent_desc[MAXSEND][512]; /* every field of the message sent (describe) */
+    char sealed_desc[512];        /* the same of the first dead letter's payload, opened */
+    int nsealed;
     struct dlq_entry dlqs[MAXREQ];
     int ndlq;
     int deliveries;
@@ -109,6 +112,17 @@ struct fx {
 
 static struct fx *g_fx;
 static const struct th_templates *g_templates; /* NULL: the built-in pack */
+static const char *g_dlq_key;                  /* NULL: dead letters kept without a payload */
+
+/* Every field of a message but its deadline (the dead-letter queue does not keep it), one line. */
+static void describe(const struct th_send *m, char *out, size_t n)
+{
+#define S(x) ((x) ? (x) : "(null)")
+    snprintf(out, n, "%s|%s|%s|%d|%s|%s|%s|%lld", S(m->request_id), S(m->to), S(m->region),
+             (int)m->channel, S(m->language), S(m->body), S(m->voice_id),
+             (long long)m->otp_expires_ms);
+#undef S
+}
 
 static void send_fire_err(struct send *s, th_err err)
 {
@@ -142,6 +156,7 @@ static void scripted_send(void *ud, struct th_loop *loop, struct th_arena *arena
     assert_true(f->nsends < MAXSEND);
     f->sent_len[f->nsends] = strlen(msg->body);
     f->sent_otp[f->nsends] = strstr(msg->body, "135791") != NULL;
+    describe(msg, f->sent_desc[f->nsends], sizeof f->sent_desc[0]);
     struct send *s = &f->sends[f->nsends++];
     *s = (struct send){.loop = loop, .done = done, .done_ud = done_ud, .err = f->send_err};
     if (f->send_after_ms >= 0)
@@ -170,7 +185,7 @@ static void commit_fire(void *ud)
 }
 
 static th_err scripted_dlq(void *ud, const struct th_dlq_row *row,
-                           const struct th_writer_reply *reply)
+                           const struct th_loop_reply *reply)
 {
     struct fx *f = ud;
     assert_non_null(row->id);
@@ -178,6 +193,15 @@ static th_err scripted_dlq(void *ud, const struct th_dlq_row *row,
     struct dlq_entry *d = &f->dlqs[f->ndlq++];
     assert_ptr_equal(reply->loop, f->loop);
     *d = (struct dlq_entry){.reply = *reply, .queued_us = th_mono_us()};
+    if (row->payload_len) { /* opened as `dlq replay` opens it */
+        struct th_dlq_payload p = {0};
+        assert_int_equal(
+            th_dlq_payload_decode(f->dlq, row->id, row->key_id, row->payload, row->payload_len, &p),
+            TH_E_OK);
+        if (f->nsealed++ == 0)
+            describe(&p.msg, f->sealed_desc, sizeof f->sealed_desc);
+        th_dlq_payload_release(&p);
+    }
     if (f->commit_after_ms >= 0)
         th_loop_timer_set(f->loop, &d->t, th_mono_us() + f->commit_after_ms * 1000, commit_fire, d);
     return TH_E_OK;
@@ -205,6 +229,7 @@ static struct fx *fx_new(int deadline_ms, bool dedupe)
                          "TELEHOOK_GUARD_LIMIT_COUNTRY=0",
                          "TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
                          "TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+                         g_dlq_key,
                          NULL};
     char err[256];
     assert_int_equal(th_config_load(&f->cfg, NULL, (char *const *)env, err, sizeof err), TH_E_OK);
@@ -681,6 +706,32 @@ static void test_loop_finishes_after_answer(void **state)
     fx_free(f);
 }
 
+/*
+ * A dead letter seals the very message the router was given (one th_send per request): opened,
+ * the payload has every field the send had, so a replay sends the same message again.
+ */
+static void test_dead_letter_seals_the_message_sent(void **state)
+{
+    (void)state;
+    g_dlq_key = "TELEHOOK_DLQ_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    struct fx *f = fx_new(1000, false);
+    g_dlq_key = NULL;
+    assert_true(th_dlq_can_seal(f->dlq));
+    f->send_err = TH_E_PROVIDER;
+    struct treq *t = submit(f, "ev-seal", "135791");
+    transport_done(t);
+    run(f, all_freed, 2000);
+    assert_int_equal(f->nsends, 1);
+    assert_int_equal(f->ndlq, 1);
+    assert_int_equal(f->nsealed, 1);
+    assert_true(f->sent_otp[0]);
+    assert_non_null(strstr(f->sealed_desc, "135791"));
+    assert_string_equal(f->sealed_desc, f->sent_desc[0]);
+    assert_int_equal(f->answers[0], 1);
+    assert_int_equal(f->frees, 1);
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_long_text),
         cmocka_unit_test(test_loop_finishes_in_flight),
         cmocka_unit_test(test_loop_finishes_after_answer),
+        cmocka_unit_test(test_dead_letter_seals_the_message_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

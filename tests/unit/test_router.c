@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <stdalign.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/arena.h"
 #include "common/util.h"
 #include "config/config.h"
 #include "loop/loop.h"
@@ -174,6 +176,8 @@ static void fake_init(struct fake *f, const char *name, enum script script)
 
 struct ctx {
     struct th_loop *loop;
+    struct th_arena arena; /* the requests': every send is given one */
+    alignas(max_align_t) unsigned char chunk[4096];
     int done_calls;
     struct th_route_result res[8];
     char provider[8][16];
@@ -265,7 +269,7 @@ static void send_one(struct th_router *r, struct ctx *c, int64_t deadline_in_ms,
     assert_int_equal(th_loop_new(&c->loop), TH_E_OK);
     struct th_send m = msg(deadline_in_ms);
     int before = c->done_calls;
-    th_router_send(r, c->loop, NULL, &m, on_done, c);
+    th_router_send(r, c->loop, &c->arena, &m, on_done, c);
     assert_int_equal(c->done_calls, before); /* never inside th_router_send */
     run_for(c, run_ms);
     th_loop_free(c->loop);
@@ -275,12 +279,14 @@ static void send_one(struct th_router *r, struct ctx *c, int64_t deadline_in_ms,
 static void with_loop(struct ctx *c)
 {
     memset(c, 0, sizeof *c);
+    th_arena_init(&c->arena, c->chunk, sizeof c->chunk, 1 << 20);
 }
 
 static void end(struct ctx *c, struct th_router *r)
 {
     if (c->loop)
         th_loop_free(c->loop);
+    th_arena_cleanse_release(&c->arena);
     th_router_free(r);
     assert_int_equal(fakes_freed, 2); /* the router owns its providers */
 }
@@ -300,6 +306,26 @@ static void test_accept_done_once(void **state)
     assert_string_equal(c.res[0].transaction_id, "aws-1");
     assert_int_equal(c.res[0].attempts, 1);
     assert_int_equal(fake_aws.sends, 1);
+    assert_int_equal(fake_twilio.sends, 0);
+    end(&c, r);
+}
+
+/* One way to call the router: with the request's arena. Without one nothing is sent, and done is
+ * called once, at once (the documented exception), with TH_E_INVAL. */
+static void test_no_arena_refused(void **state)
+{
+    (void)state;
+    struct th_router *r = router(NULL);
+    struct ctx c;
+    with_loop(&c);
+    assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
+    struct th_send m = msg(2000);
+    th_router_send(r, c.loop, NULL, &m, on_done, &c);
+    assert_int_equal(c.done_calls, 1);
+    assert_int_equal(c.res[0].err, TH_E_INVAL);
+    run_for(&c, 20);
+    assert_int_equal(c.done_calls, 1);
+    assert_int_equal(fake_aws.sends, 0);
     assert_int_equal(fake_twilio.sends, 0);
     end(&c, r);
 }
@@ -477,7 +503,7 @@ static void test_overload(void **state)
     assert_int_equal(th_loop_new(&c.loop), TH_E_OK);
     struct th_send m = msg(250);
     for (int i = 0; i < 3; i++)
-        th_router_send(r, c.loop, NULL, &m, on_done, &c);
+        th_router_send(r, c.loop, &c.arena, &m, on_done, &c);
     assert_int_equal(c.done_calls, 0);
     run_for(&c, 400);
     assert_int_equal(c.done_calls, 3);
@@ -501,6 +527,7 @@ int main(void)
     assert_int_equal(th_http_global_init(), TH_E_OK);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_accept_done_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_arena_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_on_retryable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_failover_on_permanent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_send_fails_over, setup, teardown),

@@ -1,4 +1,9 @@
-/* Unit tests: store (SQLite backend: migrations, seeds, templates, outbox, deliveries). */
+/*
+ * Unit tests: the store contract (migrations, seeds, templates, prefs, routes, outbox,
+ * deliveries, DLQ, purge, transactions), each run on SQLite and on PostgreSQL. The PostgreSQL
+ * cases need TH_TEST_PG_URL (scripts/with-postgres.sh sets it; each case gets its own schema);
+ * without it they are skipped, or fail when TH_TEST_REQUIRE_PG is set (make unit / make check).
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,8 +20,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "store/internal.h"
 #include "store/store.h"
 
 #include "tmpdir.h"
@@ -29,6 +38,89 @@ static int setup(void **state)
     snprintf(path, sizeof path, "%s/sub/dir/t.db", dir); /* parents are created */
     snprintf(url, sizeof url, "sqlite:%s", path);
     return 0;
+}
+
+/* ---- the backend of the running case ---- */
+
+enum backend { SQLITE, PG };
+static int on_sqlite = SQLITE, on_pg = PG;
+static enum backend be;
+static int fresh_n;
+static char fresh_buf[1200];
+
+/* Sets the case's backend; a PostgreSQL case without a database is skipped or fails. */
+static void use(void **state)
+{
+    be = *(int *)*state;
+    if (be == PG && !getenv("TH_TEST_PG_URL")) {
+        if (getenv("TH_TEST_REQUIRE_PG"))
+            fail_msg("TH_TEST_PG_URL is not set: run under scripts/with-postgres.sh");
+        skip();
+    }
+}
+
+/* Runs sql on a PostgreSQL URL; fails the case when it does not succeed. */
+static void pg_exec(const char *u, const char *sql)
+{
+    const char *ci =
+        strncmp(u, "postgresql:", 11) == 0 && strncmp(u, "postgresql://", 13) != 0 ? u + 11 : u;
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect: %s", PQerrorMessage(c));
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType t = PQresultStatus(r);
+    if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* The test database's URL with a search path of schema (and more -c options). */
+static const char *pg_url_in(const char *schema, const char *more, char *out, size_t cap)
+{
+    const char *base = getenv("TH_TEST_PG_URL");
+    snprintf(out, cap, "%s%coptions=-csearch_path%%3D%s%s", base, strchr(base, '?') ? '&' : '?',
+             schema, more ? more : "");
+    return out;
+}
+
+/*
+ * A new, empty store of the case's backend: SQLite in memory (or in a new file when file is
+ * set: a case that reopens it), PostgreSQL in a new schema of the test database.
+ */
+static const char *fresh(bool file)
+{
+    fresh_n++;
+    if (be == SQLITE) {
+        if (!file)
+            return ":memory:";
+        snprintf(fresh_buf, sizeof fresh_buf, "sqlite:%s/fresh-%d.db", tmpdir, fresh_n);
+        return fresh_buf;
+    }
+    char schema[32], q[192];
+    snprintf(schema, sizeof schema, "t_%d_%d", (int)getpid(), fresh_n);
+    snprintf(
+        q, sizeof q,
+        "SET client_min_messages = warning; DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s",
+        schema, schema);
+    pg_exec(getenv("TH_TEST_PG_URL"), q);
+    return pg_url_in(schema, NULL, fresh_buf, sizeof fresh_buf);
+}
+
+/* Runs sql on the store at u directly (not through telehook), on either backend. */
+static void raw_exec(const char *u, const char *sql)
+{
+    if (be == PG) {
+        pg_exec(u, sql);
+        return;
+    }
+    const char *p = strncmp(u, "sqlite:", 7) == 0 ? u + 7 : u;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
 }
 
 static struct th_store *open_ok(const char *u)
@@ -56,27 +148,59 @@ static int count_tpl(void *ud, const struct th_template_row *row)
     return 0;
 }
 
+/* The test database's password (to check that no message or description shows it). */
+static void pg_password(char *out, size_t cap)
+{
+    PQconninfoOption *o = PQconninfoParse(getenv("TH_TEST_PG_URL"), NULL);
+    assert_non_null(o);
+    out[0] = '\0';
+    for (PQconninfoOption *i = o; i->keyword; i++)
+        if (strcmp(i->keyword, "password") == 0 && i->val)
+            snprintf(out, cap, "%s", i->val);
+    PQconninfoFree(o);
+    assert_true(strlen(out) >= 8);
+}
+
 static void test_migrate_and_seed(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(url);
+    use(state);
+    const char *u = be == SQLITE ? url : fresh(true);
+    char pg_url[1200];
+    snprintf(pg_url, sizeof pg_url, "%s", u); /* fresh's buffer is reused */
+    u = pg_url;
+    struct th_store *st = open_ok(u);
     struct rows r = {0};
     /* migration 1 seeds en/es, 6 rewrites the SMS seeds, 7 removes the seeds nobody changed:
      * none is left, so the seeds, 6's UPDATE and 7's DELETE agree word for word (the built-in
      * pack speaks instead) */
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
     assert_int_equal(r.n, 0);
-    assert_non_null(strstr(th_store_describe(st), "t.db"));
+    if (be == SQLITE) {
+        assert_non_null(strstr(th_store_describe(st), "t.db"));
+    } else {
+        char pw[128];
+        pg_password(pw, sizeof pw);
+        assert_non_null(strstr(th_store_describe(st), "postgresql://telehook@127.0.0.1:"));
+        assert_null(strstr(th_store_describe(st), pw));
+    }
     /* a template survives a reopen */
     struct th_template_row row = {"en", "sms", "Changed {{otp}}", "", 1};
     assert_int_equal(th_store_template_put(st, &row), TH_E_OK);
     th_store_close(st);
-    st = open_ok(url);
+    st = open_ok(u);
     memset(&r, 0, sizeof r);
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
+    struct th_store_status ss;
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.version, 7);
+    assert_int_equal(ss.latest, 7);
+    assert_int_equal(ss.rows[0], 1); /* templates */
+    assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
+    if (be == PG)
+        return; /* the rest is SQLite's file */
 
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
@@ -94,17 +218,14 @@ static void test_migrate_and_seed(void **state)
 /* Takes the store at p back to schema 4, then inserts rows (the templates as they were then). */
 static void back_to_schema_4(const char *p, const char *rows)
 {
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
     const char *back =
         "DELETE FROM schema_version WHERE version >= 5; DROP TABLE prefs;"
         "ALTER TABLE deliveries DROP COLUMN user_id; ALTER TABLE deliveries DROP COLUMN "
         "login_hash; ALTER TABLE deliveries DROP COLUMN phone_hash;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
         "preference;";
-    assert_int_equal(sqlite3_exec(db, back, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, rows, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    raw_exec(p, back);
+    raw_exec(p, rows);
 }
 
 #define SEED_EN_VOICE                                                                              \
@@ -121,13 +242,12 @@ static void back_to_schema_4(const char *p, const char *rows)
  */
 static void test_migrations_6_and_7_on_seeds(void **state)
 {
-    (void)state;
-    char p5[600], u5[620];
-    snprintf(p5, sizeof p5, "%s/v4.db", dir);
-    snprintf(u5, sizeof u5, "sqlite:%s", p5);
+    use(state);
+    char u5[1200];
+    snprintf(u5, sizeof u5, "%s", fresh(true));
     th_store_close(open_ok(u5));
     back_to_schema_4(
-        p5, "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
+        u5, "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
             "expires in {{expires_minutes}} minutes.', '', 0),"
             "('es', 'sms', 'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} "
             "minutos.', '', 7),"
@@ -167,13 +287,10 @@ static void test_migrations_6_and_7_on_seeds(void **state)
 /* A store that had migration 6 (the plural seeds) before 7 existed: 7 removes those too. */
 static void test_migration_7_after_6(void **state)
 {
-    (void)state;
-    char p6[600], u6[620];
-    snprintf(p6, sizeof p6, "%s/v6.db", dir);
-    snprintf(u6, sizeof u6, "sqlite:%s", p6);
+    use(state);
+    char u6[1200];
+    snprintf(u6, sizeof u6, "%s", fresh(true));
     th_store_close(open_ok(u6));
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(p6, &db), SQLITE_OK);
     const char *back =
         "DELETE FROM schema_version WHERE version = 7; DROP TABLE prefs;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
@@ -184,8 +301,7 @@ static void test_migration_7_after_6(void **state)
         "{{expires_minutes:minuto|minutos}}.', '', 0),"
         "('en', 'voice', " SEED_EN_VOICE ", 'Joanna', 0),"
         "('es', 'voice', " SEED_ES_VOICE ", 'Lupe', 0);";
-    assert_int_equal(sqlite3_exec(db, back, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    raw_exec(u6, back);
     struct th_store *st = open_ok(u6);
     struct rows r = {0};
     assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
@@ -205,8 +321,8 @@ static int collect_pref(void *ud, const struct th_pref_row *row)
 
 static void test_prefs(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
     struct th_pref_row a = {"Ana@Example.com", "pt-br", "voice", 5};
     struct th_pref_row b = {"00u1ABC", "de", "", 6};
     assert_int_equal(th_store_pref_put(st, &a), TH_E_OK);
@@ -228,16 +344,14 @@ static void test_prefs(void **state)
 
 static void test_newer_schema_refused(void **state)
 {
-    (void)state;
-    char p2[600], u2[620];
+    use(state);
+    char p2[600], u2[1200];
     snprintf(p2, sizeof p2, "%s/newer.db", dir);
     snprintf(u2, sizeof u2, "sqlite://%s", p2);
+    if (be == PG)
+        snprintf(u2, sizeof u2, "%s", fresh(true));
     th_store_close(open_ok(u2));
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(p2, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    raw_exec(be == PG ? u2 : p2, "INSERT INTO schema_version VALUES (99, 0)");
     struct th_store *st = NULL;
     char err[512];
     assert_int_equal(th_store_open(u2, &st, err, sizeof err), TH_E_STORE);
@@ -249,9 +363,9 @@ static void test_bad_urls(void **state)
     (void)state;
     struct th_store *st = NULL;
     char err[512];
-    assert_int_equal(th_store_open("postgres://user:hunter2@db/telehook", &st, err, sizeof err),
+    assert_int_equal(th_store_open("mysql://user:hunter2@db/telehook", &st, err, sizeof err),
                      TH_E_STORE);
-    assert_non_null(strstr(err, "unsupported store URL scheme 'postgres'"));
+    assert_non_null(strstr(err, "unsupported store URL scheme 'mysql'"));
     assert_null(strstr(err, "hunter2"));
     assert_int_equal(th_store_open("sqlite:", &st, err, sizeof err), TH_E_STORE);
     assert_int_equal(th_store_open("sqlite:/proc/nope/x.db", &st, err, sizeof err), TH_E_STORE);
@@ -263,8 +377,8 @@ static void test_bad_urls(void **state)
 
 static void test_template_delete(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
     struct th_template_row es = {"es", "voice", "<speak>{{otp_spaced}}</speak>", "Lupe", 1};
     struct th_template_row en = {"en", "sms", "{{otp}}", "", 1};
     assert_int_equal(th_store_template_put(st, &es), TH_E_OK);
@@ -291,8 +405,8 @@ static int collect_outbox(void *ud, const struct th_outbox_row *row)
 
 static void test_outbox(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
     for (int i = 0; i < 5; i++) {
         char id[16], body[32];
         snprintf(id, sizeof id, "ob-%d", i);
@@ -330,8 +444,8 @@ static int collect_asked(void *ud, const struct th_delivery_row *row)
 
 static void test_deliveries(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
     assert_int_equal(th_store_begin(st), TH_E_OK);
     struct th_delivery_row a = {"r-1",        "ev",   10,    "mfa",      "+1201*****23",
                                 "US",         "sms",  "en",  "template", "outbox",
@@ -446,8 +560,8 @@ static int collect_keys(void *ud, const struct th_delivery_row *row)
 /* The helpdesk's filters: event id, user (id or login key), phone key, and their combinations. */
 static void test_delivery_search(void **state)
 {
-    (void)state;
-    struct th_store *st = open_ok(":memory:");
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
     struct {
         const char *req, *event, *user, *login, *phone, *outcome;
         int64_t t;
@@ -489,20 +603,427 @@ static void test_delivery_search(void **state)
     th_store_close(st);
 }
 
+/* The DLQ depth: what is held now, following inserts, deletes and the retention purge. */
+static void test_dlq_count(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    long n = -1;
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "dlq-%d", i);
+        struct th_dlq_row row = {.id = id,
+                                 .created_ms = 1000 + i,
+                                 .request_id = "r",
+                                 .outcome = "FAILED",
+                                 .payload = "p",
+                                 .payload_len = 1};
+        assert_int_equal(th_store_dlq_insert(st, &row), TH_E_OK);
+    }
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(th_store_dlq_delete(st, "dlq-1"), TH_E_OK);
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 2);
+    long removed = 0;
+    struct th_purge p = {.dlq_before_ms = 1001}; /* dlq-0 only */
+    assert_int_equal(th_store_purge(st, &p, &removed), TH_E_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(th_store_dlq_count(st, &n), TH_E_OK);
+    assert_int_equal(n, 1);
+    th_store_close(st);
+}
+
+static int collect_route(void *ud, const struct th_route_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[0], "%s/%s %s %lld", row->channel, row->country,
+                 row->attempts, (long long)row->updated_ms);
+    r->n++;
+    return 0;
+}
+
+/* Routes: insert or replace by (channel, country), bytewise order, NOTFOUND, CHECK. */
+static void test_routes(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    struct th_route_row a = {"sms", "US", "aws, twilio", 1};
+    struct th_route_row b = {"*", "*", "outbox", 2};
+    struct th_route_row c = {"sms", "Us", "webhook", 3}; /* another country: bytes differ */
+    assert_int_equal(th_store_route_put(st, &a), TH_E_OK);
+    assert_int_equal(th_store_route_put(st, &b), TH_E_OK);
+    assert_int_equal(th_store_route_put(st, &c), TH_E_OK);
+    struct th_route_row a2 = {"sms", "US", "twilio", 4};
+    assert_int_equal(th_store_route_put(st, &a2), TH_E_OK);
+    struct th_route_row bad = {"fax", "US", "x", 5};
+    assert_int_equal(th_store_route_put(st, &bad), TH_E_STORE);
+    struct rows r = {0};
+    assert_int_equal(th_store_routes_each(st, collect_route, &r), TH_E_OK);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.first[0], "*/* outbox 2");
+    assert_string_equal(r.first[1], "sms/US twilio 4"); /* 'U' 's' < 'U' 'S'? no: 'S' < 's' */
+    assert_string_equal(r.first[2], "sms/Us webhook 3");
+    assert_int_equal(th_store_route_delete(st, "sms", "US"), TH_E_OK);
+    assert_int_equal(th_store_route_delete(st, "sms", "US"), TH_E_NOTFOUND);
+    th_store_close(st);
+}
+
+static int collect_dlq(void *ud, const struct th_dlq_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8) {
+        int n = snprintf(r->first[r->n], sizeof r->first[0], "%s %s %d %lld %s %zu:", row->id,
+                         row->outcome, row->attempts, (long long)row->otp_expires_ms, row->key_id,
+                         row->payload_len);
+        const unsigned char *p = row->payload;
+        for (size_t i = 0; i < row->payload_len && n < 200; i++)
+            n += snprintf(r->first[r->n] + n, sizeof r->first[0] - (size_t)n, "%02x", p[i]);
+        if (!row->payload_len && row->payload)
+            strcat(r->first[r->n], " (payload not NULL)");
+    }
+    r->n++;
+    return 0;
+}
+
+/* The DLQ: a binary payload (zero bytes included) back as it went in, none as none; purge. */
+static void test_dlq_and_purge(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    static const unsigned char sealed[] = {0x00, 0xff, 0x5c, 0x27, 0x00, 0x01};
+    struct th_dlq_row a = {.id = "dlq-1",
+                           .created_ms = 100,
+                           .request_id = "r-1",
+                           .event_id = "ev",
+                           .phone_masked = "+1201*****23",
+                           .country = "US",
+                           .channel = "sms",
+                           .language = "en",
+                           .outcome = "FAILED",
+                           .errors = "aws: throttled",
+                           .attempts = 2,
+                           .otp_expires_ms = 400,
+                           .key_id = "k1",
+                           .payload = sealed,
+                           .payload_len = sizeof sealed};
+    struct th_dlq_row b = a;
+    b.id = "dlq-2";
+    b.created_ms = 200;
+    b.outcome = "TIMEOUT";
+    b.key_id = "";
+    b.payload = NULL;
+    b.payload_len = 0;
+    assert_int_equal(th_store_dlq_insert(st, &a), TH_E_OK);
+    assert_int_equal(th_store_dlq_insert(st, &b), TH_E_OK);
+    assert_int_equal(th_store_dlq_insert(st, &a), TH_E_STORE); /* the id is unique */
+    struct rows r = {0};
+    assert_int_equal(th_store_dlq_each(st, 0, collect_dlq, &r), TH_E_OK);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.first[0], "dlq-2 TIMEOUT 2 400  0:");
+    assert_string_equal(r.first[1], "dlq-1 FAILED 2 400 k1 6:00ff5c270001");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(th_store_dlq_get(st, "dlq-1", collect_dlq, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.first[0], "dlq-1 FAILED 2 400 k1 6:00ff5c270001");
+    assert_int_equal(th_store_dlq_get(st, "dlq-9", collect_dlq, &r), TH_E_NOTFOUND);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(th_store_dlq_delete(st, "dlq-2"), TH_E_OK);
+    assert_int_equal(th_store_dlq_delete(st, "dlq-2"), TH_E_NOTFOUND);
+    /* purge by age: each table by its own cut-off, 0 keeps */
+    struct th_outbox_row o = {"ob-1", 50, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_store_outbox_insert(st, &o), TH_E_OK);
+    struct th_delivery_row d = {.request_id = "r-1", .created_ms = 50, .outcome = "ERROR"};
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    d.created_ms = 500;
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    long removed = -1;
+    assert_int_equal(th_store_purge(st, &(struct th_purge){.deliveries_before_ms = 100}, &removed),
+                     TH_E_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(th_store_purge(st,
+                                    &(struct th_purge){.dlq_before_ms = 101,
+                                                       .deliveries_before_ms = 100,
+                                                       .outbox_before_ms = 51},
+                                    &removed),
+                     TH_E_OK);
+    assert_int_equal(removed, 2); /* dlq-1 and ob-1 */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(th_store_deliveries_each(st, 0, collect_delivery, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
+    th_store_close(st);
+}
+
+/*
+ * The writer's batch: a failed insert (a duplicate id) inside a transaction fails alone; the
+ * other rows of the batch commit (PostgreSQL would abort the whole transaction without care).
+ */
+static void test_failed_insert_in_a_batch(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    struct th_outbox_row o = {"ob-1", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_store_begin(st), TH_E_OK);
+    assert_int_equal(th_store_outbox_insert(st, &o), TH_E_OK);
+    assert_int_equal(th_store_outbox_insert(st, &o), TH_E_STORE);
+    struct th_dlq_row q = {.id = "dlq-1", .outcome = "FAILED"};
+    assert_int_equal(th_store_dlq_insert(st, &q), TH_E_OK);
+    assert_int_equal(th_store_dlq_insert(st, &q), TH_E_STORE);
+    struct th_delivery_row d = {.request_id = "r-1", .created_ms = 5, .outcome = "ERROR"};
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    assert_int_equal(th_store_commit(st), TH_E_OK);
+    struct th_store_status ss;
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.rows[3], 1); /* outbox */
+    assert_int_equal(ss.rows[4], 1); /* deliveries */
+    assert_int_equal(ss.rows[5], 1); /* dlq */
+    th_store_close(st);
+}
+
+/* ---- PostgreSQL only ---- */
+
+static void expect_describe(const char *in, const char *want)
+{
+    char out[512];
+    assert_true(th_store_pg_describe(in, out, sizeof out));
+    assert_string_equal(out, want);
+}
+
+/* Both URL forms; the description never holds a password. Needs no database. */
+static void test_pg_url_forms(void **state)
+{
+    (void)state;
+    expect_describe("postgresql://telehook:hunter2@db.example:5433/th?sslmode=verify-full",
+                    "postgresql://telehook@db.example:5433/th?sslmode=verify-full");
+    expect_describe("postgres://u:p%40ss@[::1]/th?password=hunter2&sslmode=require",
+                    "postgres://u@[::1]/th?sslmode=require");
+    expect_describe("postgresql://db/th?password=hunter2", "postgresql://db/th");
+    expect_describe("postgresql:///th", "postgresql:///th");
+    expect_describe("postgresql://u@db/th", "postgresql://u@db/th");
+    expect_describe("postgresql:host=db dbname=th password=hunter2 sslrootcert='/etc/a b.pem'",
+                    "postgresql:dbname=th host=db sslrootcert='/etc/a b.pem'");
+    expect_describe("postgresql:password='hun ter2' user=x", "postgresql:user=x");
+    char out[512];
+    assert_false(th_store_pg_describe("postgresql:host=db hunter2", out, sizeof out));
+    /* a URL libpq cannot parse: the message says so without echoing it */
+    struct th_store *st = NULL;
+    char err[512];
+    assert_int_equal(th_store_open("postgresql:host=db password", &st, err, sizeof err),
+                     TH_E_STORE);
+    assert_non_null(strstr(err, "neither a libpq URI"));
+    assert_int_equal(th_store_open("postgresql:dbname=x pass=hunter2", &st, err, sizeof err),
+                     TH_E_STORE);
+    assert_null(strstr(err, "hunter2"));
+}
+
+/* The conninfo form, the postgres:// scheme, PGPASSWORD; a wrong password is a clear error. */
+static void test_pg_connect_forms(void **state)
+{
+    use(state);
+    char pw[128], u[1200];
+    pg_password(pw, sizeof pw);
+    const char *base = getenv("TH_TEST_PG_URL");
+    PQconninfoOption *o = PQconninfoParse(base, NULL);
+    const char *host = "", *port = "", *db = "", *user = "";
+    for (PQconninfoOption *i = o; i->keyword; i++) {
+        const char *v = i->val ? i->val : "";
+        if (strcmp(i->keyword, "host") == 0)
+            host = v;
+        else if (strcmp(i->keyword, "port") == 0)
+            port = v;
+        else if (strcmp(i->keyword, "dbname") == 0)
+            db = v;
+        else if (strcmp(i->keyword, "user") == 0)
+            user = v;
+    }
+    snprintf(u, sizeof u, "postgresql:host=%s port=%s dbname=%s user=%s password=%s", host, port,
+             db, user, pw);
+    struct th_store *st = open_ok(u);
+    assert_null(strstr(th_store_describe(st), pw));
+    assert_non_null(strstr(th_store_describe(st), "host=127.0.0.1"));
+    th_store_close(st);
+    /* the password from the environment, as every libpq tool takes it */
+    snprintf(u, sizeof u, "postgres://%s@%s:%s/%s", user, host, port, db);
+    setenv("PGPASSWORD", pw, 1);
+    st = open_ok(u);
+    th_store_close(st);
+    /* a wrong one: the reason, never the password */
+    setenv("PGPASSWORD", "wrong-hunter2", 1);
+    char err[512];
+    st = NULL;
+    assert_int_equal(th_store_open(u, &st, err, sizeof err), TH_E_STORE);
+    unsetenv("PGPASSWORD");
+    assert_null(st);
+    assert_non_null(strstr(err, "password authentication failed"));
+    assert_non_null(strstr(err, "cannot connect to postgres://"));
+    assert_null(strstr(err, "hunter2"));
+    snprintf(u, sizeof u, "postgresql://%s:wrong-hunter2@%s:%s/%s", user, host, port, db);
+    assert_int_equal(th_store_open(u, &st, err, sizeof err), TH_E_STORE);
+    assert_non_null(strstr(err, "password authentication failed"));
+    assert_null(strstr(err, "hunter2"));
+    PQconninfoFree(o);
+}
+
+struct opener {
+    const char *url;
+    th_err e;
+    char err[512];
+};
+
+static void *open_concurrently(void *arg)
+{
+    struct opener *op = arg;
+    struct th_store *st = NULL;
+    op->e = th_store_open(op->url, &st, op->err, sizeof op->err);
+    th_store_close(st);
+    return NULL;
+}
+
+/* Nodes starting together on a new database: every open succeeds and each migration ran once. */
+static void test_pg_concurrent_migrations(void **state)
+{
+    use(state);
+    for (int round = 0; round < 3; round++) {
+        char u[1200];
+        snprintf(u, sizeof u, "%s", fresh(true));
+        struct opener ops[4];
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) {
+            ops[i] = (struct opener){.url = u};
+            assert_int_equal(pthread_create(&t[i], NULL, open_concurrently, &ops[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(pthread_join(t[i], NULL), 0);
+            if (ops[i].e != TH_E_OK)
+                fail_msg("round %d, opener %d: %s", round, i, ops[i].err);
+        }
+        struct th_store *st = open_ok(u);
+        char got[64], err[512];
+        assert_int_equal(th_store_pg_query(st,
+                                           "SELECT count(*) || '/' || count(DISTINCT version) || "
+                                           "'/' || max(version) FROM schema_version",
+                                           got, sizeof got, err, sizeof err),
+                         TH_E_OK);
+        assert_string_equal(got, "7/7/7");
+        th_store_close(st);
+    }
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A stalled statement ends with a clear error at the session's statement_timeout. */
+static void test_pg_statement_timeout(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    char got[64], err[512];
+    assert_int_equal(
+        th_store_pg_query(st, "SHOW statement_timeout", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "5s");
+    double t0 = now_s();
+    assert_int_equal(th_store_pg_query(st, "SELECT pg_sleep(30)", got, sizeof got, err, sizeof err),
+                     TH_E_STORE);
+    double took = now_s() - t0;
+    assert_true(took >= 4.5 && took < 8);
+    assert_non_null(strstr(err, "statement timeout"));
+    /* the connection still serves */
+    struct rows r = {0};
+    assert_int_equal(th_store_templates_each(st, count_tpl, &r), TH_E_OK);
+    th_store_close(st);
+    /* a timeout the URL sets wins over the default */
+    char u[1200];
+    pg_url_in("public", "%20-cstatement_timeout%3D200", u, sizeof u);
+    st = open_ok(u);
+    assert_int_equal(
+        th_store_pg_query(st, "SHOW statement_timeout", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "200ms");
+    th_store_close(st);
+}
+
+/* `store status` before `store migrate`: nothing applied, the tables absent. */
+static void test_status_unmigrated(void **state)
+{
+    use(state);
+    char u[1200];
+    if (be == SQLITE) {
+        snprintf(u, sizeof u, "sqlite:%s/none.db", dir);
+        struct th_store *st = NULL;
+        char err[512];
+        assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_STORE);
+        assert_int_equal(access(u + 7, F_OK), -1); /* not created */
+        raw_exec(u, "CREATE TABLE x (a)");
+    } else {
+        snprintf(u, sizeof u, "%s", fresh(true));
+    }
+    struct th_store *st = NULL;
+    char err[512];
+    assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
+    struct th_store_status ss;
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.version, 0);
+    assert_int_equal(ss.latest, 7);
+    for (int i = 0; i < TH_STORE_TABLES; i++)
+        assert_int_equal(ss.rows[i], -1);
+    th_store_close(st);
+    /* looking created nothing, not even the bookkeeping table */
+    assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.version, 0);
+    if (be == PG) {
+        char got[16];
+        assert_int_equal(th_store_pg_query(st, "SELECT to_regclass('schema_version') IS NULL", got,
+                                           sizeof got, err, sizeof err),
+                         TH_E_OK);
+        assert_string_equal(got, "t");
+    }
+    th_store_close(st);
+    th_store_close(open_ok(u));
+    assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_status(st, &ss), TH_E_OK);
+    assert_int_equal(ss.version, 7);
+    assert_int_equal(ss.rows[0], 0);
+    th_store_close(st);
+}
+
+/* A case named for its backend: "test_prefs/sqlite", "test_prefs/postgresql". */
+#define ON(f, b, name)                                                                             \
+    {                                                                                              \
+#f "/" name, f, NULL, NULL, &b                                                             \
+    }
+#define BOTH(f)    ON(f, on_sqlite, "sqlite"), ON(f, on_pg, "postgresql")
+#define PG_ONLY(f) ON(f, on_pg, "postgresql")
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_migrate_and_seed),
-        cmocka_unit_test(test_migrations_6_and_7_on_seeds),
-        cmocka_unit_test(test_migration_7_after_6),
-        cmocka_unit_test(test_prefs),
-        cmocka_unit_test(test_newer_schema_refused),
+        BOTH(test_migrate_and_seed),
+        BOTH(test_migrations_6_and_7_on_seeds),
+        BOTH(test_migration_7_after_6),
+        BOTH(test_prefs),
+        BOTH(test_newer_schema_refused),
         cmocka_unit_test(test_bad_urls),
-        cmocka_unit_test(test_template_delete),
-        cmocka_unit_test(test_outbox),
-        cmocka_unit_test(test_deliveries),
+        BOTH(test_template_delete),
+        BOTH(test_outbox),
+        BOTH(test_dlq_count),
+        BOTH(test_deliveries),
         cmocka_unit_test(test_second_connection_keeps_the_first_ones_lock),
-        cmocka_unit_test(test_delivery_search),
+        BOTH(test_delivery_search),
+        BOTH(test_routes),
+        BOTH(test_dlq_and_purge),
+        BOTH(test_failed_insert_in_a_batch),
+        BOTH(test_status_unmigrated),
+        cmocka_unit_test(test_pg_url_forms),
+        PG_ONLY(test_pg_connect_forms),
+        PG_ONLY(test_pg_concurrent_migrations),
+        PG_ONLY(test_pg_statement_timeout),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

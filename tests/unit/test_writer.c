@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "loop/loop.h"
@@ -243,7 +244,7 @@ static void test_reply_on_loop(void **state)
     on_loop_init(&c, 3);
     struct th_writer *w;
     assert_int_equal(th_writer_start(open_db("onloop.db"), 100, &w), TH_E_OK);
-    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_loop_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
     struct th_dlq_row d = dlq_row("dlq-1");
     struct th_outbox_row o = {"ob-1", 1, "r", "+1", "sms", "en", "x", ""};
     assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
@@ -272,7 +273,7 @@ static void test_reply_lost_when_loop_finished(void **state)
     th_loop_run(c.loop); /* finished */
     struct th_writer *w;
     assert_int_equal(th_writer_start(open_db("lost.db"), 100, &w), TH_E_OK);
-    struct th_writer_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
+    struct th_loop_reply reply = {c.loop, on_loop_done, on_loop_lost, &c};
     struct th_dlq_row d = dlq_row("dlq-2");
     struct th_outbox_row o = {"ob-2", 1, "r", "+1", "sms", "en", "x", ""};
     assert_int_equal(th_writer_dlq_on(w, &d, &reply), TH_E_OK);
@@ -286,6 +287,48 @@ static void test_reply_lost_when_loop_finished(void **state)
     assert_int_equal(atomic_load(&c.ok) + atomic_load(&c.failed), 0);
 }
 
+/* Stats until dlq_depth == want, for at most bound_ms; the depth last seen. */
+static long long depth_within(struct th_writer *w, long long want, int bound_ms)
+{
+    struct th_writer_stats s = {0};
+    for (int i = 0; i <= bound_ms / 5; i++) {
+        th_writer_stats(w, &s);
+        if (s.dlq_depth == want)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 5000000L}, NULL);
+    }
+    return s.dlq_depth;
+}
+
+/* The DLQ depth: counted at start, our own entries added at once, another connection's deletes
+ * seen only after the refresh (never a count per stats call). */
+static void test_dlq_depth(void **state)
+{
+    (void)state;
+    struct th_store *other = open_db("depth.db");
+    struct th_dlq_row a = dlq_row("dlq-a"), b = dlq_row("dlq-b");
+    assert_int_equal(th_store_dlq_insert(other, &a), TH_E_OK);
+    assert_int_equal(th_store_dlq_insert(other, &b), TH_E_OK);
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("depth.db"), 16, &w), TH_E_OK);
+    assert_int_equal(depth_within(w, 2, 2000), 2);
+    struct counts c = {0};
+    struct th_dlq_row mine = dlq_row("dlq-c");
+    assert_int_equal(th_writer_dlq(w, &mine, on_done, &c), TH_E_OK);
+    for (int i = 0; i < 400 && atomic_load(&c.ok) == 0; i++)
+        nanosleep(&(struct timespec){.tv_nsec = 5000000L}, NULL);
+    assert_int_equal(atomic_load(&c.ok), 1);
+    struct th_writer_stats s;
+    th_writer_stats(w, &s);
+    assert_int_equal(s.dlq_depth, 3); /* at once, not at the next refresh */
+    assert_int_equal(th_store_dlq_delete(other, "dlq-a"), TH_E_OK);
+    assert_int_equal(depth_within(w, 2, 200), 3); /* the default refresh (30 s) is not due */
+    th_writer_set_dlq_refresh(w, 50);
+    assert_int_equal(depth_within(w, 2, 2000), 2);
+    th_store_close(other);
+    th_writer_stop(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_queue_full_and_stats),
         cmocka_unit_test(test_reply_on_loop),
         cmocka_unit_test(test_reply_lost_when_loop_finished),
+        cmocka_unit_test(test_dlq_depth),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -1,0 +1,1076 @@
+/*
+ * The PostgreSQL backend: the store shared by several telehook nodes. The same contract as the
+ * SQLite backend (store.h), row for row and error for error.
+ *
+ * Blocking libpq on purpose: a store connection is used by the writer thread, the admin CLI and
+ * the server's start-up and reload reads, never on an event loop. Two timeouts keep a stalled
+ * database from holding them forever: connect_timeout (10 s unless the URL, a service file or
+ * PGCONNECT_TIMEOUT says otherwise) and the session's statement_timeout (5 s unless the URL's
+ * options, PGOPTIONS or the role's settings give one).
+ *
+ * Every statement is prepared once per connection (PQprepare) and every value is bound; SQL is
+ * never built from values. Text comparisons and orderings are bytewise (COLLATE "C") and the
+ * user of a preference is folded to ASCII lower case, exactly as SQLite's BINARY and NOCASE.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "common/util.h"
+#include "store/internal.h"
+
+/* The session's statement_timeout when none is configured (ms). */
+#define STATEMENT_TIMEOUT_MS 5000
+/* connect_timeout when none is configured (s). */
+#define CONNECT_TIMEOUT_S "10"
+/* pg_advisory_xact_lock key of the migrations: "telehook" in ASCII, as a bigint. */
+#define MIGRATE_LOCK "7522525363725609835"
+
+/*
+ * Migrations, numbered as SQLite's so that one version means one schema on both backends. Never
+ * edit a released migration: add one (here and in sqlite.c). Each runs in its own transaction
+ * under the advisory lock, recorded in schema_version.
+ * seq (an identity) orders rows inserted in the same millisecond as SQLite's rowid does.
+ */
+static const char *const migrations[] = {
+    /* 1: templates (seeded with English and Spanish), outbox, deliveries */
+    "CREATE TABLE templates ("
+    "  language TEXT NOT NULL, channel TEXT NOT NULL CHECK (channel IN ('sms', 'voice')),"
+    "  body TEXT NOT NULL, voice_id TEXT NOT NULL DEFAULT '', updated_ms BIGINT NOT NULL,"
+    "  PRIMARY KEY (language, channel));"
+    "CREATE TABLE outbox ("
+    "  seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    "  id TEXT PRIMARY KEY, created_ms BIGINT NOT NULL, request_id TEXT NOT NULL,"
+    "  recipient TEXT NOT NULL, channel TEXT NOT NULL, language TEXT NOT NULL,"
+    "  body TEXT NOT NULL, voice_id TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX outbox_created ON outbox (created_ms);"
+    "CREATE TABLE deliveries ("
+    "  seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    "  request_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    "  request_type TEXT NOT NULL, phone_masked TEXT NOT NULL, country TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, language TEXT NOT NULL, source TEXT NOT NULL,"
+    "  provider TEXT NOT NULL, outcome TEXT NOT NULL, transaction_id TEXT NOT NULL,"
+    "  error TEXT NOT NULL, latency_us BIGINT NOT NULL);"
+    "CREATE INDEX deliveries_created ON deliveries (created_ms);"
+    "CREATE INDEX deliveries_event ON deliveries (event_id);"
+    "INSERT INTO templates (language, channel, body, voice_id, updated_ms) VALUES"
+    " ('en', 'sms', 'Your verification code is {{otp}}. It expires in {{expires_minutes}} "
+    "minutes.', '', 0),"
+    " ('es', 'sms', 'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} "
+    "minutos.', '', 0),"
+    " ('en', 'voice', '<speak>Your verification code is <break time=\"300ms\"/>{{otp_spaced}}. "
+    "<break time=\"1s\"/>Again, your code is {{otp_spaced}}.</speak>', 'Joanna', 0),"
+    " ('es', 'voice', '<speak>Su código de verificación es <break "
+    "time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
+    "{{otp_spaced}}.</speak>', 'Lupe', 0);",
+    /* 2: delivery routes; attempts per delivery */
+    "CREATE TABLE routes ("
+    "  channel TEXT NOT NULL CHECK (channel IN ('sms', 'voice', '*')),"
+    "  country TEXT NOT NULL, attempts TEXT NOT NULL, updated_ms BIGINT NOT NULL,"
+    "  PRIMARY KEY (channel, country));"
+    "ALTER TABLE deliveries ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
+    /* 3: the dead-letter queue (the payload is AES-256-GCM sealed; the rest is plain) */
+    "CREATE TABLE dlq ("
+    "  seq BIGINT GENERATED ALWAYS AS IDENTITY,"
+    "  id TEXT PRIMARY KEY, created_ms BIGINT NOT NULL, request_id TEXT NOT NULL,"
+    "  event_id TEXT NOT NULL, phone_masked TEXT NOT NULL, country TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, language TEXT NOT NULL, outcome TEXT NOT NULL,"
+    "  errors TEXT NOT NULL, attempts INTEGER NOT NULL, otp_expires_ms BIGINT NOT NULL,"
+    "  key_id TEXT NOT NULL, payload BYTEA);"
+    "CREATE INDEX dlq_created ON dlq (created_ms);",
+    /* 4: as SQLite's 4: no unique random key on deliveries (each insert on a random B-tree
+     * page), no eventId index (unused); a plain index on the request id */
+    "ALTER TABLE deliveries DROP CONSTRAINT deliveries_pkey;"
+    "DROP INDEX deliveries_event;"
+    "CREATE INDEX deliveries_request ON deliveries (request_id);",
+    /* 5: a helpdesk's search keys (HMACs under guard.secret; no index, as in SQLite) */
+    "ALTER TABLE deliveries ADD COLUMN user_id TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN login_hash TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN phone_hash TEXT NOT NULL DEFAULT '';",
+    /* 6: the seeded SMS texts take the plural form (only the seeds as shipped) */
+    "UPDATE templates SET body = 'Your verification code is {{otp}}. It expires in "
+    "{{expires_minutes:minute|minutes}}.' WHERE language = 'en' AND channel = 'sms' AND body = "
+    "'Your verification code is {{otp}}. It expires in {{expires_minutes}} minutes.';"
+    "UPDATE templates SET body = 'Su código de verificación es {{otp}}. Caduca en "
+    "{{expires_minutes:minuto|minutos}}.' WHERE language = 'es' AND channel = 'sms' AND body = "
+    "'Su código de verificación es {{otp}}. Caduca en {{expires_minutes}} minutos.';",
+    /* 7: preferences (one row per user without case: SQLite's NOCASE folds ASCII only, as
+     * lower() under the "C" collation does); what a delivery asked for; the unchanged seeds go */
+    "CREATE TABLE prefs ("
+    "  user_key TEXT NOT NULL, language TEXT NOT NULL,"
+    "  channel TEXT NOT NULL DEFAULT '' CHECK (channel IN ('', 'sms', 'voice')),"
+    "  updated_ms BIGINT NOT NULL);"
+    "CREATE UNIQUE INDEX prefs_user ON prefs ((lower(user_key COLLATE \"C\")));"
+    "ALTER TABLE deliveries ADD COLUMN locale TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN preference TEXT NOT NULL DEFAULT '';"
+    "DELETE FROM templates WHERE updated_ms = 0 AND voice_id = '' AND channel = 'sms' AND ("
+    " (language = 'en' AND body IN ('Your verification code is {{otp}}. It expires in "
+    "{{expires_minutes}} minutes.', 'Your verification code is {{otp}}. It expires in "
+    "{{expires_minutes:minute|minutes}}.')) OR"
+    " (language = 'es' AND body IN ('Su código de verificación es {{otp}}. Caduca en "
+    "{{expires_minutes}} minutos.', 'Su código de verificación es {{otp}}. Caduca en "
+    "{{expires_minutes:minuto|minutos}}.')));"
+    "DELETE FROM templates WHERE updated_ms = 0 AND channel = 'voice' AND ("
+    " (language = 'en' AND body = '<speak>Your verification code is "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Again, your code is "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Joanna') OR"
+    " (language = 'es' AND body = '<speak>Su código de verificación es "
+    "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
+    "{{otp_spaced}}.</speak>' AND voice_id = 'Lupe'));",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+enum stmt {
+    S_TPL_EACH,
+    S_TPL_PUT,
+    S_TPL_DEL,
+    S_OUTBOX_INS,
+    S_OUTBOX_EACH,
+    S_DELIV_INS,
+    S_ROUTE_EACH,
+    S_ROUTE_PUT,
+    S_ROUTE_DEL,
+    S_DLQ_INS,
+    S_DLQ_EACH,
+    S_DLQ_GET,
+    S_DLQ_DEL,
+    S_DLQ_COUNT,
+    S_PURGE_DLQ,
+    S_PURGE_DELIV,
+    S_PURGE_OUTBOX,
+    S_PREF_EACH,
+    S_PREF_PUT,
+    S_PREF_DEL,
+    S__COUNT
+};
+
+static const char *const sql[S__COUNT] = {
+    [S_TPL_EACH] = "SELECT language, channel, body, voice_id, updated_ms FROM templates "
+                   "ORDER BY language COLLATE \"C\", channel COLLATE \"C\"",
+    [S_TPL_PUT] = "INSERT INTO templates (language, channel, body, voice_id, updated_ms) "
+                  "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (language, channel) DO UPDATE SET "
+                  "body = excluded.body, voice_id = excluded.voice_id, "
+                  "updated_ms = excluded.updated_ms",
+    [S_TPL_DEL] = "DELETE FROM templates WHERE language = $1 AND channel = $2",
+    [S_OUTBOX_INS] = "INSERT INTO outbox (id, created_ms, request_id, recipient, channel, "
+                     "language, body, voice_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    [S_OUTBOX_EACH] = "SELECT id, created_ms, request_id, recipient, channel, language, body, "
+                      "voice_id FROM outbox ORDER BY created_ms DESC, seq DESC LIMIT $1",
+    [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
+                    "phone_masked, country, channel, language, source, provider, outcome, "
+                    "transaction_id, error, latency_us, attempts, user_id, login_hash, "
+                    "phone_hash, locale, preference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                    "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+    [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
+                     "ORDER BY channel COLLATE \"C\", country COLLATE \"C\"",
+    [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
+                    "($1, $2, $3, $4) ON CONFLICT (channel, country) DO UPDATE SET "
+                    "attempts = excluded.attempts, updated_ms = excluded.updated_ms",
+    [S_ROUTE_DEL] = "DELETE FROM routes WHERE channel = $1 AND country = $2",
+    [S_DLQ_INS] = "INSERT INTO dlq (id, created_ms, request_id, event_id, phone_masked, country, "
+                  "channel, language, outcome, errors, attempts, otp_expires_ms, key_id, payload) "
+                  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    [S_DLQ_EACH] = "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, "
+                   "language, outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq "
+                   "ORDER BY created_ms DESC, seq DESC LIMIT $1",
+    [S_DLQ_GET] =
+        "SELECT id, created_ms, request_id, event_id, phone_masked, country, channel, language, "
+        "outcome, errors, attempts, otp_expires_ms, key_id, payload FROM dlq WHERE id = $1",
+    [S_DLQ_DEL] = "DELETE FROM dlq WHERE id = $1",
+    [S_DLQ_COUNT] = "SELECT count(*) FROM dlq",
+    [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < $1",
+    [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < $1",
+    [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < $1",
+    [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs "
+                    "ORDER BY lower(user_key COLLATE \"C\")",
+    [S_PREF_PUT] = "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
+                   "($1, $2, $3, $4) ON CONFLICT ((lower(user_key COLLATE \"C\"))) DO UPDATE SET "
+                   "user_key = excluded.user_key, language = excluded.language, "
+                   "channel = excluded.channel, updated_ms = excluded.updated_ms",
+    [S_PREF_DEL] =
+        "DELETE FROM prefs WHERE lower(user_key COLLATE \"C\") = lower($1 COLLATE \"C\")",
+};
+
+/* The filters of deliveries_query, one bit each: a statement is prepared per combination used. */
+#define DQ_SHAPES 2048
+
+struct pg_store {
+    struct th_store base;
+    PGconn *conn;
+    bool in_tx; /* between begin and commit/rollback: a failed write must not abort the rest */
+    unsigned char dq_prepared[DQ_SHAPES / 8];
+};
+
+static struct pg_store *P(struct th_store *st)
+{
+    return (struct pg_store *)st;
+}
+
+static void set_err(PGconn *c, char *err, size_t errlen, const char *what)
+{
+    const char *m = c ? PQerrorMessage(c) : "out of memory";
+    size_t n = strlen(m);
+    while (n && (m[n - 1] == '\n' || m[n - 1] == ' '))
+        n--; /* libpq ends its messages with a newline */
+    snprintf(err, errlen, "postgresql: %s%s%.*s", what, *what ? ": " : "", (int)n, m);
+}
+
+/* ---- the URL: forms, the description without a password ---- */
+
+static bool is_uri(const char *url)
+{
+    return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+}
+
+/* The libpq connection string of a store URL: a URI as it is, "postgresql:" + conninfo. */
+static const char *conninfo_of(const char *url)
+{
+    if (is_uri(url))
+        return url;
+    if (strncmp(url, "postgresql:", 11) == 0)
+        return url + 11;
+    if (strncmp(url, "postgres:", 9) == 0)
+        return url + 9;
+    return url;
+}
+
+/* Appends s to out[*n..cap), truncating; keeps out terminated. */
+static void put(char *out, size_t cap, size_t *n, const char *s, size_t len)
+{
+    if (*n + 1 >= cap)
+        return;
+    size_t room = cap - 1 - *n;
+    if (len > room)
+        len = room;
+    memcpy(out + *n, s, len);
+    *n += len;
+    out[*n] = '\0';
+}
+
+/* A URI without the password of its user-info and without a password= query parameter. */
+static void describe_uri(const char *url, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const char *rest = strstr(url, "://") + 3;
+    put(out, cap, &n, url, (size_t)(rest - url));
+    size_t auth_len = strcspn(rest, "/?");
+    const char *at = NULL;
+    for (const char *p = rest; p < rest + auth_len; p++)
+        if (*p == '@')
+            at = p;
+    if (at) {
+        size_t user_len = strcspn(rest, ":@");
+        put(out, cap, &n, rest, user_len);
+        rest = at; /* from the '@' on */
+    }
+    const char *q = strchr(rest, '?');
+    put(out, cap, &n, rest, q ? (size_t)(q - rest) : strlen(rest));
+    if (!q)
+        return;
+    bool first = true;
+    for (const char *p = q + 1; *p;) {
+        size_t len = strcspn(p, "&");
+        if (!(len >= 9 && strncmp(p, "password=", 9) == 0)) {
+            put(out, cap, &n, first ? "?" : "&", 1);
+            put(out, cap, &n, p, len);
+            first = false;
+        }
+        p += len + (p[len] == '&');
+    }
+}
+
+/* A conninfo string rebuilt from its parsed keywords, the password left out. */
+static bool describe_conninfo(const char *conninfo, char *out, size_t cap)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    if (!opts)
+        return false;
+    size_t n = 0;
+    out[0] = '\0';
+    put(out, cap, &n, "postgresql:", 11);
+    bool first = true;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val || strcmp(o->keyword, "password") == 0)
+            continue;
+        if (!first)
+            put(out, cap, &n, " ", 1);
+        first = false;
+        put(out, cap, &n, o->keyword, strlen(o->keyword));
+        bool quote = strpbrk(o->val, " '\\") != NULL;
+        put(out, cap, &n, quote ? "='" : "=", quote ? 2 : 1);
+        for (const char *v = o->val; *v; v++) {
+            if (*v == '\'' || *v == '\\')
+                put(out, cap, &n, "\\", 1);
+            put(out, cap, &n, v, 1);
+        }
+        if (quote)
+            put(out, cap, &n, "'", 1);
+    }
+    PQconninfoFree(opts);
+    return true;
+}
+
+bool th_store_pg_describe(const char *url, char *out, size_t cap)
+{
+    if (cap == 0)
+        return false;
+    if (is_uri(url)) {
+        /* refuse what libpq would refuse, so the description never names a broken URL */
+        PQconninfoOption *opts = PQconninfoParse(url, NULL);
+        if (!opts)
+            return false;
+        PQconninfoFree(opts);
+        describe_uri(url, out, cap);
+        return true;
+    }
+    return describe_conninfo(conninfo_of(url), out, cap);
+}
+
+/* ---- running statements ---- */
+
+static bool ok_result(PGresult *r)
+{
+    ExecStatusType t = PQresultStatus(r);
+    return t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK;
+}
+
+static PGresult *exec_prepared(struct pg_store *s, const char *name, int n, const char *const *vals,
+                               const int *lens, const int *fmts)
+{
+    return PQexecPrepared(s->conn, name, n, vals, lens, fmts, 0);
+}
+
+static const char *stmt_name(enum stmt i, char buf[16])
+{
+    snprintf(buf, 16, "th_%d", (int)i);
+    return buf;
+}
+
+static PGresult *run(struct pg_store *s, enum stmt i, int n, const char *const *vals,
+                     const int *lens, const int *fmts)
+{
+    char name[16];
+    return exec_prepared(s, stmt_name(i, name), n, vals, lens, fmts);
+}
+
+static th_err simple(PGconn *c, const char *q, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, q);
+    th_err e = ok_result(r) ? TH_E_OK : TH_E_STORE;
+    if (e != TH_E_OK && err)
+        set_err(c, err, errlen, "");
+    PQclear(r);
+    return e;
+}
+
+/*
+ * A write that may fail (a duplicate id): inside the writer's transaction PostgreSQL would
+ * abort the whole transaction where SQLite goes on with the next row, so it runs under a
+ * savepoint there. Returns the rows it changed in *changed (may be NULL).
+ */
+static th_err write_stmt(struct pg_store *s, enum stmt i, int n, const char *const *vals,
+                         const int *lens, const int *fmts, long *changed)
+{
+    bool guard = s->in_tx && (i == S_OUTBOX_INS || i == S_DLQ_INS);
+    if (guard && simple(s->conn, "SAVEPOINT th_write", NULL, 0) != TH_E_OK)
+        return TH_E_STORE;
+    PGresult *r = run(s, i, n, vals, lens, fmts);
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK && changed)
+        *changed = strtol(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    if (guard)
+        simple(s->conn,
+               e == TH_E_OK ? "RELEASE SAVEPOINT th_write" : "ROLLBACK TO SAVEPOINT th_write", NULL,
+               0);
+    return e;
+}
+
+/* A delete of one keyed row: TH_E_NOTFOUND when nothing matched. */
+static th_err delete_stmt(struct pg_store *s, enum stmt i, int n, const char *const *vals)
+{
+    long changed = 0;
+    th_err e = write_stmt(s, i, n, vals, NULL, NULL, &changed);
+    return e == TH_E_OK && changed == 0 ? TH_E_NOTFOUND : e;
+}
+
+static const char *txt(const char *v)
+{
+    return v ? v : "";
+}
+
+static int64_t i64(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* ---- migrations ---- */
+
+/* Reads max(version) into *v; the caller holds the transaction. */
+static th_err schema_version(PGconn *c, int *v, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_version");
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK)
+        *v = atoi(PQgetvalue(r, 0, 0));
+    else
+        set_err(c, err, errlen, "cannot read the schema version");
+    PQclear(r);
+    return e;
+}
+
+/*
+ * Applies pending migrations, one transaction each. The transaction-scoped advisory lock is
+ * taken before the version is read, so nodes starting together on a new database wait for each
+ * other and each migration runs once; the lock goes with the transaction.
+ */
+static th_err migrate(PGconn *c, bool apply, int *version, char *err, size_t errlen)
+{
+    if (!apply) { /* `store status`: read only, no bookkeeping table created */
+        PGresult *r = PQexec(c, "SELECT to_regclass('schema_version') IS NOT NULL");
+        bool exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                      strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+        if (e != TH_E_OK)
+            set_err(c, err, errlen, "");
+        PQclear(r);
+        *version = 0;
+        if (e != TH_E_OK || !exists)
+            return e;
+        return schema_version(c, version, err, errlen);
+    }
+    for (;;) {
+        th_err e = simple(c, "BEGIN", err, errlen);
+        if (e == TH_E_OK)
+            e = simple(c, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK ")", err, errlen);
+        if (e == TH_E_OK)
+            e = simple(c,
+                       "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                       "applied_ms BIGINT NOT NULL)",
+                       err, errlen);
+        int v = 0;
+        if (e == TH_E_OK)
+            e = schema_version(c, &v, err, errlen);
+        if (e == TH_E_OK && v > SCHEMA_VERSION) {
+            snprintf(err, errlen,
+                     "database schema version %d is newer than this telehook (%d): upgrade "
+                     "telehook",
+                     v, SCHEMA_VERSION);
+            e = TH_E_STORE;
+        }
+        if (e == TH_E_OK && v == SCHEMA_VERSION) {
+            *version = v;
+            return simple(c, "COMMIT", err, errlen);
+        }
+        if (e == TH_E_OK)
+            e = simple(c, migrations[v], err, errlen);
+        if (e == TH_E_OK) {
+            char ver[16], now[24];
+            snprintf(ver, sizeof ver, "%d", v + 1);
+            snprintf(now, sizeof now, "%lld", (long long)th_wall_ms());
+            const char *vals[] = {ver, now};
+            PGresult *r = PQexecParams(c, "INSERT INTO schema_version VALUES ($1, $2)", 2, NULL,
+                                       vals, NULL, NULL, 0);
+            if (!ok_result(r)) {
+                set_err(c, err, errlen, "");
+                e = TH_E_STORE;
+            }
+            PQclear(r);
+        }
+        if (e == TH_E_OK)
+            e = simple(c, "COMMIT", err, errlen);
+        if (e != TH_E_OK) {
+            simple(c, "ROLLBACK", NULL, 0);
+            return e;
+        }
+    }
+}
+
+/* ---- open / close ---- */
+
+static void pg_close(struct th_store *st)
+{
+    struct pg_store *s = P(st);
+    PQfinish(s->conn);
+    free(s);
+}
+
+/* Whether the connection string sets keyword (a URI's query or a conninfo's keyword). */
+static bool sets(const char *conninfo, const char *keyword)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    bool set = false;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, keyword) == 0 && o->val && *o->val)
+            set = true;
+    PQconninfoFree(opts);
+    return set;
+}
+
+static th_err pg_open_mode(const char *url, bool apply, struct th_store **out, char *err,
+                           size_t errlen)
+{
+    struct pg_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return TH_E_NOMEM;
+    s->base.ops = &th_store_pg_ops;
+    if (!th_store_pg_describe(url, s->base.describe, sizeof s->base.describe)) {
+        /* libpq's parse message may quote the password: say what is wrong without it */
+        snprintf(err, errlen,
+                 "postgresql: the store URL is neither a libpq URI (postgresql://...) nor a "
+                 "connection string (postgresql:host=... dbname=...)");
+        free(s);
+        return TH_E_STORE;
+    }
+    const char *conninfo = conninfo_of(url);
+    /* the URL first (expanded), then defaults it does not set; later keywords override */
+    const char *keys[4] = {"dbname", "fallback_application_name", NULL, NULL};
+    const char *vals[4] = {conninfo, "telehook", NULL, NULL};
+    if (!sets(conninfo, "connect_timeout") && !getenv("PGCONNECT_TIMEOUT")) {
+        keys[2] = "connect_timeout";
+        vals[2] = CONNECT_TIMEOUT_S;
+    }
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    th_err e = TH_E_STORE;
+    if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
+        char what[600];
+        snprintf(what, sizeof what, "cannot connect to %s", s->base.describe);
+        set_err(s->conn, err, errlen, what);
+        goto fail;
+    }
+    /* 5 s per statement unless the URL's options, PGOPTIONS or the role already set one */
+    char set_timeout[160];
+    snprintf(set_timeout, sizeof set_timeout,
+             "SELECT set_config('statement_timeout', '%d', false) "
+             "WHERE current_setting('statement_timeout') = '0'",
+             STATEMENT_TIMEOUT_MS);
+    int version = 0;
+    if ((e = simple(s->conn, set_timeout, err, errlen)) != TH_E_OK ||
+        (e = simple(s->conn, "SET client_min_messages = warning", err, errlen)) != TH_E_OK ||
+        (e = migrate(s->conn, apply, &version, err, errlen)) != TH_E_OK)
+        goto fail;
+    if (version == SCHEMA_VERSION) {
+        for (int i = 0; i < S__COUNT; i++) {
+            char name[16];
+            PGresult *r = PQprepare(s->conn, stmt_name((enum stmt)i, name), sql[i], 0, NULL);
+            bool ok = ok_result(r);
+            PQclear(r);
+            if (!ok) {
+                set_err(s->conn, err, errlen, "");
+                e = TH_E_STORE;
+                goto fail;
+            }
+        }
+    }
+    *out = &s->base;
+    return TH_E_OK;
+fail:
+    pg_close(&s->base);
+    return e;
+}
+
+static th_err pg_open(const char *url, struct th_store **out, char *err, size_t errlen)
+{
+    return pg_open_mode(url, true, out, err, errlen);
+}
+
+static th_err pg_open_unmigrated(const char *url, struct th_store **out, char *err, size_t errlen)
+{
+    return pg_open_mode(url, false, out, err, errlen);
+}
+
+/* ---- templates, preferences, routes ---- */
+
+static th_err pg_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
+{
+    PGresult *r = run(P(st), S_TPL_EACH, 0, NULL, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_template_row row = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                                      PQgetvalue(r, i, 3), i64(r, i, 4)};
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_template_put(struct th_store *st, const struct th_template_row *row)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
+    const char *v[] = {txt(row->language), txt(row->channel), txt(row->body), txt(row->voice_id),
+                       ms};
+    return write_stmt(P(st), S_TPL_PUT, 5, v, NULL, NULL, NULL);
+}
+
+static th_err pg_template_delete(struct th_store *st, const char *language, const char *channel)
+{
+    const char *v[] = {txt(language), txt(channel)};
+    return delete_stmt(P(st), S_TPL_DEL, 2, v);
+}
+
+static th_err pg_prefs_each(struct th_store *st, th_pref_row_fn fn, void *ud)
+{
+    PGresult *r = run(P(st), S_PREF_EACH, 0, NULL, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_pref_row row = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                                  i64(r, i, 3)};
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_pref_put(struct th_store *st, const struct th_pref_row *row)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
+    const char *v[] = {txt(row->user), txt(row->language), txt(row->channel), ms};
+    return write_stmt(P(st), S_PREF_PUT, 4, v, NULL, NULL, NULL);
+}
+
+static th_err pg_pref_delete(struct th_store *st, const char *user)
+{
+    const char *v[] = {txt(user)};
+    return delete_stmt(P(st), S_PREF_DEL, 1, v);
+}
+
+static th_err pg_routes_each(struct th_store *st, th_route_row_fn fn, void *ud)
+{
+    PGresult *r = run(P(st), S_ROUTE_EACH, 0, NULL, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_route_row row = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                                   i64(r, i, 3)};
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_route_put(struct th_store *st, const struct th_route_row *row)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)row->updated_ms);
+    const char *v[] = {txt(row->channel), txt(row->country), txt(row->attempts), ms};
+    return write_stmt(P(st), S_ROUTE_PUT, 4, v, NULL, NULL, NULL);
+}
+
+static th_err pg_route_delete(struct th_store *st, const char *channel, const char *country)
+{
+    const char *v[] = {txt(channel), txt(country)};
+    return delete_stmt(P(st), S_ROUTE_DEL, 2, v);
+}
+
+/* ---- outbox, deliveries ---- */
+
+static th_err pg_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)row->created_ms);
+    const char *v[] = {txt(row->id),      txt(row->request_id), txt(row->to),
+                       txt(row->channel), txt(row->language),   txt(row->body),
+                       txt(row->voice_id)};
+    const char *vals[] = {v[0], ms, v[1], v[2], v[3], v[4], v[5], v[6]};
+    return write_stmt(P(st), S_OUTBOX_INS, 8, vals, NULL, NULL, NULL);
+}
+
+static th_err pg_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *v[] = {lim};
+    PGresult *r = run(P(st), S_OUTBOX_EACH, 1, v, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_outbox_row row = {
+            .id = PQgetvalue(r, i, 0),
+            .created_ms = i64(r, i, 1),
+            .request_id = PQgetvalue(r, i, 2),
+            .to = PQgetvalue(r, i, 3),
+            .channel = PQgetvalue(r, i, 4),
+            .language = PQgetvalue(r, i, 5),
+            .body = PQgetvalue(r, i, 6),
+            .voice_id = PQgetvalue(r, i, 7),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
+{
+    char created[24], latency[24], attempts[16];
+    snprintf(created, sizeof created, "%lld", (long long)row->created_ms);
+    snprintf(latency, sizeof latency, "%lld", (long long)row->latency_us);
+    snprintf(attempts, sizeof attempts, "%d", row->attempts);
+    const char *v[] = {txt(row->request_id),
+                       txt(row->event_id),
+                       created,
+                       txt(row->request_type),
+                       txt(row->phone_masked),
+                       txt(row->country),
+                       txt(row->channel),
+                       txt(row->language),
+                       txt(row->source),
+                       txt(row->provider),
+                       txt(row->outcome),
+                       txt(row->transaction_id),
+                       txt(row->error),
+                       latency,
+                       attempts,
+                       txt(row->user_id),
+                       txt(row->login_hash),
+                       txt(row->phone_hash),
+                       txt(row->locale),
+                       txt(row->preference)};
+    return write_stmt(P(st), S_DELIV_INS, 20, v, NULL, NULL, NULL);
+}
+
+/*
+ * A filtered listing: the WHERE clause is built from fixed pieces, every value is bound, and
+ * each combination of filters is prepared once per connection (named by its bits).
+ */
+static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_filter *f,
+                                  th_delivery_row_fn fn, void *ud)
+{
+    struct pg_store *s = P(st);
+    const char *texts[] = {f->outcome,    f->provider, f->country,   f->channel,
+                           f->request_id, f->event_id, f->phone_hash};
+    static const char *const cols[] = {"outcome",    "provider", "country",   "channel",
+                                       "request_id", "event_id", "phone_hash"};
+    bool user = f->user_id && *f->user_id, login = f->login_hash && *f->login_hash;
+    unsigned shape =
+        (f->since_ms ? 1u : 0) | (f->until_ms ? 2u : 0) | (user ? 4u : 0) | (login ? 8u : 0);
+    for (size_t i = 0; i < TH_ARRAY_LEN(texts); i++)
+        if (texts[i] && *texts[i])
+            shape |= 16u << i;
+    char name[24];
+    snprintf(name, sizeof name, "th_dq_%u", shape);
+    char since[24], until[24], lim[16];
+    const char *vals[16];
+    int n = 0;
+    char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
+                   "channel, language, source, provider, outcome, transaction_id, error, "
+                   "latency_us, attempts, user_id, locale, preference FROM deliveries "
+                   "WHERE true";
+    size_t ql = strlen(q);
+#define ADD(...) (ql += (size_t)snprintf(q + ql, sizeof q - ql, __VA_ARGS__))
+    if (f->since_ms) {
+        snprintf(since, sizeof since, "%lld", (long long)f->since_ms);
+        vals[n++] = since;
+        ADD(" AND created_ms >= $%d", n);
+    }
+    if (f->until_ms) {
+        snprintf(until, sizeof until, "%lld", (long long)f->until_ms);
+        vals[n++] = until;
+        ADD(" AND created_ms < $%d", n);
+    }
+    for (size_t i = 0; i < TH_ARRAY_LEN(texts); i++) {
+        if (texts[i] && *texts[i]) {
+            vals[n++] = texts[i];
+            ADD(" AND %s = $%d", cols[i], n);
+        }
+    }
+    if (user && login) {
+        vals[n++] = f->user_id;
+        vals[n++] = f->login_hash;
+        ADD(" AND (user_id = $%d OR login_hash = $%d)", n - 1, n);
+    } else if (user) {
+        vals[n++] = f->user_id;
+        ADD(" AND user_id = $%d", n);
+    } else if (login) {
+        vals[n++] = f->login_hash;
+        ADD(" AND login_hash = $%d", n);
+    }
+    snprintf(lim, sizeof lim, "%d", f->limit > 0 ? f->limit : 20);
+    vals[n++] = lim;
+    ADD(" ORDER BY created_ms DESC, seq DESC LIMIT $%d", n);
+#undef ADD
+    if (!(s->dq_prepared[shape / 8] & (1u << (shape % 8)))) {
+        PGresult *p = PQprepare(s->conn, name, q, 0, NULL);
+        bool ok = ok_result(p);
+        PQclear(p);
+        if (!ok)
+            return TH_E_STORE;
+        s->dq_prepared[shape / 8] |= (unsigned char)(1u << (shape % 8));
+    }
+    PGresult *r = exec_prepared(s, name, n, vals, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_delivery_row row = {
+            .request_id = PQgetvalue(r, i, 0),
+            .event_id = PQgetvalue(r, i, 1),
+            .created_ms = i64(r, i, 2),
+            .request_type = PQgetvalue(r, i, 3),
+            .phone_masked = PQgetvalue(r, i, 4),
+            .country = PQgetvalue(r, i, 5),
+            .channel = PQgetvalue(r, i, 6),
+            .language = PQgetvalue(r, i, 7),
+            .source = PQgetvalue(r, i, 8),
+            .provider = PQgetvalue(r, i, 9),
+            .outcome = PQgetvalue(r, i, 10),
+            .transaction_id = PQgetvalue(r, i, 11),
+            .error = PQgetvalue(r, i, 12),
+            .latency_us = i64(r, i, 13),
+            .attempts = (int)i64(r, i, 14),
+            .user_id = PQgetvalue(r, i, 15),
+            .login_hash = "", /* search keys stay in the store */
+            .phone_hash = "",
+            .locale = PQgetvalue(r, i, 16),
+            .preference = PQgetvalue(r, i, 17),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+/* ---- dead-letter queue ---- */
+
+static th_err pg_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
+{
+    char created[24], attempts[16], expires[24];
+    snprintf(created, sizeof created, "%lld", (long long)row->created_ms);
+    snprintf(attempts, sizeof attempts, "%d", row->attempts);
+    snprintf(expires, sizeof expires, "%lld", (long long)row->otp_expires_ms);
+    const char *v[] = {txt(row->id),
+                       created,
+                       txt(row->request_id),
+                       txt(row->event_id),
+                       txt(row->phone_masked),
+                       txt(row->country),
+                       txt(row->channel),
+                       txt(row->language),
+                       txt(row->outcome),
+                       txt(row->errors),
+                       attempts,
+                       expires,
+                       txt(row->key_id),
+                       row->payload_len ? (const char *)row->payload : NULL}; /* NULL: SQL NULL */
+    int lens[14] = {0}, fmts[14] = {0};
+    lens[13] = (int)row->payload_len;
+    fmts[13] = 1; /* the sealed payload goes as binary bytea */
+    return write_stmt(P(st), S_DLQ_INS, 14, v, lens, fmts, NULL);
+}
+
+/* Calls fn with row i of r; the payload unescaped for the call. */
+static int dlq_call(const PGresult *r, int i, th_dlq_row_fn fn, void *ud, th_err *e)
+{
+    size_t plen = 0;
+    unsigned char *payload = NULL;
+    if (!PQgetisnull(r, i, 13)) {
+        payload = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 13), &plen);
+        if (!payload) {
+            *e = TH_E_NOMEM;
+            return 1;
+        }
+    }
+    struct th_dlq_row row = {
+        .id = PQgetvalue(r, i, 0),
+        .created_ms = i64(r, i, 1),
+        .request_id = PQgetvalue(r, i, 2),
+        .event_id = PQgetvalue(r, i, 3),
+        .phone_masked = PQgetvalue(r, i, 4),
+        .country = PQgetvalue(r, i, 5),
+        .channel = PQgetvalue(r, i, 6),
+        .language = PQgetvalue(r, i, 7),
+        .outcome = PQgetvalue(r, i, 8),
+        .errors = PQgetvalue(r, i, 9),
+        .attempts = (int)i64(r, i, 10),
+        .otp_expires_ms = i64(r, i, 11),
+        .key_id = PQgetvalue(r, i, 12),
+        .payload = plen ? payload : NULL,
+        .payload_len = plen,
+    };
+    int stop = fn(ud, &row);
+    PQfreemem(payload);
+    return stop;
+}
+
+static th_err pg_dlq_each(struct th_store *st, int limit, th_dlq_row_fn fn, void *ud)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *v[] = {lim};
+    PGresult *r = run(P(st), S_DLQ_EACH, 1, v, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++)
+        if (dlq_call(r, i, fn, ud, &e))
+            break;
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_dlq_get(struct th_store *st, const char *id, th_dlq_row_fn fn, void *ud)
+{
+    const char *v[] = {txt(id)};
+    PGresult *r = run(P(st), S_DLQ_GET, 1, v, NULL, NULL);
+    th_err e = PQresultStatus(r) != PGRES_TUPLES_OK ? TH_E_STORE
+               : PQntuples(r) == 0                  ? TH_E_NOTFOUND
+                                                    : TH_E_OK;
+    if (e == TH_E_OK)
+        dlq_call(r, 0, fn, ud, &e);
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_dlq_delete(struct th_store *st, const char *id)
+{
+    const char *v[] = {txt(id)};
+    return delete_stmt(P(st), S_DLQ_DEL, 1, v);
+}
+
+static th_err pg_dlq_count(struct th_store *st, long *n)
+{
+    PGresult *r = run(P(st), S_DLQ_COUNT, 0, NULL, NULL, NULL);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK)
+        *n = (long)i64(r, 0, 0);
+    PQclear(r);
+    return e;
+}
+
+static th_err purge_one(struct th_store *st, enum stmt which, int64_t before_ms, long *n)
+{
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)before_ms);
+    const char *v[] = {ms};
+    long changed = 0;
+    th_err e = write_stmt(P(st), which, 1, v, NULL, NULL, &changed);
+    *n += e == TH_E_OK ? changed : 0;
+    return e;
+}
+
+static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *removed)
+{
+    *removed = 0;
+    th_err e = TH_E_OK;
+    if (e == TH_E_OK && p->dlq_before_ms > 0)
+        e = purge_one(st, S_PURGE_DLQ, p->dlq_before_ms, removed);
+    if (e == TH_E_OK && p->deliveries_before_ms > 0)
+        e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
+    if (e == TH_E_OK && p->outbox_before_ms > 0)
+        e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
+    return e;
+}
+
+/* ---- transactions ---- */
+
+static th_err pg_begin(struct th_store *st)
+{
+    th_err e = simple(P(st)->conn, "BEGIN", NULL, 0);
+    P(st)->in_tx = e == TH_E_OK;
+    return e;
+}
+
+static th_err pg_commit(struct th_store *st)
+{
+    /* a COMMIT of an aborted transaction answers ROLLBACK without an error: check the tag */
+    PGresult *r = PQexec(P(st)->conn, "COMMIT");
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
+                   ? TH_E_OK
+                   : TH_E_STORE;
+    PQclear(r);
+    P(st)->in_tx = false;
+    return e;
+}
+
+static th_err pg_rollback(struct th_store *st)
+{
+    P(st)->in_tx = false;
+    return simple(P(st)->conn, "ROLLBACK", NULL, 0);
+}
+
+/* ---- status ---- */
+
+static th_err pg_status(struct th_store *st, struct th_store_status *out)
+{
+    struct pg_store *s = P(st);
+    char err[256];
+    th_err e = migrate(s->conn, false, &out->version, err, sizeof err);
+    out->latest = SCHEMA_VERSION;
+    for (size_t i = 0; e == TH_E_OK && i < TH_STORE_TABLES; i++) {
+        /* a table name from the fixed list, not a value: it cannot be bound */
+        char q[96];
+        snprintf(q, sizeof q, "SELECT count(*) FROM %s", th_store_tables[i]);
+        const char *v[] = {th_store_tables[i]};
+        PGresult *t =
+            PQexecParams(s->conn, "SELECT to_regclass($1) IS NOT NULL", 1, NULL, v, NULL, NULL, 0);
+        bool exists = PQresultStatus(t) == PGRES_TUPLES_OK && PQntuples(t) == 1 &&
+                      strcmp(PQgetvalue(t, 0, 0), "t") == 0;
+        PQclear(t);
+        out->rows[i] = -1;
+        if (!exists)
+            continue;
+        PGresult *c = PQexec(s->conn, q);
+        if (PQresultStatus(c) == PGRES_TUPLES_OK && PQntuples(c) == 1)
+            out->rows[i] = strtol(PQgetvalue(c, 0, 0), NULL, 10);
+        else
+            e = TH_E_STORE;
+        PQclear(c);
+    }
+    return e;
+}
+
+th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
+                         size_t errlen)
+{
+    if (st->ops != &th_store_pg_ops) {
+        snprintf(err, errlen, "not a postgresql store");
+        return TH_E_INVAL;
+    }
+    PGconn *c = P(st)->conn;
+    PGresult *r = PQexec(c, q);
+    th_err e = ok_result(r) ? TH_E_OK : TH_E_STORE;
+    if (e != TH_E_OK)
+        set_err(c, err, errlen, "");
+    else if (out && outlen)
+        snprintf(out, outlen, "%s",
+                 PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0
+                     ? PQgetvalue(r, 0, 0)
+                     : "");
+    PQclear(r);
+    return e;
+}
+
+const struct th_store_ops th_store_pg_ops = {
+    .scheme = "postgresql",
+    .full_url = true,
+    .open = pg_open,
+    .open_unmigrated = pg_open_unmigrated,
+    .close = pg_close,
+    .templates_each = pg_templates_each,
+    .template_put = pg_template_put,
+    .template_delete = pg_template_delete,
+    .outbox_insert = pg_outbox_insert,
+    .outbox_each = pg_outbox_each,
+    .delivery_insert = pg_delivery_insert,
+    .deliveries_query = pg_deliveries_query,
+    .dlq_insert = pg_dlq_insert,
+    .dlq_each = pg_dlq_each,
+    .dlq_get = pg_dlq_get,
+    .dlq_delete = pg_dlq_delete,
+    .dlq_count = pg_dlq_count,
+    .purge = pg_purge,
+    .routes_each = pg_routes_each,
+    .route_put = pg_route_put,
+    .route_delete = pg_route_delete,
+    .prefs_each = pg_prefs_each,
+    .pref_put = pg_pref_put,
+    .pref_delete = pg_pref_delete,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .status = pg_status,
+};
