@@ -1,7 +1,8 @@
 """Several nodes, one PostgreSQL: the guard's dedupe, limits and budgets shared by two telehook
-nodes (guard.url). Each node keeps its own SQLite store (the PostgreSQL store backend is built
-on another branch): what is tested here is the guard's shared state. Both nodes send through
-one fake webhook, which counts what was really sent.
+nodes. Most tests share the guard alone (guard.url, each node's records in its own SQLite file):
+what is tested is the guard's state; the last shares the whole store (store.url, in a schema of
+its own, tests/e2e/test_postgres.py's way). Both nodes send through one fake webhook, which
+counts what was really sent.
 
 Needs TH_TEST_PG_URL (scripts/with-postgres.sh provides it under `make check`); skipped
 without it. The database "stopping" is a TCP proxy in front of it that refuses connections
@@ -10,10 +11,13 @@ gives them, without stopping the shared test cluster."""
 import concurrent.futures
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
+import uuid
 
 import pytest
 
@@ -300,3 +304,50 @@ def test_database_down_closed_refuses_with_okta_error(make_server, webhook, prox
     back = wait_shared_again(a, b, 10 * SLOW)
     assert back - t_up < 5 * SLOW
     assert a.request("GET", "/readyz")[0] == 200
+
+
+def psql(url, sql):
+    exe = shutil.which("psql") or os.path.join(os.environ.get("TH_TEST_PG_BIN", ""), "psql")
+    r = subprocess.run([exe, "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return [line.split("|") for line in r.stdout.splitlines() if line]
+
+
+@pytest.fixture
+def store_url():
+    """The store on PostgreSQL, in a schema of its own (dropped afterwards)."""
+    schema = "g_" + uuid.uuid4().hex[:10]
+    psql(PG, f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG else "?"
+    yield f"{PG}{sep}options=-csearch_path%3D{schema}"
+    psql(PG, f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_store_on_postgres_shares_the_guard(make_server, webhook, store_url):
+    conf = f"""
+        provider.name = webhook
+        webhook.url = {webhook.url}/send
+        webhook.secret = {webhook.secret}
+        store.url = {store_url}
+        guard.secret = shared-{secrets.token_hex(16)}"""
+    a, b = make_server(conf), make_server(conf)
+    warm(a), warm(b)
+    webhook.clear()
+    webhook.default = ("delay", 0.4)
+    req = okta_request()
+    answers = post_all([(a, req), (b, req)])
+    txs = {value(body)["transactionId"] for _, _, body in answers}
+    assert len(txs) == 1 and webhook.count() == 1
+    # both nodes' records in the one store: the send, and the duplicate that got its answer
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        rows = psql(store_url, "SELECT outcome FROM deliveries WHERE event_id = '%s' "
+                               "ORDER BY outcome" % req["eventId"])
+        if len(rows) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows == [["DUPLICATE"], ["SUCCESSFUL"]]
+    # the guard's tables went to the store's schema (the URL's search_path was kept)
+    assert psql(store_url, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+                           "AND tablename LIKE 'guard_%'") == [["4"]]
