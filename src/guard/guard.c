@@ -24,6 +24,11 @@
 #define NREGIONS          (26 * 26 + 1) /* "AA".."ZZ", and non-geographic */
 #define NCODES            1000          /* calling codes 1..999 */
 #define MAX_WAITERS       64 /* per dedupe record: beyond it a duplicate waits for its deadline */
+/* Shared state: a duplicate is woken by the first's notification (LISTEN guard_done), and asks
+ * again after POLL_FIRST_MS, doubling up to POLL_MAX_MS, in case the notification was lost (a
+ * listener reconnecting). */
+#define POLL_FIRST_MS 50
+#define POLL_MAX_MS   400
 
 static const char *const block_names[] = {
 #define TH_BLOCK_NAME(name, text) text,
@@ -98,6 +103,7 @@ struct th_guard {
     atomic_int db_up;
     atomic_bool degraded; /* the last decision could not reach the database */
     atomic_uint_fast64_t decisions, statements, fallbacks, refused, notified;
+    int poll_first_ms, poll_max_ms; /* th_guard_set_poll */
 };
 
 /* The connections of one loop to the shared state. Freed with the guard (a ticket may still
@@ -156,6 +162,12 @@ static int64_t now_us(const struct th_guard *g)
 static int64_t now_ms(const struct th_guard *g)
 {
     return g->clock ? g->clock(g->clock_ud) / 1000 : th_wall_ms();
+}
+
+void th_guard_set_poll(struct th_guard *g, int first_ms, int max_ms)
+{
+    g->poll_first_ms = first_ms;
+    g->poll_max_ms = max_ms;
 }
 
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud)
@@ -381,6 +393,8 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
         return TH_E_NOMEM;
     }
     g->closed = cfg->store_unavailable == 1;
+    g->poll_first_ms = POLL_FIRST_MS;
+    g->poll_max_ms = POLL_MAX_MS;
     if (url && !(g->schema = schema_join())) {
         th_guard_free(g);
         return TH_E_NOMEM;
@@ -1002,11 +1016,6 @@ static const struct th_pg_stmt guard_stmts[] = {
 
 #define DB_WAIT_MS     500   /* a statement off the hot path (an answer stored, a wait) */
 #define PURGE_EVERY_MS 60000 /* expired rows are deleted this often, by one node at a time */
-/* A duplicate is woken by the first's notification (LISTEN guard_done), and asks again after
- * POLL_FIRST_MS, doubling up to POLL_MAX_MS, in case the notification was lost (a listener
- * reconnecting). */
-#define POLL_FIRST_MS 50
-#define POLL_MAX_MS   400
 
 bool th_guard_shared(const struct th_guard *g)
 {
@@ -1501,7 +1510,8 @@ static void poll_later(struct th_dedupe *t)
 {
     th_loop_timer_set(t->pool->loop, &t->poll, th_mono_us() + t->backoff_ms * 1000LL, on_poll_timer,
                       t);
-    t->backoff_ms = t->backoff_ms * 2 > POLL_MAX_MS ? POLL_MAX_MS : t->backoff_ms * 2;
+    int max = t->pool->g->poll_max_ms;
+    t->backoff_ms = t->backoff_ms * 2 > max ? max : t->backoff_ms * 2;
 }
 
 /* A duplicate in flight on another node (or this one): ask again on a short backoff until the
@@ -1510,7 +1520,7 @@ static void shared_wait(struct th_dedupe *t, th_loop_fn fn, void *ud)
 {
     t->fn = fn;
     t->ud = ud;
-    t->backoff_ms = POLL_FIRST_MS;
+    t->backoff_ms = t->pool->g->poll_first_ms;
     t->wnext = t->pool->waiters;
     if (t->wnext)
         t->wnext->wprev = t;

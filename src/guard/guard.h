@@ -212,6 +212,10 @@ void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
  */
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
 
+/* Test hook: how soon (and at most how often) a waiting duplicate asks the shared state again
+ * when no notification comes (defaults 50 and 400 ms). Before the guard is shared. */
+void th_guard_set_poll(struct th_guard *g, int first_ms, int max_ms);
+
 /* ---- search keys of delivery records ---- */
 
 struct th_hmac_key;
