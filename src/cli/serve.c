@@ -427,6 +427,10 @@ enum sampled {
     S_GUARD_ENTRIES,
     S_DEDUPE_RECORDS,
     S_DEDUPE_WAITERS,
+    S_GUARD_DECISIONS, /* the shared guard state's (several nodes) */
+    S_GUARD_FALLBACKS,
+    S_GUARD_REFUSED,
+    S_GUARD_CONNECTIONS,
     S_BLOCKS, /* then one per th_block: th_guard_counts' order */
     S__COUNT = S_BLOCKS + TH_BLOCK__COUNT
 };
@@ -475,6 +479,13 @@ static double sampled(void *ud)
         size_t recs, waits;
         th_guard_dedupe_sizes(r->guard, &recs, &waits);
         return (double)(ref->what == S_DEDUPE_RECORDS ? recs : waits);
+    }
+    if (ref->what >= S_GUARD_DECISIONS) {
+        struct th_guard_db_stats gs;
+        th_guard_db_stats(r->guard, &gs);
+        double v[] = {(double)gs.decisions, (double)gs.fallbacks, (double)gs.refused,
+                      (double)gs.connections};
+        return v[ref->what - S_GUARD_DECISIONS];
     }
     if (ref->what <= S_KEY_FETCHES) {
         struct th_auth_stats as;
@@ -558,6 +569,20 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
          TH_METRIC_GAUGE, S_DEDUPE_RECORDS},
         {"telehook_guard_dedupe_waiters", "Duplicate requests waiting for the first one's answer.",
          TH_METRIC_GAUGE, S_DEDUPE_WAITERS},
+        {"telehook_guard_db_decisions_total",
+         "Requests decided by the shared guard state on PostgreSQL (one round trip each).",
+         TH_METRIC_COUNTER, S_GUARD_DECISIONS},
+        {"telehook_guard_db_fallbacks_total",
+         "Requests decided by this node's in-memory guard because the shared state did not "
+         "answer in time (store.unavailable = open).",
+         TH_METRIC_COUNTER, S_GUARD_FALLBACKS},
+        {"telehook_guard_db_refused_total",
+         "Requests answered with Okta's error object because the shared guard state did not "
+         "answer in time (store.unavailable = closed).",
+         TH_METRIC_COUNTER, S_GUARD_REFUSED},
+        {"telehook_guard_db_connections",
+         "Connections to the shared guard state ready now, over every event loop.", TH_METRIC_GAUGE,
+         S_GUARD_CONNECTIONS},
     };
     th_err e = th_hook_metrics(r->hook, r->metrics);
     if (e == TH_E_OK)
@@ -691,8 +716,10 @@ static void emf_tick(struct emf *m)
 }
 
 /*
- * Ready when every provider can send, the issuer's keys (oauth2) are held and the store is in
- * reach (its writer's last round trip succeeded: PostgreSQL); each one missing is named.
+ * Ready when every provider can send, the issuer's keys (oauth2) are held, the store is in reach
+ * (its writer's last round trip succeeded: PostgreSQL) and, when the guard refuses requests
+ * without its shared state (store.unavailable = closed), the guard's database is up; each one
+ * missing is named.
  */
 static bool all_ready(void *ud, const char *missing[], size_t *n)
 {
@@ -706,6 +733,8 @@ static bool all_ready(void *ud, const char *missing[], size_t *n)
     if (r->writer && !th_writer_store_ready(r->writer))
         missing[(*n)++] = "store";
     pthread_mutex_unlock(&r->writer_mu);
+    if (!th_guard_ready(r->guard))
+        missing[(*n)++] = "guard_store";
     return *n == 0;
 }
 

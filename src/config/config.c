@@ -48,6 +48,7 @@ struct key {
 
 static const char *const auth_modes[] = {"header", "none", "oauth2", "either", NULL};
 static const char *const block_answers[] = {"failed", "error", NULL};
+static const char *const unavailable_modes[] = {"open", "closed", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
 static const char *const sms_encodings[] = {"auto", "gsm7", "ucs2", NULL};
@@ -152,6 +153,10 @@ static const struct key keys[] = {
     {"store", "spool_max", K_INT, F(store_spool_max), 1, 100000000, NULL, "100000",
      "rows the spool holds at most; beyond it delivery records are dropped first, DLQ entries "
      "only when nothing else is left (each logged and counted)"},
+    {"store", "unavailable", K_ENUM, F(store_unavailable), 0, 0, unavailable_modes, "open",
+     "when the shared PostgreSQL state does not answer within the request's budget: open (this "
+     "node's in-memory dedupe and limits decide; logged and counted) or closed (Okta's error "
+     "object: Okta uses its own providers)"},
     {"store", "deliveries_retention_days", K_INT, F(store_deliveries_retention_days), 0, 3650, NULL,
      "90", "delivery records older than this are deleted (hourly); 0 = kept"},
     {"store", "outbox_retention_days", K_INT, F(store_outbox_retention_days), 0, 3650, NULL, "7",
@@ -227,6 +232,10 @@ static const struct key keys[] = {
     {"guard", "secret", K_SECRET, F(guard_secret), 0, 0, NULL, "",
      "key of the HMACs under which numbers, users, event ids and codes are remembered; empty: "
      "a random key per start (set one when several nodes share state)"},
+    {"guard", "url", K_STRING, F(guard_url), 0, 0, NULL, "",
+     "PostgreSQL (postgresql://... or a conninfo string) holding the dedupe, limit and budget "
+     "state shared by several nodes; empty: store.url when it is PostgreSQL and secret is "
+     "set, else in memory"},
     {"guard", "dedupe", K_BOOL, F(guard_dedupe), 0, 0, NULL, "true",
      "answer a repeated eventId, or the same code to the same number and channel, with the "
      "first outcome instead of sending again (within the code's validity)"},

@@ -66,9 +66,10 @@ struct th_config {
     int message_max_sms_segments;   /* templates over this many segments refused; 0 = no limit */
     char *message_sms_prices;       /* "CC:USD, ..." per segment, for templates preview */
     /* [store] */
-    char *store_url;     /* "sqlite:PATH" or a bare path */
-    char *store_spool;   /* PostgreSQL out of reach: rows kept in this local file ("" = none) */
-    int store_spool_max; /* rows the spool holds at most */
+    char *store_url;       /* "sqlite:PATH" or a bare path */
+    char *store_spool;     /* PostgreSQL out of reach: rows kept in this local file ("" = none) */
+    int store_spool_max;   /* rows the spool holds at most */
+    int store_unavailable; /* 0 open, 1 closed: the guard when the shared state does not answer */
     /* [provider] */
     char *provider_name; /* the default route's provider: outbox | aws | twilio | webhook */
     /* [dispatch] */
@@ -105,6 +106,7 @@ struct th_config {
     char *webhook_ca_file; /* "" = [tls] */
     /* [guard] abuse controls */
     char *guard_secret; /* HMAC key for dedupe/limit keys; "" = random per start */
+    char *guard_url;    /* PostgreSQL of the shared guard state; "" = store.url's if PostgreSQL */
     bool guard_dedupe;
     char *guard_limit_phone; /* "N/PERIOD" or "0" */
     char *guard_limit_phone_daily;

@@ -15,6 +15,7 @@
 #include "common/hmac.h"
 #include "common/rate.h"
 #include "common/util.h"
+#include "obs/log.h"
 
 #define KEY_LEN           16 /* truncated HMAC-SHA256: collisions are not a practical concern */
 #define PROBE             8
@@ -23,6 +24,11 @@
 #define NREGIONS          (26 * 26 + 1) /* "AA".."ZZ", and non-geographic */
 #define NCODES            1000          /* calling codes 1..999 */
 #define MAX_WAITERS       64 /* per dedupe record: beyond it a duplicate waits for its deadline */
+/* Shared state: a duplicate is woken by the first's notification (LISTEN guard_done), and asks
+ * again after POLL_FIRST_MS, doubling up to POLL_MAX_MS, in case the notification was lost (a
+ * listener reconnecting). */
+#define POLL_FIRST_MS 50
+#define POLL_MAX_MS   400
 
 static const char *const block_names[] = {
 #define TH_BLOCK_NAME(name, text) text,
@@ -88,6 +94,32 @@ struct th_guard {
     atomic_uint_fast64_t counts[TH_BLOCK__COUNT];
     int64_t (*clock)(void *ud); /* tests only (th_guard_set_clock); NULL: the system clocks */
     void *clock_ud;
+
+    /* the shared state (several nodes): one pool of connections per loop, made on first use */
+    char *url;           /* NULL: in memory only */
+    char *schema;        /* schema_lines joined */
+    bool closed;         /* store.unavailable = closed */
+    struct gpool *pools; /* under mu */
+    atomic_int db_up;
+    atomic_bool degraded; /* the last decision could not reach the database */
+    atomic_uint_fast64_t decisions, statements, fallbacks, refused, notified;
+    int poll_first_ms, poll_max_ms; /* th_guard_set_poll */
+};
+
+/* The connections of one loop to the shared state. Freed with the guard (a ticket may still
+ * point here after the loop has finished: pg is NULL then). */
+struct gpool {
+    struct th_guard *g;
+    struct th_loop *loop;
+    struct th_pg *pg;
+    struct gpool *next;
+    bool purger; /* the first pool runs the periodic purge */
+    bool purging;
+    struct th_timer purge;
+    struct th_pg_query pq;
+    const char *pparams[1];
+    char pbuf[24];
+    struct th_dedupe *waiters; /* shared tickets waiting on this loop (notification targets) */
 };
 
 struct th_dedupe {
@@ -96,6 +128,26 @@ struct th_dedupe {
     bool waiting;                  /* linked in rec->waiters (under the lock) */
     struct th_dedupe *prev, *next; /* rec->waiters */
     struct th_loop_call wake;      /* th_guard_dedupe_wait's callback */
+
+    /* A ticket in the shared state (pool != NULL): its rows' keys; a waiter asks the database
+     * again on a short backoff until the first's answer is there (or the rows are gone). */
+    struct gpool *pool;
+    char keys[80]; /* "{hex,hex}": the text form of a text[] parameter */
+    bool done, gone, busy, released;
+    int status;
+    char *body;
+    size_t len;
+    int backoff_ms;
+    bool kicked;   /* a notification came while a poll was out: ask again at once */
+    bool notified; /* a notification came (counted when it is what woke the waiter) */
+    struct th_dedupe *wprev, *wnext; /* pool->waiters, while waiting */
+    bool listed;
+    th_loop_fn fn;
+    void *ud;
+    struct th_timer poll;
+    struct th_pg_query q;
+    const char *params[3];
+    char num[24];
 };
 
 /* ---- clocks ---- */
@@ -110,6 +162,12 @@ static int64_t now_us(const struct th_guard *g)
 static int64_t now_ms(const struct th_guard *g)
 {
     return g->clock ? g->clock(g->clock_ud) / 1000 : th_wall_ms();
+}
+
+void th_guard_set_poll(struct th_guard *g, int first_ms, int max_ms)
+{
+    g->poll_first_ms = first_ms;
+    g->poll_max_ms = max_ms;
 }
 
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud)
@@ -250,6 +308,27 @@ static bool parse_budgets(struct th_guard *g, const char *list, char *err, size_
     return true;
 }
 
+static char *schema_join(void);
+
+/* A PostgreSQL store URL, as the store takes them: a libpq URI (postgresql://, postgres://) or
+ * "postgresql:" + a libpq connection string. */
+static bool is_pg_url(const char *url)
+{
+    return strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0;
+}
+
+/* The libpq connection string of such a URL (a URI as it is; anything else is taken as one). */
+static const char *conninfo_of(const char *url)
+{
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        return url;
+    if (strncmp(url, "postgresql:", 11) == 0)
+        return url + 11;
+    if (strncmp(url, "postgres:", 9) == 0)
+        return url + 9;
+    return url;
+}
+
 th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *err, size_t errlen)
 {
     struct th_guard *g = calloc(1, sizeof *g);
@@ -289,6 +368,37 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
         th_guard_free(g);
         return TH_E_CONFIG;
     }
+    const char *url = cfg->guard_url && cfg->guard_url[0] ? cfg->guard_url : NULL;
+    if (!url && cfg->store_url && is_pg_url(cfg->store_url)) {
+        /* The store on PostgreSQL: the guard shares it when the nodes share a secret; without
+         * one (a key drawn per node: no two nodes' keys would match) it stays in memory. */
+        if (cfg->guard_secret[0])
+            url = cfg->store_url;
+        else
+            th_log_msg(TH_LOG_WARN, "guard_local",
+                       "the store is on PostgreSQL but guard.secret is empty: dedupe, limits and "
+                       "budgets stay in this node's memory (set guard.secret, the same on every "
+                       "node, to share them)");
+    }
+    url = url ? conninfo_of(url) : NULL;
+    if (url && !cfg->guard_secret[0]) { /* a key per node would make every node's keys differ */
+        snprintf(err, errlen,
+                 "secret must be set (the same on every node) when the guard's state is shared "
+                 "through PostgreSQL");
+        th_guard_free(g);
+        return TH_E_CONFIG;
+    }
+    if (url && !(g->url = strdup(url))) {
+        th_guard_free(g);
+        return TH_E_NOMEM;
+    }
+    g->closed = cfg->store_unavailable == 1;
+    g->poll_first_ms = POLL_FIRST_MS;
+    g->poll_max_ms = POLL_MAX_MS;
+    if (url && !(g->schema = schema_join())) {
+        th_guard_free(g);
+        return TH_E_NOMEM;
+    }
     size_t cap = 1024;
     while (cap < (size_t)cfg->guard_max_entries)
         cap <<= 1;
@@ -316,6 +426,14 @@ void th_guard_free(struct th_guard *g)
 {
     if (!g)
         return;
+    while (g->pools) {
+        struct gpool *p = g->pools;
+        g->pools = p->next;
+        th_pg_free(p->pg); /* NULL once its loop has finished (pool_exit) */
+        free(p);
+    }
+    free(g->url);
+    free(g->schema);
     for (size_t i = 0; g->dd && i < g->ndd; i++)
         rec_unref(g, g->dd[i].rec);
     free(g->dd);
@@ -412,19 +530,27 @@ static int64_t unix_day(const struct th_guard *g)
     return now_ms(g) / 86400000;
 }
 
+/* The destination rules: configuration, the same on every node (never shared state). */
+static th_block rules_block(const struct th_guard *g, const struct th_phone *ph, th_channel ch)
+{
+    int ri = region_index(ph->region);
+    int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
+    /* Denied by country or calling code; or, with allow-lists, in none of them. A number of no
+     * country (+881, +882, ...: ri is the non-geographic slot) is in no country list. */
+    bool listed = g->allow[ri] || g->code_allow[code];
+    if (g->deny[ri] || g->code_deny[code] || ((g->have_allow || g->have_code_allow) && !listed))
+        return TH_BLOCK_COUNTRY;
+    if (g->refuse[ch == TH_CHANNEL_VOICE][ph->type])
+        return TH_BLOCK_NUMBER_TYPE;
+    return TH_BLOCK_NONE;
+}
+
 th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
                         const char *user_id)
 {
     int ri = region_index(ph->region);
     int code = ph->country_code > 0 && ph->country_code < NCODES ? ph->country_code : 0;
-    th_block b = TH_BLOCK_NONE;
-    /* Denied by country or calling code; or, with allow-lists, in none of them. A number of no
-     * country (+881, +882, ...: ri is the non-geographic slot) is in no country list. */
-    bool listed = g->allow[ri] || g->code_allow[code];
-    if (g->deny[ri] || g->code_deny[code] || ((g->have_allow || g->have_code_allow) && !listed))
-        b = TH_BLOCK_COUNTRY;
-    else if (g->refuse[ch == TH_CHANNEL_VOICE][ph->type])
-        b = TH_BLOCK_NUMBER_TYPE;
+    th_block b = rules_block(g, ph, ch);
     if (b != TH_BLOCK_NONE) {
         atomic_fetch_add(&g->counts[b], 1);
         return b;
@@ -624,11 +750,19 @@ static void wake_waiters(struct th_guard *g, struct rec *r)
     r->nwaiters = 0;
 }
 
+static void shared_finish(struct th_dedupe *t, int status, const char *body, size_t len);
+static void shared_release(struct th_dedupe *t);
+static void shared_wait(struct th_dedupe *t, th_loop_fn fn, void *ud);
+
 void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status, const char *body,
                             size_t len)
 {
     if (!t)
         return;
+    if (t->pool) {
+        shared_finish(t, status, body, len);
+        return;
+    }
     char *copy = malloc(len + 1);
     if (copy) {
         memcpy(copy, body, len);
@@ -650,6 +784,14 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
 th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *t,
                                      struct th_dedupe_answer *answer)
 {
+    if (t->pool) {
+        if (!t->done)
+            return TH_DEDUPE_PENDING;
+        answer->status = t->status;
+        answer->len = t->len;
+        answer->body = strndup(t->body ? t->body : "", t->len);
+        return TH_DEDUPE_DONE;
+    }
     pthread_mutex_lock(&g->mu);
     bool done = t->rec->done;
     if (done)
@@ -661,6 +803,12 @@ th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *t,
 th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *t, struct th_loop *loop,
                             th_loop_fn fn, void *ud)
 {
+    if (t->pool) {
+        if (t->first || t->fn)
+            return TH_E_INVAL;
+        shared_wait(t, fn, ud);
+        return TH_E_OK;
+    }
     th_loop_call_init(&t->wake, loop, fn, NULL, ud);
     pthread_mutex_lock(&g->mu);
     struct rec *r = t->rec;
@@ -688,6 +836,10 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
 {
     if (!t)
         return;
+    if (t->pool) {
+        shared_release(t);
+        return;
+    }
     pthread_mutex_lock(&g->mu);
     struct rec *r = t->rec;
     if (t->first) { /* no answer will come: the waiters decide at their deadlines */
@@ -708,6 +860,689 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
     }
     rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
+    free(t);
+}
+
+/* ---- the shared state (several nodes on one PostgreSQL) ---- */
+
+/*
+ * The guard's schema, applied by every new connection before it takes queries: idempotent, and
+ * under a transaction-level advisory lock so nodes starting together migrate once. The version
+ * lives in guard_schema_version (the store's own migrations keep theirs apart).
+ *
+ * guard_decide() is the hot path's one round trip. Dedupe first: a live row under either key
+ * (eventId, or number + code + channel) answers DONE or PENDING; else this request inserts its
+ * rows, and the unique key decides between two nodes inserting at once (the loser takes its
+ * own rows back and is a duplicate). Then the limits: GCRA rows (key, tat) and the budget row of
+ * (calling code, UTC day), created if missing and locked FOR UPDATE in one order (rates by key,
+ * then the budget) so concurrent requests serialise on the rows they share and cannot deadlock;
+ * a request is counted everywhere only when every limit lets it through, as in memory.
+ */
+static const char *const schema_lines[] = {
+    "DO $mig$ BEGIN\n",
+    "PERFORM pg_advisory_xact_lock(7246175001);\n",
+    "CREATE TABLE IF NOT EXISTS guard_schema_version (version int NOT NULL);\n",
+    "IF coalesce((SELECT max(version) FROM guard_schema_version), 0) >= 1 THEN RETURN; END IF;\n",
+    "CREATE TABLE guard_dedupe (key bytea PRIMARY KEY, state smallint NOT NULL, status int,\n",
+    "  answer text, expires_ms bigint NOT NULL);\n",
+    "CREATE TABLE guard_rate (key bytea PRIMARY KEY, tat_us bigint NOT NULL);\n",
+    "CREATE TABLE guard_budget (key bytea NOT NULL, day int NOT NULL, used bigint NOT NULL,\n",
+    "  PRIMARY KEY (key, day));\n",
+    "CREATE OR REPLACE FUNCTION guard_decide(p_keys text[], p_expires_ms bigint, p_now_us "
+    "bigint,\n",
+    "  p_rkeys text[], p_rint bigint[], p_rtol bigint[], p_rblock text[], p_bkey text,\n",
+    "  p_budget bigint)\n",
+    "RETURNS TABLE(verdict text, block text, status int, answer text) LANGUAGE plpgsql AS $f$\n",
+    "DECLARE\n",
+    "  now_ms bigint := p_now_us / 1000;\n",
+    "  v_day int := (p_now_us / 86400000000)::int;\n",
+    "  dk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_keys) k);\n",
+    "  rk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_rkeys) k);\n",
+    "  bk bytea := decode(p_bkey, 'hex');\n",
+    "  mine bytea[]; d record; nexts bigint[] := '{}'; t bigint; v_used bigint := 0;\n",
+    "  blk text := 'none'; budget_seen boolean := false;\n",
+    "BEGIN\n",
+    "  IF cardinality(dk) > 0 THEN\n",
+    "    SELECT g.state, g.status, g.answer INTO d FROM guard_dedupe g\n",
+    "      WHERE g.key = ANY(dk) AND g.expires_ms > now_ms ORDER BY g.state DESC LIMIT 1;\n",
+    "    IF FOUND THEN\n",
+    "      RETURN QUERY SELECT CASE WHEN d.state = 1 THEN 'done' ELSE 'pending' END,\n",
+    "        'none'::text, d.status, d.answer;\n",
+    "      RETURN;\n",
+    "    END IF;\n",
+    "    WITH ins AS (INSERT INTO guard_dedupe AS g (key, state, expires_ms)\n",
+    "        SELECT k, 0, p_expires_ms FROM unnest(dk) AS k ORDER BY k\n",
+    "        ON CONFLICT (key) DO UPDATE SET state = 0, status = NULL, answer = NULL,\n",
+    "          expires_ms = excluded.expires_ms WHERE g.expires_ms <= now_ms\n",
+    "        RETURNING g.key)\n",
+    "    SELECT array_agg(ins.key) INTO mine FROM ins;\n",
+    "    IF coalesce(cardinality(mine), 0) < cardinality(dk) THEN\n",
+    "      DELETE FROM guard_dedupe g WHERE g.key = ANY(coalesce(mine, '{}'));\n",
+    "      SELECT g.state, g.status, g.answer INTO d FROM guard_dedupe g\n",
+    "        WHERE g.key = ANY(dk) AND g.expires_ms > now_ms ORDER BY g.state DESC LIMIT 1;\n",
+    "      IF FOUND AND d.state = 1 THEN\n",
+    "        RETURN QUERY SELECT 'done'::text, 'none'::text, d.status, d.answer;\n",
+    "      ELSE\n",
+    "        RETURN QUERY SELECT 'pending'::text, 'none'::text, NULL::int, NULL::text;\n",
+    "      END IF;\n",
+    "      RETURN;\n",
+    "    END IF;\n",
+    "  END IF;\n",
+    "  IF cardinality(rk) > 0 THEN\n",
+    "    INSERT INTO guard_rate (key, tat_us) SELECT k, 0 FROM unnest(rk) k ORDER BY k\n",
+    "      ON CONFLICT DO NOTHING;\n",
+    "    PERFORM 1 FROM guard_rate r WHERE r.key = ANY(rk) ORDER BY r.key FOR UPDATE;\n",
+    "  END IF;\n",
+    "  IF p_budget >= 0 THEN\n",
+    "    INSERT INTO guard_budget (key, day, used) VALUES (bk, v_day, 0)\n",
+    "      ON CONFLICT DO NOTHING;\n",
+    "    SELECT b.used INTO v_used FROM guard_budget b WHERE b.key = bk AND b.day = v_day\n",
+    "      FOR UPDATE;\n",
+    "  END IF;\n",
+    "  FOR i IN 1 .. cardinality(rk) LOOP\n",
+    "    IF p_rblock[i] = 'global_rate' AND p_budget >= 0 THEN\n",
+    "      budget_seen := true;\n",
+    "      IF v_used >= p_budget THEN blk := 'calling_code_budget'; EXIT; END IF;\n",
+    "    END IF;\n",
+    "    SELECT r.tat_us INTO t FROM guard_rate r WHERE r.key = rk[i];\n",
+    "    IF t < p_now_us THEN t := p_now_us; END IF;\n",
+    "    IF t - p_now_us > p_rtol[i] THEN blk := p_rblock[i]; EXIT; END IF;\n",
+    "    nexts[i] := t + p_rint[i];\n",
+    "  END LOOP;\n",
+    "  IF blk = 'none' AND p_budget >= 0 AND NOT budget_seen AND v_used >= p_budget THEN\n",
+    "    blk := 'calling_code_budget';\n",
+    "  END IF;\n",
+    "  IF blk = 'none' THEN\n",
+    "    UPDATE guard_rate r SET tat_us = n.tat FROM unnest(rk, nexts) AS n(key, tat)\n",
+    "      WHERE r.key = n.key;\n",
+    "    IF p_budget >= 0 THEN\n",
+    "      UPDATE guard_budget b SET used = b.used + 1 WHERE b.key = bk AND b.day = v_day;\n",
+    "    END IF;\n",
+    "  END IF;\n",
+    "  RETURN QUERY SELECT CASE WHEN cardinality(dk) > 0 THEN 'first' ELSE 'off' END, blk,\n",
+    "    NULL::int, NULL::text;\n",
+    "END $f$;\n",
+    "CREATE OR REPLACE FUNCTION guard_purge(p_now_us bigint) RETURNS bigint\n",
+    "LANGUAGE plpgsql AS $f$\n",
+    "DECLARE n bigint := 0; m bigint;\n",
+    "BEGIN\n",
+    "  IF NOT pg_try_advisory_xact_lock(7246175002) THEN RETURN -1; END IF;\n",
+    "  DELETE FROM guard_dedupe WHERE expires_ms <= p_now_us / 1000;\n",
+    "  GET DIAGNOSTICS n = ROW_COUNT;\n",
+    "  DELETE FROM guard_rate WHERE tat_us <= p_now_us;\n",
+    "  GET DIAGNOSTICS m = ROW_COUNT; n := n + m;\n",
+    "  DELETE FROM guard_budget WHERE day < (p_now_us / 86400000000)::int - 1;\n",
+    "  GET DIAGNOSTICS m = ROW_COUNT;\n",
+    "  RETURN n + m;\n",
+    "END $f$;\n",
+    "INSERT INTO guard_schema_version VALUES (1);\n",
+    "END $mig$;",
+};
+
+static char *schema_join(void)
+{
+    size_t n = 1;
+    for (size_t i = 0; i < TH_ARRAY_LEN(schema_lines); i++)
+        n += strlen(schema_lines[i]);
+    char *out = malloc(n), *cur = out;
+    for (size_t i = 0; out && i < TH_ARRAY_LEN(schema_lines); i++)
+        cur = stpcpy(cur, schema_lines[i]);
+    return out;
+}
+
+#define KEYS_SQL "ARRAY(SELECT decode(k, 'hex') FROM unnest($1::text[]) k)"
+
+static const struct th_pg_stmt guard_stmts[] = {
+    {"guard_decide",
+     "SELECT verdict, block, status, answer FROM guard_decide($1::text[], $2::bigint, "
+     "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text, $9::bigint)",
+     9},
+    /* the answer stored, and the waiters on every node told (LISTEN guard_done) */
+    {"guard_finish",
+     "WITH u AS (UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = "
+     "ANY(" KEYS_SQL ") AND state = 0 RETURNING key) "
+     "SELECT pg_notify('guard_done', encode(key, 'hex')) FROM u",
+     3},
+    {"guard_abandon",
+     "WITH d AS (DELETE FROM guard_dedupe WHERE key = ANY(" KEYS_SQL ") AND state = 0 "
+     "RETURNING key) SELECT pg_notify('guard_done', encode(key, 'hex')) FROM d",
+     1},
+    {"guard_poll",
+     "SELECT state, status, answer FROM guard_dedupe WHERE key = ANY(" KEYS_SQL
+     ") AND expires_ms > $2::bigint ORDER BY state DESC LIMIT 1",
+     2},
+    {"guard_purge", "SELECT guard_purge($1::bigint)", 1},
+};
+
+#define DB_WAIT_MS     500   /* a statement off the hot path (an answer stored, a wait) */
+#define PURGE_EVERY_MS 60000 /* expired rows are deleted this often, by one node at a time */
+
+bool th_guard_shared(const struct th_guard *g)
+{
+    return g->url != NULL;
+}
+
+bool th_guard_ready(struct th_guard *g)
+{
+    if (!g->url || !g->closed || atomic_load(&g->db_up) > 0)
+        return true;
+    pthread_mutex_lock(&g->mu);
+    bool tried = g->pools != NULL;
+    pthread_mutex_unlock(&g->mu);
+    return !tried;
+}
+
+void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out)
+{
+    out->decisions = atomic_load(&g->decisions);
+    out->statements = atomic_load(&g->statements);
+    out->fallbacks = atomic_load(&g->fallbacks);
+    out->refused = atomic_load(&g->refused);
+    out->notified = atomic_load(&g->notified);
+    out->connections = atomic_load(&g->db_up);
+}
+
+/* Wall time in µs: the shared limits compare times taken on different nodes (NTP-synchronised
+ * clocks; a skew of s ms lets a window's edge move by s ms). A test clock stands for it. */
+static int64_t wall_us(const struct th_guard *g)
+{
+    if (g->clock)
+        return g->clock(g->clock_ud);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void exec_counted(struct gpool *p, struct th_pg_query *q)
+{
+    atomic_fetch_add(&p->g->statements, 1);
+    th_pg_exec(p->pg, q);
+}
+
+static void on_purged(void *ud, const struct th_pg_result *res)
+{
+    struct gpool *p = ud;
+    p->purging = false;
+}
+
+static void on_purge_timer(void *ud)
+{
+    struct gpool *p = ud;
+    if (!p->pg)
+        return;
+    th_loop_timer_set(p->loop, &p->purge, th_mono_us() + PURGE_EVERY_MS * 1000LL, on_purge_timer,
+                      p);
+    if (p->purging)
+        return;
+    snprintf(p->pbuf, sizeof p->pbuf, "%lld", (long long)wall_us(p->g));
+    p->pparams[0] = p->pbuf;
+    p->pq = (struct th_pg_query){.stmt = "guard_purge",
+                                 .nparams = 1,
+                                 .params = p->pparams,
+                                 .deadline_us = th_mono_us() + 5000000,
+                                 .done = on_purged,
+                                 .ud = p};
+    p->purging = true;
+    exec_counted(p, &p->pq);
+}
+
+static void on_poll_timer(void *ud);
+
+static void unlist(struct th_dedupe *t)
+{
+    if (!t->listed)
+        return;
+    if (t->wprev)
+        t->wprev->wnext = t->wnext;
+    else
+        t->pool->waiters = t->wnext;
+    if (t->wnext)
+        t->wnext->wprev = t->wprev;
+    t->wprev = t->wnext = NULL;
+    t->listed = false;
+}
+
+/* A first's rows were answered or given up (on any node): its waiters here ask at once. */
+static void on_notify(void *ud, const char *payload)
+{
+    struct gpool *p = ud;
+    if (strlen(payload) != 2 * KEY_LEN)
+        return;
+    for (struct th_dedupe *t = p->waiters; t; t = t->wnext) {
+        if (!strstr(t->keys, payload))
+            continue;
+        t->notified = true;
+        if (t->busy)
+            t->kicked = true;
+        else
+            th_loop_timer_set(p->loop, &t->poll, 0, on_poll_timer, t);
+    }
+}
+
+/* The loop is finishing: its connections close on its own thread; what they owed is called
+ * back (with TH_E_BUSY) now. The pool's memory stays until the guard is freed. */
+static void pool_exit(void *ud)
+{
+    struct gpool *p = ud;
+    th_loop_timer_cancel(p->loop, &p->purge);
+    struct th_pg *pg = p->pg;
+    p->pg = NULL;
+    th_pg_free(pg);
+}
+
+static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
+{
+    pthread_mutex_lock(&g->mu);
+    struct gpool *p = g->pools;
+    while (p && p->loop != loop)
+        p = p->next;
+    if (!p && (p = calloc(1, sizeof *p))) {
+        p->g = g;
+        p->loop = loop;
+        p->purger = g->pools == NULL;
+        struct th_pg_options o = {.conninfo = g->url,
+                                  .connections = 2,
+                                  .setup = g->schema,
+                                  .stmts = guard_stmts,
+                                  .nstmts = (int)TH_ARRAY_LEN(guard_stmts),
+                                  .statement_timeout_ms = 2000,
+                                  /* two commits per request must not each wait for a disk
+                                   * flush; a database crash may forget the last ~0.6 s of
+                                   * sends (bounded slack, docs/abuse.md) */
+                                  .async_commit = true,
+                                  .listen = "guard_done",
+                                  .notify = on_notify,
+                                  .notify_ud = p,
+                                  .up = &g->db_up};
+        if (th_pg_new(loop, &o, &p->pg) != TH_E_OK ||
+            th_loop_at_exit(loop, pool_exit, p) != TH_E_OK) {
+            th_pg_free(p->pg);
+            free(p);
+            p = NULL;
+        } else {
+            p->next = g->pools;
+            g->pools = p;
+            if (p->purger)
+                th_loop_timer_set(loop, &p->purge, th_mono_us() + 5000000, on_purge_timer, p);
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    return p && p->pg ? p : NULL;
+}
+
+static void hex_key(const unsigned char k[KEY_LEN], char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < KEY_LEN; i++) {
+        out[2 * i] = hex[k[i] >> 4];
+        out[2 * i + 1] = hex[k[i] & 15];
+    }
+    out[2 * KEY_LEN] = '\0';
+}
+
+/* Appends "hex" of key(label, a, b, c) to a text[] literal being built in *cur. */
+static void put_key(const struct th_guard *g, char **cur, const char *label, const char *a,
+                    const char *b, const char *c)
+{
+    unsigned char k[KEY_LEN];
+    make_key(g, label, a, b, c, k);
+    if ((*cur)[-1] != '{')
+        *(*cur)++ = ',';
+    hex_key(k, *cur);
+    *cur += 2 * KEY_LEN;
+}
+
+static void local_decide(struct th_guard *g, struct th_guard_ask *a, struct th_guard_verdict *v)
+{
+    v->dedupe = th_guard_dedupe_begin(g, a->event_id, a->ph->e164, a->otp, a->ch, a->expires_ms,
+                                      &v->ticket, &v->answer);
+    if (v->dedupe == TH_DEDUPE_FIRST || v->dedupe == TH_DEDUPE_OFF)
+        v->block = th_guard_check(g, a->ph, a->ch, a->user_id);
+}
+
+static th_block block_from_name(const char *name)
+{
+    for (int i = 0; i < TH_BLOCK__COUNT; i++)
+        if (name && strcmp(block_names[i], name) == 0)
+            return (th_block)i;
+    return TH_BLOCK_NONE;
+}
+
+/* The database answered (or not): a transition between the two is logged once. */
+static void db_health(struct th_guard *g, bool ok, const char *why)
+{
+    bool was = atomic_exchange(&g->degraded, !ok);
+    if (was == !ok)
+        return;
+    if (ok)
+        th_log_msg(TH_LOG_INFO, "guard_shared", "shared guard state answering again");
+    else
+        th_log_msg(TH_LOG_WARN, "guard_unavailable", "shared guard state not answering (%s): %s",
+                   why ? why : "no answer",
+                   g->closed ? "requests refused (store.unavailable = closed)"
+                             : "this node's limits decide (store.unavailable = open)");
+}
+
+static struct th_dedupe *shared_ticket(struct gpool *p, const char *keys, bool first)
+{
+    struct th_dedupe *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->pool = p;
+    t->first = first;
+    th_strlcpy(t->keys, keys, sizeof t->keys);
+    return t;
+}
+
+static void on_decided(void *ud, const struct th_pg_result *res)
+{
+    struct th_guard_ask *a = ud;
+    struct th_guard *g = a->g_;
+    struct th_guard_verdict v = {0};
+    const char *verdict =
+        res->err == TH_E_OK && th_pg_nrows(res->rows) == 1 ? th_pg_value(res->rows, 0, 0) : NULL;
+    if (verdict) {
+        db_health(g, true, NULL);
+        const char *keys = a->params_[0];
+        if (strcmp(verdict, "done") == 0) {
+            const char *st = th_pg_value(res->rows, 0, 2), *body = th_pg_value(res->rows, 0, 3);
+            v.dedupe = TH_DEDUPE_DONE;
+            v.answer.status = st ? atoi(st) : 200;
+            v.answer.body = strdup(body ? body : "");
+            v.answer.len = body ? strlen(body) : 0;
+            atomic_fetch_add(&g->counts[TH_BLOCK_NONE], 1);
+        } else if (strcmp(verdict, "pending") == 0) {
+            v.dedupe = TH_DEDUPE_PENDING;
+            v.ticket = shared_ticket(pool_for(g, a->loop_), keys, false);
+            if (!v.ticket || !v.ticket->pool) { /* no memory: the deadline answers */
+                free(v.ticket);
+                v.ticket = NULL;
+            }
+            atomic_fetch_add(&g->counts[TH_BLOCK_NONE], 1);
+        } else {
+            v.dedupe = strcmp(verdict, "first") == 0 ? TH_DEDUPE_FIRST : TH_DEDUPE_OFF;
+            v.block = block_from_name(th_pg_value(res->rows, 0, 1));
+            if (v.dedupe == TH_DEDUPE_FIRST) {
+                v.ticket = shared_ticket(pool_for(g, a->loop_), keys, true);
+                if (v.ticket && !v.ticket->pool) {
+                    free(v.ticket);
+                    v.ticket = NULL;
+                }
+            }
+            if (v.block != TH_BLOCK_NONE)
+                atomic_fetch_add(&g->counts[v.block], 1);
+        }
+    } else {
+        const char *why = res->err == TH_E_OK ? "no row" : th_strerror(res->err);
+        db_health(g, false, res->detail && res->err == TH_E_STORE ? res->detail : why);
+        if (g->closed) {
+            atomic_fetch_add(&g->refused, 1);
+            v.unavailable = true;
+        } else {
+            atomic_fetch_add(&g->fallbacks, 1);
+            local_decide(g, a, &v);
+        }
+    }
+    a->fn_(a->ud_, &v);
+}
+
+struct lim {
+    const struct th_rate *r;
+    const char *label, *a;
+    th_block b;
+};
+
+bool th_guard_decide(struct th_guard *g, struct th_loop *loop, struct th_guard_ask *a,
+                     struct th_guard_verdict *v, th_guard_fn fn, void *ud)
+{
+    memset(v, 0, sizeof *v);
+    if (!g->url) {
+        local_decide(g, a, v);
+        return true;
+    }
+    th_block b = rules_block(g, a->ph, a->ch);
+    if (b != TH_BLOCK_NONE) { /* configuration, not state: no need to ask */
+        atomic_fetch_add(&g->counts[b], 1);
+        v->dedupe = TH_DEDUPE_OFF;
+        v->block = b;
+        return true;
+    }
+    struct gpool *p = pool_for(g, loop);
+    a->g_ = g;
+    a->loop_ = loop;
+    a->fn_ = fn;
+    a->ud_ = ud;
+    if (!p) { /* no memory for the pool: as if the database did not answer */
+        if (g->closed) {
+            v->unavailable = true;
+            atomic_fetch_add(&g->refused, 1);
+        } else {
+            atomic_fetch_add(&g->fallbacks, 1);
+            local_decide(g, a, v);
+        }
+        return true;
+    }
+    /* The parameters, as text, in the ask's own buffer: keys (HMACs only), then numbers. */
+    char *cur = a->buf_, *end = a->buf_ + sizeof a->buf_;
+    int64_t now = wall_us(g), now_ms_ = now / 1000;
+    int64_t until = a->expires_ms > now_ms_ ? a->expires_ms : now_ms_ + DEFAULT_WINDOW_MS;
+    if (until > now_ms_ + MAX_WINDOW_MS)
+        until = now_ms_ + MAX_WINDOW_MS;
+
+    a->params_[0] = cur;
+    *cur++ = '{';
+    if (g->dedupe) {
+        if (a->event_id && a->event_id[0])
+            put_key(g, &cur, "event", a->event_id, NULL, NULL);
+        put_key(g, &cur, "otp", a->ph->e164, a->otp, th_channel_name(a->ch));
+    }
+    *cur++ = '}';
+    *cur++ = '\0';
+    a->params_[1] = cur;
+    cur += snprintf(cur, (size_t)(end - cur), "%lld", (long long)until) + 1;
+    a->params_[2] = cur;
+    cur += snprintf(cur, (size_t)(end - cur), "%lld", (long long)now) + 1;
+
+    /* The limits in the in-memory order; the budget is checked just before the global rate. */
+    struct lim lim[5];
+    int n = 0;
+    bool has_user = a->user_id && a->user_id[0];
+    if (g->phone_short.on)
+        lim[n++] = (struct lim){&g->phone_short, "phone", a->ph->e164, TH_BLOCK_PHONE_SHORT};
+    if (g->phone_long.on)
+        lim[n++] = (struct lim){&g->phone_long, "phone-day", a->ph->e164, TH_BLOCK_PHONE_LONG};
+    if (has_user && g->user.on)
+        lim[n++] = (struct lim){&g->user, "user", a->user_id, TH_BLOCK_USER};
+    if (g->country.on)
+        lim[n++] = (struct lim){&g->country, "country", a->ph->region, TH_BLOCK_COUNTRY_RATE};
+    if (g->global.on)
+        lim[n++] = (struct lim){&g->global, "global", "", TH_BLOCK_GLOBAL};
+    a->params_[3] = cur;
+    *cur++ = '{';
+    for (int i = 0; i < n; i++)
+        put_key(g, &cur, lim[i].label, lim[i].a, NULL, NULL);
+    *cur++ = '}';
+    *cur++ = '\0';
+    for (int f = 0; f < 3; f++) {
+        a->params_[4 + f] = cur;
+        *cur++ = '{';
+        for (int i = 0; i < n; i++) {
+            if (i)
+                *cur++ = ',';
+            if (f == 0)
+                cur += snprintf(cur, (size_t)(end - cur), "%lld", (long long)lim[i].r->interval_us);
+            else if (f == 1)
+                cur += snprintf(cur, (size_t)(end - cur), "%lld",
+                                (long long)(lim[i].r->period_us - lim[i].r->interval_us));
+            else
+                cur += snprintf(cur, (size_t)(end - cur), "%s", th_block_name(lim[i].b));
+        }
+        *cur++ = '}';
+        *cur++ = '\0';
+    }
+    int code = a->ph->country_code > 0 && a->ph->country_code < NCODES ? a->ph->country_code : 0;
+    bool budgeted = g->code_budget[code] >= 0 || g->code_budget_default > 0;
+    long budget = g->code_budget[code] >= 0 ? g->code_budget[code] : g->code_budget_default;
+    /* the budget's row is keyed by an HMAC of the code too: deployments with their own secret
+     * on one database keep their budgets apart */
+    char cc[8];
+    snprintf(cc, sizeof cc, "%d", code);
+    unsigned char bk[KEY_LEN];
+    make_key(g, "budget", cc, NULL, NULL, bk);
+    a->params_[7] = cur;
+    hex_key(bk, cur);
+    cur += 2 * KEY_LEN + 1;
+    a->params_[8] = cur;
+    snprintf(cur, (size_t)(end - cur), "%ld", budgeted ? budget : -1L);
+
+    a->q_ = (struct th_pg_query){.stmt = "guard_decide",
+                                 .nparams = 9,
+                                 .params = a->params_,
+                                 .deadline_us = a->deadline_us,
+                                 .done = on_decided,
+                                 .ud = a};
+    atomic_fetch_add(&g->decisions, 1);
+    exec_counted(p, &a->q_);
+    return false;
+}
+
+/* ---- shared tickets ---- */
+
+static void on_ticket_written(void *ud, const struct th_pg_result *res)
+{
+    struct th_dedupe *t = ud;
+    free(t->body);
+    free(t);
+}
+
+/* Sends stmt for a ticket that is then freed when the statement is done (the answer stored, or
+ * the rows given back): off the hot path, after Okta has its answer. */
+static void ticket_statement(struct th_dedupe *t, const char *stmt, int nparams)
+{
+    struct gpool *p = t->pool;
+    if (!p->pg) { /* the loop has finished: nothing more goes out */
+        on_ticket_written(t, NULL);
+        return;
+    }
+    t->params[0] = t->keys;
+    t->q = (struct th_pg_query){.stmt = stmt,
+                                .nparams = nparams,
+                                .params = t->params,
+                                .deadline_us = th_mono_us() + DB_WAIT_MS * 1000,
+                                .done = on_ticket_written,
+                                .ud = t};
+    exec_counted(p, &t->q);
+}
+
+static void shared_finish(struct th_dedupe *t, int status, const char *body, size_t len)
+{
+    t->body = strndup(body, len);
+    if (!t->body) {
+        ticket_statement(t, "guard_abandon", 1);
+        return;
+    }
+    snprintf(t->num, sizeof t->num, "%d", status);
+    t->params[1] = t->num;
+    t->params[2] = t->body;
+    ticket_statement(t, "guard_finish", 3);
+}
+
+static void poll_later(struct th_dedupe *t);
+
+static void on_polled(void *ud, const struct th_pg_result *res)
+{
+    struct th_dedupe *t = ud;
+    t->busy = false;
+    if (t->released) {
+        free(t->body);
+        free(t);
+        return;
+    }
+    if (res->err == TH_E_OK) {
+        const char *st = th_pg_value(res->rows, 0, 0);
+        if (!st) {
+            t->gone = true; /* the first gave up (or its rows expired): our deadline answers */
+        } else if (strcmp(st, "1") == 0) {
+            const char *status = th_pg_value(res->rows, 0, 1);
+            const char *body = th_pg_value(res->rows, 0, 2);
+            t->status = status ? atoi(status) : 200;
+            t->body = strdup(body ? body : "");
+            t->len = t->body ? strlen(t->body) : 0;
+            t->done = t->body != NULL;
+        }
+    }
+    if (t->done || t->gone) {
+        unlist(t);
+        if (t->notified)
+            atomic_fetch_add(&t->pool->g->notified, 1);
+        th_loop_fn fn = t->fn;
+        fn(t->ud); /* last: the waiter may release (free) t in it */
+        return;
+    }
+    if (t->kicked) {
+        t->kicked = false;
+        th_loop_timer_set(t->pool->loop, &t->poll, 0, on_poll_timer, t);
+        return;
+    }
+    poll_later(t);
+}
+
+static void on_poll_timer(void *ud)
+{
+    struct th_dedupe *t = ud;
+    struct gpool *p = t->pool;
+    if (!p->pg)
+        return; /* the loop is finishing: the waiter's deadline answers */
+    snprintf(t->num, sizeof t->num, "%lld", (long long)now_ms(p->g));
+    t->params[0] = t->keys;
+    t->params[1] = t->num;
+    t->q = (struct th_pg_query){.stmt = "guard_poll",
+                                .nparams = 2,
+                                .params = t->params,
+                                .deadline_us = th_mono_us() + DB_WAIT_MS * 1000,
+                                .done = on_polled,
+                                .ud = t};
+    t->busy = true;
+    exec_counted(p, &t->q);
+}
+
+static void poll_later(struct th_dedupe *t)
+{
+    th_loop_timer_set(t->pool->loop, &t->poll, th_mono_us() + t->backoff_ms * 1000LL, on_poll_timer,
+                      t);
+    int max = t->pool->g->poll_max_ms;
+    t->backoff_ms = t->backoff_ms * 2 > max ? max : t->backoff_ms * 2;
+}
+
+/* A duplicate in flight on another node (or this one): ask again on a short backoff until the
+ * first's answer is stored; the waiter's deadline bounds it (it releases the ticket then). */
+static void shared_wait(struct th_dedupe *t, th_loop_fn fn, void *ud)
+{
+    t->fn = fn;
+    t->ud = ud;
+    t->backoff_ms = t->pool->g->poll_first_ms;
+    t->wnext = t->pool->waiters;
+    if (t->wnext)
+        t->wnext->wprev = t;
+    t->pool->waiters = t;
+    t->listed = true;
+    poll_later(t);
+}
+
+static void shared_release(struct th_dedupe *t)
+{
+    if (t->first) { /* no answer will come: the rows go, so a retry is sent again */
+        ticket_statement(t, "guard_abandon", 1);
+        return;
+    }
+    unlist(t);
+    if (t->pool->pg)
+        th_loop_timer_cancel(t->pool->loop, &t->poll);
+    if (t->busy) { /* a poll is out: freed when it comes back */
+        t->released = true;
+        return;
+    }
+    free(t->body);
     free(t);
 }
 

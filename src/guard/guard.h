@@ -16,8 +16,16 @@
  * Nothing personal is kept: numbers, user ids, event ids and OTPs are only ever stored as
  * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables (a flood of
  * distinct numbers evicts the oldest per-number entries; the country, calling-code and global
- * counters are fixed arrays); the interface is narrow so a shared PostgreSQL backend can
- * replace it for several nodes.
+ * counters are fixed arrays).
+ *
+ * Several nodes: when guard.url (or store.url) names PostgreSQL, dedupe, limits and budgets are
+ * decided there for every node at once, in one round trip per request (th_guard_decide: one call
+ * of the guard_decide() function, on the loop's own non-blocking connections, pg/pg.h); the
+ * destination rules stay local (they are configuration). A duplicate in flight on another node
+ * is woken by the first's notification (LISTEN guard_done), with a backoff of polls behind it. The
+ * keys are HMACs under guard.secret, which the nodes then share. When the database does not answer
+ * in time, store.unavailable says what happens: open = this node's in-memory guard decides (logged
+ * once per transition, counted), closed = the request is refused with Okta's error object.
  *
  * Thread-safe: every loop calls in; one short lock per call.
  */
@@ -32,6 +40,7 @@
 #include "config/config.h"
 #include "common/types.h"
 #include "loop/loop.h"
+#include "pg/pg.h"
 #include "phone/phone.h"
 
 struct th_guard;
@@ -116,6 +125,70 @@ const char *th_block_name(th_block b);
 th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channel ch,
                         const char *user_id);
 
+/* ---- one decision: dedupe, then rules and limits ---- */
+
+struct th_guard_verdict {
+    th_dedupe_state dedupe;         /* as th_guard_dedupe_begin */
+    struct th_dedupe *ticket;       /* FIRST and PENDING: give it back (finish or release) */
+    struct th_dedupe_answer answer; /* DONE */
+    th_block block;                 /* FIRST and OFF: the rules' and limits' verdict */
+    bool unavailable; /* the shared state did not answer and store.unavailable = closed */
+};
+
+typedef void (*th_guard_fn)(void *ud, struct th_guard_verdict *v);
+
+/* A request's question to the guard, in the caller's memory (its arena) until fn has run. */
+struct th_guard_ask {
+    const char *event_id; /* may be NULL */
+    const char *otp;
+    const struct th_phone *ph;
+    th_channel ch;
+    int64_t expires_ms;  /* as th_guard_dedupe_begin */
+    const char *user_id; /* may be NULL */
+    int64_t deadline_us; /* monotonic: the database must have answered by then */
+    /* private */
+    struct th_guard *g_;
+    struct th_loop *loop_;
+    th_guard_fn fn_;
+    void *ud_;
+    struct th_pg_query q_;
+    const char *params_[9];
+    char buf_[768];
+};
+
+/*
+ * Dedupe, destination rules and limits for one request, as th_guard_dedupe_begin followed (on
+ * FIRST or OFF) by th_guard_check. In memory — and for a request the destination rules refuse —
+ * it is decided at once: true, *v filled, fn not called. With the shared state it is one
+ * database round trip: false, and fn(ud, v) runs once, later, on loop (v is valid during the
+ * call). Call on loop's thread.
+ */
+bool th_guard_decide(struct th_guard *g, struct th_loop *loop, struct th_guard_ask *ask,
+                     struct th_guard_verdict *v, th_guard_fn fn, void *ud);
+
+/* True when the guard's state is shared through PostgreSQL. */
+bool th_guard_shared(const struct th_guard *g);
+
+/*
+ * For /readyz: false only when requests would be refused for want of the database — the state is
+ * shared, store.unavailable = closed, and no connection of any loop is up once some loop has
+ * tried (connections are made by a loop's first request, and then retried by themselves, so a
+ * node taken out of a load balancer comes back when the database does). With open, the node
+ * serves without the database: ready.
+ */
+bool th_guard_ready(struct th_guard *g);
+
+/* The shared state's figures since start (zeros in memory). */
+struct th_guard_db_stats {
+    uint64_t decisions;  /* guard_decide calls sent (the hot path's round trips) */
+    uint64_t statements; /* every statement sent: decisions, answers stored, waits, purges */
+    uint64_t fallbacks;  /* requests decided in memory because the database did not answer */
+    uint64_t refused;    /* requests refused for the same reason (store.unavailable = closed) */
+    uint64_t notified;   /* waiting duplicates woken by the first's notification */
+    int connections;     /* connections ready now, over every loop */
+};
+void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out);
+
 /* How a blocked request is answered: true = Okta's FAILED status, false = Okta's error object. */
 bool th_guard_answer_failed(const struct th_guard *g);
 
@@ -138,6 +211,10 @@ void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
  * day); NULL restores them. Set it before the guard is shared between threads.
  */
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
+
+/* Test hook: how soon (and at most how often) a waiting duplicate asks the shared state again
+ * when no notification comes (defaults 50 and 400 ms). Before the guard is shared. */
+void th_guard_set_poll(struct th_guard *g, int first_ms, int max_ms);
 
 /* ---- search keys of delivery records ---- */
 

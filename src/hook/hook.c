@@ -23,6 +23,9 @@
 #define TEXT_MAX   8192 /* rendered SMS text or SSML */
 #define TEXT_FIRST 1024 /* tried first: most texts fit, and the arena's first chunk keeps them */
 #define ANSWER_MAX 4096
+/* The shared guard state gets at most this much of the request's deadline (and at most a third
+ * of it): the rest is for the provider. Past it, store.unavailable decides. */
+#define GUARD_DB_MS 500
 /* A held answer leaves this long before Okta's limit (TH_OKTA_TIMEOUT_MS), so it still arrives. */
 #define HOLD_MARGIN_MS 50
 
@@ -67,6 +70,7 @@ struct hreq {
     int owed; /* callbacks still to come, the answer counted as one */
     struct th_timer deadline;
     struct th_loop_call reap; /* lets go of the request on a clean stack (settle) */
+    struct th_guard_ask ask;  /* the question to the guard (shared state: until it answers) */
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
     char dlq_id[32];
@@ -670,6 +674,8 @@ static bool compose(struct hreq *r)
     return true;
 }
 
+static void send_message(struct hreq *r);
+
 /* Replays the first outcome of a duplicate request. */
 static void replay(struct hreq *r, struct th_dedupe_answer *a)
 {
@@ -722,26 +728,27 @@ static void block(struct hreq *r, th_block b)
 }
 
 /*
- * Dedupe, then destination rules and limits. false: answered (a replay, a wait for the first
- * outcome, or a block).
+ * The guard's verdict on dedupe, destination rules and limits. false: answered (a replay, a
+ * wait for the first outcome, a block, or a refusal when the shared state did not answer).
  */
-static bool guard(struct hreq *r)
+static bool apply_verdict(struct hreq *r, struct th_guard_verdict *v)
 {
     struct th_guard *g = r->hook->guard;
-    if (!g)
-        return true;
-    const struct th_okta_request *o = &r->okta;
-    struct th_dedupe_answer a = {0};
-    switch (th_guard_dedupe_begin(g, o->event_id, r->phone.e164, o->otp, o->channel,
-                                  o->otp_expires_ms, &r->dedupe, &a)) {
+    if (v->unavailable) { /* store.unavailable = closed: Okta uses its own providers */
+        fail(r, 200, SUMMARY_FAILED, "ERROR", "abuse controls unavailable");
+        return false;
+    }
+    r->dedupe = v->ticket;
+    switch (v->dedupe) {
     case TH_DEDUPE_DONE:
-        replay(r, &a);
+        replay(r, &v->answer);
         return false;
     case TH_DEDUPE_PENDING: /* the first is in flight: wait for its answer, up to our deadline */
         r->req->state = TH_REQ_DEDUPE_WAIT;
         th_loop_timer_set(r->loop, &r->deadline, r->req->deadline_us, on_deadline, r);
         /* woken when it finishes; past the guard's cap of waiters, the deadline answers */
-        th_guard_dedupe_wait(g, r->dedupe, r->loop, on_dedupe_woken, r);
+        if (r->dedupe)
+            th_guard_dedupe_wait(g, r->dedupe, r->loop, on_dedupe_woken, r);
         return false;
     case TH_DEDUPE_FIRST:
         r->dedupe_first = true;
@@ -749,12 +756,55 @@ static bool guard(struct hreq *r)
     case TH_DEDUPE_OFF:
         break;
     }
-    th_block b = th_guard_check(g, &r->phone, o->channel, o->user_id);
-    if (b != TH_BLOCK_NONE) {
-        block(r, b);
+    if (v->block != TH_BLOCK_NONE) {
+        block(r, v->block);
         return false;
     }
     return true;
+}
+
+/* On the loop: the shared guard state has decided (or store.unavailable has). */
+static void on_guard_verdict(void *ud, struct th_guard_verdict *v)
+{
+    struct hreq *r = ud;
+    if (answered(r)) { /* the deadline answered first: nothing is sent, our hold goes back */
+        th_guard_dedupe_release(r->hook->guard, v->ticket);
+        free(v->answer.body);
+    } else if (apply_verdict(r, v) && compose(r)) {
+        send_message(r);
+    }
+    settle(r); /* the verdict was owed */
+}
+
+/* Asks the guard. false: answered, or waiting for the shared state's verdict. */
+static bool guard(struct hreq *r)
+{
+    struct th_guard *g = r->hook->guard;
+    if (!g)
+        return true;
+    const struct th_okta_request *o = &r->okta;
+    int64_t total = r->req->deadline_us - r->req->arrived_us;
+    int64_t db_deadline =
+        r->req->arrived_us + (total / 3 < GUARD_DB_MS * 1000 ? total / 3 : GUARD_DB_MS * 1000);
+    int64_t now = th_mono_us();
+    if (db_deadline < now + 20000)
+        db_deadline = now + 20000;
+    if (db_deadline > r->req->deadline_us)
+        db_deadline = r->req->deadline_us;
+    r->ask = (struct th_guard_ask){.event_id = o->event_id,
+                                   .otp = o->otp,
+                                   .ph = &r->phone,
+                                   .ch = o->channel,
+                                   .expires_ms = o->otp_expires_ms,
+                                   .user_id = o->user_id,
+                                   .deadline_us = db_deadline};
+    struct th_guard_verdict v;
+    if (th_guard_decide(g, r->loop, &r->ask, &v, on_guard_verdict, r))
+        return apply_verdict(r, &v);
+    r->req->state = TH_REQ_GUARD_WAIT;
+    r->owed++; /* the verdict */
+    th_loop_timer_set(r->loop, &r->deadline, r->req->deadline_us, on_deadline, r);
+    return false;
 }
 
 static void send_message(struct hreq *r)

@@ -72,6 +72,7 @@ enum th_req_state {
     TH_REQ_REFUSED,     /* transport: a refusal is queued; what the client still sends is dropped */
     TH_REQ_TOO_BIG,     /* transport: past server.max_body; drained, then answered 413 */
     TH_REQ_DECODED,     /* hook: decoded; guard and compose run */
+    TH_REQ_GUARD_WAIT,  /* hook: the shared guard state (PostgreSQL) is deciding */
     TH_REQ_DEDUPE_WAIT, /* hook: waiting for an in-flight duplicate's first outcome */
     TH_REQ_SENDING,     /* hook: a provider has the message; its answer is owed to us */
     TH_REQ_DLQ_HOLD,    /* hook: no delivery; the answer is held until the dead-letter commit */

@@ -7,6 +7,7 @@ CASES = [
     ("provider.name = webhook", "[webhook] url"),
     ("store.url = mysql://db.example/telehook", "unsupported store URL scheme 'mysql'"),
     ("auth.header_secret_file = /nonexistent/secret", "cannot read '/nonexistent/secret'"),
+    ("guard.url = postgresql://127.0.0.1:1/telehook", "[guard] secret must be set"),
 ]
 
 

@@ -1,0 +1,592 @@
+/*
+ * Unit tests: the guard's shared state on a real PostgreSQL (TH_TEST_PG_URL; skipped without
+ * it). Two guards with the same secret stand for two nodes; their requests are all in flight
+ * at once, so the database's unique keys and row locks are what keeps the counts exact. Every
+ * verdict callback is counted and the totals asserted. A fresh secret and a clock some random
+ * number of days ahead keep each run's rows apart from earlier runs'.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "guard/guard.h"
+#include "loop/loop.h"
+#include "pg/pg.h"
+#include "phone/phone.h"
+
+static char err[512];
+static char secret_env[96];
+static char url_env[512];
+static int64_t now_us; /* the guards' clock: real time, some days ahead */
+
+static int64_t clock_of(void *ud)
+{
+    return *(const int64_t *)ud;
+}
+
+static const char *url(void)
+{
+    return getenv("TH_TEST_PG_URL");
+}
+
+/* A node: every limit off unless extra turns it on; the shared state at conninfo. */
+static struct th_guard *node(const char *conninfo, const char *const *extra)
+{
+    const char *env[32] = {
+        "TELEHOOK_GUARD_LIMIT_PHONE=0",
+        "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=0",
+        "TELEHOOK_GUARD_LIMIT_USER=0",
+        "TELEHOOK_GUARD_LIMIT_COUNTRY=0",
+        "TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
+        "TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+        "TELEHOOK_GUARD_SMS_REFUSE=",
+        secret_env,
+        url_env,
+    };
+    snprintf(url_env, sizeof url_env, "TELEHOOK_GUARD_URL=%s", conninfo);
+    size_t n = 9;
+    for (size_t i = 0; extra && extra[i]; i++)
+        env[n++] = extra[i];
+    env[n] = NULL;
+    struct th_config cfg;
+    assert_int_equal(th_config_load(&cfg, NULL, (char **)env, err, sizeof err), TH_E_OK);
+    struct th_guard *g = NULL;
+    th_err e = th_guard_new(&cfg, &g, err, sizeof err);
+    th_config_release(&cfg);
+    if (e != TH_E_OK)
+        fail_msg("guard: %s", err);
+    assert_true(th_guard_shared(g));
+    th_guard_set_clock(g, clock_of, &now_us);
+    return g;
+}
+
+struct ask {
+    struct th_guard *g;
+    struct th_phone ph;
+    char event[32], otp[16];
+    struct th_guard_ask a;
+    int n; /* verdicts: must end at exactly 1 */
+    struct th_guard_verdict v;
+    int woken;
+};
+
+static void on_verdict(void *ud, struct th_guard_verdict *v)
+{
+    struct ask *k = ud;
+    k->n++;
+    k->v = *v;
+}
+
+static void on_woken(void *ud)
+{
+    struct ask *k = ud;
+    k->woken++;
+}
+
+static void ask(struct th_loop *loop, struct ask *k, struct th_guard *g, const char *e164,
+                const char *event, const char *otp, const char *user)
+{
+    memset(k, 0, sizeof *k);
+    k->g = g;
+    assert_int_equal(th_phone_parse(e164, strlen(e164), NULL, &k->ph), TH_E_OK);
+    snprintf(k->event, sizeof k->event, "%s", event ? event : "");
+    snprintf(k->otp, sizeof k->otp, "%s", otp);
+    k->a = (struct th_guard_ask){.event_id = k->event,
+                                 .otp = k->otp,
+                                 .ph = &k->ph,
+                                 .ch = TH_CHANNEL_SMS,
+                                 .user_id = user,
+                                 .deadline_us = th_mono_us() + 3000000};
+    if (th_guard_decide(g, loop, &k->a, &k->v, on_verdict, k))
+        k->n = 100; /* decided at once: no shared state asked (asserted against) */
+}
+
+struct run {
+    struct th_loop *loop;
+    struct th_timer tick;
+    int64_t give_up_us;
+    bool (*step)(struct run *r);
+    struct ask *asks;
+    int nasks, phase;
+    int64_t t0;
+};
+
+static bool all_back(const struct ask *k, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!k[i].n)
+            return false;
+    return true;
+}
+
+static void on_tick(void *ud)
+{
+    struct run *r = ud;
+    if (r->step(r) || th_mono_us() > r->give_up_us) {
+        th_loop_stop(r->loop);
+        return;
+    }
+    th_loop_timer_set(r->loop, &r->tick, th_mono_us() + 2000, on_tick, r);
+}
+
+static void run(struct run *r, int ms)
+{
+    r->give_up_us = th_mono_us() + (int64_t)ms * 1000;
+    th_loop_timer_set(r->loop, &r->tick, th_mono_us() + 1000, on_tick, r);
+    th_loop_run(r->loop);
+}
+
+static bool step_all_back(struct run *r)
+{
+    return all_back(r->asks, r->nasks);
+}
+
+static int setup(void **state)
+{
+    if (!url())
+        return 0;
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)th_mono_us();
+    srand(seed);
+    snprintf(secret_env, sizeof secret_env, "TELEHOOK_GUARD_SECRET=test-%u-%d", seed, rand());
+    /* 1000 to 30000 days ahead: the budgets' (code, day) rows are this run's own */
+    now_us = th_wall_ms() * 1000 + (int64_t)(1000 + rand() % 29000) * 86400 * INT64_C(1000000);
+    return 0;
+}
+
+/* The same eventId at two nodes at once: exactly one FIRST, the others PENDING. The race is
+ * narrow (between a node's look and its insert), so it is run several rounds. */
+static void test_duplicate_decided_once(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    enum { N = 10, ROUNDS = 8 };
+    struct ask k[N * ROUNDS];
+    for (int i = 0; i < N * ROUNDS; i++) {
+        char evt[24], otp[16];
+        snprintf(evt, sizeof evt, "evt-dup-%d", i / N);
+        snprintf(otp, sizeof otp, "%06d", 123400 + i / N);
+        ask(loop, &k[i], i % 2 ? b : a, "+12065550100", evt, otp, NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = N * ROUNDS};
+    run(&r, 8000);
+    for (int round = 0; round < ROUNDS; round++) {
+        int first = 0, pending = 0;
+        for (int i = round * N; i < (round + 1) * N; i++) {
+            assert_int_equal(k[i].n, 1);
+            first += k[i].v.dedupe == TH_DEDUPE_FIRST;
+            pending += k[i].v.dedupe == TH_DEDUPE_PENDING;
+            th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+        }
+        assert_int_equal(first, 1);
+        assert_int_equal(pending, N - 1);
+    }
+    struct th_guard_db_stats sa, sb;
+    th_guard_db_stats(a, &sa);
+    th_guard_db_stats(b, &sb);
+    /* one round trip per request (the releases above are not sent: the loop has stopped) */
+    assert_int_equal(sa.decisions + sb.decisions, N * ROUNDS);
+    assert_int_equal(sa.statements + sb.statements, N * ROUNDS);
+    assert_int_equal(sa.fallbacks + sb.fallbacks, 0);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* A duplicate waits for the first's answer, stored by the first's node after it answered. */
+static bool step_wait(struct run *r)
+{
+    struct ask *k = r->asks;
+    switch (r->phase) {
+    case 0: /* the first decided: the duplicate asks the other node */
+        if (!k[0].n)
+            return false;
+        ask(r->loop, &k[1], k[1].g, "+12065550101", "evt-wait", "654321", NULL);
+        r->phase = 1;
+        return false;
+    case 1: /* the duplicate pends: it waits; the first answers */
+        if (!k[1].n)
+            return false;
+        assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
+        assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
+                         TH_E_OK);
+        r->t0 = th_mono_us();
+        r->phase = 5;
+        return false;
+    case 5: /* the waiter's listener is up by then (it connected with the decision's) */
+        if (th_mono_us() - r->t0 < 1000000)
+            return false;
+        assert_int_equal(k[1].woken, 0);
+        th_guard_dedupe_finish(k[0].g, k[0].v.ticket, 200, "{\"answer\":1}", 12);
+        r->phase = 2;
+        return false;
+    case 2:
+        if (!k[1].woken)
+            return false;
+        r->phase = 3;
+        /* and a third request, later, under the same code: DONE at once from the database */
+        ask(r->loop, &k[2], k[1].g, "+12065550101", "evt-other", "654321", NULL);
+        return false;
+    default:
+        return k[2].n > 0;
+    }
+}
+
+static void test_duplicate_gets_first_answer(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    th_guard_set_poll(b, 10000, 10000); /* within the test, only the notification can wake */
+    struct ask k[3];
+    ask(loop, &k[0], a, "+12065550101", "evt-wait", "654321", NULL);
+    k[1].g = b;
+    struct run r = {.loop = loop, .step = step_wait, .asks = k};
+    run(&r, 5000);
+    assert_int_equal(r.phase, 3);
+    assert_int_equal(k[0].n, 1);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+    assert_int_equal(k[1].woken, 1);
+    struct th_dedupe_answer ans = {0};
+    assert_int_equal(th_guard_dedupe_poll(b, k[1].v.ticket, &ans), TH_DEDUPE_DONE);
+    assert_int_equal(ans.status, 200);
+    assert_string_equal(ans.body, "{\"answer\":1}");
+    free(ans.body);
+    th_guard_dedupe_release(b, k[1].v.ticket);
+    struct th_guard_db_stats sb;
+    th_guard_db_stats(b, &sb);
+    assert_int_equal(sb.notified, 1); /* woken by the first's notification */
+    assert_int_equal(k[2].n, 1);
+    assert_int_equal(k[2].v.dedupe, TH_DEDUPE_DONE);
+    assert_string_equal(k[2].v.answer.body, "{\"answer\":1}");
+    free(k[2].v.answer.body);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* The first gives up without an answer: the waiter is woken once with nothing to replay (its
+ * deadline answers), and a retry of the same event is a first again, not a duplicate. */
+static bool step_abandon(struct run *r)
+{
+    struct ask *k = r->asks;
+    switch (r->phase) {
+    case 0:
+        if (!k[0].n)
+            return false;
+        ask(r->loop, &k[1], k[1].g, "+12065550105", "evt-gone", "717171", NULL);
+        r->phase = 1;
+        return false;
+    case 1:
+        if (!k[1].n)
+            return false;
+        assert_int_equal(k[1].v.dedupe, TH_DEDUPE_PENDING);
+        assert_int_equal(th_guard_dedupe_wait(k[1].g, k[1].v.ticket, r->loop, on_woken, &k[1]),
+                         TH_E_OK);
+        r->t0 = th_mono_us();
+        r->phase = 5;
+        return false;
+    case 5:
+        if (th_mono_us() - r->t0 < 1000000)
+            return false;
+        th_guard_dedupe_release(k[0].g, k[0].v.ticket); /* the first gives up */
+        r->phase = 2;
+        return false;
+    case 2:
+        if (!k[1].woken)
+            return false;
+        ask(r->loop, &k[2], k[0].g, "+12065550105", "evt-gone", "717171", NULL);
+        r->phase = 3;
+        return false;
+    default:
+        return k[2].n > 0;
+    }
+}
+
+static void test_first_gives_up(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    th_guard_set_poll(b, 10000, 10000);
+    struct ask k[3];
+    ask(loop, &k[0], a, "+12065550105", "evt-gone", "717171", NULL);
+    k[1].g = b;
+    struct run r = {.loop = loop, .step = step_abandon, .asks = k};
+    run(&r, 5000);
+    assert_int_equal(r.phase, 3);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+    assert_int_equal(k[1].woken, 1);
+    struct th_dedupe_answer ans = {0};
+    assert_int_equal(th_guard_dedupe_poll(b, k[1].v.ticket, &ans), TH_DEDUPE_PENDING);
+    assert_null(ans.body);
+    th_guard_dedupe_release(b, k[1].v.ticket);
+    struct th_guard_db_stats sb;
+    th_guard_db_stats(b, &sb);
+    assert_int_equal(sb.notified, 1);
+    assert_int_equal(k[2].n, 1);
+    assert_int_equal(k[2].v.dedupe, TH_DEDUPE_FIRST);
+    th_guard_dedupe_release(a, k[2].v.ticket);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* N + 5 different codes to one number, alternating nodes, all at once: exactly N pass. */
+static void test_phone_limit_exact_across_nodes(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_LIMIT_PHONE=3/1h", NULL};
+    struct th_guard *a = node(url(), lim), *b = node(url(), lim);
+    enum { N = 3, M = N + 5, ROUNDS = 6 };
+    struct ask k[M * ROUNDS];
+    for (int i = 0; i < M * ROUNDS; i++) {
+        char otp[16], evt[16], num[24];
+        snprintf(otp, sizeof otp, "%06d", 100000 + i);
+        snprintf(evt, sizeof evt, "evt-lim-%d", i);
+        snprintf(num, sizeof num, "+120655501%02d", 10 + i / M); /* one number per round */
+        ask(loop, &k[i], i % 2 ? b : a, num, evt, otp, NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = M * ROUNDS};
+    run(&r, 8000);
+    for (int round = 0; round < ROUNDS; round++) {
+        int passed = 0, blocked = 0;
+        for (int i = round * M; i < (round + 1) * M; i++) {
+            assert_int_equal(k[i].n, 1);
+            assert_int_equal(k[i].v.dedupe, TH_DEDUPE_FIRST);
+            passed += k[i].v.block == TH_BLOCK_NONE;
+            blocked += k[i].v.block == TH_BLOCK_PHONE_SHORT;
+            th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+        }
+        assert_int_equal(passed, N);
+        assert_int_equal(blocked, M - N);
+    }
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* A daily budget of N for +44, many numbers, two nodes, all at once: exactly N pass. */
+static void test_budget_exact_across_nodes(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_BUDGETS=44:5", NULL};
+    struct th_guard *a = node(url(), lim), *b = node(url(), lim);
+    enum { N = 5, M = 40 };
+    struct ask k[M];
+    for (int i = 0; i < M; i++) {
+        char num[24], evt[16];
+        snprintf(num, sizeof num, "+447400123%03d", i);
+        snprintf(evt, sizeof evt, "evt-b-%d", i);
+        ask(loop, &k[i], i % 2 ? b : a, num, evt, "111111", NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = M};
+    run(&r, 5000);
+    int passed = 0, blocked = 0;
+    for (int i = 0; i < M; i++) {
+        assert_int_equal(k[i].n, 1);
+        passed += k[i].v.block == TH_BLOCK_NONE;
+        blocked += k[i].v.block == TH_BLOCK_CODE_BUDGET;
+        th_guard_dedupe_release(k[i].g, k[i].v.ticket);
+    }
+    assert_int_equal(passed, N);
+    assert_int_equal(blocked, M - N);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+/* No database: open decides in memory, closed refuses; either way at once, never a hang. */
+static void test_unavailable_open_and_closed(void **state)
+{
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const closed[] = {"TELEHOOK_STORE_UNAVAILABLE=closed", NULL};
+    const char *none = "postgresql://postgres@127.0.0.1:1/postgres";
+    struct th_guard *open = node(none, NULL), *shut = node(none, closed);
+    struct ask k[2];
+    int64_t t0 = th_mono_us();
+    ask(loop, &k[0], open, "+12065550103", "evt-u1", "222222", NULL);
+    ask(loop, &k[1], shut, "+12065550103", "evt-u2", "333333", NULL);
+    assert_int_equal(k[0].n + k[1].n, 0); /* asked the database: not decided at once */
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = 2};
+    run(&r, 5000);
+    assert_true(th_mono_us() - t0 < 2500000);
+    assert_int_equal(k[0].n, 1);
+    assert_false(k[0].v.unavailable);
+    assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST); /* the in-memory dedupe */
+    assert_int_equal(k[0].v.block, TH_BLOCK_NONE);
+    th_guard_dedupe_release(open, k[0].v.ticket);
+    assert_int_equal(k[1].n, 1);
+    assert_true(k[1].v.unavailable);
+    assert_null(k[1].v.ticket);
+    struct th_guard_db_stats so, sc;
+    th_guard_db_stats(open, &so);
+    th_guard_db_stats(shut, &sc);
+    assert_int_equal(so.fallbacks, 1);
+    assert_int_equal(so.refused, 0);
+    assert_int_equal(sc.fallbacks, 0);
+    assert_int_equal(sc.refused, 1);
+    th_loop_free(loop);
+    th_guard_free(open);
+    th_guard_free(shut);
+}
+
+/* The purge runs on one node at a time: while another holds its lock it does nothing (-1);
+ * then it deletes the expired rows (this test's: decided at now, purged a day later). */
+static const struct th_pg_stmt admin_stmts[] = {
+    {"hold", "SELECT pg_advisory_lock(7246175002)::text", 0},
+    {"unhold", "SELECT pg_advisory_unlock(7246175002)::text", 0},
+    {"purge", "SELECT guard_purge($1::bigint)", 1},
+};
+
+struct sql {
+    int n;
+    th_err err;
+    char value[32];
+    struct th_pg_query q;
+    const char *params[1];
+    char p[24];
+};
+
+static void on_sql(void *ud, const struct th_pg_result *res)
+{
+    struct sql *q = ud;
+    q->n++;
+    q->err = res->err;
+    const char *v = res->err == TH_E_OK ? th_pg_value(res->rows, 0, 0) : NULL;
+    snprintf(q->value, sizeof q->value, "%s", v ? v : "");
+}
+
+static void sql(struct th_pg *pg, struct sql *q, const char *stmt, const char *param)
+{
+    memset(q, 0, sizeof *q);
+    snprintf(q->p, sizeof q->p, "%s", param ? param : "");
+    q->params[0] = q->p;
+    q->q = (struct th_pg_query){.stmt = stmt,
+                                .nparams = param ? 1 : 0,
+                                .params = q->params,
+                                .deadline_us = th_mono_us() + 3000000,
+                                .done = on_sql,
+                                .ud = q};
+    th_pg_exec(pg, &q->q);
+}
+
+struct purge_run {
+    struct run r;
+    struct th_pg *holder, *purger;
+    struct sql s[4];
+    char later[24];
+};
+
+static bool step_purge(struct run *r)
+{
+    struct purge_run *p = (struct purge_run *)r;
+    switch (r->phase) {
+    case 0: /* the decisions are in; another "node" holds the purge lock */
+        if (!all_back(r->asks, r->nasks))
+            return false;
+        sql(p->holder, &p->s[0], "hold", NULL);
+        r->phase = 1;
+        return false;
+    case 1:
+        if (!p->s[0].n)
+            return false;
+        sql(p->purger, &p->s[1], "purge", p->later);
+        r->phase = 2;
+        return false;
+    case 2: /* let go, then purge again */
+        if (!p->s[1].n)
+            return false;
+        sql(p->holder, &p->s[2], "unhold", NULL);
+        r->phase = 3;
+        return false;
+    case 3:
+        if (!p->s[2].n)
+            return false;
+        sql(p->purger, &p->s[3], "purge", p->later);
+        r->phase = 4;
+        return false;
+    default:
+        return p->s[3].n > 0;
+    }
+}
+
+static void test_purge_one_node_at_a_time(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_LIMIT_PHONE=3/1h", NULL};
+    struct th_guard *a = node(url(), lim);
+    struct th_pg_options o = {
+        .conninfo = url(), .connections = 1, .stmts = admin_stmts, .nstmts = 3};
+    struct purge_run p = {.r = {.loop = loop, .step = step_purge}};
+    assert_int_equal(th_pg_new(loop, &o, &p.holder), TH_E_OK);
+    assert_int_equal(th_pg_new(loop, &o, &p.purger), TH_E_OK);
+    struct ask k[2];
+    ask(loop, &k[0], a, "+12065550104", "evt-p1", "424242", NULL);
+    ask(loop, &k[1], a, "+12065550104", "evt-p2", "434343", NULL);
+    p.r.asks = k;
+    p.r.nasks = 2;
+    /* a day on: the dedupe rows and the rate rows of these decisions have expired */
+    snprintf(p.later, sizeof p.later, "%lld", (long long)(now_us + 86400 * INT64_C(1000000)));
+    run(&p.r, 8000);
+    assert_int_equal(p.r.phase, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(p.s[i].n, 1);
+        assert_int_equal(p.s[i].err, TH_E_OK);
+    }
+    assert_string_equal(p.s[1].value, "-1"); /* held elsewhere: nothing done */
+    assert_true(atoi(p.s[3].value) >= 5);    /* 2 x 2 dedupe rows and the number's rate row */
+    th_pg_free(p.holder);
+    th_pg_free(p.purger);
+    th_guard_dedupe_release(a, k[0].v.ticket);
+    th_guard_dedupe_release(a, k[1].v.ticket);
+    th_loop_free(loop);
+    th_guard_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_duplicate_decided_once),
+        cmocka_unit_test(test_duplicate_gets_first_answer),
+        cmocka_unit_test(test_first_gives_up),
+        cmocka_unit_test(test_phone_limit_exact_across_nodes),
+        cmocka_unit_test(test_budget_exact_across_nodes),
+        cmocka_unit_test(test_unavailable_open_and_closed),
+        cmocka_unit_test(test_purge_one_node_at_a_time),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
