@@ -317,18 +317,6 @@ static bool is_pg_url(const char *url)
     return strncmp(url, "postgresql:", 11) == 0 || strncmp(url, "postgres:", 9) == 0;
 }
 
-/* The libpq connection string of such a URL (a URI as it is; anything else is taken as one). */
-static const char *conninfo_of(const char *url)
-{
-    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
-        return url;
-    if (strncmp(url, "postgresql:", 11) == 0)
-        return url + 11;
-    if (strncmp(url, "postgres:", 9) == 0)
-        return url + 9;
-    return url;
-}
-
 th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *err, size_t errlen)
 {
     struct th_guard *g = calloc(1, sizeof *g);
@@ -380,7 +368,7 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
                        "budgets stay in this node's memory (set guard.secret, the same on every "
                        "node, to share them)");
     }
-    url = url ? conninfo_of(url) : NULL;
+    url = url ? th_pg_conninfo(url) : NULL;
     if (url && !cfg->guard_secret[0]) { /* a key per node would make every node's keys differ */
         snprintf(err, errlen,
                  "secret must be set (the same on every node) when the guard's state is shared "

@@ -518,3 +518,19 @@ void th_pg_free(struct th_pg *pg)
     free(pg->conninfo);
     free(pg);
 }
+
+bool th_pg_is_uri(const char *url)
+{
+    return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+}
+
+const char *th_pg_conninfo(const char *url)
+{
+    if (th_pg_is_uri(url))
+        return url;
+    if (strncmp(url, "postgresql:", 11) == 0)
+        return url + 11;
+    if (strncmp(url, "postgres:", 9) == 0)
+        return url + 9;
+    return url;
+}

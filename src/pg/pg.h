@@ -110,4 +110,10 @@ int th_pg_connected(const struct th_pg *pg);
  * from it in tests). */
 uint64_t th_pg_statements(const struct th_pg *pg);
 
+/* A store or guard URL as libpq takes it: "postgresql://..." / "postgres://..." (a URI) as it
+ * is, "postgresql:" or "postgres:" + a conninfo string without the prefix, anything else as it
+ * is (a conninfo string). */
+bool th_pg_is_uri(const char *url);
+const char *th_pg_conninfo(const char *url);
+
 #endif

@@ -24,6 +24,7 @@
 
 #include "common/util.h"
 #include "obs/log.h"
+#include "pg/pg.h"
 #include "store/internal.h"
 
 /* The session's statement_timeout when none is configured (ms). */
@@ -237,24 +238,7 @@ static void set_err(PGconn *c, char *err, size_t errlen, const char *what)
     snprintf(err, errlen, "postgresql: %s%s%.*s", what, *what ? ": " : "", (int)n, m);
 }
 
-/* ---- the URL: forms, the description without a password ---- */
-
-static bool is_uri(const char *url)
-{
-    return strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
-}
-
-/* The libpq connection string of a store URL: a URI as it is, "postgresql:" + conninfo. */
-static const char *conninfo_of(const char *url)
-{
-    if (is_uri(url))
-        return url;
-    if (strncmp(url, "postgresql:", 11) == 0)
-        return url + 11;
-    if (strncmp(url, "postgres:", 9) == 0)
-        return url + 9;
-    return url;
-}
+/* ---- the URL: forms (pg/pg.h), the description without a password ---- */
 
 /* Appends s to out[*n..cap), truncating; keeps out terminated. */
 static void put(char *out, size_t cap, size_t *n, const char *s, size_t len)
@@ -337,7 +321,7 @@ bool th_store_pg_describe(const char *url, char *out, size_t cap)
 {
     if (cap == 0)
         return false;
-    if (is_uri(url)) {
+    if (th_pg_is_uri(url)) {
         /* refuse what libpq would refuse, so the description never names a broken URL */
         PQconninfoOption *opts = PQconninfoParse(url, NULL);
         if (!opts)
@@ -346,7 +330,7 @@ bool th_store_pg_describe(const char *url, char *out, size_t cap)
         describe_uri(url, out, cap);
         return true;
     }
-    return describe_conninfo(conninfo_of(url), out, cap);
+    return describe_conninfo(th_pg_conninfo(url), out, cap);
 }
 
 /* ---- running statements ---- */
@@ -567,7 +551,7 @@ static bool sets(const char *conninfo, const char *keyword)
 static void conn_params(const char *url, bool listener, const char *keys[CONN_KEYS],
                         const char *vals[CONN_KEYS])
 {
-    const char *conninfo = conninfo_of(url);
+    const char *conninfo = th_pg_conninfo(url);
     int n = 0;
     keys[n] = "dbname";
     vals[n++] = conninfo;
