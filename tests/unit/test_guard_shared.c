@@ -151,10 +151,9 @@ static bool step_all_back(struct run *r)
     return all_back(r->asks, r->nasks);
 }
 
+/* Every test, with or without a database: the nodes' shared secret and their clock. */
 static int setup(void **state)
 {
-    if (!url())
-        return 0;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)th_mono_us();
     srand(seed);
     snprintf(secret_env, sizeof secret_env, "TELEHOOK_GUARD_SECRET=test-%u-%d", seed, rand());
