@@ -102,7 +102,7 @@ enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_NOT_FOU
  * decoded fields, text, answer, the router's job and the provider's attempt) fits, so it costs no
  * other malloc. Past it the arena mallocs chunks, up to its cap (ARENA_CAP).
  */
-#define REQ_CHUNK           (12 * 1024)
+#define REQ_CHUNK           (8 * 1024)
 #define ARENA_CAP(max_body) (3 * (size_t)(max_body) + 64 * 1024)
 
 /*

@@ -68,6 +68,14 @@ int th_pg_connected(const struct th_pg *pg)
     return pg->nup;
 }
 
+bool th_pg_listening(const struct th_pg *pg)
+{
+    for (int i = 0; i < pg->nconns; i++)
+        if (pg->conns[i].listener && pg->conns[i].state == C_READY)
+            return true;
+    return false;
+}
+
 uint64_t th_pg_statements(const struct th_pg *pg)
 {
     return pg->statements;

@@ -109,6 +109,8 @@ int th_pg_connected(const struct th_pg *pg);
 /* Statements sent to the server since the pool began (the hot path's round trips are counted
  * from it in tests). */
 uint64_t th_pg_statements(const struct th_pg *pg);
+/* The listener connection (th_pg_options.listen) has its LISTEN in: a NOTIFY now is heard. */
+bool th_pg_listening(const struct th_pg *pg);
 
 /* A store or guard URL as libpq takes it: "postgresql://..." / "postgres://..." (a URI) as it
  * is, "postgresql:" or "postgres:" + a conninfo string without the prefix, anything else as it

@@ -38,6 +38,7 @@ struct th_router {
     struct slot slots[MAX_PROVIDERS];
     int nslots;
     int default_slot;
+    struct th_route default_route; /* the default provider alone: when no stored route matches */
     _Atomic(struct th_routes *) routes;
     pthread_mutex_t retired_mu;
     struct th_retired retired; /* route tables replaced by reloads: a job may still read one */
@@ -51,8 +52,9 @@ struct job {
     struct th_router *r;
     struct th_loop *loop;
     struct th_http *http;
-    struct th_send msg;    /* borrowed pointers: the caller keeps them until done */
-    struct th_route route; /* copied: a reload may replace the table meanwhile */
+    struct th_send msg;           /* borrowed pointers: the caller keeps them until done */
+    const struct th_route *route; /* in the table (a replaced one is kept until the router is
+                                     freed: th_retired) or the router's default_route */
     int next;
     struct th_route_result res;
     size_t errlen;
@@ -198,8 +200,8 @@ static void on_attempt(void *ud, const struct th_send_result *res);
 /* Whether an attempt after the current one has a provider whose circuit is closed. */
 static bool alternative_after(const struct job *j, int64_t now)
 {
-    for (int k = j->next; k < j->route.n; k++) {
-        int si = find_slot(j->r, j->route.at[k].provider);
+    for (int k = j->next; k < j->route->n; k++) {
+        int si = find_slot(j->r, j->route->at[k].provider);
         if (si >= 0 && !breaker_open(j->r, &j->r->slots[si], now))
             return true;
     }
@@ -210,8 +212,8 @@ static bool alternative_after(const struct job *j, int64_t now)
 static bool start_next(struct job *j)
 {
     struct th_router *r = j->r;
-    while (j->next < j->route.n) {
-        const struct th_route_attempt *a = &j->route.at[j->next++];
+    while (j->next < j->route->n) {
+        const struct th_route_attempt *a = &j->route->at[j->next++];
         int si = find_slot(r, a->provider);
         if (si < 0) { /* cannot happen: routes are checked against the providers */
             note(j, a->provider, "not configured");
@@ -304,13 +306,7 @@ void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *
     j->res.provider = "";
     const struct th_route *route =
         th_routes_find(atomic_load(&r->routes), msg->channel, msg->region);
-    if (route) {
-        j->route = *route;
-    } else {
-        j->route.n = 1;
-        th_strlcpy(j->route.at[0].provider, r->slots[r->default_slot].p->name,
-                   sizeof j->route.at[0].provider);
-    }
+    j->route = route ? route : &r->default_route;
     j->http = loop_http(r, loop);
     if (!j->http) {
         j->res.err = TH_E_NOMEM;
@@ -413,6 +409,10 @@ static th_err router_finish(struct th_router *r, struct th_routes *routes,
                             const struct unset *unset, int nunset, struct th_router **out)
 {
     r->default_slot = 0;
+    r->default_route.n = r->nslots > 0;
+    if (r->nslots > 0)
+        th_strlcpy(r->default_route.at[0].provider, r->slots[r->default_slot].p->name,
+                   sizeof r->default_route.at[0].provider);
     if (!(routes = runnable(r, routes, unset, nunset))) {
         th_router_free(r);
         return TH_E_NOMEM;

@@ -344,8 +344,8 @@ struct listen_run {
 static bool step_listen(struct run *r)
 {
     struct listen_run *l = (struct listen_run *)r;
-    if (r->phase == 0) { /* the listener's LISTEN is in once the talker is up too */
-        if (th_pg_connected(l->talker) < 1 || th_mono_us() - r->t0 < 300000)
+    if (r->phase == 0) { /* tell once the talker is up and the listener's LISTEN is in */
+        if (th_pg_connected(l->talker) < 1 || !th_pg_listening(l->talker))
             return false;
         exec_call(l->talker, &l->c, "tell", "hello", 2000);
         r->phase = 1;
