@@ -162,6 +162,44 @@ static int setup(void **state)
     return 0;
 }
 
+enum { DUP_N = 10, DUP_ROUNDS = 8 };
+
+/* The race itself, once both nodes' pools are connected (a warm-up ask each opens them: on a
+ * slow machine — valgrind — the first asks would otherwise fall back to the nodes' memory). */
+struct dup_run {
+    struct run r;
+    struct th_guard *a, *b;
+    struct ask warm[2];
+    struct ask *k;
+    bool started;
+    uint64_t decisions0, statements0, fallbacks0;
+};
+
+static bool step_dup(struct run *r)
+{
+    struct dup_run *d = (struct dup_run *)r;
+    if (d->started)
+        return all_back(r->asks, r->nasks);
+    struct th_guard_db_stats sa, sb;
+    th_guard_db_stats(d->a, &sa);
+    th_guard_db_stats(d->b, &sb);
+    if (!d->warm[0].n || !d->warm[1].n || sa.connections < 1 || sb.connections < 1)
+        return false;
+    for (int w = 0; w < 2; w++)
+        th_guard_dedupe_release(d->warm[w].g, d->warm[w].v.ticket);
+    d->decisions0 = sa.decisions + sb.decisions;
+    d->statements0 = sa.statements + sb.statements;
+    d->fallbacks0 = sa.fallbacks + sb.fallbacks;
+    for (int i = 0; i < DUP_N * DUP_ROUNDS; i++) {
+        char evt[24], otp[16];
+        snprintf(evt, sizeof evt, "evt-dup-%d", i / DUP_N);
+        snprintf(otp, sizeof otp, "%06d", 123400 + i / DUP_N);
+        ask(r->loop, &d->k[i], i % 2 ? d->b : d->a, "+12065550100", evt, otp, NULL);
+    }
+    d->started = true;
+    return false;
+}
+
 /* The same eventId at two nodes at once: exactly one FIRST, the others PENDING. The race is
  * narrow (between a node's look and its insert), so it is run several rounds. */
 static void test_duplicate_decided_once(void **state)
@@ -172,16 +210,16 @@ static void test_duplicate_decided_once(void **state)
     struct th_loop *loop;
     assert_int_equal(th_loop_new(&loop), TH_E_OK);
     struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
-    enum { N = 10, ROUNDS = 8 };
+    enum { N = DUP_N, ROUNDS = DUP_ROUNDS };
     struct ask k[N * ROUNDS];
-    for (int i = 0; i < N * ROUNDS; i++) {
-        char evt[24], otp[16];
-        snprintf(evt, sizeof evt, "evt-dup-%d", i / N);
-        snprintf(otp, sizeof otp, "%06d", 123400 + i / N);
-        ask(loop, &k[i], i % 2 ? b : a, "+12065550100", evt, otp, NULL);
-    }
-    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = N * ROUNDS};
-    run(&r, 8000);
+    struct dup_run d = {.r = {.loop = loop, .step = step_dup, .asks = k, .nasks = N * ROUNDS},
+                        .a = a,
+                        .b = b,
+                        .k = k};
+    ask(loop, &d.warm[0], a, "+12065550199", "evt-warm-a", "999001", NULL);
+    ask(loop, &d.warm[1], b, "+12065550198", "evt-warm-b", "999002", NULL);
+    run(&d.r, 15000);
+    assert_true(d.started);
     for (int round = 0; round < ROUNDS; round++) {
         int first = 0, pending = 0;
         for (int i = round * N; i < (round + 1) * N; i++) {
@@ -196,10 +234,11 @@ static void test_duplicate_decided_once(void **state)
     struct th_guard_db_stats sa, sb;
     th_guard_db_stats(a, &sa);
     th_guard_db_stats(b, &sb);
-    /* one round trip per request (the releases above are not sent: the loop has stopped) */
-    assert_int_equal(sa.decisions + sb.decisions, N * ROUNDS);
-    assert_int_equal(sa.statements + sb.statements, N * ROUNDS);
-    assert_int_equal(sa.fallbacks + sb.fallbacks, 0);
+    /* one round trip per request (the releases above are not sent: the loop has stopped); the
+     * warm-ups' answers may be stored meanwhile: counted before, and only decisions after */
+    assert_int_equal(sa.decisions + sb.decisions - d.decisions0, N * ROUNDS);
+    assert_true(sa.statements + sb.statements - d.statements0 >= N * ROUNDS);
+    assert_int_equal(sa.fallbacks + sb.fallbacks - d.fallbacks0, 0);
     th_loop_free(loop);
     th_guard_free(a);
     th_guard_free(b);
