@@ -183,6 +183,10 @@ static void watch(struct conn *c, uint32_t events)
 static void conn_drop(struct conn *c, th_err err, const char *why, bool quick)
 {
     struct th_pg *pg = c->pg;
+    /* why is often PQerrorMessage(c->pc): copied before PQfinish frees it */
+    char reason[160];
+    th_strlcpy(reason, why ? why : "", sizeof reason);
+    why = reason;
     if (c->state >= C_READY && !c->listener)
         set_up(pg, -1);
     if (c->fd >= 0)
