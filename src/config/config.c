@@ -944,9 +944,9 @@ void th_config_release(struct th_config *cfg)
 }
 
 /*
- * store.url as shown (config show, config check): a PostgreSQL URL may hold a password, in its
- * user-info (postgresql://user:PASSWORD@host/db) or as password=... (a URI parameter or a
- * conninfo keyword); it is shown as ******** (the rest helps to diagnose).
+ * store.url and guard.url as shown (config show, config check): a PostgreSQL URL may hold a
+ * password, in its user-info (postgresql://user:PASSWORD@host/db) or as password=... (a URI
+ * parameter or a conninfo keyword); it is shown as ******** (the rest helps to diagnose).
  */
 static const char *shown_url(const char *v, char *buf, size_t cap)
 {
@@ -1015,7 +1015,8 @@ void th_config_print(const struct th_config *cfg, FILE *out)
         default: {
             const char *v = *str_field(c, k);
             char url[1024];
-            if (v && k->off == offsetof(struct th_config, store_url))
+            if (v && (k->off == offsetof(struct th_config, store_url) ||
+                      k->off == offsetof(struct th_config, guard_url)))
                 v = shown_url(v, url, sizeof url);
             fprintf(out, "%s = %s\n", k->name, v ? v : "");
         }
@@ -1055,7 +1056,8 @@ void th_config_each_value(const struct th_config *cfg, th_config_value_fn fn, vo
         default: {
             const char *v = *str_field(c, k);
             char url[1024];
-            if (v && k->off == offsetof(struct th_config, store_url))
+            if (v && (k->off == offsetof(struct th_config, store_url) ||
+                      k->off == offsetof(struct th_config, guard_url)))
                 v = shown_url(v, url, sizeof url);
             fn(ud, k->section, k->name, 's', v ? v : "");
         }

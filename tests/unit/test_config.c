@@ -646,6 +646,27 @@ static void test_print_masks_secret(void **state)
     th_config_release(&c);
 }
 
+/* A password in either PostgreSQL URL (the store's, the guard's) is never printed. */
+static void test_print_masks_url_passwords(void **state)
+{
+    (void)state;
+    char *const *env = ENV("TELEHOOK_STORE_URL=postgresql://th:store-pw-1@db1/th",
+                           "TELEHOOK_GUARD_URL=postgresql://th:guard-pw-2@db2/th");
+    struct th_config c;
+    char err[512];
+    assert_int_equal(th_config_load(&c, NULL, env, err, sizeof err), TH_E_OK);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    th_config_print(&c, f);
+    fclose(f);
+    assert_null(strstr(out, "store-pw-1"));
+    assert_null(strstr(out, "guard-pw-2"));
+    assert_non_null(strstr(out, "postgresql://th:********@db2/th"));
+    free(out);
+    th_config_release(&c);
+}
+
 /* th_config_each_value: what th_config_print prints, line for line, with each value's kind. */
 struct printed {
     FILE *f;
@@ -795,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_tls_pair_together),
         cmocka_unit_test(test_outbound_checks),
         cmocka_unit_test(test_print_masks_secret),
+        cmocka_unit_test(test_print_masks_url_passwords),
         cmocka_unit_test(test_each_value_as_printed),
         cmocka_unit_test(test_example_matches_table),
         cmocka_unit_test(test_docs_list_every_key),
