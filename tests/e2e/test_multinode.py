@@ -12,22 +12,18 @@ import http.client
 import json
 import os
 import secrets
-import shutil
 import signal
-import subprocess
 import threading
 import time
-import urllib.parse
 import uuid
 
 import pytest
 
-from conftest import HOOK, SLOW, Server, free_port, okta_request
+from cluster import (HAPROXY, Balancer, outcome, psql, through, wait_balancer, wait_for,
+                     with_db)
+from conftest import SLOW, Server, free_port, okta_request
 
 BASE = os.environ.get("TH_TEST_PG_URL")
-PSQL = shutil.which("psql") or os.path.join(os.environ.get("TH_TEST_PG_BIN", ""), "psql")
-HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy")
-                                      else None)
 
 if not BASE:
     if os.environ.get("TH_TEST_REQUIRE_PG"):
@@ -37,75 +33,6 @@ if not HAPROXY:
     pytest.skip("no haproxy (scripts/install-deps.sh check installs it)", allow_module_level=True)
 
 NODES = 3
-# HAProxy's health check: every 200 ms, out after 2 failures, back after 2 successes.
-CHECK_INTER_MS = 200
-
-
-def psql(url, sql):
-    r = subprocess.run([PSQL, "-X", "-q", "-tA", "-F", "\t", "-v", "ON_ERROR_STOP=1", url,
-                        "-c", sql], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return [line.split("\t") for line in r.stdout.splitlines() if line]
-
-
-def with_db(url, db):
-    u = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + db, u.query, u.fragment))
-
-
-def wait_for(fn, what, limit=10):
-    deadline = time.monotonic() + limit * SLOW
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-class Balancer:
-    """HAProxy in the foreground (-db), its configuration written here; stopped by pid."""
-
-    def __init__(self, tmp, ports):
-        self.port = free_port()
-        self.conf = tmp / "haproxy.cfg"
-        servers = "\n".join(f"    server n{i + 1} 127.0.0.1:{p} check"
-                            for i, p in enumerate(ports))
-        # retries + redispatch: a request whose connection to a dead node is refused goes to
-        # another node (it never reached the dead one, so it is safe to send again).
-        self.conf.write_text(f"""global
-    maxconn 512
-defaults
-    mode http
-    timeout connect 500ms
-    timeout client 10s
-    timeout server 10s
-    retries 2
-    option redispatch 1
-frontend okta
-    bind 127.0.0.1:{self.port}
-    default_backend telehook
-backend telehook
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter {CHECK_INTER_MS}ms fall 2 rise 2
-    http-response set-header X-Served-By %s
-{servers}
-""")
-        self.log = open(tmp / "haproxy.log", "wb")
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.conf)],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -133,44 +60,6 @@ def cluster(tmp_path_factory):
                 n.proc.kill()
                 n.proc.wait()
         psql(BASE, f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def through(lb, body, secret, timeout=5):
-    """POSTs an Okta request through HAProxy on a new connection: (status, headers, JSON)."""
-    c = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=timeout)
-    try:
-        c.request("POST", HOOK, json.dumps(body),
-                  {"Content-Type": "application/json", "x-telephony-key": secret,
-                   "Connection": "close"})
-        r = c.getresponse()
-        raw = r.read()
-        h = {k.lower(): v for k, v in r.getheaders()}
-        if r.status != 200 and "json" not in h.get("content-type", ""):
-            return r.status, h, {}  # HAProxy's own answer (a 502 when a node died mid-request)
-        return r.status, h, json.loads(raw)
-    finally:
-        c.close()
-
-
-def outcome(body):
-    cmds = body.get("commands") or [{}]
-    vals = cmds[0].get("value") or [{}]
-    return vals[0].get("status")
-
-
-def wait_balancer(lb, secret, want_nodes):
-    """Until HAProxy has seen each node in want_nodes healthy and sends it requests."""
-    seen = set()
-
-    def all_seen():
-        try:
-            status, h, _ = through(lb, okta_request(), secret)
-        except OSError:
-            return False
-        if status == 200:
-            seen.add(h.get("x-served-by"))
-        return want_nodes <= seen
-    wait_for(all_seen, f"HAProxy does not reach {sorted(want_nodes)} (saw {sorted(seen)})")
 
 
 def test_requests_through_the_balancer_reach_every_node(cluster):

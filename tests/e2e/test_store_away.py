@@ -10,77 +10,24 @@ binaries (TH_TEST_PG_BIN, or Debian's postgresql-15); skipped without them unles
 TH_TEST_REQUIRE_PG is set."""
 import json
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 
+from cluster import PGBIN, PgCluster
 from conftest import SLOW, okta_request
 from fakes import FakeWebhook
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-PGBIN = os.environ.get("TH_TEST_PG_BIN") or "/usr/lib/postgresql/15/bin"
-
-if not os.access(os.path.join(PGBIN, "initdb"), os.X_OK):
+if not PgCluster.available():
     if os.environ.get("TH_TEST_REQUIRE_PG"):
         raise RuntimeError(f"no {PGBIN}/initdb (install postgresql-15)")
     pytest.skip("no PostgreSQL binaries", allow_module_level=True)
 
 
-class Cluster:
-    """A throw-away PostgreSQL the test may stop and start again (same port, same data)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="telehook-pg-away.")
-        self.as_ = []
-        if os.getuid() == 0:  # PostgreSQL refuses to run as root
-            nobody = pwd.getpwnam("nobody")
-            os.chown(self.dir, nobody.pw_uid, nobody.pw_gid)
-            self.as_ = ["runuser", "-u", "nobody", "--"]
-        self.data = os.path.join(self.dir, "data")
-        self.run("initdb", "-D", self.data, "-U", "postgres", "-E", "UTF8", "--no-locale",
-                 "--no-sync", "--auth=trust")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.start()
-        self.run("psql", "-X", "-q", "-h", self.dir, "-p", str(self.port), "-U", "postgres",
-                 "-d", "postgres", "-c", "CREATE DATABASE telehook")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/telehook"
-
-    def run(self, tool, *args):
-        r = subprocess.run([*self.as_, os.path.join(PGBIN, tool), *args], capture_output=True,
-                           text=True, timeout=60)
-        assert r.returncode == 0, f"{tool}: {r.stdout}{r.stderr}"
-        return r.stdout
-
-    def start(self):
-        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w",
-                 "-t", "30", "-o", f"-k {self.dir} -h 127.0.0.1 -p {self.port} -c fsync=off",
-                 "start")
-
-    def stop(self, mode="fast"):
-        self.run("pg_ctl", "-D", self.data, "-w", "-t", "30", "stop", "-m", mode)
-
-    def query(self, sql):
-        out = self.run("psql", "-X", "-q", "-tA", "-h", self.dir, "-p", str(self.port), "-U",
-                       "postgres", "-d", "telehook", "-c", sql)
-        return [line for line in out.splitlines() if line]
-
-    def remove(self):
-        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            subprocess.run([*self.as_, os.path.join(PGBIN, "pg_ctl"), "-D", self.data, "stop",
-                            "-m", "immediate"], capture_output=True, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster():
-    c = Cluster()
+    c = PgCluster()
     yield c
     c.remove()
 
