@@ -502,6 +502,50 @@ static void test_pg_spool_while_away(void **state)
 }
 
 /*
+ * A long outage: the reconnection backoff reaches its cap, yet the writer is back soon after
+ * the database returns (issue 20: full service within 5 s; /readyz follows this flag). The
+ * database refuses connections for 6.8 s: with a 5 s cap the attempts fall at 6.3 s and
+ * 11.3 s (4.5 s after its return), with the 2 s cap at 5.1 s and 7.1 s.
+ */
+static void test_pg_back_soon_after_long_outage(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[1024], q[256], pid[32], spool[700];
+    fresh_db("th_writer_long", url, sizeof url);
+    snprintf(spool, sizeof spool, "%s/spool/long.spool", dir);
+    struct th_store *st = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(url, &st, err, sizeof err), TH_E_OK);
+    struct th_writer *w;
+    struct th_writer_opts o = {.max_queue = 64, .spool_path = spool};
+    assert_int_equal(th_writer_start_opts(st, &o, &w), TH_E_OK);
+    pg_exec(url,
+            "SELECT pid FROM pg_stat_activity WHERE datname = 'th_writer_long' AND pid <> "
+            "pg_backend_pid()",
+            pid, sizeof pid);
+    assert_true(*pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_long ALLOW_CONNECTIONS false", NULL,
+            0);
+    snprintf(q, sizeof q, "SELECT pg_terminate_backend(%s)", pid);
+    pg_exec(getenv("TH_TEST_PG_URL"), q, NULL, 0);
+    struct th_delivery_row d = {.request_id = "long-1", .created_ms = 1, .outcome = "FAILED"};
+    assert_int_equal(th_writer_delivery(w, &d), TH_E_OK); /* finds the connection dead */
+    WAIT_FOR(!th_writer_store_ready(w));
+    usleep(6800 * 1000);
+    assert_false(th_writer_store_ready(w));
+    pg_exec(getenv("TH_TEST_PG_URL"), "ALTER DATABASE th_writer_long ALLOW_CONNECTIONS true", NULL,
+            0);
+    int64_t back = th_mono_us();
+    WAIT_FOR(th_writer_store_ready(w) && stats_of(w).spooled == 0);
+    int64_t took_ms = (th_mono_us() - back) / 1000;
+    assert_true(took_ms < 3500); /* at most the cap and a noisy machine's slack, never 4.5 s */
+    th_writer_stop(w);
+    assert_int_equal(pg_count(url, "SELECT count(*) FROM deliveries"), 1);
+}
+
+/*
  * At the spool's cap delivery records go first: a new one is dropped, an old one makes room
  * for a DLQ entry; a DLQ entry is refused only when the spool holds nothing else.
  */
@@ -640,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_reply_lost_when_loop_finished),
         cmocka_unit_test(test_dlq_depth),
         cmocka_unit_test(test_pg_spool_while_away),
+        cmocka_unit_test(test_pg_back_soon_after_long_outage),
         cmocka_unit_test(test_pg_spool_cap),
         cmocka_unit_test(test_pg_purge_one_node),
         cmocka_unit_test(test_sqlite_never_spools),
