@@ -369,9 +369,11 @@ def test_postgres_stopped_under_load_then_back(ha):
 
     # the spooled rows flushed: nothing answered is missing
     wait_for(lambda: total(ha.nodes, "telehook_store_spooled") == 0, "spool not flushed", 15)
+    flushed_s = time.monotonic() - started
     assert total(ha.nodes, "telehook_store_spool_dropped_total") == 0
     spooled = total(ha.nodes, "telehook_store_spool_flushed_total") - flushed
-    print(f"{spooled:.0f} rows kept in the nodes' spools and flushed")
+    print(f"{spooled:.0f} rows kept in the nodes' spools, flushed {flushed_s:.2f} s after "
+          "`pg_ctl start` returned")
     assert spooled >= len(during)  # at least each record of an answer while it was away
     rids = {r["rid"] for r in results}
     wait_for(lambda: rids <= db_ids(ha, "deliveries"), "answered requests missing from deliveries")
