@@ -2,10 +2,11 @@
 --
 --   wrk -t1 -cN -dS --latency -s bench/okta.lua URL -- DATA MODE TOKENS EXPECT RATE
 --
---   DATA    a Lua file written by bench/run: return {sms = {...}, voice = {...}, tokens = {...}}
---           (pre-generated Okta request bodies: distinct valid US numbers, distinct codes,
---           locales EN-US, es-MX, en, pt-BR; and pre-minted bearer tokens)
---   MODE    all | sms | voice          which bodies rotate (all: SMS and voice alternate)
+--   DATA    a Lua file written by bench/run: return {mix = {...}, times = {...}, tokens = {...}}
+--           (the traffic mix of bench/mix.py: countries with their number stems and locales, a
+--           schedule of countries and channels; the eventTime and otpExpires every body carries;
+--           pre-minted bearer tokens)
+--   MODE    all | sms | voice          the schedule's requests, or its SMS or voice ones only
 --   TOKENS  one | once:FIRST:COUNT | repeat:COUNT
 --                                      one bearer token for every request; or tokens FIRST ..
 --                                      FIRST+COUNT-1 of DATA each used once (a new token per
@@ -16,7 +17,8 @@
 --   EXPECT  a substring every 200 answer must contain (SUCCESSFUL; MessageId for nginx-proxy)
 --   RATE    0, or a total request rate to pace the connections to (delay() per connection)
 --
--- Every request is pre-formatted in init(), so request() is a table lookup. response() counts
+-- Every request is new (make_gen: a new eventId, code, number and user), built in request() from
+-- pieces formatted once in init(): a few string operations per request. response() counts
 -- non-200 statuses and 200 answers without EXPECT; done() prints one machine-readable line
 -- (BENCH {json}) with the counts, wrk's summary and latency percentiles in microseconds.
 
