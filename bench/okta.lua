@@ -2,10 +2,9 @@
 --
 --   wrk -t1 -cN -dS --latency -s bench/okta.lua URL -- DATA MODE TOKENS EXPECT RATE
 --
---   DATA    a Lua file written by bench/run: return {mix = {...}, times = {...}, tokens = {...}}
+--   DATA    a Lua file written by bench/run: return {mix = {...}, tokens = {...}}
 --           (the traffic mix of bench/mix.py: countries with their number stems and locales, a
---           schedule of countries and channels; the eventTime and otpExpires every body carries;
---           pre-minted bearer tokens)
+--           schedule of countries and channels; pre-minted bearer tokens)
 --   MODE    all | sms | voice          the schedule's requests, or its SMS or voice ones only
 --   TOKENS  one | once:FIRST:COUNT | repeat:COUNT
 --                                      one bearer token for every request; or tokens FIRST ..
@@ -59,7 +58,7 @@ done_at_end = 0
 -- 0000..9999, so numbers repeat only after every stem of the country is used: hundreds of
 -- thousands of requests); the user is k modulo mix.users; the eventId and the code are new on
 -- every request. mode "sms" / "voice" keeps the schedule's slots of that channel only.
-local function make_gen(mix, mode, times, tid)
+local function make_gen(mix, mode, tid)
    local sched = {}
    for _, s in ipairs(mix.schedule) do
       if mode == "all" or (mode == "sms") == (s[2] == "SMS") then table.insert(sched, s) end
@@ -75,7 +74,8 @@ local function make_gen(mix, mode, times, tid)
    local k0 = math.random(0, 2 ^ 30)
    local tag = string.format("%02d%06d", tid % 100, math.random(0, 999999))
    local p1 = '{"eventId":"bench'
-   local p2 = '","eventTime":"' .. times.now .. '","eventType":"com.okta.telephony.provider",' ..
+   local p2 = '","eventTime":"'
+   local p2b = '","eventType":"com.okta.telephony.provider",' ..
       '"eventTypeVersion":"1.0","contentType":"application/json","cloudEventVersion":"0.1",' ..
       '"source":"https://example.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3",' ..
       '"requestType":"com.okta.user.telephony.mfa-verification","data":{"context":{"request":' ..
@@ -85,7 +85,11 @@ local function make_gen(mix, mode, times, tid)
    local p3 = '@example.com","userId":"00u'
    local p4 = '"},"messageProfile":{"msgTemplate":"(HOOK)Your code is '
    local p5 = '","phoneNumber":"'
-   local p6 = '","otpExpires":"' .. times.expires .. '","deliveryChannel":"'
+   local p6 = '","otpExpires":"'
+   local p6b = '","deliveryChannel":"'
+   -- eventTime now and otpExpires 4 min 55 s later, as Okta sends them (its codes live about
+   -- 5 minutes: the dedupe window), formatted once a second
+   local sec, t_event, t_expires = -1, "", ""
    local p7 = '","otpCode":"'
    local p8 = '","locale":"'
    local p9 = '"}}}'
@@ -107,9 +111,15 @@ local function make_gen(mix, mode, times, tid)
       local u = (k * 7 + tid * 104729) % users
       local otp = tostring((k * 7919 + tid * 6007 + 104729) % 900000 + 100000)
       local locs = country.locales
-      return table.concat({ p1, tag, string.format("%012d", k), p2, u, p3,
-         string.format("%017d", u), p4, otp, p5, number, p6, channel, p7, otp, p8,
-         locs[x % #locs + 1], p9 })
+      local t = os.time()
+      if t ~= sec then
+         sec = t
+         t_event = os.date("!%Y-%m-%dT%H:%M:%S.000Z", t)
+         t_expires = os.date("!%Y-%m-%dT%H:%M:%S.000Z", t + 295)
+      end
+      return table.concat({ p1, tag, string.format("%012d", k), p2, t_event, p2b, u, p3,
+         string.format("%017d", u), p4, otp, p5, number, p6, t_expires, p6b, channel, p7, otp,
+         p8, locs[x % #locs + 1], p9 })
    end
 end
 
@@ -128,7 +138,7 @@ function init(args)
    local rate = tonumber(args[5] or "0") or 0
 
    math.randomseed(math.floor(now_us()) % 2147483647 + (tid or 0))
-   gen = make_gen(data.mix, mode, data.times, tid or 1)
+   gen = make_gen(data.mix, mode, tid or 1)
    tokens = { data.tokens[1] }
    n = 0
    local first, cnt = string.match(tokmode, "^once:(%d+):(%d+)$")
