@@ -90,14 +90,20 @@ def build(mix, seed=20261205):
     countries = MIXES[mix]
     total = sum(c[1] for c in countries)
     out, sched = [], []
+    # voice slots per country: VOICE_PCT of its slots, rounded so that the total is exact
+    slots = [SLOTS * c[1] // total for c in countries]
+    want = [n * VOICE_PCT / 100 for n in slots]
+    voices = [int(w) for w in want]
+    for i in sorted(range(len(want)), key=lambda i: want[i] - voices[i], reverse=True):
+        if sum(voices) >= round(sum(slots) * VOICE_PCT / 100):
+            break
+        voices[i] += 1
     for idx, (region, share, locales) in enumerate(countries):
         n_mobile = max(1, -(-NUMBERS * share // (total * SUFFIXES)))  # ceil
         mobile = _stems(pn, region, pn.PhoneNumberType.MOBILE, n_mobile, rng)
         fixed = _stems(pn, region, pn.PhoneNumberType.FIXED_LINE, max(1, n_mobile // 4), rng)
         out.append({"region": region, "mobile": mobile, "fixed": fixed, "locales": locales})
-        slots = SLOTS * share // total
-        voice = round(slots * VOICE_PCT / 100)
-        sched += [(idx + 1, "Voice" if k < voice else "SMS") for k in range(slots)]
+        sched += [(idx + 1, "Voice" if k < voices[idx] else "SMS") for k in range(slots[idx])]
     rng.shuffle(sched)
     return out, sched
 
