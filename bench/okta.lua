@@ -2,10 +2,10 @@
 --
 --   wrk -t1 -cN -dS --latency -s bench/okta.lua URL -- DATA MODE TOKENS EXPECT RATE
 --
---   DATA    a Lua file written by bench/run: return {sms = {...}, voice = {...}, tokens = {...}}
---           (pre-generated Okta request bodies: distinct valid US numbers, distinct codes,
---           locales EN-US, es-MX, en, pt-BR; and pre-minted bearer tokens)
---   MODE    all | sms | voice          which bodies rotate (all: SMS and voice alternate)
+--   DATA    a Lua file written by bench/run: return {mix = {...}, tokens = {...}}
+--           (the traffic mix of bench/mix.py: countries with their number stems and locales, a
+--           schedule of countries and channels; pre-minted bearer tokens)
+--   MODE    all | sms | voice          the schedule's requests, or its SMS or voice ones only
 --   TOKENS  one | once:FIRST:COUNT | repeat:COUNT
 --                                      one bearer token for every request; or tokens FIRST ..
 --                                      FIRST+COUNT-1 of DATA each used once (a new token per
@@ -16,15 +16,12 @@
 --   EXPECT  a substring every 200 answer must contain (SUCCESSFUL; MessageId for nginx-proxy)
 --   RATE    0, or a total request rate to pace the connections to (delay() per connection)
 --
--- Every request is pre-formatted in init(), so request() is a table lookup. response() counts
+-- Every request is new (make_gen: a new eventId, code, number and user), built in request() from
+-- pieces formatted once in init(): a few string operations per request. response() counts
 -- non-200 statuses and 200 answers without EXPECT; done() prints one machine-readable line
 -- (BENCH {json}) with the counts, wrk's summary and latency percentiles in microseconds.
 
 local threads = {}
-
-function setup(thread)
-   table.insert(threads, thread)
-end
 
 -- thread globals (read by done() through thread:get)
 bad_status = 0
@@ -33,11 +30,13 @@ ok = 0
 first_bad = ""
 statuses = ""
 
-local reqs = {}
 local n, i = 0, 0
 local expect = "SUCCESSFUL"
 local status_count = {}
 local once = false
+local tokens = {}
+local head = ""      -- the request line and headers up to the bearer token
+local gen            -- makes the body of request k (every one new: see make_gen)
 
 -- a monotonic clock for the token-once mode (LuaJIT's ffi)
 local ffi = require("ffi")
@@ -54,6 +53,83 @@ t_first = 0
 t_end = 0
 done_at_end = 0
 
+-- Request k (k = 1, 2, ...) of this thread: slot k of the mix's schedule gives the country and
+-- the channel; the country's own counter picks the number (stem, then a suffix scrambled over
+-- 0000..9999, so numbers repeat only after every stem of the country is used: hundreds of
+-- thousands of requests); the user is k modulo mix.users; the eventId and the code are new on
+-- every request. mode "sms" / "voice" keeps the schedule's slots of that channel only.
+local function make_gen(mix, mode, tid)
+   local sched = {}
+   for _, s in ipairs(mix.schedule) do
+      if mode == "all" or (mode == "sms") == (s[2] == "SMS") then table.insert(sched, s) end
+   end
+   local suffixes, users = mix.suffixes, mix.users
+   -- every run (a new wrk) starts at a random point of every sequence: a run never repeats the
+   -- eventIds, codes or (number, code) pairs of the one before it
+   local cnt, fcnt = {}, {}
+   for c, country in ipairs(mix.countries) do
+      cnt[c] = math.random(0, #country.mobile * suffixes - 1)
+      fcnt[c] = math.random(0, #country.fixed * suffixes - 1)
+   end
+   local k0 = math.random(0, 2 ^ 30)
+   local tag = string.format("%02d%06d", tid % 100, math.random(0, 999999))
+   local p1 = '{"eventId":"bench'
+   local p2 = '","eventTime":"'
+   local p2b = '","eventType":"com.okta.telephony.provider",' ..
+      '"eventTypeVersion":"1.0","contentType":"application/json","cloudEventVersion":"0.1",' ..
+      '"source":"https://example.okta.com/api/v1/inlineHooks/calz6lVQA77AwFeEe0g3",' ..
+      '"requestType":"com.okta.user.telephony.mfa-verification","data":{"context":{"request":' ..
+      '{"id":"reqRgSk8IBBRhuo0YdlEDTmUw","method":"POST","url":{"value":' ..
+      '"/api/v1/authn/factors/sms/verify"},"ipAddress":"127.0.0.1"}},"userProfile":' ..
+      '{"firstName":"Test","lastName":"User","login":"user'
+   local p3 = '@example.com","userId":"00u'
+   local p4 = '"},"messageProfile":{"msgTemplate":"(HOOK)Your code is '
+   local p5 = '","phoneNumber":"'
+   local p6 = '","otpExpires":"'
+   local p6b = '","deliveryChannel":"'
+   -- eventTime now and otpExpires 4 min 55 s later, as Okta sends them (its codes live about
+   -- 5 minutes: the dedupe window), formatted once a second
+   local sec, t_event, t_expires = -1, "", ""
+   local p7 = '","otpCode":"'
+   local p8 = '","locale":"'
+   local p9 = '"}}}'
+   return function(k)
+      k = k + k0
+      local s = sched[(k - 1) % #sched + 1]
+      local c, channel = s[1], s[2]
+      local country = mix.countries[c]
+      local stems, x
+      if channel == "Voice" and k % 2 == 0 then -- half of the calls go to fixed lines
+         stems, x = country.fixed, fcnt[c]
+         fcnt[c] = x + 1
+      else
+         stems, x = country.mobile, cnt[c]
+         cnt[c] = x + 1
+      end
+      local stem = stems[math.floor(x / suffixes) % #stems + 1]
+      local number = stem .. string.format("%04d", (x * 7919 + 1234) % suffixes)
+      local u = (k * 7 + tid * 104729) % users
+      local otp = tostring((k * 7919 + tid * 6007 + 104729) % 900000 + 100000)
+      local locs = country.locales
+      local t = os.time()
+      if t ~= sec then
+         sec = t
+         t_event = os.date("!%Y-%m-%dT%H:%M:%S.000Z", t)
+         t_expires = os.date("!%Y-%m-%dT%H:%M:%S.000Z", t + 295)
+      end
+      return table.concat({ p1, tag, string.format("%012d", k), p2, t_event, p2b, u, p3,
+         string.format("%017d", u), p4, otp, p5, number, p6, t_expires, p6b, channel, p7, otp,
+         p8, locs[x % #locs + 1], p9 })
+   end
+end
+
+local nthreads = 0
+function setup(thread)
+   nthreads = nthreads + 1
+   table.insert(threads, thread)
+   thread:set("tid", nthreads)
+end
+
 function init(args)
    local data = dofile(args[1])
    local mode = args[2] or "all"
@@ -61,24 +137,15 @@ function init(args)
    expect = args[4] or "SUCCESSFUL"
    local rate = tonumber(args[5] or "0") or 0
 
-   local bodies = {}
-   if mode == "sms" then
-      bodies = data.sms
-   elseif mode == "voice" then
-      bodies = data.voice
-   else
-      for k = 1, math.max(#data.sms, #data.voice) do
-         if data.sms[k] then table.insert(bodies, data.sms[k]) end
-         if data.voice[k] then table.insert(bodies, data.voice[k]) end
-      end
-   end
-   local tokens = { data.tokens[1] }
-   local count = #bodies
+   math.randomseed(math.floor(now_us()) % 2147483647 + (tid or 0))
+   gen = make_gen(data.mix, mode, tid or 1)
+   tokens = { data.tokens[1] }
+   n = 0
    local first, cnt = string.match(tokmode, "^once:(%d+):(%d+)$")
    local reps = string.match(tokmode, "^repeat:(%d+)$")
    if reps then
       once = true
-      count = tonumber(reps)
+      n = tonumber(reps)
    elseif first then
       once = true
       tokens = {}
@@ -87,20 +154,12 @@ function init(args)
          if not tk then error("not enough tokens in DATA for " .. tokmode) end
          table.insert(tokens, tk)
       end
-      count = #tokens
+      n = #tokens
    end
-   for k = 1, count do
-      local body = bodies[(k - 1) % #bodies + 1]
-      local tok = tokens[(k - 1) % #tokens + 1]
-      reqs[k] = wrk.format("POST", "/v1/okta/telephony", {
-         ["Content-Type"] = "application/json",
-         ["Accept"] = "application/json",
-         ["Authorization"] = "Bearer " .. tok,
-      }, body)
-   end
-   n = count
-   math.randomseed(os.time())
-   i = once and 0 or math.random(n) - 1 -- once: from the first token; else from anywhere
+   -- the headers but the token and the length, formatted once (wrk.format adds Host)
+   local h = wrk.format("POST", "/v1/okta/telephony",
+      { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }, nil)
+   head = string.sub(h, 1, -3) .. "Authorization: Bearer "
 
    if rate > 0 then
       -- wrk waits delay() ms after each answer before the connection's next request: a mean
@@ -120,19 +179,17 @@ end
 
 function request()
    i = i + 1
-   if i > n then
-      if once then
-         if t_end == 0 then -- every token sent: stop here, keep the rate measured so far
-            t_end = now_us()
-            done_at_end = ok + bad_status + bad_body
-            wrk.thread:stop()
-         end
-         return reqs[n]
+   if once and i > n then
+      if t_end == 0 then -- every token sent: stop here, keep the rate measured so far
+         t_end = now_us()
+         done_at_end = ok + bad_status + bad_body
+         wrk.thread:stop()
       end
-      i = 1
    end
    if t_first == 0 then t_first = now_us() end
-   return reqs[i]
+   local body = gen(i)
+   local tok = tokens[(i - 1) % #tokens + 1]
+   return head .. tok .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
 end
 
 function response(status, headers, body)
