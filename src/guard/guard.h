@@ -206,6 +206,20 @@ size_t th_guard_entries(struct th_guard *g);
 void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters);
 
 /*
+ * The in-memory state's bytes, for /metrics and the memory tests. The two tables are allocated
+ * at start, sized to guard.max_entries (a power of two at least as large: up to twice the slots;
+ * their pages are touched as keys arrive); the dedupe records grow with the requests remembered,
+ * up to one per dedupe slot, and are counted as the heap takes them (malloc's chunks).
+ */
+struct th_guard_memory {
+    size_t people_slots, people_bytes; /* per-number and per-user limiter state: one slot a key */
+    size_t dedupe_slots, dedupe_bytes; /* the dedupe index: eventId and number+code+channel keys */
+    size_t records, record_bytes;      /* dedupe records, their answers and reference answers */
+    size_t max_entries;                /* guard.max_entries */
+};
+void th_guard_memory(struct th_guard *g, struct th_guard_memory *out);
+
+/*
  * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system
  * clocks (monotonic for the rate limits, wall time for the dedupe window and the budgets' UTC
  * day); NULL restores them. Set it before the guard is shared between threads.
