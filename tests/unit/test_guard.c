@@ -751,6 +751,16 @@ static void test_dedupe_answers_replayed_exactly(void **state)
     snprintf(longer, sizeof longer, "%s and more", ref);
     char suffix_only[600];
     snprintf(suffix_only, sizeof suffix_only, "X%s", ref + 10);
+    char other[512];
+    size_t other_len = okta_answer(other, sizeof other, 99);
+    /* differing values with shared bytes between them: a run of the reference's middle, found
+     * aligned from the start (a transactionId of the same length, another latency) or from the
+     * end (a transactionId of another length) */
+    char run_start[512], run_end[512], run_both[512];
+    snprintf(run_start, sizeof run_start, "%.*s7\"}]}]}", (int)(ref_len - 9), other);
+    snprintf(run_end, sizeof run_end, "%.*sABCDEFGHIJ%.35sZ%s", (int)(ref_len - 60), ref,
+             ref + ref_len - 55, ref + ref_len - 19);
+    snprintf(run_both, sizeof run_both, "%.*sQ%s", (int)(ref_len - 60), other, ref + ref_len - 40);
     const struct {
         const char *body;
         size_t len;
@@ -767,9 +777,10 @@ static void test_dedupe_answers_replayed_exactly(void **state)
          SIZE_MAX},                                             /* another shape */
         {"{\"error\":{\"errorSummary\":\"other\"}}", SIZE_MAX}, /* shares start and end with it */
         {"aa", SIZE_MAX},                                       /* SIZE_MAX: strlen */
+        {run_start, SIZE_MAX},
+        {run_end, SIZE_MAX},
+        {run_both, SIZE_MAX},
     };
-    char other[512];
-    size_t other_len = okta_answer(other, sizeof other, 99);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *body = cases[i].body ? cases[i].body : other;
         size_t len = !cases[i].body             ? other_len
