@@ -47,9 +47,9 @@ const char *th_block_name(th_block b)
  * The in-memory tables keep 8 bytes of a key's HMAC (its bytes 8..15; bytes 0..7 choose the home
  * slot, so the two are independent). Under a secret key nobody can aim at a collision, and by
  * chance one lookup compares at most PROBE slots: 8 × 2^-64 ≈ 4e-19 of a false match (2^-62 for
- * the person table, whose keys give two bits to the limit's kind), about 1e-11 over a million
- * requests a day for ten years. A false match would share a limiter's count
- * (stricter for both keys) or replay another request's answer.
+ * the person table, whose keys give two bits to the limit's kind): with six lookups a request,
+ * about 4e-8 over a million requests a day for ten years. A false match would share a limiter's
+ * count (stricter for both keys) or replay another request's answer.
  */
 typedef uint64_t slot_key;
 

@@ -14,9 +14,11 @@
  *           a global cap), and a global sends-per-minute ceiling.
  *
  * Nothing personal is kept: numbers, user ids, event ids and OTPs are only ever stored as
- * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables (a flood of
- * distinct numbers evicts the oldest per-number entries; the country, calling-code and global
- * counters are fixed arrays).
+ * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables sized at start
+ * to guard.max_entries (16 bytes a per-person key, 24 a dedupe key, a record of 32 bytes and the
+ * answer's difference from a reference answer per request remembered); when full, a new key takes
+ * the slot whose loss gives back the fewest sends, so a flood of new numbers buys a number at
+ * most one send over its limit. The country, calling-code and global counters are fixed arrays.
  *
  * Several nodes: when guard.url (or store.url) names PostgreSQL, dedupe, limits and budgets are
  * decided there for every node at once, in one round trip per request (th_guard_decide: one call
