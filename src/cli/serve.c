@@ -427,7 +427,8 @@ enum sampled {
     S_GUARD_ENTRIES,
     S_DEDUPE_RECORDS,
     S_DEDUPE_WAITERS,
-    S_GUARD_DECISIONS, /* the shared guard state's (several nodes) */
+    S_GUARD_BYTES, /* then S_GUARD_BYTES + 1, + 2: th_guard_memory's tables, by label */
+    S_GUARD_DECISIONS = S_GUARD_BYTES + 3, /* the shared guard state's (several nodes) */
     S_GUARD_FALLBACKS,
     S_GUARD_REFUSED,
     S_GUARD_CONNECTIONS,
@@ -479,6 +480,12 @@ static double sampled(void *ud)
         size_t recs, waits;
         th_guard_dedupe_sizes(r->guard, &recs, &waits);
         return (double)(ref->what == S_DEDUPE_RECORDS ? recs : waits);
+    }
+    if (ref->what >= S_GUARD_BYTES && ref->what < S_GUARD_DECISIONS) {
+        struct th_guard_memory m;
+        th_guard_memory(r->guard, &m);
+        size_t v[] = {m.people_bytes, m.dedupe_bytes, m.record_bytes};
+        return (double)v[ref->what - S_GUARD_BYTES];
     }
     if (ref->what >= S_GUARD_DECISIONS) {
         struct th_guard_db_stats gs;
@@ -599,6 +606,19 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
         r->refs[S_BLOCKS + i] = (struct sample_ref){r, S_BLOCKS + i};
         e = th_metrics_fn(f, (const char *const[]){th_block_name((th_block)i), NULL}, sampled,
                           &r->refs[S_BLOCKS + i]);
+    }
+    static const char *const by_table[] = {"table", NULL};
+    static const char *const tables[] = {"people", "dedupe", "records"};
+    if (e == TH_E_OK)
+        e = th_metrics_family(r->metrics, "telehook_guard_bytes",
+                              "Bytes of the abuse controls' in-memory state: the per-person rate "
+                              "table and the dedupe table (allocated at start), the dedupe records "
+                              "with their answers (as they come and go).",
+                              TH_METRIC_GAUGE, by_table, 3, &f);
+    for (int i = 0; e == TH_E_OK && i < 3; i++) {
+        r->refs[S_GUARD_BYTES + i] = (struct sample_ref){r, S_GUARD_BYTES + i};
+        e = th_metrics_fn(f, (const char *const[]){tables[i], NULL}, sampled,
+                          &r->refs[S_GUARD_BYTES + i]);
     }
     if (e == TH_E_OK)
         e = th_metrics_family(r->metrics, "telehook_guard_max_entries",

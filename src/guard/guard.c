@@ -24,6 +24,8 @@
 #define NREGIONS          (26 * 26 + 1) /* "AA".."ZZ", and non-geographic */
 #define NCODES            1000          /* calling codes 1..999 */
 #define MAX_WAITERS       64 /* per dedupe record: beyond it a duplicate waits for its deadline */
+#define NREFS             8  /* reference answers (struct answer_ref) */
+#define DEDUPE_ANSWER_MAX UINT16_MAX /* a longer answer is not kept (the hook's are <= 4 KiB) */
 /* Shared state: a duplicate is woken by the first's notification (LISTEN guard_done), and asks
  * again after POLL_FIRST_MS, doubling up to POLL_MAX_MS, in case the notification was lost (a
  * listener reconnecting). */
@@ -41,24 +43,75 @@ const char *th_block_name(th_block b)
     return (size_t)b < TH_ARRAY_LEN(block_names) ? block_names[b] : "?";
 }
 
-struct pslot { /* per-person limiter state */
-    unsigned char key[KEY_LEN];
+/*
+ * The in-memory tables keep 8 bytes of a key's HMAC (its bytes 8..15; bytes 0..7 choose the home
+ * slot, so the two are independent). Under a secret key nobody can aim at a collision, and by
+ * chance one lookup compares at most PROBE slots: 8 × 2^-64 ≈ 4e-19 of a false match (2^-62 for
+ * the person table, whose keys give two bits to the limit's kind): with six lookups a request,
+ * about 4e-8 over a million requests a day for ten years. A false match would share a limiter's
+ * count (stricter for both keys) or replay another request's answer.
+ */
+typedef uint64_t slot_key;
+
+/* The limit a person slot counts for: its key's two low bits (person()). */
+enum { PERSON_SHORT, PERSON_LONG, PERSON_USER };
+
+struct pslot { /* per-person limiter state: 16 bytes a key */
+    slot_key key;
     int64_t tat_us; /* theoretical arrival time; <= now means "no state" */
 };
 
-struct rec { /* a dedupe record, shared by its eventId and (phone, otp, channel) slots */
-    int refs;
-    bool done;
-    bool abandoned;            /* the first gave its ticket back without an answer */
-    struct th_dedupe *waiters; /* duplicates to wake when the first finishes (under the lock) */
-    int nwaiters;
-    int status;
+/*
+ * A dedupe record, shared by its eventId and (phone, otp, channel) slots and the tickets of the
+ * requests that found it. Kept small because the table holds one per request remembered (up to
+ * guard.max_entries): 24 bytes, and the answer stored as a difference from a reference answer
+ * (struct answer_ref) — Okta's answers differ mostly by their transactionId, so a SUCCESSFUL
+ * answer of ~190 bytes keeps ~75.
+ */
+struct rec {
+    union {
+        struct th_dedupe
+            *waiters; /* until done or abandoned: duplicates to wake (under the lock) */
+        char *mid;    /* once done: the answer's bytes between pre and suf (malloc'ed;
+                         NULL when empty) */
+    } u;
+    uint32_t refs;
+    uint16_t status;
+    uint16_t len; /* the whole answer: ref's first pre bytes, mid, ref's last suf bytes */
+    uint16_t pre, suf;
+    uint8_t nwaiters;      /* <= MAX_WAITERS */
+    uint8_t done : 1;      /* the answer is stored */
+    uint8_t abandoned : 1; /* the first gave its ticket back without an answer */
+    uint8_t ref : 3;       /* g->refs[ref]: the reference answer (when pre + suf > 0) */
+    uint8_t run : 1;       /* mid begins with a run of the reference's middle (struct mid_run) */
+};
+
+/*
+ * An answer's middle often shares a run with its reference's too (the bytes between two
+ * differing values: `","transactionMetadata":"attempts=1;ms=` between a transactionId and a
+ * latency). Then mid holds this, then the bytes before the run (at bytes of them), then the
+ * bytes after it: what differs, and 6 bytes.
+ */
+struct mid_run {
+    uint16_t at;     /* the run's place in the answer's middle */
+    uint16_t ref_at; /* its place in the reference */
+    uint16_t len;    /* its length */
+};
+#define MIN_RUN 12 /* shorter runs are kept as bytes: the 6-byte header would save little */
+
+/*
+ * A reference answer: an answer recorded earlier, kept for the guard's life, that later answers
+ * are stored as differences from (the bytes they share at the start and at the end). At most
+ * NREFS, each at most DEDUPE_ANSWER_MAX: a body that no reference shares half of becomes one
+ * while there is room. Written once under the lock, then only read (published by nrefs).
+ */
+struct answer_ref {
     char *body;
     size_t len;
 };
 
-struct dslot {
-    unsigned char key[KEY_LEN];
+struct dslot { /* 24 bytes a key */
+    slot_key key;
     int64_t expire_ms;
     struct rec *rec;
 };
@@ -85,9 +138,14 @@ struct th_guard {
     size_t npeople; /* power of two */
     struct dslot *dd;
     size_t ndd;
-    size_t sweep; /* the next dedupe slot the incremental sweep looks at */
+    size_t max_entries; /* guard.max_entries: the tables have the power of two above */
+    size_t sweep;       /* the next dedupe slot the incremental sweep looks at */
     size_t nrecs; /* dedupe records allocated (a record outlives its slots while tickets hold it) */
-    size_t nwaiters; /* duplicates linked in some record's waiters */
+    size_t rec_bytes; /* their bytes, answers included, with malloc's overhead (alloc_cost) */
+    struct answer_ref refs[NREFS];
+    atomic_int nrefs;    /* refs[0..nrefs) are set (release: read without the lock) */
+    atomic_int last_ref; /* the reference the last answer matched: tried first */
+    size_t nwaiters;     /* duplicates linked in some record's waiters */
     int64_t country_tat[NREGIONS];
     struct budget budget[NCODES];
     int64_t global_tat;
@@ -391,6 +449,7 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     while (cap < (size_t)cfg->guard_max_entries)
         cap <<= 1;
     g->npeople = g->ndd = cap;
+    g->max_entries = (size_t)cfg->guard_max_entries;
     g->people = calloc(cap, sizeof *g->people);
     g->dd = calloc(cap, sizeof *g->dd);
     if (!g->people || !g->dd) {
@@ -401,11 +460,35 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     return TH_E_OK;
 }
 
+/* The heap bytes malloc(n) takes: glibc's chunk on 64-bit systems (the request and an 8-byte
+ * header, in 16-byte steps, 32 at least) — what the records' count in th_guard_memory adds. */
+static size_t alloc_cost(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
+/* The bytes of r->u.mid (done): the answer's middle, less the run it shares (r->run). */
+static size_t mid_bytes(const struct rec *r)
+{
+    size_t n = (size_t)(r->len - r->pre - r->suf);
+    if (r->run) {
+        struct mid_run h;
+        memcpy(&h, r->u.mid, sizeof h);
+        n = n - h.len + sizeof h;
+    }
+    return n;
+}
+
 static void rec_unref(struct th_guard *g, struct rec *r)
 {
     if (r && --r->refs == 0) {
         g->nrecs--;
-        free(r->body);
+        g->rec_bytes -= alloc_cost(sizeof *r);
+        if (r->done && r->u.mid) {
+            g->rec_bytes -= alloc_cost(mid_bytes(r));
+            free(r->u.mid);
+        }
         free(r);
     }
 }
@@ -426,6 +509,8 @@ void th_guard_free(struct th_guard *g)
         rec_unref(g, g->dd[i].rec);
     free(g->dd);
     free(g->people);
+    for (int i = 0; i < atomic_load(&g->nrefs); i++)
+        free(g->refs[i].body);
     th_hmac_key_free(g->mac);
     pthread_mutex_destroy(&g->mu);
     OPENSSL_cleanse(g->secret, sizeof g->secret);
@@ -462,6 +547,19 @@ void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
     pthread_mutex_unlock(&g->mu);
 }
 
+void th_guard_memory(struct th_guard *g, struct th_guard_memory *out)
+{
+    pthread_mutex_lock(&g->mu);
+    *out = (struct th_guard_memory){.people_slots = g->npeople,
+                                    .people_bytes = g->npeople * sizeof *g->people,
+                                    .dedupe_slots = g->ndd,
+                                    .dedupe_bytes = g->ndd * sizeof *g->dd,
+                                    .records = g->nrecs,
+                                    .record_bytes = g->rec_bytes,
+                                    .max_entries = g->max_entries};
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* ---- keys ---- */
 
 /* HMAC(secret, label 0 a 0 b 0 c) truncated: the only form in which personal data is kept. */
@@ -486,28 +584,52 @@ static size_t home(const unsigned char k[KEY_LEN], size_t cap)
     return h & (cap - 1);
 }
 
-/*
- * The person slot for k: its own, else an empty or stale one, else the least useful. Never one
- * of taken[0..ntaken): the slots the same check already holds for its other keys (a slot just
- * claimed has no state yet, so it would look the least useful, and two limits would then share
- * one counter).
- */
-static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN],
-                            struct pslot *const *taken, int ntaken)
+static slot_key stored_key(const unsigned char k[KEY_LEN])
 {
+    slot_key v;
+    memcpy(&v, k + 8, sizeof v);
+    return v;
+}
+
+/*
+ * The person slot for k (a key of limit kind: PERSON_*): its own, else one to take over. The
+ * slot taken is the one whose loss gives back the fewest sends: an empty or stale one (none),
+ * else the one whose state is worth the fewest emission intervals of its own limit. A flood of
+ * new numbers makes entries worth one send each (at most), so a number whose state is worth more
+ * — one at or near its limit — is never pushed out by it; once its state is worth one send or
+ * less, forgetting it gives at most that one send back. (Comparing bare TATs instead would let a
+ * flood's daily-limit entries, 72 minutes of state each, push out every 15-minute entry.)
+ * Never one of taken[0..ntaken): the slots the same check already holds for its other keys (a
+ * slot just claimed has no state yet, so it would look the least useful, and two limits would
+ * then share one counter).
+ */
+static struct pslot *person(struct th_guard *g, const unsigned char k[KEY_LEN], int kind,
+                            int64_t now, struct pslot *const *taken, int ntaken)
+{
+    const struct th_rate *rates[] = {&g->phone_short, &g->phone_long, &g->user, NULL};
     size_t h = home(k, g->npeople);
+    slot_key sk = (stored_key(k) & ~(slot_key)3) | (slot_key)kind;
     struct pslot *victim = NULL;
+    double least = 0;
     for (int i = 0; i < PROBE; i++) {
         struct pslot *s = &g->people[(h + (size_t)i) & (g->npeople - 1)];
-        if (memcmp(s->key, k, KEY_LEN) == 0)
+        if (s->key == sk)
             return s;
         bool held = false;
         for (int j = 0; j < ntaken; j++)
             held |= taken[j] == s;
-        if (!held && (!victim || s->tat_us < victim->tat_us))
+        if (held)
+            continue;
+        const struct th_rate *r = rates[s->key & 3];
+        double worth = s->tat_us <= now || !r || r->interval_us <= 0
+                           ? 0
+                           : (double)(s->tat_us - now) / (double)r->interval_us;
+        if (!victim || worth < least) {
             victim = s;
+            least = worth;
+        }
     }
-    memcpy(victim->key, k, KEY_LEN);
+    victim->key = sk;
     victim->tat_us = 0; /* a fresh start: GCRA state "nothing seen" */
     return victim;
 }
@@ -562,13 +684,13 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
     /* Phase 1: would every limit let it through? Nothing is written yet. */
     struct pslot *held[2] = {NULL, NULL};
     int nheld = 0;
-    struct pslot *ps = g->phone_short.on ? person(g, kshort, held, nheld) : NULL;
+    struct pslot *ps = g->phone_short.on ? person(g, kshort, PERSON_SHORT, now, held, nheld) : NULL;
     if (ps)
         held[nheld++] = ps;
-    struct pslot *pl = g->phone_long.on ? person(g, klong, held, nheld) : NULL;
+    struct pslot *pl = g->phone_long.on ? person(g, klong, PERSON_LONG, now, held, nheld) : NULL;
     if (pl)
         held[nheld++] = pl;
-    struct pslot *pu = has_user ? person(g, kuser, held, nheld) : NULL;
+    struct pslot *pu = has_user ? person(g, kuser, PERSON_USER, now, held, nheld) : NULL;
     int64_t n_short = 0, n_long = 0, n_user = 0, n_country = 0, n_global = 0;
     long used = g->budget[code].day == day ? g->budget[code].count : 0;
     if (ps && !th_rate_allow(&g->phone_short, ps->tat_us, now, &n_short))
@@ -606,10 +728,16 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
 
 /* ---- dedupe ---- */
 
+/*
+ * The dedupe slot of k, or (create) a slot for it: an empty or expired one, else the one closest
+ * to expiry — never avoid, the slot the same request just took for its other key (its record
+ * would be freed while the request still stores it in this slot).
+ */
 static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now_ms,
-                             bool create)
+                             bool create, const struct dslot *avoid)
 {
     size_t h = home(k, g->ndd);
+    slot_key sk = stored_key(k);
     struct dslot *victim = NULL;
     for (int i = 0; i < PROBE; i++) {
         struct dslot *s = &g->dd[(h + (size_t)i) & (g->ndd - 1)];
@@ -617,16 +745,16 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
             rec_unref(g, s->rec);
             s->rec = NULL;
         }
-        if (s->rec && memcmp(s->key, k, KEY_LEN) == 0)
+        if (s->rec && s->key == sk)
             return s;
-        if (!victim || !s->rec || (victim->rec && s->expire_ms < victim->expire_ms))
+        if (s != avoid && (!victim || !s->rec || (victim->rec && s->expire_ms < victim->expire_ms)))
             victim = s;
     }
     if (!create)
         return NULL;
     rec_unref(g, victim->rec); /* full: the record closest to expiry goes */
     victim->rec = NULL;
-    memcpy(victim->key, k, KEY_LEN);
+    victim->key = sk;
     return victim;
 }
 
@@ -644,15 +772,134 @@ static void dd_sweep(struct th_guard *g, int64_t now_ms)
     }
 }
 
-static void copy_answer(const struct rec *r, struct th_dedupe_answer *a)
+/* The answer r keeps (done), rebuilt from its reference. Under the lock. */
+static void copy_answer(const struct th_guard *g, const struct rec *r, struct th_dedupe_answer *a)
 {
     a->status = r->status;
     a->len = r->len;
-    a->body = malloc(r->len + 1);
+    a->body = malloc((size_t)r->len + 1);
     if (a->body) {
-        memcpy(a->body, r->body, r->len);
+        const struct answer_ref *ref = &g->refs[r->ref];
+        size_t mid = (size_t)(r->len - r->pre - r->suf);
+        if (r->pre)
+            memcpy(a->body, ref->body, r->pre);
+        if (r->run) { /* bytes, the reference's run, bytes */
+            struct mid_run h;
+            memcpy(&h, r->u.mid, sizeof h);
+            const char *lit = r->u.mid + sizeof h;
+            char *o = a->body + r->pre;
+            memcpy(o, lit, h.at);
+            memcpy(o + h.at, ref->body + h.ref_at, h.len);
+            memcpy(o + h.at + h.len, lit + h.at, mid - h.at - h.len);
+        } else if (mid) {
+            memcpy(a->body + r->pre, r->u.mid, mid);
+        }
+        if (r->suf)
+            memcpy(a->body + r->pre + mid, ref->body + ref->len - r->suf, r->suf);
         a->body[r->len] = '\0';
     }
+}
+
+/* The bytes body shares with ref at its start (*pre) and then at its end (*suf). */
+static void shared_ends(const struct answer_ref *ref, const char *body, size_t len, size_t *pre,
+                        size_t *suf)
+{
+    size_t n = len < ref->len ? len : ref->len, p = 0, s = 0;
+    while (p < n && body[p] == ref->body[p])
+        p++;
+    while (s < n - p && body[len - 1 - s] == ref->body[ref->len - 1 - s])
+        s++;
+    *pre = p;
+    *suf = s;
+}
+
+/*
+ * How the answer (body, len) is stored: the reference it shares most with (*ref, *pre, *suf) and
+ * the bytes in between. Reads the references without the lock (they never change once
+ * published); when none shares half of it and there is room, *new_ref is a copy of it to make a
+ * reference of (under the lock, by the caller). Returns the middle bytes, malloc'ed (NULL when
+ * there are none, or no memory: *ok false then).
+ */
+/*
+ * The longest run body's middle [pre, len - suf) shares with ref's middle at the same distance
+ * from the start, or from the end (values of the same length, or of the same length counted
+ * from the end, leave the bytes between them aligned). O(middle): no search.
+ */
+static struct mid_run find_run(const struct answer_ref *ref, const char *body, size_t len,
+                               size_t pre, size_t suf)
+{
+    struct mid_run best = {0, 0, 0};
+    size_t bm = len - pre - suf, rm = ref->len - pre - suf, n = bm < rm ? bm : rm;
+    if (ref->len < pre + suf) /* suf was measured within min(len, ref->len) - pre */
+        return best;
+    for (int from_end = 0; from_end < 2; from_end++) {
+        size_t run = 0;
+        for (size_t i = 0; i <= n; i++) {
+            /* the i-th byte of the middles, from their start or from their end */
+            size_t b = from_end ? bm - 1 - i : i, r = from_end ? rm - 1 - i : i;
+            if (i < n && body[pre + b] == ref->body[pre + r]) {
+                run++;
+                continue;
+            }
+            if (run > best.len) { /* the run ended before byte i */
+                size_t b0 = from_end ? bm - i : i - run, r0 = from_end ? rm - i : i - run;
+                best = (struct mid_run){(uint16_t)b0, (uint16_t)(pre + r0), (uint16_t)run};
+            }
+            run = 0;
+        }
+    }
+    return best;
+}
+
+static char *encode_answer(struct th_guard *g, const char *body, size_t len, int *ref, size_t *pre,
+                           size_t *suf, char **new_ref, bool *ok, bool *run, size_t *stored)
+{
+    int n = atomic_load_explicit(&g->nrefs, memory_order_acquire);
+    int hint = atomic_load_explicit(&g->last_ref, memory_order_relaxed);
+    size_t best = 0;
+    *ref = 0;
+    *pre = *suf = 0;
+    *new_ref = NULL;
+    *ok = true;
+    for (int k = -1; k < n; k++) { /* the last reference matched first: usually the one */
+        int i = k < 0 ? hint : k;
+        if (i >= n || (k >= 0 && i == hint))
+            continue;
+        size_t p, s;
+        shared_ends(&g->refs[i], body, len, &p, &s);
+        if (p + s > best) {
+            best = p + s;
+            *ref = i;
+            *pre = p;
+            *suf = s;
+        }
+        if (best >= len / 2)
+            break;
+    }
+    if (best < len / 2 && n < NREFS && len >= 32) {
+        *new_ref = malloc(len);
+        if (*new_ref)
+            memcpy(*new_ref, body, len);
+    }
+    if (best > 0)
+        atomic_store_explicit(&g->last_ref, *ref, memory_order_relaxed);
+    size_t mid = len - *pre - *suf;
+    struct mid_run h = {0, 0, 0};
+    if (n > 0 && mid >= MIN_RUN)
+        h = find_run(&g->refs[*ref], body, len, *pre, *suf);
+    *run = h.len >= MIN_RUN;
+    *stored = *run ? mid - h.len + sizeof h : mid;
+    char *out = *stored ? malloc(*stored) : NULL;
+    if (*stored && !out) {
+        *ok = false;
+    } else if (*run) {
+        memcpy(out, &h, sizeof h);
+        memcpy(out + sizeof h, body + *pre, h.at);
+        memcpy(out + sizeof h + h.at, body + *pre + h.at + h.len, mid - h.at - h.len);
+    } else if (mid) {
+        memcpy(out, body + *pre, mid);
+    }
+    return out;
 }
 
 th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, const char *e164,
@@ -677,25 +924,28 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
         return TH_DEDUPE_OFF; /* out of memory: send rather than lose the code */
     pthread_mutex_lock(&g->mu);
     dd_sweep(g, now);
-    struct dslot *se = has_event ? dd_find(g, ke, now, false) : NULL;
-    struct dslot *sp = dd_find(g, kp, now, false);
+    struct dslot *se = has_event ? dd_find(g, ke, now, false, NULL) : NULL;
+    struct dslot *sp = dd_find(g, kp, now, false, NULL);
     struct rec *r = se ? se->rec : sp ? sp->rec : NULL;
     th_dedupe_state st;
     if (r) {
         st = r->done ? TH_DEDUPE_DONE : TH_DEDUPE_PENDING;
         if (r->done)
-            copy_answer(r, answer);
+            copy_answer(g, r, answer);
     } else {
         r = calloc(1, sizeof *r);
         st = TH_DEDUPE_FIRST;
-        g->nrecs += r != NULL;
-        struct dslot *a = r && has_event ? dd_find(g, ke, now, true) : NULL;
+        if (r) {
+            g->nrecs++;
+            g->rec_bytes += alloc_cost(sizeof *r);
+        }
+        struct dslot *a = r && has_event ? dd_find(g, ke, now, true, NULL) : NULL;
         if (a) {
             a->rec = r;
             a->expire_ms = until;
             r->refs++;
         }
-        struct dslot *b = r ? dd_find(g, kp, now, true) : NULL;
+        struct dslot *b = r ? dd_find(g, kp, now, true, a) : NULL;
         if (b) {
             b->rec = r;
             b->expire_ms = until;
@@ -727,9 +977,9 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
  */
 static void wake_waiters(struct th_guard *g, struct rec *r)
 {
-    while (r->waiters) {
-        struct th_dedupe *w = r->waiters;
-        r->waiters = w->next;
+    while (r->u.waiters) {
+        struct th_dedupe *w = r->u.waiters;
+        r->u.waiters = w->next;
         w->prev = w->next = NULL;
         w->waiting = false;
         th_loop_call_post(&w->wake);
@@ -751,21 +1001,47 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
         shared_finish(t, status, body, len);
         return;
     }
-    char *copy = malloc(len + 1);
-    if (copy) {
-        memcpy(copy, body, len);
-        copy[len] = '\0';
-    }
+    /* The answer's encoding is worked out before the lock: only its storing is under it. */
+    int ref = 0;
+    size_t pre = 0, suf = 0;
+    char *new_ref = NULL, *mid = NULL;
+    bool ok = len <= DEDUPE_ANSWER_MAX, run = false;
+    size_t stored = 0;
+    if (ok)
+        mid = encode_answer(g, body, len, &ref, &pre, &suf, &new_ref, &ok, &run, &stored);
     pthread_mutex_lock(&g->mu);
     struct rec *r = t->rec;
-    r->status = status;
-    r->body = copy;
-    r->len = copy ? len : 0;
-    r->done = copy != NULL;
-    r->abandoned = copy == NULL;
-    wake_waiters(g, r);
+    wake_waiters(g, r); /* before the answer takes the waiters' place (r->u) */
+    int n = atomic_load_explicit(&g->nrefs, memory_order_relaxed);
+    if (ok && new_ref && n < NREFS) { /* a reference of itself: nothing in between to keep */
+        g->refs[n] = (struct answer_ref){new_ref, len};
+        g->rec_bytes += alloc_cost(len);
+        atomic_store_explicit(&g->nrefs, n + 1, memory_order_release);
+        new_ref = NULL;
+        free(mid);
+        mid = NULL;
+        ref = n;
+        pre = len;
+        suf = 0;
+        run = false;
+        stored = 0;
+    }
+    r->status = (uint16_t)status;
+    if (ok) {
+        r->u.mid = mid;
+        r->len = (uint16_t)len;
+        r->pre = (uint16_t)pre;
+        r->suf = (uint16_t)suf;
+        r->ref = (uint8_t)ref & 7;
+        r->run = run;
+        if (mid)
+            g->rec_bytes += alloc_cost(stored);
+    }
+    r->done = ok;
+    r->abandoned = !ok;
     rec_unref(g, r);
     pthread_mutex_unlock(&g->mu);
+    free(new_ref); /* another thread took the last reference slot meanwhile */
     free(t);
 }
 
@@ -783,7 +1059,7 @@ th_dedupe_state th_guard_dedupe_poll(struct th_guard *g, struct th_dedupe *t,
     pthread_mutex_lock(&g->mu);
     bool done = t->rec->done;
     if (done)
-        copy_answer(t->rec, answer);
+        copy_answer(g, t->rec, answer);
     pthread_mutex_unlock(&g->mu);
     return done ? TH_DEDUPE_DONE : TH_DEDUPE_PENDING;
 }
@@ -808,10 +1084,10 @@ th_err th_guard_dedupe_wait(struct th_guard *g, struct th_dedupe *t, struct th_l
     } else if (r->nwaiters >= MAX_WAITERS) {
         e = TH_E_OVERLOAD;
     } else {
-        t->next = r->waiters;
-        if (r->waiters)
-            r->waiters->prev = t;
-        r->waiters = t;
+        t->next = r->u.waiters;
+        if (r->u.waiters)
+            r->u.waiters->prev = t;
+        r->u.waiters = t;
         r->nwaiters++;
         g->nwaiters++;
         t->waiting = true;
@@ -837,7 +1113,7 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
         if (t->prev)
             t->prev->next = t->next;
         else
-            r->waiters = t->next;
+            r->u.waiters = t->next;
         if (t->next)
             t->next->prev = t->prev;
         r->nwaiters--;

@@ -14,9 +14,11 @@
  *           a global cap), and a global sends-per-minute ceiling.
  *
  * Nothing personal is kept: numbers, user ids, event ids and OTPs are only ever stored as
- * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables (a flood of
- * distinct numbers evicts the oldest per-number entries; the country, calling-code and global
- * counters are fixed arrays).
+ * HMAC-SHA256 keys under a server secret. State lives in bounded in-memory tables sized at start
+ * to guard.max_entries (16 bytes a per-person key, 24 a dedupe key, a record of 32 bytes and the
+ * answer's difference from a reference answer per request remembered); when full, a new key takes
+ * the slot whose loss gives back the fewest sends, so a flood of new numbers buys a number at
+ * most one send over its limit. The country, calling-code and global counters are fixed arrays.
  *
  * Several nodes: when guard.url (or store.url) names PostgreSQL, dedupe, limits and budgets are
  * decided there for every node at once, in one round trip per request (th_guard_decide: one call
@@ -204,6 +206,20 @@ size_t th_guard_entries(struct th_guard *g);
  * a first one's answer. Both are bounded: records by the table, waiters per record.
  */
 void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters);
+
+/*
+ * The in-memory state's bytes, for /metrics and the memory tests. The two tables are allocated
+ * at start, sized to guard.max_entries (a power of two at least as large: up to twice the slots;
+ * their pages are touched as keys arrive); the dedupe records grow with the requests remembered,
+ * up to one per dedupe slot, and are counted as the heap takes them (malloc's chunks).
+ */
+struct th_guard_memory {
+    size_t people_slots, people_bytes; /* per-number and per-user limiter state: one slot a key */
+    size_t dedupe_slots, dedupe_bytes; /* the dedupe index: eventId and number+code+channel keys */
+    size_t records, record_bytes;      /* dedupe records, their answers and reference answers */
+    size_t max_entries;                /* guard.max_entries */
+};
+void th_guard_memory(struct th_guard *g, struct th_guard_memory *out);
 
 /*
  * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system

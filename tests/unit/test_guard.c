@@ -645,6 +645,234 @@ static void test_record_keys(void **state)
     th_hmac_key_free(k2);
 }
 
+/* ---- memory: bytes per remembered key, eviction when full ---- */
+
+/* A number built without libphonenumber (the floods below make tens of thousands). */
+static struct th_phone raw_phone(long i)
+{
+    struct th_phone p = {.country_code = 1, .type = TH_PHONE_FIXED_LINE_OR_MOBILE};
+    snprintf(p.e164, sizeof p.e164, "+1%010ld", 2010000000L + i % 1000000000L);
+    memcpy(p.region, "US", 3);
+    return p;
+}
+
+/* An answer of the usual shape (Okta's SUCCESSFUL result), its transactionId made of i. */
+static size_t okta_answer(char *out, size_t cap, long i)
+{
+    return (size_t)snprintf(out, cap,
+                            "{\"commands\":[{\"type\":\"com.okta.telephony.action\",\"value\":[{"
+                            "\"status\":\"SUCCESSFUL\",\"provider\":\"twilio\",\"transactionId\":"
+                            "\"SM%032lx\",\"transactionMetadata\":\"attempts=1;ms=120\"}]}]}",
+                            (unsigned long)i * 2654435761UL);
+}
+
+/*
+ * The issue's bound: per-number and per-user state at most 64 bytes per remembered key, all-in —
+ * the slot, the table's room beyond guard.max_entries (a power of two: up to twice), and any
+ * allocation per key. At the default size and at the worst size (just past a power of two), and
+ * then full: the bytes th_guard_memory reports against the keys held.
+ */
+static void test_memory_per_key(void **state)
+{
+    (void)state;
+    static const char *const sizes[] = {"TELEHOOK_GUARD_MAX_ENTRIES=100000",
+                                        "TELEHOOK_GUARD_MAX_ENTRIES=1025"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *env[] = {sizes[i], NULL};
+        struct th_guard *g = make(env);
+        struct th_guard_memory m;
+        th_guard_memory(g, &m);
+        assert_int_equal(m.max_entries, i == 0 ? 100000 : 1025);
+        assert_true(m.people_slots >= m.max_entries && m.people_slots < 2 * m.max_entries);
+        assert_int_equal(m.people_bytes, m.people_slots * 16); /* 16 bytes a slot */
+        assert_int_equal(m.dedupe_bytes, m.dedupe_slots * 24); /* 24 bytes a slot */
+        assert_true(m.people_bytes <= 64 * m.max_entries);
+        assert_true(m.dedupe_bytes <= 64 * m.max_entries);
+        assert_int_equal(m.records, 0);
+        assert_int_equal(m.record_bytes, 0);
+        th_guard_free(g);
+    }
+
+    /* Full: three keys a request (number, number-day, user), twice the slots' worth of requests. */
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1000", "TELEHOOK_GUARD_LIMIT_PHONE=5/15m",
+                         "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=20/1d",
+                         "TELEHOOK_GUARD_LIMIT_USER=20/1h", NULL};
+    struct th_guard *g = make(env);
+    struct th_guard_memory m;
+    th_guard_memory(g, &m);
+    char user[32], ev[32], otp[16], body[512];
+    for (long i = 0; i < (long)m.people_slots; i++) {
+        struct th_phone p = raw_phone(i);
+        snprintf(user, sizeof user, "00u%ld", i);
+        assert_int_equal(th_guard_check(g, &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+    }
+    size_t keys = th_guard_entries(g);
+    assert_true(keys > m.people_slots * 9 / 10); /* full, or nearly: 3 keys a request */
+    assert_true(m.people_bytes <= 64 * keys);
+    /* dedupe, every request new: each record holds one answer, shared by its two keys */
+    size_t answer_len = 0;
+    for (long i = 0; i < 4 * (long)m.dedupe_slots; i++) {
+        struct th_phone p = raw_phone(i);
+        snprintf(ev, sizeof ev, "ev%ld", i);
+        snprintf(otp, sizeof otp, "%06ld", i % 1000000);
+        struct th_dedupe *t = NULL;
+        struct th_dedupe_answer a = {0};
+        assert_int_equal(th_guard_dedupe_begin(g, ev, p.e164, otp, TH_CHANNEL_SMS, 0, &t, &a),
+                         TH_DEDUPE_FIRST);
+        answer_len = okta_answer(body, sizeof body, i);
+        th_guard_dedupe_finish(g, t, 200, body, answer_len);
+    }
+    th_guard_memory(g, &m);
+    assert_true(m.records > m.dedupe_slots / 3 && m.records <= m.dedupe_slots); /* bounded */
+    /* A record: 32 bytes of heap, and its answer's bytes that differ from the reference (the
+     * transactionId: 34 bytes, 48 on the heap) — not the whole ~190 (208 on the heap). One
+     * reference answer (the first) is kept besides. */
+    size_t ref_cost = (answer_len + 8 + 15) & ~(size_t)15;
+    assert_true(answer_len > 180);
+    assert_true(m.record_bytes <= m.records * (32 + 48) + ref_cost);
+    assert_true(m.record_bytes >= m.records * 32 + ref_cost); /* counted, not guessed */
+    fprintf(stderr,
+            "# full at %zu slots: people %.1f B a key (%zu keys), dedupe slots %.1f B a slot, "
+            "records %.1f B each (answers of %zu B)\n",
+            m.people_slots, (double)m.people_bytes / (double)keys, keys,
+            (double)m.dedupe_bytes / (double)m.dedupe_slots,
+            (double)(m.record_bytes - ref_cost) / (double)m.records, answer_len);
+    th_guard_free(g);
+}
+
+/* A replayed answer is byte for byte the first one's, whatever it shares with the references. */
+static void test_dedupe_answers_replayed_exactly(void **state)
+{
+    (void)state;
+    struct th_guard *g = make(NULL);
+    char ref[512];
+    size_t ref_len = okta_answer(ref, sizeof ref, 1);
+    char longer[600];
+    snprintf(longer, sizeof longer, "%s and more", ref);
+    char suffix_only[600];
+    snprintf(suffix_only, sizeof suffix_only, "X%s", ref + 10);
+    char other[512];
+    size_t other_len = okta_answer(other, sizeof other, 99);
+    /* differing values with shared bytes between them: a run of the reference's middle, found
+     * aligned from the start (a transactionId of the same length, another latency) or from the
+     * end (a transactionId of another length) */
+    char run_start[512], run_end[512], run_both[512];
+    snprintf(run_start, sizeof run_start, "%.*s7\"}]}]}", (int)(ref_len - 9), other);
+    snprintf(run_end, sizeof run_end, "%.*sABCDEFGHIJ%.35sZ%s", (int)(ref_len - 60), ref,
+             ref + ref_len - 55, ref + ref_len - 19);
+    snprintf(run_both, sizeof run_both, "%.*sQ%s", (int)(ref_len - 60), other, ref + ref_len - 40);
+    const struct {
+        const char *body;
+        size_t len;
+    } cases[] = {
+        {ref, ref_len},                     /* becomes the first reference */
+        {ref, ref_len},                     /* equal to it */
+        {NULL, 0},                          /* another transactionId (filled below) */
+        {ref, 40},                          /* a prefix of it */
+        {longer, strlen(longer)},           /* it, and more */
+        {suffix_only, strlen(suffix_only)}, /* its end only */
+        {"", 0},                            /* empty */
+        {"aXa", SIZE_MAX},                  /* short, nothing shared */
+        {"{\"error\":{\"errorSummary\":\"abuse controls unavailable\"}}",
+         SIZE_MAX},                                             /* another shape */
+        {"{\"error\":{\"errorSummary\":\"other\"}}", SIZE_MAX}, /* shares start and end with it */
+        {"aa", SIZE_MAX},                                       /* SIZE_MAX: strlen */
+        {run_start, SIZE_MAX},
+        {run_end, SIZE_MAX},
+        {run_both, SIZE_MAX},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *body = cases[i].body ? cases[i].body : other;
+        size_t len = !cases[i].body             ? other_len
+                     : cases[i].len == SIZE_MAX ? strlen(body)
+                                                : cases[i].len;
+        char ev[16], otp[16];
+        snprintf(ev, sizeof ev, "ev%zu", i);
+        snprintf(otp, sizeof otp, "%06zu", i);
+        struct th_dedupe *t = NULL;
+        struct th_dedupe_answer a = {0};
+        assert_int_equal(
+            th_guard_dedupe_begin(g, ev, "+12015550123", otp, TH_CHANNEL_SMS, 0, &t, &a),
+            TH_DEDUPE_FIRST);
+        th_guard_dedupe_finish(g, t, 200 + (int)i, body, len);
+        for (int by_event = 0; by_event < 2; by_event++) { /* found by either key */
+            assert_int_equal(th_guard_dedupe_begin(g, by_event ? ev : "another",
+                                                   by_event ? "+19999999999" : "+12015550123", otp,
+                                                   TH_CHANNEL_SMS, 0, &t, &a),
+                             TH_DEDUPE_DONE);
+            assert_int_equal(a.status, 200 + (int)i);
+            assert_int_equal(a.len, len);
+            assert_memory_equal(a.body, body, len);
+            assert_int_equal(a.body[len], '\0');
+            free(a.body);
+        }
+    }
+    th_guard_free(g);
+}
+
+/*
+ * Full tables and a flood of new numbers (each its own user). When every candidate slot of a new
+ * key is held, the entry whose loss gives back the fewest sends goes: a number at its limit is
+ * kept while its state is worth more than one send, so a flood gives it nothing before that and
+ * at most one send after. Two guards side by side, the same sends to one number in both; only
+ * one is flooded (twenty times its slots). The shipped per-person limits are on together: a
+ * flood's daily-limit entries (72 minutes of state each) must not push out the number's
+ * 15-minute state either.
+ */
+static void test_flood_cannot_escape_limits(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1000", "TELEHOOK_GUARD_LIMIT_PHONE=5/15m",
+                         "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=20/1d",
+                         "TELEHOOK_GUARD_LIMIT_USER=20/1h", NULL};
+    const int64_t interval = 3 * MIN_US, period = 15 * MIN_US;
+    /* when the flood ends, after the number was stopped at t0; and the sends allowed then may
+     * exceed the unflooded guard's by this much */
+    static const struct {
+        int64_t at;
+        int slack;
+    } cases[] = {{0, 0},
+                 {1, 0},
+                 {period / 2, 0},
+                 {period - interval - 1000000, 0},
+                 {period - interval / 2, 1}};
+    struct th_phone target = phone("+12015550123");
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t t0 = 1767225600 * INT64_C(1000000), t = t0;
+        struct th_guard *g[2] = {make(env), make(env)}; /* g[1] is flooded */
+        int sent[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            th_guard_set_clock(g[k], clock_of, &t);
+            while (th_guard_check(g[k], &target, TH_CHANNEL_SMS, "00u-target") == TH_BLOCK_NONE)
+                sent[k]++;
+        }
+        assert_int_equal(sent[0], 5);
+        assert_int_equal(sent[1], 5);
+        struct th_guard_memory m;
+        th_guard_memory(g[1], &m);
+        long flood = 20 * (long)m.people_slots;
+        char user[32];
+        for (long i = 0; i < flood; i++) {
+            t = t0 + cases[c].at * i / flood; /* spread up to the moment */
+            struct th_phone p = raw_phone(i);
+            snprintf(user, sizeof user, "00u%ld", i);
+            assert_int_equal(th_guard_check(g[1], &p, TH_CHANNEL_SMS, user), TH_BLOCK_NONE);
+        }
+        assert_int_equal(th_guard_entries(g[1]), m.people_slots); /* full */
+        t = t0 + cases[c].at;
+        int after[2] = {0, 0};
+        for (int k = 0; k < 2; k++)
+            while (after[k] < 10 &&
+                   th_guard_check(g[k], &target, TH_CHANNEL_SMS, "00u-target") == TH_BLOCK_NONE)
+                after[k]++;
+        if (after[1] < after[0] || after[1] > after[0] + cases[c].slack)
+            fail_msg("flood until t0+%llds: %d sends after it, %d without it",
+                     (long long)(cases[c].at / 1000000), after[1], after[0]);
+        th_guard_free(g[0]);
+        th_guard_free(g[1]);
+    }
+}
+
 /* ---- dedupe waiters: woken through their loop, exactly once ---- */
 
 struct waiter {
@@ -936,6 +1164,9 @@ int main(void)
         cmocka_unit_test(test_dedupe_window_expiry_and_cap),
         cmocka_unit_test(test_shipped_phone_limits_together),
         cmocka_unit_test(test_limits_never_share_a_slot),
+        cmocka_unit_test(test_memory_per_key),
+        cmocka_unit_test(test_dedupe_answers_replayed_exactly),
+        cmocka_unit_test(test_flood_cannot_escape_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
