@@ -97,6 +97,8 @@ ref reference_national(const std::string &digits, const std::string &region)
     if (u->Parse(digits, region, &pn) != PhoneNumberUtil::NO_PARSING_ERROR || !u->IsValidNumber(pn))
         return reference("+" + digits);
     ref r = described(pn);
+    if (r.e164.size() > 16) // struct th_phone holds E.164's 15 digits at most: refused
+        return ref();
     ref alt = reference("+" + digits);
     if (alt.ok && alt.e164 != r.e164)
         r.intl = alt.e164;
@@ -322,6 +324,9 @@ void test_edges(void **state)
                             "+0077770000231", "+0012015550123", "+07770000231", "0012015550123"};
     for (const char *in : inputs)
         agree(in, in);
+    // Valid in Germany read nationally, but +49 and 14 digits is longer than E.164: refused (the
+    // fuzzer's find).
+    agree_national("97217001534156", "DE");
 }
 
 } // namespace
