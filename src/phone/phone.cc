@@ -499,6 +499,7 @@ enum class fast { VALID, INVALID, SLOW };
 fast parse_fast(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNumberType &type,
                 const char *&region)
 {
+    th_phone_init(); // the tables below (callers such as the CLI parse without calling it)
     if (s.empty() || s[0] != '+' || s.size() > 16)
         return fast::SLOW;
     const char *d = s.data() + 1;

@@ -217,6 +217,16 @@ std::vector<std::pair<PhoneNumber, std::string>> examples()
     return v;
 }
 
+// First in main(): th_phone_parse without th_phone_init (as the CLI calls it) loads what it needs.
+void test_parse_before_init(void **state)
+{
+    (void)state;
+    struct th_phone p;
+    assert_int_equal(th_phone_parse("+12015550123", 12, nullptr, &p), TH_E_OK);
+    assert_string_equal(p.e164, "+12015550123");
+    assert_string_equal(p.region, "US");
+}
+
 void test_examples_agree(void **state)
 {
     (void)state;
@@ -334,6 +344,7 @@ void test_edges(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_before_init),
         cmocka_unit_test(test_examples_agree),
         cmocka_unit_test(test_mutations_agree),
         cmocka_unit_test(test_random_every_code),
