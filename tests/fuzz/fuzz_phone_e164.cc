@@ -1,9 +1,18 @@
-// libFuzzer, differential: th_phone_parse (with its North American fast path, main-region shortcut
-// and cache) against libphonenumber's own Parse, IsValidNumber, Format(E164),
-// GetRegionCodeForNumber and GetNumberType, on E.164-shaped input: the fuzzer's bytes pick +1, a
-// calling code the library knows, or any digits, then the national digits. Any disagreement traps.
+// libFuzzer, differential: th_phone_parse (its fast path over libphonenumber's metadata with its
+// own pattern matcher, its main-region shortcut and cache) against libphonenumber's own Parse,
+// IsValidNumber, Format(E164), GetRegionCodeForNumber and GetNumberType, on every region. The
+// fuzzer's first byte picks the input's shape:
+//   0  '+' and any digits;
+//   1  '+', a calling code the library knows (the second byte picks it), then digits;
+//   2  '+1' and digits (North America);
+//   3  an example number of any region and type, or of a non-geographic entity (the second byte
+//      and the third pick it), with digits changed, inserted or removed as the rest says;
+//   4  the same without '+', read first as a national number of a region the third byte picks
+//      (phone.h: the national reading if valid there, the international one in intl_e164).
+// Any disagreement on validity or on a field of struct th_phone traps.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <string>
@@ -22,20 +31,47 @@ using i18n::phonenumbers::PhoneNumberUtil;
 namespace
 {
 
-const std::vector<int> &codes()
+struct tables {
+    std::vector<int> codes;
+    std::vector<std::string> regions;
+    std::vector<std::pair<std::string, std::string>> examples; // E.164, region ("" non-geo)
+};
+
+const tables &known()
 {
-    static const std::vector<int> v = [] {
+    static const tables t = [] {
         th_phone_init();
         PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
+        tables k;
         std::set<std::string> regions;
         u->GetSupportedRegions(&regions);
         std::set<int> c;
         u->GetSupportedGlobalNetworkCallingCodes(&c);
-        for (const std::string &r : regions)
+        for (int cc : c) {
+            PhoneNumber ex;
+            std::string s;
+            if (u->GetExampleNumberForNonGeoEntity(cc, &ex)) {
+                u->Format(ex, PhoneNumberUtil::E164, &s);
+                k.examples.emplace_back(s, "");
+            }
+        }
+        for (const std::string &r : regions) {
             c.insert(u->GetCountryCodeForRegion(r));
-        return std::vector<int>(c.begin(), c.end());
+            k.regions.push_back(r);
+            for (int ty = PhoneNumberUtil::FIXED_LINE; ty <= PhoneNumberUtil::VOICEMAIL; ty++) {
+                PhoneNumber ex;
+                std::string s;
+                if (u->GetExampleNumberForType(r, static_cast<PhoneNumberUtil::PhoneNumberType>(ty),
+                                               &ex)) {
+                    u->Format(ex, PhoneNumberUtil::E164, &s);
+                    k.examples.emplace_back(s, r);
+                }
+            }
+        }
+        k.codes.assign(c.begin(), c.end());
+        return k;
     }();
-    return v;
+    return t;
 }
 
 const char *const type_names[] = {"FIXED_LINE", "MOBILE",          "FIXED_LINE_OR_MOBILE",
@@ -43,40 +79,117 @@ const char *const type_names[] = {"FIXED_LINE", "MOBILE",          "FIXED_LINE_O
                                   "VOIP",       "PERSONAL_NUMBER", "PAGER",
                                   "UAN",        "VOICEMAIL"};
 
+struct ref {
+    bool ok = false;
+    std::string e164, region, intl;
+    int cc = 0;
+    PhoneNumberUtil::PhoneNumberType type = PhoneNumberUtil::UNKNOWN;
+};
+
+size_t digits_of(const std::string &s)
+{
+    size_t n = 0;
+    for (char c : s)
+        n += c >= '0' && c <= '9';
+    return n;
+}
+
+ref described(const PhoneNumber &pn)
+{
+    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
+    ref r;
+    r.ok = true;
+    u->Format(pn, PhoneNumberUtil::E164, &r.e164);
+    u->GetRegionCodeForNumber(pn, &r.region);
+    if (r.region.size() != 2 || r.region == "ZZ")
+        r.region.clear();
+    r.cc = pn.country_code();
+    r.type = u->GetNumberType(pn);
+    return r;
+}
+
+// Parse as international and IsValidNumber; 3 to 15 digits, as telehook takes.
+ref reference(const std::string &plus)
+{
+    size_t n = digits_of(plus);
+    PhoneNumber pn;
+    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
+    if (n < 3 || n > 15 || u->Parse(plus, "ZZ", &pn) != PhoneNumberUtil::NO_PARSING_ERROR ||
+        !u->IsValidNumber(pn))
+        return ref();
+    return described(pn);
+}
+
+// Without '+': phone.h's national reading first, the international one in intl.
+ref reference_national(const std::string &digits, const std::string &region)
+{
+    size_t n = digits_of(digits);
+    PhoneNumber pn;
+    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
+    if (n < 3 || n > 15)
+        return ref();
+    if (u->Parse(digits, region, &pn) != PhoneNumberUtil::NO_PARSING_ERROR || !u->IsValidNumber(pn))
+        return reference("+" + digits);
+    ref r = described(pn);
+    if (r.e164.size() > 16) // struct th_phone holds E.164's 15 digits at most: refused
+        return ref();
+    ref alt = reference("+" + digits);
+    if (alt.ok && alt.e164 != r.e164)
+        r.intl = alt.e164;
+    return r;
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2)
+    if (size < 3)
         return 0;
-    const std::vector<int> &known = codes(); // also loads the metadata: every run alike
+    const tables &k = known(); // also loads the metadata: every run alike
     std::string s = "+";
-    if (data[0] % 3 == 1) // a known calling code, then the digits
-        s += std::to_string(known[data[1] % known.size()]);
-    else if (data[0] % 3 == 2) // North America, where the fast path is
-        s += "1";
-    for (size_t i = 2; i < size && s.size() < 17; i++)
-        s += static_cast<char>('0' + data[i] % 10);
-    size_t digits = s.size() - 1;
+    std::string region; // mode 4: the default region
+    unsigned mode = data[0] % 5;
+    if (mode <= 2) {
+        if (mode == 1)
+            s += std::to_string(k.codes[data[1] % k.codes.size()]);
+        else if (mode == 2)
+            s += "1";
+        for (size_t i = 2; i < size && s.size() < 17; i++)
+            s += static_cast<char>('0' + data[i] % 10);
+    } else {
+        s = k.examples[(data[1] | data[2] << 8) % k.examples.size()].first;
+        // Edits after the calling code's first digit: (position, what) byte pairs.
+        for (size_t i = 3; i + 1 < size && s.size() < 19; i += 2) {
+            size_t at = 2 + data[i] % (s.size() - 1);
+            char d = static_cast<char>('0' + data[i + 1] / 3 % 10);
+            if (data[i + 1] % 3 == 0 && at < s.size())
+                s[at] = d;
+            else if (data[i + 1] % 3 == 1)
+                s.insert(at, 1, d);
+            else if (at < s.size() && s.size() > 3)
+                s.erase(at, 1);
+        }
+        if (mode == 4) {
+            s.erase(0, 1);
+            region = k.regions[data[2] % k.regions.size()];
+        }
+    }
 
-    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
-    PhoneNumber pn;
-    bool ok = digits >= 3 && digits <= 15 &&
-              u->Parse(s, "ZZ", &pn) == PhoneNumberUtil::NO_PARSING_ERROR && u->IsValidNumber(pn);
+    ref r = region.empty() ? reference(s) : reference_national(s, region);
     struct th_phone p;
-    bool got = th_phone_parse(s.data(), s.size(), nullptr, &p) == TH_E_OK;
-    if (ok != got)
+    bool got = th_phone_parse(s.data(), s.size(), region.empty() ? nullptr : region.c_str(), &p) ==
+               TH_E_OK;
+    if (r.ok != got ||
+        (r.ok && (r.e164 != p.e164 || r.region != p.region || r.cc != p.country_code ||
+                  r.intl != p.intl_e164 || r.type > PhoneNumberUtil::VOICEMAIL ||
+                  std::strcmp(type_names[r.type], th_phone_type_name(p.type))))) {
+        std::fprintf(
+            stderr, "%s (%s): telehook %s %s %s +%d %s [%s], libphonenumber %s %s %s +%d %s [%s]\n",
+            s.c_str(), region.c_str(), got ? "valid" : "invalid", p.e164, p.region, p.country_code,
+            th_phone_type_name(p.type), p.intl_e164, r.ok ? "valid" : "invalid", r.e164.c_str(),
+            r.region.c_str(), r.cc,
+            r.type <= PhoneNumberUtil::VOICEMAIL ? type_names[r.type] : "UNKNOWN", r.intl.c_str());
         __builtin_trap();
-    if (!ok)
-        return 0;
-    std::string e164, region;
-    u->Format(pn, PhoneNumberUtil::E164, &e164);
-    u->GetRegionCodeForNumber(pn, &region);
-    if (region.size() != 2 || region == "ZZ")
-        region.clear();
-    PhoneNumberUtil::PhoneNumberType t = u->GetNumberType(pn);
-    if (e164 != p.e164 || region != p.region || pn.country_code() != p.country_code ||
-        t > PhoneNumberUtil::VOICEMAIL || std::strcmp(type_names[t], th_phone_type_name(p.type)))
-        __builtin_trap();
+    }
     return 0;
 }
