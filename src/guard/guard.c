@@ -606,13 +606,17 @@ th_block th_guard_check(struct th_guard *g, const struct th_phone *ph, th_channe
 
 /* ---- dedupe ---- */
 
+/* keep: a slot that must not be evicted to make room: the one the same record has just taken
+ * (evicting it would free the record still being inserted, held by no one else yet). */
 static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN], int64_t now_ms,
-                             bool create)
+                             bool create, const struct dslot *keep)
 {
     size_t h = home(k, g->ndd);
     struct dslot *victim = NULL;
     for (int i = 0; i < PROBE; i++) {
         struct dslot *s = &g->dd[(h + (size_t)i) & (g->ndd - 1)];
+        if (s == keep)
+            continue;
         if (s->rec && s->expire_ms <= now_ms) { /* expired: free the slot on the way */
             rec_unref(g, s->rec);
             s->rec = NULL;
@@ -622,7 +626,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
         if (!victim || !s->rec || (victim->rec && s->expire_ms < victim->expire_ms))
             victim = s;
     }
-    if (!create)
+    if (!create || !victim)
         return NULL;
     rec_unref(g, victim->rec); /* full: the record closest to expiry goes */
     victim->rec = NULL;
@@ -677,8 +681,8 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
         return TH_DEDUPE_OFF; /* out of memory: send rather than lose the code */
     pthread_mutex_lock(&g->mu);
     dd_sweep(g, now);
-    struct dslot *se = has_event ? dd_find(g, ke, now, false) : NULL;
-    struct dslot *sp = dd_find(g, kp, now, false);
+    struct dslot *se = has_event ? dd_find(g, ke, now, false, NULL) : NULL;
+    struct dslot *sp = dd_find(g, kp, now, false, NULL);
     struct rec *r = se ? se->rec : sp ? sp->rec : NULL;
     th_dedupe_state st;
     if (r) {
@@ -689,13 +693,13 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
         r = calloc(1, sizeof *r);
         st = TH_DEDUPE_FIRST;
         g->nrecs += r != NULL;
-        struct dslot *a = r && has_event ? dd_find(g, ke, now, true) : NULL;
+        struct dslot *a = r && has_event ? dd_find(g, ke, now, true, NULL) : NULL;
         if (a) {
             a->rec = r;
             a->expire_ms = until;
             r->refs++;
         }
-        struct dslot *b = r ? dd_find(g, kp, now, true) : NULL;
+        struct dslot *b = r ? dd_find(g, kp, now, true, a) : NULL;
         if (b) {
             b->rec = r;
             b->expire_ms = until;
