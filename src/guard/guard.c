@@ -750,7 +750,7 @@ static struct dslot *dd_find(struct th_guard *g, const unsigned char k[KEY_LEN],
         if (s != avoid && (!victim || !s->rec || (victim->rec && s->expire_ms < victim->expire_ms)))
             victim = s;
     }
-    if (!create)
+    if (!create || !victim)
         return NULL;
     rec_unref(g, victim->rec); /* full: the record closest to expiry goes */
     victim->rec = NULL;

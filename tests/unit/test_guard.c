@@ -512,6 +512,52 @@ static void test_dedupe_window_expiry_and_cap(void **state)
 }
 
 /*
+ * A full dedupe table (every code valid as long: Okta's otpExpires is the same for requests of
+ * one second) evicts the oldest record, never the one being inserted: its eventId slot, filled
+ * first, can lie where its number + code slot would evict. Before this held, the record lost
+ * its last reference there and was freed while its other slot and its ticket still pointed to
+ * it (the heap corruption bench/run scenario p hit after ~100,000 requests). Each request, just
+ * answered, must be found again by its eventId alone, and the table must count one record per
+ * request it still holds.
+ */
+static void test_dedupe_full_table_keeps_the_newest(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1000", NULL}; /* 1,024 slots */
+    struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
+    int64_t expires = t / 1000 + 5 * 60000;
+    int first = 0;
+    for (int i = 0; i < 20000; i++) {
+        char ev[32], code[16], num[16];
+        snprintf(ev, sizeof ev, "ev%d", i);
+        snprintf(code, sizeof code, "%06d", 100000 + i);
+        snprintf(num, sizeof num, "+1201555%04d", i % 4000);
+        struct th_dedupe *tk = NULL;
+        struct th_dedupe_answer a = {0};
+        th_dedupe_state st =
+            th_guard_dedupe_begin(g, ev, num, code, TH_CHANNEL_SMS, expires, &tk, &a);
+        assert_int_equal(st, TH_DEDUPE_FIRST);
+        first++;
+        th_guard_dedupe_finish(g, tk, 200, "{\"n\":1}", 7);
+        /* the same eventId with another code: found by the eventId's slot alone */
+        st = th_guard_dedupe_begin(g, ev, num, "999999", TH_CHANNEL_SMS, expires, &tk, &a);
+        if (st != TH_DEDUPE_DONE)
+            fail_msg("request %d: its eventId was forgotten as it was inserted (%d)", i, (int)st);
+        assert_int_equal(a.status, 200);
+        assert_string_equal(a.body, "{\"n\":1}");
+        free(a.body);
+    }
+    size_t recs, waits;
+    th_guard_dedupe_sizes(g, &recs, &waits);
+    assert_true(recs > 0 && recs <= 1024);
+    assert_int_equal(waits, 0);
+    assert_int_equal(first, 20000);
+    th_guard_free(g);
+}
+
+/*
  * The per-number limits as shipped in etc/telehook.conf (5/15m and 20/1d), both on at once:
  * two counters. The short limit's burst passes, then trips at its count; sends at its pace pass
  * until the daily count, which trips next; the next day both allow again.
@@ -1162,6 +1208,7 @@ int main(void)
         cmocka_unit_test(test_code_ban_without_default_budget),
         cmocka_unit_test(test_budget_resets_at_utc_midnight),
         cmocka_unit_test(test_dedupe_window_expiry_and_cap),
+        cmocka_unit_test(test_dedupe_full_table_keeps_the_newest),
         cmocka_unit_test(test_shipped_phone_limits_together),
         cmocka_unit_test(test_limits_never_share_a_slot),
         cmocka_unit_test(test_memory_per_key),
