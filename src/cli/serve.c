@@ -735,11 +735,17 @@ static void emf_tick(struct emf *m)
     m->due_us = th_mono_us() + (int64_t)m->cfg->log_emf_interval * 1000000;
 }
 
+/* Each event loop's connections to the shared guard state, opened before it takes requests. */
+static void guard_loop_start(void *ud, struct th_loop *loop)
+{
+    if (th_guard_attach(ud, loop) != TH_E_OK)
+        th_log_msg(TH_LOG_WARN, "guard", "a loop's guard connections wait for its first request");
+}
+
 /*
  * Ready when every provider can send, the issuer's keys (oauth2) are held, the store is in reach
- * (its writer's last round trip succeeded: PostgreSQL) and, when the guard refuses requests
- * without its shared state (store.unavailable = closed), the guard's database is up; each one
- * missing is named.
+ * (its writer's last round trip succeeded: PostgreSQL) and every loop's connections to the
+ * shared guard state can decide (th_guard_ready); each one missing is named.
  */
 static bool all_ready(void *ud, const char *missing[], size_t *n)
 {
@@ -935,6 +941,8 @@ int th_cmd_serve(struct th_cli *cli)
                                 .hook = hook,
                                 .ready = all_ready,
                                 .ready_ud = &ready,
+                                .loop_start = guard_loop_start,
+                                .loop_start_ud = guard,
                                 .metrics = all_metrics,
                                 .metrics_ud = &ready,
                                 .tls = tls};

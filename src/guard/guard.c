@@ -154,11 +154,10 @@ struct th_guard {
     void *clock_ud;
 
     /* the shared state (several nodes): one pool of connections per loop, made on first use */
-    char *url;           /* NULL: in memory only */
-    char *schema;        /* schema_lines joined */
-    bool closed;         /* store.unavailable = closed */
-    struct gpool *pools; /* under mu */
-    atomic_int db_up;
+    char *url;            /* NULL: in memory only */
+    char *schema;         /* schema_lines joined */
+    bool closed;          /* store.unavailable = closed */
+    struct gpool *pools;  /* under mu */
     atomic_bool degraded; /* the last decision could not reach the database */
     atomic_uint_fast64_t decisions, statements, fallbacks, refused, notified;
     int poll_first_ms, poll_max_ms; /* th_guard_set_poll */
@@ -178,6 +177,8 @@ struct gpool {
     const char *pparams[1];
     char pbuf[24];
     struct th_dedupe *waiters; /* shared tickets waiting on this loop (notification targets) */
+    atomic_int up, failed;     /* its connections ready now; attempts failed (th_pg_options) */
+    bool was_up;               /* th_guard_ready saw a connection up once (under g->mu) */
 };
 
 struct th_dedupe {
@@ -1288,12 +1289,17 @@ bool th_guard_shared(const struct th_guard *g)
 
 bool th_guard_ready(struct th_guard *g)
 {
-    if (!g->url || !g->closed || atomic_load(&g->db_up) > 0)
+    if (!g->url)
         return true;
     pthread_mutex_lock(&g->mu);
-    bool tried = g->pools != NULL;
+    bool ready = true;
+    for (struct gpool *p = g->pools; p; p = p->next) {
+        bool up = atomic_load(&p->up) > 0;
+        p->was_up |= up;
+        ready = ready && (g->closed ? up : p->was_up || atomic_load(&p->failed) > 0);
+    }
     pthread_mutex_unlock(&g->mu);
-    return !tried;
+    return ready;
 }
 
 void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out)
@@ -1303,7 +1309,11 @@ void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out)
     out->fallbacks = atomic_load(&g->fallbacks);
     out->refused = atomic_load(&g->refused);
     out->notified = atomic_load(&g->notified);
-    out->connections = atomic_load(&g->db_up);
+    out->connections = 0;
+    pthread_mutex_lock(&g->mu);
+    for (struct gpool *p = g->pools; p; p = p->next)
+        out->connections += atomic_load(&p->up);
+    pthread_mutex_unlock(&g->mu);
 }
 
 /* Wall time in µs: the shared limits compare times taken on different nodes (NTP-synchronised
@@ -1403,6 +1413,8 @@ static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
     if (!p && (p = calloc(1, sizeof *p))) {
         p->g = g;
         p->loop = loop;
+        atomic_init(&p->up, 0);
+        atomic_init(&p->failed, 0);
         p->purger = g->pools == NULL;
         struct th_pg_options o = {.conninfo = g->url,
                                   .connections = 2,
@@ -1417,7 +1429,8 @@ static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
                                   .listen = "guard_done",
                                   .notify = on_notify,
                                   .notify_ud = p,
-                                  .up = &g->db_up};
+                                  .up = &p->up,
+                                  .failed = &p->failed};
         if (th_pg_new(loop, &o, &p->pg) != TH_E_OK ||
             th_loop_at_exit(loop, pool_exit, p) != TH_E_OK) {
             th_pg_free(p->pg);
@@ -1432,6 +1445,13 @@ static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
     }
     pthread_mutex_unlock(&g->mu);
     return p && p->pg ? p : NULL;
+}
+
+th_err th_guard_attach(struct th_guard *g, struct th_loop *loop)
+{
+    if (!g || !g->url)
+        return TH_E_OK;
+    return pool_for(g, loop) ? TH_E_OK : TH_E_NOMEM;
 }
 
 static void hex_key(const unsigned char k[KEY_LEN], char *out)

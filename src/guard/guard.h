@@ -172,11 +172,22 @@ bool th_guard_decide(struct th_guard *g, struct th_loop *loop, struct th_guard_a
 bool th_guard_shared(const struct th_guard *g);
 
 /*
- * For /readyz: false only when requests would be refused for want of the database — the state is
- * shared, store.unavailable = closed, and no connection of any loop is up once some loop has
- * tried (connections are made by a loop's first request, and then retried by themselves, so a
- * node taken out of a load balancer comes back when the database does). With open, the node
- * serves without the database: ready.
+ * Opens loop's connections to the shared state now rather than on the loop's first request:
+ * called for each loop before it runs (or on its thread), so the first requests of a fresh node
+ * are not left to the in-memory guard while a connection is still being made. Once attached,
+ * th_guard_ready waits for the loop's pool. No-op in memory; TH_E_NOMEM when the pool cannot be
+ * made (the loop then tries again on its first request).
+ */
+th_err th_guard_attach(struct th_guard *g, struct th_loop *loop);
+
+/*
+ * For /readyz (any thread): false while some loop's pool would leave its requests to the
+ * in-memory guard or refuse them. With store.unavailable = closed: every pool has a connection
+ * up now (connections retry by themselves, so a node taken out of a load balancer comes back
+ * when the database does). With open: every pool has had a connection up once — or its
+ * attempts failed, the database being away, when serving from memory is open's rule rather than
+ * an accident of a connection still being made; a later outage does not take the node out (it
+ * serves without the database). True in memory, and before any loop has a pool.
  */
 bool th_guard_ready(struct th_guard *g);
 

@@ -1010,6 +1010,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     }
     freeaddrinfo(ai);
     ai = NULL;
+    for (int i = 0; deps->loop_start && i < srv->nworkers; i++)
+        deps->loop_start(deps->loop_start_ud, srv->workers[i].loop);
     for (int i = 0; i < srv->nworkers; i++) {
         struct worker *w = &srv->workers[i];
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

@@ -21,6 +21,7 @@
 #include "http/tls.h"
 
 struct th_server;
+struct th_loop;
 
 #define TH_READY_MAX 8
 
@@ -34,6 +35,13 @@ struct th_server_deps {
      */
     bool (*ready)(void *ud, const char *missing[], size_t *n);
     void *ready_ud;
+    /*
+     * Called once for each event loop, on the starting thread before the loops run (no request
+     * has reached any): state kept per loop is opened here, not on the loop's first request
+     * (the shared guard's connections). NULL: none.
+     */
+    void (*loop_start)(void *ud, struct th_loop *loop);
+    void *loop_start_ud;
     /* GET /metrics: appends Prometheus text (NULL: 404) */
     void (*metrics)(void *ud, struct th_buf *out);
     void *metrics_ud;

@@ -40,7 +40,7 @@ struct th_pg {
     int nstmts, nconns, queue_max, queued;
     struct conn conns[MAX_CONNS];
     struct th_pg_query *head, *tail; /* waiting for a connection, and failing ones */
-    atomic_int *up;
+    atomic_int *up, *failed;
     int nup;
     bool was_up, freeing;
     uint64_t statements;
@@ -189,6 +189,8 @@ static void conn_drop(struct conn *c, th_err err, const char *why, bool quick)
     why = reason;
     if (c->state >= C_READY && !c->listener)
         set_up(pg, -1);
+    else if (!c->listener && !pg->freeing && pg->failed)
+        atomic_fetch_add(pg->failed, 1);
     if (c->fd >= 0)
         th_loop_del_fd(pg->loop, c->fd);
     c->fd = -1;
@@ -472,6 +474,7 @@ th_err th_pg_new(struct th_loop *loop, const struct th_pg_options *opt, struct t
     pg->nconns = opt->connections;
     pg->queue_max = opt->queue_max > 0 ? opt->queue_max : 1024;
     pg->up = opt->up;
+    pg->failed = opt->failed;
     /* The session's settings are SET by the first command rather than given as libpq's
      * "options": a URL's own options (a search_path, say) stay as they are. */
     char sets[160];

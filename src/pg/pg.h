@@ -57,6 +57,10 @@ struct th_pg_options {
     bool async_commit;
     int queue_max;  /* queries waiting for a connection (0: 1024) */
     atomic_int *up; /* connections ready, summed over pools (readiness); may be NULL */
+    /* connection attempts that failed before the connection was ready (refused, timed out,
+     * setup failed), summed over pools: readiness tells "still connecting" from "the database
+     * is away"; may be NULL */
+    atomic_int *failed;
     /* LISTEN: one more connection (never given queries) listens on this channel and calls
      * notify(notify_ud, payload) on the loop for each notification; NULL: none. Notifications
      * sent while it is reconnecting are lost: a listener must not rely on them alone. */

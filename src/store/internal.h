@@ -20,6 +20,8 @@ struct th_store_ops {
     th_err (*outbox_insert)(struct th_store *st, const struct th_outbox_row *row);
     th_err (*outbox_each)(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
     th_err (*delivery_insert)(struct th_store *st, const struct th_delivery_row *row);
+    /* NULL: th_store_insert_many answers TH_E_INVAL (the caller goes row by row) */
+    th_err (*insert_many)(struct th_store *st, const struct th_store_rows *rows);
     th_err (*deliveries_query)(struct th_store *st, const struct th_delivery_filter *f,
                                th_delivery_row_fn fn, void *ud);
     th_err (*dlq_insert)(struct th_store *st, const struct th_dlq_row *row);
@@ -76,5 +78,8 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 int th_store_make_parent(const char *path);
 /* How many times a PostgreSQL store's dropped connection was made again (tests). */
 long th_store_pg_reconnects(const struct th_store *st);
+/* Statements a PostgreSQL store's connection has sent so far, each a round trip (tests,
+ * benches); from any thread. 0 on SQLite. */
+long th_store_pg_round_trips(const struct th_store *st);
 
 #endif

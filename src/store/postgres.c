@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,15 @@ static const char *const migrations[] = {
     " (language = 'es' AND body = '<speak>Su código de verificación es "
     "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
     "{{otp_spaced}}.</speak>' AND voice_id = 'Lupe'));",
+    /* 8: a delivery record's identity, (request id, time): a spooled record replayed after a
+     * commit whose answer was lost is skipped (ON CONFLICT DO NOTHING), not recorded twice. The
+     * unique index replaces the plain one on the request id (the same cost per insert); the
+     * twins such a replay left before are removed first, the older row kept. IF EXISTS / NOT
+     * EXISTS: a test takes a store back to an older version and migrates it again. */
+    "DELETE FROM deliveries a USING deliveries b WHERE a.request_id = b.request_id"
+    "  AND a.created_ms = b.created_ms AND a.seq > b.seq;"
+    "DROP INDEX IF EXISTS deliveries_request;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (request_id, created_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -177,7 +187,8 @@ static const char *const sql[S__COUNT] = {
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts, user_id, login_hash, "
                     "phone_hash, locale, preference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                    "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                    "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) "
+                    "ON CONFLICT (request_id, created_ms) DO NOTHING",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel COLLATE \"C\", country COLLATE \"C\"",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -221,6 +232,9 @@ struct pg_store {
     bool lost;     /* a statement failed for want of the server, not for its row (th_store_lost) */
     int64_t revived_ms;
     long reconnects; /* tests read it (th_store_pg_reconnects) */
+    /* statements sent (round trips: blocking libpq waits for each answer); any thread reads it
+     * (th_store_pg_round_trips) */
+    atomic_long trips;
     unsigned char dq_prepared[DQ_SHAPES / 8];
 };
 
@@ -356,9 +370,16 @@ static void note(struct pg_store *s, const PGresult *r)
         s->lost = true;
 }
 
+/* One more round trip on the store's connection. */
+static void trip(struct pg_store *s)
+{
+    atomic_fetch_add_explicit(&s->trips, 1, memory_order_relaxed);
+}
+
 static PGresult *exec_prepared(struct pg_store *s, const char *name, int n, const char *const *vals,
                                const int *lens, const int *fmts)
 {
+    trip(s);
     return PQexecPrepared(s->conn, name, n, vals, lens, fmts, 0);
 }
 
@@ -388,6 +409,7 @@ static th_err simple(PGconn *c, const char *q, char *err, size_t errlen)
 /* simple() on the store's connection, noting a lost server (the writer's statements). */
 static th_err noted(struct pg_store *s, const char *q)
 {
+    trip(s);
     PGresult *r = PQexec(s->conn, q);
     th_err e = ok_result(r) ? TH_E_OK : TH_E_STORE;
     note(s, r);
@@ -396,14 +418,15 @@ static th_err noted(struct pg_store *s, const char *q)
 }
 
 /*
- * A write that may fail (a duplicate id): inside the writer's transaction PostgreSQL would
+ * A write that may fail (a duplicate id, text that is not UTF-8): inside the writer's
+ * transaction (its row-by-row path, store.h's th_store_insert_many) PostgreSQL would
  * abort the whole transaction where SQLite goes on with the next row, so it runs under a
  * savepoint there. Returns the rows it changed in *changed (may be NULL).
  */
 static th_err write_stmt(struct pg_store *s, enum stmt i, int n, const char *const *vals,
                          const int *lens, const int *fmts, long *changed)
 {
-    bool guard = s->in_tx && (i == S_OUTBOX_INS || i == S_DLQ_INS);
+    bool guard = s->in_tx && (i == S_OUTBOX_INS || i == S_DLQ_INS || i == S_DELIV_INS);
     if (guard && noted(s, "SAVEPOINT th_write") != TH_E_OK)
         return TH_E_STORE;
     PGresult *r = run(s, i, n, vals, lens, fmts);
@@ -412,10 +435,12 @@ static th_err write_stmt(struct pg_store *s, enum stmt i, int n, const char *con
     if (e == TH_E_OK && changed)
         *changed = strtol(PQcmdTuples(r), NULL, 10);
     PQclear(r);
-    if (guard)
+    if (guard) {
+        trip(s);
         simple(s->conn,
                e == TH_E_OK ? "RELEASE SAVEPOINT th_write" : "ROLLBACK TO SAVEPOINT th_write", NULL,
                0);
+    }
     return e;
 }
 
@@ -821,15 +846,84 @@ static th_err pg_route_delete(struct th_store *st, const char *channel, const ch
 
 /* ---- outbox, deliveries ---- */
 
+/*
+ * A row's values in its INSERT's column order, for the one-row statements and the multi-row
+ * INSERT alike (a column added is added here once). The numbers are written as text into num;
+ * lens and fmts (may be NULL: all text) mark a DLQ entry's payload as binary.
+ */
+#define NUMS        3 /* numbers per row at most */
+#define OUTBOX_COLS 8
+#define DELIV_COLS  20
+#define DLQ_COLS    14
+
+static void outbox_vals(const void *r, const char **v, int *lens, int *fmts, char num[NUMS][24])
+{
+    const struct th_outbox_row *row = r;
+    (void)lens;
+    (void)fmts;
+    snprintf(num[0], 24, "%lld", (long long)row->created_ms);
+    const char *x[OUTBOX_COLS] = {
+        txt(row->id),       num[0],         txt(row->request_id), txt(row->to), txt(row->channel),
+        txt(row->language), txt(row->body), txt(row->voice_id)};
+    memcpy(v, x, sizeof x);
+}
+
+static void delivery_vals(const void *r, const char **v, int *lens, int *fmts, char num[NUMS][24])
+{
+    const struct th_delivery_row *row = r;
+    (void)lens;
+    (void)fmts;
+    snprintf(num[0], 24, "%lld", (long long)row->created_ms);
+    snprintf(num[1], 24, "%lld", (long long)row->latency_us);
+    snprintf(num[2], 24, "%d", row->attempts);
+    const char *x[DELIV_COLS] = {txt(row->request_id),
+                                 txt(row->event_id),
+                                 num[0],
+                                 txt(row->request_type),
+                                 txt(row->phone_masked),
+                                 txt(row->country),
+                                 txt(row->channel),
+                                 txt(row->language),
+                                 txt(row->source),
+                                 txt(row->provider),
+                                 txt(row->outcome),
+                                 txt(row->transaction_id),
+                                 txt(row->error),
+                                 num[1],
+                                 num[2],
+                                 txt(row->user_id),
+                                 txt(row->login_hash),
+                                 txt(row->phone_hash),
+                                 txt(row->locale),
+                                 txt(row->preference)};
+    memcpy(v, x, sizeof x);
+}
+
+static void dlq_vals(const void *r, const char **v, int *lens, int *fmts, char num[NUMS][24])
+{
+    const struct th_dlq_row *row = r;
+    snprintf(num[0], 24, "%lld", (long long)row->created_ms);
+    snprintf(num[1], 24, "%d", row->attempts);
+    snprintf(num[2], 24, "%lld", (long long)row->otp_expires_ms);
+    const char *x[DLQ_COLS] = {txt(row->id), num[0], txt(row->request_id), txt(row->event_id),
+                               txt(row->phone_masked), txt(row->country), txt(row->channel),
+                               txt(row->language), txt(row->outcome), txt(row->errors), num[1],
+                               num[2], txt(row->key_id),
+                               /* NULL: SQL NULL */
+                               row->payload_len ? (const char *)row->payload : NULL};
+    memcpy(v, x, sizeof x);
+    if (lens && fmts) {
+        lens[DLQ_COLS - 1] = (int)row->payload_len;
+        fmts[DLQ_COLS - 1] = 1; /* the sealed payload goes as binary bytea */
+    }
+}
+
 static th_err pg_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
 {
-    char ms[24];
-    snprintf(ms, sizeof ms, "%lld", (long long)row->created_ms);
-    const char *v[] = {txt(row->id),      txt(row->request_id), txt(row->to),
-                       txt(row->channel), txt(row->language),   txt(row->body),
-                       txt(row->voice_id)};
-    const char *vals[] = {v[0], ms, v[1], v[2], v[3], v[4], v[5], v[6]};
-    return write_stmt(P(st), S_OUTBOX_INS, 8, vals, NULL, NULL, NULL);
+    const char *v[OUTBOX_COLS];
+    char num[NUMS][24];
+    outbox_vals(row, v, NULL, NULL, num);
+    return write_stmt(P(st), S_OUTBOX_INS, OUTBOX_COLS, v, NULL, NULL, NULL);
 }
 
 static th_err pg_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud)
@@ -859,31 +953,86 @@ static th_err pg_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn
 
 static th_err pg_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
 {
-    char created[24], latency[24], attempts[16];
-    snprintf(created, sizeof created, "%lld", (long long)row->created_ms);
-    snprintf(latency, sizeof latency, "%lld", (long long)row->latency_us);
-    snprintf(attempts, sizeof attempts, "%d", row->attempts);
-    const char *v[] = {txt(row->request_id),
-                       txt(row->event_id),
-                       created,
-                       txt(row->request_type),
-                       txt(row->phone_masked),
-                       txt(row->country),
-                       txt(row->channel),
-                       txt(row->language),
-                       txt(row->source),
-                       txt(row->provider),
-                       txt(row->outcome),
-                       txt(row->transaction_id),
-                       txt(row->error),
-                       latency,
-                       attempts,
-                       txt(row->user_id),
-                       txt(row->login_hash),
-                       txt(row->phone_hash),
-                       txt(row->locale),
-                       txt(row->preference)};
-    return write_stmt(P(st), S_DELIV_INS, 20, v, NULL, NULL, NULL);
+    const char *v[DELIV_COLS];
+    char num[NUMS][24];
+    delivery_vals(row, v, NULL, NULL, num);
+    return write_stmt(P(st), S_DELIV_INS, DELIV_COLS, v, NULL, NULL, NULL);
+}
+
+/*
+ * One table's rows in one INSERT ... VALUES ($1, ...), ($21, ...), ...: one round trip for the
+ * lot (at most 65535 parameters a statement: a longer list goes in several). The SQL is built
+ * from placeholders only; every value is bound. Not prepared: its length varies with the batch,
+ * and parsing it costs the server far less than a round trip a row.
+ */
+static th_err insert_rows(struct pg_store *s, const char *head, const char *tail, int ncols,
+                          void (*vals)(const void *, const char **, int *, int *, char[NUMS][24]),
+                          const void *const *rows, size_t nrows)
+{
+    size_t chunk = 65535 / (size_t)ncols;
+    for (size_t at = 0; at < nrows; at += chunk) {
+        size_t n = nrows - at < chunk ? nrows - at : chunk, np = n * (size_t)ncols;
+        size_t cap = strlen(head) + strlen(tail) + n * ((size_t)ncols * 8 + 4) + 1;
+        char *text = malloc(cap), (*num)[NUMS][24] = malloc(n * sizeof *num);
+        const char **v = malloc(np * sizeof *v);
+        int *lens = calloc(np, sizeof *lens), *fmts = calloc(np, sizeof *fmts);
+        th_err e = TH_E_NOMEM;
+        if (text && num && v && lens && fmts) {
+            size_t len = (size_t)snprintf(text, cap, "%s", head);
+            for (size_t i = 0; i < n; i++) {
+                size_t k = i * (size_t)ncols;
+                vals(rows[at + i], v + k, lens + k, fmts + k, num[i]);
+                for (int c = 0; c < ncols; c++)
+                    len += (size_t)snprintf(text + len, cap - len, "%s$%zu%s",
+                                            c   ? ""
+                                            : i ? ", ("
+                                                : "(",
+                                            k + (size_t)c + 1, c + 1 < ncols ? ", " : ")");
+            }
+            snprintf(text + len, cap - len, "%s", tail);
+            trip(s);
+            PGresult *r = PQexecParams(s->conn, text, (int)np, NULL, v, lens, fmts, 0);
+            e = PQresultStatus(r) == PGRES_COMMAND_OK ? TH_E_OK : TH_E_STORE;
+            note(s, r);
+            PQclear(r);
+        }
+        free(text);
+        free(num);
+        free(v);
+        free(lens);
+        free(fmts);
+        if (e != TH_E_OK)
+            return e;
+    }
+    return TH_E_OK;
+}
+
+/* store.h: each table's rows in one statement, all or nothing, in the caller's transaction. */
+static th_err pg_insert_many(struct th_store *st, const struct th_store_rows *rows)
+{
+    struct pg_store *s = P(st);
+    th_err e = TH_E_OK;
+    if (rows->ndeliveries)
+        e = insert_rows(s,
+                        "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
+                        "phone_masked, country, channel, language, source, provider, outcome, "
+                        "transaction_id, error, latency_us, attempts, user_id, login_hash, "
+                        "phone_hash, locale, preference) VALUES ",
+                        " ON CONFLICT (request_id, created_ms) DO NOTHING", DELIV_COLS,
+                        delivery_vals, (const void *const *)rows->deliveries, rows->ndeliveries);
+    if (e == TH_E_OK && rows->noutbox)
+        e = insert_rows(s,
+                        "INSERT INTO outbox (id, created_ms, request_id, recipient, channel, "
+                        "language, body, voice_id) VALUES ",
+                        "", OUTBOX_COLS, outbox_vals, (const void *const *)rows->outbox,
+                        rows->noutbox);
+    if (e == TH_E_OK && rows->ndlq)
+        e = insert_rows(s,
+                        "INSERT INTO dlq (id, created_ms, request_id, event_id, phone_masked, "
+                        "country, channel, language, outcome, errors, attempts, otp_expires_ms, "
+                        "key_id, payload) VALUES ",
+                        "", DLQ_COLS, dlq_vals, (const void *const *)rows->dlq, rows->ndlq);
+    return e;
 }
 
 /*
@@ -990,28 +1139,11 @@ static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_
 
 static th_err pg_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
 {
-    char created[24], attempts[16], expires[24];
-    snprintf(created, sizeof created, "%lld", (long long)row->created_ms);
-    snprintf(attempts, sizeof attempts, "%d", row->attempts);
-    snprintf(expires, sizeof expires, "%lld", (long long)row->otp_expires_ms);
-    const char *v[] = {txt(row->id),
-                       created,
-                       txt(row->request_id),
-                       txt(row->event_id),
-                       txt(row->phone_masked),
-                       txt(row->country),
-                       txt(row->channel),
-                       txt(row->language),
-                       txt(row->outcome),
-                       txt(row->errors),
-                       attempts,
-                       expires,
-                       txt(row->key_id),
-                       row->payload_len ? (const char *)row->payload : NULL}; /* NULL: SQL NULL */
-    int lens[14] = {0}, fmts[14] = {0};
-    lens[13] = (int)row->payload_len;
-    fmts[13] = 1; /* the sealed payload goes as binary bytea */
-    return write_stmt(P(st), S_DLQ_INS, 14, v, lens, fmts, NULL);
+    const char *v[DLQ_COLS];
+    int lens[DLQ_COLS] = {0}, fmts[DLQ_COLS] = {0};
+    char num[NUMS][24];
+    dlq_vals(row, v, lens, fmts, num);
+    return write_stmt(P(st), S_DLQ_INS, DLQ_COLS, v, lens, fmts, NULL);
 }
 
 /* Calls fn with row i of r; the payload unescaped for the call. */
@@ -1140,6 +1272,7 @@ static th_err pg_begin(struct th_store *st)
 static th_err pg_commit(struct th_store *st)
 {
     /* a COMMIT of an aborted transaction answers ROLLBACK without an error: check the tag */
+    trip(P(st));
     PGresult *r = PQexec(P(st)->conn, "COMMIT");
     th_err e = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0
                    ? TH_E_OK
@@ -1153,6 +1286,7 @@ static th_err pg_commit(struct th_store *st)
 static th_err pg_rollback(struct th_store *st)
 {
     P(st)->in_tx = false;
+    trip(P(st));
     return simple(P(st)->conn, "ROLLBACK", NULL, 0);
 }
 
@@ -1439,6 +1573,7 @@ const struct th_store_ops th_store_pg_ops = {
     .outbox_insert = pg_outbox_insert,
     .outbox_each = pg_outbox_each,
     .delivery_insert = pg_delivery_insert,
+    .insert_many = pg_insert_many,
     .deliveries_query = pg_deliveries_query,
     .dlq_insert = pg_dlq_insert,
     .dlq_each = pg_dlq_each,
@@ -1466,4 +1601,11 @@ const struct th_store_ops th_store_pg_ops = {
 long th_store_pg_reconnects(const struct th_store *st)
 {
     return st->ops == &th_store_pg_ops ? ((const struct pg_store *)st)->reconnects : 0;
+}
+
+long th_store_pg_round_trips(const struct th_store *st)
+{
+    if (st->ops != &th_store_pg_ops)
+        return 0;
+    return atomic_load(&((struct pg_store *)st)->trips);
 }

@@ -114,6 +114,14 @@ static const char *const migrations[] = {
     " (language = 'es' AND body = '<speak>Su código de verificación es "
     "<break time=\"300ms\"/>{{otp_spaced}}. <break time=\"1s\"/>Repito, su código es "
     "{{otp_spaced}}.</speak>' AND voice_id = 'Lupe'));",
+    /* 8: as PostgreSQL's 8: a delivery record is identified by (request id, time), so a
+     * record inserted twice is kept once (a node on PostgreSQL replays its spool; here the
+     * same schema). The unique index replaces the plain one on the request id; twins go first,
+     * the older row kept. */
+    "DELETE FROM deliveries WHERE rowid NOT IN"
+    "  (SELECT min(rowid) FROM deliveries GROUP BY request_id, created_ms);"
+    "DROP INDEX IF EXISTS deliveries_request;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (request_id, created_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -160,7 +168,7 @@ static const char *const sql[S__COUNT] = {
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts, user_id, login_hash, "
                     "phone_hash, locale, preference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, created_ms) DO NOTHING",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel, country",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "

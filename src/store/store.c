@@ -208,6 +208,13 @@ th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_ro
     return live(st)->ops->delivery_insert(st, row);
 }
 
+th_err th_store_insert_many(struct th_store *st, const struct th_store_rows *rows)
+{
+    if (!st->ops->insert_many)
+        return TH_E_INVAL;
+    return live(st)->ops->insert_many(st, rows);
+}
+
 th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud)
 {
     struct th_delivery_filter f = {.limit = limit};

@@ -85,7 +85,11 @@ typedef int (*th_outbox_row_fn)(void *ud, const struct th_outbox_row *row);
 /* Newest first, at most limit rows (limit <= 0: 20). */
 th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn, void *ud);
 
-/* ---- delivery records: one per answered request; never the OTP, never the full number ---- */
+/*
+ * ---- delivery records: one per answered request; never the OTP, never the full number ----
+ * A record is identified by its request id and time (unique): inserting one already there is
+ * TH_E_OK and changes nothing, so a spooled record replayed is never recorded twice.
+ */
 struct th_delivery_row {
     const char *request_id;
     const char *event_id; /* Okta's eventId ("" when absent) */
@@ -238,6 +242,27 @@ th_err th_store_wait_change(struct th_store_listener *l, int timeout_ms, unsigne
 /* Makes the current or next wait return at once; from any thread (async-signal-safe). */
 void th_store_listener_interrupt(struct th_store_listener *l);
 void th_store_listener_close(struct th_store_listener *l); /* NULL is a no-op */
+
+/*
+ * ---- the writer's batch: each table's rows in one statement ----
+ * Inserts every row, inside the caller's transaction, with one multi-row INSERT per table that
+ * has rows: a constant number of round trips for a batch, where a row at a time costs one (three
+ * with its savepoint) per row. All or nothing: TH_E_STORE when any row fails, the transaction
+ * then aborted (roll it back); th_store_lost says whether the server was the cause, else a row
+ * was (a duplicate id, text that is not UTF-8) and the caller inserts the rows one by one, so
+ * that it fails alone. A delivery record already there (the same request id and time: a
+ * spooled one replayed) is skipped, not an error. TH_E_INVAL, nothing done, on a backend
+ * without it (SQLite: a row costs no round trip there).
+ */
+struct th_store_rows {
+    const struct th_delivery_row *const *deliveries;
+    size_t ndeliveries;
+    const struct th_outbox_row *const *outbox;
+    size_t noutbox;
+    const struct th_dlq_row *const *dlq;
+    size_t ndlq;
+};
+th_err th_store_insert_many(struct th_store *st, const struct th_store_rows *rows);
 
 /* ---- transactions (the writer batches many inserts in one) ---- */
 th_err th_store_begin(struct th_store *st);

@@ -396,7 +396,10 @@ static bool spool_ready(struct th_writer *w, bool create)
  * Keeps a batch the store could not take. A DLQ entry spooled counts as committed (TH_E_OK: the
  * request waiting for it gets its answer). At the cap, delivery records go first: a new one is
  * dropped, and an older one makes room for a DLQ entry; a DLQ entry dropped is logged with its
- * id. Outbox rows (development, message text in clear) are never spooled: they fail.
+ * id. Outbox rows are never spooled (the development provider's "handset" holds the message,
+ * OTP included, in clear: it never goes to a local file): while the store is out of reach
+ * they fail, as the provider's send then does; while it is in reach and the spool still
+ * drains, write_batch hands them to the store at once.
  */
 static void spool_batch(struct th_writer *w, struct item *batch, th_err *results)
 {
@@ -510,28 +513,77 @@ static void mark_down(struct th_writer *w)
     w->retry_ms = th_wall_ms() + w->backoff_ms;
 }
 
-/* Runs the batch's inserts in one transaction: results per item; false when the store is lost. */
-static bool insert_batch(struct th_writer *w, struct item *batch, th_err *results, size_t *n)
+/* The items' inserts a row at a time, in one transaction: results per item. */
+static void insert_rows(struct th_writer *w, struct item *const *items, size_t n, th_err *results)
 {
-    bool in_tx = th_store_begin(w->st) == TH_E_OK, failed = !in_tx;
-    *n = 0;
-    for (struct item *it = batch; it; it = it->next, (*n)++) {
+    bool in_tx = th_store_begin(w->st) == TH_E_OK;
+    for (size_t i = 0; i < n; i++) {
+        struct item *it = items[i];
         th_err e = TH_E_STORE;
         if (in_tx)
             e = it->kind == ITEM_OUTBOX     ? th_store_outbox_insert(w->st, &it->row.outbox)
                 : it->kind == ITEM_DELIVERY ? th_store_delivery_insert(w->st, &it->row.delivery)
                                             : th_store_dlq_insert(w->st, &it->row.dlq);
-        /* a failed insert (a duplicate key) does not abort SQLite's transaction: go on */
-        results[*n] = e;
-        failed |= e != TH_E_OK;
+        /* a failed insert (a duplicate key) does not abort the transaction (a savepoint on
+         * PostgreSQL): go on */
+        results[i] = e;
     }
     if (in_tx && th_store_commit(w->st) != TH_E_OK) {
         th_store_rollback(w->st);
-        for (size_t i = 0; i < *n; i++)
+        for (size_t i = 0; i < n; i++)
             results[i] = TH_E_STORE;
-        failed = true;
     }
-    /* a row's own failure (a duplicate id) is its own; a lost server is everyone's */
+}
+
+/*
+ * The items' rows in one statement per table (th_store_insert_many), in one transaction: a
+ * constant number of round trips per batch. false when it did not commit (the transaction is
+ * rolled back): the store is lost, or a row failed for itself — then the caller goes row by row,
+ * so that row fails alone.
+ */
+static bool insert_many(struct th_writer *w, struct item *const *items, size_t n)
+{
+    const struct th_delivery_row *d[BATCH_MAX];
+    const struct th_outbox_row *o[BATCH_MAX];
+    const struct th_dlq_row *q[BATCH_MAX];
+    struct th_store_rows rows = {.deliveries = d, .outbox = o, .dlq = q};
+    for (size_t i = 0; i < n; i++) {
+        if (items[i]->kind == ITEM_DELIVERY)
+            d[rows.ndeliveries++] = &items[i]->row.delivery;
+        else if (items[i]->kind == ITEM_OUTBOX)
+            o[rows.noutbox++] = &items[i]->row.outbox;
+        else
+            q[rows.ndlq++] = &items[i]->row.dlq;
+    }
+    if (th_store_begin(w->st) != TH_E_OK)
+        return false;
+    if (th_store_insert_many(w->st, &rows) == TH_E_OK && th_store_commit(w->st) == TH_E_OK)
+        return true;
+    th_store_rollback(w->st);
+    return false;
+}
+
+/*
+ * Writes the items (at most BATCH_MAX) in one transaction: results per item; false when the
+ * store is lost. A row's own failure (a duplicate id) is its own: the batch goes again row by
+ * row, each row under a savepoint; a lost server is everyone's.
+ */
+static bool insert_batch(struct th_writer *w, struct item *const *items, size_t n, th_err *results)
+{
+    if (n == 0)
+        return true;
+    bool many = w->shared && insert_many(w, items, n);
+    if (many) {
+        for (size_t i = 0; i < n; i++)
+            results[i] = TH_E_OK;
+        return true;
+    }
+    if (th_store_lost(w->st))
+        return false;
+    insert_rows(w, items, n, results);
+    bool failed = false;
+    for (size_t i = 0; i < n; i++)
+        failed |= results[i] != TH_E_OK;
     if (failed && th_store_lost(w->st)) {
         th_store_rollback(w->st);
         return false;
@@ -541,14 +593,19 @@ static bool insert_batch(struct th_writer *w, struct item *batch, th_err *result
 
 /*
  * Writes one batch in one transaction — or into the spool while the shared store is out of
- * reach or the spool still holds older rows — then reports each item's result.
+ * reach or the spool still holds older rows — then reports each item's result. Outbox rows are
+ * never spooled (spool_batch): while the store is in reach and the spool drains they go to the
+ * store at once (the order that matters is within a table).
  */
 static void write_batch(struct th_writer *w, struct item *batch)
 {
     th_err results[BATCH_MAX];
-    size_t n = 0, ok = 0, dlq_ok = 0;
+    struct item *items[BATCH_MAX], *outbox[BATCH_MAX];
+    size_t n = 0, ok = 0, dlq_ok = 0, nout = 0, out_ok = 0;
+    for (struct item *it = batch; it; it = it->next)
+        items[n++] = it;
     bool spool = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
-    if (!spool && !insert_batch(w, batch, results, &n)) {
+    if (!spool && !insert_batch(w, items, n, results)) {
         mark_down(w);
         spool = true;
     } else if (!spool) {
@@ -558,6 +615,17 @@ static void write_batch(struct th_writer *w, struct item *batch)
         spool_batch(w, batch, results);
         if (!w->spool_path) /* no spool: as before, the rows fail */
             th_log_msg(TH_LOG_WARN, "store", "rows not written: the store is out of reach");
+        for (size_t i = 0; !w->down && i < n; i++)
+            if (items[i]->kind == ITEM_OUTBOX)
+                outbox[nout++] = items[i];
+        th_err out_results[BATCH_MAX];
+        if (nout && !insert_batch(w, outbox, nout, out_results))
+            mark_down(w);
+        for (size_t i = 0, j = 0; !w->down && i < n && j < nout; i++)
+            if (items[i] == outbox[j]) {
+                out_ok += out_results[j] == TH_E_OK;
+                results[i] = out_results[j++];
+            }
     }
     n = 0;
     for (struct item *it = batch, *next; it; it = next, n++) {
@@ -577,8 +645,7 @@ static void write_batch(struct th_writer *w, struct item *batch)
     if (dlq_ok)
         atomic_fetch_add(&w->dlq_depth, (long long)dlq_ok);
     pthread_mutex_lock(&w->mu);
-    if (!spool)
-        w->written += ok;
+    w->written += spool ? out_ok : ok; /* spooled rows count when flushed */
     w->failed += n - ok;
     pthread_mutex_unlock(&w->mu);
 }
@@ -641,26 +708,12 @@ static enum flushed flush_some(struct th_writer *w)
         return FLUSH_STUCK;
     }
     th_err results[BATCH_MAX];
+    struct item *items[BATCH_MAX];
     size_t n = 0, flushed = 0, refused = 0;
-    bool ok = !f.head || insert_batch(w, f.head, results, &n);
-    /*
-     * A row failing for itself (text PostgreSQL will not take: not UTF-8) aborts its whole
-     * transaction where SQLite goes on, and the batch's commit with it: then each row again in
-     * a transaction of its own, so the others are not dropped with it.
-     */
-    bool all_failed = ok && n > 1;
-    for (size_t i = 0; all_failed && i < n; i++)
-        all_failed = results[i] != TH_E_OK;
-    if (all_failed) {
-        n = 0;
-        for (struct item *it = f.head; ok && it; it = it->next, n++) {
-            struct item *next = it->next;
-            size_t one;
-            it->next = NULL;
-            ok = insert_batch(w, it, &results[n], &one);
-            it->next = next;
-        }
-    }
+    for (struct item *it = f.head; it && n < BATCH_MAX; it = it->next)
+        items[n++] = it;
+    /* a row failing for itself (text PostgreSQL will not take: not UTF-8) fails alone there */
+    bool ok = insert_batch(w, items, n, results);
     if (ok && f.head) {
         /* a refused DLQ entry already there: look in a transaction of its own */
         n = 0;

@@ -1,6 +1,8 @@
 /*
  * The store writer: one thread that owns a store connection and applies queued writes in
- * batches (one transaction per batch), so no event loop ever waits on the disk.
+ * batches (one transaction per batch; on PostgreSQL one multi-row INSERT per table, a constant
+ * number of round trips, a row refused for itself failing alone), so no event loop ever waits on
+ * the disk or the network.
  *
  * Every queued item is copied (the caller's strings may be freed at once). The queue is bounded:
  * when full, enqueue returns TH_E_OVERLOAD and nothing is queued.
@@ -43,7 +45,8 @@ th_err th_writer_start(struct th_store *st, size_t max_queue, struct th_writer *
  * lost, timeout; not a row's own failure), batches go to a local SQLite file at spool_path
  * (created on first need, 0600) instead: a DLQ entry spooled counts as committed. The writer
  * reconnects with backoff (100 ms to 5 s) and flushes the spool oldest first, each batch in one
- * transaction, before new rows reach the store; a DLQ entry already there counts as flushed.
+ * transaction, before new rows reach the store; a DLQ entry already there counts as flushed, a
+ * delivery record already there is skipped (never twice). Outbox rows are never spooled.
  * At most spool_max rows (0: 100000): beyond it delivery records are dropped first, a DLQ entry
  * only when nothing else is left to drop, each drop logged and counted. A spool left by an
  * earlier run is flushed at start. An idle writer pings a shared store every 2 s.

@@ -245,6 +245,31 @@ def test_budget_exact_across_nodes(make_server, webhook):
     assert webhook.count() == n
 
 
+def test_fresh_node_ready_means_decided_by_the_database(make_server, webhook):
+    """Eager pools: every loop opens its connections to the shared state when it starts, and
+    /readyz is 200 only once each loop has one up. So a fresh node's first request after
+    /readyz is 200 is decided by the database, never left to the node's memory."""
+    conf = f"""
+        provider.name = webhook
+        webhook.url = {webhook.url}/send
+        webhook.secret = {webhook.secret}
+        guard.url = {PG}
+        guard.secret = shared-{secrets.token_hex(16)}
+        store.unavailable = open"""
+    s = make_server(conf)
+    deadline = time.monotonic() + 10 * SLOW
+    while s.request("GET", "/readyz")[0] != 200:
+        assert time.monotonic() < deadline, "not ready"
+        time.sleep(0.01)
+    # no request yet: the connections are the loops' own (2 threads, one at least each)
+    assert metric(s, "telehook_guard_db_connections") >= 2
+    status, _, body = s.post(okta_request())
+    assert status == 200 and value(body)["status"] == "SUCCESSFUL"
+    assert metric(s, "telehook_guard_db_decisions_total") == 1
+    assert metric(s, "telehook_guard_db_fallbacks_total") == 0
+    assert webhook.count() == 1
+
+
 def timed_post(node, req):
     t0 = time.monotonic()
     status, _, body = node.post(req)

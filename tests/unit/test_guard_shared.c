@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "config/config.h"
@@ -498,6 +500,125 @@ static void test_unavailable_open_and_closed(void **state)
     th_guard_free(shut);
 }
 
+/* Runs a loop until its guard's connections reach n (or ready, when n < 0). */
+struct conn_run {
+    struct run r;
+    struct th_guard *g;
+    int n;
+};
+
+static bool step_conns(struct run *r)
+{
+    struct conn_run *c = (struct conn_run *)r;
+    struct th_guard_db_stats s;
+    th_guard_db_stats(c->g, &s);
+    return c->n < 0 ? th_guard_ready(c->g) : s.connections >= c->n;
+}
+
+static void run_until(struct th_loop *loop, struct th_guard *g, int n, int ms)
+{
+    struct conn_run c = {.r = {.loop = loop, .step = step_conns}, .g = g, .n = n};
+    run(&c.r, ms);
+}
+
+static void *loop_thread(void *arg)
+{
+    th_loop_run(arg);
+    return NULL;
+}
+
+/* Polls the guard from this thread while its loops run on theirs (bounded: 5 s). */
+static bool wait_guard(struct th_guard *g, int connections, bool ready)
+{
+    for (int i = 0; i < 500; i++) {
+        struct th_guard_db_stats s;
+        th_guard_db_stats(g, &s);
+        if ((connections < 0 || s.connections == connections) && (!ready || th_guard_ready(g)))
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+struct eager_ask {
+    struct run r;
+    struct ask k;
+    struct th_guard *g;
+};
+
+static void eager_ask(void *ud)
+{
+    struct eager_ask *e = ud;
+    ask(e->r.loop, &e->k, e->g, "+12065550104", "evt-eager", "444444", NULL);
+    e->r.give_up_us = th_mono_us() + 5000000;
+    th_loop_timer_set(e->r.loop, &e->r.tick, th_mono_us() + 1000, on_tick, &e->r);
+}
+
+/*
+ * Eager pools: th_guard_attach opens a loop's connections before its first request (each loop
+ * runs on its thread, as the server's), and th_guard_ready waits for every attached loop's
+ * pool, not the sum over loops. The first ask after ready is decided by the database, not by
+ * the node's memory.
+ */
+static void test_attach_then_ready(void **state)
+{
+    setup(state);
+    if (!url())
+        skip();
+    struct th_loop *l1, *l2;
+    assert_int_equal(th_loop_new(&l1), TH_E_OK);
+    assert_int_equal(th_loop_new(&l2), TH_E_OK);
+    struct th_guard *g = node(url(), NULL); /* store.unavailable = open */
+    assert_true(th_guard_ready(g));         /* no pool yet */
+    assert_int_equal(th_guard_attach(g, l1), TH_E_OK);
+    assert_int_equal(th_guard_attach(g, l2), TH_E_OK);
+    assert_false(th_guard_ready(g)); /* connecting: its requests would fall back */
+    pthread_t t1, t2;
+    assert_int_equal(pthread_create(&t1, NULL, loop_thread, l1), 0);
+    assert_true(wait_guard(g, 2, false)); /* l1's two connections up; l2 not running */
+    usleep(50000);
+    assert_false(th_guard_ready(g)); /* every loop's pool, not the sum */
+    assert_int_equal(pthread_create(&t2, NULL, loop_thread, l2), 0);
+    assert_true(wait_guard(g, 4, true));
+    struct eager_ask e = {.r = {.loop = l1, .step = step_all_back, .nasks = 1}, .g = g};
+    e.r.asks = &e.k;
+    assert_int_equal(th_loop_post(l1, eager_ask, &e), TH_E_OK);
+    assert_int_equal(pthread_join(t1, NULL), 0); /* the ask's run stops l1 once answered */
+    assert_int_equal(e.k.n, 1);
+    struct th_guard_db_stats s;
+    th_guard_db_stats(g, &s);
+    assert_int_equal(s.decisions, 1);
+    assert_int_equal(s.fallbacks, 0);
+    assert_int_equal(e.k.v.dedupe, TH_DEDUPE_FIRST);
+    th_guard_dedupe_release(g, e.k.v.ticket);
+    th_loop_stop(l2);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    th_loop_free(l1);
+    th_loop_free(l2);
+    th_guard_free(g);
+}
+
+/* A database away at start: open is ready once the attempts failed (serving from memory is
+ * then its rule); closed is not ready while no connection is up. */
+static void test_attach_database_away(void **state)
+{
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const closed[] = {"TELEHOOK_STORE_UNAVAILABLE=closed", NULL};
+    const char *none = "postgresql://postgres@127.0.0.1:1/postgres";
+    struct th_guard *open = node(none, NULL), *shut = node(none, closed);
+    assert_int_equal(th_guard_attach(open, loop), TH_E_OK);
+    assert_int_equal(th_guard_attach(shut, loop), TH_E_OK);
+    assert_false(th_guard_ready(open));
+    run_until(loop, open, -1, 5000);
+    assert_true(th_guard_ready(open));
+    assert_false(th_guard_ready(shut));
+    th_loop_free(loop);
+    th_guard_free(open);
+    th_guard_free(shut);
+}
+
 /* The purge runs on one node at a time: while another holds its lock it does nothing (-1);
  * then it deletes the expired rows (this test's: decided at now, purged a day later). */
 static const struct th_pg_stmt admin_stmts[] = {
@@ -624,6 +745,8 @@ int main(void)
         cmocka_unit_test(test_phone_limit_exact_across_nodes),
         cmocka_unit_test(test_budget_exact_across_nodes),
         cmocka_unit_test(test_unavailable_open_and_closed),
+        cmocka_unit_test(test_attach_then_ready),
+        cmocka_unit_test(test_attach_database_away),
         cmocka_unit_test(test_purge_one_node_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
