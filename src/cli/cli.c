@@ -244,7 +244,7 @@ static const struct cmd cmds[] = {
      "kms_data_key_file (mode 0600, never over an existing file) and nothing is printed.",
      th_cmd_dlq_keygen},
 
-    {"store", NULL, NULL, 0, 0, 0, CMD_GROUP, "the store: schema migrations and status",
+    {"store", NULL, NULL, 0, 0, 0, CMD_GROUP, "the store: schema migrations, status, copy",
      "store.url names it: SQLite (the default) or PostgreSQL, shared by several nodes "
      "(docs/multi-node.md).",
      NULL},
@@ -257,6 +257,19 @@ static const struct cmd cmds[] = {
      "The backend, the store URL without its password, the schema version and the migrations "
      "pending, and the rows of each table ('-': not created yet). Applies nothing.",
      th_cmd_store_status},
+    {"store", "copy", "FROM TO", 2, 2, OPT(DRY_RUN) | OPT(APPEND) | OPT(JSON), 0,
+     "copy every table of one store into another (SQLite <-> PostgreSQL)",
+     "FROM and TO are store URLs as store.url takes them (a SQLite path, postgresql://... or "
+     "postgresql:host=... dbname=...), or config:FILE for the store.url of that configuration "
+     "(keeps a password out of the command line; PGPASSWORD and ~/.pgpass work too). Both are "
+     "migrated first. Templates, preferences, routes, the outbox, delivery records and the DLQ "
+     "go into TO in one transaction (a failure leaves it unchanged), with their ids and times; "
+     "DLQ entries stay sealed (no key needed). Stop the node or freeze changes first: rows "
+     "written to FROM after the copy starts are not copied. A TO that holds any row is "
+     "refused; --append copies into it anyway (catalog rows replace those of the same key, "
+     "history rows are added; an id already there fails the copy). --dry-run counts the rows "
+     "only. Prints the rows copied per table.",
+     th_cmd_store_copy},
 
     {"token", NULL, NULL, 0, 0, 0, CMD_GROUP, "local OAuth keys and tokens (no Okta needed)",
      "Developer tooling for [auth] mode = oauth2: a key pair, and access tokens with Okta's "
