@@ -65,7 +65,7 @@
       "the sample {{login}} (default alexandrina.papadopoulou@example.com)")                       \
     X(EXPIRES, "expires", NULL, "MINUTES", "the sample validity, 1 to 1440 minutes (default 10)")  \
     X(DRY_RUN, "dry-run", NULL, NULL, "check only: store nothing")                                 \
-    X(APPEND, "append", NULL, NULL, "copy into a target that already holds rows (see above)")     \
+    X(APPEND, "append", NULL, NULL, "copy into a target that already holds rows (see above)")      \
     X(AWS, "aws", NULL, NULL, "in the format of AWS's Okta guidance (DynamoDB scan output)")       \
     X(BUILTIN, "builtin", NULL, NULL,                                                              \
       "also each built-in template that no stored template overrides")                             \

@@ -76,8 +76,8 @@ static th_err snapshot_begin(struct th_store *from)
 {
     if (from->ops == &th_store_pg_ops) {
         char err[256];
-        return th_store_pg_query(from, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL,
-                                 0, err, sizeof err);
+        return th_store_pg_query(from, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", NULL, 0,
+                                 err, sizeof err);
     }
     return th_store_begin(from);
 }
@@ -117,8 +117,8 @@ static th_err copy_table(struct th_store *from, int i, struct copy_ctx *c, int b
     return e != TH_E_OK ? e : c->e;
 }
 
-th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store_copy *o,
-                     char *err, size_t errlen)
+th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store_copy *o, char *err,
+                     size_t errlen)
 {
     memset(o->rows, 0, sizeof o->rows);
     if (strcmp(th_store_describe(from), th_store_describe(to)) == 0) {
@@ -170,8 +170,7 @@ th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store
         e = copy_table(from, i, &c, batch);
         o->rows[i] = c.n;
         if (e != TH_E_OK)
-            snprintf(err, errlen,
-                     "%s: row %ld could not be %s (%s): the target is left unchanged",
+            snprintf(err, errlen, "%s: row %ld could not be %s (%s): the target is left unchanged",
                      th_store_tables[i], c.n + 1, c.e != TH_E_OK ? "written" : "read",
                      th_strerror(e));
     }

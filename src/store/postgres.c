@@ -1431,7 +1431,7 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 
 #define OUTBOX_COLS "id, created_ms, request_id, recipient, channel, language, body, voice_id"
 #define DELIV_COLS                                                                                 \
-    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "  \
+    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
     "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
     "login_hash, phone_hash, locale, preference"
 #define DLQ_COLS                                                                                   \
@@ -1450,8 +1450,8 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
         [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", seq FROM dlq WHERE seq > $1 "
                            "ORDER BY seq LIMIT $2",
     };
-    static const int ncols[] = {[TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20,
-                                [TH_STORE_T_DLQ] = 14};
+    static const int ncols[] = {
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
         return TH_E_INVAL;

@@ -808,7 +808,7 @@ static th_err sqlite_status(struct th_store *st, struct th_store_status *out)
 
 #define OUTBOX_COLS "id, created_ms, request_id, recipient, channel, language, body, voice_id"
 #define DELIV_COLS                                                                                 \
-    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "  \
+    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
     "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
     "login_hash, phone_hash, locale, preference"
 #define DLQ_COLS                                                                                   \
@@ -827,8 +827,8 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
         [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", rowid FROM dlq WHERE rowid > ? "
                            "ORDER BY rowid LIMIT ?",
     };
-    static const int ncols[] = {[TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20,
-                                [TH_STORE_T_DLQ] = 14};
+    static const int ncols[] = {
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
         return TH_E_INVAL;

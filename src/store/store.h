@@ -215,13 +215,13 @@ th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *er
  */
 struct th_store_copy {
     bool append;
-    bool dry_run; /* count only: rows gets the source's counts, nothing is written */
-    int batch;    /* history rows per page read (<= 0: 500) */
-    long rows[TH_STORE_TABLES];        /* out: rows copied (or to copy), per th_store_tables */
+    bool dry_run;               /* count only: rows gets the source's counts, nothing is written */
+    int batch;                  /* history rows per page read (<= 0: 500) */
+    long rows[TH_STORE_TABLES]; /* out: rows copied (or to copy), per th_store_tables */
     long target_rows[TH_STORE_TABLES]; /* out: the target's rows before */
 };
-th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store_copy *o,
-                     char *err, size_t errlen);
+th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store_copy *o, char *err,
+                     size_t errlen);
 
 /*
  * ---- change notifications: the catalog (templates, prefs, routes) changed on another node ----
