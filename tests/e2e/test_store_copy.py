@@ -176,7 +176,7 @@ def test_sqlite_to_sqlite_with_dry_run_first(source, tmp_path):
     assert r.returncode == 1 and "the same store" in r.stderr
 
 
-def test_sqlite_to_postgres_and_back(source, pg_url, tmp_path):
+def test_sqlite_to_postgres_and_back(source, pg_url, tmp_path, webhook):
     pw = urllib.parse.urlsplit(pg_url).password
     # the target through a configuration file: its password never on the command line
     conf = tmp_path / "pg.conf"
@@ -208,6 +208,12 @@ def test_sqlite_to_postgres_and_back(source, pg_url, tmp_path):
     r = copy(source, pg_url, back)
     assert "copied 17 rows" in r.stdout and pw not in r.stdout + r.stderr
     assert_same(source.db, sqlite_rows, back, sqlite_rows)
+
+    # the copied entry replays from the target, which then holds one entry fewer
+    webhook.default = "ok"
+    r = source.cli("dlq", "replay", dlq_id, env=on_pg)
+    assert "delivered by webhook" in r.stdout and "990876" in webhook.last()["json"]["body"]
+    assert [row[0] for row in pg_rows(pg_url, "dlq")] == [sqlite_rows(source.db, "dlq")[1][0]]
 
 
 def test_failure_mid_copy_leaves_the_target_unchanged(source, pg_url):
