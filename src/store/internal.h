@@ -52,8 +52,10 @@ struct th_store_ops {
     /*
      * `store copy`: at most limit rows of a history table (TH_STORE_T_*) in insertion order
      * (SQLite's rowid, PostgreSQL's seq) after the row *after (0: from the first), every column
-     * (the search keys too); *after moves to the last row given, *n counts them (0: no more).
-     * Keyset pages, so a table of any size is read in bounded memory.
+     * (the search keys too); *after moves to the last row given, *n counts them (fewer than
+     * limit: no more). Pages, so a table of any size is read in bounded memory: keyset pages on
+     * SQLite, a cursor on PostgreSQL (the calls of one table follow each other inside one
+     * transaction there, until a short page).
      */
     th_err (*scan)(struct th_store *st, int table, int64_t *after, int limit,
                    const struct th_store_scan_fns *f, int *n);

@@ -1441,28 +1441,35 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
                       const struct th_store_scan_fns *f, int *n)
 {
-    /* seq last: the row's columns keep the positions the readers above use */
+    /*
+     * A cursor, not keyset pages: seq has no index (nothing else needs one), so each "seq > $1
+     * ORDER BY seq LIMIT" page would scan and sort the whole table again. The cursor sorts once
+     * and hands out a page per FETCH; it lives in the caller's transaction (the copy's read
+     * snapshot). seq last: the row's columns keep the positions the readers above use.
+     */
     static const char *const q[] = {
-        [TH_STORE_T_OUTBOX] = "SELECT " OUTBOX_COLS ", seq FROM outbox WHERE seq > $1 "
-                              "ORDER BY seq LIMIT $2",
-        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", seq FROM deliveries WHERE seq > $1 "
-                                  "ORDER BY seq LIMIT $2",
-        [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", seq FROM dlq WHERE seq > $1 "
-                           "ORDER BY seq LIMIT $2",
+        [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_COLS
+                              ", seq FROM outbox ORDER BY seq",
+        [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_COLS
+                                  ", seq FROM deliveries ORDER BY seq",
+        [TH_STORE_T_DLQ] =
+            "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_COLS ", seq FROM dlq ORDER BY seq",
     };
     static const int ncols[] = {
         [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
     *n = 0;
-    if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
+    if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ || limit <= 0)
         return TH_E_INVAL;
-    char from[24], lim[16];
-    snprintf(from, sizeof from, "%lld", (long long)*after);
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *v[] = {from, lim};
     struct pg_store *s = P(st);
-    PGresult *r = PQexecParams(s->conn, q[table], 2, NULL, v, NULL, NULL, 0);
+    if (*after == 0 && noted(s, q[table]) != TH_E_OK)
+        return TH_E_STORE;
+    char fetch[48];
+    snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM th_copy", limit);
+    PGresult *r = PQexec(s->conn, fetch);
     note(s, r);
     th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK && PQntuples(r) < limit) /* the last page: the next table's cursor */
+        e = noted(s, "CLOSE th_copy");
     int stop = 0;
     for (int i = 0; e == TH_E_OK && !stop && i < PQntuples(r); i++) {
         *after = i64(r, i, ncols[table]);

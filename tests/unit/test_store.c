@@ -1258,6 +1258,14 @@ static void test_copy(void **state)
     memset(&b, 0, sizeof b);
     assert_int_equal(th_store_prefs_each(dst, collect_pref, &b), TH_E_OK);
     assert_int_equal(b.n, 1);
+    /* pages of 5: the outbox's 5 rows fill one page exactly (then an empty one ends it) */
+    char dst5_url[620];
+    snprintf(dst5_url, sizeof dst5_url, "%s.5", dst_url);
+    struct th_store *dst5 = open_ok(dst5_url);
+    o = (struct th_store_copy){.batch = 5};
+    assert_int_equal(th_store_copy(src, dst5, &o, err, sizeof err), TH_E_OK);
+    assert_memory_equal(o.rows, want, sizeof want);
+    th_store_close(dst5);
 
     /* again: refused, nothing written; with append the catalog is replaced and a DLQ id that
      * is there already fails the whole copy, the target unchanged */
