@@ -230,3 +230,13 @@ def test_failure_mid_copy_leaves_the_target_unchanged(source, pg_url):
     assert counts(pg_rows, pg_url) == {"templates": 0, "prefs": 0, "routes": 0, "outbox": 0,
                                        "deliveries": 0, "dlq": 1}
     assert urllib.parse.urlsplit(pg_url).password not in r.stdout + r.stderr
+
+
+def test_unreachable_target_named_without_its_password(source, pg_url, tmp_path):
+    pw = urllib.parse.urlsplit(pg_url).password
+    wrong = pg_url.replace(f":{pw}@", ":wrong-secret-pw@")
+    r = copy(source, source.db, wrong, check=False)
+    assert r.returncode == 1 and r.stderr.startswith("telehook: store copy: TO: ")
+    assert "wrong-secret-pw" not in r.stdout + r.stderr and pw not in r.stdout + r.stderr
+    r = copy(source, f"config:{tmp_path}/missing.conf", pg_url, check=False)
+    assert r.returncode == 2 and "FROM" in r.stderr
