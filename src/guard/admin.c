@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -27,13 +26,6 @@ struct th_guard_admin {
     bool tables; /* the guard's tables exist (a node has run on this database) */
     char describe[512];
 };
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static th_err fail(struct th_guard_admin *a, char *err, size_t errlen, const char *what)
 {
@@ -98,6 +90,11 @@ void th_guard_admin_close(struct th_guard_admin *a)
     free(a);
 }
 
+void th_guard_admin_set_clock(struct th_guard_admin *a, int64_t (*clock)(void *ud), void *ud)
+{
+    th_guard_set_clock(a->g, clock, ud);
+}
+
 const char *th_guard_admin_describe(const struct th_guard_admin *a)
 {
     return a->describe;
@@ -158,7 +155,7 @@ th_err th_guard_admin_limits(struct th_guard_admin *a, th_guard_subject s, const
             return fail(a, err, errlen, "cannot read guard_rate");
         }
         if (PQntuples(r) == 1) {
-            int64_t tat = strtoll(PQgetvalue(r, 0, 0), NULL, 10), now = wall_us();
+            int64_t tat = strtoll(PQgetvalue(r, 0, 0), NULL, 10), now = th_guard_wall_us_(a->g);
             int64_t ahead = tat > now ? tat - now : 0;
             int64_t tolerance = rate->period_us - rate->interval_us;
             o->held = true;
@@ -201,9 +198,9 @@ th_err th_guard_admin_reset_limits(struct th_guard_admin *a, th_guard_subject s,
     return TH_E_OK;
 }
 
-static int today(void)
+static int today(const struct th_guard_admin *a)
 {
-    return (int)(wall_us() / 86400000000LL); /* guard_decide()'s UTC day */
+    return (int)(th_guard_wall_us_(a->g) / 86400000000LL); /* guard_decide()'s UTC day */
 }
 
 th_err th_guard_admin_budgets(struct th_guard_admin *a, th_guard_budget_fn fn, void *ud, char *err,
@@ -212,7 +209,7 @@ th_err th_guard_admin_budgets(struct th_guard_admin *a, th_guard_budget_fn fn, v
     if (!a->tables)
         return TH_E_OK;
     char day[16];
-    snprintf(day, sizeof day, "%d", today());
+    snprintf(day, sizeof day, "%d", today(a));
     const char *v[] = {day};
     PGresult *r = PQexecParams(a->conn,
                                "SELECT encode(key, 'hex'), used FROM guard_budget WHERE day = "
@@ -265,7 +262,7 @@ th_err th_guard_admin_reset_budget(struct th_guard_admin *a, int code, long *rem
         return TH_E_OK;
     char cc[8], key[TH_GUARD_KEY_HEX], day[16];
     snprintf(cc, sizeof cc, "%d", code);
-    snprintf(day, sizeof day, "%d", today());
+    snprintf(day, sizeof day, "%d", today(a));
     th_guard_key_hex_(a->g, "budget", cc, key);
     const char *v[] = {key, day};
     PGresult *r = PQexecParams(a->conn,

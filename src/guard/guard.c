@@ -1595,6 +1595,11 @@ const char *th_guard_url_(const struct th_guard *g)
     return g->url;
 }
 
+int64_t th_guard_wall_us_(const struct th_guard *g)
+{
+    return wall_us(g);
+}
+
 void th_guard_key_hex_(const struct th_guard *g, const char *label, const char *a,
                        char out[TH_GUARD_KEY_HEX])
 {

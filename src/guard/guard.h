@@ -212,6 +212,8 @@ struct th_guard_admin;
 th_err th_guard_admin_open(const struct th_config *cfg, struct th_guard_admin **out, char *err,
                            size_t errlen);
 void th_guard_admin_close(struct th_guard_admin *a); /* NULL is a no-op */
+/* Test hook: th_guard_set_clock for the admin's own guard (the budgets' day, the limits' now). */
+void th_guard_admin_set_clock(struct th_guard_admin *a, int64_t (*clock)(void *ud), void *ud);
 /* "postgresql://user@host:port/db" (never a password). */
 const char *th_guard_admin_describe(const struct th_guard_admin *a);
 

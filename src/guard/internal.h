@@ -9,6 +9,8 @@
 
 /* The shared state's conninfo (NULL: in memory). */
 const char *th_guard_url_(const struct th_guard *g);
+/* Wall time in µs as guard_decide() is given it (th_guard_set_clock's in tests). */
+int64_t th_guard_wall_us_(const struct th_guard *g);
 /* The key under which the shared state keeps (label, a): exactly guard_decide()'s. */
 void th_guard_key_hex_(const struct th_guard *g, const char *label, const char *a,
                        char out[TH_GUARD_KEY_HEX]);
