@@ -244,7 +244,7 @@ static const struct cmd cmds[] = {
      "kms_data_key_file (mode 0600, never over an existing file) and nothing is printed.",
      th_cmd_dlq_keygen},
 
-    {"store", NULL, NULL, 0, 0, 0, CMD_GROUP, "the store: schema migrations and status",
+    {"store", NULL, NULL, 0, 0, 0, CMD_GROUP, "the store: schema migrations, status, copy",
      "store.url names it: SQLite (the default) or PostgreSQL, shared by several nodes "
      "(docs/multi-node.md).",
      NULL},
@@ -257,6 +257,47 @@ static const struct cmd cmds[] = {
      "The backend, the store URL without its password, the schema version and the migrations "
      "pending, and the rows of each table ('-': not created yet). Applies nothing.",
      th_cmd_store_status},
+    {"store", "copy", "FROM TO", 2, 2, OPT(DRY_RUN) | OPT(APPEND) | OPT(JSON), 0,
+     "copy every table of one store into another (SQLite <-> PostgreSQL)",
+     "FROM and TO are store URLs as store.url takes them (a SQLite path, postgresql://... or "
+     "postgresql:host=... dbname=...), or config:FILE for the store.url of that configuration "
+     "(keeps a password out of the command line; PGPASSWORD and ~/.pgpass work too). Both are "
+     "migrated first. Templates, preferences, routes, the outbox, delivery records and the DLQ "
+     "go into TO in one transaction (a failure leaves it unchanged), with their ids and times; "
+     "DLQ entries stay sealed (no key needed). Stop the node or freeze changes first: rows "
+     "written to FROM after the copy starts are not copied. A TO that holds any row is "
+     "refused; --append copies into it anyway (catalog rows replace those of the same key, "
+     "history rows are added; an id already there fails the copy). --dry-run counts the rows "
+     "only. Prints the rows copied per table.",
+     th_cmd_store_copy},
+
+    {"guard", NULL, NULL, 0, 0, 0, CMD_GROUP,
+     "the abuse controls' shared state: limits and budgets (PostgreSQL)",
+     "With several nodes on PostgreSQL the guard's limits and budgets live in the database "
+     "(docs/abuse.md#several-nodes); these commands read and clear them. The number or user "
+     "typed is turned into the guard's HMAC key under [guard] secret (this configuration's must "
+     "be the nodes'): nothing personal is sent to the database. With the guard in memory "
+     "(SQLite, one node) the state is each serve process's own: they say so and exit 1; a "
+     "restart of the node clears it.",
+     NULL},
+    {"guard", "show", "", 0, 0,
+     OPT(PHONE) | OPT(USER) | OPT(COUNTRY) | OPT(CALLING_CODE) | OPT(JSON), 0,
+     "the shared limits and today's budgets, or one subject's",
+     "Without an option: where the state is (never a password), its rows per table, the "
+     "global rate and today's count per calling code (UTC day) against its budget. With "
+     "--phone (phone_rate, phone_daily), --user (Okta's user id, 00u...: user_rate), "
+     "--country (country_rate) or --calling-code (its budget today): the requests counted in "
+     "the window now, the limit, and whether the next request passes or for how long it is "
+     "refused. A number is printed back masked.",
+     th_cmd_guard_show},
+    {"guard", "reset", "", 0, 0, OPT(PHONE) | OPT(USER) | OPT(COUNTRY) | OPT(CALLING_CODE), 0,
+     "clear a number's, user's or country's limits, or a calling code's budget today",
+     "Exactly one of: --phone deletes the number's phone_rate and phone_daily rows, --user "
+     "(Okta's user id) its user_rate row, --country its country_rate row — the next request "
+     "gets the full allowance again; --calling-code sets its count for today (UTC) back to 0. "
+     "Dedupe records (keyed by the code sent, which the CLI does not know) and every other "
+     "limit are unchanged. Takes effect on every node at once (the nodes keep no copy).",
+     th_cmd_guard_reset},
 
     {"token", NULL, NULL, 0, 0, 0, CMD_GROUP, "local OAuth keys and tokens (no Okta needed)",
      "Developer tooling for [auth] mode = oauth2: a key pair, and access tokens with Okta's "

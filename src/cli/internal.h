@@ -65,6 +65,8 @@
       "the sample {{login}} (default alexandrina.papadopoulou@example.com)")                       \
     X(EXPIRES, "expires", NULL, "MINUTES", "the sample validity, 1 to 1440 minutes (default 10)")  \
     X(DRY_RUN, "dry-run", NULL, NULL, "check only: store nothing")                                 \
+    X(CALLING_CODE, "calling-code", NULL, "CODE", "a calling code: 44 or +44")                     \
+    X(APPEND, "append", NULL, NULL, "copy into a target that already holds rows (see above)")      \
     X(AWS, "aws", NULL, NULL, "in the format of AWS's Okta guidance (DynamoDB scan output)")       \
     X(BUILTIN, "builtin", NULL, NULL,                                                              \
       "also each built-in template that no stored template overrides")                             \
@@ -200,6 +202,9 @@ int th_cmd_dlq_purge(struct th_cli *cli);
 int th_cmd_dlq_keygen(struct th_cli *cli);
 int th_cmd_store_migrate(struct th_cli *cli); /* src/cli/store.c */
 int th_cmd_store_status(struct th_cli *cli);
+int th_cmd_store_copy(struct th_cli *cli);
+int th_cmd_guard_show(struct th_cli *cli); /* src/cli/guard.c */
+int th_cmd_guard_reset(struct th_cli *cli);
 
 /* The commands of src/cli/lang.c (the command table in cli.c describes them). */
 int th_cmd_templates_preview(struct th_cli *cli);

@@ -15,6 +15,7 @@
 #include "common/hmac.h"
 #include "common/rate.h"
 #include "common/util.h"
+#include "guard/internal.h"
 #include "obs/log.h"
 
 #define KEY_LEN           16 /* truncated HMAC-SHA256: collisions are not a practical concern */
@@ -1881,4 +1882,49 @@ void th_guard_record_login(const struct th_hmac_key *k, const char *login,
     for (size_t i = 0; i < n; i++)
         lower[i] = (char)tolower((unsigned char)login[i]);
     record_hash(k, "login", lower, n, out);
+}
+
+/* ---- for src/guard/admin.c (guard/internal.h) ---- */
+
+const char *th_guard_url_(const struct th_guard *g)
+{
+    return g->url;
+}
+
+int64_t th_guard_wall_us_(const struct th_guard *g)
+{
+    return wall_us(g);
+}
+
+void th_guard_key_hex_(const struct th_guard *g, const char *label, const char *a,
+                       char out[TH_GUARD_KEY_HEX])
+{
+    unsigned char k[KEY_LEN];
+    make_key(g, label, a, NULL, NULL, k);
+    hex_key(k, out);
+}
+
+const struct th_rate *th_guard_rate_(const struct th_guard *g, th_block b)
+{
+    switch (b) {
+    case TH_BLOCK_PHONE_SHORT:
+        return &g->phone_short;
+    case TH_BLOCK_PHONE_LONG:
+        return &g->phone_long;
+    case TH_BLOCK_USER:
+        return &g->user;
+    case TH_BLOCK_COUNTRY_RATE:
+        return &g->country;
+    case TH_BLOCK_GLOBAL:
+        return &g->global;
+    default:
+        return NULL;
+    }
+}
+
+long th_guard_budget_(const struct th_guard *g, int code)
+{
+    if (code > 0 && code < NCODES && g->code_budget[code] >= 0)
+        return g->code_budget[code];
+    return g->code_budget_default > 0 ? g->code_budget_default : -1;
 }

@@ -208,6 +208,72 @@ bool th_guard_answer_failed(const struct th_guard *g);
 /* Blocks since start, by reason (out[TH_BLOCK_NONE] counts dedupe replays). */
 void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
 
+/*
+ * ---- the shared state for an operator (`telehook guard show|reset`; guard/admin.c) ----
+ *
+ * Blocking, on a connection of its own (a command, never an event loop). The keys are computed
+ * here from what the operator typed, under guard.secret, exactly as guard_decide() computes
+ * them: nothing personal is read from or written to the database.
+ */
+struct th_guard_admin;
+/*
+ * Connects to the shared state cfg names (guard.url, else store.url on PostgreSQL with
+ * guard.secret set). TH_E_INVAL with the reason in err when the state is in memory (each serve
+ * process's own: nothing outside the process can read or clear it); TH_E_CONFIG on a bad guard
+ * setting; TH_E_STORE when the database cannot be reached (err never holds a password).
+ */
+th_err th_guard_admin_open(const struct th_config *cfg, struct th_guard_admin **out, char *err,
+                           size_t errlen);
+void th_guard_admin_close(struct th_guard_admin *a); /* NULL is a no-op */
+/* Test hook: th_guard_set_clock for the admin's own guard (the budgets' day, the limits' now). */
+void th_guard_admin_set_clock(struct th_guard_admin *a, int64_t (*clock)(void *ud), void *ud);
+/* "postgresql://user@host:port/db" (never a password). */
+const char *th_guard_admin_describe(const struct th_guard_admin *a);
+
+typedef enum {
+    TH_GUARD_PHONE,   /* an E.164 number: phone_rate and phone_daily */
+    TH_GUARD_USER,    /* an Okta user id (00u...): user_rate */
+    TH_GUARD_COUNTRY, /* an ISO region (US): country_rate */
+    TH_GUARD_GLOBAL   /* "": global_rate */
+} th_guard_subject;
+
+struct th_guard_limit_state {
+    th_block limit;    /* which limit */
+    long count;        /* as configured: count per period */
+    int64_t period_us; /* */
+    bool held;         /* the database holds a row for it */
+    long used;         /* requests counted in the window now (GCRA: rounded up) */
+    int64_t wait_us;   /* 0: the next request passes this limit; else refused this long */
+};
+/* The configured limits of subject's value (up to 2) into out, their number in *n. */
+th_err th_guard_admin_limits(struct th_guard_admin *a, th_guard_subject s, const char *value,
+                             struct th_guard_limit_state out[2], int *n, char *err, size_t errlen);
+/* Deletes those limits' rows (a fresh start: the full allowance); *removed rows deleted. */
+th_err th_guard_admin_reset_limits(struct th_guard_admin *a, th_guard_subject s, const char *value,
+                                   long *removed, char *err, size_t errlen);
+
+struct th_guard_budget_state {
+    int code;    /* the calling code; 0: a row of no code this guard.secret knows */
+    long used;   /* counted today (UTC) */
+    long budget; /* the configured daily budget; -1: none */
+};
+typedef int (*th_guard_budget_fn)(void *ud, const struct th_guard_budget_state *b);
+/* Today's (UTC) budget rows, by calling code ascending; fn's non-zero return stops. */
+th_err th_guard_admin_budgets(struct th_guard_admin *a, th_guard_budget_fn fn, void *ud, char *err,
+                              size_t errlen);
+/* A calling code's configured daily budget; -1: none. */
+long th_guard_admin_budget(const struct th_guard_admin *a, int code);
+/* Sets today's count of a calling code back to 0 (deletes its row); *removed: 0 or 1. */
+th_err th_guard_admin_reset_budget(struct th_guard_admin *a, int code, long *removed, char *err,
+                                   size_t errlen);
+
+/* Rows per table of the shared state (guard_dedupe, guard_rate, guard_budget). */
+struct th_guard_sizes {
+    long dedupe, rate, budget;
+};
+th_err th_guard_admin_sizes(struct th_guard_admin *a, struct th_guard_sizes *out, char *err,
+                            size_t errlen);
+
 /* Entries held in the per-person tables (for the bounded-memory test and logs). */
 size_t th_guard_entries(struct th_guard *g);
 

@@ -4,6 +4,17 @@
 
 #include "store/store.h"
 
+/* The history tables' index in th_store_tables, for the scan op. */
+enum { TH_STORE_T_OUTBOX = 3, TH_STORE_T_DELIVERIES = 4, TH_STORE_T_DLQ = 5 };
+
+/* The callback of the scanned table (the others unused); a non-zero return stops the batch. */
+struct th_store_scan_fns {
+    th_outbox_row_fn outbox;
+    th_delivery_row_fn delivery;
+    th_dlq_row_fn dlq;
+    void *ud;
+};
+
 struct th_store_ops {
     const char *scheme;
     /* open takes the whole URL (libpq reads it) rather than what follows "scheme:" / "//" */
@@ -40,6 +51,16 @@ struct th_store_ops {
     th_err (*commit)(struct th_store *st);
     th_err (*rollback)(struct th_store *st);
     th_err (*status)(struct th_store *st, struct th_store_status *out);
+    /*
+     * `store copy`: at most limit rows of a history table (TH_STORE_T_*) in insertion order
+     * (SQLite's rowid, PostgreSQL's seq) after the row *after (0: from the first), every column
+     * (the search keys too); *after moves to the last row given, *n counts them (fewer than
+     * limit: no more). Pages, so a table of any size is read in bounded memory: keyset pages on
+     * SQLite, a cursor on PostgreSQL (the calls of one table follow each other inside one
+     * transaction there, until a short page).
+     */
+    th_err (*scan)(struct th_store *st, int table, int64_t *after, int limit,
+                   const struct th_store_scan_fns *f, int *n);
     /* a server over a network (th_store_shared): NULL on SQLite, whose file is always there */
     bool (*lost)(const struct th_store *st);
     th_err (*ping)(struct th_store *st);

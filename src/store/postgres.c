@@ -1561,6 +1561,97 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
     return e;
 }
 
+/* ---- `store copy`: the history tables in insertion order, a page at a time ---- */
+
+#define OUTBOX_COLS "id, created_ms, request_id, recipient, channel, language, body, voice_id"
+#define DELIV_COLS                                                                                 \
+    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
+    "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
+    "login_hash, phone_hash, locale, preference"
+#define DLQ_COLS                                                                                   \
+    "id, created_ms, request_id, event_id, phone_masked, country, channel, language, outcome, "    \
+    "errors, attempts, otp_expires_ms, key_id, payload"
+
+static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
+                      const struct th_store_scan_fns *f, int *n)
+{
+    /*
+     * A cursor, not keyset pages: seq has no index (nothing else needs one), so each "seq > $1
+     * ORDER BY seq LIMIT" page would scan and sort the whole table again. The cursor sorts once
+     * and hands out a page per FETCH; it lives in the caller's transaction (the copy's read
+     * snapshot). seq last: the row's columns keep the positions the readers above use.
+     */
+    static const char *const q[] = {
+        [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_COLS
+                              ", seq FROM outbox ORDER BY seq",
+        [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_COLS
+                                  ", seq FROM deliveries ORDER BY seq",
+        [TH_STORE_T_DLQ] =
+            "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_COLS ", seq FROM dlq ORDER BY seq",
+    };
+    static const int ncols[] = {
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+    *n = 0;
+    if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ || limit <= 0)
+        return TH_E_INVAL;
+    struct pg_store *s = P(st);
+    if (*after == 0 && noted(s, q[table]) != TH_E_OK)
+        return TH_E_STORE;
+    char fetch[48];
+    snprintf(fetch, sizeof fetch, "FETCH FORWARD %d FROM th_copy", limit);
+    PGresult *r = PQexec(s->conn, fetch);
+    note(s, r);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK && PQntuples(r) < limit) /* the last page: the next table's cursor */
+        e = noted(s, "CLOSE th_copy");
+    int stop = 0;
+    for (int i = 0; e == TH_E_OK && !stop && i < PQntuples(r); i++) {
+        *after = i64(r, i, ncols[table]);
+        (*n)++;
+        if (table == TH_STORE_T_OUTBOX) {
+            struct th_outbox_row row = {
+                .id = PQgetvalue(r, i, 0),
+                .created_ms = i64(r, i, 1),
+                .request_id = PQgetvalue(r, i, 2),
+                .to = PQgetvalue(r, i, 3),
+                .channel = PQgetvalue(r, i, 4),
+                .language = PQgetvalue(r, i, 5),
+                .body = PQgetvalue(r, i, 6),
+                .voice_id = PQgetvalue(r, i, 7),
+            };
+            stop = f->outbox(f->ud, &row);
+        } else if (table == TH_STORE_T_DELIVERIES) {
+            struct th_delivery_row row = {
+                .request_id = PQgetvalue(r, i, 0),
+                .event_id = PQgetvalue(r, i, 1),
+                .created_ms = i64(r, i, 2),
+                .request_type = PQgetvalue(r, i, 3),
+                .phone_masked = PQgetvalue(r, i, 4),
+                .country = PQgetvalue(r, i, 5),
+                .channel = PQgetvalue(r, i, 6),
+                .language = PQgetvalue(r, i, 7),
+                .source = PQgetvalue(r, i, 8),
+                .provider = PQgetvalue(r, i, 9),
+                .outcome = PQgetvalue(r, i, 10),
+                .transaction_id = PQgetvalue(r, i, 11),
+                .error = PQgetvalue(r, i, 12),
+                .latency_us = i64(r, i, 13),
+                .attempts = (int)i64(r, i, 14),
+                .user_id = PQgetvalue(r, i, 15),
+                .login_hash = PQgetvalue(r, i, 16),
+                .phone_hash = PQgetvalue(r, i, 17),
+                .locale = PQgetvalue(r, i, 18),
+                .preference = PQgetvalue(r, i, 19),
+            };
+            stop = f->delivery(f->ud, &row);
+        } else {
+            stop = dlq_call(r, i, f->dlq, f->ud, &e); /* the sealed bytes, never opened */
+        }
+    }
+    PQclear(r);
+    return e;
+}
+
 const struct th_store_ops th_store_pg_ops = {
     .scheme = "postgresql",
     .full_url = true,
@@ -1591,6 +1682,7 @@ const struct th_store_ops th_store_pg_ops = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .status = pg_status,
+    .scan = pg_scan,
     .lost = pg_lost,
     .ping = pg_ping,
     .reconnect = pg_reconnect,

@@ -812,6 +812,89 @@ static th_err sqlite_status(struct th_store *st, struct th_store_status *out)
     return TH_E_OK;
 }
 
+/* ---- `store copy`: the history tables in insertion order, a page at a time ---- */
+
+#define OUTBOX_COLS "id, created_ms, request_id, recipient, channel, language, body, voice_id"
+#define DELIV_COLS                                                                                 \
+    "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
+    "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
+    "login_hash, phone_hash, locale, preference"
+#define DLQ_COLS                                                                                   \
+    "id, created_ms, request_id, event_id, phone_masked, country, channel, language, outcome, "    \
+    "errors, attempts, otp_expires_ms, key_id, payload"
+
+static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int limit,
+                          const struct th_store_scan_fns *f, int *n)
+{
+    /* the rowid last: the row's columns keep the positions the readers above use */
+    static const char *const q[] = {
+        [TH_STORE_T_OUTBOX] = "SELECT " OUTBOX_COLS ", rowid FROM outbox WHERE rowid > ? "
+                              "ORDER BY rowid LIMIT ?",
+        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", rowid FROM deliveries WHERE rowid > ? "
+                                  "ORDER BY rowid LIMIT ?",
+        [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", rowid FROM dlq WHERE rowid > ? "
+                           "ORDER BY rowid LIMIT ?",
+    };
+    static const int ncols[] = {
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+    *n = 0;
+    if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
+        return TH_E_INVAL;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(S(st)->db, q[table], -1, &s, NULL) != SQLITE_OK)
+        return TH_E_STORE;
+    sqlite3_bind_int64(s, 1, *after);
+    sqlite3_bind_int(s, 2, limit);
+    int rc = SQLITE_DONE, stop = 0;
+    while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        *after = sqlite3_column_int64(s, ncols[table]);
+        (*n)++;
+        if (table == TH_STORE_T_OUTBOX) {
+            struct th_outbox_row row = {
+                .id = col(s, 0),
+                .created_ms = sqlite3_column_int64(s, 1),
+                .request_id = col(s, 2),
+                .to = col(s, 3),
+                .channel = col(s, 4),
+                .language = col(s, 5),
+                .body = col(s, 6),
+                .voice_id = col(s, 7),
+            };
+            stop = f->outbox(f->ud, &row);
+        } else if (table == TH_STORE_T_DELIVERIES) {
+            struct th_delivery_row row = {
+                .request_id = col(s, 0),
+                .event_id = col(s, 1),
+                .created_ms = sqlite3_column_int64(s, 2),
+                .request_type = col(s, 3),
+                .phone_masked = col(s, 4),
+                .country = col(s, 5),
+                .channel = col(s, 6),
+                .language = col(s, 7),
+                .source = col(s, 8),
+                .provider = col(s, 9),
+                .outcome = col(s, 10),
+                .transaction_id = col(s, 11),
+                .error = col(s, 12),
+                .latency_us = sqlite3_column_int64(s, 13),
+                .attempts = sqlite3_column_int(s, 14),
+                .user_id = col(s, 15),
+                .login_hash = col(s, 16),
+                .phone_hash = col(s, 17),
+                .locale = col(s, 18),
+                .preference = col(s, 19),
+            };
+            stop = f->delivery(f->ud, &row);
+        } else {
+            struct th_dlq_row row;
+            dlq_from(s, &row); /* the sealed payload as its bytes: never opened here */
+            stop = f->dlq(f->ud, &row);
+        }
+    }
+    sqlite3_finalize(s);
+    return stop || rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
 const struct th_store_ops th_store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -840,4 +923,5 @@ const struct th_store_ops th_store_sqlite_ops = {
     .commit = sqlite_commit,
     .rollback = sqlite_rollback,
     .status = sqlite_status,
+    .scan = sqlite_scan,
 };

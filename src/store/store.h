@@ -205,6 +205,29 @@ th_err th_store_status(struct th_store *st, struct th_store_status *out);
 th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *err, size_t errlen);
 
 /*
+ * ---- copying a store into another (`telehook store copy`, store/copy.c) ----
+ *
+ * Every table of from into to (both open, so both migrated to this telehook's schema): the
+ * catalog rows as puts, the history rows (outbox, deliveries, DLQ) as inserts in their
+ * insertion order, ids, times and search keys as they are, DLQ payloads as their sealed bytes.
+ * One transaction on the target (a failure leaves it unchanged) and one read snapshot on the
+ * source; the history tables are read a page at a time (bounded memory).
+ * A target holding any row is refused (TH_E_BUSY, nothing written, its rows in target_rows)
+ * unless append: then catalog rows replace the target's of the same key and history rows are
+ * added (a DLQ or outbox id already there fails the whole copy). TH_E_INVAL when from and to
+ * are the same store. The reason in err (never a password).
+ */
+struct th_store_copy {
+    bool append;
+    bool dry_run;               /* count only: rows gets the source's counts, nothing is written */
+    int batch;                  /* history rows per page read (<= 0: 500) */
+    long rows[TH_STORE_TABLES]; /* out: rows copied (or to copy), per th_store_tables */
+    long target_rows[TH_STORE_TABLES]; /* out: the target's rows before */
+};
+th_err th_store_copy(struct th_store *from, struct th_store *to, struct th_store_copy *o, char *err,
+                     size_t errlen);
+
+/*
  * ---- change notifications: the catalog (templates, prefs, routes) changed on another node ----
  *
  * On PostgreSQL every put and delete of a catalog row notifies the channel "telehook_catalog"

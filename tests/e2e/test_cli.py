@@ -42,6 +42,10 @@ COMMANDS = {
     ("dlq", "keygen"): ["[dlq] key"],
     ("token", "keygen"): ["--alg", "--kid", "--dir"],
     ("token", "mint"): ["--key", "--ttl", "--cid", "--scope", "--iss", "--aud", "--claim"],
+    ("store", "copy"): ["FROM TO", "--dry-run", "--append", "--json", "config:FILE"],
+    ("guard", "show"): ["--phone NUMBER", "--user USER", "--country CC", "--calling-code CODE",
+                        "--json"],
+    ("guard", "reset"): ["--phone NUMBER", "--user USER", "--country CC", "--calling-code CODE"],
     ("version",): ["--json"],
 }
 GROUPS = sorted({c[0] for c in COMMANDS if len(c) == 2})

@@ -736,6 +736,136 @@ static void test_purge_one_node_at_a_time(void **state)
     th_guard_free(a);
 }
 
+/* The operator's view (`guard show|reset`, guard/admin.c) of what two requests' decisions left. */
+static struct th_guard_admin *admin(const char *const *extra)
+{
+    const char *env[16] = {
+        "TELEHOOK_GUARD_LIMIT_PHONE=0",
+        "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=0",
+        "TELEHOOK_GUARD_LIMIT_USER=0",
+        "TELEHOOK_GUARD_LIMIT_COUNTRY=0",
+        "TELEHOOK_GUARD_LIMIT_GLOBAL=0",
+        "TELEHOOK_GUARD_BUDGET_CALLING_CODE=0",
+        secret_env,
+        url_env,
+    };
+    size_t n = 8;
+    for (size_t i = 0; extra && extra[i]; i++)
+        env[n++] = extra[i];
+    env[n] = NULL;
+    struct th_config cfg;
+    assert_int_equal(th_config_load(&cfg, NULL, (char **)env, err, sizeof err), TH_E_OK);
+    struct th_guard_admin *a = NULL;
+    th_err e = th_guard_admin_open(&cfg, &a, err, sizeof err);
+    th_config_release(&cfg);
+    if (e != TH_E_OK)
+        fail_msg("admin: %s", err);
+    th_guard_admin_set_clock(a, clock_of, &now_us);
+    return a;
+}
+
+static int collect_budget(void *ud, const struct th_guard_budget_state *b)
+{
+    struct th_guard_budget_state *out = ud;
+    out[out[0].budget == -2 ? 0 : 1] = *b; /* the first row into [0], any other into [1] */
+    return 0;
+}
+
+/* One request decided by a node of its own (a loop's pool lives for one run of its loop). */
+static th_block decide_once(const char *const *lim, const char *e164, const char *evt,
+                            const char *otp)
+{
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *g = node(url(), lim);
+    struct ask k;
+    ask(loop, &k, g, e164, evt, otp, NULL);
+    struct run r = {.loop = loop, .step = step_all_back, .asks = &k, .nasks = 1};
+    run(&r, 3000);
+    assert_int_equal(k.n, 1);
+    th_guard_dedupe_release(g, k.v.ticket);
+    th_loop_free(loop);
+    th_guard_free(g);
+    return k.v.block;
+}
+
+static void test_admin_show_and_reset(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    static const char *const lim[] = {"TELEHOOK_GUARD_LIMIT_PHONE=2/1h",
+                                      "TELEHOOK_GUARD_BUDGETS=44:3", NULL};
+    struct th_guard *g = node(url(), lim);
+    struct ask k[3];
+    for (int i = 0; i < 3; i++) { /* two pass, one is refused by phone_rate */
+        char evt[16], otp[16];
+        snprintf(evt, sizeof evt, "evt-adm-%d", i);
+        snprintf(otp, sizeof otp, "%06d", 200000 + i);
+        ask(loop, &k[i], g, "+447400123001", evt, otp, NULL);
+    }
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = 3};
+    run(&r, 5000);
+    int passed = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(k[i].n, 1);
+        passed += k[i].v.block == TH_BLOCK_NONE;
+        th_guard_dedupe_release(g, k[i].v.ticket);
+    }
+    assert_int_equal(passed, 2);
+    th_loop_free(loop);
+    th_guard_free(g);
+
+    struct th_guard_admin *adm = admin(lim);
+    struct th_guard_limit_state l[2];
+    int n = -1;
+    assert_int_equal(
+        th_guard_admin_limits(adm, TH_GUARD_PHONE, "+447400123001", l, &n, err, sizeof err),
+        TH_E_OK);
+    assert_int_equal(n, 1); /* phone_daily is off */
+    assert_int_equal(l[0].limit, TH_BLOCK_PHONE_SHORT);
+    assert_true(l[0].held);
+    assert_int_equal(l[0].used, 2);
+    assert_int_equal(l[0].count, 2);
+    /* GCRA 2/1h: a third fits 30 minutes after the second (the clock stands still) */
+    assert_int_equal(l[0].wait_us, INT64_C(1800000000));
+    assert_int_equal(
+        th_guard_admin_limits(adm, TH_GUARD_PHONE, "+447400123002", l, &n, err, sizeof err),
+        TH_E_OK);
+    assert_false(l[0].held);
+    assert_int_equal(l[0].wait_us, 0);
+
+    struct th_guard_budget_state b[2] = {{.budget = -2}, {.budget = -2}};
+    assert_int_equal(th_guard_admin_budgets(adm, collect_budget, b, err, sizeof err), TH_E_OK);
+    assert_int_equal(b[0].code, 44);
+    assert_int_equal(b[0].used, 2);
+    assert_int_equal(b[0].budget, 3);
+    assert_int_equal(b[1].budget, -2); /* one row today: this run's */
+
+    long removed = -1;
+    assert_int_equal(th_guard_admin_reset_limits(adm, TH_GUARD_PHONE, "+447400123001", &removed,
+                                                 err, sizeof err),
+                     TH_E_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(decide_once(lim, "+447400123001", "evt-adm-3", "200003"), TH_BLOCK_NONE);
+
+    /* the budget is spent (3 of 3): refused, then reset, then the next +44 request passes */
+    assert_int_equal(decide_once(lim, "+447400123009", "evt-adm-4", "200004"),
+                     TH_BLOCK_CODE_BUDGET);
+    assert_int_equal(th_guard_admin_reset_budget(adm, 44, &removed, err, sizeof err), TH_E_OK);
+    assert_int_equal(removed, 1);
+    b[0].budget = -2;
+    assert_int_equal(th_guard_admin_budgets(adm, collect_budget, b, err, sizeof err), TH_E_OK);
+    assert_int_equal(b[0].budget, -2); /* no row today */
+    assert_int_equal(decide_once(lim, "+447400123009", "evt-adm-5", "200005"), TH_BLOCK_NONE);
+    struct th_guard_sizes z;
+    assert_int_equal(th_guard_admin_sizes(adm, &z, err, sizeof err), TH_E_OK);
+    assert_true(z.rate >= 1 && z.budget >= 1 && z.dedupe >= 1);
+    th_guard_admin_close(adm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_attach_then_ready),
         cmocka_unit_test(test_attach_database_away),
         cmocka_unit_test(test_purge_one_node_at_a_time),
+        cmocka_unit_test(test_admin_show_and_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

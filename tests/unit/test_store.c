@@ -1164,6 +1164,137 @@ static void test_sqlite_has_no_listener(void **state)
     th_store_listener_close(NULL);
 }
 
+/*
+ * store copy: every table from the case's backend into a new SQLite file, the history read in
+ * pages of 2 (so page boundaries fall inside runs of rows of one millisecond): counts, order,
+ * ids, times and the DLQ's binary payload as they were; a non-empty target refused; --append.
+ */
+static void test_copy(void **state)
+{
+    use(state);
+    struct th_store *src = open_ok(fresh(true));
+    struct th_template_row t = {"fr", "sms", "Code {{otp}}", "", 42};
+    struct th_pref_row p = {"Ana@Example.com", "pt", "voice", 43};
+    struct th_route_row r = {"sms", "US", "webhook", 44};
+    assert_int_equal(th_store_template_put(src, &t), TH_E_OK);
+    assert_int_equal(th_store_pref_put(src, &p), TH_E_OK);
+    assert_int_equal(th_store_route_put(src, &r), TH_E_OK);
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "ob-%d", i);
+        struct th_outbox_row row = {id, 1000 + i / 3, "r-1", "+12015550123", "sms", "en", id, ""};
+        assert_int_equal(th_store_outbox_insert(src, &row), TH_E_OK);
+    }
+    for (int i = 0; i < 7; i++) { /* 2000 x3, 2001 x3, 2002: the inserted order must hold */
+        char id[16];
+        snprintf(id, sizeof id, "req-%d", 6 - i);
+        struct th_delivery_row d = {.request_id = id,
+                                    .event_id = "",
+                                    .created_ms = 2000 + i / 3,
+                                    .outcome = "SUCCESSFUL",
+                                    .phone_masked = "+1201*****23",
+                                    .country = "US",
+                                    .channel = "sms",
+                                    .latency_us = i,
+                                    .login_hash = "lh",
+                                    .phone_hash = "ph"};
+        assert_int_equal(th_store_delivery_insert(src, &d), TH_E_OK);
+    }
+    static const unsigned char sealed[] = {0x00, 0xff, 0x5c, 0x27, 0x00, 0x01};
+    for (int i = 0; i < 3; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "dlq-%d", i);
+        struct th_dlq_row d = {.id = id,
+                               .created_ms = 3000,
+                               .request_id = "r",
+                               .event_id = "",
+                               .phone_masked = "",
+                               .country = "",
+                               .channel = "sms",
+                               .language = "en",
+                               .outcome = "FAILED",
+                               .errors = "e",
+                               .attempts = 1,
+                               .otp_expires_ms = 9,
+                               .key_id = i ? "k1" : "",
+                               .payload = i ? sealed : NULL,
+                               .payload_len = i ? sizeof sealed : 0};
+        assert_int_equal(th_store_dlq_insert(src, &d), TH_E_OK);
+    }
+    char dst_url[600];
+    snprintf(dst_url, sizeof dst_url, "sqlite:%s/copy-%d-%d.db", tmpdir, (int)be, fresh_n);
+    struct th_store *dst = open_ok(dst_url);
+    char err[1024];
+    struct th_store_copy o = {.dry_run = true, .batch = 2};
+    assert_int_equal(th_store_copy(src, dst, &o, err, sizeof err), TH_E_OK);
+    long want[TH_STORE_TABLES] = {1, 1, 1, 5, 7, 3};
+    assert_memory_equal(o.rows, want, sizeof want);
+    struct th_store_status s;
+    assert_int_equal(th_store_status(dst, &s), TH_E_OK);
+    assert_int_equal(s.rows[4], 0); /* a dry run writes nothing */
+
+    o = (struct th_store_copy){.batch = 2};
+    assert_int_equal(th_store_copy(src, dst, &o, err, sizeof err), TH_E_OK);
+    assert_memory_equal(o.rows, want, sizeof want);
+    struct th_delivery_filter f = {.limit = 100};
+    struct rows a = {0}, b = {0};
+    assert_int_equal(th_store_deliveries_query(src, &f, collect_delivery, &a), TH_E_OK);
+    assert_int_equal(th_store_deliveries_query(dst, &f, collect_delivery, &b), TH_E_OK);
+    assert_int_equal(b.n, 7);
+    assert_memory_equal(a.first, b.first, sizeof a.first); /* same rows, same order */
+    assert_string_equal(b.first[0], "req-0 SUCCESSFUL +1201*****23 US  6");
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
+    assert_int_equal(th_store_outbox_each(src, 100, collect_outbox, &a), TH_E_OK);
+    assert_int_equal(th_store_outbox_each(dst, 100, collect_outbox, &b), TH_E_OK);
+    assert_int_equal(b.n, 5);
+    assert_memory_equal(a.first, b.first, sizeof a.first);
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
+    assert_int_equal(th_store_dlq_each(src, 100, collect_dlq, &a), TH_E_OK);
+    assert_int_equal(th_store_dlq_each(dst, 100, collect_dlq, &b), TH_E_OK);
+    assert_int_equal(b.n, 3);
+    assert_memory_equal(a.first, b.first, sizeof a.first);
+    assert_string_equal(b.first[0], "dlq-2 FAILED 1 9 k1 6:00ff5c270001");
+    assert_string_equal(b.first[2], "dlq-0 FAILED 1 9  0:");
+    memset(&b, 0, sizeof b);
+    assert_int_equal(th_store_prefs_each(dst, collect_pref, &b), TH_E_OK);
+    assert_int_equal(b.n, 1);
+    /* pages of 5: the outbox's 5 rows fill one page exactly (then an empty one ends it) */
+    char dst5_url[620];
+    snprintf(dst5_url, sizeof dst5_url, "%s.5", dst_url);
+    struct th_store *dst5 = open_ok(dst5_url);
+    o = (struct th_store_copy){.batch = 5};
+    assert_int_equal(th_store_copy(src, dst5, &o, err, sizeof err), TH_E_OK);
+    assert_memory_equal(o.rows, want, sizeof want);
+    th_store_close(dst5);
+
+    /* again: refused, nothing written; with append the catalog is replaced and a DLQ id that
+     * is there already fails the whole copy, the target unchanged */
+    o = (struct th_store_copy){.batch = 2};
+    assert_int_equal(th_store_copy(src, dst, &o, err, sizeof err), TH_E_BUSY);
+    assert_non_null(strstr(err, "is not empty (templates 1, prefs 1, routes 1, outbox 5"));
+    assert_int_equal(o.target_rows[4], 7);
+    assert_int_equal(th_store_delivery_insert(dst, &(struct th_delivery_row){.request_id = "extra",
+                                                                             .event_id = "",
+                                                                             .outcome = "FAILED",
+                                                                             .channel = "sms"}),
+                     TH_E_OK);
+    struct th_template_row mine = {"fr", "sms", "Mine {{otp}}", "", 50};
+    assert_int_equal(th_store_template_put(dst, &mine), TH_E_OK);
+    o = (struct th_store_copy){.batch = 2, .append = true};
+    assert_int_equal(th_store_copy(src, dst, &o, err, sizeof err), TH_E_STORE);
+    assert_non_null(strstr(err, "outbox: row 1 could not be written"));
+    assert_int_equal(th_store_status(dst, &s), TH_E_OK);
+    assert_int_equal(s.rows[4], 8);
+    memset(&b, 0, sizeof b); /* the put of the source's fr/sms inside the copy was rolled back */
+    assert_int_equal(th_store_templates_each(dst, count_tpl, &b), TH_E_OK);
+    assert_int_equal(b.n, 1);
+    assert_string_equal(b.first[0], "fr/sms//Mine {{otp}}");
+    /* the same store on both sides */
+    assert_int_equal(th_store_copy(dst, dst, &o, err, sizeof err), TH_E_INVAL);
+    th_store_close(dst);
+    th_store_close(src);
+}
+
 /* A case named for its backend: "test_prefs/sqlite", "test_prefs/postgresql". */
 #define ON(f, b, name)                                                                             \
     {                                                                                              \
@@ -1191,6 +1322,7 @@ int main(void)
         BOTH(test_dlq_and_purge),
         BOTH(test_failed_insert_in_a_batch),
         BOTH(test_status_unmigrated),
+        BOTH(test_copy),
         cmocka_unit_test(test_pg_url_forms),
         PG_ONLY(test_pg_connect_forms),
         PG_ONLY(test_pg_concurrent_migrations),
