@@ -1563,12 +1563,12 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 
 /* ---- `store copy`: the history tables in insertion order, a page at a time ---- */
 
-#define OUTBOX_COLS "id, created_ms, request_id, recipient, channel, language, body, voice_id"
-#define DELIV_COLS                                                                                 \
+#define OUTBOX_SELECT "id, created_ms, request_id, recipient, channel, language, body, voice_id"
+#define DELIV_SELECT                                                                               \
     "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
     "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
     "login_hash, phone_hash, locale, preference"
-#define DLQ_COLS                                                                                   \
+#define DLQ_SELECT                                                                                 \
     "id, created_ms, request_id, event_id, phone_masked, country, channel, language, outcome, "    \
     "errors, attempts, otp_expires_ms, key_id, payload"
 
@@ -1582,12 +1582,12 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
      * snapshot). seq last: the row's columns keep the positions the readers above use.
      */
     static const char *const q[] = {
-        [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_COLS
+        [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_SELECT
                               ", seq FROM outbox ORDER BY seq",
-        [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_COLS
+        [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_SELECT
                                   ", seq FROM deliveries ORDER BY seq",
         [TH_STORE_T_DLQ] =
-            "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_COLS ", seq FROM dlq ORDER BY seq",
+            "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_SELECT ", seq FROM dlq ORDER BY seq",
     };
     static const int ncols[] = {
         [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
