@@ -5,7 +5,7 @@
 set -euo pipefail
 mode=${1:-build}
 pkgs=(build-essential pkg-config meson ninja-build
-      libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libssl-dev libinih-dev libphonenumber-dev libcurl4-openssl-dev libcjose-dev libsimdjson-dev libsystemd-dev libpq-dev
+      libmicrohttpd-dev libgnutls28-dev libjansson-dev libsqlite3-dev libssl-dev libinih-dev libphonenumber-dev libprotobuf-dev libcurl4-openssl-dev libcjose-dev libsimdjson-dev libsystemd-dev libpq-dev
       sqlite3 ca-certificates curl)
 if [ "$mode" = check ]; then
   pkgs+=(libcmocka-dev python3 python3-pytest python3-botocore python3-jwt python3-cryptography valgrind clang libclang-rt-14-dev clang-format git
