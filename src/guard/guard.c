@@ -180,6 +180,13 @@ struct gpool {
     struct th_dedupe *waiters; /* shared tickets waiting on this loop (notification targets) */
     atomic_int up, failed;     /* its connections ready now; attempts failed (th_pg_options) */
     bool was_up;               /* th_guard_ready saw a connection up once (under g->mu) */
+    /* Finishes (answers to store) wait here while a batch of them is out: one statement per
+     * batch, after the answers (guard_finish_batch); the batch out is fout. */
+    struct th_dedupe *fhead, *ftail, *fout;
+    int nqueued;
+    struct th_pg_query fq;
+    const char *fparams[4];
+    char *fbuf;
 };
 
 struct th_dedupe {
@@ -201,6 +208,7 @@ struct th_dedupe {
     bool kicked;   /* a notification came while a poll was out: ask again at once */
     bool notified; /* a notification came (counted when it is what woke the waiter) */
     struct th_dedupe *wprev, *wnext; /* pool->waiters, while waiting */
+    struct th_dedupe *fnext;         /* pool's finishes queued or out (a first's ticket) */
     bool listed;
     th_loop_fn fn;
     void *ud;
@@ -1282,14 +1290,18 @@ static const struct th_pg_stmt guard_stmts[] = {
      "SELECT verdict, block, status, answer FROM guard_decide($1::text[], $2::bigint, "
      "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text, $9::bigint)",
      9},
-    /* the answer stored; the waiters on every node told (LISTEN guard_done) only when a
-     * duplicate marked the row: waited is read on the row this UPDATE locked, so a mark that
-     * committed first is seen, and a mark after it finds state = 1 and reads the answer */
-    {"guard_finish",
-     "WITH u AS (UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = "
-     "ANY(" KEYS_SQL ") AND state = 0 RETURNING key, waited) "
+    /* answers stored, a batch of them (send_finishes): $1 every ticket's keys, $4 each key's
+     * ticket (1-based), $2 and $3 each ticket's status and answer; the waiters on every node
+     * told (LISTEN guard_done) only when a duplicate marked the row: waited is read on the row
+     * this UPDATE locked, so a mark that committed first is seen, and a mark after it finds
+     * state = 1 and reads the answer */
+    {"guard_finish_batch",
+     "WITH u AS (UPDATE guard_dedupe SET state = 1, "
+     "status = ($2::int[])[($4::int[])[array_position(" KEYS_SQL ", key)]], "
+     "answer = ($3::text[])[($4::int[])[array_position(" KEYS_SQL ", key)]] "
+     "WHERE key = ANY(" KEYS_SQL ") AND state = 0 RETURNING key, waited) "
      "SELECT pg_notify('guard_done', encode(key, 'hex')) FROM u WHERE u.waited",
-     3},
+     4},
     {"guard_abandon",
      "WITH d AS (DELETE FROM guard_dedupe WHERE key = ANY(" KEYS_SQL ") AND state = 0 "
      "RETURNING key, waited) SELECT pg_notify('guard_done', encode(key, 'hex')) FROM d "
@@ -1302,8 +1314,10 @@ static const struct th_pg_stmt guard_stmts[] = {
     {"guard_purge", "SELECT guard_purge($1::bigint)", 1},
 };
 
-#define DB_WAIT_MS     500   /* a statement off the hot path (an answer stored, a wait) */
-#define PURGE_EVERY_MS 60000 /* expired rows are deleted this often, by one node at a time */
+#define DB_WAIT_MS       500   /* a statement off the hot path (an answer stored, a wait) */
+#define FINISH_BATCH     64    /* answers stored per statement at most */
+#define FINISH_QUEUE_MAX 4096  /* answers waiting to be stored on one loop at most */
+#define PURGE_EVERY_MS   60000 /* expired rows are deleted this often, by one node at a time */
 
 bool th_guard_shared(const struct th_guard *g)
 {
@@ -1384,6 +1398,7 @@ static void on_purge_timer(void *ud)
 }
 
 static void on_poll_timer(void *ud);
+static void free_finishes(struct th_dedupe *t);
 
 static void unlist(struct th_dedupe *t)
 {
@@ -1424,7 +1439,10 @@ static void pool_exit(void *ud)
     th_loop_timer_cancel(p->loop, &p->purge);
     struct th_pg *pg = p->pg;
     p->pg = NULL;
-    th_pg_free(pg);
+    th_pg_free(pg);          /* the batch out is called back (and freed) */
+    free_finishes(p->fhead); /* answers not stored: their waiters' deadlines answer */
+    p->fhead = p->ftail = NULL;
+    p->nqueued = 0;
 }
 
 static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
@@ -1741,17 +1759,139 @@ static void ticket_statement(struct th_dedupe *t, const char *stmt, int nparams)
     exec_counted(p, &t->q);
 }
 
+/* Frees a list of finished tickets (linked by fnext). */
+static void free_finishes(struct th_dedupe *t)
+{
+    while (t) {
+        struct th_dedupe *next = t->fnext;
+        free(t->body);
+        free(t);
+        t = next;
+    }
+}
+
+static void send_finishes(struct gpool *p);
+
+static void on_finishes_stored(void *ud, const struct th_pg_result *res)
+{
+    struct gpool *p = ud;
+    free_finishes(p->fout);
+    p->fout = NULL;
+    free(p->fbuf);
+    p->fbuf = NULL;
+    if (p->pg)
+        send_finishes(p);
+}
+
+/* Appends s as one element of a text[] literal: quoted, with " and \ escaped. */
+static char *put_elem(char *cur, const char *v, bool comma)
+{
+    if (comma)
+        *cur++ = ',';
+    *cur++ = '"';
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            *cur++ = '\\';
+        *cur++ = *v;
+    }
+    *cur++ = '"';
+    return cur;
+}
+
+/* The answers queued on this loop go out in one statement (at most FINISH_BATCH of them), when
+ * no batch is out: under load a batch gathers what came while the one before was out; alone, a
+ * finish goes at once. One round trip and one transaction for many answers, after them. */
+static void send_finishes(struct gpool *p)
+{
+    if (p->fout || !p->fhead)
+        return;
+    struct th_dedupe *batch = p->fhead, *t = batch, *last = NULL;
+    size_t n = 0, bytes = 64;
+    for (; t && n < FINISH_BATCH; last = t, t = t->fnext, n++)
+        bytes += 2 * strlen(t->keys) + 2 * strlen(t->body) + 48;
+    p->fhead = t;
+    if (!t)
+        p->ftail = NULL;
+    last->fnext = NULL;
+    p->nqueued -= (int)n;
+    char *cur = p->fbuf = malloc(bytes);
+    if (!cur) { /* no memory: these answers are not stored; their waiters' deadlines answer */
+        free_finishes(batch);
+        send_finishes(p);
+        return;
+    }
+    p->fout = batch;
+    const char *end = cur + bytes;
+    (void)end;
+    p->fparams[0] = cur; /* every key: the tickets' "{a,b}" lists joined */
+    *cur++ = '{';
+    bool any = false;
+    for (t = batch; t; t = t->fnext) {
+        size_t k = strlen(t->keys);
+        if (k <= 2)
+            continue;
+        if (any)
+            *cur++ = ',';
+        memcpy(cur, t->keys + 1, k - 2);
+        cur += k - 2;
+        any = true;
+    }
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[3] = cur; /* each key's ticket */
+    *cur++ = '{';
+    any = false;
+    int i = 1;
+    for (t = batch; t; t = t->fnext, i++)
+        for (const char *c = t->keys + 1; *c && *c != '}'; c++)
+            if (c == t->keys + 1 || c[-1] == ',') {
+                cur += sprintf(cur, any ? ",%d" : "%d", i);
+                any = true;
+            }
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[1] = cur; /* each ticket's status */
+    *cur++ = '{';
+    for (t = batch; t; t = t->fnext)
+        cur += sprintf(cur, t == batch ? "%d" : ",%d", t->status);
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[2] = cur; /* each ticket's answer */
+    *cur++ = '{';
+    for (t = batch; t; t = t->fnext)
+        cur = put_elem(cur, t->body, t != batch);
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fq = (struct th_pg_query){.stmt = "guard_finish_batch",
+                                 .nparams = 4,
+                                 .params = p->fparams,
+                                 .deadline_us = th_mono_us() + DB_WAIT_MS * 1000,
+                                 .done = on_finishes_stored,
+                                 .ud = p};
+    exec_counted(p, &p->fq);
+}
+
 static void shared_finish(struct th_dedupe *t, int status, const char *body, size_t len)
 {
+    struct gpool *p = t->pool;
     t->body = strndup(body, len);
-    if (!t->body) {
+    if (!t->body || !p->pg || p->nqueued >= FINISH_QUEUE_MAX) {
+        /* no memory, the loop finishing, or the database far behind: the rows are given
+         * back (a retry is sent again) rather than queued without end */
+        free(t->body);
+        t->body = NULL;
         ticket_statement(t, "guard_abandon", 1);
         return;
     }
-    snprintf(t->num, sizeof t->num, "%d", status);
-    t->params[1] = t->num;
-    t->params[2] = t->body;
-    ticket_statement(t, "guard_finish", 3);
+    t->status = status;
+    t->fnext = NULL;
+    if (p->ftail)
+        p->ftail->fnext = t;
+    else
+        p->fhead = t;
+    p->ftail = t;
+    p->nqueued++;
+    send_finishes(p);
 }
 
 static void poll_later(struct th_dedupe *t);

@@ -502,6 +502,81 @@ static void test_finish_notifies_only_waited(void **state)
     th_guard_free(b);
 }
 
+enum { BATCH_N = 20 };
+
+/* BATCH_N firsts on one node, then all answered in one tick: stored in two statements (the
+ * first answer at once, the other BATCH_N - 1 in one batch while it is out), each row with its
+ * own answer (quotes and backslashes included). */
+static bool step_batch(struct run *r)
+{
+    struct notify_run *n = (struct notify_run *)r;
+    struct ask *k = r->asks;
+    if (r->phase == 0) {
+        if (!all_back(k, BATCH_N))
+            return false;
+        struct th_guard_db_stats sa;
+        th_guard_db_stats(n->a, &sa);
+        r->t0 = (int64_t)sa.statements;
+        for (int i = 0; i < BATCH_N; i++) {
+            assert_int_equal(k[i].v.dedupe, TH_DEDUPE_FIRST);
+            char body[64];
+            int len = snprintf(body, sizeof body, "{\"a\":\"q\\\"%d\\\\\"}", i);
+            th_guard_dedupe_finish(n->a, k[i].v.ticket, 200 + i, body, (size_t)len);
+        }
+        r->phase = 1;
+        return false;
+    }
+    for (int i = 0; i < BATCH_N; i++) {
+        char evt[24];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        if (!raw_done(n->c, n->a, evt))
+            return false;
+    }
+    return true;
+}
+
+static void test_finishes_batched(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL);
+    PGconn *c = raw_conn();
+    struct ask k[BATCH_N];
+    for (int i = 0; i < BATCH_N; i++) {
+        char evt[24], phone[16], otp[8];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        snprintf(phone, sizeof phone, "+120655502%02d", i);
+        snprintf(otp, sizeof otp, "5%05d", i);
+        ask(loop, &k[i], a, phone, evt, otp, NULL);
+    }
+    struct notify_run nr = {.r = {.loop = loop, .step = step_batch, .asks = k}, .c = c, .a = a};
+    run(&nr.r, 8000);
+    assert_int_equal(nr.r.phase, 1);
+    assert_true(step_batch(&nr.r));
+    struct th_guard_db_stats sa;
+    th_guard_db_stats(a, &sa);
+    assert_int_equal((int64_t)sa.statements - nr.r.t0, 2);
+    for (int i = 0; i < BATCH_N; i++) {
+        char hex[TH_GUARD_KEY_HEX], evt[24], sql[256], want[64];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        th_guard_key_hex_(a, "event", evt, hex);
+        snprintf(sql, sizeof sql,
+                 "SELECT status, answer FROM guard_dedupe WHERE key = decode('%s', 'hex')", hex);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQntuples(res), 1);
+        assert_int_equal(atoi(PQgetvalue(res, 0, 0)), 200 + i);
+        snprintf(want, sizeof want, "{\"a\":\"q\\\"%d\\\\\"}", i);
+        assert_string_equal(PQgetvalue(res, 0, 1), want);
+        PQclear(res);
+    }
+    PQfinish(c);
+    th_loop_free(loop);
+    th_guard_free(a);
+}
+
 /* A duplicate that looks while the first's finish holds the row (not yet committed) must not
  * mark a row already answered and pend for a notification that never comes: its mark waits for
  * the row, finds it answered, and reads the answer (DONE). The finish is the test's own
@@ -1051,6 +1126,7 @@ int main(void)
         cmocka_unit_test(test_first_gives_up),
         cmocka_unit_test(test_finish_notifies_only_waited),
         cmocka_unit_test(test_waiter_after_finish_gets_answer),
+        cmocka_unit_test(test_finishes_batched),
         cmocka_unit_test(test_phone_limit_exact_across_nodes),
         cmocka_unit_test(test_budget_exact_across_nodes),
         cmocka_unit_test(test_unavailable_open_and_closed),
