@@ -546,7 +546,7 @@ static void test_finishes_batched(void **state)
     PGconn *c = raw_conn();
     struct ask k[BATCH_N];
     for (int i = 0; i < BATCH_N; i++) {
-        char evt[24], phone[16], otp[8];
+        char evt[24], phone[24], otp[16];
         snprintf(evt, sizeof evt, "evt-batch-%d", i);
         snprintf(phone, sizeof phone, "+120655502%02d", i);
         snprintf(otp, sizeof otp, "5%05d", i);
