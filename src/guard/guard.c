@@ -180,6 +180,13 @@ struct gpool {
     struct th_dedupe *waiters; /* shared tickets waiting on this loop (notification targets) */
     atomic_int up, failed;     /* its connections ready now; attempts failed (th_pg_options) */
     bool was_up;               /* th_guard_ready saw a connection up once (under g->mu) */
+    /* Finishes (answers to store) wait here while a batch of them is out: one statement per
+     * batch, after the answers (guard_finish_batch); the batch out is fout. */
+    struct th_dedupe *fhead, *ftail, *fout;
+    int nqueued;
+    struct th_pg_query fq;
+    const char *fparams[4];
+    char *fbuf;
 };
 
 struct th_dedupe {
@@ -201,6 +208,7 @@ struct th_dedupe {
     bool kicked;   /* a notification came while a poll was out: ask again at once */
     bool notified; /* a notification came (counted when it is what woke the waiter) */
     struct th_dedupe *wprev, *wnext; /* pool->waiters, while waiting */
+    struct th_dedupe *fnext;         /* pool's finishes queued or out (a first's ticket) */
     bool listed;
     th_loop_fn fn;
     void *ud;
@@ -1139,95 +1147,37 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *t)
  * guard_decide() is the hot path's one round trip. Dedupe first: a live row under either key
  * (eventId, or number + code + channel) answers DONE or PENDING; else this request inserts its
  * rows, and the unique key decides between two nodes inserting at once (the loser takes its
- * own rows back and is a duplicate). Then the limits: GCRA rows (key, tat) and the budget row of
- * (calling code, UTC day), created if missing and locked FOR UPDATE in one order (rates by key,
- * then the budget) so concurrent requests serialise on the rows they share and cannot deadlock;
- * a request is counted everywhere only when every limit lets it through, as in memory.
+ * own rows back and is a duplicate). A PENDING duplicate marks the row (waited) so that its
+ * first's finish notifies: the mark is an UPDATE of a row still in state 0, so it serialises
+ * with the finish on the row lock; when the finish won, nothing is marked and the row is read
+ * again (DONE). Finishes nobody waits for notify nobody (version 2: before it, every finish
+ * woke every node's listeners). Then the limits: GCRA rows (key, tat) and the budget row of
+ * (calling code, UTC day), created if missing and locked in one order (rates by key, then the
+ * budget; INSERT … ON CONFLICT DO UPDATE … WHERE false locks a row that exists without writing
+ * it) so concurrent requests serialise on the rows they share and cannot deadlock; then read in
+ * one statement, decided in arrays, written back in one. A request is counted everywhere only
+ * when every limit lets it through, as in memory.
+ *
+ * The purge (every minute, one node at a time) never waits for a row lock (SKIP LOCKED) and
+ * leaves rate rows touched in the last minute: version 1 deleted the global and country rows
+ * too (their tat trails the clock by microseconds), holding them until its commit while it
+ * waited for a row a decision held — a deadlock PostgreSQL breaks after deadlock_timeout (1 s),
+ * every decision of every node stalled meanwhile (measured: p99 436–446 ms at half load).
+ *
+ * Version 2 keeps guard_decide()'s signature and answers: a node of version 1 (which stops at
+ * "version >= 1") calls it unchanged, and its finishes still notify every row (harmless).
  */
 static const char *const schema_lines[] = {
     "DO $mig$ BEGIN\n",
     "PERFORM pg_advisory_xact_lock(7246175001);\n",
     "CREATE TABLE IF NOT EXISTS guard_schema_version (version int NOT NULL);\n",
-    "IF coalesce((SELECT max(version) FROM guard_schema_version), 0) >= 1 THEN RETURN; END IF;\n",
+    "IF coalesce((SELECT max(version) FROM guard_schema_version), 0) >= 2 THEN RETURN; END IF;\n",
+    "IF coalesce((SELECT max(version) FROM guard_schema_version), 0) < 1 THEN\n",
     "CREATE TABLE guard_dedupe (key bytea PRIMARY KEY, state smallint NOT NULL, status int,\n",
     "  answer text, expires_ms bigint NOT NULL);\n",
     "CREATE TABLE guard_rate (key bytea PRIMARY KEY, tat_us bigint NOT NULL);\n",
     "CREATE TABLE guard_budget (key bytea NOT NULL, day int NOT NULL, used bigint NOT NULL,\n",
     "  PRIMARY KEY (key, day));\n",
-    "CREATE OR REPLACE FUNCTION guard_decide(p_keys text[], p_expires_ms bigint, p_now_us "
-    "bigint,\n",
-    "  p_rkeys text[], p_rint bigint[], p_rtol bigint[], p_rblock text[], p_bkey text,\n",
-    "  p_budget bigint)\n",
-    "RETURNS TABLE(verdict text, block text, status int, answer text) LANGUAGE plpgsql AS $f$\n",
-    "DECLARE\n",
-    "  now_ms bigint := p_now_us / 1000;\n",
-    "  v_day int := (p_now_us / 86400000000)::int;\n",
-    "  dk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_keys) k);\n",
-    "  rk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_rkeys) k);\n",
-    "  bk bytea := decode(p_bkey, 'hex');\n",
-    "  mine bytea[]; d record; nexts bigint[] := '{}'; t bigint; v_used bigint := 0;\n",
-    "  blk text := 'none'; budget_seen boolean := false;\n",
-    "BEGIN\n",
-    "  IF cardinality(dk) > 0 THEN\n",
-    "    SELECT g.state, g.status, g.answer INTO d FROM guard_dedupe g\n",
-    "      WHERE g.key = ANY(dk) AND g.expires_ms > now_ms ORDER BY g.state DESC LIMIT 1;\n",
-    "    IF FOUND THEN\n",
-    "      RETURN QUERY SELECT CASE WHEN d.state = 1 THEN 'done' ELSE 'pending' END,\n",
-    "        'none'::text, d.status, d.answer;\n",
-    "      RETURN;\n",
-    "    END IF;\n",
-    "    WITH ins AS (INSERT INTO guard_dedupe AS g (key, state, expires_ms)\n",
-    "        SELECT k, 0, p_expires_ms FROM unnest(dk) AS k ORDER BY k\n",
-    "        ON CONFLICT (key) DO UPDATE SET state = 0, status = NULL, answer = NULL,\n",
-    "          expires_ms = excluded.expires_ms WHERE g.expires_ms <= now_ms\n",
-    "        RETURNING g.key)\n",
-    "    SELECT array_agg(ins.key) INTO mine FROM ins;\n",
-    "    IF coalesce(cardinality(mine), 0) < cardinality(dk) THEN\n",
-    "      DELETE FROM guard_dedupe g WHERE g.key = ANY(coalesce(mine, '{}'));\n",
-    "      SELECT g.state, g.status, g.answer INTO d FROM guard_dedupe g\n",
-    "        WHERE g.key = ANY(dk) AND g.expires_ms > now_ms ORDER BY g.state DESC LIMIT 1;\n",
-    "      IF FOUND AND d.state = 1 THEN\n",
-    "        RETURN QUERY SELECT 'done'::text, 'none'::text, d.status, d.answer;\n",
-    "      ELSE\n",
-    "        RETURN QUERY SELECT 'pending'::text, 'none'::text, NULL::int, NULL::text;\n",
-    "      END IF;\n",
-    "      RETURN;\n",
-    "    END IF;\n",
-    "  END IF;\n",
-    "  IF cardinality(rk) > 0 THEN\n",
-    "    INSERT INTO guard_rate (key, tat_us) SELECT k, 0 FROM unnest(rk) k ORDER BY k\n",
-    "      ON CONFLICT DO NOTHING;\n",
-    "    PERFORM 1 FROM guard_rate r WHERE r.key = ANY(rk) ORDER BY r.key FOR UPDATE;\n",
-    "  END IF;\n",
-    "  IF p_budget >= 0 THEN\n",
-    "    INSERT INTO guard_budget (key, day, used) VALUES (bk, v_day, 0)\n",
-    "      ON CONFLICT DO NOTHING;\n",
-    "    SELECT b.used INTO v_used FROM guard_budget b WHERE b.key = bk AND b.day = v_day\n",
-    "      FOR UPDATE;\n",
-    "  END IF;\n",
-    "  FOR i IN 1 .. cardinality(rk) LOOP\n",
-    "    IF p_rblock[i] = 'global_rate' AND p_budget >= 0 THEN\n",
-    "      budget_seen := true;\n",
-    "      IF v_used >= p_budget THEN blk := 'calling_code_budget'; EXIT; END IF;\n",
-    "    END IF;\n",
-    "    SELECT r.tat_us INTO t FROM guard_rate r WHERE r.key = rk[i];\n",
-    "    IF t < p_now_us THEN t := p_now_us; END IF;\n",
-    "    IF t - p_now_us > p_rtol[i] THEN blk := p_rblock[i]; EXIT; END IF;\n",
-    "    nexts[i] := t + p_rint[i];\n",
-    "  END LOOP;\n",
-    "  IF blk = 'none' AND p_budget >= 0 AND NOT budget_seen AND v_used >= p_budget THEN\n",
-    "    blk := 'calling_code_budget';\n",
-    "  END IF;\n",
-    "  IF blk = 'none' THEN\n",
-    "    UPDATE guard_rate r SET tat_us = n.tat FROM unnest(rk, nexts) AS n(key, tat)\n",
-    "      WHERE r.key = n.key;\n",
-    "    IF p_budget >= 0 THEN\n",
-    "      UPDATE guard_budget b SET used = b.used + 1 WHERE b.key = bk AND b.day = v_day;\n",
-    "    END IF;\n",
-    "  END IF;\n",
-    "  RETURN QUERY SELECT CASE WHEN cardinality(dk) > 0 THEN 'first' ELSE 'off' END, blk,\n",
-    "    NULL::int, NULL::text;\n",
-    "END $f$;\n",
     "CREATE OR REPLACE FUNCTION guard_purge(p_now_us bigint) RETURNS bigint\n",
     "LANGUAGE plpgsql AS $f$\n",
     "DECLARE n bigint := 0; m bigint;\n",
@@ -1242,6 +1192,105 @@ static const char *const schema_lines[] = {
     "  RETURN n + m;\n",
     "END $f$;\n",
     "INSERT INTO guard_schema_version VALUES (1);\n",
+    "END IF;\n",
+    "ALTER TABLE guard_dedupe ADD COLUMN IF NOT EXISTS waited boolean NOT NULL DEFAULT false;\n",
+    "CREATE OR REPLACE FUNCTION guard_decide(p_keys text[], p_expires_ms bigint, p_now_us "
+    "bigint,\n",
+    "  p_rkeys text[], p_rint bigint[], p_rtol bigint[], p_rblock text[], p_bkey text,\n",
+    "  p_budget bigint)\n",
+    "RETURNS TABLE(verdict text, block text, status int, answer text) LANGUAGE plpgsql AS $f$\n",
+    "DECLARE\n",
+    "  now_ms bigint := p_now_us / 1000;\n",
+    "  v_day int := (p_now_us / 86400000000)::int;\n",
+    "  dk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_keys) k);\n",
+    "  rk bytea[] := ARRAY(SELECT decode(k, 'hex') FROM unnest(p_rkeys) k);\n",
+    "  bk bytea := decode(p_bkey, 'hex');\n",
+    "  mine bytea[]; d record; ks bytea[]; ts bigint[]; nexts bigint[] := '{}'; t bigint;\n",
+    "  v_used bigint; blk text := 'none'; budget_seen boolean := false;\n",
+    "BEGIN\n",
+    "  IF cardinality(dk) > 0 THEN\n",
+    "    FOR attempt IN 1 .. 3 LOOP\n",
+    "      SELECT g.state, g.status, g.answer INTO d FROM guard_dedupe g\n",
+    "        WHERE g.key = ANY(dk) AND g.expires_ms > now_ms ORDER BY g.state DESC LIMIT 1;\n",
+    "      IF FOUND THEN\n",
+    "        IF d.state = 1 THEN\n",
+    "          RETURN QUERY SELECT 'done'::text, 'none'::text, d.status, d.answer;\n",
+    "          RETURN;\n",
+    "        END IF;\n",
+    "        UPDATE guard_dedupe g SET waited = true\n",
+    "          WHERE g.key = ANY(dk) AND g.state = 0 AND g.expires_ms > now_ms;\n",
+    "        IF FOUND THEN\n",
+    "          RETURN QUERY SELECT 'pending'::text, 'none'::text, NULL::int, NULL::text;\n",
+    "          RETURN;\n",
+    "        END IF;\n",
+    "        CONTINUE;\n",
+    "      END IF;\n",
+    "      WITH ins AS (INSERT INTO guard_dedupe AS g (key, state, expires_ms)\n",
+    "          SELECT k, 0, p_expires_ms FROM unnest(dk) AS k ORDER BY k\n",
+    "          ON CONFLICT (key) DO UPDATE SET state = 0, status = NULL, answer = NULL,\n",
+    "            waited = false, expires_ms = excluded.expires_ms WHERE g.expires_ms <= now_ms\n",
+    "          RETURNING g.key)\n",
+    "      SELECT array_agg(ins.key) INTO mine FROM ins;\n",
+    "      EXIT WHEN coalesce(cardinality(mine), 0) = cardinality(dk);\n",
+    "      DELETE FROM guard_dedupe g WHERE g.key = ANY(coalesce(mine, '{}'));\n",
+    "      mine := NULL;\n",
+    "    END LOOP;\n",
+    "    IF coalesce(cardinality(mine), 0) < cardinality(dk) THEN\n",
+    "      RETURN QUERY SELECT 'pending'::text, 'none'::text, NULL::int, NULL::text;\n",
+    "      RETURN;\n",
+    "    END IF;\n",
+    "  END IF;\n",
+    "  IF cardinality(rk) > 0 THEN\n",
+    "    INSERT INTO guard_rate AS r (key, tat_us) SELECT k, 0 FROM unnest(rk) k ORDER BY k\n",
+    "      ON CONFLICT (key) DO UPDATE SET tat_us = r.tat_us WHERE false;\n",
+    "  END IF;\n",
+    "  IF p_budget >= 0 THEN\n",
+    "    INSERT INTO guard_budget AS b (key, day, used) VALUES (bk, v_day, 0)\n",
+    "      ON CONFLICT (key, day) DO UPDATE SET used = b.used WHERE false;\n",
+    "  END IF;\n",
+    "  SELECT array_agg(r.key), array_agg(r.tat_us),\n",
+    "      (SELECT b.used FROM guard_budget b WHERE b.key = bk AND b.day = v_day)\n",
+    "    INTO ks, ts, v_used FROM guard_rate r WHERE r.key = ANY(rk);\n",
+    "  v_used := coalesce(v_used, 0);\n",
+    "  FOR i IN 1 .. cardinality(rk) LOOP\n",
+    "    IF p_rblock[i] = 'global_rate' AND p_budget >= 0 THEN\n",
+    "      budget_seen := true;\n",
+    "      IF v_used >= p_budget THEN blk := 'calling_code_budget'; EXIT; END IF;\n",
+    "    END IF;\n",
+    "    t := ts[array_position(ks, rk[i])];\n",
+    "    IF t < p_now_us THEN t := p_now_us; END IF;\n",
+    "    IF t - p_now_us > p_rtol[i] THEN blk := p_rblock[i]; EXIT; END IF;\n",
+    "    nexts[i] := t + p_rint[i];\n",
+    "  END LOOP;\n",
+    "  IF blk = 'none' AND p_budget >= 0 AND NOT budget_seen AND v_used >= p_budget THEN\n",
+    "    blk := 'calling_code_budget';\n",
+    "  END IF;\n",
+    "  IF blk = 'none' THEN\n",
+    "    WITH b AS (UPDATE guard_budget b SET used = b.used + 1\n",
+    "        WHERE p_budget >= 0 AND b.key = bk AND b.day = v_day)\n",
+    "    UPDATE guard_rate r SET tat_us = n.tat FROM unnest(rk, nexts) AS n(key, tat)\n",
+    "      WHERE r.key = n.key;\n",
+    "  END IF;\n",
+    "  RETURN QUERY SELECT CASE WHEN cardinality(dk) > 0 THEN 'first' ELSE 'off' END, blk,\n",
+    "    NULL::int, NULL::text;\n",
+    "END $f$;\n",
+    "CREATE OR REPLACE FUNCTION guard_purge(p_now_us bigint) RETURNS bigint\n",
+    "LANGUAGE plpgsql AS $f$\n",
+    "DECLARE n bigint := 0; m bigint;\n",
+    "BEGIN\n",
+    "  IF NOT pg_try_advisory_xact_lock(7246175002) THEN RETURN -1; END IF;\n",
+    "  DELETE FROM guard_dedupe WHERE ctid = ANY(ARRAY(SELECT ctid FROM guard_dedupe\n",
+    "    WHERE expires_ms <= p_now_us / 1000 FOR UPDATE SKIP LOCKED));\n",
+    "  GET DIAGNOSTICS n = ROW_COUNT;\n",
+    "  DELETE FROM guard_rate WHERE ctid = ANY(ARRAY(SELECT ctid FROM guard_rate\n",
+    "    WHERE tat_us <= p_now_us - 60000000 FOR UPDATE SKIP LOCKED));\n",
+    "  GET DIAGNOSTICS m = ROW_COUNT; n := n + m;\n",
+    "  DELETE FROM guard_budget WHERE ctid = ANY(ARRAY(SELECT ctid FROM guard_budget\n",
+    "    WHERE day < (p_now_us / 86400000000)::int - 1 FOR UPDATE SKIP LOCKED));\n",
+    "  GET DIAGNOSTICS m = ROW_COUNT;\n",
+    "  RETURN n + m;\n",
+    "END $f$;\n",
+    "INSERT INTO guard_schema_version VALUES (2);\n",
     "END $mig$;",
 };
 
@@ -1263,15 +1312,22 @@ static const struct th_pg_stmt guard_stmts[] = {
      "SELECT verdict, block, status, answer FROM guard_decide($1::text[], $2::bigint, "
      "$3::bigint, $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text, $9::bigint)",
      9},
-    /* the answer stored, and the waiters on every node told (LISTEN guard_done) */
-    {"guard_finish",
-     "WITH u AS (UPDATE guard_dedupe SET state = 1, status = $2::int, answer = $3 WHERE key = "
-     "ANY(" KEYS_SQL ") AND state = 0 RETURNING key) "
-     "SELECT pg_notify('guard_done', encode(key, 'hex')) FROM u",
-     3},
+    /* answers stored, a batch of them (send_finishes): $1 every ticket's keys, $4 each key's
+     * ticket (1-based), $2 and $3 each ticket's status and answer; the waiters on every node
+     * told (LISTEN guard_done) only when a duplicate marked the row: waited is read on the row
+     * this UPDATE locked, so a mark that committed first is seen, and a mark after it finds
+     * state = 1 and reads the answer */
+    {"guard_finish_batch",
+     "WITH u AS (UPDATE guard_dedupe SET state = 1, "
+     "status = ($2::int[])[($4::int[])[array_position(" KEYS_SQL ", key)]], "
+     "answer = ($3::text[])[($4::int[])[array_position(" KEYS_SQL ", key)]] "
+     "WHERE key = ANY(" KEYS_SQL ") AND state = 0 RETURNING key, waited) "
+     "SELECT pg_notify('guard_done', encode(key, 'hex')) FROM u WHERE u.waited",
+     4},
     {"guard_abandon",
      "WITH d AS (DELETE FROM guard_dedupe WHERE key = ANY(" KEYS_SQL ") AND state = 0 "
-     "RETURNING key) SELECT pg_notify('guard_done', encode(key, 'hex')) FROM d",
+     "RETURNING key, waited) SELECT pg_notify('guard_done', encode(key, 'hex')) FROM d "
+     "WHERE d.waited",
      1},
     {"guard_poll",
      "SELECT state, status, answer FROM guard_dedupe WHERE key = ANY(" KEYS_SQL
@@ -1280,8 +1336,10 @@ static const struct th_pg_stmt guard_stmts[] = {
     {"guard_purge", "SELECT guard_purge($1::bigint)", 1},
 };
 
-#define DB_WAIT_MS     500   /* a statement off the hot path (an answer stored, a wait) */
-#define PURGE_EVERY_MS 60000 /* expired rows are deleted this often, by one node at a time */
+#define DB_WAIT_MS       500   /* a statement off the hot path (an answer stored, a wait) */
+#define FINISH_BATCH     64    /* answers stored per statement at most */
+#define FINISH_QUEUE_MAX 4096  /* answers waiting to be stored on one loop at most */
+#define PURGE_EVERY_MS   60000 /* expired rows are deleted this often, by one node at a time */
 
 bool th_guard_shared(const struct th_guard *g)
 {
@@ -1362,6 +1420,7 @@ static void on_purge_timer(void *ud)
 }
 
 static void on_poll_timer(void *ud);
+static void free_finishes(struct th_dedupe *t);
 
 static void unlist(struct th_dedupe *t)
 {
@@ -1402,7 +1461,10 @@ static void pool_exit(void *ud)
     th_loop_timer_cancel(p->loop, &p->purge);
     struct th_pg *pg = p->pg;
     p->pg = NULL;
-    th_pg_free(pg);
+    th_pg_free(pg);          /* the batch out is called back (and freed) */
+    free_finishes(p->fhead); /* answers not stored: their waiters' deadlines answer */
+    p->fhead = p->ftail = NULL;
+    p->nqueued = 0;
 }
 
 static struct gpool *pool_for(struct th_guard *g, struct th_loop *loop)
@@ -1719,17 +1781,139 @@ static void ticket_statement(struct th_dedupe *t, const char *stmt, int nparams)
     exec_counted(p, &t->q);
 }
 
+/* Frees a list of finished tickets (linked by fnext). */
+static void free_finishes(struct th_dedupe *t)
+{
+    while (t) {
+        struct th_dedupe *next = t->fnext;
+        free(t->body);
+        free(t);
+        t = next;
+    }
+}
+
+static void send_finishes(struct gpool *p);
+
+static void on_finishes_stored(void *ud, const struct th_pg_result *res)
+{
+    struct gpool *p = ud;
+    free_finishes(p->fout);
+    p->fout = NULL;
+    free(p->fbuf);
+    p->fbuf = NULL;
+    if (p->pg)
+        send_finishes(p);
+}
+
+/* Appends s as one element of a text[] literal: quoted, with " and \ escaped. */
+static char *put_elem(char *cur, const char *v, bool comma)
+{
+    if (comma)
+        *cur++ = ',';
+    *cur++ = '"';
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            *cur++ = '\\';
+        *cur++ = *v;
+    }
+    *cur++ = '"';
+    return cur;
+}
+
+/* The answers queued on this loop go out in one statement (at most FINISH_BATCH of them), when
+ * no batch is out: under load a batch gathers what came while the one before was out; alone, a
+ * finish goes at once. One round trip and one transaction for many answers, after them. */
+static void send_finishes(struct gpool *p)
+{
+    if (p->fout || !p->fhead)
+        return;
+    struct th_dedupe *batch = p->fhead, *t = batch, *last = NULL;
+    size_t n = 0, bytes = 64;
+    for (; t && n < FINISH_BATCH; last = t, t = t->fnext, n++)
+        bytes += 2 * strlen(t->keys) + 2 * strlen(t->body) + 48;
+    p->fhead = t;
+    if (!t)
+        p->ftail = NULL;
+    last->fnext = NULL;
+    p->nqueued -= (int)n;
+    char *cur = p->fbuf = malloc(bytes);
+    if (!cur) { /* no memory: these answers are not stored; their waiters' deadlines answer */
+        free_finishes(batch);
+        send_finishes(p);
+        return;
+    }
+    p->fout = batch;
+    const char *end = cur + bytes;
+    (void)end;
+    p->fparams[0] = cur; /* every key: the tickets' "{a,b}" lists joined */
+    *cur++ = '{';
+    bool any = false;
+    for (t = batch; t; t = t->fnext) {
+        size_t k = strlen(t->keys);
+        if (k <= 2)
+            continue;
+        if (any)
+            *cur++ = ',';
+        memcpy(cur, t->keys + 1, k - 2);
+        cur += k - 2;
+        any = true;
+    }
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[3] = cur; /* each key's ticket */
+    *cur++ = '{';
+    any = false;
+    int i = 1;
+    for (t = batch; t; t = t->fnext, i++)
+        for (const char *c = t->keys + 1; *c && *c != '}'; c++)
+            if (c == t->keys + 1 || c[-1] == ',') {
+                cur += sprintf(cur, any ? ",%d" : "%d", i);
+                any = true;
+            }
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[1] = cur; /* each ticket's status */
+    *cur++ = '{';
+    for (t = batch; t; t = t->fnext)
+        cur += sprintf(cur, t == batch ? "%d" : ",%d", t->status);
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fparams[2] = cur; /* each ticket's answer */
+    *cur++ = '{';
+    for (t = batch; t; t = t->fnext)
+        cur = put_elem(cur, t->body, t != batch);
+    *cur++ = '}';
+    *cur++ = '\0';
+    p->fq = (struct th_pg_query){.stmt = "guard_finish_batch",
+                                 .nparams = 4,
+                                 .params = p->fparams,
+                                 .deadline_us = th_mono_us() + DB_WAIT_MS * 1000,
+                                 .done = on_finishes_stored,
+                                 .ud = p};
+    exec_counted(p, &p->fq);
+}
+
 static void shared_finish(struct th_dedupe *t, int status, const char *body, size_t len)
 {
+    struct gpool *p = t->pool;
     t->body = strndup(body, len);
-    if (!t->body) {
+    if (!t->body || !p->pg || p->nqueued >= FINISH_QUEUE_MAX) {
+        /* no memory, the loop finishing, or the database far behind: the rows are given
+         * back (a retry is sent again) rather than queued without end */
+        free(t->body);
+        t->body = NULL;
         ticket_statement(t, "guard_abandon", 1);
         return;
     }
-    snprintf(t->num, sizeof t->num, "%d", status);
-    t->params[1] = t->num;
-    t->params[2] = t->body;
-    ticket_statement(t, "guard_finish", 3);
+    t->status = status;
+    t->fnext = NULL;
+    if (p->ftail)
+        p->ftail->fnext = t;
+    else
+        p->fhead = t;
+    p->ftail = t;
+    p->nqueued++;
+    send_finishes(p);
 }
 
 static void poll_later(struct th_dedupe *t);

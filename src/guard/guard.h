@@ -24,8 +24,10 @@
  * decided there for every node at once, in one round trip per request (th_guard_decide: one call
  * of the guard_decide() function, on the loop's own non-blocking connections, pg/pg.h); the
  * destination rules stay local (they are configuration). A duplicate in flight on another node
- * is woken by the first's notification (LISTEN guard_done), with a backoff of polls behind it. The
- * keys are HMACs under guard.secret, which the nodes then share. When the database does not answer
+ * is woken by the first's notification (LISTEN guard_done; sent only for a row a waiting
+ * duplicate marked), with a backoff of polls behind it. Answers are stored after Okta has them,
+ * batched per loop (th_guard_dedupe_finish). The keys are HMACs under guard.secret, which the
+ * nodes then share. When the database does not answer
  * in time, store.unavailable says what happens: open = this node's in-memory guard decides (logged
  * once per transition, counted), closed = the request is refused with Okta's error object.
  *

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "guard/guard.h"
+#include "guard/internal.h"
 #include "loop/loop.h"
 #include "pg/pg.h"
 #include "phone/phone.h"
@@ -391,6 +393,256 @@ static void test_first_gives_up(void **state)
     th_guard_free(b);
 }
 
+/* A blocking connection of the test's own, beside the nodes'. */
+static PGconn *raw_conn(void)
+{
+    PGconn *c = PQconnectdb(url());
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    return c;
+}
+
+static void raw_ok(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(res);
+}
+
+/* 1 when the rows of eventId (and of its code) are in state 1, from the test's connection. */
+static bool raw_done(PGconn *c, const struct th_guard *g, const char *event)
+{
+    char hex[TH_GUARD_KEY_HEX], sql[256];
+    th_guard_key_hex_(g, "event", event, hex);
+    snprintf(sql, sizeof sql, "SELECT state FROM guard_dedupe WHERE key = decode('%s', 'hex')",
+             hex);
+    PGresult *res = PQexec(c, sql);
+    bool done = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                strcmp(PQgetvalue(res, 0, 0), "1") == 0;
+    PQclear(res);
+    return done;
+}
+
+struct notify_run {
+    struct run r;
+    PGconn *c;
+    struct th_guard *a, *b;
+};
+
+/* Two firsts on node a (and a warm-up on b, so b's pool is connected); then a duplicate of the
+ * second at b (PENDING: it marks the row); then both firsts answer; done when both are stored. */
+static bool step_notify(struct run *r)
+{
+    struct notify_run *n = (struct notify_run *)r;
+    struct ask *k = r->asks;
+    struct th_guard_db_stats sb;
+    switch (r->phase) {
+    case 0:
+        th_guard_db_stats(n->b, &sb);
+        if (!k[0].n || !k[1].n || !k[3].n || sb.connections < 1)
+            return false;
+        ask(r->loop, &k[2], n->b, "+12065550112", "evt-waited", "222222", NULL);
+        r->phase = 1;
+        return false;
+    case 1:
+        if (!k[2].n)
+            return false;
+        assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+        assert_int_equal(k[1].v.dedupe, TH_DEDUPE_FIRST);
+        assert_int_equal(k[2].v.dedupe, TH_DEDUPE_PENDING);
+        th_guard_dedupe_finish(n->a, k[0].v.ticket, 200, "{\"answer\":1}", 12);
+        th_guard_dedupe_finish(n->a, k[1].v.ticket, 200, "{\"answer\":2}", 12);
+        r->phase = 2;
+        return false;
+    default:
+        return raw_done(n->c, n->a, "evt-quiet") && raw_done(n->c, n->a, "evt-waited");
+    }
+}
+
+/* A finish notifies only when a duplicate waits (marked its row): two firsts answered, one of
+ * them with a duplicate pending on the other node. The test's own LISTEN counts what came. */
+static void test_finish_notifies_only_waited(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    PGconn *c = raw_conn();
+    raw_ok(c, "LISTEN guard_done");
+    struct ask k[4];
+    ask(loop, &k[0], a, "+12065550111", "evt-quiet", "111111", NULL);
+    ask(loop, &k[1], a, "+12065550112", "evt-waited", "222222", NULL);
+    ask(loop, &k[3], b, "+12065550114", "evt-warm", "444444", NULL);
+    struct notify_run nr = {
+        .r = {.loop = loop, .step = step_notify, .asks = k}, .c = c, .a = a, .b = b};
+    run(&nr.r, 8000);
+    assert_int_equal(nr.r.phase, 2);
+    assert_true(step_notify(&nr.r));
+    char quiet[TH_GUARD_KEY_HEX], waited[TH_GUARD_KEY_HEX];
+    th_guard_key_hex_(a, "event", "evt-quiet", quiet);
+    th_guard_key_hex_(a, "event", "evt-waited", waited);
+    assert_int_equal(PQconsumeInput(c), 1);
+    int nquiet = 0, nwaited = 0, total = 0;
+    for (PGnotify *m; (m = PQnotifies(c)) != NULL; PQfreemem(m)) {
+        total++;
+        nquiet += strcmp(m->extra, quiet) == 0;
+        nwaited += strcmp(m->extra, waited) == 0;
+    }
+    assert_int_equal(nquiet, 0);
+    assert_int_equal(nwaited, 1);
+    assert_int_equal(total, 2); /* the waited request's two rows: eventId, and number + code */
+    th_guard_dedupe_release(b, k[2].v.ticket);
+    th_guard_dedupe_release(b, k[3].v.ticket);
+    PQfinish(c);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
+enum { BATCH_N = 20 };
+
+/* BATCH_N firsts on one node, then all answered in one tick: stored in two statements (the
+ * first answer at once, the other BATCH_N - 1 in one batch while it is out), each row with its
+ * own answer (quotes and backslashes included). */
+static bool step_batch(struct run *r)
+{
+    struct notify_run *n = (struct notify_run *)r;
+    struct ask *k = r->asks;
+    if (r->phase == 0) {
+        if (!all_back(k, BATCH_N))
+            return false;
+        struct th_guard_db_stats sa;
+        th_guard_db_stats(n->a, &sa);
+        r->t0 = (int64_t)sa.statements;
+        for (int i = 0; i < BATCH_N; i++) {
+            assert_int_equal(k[i].v.dedupe, TH_DEDUPE_FIRST);
+            char body[64];
+            int len = snprintf(body, sizeof body, "{\"a\":\"q\\\"%d\\\\\"}", i);
+            th_guard_dedupe_finish(n->a, k[i].v.ticket, 200 + i, body, (size_t)len);
+        }
+        r->phase = 1;
+        return false;
+    }
+    for (int i = 0; i < BATCH_N; i++) {
+        char evt[24];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        if (!raw_done(n->c, n->a, evt))
+            return false;
+    }
+    return true;
+}
+
+static void test_finishes_batched(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL);
+    PGconn *c = raw_conn();
+    struct ask k[BATCH_N];
+    for (int i = 0; i < BATCH_N; i++) {
+        char evt[24], phone[24], otp[16];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        snprintf(phone, sizeof phone, "+120655502%02d", i);
+        snprintf(otp, sizeof otp, "5%05d", i);
+        ask(loop, &k[i], a, phone, evt, otp, NULL);
+    }
+    struct notify_run nr = {.r = {.loop = loop, .step = step_batch, .asks = k}, .c = c, .a = a};
+    run(&nr.r, 8000);
+    assert_int_equal(nr.r.phase, 1);
+    assert_true(step_batch(&nr.r));
+    struct th_guard_db_stats sa;
+    th_guard_db_stats(a, &sa);
+    assert_int_equal((int64_t)sa.statements - nr.r.t0, 2);
+    for (int i = 0; i < BATCH_N; i++) {
+        char hex[TH_GUARD_KEY_HEX], evt[24], sql[256], want[64];
+        snprintf(evt, sizeof evt, "evt-batch-%d", i);
+        th_guard_key_hex_(a, "event", evt, hex);
+        snprintf(sql, sizeof sql,
+                 "SELECT status, answer FROM guard_dedupe WHERE key = decode('%s', 'hex')", hex);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQntuples(res), 1);
+        assert_int_equal(atoi(PQgetvalue(res, 0, 0)), 200 + i);
+        snprintf(want, sizeof want, "{\"a\":\"q\\\"%d\\\\\"}", i);
+        assert_string_equal(PQgetvalue(res, 0, 1), want);
+        PQclear(res);
+    }
+    PQfinish(c);
+    th_loop_free(loop);
+    th_guard_free(a);
+}
+
+/* A duplicate that looks while the first's finish holds the row (not yet committed) must not
+ * mark a row already answered and pend for a notification that never comes: its mark waits for
+ * the row, finds it answered, and reads the answer (DONE). The finish is the test's own
+ * transaction, held open while the duplicate asks. */
+static bool step_mark_after(struct run *r)
+{
+    struct notify_run *n = (struct notify_run *)r;
+    struct ask *k = r->asks;
+    switch (r->phase) {
+    case 0:
+        if (!k[0].n)
+            return false;
+        assert_int_equal(k[0].v.dedupe, TH_DEDUPE_FIRST);
+        char hex[TH_GUARD_KEY_HEX], sql[512];
+        th_guard_key_hex_(n->a, "event", "evt-late", hex);
+        raw_ok(n->c, "BEGIN");
+        snprintf(sql, sizeof sql,
+                 "UPDATE guard_dedupe SET state = 1, status = 200, answer = '{\"answer\":7}' "
+                 "WHERE expires_ms = (SELECT expires_ms FROM guard_dedupe WHERE key = "
+                 "decode('%s', 'hex')) AND state = 0",
+                 hex);
+        raw_ok(n->c, sql);
+        ask(r->loop, &k[1], k[1].g, "+12065550113", "evt-late", "333333", NULL);
+        r->t0 = th_mono_us();
+        r->phase = 1;
+        return false;
+    case 1:
+        if (th_mono_us() - r->t0 < 300000)
+            return false;
+        assert_int_equal(k[1].n, 0); /* waiting for the row the finish holds */
+        raw_ok(n->c, "COMMIT");
+        r->phase = 2;
+        return false;
+    default:
+        return k[1].n > 0;
+    }
+}
+
+static void test_waiter_after_finish_gets_answer(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL), *b = node(url(), NULL);
+    PGconn *c = raw_conn();
+    struct ask k[2];
+    ask(loop, &k[0], a, "+12065550113", "evt-late", "333333", NULL);
+    k[1].g = b;
+    struct notify_run nr = {
+        .r = {.loop = loop, .step = step_mark_after, .asks = k}, .c = c, .a = a};
+    run(&nr.r, 5000);
+    assert_int_equal(nr.r.phase, 2);
+    assert_int_equal(k[1].n, 1);
+    assert_int_equal(k[1].v.dedupe, TH_DEDUPE_DONE);
+    assert_int_equal(k[1].v.answer.status, 200);
+    assert_string_equal(k[1].v.answer.body, "{\"answer\":7}");
+    free(k[1].v.answer.body);
+    th_guard_dedupe_release(a, k[0].v.ticket);
+    PQfinish(c);
+    th_loop_free(loop);
+    th_guard_free(a);
+    th_guard_free(b);
+}
+
 /* N + 5 different codes to one number, alternating nodes, all at once: exactly N pass. */
 static void test_phone_limit_exact_across_nodes(void **state)
 {
@@ -736,6 +988,58 @@ static void test_purge_one_node_at_a_time(void **state)
     th_guard_free(a);
 }
 
+/* The purge never waits for a row a decision holds (it would hold the rows it deleted until
+ * then: a deadlock with that decision, broken only after deadlock_timeout), and leaves a rate
+ * row touched in the last minute (the global and country rows, whose tat trails the clock, are
+ * never deleted under a decision's feet). The rows are the test's own, under keys of this run. */
+static void test_purge_skips_locked_and_recent(void **state)
+{
+    if (!url())
+        skip();
+    setup(state);
+    struct th_loop *loop;
+    assert_int_equal(th_loop_new(&loop), TH_E_OK);
+    struct th_guard *a = node(url(), NULL);
+    struct ask k[1];
+    ask(loop, &k[0], a, "+12065550115", "evt-schema", "555555", NULL); /* the schema is in */
+    struct run r = {.loop = loop, .step = step_all_back, .asks = k, .nasks = 1};
+    run(&r, 5000);
+    assert_int_equal(k[0].n, 1);
+    char held[TH_GUARD_KEY_HEX], idle[TH_GUARD_KEY_HEX], recent[TH_GUARD_KEY_HEX], sql[512];
+    th_guard_key_hex_(a, "purge-test", "held", held);
+    th_guard_key_hex_(a, "purge-test", "idle", idle);
+    th_guard_key_hex_(a, "purge-test", "recent", recent);
+    long long later = (long long)(now_us + 86400 * INT64_C(1000000));
+    PGconn *h = raw_conn(), *p = raw_conn();
+    snprintf(sql, sizeof sql,
+             "INSERT INTO guard_rate VALUES (decode('%s', 'hex'), 0), (decode('%s', 'hex'), 0), "
+             "(decode('%s', 'hex'), %lld)",
+             held, idle, recent, later - 1000000);
+    raw_ok(h, sql);
+    raw_ok(h, "BEGIN");
+    snprintf(sql, sizeof sql, "SELECT 1 FROM guard_rate WHERE key = decode('%s', 'hex') FOR UPDATE",
+             held);
+    raw_ok(h, sql);
+    raw_ok(p, "SET statement_timeout = 3000");
+    snprintf(sql, sizeof sql, "SELECT guard_purge(%lld)", later);
+    raw_ok(p, sql); /* at once: not waiting for h */
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM guard_rate WHERE key = decode('%s', 'hex')) || ',' || "
+             "(SELECT count(*) FROM guard_rate WHERE key = decode('%s', 'hex')) || ',' || "
+             "(SELECT count(*) FROM guard_rate WHERE key = decode('%s', 'hex'))",
+             held, idle, recent);
+    PGresult *res = PQexec(p, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "1,0,1"); /* held kept, idle gone, recent kept */
+    PQclear(res);
+    raw_ok(h, "COMMIT");
+    PQfinish(h);
+    PQfinish(p);
+    th_guard_dedupe_release(a, k[0].v.ticket);
+    th_loop_free(loop);
+    th_guard_free(a);
+}
+
 /* The operator's view (`guard show|reset`, guard/admin.c) of what two requests' decisions left. */
 static struct th_guard_admin *admin(const char *const *extra)
 {
@@ -872,12 +1176,16 @@ int main(void)
         cmocka_unit_test(test_duplicate_decided_once),
         cmocka_unit_test(test_duplicate_gets_first_answer),
         cmocka_unit_test(test_first_gives_up),
+        cmocka_unit_test(test_finish_notifies_only_waited),
+        cmocka_unit_test(test_waiter_after_finish_gets_answer),
+        cmocka_unit_test(test_finishes_batched),
         cmocka_unit_test(test_phone_limit_exact_across_nodes),
         cmocka_unit_test(test_budget_exact_across_nodes),
         cmocka_unit_test(test_unavailable_open_and_closed),
         cmocka_unit_test(test_attach_then_ready),
         cmocka_unit_test(test_attach_database_away),
         cmocka_unit_test(test_purge_one_node_at_a_time),
+        cmocka_unit_test(test_purge_skips_locked_and_recent),
         cmocka_unit_test(test_admin_show_and_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
