@@ -462,6 +462,38 @@ static int64_t i64(const PGresult *r, int row, int col)
     return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/*
+ * Row i of a delivery query: the columns of deliveries in the schema's order; with keys the
+ * search keys (login_hash, phone_hash) follow user_id, as `store copy` reads them; without,
+ * they stay in the store. The strings are r's.
+ */
+static struct th_delivery_row delivery_of(const PGresult *r, int i, bool keys)
+{
+    int k = keys ? 2 : 0;
+    return (struct th_delivery_row){
+        .request_id = PQgetvalue(r, i, 0),
+        .event_id = PQgetvalue(r, i, 1),
+        .created_ms = i64(r, i, 2),
+        .request_type = PQgetvalue(r, i, 3),
+        .phone_masked = PQgetvalue(r, i, 4),
+        .country = PQgetvalue(r, i, 5),
+        .channel = PQgetvalue(r, i, 6),
+        .language = PQgetvalue(r, i, 7),
+        .source = PQgetvalue(r, i, 8),
+        .provider = PQgetvalue(r, i, 9),
+        .outcome = PQgetvalue(r, i, 10),
+        .transaction_id = PQgetvalue(r, i, 11),
+        .error = PQgetvalue(r, i, 12),
+        .latency_us = i64(r, i, 13),
+        .attempts = (int)i64(r, i, 14),
+        .user_id = PQgetvalue(r, i, 15),
+        .login_hash = keys ? PQgetvalue(r, i, 16) : "",
+        .phone_hash = keys ? PQgetvalue(r, i, 17) : "",
+        .locale = PQgetvalue(r, i, 16 + k),
+        .preference = PQgetvalue(r, i, 17 + k),
+    };
+}
+
 /* ---- migrations ---- */
 
 /* Reads max(version) into *v; the caller holds the transaction. */
@@ -1106,28 +1138,7 @@ static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_
     PGresult *r = exec_prepared(s, name, n, vals, NULL, NULL);
     th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
     for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
-        struct th_delivery_row row = {
-            .request_id = PQgetvalue(r, i, 0),
-            .event_id = PQgetvalue(r, i, 1),
-            .created_ms = i64(r, i, 2),
-            .request_type = PQgetvalue(r, i, 3),
-            .phone_masked = PQgetvalue(r, i, 4),
-            .country = PQgetvalue(r, i, 5),
-            .channel = PQgetvalue(r, i, 6),
-            .language = PQgetvalue(r, i, 7),
-            .source = PQgetvalue(r, i, 8),
-            .provider = PQgetvalue(r, i, 9),
-            .outcome = PQgetvalue(r, i, 10),
-            .transaction_id = PQgetvalue(r, i, 11),
-            .error = PQgetvalue(r, i, 12),
-            .latency_us = i64(r, i, 13),
-            .attempts = (int)i64(r, i, 14),
-            .user_id = PQgetvalue(r, i, 15),
-            .login_hash = "", /* search keys stay in the store */
-            .phone_hash = "",
-            .locale = PQgetvalue(r, i, 16),
-            .preference = PQgetvalue(r, i, 17),
-        };
+        struct th_delivery_row row = delivery_of(r, i, false);
         if (fn(ud, &row))
             break;
     }
@@ -1621,28 +1632,7 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
             };
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
-            struct th_delivery_row row = {
-                .request_id = PQgetvalue(r, i, 0),
-                .event_id = PQgetvalue(r, i, 1),
-                .created_ms = i64(r, i, 2),
-                .request_type = PQgetvalue(r, i, 3),
-                .phone_masked = PQgetvalue(r, i, 4),
-                .country = PQgetvalue(r, i, 5),
-                .channel = PQgetvalue(r, i, 6),
-                .language = PQgetvalue(r, i, 7),
-                .source = PQgetvalue(r, i, 8),
-                .provider = PQgetvalue(r, i, 9),
-                .outcome = PQgetvalue(r, i, 10),
-                .transaction_id = PQgetvalue(r, i, 11),
-                .error = PQgetvalue(r, i, 12),
-                .latency_us = i64(r, i, 13),
-                .attempts = (int)i64(r, i, 14),
-                .user_id = PQgetvalue(r, i, 15),
-                .login_hash = PQgetvalue(r, i, 16),
-                .phone_hash = PQgetvalue(r, i, 17),
-                .locale = PQgetvalue(r, i, 18),
-                .preference = PQgetvalue(r, i, 19),
-            };
+            struct th_delivery_row row = delivery_of(r, i, true);
             stop = f->delivery(f->ud, &row);
         } else {
             stop = dlq_call(r, i, f->dlq, f->ud, &e); /* the sealed bytes, never opened */

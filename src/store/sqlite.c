@@ -412,6 +412,38 @@ static const char *col(sqlite3_stmt *st, int i)
     return v ? (const char *)v : "";
 }
 
+/*
+ * The current row of a delivery query: the columns of deliveries in the schema's order; with
+ * keys the search keys (login_hash, phone_hash) follow user_id, as `store copy` reads them;
+ * without, they stay in the store. The strings are the statement's until its next step.
+ */
+static struct th_delivery_row delivery_of(sqlite3_stmt *s, bool keys)
+{
+    int k = keys ? 2 : 0;
+    return (struct th_delivery_row){
+        .request_id = col(s, 0),
+        .event_id = col(s, 1),
+        .created_ms = sqlite3_column_int64(s, 2),
+        .request_type = col(s, 3),
+        .phone_masked = col(s, 4),
+        .country = col(s, 5),
+        .channel = col(s, 6),
+        .language = col(s, 7),
+        .source = col(s, 8),
+        .provider = col(s, 9),
+        .outcome = col(s, 10),
+        .transaction_id = col(s, 11),
+        .error = col(s, 12),
+        .latency_us = sqlite3_column_int64(s, 13),
+        .attempts = sqlite3_column_int(s, 14),
+        .user_id = col(s, 15),
+        .login_hash = keys ? col(s, 16) : "",
+        .phone_hash = keys ? col(s, 17) : "",
+        .locale = col(s, 16 + k),
+        .preference = col(s, 17 + k),
+    };
+}
+
 static th_err sqlite_templates_each(struct th_store *st, th_template_row_fn fn, void *ud)
 {
     sqlite3_stmt *q = S(st)->stmt[S_TPL_EACH];
@@ -627,28 +659,7 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
     sqlite3_bind_int(stmt, n, f->limit > 0 ? f->limit : 20);
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        struct th_delivery_row row = {
-            .request_id = col(stmt, 0),
-            .event_id = col(stmt, 1),
-            .created_ms = sqlite3_column_int64(stmt, 2),
-            .request_type = col(stmt, 3),
-            .phone_masked = col(stmt, 4),
-            .country = col(stmt, 5),
-            .channel = col(stmt, 6),
-            .language = col(stmt, 7),
-            .source = col(stmt, 8),
-            .provider = col(stmt, 9),
-            .outcome = col(stmt, 10),
-            .transaction_id = col(stmt, 11),
-            .error = col(stmt, 12),
-            .latency_us = sqlite3_column_int64(stmt, 13),
-            .attempts = sqlite3_column_int(stmt, 14),
-            .user_id = col(stmt, 15),
-            .login_hash = "", /* search keys stay in the store */
-            .phone_hash = "",
-            .locale = col(stmt, 16),
-            .preference = col(stmt, 17),
-        };
+        struct th_delivery_row row = delivery_of(stmt, false);
         if (fn(ud, &row))
             break;
     }
@@ -862,28 +873,7 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
             };
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
-            struct th_delivery_row row = {
-                .request_id = col(s, 0),
-                .event_id = col(s, 1),
-                .created_ms = sqlite3_column_int64(s, 2),
-                .request_type = col(s, 3),
-                .phone_masked = col(s, 4),
-                .country = col(s, 5),
-                .channel = col(s, 6),
-                .language = col(s, 7),
-                .source = col(s, 8),
-                .provider = col(s, 9),
-                .outcome = col(s, 10),
-                .transaction_id = col(s, 11),
-                .error = col(s, 12),
-                .latency_us = sqlite3_column_int64(s, 13),
-                .attempts = sqlite3_column_int(s, 14),
-                .user_id = col(s, 15),
-                .login_hash = col(s, 16),
-                .phone_hash = col(s, 17),
-                .locale = col(s, 18),
-                .preference = col(s, 19),
-            };
+            struct th_delivery_row row = delivery_of(s, true);
             stop = f->delivery(f->ud, &row);
         } else {
             struct th_dlq_row row;

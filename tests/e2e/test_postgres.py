@@ -8,39 +8,23 @@ fail when TH_TEST_REQUIRE_PG is set (make e2e / make check)."""
 import json
 import os
 import secrets
-import shutil
 import signal
-import subprocess
-import time
 import urllib.parse
 import uuid
 
 import pytest
 
-from conftest import SLOW, okta_request
+from cluster import psql, wait_for, with_db
+from conftest import okta_request
 from fakes import FakeWebhook
 
 KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 BASE = os.environ.get("TH_TEST_PG_URL")
-PSQL = shutil.which("psql") or os.path.join(os.environ.get("TH_TEST_PG_BIN", ""), "psql")
 
 if not BASE:
     if os.environ.get("TH_TEST_REQUIRE_PG"):
         raise RuntimeError("TH_TEST_PG_URL is not set: run under scripts/with-postgres.sh")
     pytest.skip("no PostgreSQL (TH_TEST_PG_URL unset)", allow_module_level=True)
-
-
-def psql(url, sql):
-    """Rows of sql as lists of text (psql's unaligned output)."""
-    r = subprocess.run([PSQL, "-X", "-q", "-tA", "-F", "\t", "-v", "ON_ERROR_STOP=1", url,
-                        "-c", sql], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    return [line.split("\t") for line in r.stdout.splitlines() if line]
-
-
-def with_db(url, db):
-    u = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + db, u.query, u.fragment))
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +54,6 @@ def webhook():
 
 def password_of(url):
     return urllib.parse.urlsplit(url).password
-
-
-def wait_for(fn, what):
-    deadline = time.monotonic() + 10 * SLOW
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_serve_on_postgres_answers_okta_and_records(make_server, pg_url):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cluster import PGBIN, PgCluster
+from cluster import PGBIN, PgCluster, wait_for
 from conftest import SLOW, okta_request
 from fakes import FakeWebhook
 
@@ -36,16 +36,6 @@ def cluster():
 def webhook():
     with FakeWebhook() as f:
         yield f
-
-
-def wait_for(fn, what, seconds=10):
-    deadline = time.monotonic() + seconds * SLOW
-    while True:
-        v = fn()
-        if v:
-            return v
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def readyz(s):
