@@ -21,6 +21,8 @@
 #include <phonenumbers/phonenumber.pb.h>
 #include <phonenumbers/phonenumberutil.h>
 
+#include "../phone_reference.h"
+
 extern "C" {
 #include "phone/phone.h"
 }
@@ -78,66 +80,6 @@ const char *const type_names[] = {"FIXED_LINE", "MOBILE",          "FIXED_LINE_O
                                   "TOLL_FREE",  "PREMIUM_RATE",    "SHARED_COST",
                                   "VOIP",       "PERSONAL_NUMBER", "PAGER",
                                   "UAN",        "VOICEMAIL"};
-
-struct ref {
-    bool ok = false;
-    std::string e164, region, intl;
-    int cc = 0;
-    PhoneNumberUtil::PhoneNumberType type = PhoneNumberUtil::UNKNOWN;
-};
-
-size_t digits_of(const std::string &s)
-{
-    size_t n = 0;
-    for (char c : s)
-        n += c >= '0' && c <= '9';
-    return n;
-}
-
-ref described(const PhoneNumber &pn)
-{
-    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
-    ref r;
-    r.ok = true;
-    u->Format(pn, PhoneNumberUtil::E164, &r.e164);
-    u->GetRegionCodeForNumber(pn, &r.region);
-    if (r.region.size() != 2 || r.region == "ZZ")
-        r.region.clear();
-    r.cc = pn.country_code();
-    r.type = u->GetNumberType(pn);
-    return r;
-}
-
-// Parse as international and IsValidNumber; 3 to 15 digits, as telehook takes.
-ref reference(const std::string &plus)
-{
-    size_t n = digits_of(plus);
-    PhoneNumber pn;
-    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
-    if (n < 3 || n > 15 || u->Parse(plus, "ZZ", &pn) != PhoneNumberUtil::NO_PARSING_ERROR ||
-        !u->IsValidNumber(pn))
-        return ref();
-    return described(pn);
-}
-
-// Without '+': phone.h's national reading first, the international one in intl.
-ref reference_national(const std::string &digits, const std::string &region)
-{
-    size_t n = digits_of(digits);
-    PhoneNumber pn;
-    PhoneNumberUtil *u = PhoneNumberUtil::GetInstance();
-    if (n < 3 || n > 15)
-        return ref();
-    if (u->Parse(digits, region, &pn) != PhoneNumberUtil::NO_PARSING_ERROR || !u->IsValidNumber(pn))
-        return reference("+" + digits);
-    ref r = described(pn);
-    if (r.e164.size() > 16) // struct th_phone holds E.164's 15 digits at most: refused
-        return ref();
-    ref alt = reference("+" + digits);
-    if (alt.ok && alt.e164 != r.e164)
-        r.intl = alt.e164;
-    return r;
-}
 
 } // namespace
 
