@@ -38,6 +38,9 @@ const char *th_http_outcome_name(th_http_outcome o);
 #define TH_HTTP_MAX_HEADERS 15
 #define TH_HTTP_MAX_CAPTURE 2  /* response headers a request may ask to keep */
 #define TH_HTTP_CAPTURE_LEN 96 /* a kept value's room, NUL included: longer ones are cut */
+/* Each transfer's receive buffer (curl's least; its default is 16 KiB): it is held by every handle,
+ * so it is paid per request in flight; an answer longer than it arrives in more reads, whole. */
+#define TH_HTTP_RECV_BUFFER 1024
 
 /* A response header the request asked for (struct th_http_request capture). */
 struct th_http_header {

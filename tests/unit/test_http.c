@@ -4,6 +4,7 @@
  *   /ok        200 with a JSON body          /big     200 with a 100 KiB body
  *   /slow      200 after 500 ms              /garbage a line that is not HTTP, then close
  *   /close     close without answering       /err     400 with X-Amzn-Errortype
+ *   /long      200, headers and body each several times the receive buffer (TH_HTTP_RECV_BUFFER)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -56,6 +57,19 @@ static void answer(int c, const char *path)
         char *b = malloc(len);
         memset(b, 'x', len);
         (void)!write(c, b, len);
+        free(b);
+    } else if (strcmp(path, "/long") == 0) {
+        /* a long header before the captured one, and a body of numbered lines: whole only if
+         * every read of the buffer was appended in order */
+        size_t hl = 3 * TH_HTTP_RECV_BUFFER, bl = 5 * TH_HTTP_RECV_BUFFER + 7;
+        char *b = malloc(hl + bl + 256);
+        int n = snprintf(b, 256, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nX-Pad: ", bl);
+        memset(b + n, 'p', hl);
+        n += (int)hl;
+        n += snprintf(b + n, 256, "\r\nX-Amzn-Errortype: after-the-pad\r\n\r\n");
+        for (size_t i = 0; i < bl; i++)
+            b[n + i] = (char)('a' + (i / 10) % 26);
+        (void)!write(c, b, (size_t)n + bl);
         free(b);
     } else if (strcmp(path, "/slow") == 0) {
         usleep(500 * 1000);
@@ -147,6 +161,8 @@ struct result {
     th_http_outcome outcome[8];
     long status[8];
     char body[8][64];
+    size_t len[8];
+    bool body_ok[8]; /* every byte as /long sends it */
     char error_type[8][96];
     char absent[8][96]; /* a header asked for that the response lacks, and one not asked for */
     int64_t elapsed_us[8];
@@ -166,6 +182,11 @@ static void on_done(void *ud, const struct th_http_response *res)
     snprintf(r->absent[i], sizeof r->absent[i], "%s%s", th_http_response_header(res, "X-Absent"),
              th_http_response_header(res, "Content-Type"));
     r->elapsed_us[i] = res->elapsed_us;
+    r->len[i] = res->len;
+    r->body_ok[i] = true;
+    for (size_t k = 0; k < res->len; k++)
+        if (res->body[k] != (char)('a' + (k / 10) % 26))
+            r->body_ok[i] = false;
     if (--r->pending == 0)
         th_loop_stop(r->loop);
 }
@@ -237,6 +258,20 @@ static void test_too_big(void **state)
     struct result r;
     run_one("/big", 2000, &r);
     assert_int_equal(r.outcome[0], TH_HTTP_TOOBIG);
+}
+
+/* The receive buffer is curl's least (memory per transfer in flight): an answer several times
+ * longer, headers and body, still arrives whole and in order. */
+static void test_answer_longer_than_buffer(void **state)
+{
+    (void)state;
+    struct result r;
+    run_one("/long", 2000, &r);
+    assert_int_equal(r.outcome[0], TH_HTTP_DONE);
+    assert_int_equal(r.status[0], 200);
+    assert_int_equal(r.len[0], 5 * TH_HTTP_RECV_BUFFER + 7);
+    assert_true(r.body_ok[0]);
+    assert_string_equal(r.error_type[0], "after-the-pad");
 }
 
 static void test_garbage_and_close(void **state)
@@ -411,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_error_type_header),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_too_big),
+        cmocka_unit_test(test_answer_longer_than_buffer),
         cmocka_unit_test(test_garbage_and_close),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_concurrent_bound_and_reuse),
