@@ -137,9 +137,11 @@ def test_a_killed_node_is_taken_out_and_rejoins(cluster):
           f"{len(results) - len(before)} after; {len(failed)} not answered SUCCESSFUL: "
           f"{[(r[1], round((r[0] - killed_at) * 1000)) for r in failed]} (kind, ms from kill)")
     assert before and all(r[1] == "ok" for r in before), [r for r in before if r[1] != "ok"]
-    # at most the requests in flight on node 2 when it died (one per client thread): HAProxy
-    # answers them 502; later ones to node 2 are refused at connect and redispatched
-    assert len(failed) <= len(threads), failed
+    # only requests that reached node 2 around its death: the one each client had in flight,
+    # and on a loaded machine the next one a client sent while the killed process was still
+    # being torn down (killed_at is taken before the signal): HAProxy answers them 502; later
+    # ones to node 2 are refused at connect and redispatched
+    assert len(failed) <= 2 * len(threads), failed
     assert all(r[0] < killed_at + 0.1 for r in failed), failed
     assert late and all(r[1] == "ok" and r[2] in ("n1", "n3") for r in late), late
     # every request answered by a surviving node has its record (node 2's last ones may not:
