@@ -172,6 +172,24 @@ static const struct key keys[] = {
      "provider is skipped; 0 disables the circuit breaker"},
     {"dispatch", "breaker_seconds", K_INT, F(dispatch_breaker_seconds), 1, 3600, NULL, "30",
      "how long a provider whose circuit opened is skipped before it is tried again"},
+    {"routing", "health_threshold", K_INT, F(routing_health_threshold), 0, 100, NULL, "50",
+     "route health: a provider whose final delivery receipts for a country show a delivered "
+     "share (percent) below this is moved behind the next provider of the route; 0 = off"},
+    {"routing", "health_min_receipts", K_INT, F(routing_health_min_receipts), 1, 1000000, NULL,
+     "20", "final receipts in the window a (provider, country) needs before it is judged"},
+    {"routing", "health_window", K_INT, F(routing_health_window), 60, 86400, NULL, "3600",
+     "seconds of receipts the delivered share is computed over (8 buckets); a demoted provider "
+     "with fewer than health_min_receipts receipts for a whole window comes back"},
+    {"feedback", "enabled", K_BOOL, F(feedback_enabled), 0, 0, NULL, "false",
+     "tell the providers which messages were verified (AWS PutMessageFeedback, Twilio Message "
+     "Feedback); sends then ask for feedback (MessageFeedbackEnabled, ProvideFeedback)"},
+    {"feedback", "aws", K_BOOL, F(feedback_aws), 0, 0, NULL, "true",
+     "when enabled: AWS End User Messaging feedback (RECEIVED) for verified messages"},
+    {"feedback", "twilio", K_BOOL, F(feedback_twilio), 0, 0, NULL, "true",
+     "when enabled: Twilio Message Feedback (Outcome=confirmed) for verified SMS"},
+    {"feedback", "max_queue", K_INT, F(feedback_max_queue), 1, 1000000, NULL, "4096",
+     "verified messages waiting for their feedback call at most; beyond it they are dropped "
+     "(counted in telehook_feedback_total{result=\"dropped\"})"},
     {"tls", "ca_file", K_STRING, F(tls_ca_file), 0, 0, NULL, "",
      "outbound: PEM file of the CA certificates trusted for every HTTPS connection telehook makes "
      "(providers, the issuer's keys, credential endpoints, an https proxy), replacing the system "

@@ -76,6 +76,15 @@ struct th_config {
     int dispatch_max_in_flight;    /* provider transfers at once, per process */
     int dispatch_breaker_failures; /* consecutive failures that open a provider's circuit; 0 off */
     int dispatch_breaker_seconds;  /* how long an open circuit skips the provider */
+    /* [routing] route health from delivery receipts (route/router.h) */
+    int routing_health_threshold; /* delivered percent under which a provider is demoted; 0 off */
+    int routing_health_min_receipts; /* final receipts in the window before a judgement */
+    int routing_health_window;       /* seconds */
+    /* [feedback] verified messages reported to the providers (route/feedback.h) */
+    bool feedback_enabled;
+    bool feedback_aws;      /* with enabled: PutMessageFeedback, and sends ask for feedback */
+    bool feedback_twilio;   /* with enabled: Feedback.json, and SMS sends set ProvideFeedback */
+    int feedback_max_queue; /* verified messages waiting at most */
     /* [tls] outbound: what every HTTPS connection telehook makes trusts (net/trust.h) */
     char *tls_ca_file; /* PEM bundle replacing the system store; "" = the system store */
     char *tls_ca_path; /* directory of hashed CA certificates, idem */
