@@ -15,6 +15,14 @@
 #define MAX_PROVIDERS  4
 #define MARGIN_US      (30 * 1000) /* kept back from the deadline to build and send the answer */
 #define MIN_ATTEMPT_US (20 * 1000)
+/* Route health: (provider, country) pairs tracked at most (countries as they come; past it a new
+ * pair is not tracked: its provider keeps its place), buckets of the window, the margin above
+ * the threshold a demoted provider must reach to come back (no flapping around the threshold),
+ * and one request in PROBE_EVERY keeping the demoted provider first so receipts keep coming. */
+#define HEALTH_PAIRS   512
+#define HEALTH_BUCKETS 8
+#define HEALTH_MARGIN  10
+#define PROBE_EVERY    10
 
 /* How an attempt ended (telehook_provider_attempts_total{result}). */
 enum { ATTEMPT_OK, ATTEMPT_RETRYABLE, ATTEMPT_PERMANENT, ATTEMPT_TIMEOUT, ATTEMPT__COUNT };
@@ -33,8 +41,25 @@ struct slot {
     struct th_histogram attempt_seconds;
 };
 
+/* One (provider, country): final receipts in time buckets, under th_router's health_mu. */
+struct health {
+    int slot; /* -1: free */
+    char country[4];
+    int64_t bucket_start[HEALTH_BUCKETS]; /* seconds (monotonic) the bucket began; 0 unused */
+    int delivered[HEALTH_BUCKETS], total[HEALTH_BUCKETS];
+    bool demoted;
+    int64_t demoted_s; /* when it was demoted (monotonic seconds) */
+    unsigned probes;   /* requests seen while demoted: every PROBE_EVERY-th keeps the order */
+};
+
 struct th_router {
     const struct th_config *cfg;
+    /* Route health: a few instructions under the lock, per receipt and, only while a pair is
+     * demoted (ndemoted > 0), per send. */
+    pthread_mutex_t health_mu;
+    struct health health[HEALTH_PAIRS];
+    atomic_int ndemoted;
+    struct th_counter reorders[MAX_PROVIDERS]; /* sends where the slot's provider went behind */
     struct slot slots[MAX_PROVIDERS];
     int nslots;
     int default_slot;
@@ -137,6 +162,161 @@ static void breaker_record(const struct th_router *r, struct slot *s, bool faile
                        "provider %s failed %d times in a row: skipped for %d s", s->p->name, n,
                        r->cfg->dispatch_breaker_seconds);
     }
+}
+
+/* ---- route health ---- */
+
+enum health_change { HEALTH_SAME, HEALTH_DEMOTED, HEALTH_RESTORED };
+
+static int64_t bucket_width_s(const struct th_router *r)
+{
+    return r->cfg->routing_health_window / HEALTH_BUCKETS; /* >= 7: the window is >= 60 s */
+}
+
+/* The pair's entry; create: made when absent (NULL when the table is full). health_mu held. */
+static struct health *health_find(struct th_router *r, int slot, const char *country, bool create)
+{
+    unsigned h = (unsigned)slot * 31u;
+    for (const char *c = country; *c; c++)
+        h = h * 131u + (unsigned char)*c;
+    for (unsigned i = 0; i < HEALTH_PAIRS; i++) {
+        struct health *e = &r->health[(h + i) % HEALTH_PAIRS];
+        if (e->slot == slot && strcmp(e->country, country) == 0)
+            return e;
+        if (e->slot < 0) {
+            if (!create)
+                return NULL;
+            memset(e, 0, sizeof *e);
+            e->slot = slot;
+            th_strlcpy(e->country, country, sizeof e->country);
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Demotes or restores the pair from the receipts of its window. health_mu held: no I/O here, the
+ * caller logs the change once the lock is released. */
+static enum health_change health_judge(struct th_router *r, struct health *e, int64_t now_s)
+{
+    int64_t epoch = now_s / bucket_width_s(r) + 1;
+    int d = 0, t = 0;
+    for (int b = 0; b < HEALTH_BUCKETS; b++)
+        if (e->bucket_start[b] && epoch - e->bucket_start[b] < HEALTH_BUCKETS) {
+            d += e->delivered[b];
+            t += e->total[b];
+        }
+    int thr = r->cfg->routing_health_threshold;
+    int back = thr + HEALTH_MARGIN > 100 ? 100 : thr + HEALTH_MARGIN;
+    bool enough = t >= r->cfg->routing_health_min_receipts;
+    if (!e->demoted && enough && (int64_t)d * 100 < (int64_t)thr * t) {
+        e->demoted = true;
+        e->demoted_s = now_s;
+        e->probes = 0;
+        atomic_fetch_add(&r->ndemoted, 1);
+        return HEALTH_DEMOTED;
+    }
+    /* Back above the threshold plus the margin; or, demoted as it is and so sent little, a
+     * whole window without enough receipts to judge: it gets its place back and is judged anew. */
+    if (e->demoted && (enough ? (int64_t)d * 100 >= (int64_t)back * t
+                              : now_s - e->demoted_s >= r->cfg->routing_health_window)) {
+        e->demoted = false;
+        atomic_fetch_sub(&r->ndemoted, 1);
+        return HEALTH_RESTORED;
+    }
+    return HEALTH_SAME;
+}
+
+static void health_log(const struct th_router *r, enum health_change c, int slot,
+                       const char *country)
+{
+    if (c == HEALTH_DEMOTED)
+        th_log_msg(TH_LOG_WARN, "route_health_demoted",
+                   "provider %s delivers under %d%% to %s: moved behind the next provider of its "
+                   "routes there",
+                   r->slots[slot].p->name, r->cfg->routing_health_threshold,
+                   country[0] ? country : "(no country)");
+    else if (c == HEALTH_RESTORED)
+        th_log_msg(TH_LOG_INFO, "route_health_restored", "provider %s back in its place for %s",
+                   r->slots[slot].p->name, country[0] ? country : "(no country)");
+}
+
+void th_router_health_receipt(struct th_router *r, const char *provider, const char *country,
+                              bool delivered)
+{
+    if (r->cfg->routing_health_threshold <= 0)
+        return;
+    int si = find_slot(r, provider);
+    if (si < 0)
+        return;
+    char cc[4];
+    th_strlcpy(cc, country ? country : "", sizeof cc);
+    int64_t now_s = th_mono_us() / 1000000;
+    int64_t epoch = now_s / bucket_width_s(r) + 1;
+    enum health_change c = HEALTH_SAME;
+    pthread_mutex_lock(&r->health_mu);
+    struct health *e = health_find(r, si, cc, true);
+    if (e) {
+        int b = (int)(epoch % HEALTH_BUCKETS);
+        if (e->bucket_start[b] != epoch) {
+            e->bucket_start[b] = epoch;
+            e->delivered[b] = e->total[b] = 0;
+        }
+        e->total[b]++;
+        e->delivered[b] += delivered ? 1 : 0;
+        c = health_judge(r, e, now_s);
+    }
+    pthread_mutex_unlock(&r->health_mu);
+    health_log(r, c, si, cc);
+}
+
+/*
+ * The route as this request runs it: when its first provider is demoted for the message's
+ * country and a later attempt's provider is neither demoted there nor behind an open circuit,
+ * that attempt goes first (a copy in the request's arena; the demoted one stays as a fallback).
+ * Every PROBE_EVERY-th request keeps the order: a probe, so the demoted provider's receipts keep
+ * coming and it can recover.
+ */
+static const struct th_route *health_order(struct th_router *r, const struct th_route *rt,
+                                           const char *country, struct th_arena *arena)
+{
+    int first = find_slot(r, rt->at[0].provider);
+    if (first < 0)
+        return rt;
+    char cc[4];
+    th_strlcpy(cc, country ? country : "", sizeof cc);
+    int64_t now_us = th_mono_us();
+    int64_t now_s = now_us / 1000000;
+    int pick = -1;
+    enum health_change c = HEALTH_SAME;
+    pthread_mutex_lock(&r->health_mu);
+    struct health *e = health_find(r, first, cc, false);
+    if (e && e->demoted)
+        c = health_judge(r, e, now_s);
+    if (e && e->demoted && ++e->probes % PROBE_EVERY != 0) {
+        for (int k = 1; k < rt->n && pick < 0; k++) {
+            int sk = find_slot(r, rt->at[k].provider);
+            if (sk < 0 || sk == first || breaker_open(r, &r->slots[sk], now_us))
+                continue;
+            struct health *o = health_find(r, sk, cc, false);
+            if (!o || !o->demoted)
+                pick = k;
+        }
+    }
+    pthread_mutex_unlock(&r->health_mu);
+    health_log(r, c, first, cc);
+    if (pick < 0)
+        return rt;
+    struct th_route *copy = th_arena_alloc(arena, sizeof *copy);
+    if (!copy)
+        return rt;
+    *copy = *rt;
+    copy->at[0] = rt->at[pick];
+    for (int k = 0, out = 1; k < rt->n; k++)
+        if (k != pick)
+            copy->at[out++] = rt->at[k];
+    th_counter_inc(&r->reorders[first]);
+    return copy;
 }
 
 /* One attempt done: a few relaxed adds, the only metrics work on the request path. */
@@ -307,6 +487,9 @@ void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *
     const struct th_route *route =
         th_routes_find(atomic_load(&r->routes), msg->channel, msg->region);
     j->route = route ? route : &r->default_route;
+    /* One branch while every provider is healthy. */
+    if (atomic_load_explicit(&r->ndemoted, memory_order_relaxed) > 0 && j->route->n > 1)
+        j->route = health_order(r, j->route, msg->region, arena);
     j->http = loop_http(r, loop);
     if (!j->http) {
         j->res.err = TH_E_NOMEM;
@@ -395,6 +578,10 @@ static struct th_router *router_alloc(const struct th_config *cfg)
         return NULL;
     r->cfg = cfg;
     pthread_mutex_init(&r->retired_mu, NULL);
+    pthread_mutex_init(&r->health_mu, NULL);
+    for (int i = 0; i < HEALTH_PAIRS; i++)
+        r->health[i].slot = -1;
+    atomic_init(&r->ndemoted, 0);
     th_retired_init(&r->retired, free_routes);
     int threads = cfg->threads > 0 ? cfg->threads : 1;
     r->per_loop_in_flight = (cfg->dispatch_max_in_flight + threads - 1) / threads;
@@ -510,6 +697,7 @@ void th_router_free(struct th_router *r)
     th_routes_free(atomic_load(&r->routes));
     th_retired_release(&r->retired, NULL);
     pthread_mutex_destroy(&r->retired_mu);
+    pthread_mutex_destroy(&r->health_mu);
     free(r);
 }
 
@@ -527,6 +715,30 @@ static double failures_now(void *ud)
 static double routes_skipped_now(void *ud)
 {
     return atomic_load(&((struct th_router *)ud)->routes_skipped);
+}
+
+static double demoted_now(void *ud)
+{
+    struct slot *s = ud;
+    struct th_router *r = (struct th_router *)s->r; /* the lock is the router's own */
+    int si = (int)(s - r->slots), n = 0;
+    pthread_mutex_lock(&r->health_mu);
+    for (int i = 0; i < HEALTH_PAIRS; i++)
+        n += r->health[i].slot == si && r->health[i].demoted;
+    pthread_mutex_unlock(&r->health_mu);
+    return n;
+}
+
+int th_router_health_demoted(struct th_router *r, const char *provider)
+{
+    int si = find_slot(r, provider);
+    return si < 0 ? 0 : (int)demoted_now(&r->slots[si]);
+}
+
+struct th_provider *th_router_provider(struct th_router *r, const char *name)
+{
+    int si = find_slot(r, name);
+    return si < 0 ? NULL : r->slots[si].p;
 }
 
 th_err th_router_metrics(struct th_router *r, struct th_metrics *m)
@@ -562,6 +774,24 @@ th_err th_router_metrics(struct th_router *r, struct th_metrics *m)
                                    &s->attempts[k]);
         if (e == TH_E_OK)
             e = th_metrics_histogram(secs, v, &s->attempt_seconds);
+    }
+    struct th_metric_family *dem, *reo;
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_route_health_demoted",
+                              "Countries for which the provider is moved behind the next one of "
+                              "its routes now (delivered share of receipts under "
+                              "routing.health_threshold).",
+                              TH_METRIC_GAUGE, by_provider, MAX_PROVIDERS, &dem);
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_route_health_reorders_total",
+                              "Sends whose route was run with this provider moved behind the "
+                              "next one (route health).",
+                              TH_METRIC_COUNTER, by_provider, MAX_PROVIDERS, &reo);
+    for (int i = 0; e == TH_E_OK && i < r->nslots; i++) {
+        const char *const v[] = {r->slots[i].p->name, NULL};
+        e = th_metrics_fn(dem, v, demoted_now, &r->slots[i]);
+        if (e == TH_E_OK)
+            e = th_metrics_counter(reo, v, &r->reorders[i]);
     }
     if (e == TH_E_OK)
         e = th_metrics_family(m, "telehook_routes_skipped",

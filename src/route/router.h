@@ -85,6 +85,28 @@ th_err th_router_metrics(struct th_router *r, struct th_metrics *m);
 int th_router_circuits_open(struct th_router *r);
 
 /*
+ * Route health. One final delivery receipt of a message provider sent to country (ISO alpha-2,
+ * as the message's region): delivered or not. Thread-safe (the store writer calls it), O(1): a
+ * lock held for a few instructions, no I/O under it. Per (provider, country), the receipts of
+ * the last routing.health_window seconds; with at least routing.health_min_receipts of them and
+ * a delivered share under routing.health_threshold percent, the provider is demoted there: a
+ * route starting with it runs the next attempt whose provider is not demoted there and whose
+ * circuit is closed first, the demoted one behind it (never onto an open circuit; a route with
+ * no such attempt keeps its order). One request in 10 keeps the order, a probe, so receipts keep
+ * coming. It comes back when the share reaches the threshold plus 10 points, or after a whole
+ * window without enough receipts to judge. Logged at each change (route_health_demoted,
+ * route_health_restored). Unknown providers and threshold 0 are ignored.
+ */
+void th_router_health_receipt(struct th_router *r, const char *provider, const char *country,
+                              bool delivered);
+/* Countries for which provider is demoted now (telehook_route_health_demoted). */
+int th_router_health_demoted(struct th_router *r, const char *provider);
+
+/* The router's provider called name (borrowed: it lives as long as the router), or NULL. For the
+ * feedback queue (route/feedback.h), which reports through the provider that sent. */
+struct th_provider *th_router_provider(struct th_router *r, const char *name);
+
+/*
  * Replaces the route table (SIGHUP). Attempts naming a provider that was not set up at start are
  * left out as th_router_new does (logged, counted): a reload never fails for a route. The old
  * table is kept until shutdown. TH_E_NOMEM only.

@@ -522,6 +522,167 @@ static void test_overload(void **state)
     close(fd);
 }
 
+/* ---- route health ---- */
+
+/* One send to region on a fresh loop; the ctx's answers are counted from 0 again when full. */
+static void send_to(struct th_router *r, struct ctx *c, const char *region)
+{
+    if (c->done_calls == 8)
+        c->done_calls = 0;
+    assert_int_equal(th_loop_new(&c->loop), TH_E_OK);
+    struct th_send m = msg(2000);
+    m.region = region;
+    int before = c->done_calls;
+    th_router_send(r, c->loop, &c->arena, &m, on_done, c);
+    run_for(c, 20);
+    th_loop_free(c->loop);
+    c->loop = NULL;
+    assert_int_equal(c->done_calls, before + 1);
+}
+
+static void receipts(struct th_router *r, const char *provider, const char *country, int delivered,
+                     int failed)
+{
+    for (int i = 0; i < delivered; i++)
+        th_router_health_receipt(r, provider, country, true);
+    for (int i = 0; i < failed; i++)
+        th_router_health_receipt(r, provider, country, false);
+}
+
+/* Under the threshold with enough receipts: the route runs the next provider first, for that
+ * country only; the demoted one stays behind as a fallback. */
+static void test_health_demotes_for_country(void **state)
+{
+    (void)state;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 5, 15); /* 25 % of 20 */
+    assert_int_equal(th_router_health_demoted(r, "aws"), 1);
+    assert_int_equal(th_router_health_demoted(r, "twilio"), 0);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "twilio");
+    assert_int_equal(fake_twilio.sends, 1);
+    assert_int_equal(fake_aws.sends, 0);
+    send_to(r, &c, "DE"); /* another country keeps its order */
+    assert_string_equal(c.provider[1], "aws");
+    assert_int_equal(fake_aws.sends, 1);
+    fake_twilio.script = RETRY; /* the demoted provider is still the fallback */
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[2], "aws");
+    assert_int_equal(c.res[2].err, TH_E_OK);
+    assert_int_equal(c.res[2].attempts, 2);
+    assert_int_equal(fake_twilio.sends, 2);
+    assert_int_equal(fake_aws.sends, 2);
+    end(&c, r);
+}
+
+/* Fewer receipts than health_min_receipts judge nothing, however bad. */
+static void test_health_min_receipts(void **state)
+{
+    (void)state;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 0, 19);
+    assert_int_equal(th_router_health_demoted(r, "aws"), 0);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "aws");
+    receipts(r, "aws", "US", 0, 1);
+    assert_int_equal(th_router_health_demoted(r, "aws"), 1);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[1], "twilio");
+    assert_int_equal(fake_aws.sends, 1);
+    assert_int_equal(fake_twilio.sends, 1);
+    end(&c, r);
+}
+
+/* Back only above threshold + 10 points: at the threshold itself it stays demoted. */
+static void test_health_recovers_with_hysteresis(void **state)
+{
+    (void)state;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 5, 15);
+    assert_int_equal(th_router_health_demoted(r, "aws"), 1);
+    receipts(r, "aws", "US", 10, 0); /* 15 of 30: 50 %, not yet 60 % */
+    assert_int_equal(th_router_health_demoted(r, "aws"), 1);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "twilio");
+    receipts(r, "aws", "US", 9, 0); /* 24 of 39: 61.5 % */
+    assert_int_equal(th_router_health_demoted(r, "aws"), 0);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[1], "aws");
+    assert_int_equal(fake_aws.sends, 1);
+    assert_int_equal(fake_twilio.sends, 1);
+    end(&c, r);
+}
+
+/* While demoted, one request in 10 keeps the order (a probe), so receipts keep coming. */
+static void test_health_probes(void **state)
+{
+    (void)state;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 0, 20);
+    for (int i = 0; i < 20; i++)
+        send_to(r, &c, "US");
+    assert_int_equal(fake_aws.sends, 2);
+    assert_int_equal(fake_twilio.sends, 18);
+    end(&c, r);
+}
+
+/* Never reordered onto an open circuit: the demoted provider then keeps its place. Both demoted:
+ * no reorder either. */
+static void test_health_breaker_interplay(void **state)
+{
+    (void)state;
+    cfg.dispatch_breaker_failures = 1;
+    cfg.dispatch_breaker_seconds = 60;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 0, 20);
+    fake_twilio.script = RETRY; /* moved first, fails: its circuit opens, aws carries it */
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "aws");
+    assert_int_equal(th_router_circuits_open(r), 1);
+    send_to(r, &c, "US"); /* twilio's circuit is open: aws stays first, twilio not tried */
+    assert_string_equal(c.provider[1], "aws");
+    assert_int_equal(c.res[1].attempts, 1);
+    assert_string_equal(c.res[1].errors, ""); /* not moved first and then skipped */
+    assert_int_equal(fake_twilio.sends, 1);
+    assert_int_equal(fake_aws.sends, 2);
+    end(&c, r);
+    teardown(NULL);
+    setup(NULL);
+    r = router("aws, twilio");
+    with_loop(&c);
+    receipts(r, "aws", "US", 0, 20);
+    receipts(r, "twilio", "US", 0, 20);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "aws");
+    assert_int_equal(fake_twilio.sends, 0);
+    end(&c, r);
+}
+
+/* routing.health_threshold = 0: receipts are ignored. */
+static void test_health_off(void **state)
+{
+    (void)state;
+    cfg.routing_health_threshold = 0;
+    struct th_router *r = router("aws, twilio");
+    struct ctx c;
+    with_loop(&c);
+    receipts(r, "aws", "US", 0, 50);
+    assert_int_equal(th_router_health_demoted(r, "aws"), 0);
+    send_to(r, &c, "US");
+    assert_string_equal(c.provider[0], "aws");
+    end(&c, r);
+}
+
 int main(void)
 {
     assert_int_equal(th_http_global_init(), TH_E_OK);
@@ -536,6 +697,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_never_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breaker_opens_and_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_demotes_for_country, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_min_receipts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_recovers_with_hysteresis, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_probes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_breaker_interplay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_health_off, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     th_http_global_cleanup();
