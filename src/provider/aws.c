@@ -226,6 +226,8 @@ static th_err body_text(struct th_buf *b, const struct aws *aws, const struct th
             ttl = 259200;
         th_buf_printf(b, ",\"TimeToLive\":%lld", (long long)ttl);
     }
+    if (cfg->feedback_enabled && cfg->feedback_aws) /* else AWS refuses PutMessageFeedback */
+        th_buf_appends(b, ",\"MessageFeedbackEnabled\":true");
     th_buf_appends(b, ",\"Context\":{\"telehook_request_id\":");
     th_buf_append_json(b, m->request_id, (size_t)-1);
     return th_buf_appends(b, "}}");
@@ -262,6 +264,10 @@ static struct sign_cache *cache_for(struct aws *aws, const char *date8)
     return c;
 }
 
+static th_err aws_post(struct aws *aws, const struct th_attempt *at, struct attempt *a,
+                       struct sign_cache *sc, const char *date, const char *target,
+                       th_provider_parse_fn parse);
+
 static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
                        const struct th_send *msg, th_send_done_fn done, void *ud)
 {
@@ -287,13 +293,27 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         th_provider_attempt_new(at, sizeof *a + token_len, hint, BODY_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
-    struct th_buf *body = &a->base.body;
-    th_err e = body_text(body, aws, at, msg, voice);
-    if (e != TH_E_OK)
-        goto fail;
+    th_err e = body_text(&a->base.body, aws, at, msg, voice);
+    if (e != TH_E_OK) {
+        th_provider_attempt_free(&a->base);
+        return e;
+    }
+    return aws_post(aws, at, a, sc, date,
+                    voice ? "PinpointSMSVoiceV2.SendVoiceMessage"
+                          : "PinpointSMSVoiceV2.SendTextMessage",
+                    parse_aws);
+}
 
-    const char *target =
-        voice ? "PinpointSMSVoiceV2.SendVoiceMessage" : "PinpointSMSVoiceV2.SendTextMessage";
+/* Signs the body the attempt holds for target and starts it; consumes a (the helper's contract:
+ * TH_E_OK and done later, or an error with a freed). */
+static th_err aws_post(struct aws *aws, const struct th_attempt *at, struct attempt *a,
+                       struct sign_cache *sc, const char *date, const char *target,
+                       th_provider_parse_fn parse)
+{
+    struct th_buf *body = &a->base.body;
+    const char *token = sc->creds.session_token;
+    size_t token_len = token[0] ? strlen(token) + 32 : 0;
+    th_err e;
     struct th_sigv4_header sh[5] = {
         {"Content-Type", "application/x-amz-json-1.0"},
         {"Host", aws->host},
@@ -345,10 +365,53 @@ static th_err aws_send(struct th_provider *p, const struct th_attempt *at,
         .capture = capture,
         .ncapture = 1,
     };
-    return th_provider_http_send(&a->base, at, &req, parse_aws);
+    return th_provider_http_send(&a->base, at, &req, parse);
 fail:
     th_provider_attempt_free(&a->base);
     return e;
+}
+
+/* PutMessageFeedback answers 200 with the id and status; anything else as a send's error. */
+static void parse_feedback(const struct th_http_response *res, struct th_send_result *out_)
+{
+    struct th_send_result out = {.err = TH_E_OK};
+    if (res->outcome != TH_HTTP_DONE)
+        th_provider_transport_error(res, &out);
+    else if (res->status != 200)
+        classify_error(res, &out);
+    *out_ = out;
+}
+
+/* The message was verified: PutMessageFeedback RECEIVED. AWS takes it only for messages sent
+ * with MessageFeedbackEnabled (body_text adds it while [feedback] aws is on). */
+static th_err aws_feedback(struct th_provider *p, const struct th_attempt *at,
+                           const char *transaction_id, th_send_done_fn done, void *ud)
+{
+    struct aws *aws = (struct aws *)p;
+    if (!transaction_id[0] || strlen(transaction_id) > 128)
+        return TH_E_INVAL;
+    char date[17];
+    th_sigv4_amz_date((long long)time(NULL), date);
+    char date8[9];
+    memcpy(date8, date, 8);
+    date8[8] = '\0';
+    struct sign_cache *sc = cache_for(aws, date8);
+    if (!sc)
+        return TH_E_AUTH;
+    const char *token = sc->creds.session_token;
+    size_t token_len = token[0] ? strlen(token) + 32 : 0;
+    struct attempt *a = th_provider_attempt_new(at, sizeof *a + token_len, 256, 1024, done, ud);
+    if (!a)
+        return TH_E_NOMEM;
+    struct th_buf *b = &a->base.body;
+    th_buf_appends(b, "{\"MessageId\":");
+    th_buf_append_json(b, transaction_id, (size_t)-1);
+    th_err e = th_buf_appends(b, ",\"MessageFeedbackStatus\":\"RECEIVED\"}");
+    if (e != TH_E_OK) {
+        th_provider_attempt_free(&a->base);
+        return e;
+    }
+    return aws_post(aws, at, a, sc, date, "PinpointSMSVoiceV2.PutMessageFeedback", parse_feedback);
 }
 
 static bool aws_ready(struct th_provider *p)
@@ -365,6 +428,7 @@ static void aws_free(struct th_provider *p)
 
 static const struct th_provider_ops aws_ops = {
     .send = aws_send,
+    .feedback = aws_feedback,
     .ready = aws_ready,
     .free = aws_free,
 };

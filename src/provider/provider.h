@@ -61,6 +61,16 @@ struct th_provider;
 struct th_provider_ops {
     th_err (*send)(struct th_provider *p, const struct th_attempt *at, const struct th_send *msg,
                    th_send_done_fn done, void *ud);
+    /*
+     * Optional (NULL: the provider takes no feedback): tells the provider the message it accepted
+     * as transaction_id was verified by its recipient (AWS PutMessageFeedback RECEIVED, Twilio
+     * Message Feedback confirmed), as send does: TH_E_OK and done later exactly once on
+     * at->loop (its result: the provider's answer; transaction_id unused), or an error and done
+     * never. TH_E_INVAL: an id this provider has no feedback for (a Twilio call). at->sender is
+     * unused. The id is borrowed until send returns (copied into the attempt).
+     */
+    th_err (*feedback)(struct th_provider *p, const struct th_attempt *at,
+                       const char *transaction_id, th_send_done_fn done, void *ud);
     /* false while the provider cannot send yet (e.g. AWS credentials not fetched). Optional. */
     bool (*ready)(struct th_provider *p);
     void (*free)(struct th_provider *p);
@@ -140,6 +150,14 @@ static inline th_err th_provider_send(struct th_provider *p, const struct th_att
                                       const struct th_send *msg, th_send_done_fn done, void *ud)
 {
     return p->ops->send(p, at, msg, done, ud);
+}
+
+/* TH_E_NOTFOUND when p takes no feedback; else its feedback op's contract. */
+static inline th_err th_provider_feedback(struct th_provider *p, const struct th_attempt *at,
+                                          const char *transaction_id, th_send_done_fn done,
+                                          void *ud)
+{
+    return p->ops->feedback ? p->ops->feedback(p, at, transaction_id, done, ud) : TH_E_NOTFOUND;
 }
 
 #endif

@@ -36,7 +36,8 @@ struct twilio {
     const struct th_config *cfg;
     char messages_url[512];
     char calls_url[512];
-    char *userpwd; /* "user:password" */
+    char feedback_url[512]; /* ".../Messages/" the message SID and "/Feedback.json" follow */
+    char *userpwd;          /* "user:password" */
 };
 
 /* ---- TwiML ---- */
@@ -168,6 +169,8 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
         else
             e = TH_E_CONFIG;
         th_form_append(f, "Body", msg->body);
+        if (cfg->feedback_enabled && cfg->feedback_twilio) /* else Feedback.json is refused */
+            th_form_append(f, "ProvideFeedback", "true");
         if (msg->otp_expires_ms > 0) { /* Twilio drops it rather than deliver an expired code */
             long long left = (long long)((msg->otp_expires_ms - th_wall_ms()) / 1000);
             char vp[24];
@@ -197,6 +200,60 @@ fail:
     return e;
 }
 
+/* Feedback.json answers 201 (200 on an update); errors as a send's. */
+static void parse_feedback(const struct th_http_response *res, struct th_send_result *out_)
+{
+    if (res->outcome == TH_HTTP_DONE && (res->status == 200 || res->status == 201)) {
+        *out_ = (struct th_send_result){.err = TH_E_OK};
+        return;
+    }
+    parse_twilio(res, out_);
+    out_->transaction_id[0] = '\0';
+    if (out_->err == TH_E_OK) { /* a 2xx parse_twilio takes for a send's answer */
+        out_->err = TH_E_PROVIDER;
+        snprintf(out_->error, sizeof out_->error, "HTTP %ld", res->status);
+    }
+}
+
+/* The message was verified: Outcome=confirmed on its Feedback resource. Messages only (SM/MM
+ * SIDs, sent with ProvideFeedback): calls have no feedback. The SID goes into the URL, so it is
+ * checked to be two letters and 32 hexadecimal digits first. */
+static th_err twilio_feedback(struct th_provider *p, const struct th_attempt *at, const char *sid,
+                              th_send_done_fn done, void *ud)
+{
+    struct twilio *tw = (struct twilio *)p;
+    bool ok = strlen(sid) == 34 && (strncmp(sid, "SM", 2) == 0 || strncmp(sid, "MM", 2) == 0);
+    for (int i = 2; ok && i < 34; i++)
+        ok = isxdigit((unsigned char)sid[i]) != 0;
+    if (!ok)
+        return TH_E_INVAL;
+    struct feedback_attempt {
+        struct th_http_attempt base; /* first: the helper's */
+        char url[sizeof tw->feedback_url + 64];
+    } *a = th_provider_attempt_new(at, sizeof *a, 32, 256, done, ud);
+    if (!a)
+        return TH_E_NOMEM;
+    snprintf(a->url, sizeof a->url, "%s%s/Feedback.json", tw->feedback_url, sid);
+    th_err e = th_form_append(&a->base.body, "Outcome", "confirmed");
+    if (e != TH_E_OK) {
+        th_provider_attempt_free(&a->base);
+        return e;
+    }
+    const char *hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
+                          "Accept: application/json"};
+    struct th_http_request req = {
+        .method = "POST",
+        .url = a->url,
+        .headers = hdrs,
+        .nheaders = 2,
+        .body = a->base.body.data,
+        .body_len = a->base.body.len,
+        .userpwd = tw->userpwd,
+        .ca_file = tw->cfg->twilio_ca_file[0] ? tw->cfg->twilio_ca_file : NULL,
+    };
+    return th_provider_http_send(&a->base, at, &req, parse_feedback);
+}
+
 static void twilio_free(struct th_provider *p)
 {
     struct twilio *tw = (struct twilio *)p;
@@ -209,6 +266,7 @@ static void twilio_free(struct th_provider *p)
 
 static const struct th_provider_ops twilio_ops = {
     .send = twilio_send,
+    .feedback = twilio_feedback,
     .free = twilio_free,
 };
 
@@ -257,6 +315,8 @@ static th_err twilio_new(const struct th_config *cfg, const struct th_outbox_sin
     tw->base.timeout_ms = cfg->twilio_timeout_ms;
     tw->cfg = cfg;
     snprintf(tw->messages_url, sizeof tw->messages_url, "%.*s/2010-04-01/Accounts/%s/Messages.json",
+             (int)bl, base, sid);
+    snprintf(tw->feedback_url, sizeof tw->feedback_url, "%.*s/2010-04-01/Accounts/%s/Messages/",
              (int)bl, base, sid);
     snprintf(tw->calls_url, sizeof tw->calls_url, "%.*s/2010-04-01/Accounts/%s/Calls.json", (int)bl,
              base, sid);
