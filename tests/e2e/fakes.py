@@ -26,9 +26,14 @@ FakeEUM           AWS End User Messaging SMS and Voice v2 (JSON 1.0, `POST /`).
                     the sms-voice model taken from botocore (ValidationException with
                     Reason FIELD_VALIDATION_FAILED, or CANNOT_PARSE for a body that is not a JSON
                     object). Unknown members are rejected too: they would be typos.
+                  * PutMessageFeedback (MessageId, MessageFeedbackStatus RECEIVED|FAILED), taken
+                    only for a message this fake sent with MessageFeedbackEnabled (else 404
+                    ResourceNotFoundException); `.feedback` maps message id -> status taken.
 FakeTwilio        Twilio REST 2010-04-01 Messages.json / Calls.json: Basic auth (401 20003),
                   account SID in the URL (404 20404), form encoding, required fields, E.164, exactly
                   one of From / MessagingServiceSid, TwiML that parses with <Response><Say>...
+                  Messages/{Sid}/Feedback.json (Outcome confirmed|unconfirmed) only for a message
+                  sent with ProvideFeedback=true (else 404 20404); `.feedback` maps SID -> Outcome.
 FakeCredsEndpoint The container credentials endpoint (ECS / EKS Pod Identity; optional
                   Authorization token) and EC2 IMDSv2 (PUT token, then token-guarded GETs) in one
                   server; records every fetch so tests can count refreshes.
@@ -535,7 +540,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CORAL = "com.amazon.coral.service"
 _EUM_NS = "com.amazonaws.pinpointsmsvoicev2"
 _TARGET_PREFIX = "PinpointSMSVoiceV2."
-_OPS = ("SendTextMessage", "SendVoiceMessage")
+_OPS = ("SendTextMessage", "SendVoiceMessage", "PutMessageFeedback")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_:/-]+")
 
 
 class _Reject(Exception):
@@ -739,6 +745,25 @@ class FakeEUM(_SigV4Verifier, _FakeBase):
         self.expected_host = None  # None: this server's own "127.0.0.1:PORT"
         self.check_host = True
         self.skew_limit = 300
+        self.feedback_enabled = set()  # message ids sent with MessageFeedbackEnabled
+        self.feedback = {}  # message id -> MessageFeedbackStatus taken
+
+    def _feedback(self, rec):
+        """PutMessageFeedback: only for a message this fake sent with MessageFeedbackEnabled
+        (AWS has no feedback record for the others: ResourceNotFoundException)."""
+        mid = rec["json"]["MessageId"]
+        if mid not in self.feedback_enabled:
+            rec["error"] = "ResourceNotFoundException"
+            rec["reason"] = f"no message {mid} sent with MessageFeedbackEnabled"
+            return self._aws_error(404, "ResourceNotFoundException", "Resource not found",
+                                   extra={"ResourceType": "message", "ResourceId": mid})
+        status = rec["json"]["MessageFeedbackStatus"]
+        self.feedback[mid] = status
+        rec["message_id"] = mid
+        rec["sent"] = True
+        return Response(200, {"Content-Type": self.json_type,
+                              "x-amzn-RequestId": str(uuid.uuid4())},
+                        _json_bytes({"MessageId": mid, "MessageFeedbackStatus": status}))
 
     @property
     def credential(self):
@@ -792,7 +817,8 @@ class FakeEUM(_SigV4Verifier, _FakeBase):
         op = target[0][len(_TARGET_PREFIX):] if len(target) == 1 and \
             target[0].startswith(_TARGET_PREFIX) else None
         if op not in _OPS:
-            unknown(f"X-Amz-Target {target} is not SendTextMessage / SendVoiceMessage")
+            unknown(f"X-Amz-Target {target} is not SendTextMessage / SendVoiceMessage / "
+                    "PutMessageFeedback")
         rec["op"] = op
 
     def _verify_body(self, rec):
@@ -862,6 +888,19 @@ class FakeEUM(_SigV4Verifier, _FakeBase):
                 if not isinstance(v, str) or not val_ok(v):
                     bad(name, f"Invalid value for map key {k!r}")
 
+        if op == "PutMessageFeedback":
+            for k in body:
+                if k not in ("MessageId", "MessageFeedbackStatus"):
+                    bad(k, f"Unknown member for {op}")
+            string_field("MessageId", 1, 64, _MESSAGE_ID, required=True)
+            enum_field("MessageFeedbackStatus", ("RECEIVED", "FAILED"), required=True)
+            if problems:
+                rec["fields"] = problems
+                raise _Reject(400, "ValidationException", "validation error detected",
+                              ns=_EUM_NS, reason="; ".join(f"{p['Name']}: {p['Message']}"
+                                                            for p in problems),
+                              extra={"Reason": "FIELD_VALIDATION_FAILED", "Fields": problems})
+            return
         _, members = _sms_voice_model()
         for k in body:
             if k not in members[op]:
@@ -944,7 +983,11 @@ class FakeEUM(_SigV4Verifier, _FakeBase):
             return self._aws_error(status, etype, message, extra=extra)
         if kind != "ok":
             raise ValueError(f"FakeEUM: unknown action {kind!r}")
+        if rec["op"] == "PutMessageFeedback":
+            return self._feedback(rec)
         mid = str(uuid.uuid4())
+        if rec["json"].get("MessageFeedbackEnabled") is True:
+            self.feedback_enabled.add(mid)
         rec["message_id"] = mid
         rec["sent"] = True
         return Response(200, {"Content-Type": self.json_type,
@@ -985,6 +1028,7 @@ def _botocore_sigv4(cred, region, service, h, signed, amz_date, body, base_url):
 
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _TW_ROUTE = re.compile(r"/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json")
+_TW_FEEDBACK = re.compile(r"/2010-04-01/Accounts/([^/]+)/Messages/([^/]+)/Feedback\.json")
 _MG = re.compile(r"MG[0-9a-f]{32}")
 _ALNUM_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 _SHORT_CODE = re.compile(r"[0-9]{5,6}")
@@ -1023,6 +1067,8 @@ class FakeTwilio(_FakeBase):
         self.credentials = list(credentials)
         self.from_numbers = None
         self.messaging_service_sids = None
+        self.feedback_enabled = set()  # message SIDs sent with ProvideFeedback=true
+        self.feedback = {}  # message SID -> Outcome taken
 
     def _err(self, rec, status, code, message, reason=None, headers=None):
         rec["error"] = code
@@ -1060,7 +1106,7 @@ class FakeTwilio(_FakeBase):
             return self._err(rec, 401, 20003, "Authenticate", why,
                              headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
         rec["auth_ok"] = True
-        m = _TW_ROUTE.fullmatch(h.path)
+        m = _TW_ROUTE.fullmatch(h.path) or _TW_FEEDBACK.fullmatch(h.path)
         if not m:
             return self._err(rec, 404, 20404,
                              f"The requested resource {h.path} was not found")
@@ -1068,7 +1114,8 @@ class FakeTwilio(_FakeBase):
             return self._err(rec, 404, 20404,
                              f"The requested resource {h.path} was not found",
                              f"account SID {m.group(1)!r} in the URL is not {self.account_sid!r}")
-        rec["resource"] = m.group(2)
+        rec["resource"] = m.group(2) if m.re is _TW_ROUTE else "Feedback"
+        rec["sid"] = m.group(2) if m.re is _TW_FEEDBACK else None
         if h.command != "POST":
             return self._err(rec, 405, 20004, "Method not allowed")
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -1088,7 +1135,21 @@ class FakeTwilio(_FakeBase):
         rec["form"] = rec["parsed"] = form
         if rec["resource"] == "Messages":
             return self._verify_message(rec, form)
+        if rec["resource"] == "Feedback":
+            return self._verify_feedback(rec, form)
         return self._verify_call(rec, form)
+
+    def _verify_feedback(self, rec, form):
+        """Message Feedback: Outcome confirmed|unconfirmed, on a message sent with
+        ProvideFeedback=true (Twilio keeps no feedback resource for the others: 404)."""
+        if set(form) - {"Outcome"}:
+            return self._err(rec, 400, 21604, f"Unknown parameters {sorted(set(form) - {'Outcome'})}")
+        if form.get("Outcome") not in ("confirmed", "unconfirmed"):
+            return self._err(rec, 400, 21604, "Outcome must be confirmed or unconfirmed")
+        if rec["sid"] not in self.feedback_enabled:
+            return self._err(rec, 404, 20404, "The requested resource was not found",
+                             f"no message {rec['sid']} sent with ProvideFeedback=true")
+        return None
 
     def _verify_message(self, rec, form):
         to = form.get("To")
@@ -1193,8 +1254,18 @@ class FakeTwilio(_FakeBase):
             raise ValueError(f"FakeTwilio: unknown action {kind!r}")
         now = formatdate(usegmt=True).replace("GMT", "+0000")
         base = f"/2010-04-01/Accounts/{self.account_sid}"
+        if rec["resource"] == "Feedback":
+            sid = rec["sid"]
+            self.feedback[sid] = form["Outcome"]
+            rec["sent"] = True
+            return Response(201, {"Content-Type": self.json_type}, _json_bytes(
+                {"account_sid": self.account_sid, "message_sid": sid,
+                 "outcome": form["Outcome"], "date_created": now, "date_updated": now,
+                 "uri": f"{base}/Messages/{sid}/Feedback.json"}))
         if rec["resource"] == "Messages":
             sid = _hex_sid("SM")
+            if form.get("ProvideFeedback") == "true":
+                self.feedback_enabled.add(sid)
             ms = form.get("MessagingServiceSid")
             res = {"account_sid": self.account_sid, "api_version": "2010-04-01",
                    "body": form["Body"], "date_created": now, "date_sent": None,

@@ -1033,3 +1033,44 @@ def test_sts_roles_external_ids_and_error_actions(run):
     st, _, body = http_req(fake, "POST", "/", b"Action=GetCallerIdentity&Version=2011-06-15",
                            {"Content-Type": "application/x-www-form-urlencoded"})
     assert st == 400 and b"<Code>InvalidAction</Code>" in body
+
+
+# ---- feedback (tests/e2e/test_feedback.py) ---------------------------------------------------
+
+FEEDBACK_TARGET = "PinpointSMSVoiceV2.PutMessageFeedback"
+
+
+def test_eum_put_message_feedback_only_for_messages_sent_with_it(run):
+    fake = run(FakeEUM(credentials=[(AKID, SECRET, None)]))
+    st, _, with_fb = eum_post(fake, dict(GOOD_TEXT, MessageFeedbackEnabled=True))
+    assert st == 200
+    st, _, without = eum_post(fake, GOOD_TEXT)
+    assert st == 200
+    ok = {"MessageId": with_fb["MessageId"], "MessageFeedbackStatus": "RECEIVED"}
+    st, _, body = eum_post(fake, ok, target=FEEDBACK_TARGET)
+    assert st == 200 and body == ok
+    st, h, body = eum_post(fake, {"MessageId": without["MessageId"],
+                                  "MessageFeedbackStatus": "RECEIVED"}, target=FEEDBACK_TARGET)
+    assert_aws_error(st, h, body, 404, "ResourceNotFoundException")
+    st, h, body = eum_post(fake, dict(ok, MessageFeedbackStatus="READ"), target=FEEDBACK_TARGET)
+    assert_aws_error(st, h, body, 400, "ValidationException")
+    st, h, body = eum_post(fake, ok, target=FEEDBACK_TARGET, secret="wrong" + SECRET[5:])
+    assert_aws_error(st, h, body, 403, "InvalidSignatureException")
+    assert fake.feedback == {with_fb["MessageId"]: "RECEIVED"}
+
+
+def test_twilio_feedback_needs_auth_and_provide_feedback(run):
+    fake = run(FakeTwilio())
+    st, _, with_fb = tw_post(fake, "Messages", dict(SMS, ProvideFeedback="true"))
+    assert st == 201
+    st, _, without = tw_post(fake, "Messages", SMS)
+    assert st == 201
+    fb = f"Messages/{with_fb['sid']}/Feedback"
+    assert tw_post(fake, fb, {"Outcome": "confirmed"}, password="wrong")[0] == 401
+    assert tw_post(fake, fb, {"Outcome": "maybe"})[0] == 400
+    st, _, body = tw_post(fake, f"Messages/{without['sid']}/Feedback", {"Outcome": "confirmed"})
+    assert st == 404 and body["code"] == 20404
+    st, _, body = tw_post(fake, fb, {"Outcome": "confirmed"})
+    assert st == 201 and body["outcome"] == "confirmed"
+    assert body["message_sid"] == with_fb["sid"]
+    assert fake.feedback == {with_fb["sid"]: "confirmed"}
