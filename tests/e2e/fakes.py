@@ -27,8 +27,8 @@ FakeEUM           AWS End User Messaging SMS and Voice v2 (JSON 1.0, `POST /`).
                     Reason FIELD_VALIDATION_FAILED, or CANNOT_PARSE for a body that is not a JSON
                     object). Unknown members are rejected too: they would be typos.
                   * PutMessageFeedback (MessageId, MessageFeedbackStatus RECEIVED|FAILED), taken
-                    only for a message this fake sent with MessageFeedbackEnabled (else 404
-                    ResourceNotFoundException); `.feedback` maps message id -> status taken.
+                    only for a message this fake sent with MessageFeedbackEnabled (else 400
+                    ResourceNotFoundException, AWS's status for it); `.feedback` maps message id -> status taken.
 FakeTwilio        Twilio REST 2010-04-01 Messages.json / Calls.json: Basic auth (401 20003),
                   account SID in the URL (404 20404), form encoding, required fields, E.164, exactly
                   one of From / MessagingServiceSid, TwiML that parses with <Response><Say>...
@@ -750,12 +750,13 @@ class FakeEUM(_SigV4Verifier, _FakeBase):
 
     def _feedback(self, rec):
         """PutMessageFeedback: only for a message this fake sent with MessageFeedbackEnabled
-        (AWS has no feedback record for the others: ResourceNotFoundException)."""
+        (AWS has no feedback record for the others: ResourceNotFoundException, HTTP 400 as AWS
+        answers it)."""
         mid = rec["json"]["MessageId"]
         if mid not in self.feedback_enabled:
             rec["error"] = "ResourceNotFoundException"
             rec["reason"] = f"no message {mid} sent with MessageFeedbackEnabled"
-            return self._aws_error(404, "ResourceNotFoundException", "Resource not found",
+            return self._aws_error(400, "ResourceNotFoundException", "Resource not found",
                                    extra={"ResourceType": "message", "ResourceId": mid})
         status = rec["json"]["MessageFeedbackStatus"]
         self.feedback[mid] = status

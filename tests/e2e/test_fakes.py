@@ -1051,7 +1051,7 @@ def test_eum_put_message_feedback_only_for_messages_sent_with_it(run):
     assert st == 200 and body == ok
     st, h, body = eum_post(fake, {"MessageId": without["MessageId"],
                                   "MessageFeedbackStatus": "RECEIVED"}, target=FEEDBACK_TARGET)
-    assert_aws_error(st, h, body, 404, "ResourceNotFoundException")
+    assert_aws_error(st, h, body, 400, "ResourceNotFoundException")
     st, h, body = eum_post(fake, dict(ok, MessageFeedbackStatus="READ"), target=FEEDBACK_TARGET)
     assert_aws_error(st, h, body, 400, "ValidationException")
     st, h, body = eum_post(fake, ok, target=FEEDBACK_TARGET, secret="wrong" + SECRET[5:])

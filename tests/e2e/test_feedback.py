@@ -66,7 +66,8 @@ def test_aws_sends_ask_for_feedback_and_get_it(make_server, eum):
 
 
 def test_aws_feedback_for_a_message_sent_without_it_fails_once(make_server, eum):
-    """AWS has no feedback record for it (404 ResourceNotFound): permanent, one request, counted."""
+    """AWS has no feedback record for it (ResourceNotFoundException): permanent, one request,
+    counted."""
     s = make_server(aws_config(eum, FEEDBACK_ON), env=aws_env(eum))
     counts, log = drive(s, "aws:not-a-known-message")
     assert counts["aws"]["failed"] == 1 and counts["aws"]["sent"] == 0
