@@ -81,6 +81,7 @@ struct job {
     const struct th_route *route; /* in the table (a replaced one is kept until the router is
                                      freed: th_retired) or the router's default_route */
     int next;
+    int first; /* route health: the attempt run first, the others after in order; 0 = as is */
     struct th_route_result res;
     size_t errlen;
     struct th_timer defer;
@@ -271,30 +272,29 @@ void th_router_health_receipt(struct th_router *r, const char *provider, const c
 }
 
 /*
- * The route as this request runs it: when its first provider is demoted for the message's
- * country and a later attempt's provider is neither demoted there nor behind an open circuit,
- * that attempt goes first (a copy in the request's arena; the demoted one stays as a fallback).
- * Every PROBE_EVERY-th request keeps the order: a probe, so the demoted provider's receipts keep
- * coming and it can recover.
+ * Which attempt of the route this request runs first (0: the route's order). When its first
+ * provider is demoted for the message's country, the first later attempt whose provider is
+ * neither demoted there nor behind an open circuit; the demoted one then runs after it, as a
+ * fallback. Every PROBE_EVERY-th request keeps the order: a probe, so the demoted provider's
+ * receipts keep coming and it can recover.
  */
-static const struct th_route *health_order(struct th_router *r, const struct th_route *rt,
-                                           const char *country, struct th_arena *arena)
+static int health_first(struct th_router *r, const struct th_route *rt, const char *country)
 {
     int first = find_slot(r, rt->at[0].provider);
     if (first < 0)
-        return rt;
+        return 0;
     char cc[4];
     th_strlcpy(cc, country ? country : "", sizeof cc);
     int64_t now_us = th_mono_us();
     int64_t now_s = now_us / 1000000;
-    int pick = -1;
+    int pick = 0;
     enum health_change c = HEALTH_SAME;
     pthread_mutex_lock(&r->health_mu);
     struct health *e = health_find(r, first, cc, false);
     if (e && e->demoted)
         c = health_judge(r, e, now_s);
     if (e && e->demoted && ++e->probes % PROBE_EVERY != 0) {
-        for (int k = 1; k < rt->n && pick < 0; k++) {
+        for (int k = 1; k < rt->n && !pick; k++) {
             int sk = find_slot(r, rt->at[k].provider);
             if (sk < 0 || sk == first || breaker_open(r, &r->slots[sk], now_us))
                 continue;
@@ -305,18 +305,9 @@ static const struct th_route *health_order(struct th_router *r, const struct th_
     }
     pthread_mutex_unlock(&r->health_mu);
     health_log(r, c, first, cc);
-    if (pick < 0)
-        return rt;
-    struct th_route *copy = th_arena_alloc(arena, sizeof *copy);
-    if (!copy)
-        return rt;
-    *copy = *rt;
-    copy->at[0] = rt->at[pick];
-    for (int k = 0, out = 1; k < rt->n; k++)
-        if (k != pick)
-            copy->at[out++] = rt->at[k];
-    th_counter_inc(&r->reorders[first]);
-    return copy;
+    if (pick)
+        th_counter_inc(&r->reorders[first]);
+    return pick;
 }
 
 /* One attempt done: a few relaxed adds, the only metrics work on the request path. */
@@ -377,11 +368,18 @@ static void finish_deferred(void *ud)
 
 static void on_attempt(void *ud, const struct th_send_result *res);
 
+/* The route's k-th attempt as this job runs it: route health may have moved one first. */
+static const struct th_route_attempt *attempt_at(const struct job *j, int k)
+{
+    int f = j->first;
+    return &j->route->at[f == 0 ? k : k == 0 ? f : k <= f ? k - 1 : k];
+}
+
 /* Whether an attempt after the current one has a provider whose circuit is closed. */
 static bool alternative_after(const struct job *j, int64_t now)
 {
     for (int k = j->next; k < j->route->n; k++) {
-        int si = find_slot(j->r, j->route->at[k].provider);
+        int si = find_slot(j->r, attempt_at(j, k)->provider);
         if (si >= 0 && !breaker_open(j->r, &j->r->slots[si], now))
             return true;
     }
@@ -393,7 +391,7 @@ static bool start_next(struct job *j)
 {
     struct th_router *r = j->r;
     while (j->next < j->route->n) {
-        const struct th_route_attempt *a = &j->route->at[j->next++];
+        const struct th_route_attempt *a = attempt_at(j, j->next++);
         int si = find_slot(r, a->provider);
         if (si < 0) { /* cannot happen: routes are checked against the providers */
             note(j, a->provider, "not configured");
@@ -489,7 +487,7 @@ void th_router_send(struct th_router *r, struct th_loop *loop, struct th_arena *
     j->route = route ? route : &r->default_route;
     /* One branch while every provider is healthy. */
     if (atomic_load_explicit(&r->ndemoted, memory_order_relaxed) > 0 && j->route->n > 1)
-        j->route = health_order(r, j->route, msg->region, arena);
+        j->first = health_first(r, j->route, msg->region);
     j->http = loop_http(r, loop);
     if (!j->http) {
         j->res.err = TH_E_NOMEM;
