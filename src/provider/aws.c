@@ -388,7 +388,7 @@ static th_err aws_feedback(struct th_provider *p, const struct th_attempt *at,
                            const char *transaction_id, th_send_done_fn done, void *ud)
 {
     struct aws *aws = (struct aws *)p;
-    if (!transaction_id[0] || strlen(transaction_id) > 128)
+    if (!transaction_id[0] || strlen(transaction_id) > 64) /* the model's MessageId */
         return TH_E_INVAL;
     char date[17];
     th_sigv4_amz_date((long long)time(NULL), date);
