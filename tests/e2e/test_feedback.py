@@ -88,9 +88,10 @@ def test_twilio_sms_ask_for_feedback_and_get_it(make_server, twilio):
     sid = send["sid"]
     assert v["transactionId"] == sid
     call_sid = "CA" + "0" * 32
-    counts, log = drive(s, f"twilio:{sid}", f"twilio:{call_sid}")
-    assert counts["twilio"] == {"sent": 1, "failed": 0, "dropped": 0, "skipped": 1, "retried": 0}
-    (fb,) = twilio.matching(resource="Feedback")  # the call made no request
+    not_a_sid = "SM" + "0" * 29 + "/.."  # goes into the URL: refused before any request
+    counts, log = drive(s, f"twilio:{sid}", f"twilio:{call_sid}", f"twilio:{not_a_sid}")
+    assert counts["twilio"] == {"sent": 1, "failed": 0, "dropped": 0, "skipped": 2, "retried": 0}
+    (fb,) = twilio.matching(resource="Feedback")  # the call and the bad SID made no request
     assert fb["valid"] and fb["auth_ok"], fb["reason"]
     assert fb["form"] == {"Outcome": "confirmed"}
     assert twilio.feedback == {sid: "confirmed"}
