@@ -82,7 +82,8 @@ static void *produce(void *arg)
         struct th_delivery_row d = {req,          "ev",  1,    "",         "+1201*****23",
                                     "US",         "sms", "en", "template", "outbox",
                                     "SUCCESSFUL", id,    "",   5,          1,
-                                    "00u1",       "",    "",   "en-us",    ""};
+                                    "00u1",       "",    "",   "en-us",    "",
+                                    "",           "",    0,    ""};
         /* strings live on this stack only for the call: the writer must copy them */
         if (th_writer_outbox(p->w, &o, on_done, p->c) != TH_E_OK ||
             th_writer_delivery(p->w, &d) != TH_E_OK)
@@ -166,8 +167,8 @@ static void test_queue_full_and_stats(void **state)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
     /* the writer is held: two items fill the queue, the third is refused */
-    struct th_delivery_row d = {"r-a",   "", 1,  "", "", "", "", "", "", "",
-                                "ERROR", "", "", 1,  0,  "", "", "", "", ""};
+    struct th_delivery_row d = {"r-a", "", 1, "", "", "", "", "", "", "", "ERROR", "",
+                                "",    1,  0, "", "", "", "", "", "", "", 0,       ""};
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
     d.request_id = "r-b";
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
