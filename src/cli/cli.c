@@ -1193,7 +1193,12 @@ static int print_stats(void *ud, const struct th_stats_row *row)
     }
     int w = o->by == TH_STATS_PREFIX ? 32 : 16;
     if (o->l.n == 0) {
-        printf("%-*s  ", w, stats_by_names[o->by]);
+        char head[16];
+        size_t i = 0;
+        for (; stats_by_names[o->by][i] && i < sizeof head - 1; i++)
+            head[i] = (char)toupper((unsigned char)stats_by_names[o->by][i]);
+        head[i] = '\0';
+        printf("%-*s  ", w, head);
         if (o->by == TH_STATS_PREFIX)
             printf("%-2s  ", "CC");
         printf("%8s  %8s  %6s  %8s  %8s\n", "SENDS", "VERIFIED", "CONV", "REFUSED", "FAILED");
