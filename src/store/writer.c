@@ -908,6 +908,9 @@ static void matched_elsewhere(void *ud, const struct th_verified *v)
  * the retry list until its tries are spent. Consumes the list. */
 static void verify_items(struct th_writer *w, struct item *list)
 {
+    pthread_mutex_lock(&w->mu);
+    bool stopping = w->stopping; /* then nothing waits for a retry */
+    pthread_mutex_unlock(&w->mu);
     for (struct item *it = list, *next; it; it = next) {
         next = it->next;
         enum th_verify_result res = TH_VERIFY_UNMATCHED;
@@ -918,8 +921,8 @@ static void verify_items(struct th_writer *w, struct item *list)
                 mark_down(w);
         }
         it->tries++;
-        bool again = (e != TH_E_OK || res == TH_VERIFY_UNMATCHED) && it->tries < VERIFY_TRIES &&
-                     !w->stopping;
+        bool again =
+            (e != TH_E_OK || res == TH_VERIFY_UNMATCHED) && it->tries < VERIFY_TRIES && !stopping;
         if (again) {
             it->due_ms = th_wall_ms() + (w->vretry_ms ? w->vretry_ms : VERIFY_RETRY_MS);
             it->next = w->retry;
@@ -952,10 +955,13 @@ static int64_t retry_due(const struct th_writer *w)
 /* Takes the retries due by now (all of them when stopping) and looks them up again. */
 static void verify_retries(struct th_writer *w, int64_t now)
 {
+    pthread_mutex_lock(&w->mu);
+    bool stopping = w->stopping;
+    pthread_mutex_unlock(&w->mu);
     struct item *due = NULL, **p = &w->retry;
     while (*p) {
         struct item *it = *p;
-        if (w->stopping || it->due_ms <= now) {
+        if (stopping || it->due_ms <= now) {
             *p = it->next;
             it->next = due;
             due = it;
