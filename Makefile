@@ -109,7 +109,7 @@ $(FUZZ)/build.ninja:
 # Each libFuzzer target for FUZZ_SECONDS from its seed corpus (new inputs go to a scratch dir).
 fuzz: deps-check $(FUZZ)/build.ninja
 	ninja -C $(FUZZ)
-	@for t in okta phone phone_e164 template jwt config provider sts framing kms; do \
+	@for t in okta phone phone_e164 template jwt config provider sts framing kms okta_events; do \
 	  mkdir -p $(FUZZ)/corpus-$$t; \
 	  dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS)s"; \

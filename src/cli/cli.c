@@ -57,6 +57,7 @@ static int cmd_templates_delete(struct th_cli *cli);
 static int cmd_outbox_list(struct th_cli *cli);
 static int cmd_deliveries_list(struct th_cli *cli);
 static int cmd_deliveries_show(struct th_cli *cli);
+static int cmd_deliveries_stats(struct th_cli *cli);
 
 #define DELIVERY_FILTERS                                                                           \
     (OPT(LIMIT) | OPT(SINCE) | OPT(UNTIL) | OPT(OUTCOME) | OPT(PROVIDER) | OPT(COUNTRY) |          \
@@ -219,6 +220,16 @@ static const struct cmd cmds[] = {
      "REQUEST_ID is telehook's id (the X-Request-Id header, \"req\" in the log). Exit 1 when "
      "there is no such record.",
      cmd_deliveries_show},
+    {"deliveries", "stats", "", 0, 0, OPT(BY) | OPT(SINCE) | OPT(UNTIL) | OPT(JSON), 0,
+     "conversion: sends, verified sign-ins and their rate, per group",
+     "Delivery records since --since (default 24h) grouped --by country (default), prefix (the "
+     "number less its last 4 digits, as an HMAC under [guard] secret, with its country), "
+     "provider, route (the provider that delivered and the attempt of the route it was: "
+     "twilio#2 is the second) or channel. SENDS: successful deliveries; VERIFIED: of those, "
+     "the ones an Okta event credited (docs/conversion.md); CONV: VERIFIED/SENDS; REFUSED: "
+     "requests refused before sending; FAILED: no attempt delivered (failed, timed out, "
+     "error). Sorted by sends.",
+     cmd_deliveries_stats},
 
     {"dlq", NULL, NULL, 0, 0, 0, CMD_GROUP, "dead-letter queue: what no attempt delivered",
      "Each entry keeps the outcome, masked number, errors and the code's expiry in clear, and "
@@ -918,6 +929,11 @@ static json_t *delivery_json(const struct th_delivery_row *row)
                                                                 NULL});
     json_object_set_new(o, "attempts", json_integer(row->attempts));
     json_object_set_new(o, "latency_us", json_integer((json_int_t)row->latency_us));
+    /* null until an Okta event verified it (docs/conversion.md) */
+    json_object_set_new(o, "verified_ms",
+                        row->verified_ms ? json_integer((json_int_t)row->verified_ms)
+                                         : json_null());
+    json_object_set_new(o, "verified_event", json_string(row->verified_event));
     return o;
 }
 
@@ -1114,6 +1130,14 @@ static int show_delivery(void *ud, const struct th_delivery_row *row)
         printf("%-15s %s\n", rows[i][0], dash(rows[i][1]));
     printf("%-15s %d\n%-15s %lld ms\n", "attempts", row->attempts, "latency",
            (long long)(row->latency_us / 1000));
+    if (row->verified_ms) {
+        char v[25];
+        th_cli_time(row->verified_ms, v);
+        printf("%-15s %s (%+lld s, event %s)\n", "verified", v,
+               (long long)((row->verified_ms - row->created_ms) / 1000), row->verified_event);
+    } else {
+        printf("%-15s -\n", "verified");
+    }
     return 1;
 }
 
@@ -1135,6 +1159,83 @@ static int cmd_deliveries_show(struct th_cli *cli)
         return 1;
     }
     return sh.rc;
+}
+
+/* ---- deliveries stats ---- */
+
+static const char *const stats_by_names[] = {"country", "prefix",  "provider",
+                                             "route",   "channel", NULL};
+
+struct stats_out {
+    struct th_listing l;
+    enum th_stats_by by;
+};
+
+static int print_stats(void *ud, const struct th_stats_row *row)
+{
+    struct stats_out *o = ud;
+    double rate = row->sends ? 100.0 * (double)row->verified / (double)row->sends : 0;
+    if (o->l.arr) {
+        json_t *j = json_object();
+        json_object_set_new(j, stats_by_names[o->by], json_string(row->group));
+        if (o->by == TH_STATS_PREFIX)
+            json_object_set_new(j, "country", json_string(row->country));
+        json_object_set_new(j, "sends", json_integer(row->sends));
+        json_object_set_new(j, "verified", json_integer(row->verified));
+        json_object_set_new(j, "conversion_pct",
+                            row->sends ? json_real((double)(long long)(rate * 10 + 0.5) / 10)
+                                       : json_null());
+        json_object_set_new(j, "refused", json_integer(row->refused));
+        json_object_set_new(j, "failed", json_integer(row->failed));
+        json_array_append_new(o->l.arr, j);
+        o->l.n++;
+        return 0;
+    }
+    int w = o->by == TH_STATS_PREFIX ? 32 : 16;
+    if (o->l.n == 0) {
+        char head[16];
+        size_t i = 0;
+        for (; stats_by_names[o->by][i] && i < sizeof head - 1; i++)
+            head[i] = (char)toupper((unsigned char)stats_by_names[o->by][i]);
+        head[i] = '\0';
+        printf("%-*s  ", w, head);
+        if (o->by == TH_STATS_PREFIX)
+            printf("%-2s  ", "CC");
+        printf("%8s  %8s  %6s  %8s  %8s\n", "SENDS", "VERIFIED", "CONV", "REFUSED", "FAILED");
+    }
+    printf("%-*s  ", w, dash(row->group));
+    if (o->by == TH_STATS_PREFIX)
+        printf("%-2s  ", dash(row->country));
+    if (row->sends)
+        printf("%8lld  %8lld  %5.1f%%  %8lld  %8lld\n", row->sends, row->verified, rate,
+               row->refused, row->failed);
+    else
+        printf("%8lld  %8lld  %6s  %8lld  %8lld\n", row->sends, row->verified, "-", row->refused,
+               row->failed);
+    o->l.n++;
+    return 0;
+}
+
+static int cmd_deliveries_stats(struct th_cli *cli)
+{
+    const char *by = NULL;
+    int64_t since = th_wall_ms() - 86400000LL, until = 0;
+    if (th_cli_choice(cli, TH_OPT_BY, stats_by_names, &by) ||
+        time_option(cli, TH_OPT_SINCE, &since) || time_option(cli, TH_OPT_UNTIL, &until))
+        return 2;
+    struct stats_out o = {.by = TH_STATS_COUNTRY};
+    for (int i = 0; by && stats_by_names[i]; i++)
+        if (strcmp(by, stats_by_names[i]) == 0)
+            o.by = (enum th_stats_by)i;
+    if (!until)
+        until = th_wall_ms() + 1;
+    struct th_store *st;
+    if (th_cli_open_store(cli, &st))
+        return 1;
+    o.l = th_listing_new(cli);
+    th_err e = th_store_delivery_stats(st, o.by, since, until, print_stats, &o);
+    th_store_close(st);
+    return th_listing_end(&o.l, e);
 }
 
 /* ---- config, version ---- */

@@ -72,7 +72,8 @@
       "also each built-in template that no stored template overrides")                             \
     X(TIMEOUT, "timeout", NULL, "SECONDS", "give up after SECONDS (1 to 60; default 2)")           \
     X(KMS, "kms", NULL, NULL,                                                                      \
-      "a data key from AWS KMS ([dlq] kms_key_id), sealed, into [dlq] kms_data_key_file")
+      "a data key from AWS KMS ([dlq] kms_key_id), sealed, into [dlq] kms_data_key_file")          \
+    X(BY, "by", NULL, "GROUP", "group by country, prefix, provider, route or channel")
 
 enum th_opt {
 #define TH_OPT_ENUM(id, lname, sname, metavar, help) TH_OPT_##id,

@@ -29,6 +29,7 @@
 #include "net/trust.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "http/events.h"
 
 #include <systemd/sd-daemon.h>
 
@@ -60,6 +61,25 @@ static th_err outbox_put(void *ud, const struct th_outbox_item *it,
 struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
 {
     return (struct th_outbox_sink){.put = outbox_put, .ud = writer};
+}
+
+/*
+ * A delivery verified by a sign-in (issue 23), on the writer thread: logged here; the
+ * conversion consumers (provider feedback, pumping statistics) are wired here too.
+ */
+static void on_verified(void *ud, const struct th_verified *v)
+{
+    (void)ud;
+    struct th_logline l;
+    if (th_log_begin(&l, TH_LOG_INFO, "verified")) {
+        th_log_str(&l, "req", v->request_id);
+        th_log_str(&l, "okta_event", v->event_id);
+        th_log_str(&l, "provider", v->provider);
+        th_log_str(&l, "channel", v->channel);
+        th_log_str(&l, "country", v->country);
+        th_log_int(&l, "after_ms", (long long)(v->verified_ms - v->sent_ms));
+        th_log_end(&l);
+    }
 }
 
 /* The hook's sender and recorder: the router and the store writer. */
@@ -774,6 +794,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_templates *templates = NULL;
     struct th_prefs *prefs = NULL;
     struct th_writer *writer = NULL;
+    struct th_events *events = NULL; /* [events] enabled: Okta's event hook */
     struct th_router *router = NULL;
     struct th_guard *guard = NULL;
     struct th_dlq *dlq = NULL;
@@ -935,6 +956,14 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "cannot register the metrics");
         goto out;
     }
+    if (cfg->events_enabled) {
+        th_writer_on_verified(writer, th_node_id(), on_verified, NULL);
+        if (th_events_new(cfg, writer, &events) != TH_E_OK ||
+            th_events_metrics(events, metrics) != TH_E_OK) {
+            startup_error(cli, "cannot start the event hook endpoint");
+            goto out;
+        }
+    }
     struct emf emf;
     struct th_server_deps sd = {.cfg = cfg,
                                 .auth = auth,
@@ -945,7 +974,9 @@ int th_cmd_serve(struct th_cli *cli)
                                 .loop_start_ud = guard,
                                 .metrics = all_metrics,
                                 .metrics_ud = &ready,
-                                .tls = tls};
+                                .tls = tls,
+                                .side = events ? th_events_route(events) : NULL,
+                                .nside = events ? 1 : 0};
     tls = NULL; /* the server's now, even on failure */
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "%s (listen %s)", err, cfg->listen);
@@ -1017,6 +1048,7 @@ int th_cmd_serve(struct th_cli *cli)
     pthread_mutex_lock(&ready.writer_mu);
     ready.writer = NULL;
     pthread_mutex_unlock(&ready.writer_mu);
+    th_events_detach(events);
     th_writer_stop(writer);
     writer = NULL;
     th_server_stop(server);
@@ -1045,7 +1077,9 @@ out:
     th_server_stop(server);
     th_metrics_free(metrics); /* nothing renders it now: its children point into the modules */
     th_tls_creds_free(tls);
+    th_events_detach(events);
     th_writer_stop(writer);
+    th_events_free(events);
     if (hook) { /* the current set and map may be ones a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
         prefs = (struct th_prefs *)th_hook_swap_prefs(hook, prefs);

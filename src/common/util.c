@@ -1,6 +1,8 @@
 #include "common/util.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -380,4 +382,28 @@ th_err th_read_private_file(const char *path, bool private_, const char *what, s
     *buf = b;
     *len = n;
     return TH_E_OK;
+}
+
+static char node_id[17];
+static pthread_once_t node_once = PTHREAD_ONCE_INIT;
+
+static void node_init(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[8] = {0};
+    if (RAND_bytes(b, sizeof b) != 1) { /* no CSPRNG: still unique enough per process */
+        uint64_t v = (uint64_t)getpid() << 32 ^ (uint64_t)th_wall_ms();
+        memcpy(b, &v, sizeof b);
+    }
+    for (int i = 0; i < 8; i++) {
+        node_id[2 * i] = hex[b[i] >> 4];
+        node_id[2 * i + 1] = hex[b[i] & 15];
+    }
+    node_id[16] = '\0';
+}
+
+const char *th_node_id(void)
+{
+    pthread_once(&node_once, node_init);
+    return node_id;
 }

@@ -30,6 +30,13 @@ th_err th_random_id(const char *prefix, char *out, size_t outlen);
  */
 th_err th_time_id(const char *prefix, char *out, size_t outlen);
 
+/*
+ * This process's node id: 64 random bits as 16 hex characters, drawn once at the first call
+ * (thread-safe). Delivery records carry it, so a verification matched on one node of a shared
+ * store is credited to the node that sent the message (docs/conversion.md).
+ */
+const char *th_node_id(void);
+
 /* strlcpy: copies at most outlen-1 bytes, always terminates (outlen > 0); returns strlen(src). */
 size_t th_strlcpy(char *out, const char *src, size_t outlen);
 

@@ -323,6 +323,23 @@ static const struct key keys[] = {
      "seconds: how stale the telehook_dlq_depth gauge may get (the store writer counts the "
      "entries again at most this often, when /metrics asks; deletes by `telehook dlq` in "
      "another process show after it)"},
+    {"events", "enabled", K_BOOL, F(events_enabled), 0, 0, NULL, "false",
+     "serve Okta's event hook at /v1/okta/events (conversion tracking: which deliveries ended "
+     "in a verified sign-in); off: the path answers 404"},
+    {"events", "header_name", K_HEADER, F(events_header_name), 0, 0, NULL, "Authorization",
+     "the header the event hook sends (its \"Authentication field\"), used with header_secret"},
+    {"events", "header_secret", K_SECRET, F(events_header_secret), 0, 0, NULL, "",
+     "the event hook's own secret (its \"Authentication secret\"), at least 16 bytes; empty: the "
+     "telephony hook's authentication applies ([auth], header mode: one secret for both); "
+     "required with auth.mode = oauth2 (event hooks send a header secret only)"},
+    {"events", "window", K_INT, F(events_window), 60, 3600, NULL, "600",
+     "seconds before an event in which the delivery it verifies was sent: Okta's codes live 5 "
+     "minutes, and a user may finish a few minutes after the code arrived"},
+    {"events", "skew", K_INT, F(events_skew), 0, 300, NULL, "60",
+     "seconds after an event's time a delivery may still be credited (Okta's clock and ours "
+     "apart)"},
+    {"events", "max_body", K_INT, F(events_max_body), 1024, 4194304, NULL, "1048576",
+     "largest event hook delivery accepted, in bytes (a batch of System Log events)"},
     {"log", "level", K_ENUM, F(log_level), 0, 0, log_levels, "info",
      "least severe level logged: debug, info, warn, error"},
     {"log", "emf", K_BOOL, F(log_emf), 0, 0, NULL, "false",
@@ -881,6 +898,19 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  "[auth] header_secret: shorter than %d bytes; choose a long random one, e.g. "
                  "head -c 32 /dev/urandom | base64 | tr -d '/+='",
                  TH_AUTH_HEADER_SECRET_MIN);
+        return TH_E_CONFIG;
+    }
+    if (cfg->events_enabled && cfg->events_header_secret && cfg->events_header_secret[0] &&
+        strlen(cfg->events_header_secret) < TH_AUTH_HEADER_SECRET_MIN) {
+        snprintf(err, errlen, "[events] header_secret: shorter than %d bytes",
+                 TH_AUTH_HEADER_SECRET_MIN);
+        return TH_E_CONFIG;
+    }
+    if (cfg->events_enabled && (!cfg->events_header_secret || !cfg->events_header_secret[0]) &&
+        cfg->auth_mode == TH_AUTH_OAUTH2) {
+        snprintf(err, errlen,
+                 "[events] header_secret: required with auth.mode = oauth2 (Okta's event hooks "
+                 "send a header secret, never a token)");
         return TH_E_CONFIG;
     }
     /* The issuer and the JWKS URL say where the signing keys come from: over plain http anyone

@@ -146,6 +146,13 @@ struct th_config {
     int dlq_depth_refresh; /* seconds: the DLQ depth gauge's refresh */
     int store_deliveries_retention_days;
     int store_outbox_retention_days;
+    /* [events]: Okta's event hook, conversion tracking (docs/conversion.md) */
+    bool events_enabled;        /* POST/GET /v1/okta/events served (else 404) */
+    char *events_header_name;   /* the event hook's authentication field */
+    char *events_header_secret; /* its secret; "" = the telephony hook's authentication */
+    int events_window;          /* seconds before an event a delivery may be credited */
+    int events_skew;            /* seconds after it (clocks apart) */
+    int events_max_body;        /* bytes of one delivery */
     /* [log] */
     th_log_level log_level;
     bool log_emf;         /* CloudWatch Embedded Metric Format lines on the log stream */

@@ -2054,6 +2054,17 @@ void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
     record_hash(k, "phone", e164, strlen(e164), out);
 }
 
+void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
+                            char out[TH_RECORD_HASH_HEX])
+{
+    size_t n = strlen(e164);
+    if (n <= 5) { /* "+" and at most 4 digits: no prefix to keep */
+        out[0] = '\0';
+        return;
+    }
+    record_hash(k, "prefix", e164, n - 4, out);
+}
+
 void th_guard_record_login(const struct th_hmac_key *k, const char *login,
                            char out[TH_RECORD_HASH_HEX])
 {

@@ -329,6 +329,13 @@ th_err th_guard_record_key_new(const char *secret, struct th_hmac_key **out);
 /* The search key of an E.164 number ("+12015550123"), as hex. */
 void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
                            char out[TH_RECORD_HASH_HEX]);
+/*
+ * The key of a destination prefix: the E.164 number less its last 4 digits ("+1206555"), as
+ * record_hash(k, "prefix", ...). Conversion statistics and pumping blocks group by it
+ * (docs/conversion.md). A number of 4 digits or fewer after the '+' gives "".
+ */
+void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
+                            char out[TH_RECORD_HASH_HEX]);
 /* The search key of an Okta login, ASCII letters lower-cased first (logins ignore case). */
 void th_guard_record_login(const struct th_hmac_key *k, const char *login,
                            char out[TH_RECORD_HASH_HEX]);

@@ -292,8 +292,11 @@ static void record(struct hreq *r, int status, int64_t latency_us)
     const char *lang = r->choice.language ? r->choice.language : "";
     const char *source = r->text.len ? th_source_name(r->choice.source) : "";
     char phone_hash[TH_RECORD_HASH_HEX] = "", login_hash[TH_RECORD_HASH_HEX] = "";
-    if (r->hook->record_key && r->phone.e164[0])
+    char prefix_hash[TH_RECORD_HASH_HEX] = "";
+    if (r->hook->record_key && r->phone.e164[0]) {
         th_guard_record_phone(r->hook->record_key, r->phone.e164, phone_hash);
+        th_guard_record_prefix(r->hook->record_key, r->phone.e164, prefix_hash);
+    }
     if (r->hook->record_key && o->login && o->login[0])
         th_guard_record_login(r->hook->record_key, o->login, login_hash);
     struct th_delivery_row row = {
@@ -317,6 +320,8 @@ static void record(struct hreq *r, int status, int64_t latency_us)
         .phone_hash = phone_hash,
         .locale = r->locale,
         .preference = r->preference,
+        .prefix_hash = prefix_hash,
+        .node = th_node_id(),
     };
     th_err e = r->hook->recorder.delivery(r->hook->recorder.ud, &row);
     if (e != TH_E_OK)

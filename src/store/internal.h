@@ -68,9 +68,45 @@ struct th_store_ops {
     /* NULL: no change notifications (th_store_listen answers TH_E_INVAL) */
     th_err (*listen)(const char *location, struct th_store_listener **out, char *err,
                      size_t errlen);
+    th_err (*verify)(struct th_store *st, const struct th_verify_event *ev,
+                     enum th_verify_result *res, th_verified_fn fn, void *ud);
+    th_err (*verifications_since)(struct th_store *st, const char *node, int64_t *after_seq,
+                                  int limit, th_verified_fn fn, void *ud);
+    th_err (*stats)(struct th_store *st, enum th_stats_by by, int64_t since_ms, int64_t until_ms,
+                    th_stats_row_fn fn, void *ud);
     /* NULL or: makes a dropped connection again before an operation (store.c calls it) */
     void (*revive)(struct th_store *st);
 };
+
+/*
+ * `deliveries stats`, the same text on both backends: %s the group's expression and %s the
+ * country's; since and until are the two placeholders. Route: what the record can say of it,
+ * the provider that delivered and the attempt of the route it was ("twilio#2": the second).
+ */
+#define TH_STATS_SQL(p1, p2)                                                                       \
+    "SELECT %s AS g, %s AS c,"                                                                     \
+    " sum(CASE WHEN outcome = 'SUCCESSFUL' THEN 1 ELSE 0 END),"                                    \
+    " sum(CASE WHEN outcome = 'SUCCESSFUL' AND verified_ms IS NOT NULL THEN 1 ELSE 0 END),"        \
+    " sum(CASE WHEN outcome = 'REJECTED' THEN 1 ELSE 0 END),"                                      \
+    " sum(CASE WHEN outcome IN ('FAILED', 'TIMEOUT', 'ERROR') THEN 1 ELSE 0 END)"                  \
+    " FROM deliveries WHERE created_ms >= " p1 " AND created_ms < " p2 " GROUP BY 1"               \
+    " ORDER BY 3 DESC, 1"
+static inline const char *th_stats_group(enum th_stats_by by)
+{
+    switch (by) {
+    case TH_STATS_PREFIX:
+        return "prefix_hash";
+    case TH_STATS_PROVIDER:
+        return "provider";
+    case TH_STATS_ROUTE:
+        return "provider || '#' || CAST(attempts AS TEXT)";
+    case TH_STATS_CHANNEL:
+        return "channel";
+    case TH_STATS_COUNTRY:
+    default:
+        return "country";
+    }
+}
 
 /* Every backend's handle starts with this. */
 struct th_store {

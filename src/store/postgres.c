@@ -143,6 +143,22 @@ static const char *const migrations[] = {
     "  AND a.created_ms = b.created_ms AND a.seq > b.seq;"
     "DROP INDEX IF EXISTS deliveries_request;"
     "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (request_id, created_ms);",
+    /* 9: conversion, as SQLite's 9: the prefix's key, the sending node, the verification on
+     * each record; verifications (one row per Okta event, its uuid unique), which every node
+     * polls by (node, seq) for the matches other nodes made of its deliveries. */
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS prefix_hash TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS node TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS verified_ms BIGINT;"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS verified_event TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (user_id, created_ms);"
+    "CREATE TABLE IF NOT EXISTS verifications ("
+    "  seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
+    "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
+    "  country TEXT NOT NULL, prefix_hash TEXT NOT NULL, provider TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms BIGINT NOT NULL,"
+    "  verified_ms BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS verifications_node ON verifications (node, seq);"
+    "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -164,6 +180,7 @@ enum stmt {
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
+    S_PURGE_VERIF,
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
@@ -186,9 +203,10 @@ static const char *const sql[S__COUNT] = {
     [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts, user_id, login_hash, "
-                    "phone_hash, locale, preference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                    "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) "
-                    "ON CONFLICT (request_id, created_ms) DO NOTHING",
+                    "phone_hash, locale, preference, prefix_hash, node, verified_ms, "
+                    "verified_event) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                    "$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, "
+                    "$24) ON CONFLICT (request_id, created_ms) DO NOTHING",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel COLLATE \"C\", country COLLATE \"C\"",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -209,6 +227,7 @@ static const char *const sql[S__COUNT] = {
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < $1",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < $1",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < $1",
+    [S_PURGE_VERIF] = "DELETE FROM verifications WHERE sent_ms < $1",
     [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs "
                     "ORDER BY lower(user_key COLLATE \"C\")",
     [S_PREF_PUT] = "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
@@ -491,6 +510,10 @@ static struct th_delivery_row delivery_of(const PGresult *r, int i, bool keys)
         .phone_hash = keys ? PQgetvalue(r, i, 17) : "",
         .locale = PQgetvalue(r, i, 16 + k),
         .preference = PQgetvalue(r, i, 17 + k),
+        .prefix_hash = PQgetvalue(r, i, 18 + k),
+        .node = PQgetvalue(r, i, 19 + k),
+        .verified_ms = i64(r, i, 20 + k), /* NULL reads "": 0 */
+        .verified_event = PQgetvalue(r, i, 21 + k),
     };
 }
 
@@ -883,9 +906,9 @@ static th_err pg_route_delete(struct th_store *st, const char *channel, const ch
  * INSERT alike (a column added is added here once). The numbers are written as text into num;
  * lens and fmts (may be NULL: all text) mark a DLQ entry's payload as binary.
  */
-#define NUMS        3 /* numbers per row at most */
+#define NUMS        4 /* numbers per row at most */
 #define OUTBOX_COLS 8
-#define DELIV_COLS  20
+#define DELIV_COLS  24
 #define DLQ_COLS    14
 
 static void outbox_vals(const void *r, const char **v, int *lens, int *fmts, char num[NUMS][24])
@@ -908,6 +931,7 @@ static void delivery_vals(const void *r, const char **v, int *lens, int *fmts, c
     snprintf(num[0], 24, "%lld", (long long)row->created_ms);
     snprintf(num[1], 24, "%lld", (long long)row->latency_us);
     snprintf(num[2], 24, "%d", row->attempts);
+    snprintf(num[3], 24, "%lld", (long long)row->verified_ms);
     const char *x[DELIV_COLS] = {txt(row->request_id),
                                  txt(row->event_id),
                                  num[0],
@@ -927,7 +951,11 @@ static void delivery_vals(const void *r, const char **v, int *lens, int *fmts, c
                                  txt(row->login_hash),
                                  txt(row->phone_hash),
                                  txt(row->locale),
-                                 txt(row->preference)};
+                                 txt(row->preference),
+                                 txt(row->prefix_hash),
+                                 txt(row->node),
+                                 row->verified_ms ? num[3] : NULL, /* NULL: not verified */
+                                 txt(row->verified_event)};
     memcpy(v, x, sizeof x);
 }
 
@@ -1049,7 +1077,8 @@ static th_err pg_insert_many(struct th_store *st, const struct th_store_rows *ro
                         "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                         "phone_masked, country, channel, language, source, provider, outcome, "
                         "transaction_id, error, latency_us, attempts, user_id, login_hash, "
-                        "phone_hash, locale, preference) VALUES ",
+                        "phone_hash, locale, preference, prefix_hash, node, verified_ms, "
+                        "verified_event) VALUES ",
                         " ON CONFLICT (request_id, created_ms) DO NOTHING", DELIV_COLS,
                         delivery_vals, (const void *const *)rows->deliveries, rows->ndeliveries);
     if (e == TH_E_OK && rows->noutbox)
@@ -1092,8 +1121,8 @@ static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_
     int n = 0;
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
-                   "latency_us, attempts, user_id, locale, preference FROM deliveries "
-                   "WHERE true";
+                   "latency_us, attempts, user_id, locale, preference, prefix_hash, node, "
+                   "verified_ms, verified_event FROM deliveries WHERE true";
     size_t ql = strlen(q);
 #define ADD(...) (ql += (size_t)snprintf(q + ql, sizeof q - ql, __VA_ARGS__))
     if (f->since_ms) {
@@ -1265,6 +1294,8 @@ static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *remo
         e = purge_one(st, S_PURGE_DLQ, p->dlq_before_ms, removed);
     if (e == TH_E_OK && p->deliveries_before_ms > 0)
         e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
+    if (e == TH_E_OK && p->deliveries_before_ms > 0) /* verifications go with their deliveries */
+        e = purge_one(st, S_PURGE_VERIF, p->deliveries_before_ms, removed);
     if (e == TH_E_OK && p->outbox_before_ms > 0)
         e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
     noted(P(st), "SELECT pg_advisory_unlock(" PURGE_LOCK ")");
@@ -1272,6 +1303,149 @@ static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *remo
 }
 
 /* ---- transactions ---- */
+
+/* ---- verifications (store.h) ---- */
+
+/* A statement not prepared (rare ones: an Okta event, a poll, a report), noting a lost server. */
+static PGresult *adhoc(struct pg_store *s, const char *q, int n, const char *const *vals)
+{
+    trip(s);
+    PGresult *r = PQexecParams(s->conn, q, n, NULL, vals, NULL, NULL, 0);
+    note(s, r);
+    return r;
+}
+
+/*
+ * One statement, one round trip: the duplicate check, the match (locked: two events cannot
+ * credit one delivery), the verification's row and the mark. Two nodes taking one event at
+ * once: the unique event_id lets one insert, the other finds no row inserted (a duplicate).
+ */
+static th_err pg_verify(struct th_store *st, const struct th_verify_event *ev,
+                        enum th_verify_result *res, th_verified_fn fn, void *ud)
+{
+    static const char q[] =
+        "WITH dup AS (SELECT 1 FROM verifications WHERE event_id = $1),"
+        " d AS (SELECT seq, request_id, created_ms, node, country, prefix_hash, provider,"
+        "   channel, transaction_id FROM deliveries WHERE user_id = $2 AND channel = $3 AND"
+        "   outcome = 'SUCCESSFUL' AND created_ms >= $4::bigint AND created_ms <= $5::bigint AND"
+        "   verified_ms IS NULL AND NOT EXISTS (SELECT 1 FROM dup)"
+        "   ORDER BY created_ms DESC, seq DESC LIMIT 1 FOR UPDATE),"
+        " v AS (INSERT INTO verifications (event_id, request_id, node, matched_by, country,"
+        "   prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms)"
+        "   SELECT $1, request_id, node, $7, country, prefix_hash, provider, channel,"
+        "   transaction_id, created_ms, $6::bigint FROM d ON CONFLICT (event_id) DO NOTHING"
+        "   RETURNING seq),"
+        " u AS (UPDATE deliveries SET verified_ms = $6::bigint, verified_event = $1 FROM d, v"
+        "   WHERE deliveries.seq = d.seq)"
+        " SELECT (SELECT count(*) FROM dup), v.seq, d.request_id, d.created_ms, d.node,"
+        " d.country, d.prefix_hash, d.provider, d.channel, d.transaction_id"
+        " FROM (SELECT 1) one LEFT JOIN d ON true LEFT JOIN v ON true";
+    char from[24], to[24], at[24];
+    snprintf(from, sizeof from, "%lld", (long long)ev->from_ms);
+    snprintf(to, sizeof to, "%lld", (long long)ev->to_ms);
+    snprintf(at, sizeof at, "%lld", (long long)ev->verified_ms);
+    const char *v[] = {txt(ev->event_id),  txt(ev->user_id), txt(ev->channel), from, to, at,
+                       txt(ev->matched_by)};
+    *res = TH_VERIFY_UNMATCHED;
+    PGresult *r = adhoc(P(st), q, 7, v);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        PQclear(r);
+        return TH_E_STORE;
+    }
+    if (i64(r, 0, 0) > 0 || (!PQgetisnull(r, 0, 2) && PQgetisnull(r, 0, 1))) {
+        *res = TH_VERIFY_DUPLICATE; /* seen before, or another node took it this instant */
+    } else if (!PQgetisnull(r, 0, 1)) {
+        *res = TH_VERIFY_MATCHED;
+        struct th_verified m = {
+            .seq = i64(r, 0, 1),
+            .event_id = ev->event_id,
+            .request_id = PQgetvalue(r, 0, 2),
+            .sent_ms = i64(r, 0, 3),
+            .node = PQgetvalue(r, 0, 4),
+            .country = PQgetvalue(r, 0, 5),
+            .prefix_hash = PQgetvalue(r, 0, 6),
+            .provider = PQgetvalue(r, 0, 7),
+            .channel = PQgetvalue(r, 0, 8),
+            .transaction_id = PQgetvalue(r, 0, 9),
+            .verified_ms = ev->verified_ms,
+        };
+        if (fn)
+            fn(ud, &m);
+    }
+    PQclear(r);
+    return TH_E_OK;
+}
+
+static th_err pg_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
+                                     int limit, th_verified_fn fn, void *ud)
+{
+    if (*after_seq < 0) {
+        PGresult *r = adhoc(P(st), "SELECT coalesce(max(seq), 0) FROM verifications", 0, NULL);
+        th_err e = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? TH_E_OK : TH_E_STORE;
+        if (e == TH_E_OK)
+            *after_seq = i64(r, 0, 0);
+        PQclear(r);
+        return e;
+    }
+    char after[24], lim[16];
+    snprintf(after, sizeof after, "%lld", (long long)*after_seq);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *v[] = {after, txt(node), lim};
+    PGresult *r = adhoc(P(st),
+                        "SELECT seq, event_id, request_id, node, country, prefix_hash, provider, "
+                        "channel, transaction_id, sent_ms, verified_ms FROM verifications WHERE "
+                        "node = $2 AND seq > $1::bigint AND matched_by <> node ORDER BY seq "
+                        "LIMIT $3::int",
+                        3, v);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_verified m = {
+            .seq = i64(r, i, 0),
+            .event_id = PQgetvalue(r, i, 1),
+            .request_id = PQgetvalue(r, i, 2),
+            .node = PQgetvalue(r, i, 3),
+            .country = PQgetvalue(r, i, 4),
+            .prefix_hash = PQgetvalue(r, i, 5),
+            .provider = PQgetvalue(r, i, 6),
+            .channel = PQgetvalue(r, i, 7),
+            .transaction_id = PQgetvalue(r, i, 8),
+            .sent_ms = i64(r, i, 9),
+            .verified_ms = i64(r, i, 10),
+        };
+        *after_seq = m.seq;
+        if (fn)
+            fn(ud, &m);
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_stats(struct th_store *st, enum th_stats_by by, int64_t since_ms, int64_t until_ms,
+                       th_stats_row_fn fn, void *ud)
+{
+    char q[1024], since[24], until[24];
+    snprintf(q, sizeof q, TH_STATS_SQL("$1::bigint", "$2::bigint"), th_stats_group(by),
+             by == TH_STATS_PREFIX ? "max(country)" : "''");
+    snprintf(since, sizeof since, "%lld", (long long)since_ms);
+    snprintf(until, sizeof until, "%lld", (long long)until_ms);
+    const char *v[] = {since, until};
+    PGresult *r = adhoc(P(st), q, 2, v);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_stats_row row = {
+            .group = PQgetvalue(r, i, 0),
+            .country = PQgetvalue(r, i, 1),
+            .sends = i64(r, i, 2),
+            .verified = i64(r, i, 3),
+            .refused = i64(r, i, 4),
+            .failed = i64(r, i, 5),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
 
 static th_err pg_begin(struct th_store *st)
 {
@@ -1578,7 +1752,7 @@ th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t o
 #define DELIV_SELECT                                                                               \
     "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
     "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
-    "login_hash, phone_hash, locale, preference"
+    "login_hash, phone_hash, locale, preference, prefix_hash, node, verified_ms, verified_event"
 #define DLQ_SELECT                                                                                 \
     "id, created_ms, request_id, event_id, phone_masked, country, channel, language, outcome, "    \
     "errors, attempts, otp_expires_ms, key_id, payload"
@@ -1601,7 +1775,7 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
             "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_SELECT ", seq FROM dlq ORDER BY seq",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ || limit <= 0)
         return TH_E_INVAL;
@@ -1673,6 +1847,9 @@ const struct th_store_ops th_store_pg_ops = {
     .rollback = pg_rollback,
     .status = pg_status,
     .scan = pg_scan,
+    .verify = pg_verify,
+    .verifications_since = pg_verifications_since,
+    .stats = pg_stats,
     .lost = pg_lost,
     .ping = pg_ping,
     .reconnect = pg_reconnect,

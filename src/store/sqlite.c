@@ -122,6 +122,25 @@ static const char *const migrations[] = {
     "  (SELECT min(rowid) FROM deliveries GROUP BY request_id, created_ms);"
     "DROP INDEX IF EXISTS deliveries_request;"
     "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (request_id, created_ms);",
+    /* 9: conversion (docs/conversion.md): what credits a delivery with the sign-in it carried.
+     * The destination prefix's key and the sending node on each record; when and by which Okta
+     * event it was verified (NULL: not yet); verifications, one row per Okta event (its uuid
+     * unique: Okta retries a batch, and a duplicate must change nothing), which other nodes
+     * poll for the matches of their own deliveries. The index on (user_id, created_ms) costs
+     * each insert a second B-tree (against 5's reasoning) because every event looks a user up
+     * and a scan of the window would cost far more at each sign-in. */
+    "ALTER TABLE deliveries ADD COLUMN prefix_hash TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN node TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN verified_ms INTEGER;"
+    "ALTER TABLE deliveries ADD COLUMN verified_event TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (user_id, created_ms);"
+    "CREATE TABLE IF NOT EXISTS verifications ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,"
+    "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
+    "  country TEXT NOT NULL, prefix_hash TEXT NOT NULL, provider TEXT NOT NULL,"
+    "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms INTEGER NOT NULL,"
+    "  verified_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -143,6 +162,7 @@ enum stmt {
     S_PURGE_DLQ,
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
+    S_PURGE_VERIF,
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
@@ -167,8 +187,9 @@ static const char *const sql[S__COUNT] = {
     [S_DELIV_INS] = "INSERT INTO deliveries (request_id, event_id, created_ms, request_type, "
                     "phone_masked, country, channel, language, source, provider, outcome, "
                     "transaction_id, error, latency_us, attempts, user_id, login_hash, "
-                    "phone_hash, locale, preference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, created_ms) DO NOTHING",
+                    "phone_hash, locale, preference, prefix_hash, node, verified_ms, "
+                    "verified_event) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, created_ms) DO NOTHING",
     [S_ROUTE_EACH] = "SELECT channel, country, attempts, updated_ms FROM routes "
                      "ORDER BY channel, country",
     [S_ROUTE_PUT] = "INSERT INTO routes (channel, country, attempts, updated_ms) VALUES "
@@ -189,6 +210,7 @@ static const char *const sql[S__COUNT] = {
     [S_PURGE_DLQ] = "DELETE FROM dlq WHERE created_ms < ?",
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < ?",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < ?",
+    [S_PURGE_VERIF] = "DELETE FROM verifications WHERE sent_ms < ?",
     [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs ORDER BY user_key",
     [S_PREF_PUT] =
         "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
@@ -441,6 +463,10 @@ static struct th_delivery_row delivery_of(sqlite3_stmt *s, bool keys)
         .phone_hash = keys ? col(s, 17) : "",
         .locale = col(s, 16 + k),
         .preference = col(s, 17 + k),
+        .prefix_hash = col(s, 18 + k),
+        .node = col(s, 19 + k),
+        .verified_ms = sqlite3_column_int64(s, 20 + k), /* NULL reads 0 */
+        .verified_event = col(s, 21 + k),
     };
 }
 
@@ -540,6 +566,13 @@ static th_err sqlite_delivery_insert(struct th_store *st, const struct th_delive
     bind_text(q, 18, row->phone_hash);
     bind_text(q, 19, row->locale);
     bind_text(q, 20, row->preference);
+    bind_text(q, 21, row->prefix_hash);
+    bind_text(q, 22, row->node);
+    if (row->verified_ms)
+        sqlite3_bind_int64(q, 23, row->verified_ms);
+    else
+        sqlite3_bind_null(q, 23);
+    bind_text(q, 24, row->verified_event);
     return step_done(q);
 }
 
@@ -616,8 +649,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
 {
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
-                   "latency_us, attempts, user_id, locale, preference FROM deliveries "
-                   "WHERE 1 = 1";
+                   "latency_us, attempts, user_id, locale, preference, prefix_hash, node, "
+                   "verified_ms, verified_event FROM deliveries WHERE 1 = 1";
     const char *texts[] = {f->outcome,    f->provider, f->country,   f->channel,
                            f->request_id, f->event_id, f->phone_hash};
     static const char *const cols[] = {"outcome",    "provider", "country",   "channel",
@@ -781,9 +814,193 @@ static th_err sqlite_purge(struct th_store *st, const struct th_purge *p, long *
         e = purge_one(st, S_PURGE_DLQ, p->dlq_before_ms, removed);
     if (e == TH_E_OK && p->deliveries_before_ms > 0)
         e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
+    if (e == TH_E_OK && p->deliveries_before_ms > 0) /* verifications go with their deliveries */
+        e = purge_one(st, S_PURGE_VERIF, p->deliveries_before_ms, removed);
     if (e == TH_E_OK && p->outbox_before_ms > 0)
         e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
     return e;
+}
+
+/* ---- verifications (store.h) ---- */
+
+static sqlite3_stmt *prepare(struct th_store *st, const char *q)
+{
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(S(st)->db, q, -1, &s, NULL) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The verification's row, the match and the mark in one write transaction (BEGIN IMMEDIATE:
+ * two processes matching one user's delivery cannot both credit it). */
+static th_err sqlite_verify(struct th_store *st, const struct th_verify_event *ev,
+                            enum th_verify_result *res, th_verified_fn fn, void *ud)
+{
+    char err[256];
+    *res = TH_VERIFY_UNMATCHED;
+    if (exec(S(st)->db, "BEGIN IMMEDIATE", err, sizeof err) != TH_E_OK)
+        return TH_E_STORE;
+    th_err e = TH_E_STORE;
+    sqlite3_stmt *seen = prepare(st, "SELECT 1 FROM verifications WHERE event_id = ?");
+    sqlite3_stmt *find =
+        prepare(st, "SELECT rowid, request_id, created_ms, node, country, prefix_hash, provider, "
+                    "channel, transaction_id FROM deliveries WHERE user_id = ? AND channel = ? AND "
+                    "outcome = 'SUCCESSFUL' AND created_ms >= ? AND created_ms <= ? AND "
+                    "verified_ms IS NULL ORDER BY created_ms DESC, rowid DESC LIMIT 1");
+    sqlite3_stmt *mark =
+        prepare(st, "UPDATE deliveries SET verified_ms = ?, verified_event = ? WHERE rowid = ?");
+    sqlite3_stmt *ins =
+        prepare(st, "INSERT INTO verifications (event_id, request_id, node, matched_by, country, "
+                    "prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!seen || !find || !mark || !ins)
+        goto done;
+    bind_text(seen, 1, ev->event_id);
+    int rc = sqlite3_step(seen);
+    if (rc == SQLITE_ROW) {
+        *res = TH_VERIFY_DUPLICATE;
+        e = TH_E_OK;
+        goto done;
+    }
+    if (rc != SQLITE_DONE)
+        goto done;
+    bind_text(find, 1, ev->user_id);
+    bind_text(find, 2, ev->channel);
+    sqlite3_bind_int64(find, 3, ev->from_ms);
+    sqlite3_bind_int64(find, 4, ev->to_ms);
+    rc = sqlite3_step(find);
+    if (rc == SQLITE_DONE) {
+        e = TH_E_OK;
+        goto done;
+    }
+    if (rc != SQLITE_ROW)
+        goto done;
+    struct th_verified v = {
+        .event_id = ev->event_id,
+        .request_id = col(find, 1),
+        .sent_ms = sqlite3_column_int64(find, 2),
+        .node = col(find, 3),
+        .country = col(find, 4),
+        .prefix_hash = col(find, 5),
+        .provider = col(find, 6),
+        .channel = col(find, 7),
+        .transaction_id = col(find, 8),
+        .verified_ms = ev->verified_ms,
+    };
+    sqlite3_bind_int64(mark, 1, ev->verified_ms);
+    bind_text(mark, 2, ev->event_id);
+    sqlite3_bind_int64(mark, 3, sqlite3_column_int64(find, 0));
+    bind_text(ins, 1, ev->event_id);
+    bind_text(ins, 2, v.request_id);
+    bind_text(ins, 3, v.node);
+    bind_text(ins, 4, ev->matched_by);
+    bind_text(ins, 5, v.country);
+    bind_text(ins, 6, v.prefix_hash);
+    bind_text(ins, 7, v.provider);
+    bind_text(ins, 8, v.channel);
+    bind_text(ins, 9, v.transaction_id);
+    sqlite3_bind_int64(ins, 10, v.sent_ms);
+    sqlite3_bind_int64(ins, 11, v.verified_ms);
+    if (sqlite3_step(mark) != SQLITE_DONE || sqlite3_step(ins) != SQLITE_DONE)
+        goto done;
+    if (exec(S(st)->db, "COMMIT", err, sizeof err) != TH_E_OK)
+        goto done;
+    v.seq = sqlite3_last_insert_rowid(S(st)->db);
+    *res = TH_VERIFY_MATCHED;
+    if (fn)
+        fn(ud, &v); /* find's strings are still the statement's */
+    sqlite3_finalize(seen);
+    sqlite3_finalize(find);
+    sqlite3_finalize(mark);
+    sqlite3_finalize(ins);
+    return TH_E_OK;
+done:
+    sqlite3_finalize(seen);
+    sqlite3_finalize(find);
+    sqlite3_finalize(mark);
+    sqlite3_finalize(ins);
+    if (e == TH_E_OK)
+        e = exec(S(st)->db, "COMMIT", err, sizeof err);
+    else
+        exec(S(st)->db, "ROLLBACK", err, sizeof err);
+    if (e != TH_E_OK)
+        *res = TH_VERIFY_UNMATCHED;
+    return e;
+}
+
+static th_err sqlite_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
+                                         int limit, th_verified_fn fn, void *ud)
+{
+    sqlite3_stmt *q;
+    if (*after_seq < 0) {
+        q = prepare(st, "SELECT coalesce(max(seq), 0) FROM verifications");
+        if (!q)
+            return TH_E_STORE;
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+            *after_seq = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        return rc == SQLITE_ROW ? TH_E_OK : TH_E_STORE;
+    }
+    q = prepare(st, "SELECT seq, event_id, request_id, node, country, prefix_hash, provider, "
+                    "channel, transaction_id, sent_ms, verified_ms FROM verifications WHERE "
+                    "seq > ? AND node = ? AND matched_by <> node ORDER BY seq LIMIT ?");
+    if (!q)
+        return TH_E_STORE;
+    sqlite3_bind_int64(q, 1, *after_seq);
+    bind_text(q, 2, node);
+    sqlite3_bind_int(q, 3, limit);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_verified v = {
+            .seq = sqlite3_column_int64(q, 0),
+            .event_id = col(q, 1),
+            .request_id = col(q, 2),
+            .node = col(q, 3),
+            .country = col(q, 4),
+            .prefix_hash = col(q, 5),
+            .provider = col(q, 6),
+            .channel = col(q, 7),
+            .transaction_id = col(q, 8),
+            .sent_ms = sqlite3_column_int64(q, 9),
+            .verified_ms = sqlite3_column_int64(q, 10),
+        };
+        *after_seq = v.seq;
+        if (fn)
+            fn(ud, &v);
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_stats(struct th_store *st, enum th_stats_by by, int64_t since_ms,
+                           int64_t until_ms, th_stats_row_fn fn, void *ud)
+{
+    char q[1024];
+    snprintf(q, sizeof q, TH_STATS_SQL("?", "?"), th_stats_group(by),
+             by == TH_STATS_PREFIX ? "max(country)" : "''");
+    sqlite3_stmt *s = prepare(st, q);
+    if (!s)
+        return TH_E_STORE;
+    sqlite3_bind_int64(s, 1, since_ms);
+    sqlite3_bind_int64(s, 2, until_ms);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct th_stats_row row = {
+            .group = col(s, 0),
+            .country = col(s, 1),
+            .sends = sqlite3_column_int64(s, 2),
+            .verified = sqlite3_column_int64(s, 3),
+            .refused = sqlite3_column_int64(s, 4),
+            .failed = sqlite3_column_int64(s, 5),
+        };
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
 }
 
 static th_err sqlite_begin(struct th_store *st)
@@ -829,7 +1046,7 @@ static th_err sqlite_status(struct th_store *st, struct th_store_status *out)
 #define DELIV_COLS                                                                                 \
     "request_id, event_id, created_ms, request_type, phone_masked, country, channel, language, "   \
     "source, provider, outcome, transaction_id, error, latency_us, attempts, user_id, "            \
-    "login_hash, phone_hash, locale, preference"
+    "login_hash, phone_hash, locale, preference, prefix_hash, node, verified_ms, verified_event"
 #define DLQ_COLS                                                                                   \
     "id, created_ms, request_id, event_id, phone_masked, country, channel, language, outcome, "    \
     "errors, attempts, otp_expires_ms, key_id, payload"
@@ -847,7 +1064,7 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
                            "ORDER BY rowid LIMIT ?",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
         return TH_E_INVAL;
@@ -914,4 +1131,7 @@ const struct th_store_ops th_store_sqlite_ops = {
     .rollback = sqlite_rollback,
     .status = sqlite_status,
     .scan = sqlite_scan,
+    .verify = sqlite_verify,
+    .verifications_since = sqlite_verifications_since,
+    .stats = sqlite_stats,
 };

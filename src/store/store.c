@@ -148,6 +148,24 @@ th_err th_store_deliveries_query(struct th_store *st, const struct th_delivery_f
     return live(st)->ops->deliveries_query(st, f, fn, ud);
 }
 
+th_err th_store_verify(struct th_store *st, const struct th_verify_event *ev,
+                       enum th_verify_result *res, th_verified_fn fn, void *ud)
+{
+    return live(st)->ops->verify(st, ev, res, fn, ud);
+}
+
+th_err th_store_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
+                                    int limit, th_verified_fn fn, void *ud)
+{
+    return live(st)->ops->verifications_since(st, node, after_seq, limit, fn, ud);
+}
+
+th_err th_store_delivery_stats(struct th_store *st, enum th_stats_by by, int64_t since_ms,
+                               int64_t until_ms, th_stats_row_fn fn, void *ud)
+{
+    return live(st)->ops->stats(st, by, since_ms, until_ms, fn, ud);
+}
+
 th_err th_store_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
 {
     return live(st)->ops->dlq_insert(st, row);

@@ -117,11 +117,76 @@ struct th_delivery_row {
     const char *phone_hash;
     const char *locale;     /* the request's locale, normalised ("" when none) */
     const char *preference; /* the user's preference found: "pt", "pt/voice"; "" none */
+    /* conversion (docs/conversion.md): the destination prefix's key (the number less its last
+     * 4 digits, th_guard_record_prefix; "" as phone_hash), the sending process's node id
+     * (th_node_id), and, once an Okta event credited it, when (0: not verified) and which */
+    const char *prefix_hash;
+    const char *node;
+    int64_t verified_ms;
+    const char *verified_event;
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
 /* Newest first, at most limit rows (limit <= 0: 20). */
 th_err th_store_deliveries_each(struct th_store *st, int limit, th_delivery_row_fn fn, void *ud);
+
+/*
+ * ---- verifications: an Okta event (a sign-in passed with SMS or voice, a phone enrolled)
+ * credited to the delivery that carried its code ----
+ * The match: the newest SUCCESSFUL delivery of user_id on channel with created_ms in
+ * [from_ms, to_ms], not verified yet (a resend: the last one sent before the event gets the
+ * credit). It is marked (verified_ms, verified_event) and a row is added to verifications
+ * (event_id unique: Okta retries, and a duplicate changes nothing), all in one transaction.
+ */
+struct th_verify_event {
+    const char *event_id; /* Okta's uuid */
+    const char *user_id;  /* "00u..." */
+    const char *channel;  /* "sms" | "voice" */
+    int64_t from_ms, to_ms;
+    int64_t verified_ms;    /* the event's published time */
+    const char *matched_by; /* this node's id */
+};
+/* What a match credited (strings valid during the callback only). */
+struct th_verified {
+    int64_t seq; /* the verifications row */
+    const char *event_id, *request_id, *node, *country, *prefix_hash, *provider, *channel,
+        *transaction_id;
+    int64_t sent_ms, verified_ms;
+};
+typedef void (*th_verified_fn)(void *ud, const struct th_verified *v);
+enum th_verify_result { TH_VERIFY_MATCHED, TH_VERIFY_UNMATCHED, TH_VERIFY_DUPLICATE };
+/* fn (may be NULL) runs once on a match, after the commit. */
+th_err th_store_verify(struct th_store *st, const struct th_verify_event *ev,
+                       enum th_verify_result *res, th_verified_fn fn, void *ud);
+/*
+ * Other nodes' matches of node's deliveries: verifications with seq > *after_seq, credited to
+ * node and matched by another, oldest first, at most limit; *after_seq moves past them.
+ * *after_seq < 0: set to the newest seq, no rows (a node starting does not replay history).
+ */
+th_err th_store_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
+                                    int limit, th_verified_fn fn, void *ud);
+
+/*
+ * ---- conversion statistics (`deliveries stats`) ----
+ * Delivery records created in [since_ms, until_ms) grouped by one column: sends (SUCCESSFUL),
+ * verified (of those), refused (REJECTED), failed (FAILED, TIMEOUT, ERROR); by TH_STATS_PREFIX
+ * the group is prefix_hash and country the prefix's country.
+ */
+enum th_stats_by {
+    TH_STATS_COUNTRY,
+    TH_STATS_PREFIX,
+    TH_STATS_PROVIDER,
+    TH_STATS_ROUTE,
+    TH_STATS_CHANNEL
+};
+struct th_stats_row {
+    const char *group, *country;
+    long long sends, verified, refused, failed;
+};
+typedef int (*th_stats_row_fn)(void *ud, const struct th_stats_row *row);
+/* Sorted by sends, most first. */
+th_err th_store_delivery_stats(struct th_store *st, enum th_stats_by by, int64_t since_ms,
+                               int64_t until_ms, th_stats_row_fn fn, void *ud);
 
 /* ---- routes: (channel, country) → ordered attempts, e.g. "aws:+12065550100, twilio" ---- */
 struct th_route_row {

@@ -23,7 +23,12 @@
 #define RETRY_MAX_MS      2000 /* ...to this */
 #define SPOOL_MAX_DEFAULT 100000
 
-enum kind { ITEM_OUTBOX, ITEM_DELIVERY, ITEM_DLQ };
+#define VERIFY_TRIES     3    /* an unmatched event is looked for this many times... */
+#define VERIFY_RETRY_MS  2000 /* ...this far apart */
+#define VERIFY_POLL_MS   1000 /* other nodes' matches of ours, on a shared store */
+#define VERIFY_POLL_ROWS 256
+
+enum kind { ITEM_OUTBOX, ITEM_DELIVERY, ITEM_DLQ, ITEM_VERIFY };
 
 /* One queued write: the row and copies of all its strings, in one allocation. */
 struct item {
@@ -33,7 +38,10 @@ struct item {
         struct th_outbox_row outbox;
         struct th_delivery_row delivery;
         struct th_dlq_row dlq;
+        struct th_verify_event verify;
     } row;
+    unsigned tag, tries; /* ITEM_VERIFY: the caller's tag, the lookups made */
+    int64_t due_ms;      /* ITEM_VERIFY waiting in the retry list: when it is tried again */
     th_writer_done_fn done;
     void *ud;
     bool on_loop;               /* completes through reply (th_writer_*_on) */
@@ -80,6 +88,16 @@ struct th_writer {
     long spooled;           /* rows in the spool (copy for stats) */
     unsigned long long spool_flushed, spool_dropped;
     atomic_bool store_ok;
+    /* verifications: the retry list and the poll are the writer thread's alone; the node and
+     * callback are set before the first event; the counters are read under mu */
+    char node[32];
+    th_verified_fn on_verified;
+    void *on_verified_ud;
+    struct item *retry;   /* ITEM_VERIFY items waiting for their next lookup */
+    int64_t poll_seq;     /* the last verifications row seen (-1: not yet asked) */
+    int64_t next_poll_ms; /* 0: no poll (not shared, or no callback) */
+    int vretry_ms, poll_ms;
+    struct th_writer_verify_stats vstats;
 };
 
 /* Copies s into the item's string area at *pos; returns the copy. */
@@ -137,15 +155,34 @@ static const size_t outbox_strings[] = {
     F(th_outbox_row, voice_id),
 };
 static const size_t delivery_strings[] = {
-    F(th_delivery_row, request_id),     F(th_delivery_row, event_id),
-    F(th_delivery_row, request_type),   F(th_delivery_row, phone_masked),
-    F(th_delivery_row, country),        F(th_delivery_row, channel),
-    F(th_delivery_row, language),       F(th_delivery_row, source),
-    F(th_delivery_row, provider),       F(th_delivery_row, outcome),
-    F(th_delivery_row, transaction_id), F(th_delivery_row, error),
-    F(th_delivery_row, user_id),        F(th_delivery_row, login_hash),
-    F(th_delivery_row, phone_hash),     F(th_delivery_row, locale),
+    F(th_delivery_row, request_id),
+    F(th_delivery_row, event_id),
+    F(th_delivery_row, request_type),
+    F(th_delivery_row, phone_masked),
+    F(th_delivery_row, country),
+    F(th_delivery_row, channel),
+    F(th_delivery_row, language),
+    F(th_delivery_row, source),
+    F(th_delivery_row, provider),
+    F(th_delivery_row, outcome),
+    F(th_delivery_row, transaction_id),
+    F(th_delivery_row, error),
+    F(th_delivery_row, user_id),
+    F(th_delivery_row, login_hash),
+    F(th_delivery_row, phone_hash),
+    F(th_delivery_row, locale),
     F(th_delivery_row, preference),
+    /* spool format 2 added these (format 1 rows stop before them) */
+    F(th_delivery_row, prefix_hash),
+    F(th_delivery_row, node),
+    F(th_delivery_row, verified_event),
+};
+#define DELIVERY_STRINGS_V1 17
+static const size_t verify_strings[] = {
+    F(th_verify_event, event_id),
+    F(th_verify_event, user_id),
+    F(th_verify_event, channel),
+    F(th_verify_event, matched_by),
 };
 static const size_t dlq_strings[] = {
     F(th_dlq_row, id),           F(th_dlq_row, request_id), F(th_dlq_row, event_id),
@@ -226,6 +263,47 @@ th_err th_writer_delivery(struct th_writer *w, const struct th_delivery_row *row
     return it ? enqueue(w, it) : TH_E_NOMEM;
 }
 
+th_err th_writer_verify(struct th_writer *w, const struct th_verify_event *ev, unsigned tag)
+{
+    size_t pos;
+    struct th_verify_event copy = *ev;
+    copy.matched_by = w->node;
+    struct item *it = item_new(ITEM_VERIFY, &copy, sizeof copy, verify_strings,
+                               TH_ARRAY_LEN(verify_strings), 0, &pos);
+    if (!it)
+        return TH_E_NOMEM;
+    it->tag = tag < TH_WRITER_VERIFY_TAGS ? tag : 0;
+    it->tries = 0;
+    return enqueue(w, it);
+}
+
+void th_writer_on_verified(struct th_writer *w, const char *node, th_verified_fn fn, void *ud)
+{
+    pthread_mutex_lock(&w->mu);
+    snprintf(w->node, sizeof w->node, "%s", node ? node : "");
+    w->on_verified = fn;
+    w->on_verified_ud = ud;
+    w->poll_seq = -1;
+    w->next_poll_ms = w->shared && fn && w->node[0] ? th_wall_ms() : 0;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void th_writer_verify_stats(struct th_writer *w, struct th_writer_verify_stats *out)
+{
+    pthread_mutex_lock(&w->mu);
+    *out = w->vstats;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void th_writer_set_verify_timing(struct th_writer *w, int retry_ms, int poll_ms)
+{
+    pthread_mutex_lock(&w->mu);
+    w->vretry_ms = retry_ms > 0 ? retry_ms : VERIFY_RETRY_MS;
+    w->poll_ms = poll_ms > 0 ? poll_ms : VERIFY_POLL_MS;
+    pthread_mutex_unlock(&w->mu);
+}
+
 static struct item *dlq_item(const struct th_dlq_row *row)
 {
     size_t pos;
@@ -271,7 +349,7 @@ th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
  * sealed). Explicit fields, not the struct's bytes: a spool left by one build is read by the
  * next.
  */
-#define SPOOL_FORMAT 1
+#define SPOOL_FORMAT 2 /* 2: a delivery's prefix_hash, node and verified_event (issue 23) */
 
 static void put_i64(unsigned char *p, int64_t v)
 {
@@ -351,8 +429,10 @@ static struct item *spool_decode(int kind, const unsigned char *b, size_t len)
     row_strings(tmp.kind, &list, &nstr);
     int64_t *ints[4];
     size_t nint = row_ints(&tmp, ints);
-    if (len < 1 + 8 * (nint + 1) || b[0] != SPOOL_FORMAT)
+    if (len < 1 + 8 * (nint + 1) || (b[0] != SPOOL_FORMAT && b[0] != 1))
         return NULL;
+    if (b[0] == 1 && tmp.kind == ITEM_DELIVERY) /* left by an older build: the rest stay "" */
+        nstr = DELIVERY_STRINGS_V1;
     const unsigned char *p = b + 1, *end = b + len;
     for (size_t i = 0; i < nint; i++, p += 8)
         *ints[i] = get_i64(p);
@@ -799,6 +879,131 @@ static void ping(struct th_writer *w)
         mark_down(w);
 }
 
+/* ---- verifications, on the writer thread ---- */
+
+/* A match made here: the sender is told here when it is us (or a record without a node). */
+static void matched_here(void *ud, const struct th_verified *v)
+{
+    struct th_writer *w = ud;
+    if (!w->on_verified || (v->node[0] && strcmp(v->node, w->node) != 0))
+        return; /* another node's delivery: it learns of it by its poll */
+    w->on_verified(w->on_verified_ud, v);
+    pthread_mutex_lock(&w->mu);
+    w->vstats.callbacks++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void matched_elsewhere(void *ud, const struct th_verified *v)
+{
+    struct th_writer *w = ud;
+    if (w->on_verified)
+        w->on_verified(w->on_verified_ud, v);
+    pthread_mutex_lock(&w->mu);
+    w->vstats.callbacks++;
+    w->vstats.polled++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Looks each event up once; an unmatched one (or one the lost store could not take) goes to
+ * the retry list until its tries are spent. Consumes the list. */
+static void verify_items(struct th_writer *w, struct item *list)
+{
+    pthread_mutex_lock(&w->mu);
+    bool stopping = w->stopping; /* then nothing waits for a retry */
+    pthread_mutex_unlock(&w->mu);
+    for (struct item *it = list, *next; it; it = next) {
+        next = it->next;
+        enum th_verify_result res = TH_VERIFY_UNMATCHED;
+        th_err e = TH_E_STORE;
+        if (!w->down) {
+            e = th_store_verify(w->st, &it->row.verify, &res, matched_here, w);
+            if (e != TH_E_OK && th_store_lost(w->st))
+                mark_down(w);
+        }
+        it->tries++;
+        bool again =
+            (e != TH_E_OK || res == TH_VERIFY_UNMATCHED) && it->tries < VERIFY_TRIES && !stopping;
+        if (again) {
+            it->due_ms = th_wall_ms() + (w->vretry_ms ? w->vretry_ms : VERIFY_RETRY_MS);
+            it->next = w->retry;
+            w->retry = it;
+            continue;
+        }
+        pthread_mutex_lock(&w->mu);
+        if (e != TH_E_OK)
+            w->vstats.failed[it->tag]++;
+        else if (res == TH_VERIFY_MATCHED)
+            w->vstats.matched[it->tag]++;
+        else if (res == TH_VERIFY_DUPLICATE)
+            w->vstats.duplicate[it->tag]++;
+        else
+            w->vstats.unmatched[it->tag]++;
+        pthread_mutex_unlock(&w->mu);
+        free(it);
+    }
+}
+
+/* The earliest retry (INT64_MAX: none). */
+static int64_t retry_due(const struct th_writer *w)
+{
+    int64_t due = INT64_MAX;
+    for (const struct item *it = w->retry; it; it = it->next)
+        due = it->due_ms < due ? it->due_ms : due;
+    return due;
+}
+
+/* Takes the retries due by now (all of them when stopping) and looks them up again. */
+static void verify_retries(struct th_writer *w, int64_t now)
+{
+    pthread_mutex_lock(&w->mu);
+    bool stopping = w->stopping;
+    pthread_mutex_unlock(&w->mu);
+    struct item *due = NULL, **p = &w->retry;
+    while (*p) {
+        struct item *it = *p;
+        if (stopping || it->due_ms <= now) {
+            *p = it->next;
+            it->next = due;
+            due = it;
+        } else {
+            p = &it->next;
+        }
+    }
+    verify_items(w, due);
+}
+
+static void poll_verified(struct th_writer *w)
+{
+    w->next_poll_ms = th_wall_ms() + (w->poll_ms ? w->poll_ms : VERIFY_POLL_MS);
+    if (w->down)
+        return;
+    if (th_store_verifications_since(w->st, w->node, &w->poll_seq, VERIFY_POLL_ROWS,
+                                     matched_elsewhere, w) != TH_E_OK &&
+        th_store_lost(w->st))
+        mark_down(w);
+}
+
+/* A batch from the queue: the rows in one transaction, then the events (after the rows: a
+ * delivery and the event crediting it may arrive in one batch). */
+static void process(struct th_writer *w, struct item *batch)
+{
+    struct item *rows = NULL, **rt = &rows, *events = NULL, **et = &events;
+    for (struct item *it = batch, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (it->kind == ITEM_VERIFY) {
+            *et = it;
+            et = &it->next;
+        } else {
+            *rt = it;
+            rt = &it->next;
+        }
+    }
+    if (rows)
+        write_batch(w, rows);
+    verify_items(w, events);
+}
+
 static void *writer_main(void *arg)
 {
     struct th_writer *w = arg;
@@ -824,6 +1029,18 @@ static void *writer_main(void *arg)
             int64_t now = th_wall_ms();
             if (recovery_due(w, now))
                 break;
+            if (retry_due(w) <= now) {
+                pthread_mutex_unlock(&w->mu);
+                verify_retries(w, now);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
+            if (w->next_poll_ms && now >= w->next_poll_ms) {
+                pthread_mutex_unlock(&w->mu);
+                poll_verified(w);
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             if (w->shared && !w->down && now - w->last_ok_ms >= PING_MS) {
                 pthread_mutex_unlock(&w->mu);
                 ping(w);
@@ -842,6 +1059,10 @@ static void *writer_main(void *arg)
                 continue;
             }
             int64_t wake = keep && !w->down ? w->next_purge_ms : INT64_MAX;
+            int64_t verify_at = retry_due(w);
+            if (w->next_poll_ms && w->next_poll_ms < verify_at)
+                verify_at = w->next_poll_ms;
+            wake = verify_at < wake ? verify_at : wake;
             if (w->shared) {
                 bool pending = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
                 int64_t at = pending ? w->retry_ms : w->last_ok_ms + PING_MS;
@@ -858,6 +1079,12 @@ static void *writer_main(void *arg)
         if (w->dlq_count_wanted && !w->stopping)
             continue;
         if (!w->head) {
+            if (w->stopping && w->retry) { /* a last lookup for what waits, then they go */
+                pthread_mutex_unlock(&w->mu);
+                verify_retries(w, th_wall_ms());
+                pthread_mutex_lock(&w->mu);
+                continue;
+            }
             if (w->stopping)
                 break; /* stopping and drained */
             continue;  /* a recovery is due */
@@ -894,7 +1121,7 @@ static void *writer_main(void *arg)
         last->next = NULL;
         w->queued -= n;
         pthread_mutex_unlock(&w->mu);
-        write_batch(w, batch);
+        process(w, batch);
         pthread_mutex_lock(&w->mu);
     }
     pthread_mutex_unlock(&w->mu);

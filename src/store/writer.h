@@ -80,6 +80,33 @@ th_err th_writer_dlq(struct th_writer *w, const struct th_dlq_row *row, th_write
 th_err th_writer_dlq_on(struct th_writer *w, const struct th_dlq_row *row,
                         const struct th_loop_reply *reply);
 
+/*
+ * ---- verifications (docs/conversion.md) ----
+ * An Okta event to credit to a delivery (th_store_verify), matched on the writer thread, never
+ * on a loop. An event that matches nothing is tried again VERIFY_TRIES times, 2 s apart (the
+ * delivery record may still be in this queue, or in another node's), then counted unmatched.
+ * On a match of a delivery this node sent (its node id, or a record without one) on_verified
+ * runs on the writer thread, after the commit; a delivery another node sent is left to that
+ * node, which polls the verifications table every second on a shared store (PostgreSQL) and
+ * runs on_verified for what others matched of its own. on_verified must be quick and
+ * thread-safe (it posts); the th_verified's strings are valid during the call only.
+ * tag (< TH_WRITER_VERIFY_TAGS) is the caller's: results are counted per tag.
+ */
+#define TH_WRITER_VERIFY_TAGS 2
+th_err th_writer_verify(struct th_writer *w, const struct th_verify_event *ev, unsigned tag);
+/* Before the first th_writer_verify. node: this process's id (copied); fn may be NULL. */
+void th_writer_on_verified(struct th_writer *w, const char *node, th_verified_fn fn, void *ud);
+/* Results so far, per tag (th_writer_verify) */
+struct th_writer_verify_stats {
+    unsigned long long matched[TH_WRITER_VERIFY_TAGS], unmatched[TH_WRITER_VERIFY_TAGS],
+        duplicate[TH_WRITER_VERIFY_TAGS], failed[TH_WRITER_VERIFY_TAGS];
+    unsigned long long callbacks; /* on_verified calls: local matches and polled ones */
+    unsigned long long polled;    /* of them, matches other nodes made (the poll) */
+};
+void th_writer_verify_stats(struct th_writer *w, struct th_writer_verify_stats *out);
+/* Test hook: the retry's pause and the poll's period (defaults 2000 and 1000 ms). */
+void th_writer_set_verify_timing(struct th_writer *w, int retry_ms, int poll_ms);
+
 /* Rows older than these many days are deleted at start and hourly (0 = kept forever). */
 void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
                              int outbox_days);

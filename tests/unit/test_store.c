@@ -194,8 +194,8 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.version, 9);
+    assert_int_equal(ss.latest, 9);
     assert_int_equal(ss.rows[0], 1); /* templates */
     assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
@@ -219,6 +219,10 @@ static void test_migrate_and_seed(void **state)
 static void back_to_schema_4(const char *p, const char *rows)
 {
     const char *back =
+        "DROP INDEX deliveries_user; DROP TABLE verifications;"
+        "ALTER TABLE deliveries DROP COLUMN prefix_hash; ALTER TABLE deliveries DROP COLUMN node;"
+        "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
+        "verified_event;"
         "DELETE FROM schema_version WHERE version >= 5; DROP TABLE prefs;"
         "ALTER TABLE deliveries DROP COLUMN user_id; ALTER TABLE deliveries DROP COLUMN "
         "login_hash; ALTER TABLE deliveries DROP COLUMN phone_hash;"
@@ -292,6 +296,10 @@ static void test_migration_7_after_6(void **state)
     snprintf(u6, sizeof u6, "%s", fresh(true));
     th_store_close(open_ok(u6));
     const char *back =
+        "DROP INDEX deliveries_user; DROP TABLE verifications;"
+        "ALTER TABLE deliveries DROP COLUMN prefix_hash; ALTER TABLE deliveries DROP COLUMN node;"
+        "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
+        "verified_event;"
         "DELETE FROM schema_version WHERE version >= 7; DROP TABLE prefs;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
         "preference;"
@@ -450,10 +458,11 @@ static void test_deliveries(void **state)
     struct th_delivery_row a = {"r-1",        "ev",   10,    "mfa",      "+1201*****23",
                                 "US",         "sms",  "en",  "template", "outbox",
                                 "SUCCESSFUL", "ob-1", "",    1500,       1,
-                                "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice"};
+                                "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice",
+                                "",           "",     0,     ""};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90,    0,     "", "",    "", "", ""};
+        90,    0,     "", "",    "", "", "", "", "", 0,  ""};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);
@@ -907,7 +916,7 @@ static void test_pg_concurrent_migrations(void **state)
                                            "'/' || max(version) FROM schema_version",
                                            got, sizeof got, err, sizeof err),
                          TH_E_OK);
-        assert_string_equal(got, "8/8/8");
+        assert_string_equal(got, "9/9/9");
         th_store_close(st);
     }
 }
@@ -969,7 +978,7 @@ static void test_status_unmigrated(void **state)
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
     assert_int_equal(ss.version, 0);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.latest, 9);
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
@@ -988,7 +997,7 @@ static void test_status_unmigrated(void **state)
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
+    assert_int_equal(ss.version, 9);
     assert_int_equal(ss.rows[0], 0);
     th_store_close(st);
 }
@@ -1303,6 +1312,144 @@ static void test_copy(void **state)
 #define BOTH(f)    ON(f, on_sqlite, "sqlite"), ON(f, on_pg, "postgresql")
 #define PG_ONLY(f) ON(f, on_pg, "postgresql")
 
+static int stats_row(void *ud, const struct th_stats_row *row)
+{
+    struct {
+        int n;
+        long long sends, verified, failed;
+    } *sr = ud;
+    sr->n++;
+    sr->sends += row->sends;
+    sr->verified += row->verified;
+    sr->failed += row->failed;
+    return 0;
+}
+
+/* ---- verifications (issue 23) ---- */
+
+static void delivery(struct th_store *st, const char *req, int64_t ms, const char *user,
+                     const char *channel, const char *outcome, const char *node)
+{
+    struct th_delivery_row d = {
+        .request_id = req,
+        .event_id = "",
+        .created_ms = ms,
+        .request_type = "mfa",
+        .phone_masked = "",
+        .country = "US",
+        .channel = channel,
+        .language = "en",
+        .source = "",
+        .provider = "outbox",
+        .outcome = outcome,
+        .transaction_id = req,
+        .error = "",
+        .attempts = 1,
+        .user_id = user,
+        .login_hash = "",
+        .phone_hash = "",
+        .locale = "",
+        .preference = "",
+        .prefix_hash = "p1",
+        .node = node,
+        .verified_event = "",
+    };
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+}
+
+struct got_verified {
+    int n;
+    char req[32], node[32];
+    int64_t sent_ms, seq;
+};
+
+static void on_verified(void *ud, const struct th_verified *v)
+{
+    struct got_verified *g = ud;
+    g->n++;
+    snprintf(g->req, sizeof g->req, "%s", v->request_id);
+    snprintf(g->node, sizeof g->node, "%s", v->node);
+    g->sent_ms = v->sent_ms;
+    g->seq = v->seq;
+}
+
+static enum th_verify_result verify(struct th_store *st, const char *event, const char *user,
+                                    const char *channel, int64_t at, const char *me,
+                                    struct got_verified *g)
+{
+    struct th_verify_event ev = {event, user, channel, at - 600000, at + 60000, at, me};
+    enum th_verify_result res = TH_VERIFY_MATCHED;
+    assert_int_equal(th_store_verify(st, &ev, &res, on_verified, g), TH_E_OK);
+    return res;
+}
+
+static void test_verify_matching(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    int64_t t = 1800000000000LL;
+    delivery(st, "r-old", t - 900000, "00u1", "sms", "SUCCESSFUL", "n1"); /* outside the window */
+    delivery(st, "r-1", t - 120000, "00u1", "sms", "SUCCESSFUL", "n1");
+    delivery(st, "r-2", t - 60000, "00u1", "sms", "SUCCESSFUL", "n2"); /* the resend */
+    delivery(st, "r-v", t - 30000, "00u1", "voice", "SUCCESSFUL", "n1");
+    delivery(st, "r-f", t - 20000, "00u1", "sms", "FAILED", "n1");
+    delivery(st, "r-late", t + 120000, "00u1", "sms", "SUCCESSFUL", "n1"); /* after event+skew */
+    delivery(st, "r-u2", t - 60000, "00u2", "sms", "SUCCESSFUL", "n1");
+    struct got_verified g = {0};
+    /* the last successful SMS sent before the event gets the credit: the resend */
+    assert_int_equal(verify(st, "e-1", "00u1", "sms", t, "n1", &g), TH_VERIFY_MATCHED);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.req, "r-2");
+    assert_string_equal(g.node, "n2");
+    assert_int_equal(g.sent_ms, t - 60000);
+    /* Okta's retry of the same event changes nothing */
+    assert_int_equal(verify(st, "e-1", "00u1", "sms", t, "n1", &g), TH_VERIFY_DUPLICATE);
+    assert_int_equal(g.n, 1);
+    /* a second sign-in credits the one left in the window */
+    assert_int_equal(verify(st, "e-2", "00u1", "sms", t, "n1", &g), TH_VERIFY_MATCHED);
+    assert_string_equal(g.req, "r-1");
+    /* none left: the old one is out of the window, the failed one never counts */
+    assert_int_equal(verify(st, "e-3", "00u1", "sms", t, "n1", &g), TH_VERIFY_UNMATCHED);
+    assert_int_equal(g.n, 2);
+    /* the channel must agree */
+    assert_int_equal(verify(st, "e-4", "00u1", "voice", t, "n1", &g), TH_VERIFY_MATCHED);
+    assert_string_equal(g.req, "r-v");
+    assert_int_equal(verify(st, "e-5", "00u9", "sms", t, "n1", &g), TH_VERIFY_UNMATCHED);
+    assert_int_equal(g.n, 3);
+    /* n2's delivery was matched by n1: n2's poll sees it once, n1's does not */
+    int64_t seq2 = -1, seq1 = -1;
+    struct got_verified p2 = {0}, p1 = {0};
+    assert_int_equal(th_store_verifications_since(st, "n2", &seq2, 10, on_verified, &p2), TH_E_OK);
+    assert_int_equal(p2.n, 0); /* the first poll only learns where history ends */
+    seq2 = 0;
+    assert_int_equal(th_store_verifications_since(st, "n2", &seq2, 10, on_verified, &p2), TH_E_OK);
+    assert_int_equal(p2.n, 1);
+    assert_string_equal(p2.req, "r-2");
+    assert_int_equal(seq2, p2.seq);
+    assert_int_equal(th_store_verifications_since(st, "n2", &seq2, 10, on_verified, &p2), TH_E_OK);
+    assert_int_equal(p2.n, 1);
+    seq1 = 0;
+    assert_int_equal(th_store_verifications_since(st, "n1", &seq1, 10, on_verified, &p1), TH_E_OK);
+    assert_int_equal(p1.n, 0); /* n1 matched its own: told at once, never by the poll */
+    /* the statistics count what was credited */
+    struct stat_rows {
+        int n;
+        long long sends, verified, failed;
+    } sr = {0};
+    assert_int_equal(th_store_delivery_stats(st, TH_STATS_CHANNEL, 0, t + 3600000, stats_row, &sr),
+                     TH_E_OK);
+    assert_int_equal(sr.n, 2);
+    assert_int_equal(sr.sends, 7 - 1);
+    assert_int_equal(sr.verified, 3);
+    assert_int_equal(sr.failed, 1);
+    /* retention: verifications go with their deliveries */
+    long removed = 0;
+    struct th_purge pu = {.deliveries_before_ms = t + 3600000};
+    assert_int_equal(th_store_purge(st, &pu, &removed), TH_E_OK);
+    assert_int_equal(removed, 7 + 3);
+    th_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1323,6 +1470,7 @@ int main(void)
         BOTH(test_failed_insert_in_a_batch),
         BOTH(test_status_unmigrated),
         BOTH(test_copy),
+        BOTH(test_verify_matching),
         cmocka_unit_test(test_pg_url_forms),
         PG_ONLY(test_pg_connect_forms),
         PG_ONLY(test_pg_concurrent_migrations),

@@ -82,7 +82,8 @@ static void *produce(void *arg)
         struct th_delivery_row d = {req,          "ev",  1,    "",         "+1201*****23",
                                     "US",         "sms", "en", "template", "outbox",
                                     "SUCCESSFUL", id,    "",   5,          1,
-                                    "00u1",       "",    "",   "en-us",    ""};
+                                    "00u1",       "",    "",   "en-us",    "",
+                                    "",           "",    0,    ""};
         /* strings live on this stack only for the call: the writer must copy them */
         if (th_writer_outbox(p->w, &o, on_done, p->c) != TH_E_OK ||
             th_writer_delivery(p->w, &d) != TH_E_OK)
@@ -166,8 +167,8 @@ static void test_queue_full_and_stats(void **state)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
     /* the writer is held: two items fill the queue, the third is refused */
-    struct th_delivery_row d = {"r-a",   "", 1,  "", "", "", "", "", "", "",
-                                "ERROR", "", "", 1,  0,  "", "", "", "", ""};
+    struct th_delivery_row d = {"r-a", "", 1, "", "", "", "", "", "", "", "ERROR", "",
+                                "",    1,  0, "", "", "", "", "", "", "", 0,       ""};
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
     d.request_id = "r-b";
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
@@ -871,6 +872,128 @@ static void test_sqlite_never_spools(void **state)
     assert_int_equal(count_rows("dlq"), 1);
 }
 
+/* ---- verifications (issue 23) ---- */
+
+struct verified_count {
+    atomic_int n;
+    char last[32];
+};
+
+static void count_verified(void *ud, const struct th_verified *v)
+{
+    struct verified_count *c = ud;
+    snprintf(c->last, sizeof c->last, "%s", v->request_id);
+    atomic_fetch_add(&c->n, 1);
+}
+
+static struct th_delivery_row user_delivery(char id[32], const char *prefix, int i, int64_t ms,
+                                            const char *user, const char *node)
+{
+    struct th_delivery_row d = delivery(id, prefix, i, ms);
+    d.user_id = user;
+    d.node = node;
+    return d;
+}
+
+static struct th_verify_event event_for(const char *uuid, const char *user, int64_t at)
+{
+    return (struct th_verify_event){.event_id = uuid,
+                                    .user_id = user,
+                                    .channel = "sms",
+                                    .from_ms = at - 600000,
+                                    .to_ms = at + 60000,
+                                    .verified_ms = at};
+}
+
+/*
+ * Exactly one on_verified per credited delivery, on this node; a duplicate and an event with no
+ * delivery call nothing; an event that arrives before its delivery record is matched by the
+ * retry; the counts per tag are exact.
+ */
+static void test_verify_callbacks(void **state)
+{
+    (void)state;
+    struct th_writer *w = NULL;
+    assert_int_equal(th_writer_start(open_db("verify.db"), 64, &w), TH_E_OK);
+    th_writer_set_verify_timing(w, 100, 0);
+    struct verified_count c = {0};
+    th_writer_on_verified(w, "nodeA", count_verified, &c);
+    int64_t t = th_wall_ms();
+    char id[32];
+    struct th_delivery_row d = user_delivery(id, "r", 1, t - 1000, "00uA", "nodeA");
+    assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
+    struct th_verify_event e1 = event_for("e-1", "00uA", t);
+    assert_int_equal(th_writer_verify(w, &e1, 0), TH_E_OK);
+    assert_int_equal(th_writer_verify(w, &e1, 0), TH_E_OK); /* Okta's retry */
+    struct th_verify_event none = event_for("e-none", "00uZ", t);
+    assert_int_equal(th_writer_verify(w, &none, 1), TH_E_OK);
+    /* the event first, its delivery a moment later: the retry finds it */
+    struct th_verify_event early = event_for("e-early", "00uB", t);
+    assert_int_equal(th_writer_verify(w, &early, 1), TH_E_OK);
+    usleep(30000);
+    struct th_delivery_row d2 = user_delivery(id, "r", 2, t - 500, "00uB", "nodeA");
+    assert_int_equal(th_writer_delivery(w, &d2), TH_E_OK);
+    struct th_writer_verify_stats vs;
+    WAIT_FOR((th_writer_verify_stats(w, &vs), vs.unmatched[1] == 1 && vs.matched[1] == 1));
+    th_writer_stop(w);
+    assert_int_equal(atomic_load(&c.n), 2);
+    assert_int_equal(vs.matched[0], 1);
+    assert_int_equal(vs.duplicate[0], 1);
+    assert_int_equal(vs.unmatched[0], 0);
+    assert_int_equal(vs.matched[1], 1);
+    assert_int_equal(vs.unmatched[1], 1);
+    assert_int_equal(vs.callbacks, 2);
+    assert_int_equal(vs.polled, 0);
+    assert_int_equal(count_rows("verifications"), 2);
+}
+
+/*
+ * Two nodes on one PostgreSQL store: B matches an event for a delivery A sent; A is told once,
+ * by its poll, and B not at all; a delivery B sent and B matched tells B at once, A never.
+ */
+static void test_pg_verify_other_node(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[600];
+    fresh_db("th_verify_nodes", url, sizeof url);
+    struct th_store *sa = NULL, *sb = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(url, &sa, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_open(url, &sb, err, sizeof err), TH_E_OK);
+    struct th_writer *a = NULL, *b = NULL;
+    assert_int_equal(th_writer_start(sa, 64, &a), TH_E_OK);
+    assert_int_equal(th_writer_start(sb, 64, &b), TH_E_OK);
+    th_writer_set_verify_timing(a, 100, 100);
+    th_writer_set_verify_timing(b, 100, 100);
+    struct verified_count ca = {0}, cb = {0};
+    th_writer_on_verified(a, "nodeA", count_verified, &ca);
+    th_writer_on_verified(b, "nodeB", count_verified, &cb);
+    usleep(300000); /* both have polled once: history before this point is not replayed */
+    int64_t t = th_wall_ms();
+    char id[32];
+    struct th_delivery_row da = user_delivery(id, "ra", 1, t - 1000, "00uA", "nodeA");
+    assert_int_equal(th_writer_delivery(a, &da), TH_E_OK);
+    WAIT_FOR(pg_count(url, "SELECT count(*) FROM deliveries") == 1);
+    struct th_verify_event e = event_for("e-a", "00uA", t);
+    assert_int_equal(th_writer_verify(b, &e, 0), TH_E_OK); /* Okta's hook reached node B */
+    WAIT_FOR(atomic_load(&ca.n) == 1);
+    assert_string_equal(ca.last, "ra-1");
+    struct th_delivery_row db = user_delivery(id, "rb", 1, t - 1000, "00uB", "nodeB");
+    assert_int_equal(th_writer_delivery(b, &db), TH_E_OK);
+    WAIT_FOR(pg_count(url, "SELECT count(*) FROM deliveries") == 2);
+    struct th_verify_event eb = event_for("e-b", "00uB", t);
+    assert_int_equal(th_writer_verify(b, &eb, 0), TH_E_OK);
+    WAIT_FOR(atomic_load(&cb.n) == 1);
+    usleep(400000); /* several polls more: nothing is told twice */
+    th_writer_stop(a);
+    th_writer_stop(b);
+    assert_int_equal(atomic_load(&ca.n), 1);
+    assert_int_equal(atomic_load(&cb.n), 1);
+    assert_string_equal(cb.last, "rb-1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -889,6 +1012,8 @@ int main(void)
         cmocka_unit_test(test_pg_replay_never_twice),
         cmocka_unit_test(test_pg_purge_one_node),
         cmocka_unit_test(test_sqlite_never_spools),
+        cmocka_unit_test(test_verify_callbacks),
+        cmocka_unit_test(test_pg_verify_other_node),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
