@@ -82,6 +82,8 @@ struct th_server {
     void *ready_ud;
     void (*metrics)(void *ud, struct th_buf *out);
     void *metrics_ud;
+    const struct th_side_route *side; /* the caller's table (struct th_side_route) */
+    size_t nside;
     struct th_rate src_rate; /* per-worker share of server.source_rate */
     int port;
     int nworkers;
@@ -95,7 +97,7 @@ struct th_server {
     struct worker workers[MAX_WORKERS];
 };
 
-enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_NOT_FOUND };
+enum route { ROUTE_HOOK, ROUTE_HEALTH, ROUTE_READY, ROUTE_METRICS, ROUTE_SIDE, ROUTE_NOT_FOUND };
 
 /*
  * The arena's first chunk, inside the request's one allocation: a normal Okta request (its body,
@@ -126,6 +128,8 @@ struct req {
     int status;         /* the hook's answer: 0 until it is given */
     const char *answer; /* in the arena; NULL: out of memory (answered 500) */
     size_t answer_len;
+    const struct th_side_route *side; /* ROUTE_SIDE: its row */
+    const char *answer_type;          /* a side route's Content-Type (static); NULL: JSON */
     alignas(max_align_t) unsigned char chunk[REQ_CHUNK];
 };
 
@@ -239,7 +243,11 @@ static enum MHD_Result queue_typed(struct req *r, int status, struct MHD_Respons
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
-                                r->route == ROUTE_HOOK ? "POST" : "GET, HEAD");
+                                r->route == ROUTE_HOOK             ? "POST"
+                                : r->route != ROUTE_SIDE           ? "GET, HEAD"
+                                : r->side->methods == TH_SIDE_POST ? "POST"
+                                : r->side->methods == TH_SIDE_GET  ? "GET, HEAD"
+                                                                   : "GET, HEAD, POST");
     if (status == MHD_HTTP_UNAUTHORIZED && th_auth_bearer(r->w->srv->auth))
         /* RFC 6750 §3: no detail that would help an attacker */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
@@ -360,7 +368,7 @@ static enum MHD_Result queue_answer(struct req *r)
     }
     if (!resp)
         return MHD_NO;
-    return queue_typed(r, r->status, resp, "application/json");
+    return queue_typed(r, r->status, resp, r->answer_type ? r->answer_type : "application/json");
 }
 
 /* ---- request handling ---- */
@@ -378,7 +386,9 @@ static const char *header_lookup(void *ud, const char *name, size_t *len)
     return v;
 }
 
-static enum route route_of(const char *url)
+/* The hook's path is compared first: the side routes cost its requests nothing. */
+static enum route route_of(const struct th_server *srv, const char *url,
+                           const struct th_side_route **side)
 {
     if (strcmp(url, HOOK_PATH) == 0)
         return ROUTE_HOOK;
@@ -388,17 +398,28 @@ static enum route route_of(const char *url)
         return ROUTE_READY;
     if (strcmp(url, "/metrics") == 0)
         return ROUTE_METRICS;
+    for (size_t i = 0; i < srv->nside; i++) {
+        if (strcmp(url, srv->side[i].path) == 0) {
+            *side = &srv->side[i];
+            return ROUTE_SIDE;
+        }
+    }
     return ROUTE_NOT_FOUND;
 }
 
-/* "application/json", any case, parameters allowed ("; charset=utf-8"). */
+/* want (a media type), any case, parameters allowed ("; charset=utf-8"). */
+static bool media_is(const char *ct, const char *want)
+{
+    size_t n = strlen(want);
+    if (!ct || strncasecmp(ct, want, n) != 0)
+        return false;
+    char c = ct[n];
+    return c == '\0' || c == ';' || c == ' ' || c == '\t';
+}
+
 static bool is_json(const char *ct)
 {
-    static const char want[] = "application/json";
-    if (!ct || strncasecmp(ct, want, sizeof want - 1) != 0)
-        return false;
-    char c = ct[sizeof want - 1];
-    return c == '\0' || c == ';' || c == ' ' || c == '\t';
+    return media_is(ct, "application/json");
 }
 
 static enum MHD_Result after_auth(struct req *r);
@@ -520,6 +541,8 @@ static const char *framing_problem(struct req *r, const char *method, const char
     return th_framing_end(&f, strcmp(version, MHD_HTTP_VERSION_1_0) == 0, status);
 }
 
+static enum MHD_Result side_headers(struct req *r, const char *method);
+
 static enum MHD_Result on_headers(struct req *r, const char *method, const char *version)
 {
     struct th_server *srv = r->w->srv;
@@ -582,6 +605,8 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         return respond_typed(r, MHD_HTTP_OK, th_buf_steal(&b), len,
                              "text/plain; version=0.0.4; charset=utf-8");
     }
+    case ROUTE_SIDE:
+        return side_headers(r, method);
     case ROUTE_HOOK:
         break;
     }
@@ -649,11 +674,171 @@ static bool body_append(struct req *r, const char *data, size_t n)
     return true;
 }
 
+/* A side route's body cap. */
+static size_t side_max(const struct req *r)
+{
+    return r->side->max_body ? r->side->max_body : (size_t)r->w->srv->cfg->max_body;
+}
+
+/*
+ * A side route's checks, in the hook's order and with its counters: method, announced length,
+ * media type, credentials; nothing of the body is kept before they pass.
+ */
+static enum MHD_Result side_headers(struct req *r, const char *method)
+{
+    struct th_server *srv = r->w->srv;
+    const struct th_side_route *s = r->side;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    r->ctx.state = TH_REQ_REFUSED; /* until every check has passed */
+    if (!((get && (s->methods & TH_SIDE_GET)) || (post && (s->methods & TH_SIDE_POST)))) {
+        log_refusal(r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
+        count_refusal(r, REFUSED_METHOD);
+        return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
+    }
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || *end || n > (unsigned long long)side_max(r)) {
+            log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+            count_refusal(r, REFUSED_TOO_LARGE);
+            return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
+        }
+    }
+    if (post) {
+        const char *ct =
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        bool ok = false;
+        if (!s->media)
+            ok = is_json(ct);
+        for (size_t i = 0; s->media && s->media[i] && !ok; i++)
+            ok = media_is(ct, s->media[i]);
+        if (!ok) {
+            log_refusal(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type not accepted");
+            count_refusal(r, REFUSED_MEDIA_TYPE);
+            return refuse(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Unsupported Content-Type.");
+        }
+    }
+    const char *why = NULL;
+    th_err ae = TH_E_OK;
+    if (s->auth == TH_SIDE_AUTH_HOOK)
+        ae = th_auth_check(srv->auth, header_lookup, r->conn, &why);
+    else if (s->auth == TH_SIDE_AUTH_CHECK)
+        ae = s->check(s->ud, header_lookup, r->conn, &why);
+    r->ctx.state = TH_REQ_RECEIVING;
+    if (ae == TH_E_BUSY && s->auth == TH_SIDE_AUTH_HOOK)
+        return wait_for_keys(r);
+    if (ae != TH_E_OK) {
+        r->ctx.state = TH_REQ_REFUSED;
+        log_refusal(r, MHD_HTTP_UNAUTHORIZED, why ? why : "credentials refused");
+        count_auth_refusal(r, why);
+        return refuse(r, MHD_HTTP_UNAUTHORIZED, "Unauthorized.");
+    }
+    return after_auth(r);
+}
+
+/* Appends k or v percent-encoded (RFC 3986 unreserved bytes as they are). */
+static void append_query_part(struct th_buf *b, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            th_buf_appendc(b, (char)c);
+        } else {
+            th_buf_appendc(b, '%');
+            th_buf_appendc(b, hex[c >> 4]);
+            th_buf_appendc(b, hex[c & 15]);
+        }
+    }
+}
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    struct th_buf *b = cls;
+    th_buf_appendc(b, b->len ? '&' : '?');
+    append_query_part(b, key, key_size);
+    if (value) {
+        th_buf_appendc(b, '=');
+        append_query_part(b, value, value_size);
+    }
+    return MHD_YES;
+}
+
+/* The body is read: the side route's handler runs, holding the request until it answers. */
+static enum MHD_Result side_dispatch(struct req *r, const char *url, const char *method)
+{
+    struct th_buf q;
+    th_buf_init(&q, 3 * (size_t)r->w->srv->cfg->max_header_bytes + 64);
+    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+    size_t ulen = strlen(url);
+    char *pq = th_buf_err(&q) == TH_E_OK ? th_arena_alloc(&r->ctx.arena, ulen + q.len + 1) : NULL;
+    if (pq) {
+        memcpy(pq, url, ulen);
+        if (q.len)
+            memcpy(pq + ulen, th_buf_str(&q), q.len);
+        pq[ulen + q.len] = '\0';
+    }
+    th_buf_release(&q);
+    if (!r->body) { /* no body (a GET): the handler still gets a padded, NUL-ended one */
+        r->body = th_arena_calloc(&r->ctx.arena, TH_OKTA_PADDING + 1);
+        r->body_cap = r->body ? TH_OKTA_PADDING + 1 : 0;
+    }
+    if (!pq || !r->body)
+        return respond(r, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, 0);
+    r->body[r->body_len] = '\0'; /* body_append kept TH_OKTA_PADDING bytes after it */
+    const struct th_side_call call = {
+        .method = method,
+        .path_query = pq,
+        .body = r->body,
+        .len = r->body_len,
+        .header = header_lookup,
+        .header_ud = r->conn,
+        .id = r->ctx.id,
+        .loop = r->w->loop,
+        .req = (struct th_side_req *)(void *)r,
+    };
+    r->ctx.state = TH_REQ_DECODED;
+    th_hook_req_hold(&r->ctx); /* the handler's, until th_side_answer */
+    r->in_handler = true;
+    r->side->handle(r->side->ud, &call);
+    r->in_handler = false;
+    if (r->status)
+        return queue_answer(r);
+    MHD_suspend_connection(r->conn);
+    return MHD_YES;
+}
+
+void th_side_answer(struct th_side_req *req, int status, const char *content_type, const char *body,
+                    size_t len)
+{
+    struct req *r = (struct req *)(void *)req;
+    char *copy = th_arena_alloc(&r->ctx.arena, len ? len : 1);
+    if (copy && len)
+        memcpy(copy, body, len);
+    r->answer = copy; /* NULL: out of memory, answered 500 */
+    r->answer_len = copy ? len : 0;
+    r->answer_type = content_type;
+    r->status = copy ? status : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    r->ctx.state = TH_REQ_ANSWERED;
+    if (!r->in_handler && r->conn) { /* resumed as the hook's answers are (on_hook_answer) */
+        MHD_resume_connection(r->conn);
+        th_loop_timer_set(r->w->loop, &r->w->mhd_timer, th_loop_now_us(r->w->loop), mhd_run, r->w);
+    }
+    th_hook_req_drop(&r->ctx); /* the handler's hold; the front's keeps it while it is sent */
+}
+
 /* The header checks that follow authentication. */
 static enum MHD_Result after_auth(struct req *r)
 {
     struct th_server *srv = r->w->srv;
-    r->body_max = (size_t)srv->cfg->max_body;
+    r->body_max = r->route == ROUTE_SIDE ? side_max(r) : (size_t)srv->cfg->max_body;
     /* the announced length (on_headers checked it against max_body) is read in one place */
     const char *cl =
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -681,7 +866,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         th_hook_req_init(&r->ctx, r->chunk, sizeof r->chunk, ARENA_CAP(w->srv->cfg->max_body),
                          th_mono_us(), w->srv->cfg->deadline_ms, req_free);
-        r->route = route_of(url);
+        r->route = route_of(w->srv, url, &r->side);
         return on_headers(r, method, version);
     }
     if (r->ctx.state == TH_REQ_AUTH_WAIT) { /* resumed: authenticate again before anything else */
@@ -720,6 +905,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         count_refusal(r, REFUSED_TOO_LARGE);
         return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
     }
+    if (r->route == ROUTE_SIDE)
+        return side_dispatch(r, url, method);
     struct th_hook_call call = {
         .body = r->body ? r->body : "",
         .len = r->body_len,
@@ -969,6 +1156,8 @@ th_err th_server_start(const struct th_server_deps *deps, struct th_server **out
     srv->ready_ud = deps->ready_ud;
     srv->metrics = deps->metrics;
     srv->metrics_ud = deps->metrics_ud;
+    srv->side = deps->side;
+    srv->nside = deps->nside;
     atomic_init(&srv->draining, false);
     srv->mhd_inplace = strncmp(MHD_get_version(), "0.9.", 4) == 0;
     long n = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
