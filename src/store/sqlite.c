@@ -122,6 +122,15 @@ static const char *const migrations[] = {
     "  (SELECT min(rowid) FROM deliveries GROUP BY request_id, created_ms);"
     "DROP INDEX IF EXISTS deliveries_request;"
     "CREATE UNIQUE INDEX IF NOT EXISTS deliveries_once ON deliveries (request_id, created_ms);",
+    /* 9 (issue 23's receipts; the plan's 10): a provider's delivery receipt on its record, found
+     * by provider + transaction id (the index: receipts arrive long after the insert, so the
+     * time index cannot narrow the search). receipt_final keeps a late non-final status from
+     * replacing a final one. Codes and statuses only, never a number. */
+    "ALTER TABLE deliveries ADD COLUMN receipt_status TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN receipt_error TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN receipt_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE deliveries ADD COLUMN receipt_final INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX deliveries_transaction ON deliveries (provider, transaction_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -146,6 +155,8 @@ enum stmt {
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
+    S_RCPT_FIND,
+    S_RCPT_SET,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -196,6 +207,11 @@ static const char *const sql[S__COUNT] = {
         "language = excluded.language, channel = excluded.channel, "
         "updated_ms = excluded.updated_ms",
     [S_PREF_DEL] = "DELETE FROM prefs WHERE user_key = ?",
+    [S_RCPT_FIND] = "SELECT rowid, request_id, created_ms, country, channel, receipt_status, "
+                    "receipt_final, receipt_ms FROM deliveries WHERE provider = ? AND "
+                    "transaction_id = ? ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+    [S_RCPT_SET] = "UPDATE deliveries SET receipt_status = ?, receipt_error = ?, receipt_ms = ?, "
+                   "receipt_final = ? WHERE rowid = ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -616,8 +632,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
 {
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
-                   "latency_us, attempts, user_id, locale, preference FROM deliveries "
-                   "WHERE 1 = 1";
+                   "latency_us, attempts, user_id, locale, preference, receipt_status, "
+                   "receipt_error, receipt_ms FROM deliveries WHERE 1 = 1";
     const char *texts[] = {f->outcome,    f->provider, f->country,   f->channel,
                            f->request_id, f->event_id, f->phone_hash};
     static const char *const cols[] = {"outcome",    "provider", "country",   "channel",
@@ -660,11 +676,49 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         struct th_delivery_row row = delivery_of(stmt, false);
+        row.receipt_status = col(stmt, 18);
+        row.receipt_error = col(stmt, 19);
+        row.receipt_ms = sqlite3_column_int64(stmt, 20);
         if (fn(ud, &row))
             break;
     }
     sqlite3_finalize(stmt);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_receipt_find(struct th_store *st, const char *provider,
+                                  const char *transaction_id, int64_t *row,
+                                  struct th_receipt_applied *t, char *cur_status, size_t cur_len,
+                                  bool *cur_final, int64_t *cur_ms)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_RCPT_FIND];
+    bind_text(q, 1, provider);
+    bind_text(q, 2, transaction_id);
+    int rc = sqlite3_step(q);
+    th_err e = rc == SQLITE_ROW ? TH_E_OK : rc == SQLITE_DONE ? TH_E_NOTFOUND : TH_E_STORE;
+    if (e == TH_E_OK) {
+        *row = sqlite3_column_int64(q, 0);
+        th_strlcpy(t->request_id, col(q, 1), sizeof t->request_id);
+        t->sent_ms = sqlite3_column_int64(q, 2);
+        th_strlcpy(t->country, col(q, 3), sizeof t->country);
+        th_strlcpy(t->channel, col(q, 4), sizeof t->channel);
+        th_strlcpy(cur_status, col(q, 5), cur_len);
+        *cur_final = sqlite3_column_int(q, 6) != 0;
+        *cur_ms = sqlite3_column_int64(q, 7);
+    }
+    sqlite3_reset(q);
+    return e;
+}
+
+static th_err sqlite_receipt_set(struct th_store *st, int64_t row, const struct th_receipt_row *r)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_RCPT_SET];
+    bind_text(q, 1, r->status);
+    bind_text(q, 2, r->error ? r->error : "");
+    sqlite3_bind_int64(q, 3, r->event_ms);
+    sqlite3_bind_int(q, 4, r->final ? 1 : 0);
+    sqlite3_bind_int64(q, 5, row);
+    return step_done(q);
 }
 
 static th_err sqlite_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
@@ -897,6 +951,8 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
     .deliveries_query = sqlite_deliveries_query,
+    .receipt_find = sqlite_receipt_find,
+    .receipt_set = sqlite_receipt_set,
     .dlq_insert = sqlite_dlq_insert,
     .dlq_each = sqlite_dlq_each,
     .dlq_get = sqlite_dlq_get,

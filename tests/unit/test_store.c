@@ -194,8 +194,8 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.version, 9);
+    assert_int_equal(ss.latest, 9);
     assert_int_equal(ss.rows[0], 1); /* templates */
     assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
@@ -220,6 +220,9 @@ static void back_to_schema_4(const char *p, const char *rows)
 {
     const char *back =
         "DELETE FROM schema_version WHERE version >= 5; DROP TABLE prefs;"
+        "DROP INDEX IF EXISTS deliveries_transaction; ALTER TABLE deliveries DROP COLUMN "
+        "receipt_status; ALTER TABLE deliveries DROP COLUMN receipt_error; ALTER TABLE "
+        "deliveries DROP COLUMN receipt_ms; ALTER TABLE deliveries DROP COLUMN receipt_final;"
         "ALTER TABLE deliveries DROP COLUMN user_id; ALTER TABLE deliveries DROP COLUMN "
         "login_hash; ALTER TABLE deliveries DROP COLUMN phone_hash;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
@@ -293,6 +296,9 @@ static void test_migration_7_after_6(void **state)
     th_store_close(open_ok(u6));
     const char *back =
         "DELETE FROM schema_version WHERE version >= 7; DROP TABLE prefs;"
+        "DROP INDEX IF EXISTS deliveries_transaction; ALTER TABLE deliveries DROP COLUMN "
+        "receipt_status; ALTER TABLE deliveries DROP COLUMN receipt_error; ALTER TABLE "
+        "deliveries DROP COLUMN receipt_ms; ALTER TABLE deliveries DROP COLUMN receipt_final;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
         "preference;"
         "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
@@ -450,10 +456,11 @@ static void test_deliveries(void **state)
     struct th_delivery_row a = {"r-1",        "ev",   10,    "mfa",      "+1201*****23",
                                 "US",         "sms",  "en",  "template", "outbox",
                                 "SUCCESSFUL", "ob-1", "",    1500,       1,
-                                "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice"};
+                                "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice",
+                                "",           "",     0};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90,    0,     "", "",    "", "", ""};
+        90,    0,     "", "",    "", "", "", "", "", 0};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);
@@ -907,7 +914,7 @@ static void test_pg_concurrent_migrations(void **state)
                                            "'/' || max(version) FROM schema_version",
                                            got, sizeof got, err, sizeof err),
                          TH_E_OK);
-        assert_string_equal(got, "8/8/8");
+        assert_string_equal(got, "9/9/9");
         th_store_close(st);
     }
 }
@@ -969,7 +976,7 @@ static void test_status_unmigrated(void **state)
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
     assert_int_equal(ss.version, 0);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.latest, 9);
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
@@ -988,7 +995,7 @@ static void test_status_unmigrated(void **state)
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
+    assert_int_equal(ss.version, 9);
     assert_int_equal(ss.rows[0], 0);
     th_store_close(st);
 }
