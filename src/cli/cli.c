@@ -918,6 +918,16 @@ static json_t *delivery_json(const struct th_delivery_row *row)
                                                                 NULL});
     json_object_set_new(o, "attempts", json_integer(row->attempts));
     json_object_set_new(o, "latency_us", json_integer((json_int_t)row->latency_us));
+    /* the provider's delivery receipt, once one came (null before) */
+    if (row->receipt_status && row->receipt_status[0]) {
+        char rt[25];
+        th_cli_time(row->receipt_ms, rt);
+        json_object_set_new(o, "receipt",
+                            json_pack("{s:s, s:s, s:s}", "status", row->receipt_status, "code",
+                                      row->receipt_error ? row->receipt_error : "", "time", rt));
+    } else {
+        json_object_set_new(o, "receipt", json_null());
+    }
     return o;
 }
 
@@ -1114,6 +1124,15 @@ static int show_delivery(void *ud, const struct th_delivery_row *row)
         printf("%-15s %s\n", rows[i][0], dash(rows[i][1]));
     printf("%-15s %d\n%-15s %lld ms\n", "attempts", row->attempts, "latency",
            (long long)(row->latency_us / 1000));
+    if (row->receipt_status && row->receipt_status[0]) {
+        char rt[25];
+        th_cli_time(row->receipt_ms, rt);
+        printf("%-15s %s%s%s%s at %s\n", "receipt", row->receipt_status,
+               row->receipt_error[0] ? " (" : "", row->receipt_error,
+               row->receipt_error[0] ? ")" : "", rt);
+    } else {
+        printf("%-15s -\n", "receipt");
+    }
     return 1;
 }
 
