@@ -214,7 +214,10 @@ static void twilio_handle(void *ud, const struct th_side_call *call)
         answer(call, 400, "malformed form body\n");
         return;
     }
-    const char *sig = call->header(call->header_ud, "X-Twilio-Signature", NULL);
+    size_t sig_len = 0;
+    const char *sig = call->header(call->header_ud, "X-Twilio-Signature", &sig_len);
+    if (sig && strlen(sig) != sig_len) /* a NUL inside: not a signature */
+        sig = NULL;
     if (!th_receipt_twilio_verify(r->cfg->twilio_auth_token, r->cfg->receipts_twilio_status_url, &f,
                                   sig)) {
         th_form_release(&f);
@@ -483,8 +486,9 @@ out:
 static th_err eb_check(void *ud, th_header_lookup_fn header, void *header_ud, const char **why)
 {
     struct th_receipts *r = ud;
-    const char *got = header(header_ud, r->cfg->receipts_eventbridge_header, NULL);
-    if (!got) {
+    size_t len = 0;
+    const char *got = header(header_ud, r->cfg->receipts_eventbridge_header, &len);
+    if (!got || strlen(got) != len) {
         *why = "missing credentials";
         return TH_E_AUTH;
     }
