@@ -91,6 +91,7 @@ struct th_receipts {
     struct final_cell finals[COUNTRIES_MAX];
     size_t nfinals; /* writer thread only */
     struct th_counter finals_other[P__COUNT][TH_RS__COUNT];
+    struct store_count *store_counts; /* 5, for the sampled family */
 };
 
 /* ---- the loop's client (one per loop, made on first need, freed when the loop ends) ---- */
@@ -561,6 +562,28 @@ static void on_applied(void *ud, const struct th_receipt_applied *a)
 
 /* ---- set-up ---- */
 
+/* The writer's receipt counts, sampled at render time (0 once the writer is detached). */
+struct store_count {
+    struct th_receipts *r;
+    int which;
+};
+
+static double store_count(void *ud)
+{
+    struct store_count *c = ud;
+    struct th_writer_stats st = {0};
+    pthread_mutex_lock(&c->r->wmu);
+    if (c->r->writer)
+        th_writer_stats(c->r->writer, &st);
+    pthread_mutex_unlock(&c->r->wmu);
+    const unsigned long long v[] = {st.receipts_applied, st.receipts_stale, st.receipts_unmatched,
+                                    st.receipts_failed, st.receipts_rejected_full};
+    return (double)v[c->which];
+}
+
+static const char *const store_results[] = {"applied", "stale", "unmatched", "failed",
+                                            "queue_full"};
+
 static th_err register_metrics(struct th_receipts *r, struct th_metrics *m)
 {
     struct th_metric_family *fr, *fs;
@@ -581,6 +604,19 @@ static th_err register_metrics(struct th_receipts *r, struct th_metrics *m)
                               "(ZZ: unknown; other: past the label cap) and status",
                               TH_METRIC_COUNTER, l3, COUNTRIES_MAX + P__COUNT * TH_RS__COUNT,
                               &r->final_family);
+    struct th_metric_family *fw = NULL;
+    const char *l4[] = {"result", NULL};
+    if (e == TH_E_OK)
+        e = th_metrics_family(m, "telehook_receipts_store_total",
+                              "Delivery receipts at the store: applied to their record, stale (it "
+                              "held a newer or more final one), unmatched (no record after every "
+                              "try), failed, refused for a full queue",
+                              TH_METRIC_COUNTER, l4, 5, &fw);
+    for (int k = 0; e == TH_E_OK && k < 5; k++) {
+        r->store_counts[k] = (struct store_count){r, k};
+        const char *v[] = {store_results[k], NULL};
+        e = th_metrics_fn(fw, v, store_count, &r->store_counts[k]);
+    }
     for (int p = 0; e == TH_E_OK && p < P__COUNT; p++) {
         for (int k = 0; e == TH_E_OK && k < R__COUNT; k++) {
             const char *v[] = {provider_names[p], result_names[k], NULL};
@@ -611,7 +647,8 @@ th_err th_receipts_new(const struct th_config *cfg, struct th_writer *w, struct 
     r->next_ud = next_ud;
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->wmu, NULL);
-    if (m && register_metrics(r, m) != TH_E_OK) {
+    r->store_counts = calloc(5, sizeof *r->store_counts);
+    if (!r->store_counts || (m && register_metrics(r, m) != TH_E_OK)) {
         th_receipts_free(r);
         return TH_E_INVAL;
     }
@@ -672,6 +709,7 @@ void th_receipts_free(struct th_receipts *r)
         return;
     for (size_t i = 0; i < CERTS_MAX; i++)
         free(r->certs[i].pem);
+    free(r->store_counts);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->wmu);
     free(r);

@@ -41,6 +41,14 @@ def metric(s, name, **labels):
     return 0.0
 
 
+def wait_metric(s, want, name, **labels):
+    """The metric once it reaches want (bounded wait: the writer applies receipts off the loop)."""
+    deadline = time.monotonic() + 10 * SLOW
+    while metric(s, name, **labels) < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return metric(s, name, **labels)
+
+
 def no_number_logged(s):
     text = s.log_text()
     assert US_NUMBER not in text and US_NUMBER[1:] not in text
@@ -103,6 +111,9 @@ def test_twilio_status_callbacks(make_server):
         assert metric(s, "telehook_receipts_total", provider="twilio", result="bad_signature") == 4
         assert metric(s, "telehook_receipts_total", provider="twilio", result="malformed") == 1
         assert metric(s, "telehook_receipts_applied_total", provider="twilio", status="spam") == 1
+        # the late "sent" and the ":443" one found spam there: stale; sent, spam, no_answer applied
+        assert wait_metric(s, 2, "telehook_receipts_store_total", result="stale") == 2
+        assert wait_metric(s, 3, "telehook_receipts_store_total", result="applied") == 3
         assert metric(s, "telehook_receipts_final_total", provider="twilio", country="US",
                       status="spam") == 1
         # `deliveries show` as text
@@ -205,6 +216,7 @@ def test_sns_subscription_and_notifications(make_server, tmp_path):
                       result="subscription_confirmation") == 1
         assert metric(s, "telehook_receipts_final_total", provider="aws", country="US",
                       status="blocked") == 1
+        assert wait_metric(s, 1, "telehook_receipts_store_total", result="stale") == 1
         no_number_logged(s)
         assert s.stop() == 0
 

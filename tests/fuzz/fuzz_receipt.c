@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *c;
         size_t len;
         if (th_sns_canonical(&m, &c, &len) == TH_E_OK) {
-            if (strlen(c) != len) /* jansson refuses \\u0000: no NUL inside */
+            if (strlen(c) != len) /* jansson refuses an escaped NUL: none inside */
                 __builtin_trap();
             free(c);
         }
