@@ -1650,12 +1650,13 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
         [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_SELECT
                               ", seq FROM outbox ORDER BY seq",
         [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_SELECT
-                                  ", seq FROM deliveries ORDER BY seq",
+                                  ", receipt_status, receipt_error, receipt_ms, receipt_final, "
+                                  "seq FROM deliveries ORDER BY seq",
         [TH_STORE_T_DLQ] =
             "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_SELECT ", seq FROM dlq ORDER BY seq",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ || limit <= 0)
         return TH_E_INVAL;
@@ -1687,6 +1688,10 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
             struct th_delivery_row row = delivery_of(r, i, true);
+            row.receipt_status = PQgetvalue(r, i, 20);
+            row.receipt_error = PQgetvalue(r, i, 21);
+            row.receipt_ms = i64(r, i, 22);
+            row.receipt_final = PQgetvalue(r, i, 23)[0] == 't';
             stop = f->delivery(f->ud, &row);
         } else {
             stop = dlq_call(r, i, f->dlq, f->ud, &e); /* the sealed bytes, never opened */

@@ -895,13 +895,14 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
     static const char *const q[] = {
         [TH_STORE_T_OUTBOX] = "SELECT " OUTBOX_COLS ", rowid FROM outbox WHERE rowid > ? "
                               "ORDER BY rowid LIMIT ?",
-        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", rowid FROM deliveries WHERE rowid > ? "
-                                  "ORDER BY rowid LIMIT ?",
+        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", receipt_status, receipt_error, "
+                                  "receipt_ms, receipt_final, rowid FROM deliveries WHERE "
+                                  "rowid > ? ORDER BY rowid LIMIT ?",
         [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", rowid FROM dlq WHERE rowid > ? "
                            "ORDER BY rowid LIMIT ?",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 20, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
         return TH_E_INVAL;
@@ -928,6 +929,10 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
             struct th_delivery_row row = delivery_of(s, true);
+            row.receipt_status = col(s, 20);
+            row.receipt_error = col(s, 21);
+            row.receipt_ms = sqlite3_column_int64(s, 22);
+            row.receipt_final = sqlite3_column_int(s, 23) != 0;
             stop = f->delivery(f->ud, &row);
         } else {
             struct th_dlq_row row;

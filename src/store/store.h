@@ -122,6 +122,7 @@ struct th_delivery_row {
     const char *receipt_status; /* normalised (receipt/receipt.h): "delivered", "spam", ... */
     const char *receipt_error;  /* the provider's code ("30007", "CARRIER_BLOCKED") or "" */
     int64_t receipt_ms;         /* the event's time (the provider's, else when it arrived) */
+    bool receipt_final;         /* no later status expected (read by `store copy` only) */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
@@ -248,7 +249,8 @@ th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *er
  *
  * Every table of from into to (both open, so both migrated to this telehook's schema): the
  * catalog rows as puts, the history rows (outbox, deliveries, DLQ) as inserts in their
- * insertion order, ids, times and search keys as they are, DLQ payloads as their sealed bytes.
+ * insertion order, ids, times and search keys as they are, a delivery's receipt applied to it as
+ * it was, DLQ payloads as their sealed bytes.
  * One transaction on the target (a failure leaves it unchanged) and one read snapshot on the
  * source; the history tables are read a page at a time (bounded memory).
  * A target holding any row is refused (TH_E_BUSY, nothing written, its rows in target_rows)

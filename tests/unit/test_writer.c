@@ -83,7 +83,7 @@ static void *produce(void *arg)
                                     "US",         "sms", "en", "template", "outbox",
                                     "SUCCESSFUL", id,    "",   5,          1,
                                     "00u1",       "",    "",   "en-us",    "",
-                                    "",           "",    0};
+                                    "",           "",    0,    false};
         /* strings live on this stack only for the call: the writer must copy them */
         if (th_writer_outbox(p->w, &o, on_done, p->c) != TH_E_OK ||
             th_writer_delivery(p->w, &d) != TH_E_OK)
@@ -168,7 +168,7 @@ static void test_queue_full_and_stats(void **state)
     pthread_mutex_unlock(&g.mu);
     /* the writer is held: two items fill the queue, the third is refused */
     struct th_delivery_row d = {"r-a", "", 1, "", "", "", "", "", "", "", "ERROR", "",
-                                "",    1,  0, "", "", "", "", "", "", "", 0};
+                                "",    1,  0, "", "", "", "", "", "", "", 0,       false};
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
     d.request_id = "r-b";
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
