@@ -934,6 +934,16 @@ static json_t *delivery_json(const struct th_delivery_row *row)
                         row->verified_ms ? json_integer((json_int_t)row->verified_ms)
                                          : json_null());
     json_object_set_new(o, "verified_event", json_string(row->verified_event));
+    /* the provider's delivery receipt, once one came (null before) */
+    if (row->receipt_status && row->receipt_status[0]) {
+        char rt[25];
+        th_cli_time(row->receipt_ms, rt);
+        json_object_set_new(o, "receipt",
+                            json_pack("{s:s, s:s, s:s}", "status", row->receipt_status, "code",
+                                      row->receipt_error ? row->receipt_error : "", "time", rt));
+    } else {
+        json_object_set_new(o, "receipt", json_null());
+    }
     return o;
 }
 
@@ -1137,6 +1147,15 @@ static int show_delivery(void *ud, const struct th_delivery_row *row)
                (long long)((row->verified_ms - row->created_ms) / 1000), row->verified_event);
     } else {
         printf("%-15s -\n", "verified");
+    }
+    if (row->receipt_status && row->receipt_status[0]) {
+        char rt[25];
+        th_cli_time(row->receipt_ms, rt);
+        printf("%-15s %s%s%s%s at %s\n", "receipt", row->receipt_status,
+               row->receipt_error[0] ? " (" : "", row->receipt_error,
+               row->receipt_error[0] ? ")" : "", rt);
+    } else {
+        printf("%-15s -\n", "receipt");
     }
     return 1;
 }

@@ -13,6 +13,7 @@
 
 #include "auth/auth.h"
 #include "cli/internal.h"
+#include "cli/receipts.h"
 #include "common/retired.h"
 #include "common/util.h"
 #include "dlq/dlq.h"
@@ -802,7 +803,10 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
     struct th_server *server = NULL;
-    struct th_metrics *metrics = NULL; /* bound to the modules' counters: freed after them */
+    struct th_metrics *metrics = NULL;   /* bound to the modules' counters: freed after them */
+    struct th_receipts *receipts = NULL; /* delivery receipt routes (cli/receipts.h) */
+    struct th_side_route side[4];        /* the events route and at most 3 receipt routes */
+    size_t nside = 0;
     struct retired retired = {.sets.free_fn = free_templates, .prefs.free_fn = free_prefs};
     struct th_tls_creds *tls = NULL; /* until the server takes it */
     struct watcher watch = {.main = pthread_self()};
@@ -963,7 +967,13 @@ int th_cmd_serve(struct th_cli *cli)
             startup_error(cli, "cannot start the event hook endpoint");
             goto out;
         }
+        side[nside++] = *th_events_route(events);
     }
+    if (th_receipts_new(cfg, writer, metrics, NULL, NULL, &receipts) != TH_E_OK) {
+        startup_error(cli, "cannot register the receipt metrics");
+        goto out;
+    }
+    nside += th_receipts_routes(receipts, side + nside, sizeof side / sizeof side[0] - nside);
     struct emf emf;
     struct th_server_deps sd = {.cfg = cfg,
                                 .auth = auth,
@@ -975,8 +985,8 @@ int th_cmd_serve(struct th_cli *cli)
                                 .metrics = all_metrics,
                                 .metrics_ud = &ready,
                                 .tls = tls,
-                                .side = events ? th_events_route(events) : NULL,
-                                .nside = events ? 1 : 0};
+                                .side = side,
+                                .nside = nside};
     tls = NULL; /* the server's now, even on failure */
     if (th_server_start(&sd, &server, err, sizeof err) != TH_E_OK) {
         startup_error(cli, "%s (listen %s)", err, cfg->listen);
@@ -1049,6 +1059,7 @@ int th_cmd_serve(struct th_cli *cli)
     ready.writer = NULL;
     pthread_mutex_unlock(&ready.writer_mu);
     th_events_detach(events);
+    th_receipts_detach(receipts);
     th_writer_stop(writer);
     writer = NULL;
     th_server_stop(server);
@@ -1078,9 +1089,11 @@ out:
     th_metrics_free(metrics); /* nothing renders it now: its children point into the modules */
     th_tls_creds_free(tls);
     th_events_detach(events);
+    th_receipts_detach(receipts);
     th_writer_stop(writer);
     th_events_free(events);
-    if (hook) { /* the current set and map may be ones a reload installed */
+    th_receipts_free(receipts); /* the server and the writer, which call it, are stopped */
+    if (hook) {                 /* the current set and map may be ones a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
         prefs = (struct th_prefs *)th_hook_swap_prefs(hook, prefs);
     }

@@ -247,6 +247,25 @@ static const struct key keys[] = {
      "time allowed for one attempt (never more than what is left of the request's deadline)"},
     {"webhook", "ca_file", K_STRING, F(webhook_ca_file), 0, 0, NULL, "",
      "PEM CA bundle for your gateway (a private CA, say), replacing [tls]; empty: [tls]"},
+    {"receipts", "twilio_status_url", K_STRING, F(receipts_twilio_status_url), 0, 0, NULL, "",
+     "the public URL of POST /v1/twilio/status as Twilio calls it (behind a proxy: the proxy's); "
+     "set, Twilio sends with StatusCallback=it and its callbacks are verified against it with "
+     "[twilio] auth_token; empty: off"},
+    {"receipts", "sns_topic_arns", K_STRING, F(receipts_sns_topic_arns), 0, 0, NULL, "",
+     "comma-separated SNS topic ARNs whose notifications POST /v1/aws/sns accepts (End User "
+     "Messaging delivery events); empty: the route is off"},
+    {"receipts", "sns_cert_hosts", K_STRING, F(receipts_sns_cert_hosts), 0, 0, NULL,
+     "sns.*.amazonaws.com",
+     "hosts SigningCertURL and SubscribeURL may name (https only): comma-separated, '*' one DNS "
+     "label, ':PORT' when the URL carries a port"},
+    {"receipts", "eventbridge_header", K_STRING, F(receipts_eventbridge_header), 0, 0, NULL,
+     "X-Telehook-Receipts-Secret",
+     "header carrying eventbridge_secret on POST /v1/aws/events (the API destination's "
+     "connection, API key authorization)"},
+    {"receipts", "eventbridge_secret", K_SECRET, F(receipts_eventbridge_secret), 0, 0, NULL, "",
+     "the EventBridge connection's API key value; empty: POST /v1/aws/events is off"},
+    {"receipts", "max_queue", K_INT, F(receipts_max_queue), 1, 1000000, NULL, "4096",
+     "receipts waiting for the store at most; beyond it senders get 503 and retry"},
     {"guard", "secret", K_SECRET, F(guard_secret), 0, 0, NULL, "",
      "key of the HMACs under which numbers, users, event ids and codes are remembered; empty: "
      "a random key per start (set one when several nodes share state)"},
@@ -868,6 +887,7 @@ static th_err check_outbound(const struct th_config *cfg, char *err, size_t errl
     const struct {
         const char *name, *value;
     } urls[] = {{"[webhook] url", cfg->webhook_url},
+                {"[receipts] twilio_status_url", cfg->receipts_twilio_status_url},
                 {"[twilio] base_url", cfg->twilio_base_url},
                 {"[aws] endpoint", cfg->aws_endpoint}};
     for (size_t i = 0; i < TH_ARRAY_LEN(urls); i++) {
@@ -884,6 +904,15 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
 {
     if (check_outbound(cfg, err, errlen) != TH_E_OK)
         return TH_E_CONFIG;
+    /* A status callback Twilio signs with the account's auth token (API-key accounts too): no
+     * token, nothing could be verified. */
+    if (cfg->receipts_twilio_status_url && cfg->receipts_twilio_status_url[0] &&
+        (!cfg->twilio_auth_token || !cfg->twilio_auth_token[0])) {
+        snprintf(err, errlen,
+                 "[receipts] twilio_status_url: needs [twilio] auth_token (Twilio "
+                 "signs its callbacks with it, API keys or not)");
+        return TH_E_CONFIG;
+    }
     bool header = cfg->auth_mode == TH_AUTH_HEADER || cfg->auth_mode == TH_AUTH_EITHER;
     bool oauth = cfg->auth_mode == TH_AUTH_OAUTH2 || cfg->auth_mode == TH_AUTH_EITHER;
     if (header && (!cfg->auth_header_secret || !cfg->auth_header_secret[0])) {

@@ -108,6 +108,13 @@ struct th_config {
     char *twilio_base_url;
     int twilio_timeout_ms;
     char *twilio_ca_file; /* "" = [tls] */
+    /* [receipts] (docs/conversion-receipts.md) */
+    char *receipts_twilio_status_url; /* "" = off */
+    char *receipts_sns_topic_arns;    /* "" = off */
+    char *receipts_sns_cert_hosts;
+    char *receipts_eventbridge_header;
+    char *receipts_eventbridge_secret; /* secret; "" = off */
+    int receipts_max_queue;
     /* [webhook] */
     char *webhook_url;
     char *webhook_secret; /* secret */

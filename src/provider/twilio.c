@@ -136,7 +136,9 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
     bool voice = msg->channel == TH_CHANNEL_VOICE;
     const char *sender = at->sender && at->sender[0] ? at->sender : NULL;
     /* urlencoding triples what it escapes; TwiML wraps the SSML in a few tags */
-    size_t hint = FORM_BASE + 3 * strlen(msg->body) + (voice ? 128 : 0);
+    size_t hint =
+        FORM_BASE + 3 * strlen(msg->body) + (voice ? 128 : 0) +
+        (cfg->receipts_twilio_status_url ? 3 * strlen(cfg->receipts_twilio_status_url) : 0);
     struct th_http_attempt *a = th_provider_attempt_new(at, sizeof *a, hint, FORM_MAX, done, ud);
     if (!a)
         return TH_E_NOMEM;
@@ -177,6 +179,15 @@ static th_err twilio_send(struct th_provider *p, const struct th_attempt *at,
             snprintf(vp, sizeof vp, "%lld", left < 1 ? 1 : left > 36000 ? 36000 : left);
             th_form_append(f, "ValidityPeriod", vp);
         }
+    }
+    /* Delivery receipts ([receipts] twilio_status_url): Twilio posts each status change there,
+     * signed; a call reports only its end (completed, busy, no-answer, failed), which is all a
+     * receipt needs. */
+    const char *status_url = cfg->receipts_twilio_status_url;
+    if (status_url && status_url[0]) {
+        th_form_append(f, "StatusCallback", status_url);
+        if (voice)
+            th_form_append(f, "StatusCallbackEvent", "completed");
     }
     if (e == TH_E_OK)
         e = th_buf_err(f);

@@ -59,6 +59,18 @@ static int put_delivery(void *ud, const struct th_delivery_row *row)
 {
     struct copy_ctx *c = ud;
     c->e = th_store_delivery_insert(c->to, row);
+    /* its receipt, as it is (the record just inserted has none: it takes it) */
+    if (c->e == TH_E_OK && row->receipt_status && row->receipt_status[0]) {
+        struct th_receipt_row r = {.provider = row->provider,
+                                   .transaction_id = row->transaction_id,
+                                   .status = row->receipt_status,
+                                   .error = row->receipt_error,
+                                   .final = row->receipt_final,
+                                   .event_ms = row->receipt_ms};
+        struct th_receipt_applied a;
+        bool changed;
+        c->e = th_store_receipt_apply(c->to, &r, &a, &changed);
+    }
     c->n += c->e == TH_E_OK;
     return c->e != TH_E_OK;
 }

@@ -61,6 +61,15 @@ struct th_store_ops {
      */
     th_err (*scan)(struct th_store *st, int table, int64_t *after, int limit,
                    const struct th_store_scan_fns *f, int *n);
+    /*
+     * Receipts: the newest record with provider + transaction id (its row id: SQLite's rowid,
+     * PostgreSQL's seq; strings into target, its receipt so far in cur_*): TH_E_NOTFOUND when
+     * none. Then set writes the receipt into that row. store.c decides between them.
+     */
+    th_err (*receipt_find)(struct th_store *st, const char *provider, const char *transaction_id,
+                           int64_t *row, struct th_receipt_applied *target, char *cur_status,
+                           size_t cur_len, bool *cur_final, int64_t *cur_ms);
+    th_err (*receipt_set)(struct th_store *st, int64_t row, const struct th_receipt_row *r);
     /* a server over a network (th_store_shared): NULL on SQLite, whose file is always there */
     bool (*lost)(const struct th_store *st);
     th_err (*ping)(struct th_store *st);

@@ -159,6 +159,14 @@ static const char *const migrations[] = {
     "  verified_ms BIGINT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS verifications_node ON verifications (node, seq);"
     "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
+    /* 10: as SQLite's 10 — a provider's delivery receipt on
+     * its record, found by provider + transaction id (indexed: receipts come long after the
+     * insert); receipt_final keeps a late non-final status from replacing a final one. */
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_status TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_error TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_ms BIGINT NOT NULL DEFAULT 0;"
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_final BOOLEAN NOT NULL DEFAULT false;"
+    "CREATE INDEX IF NOT EXISTS deliveries_transaction ON deliveries (provider, transaction_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -185,6 +193,8 @@ enum stmt {
     S_PREF_PUT,
     S_PREF_DEL,
     S_NOTIFY,
+    S_RCPT_FIND,
+    S_RCPT_SET,
     S__COUNT
 };
 
@@ -237,6 +247,11 @@ static const char *const sql[S__COUNT] = {
     [S_PREF_DEL] =
         "DELETE FROM prefs WHERE lower(user_key COLLATE \"C\") = lower($1 COLLATE \"C\")",
     [S_NOTIFY] = "SELECT pg_notify('" CATALOG_CHANNEL "', $1)",
+    [S_RCPT_FIND] = "SELECT seq, request_id, created_ms, country, channel, receipt_status, "
+                    "receipt_final, receipt_ms FROM deliveries WHERE provider = $1 AND "
+                    "transaction_id = $2 ORDER BY created_ms DESC, seq DESC LIMIT 1",
+    [S_RCPT_SET] = "UPDATE deliveries SET receipt_status = $1, receipt_error = $2, "
+                   "receipt_ms = $3, receipt_final = $4 WHERE seq = $5",
 };
 
 /* The filters of deliveries_query, one bit each: a statement is prepared per combination used. */
@@ -1122,7 +1137,8 @@ static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
                    "latency_us, attempts, user_id, locale, preference, prefix_hash, node, "
-                   "verified_ms, verified_event FROM deliveries WHERE true";
+                   "verified_ms, verified_event, receipt_status, receipt_error, receipt_ms "
+                   "FROM deliveries WHERE true";
     size_t ql = strlen(q);
 #define ADD(...) (ql += (size_t)snprintf(q + ql, sizeof q - ql, __VA_ARGS__))
     if (f->since_ms) {
@@ -1168,11 +1184,50 @@ static th_err pg_deliveries_query(struct th_store *st, const struct th_delivery_
     th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
     for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
         struct th_delivery_row row = delivery_of(r, i, false);
+        row.receipt_status = PQgetvalue(r, i, 22);
+        row.receipt_error = PQgetvalue(r, i, 23);
+        row.receipt_ms = i64(r, i, 24);
         if (fn(ud, &row))
             break;
     }
     PQclear(r);
     return e;
+}
+
+/* ---- delivery receipts ---- */
+
+static th_err pg_receipt_find(struct th_store *st, const char *provider, const char *transaction_id,
+                              int64_t *row, struct th_receipt_applied *t, char *cur_status,
+                              size_t cur_len, bool *cur_final, int64_t *cur_ms)
+{
+    struct pg_store *s = P(st);
+    const char *v[] = {provider, transaction_id};
+    PGresult *r = run(s, S_RCPT_FIND, 2, v, NULL, NULL);
+    th_err e = PQresultStatus(r) != PGRES_TUPLES_OK ? TH_E_STORE
+               : PQntuples(r) == 0                  ? TH_E_NOTFOUND
+                                                    : TH_E_OK;
+    note(s, r);
+    if (e == TH_E_OK) {
+        *row = i64(r, 0, 0);
+        th_strlcpy(t->request_id, PQgetvalue(r, 0, 1), sizeof t->request_id);
+        t->sent_ms = i64(r, 0, 2);
+        th_strlcpy(t->country, PQgetvalue(r, 0, 3), sizeof t->country);
+        th_strlcpy(t->channel, PQgetvalue(r, 0, 4), sizeof t->channel);
+        th_strlcpy(cur_status, PQgetvalue(r, 0, 5), cur_len);
+        *cur_final = PQgetvalue(r, 0, 6)[0] == 't';
+        *cur_ms = i64(r, 0, 7);
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_receipt_set(struct th_store *st, int64_t row, const struct th_receipt_row *rc)
+{
+    char ms[24], seq[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)rc->event_ms);
+    snprintf(seq, sizeof seq, "%lld", (long long)row);
+    const char *v[] = {rc->status, rc->error ? rc->error : "", ms, rc->final ? "t" : "f", seq};
+    return write_stmt(P(st), S_RCPT_SET, 5, v, NULL, NULL, NULL);
 }
 
 /* ---- dead-letter queue ---- */
@@ -1770,12 +1825,13 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
         [TH_STORE_T_OUTBOX] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " OUTBOX_SELECT
                               ", seq FROM outbox ORDER BY seq",
         [TH_STORE_T_DELIVERIES] = "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DELIV_SELECT
-                                  ", seq FROM deliveries ORDER BY seq",
+                                  ", receipt_status, receipt_error, receipt_ms, receipt_final, "
+                                  "seq FROM deliveries ORDER BY seq",
         [TH_STORE_T_DLQ] =
             "DECLARE th_copy NO SCROLL CURSOR FOR SELECT " DLQ_SELECT ", seq FROM dlq ORDER BY seq",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 28, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ || limit <= 0)
         return TH_E_INVAL;
@@ -1807,6 +1863,10 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
             struct th_delivery_row row = delivery_of(r, i, true);
+            row.receipt_status = PQgetvalue(r, i, 24);
+            row.receipt_error = PQgetvalue(r, i, 25);
+            row.receipt_ms = i64(r, i, 26);
+            row.receipt_final = PQgetvalue(r, i, 27)[0] == 't';
             stop = f->delivery(f->ud, &row);
         } else {
             stop = dlq_call(r, i, f->dlq, f->ud, &e); /* the sealed bytes, never opened */
@@ -1830,6 +1890,8 @@ const struct th_store_ops th_store_pg_ops = {
     .delivery_insert = pg_delivery_insert,
     .insert_many = pg_insert_many,
     .deliveries_query = pg_deliveries_query,
+    .receipt_find = pg_receipt_find,
+    .receipt_set = pg_receipt_set,
     .dlq_insert = pg_dlq_insert,
     .dlq_each = pg_dlq_each,
     .dlq_get = pg_dlq_get,

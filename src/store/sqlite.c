@@ -141,6 +141,15 @@ static const char *const migrations[] = {
     "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms INTEGER NOT NULL,"
     "  verified_ms INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
+    /* 10: a provider's delivery receipt on its record, found
+     * by provider + transaction id (the index: receipts arrive long after the insert, so the
+     * time index cannot narrow the search). receipt_final keeps a late non-final status from
+     * replacing a final one. Codes and statuses only, never a number. */
+    "ALTER TABLE deliveries ADD COLUMN receipt_status TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN receipt_error TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE deliveries ADD COLUMN receipt_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE deliveries ADD COLUMN receipt_final INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX deliveries_transaction ON deliveries (provider, transaction_id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -166,6 +175,8 @@ enum stmt {
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
+    S_RCPT_FIND,
+    S_RCPT_SET,
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
@@ -218,6 +229,11 @@ static const char *const sql[S__COUNT] = {
         "language = excluded.language, channel = excluded.channel, "
         "updated_ms = excluded.updated_ms",
     [S_PREF_DEL] = "DELETE FROM prefs WHERE user_key = ?",
+    [S_RCPT_FIND] = "SELECT rowid, request_id, created_ms, country, channel, receipt_status, "
+                    "receipt_final, receipt_ms FROM deliveries WHERE provider = ? AND "
+                    "transaction_id = ? ORDER BY created_ms DESC, rowid DESC LIMIT 1",
+    [S_RCPT_SET] = "UPDATE deliveries SET receipt_status = ?, receipt_error = ?, receipt_ms = ?, "
+                   "receipt_final = ? WHERE rowid = ?",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -650,7 +666,8 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
     char q[2048] = "SELECT request_id, event_id, created_ms, request_type, phone_masked, country, "
                    "channel, language, source, provider, outcome, transaction_id, error, "
                    "latency_us, attempts, user_id, locale, preference, prefix_hash, node, "
-                   "verified_ms, verified_event FROM deliveries WHERE 1 = 1";
+                   "verified_ms, verified_event, receipt_status, receipt_error, receipt_ms "
+                   "FROM deliveries WHERE 1 = 1";
     const char *texts[] = {f->outcome,    f->provider, f->country,   f->channel,
                            f->request_id, f->event_id, f->phone_hash};
     static const char *const cols[] = {"outcome",    "provider", "country",   "channel",
@@ -693,11 +710,49 @@ static th_err sqlite_deliveries_query(struct th_store *st, const struct th_deliv
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         struct th_delivery_row row = delivery_of(stmt, false);
+        row.receipt_status = col(stmt, 22);
+        row.receipt_error = col(stmt, 23);
+        row.receipt_ms = sqlite3_column_int64(stmt, 24);
         if (fn(ud, &row))
             break;
     }
     sqlite3_finalize(stmt);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_receipt_find(struct th_store *st, const char *provider,
+                                  const char *transaction_id, int64_t *row,
+                                  struct th_receipt_applied *t, char *cur_status, size_t cur_len,
+                                  bool *cur_final, int64_t *cur_ms)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_RCPT_FIND];
+    bind_text(q, 1, provider);
+    bind_text(q, 2, transaction_id);
+    int rc = sqlite3_step(q);
+    th_err e = rc == SQLITE_ROW ? TH_E_OK : rc == SQLITE_DONE ? TH_E_NOTFOUND : TH_E_STORE;
+    if (e == TH_E_OK) {
+        *row = sqlite3_column_int64(q, 0);
+        th_strlcpy(t->request_id, col(q, 1), sizeof t->request_id);
+        t->sent_ms = sqlite3_column_int64(q, 2);
+        th_strlcpy(t->country, col(q, 3), sizeof t->country);
+        th_strlcpy(t->channel, col(q, 4), sizeof t->channel);
+        th_strlcpy(cur_status, col(q, 5), cur_len);
+        *cur_final = sqlite3_column_int(q, 6) != 0;
+        *cur_ms = sqlite3_column_int64(q, 7);
+    }
+    sqlite3_reset(q);
+    return e;
+}
+
+static th_err sqlite_receipt_set(struct th_store *st, int64_t row, const struct th_receipt_row *r)
+{
+    sqlite3_stmt *q = S(st)->stmt[S_RCPT_SET];
+    bind_text(q, 1, r->status);
+    bind_text(q, 2, r->error ? r->error : "");
+    sqlite3_bind_int64(q, 3, r->event_ms);
+    sqlite3_bind_int(q, 4, r->final ? 1 : 0);
+    sqlite3_bind_int64(q, 5, row);
+    return step_done(q);
 }
 
 static th_err sqlite_dlq_insert(struct th_store *st, const struct th_dlq_row *row)
@@ -1058,13 +1113,14 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
     static const char *const q[] = {
         [TH_STORE_T_OUTBOX] = "SELECT " OUTBOX_COLS ", rowid FROM outbox WHERE rowid > ? "
                               "ORDER BY rowid LIMIT ?",
-        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", rowid FROM deliveries WHERE rowid > ? "
-                                  "ORDER BY rowid LIMIT ?",
+        [TH_STORE_T_DELIVERIES] = "SELECT " DELIV_COLS ", receipt_status, receipt_error, "
+                                  "receipt_ms, receipt_final, rowid FROM deliveries WHERE "
+                                  "rowid > ? ORDER BY rowid LIMIT ?",
         [TH_STORE_T_DLQ] = "SELECT " DLQ_COLS ", rowid FROM dlq WHERE rowid > ? "
                            "ORDER BY rowid LIMIT ?",
     };
     static const int ncols[] = {
-        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 24, [TH_STORE_T_DLQ] = 14};
+        [TH_STORE_T_OUTBOX] = 8, [TH_STORE_T_DELIVERIES] = 28, [TH_STORE_T_DLQ] = 14};
     *n = 0;
     if (table < TH_STORE_T_OUTBOX || table > TH_STORE_T_DLQ)
         return TH_E_INVAL;
@@ -1091,6 +1147,10 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
             stop = f->outbox(f->ud, &row);
         } else if (table == TH_STORE_T_DELIVERIES) {
             struct th_delivery_row row = delivery_of(s, true);
+            row.receipt_status = col(s, 24);
+            row.receipt_error = col(s, 25);
+            row.receipt_ms = sqlite3_column_int64(s, 26);
+            row.receipt_final = sqlite3_column_int(s, 27) != 0;
             stop = f->delivery(f->ud, &row);
         } else {
             struct th_dlq_row row;
@@ -1114,6 +1174,8 @@ const struct th_store_ops th_store_sqlite_ops = {
     .outbox_each = sqlite_outbox_each,
     .delivery_insert = sqlite_delivery_insert,
     .deliveries_query = sqlite_deliveries_query,
+    .receipt_find = sqlite_receipt_find,
+    .receipt_set = sqlite_receipt_set,
     .dlq_insert = sqlite_dlq_insert,
     .dlq_each = sqlite_dlq_each,
     .dlq_get = sqlite_dlq_get,

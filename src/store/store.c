@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "store/internal.h"
 
 static const struct {
@@ -224,6 +225,42 @@ th_err th_store_outbox_each(struct th_store *st, int limit, th_outbox_row_fn fn,
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row)
 {
     return live(st)->ops->delivery_insert(st, row);
+}
+
+/* Whether a receipt (final, at event_ms) is news for a record holding cur (the rule of
+ * store.h: more final wins, then not older). */
+static bool receipt_is_news(const char *cur, bool cur_final, int64_t cur_ms, bool final,
+                            int64_t event_ms)
+{
+    if (!*cur || final != cur_final)
+        return !*cur || final;
+    return event_ms >= cur_ms;
+}
+
+th_err th_store_receipt_apply(struct th_store *st, const struct th_receipt_row *r,
+                              struct th_receipt_applied *out, bool *changed)
+{
+    *changed = false;
+    memset(out, 0, sizeof *out);
+    int64_t row = 0, cur_ms = 0;
+    char cur[32] = "";
+    bool cur_final = false;
+    th_err e = live(st)->ops->receipt_find(st, r->provider, r->transaction_id, &row, out, cur,
+                                           sizeof cur, &cur_final, &cur_ms);
+    if (e != TH_E_OK)
+        return e;
+    th_strlcpy(out->provider, r->provider, sizeof out->provider);
+    th_strlcpy(out->transaction_id, r->transaction_id, sizeof out->transaction_id);
+    th_strlcpy(out->status, r->status, sizeof out->status);
+    th_strlcpy(out->error, r->error ? r->error : "", sizeof out->error);
+    out->final = r->final;
+    out->delivered = r->delivered;
+    out->event_ms = r->event_ms;
+    if (!receipt_is_news(cur, cur_final, cur_ms, r->final, r->event_ms))
+        return TH_E_OK;
+    e = st->ops->receipt_set(st, row, r);
+    *changed = e == TH_E_OK;
+    return e;
 }
 
 th_err th_store_insert_many(struct th_store *st, const struct th_store_rows *rows)

@@ -124,6 +124,12 @@ struct th_delivery_row {
     const char *node;
     int64_t verified_ms;
     const char *verified_event;
+    /* The provider's delivery receipt (th_store_receipt_apply), "" / 0 until one came: read by
+     * th_store_deliveries_query; an insert leaves them empty. */
+    const char *receipt_status; /* normalised (receipt/receipt.h): "delivered", "spam", ... */
+    const char *receipt_error;  /* the provider's code ("30007", "CARRIER_BLOCKED") or "" */
+    int64_t receipt_ms;         /* the event's time (the provider's, else when it arrived) */
+    bool receipt_final;         /* no later status expected (read by `store copy` only) */
 };
 th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_row *row);
 typedef int (*th_delivery_row_fn)(void *ud, const struct th_delivery_row *row);
@@ -187,6 +193,40 @@ typedef int (*th_stats_row_fn)(void *ud, const struct th_stats_row *row);
 /* Sorted by sends, most first. */
 th_err th_store_delivery_stats(struct th_store *st, enum th_stats_by by, int64_t since_ms,
                                int64_t until_ms, th_stats_row_fn fn, void *ud);
+
+/*
+ * ---- delivery receipts: what the provider says became of a message ----
+ * A receipt names its record by provider + transaction id (indexed). The newest record of that
+ * pair takes it when it is news: the record has none yet, or it is final where the record's is
+ * not, or it is as final and not older (event time). A final status is never replaced by a
+ * later non-final one (a late "sent" after "delivered"), and an older event never overwrites a
+ * newer one. Only codes and statuses are stored: never a number or a message text.
+ */
+struct th_receipt_row {
+    const char *provider, *transaction_id;
+    const char *status; /* normalised */
+    const char *error;  /* provider's code or "" */
+    bool final, delivered;
+    int64_t event_ms; /* the provider's event time, else the arrival time (unix ms) */
+};
+/* A receipt applied to its record (the common plan's on_receipt argument): copies, so it can
+ * travel to another thread. */
+struct th_receipt_applied {
+    char provider[16], country[4], channel[8];
+    char transaction_id[96], request_id[64];
+    char status[16], error[48];
+    bool final, delivered;
+    int64_t event_ms; /* the receipt's time */
+    int64_t sent_ms;  /* the delivery record's created_ms */
+};
+/*
+ * TH_E_OK and *changed true when the record took the receipt (out filled), *changed false when
+ * it already holds a newer or more final one (out filled with the receipt and the record's
+ * country, channel, request id); TH_E_NOTFOUND when no record has that provider and id (yet:
+ * the writer retries). On the writer's connection, inside its transaction.
+ */
+th_err th_store_receipt_apply(struct th_store *st, const struct th_receipt_row *r,
+                              struct th_receipt_applied *out, bool *changed);
 
 /* ---- routes: (channel, country) → ordered attempts, e.g. "aws:+12065550100, twilio" ---- */
 struct th_route_row {
@@ -274,7 +314,8 @@ th_err th_store_open_unmigrated(const char *url, struct th_store **out, char *er
  *
  * Every table of from into to (both open, so both migrated to this telehook's schema): the
  * catalog rows as puts, the history rows (outbox, deliveries, DLQ) as inserts in their
- * insertion order, ids, times and search keys as they are, DLQ payloads as their sealed bytes.
+ * insertion order, ids, times and search keys as they are, a delivery's receipt applied to it as
+ * it was, DLQ payloads as their sealed bytes.
  * One transaction on the target (a failure leaves it unchanged) and one read snapshot on the
  * source; the history tables are read a page at a time (bounded memory).
  * A target holding any row is refused (TH_E_BUSY, nothing written, its rows in target_rows)

@@ -22,6 +22,19 @@
 #define RETRY_MIN_MS      100  /* reconnection attempts back off from this... */
 #define RETRY_MAX_MS      2000 /* ...to this */
 #define SPOOL_MAX_DEFAULT 100000
+#define RECEIPTS_MAX      4096 /* receipts queued at most (the sender retries a 503) */
+#define RECEIPT_RETRY_MS  1000 /* a receipt that beat its record waits this long... */
+#define RECEIPT_TRIES     10   /* ...this many times before it counts unmatched */
+#define RECEIPTS_TURN     256  /* receipts applied in one transaction */
+
+/* One receipt waiting: the row with copies of its strings. */
+struct rcpt {
+    struct rcpt *next;
+    struct th_receipt_row row;
+    int tries;
+    int64_t due_ms;
+    char provider[16], transaction_id[96], status[16], error[48];
+};
 
 #define VERIFY_TRIES     3    /* an unmatched event is looked for this many times... */
 #define VERIFY_RETRY_MS  2000 /* ...this far apart */
@@ -98,6 +111,15 @@ struct th_writer {
     int64_t next_poll_ms; /* 0: no poll (not shared, or no callback) */
     int vretry_ms, poll_ms;
     struct th_writer_verify_stats vstats;
+    /* receipts: queued by callers (under mu), and those waiting for their record (writer
+     * thread only, counted in rwaiting under mu for stats) */
+    struct rcpt *rhead, *rtail, *rretry;
+    size_t rqueued, rwaiting, rmax;
+    int64_t rretry_ms;
+    int rtries;
+    th_writer_receipt_fn on_receipt;
+    void *on_receipt_ud;
+    unsigned long long r_applied, r_stale, r_unmatched, r_failed, r_full;
 };
 
 /* Copies s into the item's string area at *pos; returns the copy. */
@@ -1004,6 +1026,153 @@ static void process(struct th_writer *w, struct item *batch)
     verify_items(w, events);
 }
 
+void th_writer_on_receipt(struct th_writer *w, th_writer_receipt_fn fn, void *ud,
+                          size_t max_receipts, int64_t retry_ms, int tries)
+{
+    pthread_mutex_lock(&w->mu);
+    w->on_receipt = fn;
+    w->on_receipt_ud = ud;
+    w->rmax = max_receipts ? max_receipts : RECEIPTS_MAX;
+    w->rretry_ms = retry_ms > 0 ? retry_ms : RECEIPT_RETRY_MS;
+    w->rtries = tries > 0 ? tries : RECEIPT_TRIES;
+    pthread_mutex_unlock(&w->mu);
+}
+
+th_err th_writer_receipt(struct th_writer *w, const struct th_receipt_row *row)
+{
+    struct rcpt *r = calloc(1, sizeof *r);
+    if (!r)
+        return TH_E_NOMEM;
+    r->row = *row;
+    r->row.provider = r->provider;
+    r->row.transaction_id = r->transaction_id;
+    r->row.status = r->status;
+    r->row.error = r->error;
+    th_strlcpy(r->provider, row->provider, sizeof r->provider);
+    th_strlcpy(r->transaction_id, row->transaction_id, sizeof r->transaction_id);
+    th_strlcpy(r->status, row->status, sizeof r->status);
+    th_strlcpy(r->error, row->error ? row->error : "", sizeof r->error);
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping || w->rqueued + w->rwaiting >= w->rmax) {
+        w->r_full++;
+        pthread_mutex_unlock(&w->mu);
+        free(r);
+        return TH_E_OVERLOAD;
+    }
+    if (w->rtail)
+        w->rtail->next = r;
+    else
+        w->rhead = r;
+    w->rtail = r;
+    w->rqueued++;
+    if (!w->lingering)
+        pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return TH_E_OK;
+}
+
+/* The earliest retry due (INT64_MAX: none). Writer thread. */
+static int64_t receipts_due(const struct th_writer *w)
+{
+    int64_t due = INT64_MAX;
+    for (const struct rcpt *r = w->rretry; r; r = r->next)
+        due = r->due_ms < due ? r->due_ms : due;
+    return due;
+}
+
+/*
+ * One turn: the queued receipts and the retries due, in one transaction; the callbacks after
+ * the commit. Called without mu, on the writer thread, while the store is within reach. A lost
+ * store puts the turn back in the retry list (its tries kept) and marks the writer down.
+ */
+static void apply_receipts(struct th_writer *w, struct rcpt *queued)
+{
+    int64_t now = th_wall_ms();
+    struct rcpt *turn = queued, **tail = &turn;
+    size_t n = 0;
+    while (*tail) {
+        tail = &(*tail)->next;
+        n++;
+    }
+    size_t from_retry = n; /* the queued ones were moved into rwaiting by the caller */
+    for (struct rcpt **p = &w->rretry; *p && n < RECEIPTS_TURN;) {
+        if ((*p)->due_ms <= now || w->stopping) {
+            from_retry++;
+            struct rcpt *r = *p;
+            *p = r->next;
+            r->next = NULL;
+            *tail = r;
+            tail = &r->next;
+            n++;
+        } else {
+            p = &(*p)->next;
+        }
+    }
+    if (!turn)
+        return;
+    struct th_receipt_applied *done = malloc(n * sizeof *done);
+    th_err *res = malloc(n * sizeof *res);
+    bool *changed = calloc(n, sizeof *changed);
+    bool ok = done && res && changed && th_store_begin(w->st) == TH_E_OK;
+    size_t i = 0;
+    for (struct rcpt *r = turn; ok && r; r = r->next, i++) {
+        res[i] = th_store_receipt_apply(w->st, &r->row, &done[i], &changed[i]);
+        if (res[i] == TH_E_STORE) {
+            ok = false;
+        }
+    }
+    if (ok && th_store_commit(w->st) != TH_E_OK)
+        ok = false;
+    if (!ok) {
+        bool lost = th_store_lost(w->st);
+        th_store_rollback(w->st);
+        if (lost)
+            mark_down(w);
+    }
+    unsigned long long applied = 0, stale = 0, unmatched = 0, failed = 0;
+    size_t back = 0;
+    i = 0;
+    for (struct rcpt *r = turn, *next; r; r = next, i++) {
+        next = r->next;
+        bool again = false;
+        if (!ok) {
+            /* the store failed (or memory): nothing of the turn is in; a lost store gets them
+             * later, a receipt the store refuses for itself is counted failed */
+            again = w->down || !done;
+            failed += !again;
+        } else if (res[i] == TH_E_NOTFOUND) {
+            again = ++r->tries < w->rtries;
+            unmatched += !again;
+        } else if (res[i] == TH_E_OK && changed[i]) {
+            applied++;
+            if (w->on_receipt)
+                w->on_receipt(w->on_receipt_ud, &done[i]);
+        } else if (res[i] == TH_E_OK) {
+            stale++;
+        } else {
+            failed++;
+        }
+        if (again) {
+            r->due_ms = now + w->rretry_ms;
+            r->next = w->rretry;
+            w->rretry = r;
+            back++;
+        } else {
+            free(r);
+        }
+    }
+    free(done);
+    free(res);
+    free(changed);
+    pthread_mutex_lock(&w->mu);
+    w->r_applied += applied;
+    w->r_stale += stale;
+    w->r_unmatched += unmatched;
+    w->r_failed += failed;
+    w->rwaiting = w->rwaiting - from_retry + back;
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void *writer_main(void *arg)
 {
     struct th_writer *w = arg;
@@ -1025,7 +1194,7 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&w->mu);
             continue;
         }
-        while (!w->head && !w->stopping && !w->dlq_count_wanted) {
+        while (!w->head && !w->stopping && !w->dlq_count_wanted && !(w->rhead && !w->down)) {
             int64_t now = th_wall_ms();
             if (recovery_due(w, now))
                 break;
@@ -1041,6 +1210,9 @@ static void *writer_main(void *arg)
                 pthread_mutex_lock(&w->mu);
                 continue;
             }
+            int64_t rdue = w->down ? INT64_MAX : receipts_due(w);
+            if (rdue <= now)
+                break;
             if (w->shared && !w->down && now - w->last_ok_ms >= PING_MS) {
                 pthread_mutex_unlock(&w->mu);
                 ping(w);
@@ -1063,6 +1235,7 @@ static void *writer_main(void *arg)
             if (w->next_poll_ms && w->next_poll_ms < verify_at)
                 verify_at = w->next_poll_ms;
             wake = verify_at < wake ? verify_at : wake;
+            wake = rdue < wake ? rdue : wake;
             if (w->shared) {
                 bool pending = w->down || (w->spool && th_spool_count(w->spool, -1) > 0);
                 int64_t at = pending ? w->retry_ms : w->last_ok_ms + PING_MS;
@@ -1078,6 +1251,20 @@ static void *writer_main(void *arg)
         }
         if (w->dlq_count_wanted && !w->stopping)
             continue;
+        /* receipts between batches (a turn each time round, so rows under load never starve
+         * them); when stopping, one last turn for everything waiting */
+        if (!w->down &&
+            (w->rhead || (w->rretry && (w->stopping || receipts_due(w) <= th_wall_ms())))) {
+            struct rcpt *q = w->rhead;
+            w->rhead = w->rtail = NULL;
+            w->rwaiting += w->rqueued; /* the turn's own count: taken back as it is settled */
+            w->rqueued = 0;
+            pthread_mutex_unlock(&w->mu);
+            apply_receipts(w, q);
+            pthread_mutex_lock(&w->mu);
+            if (!w->stopping)
+                continue;
+        }
         if (!w->head) {
             if (w->stopping && w->retry) { /* a last lookup for what waits, then they go */
                 pthread_mutex_unlock(&w->mu);
@@ -1146,6 +1333,9 @@ th_err th_writer_start_opts(struct th_store *st, const struct th_writer_opts *o,
     w->shared = th_store_shared(st);
     w->spool_max = o->spool_max ? o->spool_max : SPOOL_MAX_DEFAULT;
     w->last_ok_ms = th_wall_ms();
+    w->rmax = RECEIPTS_MAX;
+    w->rretry_ms = RECEIPT_RETRY_MS;
+    w->rtries = RECEIPT_TRIES;
     atomic_init(&w->store_ok, true);
     if (w->shared && o->spool_path && *o->spool_path && !(w->spool_path = strdup(o->spool_path))) {
         free(w);
@@ -1177,6 +1367,14 @@ void th_writer_stop(struct th_writer *w)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    for (struct rcpt *r = w->rretry, *next; r; r = next) { /* unmatched at the end: dropped */
+        next = r->next;
+        free(r);
+    }
+    for (struct rcpt *r = w->rhead, *next; r; r = next) { /* the store was out of reach */
+        next = r->next;
+        free(r);
+    }
     th_store_close(w->st);
     th_spool_close(w->spool);
     free(w->spool_path);
@@ -1195,7 +1393,8 @@ void th_writer_set_dlq_refresh(struct th_writer *w, int64_t ms)
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
 {
     pthread_mutex_lock(&w->mu);
-    /* a stale depth asks the writer for a count (done between batches); this read never waits */
+    /* a stale depth asks the writer for a count (done between batches); this read never waits
+     */
     if (!w->dlq_count_wanted && th_wall_ms() - w->dlq_counted_ms >= w->dlq_refresh_ms) {
         w->dlq_count_wanted = true;
         pthread_cond_signal(&w->cv);
@@ -1209,6 +1408,12 @@ void th_writer_stats(struct th_writer *w, struct th_writer_stats *out)
     out->spool_flushed = w->spool_flushed;
     out->spool_dropped = w->spool_dropped;
     out->store_up = atomic_load(&w->store_ok);
+    out->receipts_applied = w->r_applied;
+    out->receipts_stale = w->r_stale;
+    out->receipts_unmatched = w->r_unmatched;
+    out->receipts_failed = w->r_failed;
+    out->receipts_rejected_full = w->r_full;
+    out->receipts_waiting = w->rqueued + w->rwaiting;
     pthread_mutex_unlock(&w->mu);
 }
 

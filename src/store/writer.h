@@ -107,6 +107,25 @@ void th_writer_verify_stats(struct th_writer *w, struct th_writer_verify_stats *
 /* Test hook: the retry's pause and the poll's period (defaults 2000 and 1000 ms). */
 void th_writer_set_verify_timing(struct th_writer *w, int retry_ms, int poll_ms);
 
+/*
+ * ---- delivery receipts (th_store_receipt_apply) ----
+ * Queued apart from the rows (their own bound, max_receipts; TH_E_OVERLOAD when full: the
+ * sender is answered 503 and retries), applied between batches in one transaction a turn, while
+ * the store is within reach (a lost store keeps them queued). A receipt whose record is not
+ * there yet (it can beat its record: the provider answers before our batch commits) is tried
+ * again every retry_ms, at most tries times, then counted unmatched and dropped.
+ * on_receipt(ud, applied) runs on the writer thread after the commit, once per receipt that
+ * changed its record (quick and thread-safe: it counts, or posts to a loop); not for one that
+ * was stale (its record already holds a newer or more final status).
+ * Set before the first receipt is queued; fn may be NULL. max_receipts 0: 4096; retry_ms 0:
+ * 1000; tries 0: 10.
+ */
+typedef void (*th_writer_receipt_fn)(void *ud, const struct th_receipt_applied *r);
+void th_writer_on_receipt(struct th_writer *w, th_writer_receipt_fn fn, void *ud,
+                          size_t max_receipts, int64_t retry_ms, int tries);
+/* Copies row. TH_E_OVERLOAD when the receipt queue is full (counted). */
+th_err th_writer_receipt(struct th_writer *w, const struct th_receipt_row *row);
+
 /* Rows older than these many days are deleted at start and hourly (0 = kept forever). */
 void th_writer_set_retention(struct th_writer *w, int dlq_days, int deliveries_days,
                              int outbox_days);
@@ -126,6 +145,11 @@ struct th_writer_stats {
     size_t spooled;                                  /* rows in the spool now */
     unsigned long long spool_flushed, spool_dropped; /* rows handed over / dropped at its cap */
     bool store_up;                                   /* th_writer_store_ready */
+    /* receipts: changed their record, already had a newer one, found no record after every
+     * try, failed in the store, refused for a full queue; waiting (queued or to retry) */
+    unsigned long long receipts_applied, receipts_stale, receipts_unmatched, receipts_failed,
+        receipts_rejected_full;
+    size_t receipts_waiting;
 };
 void th_writer_stats(struct th_writer *w, struct th_writer_stats *out);
 

@@ -194,8 +194,8 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 9);
-    assert_int_equal(ss.latest, 9);
+    assert_int_equal(ss.version, 10);
+    assert_int_equal(ss.latest, 10);
     assert_int_equal(ss.rows[0], 1); /* templates */
     assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
@@ -224,6 +224,9 @@ static void back_to_schema_4(const char *p, const char *rows)
         "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
         "verified_event;"
         "DELETE FROM schema_version WHERE version >= 5; DROP TABLE prefs;"
+        "DROP INDEX IF EXISTS deliveries_transaction; ALTER TABLE deliveries DROP COLUMN "
+        "receipt_status; ALTER TABLE deliveries DROP COLUMN receipt_error; ALTER TABLE "
+        "deliveries DROP COLUMN receipt_ms; ALTER TABLE deliveries DROP COLUMN receipt_final;"
         "ALTER TABLE deliveries DROP COLUMN user_id; ALTER TABLE deliveries DROP COLUMN "
         "login_hash; ALTER TABLE deliveries DROP COLUMN phone_hash;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
@@ -301,6 +304,9 @@ static void test_migration_7_after_6(void **state)
         "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
         "verified_event;"
         "DELETE FROM schema_version WHERE version >= 7; DROP TABLE prefs;"
+        "DROP INDEX IF EXISTS deliveries_transaction; ALTER TABLE deliveries DROP COLUMN "
+        "receipt_status; ALTER TABLE deliveries DROP COLUMN receipt_error; ALTER TABLE "
+        "deliveries DROP COLUMN receipt_ms; ALTER TABLE deliveries DROP COLUMN receipt_final;"
         "ALTER TABLE deliveries DROP COLUMN locale; ALTER TABLE deliveries DROP COLUMN "
         "preference;"
         "INSERT INTO templates VALUES ('en', 'sms', 'Your verification code is {{otp}}. It "
@@ -432,6 +438,18 @@ static void test_outbox(void **state)
     th_store_close(st);
 }
 
+struct receipt_seen {
+    char text[96];
+};
+
+static int see_receipt(void *ud, const struct th_delivery_row *row)
+{
+    struct receipt_seen *r = ud;
+    snprintf(r->text, sizeof r->text, "%s %s %lld", row->receipt_status, row->receipt_error,
+             (long long)row->receipt_ms);
+    return 0;
+}
+
 static int collect_delivery(void *ud, const struct th_delivery_row *row)
 {
     struct rows *r = ud;
@@ -459,10 +477,12 @@ static void test_deliveries(void **state)
                                 "US",         "sms",  "en",  "template", "outbox",
                                 "SUCCESSFUL", "ob-1", "",    1500,       1,
                                 "00u1",       "lh1",  "ph1", "es-mx",    "pt/voice",
-                                "",           "",     0,     ""};
+                                "",           "",     0,     "",         "",
+                                "",           0,      false};
     struct th_delivery_row b = {
         "r-2", "ev2", 20, "mfa", "", "", "", "", "", "", "REJECTED", "", "invalid phone number",
-        90,    0,     "", "",    "", "", "", "", "", 0,  ""};
+        90,    0,     "", "",    "", "", "", "", "", 0,  "",         "", "",
+        0,     false};
     assert_int_equal(th_store_delivery_insert(st, &a), TH_E_OK);
     assert_int_equal(th_store_delivery_insert(st, &b), TH_E_OK);
     assert_int_equal(th_store_commit(st), TH_E_OK);
@@ -978,7 +998,7 @@ static void test_status_unmigrated(void **state)
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
     assert_int_equal(ss.version, 0);
-    assert_int_equal(ss.latest, 9);
+    assert_int_equal(ss.latest, 10);
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
@@ -997,7 +1017,7 @@ static void test_status_unmigrated(void **state)
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 9);
+    assert_int_equal(ss.version, 10);
     assert_int_equal(ss.rows[0], 0);
     th_store_close(st);
 }
@@ -1206,9 +1226,19 @@ static void test_copy(void **state)
                                     .channel = "sms",
                                     .latency_us = i,
                                     .login_hash = "lh",
-                                    .phone_hash = "ph"};
+                                    .phone_hash = "ph",
+                                    .provider = "twilio",
+                                    .transaction_id = id};
         assert_int_equal(th_store_delivery_insert(src, &d), TH_E_OK);
     }
+    /* a final receipt on one record, a non-final one on another: both travel as they are */
+    struct th_receipt_applied ra;
+    bool changed;
+    struct th_receipt_row rr = {"twilio", "req-3", "spam", "30007", true, false, 777};
+    assert_int_equal(th_store_receipt_apply(src, &rr, &ra, &changed), TH_E_OK);
+    assert_true(changed);
+    rr = (struct th_receipt_row){"twilio", "req-5", "sent", "", false, false, 555};
+    assert_int_equal(th_store_receipt_apply(src, &rr, &ra, &changed), TH_E_OK);
     static const unsigned char sealed[] = {0x00, 0xff, 0x5c, 0x27, 0x00, 0x01};
     for (int i = 0; i < 3; i++) {
         char id[16];
@@ -1252,6 +1282,21 @@ static void test_copy(void **state)
     assert_int_equal(b.n, 7);
     assert_memory_equal(a.first, b.first, sizeof a.first); /* same rows, same order */
     assert_string_equal(b.first[0], "req-0 SUCCESSFUL +1201*****23 US  6");
+    struct th_delivery_filter one = {.request_id = "req-3"};
+    struct receipt_seen rs = {0};
+    assert_int_equal(th_store_deliveries_query(dst, &one, see_receipt, &rs), TH_E_OK);
+    assert_string_equal(rs.text, "spam 30007 777");
+    /* copied final: a later non-final receipt does not replace it on the target either */
+    rr = (struct th_receipt_row){"twilio", "req-3", "sent", "", false, false, 999};
+    assert_int_equal(th_store_receipt_apply(dst, &rr, &ra, &changed), TH_E_OK);
+    assert_false(changed);
+    one.request_id = "req-5";
+    assert_int_equal(th_store_deliveries_query(dst, &one, see_receipt, &rs), TH_E_OK);
+    assert_string_equal(rs.text, "sent  555");
+    rr = (struct th_receipt_row){"twilio", "req-5", "delivered", "", true, true, 556};
+    assert_int_equal(th_store_receipt_apply(dst, &rr, &ra, &changed), TH_E_OK);
+    assert_true(changed);
+    assert_string_equal(ra.request_id, "req-5");
     memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
     assert_int_equal(th_store_outbox_each(src, 100, collect_outbox, &a), TH_E_OK);
     assert_int_equal(th_store_outbox_each(dst, 100, collect_outbox, &b), TH_E_OK);

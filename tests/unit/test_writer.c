@@ -83,7 +83,8 @@ static void *produce(void *arg)
                                     "US",         "sms", "en", "template", "outbox",
                                     "SUCCESSFUL", id,    "",   5,          1,
                                     "00u1",       "",    "",   "en-us",    "",
-                                    "",           "",    0,    ""};
+                                    "",           "",    0,    "",         "",
+                                    "",           0,     false};
         /* strings live on this stack only for the call: the writer must copy them */
         if (th_writer_outbox(p->w, &o, on_done, p->c) != TH_E_OK ||
             th_writer_delivery(p->w, &d) != TH_E_OK)
@@ -167,8 +168,8 @@ static void test_queue_full_and_stats(void **state)
         pthread_cond_wait(&g.cv, &g.mu);
     pthread_mutex_unlock(&g.mu);
     /* the writer is held: two items fill the queue, the third is refused */
-    struct th_delivery_row d = {"r-a", "", 1, "", "", "", "", "", "", "", "ERROR", "",
-                                "",    1,  0, "", "", "", "", "", "", "", 0,       ""};
+    struct th_delivery_row d = {"r-a", "", 1,  "", "", "", "", "", "", "", "ERROR", "", "", 1,
+                                0,     "", "", "", "", "", "", "", 0,  "", "",      "", 0,  false};
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
     d.request_id = "r-b";
     assert_int_equal(th_writer_delivery(w, &d), TH_E_OK);
@@ -994,6 +995,192 @@ static void test_pg_verify_other_node(void **state)
     assert_string_equal(cb.last, "rb-1");
 }
 
+/* ---- delivery receipts ---- */
+
+struct rcpt_seen {
+    pthread_mutex_t mu;
+    int calls;
+    char last_status[8][16], last_tx[8][96], last_country[8][4], last_request[8][64];
+};
+
+static void on_receipt(void *ud, const struct th_receipt_applied *r)
+{
+    struct rcpt_seen *s = ud;
+    pthread_mutex_lock(&s->mu);
+    if (s->calls < 8) {
+        snprintf(s->last_status[s->calls], 16, "%s", r->status);
+        snprintf(s->last_tx[s->calls], 96, "%s", r->transaction_id);
+        snprintf(s->last_country[s->calls], 4, "%s", r->country);
+        snprintf(s->last_request[s->calls], 64, "%s", r->request_id);
+    }
+    s->calls++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static struct th_receipt_row rrow(const char *provider, const char *tx, const char *status,
+                                  bool final, int64_t ms)
+{
+    return (struct th_receipt_row){.provider = provider,
+                                   .transaction_id = tx,
+                                   .status = status,
+                                   .error = final && strcmp(status, "delivered") ? "30007" : "",
+                                   .final = final,
+                                   .delivered = strcmp(status, "delivered") == 0,
+                                   .event_ms = ms};
+}
+
+struct rcpt_found {
+    char status[16], error[48];
+    int64_t ms;
+    int n;
+};
+
+static int rcpt_row(void *ud, const struct th_delivery_row *row)
+{
+    struct rcpt_found *f = ud;
+    snprintf(f->status, sizeof f->status, "%s", row->receipt_status);
+    snprintf(f->error, sizeof f->error, "%s", row->receipt_error);
+    f->ms = row->receipt_ms;
+    f->n++;
+    return 0;
+}
+
+static struct rcpt_found receipt_of(struct th_store *st, const char *request_id)
+{
+    struct rcpt_found f = {0};
+    struct th_delivery_filter flt = {.request_id = request_id};
+    assert_int_equal(th_store_deliveries_query(st, &flt, rcpt_row, &f), TH_E_OK);
+    assert_int_equal(f.n, 1);
+    return f;
+}
+
+/*
+ * Receipts on the writer: a later final status wins over a non-final one, a non-final or older
+ * one never replaces it (stale, no callback), a receipt that beats its record is applied when
+ * the record lands, one without a record is counted unmatched after its tries; on_receipt runs
+ * exactly once per receipt that changed its record. On the store url (SQLite or PostgreSQL).
+ */
+static void receipts_on(const char *url)
+{
+    struct th_store *st = NULL, *reader = NULL;
+    char err[256];
+    assert_int_equal(th_store_open(url, &st, err, sizeof err), TH_E_OK);
+    assert_int_equal(th_store_open(url, &reader, err, sizeof err), TH_E_OK);
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(st, 64, &w), TH_E_OK);
+    struct rcpt_seen seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    th_writer_on_receipt(w, on_receipt, &seen, 16, 30, 4);
+    char id[3][32];
+    int64_t now = th_wall_ms();
+    struct th_delivery_row d1 = delivery(id[0], "rc", 1, now);
+    d1.provider = "twilio";
+    d1.transaction_id = "SM1";
+    struct th_delivery_row d2 = delivery(id[1], "rc", 2, now);
+    d2.provider = "aws";
+    d2.transaction_id = "m-2";
+    d2.country = "DE";
+    assert_int_equal(th_writer_delivery(w, &d1), TH_E_OK);
+    assert_int_equal(th_writer_delivery(w, &d2), TH_E_OK);
+    WAIT_FOR(stats_of(w).written == 2);
+
+    struct th_receipt_row r = rrow("twilio", "SM1", "sent", false, 100);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    WAIT_FOR(stats_of(w).receipts_applied == 1);
+    r = rrow("twilio", "SM1", "delivered", true, 200);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    WAIT_FOR(stats_of(w).receipts_applied == 2);
+    r = rrow("twilio", "SM1", "sent", false, 300); /* newer but not final: stale */
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    r = rrow("twilio", "SM1", "undelivered", true, 150); /* final but older: stale */
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    r = rrow("aws", "SM1", "blocked", true, 400); /* the id on another provider: no record */
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    r = rrow("aws", "m-2", "blocked", true, 500);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    /* before its record */
+    r = rrow("twilio", "SM3", "delivered", true, 600);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    struct th_delivery_row d3 = delivery(id[2], "rc", 3, now);
+    d3.provider = "twilio";
+    d3.transaction_id = "SM3";
+    usleep(40 * 1000); /* at least one try missed it */
+    assert_int_equal(th_writer_delivery(w, &d3), TH_E_OK);
+    WAIT_FOR(stats_of(w).receipts_applied == 4 && stats_of(w).receipts_unmatched == 1);
+    struct th_writer_stats s = stats_of(w);
+    assert_int_equal(s.receipts_stale, 2);
+    assert_int_equal(s.receipts_failed, 0);
+    assert_int_equal(s.receipts_waiting, 0);
+    pthread_mutex_lock(&seen.mu);
+    assert_int_equal(seen.calls, 4);
+    assert_string_equal(seen.last_status[0], "sent");
+    assert_string_equal(seen.last_status[1], "delivered");
+    assert_string_equal(seen.last_request[1], "rc-1");
+    /* the AWS receipt and the one that waited for its record, in either order */
+    bool aws_first = strcmp(seen.last_tx[2], "m-2") == 0;
+    assert_string_equal(seen.last_tx[aws_first ? 2 : 3], "m-2");
+    assert_string_equal(seen.last_country[aws_first ? 2 : 3], "DE");
+    assert_string_equal(seen.last_tx[aws_first ? 3 : 2], "SM3");
+    pthread_mutex_unlock(&seen.mu);
+    th_writer_stop(w);
+
+    struct rcpt_found f = receipt_of(reader, "rc-1");
+    assert_string_equal(f.status, "delivered");
+    assert_int_equal(f.ms, 200);
+    f = receipt_of(reader, "rc-2");
+    assert_string_equal(f.status, "blocked");
+    assert_string_equal(f.error, "30007");
+    f = receipt_of(reader, "rc-3");
+    assert_string_equal(f.status, "delivered");
+    th_store_close(reader);
+}
+
+static void test_receipts_sqlite(void **state)
+{
+    (void)state;
+    char url[700];
+    snprintf(url, sizeof url, "%s/receipts.db", dir);
+    receipts_on(url);
+}
+
+static void test_receipts_pg(void **state)
+{
+    (void)state;
+    if (!have_pg())
+        skip();
+    char url[512];
+    fresh_db("th_writer_receipts", url, sizeof url);
+    receipts_on(url);
+}
+
+/* The receipt queue is bounded: with the writer held, max_receipts fill it and the next is
+ * refused and counted. */
+static void test_receipts_full(void **state)
+{
+    (void)state;
+    struct th_writer *w;
+    assert_int_equal(th_writer_start(open_db("rfull.db"), 8, &w), TH_E_OK);
+    th_writer_on_receipt(w, NULL, NULL, 2, 0, 1);
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    struct th_outbox_row o = {"g", 1, "r", "+1", "sms", "en", "x", ""};
+    assert_int_equal(th_writer_outbox(w, &o, gate_done, &g), TH_E_OK);
+    pthread_mutex_lock(&g.mu);
+    while (!g.entered)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    struct th_receipt_row r = rrow("twilio", "SMx", "delivered", true, 1);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OK);
+    assert_int_equal(th_writer_receipt(w, &r), TH_E_OVERLOAD);
+    struct th_writer_stats s = stats_of(w);
+    assert_int_equal(s.receipts_rejected_full, 1);
+    assert_int_equal(s.receipts_waiting, 2);
+    pthread_mutex_lock(&g.mu);
+    g.open = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    th_writer_stop(w); /* one try each (tries 1): unmatched, then freed */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1014,6 +1201,9 @@ int main(void)
         cmocka_unit_test(test_sqlite_never_spools),
         cmocka_unit_test(test_verify_callbacks),
         cmocka_unit_test(test_pg_verify_other_node),
+        cmocka_unit_test(test_receipts_sqlite),
+        cmocka_unit_test(test_receipts_pg),
+        cmocka_unit_test(test_receipts_full),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
