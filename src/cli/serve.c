@@ -26,6 +26,7 @@
 #include "obs/metrics.h"
 #include "phone/phone.h"
 #include "net/http.h"
+#include "route/feedback.h"
 #include "route/router.h"
 #include "net/trust.h"
 #include "store/store.h"
@@ -65,12 +66,18 @@ struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
 }
 
 /*
- * A delivery verified by a sign-in (issue 23), on the writer thread: logged here; the
- * conversion consumers (provider feedback, pumping statistics) are wired here too.
+ * Where the conversion signals go (issue 23), on the store writer's thread: a verification (an
+ * Okta event credited to a delivery this node sent) and a final delivery receipt. Each consumer
+ * is O(1) and thread-safe: provider feedback queues, route health counts.
  */
+struct conversion_sinks {
+    struct th_feedback *feedback; /* NULL: [feedback] off */
+    struct th_router *router;
+};
+
 static void on_verified(void *ud, const struct th_verified *v)
 {
-    (void)ud;
+    struct conversion_sinks *c = ud;
     struct th_logline l;
     if (th_log_begin(&l, TH_LOG_INFO, "verified")) {
         th_log_str(&l, "req", v->request_id);
@@ -81,6 +88,15 @@ static void on_verified(void *ud, const struct th_verified *v)
         th_log_int(&l, "after_ms", (long long)(v->verified_ms - v->sent_ms));
         th_log_end(&l);
     }
+    th_feedback_verified(c->feedback, v->provider, v->transaction_id);
+}
+
+/* Route health learns from final receipts only: "sent" says nothing of the handset. */
+static void on_receipt(void *ud, const struct th_receipt_applied *r)
+{
+    struct conversion_sinks *c = ud;
+    if (r->final)
+        th_router_health_receipt(c->router, r->provider, r->country, r->delivered);
 }
 
 /* The hook's sender and recorder: the router and the store writer. */
@@ -756,11 +772,27 @@ static void emf_tick(struct emf *m)
     m->due_us = th_mono_us() + (int64_t)m->cfg->log_emf_interval * 1000000;
 }
 
-/* Each event loop's connections to the shared guard state, opened before it takes requests. */
+/*
+ * Each event loop's connections to the shared guard state, opened before it takes requests; the
+ * first loop also drains the provider feedback queue (a few calls at a time, off every hook's
+ * path: it only shares the loop).
+ */
+struct loops_start {
+    struct th_guard *guard;
+    struct th_feedback *feedback;
+    bool feedback_started;
+};
+
 static void guard_loop_start(void *ud, struct th_loop *loop)
 {
-    if (th_guard_attach(ud, loop) != TH_E_OK)
+    struct loops_start *ls = ud;
+    if (th_guard_attach(ls->guard, loop) != TH_E_OK)
         th_log_msg(TH_LOG_WARN, "guard", "a loop's guard connections wait for its first request");
+    if (ls->feedback && !ls->feedback_started) {
+        ls->feedback_started = true;
+        if (th_feedback_start(ls->feedback, loop) != TH_E_OK)
+            th_log_msg(TH_LOG_ERROR, "feedback", "cannot start the provider feedback queue");
+    }
 }
 
 /*
@@ -797,6 +829,7 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_writer *writer = NULL;
     struct th_events *events = NULL; /* [events] enabled: Okta's event hook */
     struct th_router *router = NULL;
+    struct th_feedback *feedback = NULL; /* [feedback] enabled: verified messages reported */
     struct th_guard *guard = NULL;
     struct th_dlq *dlq = NULL;
     struct th_routes *routes = NULL;
@@ -960,8 +993,15 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "cannot register the metrics");
         goto out;
     }
+    if (th_feedback_new(cfg, router, &feedback) != TH_E_OK ||
+        th_feedback_metrics(feedback, metrics) != TH_E_OK) {
+        startup_error(cli, "cannot start the provider feedback queue");
+        goto out;
+    }
+    struct conversion_sinks sinks = {.feedback = feedback, .router = router};
+    struct loops_start loops = {.guard = guard, .feedback = feedback};
     if (cfg->events_enabled) {
-        th_writer_on_verified(writer, th_node_id(), on_verified, NULL);
+        th_writer_on_verified(writer, th_node_id(), on_verified, &sinks);
         if (th_events_new(cfg, writer, &events) != TH_E_OK ||
             th_events_metrics(events, metrics) != TH_E_OK) {
             startup_error(cli, "cannot start the event hook endpoint");
@@ -969,7 +1009,7 @@ int th_cmd_serve(struct th_cli *cli)
         }
         side[nside++] = *th_events_route(events);
     }
-    if (th_receipts_new(cfg, writer, metrics, NULL, NULL, &receipts) != TH_E_OK) {
+    if (th_receipts_new(cfg, writer, metrics, on_receipt, &sinks, &receipts) != TH_E_OK) {
         startup_error(cli, "cannot register the receipt metrics");
         goto out;
     }
@@ -981,7 +1021,7 @@ int th_cmd_serve(struct th_cli *cli)
                                 .ready = all_ready,
                                 .ready_ud = &ready,
                                 .loop_start = guard_loop_start,
-                                .loop_start_ud = guard,
+                                .loop_start_ud = &loops,
                                 .metrics = all_metrics,
                                 .metrics_ud = &ready,
                                 .tls = tls,
@@ -1100,7 +1140,8 @@ out:
     th_hook_free(hook);
     th_guard_free(guard);
     th_dlq_free(dlq);
-    th_router_free(router); /* after the loops: they tore down their HTTP clients */
+    th_feedback_free(feedback); /* after its loop, before the router whose providers it uses */
+    th_router_free(router);     /* after the loops: they tore down their HTTP clients */
     th_routes_free(routes);
     th_retired_release(&retired.sets, templates);
     th_retired_release(&retired.prefs, prefs);
