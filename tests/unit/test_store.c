@@ -194,8 +194,8 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.version, 9);
+    assert_int_equal(ss.latest, 9);
     assert_int_equal(ss.rows[0], 1); /* templates */
     assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
@@ -907,7 +907,7 @@ static void test_pg_concurrent_migrations(void **state)
                                            "'/' || max(version) FROM schema_version",
                                            got, sizeof got, err, sizeof err),
                          TH_E_OK);
-        assert_string_equal(got, "8/8/8");
+        assert_string_equal(got, "9/9/9");
         th_store_close(st);
     }
 }
@@ -969,7 +969,7 @@ static void test_status_unmigrated(void **state)
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
     assert_int_equal(ss.version, 0);
-    assert_int_equal(ss.latest, 8);
+    assert_int_equal(ss.latest, 9);
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
@@ -988,7 +988,7 @@ static void test_status_unmigrated(void **state)
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 8);
+    assert_int_equal(ss.version, 9);
     assert_int_equal(ss.rows[0], 0);
     th_store_close(st);
 }
