@@ -532,6 +532,12 @@ bool th_guard_answer_failed(const struct th_guard *g)
     return g->answer_failed;
 }
 
+void th_guard_count_block(struct th_guard *g, th_block b)
+{
+    if (g && b > TH_BLOCK_NONE && b < TH_BLOCK__COUNT)
+        atomic_fetch_add(&g->counts[b], 1);
+}
+
 void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT])
 {
     for (int i = 0; i < TH_BLOCK__COUNT; i++)
@@ -2052,6 +2058,13 @@ void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
                            char out[TH_RECORD_HASH_HEX])
 {
     record_hash(k, "phone", e164, strlen(e164), out);
+}
+
+void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
+                            char out[TH_RECORD_HASH_HEX])
+{
+    size_t n = strlen(e164);
+    record_hash(k, "prefix", e164, n > 4 ? n - 4 : 0, out);
 }
 
 void th_guard_record_login(const struct th_hmac_key *k, const char *login,

@@ -111,7 +111,9 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *ticket);
     X(USER, "user_rate")                                                                           \
     X(COUNTRY_RATE, "country_rate")                                                                \
     X(CODE_BUDGET, "calling_code_budget")                                                          \
-    X(GLOBAL, "global_rate")
+    X(GLOBAL, "global_rate")                                                                       \
+    X(CONV_PREFIX, "conversion_prefix")                                                            \
+    X(CONV_COUNTRY, "conversion_country")
 
 typedef enum {
 #define TH_BLOCK_ENUM(name, text) TH_BLOCK_##name,
@@ -206,6 +208,9 @@ void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out);
 
 /* How a blocked request is answered: true = Okta's FAILED status, false = Okta's error object. */
 bool th_guard_answer_failed(const struct th_guard *g);
+
+/* Counts a block decided outside the guard (the conversion blocks: guard/conv.h). */
+void th_guard_count_block(struct th_guard *g, th_block b);
 
 /* Blocks since start, by reason (out[TH_BLOCK_NONE] counts dedupe replays). */
 void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
@@ -329,6 +334,13 @@ th_err th_guard_record_key_new(const char *secret, struct th_hmac_key **out);
 /* The search key of an E.164 number ("+12015550123"), as hex. */
 void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
                            char out[TH_RECORD_HASH_HEX]);
+/*
+ * The key of a number's prefix: the number less its last 4 digits ("+44770090" of
+ * "+447700900123"), 10,000 numbers, kept as an HMAC like every other number key. The conversion
+ * tracker (guard/conv.h), the delivery records and the blocks use this hex string.
+ */
+void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
+                            char out[TH_RECORD_HASH_HEX]);
 /* The search key of an Okta login, ASCII letters lower-cased first (logins ignore case). */
 void th_guard_record_login(const struct th_hmac_key *k, const char *login,
                            char out[TH_RECORD_HASH_HEX]);
