@@ -283,6 +283,10 @@ static const struct key keys[] = {
      "as would_refuse; nothing is refused) or enforce (refused as guard.block_answer says, once "
      "a verification has been seen within the window: a missing Okta event hook blocks nobody); "
      "needs guard.secret (the prefix keys)"},
+    {"conversion", "require_signal", K_BOOL, F(conversion_require_signal), 0, 0, NULL, "true",
+     "enforce refuses only while a verification has been seen within the window (the Okta "
+     "event hook delivers); false: from the first block (an install that accepts blocking "
+     "while conversion is not reported)"},
     {"conversion", "window_minutes", K_INT, F(conversion_window_minutes), 5, 1440, NULL, "60",
      "sliding window of sends and verifications (12 buckets)"},
     {"conversion", "prefix_min_sends", K_INT, F(conversion_prefix_min_sends), 0, 100000, NULL, "20",

@@ -126,6 +126,7 @@ struct th_config {
     int guard_max_entries;
     /* [conversion] pumping stopped by conversion (guard/conv.h) */
     int conversion_mode; /* 0 off, 1 monitor, 2 enforce */
+    bool conversion_require_signal;
     int conversion_window_minutes;
     int conversion_prefix_min_sends;
     int conversion_prefix_min_rate; /* percent */

@@ -94,6 +94,7 @@ void th_conv_settings_from(const struct th_config *cfg, struct th_conv_settings 
 {
     *out = (struct th_conv_settings){
         .mode = (th_conv_mode)cfg->conversion_mode,
+        .require_signal = cfg->conversion_require_signal,
         .window_ms = (int64_t)cfg->conversion_window_minutes * 60000,
         .prefix_min_sends = cfg->conversion_prefix_min_sends,
         .prefix_min_rate = cfg->conversion_prefix_min_rate,
@@ -411,7 +412,7 @@ void th_conv_check(struct th_conv *c, const struct th_conv_key *k, struct th_con
     bool has_phone = parse_key(k->phone, fk);
     pthread_mutex_lock(&c->mu);
     int64_t now = now_ms(c), b = now / c->bucket_ms;
-    bool refusing = c->s.mode == TH_CONV_ENFORCE && signal_now(c, now);
+    bool refusing = c->s.mode == TH_CONV_ENFORCE && (!c->s.require_signal || signal_now(c, now));
     struct prefix *p = find_prefix(c, pk);
     if (p) {
         if (p->b.until_ms > now) {

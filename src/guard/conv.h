@@ -54,6 +54,7 @@ const char *th_conv_kind_name(th_conv_kind k); /* "none", "prefix", "country" */
 
 struct th_conv_settings {
     th_conv_mode mode;
+    bool require_signal; /* enforce refuses only with the signal (see above) */
     int64_t window_ms;
     long prefix_min_sends;
     int prefix_min_rate; /* percent */

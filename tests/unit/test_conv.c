@@ -43,6 +43,7 @@ static void dest(struct dest *d, const char *e164, const char *country)
 static struct th_conv_settings settings(th_conv_mode mode)
 {
     return (struct th_conv_settings){.mode = mode,
+                                     .require_signal = true,
                                      .window_ms = 3600000,
                                      .prefix_min_sends = 20,
                                      .prefix_min_rate = 10,
@@ -203,6 +204,15 @@ static void test_no_signal_no_refusal(void **state)
     now_ms += 3600001;
     th_conv_stats(c, &st);
     assert_false(st.signal);
+    th_conv_free(c);
+
+    /* require_signal = false: refused from the first block */
+    s.require_signal = false;
+    c = make(&s);
+    int sent = 0;
+    while (request(c, &d, NULL) == TH_CONV_PASS && sent < 100)
+        sent++;
+    assert_int_equal(sent, 20);
     th_conv_free(c);
 }
 
