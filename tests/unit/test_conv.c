@@ -446,6 +446,80 @@ static void test_clear_and_adopt(void **state)
     th_conv_free(c);
 }
 
+/* A blocked prefix leaves its country's counts: later spread sends are judged on their own. */
+static void test_blocked_prefix_leaves_country(void **state)
+{
+    (void)state;
+    struct th_conv_settings s = settings(TH_CONV_ENFORCE);
+    s.country_min_sends = 12; /* a prefix gives its country at most 20 / 4 = 5 sends */
+    struct th_conv *c = make(&s);
+    signal(c);
+    struct dest d;
+    for (int p = 0; p < 2; p++) {
+        char num[20];
+        snprintf(num, sizeof num, "+2348030%d01234", p);
+        dest(&d, num, "NG");
+        for (int i = 0; i < 20; i++)
+            assert_int_equal(request(c, &d, NULL), TH_CONV_PASS);
+        assert_int_equal(request(c, &d, NULL), TH_CONV_PREFIX);
+    }
+    for (int i = 0; i < 11; i++) { /* 11 new prefixes, one send each: under 12 */
+        char num[20];
+        snprintf(num, sizeof num, "+234805%03d1234", i);
+        dest(&d, num, "NG");
+        assert_int_equal(request(c, &d, NULL), TH_CONV_PASS);
+    }
+    struct th_conv_stats st;
+    th_conv_stats(c, &st);
+    assert_int_equal(st.active[TH_CONV_COUNTRY], 0);
+    th_conv_free(c);
+}
+
+/* A verification counts in its send's bucket, and leaves the window with it. */
+static void test_verified_in_send_bucket(void **state)
+{
+    (void)state;
+    struct th_conv_settings s = settings(TH_CONV_ENFORCE);
+    struct th_conv *c = make(&s);
+    signal(c);
+    struct dest d, other;
+    dest(&d, "+5511987654321", "BR");
+    dest(&other, "+5511987650000", "BR");
+    int64_t t0 = now_ms;
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(request(c, &d, NULL), TH_CONV_PASS);
+    now_ms = t0 + 55 * 60000;
+    verify(c, &d, t0);
+    verify(c, &d, t0);
+    assert_int_equal(request(c, &other, NULL), TH_CONV_PASS); /* 2 of 20: 10 % */
+    now_ms = t0 + 61 * 60000; /* t0's bucket, its sends and its verifications are gone */
+    for (int i = 0; i < 19; i++)
+        assert_int_equal(request(c, &other, NULL), TH_CONV_PASS);
+    assert_int_equal(request(c, &other, NULL), TH_CONV_PREFIX);
+    th_conv_free(c);
+}
+
+/* When a block ends, the prefix is judged on new sends only (the block zeroed its counts). */
+static void test_block_end_starts_again(void **state)
+{
+    (void)state;
+    struct th_conv_settings s = settings(TH_CONV_ENFORCE);
+    s.block_minutes = 10; /* shorter than the window: the old sends are still in it */
+    struct th_conv *c = make(&s);
+    signal(c);
+    struct dest d;
+    dest(&d, "+61412345678", "AU");
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(request(c, &d, NULL), TH_CONV_PASS);
+    assert_int_equal(request(c, &d, NULL), TH_CONV_PREFIX);
+    now_ms += 11 * 60000;
+    int sent = 0;
+    while (request(c, &d, NULL) == TH_CONV_PASS && sent < 100)
+        sent++;
+    assert_int_equal(sent, 20);
+    th_conv_free(c);
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
@@ -493,12 +567,20 @@ int main(void)
 {
     assert_int_equal(th_guard_record_key_new("unit test secret", &mac), TH_E_OK);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prefix_key),      cmocka_unit_test(test_prefix_block_exact),
-        cmocka_unit_test(test_rate_threshold),  cmocka_unit_test(test_no_signal_no_refusal),
-        cmocka_unit_test(test_monitor),         cmocka_unit_test(test_country_after_prefix),
-        cmocka_unit_test(test_verified_exempt), cmocka_unit_test(test_window),
-        cmocka_unit_test(test_eviction),        cmocka_unit_test(test_clear_and_adopt),
+        cmocka_unit_test(test_prefix_key),
+        cmocka_unit_test(test_prefix_block_exact),
+        cmocka_unit_test(test_rate_threshold),
+        cmocka_unit_test(test_no_signal_no_refusal),
+        cmocka_unit_test(test_monitor),
+        cmocka_unit_test(test_country_after_prefix),
+        cmocka_unit_test(test_verified_exempt),
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_clear_and_adopt),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_blocked_prefix_leaves_country),
+        cmocka_unit_test(test_verified_in_send_bucket),
+        cmocka_unit_test(test_block_end_starts_again),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     th_hmac_key_free(mac);
