@@ -761,7 +761,7 @@ th_err th_conv_metrics(struct th_conv *c, struct th_metrics *m)
         e = th_metrics_fn(f, (const char *const[]){"country", NULL}, active_country, c);
     if (e == TH_E_OK)
         e = th_metrics_family(m, "telehook_conversion_signal",
-                              "1 while a verification was seen within conversion.window: "
+                              "1 while a verification was seen within conversion.window_minutes: "
                               "enforce refuses only then.",
                               TH_METRIC_GAUGE, NULL, 1, &f);
     if (e == TH_E_OK)
