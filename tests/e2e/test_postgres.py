@@ -127,7 +127,7 @@ def test_store_status_and_migrate(make_server, pg_url):
     assert "schema version 9 (9 migrations applied)" in m.stdout and pw not in m.stdout
     assert "(0 migrations applied)" in s.cli("store", "migrate").stdout
     st = json.loads(s.cli("store", "status", "--json").stdout)
-    assert (st["schema_version"], st["pending"]) == (8, 0)
+    assert (st["schema_version"], st["pending"]) == (9, 0)
     assert st["rows"] == {"templates": 0, "prefs": 0, "routes": 0, "outbox": 0,
                           "deliveries": 0, "dlq": 0}
     text = s.cli("store", "status").stdout
