@@ -985,7 +985,7 @@ int th_cmd_serve(struct th_cli *cli)
         th_log_msg(TH_LOG_WARN, "conversion",
                    "[conversion] mode = monitor needs [guard] secret (prefixes are HMAC keys "
                    "under it): conversion is not tracked");
-    else if (cfg->conversion_mode == 2)
+    else if (cfg->conversion_mode == 2 && cfg->conversion_require_signal)
         th_log_msg(TH_LOG_INFO, "conversion",
                    "[conversion] mode = enforce: blocks refuse only once a verification has been "
                    "seen (the Okta event hook delivers); until then they are logged as monitor");

@@ -1695,12 +1695,12 @@ static th_err pg_conv_blocks_each(struct th_store *st, const struct th_conv_bloc
         f->all ? params(P(st),
                         "SELECT " CONV_COLS " FROM conversion_blocks WHERE $1::bigint IS NOT NULL "
                         "AND $2::bigint IS NOT NULL ORDER BY since_ms DESC, id COLLATE \"C\" "
-                        "LIMIT $3",
+                        "LIMIT $3::int",
                         3, v)
                : params(P(st),
                         "SELECT " CONV_COLS " FROM conversion_blocks WHERE (cleared_ms = 0 AND "
-                        "until_ms > $1) OR ($2 >= 0 AND cleared_ms > $2) ORDER BY since_ms DESC, "
-                        "id COLLATE \"C\" LIMIT $3",
+                        "until_ms > $1::bigint) OR ($2::bigint >= 0 AND cleared_ms > $2::bigint) "
+                        "ORDER BY since_ms DESC, id COLLATE \"C\" LIMIT $3::int",
                         3, v);
     th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
     for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {

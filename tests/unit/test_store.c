@@ -384,6 +384,15 @@ static void test_conv_blocks(void **state)
     assert_int_equal(n, 1);
     cl = (struct th_conv_block_clear){.all = true, .now_ms = 7000};
     assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_NOTFOUND);
+    /* times as the nodes give them: unix ms, past 32 bits */
+    struct th_conv_block_row e = {"cbp-e",       "prefix", "eeee", "GB", "",       1764900000000,
+                                  1764903600000, 0,        20,     0,    "enforce"};
+    assert_int_equal(th_store_conv_block_put(st, &e), TH_E_OK);
+    f = (struct th_conv_block_filter){
+        .now_ms = 1764900001000, .cleared_after_ms = 1764899995000, .limit = 100};
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
     th_store_close(st);
 }
 
