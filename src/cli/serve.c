@@ -916,6 +916,13 @@ int th_cmd_serve(struct th_cli *cli)
         }
         /* Everything serve builds before it listens was built: the configuration holds. */
         rc = th_cli_print_config(cli) == 0 ? 0 : 1;
+        if (cfg->conversion_mode != 0 && !conv)
+            fprintf(stderr, "telehook: note: [conversion] needs [guard] secret: conversion is "
+                            "not tracked\n");
+        else if (cfg->conversion_mode == 2 && cfg->conversion_require_signal)
+            fprintf(stderr, "telehook: note: [conversion] mode = enforce refuses only once a "
+                            "verification has been seen (the Okta event hook delivers); until "
+                            "then blocks are logged as monitor\n");
         fprintf(stderr,
                 "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates, %zu "
                 "preferences\n",

@@ -138,3 +138,8 @@ def test_enforce_needs_guard_secret(make_server):
     s = make_server("conversion.mode = enforce", start=False)
     r = s.cli("config", "check", check=False)
     assert r.returncode != 0 and "needs [guard] secret" in r.stderr
+    s = make_server(f"conversion.mode = enforce\nguard.secret = {SECRET}", start=False)
+    r = s.cli("config", "check")
+    assert "refuses only once a verification has been seen" in r.stderr
+    s = make_server("conversion.mode = monitor", start=False)
+    assert "conversion is not tracked" in s.cli("config", "check").stderr
