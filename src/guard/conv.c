@@ -451,6 +451,7 @@ void th_conv_check(struct th_conv *c, const struct th_conv_key *k, struct th_con
             }
         }
     }
+    v->enforcing = refusing;
     if (v->kind != TH_CONV_PASS) {
         if (has_phone && verified_has(c, fk)) {
             v->exempt = true;

@@ -10,9 +10,12 @@
  *   prefix   at least prefix_min_sends sends in the window and a conversion below
  *            prefix_min_rate %: the prefix is blocked for block_minutes;
  *   country  the same with the country's own thresholds, counting only sends to prefixes not
- *            blocked: when a prefix is blocked its sends leave the country's counts, so an attack
- *            on a few prefixes is stopped there and never drags the country's rate down onto
- *            its legitimate users.
+ *            blocked, and of each prefix at most a quarter of prefix_min_sends sends (and
+ *            verifications) a window: an attack on a few prefixes weighs little in its country
+ *            before those prefixes are blocked and nothing after (their share leaves the
+ *            country's counts), so it never drags the country's rate down onto its legitimate
+ *            users; a spread attack (many prefixes, a few sends each) is what the country rule
+ *            sees.
  *
  * A number that verified before (a bounded set of phone keys) is never refused: a legitimate user
  * inside an attacked prefix. A block zeroes the prefix's counts, so after it ends or is cleared
@@ -87,6 +90,7 @@ struct th_conv_verdict {
     th_conv_kind kind;    /* what blocks the destination (PASS: nothing) */
     bool refuse;          /* enforce, with the signal there: answer as a guard block */
     bool exempt;          /* blocked, but the number verified before: sent */
+    bool enforcing;       /* blocks refuse now (enforce, and the signal if it is required) */
     bool new_block;       /* this call made the block: log it once */
     long sends, verified; /* the counts the new block was made on */
 };

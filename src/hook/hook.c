@@ -768,7 +768,7 @@ static bool conversion(struct hreq *r)
         th_log_int(&l, "sends", v.sends);
         th_log_int(&l, "verified", v.verified);
         th_log_str(&l, "mode",
-                   v.refuse || v.exempt ? "enforce"
+                   v.enforcing ? "enforce"
                    : th_conv_get_mode(h->conv) == TH_CONV_ENFORCE
                        ? "enforce (no verification seen yet: not refusing)"
                        : "monitor");
