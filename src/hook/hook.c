@@ -298,7 +298,9 @@ static void record(struct hreq *r, int status, int64_t latency_us)
     const char *lang = r->choice.language ? r->choice.language : "";
     const char *source = r->text.len ? th_source_name(r->choice.source) : "";
     char phone_hash[TH_RECORD_HASH_HEX] = "", login_hash[TH_RECORD_HASH_HEX] = "";
-    if (r->hook->record_key && r->phone.e164[0])
+    if (r->phone_hash[0]) /* made once already, for the conversion tracker */
+        memcpy(phone_hash, r->phone_hash, sizeof phone_hash);
+    else if (r->hook->record_key && r->phone.e164[0])
         th_guard_record_phone(r->hook->record_key, r->phone.e164, phone_hash);
     if (r->hook->record_key && o->login && o->login[0])
         th_guard_record_login(r->hook->record_key, o->login, login_hash);
