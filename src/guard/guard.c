@@ -2064,7 +2064,11 @@ void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
                             char out[TH_RECORD_HASH_HEX])
 {
     size_t n = strlen(e164);
-    record_hash(k, "prefix", e164, n > 4 ? n - 4 : 0, out);
+    if (n <= 5) { /* "+" and at most 4 digits: no prefix to keep */
+        out[0] = '\0';
+        return;
+    }
+    record_hash(k, "prefix", e164, n - 4, out);
 }
 
 void th_guard_record_login(const struct th_hmac_key *k, const char *login,

@@ -337,7 +337,8 @@ void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
 /*
  * The key of a number's prefix: the number less its last 4 digits ("+44770090" of
  * "+447700900123"), 10,000 numbers, kept as an HMAC like every other number key. The conversion
- * tracker (guard/conv.h), the delivery records and the blocks use this hex string.
+ * tracker (guard/conv.h), the delivery records and the blocks use this hex string. A number of
+ * 4 digits or fewer after the '+' gives "" (not tracked).
  */
 void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
                             char out[TH_RECORD_HASH_HEX]);

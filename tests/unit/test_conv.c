@@ -103,6 +103,16 @@ static void test_prefix_key(void **state)
     assert_string_not_equal(a, x); /* the fifth from the end differs */
     assert_string_not_equal(a, p); /* labelled apart from a phone key of the same digits */
     assert_int_equal(strlen(a), TH_RECORD_HASH_HEX - 1);
+    th_guard_record_prefix(mac, "+1234", p); /* no prefix to keep: not tracked */
+    assert_string_equal(p, "");
+    struct th_conv_settings s = settings(TH_CONV_ENFORCE);
+    struct th_conv *c = make(&s);
+    struct th_conv_key k = {p, "", "US", ""};
+    th_conv_sent(c, &k, "aws", "sms");
+    struct th_conv_stats st;
+    th_conv_stats(c, &st);
+    assert_int_equal(st.prefixes, 0);
+    th_conv_free(c);
 }
 
 /* enforce with the signal: exactly prefix_min_sends go, then every request is refused. */
