@@ -309,6 +309,16 @@ static const struct cmd cmds[] = {
      "Dedupe records (keyed by the code sent, which the CLI does not know) and every other "
      "limit are unchanged. Takes effect on every node at once (the nodes keep no copy).",
      th_cmd_guard_reset},
+    {"guard", "blocks", "list|clear [ID]", 1, 2, OPT(JSON) | OPT(ALL) | OPT(PREFIX) | OPT(COUNTRY),
+     0, "the conversion blocks: prefixes and countries whose sends stopped converting",
+     "list: the blocks active now (--all: every one kept, ended and cleared too), newest "
+     "first: id, kind, country, the prefix masked (+44770090****: the number less its last 4 "
+     "digits) and its key, since, until, the sends and verifications it was made on, and the "
+     "mode it was made in (monitor: it refused nothing). clear ID | --prefix HASH | --country "
+     "CC | --all: lifts them in the store (every block of that prefix or country, made on any "
+     "node); each node drops it within a few seconds and judges the prefix again only after "
+     "[conversion] prefix_min_sends new sends. Exit 1 when nothing was active to clear.",
+     th_cmd_guard_blocks},
 
     {"token", NULL, NULL, 0, 0, 0, CMD_GROUP, "local OAuth keys and tokens (no Okta needed)",
      "Developer tooling for [auth] mode = oauth2: a key pair, and access tokens with Okta's "

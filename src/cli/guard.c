@@ -7,6 +7,8 @@
  *   guard reset (--phone N | --user ID | --country CC | --calling-code CODE)
  *       deletes that subject's limit rows (a number: phone_rate and phone_daily; a user:
  *       user_rate; a country: country_rate), or sets a calling code's count for today back to 0
+ *   guard blocks list [--json] [--all] | clear (ID | --prefix HASH | --country CC | --all)
+ *       the conversion blocks (guard/conv.h) in the store: listed, or lifted on every node
  *
  * The number or user typed is turned into guard_decide()'s HMAC key under guard.secret here;
  * it is never sent to the database, and printed back only masked. With the guard in memory
@@ -20,8 +22,10 @@
 #include <jansson.h>
 
 #include "cli/internal.h"
+#include "common/util.h"
 #include "guard/guard.h"
 #include "phone/phone.h"
+#include "store/store.h"
 
 /* What the command line names: one subject at most. */
 struct subject {
@@ -292,4 +296,118 @@ int th_cmd_guard_reset(struct th_cli *cli)
                s.what, s.shown, cleared[s.kind], removed, removed == 1 ? "" : "s",
                s.kind == TH_GUARD_PHONE ? "them" : "it");
     return 0;
+}
+
+/*
+ * ---- `guard blocks list|clear`: the conversion blocks (guard/conv.h) in the store ----
+ *
+ * The store is the one the nodes share (store.url): the blocks live there whether the guard's
+ * limits are in memory or not, and every node reads it every 2 s, so a clear reaches them all.
+ */
+struct block_list {
+    json_t *arr;
+    int n;
+};
+
+static int block_row(void *ud, const struct th_conv_block_row *row)
+{
+    struct block_list *l = ud;
+    char since[25], until[25], cleared[25] = "";
+    th_cli_time(row->since_ms, since);
+    th_cli_time(row->until_ms, until);
+    if (row->cleared_ms)
+        th_cli_time(row->cleared_ms, cleared);
+    l->n++;
+    if (l->arr) {
+        json_array_append_new(
+            l->arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:I, s:I, s:s}", "id",
+                              row->id, "kind", row->kind, "key", row->key, "country", row->country,
+                              "prefix", row->masked, "since", since, "until", until, "cleared",
+                              row->cleared_ms ? cleared : NULL, "sends", (json_int_t)row->sends,
+                              "verified", (json_int_t)row->verified, "mode", row->mode));
+        return 0;
+    }
+    if (l->n == 1)
+        printf("%-28s %-7s %-7s %-16s %-24s %-24s %5s %8s %-7s %s\n", "ID", "KIND", "COUNTRY",
+               "PREFIX", "SINCE", "UNTIL", "SENDS", "VERIFIED", "MODE", "KEY / CLEARED");
+    printf("%-28s %-7s %-7s %-16s %-24s %-24s %5ld %8ld %-7s %s%s%s\n", row->id, row->kind,
+           row->country, row->masked[0] ? row->masked : "-", since, until, row->sends,
+           row->verified, row->mode, row->key, row->cleared_ms ? " cleared " : "", cleared);
+    return 0;
+}
+
+static int blocks_list(struct th_cli *cli, struct th_store *st)
+{
+    struct block_list l = {cli->json ? json_array() : NULL, 0};
+    struct th_conv_block_filter f = {.all = th_cli_flag(cli, TH_OPT_ALL),
+                                     .now_ms = th_wall_ms(),
+                                     .cleared_after_ms = -1,
+                                     .limit = 10000};
+    if (th_store_conv_blocks_each(st, &f, block_row, &l) != TH_E_OK) {
+        fprintf(stderr, "telehook: guard blocks list: cannot read conversion_blocks from %s\n",
+                th_store_describe(st));
+        json_decref(l.arr);
+        return 1;
+    }
+    if (l.arr)
+        return th_cli_print_json(l.arr);
+    if (l.n == 0)
+        printf(f.all ? "(no conversion block kept)\n" : "(no conversion block active)\n");
+    return 0;
+}
+
+static int blocks_clear(struct th_cli *cli, struct th_store *st)
+{
+    const char *prefix = th_cli_opt(cli, TH_OPT_PREFIX);
+    char cc[3];
+    if (th_cli_country(cli, TH_OPT_COUNTRY, cc))
+        return 2;
+    bool all = th_cli_flag(cli, TH_OPT_ALL);
+    const char *id = cli->argc > 1 ? cli->argv[1] : NULL;
+    int given = (id != NULL) + (prefix != NULL) + (cc[0] != '\0') + all;
+    if (given != 1) {
+        fprintf(stderr, "telehook: guard blocks clear: exactly one of ID, --prefix HASH, "
+                        "--country CC, --all\n");
+        return 2;
+    }
+    struct th_conv_block_clear c = {.all = all,
+                                    .id = id,
+                                    .kind = prefix ? "prefix" : "country",
+                                    .key = prefix ? prefix : cc,
+                                    .now_ms = th_wall_ms()};
+    long n = 0;
+    th_err e = th_store_conv_blocks_clear(st, &c, &n);
+    if (e == TH_E_NOTFOUND) {
+        fprintf(stderr, "telehook: guard blocks clear: no active block matched\n");
+        return 1;
+    }
+    if (e != TH_E_OK) {
+        fprintf(stderr, "telehook: guard blocks clear: cannot update conversion_blocks in %s\n",
+                th_store_describe(st));
+        return 1;
+    }
+    printf("%ld block%s cleared: every node lifts %s within a few seconds\n", n, n == 1 ? "" : "s",
+           n == 1 ? "it" : "them");
+    return 0;
+}
+
+int th_cmd_guard_blocks(struct th_cli *cli)
+{
+    const char *what = cli->argv[0];
+    bool list = strcmp(what, "list") == 0, clear = strcmp(what, "clear") == 0;
+    if (!list && !clear) {
+        fprintf(stderr, "telehook: guard blocks: '%s' is not list or clear\n", what);
+        return 2;
+    }
+    if (list && cli->argc > 1) {
+        fprintf(stderr, "telehook: guard blocks list: takes no ID\n");
+        return 2;
+    }
+    struct th_store *st;
+    int rc = th_cli_open_store(cli, &st);
+    if (rc)
+        return rc;
+    rc = list ? blocks_list(cli, st) : blocks_clear(cli, st);
+    th_store_close(st);
+    return rc;
 }

@@ -73,7 +73,9 @@
     X(TIMEOUT, "timeout", NULL, "SECONDS", "give up after SECONDS (1 to 60; default 2)")           \
     X(KMS, "kms", NULL, NULL,                                                                      \
       "a data key from AWS KMS ([dlq] kms_key_id), sealed, into [dlq] kms_data_key_file")          \
-    X(BY, "by", NULL, "GROUP", "group by country, prefix, provider, route or channel")
+    X(BY, "by", NULL, "GROUP", "group by country, prefix, provider, route or channel")             \
+    X(ALL, "all", NULL, NULL, "every one (see above)")                                             \
+    X(PREFIX, "prefix", NULL, "HASH", "a prefix's key, as `guard blocks list` shows it")
 
 enum th_opt {
 #define TH_OPT_ENUM(id, lname, sname, metavar, help) TH_OPT_##id,
@@ -206,6 +208,7 @@ int th_cmd_store_status(struct th_cli *cli);
 int th_cmd_store_copy(struct th_cli *cli);
 int th_cmd_guard_show(struct th_cli *cli); /* src/cli/guard.c */
 int th_cmd_guard_reset(struct th_cli *cli);
+int th_cmd_guard_blocks(struct th_cli *cli);
 
 /* The commands of src/cli/lang.c (the command table in cli.c describes them). */
 int th_cmd_templates_preview(struct th_cli *cli);

@@ -17,6 +17,7 @@
 #include "common/retired.h"
 #include "common/util.h"
 #include "dlq/dlq.h"
+#include "guard/conv.h"
 #include "guard/guard.h"
 #include "hook/hook.h"
 #include "http/server.h"
@@ -36,6 +37,8 @@
 #include <systemd/sd-daemon.h>
 
 #define WRITER_QUEUE 65536
+/* conversion blocks: how often a node sends its new blocks and reads the others' and the clears */
+#define CONV_SYNC_MS 2000
 /* The watcher's wake-up to the main thread: "the catalog changed in the store". */
 #define CATALOG_SIGNAL SIGUSR1
 /* A burst of changes (a `routes import`) within this window is one reload (ms). */
@@ -73,6 +76,7 @@ struct th_outbox_sink th_cli_outbox_sink(struct th_writer *writer)
 struct conversion_sinks {
     struct th_feedback *feedback; /* NULL: [feedback] off */
     struct th_router *router;
+    struct th_conv *conv; /* NULL: [conversion] off */
 };
 
 static void on_verified(void *ud, const struct th_verified *v)
@@ -89,6 +93,16 @@ static void on_verified(void *ud, const struct th_verified *v)
         th_log_end(&l);
     }
     th_feedback_verified(c->feedback, v->provider, v->transaction_id);
+    if (c->conv) {
+        struct th_conv_verification cv = {.prefix = v->prefix_hash,
+                                          .phone = v->phone_hash,
+                                          .country = v->country,
+                                          .provider = v->provider,
+                                          .channel = v->channel,
+                                          .sent_ms = v->sent_ms,
+                                          .verified_ms = v->verified_ms};
+        th_conv_verified(c->conv, &cv);
+    }
 }
 
 /* Route health learns from final receipts only: "sent" says nothing of the handset. */
@@ -464,8 +478,8 @@ enum sampled {
     S_GUARD_ENTRIES,
     S_DEDUPE_RECORDS,
     S_DEDUPE_WAITERS,
-    S_GUARD_BYTES, /* then S_GUARD_BYTES + 1, + 2: th_guard_memory's tables, by label */
-    S_GUARD_DECISIONS = S_GUARD_BYTES + 3, /* the shared guard state's (several nodes) */
+    S_GUARD_BYTES, /* then + 1, + 2: th_guard_memory's tables, + 3 the conversion tracker's */
+    S_GUARD_DECISIONS = S_GUARD_BYTES + 4, /* the shared guard state's (several nodes) */
     S_GUARD_FALLBACKS,
     S_GUARD_REFUSED,
     S_GUARD_CONNECTIONS,
@@ -484,6 +498,7 @@ struct readiness {
     struct th_auth *auth;
     struct th_hook *hook;
     struct th_guard *guard;
+    struct th_conv *conv;      /* NULL: none */
     pthread_mutex_t writer_mu; /* the writer is stopped while the loops still answer /metrics */
     struct th_writer *writer;  /* NULL once stopped */
     struct th_metrics *metrics;
@@ -521,7 +536,9 @@ static double sampled(void *ud)
     if (ref->what >= S_GUARD_BYTES && ref->what < S_GUARD_DECISIONS) {
         struct th_guard_memory m;
         th_guard_memory(r->guard, &m);
-        size_t v[] = {m.people_bytes, m.dedupe_bytes, m.record_bytes};
+        struct th_conv_stats cs;
+        th_conv_stats(r->conv, &cs);
+        size_t v[] = {m.people_bytes, m.dedupe_bytes, m.record_bytes, cs.bytes};
         return (double)v[ref->what - S_GUARD_BYTES];
     }
     if (ref->what >= S_GUARD_DECISIONS) {
@@ -645,14 +662,15 @@ static th_err register_metrics(struct readiness *r, const struct th_config *cfg)
                           &r->refs[S_BLOCKS + i]);
     }
     static const char *const by_table[] = {"table", NULL};
-    static const char *const tables[] = {"people", "dedupe", "records"};
+    static const char *const tables[] = {"people", "dedupe", "records", "conversion"};
     if (e == TH_E_OK)
         e = th_metrics_family(r->metrics, "telehook_guard_bytes",
                               "Bytes of the abuse controls' in-memory state: the per-person rate "
                               "table and the dedupe table (allocated at start), the dedupe records "
-                              "with their answers (as they come and go).",
-                              TH_METRIC_GAUGE, by_table, 3, &f);
-    for (int i = 0; e == TH_E_OK && i < 3; i++) {
+                              "with their answers (as they come and go), the conversion tracker's "
+                              "tables (allocated at start).",
+                              TH_METRIC_GAUGE, by_table, 4, &f);
+    for (int i = 0; e == TH_E_OK && i < 4; i++) {
         r->refs[S_GUARD_BYTES + i] = (struct sample_ref){r, S_GUARD_BYTES + i};
         e = th_metrics_fn(f, (const char *const[]){tables[i], NULL}, sampled,
                           &r->refs[S_GUARD_BYTES + i]);
@@ -832,6 +850,8 @@ int th_cmd_serve(struct th_cli *cli)
     struct th_feedback *feedback = NULL; /* [feedback] enabled: verified messages reported */
     struct th_guard *guard = NULL;
     struct th_dlq *dlq = NULL;
+    struct th_conv *conv = NULL;
+    struct th_conv_sync *conv_sync = NULL;
     struct th_routes *routes = NULL;
     struct th_auth *auth = NULL;
     struct th_hook *hook = NULL;
@@ -932,6 +952,16 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "%s", err);
         goto out;
     }
+    /* conversion blocks: off, or without guard.secret (no prefix keys: monitor has nothing to
+     * count; enforce is refused by the configuration check) */
+    if (cfg->conversion_mode != 0 && cfg->guard_secret[0]) {
+        struct th_conv_settings cs;
+        th_conv_settings_from(cfg, &cs);
+        if (th_conv_new(&cs, &conv) != TH_E_OK) {
+            startup_error(cli, "[conversion] out of memory");
+            goto out;
+        }
+    }
     if (cfg->tls_cert[0]) { /* HTTPS: the pair is checked here, so config check does too */
         char warn[1024];
         if (th_tls_creds_load(cfg->tls_cert, cfg->tls_key, (int64_t)time(NULL), &tls, warn,
@@ -955,6 +985,13 @@ int th_cmd_serve(struct th_cli *cli)
         }
         /* Everything serve builds before it listens was built: the configuration holds. */
         rc = th_cli_print_config(cli) == 0 ? 0 : 1;
+        if (cfg->conversion_mode != 0 && !conv)
+            fprintf(stderr, "telehook: note: [conversion] needs [guard] secret: conversion is "
+                            "not tracked\n");
+        else if (cfg->conversion_mode == 2 && cfg->conversion_require_signal)
+            fprintf(stderr, "telehook: note: [conversion] mode = enforce refuses only once a "
+                            "verification has been seen (the Okta event hook delivers); until "
+                            "then blocks are logged as monitor\n");
         fprintf(stderr,
                 "configuration OK (%s): store %s, providers %s, %zu routes, %zu templates, %zu "
                 "preferences\n",
@@ -977,7 +1014,8 @@ int th_cmd_serve(struct th_cli *cli)
         .sender = {.send = hook_send, .ud = router},
         .recorder = {.delivery = hook_delivery, .dlq = hook_dlq, .ud = writer},
         .guard = guard,
-        .dlq = dlq};
+        .dlq = dlq,
+        .conv = conv};
     if (th_hook_new(&hd, &hook) != TH_E_OK)
         goto out;
     if (th_metrics_new(&metrics) != TH_E_OK)
@@ -986,10 +1024,12 @@ int th_cmd_serve(struct th_cli *cli)
                               .auth = auth,
                               .hook = hook,
                               .guard = guard,
+                              .conv = conv,
                               .writer = writer,
                               .metrics = metrics};
     pthread_mutex_init(&ready.writer_mu, NULL);
-    if (register_metrics(&ready, cfg) != TH_E_OK) {
+    if (register_metrics(&ready, cfg) != TH_E_OK ||
+        (conv && th_conv_metrics(conv, metrics) != TH_E_OK)) {
         startup_error(cli, "cannot register the metrics");
         goto out;
     }
@@ -998,7 +1038,7 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "cannot start the provider feedback queue");
         goto out;
     }
-    struct conversion_sinks sinks = {.feedback = feedback, .router = router};
+    struct conversion_sinks sinks = {.feedback = feedback, .router = router, .conv = conv};
     struct loops_start loops = {.guard = guard, .feedback = feedback};
     if (cfg->events_enabled) {
         th_writer_on_verified(writer, th_node_id(), on_verified, &sinks);
@@ -1036,6 +1076,18 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "cannot register the metrics");
         goto out;
     }
+    if (conv && th_conv_sync_start(conv, cfg->store_url, CONV_SYNC_MS, &conv_sync) != TH_E_OK) {
+        startup_error(cli, "[conversion] cannot start the blocks' sync thread");
+        goto out;
+    }
+    if (cfg->conversion_mode != 0 && !conv)
+        th_log_msg(TH_LOG_WARN, "conversion",
+                   "[conversion] mode = monitor needs [guard] secret (prefixes are HMAC keys "
+                   "under it): conversion is not tracked");
+    else if (cfg->conversion_mode == 2 && cfg->conversion_require_signal)
+        th_log_msg(TH_LOG_INFO, "conversion",
+                   "[conversion] mode = enforce: blocks refuse only once a verification has been "
+                   "seen (the Okta event hook delivers); until then they are logged as monitor");
     int port = th_server_port(server);
     if (cfg->port_file && cfg->port_file[0] && write_port_file(cfg->port_file, port) != 0)
         th_log_msg(TH_LOG_WARN, "startup", "cannot write server.port_file %s: %s", cfg->port_file,
@@ -1133,11 +1185,13 @@ out:
     th_writer_stop(writer);
     th_events_free(events);
     th_receipts_free(receipts); /* the server and the writer, which call it, are stopped */
-    if (hook) {                 /* the current set and map may be ones a reload installed */
+    th_conv_sync_stop(conv_sync);
+    if (hook) { /* the current set and map may be ones a reload installed */
         templates = (struct th_templates *)th_hook_swap_templates(hook, templates);
         prefs = (struct th_prefs *)th_hook_swap_prefs(hook, prefs);
     }
     th_hook_free(hook);
+    th_conv_free(conv);
     th_guard_free(guard);
     th_dlq_free(dlq);
     th_feedback_free(feedback); /* after its loop, before the router whose providers it uses */

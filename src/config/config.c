@@ -49,6 +49,7 @@ struct key {
 static const char *const auth_modes[] = {"header", "none", "oauth2", "either", NULL};
 static const char *const block_answers[] = {"failed", "error", NULL};
 static const char *const unavailable_modes[] = {"open", "closed", NULL};
+static const char *const conversion_modes[] = {"off", "monitor", "enforce", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const providers[] = {"outbox", "aws", "twilio", "webhook", NULL};
 static const char *const sms_encodings[] = {"auto", "gsm7", "ucs2", NULL};
@@ -314,6 +315,35 @@ static const struct key keys[] = {
      "(Okta's error object: Okta sends the code through its own providers)"},
     {"guard", "max_entries", K_INT, F(guard_max_entries), 1000, 10000000, NULL, "100000",
      "numbers and users remembered at once per table (bounded memory under a flood)"},
+    {"conversion", "mode", K_ENUM, F(conversion_mode), 0, 0, conversion_modes, "monitor",
+     "pumping stopped by conversion: off, monitor (blocks are made, logged, listed and counted "
+     "as would_refuse; nothing is refused) or enforce (refused as guard.block_answer says, once "
+     "a verification has been seen within the window: a missing Okta event hook blocks nobody); "
+     "needs guard.secret (the prefix keys)"},
+    {"conversion", "require_signal", K_BOOL, F(conversion_require_signal), 0, 0, NULL, "true",
+     "enforce refuses only while a verification has been seen within the window (the Okta "
+     "event hook delivers); false: from the first block (an install that accepts blocking "
+     "while conversion is not reported)"},
+    {"conversion", "window_minutes", K_INT, F(conversion_window_minutes), 5, 1440, NULL, "60",
+     "sliding window of sends and verifications (12 buckets)"},
+    {"conversion", "prefix_min_sends", K_INT, F(conversion_prefix_min_sends), 0, 100000, NULL, "20",
+     "sends to one prefix (the number less its last 4 digits) in the window before its "
+     "conversion is judged; 0 = no prefix rule"},
+    {"conversion", "prefix_min_rate", K_INT, F(conversion_prefix_min_rate), 0, 100, NULL, "10",
+     "percent of those sends verified below which the prefix is blocked"},
+    {"conversion", "country_min_sends", K_INT, F(conversion_country_min_sends), 0, 10000000, NULL,
+     "200",
+     "sends to one country (to prefixes not blocked) before its conversion is judged; 0 = no "
+     "country rule"},
+    {"conversion", "country_min_rate", K_INT, F(conversion_country_min_rate), 0, 100, NULL, "10",
+     "percent verified below which the country is blocked"},
+    {"conversion", "block_minutes", K_INT, F(conversion_block_minutes), 1, 10080, NULL, "60",
+     "how long a block lasts (`telehook guard blocks clear` lifts it sooner)"},
+    {"conversion", "max_prefixes", K_INT, F(conversion_max_prefixes), 16, 10000000, NULL, "16384",
+     "prefixes tracked at once (about 240 bytes each; the coldest goes for a new one)"},
+    {"conversion", "max_verified", K_INT, F(conversion_max_verified), 16, 10000000, NULL, "65536",
+     "numbers that verified remembered at once (never refused by a block; 32 bytes each, the "
+     "oldest goes)"},
     {"dlq", "enabled", K_BOOL, F(dlq_enabled), 0, 0, NULL, "true",
      "keep every request no attempt delivered (all routes failed, deadline, internal error), "
      "with its error chain"},
@@ -988,6 +1018,14 @@ th_err th_config_check_serve(const struct th_config *cfg, char *err, size_t errl
                  "[auth] mode = none accepts unauthenticated calls and is allowed only on a "
                  "loopback address, not on %s",
                  cfg->listen);
+        return TH_E_CONFIG;
+    }
+    /* The blocks are keyed by the prefix's HMAC under guard.secret: a key drawn at each start
+     * would leave nothing to share, list or clear, and the records no prefix to credit. */
+    if (cfg->conversion_mode == 2 && !cfg->guard_secret[0]) {
+        snprintf(err, errlen,
+                 "[conversion] mode = enforce needs [guard] secret (prefixes are kept as HMAC "
+                 "keys under it)");
         return TH_E_CONFIG;
     }
     if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {

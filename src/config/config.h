@@ -140,6 +140,17 @@ struct th_config {
     char *guard_voice_refuse; /* for voice */
     int guard_block_answer;   /* 0 failed, 1 error */
     int guard_max_entries;
+    /* [conversion] pumping stopped by conversion (guard/conv.h) */
+    int conversion_mode; /* 0 off, 1 monitor, 2 enforce */
+    bool conversion_require_signal;
+    int conversion_window_minutes;
+    int conversion_prefix_min_sends;
+    int conversion_prefix_min_rate; /* percent */
+    int conversion_country_min_sends;
+    int conversion_country_min_rate;
+    int conversion_block_minutes;
+    int conversion_max_prefixes;
+    int conversion_max_verified;
     /* [dlq] */
     bool dlq_enabled;
     char *dlq_key; /* secret: 32 bytes, base64 or hex */

@@ -532,6 +532,12 @@ bool th_guard_answer_failed(const struct th_guard *g)
     return g->answer_failed;
 }
 
+void th_guard_count_block(struct th_guard *g, th_block b)
+{
+    if (g && b > TH_BLOCK_NONE && b < TH_BLOCK__COUNT)
+        atomic_fetch_add(&g->counts[b], 1);
+}
+
 void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT])
 {
     for (int i = 0; i < TH_BLOCK__COUNT; i++)

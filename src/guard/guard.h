@@ -111,7 +111,9 @@ void th_guard_dedupe_release(struct th_guard *g, struct th_dedupe *ticket);
     X(USER, "user_rate")                                                                           \
     X(COUNTRY_RATE, "country_rate")                                                                \
     X(CODE_BUDGET, "calling_code_budget")                                                          \
-    X(GLOBAL, "global_rate")
+    X(GLOBAL, "global_rate")                                                                       \
+    X(CONV_PREFIX, "conversion_prefix")                                                            \
+    X(CONV_COUNTRY, "conversion_country")
 
 typedef enum {
 #define TH_BLOCK_ENUM(name, text) TH_BLOCK_##name,
@@ -206,6 +208,9 @@ void th_guard_db_stats(struct th_guard *g, struct th_guard_db_stats *out);
 
 /* How a blocked request is answered: true = Okta's FAILED status, false = Okta's error object. */
 bool th_guard_answer_failed(const struct th_guard *g);
+
+/* Counts a block decided outside the guard (the conversion blocks: guard/conv.h). */
+void th_guard_count_block(struct th_guard *g, th_block b);
 
 /* Blocks since start, by reason (out[TH_BLOCK_NONE] counts dedupe replays). */
 void th_guard_counts(struct th_guard *g, uint64_t out[TH_BLOCK__COUNT]);
@@ -330,9 +335,10 @@ th_err th_guard_record_key_new(const char *secret, struct th_hmac_key **out);
 void th_guard_record_phone(const struct th_hmac_key *k, const char *e164,
                            char out[TH_RECORD_HASH_HEX]);
 /*
- * The key of a destination prefix: the E.164 number less its last 4 digits ("+1206555"), as
- * record_hash(k, "prefix", ...). Conversion statistics and pumping blocks group by it
- * (docs/conversion.md). A number of 4 digits or fewer after the '+' gives "".
+ * The key of a number's prefix: the number less its last 4 digits ("+44770090" of
+ * "+447700900123"), 10,000 numbers, kept as an HMAC like every other number key. The conversion
+ * tracker (guard/conv.h), the delivery records and the blocks use this hex string. A number of
+ * 4 digits or fewer after the '+' gives "" (not tracked).
  */
 void th_guard_record_prefix(const struct th_hmac_key *k, const char *e164,
                             char out[TH_RECORD_HASH_HEX]);

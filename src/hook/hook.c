@@ -53,6 +53,7 @@ struct th_hook {
     struct th_guard *guard;
     struct th_dlq *dlq;
     struct th_hmac_key *record_key; /* search keys of records; NULL without guard.secret */
+    struct th_conv *conv;           /* NULL: no conversion blocks */
     atomic_long in_flight;
 };
 
@@ -97,6 +98,10 @@ struct hreq {
     int attempts;
     char error[384];
     char transaction_id[96];
+
+    /* the destination as the conversion tracker knows it (empty: not tracked) */
+    char prefix_hash[TH_RECORD_HASH_HEX], phone_hash[TH_RECORD_HASH_HEX];
+    char prefix_masked[24];
 };
 
 th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
@@ -110,6 +115,7 @@ th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
     h->sender = deps->sender;
     h->guard = deps->guard;
     h->dlq = deps->dlq;
+    h->conv = deps->conv;
     h->recorder = deps->recorder;
     atomic_init(&h->in_flight, 0);
     th_histogram_init(&h->answer, buckets_us, TH_ARRAY_LEN(buckets_us), 1e6);
@@ -293,7 +299,10 @@ static void record(struct hreq *r, int status, int64_t latency_us)
     const char *source = r->text.len ? th_source_name(r->choice.source) : "";
     char phone_hash[TH_RECORD_HASH_HEX] = "", login_hash[TH_RECORD_HASH_HEX] = "";
     char prefix_hash[TH_RECORD_HASH_HEX] = "";
-    if (r->hook->record_key && r->phone.e164[0]) {
+    if (r->phone_hash[0]) { /* made once already, for the conversion tracker */
+        memcpy(phone_hash, r->phone_hash, sizeof phone_hash);
+        memcpy(prefix_hash, r->prefix_hash, sizeof prefix_hash);
+    } else if (r->hook->record_key && r->phone.e164[0]) {
         th_guard_record_phone(r->hook->record_key, r->phone.e164, phone_hash);
         th_guard_record_prefix(r->hook->record_key, r->phone.e164, prefix_hash);
     }
@@ -600,6 +609,10 @@ static void on_routed(void *ud, const struct th_route_result *res)
         return;
     }
     th_strlcpy(r->transaction_id, res->transaction_id, sizeof r->transaction_id);
+    if (r->prefix_hash[0]) {
+        struct th_conv_key k = {r->prefix_hash, r->phone_hash, r->phone.region, r->prefix_masked};
+        th_conv_sent(r->hook->conv, &k, r->provider, th_channel_name(r->okta.channel));
+    }
     /* Earlier failed attempts stay in the record (not in Okta's answer). */
     th_strlcpy(r->error, res->errors, sizeof r->error);
     char meta[64];
@@ -712,7 +725,9 @@ static void block(struct hreq *r, th_block b)
     if (th_log_begin(&l, TH_LOG_WARN, "blocked")) {
         th_log_str(&l, "req", r->request_id);
         th_log_str(&l, "reason", th_block_name(b));
-        th_log_str(&l, "phone", r->masked);
+        /* a conversion block is about the prefix: the log names it, not the number */
+        bool conv = b == TH_BLOCK_CONV_PREFIX || b == TH_BLOCK_CONV_COUNTRY;
+        th_log_str(&l, conv ? "prefix" : "phone", conv ? r->prefix_masked : r->masked);
         th_log_str(&l, "country", r->phone.region);
         th_log_int(&l, "calling_code", r->phone.country_code);
         th_log_str(&l, "type", th_phone_type_name(r->phone.type));
@@ -730,6 +745,57 @@ static void block(struct hreq *r, th_block b)
     answer_init(&m, &body);
     th_okta_encode_result(&body, "FAILED", "telehook", r->request_id, meta);
     finish(r, 200, &body, "BLOCKED");
+}
+
+/*
+ * The conversion blocks (guard/conv.h), from the tracker's in-memory counts: no round trip.
+ * false: refused (enforce) and answered as the guard's blocks are.
+ */
+static bool conversion(struct hreq *r)
+{
+    struct th_hook *h = r->hook;
+    if (!h->conv || !h->record_key || !r->phone.e164[0])
+        return true;
+    th_guard_record_prefix(h->record_key, r->phone.e164, r->prefix_hash);
+    th_guard_record_phone(h->record_key, r->phone.e164, r->phone_hash);
+    size_t n = strlen(r->phone.e164);
+    n = n > 4 ? n - 4 : 0;
+    snprintf(r->prefix_masked, sizeof r->prefix_masked, "%.*s****", (int)n, r->phone.e164);
+    struct th_conv_key k = {r->prefix_hash, r->phone_hash, r->phone.region, r->prefix_masked};
+    struct th_conv_verdict v;
+    th_conv_check(h->conv, &k, &v);
+    if (v.kind == TH_CONV_PASS)
+        return true;
+    const char *kind = th_conv_kind_name(v.kind);
+    struct th_logline l;
+    if (v.new_block && th_log_begin(&l, TH_LOG_WARN, "conversion_block")) {
+        th_log_str(&l, "kind", kind);
+        th_log_str(&l, "country", r->phone.region);
+        if (v.kind == TH_CONV_PREFIX)
+            th_log_str(&l, "prefix", r->prefix_masked);
+        th_log_int(&l, "sends", v.sends);
+        th_log_int(&l, "verified", v.verified);
+        th_log_str(&l, "mode",
+                   v.enforcing ? "enforce"
+                   : th_conv_get_mode(h->conv) == TH_CONV_ENFORCE
+                       ? "enforce (no verification seen yet: not refusing)"
+                       : "monitor");
+        th_log_end(&l);
+    }
+    if (v.refuse) {
+        th_block b = v.kind == TH_CONV_PREFIX ? TH_BLOCK_CONV_PREFIX : TH_BLOCK_CONV_COUNTRY;
+        th_guard_count_block(h->guard, b);
+        block(r, b);
+        return false;
+    }
+    if (th_log_begin(&l, TH_LOG_INFO, v.exempt ? "conversion_exempt" : "conversion_would_refuse")) {
+        th_log_str(&l, "req", r->request_id);
+        th_log_str(&l, "kind", kind);
+        th_log_str(&l, "country", r->phone.region);
+        th_log_str(&l, "prefix", r->prefix_masked);
+        th_log_end(&l);
+    }
+    return true;
 }
 
 /*
@@ -765,7 +831,7 @@ static bool apply_verdict(struct hreq *r, struct th_guard_verdict *v)
         block(r, v->block);
         return false;
     }
-    return true;
+    return conversion(r);
 }
 
 /* On the loop: the shared guard state has decided (or store.unavailable has). */

@@ -16,6 +16,7 @@
 #include "message/message.h"
 #include "route/router.h"
 #include "dlq/dlq.h"
+#include "guard/conv.h"
 #include "guard/guard.h"
 #include "store/writer.h"
 
@@ -56,6 +57,9 @@ struct th_hook_deps {
     struct th_hook_recorder recorder;
     struct th_guard *guard; /* abuse controls; NULL: none */
     struct th_dlq *dlq;     /* dead-letter sealing; NULL: no dead-letter queue */
+    /* conversion blocks, asked after the guard lets a request through and told of every
+     * message a provider accepted; NULL (or no guard.secret: no prefix keys): none */
+    struct th_conv *conv;
 };
 
 th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out);

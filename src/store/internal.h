@@ -44,6 +44,11 @@ struct th_store_ops {
     th_err (*routes_each)(struct th_store *st, th_route_row_fn fn, void *ud);
     th_err (*route_put)(struct th_store *st, const struct th_route_row *row);
     th_err (*route_delete)(struct th_store *st, const char *channel, const char *country);
+    th_err (*conv_block_put)(struct th_store *st, const struct th_conv_block_row *row);
+    th_err (*conv_blocks_each)(struct th_store *st, const struct th_conv_block_filter *f,
+                               th_conv_block_fn fn, void *ud);
+    th_err (*conv_blocks_clear)(struct th_store *st, const struct th_conv_block_clear *c,
+                                long *cleared);
     th_err (*prefs_each)(struct th_store *st, th_pref_row_fn fn, void *ud);
     th_err (*pref_put)(struct th_store *st, const struct th_pref_row *row);
     th_err (*pref_delete)(struct th_store *st, const char *user);

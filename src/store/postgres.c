@@ -156,7 +156,7 @@ static const char *const migrations[] = {
     "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
     "  country TEXT NOT NULL, prefix_hash TEXT NOT NULL, provider TEXT NOT NULL,"
     "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms BIGINT NOT NULL,"
-    "  verified_ms BIGINT NOT NULL);"
+    "  verified_ms BIGINT NOT NULL, phone_hash TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS verifications_node ON verifications (node, seq);"
     "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
     /* 10: as SQLite's 10 — a provider's delivery receipt on
@@ -167,6 +167,16 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_ms BIGINT NOT NULL DEFAULT 0;"
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_final BOOLEAN NOT NULL DEFAULT false;"
     "CREATE INDEX IF NOT EXISTS deliveries_transaction ON deliveries (provider, transaction_id);",
+    /* 11: conversion blocks (guard/conv.h): each node writes
+     * the blocks it makes and polls the table every 2 s for the others' and for clears. */
+    "CREATE TABLE IF NOT EXISTS conversion_blocks ("
+    "  id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('prefix', 'country')),"
+    "  key TEXT NOT NULL, country TEXT NOT NULL DEFAULT '', masked TEXT NOT NULL DEFAULT '',"
+    "  since_ms BIGINT NOT NULL, until_ms BIGINT NOT NULL, cleared_ms BIGINT NOT NULL DEFAULT 0,"
+    "  sends BIGINT NOT NULL DEFAULT 0, verified BIGINT NOT NULL DEFAULT 0,"
+    "  mode TEXT NOT NULL DEFAULT 'enforce');"
+    "CREATE INDEX IF NOT EXISTS conversion_blocks_until ON conversion_blocks (until_ms);"
+    "CREATE INDEX IF NOT EXISTS conversion_blocks_key ON conversion_blocks (kind, key);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1381,19 +1391,21 @@ static th_err pg_verify(struct th_store *st, const struct th_verify_event *ev,
     static const char q[] =
         "WITH dup AS (SELECT 1 FROM verifications WHERE event_id = $1),"
         " d AS (SELECT seq, request_id, created_ms, node, country, prefix_hash, provider,"
-        "   channel, transaction_id FROM deliveries WHERE user_id = $2 AND channel = $3 AND"
+        "   channel, transaction_id, phone_hash FROM deliveries WHERE user_id = $2 AND"
+        "   channel = $3 AND"
         "   outcome = 'SUCCESSFUL' AND created_ms >= $4::bigint AND created_ms <= $5::bigint AND"
         "   verified_ms IS NULL AND NOT EXISTS (SELECT 1 FROM dup)"
         "   ORDER BY created_ms DESC, seq DESC LIMIT 1 FOR UPDATE),"
         " v AS (INSERT INTO verifications (event_id, request_id, node, matched_by, country,"
-        "   prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms)"
+        "   prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms, phone_hash)"
         "   SELECT $1, request_id, node, $7, country, prefix_hash, provider, channel,"
-        "   transaction_id, created_ms, $6::bigint FROM d ON CONFLICT (event_id) DO NOTHING"
+        "   transaction_id, created_ms, $6::bigint, phone_hash FROM d"
+        "   ON CONFLICT (event_id) DO NOTHING"
         "   RETURNING seq),"
         " u AS (UPDATE deliveries SET verified_ms = $6::bigint, verified_event = $1 FROM d, v"
         "   WHERE deliveries.seq = d.seq)"
         " SELECT (SELECT count(*) FROM dup), v.seq, d.request_id, d.created_ms, d.node,"
-        " d.country, d.prefix_hash, d.provider, d.channel, d.transaction_id"
+        " d.country, d.prefix_hash, d.provider, d.channel, d.transaction_id, d.phone_hash"
         " FROM (SELECT 1) one LEFT JOIN d ON true LEFT JOIN v ON true";
     char from[24], to[24], at[24];
     snprintf(from, sizeof from, "%lld", (long long)ev->from_ms);
@@ -1422,6 +1434,7 @@ static th_err pg_verify(struct th_store *st, const struct th_verify_event *ev,
             .provider = PQgetvalue(r, 0, 7),
             .channel = PQgetvalue(r, 0, 8),
             .transaction_id = PQgetvalue(r, 0, 9),
+            .phone_hash = PQgetvalue(r, 0, 10),
             .verified_ms = ev->verified_ms,
         };
         if (fn)
@@ -1448,8 +1461,9 @@ static th_err pg_verifications_since(struct th_store *st, const char *node, int6
     const char *v[] = {after, txt(node), lim};
     PGresult *r = adhoc(P(st),
                         "SELECT seq, event_id, request_id, node, country, prefix_hash, provider, "
-                        "channel, transaction_id, sent_ms, verified_ms FROM verifications WHERE "
-                        "node = $2 AND seq > $1::bigint AND matched_by <> node ORDER BY seq "
+                        "channel, transaction_id, sent_ms, verified_ms, phone_hash FROM "
+                        "verifications WHERE node = $2 AND seq > $1::bigint AND matched_by <> "
+                        "node ORDER BY seq "
                         "LIMIT $3::int",
                         3, v);
     th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
@@ -1466,6 +1480,7 @@ static th_err pg_verifications_since(struct th_store *st, const char *node, int6
             .transaction_id = PQgetvalue(r, i, 8),
             .sent_ms = i64(r, i, 9),
             .verified_ms = i64(r, i, 10),
+            .phone_hash = PQgetvalue(r, i, 11),
         };
         *after_seq = m.seq;
         if (fn)
@@ -1876,6 +1891,108 @@ static th_err pg_scan(struct th_store *st, int table, int64_t *after, int limit,
     return e;
 }
 
+/* ---- conversion blocks: a few statements every 2 s, unprepared (off the hot path) ---- */
+
+#define CONV_COLS                                                                                  \
+    "id, kind, key, country, masked, since_ms, until_ms, cleared_ms, sends, verified, mode"
+
+static PGresult *params(struct pg_store *s, const char *q, int n, const char *const *v)
+{
+    trip(s);
+    PGresult *r = PQexecParams(s->conn, q, n, NULL, v, NULL, NULL, 0);
+    note(s, r);
+    return r;
+}
+
+static th_err pg_conv_block_put(struct th_store *st, const struct th_conv_block_row *row)
+{
+    char num[5][24];
+    int64_t n[5] = {row->since_ms, row->until_ms, row->cleared_ms, row->sends, row->verified};
+    for (int i = 0; i < 5; i++)
+        snprintf(num[i], sizeof num[i], "%lld", (long long)n[i]);
+    const char *v[] = {txt(row->id),     txt(row->kind), txt(row->key), txt(row->country),
+                       txt(row->masked), num[0],         num[1],        num[2],
+                       num[3],           num[4],         txt(row->mode)};
+    PGresult *r = params(P(st),
+                         "INSERT INTO conversion_blocks (" CONV_COLS ") VALUES ($1, $2, $3, $4, "
+                         "$5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+                         11, v);
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? TH_E_OK : TH_E_STORE;
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_conv_blocks_each(struct th_store *st, const struct th_conv_block_filter *f,
+                                  th_conv_block_fn fn, void *ud)
+{
+    char now[24], after[24], limit[16];
+    snprintf(now, sizeof now, "%lld", (long long)f->now_ms);
+    snprintf(after, sizeof after, "%lld", (long long)f->cleared_after_ms);
+    snprintf(limit, sizeof limit, "%d", f->limit);
+    const char *v[] = {now, after, limit};
+    PGresult *r =
+        f->all ? params(P(st),
+                        "SELECT " CONV_COLS " FROM conversion_blocks WHERE $1::bigint IS NOT NULL "
+                        "AND $2::bigint IS NOT NULL ORDER BY since_ms DESC, id COLLATE \"C\" "
+                        "LIMIT $3::int",
+                        3, v)
+               : params(P(st),
+                        "SELECT " CONV_COLS " FROM conversion_blocks WHERE (cleared_ms = 0 AND "
+                        "until_ms > $1::bigint) OR ($2::bigint >= 0 AND cleared_ms > $2::bigint) "
+                        "ORDER BY since_ms DESC, id COLLATE \"C\" LIMIT $3::int",
+                        3, v);
+    th_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? TH_E_OK : TH_E_STORE;
+    for (int i = 0; e == TH_E_OK && i < PQntuples(r); i++) {
+        struct th_conv_block_row row = {.id = PQgetvalue(r, i, 0),
+                                        .kind = PQgetvalue(r, i, 1),
+                                        .key = PQgetvalue(r, i, 2),
+                                        .country = PQgetvalue(r, i, 3),
+                                        .masked = PQgetvalue(r, i, 4),
+                                        .since_ms = i64(r, i, 5),
+                                        .until_ms = i64(r, i, 6),
+                                        .cleared_ms = i64(r, i, 7),
+                                        .sends = (long)i64(r, i, 8),
+                                        .verified = (long)i64(r, i, 9),
+                                        .mode = PQgetvalue(r, i, 10)};
+        if (fn(ud, &row))
+            break;
+    }
+    PQclear(r);
+    return e;
+}
+
+static th_err pg_conv_blocks_clear(struct th_store *st, const struct th_conv_block_clear *c,
+                                   long *cleared)
+{
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)c->now_ms);
+    static const char head[] = "UPDATE conversion_blocks SET cleared_ms = $1 WHERE cleared_ms = "
+                               "0 AND until_ms > $1";
+    PGresult *r;
+    if (c->all) {
+        const char *v[] = {now};
+        r = params(P(st), head, 1, v);
+    } else if (c->id) {
+        const char *v[] = {now, c->id};
+        r = params(P(st),
+                   "UPDATE conversion_blocks SET cleared_ms = $1 WHERE cleared_ms = 0 AND "
+                   "until_ms > $1 AND (kind, key) IN (SELECT kind, key FROM conversion_blocks "
+                   "WHERE id = $2)",
+                   2, v);
+    } else {
+        const char *v[] = {now, txt(c->kind), txt(c->key)};
+        r = params(P(st),
+                   "UPDATE conversion_blocks SET cleared_ms = $1 WHERE cleared_ms = 0 AND "
+                   "until_ms > $1 AND kind = $2 AND key = $3",
+                   3, v);
+    }
+    th_err e = PQresultStatus(r) == PGRES_COMMAND_OK ? TH_E_OK : TH_E_STORE;
+    if (e == TH_E_OK)
+        *cleared = strtol(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return e == TH_E_OK && *cleared == 0 ? TH_E_NOTFOUND : e;
+}
+
 const struct th_store_ops th_store_pg_ops = {
     .scheme = "postgresql",
     .full_url = true,
@@ -1901,6 +2018,9 @@ const struct th_store_ops th_store_pg_ops = {
     .routes_each = pg_routes_each,
     .route_put = pg_route_put,
     .route_delete = pg_route_delete,
+    .conv_block_put = pg_conv_block_put,
+    .conv_blocks_each = pg_conv_blocks_each,
+    .conv_blocks_clear = pg_conv_blocks_clear,
     .prefs_each = pg_prefs_each,
     .pref_put = pg_pref_put,
     .pref_delete = pg_pref_delete,

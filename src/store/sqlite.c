@@ -139,7 +139,7 @@ static const char *const migrations[] = {
     "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
     "  country TEXT NOT NULL, prefix_hash TEXT NOT NULL, provider TEXT NOT NULL,"
     "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms INTEGER NOT NULL,"
-    "  verified_ms INTEGER NOT NULL);"
+    "  verified_ms INTEGER NOT NULL, phone_hash TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
     /* 10: a provider's delivery receipt on its record, found
      * by provider + transaction id (the index: receipts arrive long after the insert, so the
@@ -150,6 +150,16 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN receipt_ms INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE deliveries ADD COLUMN receipt_final INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX deliveries_transaction ON deliveries (provider, transaction_id);",
+    /* 11, as PostgreSQL's: conversion blocks (guard/conv.h),
+     * shared by the nodes and listed or cleared by `telehook guard blocks`. */
+    "CREATE TABLE IF NOT EXISTS conversion_blocks ("
+    "  id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('prefix', 'country')),"
+    "  key TEXT NOT NULL, country TEXT NOT NULL DEFAULT '', masked TEXT NOT NULL DEFAULT '',"
+    "  since_ms INTEGER NOT NULL, until_ms INTEGER NOT NULL, cleared_ms INTEGER NOT NULL DEFAULT 0,"
+    "  sends INTEGER NOT NULL DEFAULT 0, verified INTEGER NOT NULL DEFAULT 0,"
+    "  mode TEXT NOT NULL DEFAULT 'enforce');"
+    "CREATE INDEX IF NOT EXISTS conversion_blocks_until ON conversion_blocks (until_ms);"
+    "CREATE INDEX IF NOT EXISTS conversion_blocks_key ON conversion_blocks (kind, key);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -901,15 +911,16 @@ static th_err sqlite_verify(struct th_store *st, const struct th_verify_event *e
     sqlite3_stmt *seen = prepare(st, "SELECT 1 FROM verifications WHERE event_id = ?");
     sqlite3_stmt *find =
         prepare(st, "SELECT rowid, request_id, created_ms, node, country, prefix_hash, provider, "
-                    "channel, transaction_id FROM deliveries WHERE user_id = ? AND channel = ? AND "
+                    "channel, transaction_id, phone_hash FROM deliveries WHERE user_id = ? AND "
+                    "channel = ? AND "
                     "outcome = 'SUCCESSFUL' AND created_ms >= ? AND created_ms <= ? AND "
                     "verified_ms IS NULL ORDER BY created_ms DESC, rowid DESC LIMIT 1");
     sqlite3_stmt *mark =
         prepare(st, "UPDATE deliveries SET verified_ms = ?, verified_event = ? WHERE rowid = ?");
     sqlite3_stmt *ins =
         prepare(st, "INSERT INTO verifications (event_id, request_id, node, matched_by, country, "
-                    "prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                    "prefix_hash, provider, channel, transaction_id, sent_ms, verified_ms, "
+                    "phone_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (!seen || !find || !mark || !ins)
         goto done;
     bind_text(seen, 1, ev->event_id);
@@ -942,6 +953,7 @@ static th_err sqlite_verify(struct th_store *st, const struct th_verify_event *e
         .provider = col(find, 6),
         .channel = col(find, 7),
         .transaction_id = col(find, 8),
+        .phone_hash = col(find, 9),
         .verified_ms = ev->verified_ms,
     };
     sqlite3_bind_int64(mark, 1, ev->verified_ms);
@@ -958,6 +970,7 @@ static th_err sqlite_verify(struct th_store *st, const struct th_verify_event *e
     bind_text(ins, 9, v.transaction_id);
     sqlite3_bind_int64(ins, 10, v.sent_ms);
     sqlite3_bind_int64(ins, 11, v.verified_ms);
+    bind_text(ins, 12, v.phone_hash);
     if (sqlite3_step(mark) != SQLITE_DONE || sqlite3_step(ins) != SQLITE_DONE)
         goto done;
     if (exec(S(st)->db, "COMMIT", err, sizeof err) != TH_E_OK)
@@ -1000,8 +1013,8 @@ static th_err sqlite_verifications_since(struct th_store *st, const char *node, 
         return rc == SQLITE_ROW ? TH_E_OK : TH_E_STORE;
     }
     q = prepare(st, "SELECT seq, event_id, request_id, node, country, prefix_hash, provider, "
-                    "channel, transaction_id, sent_ms, verified_ms FROM verifications WHERE "
-                    "seq > ? AND node = ? AND matched_by <> node ORDER BY seq LIMIT ?");
+                    "channel, transaction_id, sent_ms, verified_ms, phone_hash FROM verifications "
+                    "WHERE seq > ? AND node = ? AND matched_by <> node ORDER BY seq LIMIT ?");
     if (!q)
         return TH_E_STORE;
     sqlite3_bind_int64(q, 1, *after_seq);
@@ -1021,6 +1034,7 @@ static th_err sqlite_verifications_since(struct th_store *st, const char *node, 
             .transaction_id = col(q, 8),
             .sent_ms = sqlite3_column_int64(q, 9),
             .verified_ms = sqlite3_column_int64(q, 10),
+            .phone_hash = col(q, 11),
         };
         *after_seq = v.seq;
         if (fn)
@@ -1162,6 +1176,99 @@ static th_err sqlite_scan(struct th_store *st, int table, int64_t *after, int li
     return stop || rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
 }
 
+/* ---- conversion blocks: a few statements every 2 s, prepared per call (off the hot path) ---- */
+
+#define CONV_COLS                                                                                  \
+    "id, kind, key, country, masked, since_ms, until_ms, cleared_ms, sends, verified, mode"
+
+static th_err sqlite_conv_block_put(struct th_store *st, const struct th_conv_block_row *row)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(S(st)->db,
+                           "INSERT INTO conversion_blocks (" CONV_COLS ") VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                           -1, &q, NULL) != SQLITE_OK)
+        return TH_E_STORE;
+    bind_text(q, 1, row->id);
+    bind_text(q, 2, row->kind);
+    bind_text(q, 3, row->key);
+    bind_text(q, 4, row->country);
+    bind_text(q, 5, row->masked);
+    sqlite3_bind_int64(q, 6, row->since_ms);
+    sqlite3_bind_int64(q, 7, row->until_ms);
+    sqlite3_bind_int64(q, 8, row->cleared_ms);
+    sqlite3_bind_int64(q, 9, row->sends);
+    sqlite3_bind_int64(q, 10, row->verified);
+    bind_text(q, 11, row->mode);
+    th_err e = step_done(q);
+    sqlite3_finalize(q);
+    return e;
+}
+
+static th_err sqlite_conv_blocks_each(struct th_store *st, const struct th_conv_block_filter *f,
+                                      th_conv_block_fn fn, void *ud)
+{
+    sqlite3_stmt *q;
+    const char *sql_text =
+        f->all ? "SELECT " CONV_COLS " FROM conversion_blocks WHERE ?1 = ?1 AND ?2 = ?2 "
+                 "ORDER BY since_ms DESC, id LIMIT ?3"
+               : "SELECT " CONV_COLS " FROM conversion_blocks WHERE (cleared_ms = 0 AND "
+                 "until_ms > ?1) OR (?2 >= 0 AND cleared_ms > ?2) "
+                 "ORDER BY since_ms DESC, id LIMIT ?3";
+    if (sqlite3_prepare_v2(S(st)->db, sql_text, -1, &q, NULL) != SQLITE_OK)
+        return TH_E_STORE;
+    sqlite3_bind_int64(q, 1, f->now_ms);
+    sqlite3_bind_int64(q, 2, f->cleared_after_ms);
+    sqlite3_bind_int(q, 3, f->limit);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct th_conv_block_row row = {.id = col(q, 0),
+                                        .kind = col(q, 1),
+                                        .key = col(q, 2),
+                                        .country = col(q, 3),
+                                        .masked = col(q, 4),
+                                        .since_ms = sqlite3_column_int64(q, 5),
+                                        .until_ms = sqlite3_column_int64(q, 6),
+                                        .cleared_ms = sqlite3_column_int64(q, 7),
+                                        .sends = (long)sqlite3_column_int64(q, 8),
+                                        .verified = (long)sqlite3_column_int64(q, 9),
+                                        .mode = col(q, 10)};
+        if (fn(ud, &row))
+            break;
+    }
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
+}
+
+static th_err sqlite_conv_blocks_clear(struct th_store *st, const struct th_conv_block_clear *c,
+                                       long *cleared)
+{
+    sqlite3_stmt *q;
+    const char *which = c->all  ? ""
+                        : c->id ? " AND (kind, key) IN (SELECT kind, key FROM conversion_blocks "
+                                  "WHERE id = ?2)"
+                                : " AND kind = ?2 AND key = ?3";
+    char text[512];
+    snprintf(text, sizeof text,
+             "UPDATE conversion_blocks SET cleared_ms = ?1 WHERE cleared_ms = 0 AND "
+             "until_ms > ?1%s",
+             which);
+    if (sqlite3_prepare_v2(S(st)->db, text, -1, &q, NULL) != SQLITE_OK)
+        return TH_E_STORE;
+    sqlite3_bind_int64(q, 1, c->now_ms);
+    if (!c->all && c->id) {
+        bind_text(q, 2, c->id);
+    } else if (!c->all) {
+        bind_text(q, 2, c->kind);
+        bind_text(q, 3, c->key);
+    }
+    th_err e = step_done(q);
+    sqlite3_finalize(q);
+    if (e == TH_E_OK)
+        *cleared = sqlite3_changes(S(st)->db);
+    return e == TH_E_OK && *cleared == 0 ? TH_E_NOTFOUND : e;
+}
+
 const struct th_store_ops th_store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -1185,6 +1292,9 @@ const struct th_store_ops th_store_sqlite_ops = {
     .routes_each = sqlite_routes_each,
     .route_put = sqlite_route_put,
     .route_delete = sqlite_route_delete,
+    .conv_block_put = sqlite_conv_block_put,
+    .conv_blocks_each = sqlite_conv_blocks_each,
+    .conv_blocks_clear = sqlite_conv_blocks_clear,
     .prefs_each = sqlite_prefs_each,
     .pref_put = sqlite_pref_put,
     .pref_delete = sqlite_pref_delete,

@@ -212,6 +212,24 @@ th_err th_store_route_delete(struct th_store *st, const char *channel, const cha
     return live(st)->ops->route_delete(st, channel, country);
 }
 
+th_err th_store_conv_block_put(struct th_store *st, const struct th_conv_block_row *row)
+{
+    return live(st)->ops->conv_block_put(st, row);
+}
+
+th_err th_store_conv_blocks_each(struct th_store *st, const struct th_conv_block_filter *f,
+                                 th_conv_block_fn fn, void *ud)
+{
+    return live(st)->ops->conv_blocks_each(st, f, fn, ud);
+}
+
+th_err th_store_conv_blocks_clear(struct th_store *st, const struct th_conv_block_clear *c,
+                                  long *cleared)
+{
+    *cleared = 0;
+    return live(st)->ops->conv_blocks_clear(st, c, cleared);
+}
+
 th_err th_store_outbox_insert(struct th_store *st, const struct th_outbox_row *row)
 {
     return live(st)->ops->outbox_insert(st, row);

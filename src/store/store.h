@@ -157,6 +157,7 @@ struct th_verified {
     int64_t seq; /* the verifications row */
     const char *event_id, *request_id, *node, *country, *prefix_hash, *provider, *channel,
         *transaction_id;
+    const char *phone_hash; /* the number's key: a number that verified is never blocked */
     int64_t sent_ms, verified_ms;
 };
 typedef void (*th_verified_fn)(void *ud, const struct th_verified *v);
@@ -241,6 +242,50 @@ th_err th_store_routes_each(struct th_store *st, th_route_row_fn fn, void *ud);
 th_err th_store_route_put(struct th_store *st, const struct th_route_row *row);
 /* TH_E_NOTFOUND when absent. */
 th_err th_store_route_delete(struct th_store *st, const char *channel, const char *country);
+
+/*
+ * ---- conversion blocks (guard/conv.h): prefixes and countries whose sends stopped converting ----
+ * Written by each node's sync thread, read by every node (to adopt others' blocks and drop the
+ * cleared ones) and by `telehook guard blocks`. A prefix is kept as its HMAC (key) and shown
+ * masked ("+44770090****": 10,000 numbers, not a person).
+ */
+struct th_conv_block_row {
+    const char *id;
+    const char *kind;                       /* "prefix" | "country" */
+    const char *key;                        /* the prefix's hash, or the ISO country */
+    const char *country;                    /* ISO */
+    const char *masked;                     /* "" when not known */
+    int64_t since_ms, until_ms, cleared_ms; /* cleared_ms 0: not cleared */
+    long sends, verified;                   /* the counts it was made on */
+    const char *mode;                       /* "enforce" | "monitor" */
+};
+typedef int (*th_conv_block_fn)(void *ud, const struct th_conv_block_row *row);
+/* Inserts the row; an id already there is left as it is. */
+th_err th_store_conv_block_put(struct th_store *st, const struct th_conv_block_row *row);
+/*
+ * Rows newest first, at most limit: all of them (all), else those active at now_ms (not cleared,
+ * until_ms later) and those cleared after cleared_after_ms (-1: none).
+ */
+struct th_conv_block_filter {
+    bool all;
+    int64_t now_ms, cleared_after_ms;
+    int limit;
+};
+th_err th_store_conv_blocks_each(struct th_store *st, const struct th_conv_block_filter *f,
+                                 th_conv_block_fn fn, void *ud);
+/*
+ * Clears the blocks active at now_ms: every one (all), those of (kind, key), or those of the
+ * (kind, key) of block id (another node may have blocked the same prefix under its own id).
+ * *cleared: rows changed; TH_E_NOTFOUND when none.
+ */
+struct th_conv_block_clear {
+    bool all;
+    const char *id;         /* or NULL */
+    const char *kind, *key; /* or NULL */
+    int64_t now_ms;
+};
+th_err th_store_conv_blocks_clear(struct th_store *st, const struct th_conv_block_clear *c,
+                                  long *cleared);
 
 /*
  * Filters for th_store_deliveries_query; NULL / "" / 0 fields do not filter. Values are compared

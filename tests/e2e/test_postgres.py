@@ -120,14 +120,14 @@ def test_store_status_and_migrate(make_server, pg_url):
     pw = password_of(pg_url)
     st = json.loads(s.cli("store", "status", "--json").stdout)
     assert st["backend"] == "postgresql" and st["schema_version"] == 0
-    assert st["pending"] == st["latest_version"] == 10
+    assert st["pending"] == st["latest_version"] == 11
     assert st["rows"]["templates"] is None  # not created yet
     assert pw not in st["url"] and "postgresql://telehook@" in st["url"]
     m = s.cli("store", "migrate")
-    assert "schema version 10 (10 migrations applied)" in m.stdout and pw not in m.stdout
+    assert "schema version 11 (11 migrations applied)" in m.stdout and pw not in m.stdout
     assert "(0 migrations applied)" in s.cli("store", "migrate").stdout
     st = json.loads(s.cli("store", "status", "--json").stdout)
-    assert (st["schema_version"], st["pending"]) == (10, 0)
+    assert (st["schema_version"], st["pending"]) == (11, 0)
     assert st["rows"] == {"templates": 0, "prefs": 0, "routes": 0, "outbox": 0,
                           "deliveries": 0, "dlq": 0}
     text = s.cli("store", "status").stdout

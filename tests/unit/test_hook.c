@@ -113,6 +113,7 @@ struct fx {
 static struct fx *g_fx;
 static const struct th_templates *g_templates; /* NULL: the built-in pack */
 static const char *g_dlq_key;                  /* NULL: dead letters kept without a payload */
+static struct th_conv *g_conv;                 /* NULL: no conversion blocks */
 
 /* Every field of a message but its deadline (the dead-letter queue does not keep it), one line. */
 static void describe(const struct th_send *m, char *out, size_t n)
@@ -223,6 +224,8 @@ static struct fx *fx_new(int deadline_ms, bool dedupe)
     snprintf(dl, sizeof dl, "TELEHOOK_SERVER_DEADLINE_MS=%d", deadline_ms);
     const char *env[] = {dl,
                          dedupe ? "TELEHOOK_GUARD_DEDUPE=true" : "TELEHOOK_GUARD_DEDUPE=false",
+                         g_conv ? "TELEHOOK_GUARD_SECRET=hook unit test"
+                                : "TELEHOOK_LOG_LEVEL=info",
                          "TELEHOOK_GUARD_LIMIT_PHONE=0",
                          "TELEHOOK_GUARD_LIMIT_PHONE_DAILY=0",
                          "TELEHOOK_GUARD_LIMIT_USER=0",
@@ -244,6 +247,7 @@ static struct fx *fx_new(int deadline_ms, bool dedupe)
         .recorder = {.delivery = scripted_delivery, .dlq = scripted_dlq, .ud = f},
         .guard = f->guard,
         .dlq = f->dlq,
+        .conv = g_conv,
     };
     assert_int_equal(th_hook_new(&deps, &f->hook), TH_E_OK);
     f->send_after_ms = 10;
@@ -732,6 +736,80 @@ static void test_dead_letter_seals_the_message_sent(void **state)
     fx_free(f);
 }
 
+/* ---- conversion blocks (guard/conv.h) ---- */
+
+static void submit_one(struct fx *f)
+{
+    char ev[32], otp[16];
+    snprintf(ev, sizeof ev, "ev-conv-%d", f->nreqs);
+    snprintf(otp, sizeof otp, "%06d", 100000 + f->nreqs);
+    transport_done(submit(f, ev, otp));
+}
+
+static bool three_done(struct fx *f)
+{
+    return f->nreqs == 3 && f->frees == 3;
+}
+
+static struct th_conv *conv_new(void)
+{
+    struct th_conv_settings cs = {.mode = TH_CONV_ENFORCE,
+                                  .window_ms = 3600000,
+                                  .prefix_min_sends = 2,
+                                  .prefix_min_rate = 10,
+                                  .block_minutes = 60,
+                                  .max_prefixes = 64,
+                                  .max_verified = 64};
+    struct th_conv *c;
+    assert_int_equal(th_conv_new(&cs, &c), TH_E_OK);
+    return c;
+}
+
+/*
+ * Sends are counted when the provider accepts them, so the third request to a prefix whose two
+ * sends never converted is refused (answered as a guard block, counted as one); failed sends
+ * count nothing.
+ */
+static void test_conversion_block(void **state)
+{
+    (void)state;
+    g_conv = conv_new();
+    struct fx *f = fx_new(1000, false);
+    at(f, 0, submit_one);
+    at(f, 100, submit_one);
+    at(f, 200, submit_one);
+    run(f, three_done, 3000);
+    assert_int_equal(f->nsends, 2);
+    assert_string_equal(f->outcomes[0], "SUCCESSFUL");
+    assert_string_equal(f->outcomes[1], "SUCCESSFUL");
+    assert_string_equal(f->outcomes[2], "BLOCKED");
+    assert_non_null(strstr(f->body[2], "conversion_prefix"));
+    uint64_t b[TH_BLOCK__COUNT];
+    th_guard_counts(f->guard, b);
+    assert_int_equal(b[TH_BLOCK_CONV_PREFIX], 1);
+    struct th_conv_stats cs;
+    th_conv_stats(g_conv, &cs);
+    assert_int_equal(cs.refused[TH_CONV_PREFIX], 1);
+    assert_int_equal(cs.prefixes, 1);
+    fx_free(f);
+    th_conv_free(g_conv);
+
+    g_conv = conv_new();
+    f = fx_new(1000, false);
+    f->send_err = TH_E_PROVIDER;
+    at(f, 0, submit_one);
+    at(f, 100, submit_one);
+    at(f, 200, submit_one);
+    run(f, three_done, 3000);
+    assert_int_equal(f->nsends, 3); /* all tried: failures are not sends */
+    th_conv_stats(g_conv, &cs);
+    assert_int_equal(cs.prefixes, 0);
+    assert_int_equal(cs.refused[TH_CONV_PREFIX], 0);
+    fx_free(f);
+    th_conv_free(g_conv);
+    g_conv = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -747,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_loop_finishes_in_flight),
         cmocka_unit_test(test_loop_finishes_after_answer),
         cmocka_unit_test(test_dead_letter_seals_the_message_sent),
+        cmocka_unit_test(test_conversion_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

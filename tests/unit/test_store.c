@@ -194,8 +194,8 @@ static void test_migrate_and_seed(void **state)
     assert_string_equal(r.first[0], "en/sms//Changed {{otp}}");
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 10);
-    assert_int_equal(ss.latest, 10);
+    assert_int_equal(ss.version, 11);
+    assert_int_equal(ss.latest, 11);
     assert_int_equal(ss.rows[0], 1); /* templates */
     assert_int_equal(ss.rows[4], 0); /* deliveries */
     th_store_close(st);
@@ -331,6 +331,83 @@ static int collect_pref(void *ud, const struct th_pref_row *row)
                  row->channel, (long long)row->updated_ms);
     r->n++;
     return 0;
+}
+
+static int collect_block(void *ud, const struct th_conv_block_row *row)
+{
+    struct rows *r = ud;
+    if (r->n < 8)
+        snprintf(r->first[r->n], sizeof r->first[r->n], "%s %s %s %s %s %lld %lld %s %ld/%ld %s",
+                 row->id, row->kind, row->key, row->country, row->masked, (long long)row->since_ms,
+                 (long long)row->until_ms, row->cleared_ms ? "cleared" : "-", row->sends,
+                 row->verified, row->mode);
+    r->n++;
+    return 0;
+}
+
+/* conversion_blocks: put (an id twice is kept once), active and recently cleared, clears. */
+static void test_conv_blocks(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    struct th_conv_block_row a = {"cbp-a", "prefix", "aaaa", "GB", "+44770090****", 1000,
+                                  5000,    0,        20,     1,    "enforce"};
+    struct th_conv_block_row b = {"cbp-b", "prefix", "bbbb", "GB", "+44770091****", 2000,
+                                  9000,    0,        20,     0,    "monitor"};
+    struct th_conv_block_row c = {"cbc-c", "country", "NG", "NG", "",       3000,
+                                  9000,    0,         200,  3,    "enforce"};
+    struct th_conv_block_row d = {
+        "cbp-d", "prefix", "bbbb", "GB", "",       2500,
+        9000,    0,        20,     0,    "enforce"}; /* another node's block of b's prefix */
+    assert_int_equal(th_store_conv_block_put(st, &a), TH_E_OK);
+    assert_int_equal(th_store_conv_block_put(st, &b), TH_E_OK);
+    assert_int_equal(th_store_conv_block_put(st, &c), TH_E_OK);
+    assert_int_equal(th_store_conv_block_put(st, &d), TH_E_OK);
+    assert_int_equal(th_store_conv_block_put(st, &a), TH_E_OK); /* kept once */
+    struct th_conv_block_filter f = {.now_ms = 6000, .cleared_after_ms = -1, .limit = 100};
+    struct rows r = {0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 3); /* a ended at 5000 */
+    assert_string_equal(r.first[0], "cbc-c country NG NG  3000 9000 - 200/3 enforce");
+    assert_string_equal(r.first[2], "cbp-b prefix bbbb GB +44770091**** 2000 9000 - 20/0 monitor");
+    f.all = true;
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 4);
+    /* clear by id takes every active block of that prefix; then nothing is left to clear */
+    long n = 0;
+    struct th_conv_block_clear cl = {.id = "cbp-b", .now_ms = 6000};
+    assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_NOTFOUND);
+    assert_int_equal(n, 0);
+    cl = (struct th_conv_block_clear){.kind = "prefix", .key = "aaaa", .now_ms = 6000};
+    assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_NOTFOUND); /* ended */
+    /* the nodes' read: active ones and those cleared after their last read */
+    f = (struct th_conv_block_filter){.now_ms = 6500, .cleared_after_ms = 5999, .limit = 100};
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.first[1], "cbp-d prefix bbbb GB  2500 9000 cleared 20/0 enforce");
+    f.cleared_after_ms = 6000;
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
+    cl = (struct th_conv_block_clear){.kind = "country", .key = "NG", .now_ms = 7000};
+    assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_OK);
+    assert_int_equal(n, 1);
+    cl = (struct th_conv_block_clear){.all = true, .now_ms = 7000};
+    assert_int_equal(th_store_conv_blocks_clear(st, &cl, &n), TH_E_NOTFOUND);
+    /* times as the nodes give them: unix ms, past 32 bits */
+    struct th_conv_block_row e = {"cbp-e",       "prefix", "eeee", "GB", "",       1764900000000,
+                                  1764903600000, 0,        20,     0,    "enforce"};
+    assert_int_equal(th_store_conv_block_put(st, &e), TH_E_OK);
+    f = (struct th_conv_block_filter){
+        .now_ms = 1764900001000, .cleared_after_ms = 1764899995000, .limit = 100};
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 1);
+    th_store_close(st);
 }
 
 static void test_prefs(void **state)
@@ -936,7 +1013,7 @@ static void test_pg_concurrent_migrations(void **state)
                                            "'/' || max(version) FROM schema_version",
                                            got, sizeof got, err, sizeof err),
                          TH_E_OK);
-        assert_string_equal(got, "10/10/10");
+        assert_string_equal(got, "11/11/11");
         th_store_close(st);
     }
 }
@@ -998,7 +1075,7 @@ static void test_status_unmigrated(void **state)
     struct th_store_status ss;
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
     assert_int_equal(ss.version, 0);
-    assert_int_equal(ss.latest, 10);
+    assert_int_equal(ss.latest, 11);
     for (int i = 0; i < TH_STORE_TABLES; i++)
         assert_int_equal(ss.rows[i], -1);
     th_store_close(st);
@@ -1017,7 +1094,7 @@ static void test_status_unmigrated(void **state)
     th_store_close(open_ok(u));
     assert_int_equal(th_store_open_unmigrated(u, &st, err, sizeof err), TH_E_OK);
     assert_int_equal(th_store_status(st, &ss), TH_E_OK);
-    assert_int_equal(ss.version, 10);
+    assert_int_equal(ss.version, 11);
     assert_int_equal(ss.rows[0], 0);
     th_store_close(st);
 }
@@ -1502,6 +1579,7 @@ int main(void)
         BOTH(test_migrations_6_and_7_on_seeds),
         BOTH(test_migration_7_after_6),
         BOTH(test_prefs),
+        BOTH(test_conv_blocks),
         BOTH(test_newer_schema_refused),
         cmocka_unit_test(test_bad_urls),
         BOTH(test_template_delete),
