@@ -86,14 +86,16 @@ $(TSAN)/build.ninja:
 
 # The threaded paths under ThreadSanitizer: every unit suite (loops, the curl multi, the writer,
 # the guard), then the end-to-end suites that drive loops, provider transfers, the credentials
-# and key fetchers and the writer at once. Any report fails the run.
+# and key fetchers and the writer at once (and the writer's conversion signals reaching the
+# tracker, the feedback queue and route health from its thread). Any report fails the run.
 tsan: deps-check $(TSAN)/build.ninja
 	ninja -C $(TSAN)
 	TSAN_OPTIONS=halt_on_error=1 meson test -C $(TSAN) --suite unit --print-errorlogs
 	rm -rf $(TSAN)/reports && mkdir -p $(TSAN)/reports
 	TSAN_OPTIONS=log_path=$(abspath $(TSAN))/reports/tsan TELEHOOK_BIN=$(abspath $(TSAN)/telehook) \
 	  TELEHOOK_SANITIZED=1 $(PYTEST) tests/e2e/test_providers.py tests/e2e/test_oauth.py \
-	  tests/e2e/test_dlq.py tests/e2e/test_guard.py
+	  tests/e2e/test_dlq.py tests/e2e/test_guard.py tests/e2e/test_conversion.py \
+	  tests/e2e/test_pumping.py
 	@if ls $(TSAN)/reports/tsan.* >/dev/null 2>&1; then cat $(TSAN)/reports/tsan.*; exit 1; fi
 
 # Unit suite under valgrind memcheck: any error or definite leak fails.
