@@ -541,6 +541,24 @@ static const char *framing_problem(struct req *r, const char *method, const char
     return th_framing_end(&f, strcmp(version, MHD_HTTP_VERSION_1_0) == 0, status);
 }
 
+/* The announced Content-Length is not a number or over max: true, the refusal logged and
+ * counted (the caller answers 413). No Content-Length: false (the body is counted as it comes). */
+static bool announced_too_large(struct req *r, unsigned long long max)
+{
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    if (!errno && !*end && n <= max)
+        return false;
+    log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
+    count_refusal(r, REFUSED_TOO_LARGE);
+    return true;
+}
+
 static enum MHD_Result side_headers(struct req *r, const char *method);
 
 static enum MHD_Result on_headers(struct req *r, const char *method, const char *version)
@@ -615,18 +633,9 @@ static enum MHD_Result on_headers(struct req *r, const char *method, const char 
         count_refusal(r, REFUSED_METHOD);
         return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
     }
-    const char *cl =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno || *end || n > (unsigned long long)srv->cfg->max_body) {
-            log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
-            count_refusal(r, REFUSED_TOO_LARGE);
-            r->ctx.state = TH_REQ_REFUSED;
-            return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
-        }
+    if (announced_too_large(r, (unsigned long long)srv->cfg->max_body)) {
+        r->ctx.state = TH_REQ_REFUSED;
+        return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
     }
     if (!is_json(
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE))) {
@@ -696,18 +705,8 @@ static enum MHD_Result side_headers(struct req *r, const char *method)
         count_refusal(r, REFUSED_METHOD);
         return refuse(r, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed.");
     }
-    const char *cl =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (errno || *end || n > (unsigned long long)side_max(r)) {
-            log_refusal(r, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
-            count_refusal(r, REFUSED_TOO_LARGE);
-            return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
-        }
-    }
+    if (announced_too_large(r, (unsigned long long)side_max(r)))
+        return refuse(r, MHD_HTTP_CONTENT_TOO_LARGE, "Request body too large.");
     if (post) {
         const char *ct =
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from fakes import FakeEUM, FakeTwilio
+
 BIN = os.environ.get("TELEHOOK_BIN", os.path.join(os.path.dirname(__file__), "../../build/telehook"))
 SANITIZED = os.environ.get("TELEHOOK_SANITIZED") == "1"
 SLOW = 4 if SANITIZED else 1  # sanitizer builds are slower: scale waits, never assert speed
@@ -264,3 +266,18 @@ def server(make_server):
     s = make_server()
     yield s
     assert s.stop() == 0, "telehook must exit 0 after SIGTERM"
+
+
+# The provider fakes most provider tests use (a module may define its own, e.g. test_aws_creds).
+@pytest.fixture
+def eum():
+    with FakeEUM(region="eu-west-1") as f:
+        yield f
+        assert not f.errors, f.errors
+
+
+@pytest.fixture
+def twilio():
+    with FakeTwilio(credentials=None) as f:
+        yield f
+        assert not f.errors, f.errors

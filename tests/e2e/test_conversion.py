@@ -5,31 +5,14 @@ country move it behind the next provider of the route there."""
 import json
 import time
 
-import pytest
-
 from conftest import SLOW, ES_NUMBER, okta_request
 from fake_okta_events import Sender, mfa_event
-from fakes import FakeEUM, FakeTwilio
 from fake_sns import eum_record
 from test_providers import answer_value, aws_config, aws_env, twilio_config
 
 GUARD = "guard.secret = gs-conversion-0123456789abcdef"
 EB_SECRET = "eb-conversion-" + "x" * 24
 EB_HEADER = "X-Telehook-Receipts-Secret"
-
-
-@pytest.fixture
-def eum():
-    with FakeEUM(region="eu-west-1") as f:
-        yield f
-        assert not f.errors, f.errors
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(credentials=None) as f:
-        yield f
-        assert not f.errors, f.errors
 
 
 def wait_for(pred, what, seconds=10):

@@ -13,24 +13,9 @@ import subprocess
 import pytest
 
 from conftest import BIN, okta_request
-from fakes import FakeEUM, FakeTwilio
 from test_providers import answer_value, aws_config, aws_env, twilio_config
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(BIN)), "tests", "unit", "feedback_driver")
-
-
-@pytest.fixture
-def eum():
-    with FakeEUM(region="eu-west-1") as f:
-        yield f
-        assert not f.errors, f.errors
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(credentials=None) as f:
-        yield f
-        assert not f.errors, f.errors
 
 
 def drive(server, *items):

@@ -17,20 +17,6 @@ ORIGINATOR = "+12065550100"
 
 
 @pytest.fixture
-def eum():
-    with FakeEUM(region="eu-west-1") as f:
-        yield f
-        assert not f.errors, f.errors
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(credentials=None) as f:
-        yield f
-        assert not f.errors, f.errors
-
-
-@pytest.fixture
 def webhook():
     with FakeWebhook() as f:
         yield f
