@@ -449,6 +449,10 @@ static pthread_t jwks_thread;
 static pthread_mutex_t jwks_mu = PTHREAD_MUTEX_INITIALIZER;
 static char jwks_doc[16384]; /* served as it is now, guarded by jwks_mu */
 static atomic_int jwks_fetches;
+/* How long the server holds each answer: a test that must register a waiter between a check
+ * asking for a refresh and that refresh's end (th_auth_wait returns false once it has ended)
+ * would otherwise race the fetch, which a loaded machine or a sanitizer can let win. */
+static atomic_int jwks_delay_ms;
 
 /* Answers every request with jwks_doc, one connection at a time (curl closes after each). */
 static void *jwks_serve(void *arg)
@@ -466,6 +470,11 @@ static void *jwks_serve(void *arg)
             req[have] = '\0';
             if (strstr(req, "\r\n\r\n"))
                 break;
+        }
+        int delay = atomic_load(&jwks_delay_ms);
+        if (delay > 0) {
+            struct timespec d = {.tv_sec = delay / 1000, .tv_nsec = (delay % 1000) * 1000000L};
+            nanosleep(&d, NULL);
         }
         pthread_mutex_lock(&jwks_mu);
         char head[256];
@@ -759,9 +768,11 @@ static void test_key_wait_woken_by_refresh(void **state)
     char *tB = bearer_with(privB, 2, 600);
     serve_keys((const char *[]){jwksA, jwksB}, 2);
     uint64_t seen = th_auth_epoch(a);
+    atomic_store(&jwks_delay_ms, 200); /* the waiters are registered before the refresh ends */
     assert_int_equal(check(a, tB), TH_E_BUSY); /* asks for the refresh */
     assert_true(th_auth_wait(a, &k.w, seen, loop, on_keys_woken, &k));
     assert_true(th_auth_wait(a, &gone.w, seen, loop, on_keys_woken, &gone));
+    atomic_store(&jwks_delay_ms, 0);
     th_auth_wait_cancel(a, &gone.w); /* its connection closed */
     run_for(loop, &k, 5000);
     assert_int_equal(k.calls, 1);
@@ -798,8 +809,10 @@ static void test_key_wait_cancelled_never_called(void **state)
     char *tB = bearer_with(privB, 2, 600);
     serve_keys((const char *[]){jwksA, jwksB}, 2);
     uint64_t seen = th_auth_epoch(a);
+    atomic_store(&jwks_delay_ms, 200); /* the waiter is registered before the refresh ends */
     assert_int_equal(check(a, tB), TH_E_BUSY);
     assert_true(th_auth_wait(a, &k.w, seen, loop, on_keys_woken, &k));
+    atomic_store(&jwks_delay_ms, 0);
     for (int i = 0; i < 500 && th_auth_epoch(a) == seen; i++) {
         struct timespec ms10 = {.tv_nsec = 10 * 1000 * 1000};
         nanosleep(&ms10, NULL);
