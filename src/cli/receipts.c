@@ -32,6 +32,7 @@
     X(TOPIC_REFUSED, "topic_refused")                                                              \
     X(CERT_HOST_REFUSED, "cert_host_refused")                                                      \
     X(CERT_PENDING, "cert_pending")                                                                \
+    X(TIMESTAMP, "timestamp_refused")                                                              \
     X(QUEUE_FULL, "queue_full")                                                                    \
     X(SUBSCRIBED, "subscription_confirmation")                                                     \
     X(UNSUBSCRIBED, "unsubscribe_confirmation")
@@ -450,6 +451,13 @@ static void sns_handle(void *ud, const struct th_side_call *call)
         count(r, P_AWS, R_BAD_SIGNATURE);
         log_receipt(call, "aws", NULL, "bad_signature");
         answer(call, 403, "bad signature\n");
+        goto out;
+    }
+    /* after the signature: only a signed Timestamp says anything */
+    if (!th_sns_fresh(&m, th_wall_ms())) {
+        count(r, P_AWS, R_TIMESTAMP);
+        log_receipt(call, "aws", NULL, "timestamp_refused");
+        answer(call, 403, "message too old (or too far ahead): refused as a replay\n");
         goto out;
     }
     if (m.type == TH_SNS_SUBSCRIPTION_CONFIRMATION) {

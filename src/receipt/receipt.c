@@ -646,6 +646,14 @@ out:
     return e;
 }
 
+bool th_sns_fresh(const struct th_sns_message *m, int64_t now_ms)
+{
+    int64_t ts;
+    if (!m->timestamp || th_parse_iso8601(m->timestamp, &ts) != TH_E_OK)
+        return false;
+    return ts >= now_ms - TH_SNS_MAX_AGE_MS && ts <= now_ms + TH_SNS_MAX_AHEAD_MS;
+}
+
 bool th_sns_topic_allowed(const char *topic_arn, const char *allowed)
 {
     if (!topic_arn || !*topic_arn || !allowed)
