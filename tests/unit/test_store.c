@@ -407,6 +407,15 @@ static void test_conv_blocks(void **state)
     r = (struct rows){0};
     assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
     assert_int_equal(r.n, 1);
+    /* retention: a block over (and cleared) before the deliveries' cut-off goes with them */
+    long removed = 0;
+    assert_int_equal(th_store_purge(st, &(struct th_purge){.deliveries_before_ms = 8000}, &removed),
+                     TH_E_OK);
+    assert_int_equal(removed, 1); /* a, over at 5000; b, c, d last till 9000; e till 2025 */
+    f = (struct th_conv_block_filter){.all = true, .limit = 100};
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 4);
     th_store_close(st);
 }
 
