@@ -176,9 +176,10 @@ bool th_sns_topic_allowed(const char *topic_arn, const char *allowed);
 /*
  * Whether url may be fetched for SNS (SigningCertURL, SubscribeURL): https, no user info, and
  * its host matches one of the comma-separated patterns (default "sns.*.amazonaws.com"). A
- * pattern is a host name compared without case, where a "*" label matches exactly one DNS label
- * (letters, digits, '-'); nothing else is a wildcard. An explicit port is allowed only when the
- * pattern carries the same ":port" (the tests' loopback server).
+ * pattern is a host name compared without case, where a "*" label matches exactly one label
+ * shaped as an AWS region name (us-east-1, us-gov-west-1: never "s3" or "s3-accelerate", whose
+ * hosts name S3 buckets, "sns" among them); nothing else is a wildcard. An explicit port is allowed
+ * only when the pattern carries the same ":port" (the tests' loopback server).
  */
 bool th_sns_url_allowed(const char *url, const char *patterns);
 

@@ -577,6 +577,18 @@ static void test_sns_topic_and_hosts(void **state)
         {"https://sns.us-east-1.amazonaws.com:8443/x.pem", false},
         {"https://sns..amazonaws.com/x.pem", false},
         {"https:///x.pem", false},
+        /* an S3 bucket named "sns": its virtual hosts, under Amazon's certificate */
+        {"https://sns.s3.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-accelerate.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-us-west-2.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-external-1.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-website-us-east-1.amazonaws.com/cert.pem", false},
+        {"https://sns.us-gov-west-1.amazonaws.com/x.pem", true},
+        {"https://sns.ap-southeast-2.amazonaws.com/x.pem", true},
+        {"https://sns.us-east.amazonaws.com/x.pem", false},
+        {"https://sns.us-1.amazonaws.com/x.pem", false},
+        {"https://sns.us-east-1-.amazonaws.com/x.pem", false},
+        {"https://sns.us--east-1.amazonaws.com/x.pem", false},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         assert_int_equal(th_sns_url_allowed(rows[i].url, def), rows[i].ok);
