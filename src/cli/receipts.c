@@ -255,7 +255,12 @@ static struct cert *cert_find(struct th_receipts *r, const char *url)
     return NULL;
 }
 
-/* A slot for url: a free one, else the least recently used that is not being fetched. */
+/*
+ * A slot for url: a free one, else the least recently used that is not being fetched, one that
+ * holds no certificate (a failed fetch) before one that does. Anyone can post messages naming
+ * certificate URLs on an allowed host that answer 404: without that preference each one evicted
+ * a certificate in use, and every real message after it waited for a fetch again (503).
+ */
 static struct cert *cert_slot(struct th_receipts *r, const char *url)
 {
     struct cert *pick = NULL;
@@ -265,7 +270,10 @@ static struct cert *cert_slot(struct th_receipts *r, const char *url)
             pick = c;
             break;
         }
-        if (!c->fetching && (!pick || c->used_ms < pick->used_ms))
+        if (c->fetching)
+            continue;
+        if (!pick || (!c->pem && pick->pem) ||
+            (!c->pem == !pick->pem && c->used_ms < pick->used_ms))
             pick = c;
     }
     if (!pick)

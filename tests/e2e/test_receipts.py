@@ -263,6 +263,34 @@ def test_sns_old_messages_refused_as_replays(make_server, tmp_path):
         assert s.stop() == 0
 
 
+def test_sns_bogus_certificate_urls_keep_the_good_one(make_server, tmp_path):
+    """Messages naming certificate URLs that fail (404 on an allowed host: anyone can post
+    them) do not push the certificate in use out of the cache: a real message after them is
+    taken at once, its certificate fetched once."""
+    with FakeEUM(region="us-east-1") as eum, FakeSNS(tmp_path) as sns:
+        s = aws_server(make_server, eum, sns)
+        _, _, body = s.post(okta_request())
+        assert "error" not in body, body
+        mid = eum.last(op="SendTextMessage")["message_id"]
+        rid = request_of(s, mid)
+        now = int(time.time() * 1000)
+        st, seen = sns.deliver(s.port, sns.notification(TOPIC, eum_record(mid, "TEXT_SUCCESSFUL",
+                                                                          final=False, ts=now)))
+        assert (st, seen[0]) == (200, 503), seen
+        for i in range(40):  # more than the cache holds; each fetch fails (404)
+            bad = sns.notification(TOPIC, eum_record(mid, "TEXT_SPAM", ts=now + 1))
+            bad["SigningCertURL"] = f"https://{sns.host}/bogus-{i}.pem"
+            assert sns.deliver(s.port, sns.sign(bad), tries=1)[0] == 503
+            time.sleep(0.01)  # its fetch fails before the next names another
+        time.sleep(0.3)
+        st, seen = sns.deliver(s.port, sns.notification(TOPIC, eum_record(mid, "TEXT_DELIVERED",
+                                                                          ts=now + 2)), tries=1)
+        assert (st, seen) == (200, [200])
+        assert receipt_of(s, rid, "delivered")["status"] == "delivered"
+        assert sns.cert_gets == 1
+        assert s.stop() == 0
+
+
 def test_eventbridge_events(make_server, tmp_path):
     secret = "eb-" + "x" * 29
     with FakeEUM(region="us-east-1") as eum, FakeSNS(tmp_path) as sns:
