@@ -32,6 +32,7 @@
     X(TOPIC_REFUSED, "topic_refused")                                                              \
     X(CERT_HOST_REFUSED, "cert_host_refused")                                                      \
     X(CERT_PENDING, "cert_pending")                                                                \
+    X(TIMESTAMP, "timestamp_refused")                                                              \
     X(QUEUE_FULL, "queue_full")                                                                    \
     X(SUBSCRIBED, "subscription_confirmation")                                                     \
     X(UNSUBSCRIBED, "unsubscribe_confirmation")
@@ -254,7 +255,12 @@ static struct cert *cert_find(struct th_receipts *r, const char *url)
     return NULL;
 }
 
-/* A slot for url: a free one, else the least recently used that is not being fetched. */
+/*
+ * A slot for url: a free one, else the least recently used that is not being fetched, one that
+ * holds no certificate (a failed fetch) before one that does. Anyone can post messages naming
+ * certificate URLs on an allowed host that answer 404: without that preference each one evicted
+ * a certificate in use, and every real message after it waited for a fetch again (503).
+ */
 static struct cert *cert_slot(struct th_receipts *r, const char *url)
 {
     struct cert *pick = NULL;
@@ -264,7 +270,10 @@ static struct cert *cert_slot(struct th_receipts *r, const char *url)
             pick = c;
             break;
         }
-        if (!c->fetching && (!pick || c->used_ms < pick->used_ms))
+        if (c->fetching)
+            continue;
+        if (!pick || (!c->pem && pick->pem) ||
+            (!c->pem == !pick->pem && c->used_ms < pick->used_ms))
             pick = c;
     }
     if (!pick)
@@ -450,6 +459,13 @@ static void sns_handle(void *ud, const struct th_side_call *call)
         count(r, P_AWS, R_BAD_SIGNATURE);
         log_receipt(call, "aws", NULL, "bad_signature");
         answer(call, 403, "bad signature\n");
+        goto out;
+    }
+    /* after the signature: only a signed Timestamp says anything */
+    if (!th_sns_fresh(&m, th_wall_ms())) {
+        count(r, P_AWS, R_TIMESTAMP);
+        log_receipt(call, "aws", NULL, "timestamp_refused");
+        answer(call, 403, "message too old (or too far ahead): refused as a replay\n");
         goto out;
     }
     if (m.type == TH_SNS_SUBSCRIPTION_CONFIRMATION) {

@@ -257,8 +257,8 @@ static const struct key keys[] = {
      "Messaging delivery events); empty: the route is off"},
     {"receipts", "sns_cert_hosts", K_STRING, F(receipts_sns_cert_hosts), 0, 0, NULL,
      "sns.*.amazonaws.com",
-     "hosts SigningCertURL and SubscribeURL may name (https only): comma-separated, '*' one DNS "
-     "label, ':PORT' when the URL carries a port"},
+     "hosts SigningCertURL and SubscribeURL may name (https only): comma-separated, '*' one label "
+     "shaped as an AWS region name (us-east-1), ':PORT' when the URL carries a port"},
     {"receipts", "eventbridge_header", K_STRING, F(receipts_eventbridge_header), 0, 0, NULL,
      "X-Telehook-Receipts-Secret",
      "header carrying eventbridge_secret on POST /v1/aws/events (the API destination's "

@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 
 #include "common/buf.h"
+#include "common/hmac.h"
 #include "common/util.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
@@ -57,8 +58,12 @@ static th_err check_secret(void *ud, th_header_lookup_fn header, void *hud, cons
         *why = "missing credentials";
         return TH_E_AUTH;
     }
-    /* constant time in the secret's length: a length mismatch still compares */
-    bool ok = len == wlen && CRYPTO_memcmp(v, want, wlen) == 0;
+    /* digests compared: CRYPTO_memcmp is constant-time for equal lengths only, and a length
+     * check first would answer a wrong length sooner, telling the secret's length */
+    unsigned char a[32], b[32];
+    th_sha256(v, len, a);
+    th_sha256(want, wlen, b);
+    bool ok = wlen > 0 && CRYPTO_memcmp(a, b, sizeof a) == 0;
     if (!ok) {
         *why = "event hook secret does not match";
         return TH_E_AUTH;

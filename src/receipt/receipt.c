@@ -646,6 +646,14 @@ out:
     return e;
 }
 
+bool th_sns_fresh(const struct th_sns_message *m, int64_t now_ms)
+{
+    int64_t ts;
+    if (!m->timestamp || th_parse_iso8601(m->timestamp, &ts) != TH_E_OK)
+        return false;
+    return ts >= now_ms - TH_SNS_MAX_AGE_MS && ts <= now_ms + TH_SNS_MAX_AHEAD_MS;
+}
+
 bool th_sns_topic_allowed(const char *topic_arn, const char *allowed)
 {
     if (!topic_arn || !*topic_arn || !allowed)
@@ -662,6 +670,36 @@ bool th_sns_topic_allowed(const char *topic_arn, const char *allowed)
     return false;
 }
 
+/*
+ * Whether label (n bytes) has the shape of an AWS region name: two letters, then one or more
+ * "-word", then "-digits" (us-east-1, us-gov-west-1, ap-southeast-2). Any DNS label would let
+ * an S3 bucket named "sns" in: https://sns.s3.amazonaws.com/, sns.s3-accelerate.amazonaws.com,
+ * sns.s3-us-west-2.amazonaws.com are its virtual hosts, served under Amazon's own certificate,
+ * and whoever owns that bucket could then sign any message (AWS's validators learnt the same).
+ */
+static bool region_label(const char *label, size_t n)
+{
+    size_t i = 0, words = 0;
+    if (n < 2 || !isalpha((unsigned char)label[0]) || !isalpha((unsigned char)label[1]))
+        return false;
+    i = 2;
+    while (i < n) {
+        if (label[i] != '-' || i + 1 >= n)
+            return false;
+        size_t start = ++i;
+        bool digits = isdigit((unsigned char)label[i]) != 0;
+        while (i < n &&
+               (digits ? isdigit((unsigned char)label[i]) : isalpha((unsigned char)label[i])))
+            i++;
+        if (i == start)
+            return false;
+        if (digits)
+            return i == n && words > 0;
+        words++;
+    }
+    return false;
+}
+
 /* host (hlen bytes) against one pattern (plen bytes), label by label. */
 static bool host_match(const char *host, size_t hlen, const char *pat, size_t plen)
 {
@@ -671,9 +709,8 @@ static bool host_match(const char *host, size_t hlen, const char *pat, size_t pl
         if (hl == 0 || (hd == NULL) != (pd == NULL))
             return false;
         if (pl == 1 && pat[0] == '*') {
-            for (size_t i = 0; i < hl; i++)
-                if (!isalnum((unsigned char)host[i]) && host[i] != '-')
-                    return false;
+            if (!region_label(host, hl))
+                return false;
         } else if (hl != pl || strncasecmp(host, pat, hl) != 0) {
             return false;
         }

@@ -160,14 +160,26 @@ th_err th_sns_canonical(const struct th_sns_message *m, char **out, size_t *outl
  * certificate does not parse.
  */
 th_err th_sns_verify(const struct th_sns_message *m, const char *cert_pem, size_t cert_len);
+/*
+ * Whether m's Timestamp (signed, ISO 8601) is recent: at most TH_SNS_MAX_AGE_MS old and at most
+ * TH_SNS_MAX_AHEAD_MS ahead of now_ms. A signature never expires (the certificate is valid for
+ * years), so without this anyone who once saw a signed message could replay it at will: an old
+ * "delivered" after a new "failed", or a SubscriptionConfirmation re-subscribing a topic the
+ * operator removed. SNS retries an HTTP delivery for an hour at most (the delivery policy's
+ * ceiling), so an older message is never a legitimate one. False when it does not parse.
+ */
+#define TH_SNS_MAX_AGE_MS   (65LL * 60 * 1000)
+#define TH_SNS_MAX_AHEAD_MS (5LL * 60 * 1000)
+bool th_sns_fresh(const struct th_sns_message *m, int64_t now_ms);
 /* Whether topic_arn is one of the comma-separated ARNs of allowed (exact match). */
 bool th_sns_topic_allowed(const char *topic_arn, const char *allowed);
 /*
  * Whether url may be fetched for SNS (SigningCertURL, SubscribeURL): https, no user info, and
  * its host matches one of the comma-separated patterns (default "sns.*.amazonaws.com"). A
- * pattern is a host name compared without case, where a "*" label matches exactly one DNS label
- * (letters, digits, '-'); nothing else is a wildcard. An explicit port is allowed only when the
- * pattern carries the same ":port" (the tests' loopback server).
+ * pattern is a host name compared without case, where a "*" label matches exactly one label
+ * shaped as an AWS region name (us-east-1, us-gov-west-1: never "s3" or "s3-accelerate", whose
+ * hosts name S3 buckets, "sns" among them); nothing else is a wildcard. An explicit port is allowed
+ * only when the pattern carries the same ":port" (the tests' loopback server).
  */
 bool th_sns_url_allowed(const char *url, const char *patterns);
 

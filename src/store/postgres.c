@@ -199,6 +199,7 @@ enum stmt {
     S_PURGE_DELIV,
     S_PURGE_OUTBOX,
     S_PURGE_VERIF,
+    S_PURGE_CONV,
     S_PREF_EACH,
     S_PREF_PUT,
     S_PREF_DEL,
@@ -248,6 +249,7 @@ static const char *const sql[S__COUNT] = {
     [S_PURGE_DELIV] = "DELETE FROM deliveries WHERE created_ms < $1",
     [S_PURGE_OUTBOX] = "DELETE FROM outbox WHERE created_ms < $1",
     [S_PURGE_VERIF] = "DELETE FROM verifications WHERE sent_ms < $1",
+    [S_PURGE_CONV] = "DELETE FROM conversion_blocks WHERE until_ms < $1 AND cleared_ms < $1",
     [S_PREF_EACH] = "SELECT user_key, language, channel, updated_ms FROM prefs "
                     "ORDER BY lower(user_key COLLATE \"C\")",
     [S_PREF_PUT] = "INSERT INTO prefs (user_key, language, channel, updated_ms) VALUES "
@@ -1361,6 +1363,10 @@ static th_err pg_purge(struct th_store *st, const struct th_purge *p, long *remo
         e = purge_one(st, S_PURGE_DELIV, p->deliveries_before_ms, removed);
     if (e == TH_E_OK && p->deliveries_before_ms > 0) /* verifications go with their deliveries */
         e = purge_one(st, S_PURGE_VERIF, p->deliveries_before_ms, removed);
+    /* blocks long over go with the deliveries they were made on: else the table grows for ever
+     * and every node's poll of it (each second) reads more */
+    if (e == TH_E_OK && p->deliveries_before_ms > 0)
+        e = purge_one(st, S_PURGE_CONV, p->deliveries_before_ms, removed);
     if (e == TH_E_OK && p->outbox_before_ms > 0)
         e = purge_one(st, S_PURGE_OUTBOX, p->outbox_before_ms, removed);
     noted(P(st), "SELECT pg_advisory_unlock(" PURGE_LOCK ")");

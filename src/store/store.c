@@ -246,12 +246,18 @@ th_err th_store_delivery_insert(struct th_store *st, const struct th_delivery_ro
 }
 
 /* Whether a receipt (final, at event_ms) is news for a record holding cur (the rule of
- * store.h: more final wins, then not older). */
-static bool receipt_is_news(const char *cur, bool cur_final, int64_t cur_ms, bool final,
-                            int64_t event_ms)
+ * store.h: more final wins, then not older; the same final status twice is not). */
+static bool receipt_is_news(const char *cur, bool cur_final, int64_t cur_ms, const char *status,
+                            bool final, int64_t event_ms)
 {
     if (!*cur || final != cur_final)
         return !*cur || final;
+    /* The final status the record holds, again: a sender's retry (SNS delivers at least once,
+     * Twilio repeats a callback it got no answer to) or a replay (a Twilio signature carries no
+     * time). Not news: each application is one more final count for route health and the
+     * metrics, so one captured "undelivered" sent over and over would demote a provider. */
+    if (final && strcmp(cur, status) == 0)
+        return false;
     return event_ms >= cur_ms;
 }
 
@@ -274,7 +280,7 @@ th_err th_store_receipt_apply(struct th_store *st, const struct th_receipt_row *
     out->final = r->final;
     out->delivered = r->delivered;
     out->event_ms = r->event_ms;
-    if (!receipt_is_news(cur, cur_final, cur_ms, r->final, r->event_ms))
+    if (!receipt_is_news(cur, cur_final, cur_ms, r->status, r->final, r->event_ms))
         return TH_E_OK;
     e = st->ops->receipt_set(st, row, r);
     *changed = e == TH_E_OK;

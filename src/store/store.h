@@ -200,8 +200,9 @@ th_err th_store_delivery_stats(struct th_store *st, enum th_stats_by by, int64_t
  * A receipt names its record by provider + transaction id (indexed). The newest record of that
  * pair takes it when it is news: the record has none yet, or it is final where the record's is
  * not, or it is as final and not older (event time). A final status is never replaced by a
- * later non-final one (a late "sent" after "delivered"), and an older event never overwrites a
- * newer one. Only codes and statuses are stored: never a number or a message text.
+ * later non-final one (a late "sent" after "delivered"), nor taken again (the same final status
+ * repeated: a retry or a replay, stale), and an older event never overwrites a newer one. Only
+ * codes and statuses are stored: never a number or a message text.
  */
 struct th_receipt_row {
     const char *provider, *transaction_id;

@@ -221,6 +221,76 @@ def test_sns_subscription_and_notifications(make_server, tmp_path):
         assert s.stop() == 0
 
 
+def _at(ms):
+    """An SNS Timestamp for unix milliseconds ms."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def test_sns_old_messages_refused_as_replays(make_server, tmp_path):
+    """A signed message is signed forever: one whose Timestamp is past SNS's hour of retries
+    (or far ahead) is a replay, refused, and neither applied nor its SubscribeURL fetched."""
+    with FakeEUM(region="us-east-1") as eum, FakeSNS(tmp_path) as sns:
+        s = aws_server(make_server, eum, sns)
+        _, _, body = s.post(okta_request())
+        assert "error" not in body, body
+        mid = eum.last(op="SendTextMessage")["message_id"]
+        rid = request_of(s, mid)
+        now = int(time.time() * 1000)
+        st, _ = sns.deliver(s.port, sns.notification(TOPIC, eum_record(mid, "TEXT_SUCCESSFUL",
+                                                                       final=False, ts=now)))
+        assert st == 200
+        assert receipt_of(s, rid, "sent")["status"] == "sent"
+        refused = []
+        for when in (now - 2 * 3600 * 1000, now - 30 * 86400 * 1000, now + 3600 * 1000):
+            old = sns.notification(TOPIC, eum_record(mid, "TEXT_SPAM", ts=now + 1))
+            old["Timestamp"] = _at(when)
+            refused.append(sns.deliver(s.port, sns.sign(old))[0])
+        conf = sns.confirmation(TOPIC)
+        conf["Timestamp"] = _at(now - 2 * 3600 * 1000)
+        refused.append(sns.deliver(s.port, sns.sign(conf))[0])
+        assert refused == [403, 403, 403, 403]
+        # within the hour: still taken (SNS's retries)
+        late = sns.notification(TOPIC, eum_record(mid, "TEXT_DELIVERED", ts=now + 2))
+        late["Timestamp"] = _at(now - 50 * 60 * 1000)
+        assert sns.deliver(s.port, sns.sign(late))[0] == 200
+        assert receipt_of(s, rid, "delivered")["status"] == "delivered"
+        assert sns.subscribe_gets == []
+        assert metric(s, "telehook_receipts_total", provider="aws",
+                      result="timestamp_refused") == 4
+        assert metric(s, "telehook_receipts_total", provider="aws", result="queued") == 2
+        assert metric(s, "telehook_receipts_applied_total", provider="aws", status="spam") == 0
+        no_number_logged(s)
+        assert s.stop() == 0
+
+
+def test_sns_bogus_certificate_urls_keep_the_good_one(make_server, tmp_path):
+    """Messages naming certificate URLs that fail (404 on an allowed host: anyone can post
+    them) do not push the certificate in use out of the cache: a real message after them is
+    taken at once, its certificate fetched once."""
+    with FakeEUM(region="us-east-1") as eum, FakeSNS(tmp_path) as sns:
+        s = aws_server(make_server, eum, sns)
+        _, _, body = s.post(okta_request())
+        assert "error" not in body, body
+        mid = eum.last(op="SendTextMessage")["message_id"]
+        rid = request_of(s, mid)
+        now = int(time.time() * 1000)
+        st, seen = sns.deliver(s.port, sns.notification(TOPIC, eum_record(mid, "TEXT_SUCCESSFUL",
+                                                                          final=False, ts=now)))
+        assert (st, seen[0]) == (200, 503), seen
+        for i in range(40):  # more than the cache holds; each fetch fails (404)
+            bad = sns.notification(TOPIC, eum_record(mid, "TEXT_SPAM", ts=now + 1))
+            bad["SigningCertURL"] = f"https://{sns.host}/bogus-{i}.pem"
+            assert sns.deliver(s.port, sns.sign(bad), tries=1)[0] == 503
+            time.sleep(0.01)  # its fetch fails before the next names another
+        time.sleep(0.3)
+        st, seen = sns.deliver(s.port, sns.notification(TOPIC, eum_record(mid, "TEXT_DELIVERED",
+                                                                          ts=now + 2)), tries=1)
+        assert (st, seen) == (200, [200])
+        assert receipt_of(s, rid, "delivered")["status"] == "delivered"
+        assert sns.cert_gets == 1
+        assert s.stop() == 0
+
+
 def test_eventbridge_events(make_server, tmp_path):
     secret = "eb-" + "x" * 29
     with FakeEUM(region="us-east-1") as eum, FakeSNS(tmp_path) as sns:

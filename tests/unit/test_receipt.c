@@ -441,6 +441,27 @@ static void test_sns_canonical(void **state)
     assert_int_equal(th_sns_parse("{", 1, &m), TH_E_JSON);
 }
 
+/* A signed message is taken only near its Timestamp: an old one is a replay. */
+static void test_sns_fresh(void **state)
+{
+    (void)state;
+    struct th_sns_message m;
+    char *j = notification_json("Notification", NULL, "1", "AAAA");
+    assert_int_equal(th_sns_parse(j, strlen(j), &m), TH_E_OK);
+    int64_t ts = 1335920046655; /* 2012-05-02T00:54:06.655Z */
+    assert_true(th_sns_fresh(&m, ts));
+    assert_true(th_sns_fresh(&m, ts + TH_SNS_MAX_AGE_MS));
+    assert_false(th_sns_fresh(&m, ts + TH_SNS_MAX_AGE_MS + 1));
+    assert_false(th_sns_fresh(&m, ts + 86400000LL * 365)); /* a year later */
+    assert_true(th_sns_fresh(&m, ts - TH_SNS_MAX_AHEAD_MS));
+    assert_false(th_sns_fresh(&m, ts - TH_SNS_MAX_AHEAD_MS - 1));
+    free(m.timestamp);
+    m.timestamp = strdup("yesterday");
+    assert_false(th_sns_fresh(&m, ts));
+    th_sns_release(&m);
+    free(j);
+}
+
 /* A throw-away RSA key and a self-signed certificate for it, made here. */
 static EVP_PKEY *test_key;
 static char *test_cert_pem;
@@ -556,6 +577,18 @@ static void test_sns_topic_and_hosts(void **state)
         {"https://sns.us-east-1.amazonaws.com:8443/x.pem", false},
         {"https://sns..amazonaws.com/x.pem", false},
         {"https:///x.pem", false},
+        /* an S3 bucket named "sns": its virtual hosts, under Amazon's certificate */
+        {"https://sns.s3.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-accelerate.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-us-west-2.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-external-1.amazonaws.com/cert.pem", false},
+        {"https://sns.s3-website-us-east-1.amazonaws.com/cert.pem", false},
+        {"https://sns.us-gov-west-1.amazonaws.com/x.pem", true},
+        {"https://sns.ap-southeast-2.amazonaws.com/x.pem", true},
+        {"https://sns.us-east.amazonaws.com/x.pem", false},
+        {"https://sns.us-1.amazonaws.com/x.pem", false},
+        {"https://sns.us-east-1-.amazonaws.com/x.pem", false},
+        {"https://sns.us--east-1.amazonaws.com/x.pem", false},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         assert_int_equal(th_sns_url_allowed(rows[i].url, def), rows[i].ok);
@@ -569,12 +602,19 @@ static void test_sns_topic_and_hosts(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_form_parse),     cmocka_unit_test(test_form_malformed),
-        cmocka_unit_test(test_twilio_vectors), cmocka_unit_test(test_twilio_default_port),
-        cmocka_unit_test(test_twilio_map),     cmocka_unit_test(test_twilio_parse),
-        cmocka_unit_test(test_aws_map),        cmocka_unit_test(test_aws_record),
-        cmocka_unit_test(test_secret_equal),   cmocka_unit_test(test_sns_canonical),
-        cmocka_unit_test(test_sns_verify),     cmocka_unit_test(test_sns_topic_and_hosts),
+        cmocka_unit_test(test_form_parse),
+        cmocka_unit_test(test_form_malformed),
+        cmocka_unit_test(test_twilio_vectors),
+        cmocka_unit_test(test_twilio_default_port),
+        cmocka_unit_test(test_twilio_map),
+        cmocka_unit_test(test_twilio_parse),
+        cmocka_unit_test(test_aws_map),
+        cmocka_unit_test(test_aws_record),
+        cmocka_unit_test(test_secret_equal),
+        cmocka_unit_test(test_sns_canonical),
+        cmocka_unit_test(test_sns_verify),
+        cmocka_unit_test(test_sns_fresh),
+        cmocka_unit_test(test_sns_topic_and_hosts),
     };
     return cmocka_run_group_tests(tests, make_key, free_key);
 }

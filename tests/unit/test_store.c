@@ -407,6 +407,52 @@ static void test_conv_blocks(void **state)
     r = (struct rows){0};
     assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
     assert_int_equal(r.n, 1);
+    /* retention: a block over (and cleared) before the deliveries' cut-off goes with them */
+    long removed = 0;
+    assert_int_equal(th_store_purge(st, &(struct th_purge){.deliveries_before_ms = 8000}, &removed),
+                     TH_E_OK);
+    assert_int_equal(removed, 1); /* a, over at 5000; b, c, d last till 9000; e till 2025 */
+    f = (struct th_conv_block_filter){.all = true, .limit = 100};
+    r = (struct rows){0};
+    assert_int_equal(th_store_conv_blocks_each(st, &f, collect_block, &r), TH_E_OK);
+    assert_int_equal(r.n, 4);
+    th_store_close(st);
+}
+
+/* A final receipt repeated (a sender's retry, a replayed callback) changes nothing: the writer
+ * calls on_receipt only for a change, and route health counts each call as one more delivery. */
+static void test_receipt_repeated(void **state)
+{
+    use(state);
+    struct th_store *st = open_ok(fresh(false));
+    struct th_delivery_row d = {.request_id = "req-r",
+                                .event_id = "",
+                                .created_ms = 1000,
+                                .outcome = "SUCCESSFUL",
+                                .phone_masked = "+1201*****23",
+                                .country = "US",
+                                .channel = "sms",
+                                .provider = "twilio",
+                                .transaction_id = "SMr"};
+    assert_int_equal(th_store_delivery_insert(st, &d), TH_E_OK);
+    struct th_receipt_applied ra;
+    bool changed;
+    struct th_receipt_row rr = {"twilio", "SMr", "undelivered", "30003", true, false, 2000};
+    assert_int_equal(th_store_receipt_apply(st, &rr, &ra, &changed), TH_E_OK);
+    assert_true(changed);
+    /* the same again, then again as a later arrival (Twilio's time is the arrival's) */
+    assert_int_equal(th_store_receipt_apply(st, &rr, &ra, &changed), TH_E_OK);
+    assert_false(changed);
+    rr.event_ms = 5000;
+    assert_int_equal(th_store_receipt_apply(st, &rr, &ra, &changed), TH_E_OK);
+    assert_false(changed);
+    /* another final status, newer: taken (a correction), then it is the one not taken twice */
+    rr = (struct th_receipt_row){"twilio", "SMr", "delivered", "", true, true, 6000};
+    assert_int_equal(th_store_receipt_apply(st, &rr, &ra, &changed), TH_E_OK);
+    assert_true(changed);
+    rr.event_ms = 7000;
+    assert_int_equal(th_store_receipt_apply(st, &rr, &ra, &changed), TH_E_OK);
+    assert_false(changed);
     th_store_close(st);
 }
 
@@ -1590,6 +1636,7 @@ int main(void)
         BOTH(test_delivery_search),
         BOTH(test_routes),
         BOTH(test_dlq_and_purge),
+        BOTH(test_receipt_repeated),
         BOTH(test_failed_insert_in_a_batch),
         BOTH(test_status_unmigrated),
         BOTH(test_copy),
