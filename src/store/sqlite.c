@@ -410,12 +410,7 @@ static th_err sqlite_open_mode(const char *path, bool apply, struct th_store **o
         }
     } else if ((e = exec(s->db,
                          "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-                         /* 512 KiB of page cache, not SQLite's 2 MiB: the writer appends
-                          * rows and the indexes' inner pages fit; the leaves it touches are
-                          * scattered (random keys) and come from the OS's cache either way.
-                          * about 2 MiB less resident under load, no more syscalls per request
-                          * (bench/README.md). */
-                         "PRAGMA foreign_keys = ON; PRAGMA cache_size = -512;",
+                         "PRAGMA foreign_keys = ON;",
                          err, errlen)) != TH_E_OK ||
                (e = migrate(s->db, err, errlen)) != TH_E_OK)
         goto fail;
