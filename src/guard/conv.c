@@ -17,24 +17,30 @@
 
 /*
  * Sends and verifications per bucket; head: the bucket number of the newest. A prefix's csent and
- * cverified are the part of them its country counts (at most country_share a window).
+ * cverified are the part of them its country counts (at most country_share a window). A prefix's
+ * counts are 16-bit (struct pcounts: the prefix table holds max_prefixes of them), saturating at
+ * 65,535 a bucket — a prefix is judged from prefix_min_sends (at most 100,000, default 20) on, so
+ * one that reaches it has been judged long before; a country's are 32-bit.
  */
-struct counts {
-    int64_t head;
-    uint32_t sent[CONV_BUCKETS], verified[CONV_BUCKETS];
-    uint16_t csent[CONV_BUCKETS], cverified[CONV_BUCKETS];
-};
+#define COUNTS(T)                                                                                  \
+    {                                                                                              \
+        int64_t head;                                                                              \
+        T sent[CONV_BUCKETS], verified[CONV_BUCKETS];                                              \
+        uint16_t csent[CONV_BUCKETS], cverified[CONV_BUCKETS];                                     \
+    }
+struct counts COUNTS(uint32_t);
+struct pcounts COUNTS(uint16_t);
 
 struct block_state {
     int64_t since_ms, until_ms;
     char id[40];
 };
 
+/* 176 bytes a prefix (was 232: a 16-byte key, a used flag and 32-bit counts). */
 struct prefix {
-    bool used;
-    unsigned char key[16];
+    uint64_t key; /* the prefix key's first 8 bytes (parse_key); 0: the slot is empty */
     char country[4];
-    struct counts n;
+    struct pcounts n;
     struct block_state b;
 };
 
@@ -43,9 +49,8 @@ struct country {
     struct block_state b;
 };
 
-struct verified {
-    bool used;
-    unsigned char key[16];
+struct verified { /* 16 bytes a number (was 32) */
+    uint64_t key; /* as struct prefix's: 0 empty */
     int64_t ms;
 };
 
@@ -169,46 +174,61 @@ static int64_t now_ms(const struct th_conv *c)
 
 /* ---- counts ---- */
 
-/* Moves the window to bucket b (the buckets passed are emptied). */
-static void advance(struct counts *n, int64_t b)
-{
-    if (b <= n->head)
-        return;
-    int64_t k = b - n->head;
-    if (k > CONV_BUCKETS)
-        k = CONV_BUCKETS;
-    for (int64_t i = 1; i <= k; i++) {
-        size_t j = (size_t)((n->head + i) % CONV_BUCKETS);
-        n->sent[j] = n->verified[j] = 0;
-        n->csent[j] = n->cverified[j] = 0;
+/* The window functions, for a country's counts and a prefix's. */
+#define COUNTS_FNS(S)                                                                              \
+    /* Moves the window to bucket b (the buckets passed are emptied). */                           \
+    static void advance_##S(struct S *n, int64_t b)                                                \
+    {                                                                                              \
+        if (b <= n->head)                                                                          \
+            return;                                                                                \
+        int64_t k = b - n->head;                                                                   \
+        if (k > CONV_BUCKETS)                                                                      \
+            k = CONV_BUCKETS;                                                                      \
+        for (int64_t i = 1; i <= k; i++) {                                                         \
+            size_t j = (size_t)((n->head + i) % CONV_BUCKETS);                                     \
+            n->sent[j] = n->verified[j] = 0;                                                       \
+            n->csent[j] = n->cverified[j] = 0;                                                     \
+        }                                                                                          \
+        n->head = b;                                                                               \
+    }                                                                                              \
+    static void sums_##S(struct S *n, int64_t b, long *sent, long *verified)                       \
+    {                                                                                              \
+        advance_##S(n, b);                                                                         \
+        long s = 0, v = 0;                                                                         \
+        for (size_t i = 0; i < CONV_BUCKETS; i++) {                                                \
+            s += n->sent[i];                                                                       \
+            v += n->verified[i];                                                                   \
+        }                                                                                          \
+        *sent = s;                                                                                 \
+        *verified = v;                                                                             \
+    }                                                                                              \
+    /* The bucket of t is still in n's window (b: now's bucket). */                                \
+    static bool in_window_##S(const struct S *n, int64_t tb, int64_t b)                            \
+    {                                                                                              \
+        return tb <= b && tb > b - CONV_BUCKETS && tb > n->head - CONV_BUCKETS && tb <= n->head;   \
+    }                                                                                              \
+    static void zero_##S(struct S *n)                                                              \
+    {                                                                                              \
+        memset(n->sent, 0, sizeof n->sent);                                                        \
+        memset(n->verified, 0, sizeof n->verified);                                                \
+        memset(n->csent, 0, sizeof n->csent);                                                      \
+        memset(n->cverified, 0, sizeof n->cverified);                                              \
     }
-    n->head = b;
-}
+COUNTS_FNS(counts)
+COUNTS_FNS(pcounts)
+#define COUNTS_CALL(f, n)                                                                          \
+    _Generic((n), struct counts *: f##_counts, const struct counts *: f##_counts,                  \
+             struct pcounts *: f##_pcounts, const struct pcounts *: f##_pcounts)
+#define advance(n, b)       COUNTS_CALL(advance, n)(n, b)
+#define sums(n, b, s, v)    COUNTS_CALL(sums, n)(n, b, s, v)
+#define in_window(n, tb, b) COUNTS_CALL(in_window, n)(n, tb, b)
+#define zero(n)             COUNTS_CALL(zero, n)(n)
 
-static void sums(struct counts *n, int64_t b, long *sent, long *verified)
+/* One more in a prefix's 16-bit bucket, saturating (struct pcounts). */
+static void inc16(uint16_t *v)
 {
-    advance(n, b);
-    long s = 0, v = 0;
-    for (size_t i = 0; i < CONV_BUCKETS; i++) {
-        s += n->sent[i];
-        v += n->verified[i];
-    }
-    *sent = s;
-    *verified = v;
-}
-
-/* The bucket of t is still in n's window (b: now's bucket). */
-static bool in_window(const struct counts *n, int64_t tb, int64_t b)
-{
-    return tb <= b && tb > b - CONV_BUCKETS && tb > n->head - CONV_BUCKETS && tb <= n->head;
-}
-
-static void zero(struct counts *n)
-{
-    memset(n->sent, 0, sizeof n->sent);
-    memset(n->verified, 0, sizeof n->verified);
-    memset(n->csent, 0, sizeof n->csent);
-    memset(n->cverified, 0, sizeof n->cverified);
+    if (*v < UINT16_MAX)
+        (*v)++;
 }
 
 static long window_sum(const uint16_t *v)
@@ -232,25 +252,29 @@ static int hexval(char ch)
     return -1;
 }
 
-/* The first 16 bytes of a hex key. false: not a key (too short, not hex). */
-static bool parse_key(const char *hex, unsigned char out[16])
+/*
+ * The first 8 bytes of a hex key (an HMAC: uniform, so 64 bits keep 16,384 prefixes apart with a
+ * chance of a collision about 1 in 10^11), never 0, which marks an empty slot (a key of 0 counts
+ * as 1). false: not a key (too short, not hex).
+ */
+static bool parse_key(const char *hex, uint64_t *out)
 {
     if (!hex)
         return false;
+    uint64_t k = 0;
     for (size_t i = 0; i < 16; i++) {
-        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0)
+        int d = hexval(hex[i]);
+        if (d < 0)
             return false;
-        out[i] = (unsigned char)(hi << 4 | lo);
+        k = k << 4 | (uint64_t)d;
     }
+    *out = k ? k : 1;
     return true;
 }
 
-static size_t slot_of(const unsigned char key[16], size_t mask)
+static size_t slot_of(uint64_t key, size_t mask)
 {
-    uint64_t h;
-    memcpy(&h, key, sizeof h); /* an HMAC: already uniform */
-    return (size_t)h & mask;
+    return (size_t)key & mask; /* an HMAC: already uniform */
 }
 
 static int region_index(const char *r)
@@ -260,20 +284,19 @@ static int region_index(const char *r)
     return (r[0] - 'A') * 26 + (r[1] - 'A');
 }
 
-static struct prefix *find_prefix(struct th_conv *c, const unsigned char key[16])
+static struct prefix *find_prefix(struct th_conv *c, uint64_t key)
 {
     size_t s = slot_of(key, c->pmask);
     for (size_t i = 0; i < PROBE; i++) {
         struct prefix *p = &c->prefixes[(s + i) & c->pmask];
-        if (p->used && memcmp(p->key, key, 16) == 0)
+        if (p->key == key)
             return p;
     }
     return NULL;
 }
 
 /* Finds or makes the prefix: a new one takes an empty neighbour, else the coldest unblocked. */
-static struct prefix *take_prefix(struct th_conv *c, const unsigned char key[16], int64_t b,
-                                  int64_t now)
+static struct prefix *take_prefix(struct th_conv *c, uint64_t key, int64_t b, int64_t now)
 {
     struct prefix *p = find_prefix(c, key);
     if (p)
@@ -284,7 +307,7 @@ static struct prefix *take_prefix(struct th_conv *c, const unsigned char key[16]
     bool vblocked = true;
     for (size_t i = 0; i < PROBE; i++) {
         struct prefix *q = &c->prefixes[(s + i) & c->pmask];
-        if (!q->used) {
+        if (!q->key) {
             victim = q;
             break;
         }
@@ -297,49 +320,47 @@ static struct prefix *take_prefix(struct th_conv *c, const unsigned char key[16]
             vblocked = blocked;
         }
     }
-    if (victim->used)
+    if (victim->key)
         c->evicted++;
     else
         c->nprefixes++;
     memset(victim, 0, sizeof *victim);
-    victim->used = true;
-    memcpy(victim->key, key, 16);
+    victim->key = key;
     victim->n.head = b;
     return victim;
 }
 
-static bool verified_has(struct th_conv *c, const unsigned char key[16])
+static bool verified_has(struct th_conv *c, uint64_t key)
 {
     size_t s = slot_of(key, c->vmask);
     for (size_t i = 0; i < VPROBE; i++) {
         const struct verified *v = &c->verified[(s + i) & c->vmask];
-        if (v->used && memcmp(v->key, key, 16) == 0)
+        if (v->key == key)
             return true;
     }
     return false;
 }
 
-static void verified_put(struct th_conv *c, const unsigned char key[16], int64_t now)
+static void verified_put(struct th_conv *c, uint64_t key, int64_t now)
 {
     size_t s = slot_of(key, c->vmask);
     struct verified *oldest = NULL;
     for (size_t i = 0; i < VPROBE; i++) {
         struct verified *v = &c->verified[(s + i) & c->vmask];
-        if (v->used && memcmp(v->key, key, 16) == 0) {
+        if (v->key == key) {
             v->ms = now;
             return;
         }
-        if (!v->used) {
+        if (!v->key) {
             oldest = v;
             break;
         }
         if (!oldest || v->ms < oldest->ms)
             oldest = v;
     }
-    if (!oldest->used)
+    if (!oldest->key)
         c->nverified++;
-    oldest->used = true;
-    memcpy(oldest->key, key, 16);
+    oldest->key = key;
     oldest->ms = now;
 }
 
@@ -406,10 +427,10 @@ static bool signal_now(const struct th_conv *c, int64_t now)
 void th_conv_check(struct th_conv *c, const struct th_conv_key *k, struct th_conv_verdict *v)
 {
     *v = (struct th_conv_verdict){.kind = TH_CONV_PASS};
-    unsigned char pk[16], fk[16];
-    if (!c || c->s.mode == TH_CONV_OFF || !parse_key(k->prefix, pk))
+    uint64_t pk, fk;
+    if (!c || c->s.mode == TH_CONV_OFF || !parse_key(k->prefix, &pk))
         return;
-    bool has_phone = parse_key(k->phone, fk);
+    bool has_phone = parse_key(k->phone, &fk);
     pthread_mutex_lock(&c->mu);
     int64_t now = now_ms(c), b = now / c->bucket_ms;
     bool refusing = c->s.mode == TH_CONV_ENFORCE && (!c->s.require_signal || signal_now(c, now));
@@ -530,17 +551,17 @@ static void register_cell(struct th_conv *c, struct th_metrics *m, struct cell *
 void th_conv_sent(struct th_conv *c, const struct th_conv_key *k, const char *provider,
                   const char *channel)
 {
-    unsigned char pk[16];
+    uint64_t pk;
     if (!c || c->s.mode == TH_CONV_OFF)
         return;
     bool fresh;
     pthread_mutex_lock(&c->mu);
     int64_t now = now_ms(c), b = now / c->bucket_ms;
-    if (parse_key(k->prefix, pk)) {
+    if (parse_key(k->prefix, &pk)) {
         struct prefix *p = take_prefix(c, pk, b, now);
         th_strlcpy(p->country, k->country ? k->country : "", sizeof p->country);
         advance(&p->n, b);
-        p->n.sent[b % CONV_BUCKETS]++;
+        inc16(&p->n.sent[b % CONV_BUCKETS]);
         int ri = region_index(k->country);
         /* a blocked prefix's sends are not the country's, nor more than its share */
         if (ri >= 0 && p->b.until_ms <= now && window_sum(p->n.csent) < c->share) {
@@ -558,7 +579,7 @@ void th_conv_sent(struct th_conv *c, const struct th_conv_key *k, const char *pr
 
 void th_conv_verified(struct th_conv *c, const struct th_conv_verification *v)
 {
-    unsigned char pk[16], fk[16];
+    uint64_t pk, fk;
     if (!c || c->s.mode == TH_CONV_OFF)
         return;
     bool fresh;
@@ -566,13 +587,13 @@ void th_conv_verified(struct th_conv *c, const struct th_conv_verification *v)
     int64_t now = now_ms(c), b = now / c->bucket_ms, tb = v->sent_ms / c->bucket_ms;
     c->last_verified_ms = now;
     bool to_country = true;
-    if (parse_key(v->prefix, pk)) {
+    if (parse_key(v->prefix, &pk)) {
         struct prefix *p = find_prefix(c, pk);
         if (p) {
             advance(&p->n, b);
             bool in = in_window(&p->n, tb, b);
             if (in)
-                p->n.verified[tb % CONV_BUCKETS]++;
+                inc16(&p->n.verified[tb % CONV_BUCKETS]);
             to_country = in && p->b.until_ms <= now && window_sum(p->n.cverified) < c->share;
             if (to_country)
                 p->n.cverified[tb % CONV_BUCKETS]++;
@@ -585,7 +606,7 @@ void th_conv_verified(struct th_conv *c, const struct th_conv_verification *v)
         if (in_window(cn, tb, b))
             cn->verified[tb % CONV_BUCKETS]++;
     }
-    if (parse_key(v->phone, fk))
+    if (parse_key(v->phone, &fk))
         verified_put(c, fk, now);
     struct cell *x = cell_of(c, v->country, v->provider, v->channel, &fresh);
     th_counter_inc(&x->verified);
@@ -609,7 +630,7 @@ size_t th_conv_take_blocks(struct th_conv *c, struct th_conv_block *out, size_t 
 
 bool th_conv_adopt(struct th_conv *c, const struct th_conv_block *blk)
 {
-    unsigned char pk[16];
+    uint64_t pk;
     if (!c || c->s.mode == TH_CONV_OFF || blk->cleared_ms)
         return false;
     bool taken = false;
@@ -618,7 +639,7 @@ bool th_conv_adopt(struct th_conv *c, const struct th_conv_block *blk)
     struct block_state *bs = NULL;
     if (blk->until_ms <= now) {
         bs = NULL;
-    } else if (blk->kind == TH_CONV_PREFIX && parse_key(blk->key, pk)) {
+    } else if (blk->kind == TH_CONV_PREFIX && parse_key(blk->key, &pk)) {
         struct prefix *p = take_prefix(c, pk, b, now);
         if (!p->country[0])
             th_strlcpy(p->country, blk->country, sizeof p->country);
@@ -649,28 +670,33 @@ bool th_conv_adopt(struct th_conv *c, const struct th_conv_block *blk)
 
 bool th_conv_clear(struct th_conv *c, th_conv_kind kind, const char *key, int64_t cleared_ms)
 {
-    unsigned char pk[16];
+    uint64_t pk;
     if (!c)
         return false;
     bool held = false;
     pthread_mutex_lock(&c->mu);
     int64_t now = now_ms(c);
     struct block_state *bs = NULL;
-    struct counts *n = NULL;
-    if (kind == TH_CONV_PREFIX && parse_key(key, pk)) {
+    struct pcounts *pn = NULL;
+    struct counts *cn = NULL;
+    if (kind == TH_CONV_PREFIX && parse_key(key, &pk)) {
         struct prefix *p = find_prefix(c, pk);
         if (p) {
             bs = &p->b;
-            n = &p->n;
+            pn = &p->n;
         }
     } else if (kind == TH_CONV_COUNTRY && region_index(key) >= 0) {
         bs = &c->countries[region_index(key)].b;
-        n = &c->countries[region_index(key)].n;
+        cn = &c->countries[region_index(key)].n;
     }
     if (bs && bs->until_ms > now && bs->since_ms <= cleared_ms) {
         held = true;
         *bs = (struct block_state){0};
-        zero(n); /* a cleared block comes back only after min_sends new sends */
+        /* a cleared block comes back only after min_sends new sends */
+        if (pn)
+            zero(pn);
+        else
+            zero(cn);
     }
     pthread_mutex_unlock(&c->mu);
     return held;
@@ -684,7 +710,7 @@ void th_conv_stats(struct th_conv *c, struct th_conv_stats *out)
     pthread_mutex_lock(&c->mu);
     int64_t now = now_ms(c);
     for (size_t i = 0; i <= c->pmask; i++)
-        if (c->prefixes[i].used && c->prefixes[i].b.until_ms > now)
+        if (c->prefixes[i].key && c->prefixes[i].b.until_ms > now)
             out->active[TH_CONV_PREFIX]++;
     for (size_t i = 0; i < 26 * 26; i++)
         if (c->countries[i].b.until_ms > now)

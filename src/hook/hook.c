@@ -71,7 +71,9 @@ struct hreq {
     int owed; /* callbacks still to come, the answer counted as one */
     struct th_timer deadline;
     struct th_loop_call reap; /* lets go of the request on a clean stack (settle) */
-    struct th_guard_ask ask;  /* the question to the guard (shared state: until it answers) */
+    /* the question to the shared guard state, in the arena until it answers (~1 KiB: the
+     * query's parameters); the in-memory guard decides at once on a question on the stack */
+    struct th_guard_ask *ask;
     struct th_dedupe *dedupe; /* our hold on the dedupe record */
     bool dedupe_first;        /* we send; the others replay our answer */
     char dlq_id[32];
@@ -96,13 +98,24 @@ struct hreq {
     const char *outcome;
     const char *provider; /* the provider that took (or last refused) the message */
     int attempts;
-    char error[384];
+    const char *error; /* "" or in the arena (set_error): most requests have none */
     char transaction_id[96];
 
     /* the destination as the conversion tracker knows it (empty: not tracked) */
     char prefix_hash[TH_RECORD_HASH_HEX], phone_hash[TH_RECORD_HASH_HEX];
     char prefix_masked[24];
 };
+
+#define ERROR_MAX 384 /* the record's error text, truncated past this */
+
+/* The record's error text, copied into the arena (truncated to ERROR_MAX - 1 bytes). Out of
+ * memory: the record says so rather than nothing. */
+static void set_error(struct hreq *r, const char *text)
+{
+    size_t n = strnlen(text, ERROR_MAX - 1);
+    char *p = n ? th_arena_strndup(&r->req->arena, text, n) : NULL;
+    r->error = p ? p : n ? "out of memory" : "";
+}
 
 th_err th_hook_new(const struct th_hook_deps *deps, struct th_hook **out)
 {
@@ -435,7 +448,7 @@ static void fail_detail(struct hreq *r, int status, const char *summary, const c
     struct answer_mem m;
     struct th_buf body;
     answer_init(&m, &body);
-    th_strlcpy(r->error, detail ? detail : reason, sizeof r->error);
+    set_error(r, detail ? detail : reason);
     /* The cause is for admins reading Okta's System Log: a class of failure, never details. */
     th_okta_encode_error(&body, summary, reason);
     finish(r, status, &body, outcome);
@@ -516,7 +529,7 @@ static void dead_letter(struct hreq *r, const char *outcome, const char *cause, 
         return;
     }
     th_time_id("dlq-", r->dlq_id, sizeof r->dlq_id);
-    th_strlcpy(r->error, detail ? detail : cause, sizeof r->error);
+    set_error(r, detail ? detail : cause);
     unsigned char *blob = NULL;
     size_t blen = 0;
     /* the sealed payload is the message the router was given: a replay sends the same again */
@@ -614,7 +627,7 @@ static void on_routed(void *ud, const struct th_route_result *res)
         th_conv_sent(r->hook->conv, &k, r->provider, th_channel_name(r->okta.channel));
     }
     /* Earlier failed attempts stay in the record (not in Okta's answer). */
-    th_strlcpy(r->error, res->errors, sizeof r->error);
+    set_error(r, res->errors);
     char meta[64];
     snprintf(meta, sizeof meta, "attempts=%d;ms=%lld", res->attempts,
              (long long)((th_mono_us() - r->sent_us) / 1000));
@@ -702,7 +715,7 @@ static void replay(struct hreq *r, struct th_dedupe_answer *a)
     answer_init(&m, &body);
     th_buf_append(&body, a->body ? a->body : "", a->body ? a->len : 0);
     free(a->body);
-    th_strlcpy(r->error, "duplicate: the first outcome replayed", sizeof r->error);
+    set_error(r, "duplicate: the first outcome replayed");
     finish(r, a->status, &body, "DUPLICATE");
 }
 
@@ -737,7 +750,7 @@ static void block(struct hreq *r, th_block b)
         fail(r, 200, SUMMARY_FAILED, "BLOCKED", reason);
         return;
     }
-    th_strlcpy(r->error, reason, sizeof r->error);
+    set_error(r, reason);
     char meta[64];
     snprintf(meta, sizeof meta, "blocked=%s", th_block_name(b));
     struct answer_mem m;
@@ -862,15 +875,20 @@ static bool guard(struct hreq *r)
         db_deadline = now + 20000;
     if (db_deadline > r->req->deadline_us)
         db_deadline = r->req->deadline_us;
-    r->ask = (struct th_guard_ask){.event_id = o->event_id,
-                                   .otp = o->otp,
-                                   .ph = &r->phone,
-                                   .ch = o->channel,
-                                   .expires_ms = o->otp_expires_ms,
-                                   .user_id = o->user_id,
-                                   .deadline_us = db_deadline};
+    struct th_guard_ask local, *ask = &local;
+    if (th_guard_shared(g) && !(ask = r->ask = th_arena_alloc(&r->req->arena, sizeof *ask))) {
+        fail(r, 200, SUMMARY_FAILED, "ERROR", "out of memory");
+        return false;
+    }
+    *ask = (struct th_guard_ask){.event_id = o->event_id,
+                                 .otp = o->otp,
+                                 .ph = &r->phone,
+                                 .ch = o->channel,
+                                 .expires_ms = o->otp_expires_ms,
+                                 .user_id = o->user_id,
+                                 .deadline_us = db_deadline};
     struct th_guard_verdict v;
-    if (th_guard_decide(g, r->loop, &r->ask, &v, on_guard_verdict, r))
+    if (th_guard_decide(g, r->loop, ask, &v, on_guard_verdict, r))
         return apply_verdict(r, &v);
     r->req->state = TH_REQ_GUARD_WAIT;
     r->owed++; /* the verdict */
@@ -932,6 +950,7 @@ void th_hook_handle(struct th_hook *hook, struct th_loop *loop, struct th_hook_r
     r->loop = loop;
     r->answer = answer;
     r->answer_ud = ud;
+    r->error = "";
     r->owed = 1; /* the answer */
     r->request_id = req->id;
     th_buf_init(&r->text, 0); /* compose gives it arena memory */

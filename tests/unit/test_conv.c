@@ -573,6 +573,30 @@ static void test_metrics(void **state)
     th_conv_free(c);
 }
 
+/* A prefix's 16-bit counts saturate rather than wrap: 70,000 sends in one bucket count 65,535,
+ * still judged (a wrapped count, 4,464, would fall below prefix_min_sends and pass). */
+static void test_prefix_counts_saturate(void **state)
+{
+    (void)state;
+    struct th_conv_settings s = settings(TH_CONV_ENFORCE);
+    s.prefix_min_sends = 60000;
+    s.country_min_sends = 0;
+    struct th_conv *c = make(&s);
+    signal(c);
+    struct dest d;
+    dest(&d, "+447700900123", "GB");
+    for (int i = 0; i < 70000; i++)
+        th_conv_sent(c, &d.k, "aws", "sms");
+    struct th_conv_verdict v;
+    assert_int_equal(request(c, &d, &v), TH_CONV_PREFIX);
+    assert_true(v.new_block);
+    struct th_conv_block b;
+    assert_int_equal(th_conv_take_blocks(c, &b, 1), 1);
+    assert_int_equal(b.sends, 65535);
+    assert_int_equal(b.verified, 0);
+    th_conv_free(c);
+}
+
 int main(void)
 {
     assert_int_equal(th_guard_record_key_new("unit test secret", &mac), TH_E_OK);
@@ -591,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_blocked_prefix_leaves_country),
         cmocka_unit_test(test_verified_in_send_bucket),
         cmocka_unit_test(test_block_end_starts_again),
+        cmocka_unit_test(test_prefix_counts_saturate),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     th_hmac_key_free(mac);
