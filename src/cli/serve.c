@@ -916,6 +916,23 @@ int th_cmd_serve(struct th_cli *cli)
         startup_error(cli, "routes: %s", err);
         goto out;
     }
+    /* the indexes conversion tracking needs, once it is turned on (store.h: they cost every
+     * record an insert, so an install without the feature does not pay for them) */
+    unsigned indexes = (cfg->events_enabled ? TH_STORE_INDEX_VERIFY : 0u) |
+                       (cfg->receipts_twilio_status_url[0] || cfg->receipts_sns_topic_arns[0] ||
+                                cfg->receipts_eventbridge_secret[0]
+                            ? TH_STORE_INDEX_RECEIPTS
+                            : 0u);
+    if (indexes && !cli->check_only) {
+        int64_t built_from = th_mono_us();
+        if (th_store_ensure_indexes(store, indexes, err, sizeof err) != TH_E_OK) {
+            startup_error(cli, "store: the conversion tracking index: %s", err);
+            goto out;
+        }
+        if (th_mono_us() - built_from > 1000000)
+            th_log_msg(TH_LOG_INFO, "store", "conversion tracking's indexes built in %lld ms",
+                       (long long)((th_mono_us() - built_from) / 1000));
+    }
     const char *store_desc = th_store_describe(store);
     char store_copy[512];
     th_strlcpy(store_copy, store_desc, sizeof store_copy);

@@ -84,6 +84,8 @@ struct th_store_ops {
                      size_t errlen);
     th_err (*verify)(struct th_store *st, const struct th_verify_event *ev,
                      enum th_verify_result *res, th_verified_fn fn, void *ud);
+    th_err (*ensure_index)(struct th_store *st, const char *name, const char *columns, char *err,
+                           size_t errlen);
     th_err (*verifications_since)(struct th_store *st, const char *node, int64_t *after_seq,
                                   int limit, th_verified_fn fn, void *ud);
     th_err (*stats)(struct th_store *st, enum th_stats_by by, int64_t since_ms, int64_t until_ms,

@@ -150,7 +150,6 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS node TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS verified_ms BIGINT;"
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS verified_event TEXT NOT NULL DEFAULT '';"
-    "CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (user_id, created_ms);"
     "CREATE TABLE IF NOT EXISTS verifications ("
     "  seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
     "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
@@ -165,8 +164,7 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_status TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_error TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_ms BIGINT NOT NULL DEFAULT 0;"
-    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_final BOOLEAN NOT NULL DEFAULT false;"
-    "CREATE INDEX IF NOT EXISTS deliveries_transaction ON deliveries (provider, transaction_id);",
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS receipt_final BOOLEAN NOT NULL DEFAULT false;",
     /* 11: conversion blocks (guard/conv.h): each node writes
      * the blocks it makes and polls the table every 2 s for the others' and for clears. */
     "CREATE TABLE IF NOT EXISTS conversion_blocks ("
@@ -1450,6 +1448,56 @@ static th_err pg_verify(struct th_store *st, const struct th_verify_event *ev,
     return TH_E_OK;
 }
 
+/*
+ * CONCURRENTLY: the other nodes go on writing while it builds; outside any transaction and with
+ * no statement timeout (a big table takes minutes). A build that was interrupted leaves an
+ * invalid index, which IF NOT EXISTS would keep: it is dropped and built again.
+ */
+static th_err pg_ensure_index(struct th_store *st, const char *name, const char *columns, char *err,
+                              size_t errlen)
+{
+    struct pg_store *s = P(st);
+    const char *v[] = {name};
+    PGresult *r = adhoc(s,
+                        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = "
+                        "i.indexrelid WHERE c.relname = $1 AND c.relnamespace = "
+                        "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+                        1, v);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    bool exists = ok && PQntuples(r) == 1, valid = exists && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    char q[320];
+    if (ok && exists && !valid) {
+        snprintf(q, sizeof q, "DROP INDEX CONCURRENTLY IF EXISTS %s", name);
+        r = adhoc(s, q, 0, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (ok && !valid) { /* the session's timeout is put back as it was (not RESET: the URL's) */
+        char was[32] = "";
+        r = adhoc(s, "SELECT current_setting('statement_timeout')", 0, NULL);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            snprintf(was, sizeof was, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        r = adhoc(s, "SET statement_timeout = 0", 0, NULL);
+        PQclear(r);
+        snprintf(q, sizeof q, "CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON deliveries (%s)", name,
+                 columns);
+        r = adhoc(s, q, 0, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            set_err(s->conn, err, errlen, name);
+        PQclear(r);
+        const char *w[] = {was};
+        r = adhoc(s, "SELECT set_config('statement_timeout', $1, false)", 1, w);
+        PQclear(r);
+        return ok ? TH_E_OK : TH_E_STORE;
+    }
+    if (!ok)
+        set_err(s->conn, err, errlen, name);
+    return ok ? TH_E_OK : TH_E_STORE;
+}
+
 static th_err pg_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
                                      int limit, th_verified_fn fn, void *ud)
 {
@@ -2037,6 +2085,7 @@ const struct th_store_ops th_store_pg_ops = {
     .scan = pg_scan,
     .verify = pg_verify,
     .verifications_since = pg_verifications_since,
+    .ensure_index = pg_ensure_index,
     .stats = pg_stats,
     .lost = pg_lost,
     .ping = pg_ping,

@@ -126,14 +126,12 @@ static const char *const migrations[] = {
      * The destination prefix's key and the sending node on each record; when and by which Okta
      * event it was verified (NULL: not yet); verifications, one row per Okta event (its uuid
      * unique: Okta retries a batch, and a duplicate must change nothing), which other nodes
-     * poll for the matches of their own deliveries. The index on (user_id, created_ms) costs
-     * each insert a second B-tree (against 5's reasoning) because every event looks a user up
-     * and a scan of the window would cost far more at each sign-in. */
+     * poll for the matches of their own deliveries. The index an event's lookup of a user needs
+     * is built only when the event hook is on (th_store_ensure_indexes). */
     "ALTER TABLE deliveries ADD COLUMN prefix_hash TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN node TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN verified_ms INTEGER;"
     "ALTER TABLE deliveries ADD COLUMN verified_event TEXT NOT NULL DEFAULT '';"
-    "CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (user_id, created_ms);"
     "CREATE TABLE IF NOT EXISTS verifications ("
     "  seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,"
     "  request_id TEXT NOT NULL, node TEXT NOT NULL, matched_by TEXT NOT NULL,"
@@ -141,15 +139,14 @@ static const char *const migrations[] = {
     "  channel TEXT NOT NULL, transaction_id TEXT NOT NULL, sent_ms INTEGER NOT NULL,"
     "  verified_ms INTEGER NOT NULL, phone_hash TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS verifications_sent ON verifications (sent_ms);",
-    /* 10: a provider's delivery receipt on its record, found
-     * by provider + transaction id (the index: receipts arrive long after the insert, so the
-     * time index cannot narrow the search). receipt_final keeps a late non-final status from
-     * replacing a final one. Codes and statuses only, never a number. */
+    /* 10: a provider's delivery receipt on its record, found by provider + transaction id (its
+     * index built only when receipts are on: th_store_ensure_indexes). receipt_final keeps a
+     * late non-final status from replacing a final one. Codes and statuses only, never a
+     * number. */
     "ALTER TABLE deliveries ADD COLUMN receipt_status TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN receipt_error TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE deliveries ADD COLUMN receipt_ms INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE deliveries ADD COLUMN receipt_final INTEGER NOT NULL DEFAULT 0;"
-    "CREATE INDEX deliveries_transaction ON deliveries (provider, transaction_id);",
+    "ALTER TABLE deliveries ADD COLUMN receipt_final INTEGER NOT NULL DEFAULT 0;",
     /* 11, as PostgreSQL's: conversion blocks (guard/conv.h),
      * shared by the nodes and listed or cleared by `telehook guard blocks`. */
     "CREATE TABLE IF NOT EXISTS conversion_blocks ("
@@ -1004,6 +1001,14 @@ done:
     return e;
 }
 
+static th_err sqlite_ensure_index(struct th_store *st, const char *name, const char *columns,
+                                  char *err, size_t errlen)
+{
+    char q[256];
+    snprintf(q, sizeof q, "CREATE INDEX IF NOT EXISTS %s ON deliveries (%s)", name, columns);
+    return exec(S(st)->db, q, err, errlen);
+}
+
 static th_err sqlite_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
                                          int limit, th_verified_fn fn, void *ud)
 {
@@ -1311,5 +1316,6 @@ const struct th_store_ops th_store_sqlite_ops = {
     .scan = sqlite_scan,
     .verify = sqlite_verify,
     .verifications_since = sqlite_verifications_since,
+    .ensure_index = sqlite_ensure_index,
     .stats = sqlite_stats,
 };

@@ -155,6 +155,23 @@ th_err th_store_verify(struct th_store *st, const struct th_verify_event *ev,
     return live(st)->ops->verify(st, ev, res, fn, ud);
 }
 
+th_err th_store_ensure_indexes(struct th_store *st, unsigned which, char *err, size_t errlen)
+{
+    static const struct {
+        unsigned bit;
+        const char *name, *columns;
+    } idx[] = {{TH_STORE_INDEX_VERIFY, "deliveries_user", "user_id, created_ms"},
+               {TH_STORE_INDEX_RECEIPTS, "deliveries_transaction", "provider, transaction_id"}};
+    for (size_t i = 0; i < sizeof idx / sizeof idx[0]; i++) {
+        if (!(which & idx[i].bit))
+            continue;
+        th_err e = live(st)->ops->ensure_index(st, idx[i].name, idx[i].columns, err, errlen);
+        if (e != TH_E_OK)
+            return e;
+    }
+    return TH_E_OK;
+}
+
 th_err th_store_verifications_since(struct th_store *st, const char *node, int64_t *after_seq,
                                     int limit, th_verified_fn fn, void *ud)
 {

@@ -174,6 +174,20 @@ th_err th_store_verifications_since(struct th_store *st, const char *node, int64
                                     int limit, th_verified_fn fn, void *ud);
 
 /*
+ * ---- indexes an optional feature needs ----
+ * Each index on the delivery records costs every insert a random B-tree insert (measured: a
+ * third of the maximum throughput on SQLite, bench/README.md), so the two that serve only
+ * conversion tracking are built when the feature is turned on, not by a migration:
+ * TH_STORE_INDEX_VERIFY (deliveries by user and time: Okta's events look a user up) and
+ * TH_STORE_INDEX_RECEIPTS (by provider and transaction id: receipts find their record). Idempotent
+ * (IF NOT EXISTS); on PostgreSQL built CONCURRENTLY (other nodes keep writing; no statement
+ * timeout), an invalid one left by an interrupted build dropped and built again. May take a
+ * while on a big table: at start, before serving. TH_E_STORE with the reason in err.
+ */
+enum { TH_STORE_INDEX_VERIFY = 1u << 0, TH_STORE_INDEX_RECEIPTS = 1u << 1 };
+th_err th_store_ensure_indexes(struct th_store *st, unsigned which, char *err, size_t errlen);
+
+/*
  * ---- conversion statistics (`deliveries stats`) ----
  * Delivery records created in [since_ms, until_ms) grouped by one column: sends (SUCCESSFUL),
  * verified (of those), refused (REJECTED), failed (FAILED, TIMEOUT, ERROR); by TH_STATS_PREFIX

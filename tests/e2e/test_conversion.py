@@ -97,3 +97,21 @@ def _provider(s, phone=ES_NUMBER):
     status, _, body = s.post(okta_request(phone=phone))
     assert status == 200
     return answer_value(body)["provider"]
+
+
+def test_indexes_built_only_with_the_features(make_server):
+    """An index on the delivery records costs every record an insert: conversion tracking's two
+    are built when the feature is turned on, not for every install (docs/conversion.md)."""
+    def indexes(s):
+        return {r[0] for r in s.db_rows("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                        "AND name IN ('deliveries_user', "
+                                        "'deliveries_transaction')")}
+    s = make_server()
+    assert indexes(s) == set()
+    assert s.stop() == 0
+    s = make_server(f"events.enabled = true\n{GUARD}")
+    assert indexes(s) == {"deliveries_user"}
+    assert s.stop() == 0
+    s = make_server(f"receipts.eventbridge_secret = {EB_SECRET}")
+    assert indexes(s) == {"deliveries_transaction"}
+    assert s.stop() == 0

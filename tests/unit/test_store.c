@@ -219,7 +219,7 @@ static void test_migrate_and_seed(void **state)
 static void back_to_schema_4(const char *p, const char *rows)
 {
     const char *back =
-        "DROP INDEX deliveries_user; DROP TABLE verifications;"
+        "DROP INDEX IF EXISTS deliveries_user; DROP TABLE verifications;"
         "ALTER TABLE deliveries DROP COLUMN prefix_hash; ALTER TABLE deliveries DROP COLUMN node;"
         "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
         "verified_event;"
@@ -299,7 +299,7 @@ static void test_migration_7_after_6(void **state)
     snprintf(u6, sizeof u6, "%s", fresh(true));
     th_store_close(open_ok(u6));
     const char *back =
-        "DROP INDEX deliveries_user; DROP TABLE verifications;"
+        "DROP INDEX IF EXISTS deliveries_user; DROP TABLE verifications;"
         "ALTER TABLE deliveries DROP COLUMN prefix_hash; ALTER TABLE deliveries DROP COLUMN node;"
         "ALTER TABLE deliveries DROP COLUMN verified_ms; ALTER TABLE deliveries DROP COLUMN "
         "verified_event;"
@@ -343,6 +343,66 @@ static int collect_block(void *ud, const struct th_conv_block_row *row)
                  row->verified, row->mode);
     r->n++;
     return 0;
+}
+
+/* Indexes named name on the store at u (st open on it). */
+static int index_count(struct th_store *st, const char *u, const char *name)
+{
+    char q[256], got[16], err[256];
+    if (be == PG) {
+        snprintf(q, sizeof q,
+                 "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND "
+                 "indexname = '%s'",
+                 name);
+        assert_int_equal(th_store_pg_query(st, q, got, sizeof got, err, sizeof err), TH_E_OK);
+        return atoi(got);
+    }
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(u + 7, &db), SQLITE_OK);
+    sqlite3_stmt *c;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                                        "AND name = ?",
+                                        -1, &c, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(c, 1, name, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(c), SQLITE_ROW);
+    int n = sqlite3_column_int(c, 0);
+    sqlite3_finalize(c);
+    sqlite3_close(db);
+    return n;
+}
+
+/*
+ * Conversion tracking's two indexes: none after the migrations (an install without the feature
+ * does not pay an index insert per record for them), each built when asked, idempotently; on
+ * PostgreSQL the session's statement timeout is as it was after the build.
+ */
+static void test_feature_indexes(void **state)
+{
+    use(state);
+    const char *u = fresh(true);
+    struct th_store *st = open_ok(u);
+    char err[256];
+    assert_int_equal(index_count(st, u, "deliveries_user"), 0);
+    assert_int_equal(index_count(st, u, "deliveries_transaction"), 0);
+    assert_int_equal(th_store_ensure_indexes(st, TH_STORE_INDEX_VERIFY, err, sizeof err), TH_E_OK);
+    assert_int_equal(index_count(st, u, "deliveries_user"), 1);
+    assert_int_equal(index_count(st, u, "deliveries_transaction"), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(th_store_ensure_indexes(
+                             st, TH_STORE_INDEX_VERIFY | TH_STORE_INDEX_RECEIPTS, err, sizeof err),
+                         TH_E_OK);
+    assert_int_equal(index_count(st, u, "deliveries_user"), 1);
+    assert_int_equal(index_count(st, u, "deliveries_transaction"), 1);
+    if (be == PG) {
+        char got[16];
+        assert_int_equal(
+            th_store_pg_query(st, "SHOW statement_timeout", got, sizeof got, err, sizeof err),
+            TH_E_OK);
+        assert_string_equal(got, "5s");
+    }
+    th_store_close(st);
 }
 
 /* conversion_blocks: put (an id twice is kept once), active and recently cleared, clears. */
@@ -1626,6 +1686,7 @@ int main(void)
         BOTH(test_migration_7_after_6),
         BOTH(test_prefs),
         BOTH(test_conv_blocks),
+        BOTH(test_feature_indexes),
         BOTH(test_newer_schema_refused),
         cmocka_unit_test(test_bad_urls),
         BOTH(test_template_delete),
