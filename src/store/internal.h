@@ -147,6 +147,10 @@ bool th_store_pg_describe(const char *url, char *out, size_t cap);
 th_err th_store_pg_query(struct th_store *st, const char *q, char *out, size_t outlen, char *err,
                          size_t errlen);
 
+/* The same on an SQLite store's connection (its PRAGMAs are per connection). */
+th_err th_store_sqlite_query(struct th_store *st, const char *q, char *out, size_t outlen,
+                             char *err, size_t errlen);
+
 /* mkdir -p of path's parent directory, 0700 (sqlite.c; the spool's file too). 0 or -1. */
 int th_store_make_parent(const char *path);
 /* How many times a PostgreSQL store's dropped connection was made again (tests). */

@@ -310,6 +310,31 @@ static int user_version(sqlite3 *db, int *v)
 }
 
 /*
+ * The page cache of a connection (PRAGMA cache_size, KiB). Every B-tree a delivery record goes
+ * into is appended in time order (rowid, created_ms, the time-ordered request id), so the writer
+ * touches the right edge of each and 1 MiB holds them with room (measured: the same pwrite per
+ * record as SQLite's default 2 MiB, 1.7 MiB less peak RSS in bench/run's scenario a). Conversion
+ * tracking's indexes (deliveries_user, deliveries_transaction: th_store_ensure_indexes) take
+ * every record on a random page: with either present, SQLite's default, which keeps more of
+ * their interior pages.
+ */
+#define CACHE_KIB        1024
+#define CACHE_KIB_RANDOM 2000
+
+static int cache_kib(sqlite3 *db)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                           "('deliveries_user', 'deliveries_transaction')",
+                           -1, &s, NULL) != SQLITE_OK)
+        return CACHE_KIB_RANDOM;
+    int n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : 1;
+    sqlite3_finalize(s);
+    return n > 0 ? CACHE_KIB_RANDOM : CACHE_KIB;
+}
+
+/*
  * Applies pending migrations. BEGIN IMMEDIATE takes the write lock before reading the version,
  * so two processes starting on a new file cannot both apply migration 1.
  */
@@ -413,6 +438,12 @@ static th_err sqlite_open_mode(const char *path, bool apply, struct th_store **o
                          err, errlen)) != TH_E_OK ||
                (e = migrate(s->db, err, errlen)) != TH_E_OK)
         goto fail;
+    if (apply) {
+        char q[64];
+        snprintf(q, sizeof q, "PRAGMA cache_size = -%d", cache_kib(s->db));
+        if ((e = exec(s->db, q, err, errlen)) != TH_E_OK)
+            goto fail;
+    }
     for (int i = 0; i < S__COUNT; i++) {
         if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL) !=
             SQLITE_OK) {
@@ -999,6 +1030,25 @@ done:
     if (e != TH_E_OK)
         *res = TH_VERIFY_UNMATCHED;
     return e;
+}
+
+th_err th_store_sqlite_query(struct th_store *st, const char *q, char *out, size_t outlen,
+                             char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(S(st)->db, q, -1, &s, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(S(st)->db));
+        return TH_E_STORE;
+    }
+    int rc = sqlite3_step(s);
+    if (out && outlen) {
+        const unsigned char *v = rc == SQLITE_ROW ? sqlite3_column_text(s, 0) : NULL;
+        snprintf(out, outlen, "%s", v ? (const char *)v : "");
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(S(st)->db));
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? TH_E_OK : TH_E_STORE;
 }
 
 static th_err sqlite_ensure_index(struct th_store *st, const char *name, const char *columns,

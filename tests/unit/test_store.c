@@ -405,6 +405,27 @@ static void test_feature_indexes(void **state)
     th_store_close(st);
 }
 
+/* SQLite's page cache: 1 MiB while every index takes records in time order, SQLite's default
+ * once conversion tracking's random-order indexes are there (a connection opened after them). */
+static void test_sqlite_cache(void **state)
+{
+    use(state);
+    const char *u = fresh(true);
+    char got[32], err[256];
+    struct th_store *st = open_ok(u);
+    assert_int_equal(
+        th_store_sqlite_query(st, "PRAGMA cache_size", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "-1024");
+    assert_int_equal(th_store_ensure_indexes(st, TH_STORE_INDEX_RECEIPTS, err, sizeof err),
+                     TH_E_OK);
+    struct th_store *st2 = open_ok(u);
+    assert_int_equal(
+        th_store_sqlite_query(st2, "PRAGMA cache_size", got, sizeof got, err, sizeof err), TH_E_OK);
+    assert_string_equal(got, "-2000");
+    th_store_close(st2);
+    th_store_close(st);
+}
+
 /* conversion_blocks: put (an id twice is kept once), active and recently cleared, clears. */
 static void test_conv_blocks(void **state)
 {
@@ -1687,6 +1708,7 @@ int main(void)
         BOTH(test_prefs),
         BOTH(test_conv_blocks),
         BOTH(test_feature_indexes),
+        ON(test_sqlite_cache, on_sqlite, "sqlite"),
         BOTH(test_newer_schema_refused),
         cmocka_unit_test(test_bad_urls),
         BOTH(test_template_delete),
