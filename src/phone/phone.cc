@@ -310,9 +310,9 @@ struct rx_parser {
 // The compiled patterns of every plan, flat: one array of 8-byte nodes, each node's kids in a
 // contiguous run of it (the first kid's index and their count), no allocation per node. As a tree
 // of nodes with a std::vector of kids each (40 bytes a node), the plans held 1.9 MB in 34,500
-// allocations from start on (heaptrack, issue 24); flat, with a SEQ of one kid dropped and each
-// distinct pattern text compiled once (regions share many: 38,351 nodes become 33,066), the
-// nodes take 265 KB in one allocation, and the matcher walks memory that sits together.
+// allocations from start on (heaptrack, issue 24); flat, with each distinct pattern text compiled
+// once (regions share many: 38,351 nodes become 33,066), the nodes take 265 KB in one
+// allocation, and the matcher walks memory that sits together.
 //
 // Fields are small integers: a REP's bounds and a node's kid count fit a byte each (in today's
 // metadata the largest bound is 14 and the most kids of one node 10). A pattern that does not fit
@@ -335,9 +335,9 @@ std::vector<node> *nodes;
 
 // Writes the tree t into arena[at], its kids into a run appended to arena (each kid's own kids
 // after that run). A SEQ of one kid is that kid: every node maps an empty set of start positions
-// to an empty set of end positions, so the SEQ's early stop changes nothing, and a node is
-// saved (most groups and alternatives parse as one). false: a bound or a kid count does not fit
-// a byte.
+// to an empty set of end positions, so the SEQ's early stop changes nothing, and a step of the
+// walk is saved (an alternative of one item, "1|2", parses as one). false: a bound or a kid
+// count does not fit a byte.
 bool rx_place(std::vector<node> &arena, const rx &t, size_t at)
 {
     const rx *s = &t;
@@ -369,6 +369,7 @@ bool rx_place(std::vector<node> &arena, const rx &t, size_t at)
 
 // Pattern texts already compiled, and their roots: only while build_plans() runs.
 std::unordered_map<std::string, uint32_t> *compiled;
+size_t compiled_shared; // how many times a root was shared (for the unit test)
 
 // Compiles pattern into arena; out: its root. false: the pattern is outside the subset or does
 // not fit (the calling code keeps libphonenumber's path); arena is left as it was.
@@ -377,6 +378,7 @@ bool rx_compile(std::vector<node> &arena, const std::string &pattern, uint32_t &
     if (compiled && &arena == nodes) {
         auto it = compiled->find(pattern);
         if (it != compiled->end()) {
+            compiled_shared++;
             out = it->second;
             return true;
         }
@@ -941,13 +943,15 @@ int th_phone_testing_slow_codes()
     return n;
 }
 
-// For tests/unit/test_phone_e164.cc: the plans' size. nodes: the compiled patterns' nodes; bytes:
-// the heap the plans hold (the node array, the regions, the per-code table).
-void th_phone_testing_plan_size(size_t *node_count, size_t *bytes);
-void th_phone_testing_plan_size(size_t *node_count, size_t *bytes)
+// For tests/unit/test_phone_e164.cc: the plans' size. node_count: the compiled patterns' nodes;
+// bytes: the heap the plans hold (the node array, the regions, the per-code table); shared: the
+// patterns that reused the nodes of the same text compiled before.
+void th_phone_testing_plan_size(size_t *node_count, size_t *bytes, size_t *shared);
+void th_phone_testing_plan_size(size_t *node_count, size_t *bytes, size_t *shared)
 {
     th_phone_init();
     *node_count = nodes->size();
+    *shared = compiled_shared;
     *bytes = nodes->capacity() * sizeof(node) + region_plans->capacity() * sizeof(region_plan) +
              1000 * sizeof(code_plan);
 }
