@@ -336,7 +336,7 @@ std::vector<node> *nodes;
 // Writes the tree t into arena[at], its kids into a run appended to arena (each kid's own kids
 // after that run). A SEQ of one kid is that kid: every node maps an empty set of start positions
 // to an empty set of end positions, so the SEQ's early stop changes nothing, and a step of the
-// walk is saved (an alternative of one item, "1|2", parses as one). false: a bound or a kid
+// walk is saved (each alternative of "1|2" parses as a SEQ of one digit). false: a bound or a kid
 // count does not fit a byte.
 bool rx_place(std::vector<node> &arena, const rx &t, size_t at)
 {
