@@ -13,6 +13,8 @@
 #include <new>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <phonenumbers/logger.h>
 #include <phonenumbers/phonemetadata.pb.h>
@@ -162,7 +164,8 @@ bool parse_valid(const std::string &s, const std::string &default_region, PhoneN
 // GetNumberTypeHelper as in phonenumberutil.cc, step by step. tests/unit/test_phone_e164.cc and
 // tests/fuzz/fuzz_phone_e164.cc hold this path equal to Parse on every region.
 
-// A compiled pattern: a tree of nodes over digit sets.
+// A pattern as parsed: a tree of nodes over digit sets. It lives only while its pattern is
+// compiled (rx_compile below flattens it into the plans' node array, then frees it).
 struct rx {
     enum kind { SET, SEQ, ALT, REP, END } k = SEQ;
     uint16_t set = 0;      // SET: the digits it takes (bit d)
@@ -304,59 +307,152 @@ struct rx_parser {
     }
 };
 
-// false: the pattern is outside the subset (the calling code keeps libphonenumber's path).
-bool rx_compile(const std::string &pattern, rx &out)
+// The compiled patterns of every plan, flat: one array of 8-byte nodes, each node's kids in a
+// contiguous run of it (the first kid's index and their count), no allocation per node. As a tree
+// of nodes with a std::vector of kids each (40 bytes a node), the plans held 1.9 MB in 34,500
+// allocations from start on (heaptrack, issue 24); flat, with each distinct pattern text compiled
+// once (regions share many: 38,351 nodes become 33,066), the nodes take 265 KB in one
+// allocation, and the matcher walks memory that sits together.
+//
+// Fields are small integers: a REP's bounds and a node's kid count fit a byte each (in today's
+// metadata the largest bound is 14 and the most kids of one node 10). A pattern that does not fit
+// is refused like syntax outside the subset: its calling code keeps libphonenumber's path, so the
+// answers stay the same either way.
+struct node {
+    uint8_t k;    // rx::kind
+    uint8_t min;  // REP: at least min times
+    uint8_t max;  // REP: at most max times, REP_UNBOUNDED for no limit
+    uint8_t n;    // SEQ, ALT: the number of kids; REP: 1
+    uint32_t arg; // SET: the digits it takes (bit d); SEQ, ALT, REP: the first kid's index
+};
+static_assert(sizeof(node) == 8, "a node is 8 bytes");
+constexpr unsigned REP_UNBOUNDED = 255; // so a bound is at most 254
+constexpr unsigned MAX_KIDS = 255;
+constexpr uint32_t NO_PATTERN = UINT32_MAX;
+
+// Filled by th_phone_init's build_plans(), read-only after: the nodes of every compiled pattern.
+std::vector<node> *nodes;
+
+// Writes the tree t into arena[at], its kids into a run appended to arena (each kid's own kids
+// after that run). A SEQ of one kid is that kid: every node maps an empty set of start positions
+// to an empty set of end positions, so the SEQ's early stop changes nothing, and a step of the
+// walk is saved (each alternative of "1|2" parses as a SEQ of one digit). false: a bound or a kid
+// count does not fit a byte.
+bool rx_place(std::vector<node> &arena, const rx &t, size_t at)
 {
+    const rx *s = &t;
+    while (s->k == rx::SEQ && s->kids.size() == 1)
+        s = &s->kids[0];
+    node nd = {static_cast<uint8_t>(s->k), 0, 0, 0, 0};
+    if (s->k == rx::SET) {
+        nd.arg = s->set;
+    } else if (s->k != rx::END) {
+        if (s->kids.size() > MAX_KIDS || arena.size() > UINT32_MAX - s->kids.size())
+            return false;
+        if (s->k == rx::REP) {
+            if (s->min < 0 || s->min >= static_cast<int>(REP_UNBOUNDED) ||
+                s->max >= static_cast<int>(REP_UNBOUNDED))
+                return false;
+            nd.min = static_cast<uint8_t>(s->min);
+            nd.max = static_cast<uint8_t>(s->max < 0 ? REP_UNBOUNDED : s->max);
+        }
+        nd.n = static_cast<uint8_t>(s->kids.size());
+        nd.arg = static_cast<uint32_t>(arena.size());
+        arena.resize(arena.size() + s->kids.size()); // the kids' run; may move the array
+        for (size_t i = 0; i < s->kids.size(); i++)
+            if (!rx_place(arena, s->kids[i], nd.arg + i))
+                return false;
+    }
+    arena[at] = nd;
+    return true;
+}
+
+// Pattern texts already compiled, and their roots: only while build_plans() runs.
+std::unordered_map<std::string, uint32_t> *compiled;
+size_t compiled_shared; // how many times a root was shared (for the unit test)
+
+// Compiles pattern into arena; out: its root. false: the pattern is outside the subset or does
+// not fit (the calling code keeps libphonenumber's path); arena is left as it was.
+bool rx_compile(std::vector<node> &arena, const std::string &pattern, uint32_t &out)
+{
+    if (compiled && &arena == nodes) {
+        auto it = compiled->find(pattern);
+        if (it != compiled->end()) {
+            compiled_shared++;
+            out = it->second;
+            return true;
+        }
+    }
+    rx tree;
     rx_parser ps{pattern.data(), pattern.data() + pattern.size()};
-    out = ps.alt();
-    return ps.ok && ps.p == ps.end;
+    tree = ps.alt();
+    if (!ps.ok || ps.p != ps.end)
+        return false;
+    size_t root = arena.size();
+    if (root >= UINT32_MAX)
+        return false;
+    arena.emplace_back();
+    if (!rx_place(arena, tree, root)) {
+        arena.resize(root);
+        return false;
+    }
+    out = static_cast<uint32_t>(root);
+    if (compiled && &arena == nodes)
+        compiled->emplace(pattern, out);
+    return true;
 }
 
 // A national number ready for matching: its digits' positions.
 struct rx_input {
     uint32_t at[10] = {}; // at[d]: bit i when digit i is d
+    uint32_t all = 0;     // every digit's position: what \d takes
     size_t len = 0;
     explicit rx_input(const char *digits, size_t n) : len(n)
     {
         for (size_t i = 0; i < n; i++)
             at[digits[i] - '0'] |= 1u << i;
+        all = n ? (1u << n) - 1 : 0;
     }
 };
 
-// The positions n can end at, starting from any position in from.
-uint32_t rx_run(const rx &n, uint32_t from, const rx_input &in)
+// The positions pattern node i can end at, starting from any position in from (a bit per
+// position 0..len).
+uint32_t rx_run(const node *nd, uint32_t i, uint32_t from, const rx_input &in)
 {
-    const uint32_t *at = in.at;
+    const node &n = nd[i];
     switch (n.k) {
     case rx::SET: {
         uint32_t m = 0;
-        for (int d = 0; d < 10; d++)
-            if (n.set & (1u << d))
-                m |= at[d];
+        if (n.arg == 0x3ff) {
+            m = in.all;
+        } else {
+            for (uint32_t s = n.arg; s; s &= s - 1)
+                m |= in.at[__builtin_ctz(s)];
+        }
         return (from & m) << 1;
     }
     case rx::END:
         return from & (1u << in.len);
     case rx::SEQ:
-        for (const rx &k : n.kids) {
+        for (uint32_t k = n.arg, e = n.arg + n.n; k < e; k++) {
             if (!from)
                 return 0;
-            from = rx_run(k, from, in);
+            from = rx_run(nd, k, from, in);
         }
         return from;
     case rx::ALT: {
         uint32_t to = 0;
-        for (const rx &k : n.kids)
-            to |= rx_run(k, from, in);
+        for (uint32_t k = n.arg, e = n.arg + n.n; k < e; k++)
+            to |= rx_run(nd, k, from, in);
         return to;
     }
     case rx::REP: {
         uint32_t cur = from;
-        for (int i = 0; i < n.min && cur; i++)
-            cur = rx_run(n.kids[0], cur, in);
+        for (unsigned r = 0; r < n.min && cur; r++)
+            cur = rx_run(nd, n.arg, cur, in);
         uint32_t all = cur;
-        for (int i = n.min; (n.max < 0 || i < n.max) && cur; i++) {
-            cur = rx_run(n.kids[0], cur, in) & ~all; // only new positions can lead further
+        for (unsigned r = n.min; (n.max == REP_UNBOUNDED || r < n.max) && cur; r++) {
+            cur = rx_run(nd, n.arg, cur, in) & ~all; // only new positions can lead further
             all |= cur;
         }
         return all;
@@ -365,55 +461,63 @@ uint32_t rx_run(const rx &n, uint32_t from, const rx_input &in)
     return 0;
 }
 
-bool rx_full(const rx &n, const rx_input &in)
+// ICU's lookingAt(): the pattern matches a prefix (possibly empty) of the input.
+bool rx_prefix(uint32_t root, const rx_input &in)
 {
-    return (rx_run(n, 1, in) >> in.len) & 1;
+    return rx_run(nodes->data(), root, 1, in) != 0;
+}
+
+// ICU's matches(): the pattern matches the whole input.
+bool rx_full(uint32_t root, const rx_input &in)
+{
+    return (rx_run(nodes->data(), root, 1, in) >> in.len) & 1;
 }
 
 // A PhoneNumberDesc: IsNumberMatchingDesc is "the length is one of possible_length (when any is
-// listed), and the pattern (when not empty) matches the whole number".
+// listed), and the pattern (when not empty) matches the whole number". 8 bytes.
 struct desc_plan {
-    bool has_lengths = false;
-    uint32_t lengths = 0; // bit per possible length (-1, "no number of this type", sets none)
-    bool has_pattern = false;
-    rx pattern;
+    // Bit l: l is a possible length. Bit 31: the desc lists lengths (a national number here is
+    // at most 14 digits, so lengths from 31 up could never match and are not recorded).
+    uint32_t lengths = 0;
+    uint32_t pattern = NO_PATTERN;
+    static constexpr uint32_t HAS_LENGTHS = 1u << 31;
 
     bool compile(const PhoneNumberDesc &d)
     {
-        has_lengths = d.possible_length_size() > 0;
+        if (d.possible_length_size() > 0)
+            lengths |= HAS_LENGTHS;
         for (int l : d.possible_length())
-            if (l >= 0 && l < 32)
+            if (l >= 0 && l < 31)
                 lengths |= 1u << l;
-        has_pattern = !d.national_number_pattern().empty();
-        return !has_pattern || rx_compile(d.national_number_pattern(), pattern);
+        return d.national_number_pattern().empty() ||
+               rx_compile(*nodes, d.national_number_pattern(), pattern);
     }
     bool matches(const rx_input &in) const
     {
-        if (has_lengths && !((lengths >> in.len) & 1))
+        if ((lengths & HAS_LENGTHS) && !((lengths >> in.len) & 1))
             return false;
-        return has_pattern && rx_full(pattern, in);
+        return pattern != NO_PATTERN && rx_full(pattern, in);
     }
 };
 
+// One region's types, leading digits and code: 100 bytes (a std::string and twelve trees were 600).
 struct region_plan {
-    std::string code; // "US", or "001" for a non-geographic entity
+    char code[4]; // "US", or "001" for a non-geographic entity
+    bool same_mobile_and_fixed = false;
+    uint32_t leading = NO_PATTERN; // the leading digits' pattern, if any
     desc_plan general, premium, toll_free, shared_cost, voip, personal, pager, uan, voicemail,
         fixed, mobile;
-    bool same_mobile_and_fixed = false;
-    bool has_leading = false;
-    rx leading;
 
     bool compile(const PhoneMetadata &m)
     {
         same_mobile_and_fixed = m.same_mobile_and_fixed_line_pattern();
-        has_leading = m.has_leading_digits();
         return general.compile(m.general_desc()) && premium.compile(m.premium_rate()) &&
                toll_free.compile(m.toll_free()) && shared_cost.compile(m.shared_cost()) &&
                voip.compile(m.voip()) && personal.compile(m.personal_number()) &&
                pager.compile(m.pager()) && uan.compile(m.uan()) &&
                voicemail.compile(m.voicemail()) && fixed.compile(m.fixed_line()) &&
                mobile.compile(m.mobile()) &&
-               (!has_leading || rx_compile(m.leading_digits(), leading));
+               (!m.has_leading_digits() || rx_compile(*nodes, m.leading_digits(), leading));
     }
 
     // phonenumberutil.cc's GetNumberTypeHelper, in its order.
@@ -448,48 +552,59 @@ struct region_plan {
     }
 };
 
-// One calling code: its regions in libphonenumber's order (the main one first), and the
-// national prefix pattern of the metadata Parse uses for it (the main region's, or the
-// non-geographic entity's).
+// One calling code: its regions in libphonenumber's order (the main one first, a run of
+// region_plans), and the national prefix pattern of the metadata Parse uses for it (the main
+// region's, or the non-geographic entity's). 8 bytes (80 with a vector of regions and a tree):
+// 1000 of them, one per possible code.
 struct code_plan {
+    uint32_t npp = NO_PATTERN;
+    uint16_t first = 0; // the first region's index in region_plans
+    uint8_t count = 0;  // its regions (+1 has the most: 25)
     bool fast = false;
-    std::vector<region_plan> regions;
-    bool has_npp = false;
-    rx npp;
 };
-code_plan *plans; // [1000], filled once by build_plans(); read-only after
+code_plan *plans;                       // [1000], filled once by build_plans(); read-only after
+std::vector<region_plan> *region_plans; // every code's regions, in runs; read-only after
 
-// Builds the plan of calling code cc; false leaves it to libphonenumber.
+// Builds the plan of calling code cc; false leaves it to libphonenumber (what it appended to
+// nodes and region_plans stays, unused: no code has fallen back so far).
 bool build_plan(PhoneNumberUtil *u, int cc, code_plan &plan)
 {
     using i18n::phonenumbers::PhoneNumberUtilTest;
     std::list<std::string> list;
     u->GetRegionCodesForCountryCallingCode(cc, &list);
-    if (list.empty())
+    if (list.empty() || list.size() > UINT8_MAX || region_plans->size() + list.size() > UINT16_MAX)
         return false;
+    plan.first = static_cast<uint16_t>(region_plans->size());
     for (const std::string &r : list) {
         const PhoneMetadata *m =
             r == "001" ? PhoneNumberUtilTest::non_geo(*u, cc) : PhoneNumberUtilTest::region(*u, r);
         region_plan rp;
-        rp.code = r;
-        if (!m || !rp.compile(*m))
+        if (!m || r.size() >= sizeof rp.code || !rp.compile(*m))
             return false;
-        if (r == list.front()) {
-            plan.has_npp = !m->national_prefix_for_parsing().empty();
-            if (plan.has_npp && !rx_compile(m->national_prefix_for_parsing(), plan.npp))
-                return false;
-        }
-        plan.regions.push_back(std::move(rp));
+        std::memcpy(rp.code, r.c_str(), r.size() + 1);
+        if (r == list.front() && !m->national_prefix_for_parsing().empty() &&
+            !rx_compile(*nodes, m->national_prefix_for_parsing(), plan.npp))
+            return false;
+        region_plans->push_back(rp);
     }
+    plan.count = static_cast<uint8_t>(list.size());
     return true;
 }
 
 void build_plans(PhoneNumberUtil *u)
 {
     plans = new code_plan[1000];
+    nodes = new std::vector<node>();
+    region_plans = new std::vector<region_plan>();
+    compiled = new std::unordered_map<std::string, uint32_t>();
     for (int cc = 1; cc < 1000; cc++)
         if (known_code[cc] && !(plans[cc].fast = build_plan(u, cc, plans[cc])))
             plans[cc] = code_plan();
+    // The texts were needed only to share compiled patterns; the arrays keep their size.
+    delete compiled;
+    compiled = nullptr;
+    nodes->shrink_to_fit();
+    region_plans->shrink_to_fit();
 }
 
 enum class fast { VALID, INVALID, SLOW };
@@ -528,7 +643,7 @@ fast parse_fast(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNum
     if (len < 2)
         return fast::INVALID; // TOO_SHORT_NSN
     rx_input in(nsn, len);
-    if (plan.has_npp && (rx_run(plan.npp, 1, in) & ~1u))
+    if (plan.npp != NO_PATTERN && (rx_run(nodes->data(), plan.npp, 1, in) & ~1u))
         return fast::SLOW; // a national prefix Parse may strip
     // SetItalianLeadingZerosForPhoneNumber: the last digit is never a leading zero.
     pn.set_country_code(cc);
@@ -548,13 +663,14 @@ fast parse_fast(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNum
     // start of the number or, without leading digits, whose types take it. The national
     // significant number libphonenumber matches is nsn itself (its leading zeros, then the rest).
     const region_plan *rp = nullptr;
-    if (plan.regions.size() == 1) {
-        rp = &plan.regions[0];
+    const region_plan *first = region_plans->data() + plan.first;
+    if (plan.count == 1) {
+        rp = first;
     } else {
-        for (const region_plan &r : plan.regions) {
-            if (r.has_leading ? rx_run(r.leading, 1, in) != 0
-                              : r.type(in) != PhoneNumberUtil::UNKNOWN) {
-                rp = &r;
+        for (const region_plan *r = first; r < first + plan.count; r++) {
+            if (r->leading != NO_PATTERN ? rx_prefix(r->leading, in)
+                                         : r->type(in) != PhoneNumberUtil::UNKNOWN) {
+                rp = r;
                 break;
             }
         }
@@ -562,7 +678,7 @@ fast parse_fast(const std::string &s, PhoneNumber &pn, PhoneNumberUtil::PhoneNum
     if (!rp)
         return fast::INVALID; // region "ZZ": no metadata, type UNKNOWN
     type = rp->type(in);
-    region = rp->code.c_str();
+    region = rp->code;
     return type == PhoneNumberUtil::UNKNOWN ? fast::INVALID : fast::VALID;
 }
 
@@ -825,4 +941,41 @@ int th_phone_testing_slow_codes()
     for (int cc = 1; cc < 1000; cc++)
         n += known_code[cc] && !plans[cc].fast;
     return n;
+}
+
+// For tests/unit/test_phone_e164.cc: the plans' size. node_count: the compiled patterns' nodes;
+// bytes: the heap the plans hold (the node array, the regions, the per-code table); shared: the
+// patterns that reused the nodes of the same text compiled before.
+void th_phone_testing_plan_size(size_t *node_count, size_t *bytes, size_t *shared);
+void th_phone_testing_plan_size(size_t *node_count, size_t *bytes, size_t *shared)
+{
+    th_phone_init();
+    *node_count = nodes->size();
+    *shared = compiled_shared;
+    *bytes = nodes->capacity() * sizeof(node) + region_plans->capacity() * sizeof(region_plan) +
+             1000 * sizeof(code_plan);
+}
+
+// For tests/unit/test_phone_e164.cc: pattern compiled on its own (the plans are not touched) and
+// run on digits as ICU's matches() (whole) or lookingAt(). -1: refused (outside the subset or a
+// bound or kid count that does not fit), else 1 or 0; *node_count: the nodes it compiled to.
+int th_phone_testing_match(const char *pattern, const char *digits, int whole, size_t *node_count);
+int th_phone_testing_match(const char *pattern, const char *digits, int whole, size_t *node_count)
+{
+    try {
+        std::vector<node> arena;
+        uint32_t root;
+        *node_count = 0;
+        if (!rx_compile(arena, pattern, root))
+            return -1;
+        *node_count = arena.size();
+        size_t len = std::strlen(digits);
+        if (len >= 31 || std::strspn(digits, "0123456789") != len)
+            return -1;
+        rx_input in(digits, len);
+        uint32_t to = rx_run(arena.data(), root, 1, in);
+        return whole ? static_cast<int>((to >> len) & 1) : to != 0;
+    } catch (...) {
+        return -1;
+    }
 }

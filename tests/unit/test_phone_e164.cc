@@ -33,7 +33,10 @@ extern "C" {
 #include "phone/phone.h"
 }
 
-int th_phone_testing_slow_codes(); // src/phone/phone.cc, for tests
+// src/phone/phone.cc, for tests
+int th_phone_testing_slow_codes();
+void th_phone_testing_plan_size(size_t *node_count, size_t *bytes, size_t *shared);
+int th_phone_testing_match(const char *pattern, const char *digits, int whole, size_t *node_count);
 
 using i18n::phonenumbers::PhoneNumber;
 using i18n::phonenumbers::PhoneNumberUtil;
@@ -275,6 +278,100 @@ void test_edges(void **state)
     agree_national("97217001534156", "DE");
 }
 
+// The plans stay compact: 8-byte nodes in one array (no vector per node), small region plans,
+// each pattern text compiled once. As a tree with a vector per node they held 1.9 MB from start
+// on (issue 24); now about 300 KB.
+void test_plans_compact(void **state)
+{
+    (void)state;
+    size_t nodes = 0, bytes = 0, shared = 0;
+    th_phone_testing_plan_size(&nodes, &bytes, &shared);
+    std::fprintf(stderr, "plans: %zu nodes, %zu bytes, %zu patterns shared\n", nodes, bytes,
+                 shared);
+    assert_true(nodes > 10000); // every code's patterns are compiled in
+    assert_true(bytes <= 512 * 1024);
+    // The nodes' array and no more than 64 KiB besides (the regions' 254 plans, the code table).
+    assert_true(bytes <= nodes * 8 + 64 * 1024);
+    assert_true(shared > 100); // regions of one code share many types' patterns
+}
+
+size_t nodes_of(const char *pattern)
+{
+    size_t n = 0;
+    th_phone_testing_match(pattern, "", 1, &n);
+    return n;
+}
+
+// What the flat layout refuses (a bound or a kid count that does not fit a byte: the calling
+// code would keep libphonenumber's path) and what it accepts, and the matcher's answers on it.
+void test_matcher_bounds(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    // Bounds: up to 254; 255 stands for "unbounded".
+    assert_int_equal(th_phone_testing_match("\\d{254}", "123", 1, &n), 0);
+    assert_int_equal(th_phone_testing_match("\\d{254,}", "123", 1, &n), 0);
+    assert_int_equal(th_phone_testing_match("\\d{0,254}", "123", 1, &n), 1);
+    assert_int_equal(th_phone_testing_match("\\d{255}", "123", 1, &n), -1);
+    assert_int_equal(th_phone_testing_match("\\d{1,255}", "123", 1, &n), -1);
+    assert_int_equal(th_phone_testing_match("\\d{300,}", "123", 1, &n), -1);
+    assert_int_equal(th_phone_testing_match("\\d{2,1}", "123", 1, &n), -1); // max < min
+    // Kids: up to 255 alternatives or items in a sequence.
+    std::string alt = "0", seq = "0";
+    for (int i = 1; i < 255; i++) {
+        alt += "|" + std::to_string(i % 10);
+        seq += std::to_string(i % 10);
+    }
+    assert_int_equal(th_phone_testing_match(alt.c_str(), "7", 1, &n), 1);
+    assert_int_equal(n, 256u); // the ALT and its 255 digits
+    assert_int_equal(th_phone_testing_match(seq.c_str(), "01", 0, &n), 0);
+    assert_int_equal(th_phone_testing_match((alt + "|8").c_str(), "7", 1, &n), -1);
+    assert_int_equal(th_phone_testing_match((seq + "5").c_str(), "01", 0, &n), -1);
+    // A sequence of one item is that item, however deep the groups.
+    assert_int_equal(nodes_of("((((?:1))))"), 1u);
+    assert_int_equal(nodes_of("(?:1)(?:2)"), 3u);
+    assert_int_equal(nodes_of("1|2"), 3u);
+    assert_int_equal(nodes_of("(?:1|)2"), 5u); // the empty alternative stays: it matches ""
+    // The matcher's answers: matches() (whole) and lookingAt() (a prefix).
+    struct {
+        const char *pattern, *digits;
+        int whole, prefix;
+    } cases[] = {
+        {"(?:12|3)", "12", 1, 1},
+        {"(?:12|3)", "3", 1, 1},
+        {"(?:12|3)", "123", 0, 1},
+        {"(?:12|3)", "4", 0, 0},
+        {"(?:1|12){2,3}", "1121", 1, 1},
+        {"(?:1|12){2,3}", "1", 0, 0},
+        {"\\d{3}", "12", 0, 0},
+        {"\\d{3}", "123", 1, 1},
+        {"[2-4]\\d*", "5", 0, 0},
+        {"[2-4]\\d*", "4", 1, 1},
+        {"[02-4\\d]", "9", 1, 1},
+        {"[0357]", "5", 1, 1},
+        {"[0357]", "4", 0, 0},
+        {"1$", "1", 1, 1},
+        {"1$", "12", 0, 0},
+        {"1*", "1111", 1, 1},
+        {"(?:1*)*", "11", 1, 1},
+        {"(?:1*)*", "2", 0, 1},
+        {"(?:1|)2", "2", 1, 1},
+        {"(?:1|)2", "12", 1, 1},
+        {"9(?:[1-3]\\d|4[05])\\d{4,6}", "94512345", 1, 1},
+        {"9(?:[1-3]\\d|4[05])\\d{4,6}", "94612345", 0, 0},
+        {"9(?:[1-3]\\d|4[05])\\d{4,6}", "9451234567", 0, 1},
+    };
+    for (const auto &c : cases) {
+        int w = th_phone_testing_match(c.pattern, c.digits, 1, &n);
+        int p = th_phone_testing_match(c.pattern, c.digits, 0, &n);
+        if (w != c.whole || p != c.prefix)
+            std::fprintf(stderr, "%s on %s: whole %d prefix %d, want %d %d\n", c.pattern, c.digits,
+                         w, p, c.whole, c.prefix);
+        assert_int_equal(w, c.whole);
+        assert_int_equal(p, c.prefix);
+    }
+}
+
 } // namespace
 
 int main(void)
@@ -285,6 +382,8 @@ int main(void)
         cmocka_unit_test(test_mutations_agree),
         cmocka_unit_test(test_random_every_code),
         cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_plans_compact),
+        cmocka_unit_test(test_matcher_bounds),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
 }
