@@ -111,9 +111,8 @@ struct mid_run {
     uint16_t ref_at; /* its place in the reference */
     uint16_t len;    /* its length */
 };
-#define MIN_RUN   12 /* shorter runs are kept as bytes: the header would save little */
-#define MAX_SHIFT 8  /* runs are looked for this many bytes either side of the start's alignment */
-#define RUN_MAX   9  /* run_put's bytes at most: three varints of 16 bits */
+#define MIN_RUN 12 /* shorter runs are kept as bytes: the header would save little */
+#define RUN_MAX 9  /* run_put's bytes at most: three varints of 16 bits */
 
 static size_t put_varint(unsigned char *o, size_t v)
 {
@@ -909,34 +908,39 @@ static int span_at(const struct span *s, size_t i)
  * upper), and a letter of the other case is no digit of this run. */
 static int hex_digit(int c, int *cs)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    int up = c >= 'A' && c <= 'F', low = c >= 'a' && c <= 'f';
-    if (!(up || low) || (*cs >= 0 && *cs != up))
+    unsigned d = (unsigned)c - '0', l = ((unsigned)c | 0x20) - 'a';
+    if (d < 10)
+        return (int)d;
+    if (l >= 6)
+        return -1;
+    int up = !(c & 0x20);
+    if (*cs >= 0 && *cs != up)
         return -1;
     *cs = up;
-    return (up ? c - 'A' : c - 'a') + 10;
+    return (int)l + 10;
 }
 
 /* The length of the hex run of one case at i (at most MAX_HEX), or UUID_LEN with *uuid. */
+/* Whether a UUID of one case starts at i (*cs: its case). */
+static bool is_uuid(const struct span *s, size_t i, size_t n, int *cs)
+{
+    *cs = -1;
+    if (n - i < UUID_LEN || span_at(s, i + 8) != '-')
+        return false;
+    for (size_t k = 0; k < UUID_LEN; k++) {
+        int c = span_at(s, i + k);
+        bool dash = k == 8 || k == 13 || k == 18 || k == 23;
+        if (dash ? c != '-' : hex_digit(c, cs) < 0)
+            return false;
+    }
+    return true;
+}
+
 static size_t hex_run(const struct span *s, size_t i, size_t n, bool *uuid, int *cs)
 {
-    *uuid = false;
+    if ((*uuid = is_uuid(s, i, n, cs)))
+        return UUID_LEN;
     *cs = -1;
-    if (n - i >= UUID_LEN) {
-        size_t k = 0;
-        for (; k < UUID_LEN; k++) {
-            int c = span_at(s, i + k);
-            bool dash = k == 8 || k == 13 || k == 18 || k == 23;
-            if (dash ? c != '-' : hex_digit(c, cs) < 0)
-                break;
-        }
-        if (k == UUID_LEN) {
-            *uuid = true;
-            return k;
-        }
-        *cs = -1;
-    }
     size_t k = 0;
     while (k < MAX_HEX && i + k < n && hex_digit(span_at(s, i + k), cs) >= 0)
         k++;
@@ -967,8 +971,9 @@ static size_t pack_hex(const struct span *s, size_t n, unsigned char *out)
         bool uuid;
         int cs;
         size_t k = hex_run(s, i, n, &uuid, &cs);
-        if (k < MIN_HEX) {
-            i++;
+        if (k < MIN_HEX) { /* past a short run that ended at a byte no run takes */
+            int c = -1;
+            i += k > 0 && (i + k == n || hex_digit(span_at(s, i + k), &c) < 0) ? k : 1;
             continue;
         }
         o = pack_plain(s, plain, i, out, o);
@@ -1074,10 +1079,10 @@ static void shared_ends(const struct answer_ref *ref, const char *body, size_t l
  */
 /*
  * The longest run body's middle [pre, len - suf) shares with ref's middle at the same distance
- * from the start give or take MAX_SHIFT bytes, or at the same distance from the end: values of
- * the same length, or of lengths a few bytes apart (a UUID where the reference has 32 digits),
- * or of the same length counted from the end, leave the bytes between them aligned.
- * O(middle × alignments): no search.
+ * from the start, or from the end, or from their first or last quote: values of the same length,
+ * or of the same length counted from the end, or ending (starting) at a quote whatever their
+ * lengths (a UUID where the reference has 32 digits) leave the bytes between them aligned.
+ * O(middle): four alignments, no search.
  */
 static struct mid_run find_run(const struct answer_ref *ref, const char *body, size_t len,
                                size_t pre, size_t suf)
@@ -1086,11 +1091,20 @@ static struct mid_run find_run(const struct answer_ref *ref, const char *body, s
     if (ref->len < pre + suf) /* suf was measured within min(len, ref->len) - pre */
         return best;
     long bm = (long)(len - pre - suf), rm = (long)(ref->len - pre - suf);
-    for (long d = -MAX_SHIFT; d <= MAX_SHIFT + 1; d++) {
-        long shift =
-            d <= MAX_SHIFT ? d : bm - rm; /* the body's byte i is the reference's i - shift */
-        if (d > MAX_SHIFT && shift >= -MAX_SHIFT && shift <= MAX_SHIFT)
-            break; /* the ends' alignment was among the others */
+    /* the alignments tried: the starts', the ends', and the first and the last quotes' (a JSON
+     * value's end and the next one's start: the bytes between two values of other lengths) */
+    const char *bmid = body + pre, *rmid = ref->body + pre;
+    const char *qb = memchr(bmid, '"', (size_t)bm), *qr = memchr(rmid, '"', (size_t)rm);
+    const char *lb = memrchr(bmid, '"', (size_t)bm), *lr = memrchr(rmid, '"', (size_t)rm);
+    long shifts[4] = {0, bm - rm, qb && qr ? (qb - bmid) - (qr - rmid) : 0,
+                      lb && lr ? (lb - bmid) - (lr - rmid) : 0};
+    for (int d = 0; d < 4; d++) {
+        long shift = shifts[d]; /* the body's byte i is the reference's i - shift */
+        bool tried = false;
+        for (int e = 0; e < d; e++)
+            tried |= shifts[e] == shift;
+        if (tried)
+            continue;
         size_t run = 0;
         for (long i = shift > 0 ? shift : 0;; i++) {
             bool in = i < bm && i - shift < rm;
@@ -1107,6 +1121,61 @@ static struct mid_run find_run(const struct answer_ref *ref, const char *body, s
         }
     }
     return best;
+}
+
+/* How an answer's middle [pre, len - suf) is kept: its run of ref's (none: h.len 0), the other
+ * bytes (sp), packed or not, and the bytes it takes. ref NULL: no reference yet. */
+struct layout {
+    struct mid_run h;
+    struct span sp;
+    bool packed;
+    size_t stored;
+};
+
+static struct layout lay_out(const struct answer_ref *ref, const char *body, size_t len, size_t pre,
+                             size_t suf)
+{
+    struct layout l = {{0, 0, 0}, {NULL, NULL, 0, 0}, false, 0};
+    size_t mid = len - pre - suf;
+    if (ref && mid >= MIN_RUN)
+        l.h = find_run(ref, body, len, pre, suf);
+    if (l.h.len < MIN_RUN)
+        l.h = (struct mid_run){0, 0, 0};
+    const char *m = body + pre;
+    l.sp = (struct span){m, m + l.h.at + l.h.len, l.h.at, mid - l.h.at - l.h.len};
+    size_t plain = l.sp.na + l.sp.nb;
+    size_t npacked = plain >= MIN_HEX ? pack_hex(&l.sp, plain, NULL) : plain;
+    l.packed = npacked < plain;
+    l.stored = (l.h.len ? run_put(&l.h, pre, NULL) : 0) + (l.packed ? npacked : plain);
+    return l;
+}
+
+static bool hex_or_dash(int c)
+{
+    int cs = -1;
+    return c == '-' || hex_digit(c, &cs) >= 0;
+}
+
+/* Moves *pre back to the start of a UUID it cuts into, and *suf to the end of one. */
+static void uuid_whole(const char *body, size_t len, size_t *pre, size_t *suf)
+{
+    struct span s = {body, NULL, len, 0};
+    int cs;
+    if (*pre > 0 && *pre < len && hex_or_dash((unsigned char)body[*pre - 1]) &&
+        hex_or_dash((unsigned char)body[*pre]))
+        for (size_t k = 1; k < UUID_LEN && k <= *pre; k++)
+            if (is_uuid(&s, *pre - k, len, &cs)) {
+                *pre -= k;
+                break;
+            }
+    size_t end = len - *suf;
+    if (*suf > 0 && end > *pre && hex_or_dash((unsigned char)body[end]) &&
+        hex_or_dash((unsigned char)body[end - 1]))
+        for (size_t k = 1; k < UUID_LEN && k <= *suf; k++)
+            if (end + k >= *pre + UUID_LEN && is_uuid(&s, end + k - UUID_LEN, len, &cs)) {
+                *suf -= k;
+                break;
+            }
 }
 
 /* Returns the middle as kept (*stored bytes: a struct mid_run when *run, then the other bytes,
@@ -1145,18 +1214,25 @@ static char *encode_answer(struct th_guard *g, const char *body, size_t len, int
     }
     if (best > 0)
         atomic_store_explicit(&g->last_ref, *ref, memory_order_relaxed);
-    size_t mid = len - *pre - *suf;
-    struct mid_run h = {0, 0, 0};
-    if (n > 0 && mid >= MIN_RUN)
-        h = find_run(&g->refs[*ref], body, len, *pre, *suf);
-    *run = h.len >= MIN_RUN;
-    if (!*run)
-        h = (struct mid_run){0, 0, 0};
-    const char *m = body + *pre;
-    struct span sp = {m, m + h.at + h.len, h.at, mid - h.at - h.len};
-    size_t plain = sp.na + sp.nb, npacked = plain >= MIN_HEX ? pack_hex(&sp, plain, NULL) : plain;
-    *packed = npacked < plain;
-    *stored = (*run ? run_put(&h, *pre, NULL) : 0) + (*packed ? npacked : plain);
+    struct layout l = lay_out(n > 0 ? &g->refs[*ref] : NULL, body, len, *pre, *suf);
+    /* a UUID the shared ends cut into packs badly (its dashes break the digits into runs):
+     * the same answer with the ends moved off it, when that keeps fewer bytes */
+    size_t pre2 = *pre, suf2 = *suf;
+    uuid_whole(body, len, &pre2, &suf2);
+    if (pre2 != *pre || suf2 != *suf) {
+        struct layout l2 = lay_out(n > 0 ? &g->refs[*ref] : NULL, body, len, pre2, suf2);
+        if (l2.stored < l.stored) {
+            l = l2;
+            *pre = pre2;
+            *suf = suf2;
+        }
+    }
+    struct mid_run h = l.h;
+    struct span sp = l.sp;
+    size_t plain = sp.na + sp.nb;
+    *run = h.len > 0;
+    *packed = l.packed;
+    *stored = l.stored;
     char *out = *stored <= REC_INLINE ? small : malloc(*stored);
     if (!out) {
         *ok = false;
