@@ -920,7 +920,6 @@ static int hex_digit(int c, int *cs)
     return (int)l + 10;
 }
 
-/* The length of the hex run of one case at i (at most MAX_HEX), or UUID_LEN with *uuid. */
 /* Whether a UUID of one case starts at i (*cs: its case). */
 static bool is_uuid(const struct span *s, size_t i, size_t n, int *cs)
 {
@@ -936,6 +935,7 @@ static bool is_uuid(const struct span *s, size_t i, size_t n, int *cs)
     return true;
 }
 
+/* The length of the hex run of one case at i (at most MAX_HEX), or UUID_LEN with *uuid. */
 static size_t hex_run(const struct span *s, size_t i, size_t n, bool *uuid, int *cs)
 {
     if ((*uuid = is_uuid(s, i, n, cs)))
