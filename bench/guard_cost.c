@@ -15,7 +15,11 @@
  * Prints a summary and a line "GUARD_COST {json}". Timings on a shared machine are noisy:
  * compare two builds in the same run, never against a fixed figure.
  *
- *   build/guard_cost [REQUESTS [MAX_ENTRIES]]
+ *   build/guard_cost [REQUESTS [MAX_ENTRIES [ID]]]
+ *
+ * ID is the transactionId's form: sid (Twilio's "SM" and 32 hex digits, the default), hex (32
+ * digits: nginx's $request_id, bench/run's fake provider), uuid (an AWS MessageId), or mix (the
+ * three in turn).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +74,7 @@ static const struct {
 int main(int argc, char **argv)
 {
     long requests = argc > 1 ? atol(argv[1]) : 400000;
+    const char *form = argc > 3 ? argv[3] : "sid";
     char max_entries[64];
     snprintf(max_entries, sizeof max_entries, "TELEHOOK_GUARD_MAX_ENTRIES=%s",
              argc > 2 ? argv[2] : "100000");
@@ -126,7 +131,19 @@ int main(int argc, char **argv)
             if (v.dedupe == TH_DEDUPE_FIRST) {
                 firsts++;
                 th_buf_reset(&body);
-                snprintf(tx, sizeof tx, "SM%032lx", (unsigned long)j * 2654435761UL);
+                unsigned long x = (unsigned long)j * 2654435761UL, y = x * 40503UL;
+                int f = strcmp(form, "mix") == 0    ? (int)(j % 3)
+                        : strcmp(form, "hex") == 0  ? 1
+                        : strcmp(form, "uuid") == 0 ? 2
+                                                    : 0;
+                if (f == 0)
+                    snprintf(tx, sizeof tx, "SM%032lx", x);
+                else if (f == 1)
+                    snprintf(tx, sizeof tx, "%016lx%016lx", y, x);
+                else
+                    snprintf(tx, sizeof tx, "%08lx-%04lx-%04lx-%04lx-%012lx", x & 0xffffffff,
+                             y & 0xffff, (x >> 16) & 0xffff, (y >> 20) & 0xffff,
+                             (x ^ y) & 0xffffffffffff);
                 snprintf(meta, sizeof meta, "attempts=1;ms=%ld", 80 + j % 400);
                 th_okta_encode_result(&body, "SUCCESSFUL", "twilio", tx, meta);
                 th_guard_dedupe_finish(g, v.ticket, 200, body.data, body.len);
@@ -148,8 +165,8 @@ int main(int argc, char **argv)
     th_guard_dedupe_sizes(g, &recs, &waits);
     size_t people = th_guard_entries(g);
 
-    printf("guard_cost: %ld requests (%ld first, %ld blocked), max_entries %d\n", requests, firsts,
-           blocked, cfg.guard_max_entries);
+    printf("guard_cost: %ld requests (%ld first, %ld blocked), max_entries %d, ids %s\n", requests,
+           firsts, blocked, cfg.guard_max_entries, form);
     printf("  RSS: %ld KiB before, +%ld KiB after th_guard_new, +%ld KiB full (guard: %.1f MiB)\n",
            rss0, rss1 - rss0, rss2 - rss1, (double)(rss2 - rss0) / 1024);
     printf("  live: %zu per-person entries, %zu dedupe records\n", people, recs);

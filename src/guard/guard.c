@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -65,40 +66,95 @@ struct pslot { /* per-person limiter state: 16 bytes a key */
 /*
  * A dedupe record, shared by its eventId and (phone, otp, channel) slots and the tickets of the
  * requests that found it. Kept small because the table holds one per request remembered (up to
- * guard.max_entries): 24 bytes, and the answer stored as a difference from a reference answer
- * (struct answer_ref) — Okta's answers differ mostly by their transactionId, so a SUCCESSFUL
- * answer of ~190 bytes keeps ~75.
+ * guard.max_entries): REC_SLOT bytes in the guard's record pool (struct th_guard's pool), the
+ * answer stored as a difference from a reference answer (struct answer_ref) — Okta's answers
+ * differ mostly by their transactionId, so a SUCCESSFUL answer of ~190 bytes keeps ~40, and ~22
+ * once its hex digits are packed two to a byte (pack_hex): inside the record (u.in). A middle
+ * that does not fit REC_INLINE is malloc'ed (u.mid). Records come from the pool, not the heap:
+ * they live for minutes and would otherwise be interleaved, 32 and 48 bytes at a time, with the
+ * requests' short-lived allocations in the loops' arenas, holding their pages.
  */
+#define REC_SLOT   48
+#define REC_INLINE (REC_SLOT - 16)
 struct rec {
-    union {
-        struct th_dedupe
-            *waiters; /* until done or abandoned: duplicates to wake (under the lock) */
-        char *mid;    /* once done: the answer's bytes between pre and suf (malloc'ed;
-                         NULL when empty) */
-    } u;
     uint32_t refs;
     uint16_t status;
-    uint16_t len; /* the whole answer: ref's first pre bytes, mid, ref's last suf bytes */
+    uint16_t len; /* the whole answer: ref's first pre bytes, the middle, ref's last suf bytes */
     uint16_t pre, suf;
+    uint16_t stored;       /* once done: the middle's bytes as kept (in u.in up to REC_INLINE) */
     uint8_t nwaiters;      /* <= MAX_WAITERS */
     uint8_t done : 1;      /* the answer is stored */
     uint8_t abandoned : 1; /* the first gave its ticket back without an answer */
     uint8_t ref : 3;       /* g->refs[ref]: the reference answer (when pre + suf > 0) */
-    uint8_t run : 1;       /* mid begins with a run of the reference's middle (struct mid_run) */
+    uint8_t run : 1;       /* the middle begins with a run of the reference's (struct mid_run) */
+    uint8_t packed : 1;    /* the middle's other bytes are pack_hex's form, not plain */
+    union {
+        struct th_dedupe
+            *waiters;          /* until done or abandoned: duplicates to wake (under the lock) */
+        char in[REC_INLINE];   /* once done, stored <= REC_INLINE: the middle */
+        char *mid;             /* once done, stored > REC_INLINE: the middle, malloc'ed */
+        struct rec *next_free; /* in the pool's free list */
+    } u;
 };
+_Static_assert(sizeof(struct rec) == REC_SLOT, "a dedupe record is one pool slot");
 
 /*
  * An answer's middle often shares a run with its reference's too (the bytes between two
  * differing values: `","transactionMetadata":"attempts=1;ms=` between a transactionId and a
- * latency). Then mid holds this, then the bytes before the run (at bytes of them), then the
- * bytes after it: what differs, and 6 bytes.
+ * latency). Then the kept middle holds this (run_put: at, the run's shift from its place in the
+ * reference's middle, and len, as varints — 3 bytes for an answer's usual few dozen), then the
+ * bytes before the run (at bytes of them) and the bytes after it, plain or packed (rec.packed):
+ * what differs, and 3 bytes.
  */
 struct mid_run {
     uint16_t at;     /* the run's place in the answer's middle */
     uint16_t ref_at; /* its place in the reference */
     uint16_t len;    /* its length */
 };
-#define MIN_RUN 12 /* shorter runs are kept as bytes: the 6-byte header would save little */
+#define MIN_RUN 12 /* shorter runs are kept as bytes: the header would save little */
+#define RUN_MAX 9  /* run_put's bytes at most: three varints of 16 bits */
+
+static size_t put_varint(unsigned char *o, size_t v)
+{
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7)
+        o[n++] = (unsigned char)(v | 0x80);
+    o[n++] = (unsigned char)v;
+    return n;
+}
+
+static size_t get_varint(const unsigned char *in, size_t *v)
+{
+    size_t n = 0;
+    *v = 0;
+    do
+        *v |= (size_t)(in[n] & 0x7f) << (7 * n);
+    while (in[n++] & 0x80);
+    return n;
+}
+
+/* h as kept in a middle (out NULL: only counted); pre: the answer's shared start. */
+static size_t run_put(const struct mid_run *h, size_t pre, unsigned char *out)
+{
+    unsigned char tmp[RUN_MAX];
+    long shift = (long)h->ref_at - (long)pre - (long)h->at; /* zigzag: small either way */
+    size_t n = put_varint(tmp, h->at);
+    n += put_varint(tmp + n, shift < 0 ? (size_t)(-shift) * 2 - 1 : (size_t)shift * 2);
+    n += put_varint(tmp + n, h->len);
+    if (out)
+        memcpy(out, tmp, n);
+    return n;
+}
+
+static size_t run_get(const unsigned char *in, size_t pre, struct mid_run *h)
+{
+    size_t at, z, len, n = get_varint(in, &at);
+    n += get_varint(in + n, &z);
+    n += get_varint(in + n, &len);
+    long shift = z & 1 ? -(long)((z + 1) / 2) : (long)(z / 2);
+    *h = (struct mid_run){(uint16_t)at, (uint16_t)((long)pre + (long)at + shift), (uint16_t)len};
+    return n;
+}
 
 /*
  * A reference answer: an answer recorded earlier, kept for the guard's life, that later answers
@@ -142,7 +198,16 @@ struct th_guard {
     size_t max_entries; /* guard.max_entries: the tables have the power of two above */
     size_t sweep;       /* the next dedupe slot the incremental sweep looks at */
     size_t nrecs; /* dedupe records allocated (a record outlives its slots while tickets hold it) */
-    size_t rec_bytes; /* their bytes, answers included, with malloc's overhead (alloc_cost) */
+    /* The record pool: ndd slots (the most the dedupe slots can reference), mmap'ed so its pages
+     * are touched only as records come; slots [0, pool_used) have been used, and the freed ones
+     * are reused last-freed first, so the touched pages stay at the high-water mark. A record
+     * held only by tickets (its slots taken by newer ones) can make the pool run out: then it
+     * comes from the heap, counted in rec_bytes. */
+    struct rec *pool;
+    size_t pool_used;
+    struct rec *pool_free;
+    size_t rec_bytes; /* heap bytes beyond the pool (records, middles over REC_INLINE, reference
+                         answers), with malloc's overhead (alloc_cost) */
     struct answer_ref refs[NREFS];
     atomic_int nrefs;    /* refs[0..nrefs) are set (release: read without the lock) */
     atomic_int last_ref; /* the reference the last answer matched: tried first */
@@ -462,7 +527,12 @@ th_err th_guard_new(const struct th_config *cfg, struct th_guard **out, char *er
     g->max_entries = (size_t)cfg->guard_max_entries;
     g->people = calloc(cap, sizeof *g->people);
     g->dd = calloc(cap, sizeof *g->dd);
-    if (!g->people || !g->dd) {
+    /* mmap, not calloc: its pages must stay untouched until records come (a calloc of this size
+     * may come from a heap whose free pages it has to zero) */
+    void *pool = mmap(NULL, cap * sizeof *g->pool, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    g->pool = pool == MAP_FAILED ? NULL : pool;
+    if (!g->people || !g->dd || !g->pool) {
         th_guard_free(g);
         return TH_E_NOMEM;
     }
@@ -478,28 +548,45 @@ static size_t alloc_cost(size_t n)
     return c < 32 ? 32 : c;
 }
 
-/* The bytes of r->u.mid (done): the answer's middle, less the run it shares (r->run). */
-static size_t mid_bytes(const struct rec *r)
+static bool in_pool(const struct th_guard *g, const struct rec *r)
 {
-    size_t n = (size_t)(r->len - r->pre - r->suf);
-    if (r->run) {
-        struct mid_run h;
-        memcpy(&h, r->u.mid, sizeof h);
-        n = n - h.len + sizeof h;
+    uintptr_t p = (uintptr_t)r, lo = (uintptr_t)g->pool;
+    return g->pool && p >= lo && p < lo + g->ndd * sizeof *g->pool;
+}
+
+/* A new record (zeroed), counted: the last freed pool slot, else an unused one, else the heap's.
+ * NULL without memory. Under the lock. */
+static struct rec *rec_new(struct th_guard *g)
+{
+    struct rec *r = g->pool_free;
+    if (r)
+        g->pool_free = r->u.next_free;
+    else if (g->pool && g->pool_used < g->ndd)
+        r = &g->pool[g->pool_used++];
+    else if ((r = malloc(sizeof *r)))
+        g->rec_bytes += alloc_cost(sizeof *r);
+    if (r) {
+        *r = (struct rec){0};
+        g->nrecs++;
     }
-    return n;
+    return r;
 }
 
 static void rec_unref(struct th_guard *g, struct rec *r)
 {
     if (r && --r->refs == 0) {
         g->nrecs--;
-        g->rec_bytes -= alloc_cost(sizeof *r);
-        if (r->done && r->u.mid) {
-            g->rec_bytes -= alloc_cost(mid_bytes(r));
+        if (r->done && r->stored > REC_INLINE) {
+            g->rec_bytes -= alloc_cost(r->stored);
             free(r->u.mid);
         }
-        free(r);
+        if (in_pool(g, r)) {
+            r->u.next_free = g->pool_free;
+            g->pool_free = r;
+        } else {
+            g->rec_bytes -= alloc_cost(sizeof *r);
+            free(r);
+        }
     }
 }
 
@@ -518,6 +605,8 @@ void th_guard_free(struct th_guard *g)
     for (size_t i = 0; g->dd && i < g->ndd; i++)
         rec_unref(g, g->dd[i].rec);
     free(g->dd);
+    if (g->pool)
+        munmap(g->pool, g->ndd * sizeof *g->pool);
     free(g->people);
     for (int i = 0; i < atomic_load(&g->nrefs); i++)
         free(g->refs[i].body);
@@ -571,7 +660,7 @@ void th_guard_memory(struct th_guard *g, struct th_guard_memory *out)
                                     .dedupe_slots = g->ndd,
                                     .dedupe_bytes = g->ndd * sizeof *g->dd,
                                     .records = g->nrecs,
-                                    .record_bytes = g->rec_bytes,
+                                    .record_bytes = g->pool_used * sizeof *g->pool + g->rec_bytes,
                                     .max_entries = g->max_entries};
     pthread_mutex_unlock(&g->mu);
 }
@@ -788,6 +877,152 @@ static void dd_sweep(struct th_guard *g, int64_t now_ms)
     }
 }
 
+/*
+ * The middle's plain bytes packed: runs of hex digits — a transactionId's: 32 in a Twilio SID
+ * ("SM" and 32) or nginx's request id, 32 in a UUID's 36 characters (an AWS MessageId) — two to
+ * a byte. Parts, each opened by a byte h:
+ *   h < 0x80           h + 1 bytes as they are;
+ *   h & 0x20 (h >= 0x80) a UUID's 32 digits (8-4-4-4-12, the dashes implied): 16 bytes;
+ *   else (h >= 0x80)   (h & 0x1f) + MIN_HEX digits, two a byte, high nibble first (an odd count's
+ *                      last low nibble is 0);
+ * h & 0x40 in the last two: the run's letters are upper-case. A run is of one case (a-f and A-F
+ * never mix in it), so the digits come back as they were. Kept only when shorter than the bytes
+ * themselves: 32 hex digits take 17 bytes, not 32; a UUID 17, not 36.
+ */
+#define MIN_HEX  4 /* shorter runs stay plain: 2 digits would take 2 bytes as 2 */
+#define MAX_HEX  (MIN_HEX + 0x1f)
+#define UUID_LEN 36
+
+/* The plain bytes to pack: a's then b's (the middle around its shared run). */
+struct span {
+    const char *a, *b;
+    size_t na, nb;
+};
+
+static int span_at(const struct span *s, size_t i)
+{
+    return (unsigned char)(i < s->na ? s->a[i] : s->b[i - s->na]);
+}
+
+/* c's value as a hex digit, -1 if none; *cs: -1 until a letter sets the run's case (0 lower, 1
+ * upper), and a letter of the other case is no digit of this run. */
+static int hex_digit(int c, int *cs)
+{
+    unsigned d = (unsigned)c - '0', l = ((unsigned)c | 0x20) - 'a';
+    if (d < 10)
+        return (int)d;
+    if (l >= 6)
+        return -1;
+    int up = !(c & 0x20);
+    if (*cs >= 0 && *cs != up)
+        return -1;
+    *cs = up;
+    return (int)l + 10;
+}
+
+/* Whether a UUID of one case starts at i (*cs: its case). */
+static bool is_uuid(const struct span *s, size_t i, size_t n, int *cs)
+{
+    *cs = -1;
+    if (n - i < UUID_LEN || span_at(s, i + 8) != '-')
+        return false;
+    for (size_t k = 0; k < UUID_LEN; k++) {
+        int c = span_at(s, i + k);
+        bool dash = k == 8 || k == 13 || k == 18 || k == 23;
+        if (dash ? c != '-' : hex_digit(c, cs) < 0)
+            return false;
+    }
+    return true;
+}
+
+/* The length of the hex run of one case at i (at most MAX_HEX), or UUID_LEN with *uuid. */
+static size_t hex_run(const struct span *s, size_t i, size_t n, bool *uuid, int *cs)
+{
+    if ((*uuid = is_uuid(s, i, n, cs)))
+        return UUID_LEN;
+    *cs = -1;
+    size_t k = 0;
+    while (k < MAX_HEX && i + k < n && hex_digit(span_at(s, i + k), cs) >= 0)
+        k++;
+    return k;
+}
+
+/* Plain bytes [from, to) as parts of at most 128; returns o advanced (out NULL: counts only). */
+static size_t pack_plain(const struct span *s, size_t from, size_t to, unsigned char *out, size_t o)
+{
+    while (from < to) {
+        size_t k = to - from < 128 ? to - from : 128;
+        if (out) {
+            out[o] = (unsigned char)(k - 1);
+            for (size_t j = 0; j < k; j++)
+                out[o + 1 + j] = (unsigned char)span_at(s, from + j);
+        }
+        o += 1 + k;
+        from += k;
+    }
+    return o;
+}
+
+/* s's n bytes packed into out (NULL: only counted); returns the packed length. */
+static size_t pack_hex(const struct span *s, size_t n, unsigned char *out)
+{
+    size_t o = 0, plain = 0, i = 0;
+    while (i < n) {
+        bool uuid;
+        int cs;
+        size_t k = hex_run(s, i, n, &uuid, &cs);
+        if (k < MIN_HEX) { /* past a short run that ended at a byte no run takes */
+            int c = -1;
+            i += k > 0 && (i + k == n || hex_digit(span_at(s, i + k), &c) < 0) ? k : 1;
+            continue;
+        }
+        o = pack_plain(s, plain, i, out, o);
+        if (out) {
+            out[o] = (unsigned char)(0x80 | (cs == 1 ? 0x40 : 0) |
+                                     (uuid ? 0x20 : (unsigned)(k - MIN_HEX)));
+            size_t nib = 0;
+            for (size_t j = 0; j < k; j++) {
+                int v = hex_digit(span_at(s, i + j), &cs);
+                if (v < 0) /* a UUID's dash */
+                    continue;
+                unsigned char *b = &out[o + 1 + nib / 2];
+                *b = nib & 1 ? (unsigned char)(*b | v) : (unsigned char)(v << 4);
+                nib++;
+            }
+        }
+        o += 1 + (uuid ? 16 : (k + 1) / 2);
+        i += k;
+        plain = i;
+    }
+    return pack_plain(s, plain, n, out, o);
+}
+
+/* pack_hex's n bytes unpacked into out; returns the bytes written. */
+static size_t unpack_hex(const unsigned char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned h = in[i++];
+        if (h < 0x80) {
+            memcpy(out + o, in + i, h + 1);
+            o += h + 1;
+            i += h + 1;
+            continue;
+        }
+        const char *digits = h & 0x40 ? "0123456789ABCDEF" : "0123456789abcdef";
+        bool uuid = h & 0x20;
+        size_t k = uuid ? 32 : (h & 0x1f) + MIN_HEX;
+        for (size_t j = 0; j < k; j++) {
+            if (uuid && (j == 8 || j == 12 || j == 16 || j == 20))
+                out[o++] = '-';
+            unsigned v = in[i + j / 2];
+            out[o++] = digits[j & 1 ? v & 15 : v >> 4];
+        }
+        i += (k + 1) / 2;
+    }
+    return o;
+}
+
 /* The answer r keeps (done), rebuilt from its reference. Under the lock. */
 static void copy_answer(const struct th_guard *g, const struct rec *r, struct th_dedupe_answer *a)
 {
@@ -796,22 +1031,28 @@ static void copy_answer(const struct th_guard *g, const struct rec *r, struct th
     a->body = malloc((size_t)r->len + 1);
     if (a->body) {
         const struct answer_ref *ref = &g->refs[r->ref];
-        size_t mid = (size_t)(r->len - r->pre - r->suf);
+        size_t mid = (size_t)(r->len - r->pre - r->suf), nkept = r->stored;
+        const char *kept = nkept > REC_INLINE ? r->u.mid : r->u.in;
+        char *o = a->body + r->pre;
         if (r->pre)
             memcpy(a->body, ref->body, r->pre);
-        if (r->run) { /* bytes, the reference's run, bytes */
-            struct mid_run h;
-            memcpy(&h, r->u.mid, sizeof h);
-            const char *lit = r->u.mid + sizeof h;
-            char *o = a->body + r->pre;
-            memcpy(o, lit, h.at);
+        struct mid_run h = {0, 0, 0};
+        if (r->run) {
+            size_t n = run_get((const unsigned char *)kept, r->pre, &h);
+            kept += n;
+            nkept -= n;
+        }
+        /* the bytes before the run and after it, together; then the run between them */
+        if (r->packed)
+            unpack_hex((const unsigned char *)kept, nkept, o);
+        else if (nkept)
+            memcpy(o, kept, nkept);
+        if (r->run) {
+            memmove(o + h.at + h.len, o + h.at, mid - h.at - h.len);
             memcpy(o + h.at, ref->body + h.ref_at, h.len);
-            memcpy(o + h.at + h.len, lit + h.at, mid - h.at - h.len);
-        } else if (mid) {
-            memcpy(a->body + r->pre, r->u.mid, mid);
         }
         if (r->suf)
-            memcpy(a->body + r->pre + mid, ref->body + ref->len - r->suf, r->suf);
+            memcpy(o + mid, ref->body + ref->len - r->suf, r->suf);
         a->body[r->len] = '\0';
     }
 }
@@ -838,37 +1079,111 @@ static void shared_ends(const struct answer_ref *ref, const char *body, size_t l
  */
 /*
  * The longest run body's middle [pre, len - suf) shares with ref's middle at the same distance
- * from the start, or from the end (values of the same length, or of the same length counted
- * from the end, leave the bytes between them aligned). O(middle): no search.
+ * from the start, or from the end, or from their first or last quote: values of the same length,
+ * or of the same length counted from the end, or ending (starting) at a quote whatever their
+ * lengths (a UUID where the reference has 32 digits) leave the bytes between them aligned.
+ * O(middle): four alignments, no search.
  */
 static struct mid_run find_run(const struct answer_ref *ref, const char *body, size_t len,
                                size_t pre, size_t suf)
 {
     struct mid_run best = {0, 0, 0};
-    size_t bm = len - pre - suf, rm = ref->len - pre - suf, n = bm < rm ? bm : rm;
     if (ref->len < pre + suf) /* suf was measured within min(len, ref->len) - pre */
         return best;
-    for (int from_end = 0; from_end < 2; from_end++) {
+    long bm = (long)(len - pre - suf), rm = (long)(ref->len - pre - suf);
+    /* the alignments tried: the starts', the ends', and the first and the last quotes' (a JSON
+     * value's end and the next one's start: the bytes between two values of other lengths) */
+    const char *bmid = body + pre, *rmid = ref->body + pre;
+    const char *qb = memchr(bmid, '"', (size_t)bm), *qr = memchr(rmid, '"', (size_t)rm);
+    const char *lb = memrchr(bmid, '"', (size_t)bm), *lr = memrchr(rmid, '"', (size_t)rm);
+    long shifts[4] = {0, bm - rm, qb && qr ? (qb - bmid) - (qr - rmid) : 0,
+                      lb && lr ? (lb - bmid) - (lr - rmid) : 0};
+    for (int d = 0; d < 4; d++) {
+        long shift = shifts[d]; /* the body's byte i is the reference's i - shift */
+        bool tried = false;
+        for (int e = 0; e < d; e++)
+            tried |= shifts[e] == shift;
+        if (tried)
+            continue;
         size_t run = 0;
-        for (size_t i = 0; i <= n; i++) {
-            /* the i-th byte of the middles, from their start or from their end */
-            size_t b = from_end ? bm - 1 - i : i, r = from_end ? rm - 1 - i : i;
-            if (i < n && body[pre + b] == ref->body[pre + r]) {
+        for (long i = shift > 0 ? shift : 0;; i++) {
+            bool in = i < bm && i - shift < rm;
+            if (in && body[pre + (size_t)i] == ref->body[pre + (size_t)(i - shift)]) {
                 run++;
                 continue;
             }
-            if (run > best.len) { /* the run ended before byte i */
-                size_t b0 = from_end ? bm - i : i - run, r0 = from_end ? rm - i : i - run;
-                best = (struct mid_run){(uint16_t)b0, (uint16_t)(pre + r0), (uint16_t)run};
-            }
+            if (run > best.len) /* the run ended before byte i */
+                best = (struct mid_run){(uint16_t)((size_t)i - run),
+                                        (uint16_t)(pre + (size_t)(i - shift) - run), (uint16_t)run};
             run = 0;
+            if (!in)
+                break;
         }
     }
     return best;
 }
 
+/* How an answer's middle [pre, len - suf) is kept: its run of ref's (none: h.len 0), the other
+ * bytes (sp), packed or not, and the bytes it takes. ref NULL: no reference yet. */
+struct layout {
+    struct mid_run h;
+    struct span sp;
+    bool packed;
+    size_t stored;
+};
+
+static struct layout lay_out(const struct answer_ref *ref, const char *body, size_t len, size_t pre,
+                             size_t suf)
+{
+    struct layout l = {{0, 0, 0}, {NULL, NULL, 0, 0}, false, 0};
+    size_t mid = len - pre - suf;
+    if (ref && mid >= MIN_RUN)
+        l.h = find_run(ref, body, len, pre, suf);
+    if (l.h.len < MIN_RUN)
+        l.h = (struct mid_run){0, 0, 0};
+    const char *m = body + pre;
+    l.sp = (struct span){m, m + l.h.at + l.h.len, l.h.at, mid - l.h.at - l.h.len};
+    size_t plain = l.sp.na + l.sp.nb;
+    size_t npacked = plain >= MIN_HEX ? pack_hex(&l.sp, plain, NULL) : plain;
+    l.packed = npacked < plain;
+    l.stored = (l.h.len ? run_put(&l.h, pre, NULL) : 0) + (l.packed ? npacked : plain);
+    return l;
+}
+
+static bool hex_or_dash(int c)
+{
+    int cs = -1;
+    return c == '-' || hex_digit(c, &cs) >= 0;
+}
+
+/* Moves *pre back to the start of a UUID it cuts into, and *suf to the end of one. */
+static void uuid_whole(const char *body, size_t len, size_t *pre, size_t *suf)
+{
+    struct span s = {body, NULL, len, 0};
+    int cs;
+    if (*pre > 0 && *pre < len && hex_or_dash((unsigned char)body[*pre - 1]) &&
+        hex_or_dash((unsigned char)body[*pre]))
+        for (size_t k = 1; k < UUID_LEN && k <= *pre; k++)
+            if (is_uuid(&s, *pre - k, len, &cs)) {
+                *pre -= k;
+                break;
+            }
+    size_t end = len - *suf;
+    if (*suf > 0 && end > *pre && hex_or_dash((unsigned char)body[end]) &&
+        hex_or_dash((unsigned char)body[end - 1]))
+        for (size_t k = 1; k < UUID_LEN && k <= *suf; k++)
+            if (end + k >= *pre + UUID_LEN && is_uuid(&s, end + k - UUID_LEN, len, &cs)) {
+                *suf -= k;
+                break;
+            }
+}
+
+/* Returns the middle as kept (*stored bytes: a struct mid_run when *run, then the other bytes,
+ * packed when *packed): in small when it fits REC_INLINE, else malloc'ed (NULL without memory:
+ * *ok false then). */
 static char *encode_answer(struct th_guard *g, const char *body, size_t len, int *ref, size_t *pre,
-                           size_t *suf, char **new_ref, bool *ok, bool *run, size_t *stored)
+                           size_t *suf, char **new_ref, bool *ok, bool *run, bool *packed,
+                           size_t *stored, char small[REC_INLINE])
 {
     int n = atomic_load_explicit(&g->nrefs, memory_order_acquire);
     int hint = atomic_load_explicit(&g->last_ref, memory_order_relaxed);
@@ -899,21 +1214,38 @@ static char *encode_answer(struct th_guard *g, const char *body, size_t len, int
     }
     if (best > 0)
         atomic_store_explicit(&g->last_ref, *ref, memory_order_relaxed);
-    size_t mid = len - *pre - *suf;
-    struct mid_run h = {0, 0, 0};
-    if (n > 0 && mid >= MIN_RUN)
-        h = find_run(&g->refs[*ref], body, len, *pre, *suf);
-    *run = h.len >= MIN_RUN;
-    *stored = *run ? mid - h.len + sizeof h : mid;
-    char *out = *stored ? malloc(*stored) : NULL;
-    if (*stored && !out) {
+    struct layout l = lay_out(n > 0 ? &g->refs[*ref] : NULL, body, len, *pre, *suf);
+    /* a UUID the shared ends cut into packs badly (its dashes break the digits into runs):
+     * the same answer with the ends moved off it, when that keeps fewer bytes */
+    size_t pre2 = *pre, suf2 = *suf;
+    uuid_whole(body, len, &pre2, &suf2);
+    if (pre2 != *pre || suf2 != *suf) {
+        struct layout l2 = lay_out(n > 0 ? &g->refs[*ref] : NULL, body, len, pre2, suf2);
+        if (l2.stored < l.stored) {
+            l = l2;
+            *pre = pre2;
+            *suf = suf2;
+        }
+    }
+    struct mid_run h = l.h;
+    struct span sp = l.sp;
+    size_t plain = sp.na + sp.nb;
+    *run = h.len > 0;
+    *packed = l.packed;
+    *stored = l.stored;
+    char *out = *stored <= REC_INLINE ? small : malloc(*stored);
+    if (!out) {
         *ok = false;
-    } else if (*run) {
-        memcpy(out, &h, sizeof h);
-        memcpy(out + sizeof h, body + *pre, h.at);
-        memcpy(out + sizeof h + h.at, body + *pre + h.at + h.len, mid - h.at - h.len);
-    } else if (mid) {
-        memcpy(out, body + *pre, mid);
+        return NULL;
+    }
+    char *o = out;
+    if (*run)
+        o += run_put(&h, *pre, (unsigned char *)o);
+    if (*packed) {
+        pack_hex(&sp, plain, (unsigned char *)o);
+    } else if (plain) {
+        memcpy(o, sp.a, sp.na);
+        memcpy(o + sp.na, sp.b, sp.nb);
     }
     return out;
 }
@@ -949,20 +1281,17 @@ th_dedupe_state th_guard_dedupe_begin(struct th_guard *g, const char *event_id, 
         if (r->done)
             copy_answer(g, r, answer);
     } else {
-        r = calloc(1, sizeof *r);
         st = TH_DEDUPE_FIRST;
-        if (r) {
-            g->nrecs++;
-            g->rec_bytes += alloc_cost(sizeof *r);
-        }
-        struct dslot *a = r && has_event ? dd_find(g, ke, now, true, NULL) : NULL;
-        if (a) {
+        /* the slots first: a record they evict gives its pool slot to the new one */
+        struct dslot *a = has_event ? dd_find(g, ke, now, true, NULL) : NULL;
+        struct dslot *b = dd_find(g, kp, now, true, a);
+        r = rec_new(g);
+        if (r && a) {
             a->rec = r;
             a->expire_ms = until;
             r->refs++;
         }
-        struct dslot *b = r ? dd_find(g, kp, now, true, a) : NULL;
-        if (b) {
+        if (r && b) {
             b->rec = r;
             b->expire_ms = until;
             r->refs++;
@@ -1020,11 +1349,12 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
     /* The answer's encoding is worked out before the lock: only its storing is under it. */
     int ref = 0;
     size_t pre = 0, suf = 0;
-    char *new_ref = NULL, *mid = NULL;
-    bool ok = len <= DEDUPE_ANSWER_MAX, run = false;
+    char *new_ref = NULL, *kept = NULL, small[REC_INLINE];
+    bool ok = len <= DEDUPE_ANSWER_MAX, run = false, packed = false;
     size_t stored = 0;
     if (ok)
-        mid = encode_answer(g, body, len, &ref, &pre, &suf, &new_ref, &ok, &run, &stored);
+        kept = encode_answer(g, body, len, &ref, &pre, &suf, &new_ref, &ok, &run, &packed, &stored,
+                             small);
     pthread_mutex_lock(&g->mu);
     struct rec *r = t->rec;
     wake_waiters(g, r); /* before the answer takes the waiters' place (r->u) */
@@ -1034,24 +1364,30 @@ void th_guard_dedupe_finish(struct th_guard *g, struct th_dedupe *t, int status,
         g->rec_bytes += alloc_cost(len);
         atomic_store_explicit(&g->nrefs, n + 1, memory_order_release);
         new_ref = NULL;
-        free(mid);
-        mid = NULL;
+        if (kept != small)
+            free(kept);
+        kept = NULL;
         ref = n;
         pre = len;
         suf = 0;
-        run = false;
+        run = packed = false;
         stored = 0;
     }
     r->status = (uint16_t)status;
     if (ok) {
-        r->u.mid = mid;
         r->len = (uint16_t)len;
         r->pre = (uint16_t)pre;
         r->suf = (uint16_t)suf;
         r->ref = (uint8_t)ref & 7;
         r->run = run;
-        if (mid)
+        r->packed = packed;
+        r->stored = (uint16_t)stored;
+        if (stored > REC_INLINE) { /* the record owns the malloc'ed middle now */
+            r->u.mid = kept;
             g->rec_bytes += alloc_cost(stored);
+        } else if (stored) {
+            memcpy(r->u.in, kept, stored);
+        }
     }
     r->done = ok;
     r->abandoned = !ok;

@@ -856,6 +856,267 @@ static void test_dedupe_answers_replayed_exactly(void **state)
     th_guard_free(g);
 }
 
+/* Okta's SUCCESSFUL answer with this transactionId and transactionMetadata. */
+static size_t answer_with(char *out, size_t cap, const char *tx, const char *meta)
+{
+    return (size_t)snprintf(out, cap,
+                            "{\"commands\":[{\"type\":\"com.okta.telephony.action\",\"value\":[{"
+                            "\"status\":\"SUCCESSFUL\",\"provider\":\"aws\",\"transactionId\":"
+                            "\"%s\",\"transactionMetadata\":\"%s\"}]}]}",
+                            tx, meta);
+}
+
+/* Records a first request's answer (number + code key i, no eventId); returns the bytes the
+ * records' figure grew by. */
+static size_t record_answer(struct th_guard *g, long i, const char *body, size_t len)
+{
+    struct th_guard_memory m0, m1;
+    th_guard_memory(g, &m0);
+    struct th_phone p = raw_phone(i);
+    struct th_dedupe *t = NULL;
+    struct th_dedupe_answer a = {0};
+    assert_int_equal(th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &t, &a),
+                     TH_DEDUPE_FIRST);
+    th_guard_dedupe_finish(g, t, 200, body, len);
+    th_guard_memory(g, &m1);
+    return m1.record_bytes - m0.record_bytes;
+}
+
+/* The answer replayed to request i's duplicate is byte for byte (body, len). */
+static void assert_replayed(struct th_guard *g, long i, const char *body, size_t len)
+{
+    struct th_phone p = raw_phone(i);
+    struct th_dedupe *t = NULL;
+    struct th_dedupe_answer a = {0};
+    assert_int_equal(th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &t, &a),
+                     TH_DEDUPE_DONE);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(a.len, len);
+    assert_memory_equal(a.body, body, len);
+    assert_int_equal(a.body[len], '\0');
+    free(a.body);
+}
+
+/*
+ * Answers whose transactionIds are hex ids of every form a provider gives, and the awkward
+ * others, replayed byte for byte. A record is one 48-byte pool slot; the production forms keep
+ * their middle inside it (the records' figure grows by the slot only), which takes packing their
+ * hex digits two to a byte: plain, a 32-digit id leaves no room. Others may need the heap.
+ */
+static void test_dedupe_hex_answers_packed_and_replayed(void **state)
+{
+    (void)state;
+    struct th_guard *g = make(NULL);
+    char body[1024], tx[512];
+    /* the reference: the first answer (its middle is not stored) */
+    size_t len =
+        answer_with(body, sizeof body, "0123456789abcdef0123456789abcdef", "attempts=1;ms=91");
+    record_answer(g, 0, body, len);
+    assert_replayed(g, 0, body, len);
+    char big[400];
+    memset(big, 'z', 140); /* plain parts of 128 and 12; the answer shares half with the first */
+    snprintf(big + 140, sizeof big - 140, "%s", "f00dfeed9a8b7c6d");
+    const struct {
+        const char *tx, *meta;
+        bool fits; /* the production forms: the middle in the record */
+    } cases[] = {
+        {"4b1e0c9d8a7f6e5d4c3b2a1908f7e6d5", "attempts=1;ms=187", true}, /* nginx $request_id */
+        {"4B1E0C9D8A7F6E5D4C3B2A1908F7E6D5", "attempts=1;ms=23", true},  /* upper-case */
+        {"9e3f1a2b-7c4d-5e6f-8a9b-0c1d2e3f4a5b", "attempts=2;ms=1203", true}, /* AWS MessageId */
+        {"9E3F1A2B-7C4D-5E6F-8A9B-0C1D2E3F4A5B", "attempts=1;ms=88", true},   /* upper-case */
+        {"SMa1b2c3d4e5f60718293a4b5c6d7e8f90", "attempts=1;ms=240", true},    /* Twilio SID */
+        {"SMA1B2C3D4E5F60718293A4B5C6D7E8F90", "attempts=1;ms=7", true},
+        /* a UUID whose first digit is the reference's: kept whole, not cut at the shared start */
+        {"0e3f1a2b-7c4d-5e6f-8a9b-0c1d2e3f4a5b", "attempts=1;ms=187", true},
+        {"0123456789abcdef0123456789abcde0", "attempts=1;ms=91", true}, /* the last digit only */
+        {"1123456789abcdef0123456789abcdef", "attempts=1;ms=91", true}, /* the first only */
+        {"fedcba9876543210fedcba9876543210", "attempts=1;ms=91", true}, /* hex only, no run */
+        {"a1b2c3d4e5f60718293a4b5c6d7e8f9", "attempts=1;ms=5", false},  /* 31 digits: odd */
+        {"abcde", "attempts=1;ms=abc", false},                          /* odd runs, short */
+        {"deadbeef0123456789abcdef01234567", "ms=beef;cafe", false},    /* hex on both sides */
+        {"aBcDeF0123456789aBcDeF0123456789", "attempts=1;ms=5", false}, /* mixed case */
+        {"9e3f1a2b-7c4d-5e6f-8A9b-0c1d2e3f4a5b", "attempts=1;ms=5", false}, /* mixed UUID */
+        {"9e3f1a2b7-c4d-5e6f-8a9b-0c1d2e3f4a5b", "attempts=1;ms=5", false}, /* dash misplaced */
+        {"ghijklmnopqrstuvwxyzghijklmnopqr", "attempts=1;ms=5", false},     /* no hex at all */
+        {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd",
+         "attempts=1;ms=91", false},      /* longer than one part holds */
+        {big, "attempts=1;ms=91", false}, /* past REC_INLINE: the heap */
+    };
+    size_t ncases = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < ncases; i++) {
+        snprintf(tx, sizeof tx, "%s", cases[i].tx);
+        len = answer_with(body, sizeof body, tx, cases[i].meta);
+        size_t grew = record_answer(g, (long)i + 1, body, len);
+        if (cases[i].fits)
+            assert_int_equal(grew, 48);
+        if (cases[i].tx == big) /* the overflow is counted (a reference would count ~300) */
+            assert_true(grew > 48 + 140 && grew < 48 + 200);
+        assert_replayed(g, (long)i + 1, body, len);
+    }
+    /* bodies sharing nothing with the reference (under 32 bytes: never references themselves):
+     * hex at the very start and end, odd runs, runs of both cases side by side */
+    static const char *const bare[] = {
+        "deadBEEF0123456789abcdef",
+        "abc-12345-x",
+        "0",
+        "fffff",
+        "x1234567",
+        "ABCDEF",
+        "-0123456789abcdef-",
+        "12345678-1234-1234-1234-123456789ab",
+    };
+    for (size_t i = 0; i < sizeof bare / sizeof bare[0]; i++) {
+        record_answer(g, (long)(ncases + i + 1), bare[i], strlen(bare[i]));
+        assert_replayed(g, (long)(ncases + i + 1), bare[i], strlen(bare[i]));
+    }
+    /* every earlier answer still replayed exactly once the others came */
+    for (size_t i = 0; i < ncases; i++) {
+        len = answer_with(body, sizeof body, cases[i].tx, cases[i].meta);
+        assert_replayed(g, (long)i + 1, body, len);
+    }
+    th_guard_free(g);
+}
+
+/*
+ * The records' pool: fill it, let every record expire, fill it again — the records' count
+ * returns to the same figure and the bytes do not grow (freed slots are reused, and a slot is
+ * never taken twice: each answer still replays exactly). Requests without an eventId take one
+ * dedupe slot each, so the table holds as many records as the pool has slots.
+ */
+static void test_dedupe_pool_reused(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1024", NULL};
+    struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
+    struct th_guard_memory m0, m1, m2;
+    th_guard_memory(g, &m0);
+    char body[512];
+    size_t ref_len = okta_answer(body, sizeof body, 0);
+    size_t ref_cost = (ref_len + 8 + 15) & ~(size_t)15;
+    for (int round = 0; round < 2; round++) {
+        long base = round * 100000L;
+        for (long i = 0; i < 4 * (long)m0.dedupe_slots; i++) {
+            size_t len = okta_answer(body, sizeof body, base + i);
+            record_answer(g, base + i, body, len);
+            struct th_guard_memory m;
+            th_guard_memory(g, &m);
+            /* never beyond the pool, nothing on the heap but the reference answer */
+            assert_true(m.record_bytes <= m.dedupe_slots * 48 + ref_cost);
+        }
+        th_guard_memory(g, round ? &m2 : &m1);
+        /* the last quarter's answers, replayed from their slots */
+        for (long i = 3 * (long)m0.dedupe_slots; i < 4 * (long)m0.dedupe_slots; i += 97) {
+            size_t len = okta_answer(body, sizeof body, base + i);
+            struct th_phone p = raw_phone(base + i);
+            struct th_dedupe *tk = NULL;
+            struct th_dedupe_answer a = {0};
+            if (th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &tk, &a) ==
+                TH_DEDUPE_DONE) {
+                assert_int_equal(a.len, len);
+                assert_memory_equal(a.body, body, len);
+                free(a.body);
+            } else { /* evicted by a later one: a new record, given back */
+                th_guard_dedupe_release(g, tk);
+            }
+        }
+        t += 31 * MIN_US; /* every window is over */
+    }
+    assert_int_equal(m1.records, m1.dedupe_slots); /* full: one record a slot */
+    assert_int_equal(m2.records, m1.records);      /* the count returns */
+    assert_int_equal(m2.record_bytes, m1.record_bytes);
+    assert_int_equal(m1.record_bytes, m1.dedupe_slots * 48 + ref_cost);
+    th_guard_free(g);
+}
+
+/*
+ * Records beyond the pool: a record whose slots newer ones took lives on while its ticket holds
+ * it, and the pool may run out then — those come from the heap, are counted, and go back to it.
+ */
+static void test_dedupe_records_beyond_the_pool(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1024", NULL};
+    struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
+    struct th_guard_memory m;
+    th_guard_memory(g, &m);
+    size_t n = m.dedupe_slots + 100;
+    struct th_dedupe **held = calloc(n, sizeof *held);
+    assert_non_null(held);
+    for (size_t i = 0; i < n; i++) {
+        struct th_phone p = raw_phone((long)i);
+        struct th_dedupe_answer a = {0};
+        assert_int_equal(
+            th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &held[i], &a),
+            TH_DEDUPE_FIRST);
+    }
+    th_guard_memory(g, &m);
+    assert_int_equal(m.records, n); /* every one held by its ticket */
+    assert_true(m.record_bytes >= m.dedupe_slots * 48 + 100 * 48);
+    for (size_t i = 0; i < n; i++)
+        th_guard_dedupe_release(g, held[i]);
+    th_guard_memory(g, &m);
+    assert_true(m.records <= m.dedupe_slots); /* the slots' own, some of them the heap's */
+    assert_true(m.record_bytes > m.dedupe_slots * 48);
+    /* their windows over, new requests: the heap's records go back as the old ones are swept */
+    t += 31 * MIN_US;
+    for (long i = 0; i < 2 * (long)m.dedupe_slots; i++) {
+        struct th_phone p = raw_phone(100000 + i);
+        struct th_dedupe *tk = NULL;
+        struct th_dedupe_answer a = {0};
+        assert_int_equal(
+            th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &tk, &a),
+            TH_DEDUPE_FIRST);
+        th_guard_dedupe_release(g, tk);
+    }
+    th_guard_memory(g, &m);
+    assert_true(m.records <= m.dedupe_slots && m.records > m.dedupe_slots / 2);
+    assert_int_equal(m.record_bytes, m.dedupe_slots * 48); /* the pool alone, every slot used */
+    free(held);
+    th_guard_free(g);
+}
+
+/*
+ * The bytes a record costs, full, with the answers production sends (the three transactionId
+ * forms in turn): under 56 bytes each — the 48-byte slot and the pool's slack. The heap layout
+ * before took 80 (a 32-byte record and a 48-byte middle), and 48-byte slots with the middle
+ * unpacked would take 96.
+ */
+static void test_dedupe_bytes_per_record(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=4096", NULL};
+    struct th_guard *g = make(env);
+    struct th_guard_memory m;
+    th_guard_memory(g, &m);
+    char body[512], tx[64], meta[40];
+    size_t ref_cost = 0;
+    for (long i = 0; i < 3 * (long)m.dedupe_slots; i++) {
+        unsigned long x = (unsigned long)i * 2654435761UL, y = x * 40503UL;
+        if (i % 3 == 0)
+            snprintf(tx, sizeof tx, "%016lx%016lx", x, y);
+        else if (i % 3 == 1)
+            snprintf(tx, sizeof tx, "%08lx-%04lx-%04lx-%04lx-%012lx", x & 0xffffffff, y & 0xffff,
+                     (x >> 16) & 0xffff, (y >> 20) & 0xffff, (x ^ y) & 0xffffffffffff);
+        else
+            snprintf(tx, sizeof tx, "SM%016lx%016lx", y, x);
+        snprintf(meta, sizeof meta, "attempts=1;ms=%ld", 80 + i % 900);
+        size_t len = answer_with(body, sizeof body, tx, meta);
+        if (i == 0)
+            ref_cost = (len + 8 + 15) & ~(size_t)15;
+        record_answer(g, i, body, len);
+    }
+    th_guard_memory(g, &m);
+    assert_true(m.records > m.dedupe_slots / 2);
+    double per = (double)(m.record_bytes - ref_cost) / (double)m.records;
+    fprintf(stderr, "# %zu records, %.1f B each\n", m.records, per);
+    assert_true(per < 56);
+    th_guard_free(g);
+}
+
 /*
  * Full tables and a flood of new numbers (each its own user). When every candidate slot of a new
  * key is held, the entry whose loss gives back the fewest sends goes: a number at its limit is
@@ -1213,6 +1474,10 @@ int main(void)
         cmocka_unit_test(test_limits_never_share_a_slot),
         cmocka_unit_test(test_memory_per_key),
         cmocka_unit_test(test_dedupe_answers_replayed_exactly),
+        cmocka_unit_test(test_dedupe_hex_answers_packed_and_replayed),
+        cmocka_unit_test(test_dedupe_pool_reused),
+        cmocka_unit_test(test_dedupe_records_beyond_the_pool),
+        cmocka_unit_test(test_dedupe_bytes_per_record),
         cmocka_unit_test(test_flood_cannot_escape_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
