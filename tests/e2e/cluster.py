@@ -29,6 +29,20 @@ def psql(url, sql):
     return [line.split("\t") for line in r.stdout.splitlines() if line]
 
 
+def drop_database(base, name):
+    """DROP DATABASE name WITH (FORCE): it ends the sessions still in it, but not one of a
+    superuser's (an autovacuum worker that has just come in), which the test role may not signal
+    ("must be a member of ... pg_signal_backend"): then asked again shortly."""
+    for attempt in range(50):
+        try:
+            psql(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            return
+        except AssertionError as e:
+            if "pg_signal_backend" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
 def with_db(url, db):
     u = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + db, u.query, u.fragment))

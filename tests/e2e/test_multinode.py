@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from cluster import (HAPROXY, Balancer, outcome, psql, through, wait_balancer, wait_for,
-                     with_db)
+from cluster import (HAPROXY, Balancer, drop_database, outcome, psql, through, wait_balancer,
+                     wait_for, with_db)
 from conftest import SLOW, Server, free_port, okta_request
 
 BASE = os.environ.get("TH_TEST_PG_URL")
@@ -59,7 +59,7 @@ def cluster(tmp_path_factory):
             if n.proc and n.proc.poll() is None:
                 n.proc.kill()
                 n.proc.wait()
-        psql(BASE, f"DROP DATABASE {name} WITH (FORCE)")
+        drop_database(BASE, name)
 
 
 def test_requests_through_the_balancer_reach_every_node(cluster):

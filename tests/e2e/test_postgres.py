@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from cluster import psql, wait_for, with_db
+from cluster import drop_database, psql, wait_for, with_db
 from conftest import okta_request
 from fakes import FakeWebhook
 
@@ -33,7 +33,7 @@ def pg_db():
     name = "th_e2e_" + uuid.uuid4().hex[:10]
     psql(BASE, f"CREATE DATABASE {name}")
     yield with_db(BASE, name)
-    psql(BASE, f"DROP DATABASE {name} WITH (FORCE)")
+    drop_database(BASE, name)
 
 
 @pytest.fixture

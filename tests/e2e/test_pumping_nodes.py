@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from cluster import psql, with_db
+from cluster import drop_database, psql, with_db
 from conftest import SLOW
 from test_pumping import ENFORCE, metric, outcome
 
@@ -26,7 +26,7 @@ def pg_url():
     name = "th_pump_" + uuid.uuid4().hex[:10]
     psql(BASE, f"CREATE DATABASE {name}")
     yield with_db(BASE, name)
-    psql(BASE, f"DROP DATABASE {name} WITH (FORCE)")
+    drop_database(BASE, name)
 
 
 def eventually(pred, what, seconds=10):

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from cluster import drop_database
 from conftest import BIN, SLOW, okta_request
 from fakes import FakeWebhook
 
@@ -60,7 +61,7 @@ def pg_url():
     psql(BASE, f"CREATE DATABASE {name}")
     u = urllib.parse.urlsplit(BASE)
     yield urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + name, u.query, u.fragment))
-    psql(BASE, f"DROP DATABASE {name} WITH (FORCE)")
+    drop_database(BASE, name)
 
 
 def sqlite_rows(path, table):
