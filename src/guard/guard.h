@@ -313,7 +313,8 @@ void th_guard_memory(struct th_guard *g, struct th_guard_memory *out);
 /*
  * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system
  * clocks (monotonic for the rate limits, wall time for the dedupe window and the budgets' UTC
- * day); NULL restores them. Set it before the guard is shared between threads.
+ * day); NULL restores them. Set it before the guard is shared between threads. The dedupe
+ * index's times are moved to count from the new clock's now (its windows kept).
  */
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
 
