@@ -294,12 +294,13 @@ void th_guard_dedupe_sizes(struct th_guard *g, size_t *records, size_t *waiters)
 /*
  * The in-memory state's bytes, for /metrics and the memory tests. The two tables are allocated
  * at start, sized to guard.max_entries (a power of two at least as large: up to twice the slots;
- * their pages are touched as keys arrive). The dedupe records come from a pool of one 48-byte
- * slot per dedupe slot, mapped at start and touched as records come: record_bytes counts the
- * pool's high-water mark (the slots ever used, 48 bytes each: freed ones are reused first, so
- * it does not grow with traffic, only with the records held at once), plus what is on the heap
- * as malloc takes it — answers whose stored middle does not fit in their record, the reference
- * answers, and records beyond the pool (held only by requests still answering).
+ * their pages are touched as keys arrive; 16 bytes a slot each). The dedupe records come from a
+ * pool of one 48-byte slot per dedupe slot and one per server.max_connections (records held only
+ * by requests still answering), mapped at start and touched as records come: record_bytes
+ * counts the pool's high-water mark (the slots ever used, 48 bytes each: freed ones are reused
+ * first, so it does not grow with traffic, only with the records held at once), plus what is on
+ * the heap as malloc takes it — answers whose stored middle does not fit in their record and the
+ * reference answers.
  */
 struct th_guard_memory {
     size_t people_slots, people_bytes; /* per-number and per-user limiter state: one slot a key */
@@ -312,7 +313,8 @@ void th_guard_memory(struct th_guard *g, struct th_guard_memory *out);
 /*
  * Test hook: the guard reads time from clock(ud), unix microseconds, instead of the system
  * clocks (monotonic for the rate limits, wall time for the dedupe window and the budgets' UTC
- * day); NULL restores them. Set it before the guard is shared between threads.
+ * day); NULL restores them. Set it before the guard is shared between threads. The dedupe
+ * index's times are moved to count from the new clock's now (its windows kept).
  */
 void th_guard_set_clock(struct th_guard *g, int64_t (*clock)(void *ud), void *ud);
 

@@ -156,9 +156,9 @@ def test_operators_families(make_server):
     assert value(f, "telehook_dlq_entries_total") == 0
     assert value(f, "telehook_guard_entries") >= 1  # the phone number's limit is held
     assert value(f, "telehook_guard_max_entries") == 100000
-    # the tables at their default size: 2^17 slots of 16 and 24 bytes (at most 64 bytes a key)
+    # the tables at their default size: 2^17 slots of 16 bytes each (at most 64 bytes a key)
     assert value(f, "telehook_guard_bytes", table="people") == 131072 * 16
-    assert value(f, "telehook_guard_bytes", table="dedupe") == 131072 * 24
+    assert value(f, "telehook_guard_bytes", table="dedupe") == 131072 * 16
     assert value(f, "telehook_guard_bytes", table="records") >= 32  # the requests remembered
     version = subprocess.run([BIN, "--version"], capture_output=True, text=True,
                              check=True).stdout.split()[-1]

@@ -731,7 +731,7 @@ static void test_memory_per_key(void **state)
         assert_int_equal(m.max_entries, i == 0 ? 100000 : 1025);
         assert_true(m.people_slots >= m.max_entries && m.people_slots < 2 * m.max_entries);
         assert_int_equal(m.people_bytes, m.people_slots * 16); /* 16 bytes a slot */
-        assert_int_equal(m.dedupe_bytes, m.dedupe_slots * 24); /* 24 bytes a slot */
+        assert_int_equal(m.dedupe_bytes, m.dedupe_slots * 16); /* 16 bytes a slot */
         assert_true(m.people_bytes <= 64 * m.max_entries);
         assert_true(m.dedupe_bytes <= 64 * m.max_entries);
         assert_int_equal(m.records, 0);
@@ -1031,8 +1031,9 @@ static void test_dedupe_pool_reused(void **state)
 }
 
 /*
- * Records beyond the pool: a record whose slots newer ones took lives on while its ticket holds
- * it, and the pool may run out then — those come from the heap, are counted, and go back to it.
+ * Records beyond the dedupe slots: a record whose slots newer ones took lives on while its ticket
+ * holds it — those come from the pool's room beyond one record a slot (server.max_connections
+ * more), are counted, and go back to it; the pool's high-water mark stays.
  */
 static void test_dedupe_records_beyond_the_pool(void **state)
 {
@@ -1059,9 +1060,9 @@ static void test_dedupe_records_beyond_the_pool(void **state)
     for (size_t i = 0; i < n; i++)
         th_guard_dedupe_release(g, held[i]);
     th_guard_memory(g, &m);
-    assert_true(m.records <= m.dedupe_slots); /* the slots' own, some of them the heap's */
-    assert_true(m.record_bytes > m.dedupe_slots * 48);
-    /* their windows over, new requests: the heap's records go back as the old ones are swept */
+    assert_true(m.records <= m.dedupe_slots); /* the slots' own */
+    assert_int_equal(m.record_bytes, n * 48); /* the pool's high-water mark, nothing on the heap */
+    /* their windows over, new requests: the old records go back to the pool as they are swept */
     t += 31 * MIN_US;
     for (long i = 0; i < 2 * (long)m.dedupe_slots; i++) {
         struct th_phone p = raw_phone(100000 + i);
@@ -1074,8 +1075,146 @@ static void test_dedupe_records_beyond_the_pool(void **state)
     }
     th_guard_memory(g, &m);
     assert_true(m.records <= m.dedupe_slots && m.records > m.dedupe_slots / 2);
-    assert_int_equal(m.record_bytes, m.dedupe_slots * 48); /* the pool alone, every slot used */
+    assert_int_equal(m.record_bytes, n * 48); /* the pool alone, reused: no more slots touched */
     free(held);
+    th_guard_free(g);
+}
+
+/*
+ * The pool is one record a dedupe slot and one a connection (server.max_connections: the requests
+ * that can hold a ticket at once), never the heap: that many held tickets all get a record, one
+ * more is sent without the dedupe (TH_DEDUPE_OFF, no ticket) — and once they are given back and
+ * their windows are over, the pool serves new requests again.
+ */
+static void test_dedupe_pool_exhausted(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=1000", "TELEHOOK_SERVER_MAX_CONNECTIONS=8",
+                         NULL};
+    struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t);
+    struct th_guard_memory m;
+    th_guard_memory(g, &m);
+    size_t n = m.dedupe_slots + 8;
+    struct th_dedupe **held = calloc(n, sizeof *held);
+    assert_non_null(held);
+    for (size_t i = 0; i < n; i++) {
+        struct th_phone p = raw_phone((long)i);
+        struct th_dedupe_answer a = {0};
+        assert_int_equal(
+            th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &held[i], &a),
+            TH_DEDUPE_FIRST);
+    }
+    th_guard_memory(g, &m);
+    assert_int_equal(m.records, n);
+    assert_int_equal(m.record_bytes, n * 48); /* the pool, full; nothing on the heap */
+    /* the last one's duplicate still finds it */
+    struct th_phone last = raw_phone((long)n - 1);
+    struct th_dedupe *tk = NULL;
+    struct th_dedupe_answer a = {0};
+    assert_int_equal(
+        th_guard_dedupe_begin(g, NULL, last.e164, "123456", TH_CHANNEL_SMS, 0, &tk, &a),
+        TH_DEDUPE_PENDING);
+    th_guard_dedupe_release(g, tk);
+    /* a new one: no record left for it */
+    for (long i = 0; i < 3; i++) {
+        struct th_phone p = raw_phone((long)n + i);
+        tk = (struct th_dedupe *)&tk; /* must be cleared */
+        assert_int_equal(
+            th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &tk, &a),
+            TH_DEDUPE_OFF);
+        assert_null(tk);
+    }
+    th_guard_memory(g, &m);
+    assert_int_equal(m.records, n);
+    assert_int_equal(m.record_bytes, n * 48);
+    for (size_t i = 0; i < n; i++)
+        th_guard_dedupe_release(g, held[i]);
+    t += 31 * MIN_US;
+    for (long i = 0; i < 2 * (long)m.dedupe_slots; i++) {
+        struct th_phone p = raw_phone(100000 + i);
+        tk = NULL;
+        assert_int_equal(
+            th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, 0, &tk, &a),
+            TH_DEDUPE_FIRST);
+        th_guard_dedupe_finish(g, tk, 200, "{}", 2);
+    }
+    th_guard_memory(g, &m);
+    assert_true(m.records <= m.dedupe_slots);
+    assert_int_equal(m.record_bytes, n * 48); /* the same slots, reused */
+    free(held);
+    th_guard_free(g);
+}
+
+/* Request i's number (no eventId) with otpExpires expires_ms: a first's ticket is finished with
+ * (body, len); a duplicate's answer must be that, byte for byte. */
+static th_dedupe_state dedupe_number(struct th_guard *g, long i, int64_t expires_ms,
+                                     const char *body, size_t len)
+{
+    struct th_phone p = raw_phone(i);
+    struct th_dedupe *t = NULL;
+    struct th_dedupe_answer a = {0};
+    th_dedupe_state st =
+        th_guard_dedupe_begin(g, NULL, p.e164, "123456", TH_CHANNEL_SMS, expires_ms, &t, &a);
+    if (st == TH_DEDUPE_FIRST) {
+        th_guard_dedupe_finish(g, t, 200, body, len);
+    } else if (st == TH_DEDUPE_PENDING) {
+        th_guard_dedupe_release(g, t);
+    } else if (st == TH_DEDUPE_DONE) {
+        assert_int_equal(a.status, 200);
+        assert_int_equal(a.len, len);
+        assert_memory_equal(a.body, body, len);
+    }
+    free(a.body);
+    return st;
+}
+
+/*
+ * The slots keep their windows' ends in 32 bits of ms after a base, moved when the clock is 2^31
+ * ms past it (~24.8 days): twice here, the clock jumping to minutes before each rebase and
+ * stepping across it. A record made before the rebase is still replayed, byte for byte, to its
+ * window's last millisecond and forgotten at its end; the records whose windows ended before are
+ * freed by the rebase itself (the incremental sweep has not reached them).
+ */
+static void test_dedupe_window_across_rebase(void **state)
+{
+    (void)state;
+    const char *env[] = {"TELEHOOK_GUARD_MAX_ENTRIES=4096", NULL};
+    struct th_guard *g = make(env);
+    int64_t t = 1767225600 * INT64_C(1000000);
+    th_guard_set_clock(g, clock_of, &t); /* the base: now */
+    int64_t base = t / 1000;
+    char body[512], other[512];
+    for (int round = 0; round < 2; round++) {
+        size_t olen = okta_answer(other, sizeof other, 77);
+        for (long i = 0; i < 200; i++) /* 10-minute windows, over long before the rebase */
+            assert_int_equal(dedupe_number(g, round * 1000 + i, 0, other, olen), TH_DEDUPE_FIRST);
+        struct th_guard_memory m;
+        th_guard_memory(g, &m);
+        assert_true(m.records >= 200);
+        int64_t start = base + (INT64_C(1) << 31) - 4 * 60000, expires = start + 7 * 60000;
+        long b = 5000 + round;
+        size_t len = okta_answer(body, sizeof body, b);
+        t = start * 1000;
+        assert_int_equal(dedupe_number(g, b, expires, body, len), TH_DEDUPE_FIRST);
+        for (int k = 1; k <= 6; k++) { /* the 4th step is 4 ms past the rebase point */
+            t = (start + k * INT64_C(60001)) * 1000;
+            assert_int_equal(dedupe_number(g, b, expires, body, len), TH_DEDUPE_DONE);
+            th_guard_memory(g, &m);
+            if (k < 4)
+                assert_true(m.records > 150); /* not yet: the old ones wait for the sweep */
+            else
+                assert_int_equal(m.records, 1); /* rebased: only b's is left */
+        }
+        base = start + 4 * INT64_C(60001);
+        t = (expires - 1) * 1000; /* the window's last millisecond */
+        assert_int_equal(dedupe_number(g, b, expires, body, len), TH_DEDUPE_DONE);
+        t = expires * 1000; /* over */
+        assert_int_equal(dedupe_number(g, b, expires, body, len), TH_DEDUPE_FIRST);
+        th_guard_memory(g, &m);
+        assert_int_equal(m.records, 1);
+    }
     th_guard_free(g);
 }
 
@@ -1477,6 +1616,8 @@ int main(void)
         cmocka_unit_test(test_dedupe_hex_answers_packed_and_replayed),
         cmocka_unit_test(test_dedupe_pool_reused),
         cmocka_unit_test(test_dedupe_records_beyond_the_pool),
+        cmocka_unit_test(test_dedupe_pool_exhausted),
+        cmocka_unit_test(test_dedupe_window_across_rebase),
         cmocka_unit_test(test_dedupe_bytes_per_record),
         cmocka_unit_test(test_flood_cannot_escape_limits),
     };
