@@ -138,6 +138,21 @@ th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max)
     return th_arena_buf_reserve(a, b, max, max);
 }
 
+void th_arena_buf_fit(struct th_buf *b)
+{
+    struct th_arena *a = b->arena;
+    if (!a || !b->data)
+        return;
+    unsigned char *base = a->head ? a->head->data : a->first;
+    uintptr_t at = (uintptr_t)b->data, lo = (uintptr_t)base;
+    size_t keep = align_up(b->len + 1), had = align_up(b->cap);
+    if (!base || at < lo || at + had != lo + a->used || keep >= had)
+        return;
+    OPENSSL_cleanse(b->data + keep, had - keep);
+    a->used = (at - lo) + keep;
+    b->cap = b->len + 1;
+}
+
 size_t th_arena_used(const struct th_arena *a)
 {
     if (!a->head)

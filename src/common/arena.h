@@ -68,6 +68,15 @@ th_err th_arena_buf_reserve(struct th_arena *a, struct th_buf *b, size_t reserve
 /* The same with all of max reserved (the text, an answer): it never grows. */
 th_err th_arena_buf(struct th_arena *a, struct th_buf *b, size_t max);
 
+/*
+ * Gives the unused tail of b's reserve back to its arena when b is the arena's newest allocation
+ * (a text rendered into a reserve sized for the longest): the arena's next allocation starts
+ * right after b's bytes, so a request in flight holds what its text takes, not its reserve. The
+ * tail is wiped first (it may hold bytes written and then cut). b keeps its bytes and may still
+ * grow (in place while it is the newest, else by a copy). Anything else: nothing happens.
+ */
+void th_arena_buf_fit(struct th_buf *b);
+
 /* Bytes handed out so far, over all chunks (for tests and metrics). */
 size_t th_arena_used(const struct th_arena *a);
 

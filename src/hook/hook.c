@@ -702,6 +702,9 @@ static bool compose(struct hreq *r)
         fail(r, 200, SUMMARY_FAILED, "ERROR", "message too long");
         return false;
     }
+    /* the reserve's tail back to the arena: an SMS takes ~150 of its 1,024 bytes, and every KiB
+     * a request holds is a MiB per 1,000 in flight */
+    th_arena_buf_fit(&r->text);
     return true;
 }
 

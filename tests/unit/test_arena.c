@@ -222,6 +222,61 @@ static void test_buf_reserve_grows_in_arena(void **state)
     assert_true(all_zero(mem, sizeof mem)); /* the code is wiped with the arena */
 }
 
+/*
+ * Fitting a rendered text to its bytes: the reserve's tail goes back to the arena (the next
+ * allocation starts right after the text) and is wiped; the text keeps its bytes and can grow
+ * again. Not the newest allocation, or no arena: nothing changes.
+ */
+static void test_buf_fit(void **state)
+{
+    (void)state;
+    alignas(max_align_t) unsigned char mem[2048];
+    memset(mem, 0, sizeof mem);
+    struct th_arena a;
+    th_arena_init(&a, mem, sizeof mem, 1 << 16);
+    struct th_buf b;
+    assert_int_equal(th_arena_buf(&a, &b, 1024), TH_E_OK);
+    size_t before = th_arena_used(&a);
+    assert_int_equal(th_buf_appends(&b, "Your code is 246810 and some words to cut"), TH_E_OK);
+    /* bytes written past the text and then cut (a renderer that rewinds): wiped by the fit */
+    memset(b.data + 100, 'Z', 200);
+    b.len = 19;
+    b.data[19] = '\0';
+    th_arena_buf_fit(&b);
+    size_t after = th_arena_used(&a);
+    assert_true(after < before);
+    assert_true(after <= before - 1024 + 19 + 1 + TH_ARENA_ALIGN);
+    assert_string_equal(th_buf_str(&b), "Your code is 246810");
+    for (size_t i = 100; i < 300; i++)
+        assert_int_not_equal(mem[i], 'Z');
+    char *next = th_arena_strdup(&a, "next");
+    assert_true(next > b.data && next < b.data + 19 + 1 + TH_ARENA_ALIGN); /* right after it */
+    assert_int_equal(th_buf_appends(&b, ", more"), TH_E_OK); /* grows by a copy: intact */
+    assert_string_equal(th_buf_str(&b), "Your code is 246810, more");
+    assert_string_equal(next, "next");
+
+    /* not the newest allocation: nothing moves */
+    struct th_buf c;
+    assert_int_equal(th_arena_buf(&a, &c, 256), TH_E_OK);
+    assert_int_equal(th_buf_appends(&c, "short"), TH_E_OK);
+    assert_non_null(th_arena_strdup(&a, "after"));
+    size_t used = th_arena_used(&a), cap = c.cap;
+    th_arena_buf_fit(&c);
+    assert_int_equal(th_arena_used(&a), used);
+    assert_int_equal(c.cap, cap);
+
+    /* a heap buffer: untouched */
+    struct th_buf h;
+    th_buf_init(&h, 64);
+    assert_int_equal(th_buf_appends(&h, "heap"), TH_E_OK);
+    cap = h.cap;
+    th_arena_buf_fit(&h);
+    assert_int_equal(h.cap, cap);
+    th_buf_release(&h);
+    th_arena_cleanse_release(&a);
+    assert_true(all_zero(mem, sizeof mem));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_no_first_chunk),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_buf_reserve_grows_in_arena),
+        cmocka_unit_test(test_buf_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
